@@ -1,0 +1,41 @@
+// The one error hierarchy of the tool. Every class carries its exit code (cli.md "Exit codes");
+// only bin/ maps them to the process. `code` is a stable machine-readable string for --json.
+
+export class LoraError extends Error {
+  readonly exitCode: number = 1;
+  readonly code: string = "RUNTIME_ERROR";
+  /** Optional hint printed on its own line after the message. */
+  hint?: string;
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
+    this.name = new.target.name;
+    if (options?.hint) this.hint = options.hint;
+  }
+}
+
+/** Exit 1: the operation failed at run time (I/O error, disk full, numerical failure). */
+export class RuntimeFailure extends LoraError {}
+
+/** Exit 2: unknown command or flag, missing or contradictory options. */
+export class UsageError extends LoraError {
+  override readonly exitCode: number = 2;
+  override readonly code: string = "USAGE";
+}
+
+/** Exit 3: malformed file, not a LoRA adapter, inconsistent shapes, NaN/Inf, DoRA where factors change … */
+export class InvalidInputError extends LoraError {
+  override readonly exitCode: number = 3;
+  override readonly code: string = "INVALID_INPUT";
+}
+
+/** Exit 4: the backend asked for explicitly is not available. */
+export class BackendUnavailableError extends LoraError {
+  override readonly exitCode: number = 4;
+  override readonly code: string = "BACKEND_UNAVAILABLE";
+}
+
+/** Exit 130: interrupted by SIGINT/SIGTERM. */
+export class InterruptedError extends LoraError {
+  override readonly exitCode: number = 130;
+  override readonly code: string = "INTERRUPTED";
+}

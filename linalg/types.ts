@@ -1,0 +1,77 @@
+// The typed seam between the numerical core and its backends (js, cpu = BLAS/LAPACK addon,
+// cuda). Everything is row-major; shapes travel with the data. Commands never know which
+// backend ran: they receive a LinalgBackend from linalg/backend.ts.
+
+export type FloatArray = Float32Array | Float64Array;
+
+/** A dense row-major matrix: element (i, j) is data[i * cols + j]. */
+export interface Mat<T extends FloatArray = FloatArray> {
+  rows: number;
+  cols: number;
+  data: T;
+}
+
+export interface QrResult<T extends FloatArray = FloatArray> {
+  /** rows × k with orthonormal columns, k = min(rows, cols). */
+  Q: Mat<T>;
+  /** k × cols, upper triangular (upper trapezoidal when cols > rows). */
+  R: Mat<T>;
+}
+
+export interface SvdResult<T extends FloatArray = FloatArray> {
+  /** rows × k, k = min(rows, cols). */
+  U: Mat<T>;
+  /** k singular values, descending, ≥ 0. */
+  S: T;
+  /** k × cols. */
+  Vt: Mat<T>;
+}
+
+export interface EigResult<T extends FloatArray = FloatArray> {
+  /** n eigenvalues, descending. */
+  values: T;
+  /** n × n, column j is the eigenvector of values[j]. */
+  vectors: Mat<T>;
+}
+
+export interface KmeansLloydOptions {
+  /** Per-point sample weights (length = points.rows); default all 1. */
+  weights?: Float64Array;
+  maxIter: number;
+  /** sklearn semantics: stop when Σ‖c_new − c_old‖² ≤ tol · mean per-feature variance · dims. The caller passes the absolute value. */
+  tol: number;
+}
+
+export interface KmeansResult {
+  centroids: Mat<Float64Array>;
+  labels: Int32Array;
+  /** Σ_i w_i ‖x_i − c_{label_i}‖². */
+  inertia: number;
+  iterations: number;
+}
+
+export type BackendName = "js" | "cpu" | "cuda";
+
+/**
+ * Every backend implements these with the same semantics; parity tests in linalg/backends.test.ts
+ * run one case table against each. The output precision follows the input precision
+ * (Float32Array in → Float32Array out) unless stated otherwise.
+ */
+export interface LinalgBackend {
+  readonly name: BackendName;
+  /** Human-readable: BLAS name and core type, threads, device name… */
+  readonly detail: string;
+  /** C = alpha · op(A) · op(B), op = transpose when the flag is set. */
+  gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts?: { transA?: boolean; transB?: boolean; alpha?: number }): Promise<Mat<T>>;
+  /** Thin Householder QR. */
+  qr<T extends FloatArray>(a: Mat<T>): Promise<QrResult<T>>;
+  /** Thin SVD (all min(rows, cols) triplets). Signs are not normalised here (see linalg/signs.ts). */
+  svd<T extends FloatArray>(a: Mat<T>): Promise<SvdResult<T>>;
+  /** Eigen-decomposition of a symmetric matrix (only the lower triangle need be valid). */
+  eigSym<T extends FloatArray>(a: Mat<T>): Promise<EigResult<T>>;
+  /**
+   * Lloyd iterations from the given initial centroids (seeding is done in TS by linalg/kmeans.ts,
+   * so that every backend agrees). Points and centroids in float64.
+   */
+  kmeansLloyd(points: Mat<Float64Array>, init: Mat<Float64Array>, opts: KmeansLloydOptions): Promise<KmeansResult>;
+}
