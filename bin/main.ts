@@ -1,0 +1,30 @@
+// The process boundary: colour policy before any styling library loads, EPIPE and signal
+// handling, exit codes. Nothing else in the tool touches the process.
+const argv = process.argv.slice(2);
+const env = process.env;
+const noColor = argv.includes("--no-color") || (env["NO_COLOR"] ?? "") !== "" || env["TERM"] === "dumb" || !!env["CI"];
+if (noColor) env["FORCE_COLOR"] = "0";
+
+process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+  if (e.code === "EPIPE") process.exit(0);
+  throw e;
+});
+
+const { cleanupTempFilesSync } = await import("../formats/atomic.js");
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.once(sig, () => {
+    cleanupTempFilesSync();
+    process.stderr.write(`\nlora: interrupted (${sig})\n`);
+    process.exit(130);
+  });
+}
+
+const { main } = await import("../commands/index.js");
+const code = await main(argv, {
+  stdin: process.stdin,
+  stdout: process.stdout,
+  stderr: process.stderr,
+  env,
+  color: !noColor && !!process.stdout.isTTY,
+});
+process.exitCode = code;

@@ -1,0 +1,85 @@
+// lora convert --to peft|kohya: the same ΔW in another layout. Factors are copied byte for byte;
+// only the bookkeeping changes (algorithms.md §0.2): the scale s of every module is kept by writing
+// alpha' = s·r (kohya, and PEFT without rsLoRA) or s·√r (PEFT with use_rslora).
+import { alphaForScale, isDora, loadAdapter, readFactors, type Adapter } from "../../formats/adapter/index.js";
+import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
+import { InvalidInputError, UsageError } from "../../formats/errors.js";
+import type { PeftConfig } from "../../formats/adapter/peft-config.js";
+
+export type TargetFormat = "peft" | "kohya" | "diffusers";
+
+export interface ConvertOptions {
+  input: string;
+  output: string;
+  to: TargetFormat;
+  force: boolean;
+}
+
+export interface ConvertReport {
+  input: string;
+  output: string;
+  from: string;
+  to: TargetFormat;
+  modules: { name: string; rank: number; alpha: number; scale: number; relative_error: number }[];
+  passthrough: number;
+  totals: { modules: number; rank: number };
+}
+
+/** Kernel dims of a conv factor A ([r, in, kh, kw] → [kh, kw]). */
+export function kernelOf(shape: number[]): number[] | undefined {
+  return shape.length > 2 ? shape.slice(2) : undefined;
+}
+
+/** The config the output starts from: the input's, or the one a kohya file of ours carried. */
+function baseConfigFor(a: Adapter): PeftConfig | null {
+  return a.config;
+}
+
+export function convertedModules(a: Adapter, to: "peft" | "kohya", useRslora: boolean): OutModule[] {
+  return a.modules.map((m) => {
+    const rs = to === "peft" && useRslora;
+    const alpha = m.rslora === rs ? m.alpha : alphaForScale(m.scale, m.rank, rs);
+    const kernel = kernelOf(m.A.shape);
+    const extras: NonNullable<OutModule["extras"]> = {};
+    for (const [role, t] of Object.entries(m.extras)) extras[role] = { file: a.file, tensor: t };
+    return {
+      path: m.path,
+      ...(to === "kohya" && a.format === "kohya" ? { stem: m.name } : {}),
+      kind: m.kind, rank: m.rank, alpha, out: m.out, in: m.in, dtype: m.A.dtype,
+      ...(kernel ? { kernel } : {}),
+      rawFactors: { A: { file: a.file, tensor: m.A }, B: { file: a.file, tensor: m.B } },
+      extras,
+    };
+  });
+}
+
+export async function runConvert(o: ConvertOptions, deps: { stdin?: NodeJS.ReadableStream; stdout?: NodeJS.WritableStream }): Promise<ConvertReport> {
+  if (o.to === "diffusers") throw new UsageError("--to diffusers is not available yet");
+  const a = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
+  try {
+    if (isDora(a) && a.format !== o.to) {
+      throw new InvalidInputError(`${o.input}: DoRA adapter; its magnitude vector has a different layout in ${o.to} files, so it cannot be converted`, { hint: "convert within the same format only, or merge DoRA into the base model with PEFT" });
+    }
+    // Read every factor once: NaN/Inf are refused (exit 3) even though the bytes are copied as they are.
+    for (const m of a.modules) await readFactors(a, m, "f32");
+    const base = baseConfigFor(a);
+    const useRslora = o.to === "peft" && base?.["use_rslora"] === true;
+    const out: AdapterOutput = {
+      format: o.to,
+      modules: convertedModules(a, o.to, useRslora),
+      passthrough: a.passthrough.map((t) => ({ file: a.file, tensor: t })),
+      baseConfig: base,
+      metadata: a.metadata,
+      keepTargetModules: a.format === "peft",
+    };
+    await writeAdapter(o.output, out, { force: o.force, inputs: o.input === "-" ? [] : [o.input], ...(deps.stdout ? { stdout: deps.stdout } : {}) });
+    return {
+      input: o.input, output: o.output, from: a.format, to: o.to,
+      modules: out.modules.map((m) => ({ name: m.path, rank: m.rank, alpha: m.alpha, scale: m.alpha / (useRslora ? Math.sqrt(m.rank) : m.rank), relative_error: 0 })),
+      passthrough: a.passthrough.length,
+      totals: { modules: a.modules.length, rank: a.modules.reduce((s, m) => s + m.rank, 0) },
+    };
+  } finally {
+    await a.file.close();
+  }
+}

@@ -1,0 +1,64 @@
+// Rendering an inspect report: an aligned table with spectrum bars on a terminal, tab-separated
+// rows (no header) when piped. JSON is printed by the command itself.
+import { fmt, formatTable, formatTsv } from "../support/output.js";
+import type { InspectReport, ModuleReport } from "./run.js";
+
+const BARS = " ▁▂▃▄▅▆▇█";
+
+/** Unicode bars of σᵢ/σ₁ (one character per singular value, at most `max`). */
+export function spectrumBars(s: number[], max = 16): string {
+  const top = s[0] ?? 0;
+  if (!(top > 0)) return "";
+  const shown = s.slice(0, max).map((x) => BARS[Math.min(8, Math.max(1, Math.round((x / top) * 8)))]!);
+  return shown.join("") + (s.length > max ? "…" : "");
+}
+
+function rank90(m: ModuleReport): number {
+  const i = m.energy.findIndex((e) => e >= 0.9 - 1e-12);
+  return i < 0 ? m.rank : i + 1;
+}
+
+export function renderInspectTable(r: InspectReport, opts: { width?: number } = {}): string {
+  const alloc = r.redistribution?.ranks;
+  const header = ["module", "shape", "rank", "alpha", "scale", "dtype", "norm", "σ1", "eff.rank", "r@90%", "spectrum"];
+  if (alloc) header.push("→ rank");
+  const rows = r.modules.map((m) => {
+    const row = [
+      m.name, `${m.shape[0]}×${m.shape[1]}`, String(m.rank), fmt(m.alpha), fmt(m.scale), m.dtype, fmt(m.norm),
+      fmt(m.singular_values[0] ?? 0), fmt(m.effective_rank, 3), String(rank90(m)), spectrumBars(m.singular_values),
+    ];
+    if (alloc) row.push(String(alloc[m.name] ?? 0));
+    return row;
+  });
+  const lines: string[] = [];
+  lines.push(`${r.path}: ${r.format} adapter, ${r.totals.modules} modules, total rank ${r.totals.rank}, ${r.totals.params.toLocaleString("en-US")} LoRA parameters, ${r.dtype}`);
+  lines.push(`scale from: ${r.config_source}`);
+  for (const n of r.notes) lines.push(`note: ${n}`);
+  lines.push("");
+  let table = formatTable(header, rows);
+  if (opts.width) table = table.split("\n").map((l) => ([...l].length > opts.width! ? [...l].slice(0, opts.width! - 1).join("") + "…" : l)).join("\n");
+  lines.push(table);
+  if (r.passthrough.length) lines.push("", `passthrough tensors (${r.passthrough.length}): ${r.passthrough.join(", ")}`);
+  const gated = r.modules.filter((m) => m.gate);
+  if (gated.length) {
+    const z = gated.reduce((s, m) => s + m.gate!.zero, 0), t = gated.reduce((s, m) => s + m.gate!.total, 0);
+    lines.push(`SoRA gates: ${z}/${t} zero (${((100 * z) / Math.max(1, t)).toFixed(1)}% sparsity)`);
+  }
+  if (r.redistribution) {
+    const d = r.redistribution;
+    const what = d.budget !== undefined ? `budget ${d.budget} by ${d.score}` : `energy ${d.energy} per module`;
+    const total = Object.values(d.ranks).reduce((s, x) => s + x, 0);
+    lines.push(`redistribution (${what}): total rank ${total}, retained energy ${(100 * d.retained_energy).toFixed(3)}%`);
+  }
+  return lines.join("\n");
+}
+
+/** Piped output: one row per module: name, out×in, rank, alpha, scale, dtype, norm, effective rank, σ list[, allocated rank]. */
+export function renderInspectTsv(r: InspectReport): string {
+  const alloc = r.redistribution?.ranks;
+  return formatTsv(r.modules.map((m) => {
+    const row = [m.name, `${m.shape[0]}x${m.shape[1]}`, String(m.rank), String(m.alpha), String(m.scale), m.dtype, String(m.norm), String(m.effective_rank), m.singular_values.join(",")];
+    if (alloc) row.push(String(alloc[m.name] ?? 0));
+    return row;
+  }));
+}

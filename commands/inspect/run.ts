@@ -1,0 +1,105 @@
+// lora inspect: per module rank, alpha, scale, shape, dtype, ‖ΔW‖_F and the exact singular values
+// of ΔW = s·B·A from the factors (algorithms.md §7.1; never the dense ΔW), cumulative energy and
+// effective rank; optionally the --budget / --energy allocation truncate would make.
+import { loadAdapter, readFactors, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
+import { cumulativeEnergy, effectiveRank, lowRankSingularValues } from "../../linalg/lowrank.js";
+import type { LinalgBackend } from "../../linalg/types.js";
+import { allocate, type AllocationRequest, type Score } from "../truncate/allocate.js";
+
+export interface InspectOptions {
+  input: string;
+  budget?: number;
+  energy?: number;
+  score: Score;
+  minRank: number;
+  rho: number;
+}
+
+export interface ModuleReport {
+  name: string;
+  kind: LoraModule["kind"];
+  shape: [number, number];
+  rank: number;
+  alpha: number;
+  scale: number;
+  dtype: string;
+  norm: number;
+  singular_values: number[];
+  energy: number[];
+  effective_rank: number;
+  extras?: string[];
+  gate?: { total: number; zero: number };
+}
+
+export interface InspectReport {
+  path: string;
+  format: string;
+  dtype: string;
+  config: Record<string, unknown> | null;
+  config_source: string;
+  notes: string[];
+  modules: ModuleReport[];
+  passthrough: string[];
+  totals: { modules: number; rank: number; params: number };
+  redistribution?: { budget?: number; energy?: number; score: Score; ranks: Record<string, number>; retained_energy: number };
+}
+
+export async function inspectAdapter(adapter: Adapter, be: LinalgBackend, onModule?: (i: number, n: number) => void): Promise<ModuleReport[]> {
+  const out: ModuleReport[] = [];
+  let i = 0;
+  for (const m of adapter.modules) {
+    const f = await readFactors(adapter, m, "f64");
+    const sv = await lowRankSingularValues(be, { B: f.B, A: f.A, scale: m.scale });
+    const S = Array.from(sv).slice(0, m.rank);
+    const norm = Math.sqrt(S.reduce((s, x) => s + x * x, 0));
+    const rep: ModuleReport = {
+      name: m.name, kind: m.kind, shape: [m.out, m.in], rank: m.rank, alpha: m.alpha, scale: m.scale, dtype: m.A.dtype,
+      norm, singular_values: S, energy: cumulativeEnergy(S), effective_rank: effectiveRank(S),
+    };
+    const extras = Object.keys(m.extras);
+    if (extras.length) rep.extras = extras;
+    if (m.extras["gate"]) {
+      const g = await adapter.file.readFloat64(m.extras["gate"]);
+      rep.gate = { total: g.length, zero: g.reduce((n, x) => n + (x === 0 ? 1 : 0), 0) };
+    }
+    out.push(rep);
+    onModule?.(++i, adapter.modules.length);
+  }
+  return out;
+}
+
+export async function runInspect(o: InspectOptions, deps: { backend: LinalgBackend; stdin?: NodeJS.ReadableStream; onModule?: (i: number, n: number) => void }): Promise<InspectReport> {
+  const adapter = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
+  try {
+    const modules = await inspectAdapter(adapter, deps.backend, deps.onModule);
+    const report: InspectReport = {
+      path: o.input,
+      format: adapter.format,
+      dtype: adapter.dtype,
+      config: adapter.config,
+      config_source: adapter.configSource,
+      notes: adapter.notes,
+      modules,
+      passthrough: adapter.passthrough.map((t) => t.name),
+      totals: {
+        modules: modules.length,
+        rank: modules.reduce((s, m) => s + m.rank, 0),
+        params: modules.reduce((s, m) => s + m.rank * (m.shape[0] + m.shape[1]), 0),
+      },
+    };
+    if (o.budget !== undefined || o.energy !== undefined) {
+      const req: AllocationRequest = { score: o.score, minRank: o.minRank, rho: o.rho, ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.energy !== undefined ? { energy: o.energy } : {}) };
+      const alloc = allocate(modules.map((m) => ({ name: m.name, sigma: m.singular_values, in: m.shape[1], out: m.shape[0], rank: m.rank })), req);
+      report.redistribution = {
+        ...(o.budget !== undefined ? { budget: o.budget } : {}),
+        ...(o.energy !== undefined ? { energy: o.energy } : {}),
+        score: o.score,
+        ranks: Object.fromEntries(alloc.ranks),
+        retained_energy: alloc.retainedEnergy,
+      };
+    }
+    return report;
+  } finally {
+    await adapter.file.close();
+  }
+}

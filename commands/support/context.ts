@@ -1,0 +1,27 @@
+// Ctx: everything a command may touch of the outside world (gh's IOStreams). bin/ builds the
+// real one; tests build one over in-memory streams.
+export interface Ctx {
+  stdin: NodeJS.ReadableStream & { isTTY?: boolean };
+  stdout: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  env: Record<string, string | undefined>;
+  /** Colour allowed on stdout / stderr (TTY, no NO_COLOR/--no-color/CI/TERM=dumb). */
+  color: boolean;
+}
+
+/** Options every command accepts (cli.md "Global options"). */
+export interface GlobalOptions {
+  backend: "auto" | "cpu" | "cuda" | "js";
+  json: boolean;
+  quiet: boolean;
+  color: boolean;
+  seed: number;
+  force: boolean;
+  threads?: number;
+  verbose?: boolean;
+}
+
+/** Spinners and animation only on an interactive stderr, never under CI, --json or --quiet. */
+export function interactive(ctx: Ctx, g: Pick<GlobalOptions, "json" | "quiet">): boolean {
+  return !!ctx.stderr.isTTY && !g.json && !g.quiet && !ctx.env["CI"] && ctx.env["TERM"] !== "dumb";
+}

@@ -1,0 +1,58 @@
+// Output conventions (cli.md "Output streams"): data on stdout, messages on stderr; aligned
+// tables on a terminal, tab-separated rows without a header when piped, one JSON document with --json.
+import type { Ctx } from "./context.js";
+
+export function writeOut(ctx: Ctx, text: string): void {
+  ctx.stdout.write(text.endsWith("\n") ? text : text + "\n");
+}
+
+export function note(ctx: Ctx, quiet: boolean, text: string): void {
+  if (!quiet) ctx.stderr.write(`lora: ${text}\n`);
+}
+
+export function warn(ctx: Ctx, text: string): void {
+  ctx.stderr.write(`lora: warning: ${text}\n`);
+}
+
+export function printJson(ctx: Ctx, value: unknown): void {
+  writeOut(ctx, JSON.stringify(value, null, 2));
+}
+
+/** Display width of a string (treats every code point as one column; our tables are ASCII plus a few symbols). */
+function width(s: string): number {
+  // eslint-disable-next-line no-control-regex
+  return [...s.replace(/\x1b\[[0-9;]*m/g, "")].length;
+}
+
+/** Aligned columns; numeric-looking columns right-aligned. */
+export function formatTable(header: string[], rows: string[][]): string {
+  const all = [header, ...rows];
+  const widths = header.map((_, c) => Math.max(...all.map((r) => width(r[c] ?? ""))));
+  const numeric = header.map((_, c) => rows.length > 0 && rows.every((r) => /^[-+]?[\d.,e×x%-]*$/i.test(r[c] ?? "")));
+  const line = (r: string[]) =>
+    r.map((cell, c) => {
+      const pad = " ".repeat(Math.max(0, widths[c]! - width(cell)));
+      return numeric[c] ? pad + cell : cell + pad;
+    }).join("  ").trimEnd();
+  return all.map(line).join("\n");
+}
+
+export function formatTsv(rows: string[][]): string {
+  return rows.map((r) => r.map((c) => c.replace(/[\t\n]/g, " ")).join("\t")).join("\n");
+}
+
+/** Short human number: 3 significant digits, exponent when tiny or huge. */
+export function fmt(x: number, digits = 4): string {
+  if (x === 0) return "0";
+  if (!Number.isFinite(x)) return String(x);
+  const a = Math.abs(x);
+  if (a >= 1e5 || a < 1e-3) return x.toExponential(digits - 1);
+  return String(Number(x.toPrecision(digits)));
+}
+
+/** The human summary of a write command: stdout, or stderr when stdout carries the file (-o -). */
+export function summary(ctx: Ctx, quiet: boolean, output: string, text: string): void {
+  if (quiet) return;
+  if (output === "-") ctx.stderr.write(text.endsWith("\n") ? text : text + "\n");
+  else writeOut(ctx, text);
+}

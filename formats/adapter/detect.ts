@@ -1,0 +1,59 @@
+// Format detection by keys, never by file name (cli.md). Each detector looks at the tensor names
+// and either claims the file or passes. Order matters: the more specific layouts come first.
+import type { SafetensorsFile, TensorInfo } from "../safetensors/index.js";
+import { hasKohyaKeys, parseKohya } from "./parse-kohya.js";
+import { hasPeftKeys, parsePeft } from "./parse-peft.js";
+import type { PeftConfig } from "./peft-config.js";
+import type { AdapterFormat, LoraModule } from "./types.js";
+
+export interface DetectContext {
+  file: SafetensorsFile;
+  label: string;
+  metadata: Record<string, string>;
+  /** adapter_config from metadata or a sibling adapter_config.json, when any. */
+  config: PeftConfig | null;
+  configSource: string;
+  notes: string[];
+}
+
+export interface Detected {
+  format: AdapterFormat;
+  modules: LoraModule[];
+  passthrough: TensorInfo[];
+  config: PeftConfig | null;
+  configSource: string;
+}
+
+export interface Detector {
+  format: AdapterFormat;
+  claims(names: string[], ctx: DetectContext): boolean;
+  parse(ctx: DetectContext): Promise<Detected>;
+}
+
+const kohya: Detector = {
+  format: "kohya",
+  claims: (names) => hasKohyaKeys(names),
+  async parse(ctx) {
+    const r = await parseKohya(ctx.file, ctx.metadata, ctx.label, ctx.notes);
+    const cfgRaw = ctx.metadata["lora_peft_config"];
+    let config: PeftConfig | null = null;
+    if (cfgRaw) { try { config = JSON.parse(cfgRaw) as PeftConfig; } catch { /* ignored: informational only */ } }
+    return { format: "kohya", ...r, config, configSource: "kohya .alpha tensors" };
+  },
+};
+
+const peft: Detector = {
+  format: "peft",
+  claims: (names) => hasPeftKeys(names),
+  async parse(ctx) {
+    const r = parsePeft(ctx.file.header.tensors, ctx.config, ctx.label, ctx.notes);
+    return { format: "peft", ...r, config: ctx.config, configSource: ctx.config ? ctx.configSource : "none (alpha = rank)" };
+  },
+};
+
+/** Detectors tried in order; other formats (diffusers, SoRA) register themselves at the front. */
+export const detectors: Detector[] = [kohya, peft];
+
+export function registerDetector(d: Detector): void {
+  detectors.unshift(d);
+}

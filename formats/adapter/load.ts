@@ -1,0 +1,105 @@
+// Opening an adapter argument (cli.md "Adapters in and out"): a PEFT directory, a .safetensors
+// file (config from __metadata__["adapter_config"], else a sibling adapter_config.json), or "-"
+// for a safetensors stream on stdin. The format is detected from the keys.
+import { readFile, stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { InvalidInputError, RuntimeFailure } from "../errors.js";
+import { SafetensorsFile, type DType } from "../safetensors/index.js";
+import { detectors, type DetectContext } from "./detect.js";
+import type { PeftConfig } from "./peft-config.js";
+import type { Adapter } from "./types.js";
+
+const DIR_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors"];
+
+async function isDir(p: string): Promise<boolean> {
+  try { return (await stat(p)).isDirectory(); } catch { return false; }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try { await stat(p); return true; } catch { return false; }
+}
+
+function parseConfigText(text: string, where: string): PeftConfig {
+  let v: unknown;
+  try { v = JSON.parse(text); } catch (e) {
+    throw new InvalidInputError(`${where}: adapter config is not valid JSON (${(e as Error).message})`);
+  }
+  if (!v || typeof v !== "object" || Array.isArray(v)) throw new InvalidInputError(`${where}: adapter config must be a JSON object`);
+  return v as PeftConfig;
+}
+
+export interface OpenOptions {
+  stdin?: NodeJS.ReadableStream;
+}
+
+/** Open and validate an adapter; the caller closes it with `adapter.file.close()`. */
+export async function loadAdapter(arg: string, opts: OpenOptions = {}): Promise<Adapter> {
+  let file: SafetensorsFile;
+  let siblingConfig: string | null = null;
+  if (arg === "-") {
+    if (!opts.stdin) throw new InvalidInputError("-: no standard input available");
+    file = await SafetensorsFile.fromStream(opts.stdin, "<stdin>");
+  } else {
+    let path = arg;
+    if (await isDir(arg)) {
+      const found = [];
+      for (const f of DIR_FILES) if (await exists(join(arg, f))) found.push(f);
+      if (found.length === 0) {
+        if (await exists(join(arg, "adapter_model.bin"))) {
+          throw new InvalidInputError(`${arg}: only adapter_model.bin (a pickle) found; lora reads safetensors`, { hint: "convert it with PEFT (save_pretrained(..., safe_serialization=True))" });
+        }
+        throw new InvalidInputError(`${arg}: not an adapter directory (no ${DIR_FILES.join(" or ")})`);
+      }
+      path = join(arg, found[0]!);
+    } else if (!(await exists(arg))) {
+      throw new RuntimeFailure(`${arg}: no such file or directory`);
+    }
+    const cfg = join(dirname(path), "adapter_config.json");
+    if (await exists(cfg)) siblingConfig = cfg;
+    file = await SafetensorsFile.open(path);
+  }
+  try {
+    return await describe(arg, file, siblingConfig);
+  } catch (e) {
+    await file.close();
+    throw e;
+  }
+}
+
+async function describe(arg: string, file: SafetensorsFile, siblingConfig: string | null): Promise<Adapter> {
+  const label = arg === "-" ? "<stdin>" : arg;
+  const metadata = file.header.metadata ?? {};
+  let config: PeftConfig | null = null;
+  let configSource = "none";
+  if (metadata["adapter_config"] !== undefined) {
+    config = parseConfigText(metadata["adapter_config"], `${label} (__metadata__.adapter_config)`);
+    configSource = "__metadata__.adapter_config";
+  } else if (siblingConfig) {
+    config = parseConfigText(await readFile(siblingConfig, "utf8"), siblingConfig);
+    configSource = basename(siblingConfig);
+  }
+  const notes: string[] = [];
+  const ctx: DetectContext = { file, label, metadata, config, configSource, notes };
+  const names = file.header.tensors.map((t) => t.name);
+  const det = detectors.find((d) => d.claims(names, ctx));
+  if (!det) {
+    throw new InvalidInputError(`${label}: not a LoRA adapter (no lora_A/lora_B, lora_down/lora_up or diffusers LoRA keys among ${names.length} tensors)`);
+  }
+  const got = await det.parse(ctx);
+  if (got.modules.length === 0) throw new InvalidInputError(`${label}: no LoRA modules found`);
+  got.modules.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const counts = new Map<DType, number>();
+  for (const m of got.modules) counts.set(m.A.dtype, (counts.get(m.A.dtype) ?? 0) + 1);
+  const dtype = [...counts].sort((a, b) => b[1] - a[1])[0]![0];
+  const adapter: Adapter = {
+    source: arg, file, format: got.format, config: got.config, configSource: got.configSource,
+    metadata, modules: got.modules, passthrough: got.passthrough, notes, dtype,
+  };
+  if (metadata["ss_network_module"] === "networks.dylora") {
+    let unit = 1;
+    try { unit = Number((JSON.parse(metadata["ss_network_args"] ?? "{}") as Record<string, unknown>)["unit"] ?? 1) || 1; } catch { /* default 1 */ }
+    adapter.dylora = { unit };
+    notes.push(`kohya DyLoRA (unit ${unit}): truncate defaults to --method prefix`);
+  }
+  return adapter;
+}

@@ -1,0 +1,90 @@
+// PEFT's adapter_config.json semantics (peft/tuners/lora/config.py, utils/other.py):
+// r and lora_alpha per module from rank_pattern / alpha_pattern, where the first key k for which
+// re.match(rf"(.*\.)?({k})$", module_name) succeeds wins; scale = alpha/r, or alpha/√r with use_rslora.
+import { InvalidInputError } from "../errors.js";
+import { regexEscape } from "./names.js";
+
+export type PeftConfig = Record<string, unknown>;
+
+function num(v: unknown, what: string, source: string): number {
+  if (typeof v !== "number" || !Number.isFinite(v)) {
+    throw new InvalidInputError(`${source}: ${what} must be a finite number, found ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function compilePattern(key: string, source: string): RegExp {
+  try {
+    return new RegExp(`^(?:.*\\.)?(?:${key})$`);
+  } catch {
+    throw new InvalidInputError(`${source}: rank_pattern/alpha_pattern key is not a valid regular expression: ${JSON.stringify(key)}`);
+  }
+}
+
+/** The value of the first pattern key matching the module name (PEFT's get_pattern_key), or undefined. */
+export function patternLookup(pattern: unknown, moduleName: string, source: string): number | undefined {
+  if (pattern === null || pattern === undefined) return undefined;
+  if (typeof pattern !== "object" || Array.isArray(pattern)) {
+    throw new InvalidInputError(`${source}: rank_pattern/alpha_pattern must be an object`);
+  }
+  for (const [key, value] of Object.entries(pattern as Record<string, unknown>)) {
+    if (compilePattern(key, source).test(moduleName)) return num(value, `pattern value for "${key}"`, source);
+  }
+  return undefined;
+}
+
+export interface ModuleScale {
+  rank: number;
+  alpha: number;
+  scale: number;
+  rslora: boolean;
+}
+
+export function scaleFor(alpha: number, rank: number, rslora: boolean): number {
+  if (rank <= 0) return 0;
+  return rslora ? alpha / Math.sqrt(rank) : alpha / rank;
+}
+
+/** alpha that gives the wanted scale at this rank (inverse of scaleFor). */
+export function alphaForScale(scale: number, rank: number, rslora: boolean): number {
+  return rslora ? scale * Math.sqrt(rank) : scale * rank;
+}
+
+/** r, alpha and scale of one module under PEFT's rules. */
+export function peftModuleScale(config: PeftConfig, moduleName: string, source: string): ModuleScale {
+  const r = patternLookup(config["rank_pattern"], moduleName, source) ?? num(config["r"] ?? 8, "r", source);
+  const alpha = patternLookup(config["alpha_pattern"], moduleName, source) ?? num(config["lora_alpha"] ?? 8, "lora_alpha", source);
+  const rslora = config["use_rslora"] === true;
+  return { rank: r, alpha, scale: scaleFor(alpha, r, rslora), rslora };
+}
+
+export interface PeftModuleOut {
+  path: string;
+  rank: number;
+  alpha: number;
+}
+
+/**
+ * r, lora_alpha, rank_pattern and alpha_pattern for a set of output modules: the most common
+ * rank (ties: the smaller) becomes r, the most common alpha among those modules lora_alpha, and
+ * every module that differs gets one fully qualified, regex-escaped key (cli.md).
+ */
+export function peftPatterns(mods: PeftModuleOut[]): { r: number; lora_alpha: number; rank_pattern: Record<string, number>; alpha_pattern: Record<string, number> } {
+  const mostCommon = (xs: number[]): number => {
+    const counts = new Map<number, number>();
+    for (const x of xs) counts.set(x, (counts.get(x) ?? 0) + 1);
+    let best = xs[0] ?? 8, bestN = -1;
+    for (const [x, n] of [...counts].sort((a, b) => a[0] - b[0])) if (n > bestN) { best = x; bestN = n; }
+    return best;
+  };
+  const r = mostCommon(mods.map((m) => m.rank));
+  const withR = mods.filter((m) => m.rank === r);
+  const lora_alpha = mostCommon((withR.length ? withR : mods).map((m) => m.alpha));
+  const rank_pattern: Record<string, number> = {};
+  const alpha_pattern: Record<string, number> = {};
+  for (const m of [...mods].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) {
+    if (m.rank !== r) rank_pattern[regexEscape(m.path)] = m.rank;
+    if (m.alpha !== lora_alpha) alpha_pattern[regexEscape(m.path)] = m.alpha;
+  }
+  return { r, lora_alpha, rank_pattern, alpha_pattern };
+}

@@ -1,0 +1,213 @@
+// Writing an adapter (cli.md "Adapters in and out"): plan every output tensor's name, dtype and
+// shape first (safetensors puts offsets before data), then compute each module's factors lazily in
+// the writer's order, one module at a time, and copy passthrough tensors byte for byte.
+import { basename } from "node:path";
+import { UsageError } from "../errors.js";
+import { stdoutSink, writeDirAtomic, writeFileAtomic, type ByteSink } from "../atomic.js";
+import { encodeFloats, layoutSafetensors, writeSafetensors, type DType, type SafetensorsFile, type TensorInfo, type TensorSpec } from "../safetensors/index.js";
+import { kohyaStemFor, PEFT_PREFIX } from "./names.js";
+import { peftPatterns, type PeftConfig } from "./peft-config.js";
+import type { ModuleKind } from "./types.js";
+
+export interface OutFactors {
+  /** r×in row-major (conv flattened). */
+  A: Float32Array | Float64Array;
+  /** out×r row-major. */
+  B: Float32Array | Float64Array;
+}
+
+export interface OutModule {
+  /** Dotted module path (PEFT key without base_model.model.). */
+  path: string;
+  /** kohya stem to use; default kohyaStemFor(path). */
+  stem?: string;
+  kind: ModuleKind;
+  rank: number;
+  alpha: number;
+  out: number;
+  in: number;
+  /** Trailing kernel dims of a conv A (e.g. [3, 3]) so A is written as [r, in/(kh·kw), kh, kw]. */
+  kernel?: number[];
+  dtype: DType;
+  /** Called once, in write order; the result is released after both factors are written. */
+  produce?: () => Promise<OutFactors>;
+  /** Instead of produce: copy the factor tensors byte for byte (same dtype and layout as the source). */
+  rawFactors?: { A: { file: SafetensorsFile; tensor: TensorInfo }; B: { file: SafetensorsFile; tensor: TensorInfo } };
+  /** Extra tensors of the module carried as they are (role → tensor), e.g. "lora_B.bias". */
+  extras?: Record<string, { file: SafetensorsFile; tensor: TensorInfo }>;
+}
+
+export interface AdapterOutput {
+  format: "peft" | "kohya";
+  modules: OutModule[];
+  passthrough: { file: SafetensorsFile; tensor: TensorInfo }[];
+  /** PEFT config to start from (unknown keys kept); r/alpha/patterns/target_modules are rewritten. */
+  baseConfig: PeftConfig | null;
+  /** Input metadata to carry (kohya ss_* keys, …). */
+  metadata: Record<string, string>;
+  /** Keep the base config's target_modules (only when the module set is unchanged). */
+  keepTargetModules?: boolean;
+  /** Extra metadata to set on the output. */
+  extraMetadata?: Record<string, string>;
+}
+
+export interface WriteOptions {
+  force: boolean;
+  /** Input paths that must not be overwritten by accident. */
+  inputs: string[];
+  stdout?: NodeJS.WritableStream & { isTTY?: boolean };
+}
+
+/** Extra roles whose kohya key differs from the PEFT one. */
+const KOHYA_ROLE_SUFFIX: Record<string, string> = { "lora_B.bias": "lora_up.bias" };
+
+const MANAGED_META = ["format", "adapter_config", "lora_module_names", "lora_module_kinds", "lora_peft_config"];
+
+function sortedJson(v: unknown, indent?: number): string {
+  const norm = (x: unknown): unknown => {
+    if (Array.isArray(x)) return x.map(norm);
+    if (x && typeof x === "object") return Object.fromEntries(Object.keys(x as object).sort().map((k) => [k, norm((x as Record<string, unknown>)[k])]));
+    return x;
+  };
+  return JSON.stringify(norm(v), null, indent);
+}
+
+/** The PEFT adapter_config for a set of output modules (PEFT loads exactly the intended ΔW). */
+export function buildPeftConfig(out: AdapterOutput): PeftConfig {
+  const base: PeftConfig = { ...(out.baseConfig ?? {}) };
+  const pat = peftPatterns(out.modules.map((m) => ({ path: m.path, rank: m.rank, alpha: m.alpha })));
+  const cfg: PeftConfig = {
+    bias: "none", fan_in_fan_out: false, inference_mode: true, lora_dropout: 0, modules_to_save: null, task_type: null, use_dora: false, use_rslora: false, lora_bias: false,
+    ...base,
+    peft_type: "LORA",
+    r: pat.r,
+    lora_alpha: pat.lora_alpha,
+    rank_pattern: pat.rank_pattern,
+    alpha_pattern: pat.alpha_pattern,
+  };
+  if (!(out.keepTargetModules && base["target_modules"] !== undefined && base["target_modules"] !== null)) {
+    cfg["target_modules"] = [...new Set(out.modules.map((m) => m.path))].sort();
+  }
+  cfg["lora_bias"] = out.modules.some((m) => m.extras && "lora_B.bias" in m.extras) || base["lora_bias"] === true;
+  return cfg;
+}
+
+function carriedMetadata(out: AdapterOutput): Record<string, string> {
+  const meta: Record<string, string> = {};
+  for (const [k, v] of Object.entries(out.metadata)) if (!MANAGED_META.includes(k)) meta[k] = v;
+  return meta;
+}
+
+function moduleSpecs(out: AdapterOutput): TensorSpec[] {
+  const specs: TensorSpec[] = [];
+  for (const m of out.modules) {
+    let cached: Promise<OutFactors> | null = null;
+    let taken = 0;
+    const get = async (which: "A" | "B"): Promise<Uint8Array> => {
+      cached ??= m.produce!();
+      const f = await cached;
+      if (++taken === 2) cached = null;
+      const data = which === "A" ? f.A : f.B;
+      const want = which === "A" ? m.rank * m.in : m.out * m.rank;
+      if (data.length !== want) throw new Error(`internal: module ${m.path} produced ${data.length} values for ${which}, expected ${want}`);
+      return encodeFloats(m.dtype, data);
+    };
+    const k = m.kernel ?? [];
+    const kprod = k.reduce((x, y) => x * y, 1);
+    const aShape = m.kind === "conv" ? [m.rank, m.in / kprod, ...k] : [m.rank, m.in];
+    const bShape = m.kind === "conv" ? [m.out, m.rank, ...k.map(() => 1)] : [m.out, m.rank];
+    let aName: string, bName: string, extraName: (role: string) => string;
+    if (out.format === "peft") {
+      const base = PEFT_PREFIX + m.path;
+      aName = base + (m.kind === "embedding" ? ".lora_embedding_A" : ".lora_A.weight");
+      bName = base + (m.kind === "embedding" ? ".lora_embedding_B" : ".lora_B.weight");
+      extraName = (role) => `${base}.${role}`;
+    } else {
+      const stem = m.stem ?? kohyaStemFor(m.path);
+      aName = stem + ".lora_down.weight";
+      bName = stem + ".lora_up.weight";
+      extraName = (role) => `${stem}.${KOHYA_ROLE_SUFFIX[role] ?? role}`;
+      specs.push({ name: stem + ".alpha", dtype: "F32", shape: [], data: encodeFloats("F32", Float32Array.of(m.alpha)) });
+    }
+    if (m.rawFactors) {
+      specs.push({ name: aName, dtype: m.rawFactors.A.tensor.dtype, shape: aShape, copyFrom: m.rawFactors.A });
+      specs.push({ name: bName, dtype: m.rawFactors.B.tensor.dtype, shape: bShape, copyFrom: m.rawFactors.B });
+    } else {
+      specs.push({ name: aName, dtype: m.dtype, shape: aShape, produce: () => get("A") });
+      specs.push({ name: bName, dtype: m.dtype, shape: bShape, produce: () => get("B") });
+    }
+    for (const [role, src] of Object.entries(m.extras ?? {})) {
+      specs.push({ name: extraName(role), dtype: src.tensor.dtype, shape: src.tensor.shape, copyFrom: src });
+    }
+  }
+  return specs;
+}
+
+/** Tensor specs and metadata of the output file (also used for `-o -`). */
+export function planAdapterFile(out: AdapterOutput): { specs: TensorSpec[]; metadata: Record<string, string>; config: PeftConfig | null } {
+  const specs = moduleSpecs(out);
+  for (const p of out.passthrough) specs.push({ name: p.tensor.name, dtype: p.tensor.dtype, shape: p.tensor.shape, copyFrom: p });
+  const metadata = carriedMetadata(out);
+  let config: PeftConfig | null = null;
+  if (out.format === "peft") {
+    config = buildPeftConfig(out);
+    metadata["format"] = "pt";
+    metadata["adapter_config"] = sortedJson(config);
+  } else {
+    const ranks = new Set(out.modules.map((m) => m.rank));
+    const alphas = new Set(out.modules.map((m) => m.alpha));
+    metadata["ss_network_dim"] = ranks.size === 1 ? String([...ranks][0]) : "Dynamic";
+    metadata["ss_network_alpha"] = alphas.size === 1 ? formatAlpha([...alphas][0]!) : "Dynamic";
+    metadata["ss_network_module"] ??= "networks.lora";
+    const names: Record<string, string> = {};
+    const kinds: Record<string, string> = {};
+    for (const m of out.modules) {
+      const stem = m.stem ?? kohyaStemFor(m.path);
+      if (stem !== "lora_" + m.path) names[stem] = m.path;
+      if (m.kind === "embedding") kinds[stem] = "embedding";
+    }
+    metadata["lora_module_names"] = sortedJson(names);
+    if (Object.keys(kinds).length) metadata["lora_module_kinds"] = sortedJson(kinds);
+    if (out.baseConfig) {
+      const { r: _r, lora_alpha: _a, rank_pattern: _rp, alpha_pattern: _ap, ...rest } = out.baseConfig;
+      metadata["lora_peft_config"] = sortedJson(rest);
+    }
+  }
+  Object.assign(metadata, out.extraMetadata ?? {});
+  return { specs, metadata, config };
+}
+
+function formatAlpha(a: number): string {
+  return Number.isInteger(a) ? a.toFixed(1) : String(a);
+}
+
+/**
+ * Write the adapter to `target`: "-" (stdout stream), a path ending in .safetensors (one file,
+ * config embedded), or (PEFT) a directory with adapter_model.safetensors + adapter_config.json.
+ * Returns the paths written.
+ */
+export async function writeAdapter(target: string, out: AdapterOutput, opts: WriteOptions): Promise<string[]> {
+  const { specs, metadata, config } = planAdapterFile(out);
+  layoutSafetensors(specs, metadata); // validates names/sizes before anything is created
+  const fill = (sink: ByteSink) => writeSafetensors(sink, specs, metadata);
+  if (target === "-") {
+    const stream = opts.stdout ?? process.stdout;
+    if ((stream as { isTTY?: boolean }).isTTY) {
+      throw new UsageError("refusing to write binary safetensors data to a terminal; use -o FILE or redirect standard output");
+    }
+    await fill(stdoutSink(stream));
+    return ["-"];
+  }
+  if (out.format === "kohya" || target.endsWith(".safetensors")) {
+    if (!target.endsWith(".safetensors") && out.format === "kohya") {
+      throw new UsageError(`kohya output must be a .safetensors file (got ${basename(target)})`);
+    }
+    await writeFileAtomic(target, fill, { force: opts.force, inputs: opts.inputs });
+    return [target];
+  }
+  await writeDirAtomic(target, [
+    { name: "adapter_model.safetensors", fill },
+    { name: "adapter_config.json", fill: async (sink) => { await sink.write(new TextEncoder().encode(sortedJson(config, 2) + "\n")); } },
+  ], { force: opts.force, inputs: opts.inputs });
+  return [target];
+}
