@@ -5,6 +5,9 @@ import { LoraError } from "../formats/errors.js";
 import { backendsCommand } from "./backends/index.js";
 import { convertCommand } from "./convert/index.js";
 import { inspectCommand } from "./inspect/index.js";
+import { mergeCommand } from "./merge/index.js";
+import { pruneCommand } from "./prune/index.js";
+import { truncateCommand } from "./truncate/index.js";
 import type { Ctx } from "./support/context.js";
 
 export const VERSION = "0.1.0";
@@ -12,7 +15,7 @@ export const VERSION = "0.1.0";
 type CommandFactory = (ctx: Ctx) => Command;
 
 /** Commands register here (one file each under commands/<name>/). */
-export const commandFactories: CommandFactory[] = [inspectCommand, convertCommand, backendsCommand];
+export const commandFactories: CommandFactory[] = [inspectCommand, truncateCommand, pruneCommand, mergeCommand, convertCommand, backendsCommand];
 
 export function buildProgram(ctx: Ctx): Command {
   const program = new Command("lora")
