@@ -66,7 +66,8 @@ export function printWriteReport(ctx: Ctx, g: GlobalOptions, r: WriteReport): vo
     `${r.command} (${r.method}): ${t.modules} modules, rank ${t.rank_in} → ${t.rank}, total relative error ${fmt(t.relative_error)}${r.dropped.length ? `, ${r.dropped.length} module(s) dropped` : ""} → ${r.output === "-" ? "standard output" : r.output}`,
     ...r.notes.map((n) => `note: ${n}`),
   ];
-  if (!tty) lines.splice(1); // piped: rows only; the summary line would break `cut`/`awk` pipelines
-  summary(ctx, false, r.output, lines.join("\n"));
-  if (!tty && !toStderr) ctx.stderr.write(lines.length ? "" : "");
+  if (tty) { summary(ctx, false, r.output, lines.join("\n")); return; }
+  // Piped: rows only on the data stream (so cut/awk work); the summary goes to stderr.
+  summary(ctx, false, r.output, lines[0]!);
+  ctx.stderr.write(lines.slice(1).join("\n") + "\n");
 }
