@@ -1,0 +1,492 @@
+// Outputs are written under a temporary name beside the target and renamed into place at the end
+// (cli.md "Adapters in and out"): an error, a full disk or Ctrl-C leaves nothing new beside the
+// target: no partial file, no empty directory, no temp file. An input is never overwritten
+// unless --force. bin/ calls cleanupTempFilesSync() on SIGINT/SIGTERM.
+import { existsSync, renameSync, rmSync } from "node:fs";
+import { link, lstat, mkdir, open, realpath, rename, rm, stat, unlink, type FileHandle } from "node:fs/promises";
+import { basename, dirname, join, resolve, sep } from "node:path";
+import { LoraError, RuntimeFailure, UsageError } from "./errors.js";
+import { WRITE_BATCH_BYTES } from "./safetensors/limits.js";
+
+/** Where output bytes go: a temp file, stdout, memory. `write` resolves when the chunk may be reused. */
+export interface ByteSink {
+  write(chunk: Uint8Array): Promise<void>;
+}
+
+export interface AtomicOptions {
+  /** Overwrite an existing output, even one that is also an input. */
+  force: boolean;
+  /** Input paths of the command: the output must not be one of them (or, for a directory, contain one) unless force. */
+  inputs: string[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registry of live temp paths, for cleanup on a signal
+
+type Pending = { kind: "remove" } | { kind: "restore"; to: string };
+const pending = new Map<string, Pending>();
+
+/** Temp files and directories that exist right now (for tests and diagnostics). */
+export function liveTempPaths(): string[] {
+  return [...pending.keys()];
+}
+
+/**
+ * Remove every temp file and directory still in flight, and put back an output directory that a
+ * --force swap had moved aside. Synchronous: safe to call from a signal handler just before exit.
+ */
+export function cleanupTempFilesSync(): void {
+  for (const [path, p] of pending) {
+    try {
+      if (p.kind === "restore" && !existsSync(p.to)) renameSync(path, p.to);
+      else rmSync(path, { recursive: true, force: true });
+    } catch {
+      // best effort: the process is going down
+    }
+  }
+  pending.clear();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test hook: LORA_TEST=1 LORA_TEST_FAIL_WRITE_AFTER=<bytes> makes every sink fail with ENOSPC
+// once that many bytes have been written to it.
+
+function faultLimit(): number | null {
+  if (process.env.LORA_TEST !== "1") return null;
+  const v = process.env.LORA_TEST_FAIL_WRITE_AFTER;
+  if (v === undefined || v === "") return null;
+  const n = Number(v);
+  return Number.isFinite(n) && n >= 0 ? n : null;
+}
+
+function injectedEnospc(): NodeJS.ErrnoException {
+  const e: NodeJS.ErrnoException = new Error("ENOSPC: no space left on device, write (injected by LORA_TEST_FAIL_WRITE_AFTER)");
+  e.code = "ENOSPC";
+  e.errno = -28;
+  e.syscall = "write";
+  return e;
+}
+
+/** Wrap a sink so it fails like a full disk after `limit` bytes (only when the test hook is set). */
+function withFault(sink: ByteSink): ByteSink {
+  const limit = faultLimit();
+  if (limit === null) return sink;
+  let written = 0;
+  return {
+    async write(chunk) {
+      if (written + chunk.byteLength > limit) {
+        const room = limit - written;
+        if (room > 0) await sink.write(chunk.subarray(0, room));
+        written = limit;
+        throw injectedEnospc();
+      }
+      written += chunk.byteLength;
+      await sink.write(chunk);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// A batched file writer
+
+class FileWriter implements ByteSink {
+  private batch: Buffer;
+  private used = 0;
+  private position = 0;
+  constructor(private readonly fh: FileHandle) {
+    this.batch = Buffer.allocUnsafeSlow(WRITE_BATCH_BYTES);
+  }
+  async write(chunk: Uint8Array): Promise<void> {
+    if (chunk.byteLength === 0) return;
+    if (this.used + chunk.byteLength <= this.batch.length) {
+      this.batch.set(chunk, this.used);
+      this.used += chunk.byteLength;
+      if (this.used === this.batch.length) await this.flush();
+      return;
+    }
+    await this.flush();
+    if (chunk.byteLength >= this.batch.length) await this.writeAll(chunk);
+    else {
+      this.batch.set(chunk, 0);
+      this.used = chunk.byteLength;
+    }
+  }
+  async flush(): Promise<void> {
+    if (this.used === 0) return;
+    const n = this.used;
+    this.used = 0;
+    await this.writeAll(this.batch.subarray(0, n));
+  }
+  private async writeAll(data: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < data.byteLength) {
+      const { bytesWritten } = await this.fh.write(data, done, Math.min(data.byteLength - done, 1 << 30), this.position);
+      done += bytesWritten;
+      this.position += bytesWritten;
+    }
+  }
+}
+
+/** The sink handed to `fill`: batched writes, the test fault hook, I/O errors as RuntimeFailure. */
+function fileSink(writer: FileWriter, shown: string): ByteSink {
+  const raw = withFault({ write: (chunk) => writer.write(chunk) });
+  return {
+    async write(chunk) {
+      try {
+        await raw.write(chunk);
+      } catch (e) {
+        throw writeFailure(shown, e);
+      }
+    },
+  };
+}
+
+function describeIoError(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  if (err?.code === "ENOSPC") return "no space left on device";
+  if (err?.code === "EDQUOT") return "disk quota exceeded";
+  if (err?.code === "EACCES" || err?.code === "EPERM") return "permission denied";
+  if (err?.code === "EROFS") return "read-only file system";
+  return err?.message ?? String(e);
+}
+
+/** An I/O failure while writing `target`, as a RuntimeFailure (exit 1) naming it. */
+function writeFailure(target: string, e: unknown): LoraError {
+  if (e instanceof LoraError) return e;
+  return new RuntimeFailure(`cannot write ${target}: ${describeIoError(e)}`, { cause: e });
+}
+
+const rand = (): string => Math.random().toString(36).slice(2, 10).padEnd(8, "0");
+
+function tempName(dir: string, base: string, tag: string): string {
+  return join(dir, `.${base}.${tag}-${process.pid}-${rand()}`);
+}
+
+/** Does this errno mean "the path does not exist"? */
+const isMissing = (e: unknown): boolean => {
+  const c = (e as NodeJS.ErrnoException)?.code;
+  return c === "ENOENT" || c === "ENOTDIR";
+};
+
+async function statOrNull(p: string): Promise<import("node:fs").Stats | null> {
+  try {
+    return await stat(p);
+  } catch (e) {
+    if (isMissing(e)) return null;
+    throw e;
+  }
+}
+
+async function lstatOrNull(p: string): Promise<import("node:fs").Stats | null> {
+  try {
+    return await lstat(p);
+  } catch (e) {
+    if (isMissing(e)) return null;
+    throw e;
+  }
+}
+
+/** The parent directory must exist and be a directory (RuntimeFailure, exit 1, naming it). */
+async function checkParent(target: string, dir: string): Promise<void> {
+  let st: import("node:fs").Stats | null;
+  try {
+    st = await statOrNull(dir);
+  } catch (e) {
+    throw writeFailure(target, e);
+  }
+  if (!st) throw new RuntimeFailure(`cannot write ${target}: directory ${dir} does not exist`);
+  if (!st.isDirectory()) throw new RuntimeFailure(`cannot write ${target}: ${dir} is not a directory`);
+}
+
+/** (dev, ino) of every input that exists; "-" and missing paths are skipped. */
+async function inputIdentities(inputs: readonly string[]): Promise<{ path: string; dev: number; ino: number }[]> {
+  const out: { path: string; dev: number; ino: number }[] = [];
+  for (const p of inputs) {
+    if (p === "-" || p === "") continue;
+    const st = await statOrNull(p).catch(() => null);
+    if (st) out.push({ path: p, dev: st.dev, ino: st.ino });
+  }
+  return out;
+}
+
+function refuseInput(target: string, input: string): UsageError {
+  return new UsageError(`refusing to overwrite input ${input} with output ${target}`, {
+    hint: "choose another output path, or pass --force to replace the input",
+  });
+}
+
+function outputExists(target: string): UsageError {
+  return new UsageError(`output exists: ${target} (use --force to overwrite)`);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Write one file atomically: `fill` writes into a temp file `.<basename>.tmp-<pid>-<rand>` beside
+ * the target (batched, fsynced), which is then renamed over it. On any error the temp file is
+ * removed and the error rethrown (I/O errors as RuntimeFailure naming the target).
+ */
+export async function writeFileAtomic(target: string, fill: (sink: ByteSink) => Promise<void>, opts: AtomicOptions): Promise<void> {
+  const abs = resolve(target);
+  const dir = dirname(abs);
+  await checkParent(target, dir);
+
+  const existing = await lstatOrNull(abs).catch((e) => {
+    throw writeFailure(target, e);
+  });
+  if (existing) {
+    const resolved = existing.isSymbolicLink() ? await statOrNull(abs).catch(() => null) : existing;
+    if (resolved?.isDirectory()) throw new UsageError(`output ${target} is a directory; give a file path ending in .safetensors`);
+    if (resolved) {
+      for (const inp of await inputIdentities(opts.inputs)) {
+        if (inp.dev === resolved.dev && inp.ino === resolved.ino && !opts.force) throw refuseInput(target, inp.path);
+      }
+    }
+    if (!opts.force) throw outputExists(target);
+  }
+
+  const tmp = tempName(dir, basename(abs), "tmp");
+  pending.set(tmp, { kind: "remove" });
+  let fh: FileHandle | null = null;
+  try {
+    try {
+      fh = await open(tmp, "wx", 0o666);
+    } catch (e) {
+      throw writeFailure(target, e);
+    }
+    const writer = new FileWriter(fh);
+    await fill(fileSink(writer, target));
+    try {
+      await writer.flush();
+      await fh.sync();
+      await fh.close();
+      fh = null;
+    } catch (e) {
+      throw writeFailure(target, e);
+    }
+    await commitFile(tmp, abs, target, opts.force);
+    pending.delete(tmp);
+    await syncDir(dir);
+  } catch (e) {
+    if (fh) await fh.close().catch(() => {});
+    await unlink(tmp).catch(() => {});
+    pending.delete(tmp);
+    throw e;
+  }
+}
+
+/** Move the finished temp file into place; without force, never replace a file that appeared meanwhile. */
+async function commitFile(tmp: string, abs: string, target: string, force: boolean): Promise<void> {
+  try {
+    if (!force) {
+      try {
+        await link(tmp, abs); // fails with EEXIST instead of replacing
+        await unlink(tmp).catch(() => {});
+        return;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === "EEXIST") throw outputExists(target);
+        // no hard links on this file system: fall back to rename
+      }
+    }
+    await rename(tmp, abs);
+  } catch (e) {
+    throw writeFailure(target, e);
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  try {
+    const d = await open(dir, "r");
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
+  } catch {
+    // not supported everywhere; the data itself was fsynced
+  }
+}
+
+export interface DirEntrySpec {
+  /** A plain file name (no directory part). */
+  name: string;
+  fill: (sink: ByteSink) => Promise<void>;
+}
+
+/**
+ * Write a directory atomically: every file is written into a temp directory beside the target,
+ * which is renamed into place at the end. With force and an existing directory, the old one is
+ * moved aside, the new one renamed in, then the old one removed (and put back if anything fails
+ * in between). Never leaves an empty or partial directory.
+ */
+export async function writeDirAtomic(targetDir: string, files: readonly DirEntrySpec[], opts: AtomicOptions): Promise<void> {
+  const abs = resolve(targetDir);
+  const parent = dirname(abs);
+  const names = new Set<string>();
+  for (const f of files) {
+    if (!f.name || f.name === "." || f.name === ".." || /[/\\\0]/.test(f.name) || names.has(f.name)) {
+      throw new RuntimeFailure(`internal: bad or repeated file name ${JSON.stringify(f.name)} for ${targetDir}`);
+    }
+    names.add(f.name);
+  }
+  await checkParent(targetDir, parent);
+
+  const existing = await lstatOrNull(abs).catch((e) => {
+    throw writeFailure(targetDir, e);
+  });
+  if (existing) {
+    if (!existing.isDirectory()) {
+      throw new UsageError(`output ${targetDir} exists and is not a directory`, {
+        hint: "a path without .safetensors names an output directory; remove the file or choose another path",
+      });
+    }
+    const realAbs = await realpath(abs).catch(() => abs);
+    for (const inp of opts.inputs) {
+      if (inp === "-" || inp === "") continue;
+      const r = await realpath(inp).catch(() => resolve(inp));
+      if ((r === realAbs || r.startsWith(realAbs + sep)) && !opts.force) throw refuseInput(targetDir, inp);
+    }
+    const idents = await inputIdentities(opts.inputs);
+    if (idents.length > 0 && !opts.force) {
+      // an input reached through a symlink or hard link inside the directory
+      for (const name of names) {
+        const st = await statOrNull(join(abs, name)).catch(() => null);
+        const hit = st && idents.find((i) => i.dev === st.dev && i.ino === st.ino);
+        if (hit) throw refuseInput(targetDir, hit.path);
+      }
+    }
+    if (!opts.force) throw outputExists(targetDir);
+  }
+
+  const tmp = tempName(parent, basename(abs), "tmp");
+  pending.set(tmp, { kind: "remove" });
+  try {
+    try {
+      await mkdir(tmp, { mode: 0o777 });
+    } catch (e) {
+      throw writeFailure(targetDir, e);
+    }
+    for (const f of files) {
+      const path = join(tmp, f.name);
+      const shown = join(targetDir, f.name);
+      let fh: FileHandle;
+      try {
+        fh = await open(path, "wx", 0o666);
+      } catch (e) {
+        throw writeFailure(shown, e);
+      }
+      try {
+        const writer = new FileWriter(fh);
+        await f.fill(fileSink(writer, shown));
+        try {
+          await writer.flush();
+          await fh.sync();
+        } catch (e) {
+          throw writeFailure(shown, e);
+        }
+      } finally {
+        await fh.close().catch(() => {});
+      }
+    }
+    await syncDir(tmp);
+    await commitDir(tmp, abs, parent, targetDir, existing !== null);
+    pending.delete(tmp);
+    await syncDir(parent);
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true }).catch(() => {});
+    pending.delete(tmp);
+    throw e;
+  }
+}
+
+async function commitDir(tmp: string, abs: string, parent: string, targetDir: string, replace: boolean): Promise<void> {
+  if (!replace) {
+    try {
+      await rename(tmp, abs);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "ENOTEMPTY" || code === "EEXIST" || code === "ENOTDIR") throw outputExists(targetDir);
+      throw writeFailure(targetDir, e);
+    }
+    return;
+  }
+  const old = tempName(parent, basename(abs), "old");
+  try {
+    await rename(abs, old);
+  } catch (e) {
+    throw writeFailure(targetDir, e);
+  }
+  pending.set(old, { kind: "restore", to: abs });
+  try {
+    await rename(tmp, abs);
+  } catch (e) {
+    await rename(old, abs).catch(() => {});
+    pending.delete(old);
+    throw writeFailure(targetDir, e);
+  }
+  pending.set(old, { kind: "remove" });
+  await rm(old, { recursive: true, force: true }).catch(() => {});
+  pending.delete(old);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * A sink over a writable stream (stdout) that honours backpressure: `write` resolves at once when
+ * the stream accepts more, else on 'drain'; it rejects if the stream errors or is closed. The
+ * stream keeps a reference to each chunk until it is flushed, so chunks must not be modified.
+ */
+export function stdoutSink(stream: NodeJS.WritableStream): ByteSink {
+  const s = stream as NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean; errored?: Error | null };
+  let failure: unknown = null;
+  const sink: ByteSink = {
+    write(chunk) {
+      if (failure) return Promise.reject(failure);
+      if (s.destroyed || s.writableEnded) return Promise.reject(s.errored ?? new RuntimeFailure("cannot write to standard output: it is closed"));
+      if (chunk.byteLength === 0) return Promise.resolve();
+      return new Promise<void>((resolvePromise, reject) => {
+        const onError = (e: unknown): void => {
+          failure = e;
+          cleanup();
+          reject(e);
+        };
+        const onDrain = (): void => {
+          cleanup();
+          resolvePromise();
+        };
+        const onClose = (): void => {
+          cleanup();
+          reject(failure ?? new RuntimeFailure("cannot write to standard output: it was closed"));
+        };
+        const cleanup = (): void => {
+          s.removeListener("error", onError);
+          s.removeListener("drain", onDrain);
+          s.removeListener("close", onClose);
+        };
+        const ok = s.write(chunk, (e?: Error | null) => {
+          if (e) failure ??= e;
+        });
+        if (ok) {
+          resolvePromise();
+          return;
+        }
+        s.once("error", onError);
+        s.once("drain", onDrain);
+        s.once("close", onClose);
+      });
+    },
+  };
+  const raw = withFault(sink);
+  return {
+    async write(chunk) {
+      try {
+        await raw.write(chunk);
+      } catch (e) {
+        // EPIPE stays as it is: bin/ ends quietly with status 0 when the reader went away
+        if (e instanceof LoraError || (e as NodeJS.ErrnoException)?.code === "EPIPE") throw e;
+        throw new RuntimeFailure(`cannot write to standard output: ${describeIoError(e)}`, { cause: e });
+      }
+    },
+  };
+}

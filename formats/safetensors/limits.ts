@@ -1,0 +1,42 @@
+// Named safety limits of the safetensors layer (huggingface.js gguf.ts habit: every bound is a
+// named constant with the reason it exists). Values that mirror the reference reader
+// (huggingface/safetensors safetensors/src/tensor.rs) say so.
+import { constants as bufferConstants } from "node:buffer";
+
+/** Bytes of the little-endian u64 header length that starts every file (tensor.rs `N_LEN`). */
+export const N_LEN = 8;
+
+/** Largest JSON header accepted or written, in bytes (tensor.rs `MAX_HEADER_SIZE`; CWE-770). */
+export const MAX_HEADER_SIZE = 100_000_000;
+
+/** The header JSON is padded with spaces to a multiple of this many bytes on write (tensor.rs `prepare`). */
+export const HEADER_ALIGNMENT = 8;
+
+/**
+ * Deepest JSON nesting accepted in a header, checked by a bracket scan before `JSON.parse` so a
+ * hostile header cannot exhaust the stack (serde_json's own recursion limit is 128; CWE-674).
+ * A valid header nests 3 deep (`{name: {shape: [..]}}`).
+ */
+export const MAX_JSON_DEPTH = 128;
+
+/**
+ * Largest single buffer this Node can allocate. A tensor larger than this cannot be read into
+ * memory (`readRaw`); it can still be streamed with `copyRaw`. stdin is buffered whole, so it is
+ * capped by this too.
+ */
+export const MAX_BUFFER_BYTES: number = bufferConstants.MAX_LENGTH;
+
+/** Default cap for a safetensors stream read from stdin (the whole stream is buffered). */
+export const MAX_STREAM_BYTES: number = MAX_BUFFER_BYTES;
+
+/**
+ * Largest positional read issued at once. Linux returns at most 0x7ffff000 bytes per read(2) and
+ * Node refuses lengths ≥ 2 GiB, so bigger tensors are read as several reads into one buffer.
+ */
+export const READ_CHUNK_BYTES = 1 << 30;
+
+/** Default chunk of `copyRaw` (passthrough tensors of many GB are streamed, never held whole). */
+export const COPY_CHUNK_BYTES = 16 << 20;
+
+/** Writes to an output file are batched into buffers of this size (formats/atomic.ts). */
+export const WRITE_BATCH_BYTES = 8 << 20;

@@ -1,0 +1,231 @@
+// Reading safetensors: a file (fs.open + positional reads: 8 bytes, then the header, then tensor
+// bytes on demand, never the whole file) or an in-memory buffer (stdin, which must be buffered
+// whole since the header offsets need random access).
+import { open as openFile, type FileHandle } from "node:fs/promises";
+import { RuntimeFailure, UsageError } from "../errors.js";
+import { canDecode, decodeToFloat32, decodeToFloat64, DECODABLE_DTYPES } from "./dtype.js";
+import { SafetensorsError, UnsupportedDTypeError } from "./errors.js";
+import { parseHeader, readHeaderLength, type Header, type TensorInfo } from "./header.js";
+import { COPY_CHUNK_BYTES, MAX_BUFFER_BYTES, MAX_STREAM_BYTES, N_LEN, READ_CHUNK_BYTES } from "./limits.js";
+
+type Source = { kind: "file"; fh: FileHandle; path: string } | { kind: "buffer"; buf: Buffer };
+
+export class SafetensorsFile {
+  /** What messages call this file: the path as given, or "<stdin>". */
+  readonly label: string;
+  readonly header: Header;
+  /** Length of the whole file in bytes. */
+  readonly size: number;
+  private source: Source | null;
+
+  private constructor(label: string, header: Header, size: number, source: Source) {
+    this.label = label;
+    this.header = header;
+    this.size = size;
+    this.source = source;
+  }
+
+  /**
+   * Open a file and validate its header, reading only 8 + N bytes. A FIFO or character device
+   * (`<(…)`, /dev/stdin) cannot be read positionally and is buffered like a stream instead.
+   */
+  static async open(path: string, label: string = path): Promise<SafetensorsFile> {
+    let fh: FileHandle;
+    try {
+      fh = await openFile(path, "r");
+    } catch (e) {
+      throw openError(e, label);
+    }
+    try {
+      const st = await fh.stat();
+      if (st.isDirectory()) throw new UsageError(`${label}: is a directory, expected a .safetensors file`);
+      if (!st.isFile()) {
+        const f = await SafetensorsFile.fromStream(fh.createReadStream({ autoClose: false }), label);
+        await fh.close();
+        return f;
+      }
+      const size = st.size;
+      const prefix = Buffer.alloc(Math.min(N_LEN, size));
+      await readFully(fh, prefix, 0, label, "the header length");
+      const n = readHeaderLength(prefix, size, label);
+      const head = Buffer.allocUnsafe(N_LEN + n);
+      prefix.copy(head, 0);
+      await readFully(fh, head.subarray(N_LEN), N_LEN, label, "the header");
+      const header = parseHeader(head, size, label);
+      return new SafetensorsFile(label, header, size, { kind: "file", fh, path });
+    } catch (e) {
+      await fh.close().catch(() => {});
+      throw e;
+    }
+  }
+
+  /** Validate a whole file held in memory. The buffer must not be modified afterwards. */
+  static fromBuffer(buf: Buffer, label: string): SafetensorsFile {
+    const header = parseHeader(buf, buf.length, label);
+    return new SafetensorsFile(label, header, buf.length, { kind: "buffer", buf });
+  }
+
+  /**
+   * Buffer a whole stream (stdin), up to `maxBytes` (StreamTooLarge beyond), then validate it.
+   * A header length over the limit is refused as soon as the first 8 bytes arrive.
+   */
+  static async fromStream(stream: NodeJS.ReadableStream, label: string, maxBytes: number = MAX_STREAM_BYTES): Promise<SafetensorsFile> {
+    const limit = Math.min(maxBytes, MAX_BUFFER_BYTES);
+    const chunks: Buffer[] = [];
+    let total = 0;
+    let checkedPrefix = false;
+    for await (const chunk of stream as AsyncIterable<Buffer | string>) {
+      if (typeof chunk === "string") throw new RuntimeFailure(`internal: ${label} was opened in text mode; safetensors is binary`);
+      total += chunk.length;
+      if (total > limit) {
+        throw new SafetensorsError("StreamTooLarge", label, {
+          detail: `more than ${limit} bytes arrived; a stream is buffered whole and this is the limit`,
+          hint: "save the stream to a file and pass its path instead of -",
+        });
+      }
+      chunks.push(chunk);
+      if (!checkedPrefix && total >= N_LEN) {
+        checkedPrefix = true;
+        const prefix = Buffer.concat(chunks, total).subarray(0, N_LEN);
+        readHeaderLength(prefix, Number.MAX_SAFE_INTEGER, label); // HeaderTooLarge without waiting for the rest
+      }
+    }
+    // a fresh, unpooled buffer: offset 0, so tensor views are aligned
+    const buf = Buffer.allocUnsafeSlow(total);
+    let at = 0;
+    for (const c of chunks) {
+      c.copy(buf, at);
+      at += c.length;
+    }
+    return SafetensorsFile.fromBuffer(buf, label);
+  }
+
+  /** Every tensor, in file-offset order. */
+  get tensors(): readonly TensorInfo[] {
+    return this.header.tensors;
+  }
+
+  get metadata(): Record<string, string> | null {
+    return this.header.metadata;
+  }
+
+  has(name: string): boolean {
+    return this.header.byName.has(name);
+  }
+
+  tensor(name: string): TensorInfo {
+    const t = this.header.byName.get(name);
+    if (!t) throw new SafetensorsError("TensorNotFound", this.label, { tensor: name, detail: `the file has ${this.header.tensors.length} tensors` });
+    return t;
+  }
+
+  private resolve(t: string | TensorInfo): TensorInfo {
+    return typeof t === "string" ? this.tensor(t) : t;
+  }
+
+  private live(): Source {
+    if (!this.source) throw new RuntimeFailure(`internal: ${this.label} was read after close()`);
+    return this.source;
+  }
+
+  /** The exact bytes of a tensor, in a fresh buffer the caller owns (aligned: byteOffset 0). */
+  async readRaw(t: string | TensorInfo): Promise<Buffer> {
+    const info = this.resolve(t);
+    const len = info.end - info.begin;
+    if (len > MAX_BUFFER_BYTES) {
+      throw new RuntimeFailure(
+        `${this.label}: tensor ${JSON.stringify(info.name)} is ${len} bytes, more than the largest buffer Node can allocate (${MAX_BUFFER_BYTES} bytes)`,
+        { hint: "tensors this large can only be copied through, not computed on" },
+      );
+    }
+    const src = this.live();
+    const out = Buffer.allocUnsafeSlow(len);
+    if (src.kind === "buffer") {
+      src.buf.copy(out, 0, this.header.dataStart + info.begin, this.header.dataStart + info.end);
+      return out;
+    }
+    await readFully(src.fh, out, this.header.dataStart + info.begin, this.label, `tensor ${JSON.stringify(info.name)}`, info.name);
+    return out;
+  }
+
+  /** A tensor decoded to Float32Array (F16/BF16 exactly; F64 and 64-bit integers rounded). */
+  async readFloat32(t: string | TensorInfo): Promise<Float32Array> {
+    const info = this.decodable(t);
+    return decodeToFloat32(info.dtype, await this.readRaw(info), { mayAlias: true });
+  }
+
+  /** A tensor decoded to Float64Array. */
+  async readFloat64(t: string | TensorInfo): Promise<Float64Array> {
+    const info = this.decodable(t);
+    return decodeToFloat64(info.dtype, await this.readRaw(info), { mayAlias: true });
+  }
+
+  private decodable(t: string | TensorInfo): TensorInfo {
+    const info = this.resolve(t);
+    if (!canDecode(info.dtype)) throw new UnsupportedDTypeError(info.dtype, DECODABLE_DTYPES, { file: this.label, tensor: info.name });
+    return info;
+  }
+
+  /**
+   * Stream the bytes of a tensor to `write` in chunks of at most `chunkSize` bytes (the last one
+   * shorter), awaiting each write. Each chunk is a fresh buffer (or a view of the immutable input
+   * buffer), so a consumer may keep it. Passthrough tensors of many GB never sit in memory whole.
+   */
+  async copyRaw(t: string | TensorInfo, write: (chunk: Uint8Array) => Promise<void>, chunkSize: number = COPY_CHUNK_BYTES): Promise<void> {
+    const info = this.resolve(t);
+    if (!(chunkSize >= 1)) throw new RangeError(`internal: copyRaw chunk size ${chunkSize}`);
+    const step = Math.min(Math.floor(chunkSize), READ_CHUNK_BYTES);
+    const src = this.live();
+    const base = this.header.dataStart + info.begin;
+    const len = info.end - info.begin;
+    for (let at = 0; at < len; at += step) {
+      const n = Math.min(step, len - at);
+      if (src.kind === "buffer") {
+        await write(src.buf.subarray(base + at, base + at + n));
+      } else {
+        const chunk = Buffer.allocUnsafeSlow(n);
+        await readFully(src.fh, chunk, base + at, this.label, `tensor ${JSON.stringify(info.name)}`, info.name);
+        await write(chunk);
+      }
+    }
+  }
+
+  /** Release the file descriptor (idempotent). */
+  async close(): Promise<void> {
+    const src = this.source;
+    this.source = null;
+    if (src?.kind === "file") await src.fh.close();
+  }
+}
+
+function openError(e: unknown, label: string): Error {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code === "ENOENT" || code === "ENOTDIR") return new UsageError(`${label}: no such file`, { cause: e });
+  if (code === "EISDIR") return new UsageError(`${label}: is a directory, expected a .safetensors file`, { cause: e });
+  return new RuntimeFailure(`${label}: cannot open: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+}
+
+/**
+ * Fill `buf` from `position`, in reads of at most READ_CHUNK_BYTES. A read that comes back empty
+ * means the file is shorter than its header said (truncated after it was opened).
+ */
+async function readFully(fh: FileHandle, buf: Uint8Array, position: number, label: string, what: string, tensor?: string): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const want = Math.min(buf.length - done, READ_CHUNK_BYTES);
+    let bytesRead: number;
+    try {
+      ({ bytesRead } = await fh.read(buf, done, want, position + done));
+    } catch (e) {
+      throw new RuntimeFailure(`${label}: cannot read ${what}: ${(e as Error).message}`, { cause: e });
+    }
+    if (bytesRead === 0) {
+      throw new SafetensorsError("MetadataIncompleteBuffer", label, {
+        ...(tensor !== undefined ? { tensor } : {}),
+        detail: `the file ended at byte ${position + done} while reading ${what} (${buf.length - done} bytes short)`,
+        hint: "the file was truncated or replaced while it was being read",
+      });
+    }
+    done += bytesRead;
+  }
+}
