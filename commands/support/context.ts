@@ -23,5 +23,6 @@ export interface GlobalOptions {
 
 /** Spinners and animation only on an interactive stderr, never under CI, --json or --quiet. */
 export function interactive(ctx: Ctx, g: Pick<GlobalOptions, "json" | "quiet">): boolean {
-  return !!ctx.stderr.isTTY && !g.json && !g.quiet && !ctx.env["CI"] && ctx.env["TERM"] !== "dumb";
+  // columns > 0: ora computes line counts from the terminal width and spins forever at width 0.
+  return !!ctx.stderr.isTTY && (ctx.stderr.columns ?? 0) > 0 && !g.json && !g.quiet && !ctx.env["CI"] && ctx.env["TERM"] !== "dumb";
 }

@@ -18,7 +18,7 @@ const ROLES: [string, string][] = [
 ];
 
 export function hasKohyaKeys(names: string[]): boolean {
-  return names.some((n) => n.endsWith(".lora_down.weight"));
+  return names.some((n) => n.endsWith(".lora_down.weight") || n.endsWith(".lora_up.weight"));
 }
 
 function jsonMap(meta: Record<string, string>, key: string, label: string): Record<string, string> {

@@ -19,7 +19,7 @@ const ROLES: [suffix: string, role: keyof ModuleParts | string][] = [
 ];
 
 export function hasPeftKeys(names: string[]): boolean {
-  return names.some((n) => n.endsWith(".lora_A.weight") || n.endsWith(".lora_embedding_A"));
+  return names.some((n) => n.endsWith(".lora_A.weight") || n.endsWith(".lora_B.weight") || n.endsWith(".lora_embedding_A") || n.endsWith(".lora_embedding_B"));
 }
 
 /** Group PEFT-style keys into modules; stripPrefix removes base_model.model. when present. */
