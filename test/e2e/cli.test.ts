@@ -1,0 +1,115 @@
+// The CLI as users run it: exit codes (cli.md), stdout/stderr separation, --json, pipes with "-",
+// EPIPE, binary refused on a terminal, malformed files rejected with their error name and no output.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fixturesDir, loraBin, realDir } from "../paths.js";
+
+function lora(args: string[], opts: { input?: Buffer | string; env?: Record<string, string> } = {}) {
+  const r = spawnSync(process.execPath, [loraBin, ...args], { input: opts.input, env: { ...process.env, ...opts.env }, maxBuffer: 1 << 28 });
+  return { code: r.status, stdout: r.stdout.toString("utf8"), stderr: r.stderr.toString("utf8"), raw: r.stdout };
+}
+
+const ex = join(fixturesDir, "example");
+
+test("inspect: TSV rows when piped, no ANSI, one JSON document with --json", () => {
+  const t = lora(["inspect", ex]);
+  assert.equal(t.code, 0, t.stderr);
+  const rows = t.stdout.trim().split("\n");
+  assert.equal(rows.length, 8);
+  assert.equal(rows[0]!.split("\t").length, 9);
+  assert.ok(!/\x1b\[/.test(t.stdout + t.stderr));
+  const j = lora(["inspect", ex, "--json"]);
+  const doc = JSON.parse(j.stdout);
+  assert.equal(doc.modules.length, 8);
+  assert.equal(j.stderr, "");
+});
+
+test("exit codes: 0 help/version, 2 usage, 3 invalid input, 4 unavailable backend, 1 missing file", () => {
+  assert.equal(lora(["--help"]).code, 0);
+  assert.equal(lora(["--version"]).code, 0);
+  assert.equal(lora(["inspect", "--help"]).code, 0);
+  assert.match(lora(["inspect", "--help"]).stdout, /Examples:/);
+  assert.equal(lora(["frobnicate"]).code, 2);
+  assert.equal(lora(["inspect", ex, "--no-such-flag"]).code, 2);
+  assert.equal(lora(["inspect", ex, "--budget", "x"]).code, 2);
+  assert.equal(lora(["inspect", ex, "--budget", "4", "--energy", "0.9"]).code, 2);
+  assert.equal(lora(["convert", ex, "-o", "x"]).code, 2, "missing --to");
+  const bad = lora(["inspect", join(fixturesDir, "bad-adapters", "nan-factor.safetensors"), "--json"]);
+  assert.equal(bad.code, 3);
+  assert.equal(bad.stdout, "");
+  assert.equal(JSON.parse(bad.stderr).error.code, "INVALID_INPUT");
+  assert.equal(lora(["inspect", ex, "--backend", "cuda"]).code, 4);
+  assert.ok(!/at .*\.js:\d+/.test(bad.stderr), "no stack trace");
+  assert.notEqual(lora(["inspect", "/nonexistent/adapter"]).code, 0);
+});
+
+test("every malformed safetensors file exits 3 with its own error name, and writes nothing", () => {
+  const out = mkdtempSync(join(tmpdir(), "lora-bad-"));
+  const files = readdirSync(join(fixturesDir, "bad")).filter((f) => f.endsWith(".safetensors"));
+  assert.ok(files.length >= 11);
+  for (const f of files) {
+    const variant = f.split(".")[0]!;
+    const code = "SAFETENSORS_" + variant.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+    const r = lora(["convert", join(fixturesDir, "bad", f), "--to", "peft", "-o", join(out, f + ".out"), "--json"]);
+    assert.equal(r.code, 3, `${f}: ${r.stderr}`);
+    assert.equal(JSON.parse(r.stderr).error.code, code, f);
+  }
+  assert.deepEqual(readdirSync(out), [], "no output, no temp file");
+});
+
+test("convert -o - | inspect - works as a pipeline; binary output refused on a terminal", () => {
+  const c = lora(["convert", join(realDir, "distilbert-imdb"), "--to", "kohya", "-o", "-"]);
+  assert.equal(c.code, 0, c.stderr);
+  const i = lora(["inspect", "-", "--json"], { input: c.raw });
+  assert.equal(i.code, 0, i.stderr);
+  const doc = JSON.parse(i.stdout);
+  assert.equal(doc.format, "kohya");
+  assert.equal(doc.modules.length, 12);
+  assert.equal(doc.passthrough.length > 0, true);
+  // A terminal on stdout: run under `script` when available.
+  if (spawnSync("script", ["--version"]).status === 0) {
+    const t = spawnSync("script", ["-qec", `${process.execPath} ${loraBin} convert ${ex} --to kohya -o -`, "/dev/null"], { encoding: "utf8" });
+    assert.equal(t.status, 2, t.stdout);
+    assert.match(t.stdout, /refusing to write binary/);
+  }
+});
+
+test("a closed pipe ends quietly with status 0", () => {
+  const r = spawnSync("sh", ["-c", `${process.execPath} ${loraBin} inspect ${join(realDir, "gpt2-tigrinya")} --json | head -c 10 >/dev/null; echo "\${PIPESTATUS:-}"`], { encoding: "utf8" });
+  assert.equal(r.status, 0);
+  const b = spawnSync("bash", ["-c", `set -o pipefail; ${process.execPath} ${loraBin} inspect ${join(realDir, "gpt2-tigrinya")} --json --backend js | head -c 10 >/dev/null`], { encoding: "utf8" });
+  assert.equal(b.status, 0, b.stderr);
+  assert.equal(b.stderr, "");
+});
+
+test("outputs are atomic and never overwrite an input", () => {
+  const d = mkdtempSync(join(tmpdir(), "lora-atomic-"));
+  const r = lora(["convert", ex, "--to", "peft", "-o", ex]);
+  assert.equal(r.code, 2, r.stderr);
+  const f = lora(["convert", ex, "--to", "kohya", "-o", join(d, "a.safetensors"), "--json"]);
+  assert.equal(f.code, 0);
+  assert.equal(JSON.parse(f.stdout).totals.modules, 8);
+  assert.equal(lora(["convert", ex, "--to", "kohya", "-o", join(d, "a.safetensors")]).code, 2);
+  const fail = lora(["convert", ex, "--to", "kohya", "-o", join(d, "b.safetensors"), "--force"], { env: { LORA_TEST: "1", LORA_TEST_FAIL_WRITE_AFTER: "100" } });
+  assert.equal(fail.code, 1, fail.stderr);
+  assert.ok(!existsSync(join(d, "b.safetensors")));
+  assert.deepEqual(readdirSync(d).sort(), ["a.safetensors"]);
+});
+
+test("backends --json lists js, cpu, cuda with availability", () => {
+  const r = lora(["backends", "--json"]);
+  assert.equal(r.code, 0);
+  const doc = JSON.parse(r.stdout);
+  const names = doc.backends.map((b: { name: string }) => b.name).sort();
+  assert.deepEqual(names, ["cpu", "cuda", "js"]);
+  for (const b of doc.backends) {
+    assert.equal(typeof b.available, "boolean");
+    assert.equal(typeof b.detail, "string");
+    if (!b.available) assert.equal(typeof b.reason, "string");
+  }
+  assert.equal(doc.backends.find((b: { name: string }) => b.name === "js").available, true);
+});
