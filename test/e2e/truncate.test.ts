@@ -5,11 +5,11 @@
 // torch, PEFT's src/ at $PEFT_SRC or /tmp/peft-src), ../shared/tools/peft-check: PEFT's own code
 // loads the output of every mode and must compute the ΔW our loader computes (≤ 1e-6 relative).
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import { loadAdapter, readFactors } from "../../formats/adapter/index.js";
 import { encodeFloats, serializeSafetensors, type TensorSpec } from "../../formats/safetensors/index.js";
 import { gemm64 } from "../../linalg/js/dense.js";
@@ -164,13 +164,25 @@ async function expectedDeltas(dir: string): Promise<{ path: string; modules: num
   } finally { await a.file.close(); }
 }
 
+function run(cmd: string, args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args);
+    let stdout = "", stderr = "";
+    p.stdout.on("data", (d: Buffer) => (stdout += d.toString("utf8")));
+    p.stderr.on("data", (d: Buffer) => (stderr += d.toString("utf8")));
+    p.on("close", (code) => resolve({ status: code ?? -1, stdout, stderr }));
+  });
+}
+
+interface PeftResult { modules: number; expected: number; maxRel: number; missing: string[] }
+
 /** PEFT's ΔW of every module of a PEFT dir against ours: module count and largest relative difference. */
-async function peftCheck(dir: string): Promise<{ modules: number; expected: number; maxRel: number; missing: string[] }> {
+async function peftCheck(dir: string): Promise<PeftResult> {
   const npz = join(tmp, `peft-${Math.random().toString(36).slice(2)}.npz`);
-  const r = spawnSync("/usr/bin/python3", [peftLoad, peftSrc, dir, npz], { encoding: "utf8" });
-  assert.equal(r.status, 0, `peft_load.py failed on ${dir}: ${r.stderr}`);
+  const r = await run("/usr/bin/python3", [peftLoad, peftSrc, dir, npz]);
+  if (r.status !== 0) throw new Error(`peft_load.py failed on ${dir}: ${r.stderr}`);
   const exp = await expectedDeltas(dir);
-  const cmp = spawnSync("/usr/bin/python3", ["-c", `
+  const cmp = await run("/usr/bin/python3", ["-c", `
 import sys, json, numpy as np
 sys.path.insert(0, ${JSON.stringify(join(sharedDir, "tools", "peft-check"))})
 import st_numpy
@@ -180,8 +192,8 @@ for k in d.files:
     ref = t[k][0].astype(np.float64)
     worst = max(worst, float(np.linalg.norm(d[k] - ref) / max(np.linalg.norm(ref), 1e-300)))
 print(json.dumps({"modules": len(d.files), "maxRel": worst, "missing": missing}))
-`, npz, exp.path], { encoding: "utf8" });
-  assert.equal(cmp.status, 0, cmp.stderr);
+`, npz, exp.path]);
+  if (cmp.status !== 0) throw new Error(cmp.stderr);
   return { ...(JSON.parse(cmp.stdout) as { modules: number; maxRel: number; missing: string[] }), expected: exp.modules };
 }
 
@@ -212,12 +224,29 @@ if (haveReal) {
 }
 
 describe("PEFT's own loader reads every truncate mode as intended (peft-check)", { skip: peftCheckWhyNot ?? false }, () => {
-  for (const [label, input, args] of MODES) {
+  // Python with torch takes seconds to start: every mode is truncated and loaded up front, four at a time.
+  const results = new Map<string, Promise<PeftResult>>();
+  before(async () => {
+    const queue = [...MODES];
+    const worker = async () => {
+      for (let m = queue.shift(); m; m = queue.shift()) {
+        const [label, input, args] = m;
+        const out = join(tmp, `peft-${label.replace(/[^a-z0-9]+/gi, "-")}`);
+        const job = (async () => {
+          const r = await run(process.execPath, [loraBin, "truncate", input, ...args, "-o", out]);
+          if (r.status !== 0) throw new Error(`lora truncate ${args.join(" ")} failed: ${r.stderr}`);
+          return peftCheck(out);
+        })();
+        job.catch(() => {}); // reported by the test that awaits it
+        results.set(label, job);
+        await job.catch(() => {});
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+  });
+  for (const [label] of MODES) {
     test(label, async () => {
-      const out = join(tmp, `peft-${label.replace(/[^a-z0-9]+/gi, "-")}`);
-      const r = lora(["truncate", input, ...args, "-o", out]);
-      assert.equal(r.status, 0, r.stderr);
-      const c = await peftCheck(out);
+      const c = await results.get(label)!;
       assert.equal(c.modules, c.expected, `PEFT built ${c.modules} LoRA layers, we wrote ${c.expected}`);
       assert.deepEqual(c.missing, []);
       assert.ok(c.maxRel <= 1e-6, `${label}: PEFT's ΔW differs from ours by ${c.maxRel}`);
