@@ -1,9 +1,12 @@
-// lora convert --to peft|kohya: the same ΔW in another layout. Factors are copied byte for byte;
-// only the bookkeeping changes (algorithms.md §0.2): the scale s of every module is kept by writing
-// alpha' = s·r (kohya, and PEFT without rsLoRA) or s·√r (PEFT with use_rslora).
-import { alphaForScale, isDora, loadAdapter, readFactors, type Adapter } from "../../formats/adapter/index.js";
+// lora convert --to peft|kohya|diffusers: the same ΔW in another layout. Factors are copied byte
+// for byte; only the bookkeeping changes (algorithms.md §0.2): the scale s of every module is kept
+// by writing alpha' = s·r (kohya, and PEFT/diffusers without rsLoRA) or s·√r (PEFT/diffusers with
+// use_rslora). diffusers output is the PEFT-style layout with lora_adapter_metadata
+// (formats/adapter/write-diffusers.ts); kohya stems are lora_unet_…/lora_te_… (lora_te1_/lora_te2_
+// for SDXL's two text encoders) as kohya and ComfyUI name them.
+import { alphaForScale, hasTextEncoder2, isDora, kohyaStemInSet, loadAdapter, readFactors, type Adapter, type AdapterFormat } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
-import { InvalidInputError, UsageError } from "../../formats/errors.js";
+import { InvalidInputError } from "../../formats/errors.js";
 import type { PeftConfig } from "../../formats/adapter/peft-config.js";
 
 export type TargetFormat = "peft" | "kohya" | "diffusers";
@@ -35,16 +38,23 @@ function baseConfigFor(a: Adapter): PeftConfig | null {
   return a.config;
 }
 
-export function convertedModules(a: Adapter, to: "peft" | "kohya", useRslora: boolean): OutModule[] {
+/** PEFT and diffusers files share key roles (lora_A/lora_B, lora_magnitude_vector, lora_B.bias). */
+function sameLayoutFamily(from: AdapterFormat, to: TargetFormat): boolean {
+  const peftLike = (f: string) => f === "peft" || f === "diffusers";
+  return from === to || (peftLike(from) && peftLike(to));
+}
+
+export function convertedModules(a: Adapter, to: TargetFormat, useRslora: boolean): OutModule[] {
+  const te2 = hasTextEncoder2(a.modules.map((m) => m.path));
   return a.modules.map((m) => {
-    const rs = to === "peft" && useRslora;
+    const rs = to !== "kohya" && useRslora;
     const alpha = m.rslora === rs ? m.alpha : alphaForScale(m.scale, m.rank, rs);
     const kernel = kernelOf(m.A.shape);
     const extras: NonNullable<OutModule["extras"]> = {};
     for (const [role, t] of Object.entries(m.extras)) extras[role] = { file: a.file, tensor: t };
     return {
       path: m.path,
-      ...(to === "kohya" && a.format === "kohya" ? { stem: m.name } : {}),
+      ...(to === "kohya" ? { stem: a.format === "kohya" ? m.name : kohyaStemInSet(m.path, te2) } : {}),
       kind: m.kind, rank: m.rank, alpha, out: m.out, in: m.in, dtype: m.A.dtype,
       ...(kernel ? { kernel } : {}),
       rawFactors: { A: { file: a.file, tensor: m.A }, B: { file: a.file, tensor: m.B } },
@@ -54,16 +64,15 @@ export function convertedModules(a: Adapter, to: "peft" | "kohya", useRslora: bo
 }
 
 export async function runConvert(o: ConvertOptions, deps: { stdin?: NodeJS.ReadableStream; stdout?: NodeJS.WritableStream }): Promise<ConvertReport> {
-  if (o.to === "diffusers") throw new UsageError("--to diffusers is not available yet");
   const a = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
   try {
-    if (isDora(a) && a.format !== o.to) {
+    if (isDora(a) && !sameLayoutFamily(a.format, o.to)) {
       throw new InvalidInputError(`${o.input}: DoRA adapter; its magnitude vector has a different layout in ${o.to} files, so it cannot be converted`, { hint: "convert within the same format only, or merge DoRA into the base model with PEFT" });
     }
     // Read every factor once: NaN/Inf are refused (exit 3) even though the bytes are copied as they are.
     for (const m of a.modules) await readFactors(a, m, "f32");
     const base = baseConfigFor(a);
-    const useRslora = o.to === "peft" && base?.["use_rslora"] === true;
+    const useRslora = o.to !== "kohya" && base?.["use_rslora"] === true;
     const out: AdapterOutput = {
       format: o.to,
       modules: convertedModules(a, o.to, useRslora),

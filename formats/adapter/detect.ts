@@ -1,6 +1,7 @@
 // Format detection by keys, never by file name (cli.md). Each detector looks at the tensor names
 // and either claims the file or passes. Order matters: the more specific layouts come first.
 import type { SafetensorsFile, TensorInfo } from "../safetensors/index.js";
+import { diffusersDetector } from "./parse-diffusers.js";
 import { hasKohyaKeys, parseKohya } from "./parse-kohya.js";
 import { hasPeftKeys, parsePeft } from "./parse-peft.js";
 import type { PeftConfig } from "./peft-config.js";
@@ -51,8 +52,12 @@ const peft: Detector = {
   },
 };
 
-/** Detectors tried in order; other formats (diffusers, SoRA) register themselves at the front. */
-export const detectors: Detector[] = [kohya, peft];
+/**
+ * Detectors tried in order; other formats (SoRA) register themselves at the front. diffusers comes
+ * before kohya and PEFT: its PEFT-style keys (`unet.….lora_A.weight`, no adapter_config) would
+ * otherwise be read as PEFT without a config.
+ */
+export const detectors: Detector[] = [diffusersDetector, kohya, peft];
 
 export function registerDetector(d: Detector): void {
   detectors.unshift(d);

@@ -38,3 +38,58 @@ export function kohyaPrefixOf(stem: string): string | undefined {
 export function regexEscape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
+
+/** Whether a module set is SDXL-like (two text encoders), where kohya names the first `lora_te1_`. */
+export function hasTextEncoder2(paths: Iterable<string>): boolean {
+  for (const p of paths) if (p.startsWith("text_encoder_2.")) return true;
+  return false;
+}
+
+/**
+ * kohya stem of a module within its set: kohyaStemFor, except that in a set with a second text
+ * encoder (SDXL) the first one is `lora_te1_` (kohya sd-scripts and ComfyUI), not `lora_te_`.
+ */
+export function kohyaStemInSet(path: string, textEncoder2: boolean): string {
+  const stem = kohyaStemFor(path);
+  return textEncoder2 && path.startsWith("text_encoder.") ? "lora_te1_" + stem.slice("lora_te_".length) : stem;
+}
+
+/** Component of a diffusers pipeline for each kohya stem prefix. */
+const KOHYA_TO_COMPONENT: [string, string][] = [
+  ["unet_", "unet"],
+  ["te1_", "text_encoder"],
+  ["te2_", "text_encoder_2"],
+  ["te3_", "text_encoder_3"],
+  ["te_", "text_encoder"],
+];
+
+/** Multi-word identifiers of diffusers UNets/transformers and CLIP text models (kohya flattens their `_`). */
+const COMPOUNDS = [
+  "single_transformer_blocks", "transformer_blocks", "down_blocks", "up_blocks", "mid_block", "time_emb_proj", "time_embedding",
+  "add_embedding", "conv_norm_out", "conv_shortcut", "conv_in", "conv_out", "proj_in", "proj_out", "proj_mlp", "to_q", "to_k", "to_v",
+  "to_out", "to_add_out", "add_q_proj", "add_k_proj", "add_v_proj", "norm_out", "norm1_context", "ff_context", "linear_1", "linear_2",
+  "context_embedder", "x_embedder", "time_text_embed", "timestep_embedder", "guidance_embedder", "text_embedder",
+  "text_model", "self_attn", "q_proj", "k_proj", "v_proj", "out_proj", "final_layer_norm", "layer_norm1", "layer_norm2",
+  "token_embedding", "position_embedding", "text_projection",
+].map((c) => c.split("_")).sort((a, b) => b.length - a.length);
+
+/**
+ * The dotted diffusers path of a module known only by its kohya stem (`lora_unet_down_blocks_0_…`
+ * or the stem without `lora_`): component from the prefix, `_` turned back into `.` except inside
+ * the multi-word identifiers diffusers and CLIP use (as diffusers' own kohya converter does).
+ * Returns undefined when the stem has no SD-style prefix.
+ */
+export function diffusersPathFromKohya(stem: string): string | undefined {
+  const s = stem.startsWith("lora_") ? stem.slice("lora_".length) : stem;
+  const hit = KOHYA_TO_COMPONENT.find(([p]) => s.startsWith(p));
+  if (!hit) return undefined;
+  const tokens = s.slice(hit[0].length).split("_");
+  const parts: string[] = [];
+  for (let i = 0; i < tokens.length;) {
+    const c = COMPOUNDS.find((w) => w.every((t, k) => tokens[i + k] === t));
+    const n = c ? c.length : 1;
+    parts.push(tokens.slice(i, i + n).join("_"));
+    i += n;
+  }
+  return `${hit[1]}.${parts.join(".")}`;
+}

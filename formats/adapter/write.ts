@@ -7,6 +7,7 @@ import { stdoutSink, writeDirAtomic, writeFileAtomic, type ByteSink } from "../a
 import { encodeFloats, layoutSafetensors, writeSafetensors, type DType, type SafetensorsFile, type TensorInfo, type TensorSpec } from "../safetensors/index.js";
 import { kohyaStemFor, PEFT_PREFIX } from "./names.js";
 import { peftPatterns, type PeftConfig } from "./peft-config.js";
+import { DIFFUSERS_FILE, planDiffusersFile } from "./write-diffusers.js";
 import type { ModuleKind } from "./types.js";
 
 export interface OutFactors {
@@ -38,7 +39,8 @@ export interface OutModule {
 }
 
 export interface AdapterOutput {
-  format: "peft" | "kohya";
+  /** diffusers: PEFT-style keys with lora_adapter_metadata (write-diffusers.ts). */
+  format: "peft" | "kohya" | "diffusers";
   modules: OutModule[];
   passthrough: { file: SafetensorsFile; tensor: TensorInfo }[];
   /** PEFT config to start from (unknown keys kept); r/alpha/patterns/target_modules are rewritten. */
@@ -61,7 +63,7 @@ export interface WriteOptions {
 /** Extra roles whose kohya key differs from the PEFT one. */
 const KOHYA_ROLE_SUFFIX: Record<string, string> = { "lora_B.bias": "lora_up.bias" };
 
-const MANAGED_META = ["format", "adapter_config", "lora_module_names", "lora_module_kinds", "lora_peft_config"];
+const MANAGED_META = ["format", "adapter_config", "lora_module_names", "lora_module_kinds", "lora_peft_config", "lora_adapter_metadata"];
 
 function sortedJson(v: unknown, indent?: number): string {
   const norm = (x: unknown): unknown => {
@@ -145,6 +147,7 @@ function moduleSpecs(out: AdapterOutput): TensorSpec[] {
 
 /** Tensor specs and metadata of the output file (also used for `-o -`). */
 export function planAdapterFile(out: AdapterOutput): { specs: TensorSpec[]; metadata: Record<string, string>; config: PeftConfig | null } {
+  if (out.format === "diffusers") return planDiffusersFile(out);
   const specs = moduleSpecs(out);
   for (const p of out.passthrough) specs.push({ name: p.tensor.name, dtype: p.tensor.dtype, shape: p.tensor.shape, copyFrom: p });
   const metadata = carriedMetadata(out);
@@ -203,6 +206,10 @@ export async function writeAdapter(target: string, out: AdapterOutput, opts: Wri
       throw new UsageError(`kohya output must be a .safetensors file (got ${basename(target)})`);
     }
     await writeFileAtomic(target, fill, { force: opts.force, inputs: opts.inputs });
+    return [target];
+  }
+  if (out.format === "diffusers") {
+    await writeDirAtomic(target, [{ name: DIFFUSERS_FILE, fill }], { force: opts.force, inputs: opts.inputs });
     return [target];
   }
   await writeDirAtomic(target, [

@@ -1,0 +1,130 @@
+// Writing a diffusers LoRA file (issue 8): the PEFT-style layout diffusers saves today,
+//   <component>.<module>.lora_A.weight  [r, in]      <component>.<module>.lora_B.weight  [out, r]
+// with __metadata__ {"format": "pt", "lora_adapter_metadata": <JSON>}, the JSON holding one
+// LoraConfig per component with prefixed keys ("unet.r", "unet.lora_alpha", "unet.rank_pattern",
+// "unet.alpha_pattern", "unet.target_modules", …) as diffusers' save_lora_weights writes it, so
+// diffusers (load_lora_weights) rebuilds exactly the intended scale alpha/r for every module.
+//
+// Attention-processor inputs are written in this layout too, never in the old one: the old
+// layout cannot hold a per-module rank or alpha except through network-alpha tensors (which
+// diffusers refuses next to lora_adapter_metadata), cannot name modules other than attention
+// projections (a merge with a kohya file that also covers proj_in or ff would have nowhere to go),
+// and diffusers itself converts it to this layout on load. Factors are written as they come (their
+// bytes are copied when unchanged), so ΔW is the same either way.
+import type { DType, TensorSpec } from "../safetensors/index.js";
+import { encodeFloats } from "../safetensors/index.js";
+import { diffusersPathFromKohya } from "./names.js";
+import { COMPONENT_RE, componentOf, DIFFUSERS_METADATA_KEY } from "./parse-diffusers.js";
+import { peftPatterns, type PeftConfig } from "./peft-config.js";
+import type { AdapterOutput, OutFactors, OutModule } from "./write.js";
+
+/**
+ * Metadata keys never carried over from the input: the ones the writer owns, and kohya's network
+ * bookkeeping (dim/alpha/module), which describes a kohya file and would go stale here.
+ */
+const MANAGED_META = ["format", "adapter_config", "lora_module_names", "lora_module_kinds", "lora_peft_config", DIFFUSERS_METADATA_KEY, "ss_network_dim", "ss_network_alpha", "ss_network_module"];
+
+/**
+ * The diffusers key base of a module: its dotted path with the pipeline component in front
+ * (`unet.` added to UNet paths that lack it); a kohya stem known only in flattened form
+ * (`unet_down_blocks_0_…`) is turned back into the dotted diffusers path first.
+ */
+export function diffusersKeyBase(path: string): string {
+  if (COMPONENT_RE.test(path)) return path;
+  if (!path.includes(".")) {
+    const p = diffusersPathFromKohya(path);
+    if (p) return p;
+  }
+  const c = componentOf(path);
+  return c ? `${c}.${path}` : path;
+}
+
+function sortedJson(v: unknown, indent?: number): string {
+  const norm = (x: unknown): unknown => {
+    if (Array.isArray(x)) return x.map(norm);
+    if (x && typeof x === "object") return Object.fromEntries(Object.keys(x as object).sort().map((k) => [k, norm((x as Record<string, unknown>)[k])]));
+    return x;
+  };
+  return JSON.stringify(norm(v), null, indent);
+}
+
+/** One LoraConfig per component ("" when the paths carry none), as diffusers stores them. */
+export function diffusersAdapterMetadata(out: AdapterOutput): Record<string, unknown> {
+  const rslora = out.baseConfig?.["use_rslora"] === true;
+  const byComp = new Map<string, { rel: string; m: OutModule }[]>();
+  for (const m of out.modules) {
+    const base = diffusersKeyBase(m.path);
+    const hit = COMPONENT_RE.exec(base);
+    const comp = hit ? hit[1]! : "";
+    const list = byComp.get(comp) ?? [];
+    list.push({ rel: hit ? base.slice(hit[0].length) : base, m });
+    byComp.set(comp, list);
+  }
+  const meta: Record<string, unknown> = {};
+  for (const [comp, list] of [...byComp].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
+    const pat = peftPatterns(list.map(({ rel, m }) => ({ path: rel, rank: m.rank, alpha: m.alpha })));
+    const cfg: PeftConfig = {
+      peft_type: "LORA",
+      r: pat.r,
+      lora_alpha: pat.lora_alpha,
+      rank_pattern: pat.rank_pattern,
+      alpha_pattern: pat.alpha_pattern,
+      target_modules: [...new Set(list.map((x) => x.rel))].sort(),
+    };
+    if (rslora) cfg["use_rslora"] = true;
+    if (list.some(({ m }) => m.extras && "lora_magnitude_vector" in m.extras)) cfg["use_dora"] = true;
+    if (list.some(({ m }) => m.extras && "lora_B.bias" in m.extras)) cfg["lora_bias"] = true;
+    for (const [k, v] of Object.entries(cfg)) meta[comp ? `${comp}.${k}` : k] = v;
+  }
+  return meta;
+}
+
+function moduleSpecs(out: AdapterOutput): TensorSpec[] {
+  const specs: TensorSpec[] = [];
+  for (const m of out.modules) {
+    let cached: Promise<OutFactors> | null = null;
+    let taken = 0;
+    const get = async (which: "A" | "B", dtype: DType): Promise<Uint8Array> => {
+      cached ??= m.produce!();
+      const f = await cached;
+      if (++taken === 2) cached = null;
+      const data = which === "A" ? f.A : f.B;
+      const want = which === "A" ? m.rank * m.in : m.out * m.rank;
+      if (data.length !== want) throw new Error(`internal: module ${m.path} produced ${data.length} values for ${which}, expected ${want}`);
+      return encodeFloats(dtype, data);
+    };
+    const k = m.kernel ?? [];
+    const kprod = k.reduce((x, y) => x * y, 1);
+    const aShape = m.kind === "conv" ? [m.rank, m.in / kprod, ...k] : [m.rank, m.in];
+    const bShape = m.kind === "conv" ? [m.out, m.rank, ...k.map(() => 1)] : [m.out, m.rank];
+    const base = diffusersKeyBase(m.path);
+    const aName = base + (m.kind === "embedding" ? ".lora_embedding_A" : ".lora_A.weight");
+    const bName = base + (m.kind === "embedding" ? ".lora_embedding_B" : ".lora_B.weight");
+    if (m.rawFactors) {
+      specs.push({ name: aName, dtype: m.rawFactors.A.tensor.dtype, shape: aShape, copyFrom: m.rawFactors.A });
+      specs.push({ name: bName, dtype: m.rawFactors.B.tensor.dtype, shape: bShape, copyFrom: m.rawFactors.B });
+    } else {
+      specs.push({ name: aName, dtype: m.dtype, shape: aShape, produce: () => get("A", m.dtype) });
+      specs.push({ name: bName, dtype: m.dtype, shape: bShape, produce: () => get("B", m.dtype) });
+    }
+    for (const [role, src] of Object.entries(m.extras ?? {})) {
+      specs.push({ name: `${base}.${role}`, dtype: src.tensor.dtype, shape: src.tensor.shape, copyFrom: src });
+    }
+  }
+  return specs;
+}
+
+/** Tensor specs and metadata of a diffusers output file (write.ts planAdapterFile dispatches here). */
+export function planDiffusersFile(out: AdapterOutput): { specs: TensorSpec[]; metadata: Record<string, string>; config: PeftConfig | null } {
+  const specs = moduleSpecs(out);
+  for (const p of out.passthrough) specs.push({ name: p.tensor.name, dtype: p.tensor.dtype, shape: p.tensor.shape, copyFrom: p });
+  const metadata: Record<string, string> = {};
+  for (const [k, v] of Object.entries(out.metadata)) if (!MANAGED_META.includes(k)) metadata[k] = v;
+  metadata["format"] = "pt";
+  metadata[DIFFUSERS_METADATA_KEY] = sortedJson(diffusersAdapterMetadata(out), 2);
+  Object.assign(metadata, out.extraMetadata ?? {});
+  return { specs, metadata, config: null };
+}
+
+/** File name of a diffusers adapter inside a directory output (what load.ts looks for). */
+export const DIFFUSERS_FILE = "pytorch_lora_weights.safetensors";
