@@ -28,3 +28,4 @@ const code = await main(argv, {
   color: !noColor && !!process.stdout.isTTY,
 });
 process.exitCode = code;
+if (env["LORA_REPORT_RSS"] === "1") process.stderr.write(`lora: peak_rss_kb=${process.resourceUsage().maxRSS}\n`);
