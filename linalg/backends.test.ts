@@ -1,0 +1,588 @@
+// The parity table: one table of cases run on every backend available on this machine (js
+// always; cpu when lora_cpu.node is built and BLAS/LAPACK loads; cuda only where a GPU is
+// present), each checked against float64 references computed here.
+//
+// Data are fresh per run: every case draws from its own stream of a seeded generator; the seed
+// is printed (set LORA_TEST_SEED=<n> to replay a run).
+//
+// Tolerances (relative, stated once): float32 1e-5, float64 1e-12, on
+//   gemm     ‖C − C_ref‖_F / (‖op(A)‖_F ‖op(B)‖_F)
+//   qr       max |QᵀQ − I|, ‖QR − A‖_F / ‖A‖_F, R upper (exact zeros) with R_ii ≥ 0
+//   svd      max |σ − σ_ref| / σ_max, ‖U diag(S) Vt − A‖_F / ‖A‖_F, max |UᵀU − I|, max |Vt Vtᵀ − I|, S descending
+//   eigSym   max |λ − λ_ref| / max|λ|, ‖A V − V Λ‖_F / ‖A‖_F, max |VᵀV − I|, λ descending
+//   kmeans   labels and iteration count identical; inertia and centroids within 1e-9 (float64 only)
+// LORA_PARITY_MARGINS=1 prints every measured/tolerance ratio above 1/20.
+// against: a float64 triple loop (gemm), float64 one-sided Jacobi (σ) and cyclic Jacobi (λ),
+// and a straightforward float64 Lloyd with exact distances (same init, same stopping rule).
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { BackendUnavailableError, InvalidInputError, RuntimeFailure } from "../formats/errors.js";
+import { listBackends, resolveBackend } from "./backend.js";
+import { adaptBinding, probeCpu, probeCuda, type ComputeBinding } from "./native.js";
+import type { FloatArray, KmeansLloydOptions, LinalgBackend, Mat } from "./types.js";
+
+// ---------------------------------------------------------------------------------------------
+// Seeded generator
+
+const SEED = process.env.LORA_TEST_SEED !== undefined ? Number(process.env.LORA_TEST_SEED) >>> 0 : (Date.now() ^ (process.pid << 16)) >>> 0;
+console.log(`backends parity: seed ${SEED} (LORA_TEST_SEED=${SEED} replays this run)`);
+
+class Rng {
+  private s: number;
+  private spare: number | null = null;
+  constructor(seed: number) {
+    this.s = seed >>> 0 || 0x9e3779b9;
+  }
+  /** mulberry32, uniform in [0, 1). */
+  next(): number {
+    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  normal(): number {
+    if (this.spare !== null) {
+      const v = this.spare;
+      this.spare = null;
+      return v;
+    }
+    let u = 0;
+    while (u === 0) u = this.next();
+    const r = Math.sqrt(-2 * Math.log(u)), th = 2 * Math.PI * this.next();
+    this.spare = r * Math.sin(th);
+    return r * Math.cos(th);
+  }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+}
+
+function caseSeed(i: number): number {
+  let h = (SEED ^ Math.imul(i + 1, 0x85ebca6b)) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
+  return (h ^ (h >>> 15)) >>> 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// float64 helpers and references
+
+type M64 = Mat<Float64Array>;
+type DType = "f32" | "f64";
+const TOL: Record<DType, number> = { f32: 1e-5, f64: 1e-12 };
+
+function gaussian(rng: Rng, rows: number, cols: number): M64 {
+  const d = new Float64Array(rows * cols);
+  for (let i = 0; i < d.length; i++) d[i] = rng.normal();
+  return { rows, cols, data: d };
+}
+
+function mul(a: M64, b: M64, transA = false, transB = false): M64 {
+  const m = transA ? a.cols : a.rows, k = transA ? a.rows : a.cols, n = transB ? b.rows : b.cols;
+  const c = new Float64Array(m * n);
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let p = 0; p < k; p++) {
+        const x = transA ? a.data[p * a.cols + i]! : a.data[i * a.cols + p]!;
+        const y = transB ? b.data[j * b.cols + p]! : b.data[p * b.cols + j]!;
+        s += x * y;
+      }
+      c[i * n + j] = s;
+    }
+  return { rows: m, cols: n, data: c };
+}
+
+function fro(d: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < d.length; i++) s += d[i]! * d[i]!;
+  return Math.sqrt(s);
+}
+
+function diffFro(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += (a[i]! - b[i]!) ** 2;
+  return Math.sqrt(s);
+}
+
+/** max |XᵀX − I| for the columns of X (rows×cols). */
+function orthoErr(x: M64): number {
+  const g = mul(x, x, true, false);
+  let e = 0;
+  for (let i = 0; i < g.rows; i++) for (let j = 0; j < g.cols; j++) e = Math.max(e, Math.abs(g.data[i * g.cols + j]! - (i === j ? 1 : 0)));
+  return e;
+}
+
+function to64(m: Mat): M64 {
+  return { rows: m.rows, cols: m.cols, data: Float64Array.from(m.data) };
+}
+
+function transpose(m: M64): M64 {
+  const d = new Float64Array(m.rows * m.cols);
+  for (let i = 0; i < m.rows; i++) for (let j = 0; j < m.cols; j++) d[j * m.rows + i] = m.data[i * m.cols + j]!;
+  return { rows: m.cols, cols: m.rows, data: d };
+}
+
+/** Orthonormal columns (rows×cols, rows ≥ cols) by Gram–Schmidt, twice. */
+function orthonormal(rng: Rng, rows: number, cols: number): M64 {
+  const q = transpose(gaussian(rng, rows, cols)); // cols×rows: row j = column j
+  for (let j = 0; j < cols; j++) {
+    const qj = q.data.subarray(j * rows, (j + 1) * rows);
+    for (let pass = 0; pass < 2; pass++)
+      for (let p = 0; p < j; p++) {
+        const qp = q.data.subarray(p * rows, (p + 1) * rows);
+        let d = 0;
+        for (let i = 0; i < rows; i++) d += qp[i]! * qj[i]!;
+        for (let i = 0; i < rows; i++) qj[i] -= d * qp[i]!;
+      }
+    const nrm = fro(qj);
+    for (let i = 0; i < rows; i++) qj[i] /= nrm;
+  }
+  return transpose(q);
+}
+
+/** U diag(σ) Vᵀ with random orthonormal U (m×k), V (n×k). */
+function withSpectrum(rng: Rng, m: number, n: number, sigma: number[]): M64 {
+  const k = sigma.length;
+  const u = orthonormal(rng, m, k), v = orthonormal(rng, n, k);
+  for (let i = 0; i < m; i++) for (let j = 0; j < k; j++) u.data[i * k + j] *= sigma[j]!;
+  return mul(u, v, false, true);
+}
+
+function geometric(k: number, cond: number): number[] {
+  return Array.from({ length: k }, (_, i) => (k === 1 ? 1 : cond ** (-i / (k - 1))));
+}
+
+/** Singular values, descending, by one-sided Jacobi in float64. */
+function refSigma(a: M64): number[] {
+  const t = a.rows >= a.cols ? a : transpose(a);
+  const m = t.rows, n = t.cols;
+  const w = transpose(t).data; // n×m: row j = column j
+  for (let sweep = 0; sweep < 80; sweep++) {
+    let rotated = false;
+    for (let p = 0; p < n - 1; p++)
+      for (let q = p + 1; q < n; q++) {
+        let al = 0, be = 0, ga = 0;
+        for (let i = 0; i < m; i++) {
+          const x = w[p * m + i]!, y = w[q * m + i]!;
+          al += x * x; be += y * y; ga += x * y;
+        }
+        if (ga === 0 || Math.abs(ga) <= 1e-16 * Math.sqrt(al * be)) continue;
+        rotated = true;
+        const zeta = (be - al) / (2 * ga);
+        const tt = Math.sign(zeta || 1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
+        const c = 1 / Math.sqrt(1 + tt * tt), s = c * tt;
+        for (let i = 0; i < m; i++) {
+          const x = w[p * m + i]!, y = w[q * m + i]!;
+          w[p * m + i] = c * x - s * y;
+          w[q * m + i] = s * x + c * y;
+        }
+      }
+    if (!rotated) break;
+  }
+  const s: number[] = [];
+  for (let j = 0; j < n; j++) s.push(fro(w.subarray(j * m, (j + 1) * m)));
+  return s.sort((x, y) => y - x);
+}
+
+/** Eigenvalues of the symmetric matrix (lower triangle read), descending, by cyclic Jacobi. */
+function refEig(a: M64): number[] {
+  const n = a.rows;
+  const w = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) w[i * n + j] = w[j * n + i] = a.data[i * n + j]!;
+  for (let sweep = 0; sweep < 100; sweep++) {
+    let off = 0, tot = 0;
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) (i === j ? (tot += w[i * n + j]! ** 2) : (off += w[i * n + j]! ** 2));
+    if (off <= 1e-34 * (tot + off)) break;
+    for (let p = 0; p < n - 1; p++)
+      for (let q = p + 1; q < n; q++) {
+        const apq = w[p * n + q]!;
+        if (apq === 0) continue;
+        const theta = (w[q * n + q]! - w[p * n + p]!) / (2 * apq);
+        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(1 + theta * theta));
+        const c = 1 / Math.sqrt(1 + t * t), s = t * c;
+        for (let k = 0; k < n; k++) {
+          const akp = w[k * n + p]!, akq = w[k * n + q]!;
+          w[k * n + p] = c * akp - s * akq;
+          w[k * n + q] = s * akp + c * akq;
+        }
+        for (let k = 0; k < n; k++) {
+          const apk = w[p * n + k]!, aqk = w[q * n + k]!;
+          w[p * n + k] = c * apk - s * aqk;
+          w[q * n + k] = s * apk + c * aqk;
+        }
+      }
+  }
+  return Array.from({ length: n }, (_, i) => w[i * n + i]!).sort((x, y) => y - x);
+}
+
+/** Straightforward weighted Lloyd in float64 with exact distances (semantics of types.ts / linalg/js). */
+function refLloyd(points: M64, init: M64, opts: KmeansLloydOptions): { centroids: Float64Array; labels: Int32Array; inertia: number; iterations: number } {
+  const n = points.rows, d = points.cols, k = init.rows, x = points.data;
+  const w = opts.weights ?? new Float64Array(n).fill(1);
+  let c = Float64Array.from(init.data);
+  const labels = new Int32Array(n);
+  const assign = (): number => {
+    let inertia = 0;
+    for (let i = 0; i < n; i++) {
+      let best = 0, bestD = Infinity;
+      for (let q = 0; q < k; q++) {
+        let s = 0;
+        for (let j = 0; j < d; j++) s += (x[i * d + j]! - c[q * d + j]!) ** 2;
+        if (s < bestD) { bestD = s; best = q; }
+      }
+      labels[i] = best;
+      inertia += w[i]! * bestD;
+    }
+    return inertia;
+  };
+  let iterations = 0;
+  for (let it = 0; it < opts.maxIter; it++) {
+    assign();
+    iterations = it + 1;
+    const next = new Float64Array(k * d), ws = new Float64Array(k);
+    for (let i = 0; i < n; i++) {
+      const q = labels[i]!;
+      ws[q] += w[i]!;
+      for (let j = 0; j < d; j++) next[q * d + j] += w[i]! * x[i * d + j]!;
+    }
+    let shift = 0;
+    for (let q = 0; q < k; q++)
+      for (let j = 0; j < d; j++) {
+        next[q * d + j] = ws[q]! > 0 ? next[q * d + j]! / ws[q]! : c[q * d + j]!;
+        shift += (next[q * d + j]! - c[q * d + j]!) ** 2;
+      }
+    c = next;
+    if (shift <= opts.tol) break;
+  }
+  const inertia = assign();
+  return { centroids: c, labels, inertia, iterations };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The case table
+
+function cast(m: M64, dt: DType): Mat {
+  return dt === "f64" ? { rows: m.rows, cols: m.cols, data: Float64Array.from(m.data) } : { rows: m.rows, cols: m.cols, data: Float32Array.from(m.data) };
+}
+
+type Case =
+  | { op: "gemm"; name: string; dt: DType; make: (r: Rng) => { a: M64; b: M64; transA: boolean; transB: boolean; alpha: number } }
+  | { op: "qr"; name: string; dt: DType; make: (r: Rng) => M64 }
+  | { op: "svd"; name: string; dt: DType; make: (r: Rng) => M64 }
+  | { op: "eigSym"; name: string; dt: DType; make: (r: Rng) => M64 }
+  | { op: "kmeans"; name: string; dt: "f64"; make: (r: Rng) => { points: M64; init: M64; opts: KmeansLloydOptions } };
+
+function lowRank(r: Rng, m: number, n: number, rank: number): M64 {
+  return mul(gaussian(r, m, rank), gaussian(r, rank, n));
+}
+
+function symmetric(r: Rng, n: number, garbageUpper: boolean): M64 {
+  const g = gaussian(r, n, n);
+  const s = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) s[i * n + j] = (g.data[i * n + j]! + g.data[j * n + i]!) / 2;
+  if (garbageUpper) for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) s[i * n + j] = 1e3 * r.normal();
+  return { rows: n, cols: n, data: s };
+}
+
+function blobs(r: Rng, n: number, d: number, centres: number, spread: number): M64 {
+  const mu = gaussian(r, centres, d);
+  const x = new Float64Array(n * d);
+  for (let i = 0; i < n; i++) {
+    const c = r.int(centres);
+    for (let j = 0; j < d; j++) x[i * d + j] = 4 * mu.data[c * d + j]! + spread * r.normal();
+  }
+  return { rows: n, cols: d, data: x };
+}
+
+function pickRows(r: Rng, m: M64, k: number): M64 {
+  const idx = new Set<number>();
+  while (idx.size < k) idx.add(r.int(m.rows));
+  const out = new Float64Array(k * m.cols);
+  [...idx].forEach((row, q) => out.set(m.data.subarray(row * m.cols, (row + 1) * m.cols), q * m.cols));
+  return { rows: k, cols: m.cols, data: out };
+}
+
+const DTS: DType[] = ["f32", "f64"];
+const cases: Case[] = [];
+for (const dt of DTS) {
+  const g = (m: number, k: number, n: number, transA: boolean, transB: boolean, alpha = 1) => (r: Rng) => ({
+    a: transA ? gaussian(r, k, m) : gaussian(r, m, k),
+    b: transB ? gaussian(r, n, k) : gaussian(r, k, n),
+    transA, transB, alpha,
+  });
+  cases.push(
+    { op: "gemm", name: `1×1·1×1`, dt, make: g(1, 1, 1, false, false) },
+    { op: "gemm", name: `tall 300×16 · 16×40`, dt, make: g(300, 16, 40, false, false) },
+    { op: "gemm", name: `Aᵀ: (64×37)ᵀ · 64×300, alpha 0.5`, dt, make: g(37, 64, 300, true, false, 0.5) },
+    { op: "gemm", name: `Bᵀ: 5×64 · (37×64)ᵀ`, dt, make: g(5, 64, 37, false, true) },
+    { op: "gemm", name: `AᵀBᵀ: wide (16×300)ᵀ · (300×16)ᵀ, alpha −2`, dt, make: g(300, 16, 300, true, true, -2) },
+    { op: "gemm", name: `square 128 rank-1 factors`, dt, make: (r) => ({ a: lowRank(r, 128, 128, 1), b: gaussian(r, 128, 128), transA: false, transB: false, alpha: 1 }) },
+
+    { op: "qr", name: `tall 300×16`, dt, make: (r) => gaussian(r, 300, 16) },
+    { op: "qr", name: `tall 1024×64`, dt, make: (r) => gaussian(r, 1024, 64) },
+    { op: "qr", name: `square 64×64`, dt, make: (r) => gaussian(r, 64, 64) },
+    { op: "qr", name: `wide 16×100`, dt, make: (r) => gaussian(r, 16, 100) },
+    { op: "qr", name: `rank-deficient 200×32 rank 5`, dt, make: (r) => lowRank(r, 200, 32, 5) },
+    { op: "qr", name: `rank 1, 500×8`, dt, make: (r) => lowRank(r, 500, 8, 1) },
+    { op: "qr", name: `ill-conditioned 128×32 cond 1e${dt === "f32" ? 5 : 12}`, dt, make: (r) => withSpectrum(r, 128, 32, geometric(32, dt === "f32" ? 1e5 : 1e12)) },
+    { op: "qr", name: `zero column, 50×6`, dt, make: (r) => { const m = gaussian(r, 50, 6); for (let i = 0; i < 50; i++) m.data[i * 6 + 2] = 0; return m; } },
+    { op: "qr", name: `1×1`, dt, make: (r) => gaussian(r, 1, 1) },
+
+    { op: "svd", name: `tall 120×40`, dt, make: (r) => gaussian(r, 120, 40) },
+    { op: "svd", name: `wide 30×100`, dt, make: (r) => gaussian(r, 30, 100) },
+    { op: "svd", name: `square 64×64`, dt, make: (r) => gaussian(r, 64, 64) },
+    { op: "svd", name: `square 96×96 rank 64`, dt, make: (r) => lowRank(r, 96, 96, 64) },
+    { op: "svd", name: `rank-deficient 80×60 rank 7`, dt, make: (r) => lowRank(r, 80, 60, 7) },
+    { op: "svd", name: `rank 1, 50×50`, dt, make: (r) => lowRank(r, 50, 50, 1) },
+    { op: "svd", name: `ill-conditioned 64×48 cond 1e${dt === "f32" ? 6 : 12}`, dt, make: (r) => withSpectrum(r, 64, 48, geometric(48, dt === "f32" ? 1e6 : 1e12)) },
+    { op: "svd", name: `repeated σ, 40×20`, dt, make: (r) => withSpectrum(r, 40, 20, [3, 3, 3, 2, 2, 1, ...Array(14).fill(0.5)]) },
+    { op: "svd", name: `1×7`, dt, make: (r) => gaussian(r, 1, 7) },
+
+    { op: "eigSym", name: `1×1`, dt, make: (r) => gaussian(r, 1, 1) },
+    { op: "eigSym", name: `random 5×5`, dt, make: (r) => symmetric(r, 5, false) },
+    { op: "eigSym", name: `random 64×64`, dt, make: (r) => symmetric(r, 64, false) },
+    { op: "eigSym", name: `lower triangle only (upper garbage) 32×32`, dt, make: (r) => symmetric(r, 32, true) },
+    { op: "eigSym", name: `PSD rank 3 of 40 (repeated zeros)`, dt, make: (r) => { const b = gaussian(r, 40, 3); return mul(b, b, false, true); } },
+    { op: "eigSym", name: `Gram of ill-conditioned 100×16`, dt, make: (r) => { const b = withSpectrum(r, 100, 16, geometric(16, dt === "f32" ? 1e2 : 1e5)); return mul(b, b, true, false); } },
+  );
+}
+cases.push(
+  { op: "kmeans", name: `blobs 500×16 k=8, converges`, dt: "f64", make: (r) => { const p = blobs(r, 500, 16, 8, 1); return { points: p, init: pickRows(r, p, 8), opts: { maxIter: 100, tol: 0 } }; } },
+  { op: "kmeans", name: `overlapping 400×6 k=5, maxIter 3`, dt: "f64", make: (r) => { const p = blobs(r, 400, 6, 3, 3); return { points: p, init: pickRows(r, p, 5), opts: { maxIter: 3, tol: 0 } }; } },
+  { op: "kmeans", name: `weighted 300×10 k=6, tol 1e-4`, dt: "f64", make: (r) => {
+    const p = blobs(r, 300, 10, 6, 1.5);
+    const w = new Float64Array(300).map(() => 0.1 + r.next());
+    return { points: p, init: pickRows(r, p, 6), opts: { maxIter: 50, tol: 1e-4, weights: w } };
+  } },
+  { op: "kmeans", name: `empty cluster keeps its centroid, 200×4 k=4`, dt: "f64", make: (r) => {
+    const p = blobs(r, 200, 4, 3, 0.5);
+    const init = pickRows(r, p, 4);
+    init.data.fill(1e3, 12, 16); // far from every point: never assigned
+    return { points: p, init, opts: { maxIter: 30, tol: 0 } };
+  } },
+  { op: "kmeans", name: `k=1, 64×3`, dt: "f64", make: (r) => { const p = gaussian(r, 64, 3); return { points: p, init: pickRows(r, p, 1), opts: { maxIter: 10, tol: 0 } }; } },
+  { op: "kmeans", name: `maxIter 0 (assignment only), 100×5 k=3`, dt: "f64", make: (r) => { const p = gaussian(r, 100, 5); return { points: p, init: pickRows(r, p, 3), opts: { maxIter: 0, tol: 0 } }; } },
+  { op: "kmeans", name: `larger 1500×200 k=16`, dt: "f64", make: (r) => { const p = blobs(r, 1500, 200, 16, 3); return { points: p, init: pickRows(r, p, 16), opts: { maxIter: 20, tol: 1e-6 } }; } },
+);
+
+// ---------------------------------------------------------------------------------------------
+// Checks
+
+function rel(x: number, scale: number): number {
+  return scale === 0 ? x : x / scale;
+}
+
+function leq(what: string, got: number, tol: number): void {
+  if (process.env.LORA_PARITY_MARGINS && got > tol / 20) console.log(`margin ${(got / tol).toFixed(3)} ${what}`);
+  assert.ok(got <= tol, `${what}: ${got.toExponential(3)} > tolerance ${tol.toExponential(1)}`);
+}
+
+function checkType(dt: DType, arr: FloatArray, what: string): void {
+  assert.ok(dt === "f32" ? arr instanceof Float32Array : arr instanceof Float64Array, `${what} should be ${dt === "f32" ? "Float32Array" : "Float64Array"}`);
+}
+
+async function runCase(be: LinalgBackend, c: Case, seed: number): Promise<void> {
+  const rng = new Rng(seed);
+  if (c.op === "gemm") {
+    const { a, b, transA, transB, alpha } = c.make(rng);
+    const A = cast(a, c.dt), B = cast(b, c.dt);
+    const got = await be.gemm(A, B, { transA, transB, alpha });
+    checkType(c.dt, got.data, "C");
+    const ref = mul(to64(A), to64(B), transA, transB);
+    for (let i = 0; i < ref.data.length; i++) ref.data[i] *= alpha;
+    assert.deepEqual([got.rows, got.cols], [ref.rows, ref.cols]);
+    leq("‖C − C_ref‖/(‖A‖‖B‖)", rel(diffFro(got.data, ref.data), Math.abs(alpha) * fro(A.data) * fro(B.data)), TOL[c.dt]);
+    return;
+  }
+  if (c.op === "qr") {
+    const A = cast(c.make(rng), c.dt), a64 = to64(A);
+    const k = Math.min(A.rows, A.cols);
+    const { Q, R } = await be.qr(A);
+    checkType(c.dt, Q.data, "Q");
+    checkType(c.dt, R.data, "R");
+    assert.deepEqual([Q.rows, Q.cols, R.rows, R.cols], [A.rows, k, k, A.cols]);
+    const q = to64(Q), r = to64(R);
+    leq("max|QᵀQ − I|", orthoErr(q), TOL[c.dt]);
+    leq("‖QR − A‖/‖A‖", rel(diffFro(mul(q, r).data, a64.data), fro(a64.data)), TOL[c.dt]);
+    for (let i = 0; i < k; i++) {
+      for (let j = 0; j < Math.min(i, A.cols); j++) assert.equal(r.data[i * A.cols + j], 0, `R[${i},${j}] below the diagonal is not 0`);
+      assert.ok(r.data[i * A.cols + i]! >= 0, `R[${i},${i}] < 0 (convention: R's diagonal ≥ 0)`);
+    }
+    return;
+  }
+  if (c.op === "svd") {
+    const A = cast(c.make(rng), c.dt), a64 = to64(A);
+    const k = Math.min(A.rows, A.cols);
+    const { U, S, Vt } = await be.svd(A);
+    checkType(c.dt, U.data, "U");
+    checkType(c.dt, S, "S");
+    checkType(c.dt, Vt.data, "Vt");
+    assert.deepEqual([U.rows, U.cols, S.length, Vt.rows, Vt.cols], [A.rows, k, k, k, A.cols]);
+    const ref = refSigma(a64);
+    const smax = ref[0]!;
+    let e = 0;
+    for (let i = 0; i < k; i++) {
+      e = Math.max(e, Math.abs(S[i]! - ref[i]!));
+      if (i > 0) assert.ok(S[i]! <= S[i - 1]!, "S not descending");
+      assert.ok(S[i]! >= 0, "S has a negative value");
+    }
+    leq("max|σ − σ_ref|/σ_max", rel(e, smax), TOL[c.dt]);
+    const u = to64(U), vt = to64(Vt);
+    const us = { rows: u.rows, cols: k, data: u.data.map((x, i) => x * S[i % k]!) };
+    leq("‖U S Vt − A‖/‖A‖", rel(diffFro(mul(us, vt).data, a64.data), fro(a64.data)), TOL[c.dt]);
+    leq("max|UᵀU − I|", orthoErr(u), TOL[c.dt]);
+    leq("max|Vt Vtᵀ − I|", orthoErr(transpose(vt)), TOL[c.dt]);
+    return;
+  }
+  if (c.op === "eigSym") {
+    const A = cast(c.make(rng), c.dt), a64 = to64(A);
+    const n = A.rows;
+    const { values, vectors } = await be.eigSym(A);
+    checkType(c.dt, values, "values");
+    checkType(c.dt, vectors.data, "vectors");
+    const ref = refEig(a64);
+    const scale = Math.max(...ref.map(Math.abs));
+    let e = 0;
+    for (let i = 0; i < n; i++) {
+      e = Math.max(e, Math.abs(values[i]! - ref[i]!));
+      if (i > 0) assert.ok(values[i]! <= values[i - 1]!, "eigenvalues not descending");
+    }
+    leq("max|λ − λ_ref|/max|λ|", rel(e, scale), TOL[c.dt]);
+    const v = to64(vectors);
+    const sym = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) sym[i * n + j] = sym[j * n + i] = a64.data[i * n + j]!;
+    const av = mul({ rows: n, cols: n, data: sym }, v);
+    const vl = v.data.map((x, i) => x * values[i % n]!);
+    leq("‖AV − VΛ‖/‖A‖", rel(diffFro(av.data, vl), fro(sym)), TOL[c.dt]);
+    leq("max|VᵀV − I|", orthoErr(v), TOL[c.dt]);
+    return;
+  }
+  const { points, init, opts } = c.make(rng);
+  const got = await be.kmeansLloyd(points, init, opts);
+  const ref = refLloyd(points, init, opts);
+  assert.equal(got.iterations, ref.iterations, "iterations");
+  let diff = 0;
+  for (let i = 0; i < ref.labels.length; i++) if (got.labels[i] !== ref.labels[i]) diff++;
+  assert.equal(diff, 0, `${diff} labels differ from the reference`);
+  leq("|inertia − ref|/ref", Math.abs(got.inertia - ref.inertia) / Math.max(ref.inertia, 1e-300), 1e-9);
+  leq("‖C − C_ref‖/‖C_ref‖", rel(diffFro(got.centroids.data, ref.centroids), fro(ref.centroids)), 1e-9);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends on this machine
+
+const backends: LinalgBackend[] = [(await resolveBackend("js")).backend];
+const skippedHere: string[] = [];
+const cpu = probeCpu();
+if (cpu.ok) backends.push(cpu.backend);
+else skippedHere.push(`cpu: ${cpu.reason}`);
+const cuda = probeCuda();
+// LORA_TEST_CUDA_ADDON=<path to a lora_cuda.node> runs the table on that addon instead, e.g. the
+// CPU-emulated build of native/cuda-harness/build-emu-addon.sh on a machine without a GPU.
+const cudaForParity = process.env.LORA_TEST_CUDA_ADDON ? probeCuda({ binding: process.env.LORA_TEST_CUDA_ADDON }) : cuda;
+if (cudaForParity.ok) backends.push(cudaForParity.backend);
+else skippedHere.push(`cuda: ${cudaForParity.reason}`);
+for (const s of skippedHere) console.log(`backends parity: skipping ${s}`);
+
+for (const be of backends) {
+  describe(`parity on ${be.name} (${be.detail})`, () => {
+    cases.forEach((c, i) => {
+      const seed = caseSeed(i);
+      test(`${c.op} ${c.dt} ${c.name}`, async () => {
+        try {
+          await runCase(be, c, seed);
+        } catch (e) {
+          if (e instanceof Error) e.message += ` [seed ${SEED}, case ${i}]`;
+          throw e;
+        }
+      });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adapter behaviour (with a fake binding, so it runs everywhere) and resolution
+
+function fake(over: Partial<ComputeBinding>): ComputeBinding {
+  const no = () => Promise.reject(new Error("not faked"));
+  return { abiVersion: 1, gemm: no, qr: no, svd: no, eigSym: no, kmeansLloyd: no, ...over };
+}
+
+describe("native adapter", () => {
+  test("NaN/Inf in an input is an InvalidInputError naming where, before any native call", async () => {
+    let called = false;
+    const be = adaptBinding("cpu", fake({ svd: async () => { called = true; throw new Error("x"); } }), "fake");
+    const a = { rows: 2, cols: 2, data: new Float32Array([1, 2, NaN, 4]) };
+    await assert.rejects(be.svd(a), (e: unknown) => e instanceof InvalidInputError && /NaN \(row 1, column 0\)/.test(e.message));
+    await assert.rejects(be.gemm({ rows: 1, cols: 1, data: new Float64Array([Infinity]) }, { rows: 1, cols: 1, data: new Float64Array([1]) }), InvalidInputError);
+    assert.equal(called, false);
+  });
+  test("shape errors are InvalidInputErrors", async () => {
+    const be = adaptBinding("cpu", fake({}), "fake");
+    await assert.rejects(be.qr({ rows: 2, cols: 3, data: new Float64Array(5) }), InvalidInputError);
+    await assert.rejects(be.gemm({ rows: 2, cols: 3, data: new Float64Array(6) }, { rows: 2, cols: 3, data: new Float64Array(6) }), InvalidInputError);
+    await assert.rejects(be.eigSym({ rows: 2, cols: 3, data: new Float64Array(6) }), InvalidInputError);
+    await assert.rejects(be.kmeansLloyd({ rows: 3, cols: 2, data: new Float64Array(6) }, { rows: 1, cols: 3, data: new Float64Array(3) }, { maxIter: 1, tol: 0 }), InvalidInputError);
+  });
+  test("a LAPACK failure becomes a RuntimeFailure with the routine and info", async () => {
+    const err = Object.assign(new Error("dgesdd failed (info=3): the divide-and-conquer SVD did not converge"), { code: "LAPACK_INFO", info: 3 });
+    const be = adaptBinding("cpu", fake({ svd: () => Promise.reject(err) }), "fake");
+    await assert.rejects(be.svd({ rows: 2, cols: 2, data: new Float64Array([1, 0, 0, 1]) }), (e: unknown) => e instanceof RuntimeFailure && e.exitCode === 1 && /dgesdd.*info=3/.test(e.message));
+  });
+  test("a NaN produced natively is a RuntimeFailure, never a silent NaN", async () => {
+    const be = adaptBinding("cuda", fake({ qr: async () => ({ q: new Float64Array([NaN]), r: new Float64Array([1]) }) }), "fake");
+    await assert.rejects(be.qr({ rows: 1, cols: 1, data: new Float64Array([1]) }), RuntimeFailure);
+  });
+  test("empty shapes are answered without a native call", async () => {
+    const be = adaptBinding("cpu", fake({}), "fake");
+    const g = await be.gemm({ rows: 3, cols: 0, data: new Float32Array(0) }, { rows: 0, cols: 2, data: new Float32Array(0) });
+    assert.deepEqual([g.rows, g.cols, Array.from(g.data)], [3, 2, [0, 0, 0, 0, 0, 0]]);
+    const q = await be.qr({ rows: 4, cols: 0, data: new Float64Array(0) });
+    assert.deepEqual([q.Q.rows, q.Q.cols, q.R.rows, q.R.cols], [4, 0, 0, 0]);
+  });
+});
+
+describe("backend resolution", () => {
+  test("auto never fails and reports what it skipped", async () => {
+    const r = await resolveBackend("auto");
+    assert.ok(["cuda", "cpu", "js"].includes(r.backend.name));
+    for (const s of r.skipped) assert.ok(s.reason.length > 0);
+    if (cuda.ok) assert.equal(r.backend.name, "cuda");
+    else if (cpu.ok) assert.equal(r.backend.name, "cpu");
+  });
+  test("an explicit unavailable backend exits 4 with the fix in the message", async () => {
+    for (const [name, p] of [["cpu", cpu], ["cuda", cuda]] as const) {
+      if (p.ok) {
+        assert.equal((await resolveBackend(name)).backend.name, name);
+      } else {
+        await assert.rejects(resolveBackend(name), (e: unknown) => e instanceof BackendUnavailableError && e.exitCode === 4 && /Fix: /.test(e.message));
+      }
+    }
+  });
+  test("listBackends has the shape of `lora backends --json`", async () => {
+    const list = await listBackends();
+    assert.deepEqual(list.map((b) => b.name), ["cuda", "cpu", "js"]);
+    for (const b of list) {
+      assert.equal(typeof b.available, "boolean");
+      assert.equal(typeof b.detail, "string");
+      if (b.available) assert.equal("reason" in b, false);
+      else assert.equal(typeof b.reason, "string");
+      assert.deepEqual(Object.keys(b).sort(), (b.available ? ["available", "detail", "name"] : ["available", "detail", "name", "reason"]));
+    }
+    assert.equal(list.find((b) => b.name === "cpu")!.available, cpu.ok);
+  });
+  test("cpu: thread count is honoured and calls do not block the event loop", { skip: !cpu.ok && "cpu backend not available" }, async () => {
+    const one = (await resolveBackend("cpu", { threads: 1 })).backend;
+    assert.match(one.detail, /\b1 thread\b/);
+    const rng = new Rng(caseSeed(1000));
+    const a = gaussian(rng, 400, 400);
+    let immediateRan = false, resolvedBeforeImmediate = false;
+    const p = one.svd(a).then(() => { resolvedBeforeImmediate = !immediateRan; });
+    setImmediate(() => { immediateRan = true; });
+    await p;
+    assert.equal(resolvedBeforeImmediate, false, "the SVD blocked the event loop");
+    const all = (await resolveBackend("cpu")).backend; // back to the default (all cores)
+    assert.match(all.detail, /\d+ threads?/);
+  });
+});

@@ -1,0 +1,429 @@
+// The only file that loads .node files. It declares the raw addons once (mirrors of
+// native/src/cpu/addon.cc and native/src/cuda/addon.cc), loads them on demand, and adapts them
+// to LinalgBackend: shapes, lengths and finiteness are checked here before any call goes in
+// (C++ trusts them), native failures come back as LoraErrors, and a non-finite output becomes a
+// RuntimeFailure instead of a silent NaN.
+import { existsSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { availableParallelism } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { BackendUnavailableError, InvalidInputError, LoraError, RuntimeFailure } from "../formats/errors.js";
+import type {
+  BackendName,
+  EigResult,
+  FloatArray,
+  KmeansLloydOptions,
+  KmeansResult,
+  LinalgBackend,
+  Mat,
+  QrResult,
+  SvdResult,
+} from "./types.js";
+
+/** Bumped with any change of the raw signatures below; the addons export the same number. */
+export const NATIVE_ABI_VERSION = 1;
+
+/** The compute calls both addons export. Row-major flat arrays plus dimensions only. */
+export interface ComputeBinding {
+  readonly abiVersion: number;
+  gemm(a: FloatArray, aRows: number, aCols: number, b: FloatArray, bRows: number, bCols: number,
+    transA: boolean, transB: boolean, alpha: number): Promise<FloatArray>;
+  qr(a: FloatArray, rows: number, cols: number): Promise<{ q: FloatArray; r: FloatArray }>;
+  svd(a: FloatArray, rows: number, cols: number): Promise<{ u: FloatArray; s: FloatArray; vt: FloatArray }>;
+  eigSym(a: FloatArray, n: number): Promise<{ values: FloatArray; vectors: FloatArray }>;
+  kmeansLloyd(x: Float64Array, n: number, d: number, init: Float64Array, k: number, weights: Float64Array | null,
+    maxIter: number, tol: number): Promise<{ centroids: Float64Array; labels: Int32Array; inertia: number; iterations: number }>;
+}
+
+export interface CpuInfo {
+  abiVersion: number;
+  /** BLAS/LAPACK opened and every routine found. */
+  loaded: boolean;
+  /** Why not, when !loaded. */
+  error?: string;
+  /** "libopenblas.so.0" or "libblas.so.3 + liblapack.so.3". */
+  library: string;
+  /** openblas_get_config() or "reference BLAS/LAPACK (…)". */
+  vendor: string;
+  /** openblas_get_corename(): the kernel set in use ("" when not OpenBLAS). */
+  corename: string;
+  /** OPENBLAS_CORETYPE at load time, and who set it ("user", "lora", or "" when unset). */
+  coretype: string;
+  coretypeSource: "user" | "lora" | "";
+  threads: number;
+  /** openblas_set_num_threads is available. */
+  threadControl: boolean;
+}
+
+export interface CpuBinding extends ComputeBinding {
+  info(): CpuInfo;
+  /** Sets BLAS and addon threads; returns the count now in force. */
+  setThreads(n: number): number;
+}
+
+export interface CudaProbe {
+  /** libcuda.so.1 could be opened. */
+  libcuda: boolean;
+  dlerror?: string;
+  deviceCount: number;
+  driverVersion: number;
+  runtimeVersion: number;
+  /** cudaError_t of the probe (0 = success). */
+  error: number;
+  errorString: string;
+  device?: string;
+  computeCapability?: string;
+  memoryBytes?: number;
+}
+
+export interface CudaBinding extends ComputeBinding {
+  probe(): CudaProbe;
+}
+
+/** native/build/status.json, written by native/build.js at npm install. */
+export interface BuildStatus {
+  cpu: { built: boolean; reason: string };
+  cuda: { built: boolean; reason: string };
+}
+
+export type NativeKind = "cpu" | "cuda";
+
+function findRoot(): string {
+  let d = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(d, "package.json")) && existsSync(join(d, "native"))) return d;
+    const up = dirname(d);
+    if (up === d) return dirname(fileURLToPath(import.meta.url));
+    d = up;
+  }
+}
+
+/** Where the .node files are: LORA_NATIVE_DIR, else <repo>/native/build/Release. */
+export function nativeDir(): string {
+  return process.env.LORA_NATIVE_DIR || join(findRoot(), "native", "build", "Release");
+}
+
+export function buildStatus(): BuildStatus | undefined {
+  const p = join(findRoot(), "native", "build", "status.json");
+  try {
+    return JSON.parse(readFileSync(p, "utf8")) as BuildStatus;
+  } catch {
+    return undefined;
+  }
+}
+
+const cache = new Map<NativeKind, CpuBinding | CudaBinding | Error>();
+
+/**
+ * Loads lora_cpu.node or lora_cuda.node (cached). `override` is a path to a .node file or a
+ * ready binding object (tests inject fakes). Returns the Error instead of throwing.
+ */
+export function loadNative(kind: "cpu", override?: string | CpuBinding): CpuBinding | Error;
+export function loadNative(kind: "cuda", override?: string | CudaBinding): CudaBinding | Error;
+export function loadNative(kind: NativeKind, override?: string | CpuBinding | CudaBinding): CpuBinding | CudaBinding | Error {
+  if (override !== undefined && typeof override !== "string") return override;
+  if (override === undefined && cache.has(kind)) return cache.get(kind)!;
+  const file = override ?? join(nativeDir(), `lora_${kind}.node`);
+  let result: CpuBinding | CudaBinding | Error;
+  if (!existsSync(file)) {
+    result = new Error(`${file} does not exist`);
+  } else {
+    try {
+      const req = createRequire(import.meta.url);
+      const b = req(file) as CpuBinding | CudaBinding;
+      result = b.abiVersion === NATIVE_ABI_VERSION
+        ? b
+        : new Error(`${file} has ABI version ${String(b.abiVersion)}, this lora needs ${NATIVE_ABI_VERSION} (run npm rebuild)`);
+    } catch (e) {
+      result = e instanceof Error ? e : new Error(String(e));
+    }
+  }
+  if (override === undefined) cache.set(kind, result);
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+const MAX_ELEMENTS = 2 ** 31 - 1; // LAPACK's LP64 int
+
+function isFloatArray(x: unknown): x is FloatArray {
+  return x instanceof Float32Array || x instanceof Float64Array;
+}
+
+function checkShape(op: string, what: string, m: Mat): void {
+  if (m === null || typeof m !== "object") throw new InvalidInputError(`${op}: ${what} is not a matrix`);
+  const { rows, cols, data } = m;
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) {
+    throw new InvalidInputError(`${op}: ${what} has an invalid shape ${String(rows)}×${String(cols)}`);
+  }
+  if (!isFloatArray(data)) throw new InvalidInputError(`${op}: ${what} must hold a Float32Array or Float64Array`);
+  if (data.length !== rows * cols) {
+    throw new InvalidInputError(`${op}: ${what} is ${rows}×${cols} but holds ${data.length} values (expected ${rows * cols})`);
+  }
+  if (rows * cols > MAX_ELEMENTS) {
+    throw new InvalidInputError(`${op}: ${what} (${rows}×${cols}) exceeds ${MAX_ELEMENTS} elements, the native backends' limit`);
+  }
+}
+
+function checkMat(op: string, what: string, m: Mat): void {
+  checkShape(op, what, m);
+  checkFinite(op, what, m.data, m.cols);
+}
+
+function checkFinite(op: string, what: string, data: ArrayLike<number>, cols: number): void {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (v - v !== 0) {
+      const where = cols > 0 ? ` (row ${Math.floor(i / cols)}, column ${i % cols})` : ` (index ${i})`;
+      throw new InvalidInputError(`${op}: ${what} contains ${Number.isNaN(v) ? "NaN" : "Inf"}${where}`);
+    }
+  }
+}
+
+function checkOutput(backend: BackendName, op: string, arrays: ArrayLike<number>[]): void {
+  for (const a of arrays) {
+    for (let i = 0; i < a.length; i++) {
+      const v = a[i]!;
+      if (v - v !== 0) {
+        throw new RuntimeFailure(
+          `${op} on the ${backend} backend produced a non-finite value (overflow or a numerical failure); ` +
+            `try --backend js, or float64 input`,
+        );
+      }
+    }
+  }
+}
+
+function fail(backend: BackendName, op: string, e: unknown): never {
+  if (e instanceof LoraError) throw e;
+  const err = e as { message?: string; code?: string };
+  const msg = err?.message ?? String(e);
+  throw new RuntimeFailure(`${op} failed on the ${backend} backend: ${msg}`, { cause: e });
+}
+
+function zeros<T extends FloatArray>(proto: T, n: number): T {
+  return (proto instanceof Float32Array ? new Float32Array(n) : new Float64Array(n)) as T;
+}
+
+function asType<T extends FloatArray>(proto: T, x: FloatArray): T {
+  if (proto instanceof Float32Array) return (x instanceof Float32Array ? x : Float32Array.from(x)) as T;
+  return (x instanceof Float64Array ? x : Float64Array.from(x)) as T;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adapter
+
+/** Wraps a raw binding as a LinalgBackend (exported for tests with fake bindings). */
+export function adaptBinding(name: BackendName, binding: ComputeBinding, detail: string): LinalgBackend {
+  return {
+    name,
+    detail,
+
+    async gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Promise<Mat<T>> {
+      checkMat("gemm", "A", a);
+      checkMat("gemm", "B", b);
+      const transA = !!opts.transA, transB = !!opts.transB;
+      const alpha = opts.alpha ?? 1;
+      if (!Number.isFinite(alpha)) throw new InvalidInputError("gemm: alpha is not finite");
+      const m = transA ? a.cols : a.rows, k = transA ? a.rows : a.cols;
+      const kb = transB ? b.cols : b.rows, n = transB ? b.rows : b.cols;
+      if (k !== kb) {
+        throw new InvalidInputError(`gemm: inner dimensions differ (op(A) is ${m}×${k}, op(B) is ${kb}×${n})`);
+      }
+      if (m * n > MAX_ELEMENTS) throw new InvalidInputError(`gemm: the ${m}×${n} result exceeds the native backends' limit`);
+      if (m === 0 || n === 0 || k === 0) return { rows: m, cols: n, data: zeros(a.data, m * n) };
+      const bData = asType(a.data, b.data);
+      let c: FloatArray;
+      try {
+        c = await binding.gemm(a.data, a.rows, a.cols, bData, b.rows, b.cols, transA, transB, alpha);
+      } catch (e) {
+        fail(name, "gemm", e);
+      }
+      checkOutput(name, "gemm", [c]);
+      return { rows: m, cols: n, data: c as T };
+    },
+
+    async qr<T extends FloatArray>(a: Mat<T>): Promise<QrResult<T>> {
+      checkMat("qr", "A", a);
+      const k = Math.min(a.rows, a.cols);
+      if (k === 0) {
+        return { Q: { rows: a.rows, cols: 0, data: zeros(a.data, 0) }, R: { rows: 0, cols: a.cols, data: zeros(a.data, 0) } };
+      }
+      let r: { q: FloatArray; r: FloatArray };
+      try {
+        r = await binding.qr(a.data, a.rows, a.cols);
+      } catch (e) {
+        fail(name, "qr", e);
+      }
+      checkOutput(name, "qr", [r.q, r.r]);
+      return { Q: { rows: a.rows, cols: k, data: r.q as T }, R: { rows: k, cols: a.cols, data: r.r as T } };
+    },
+
+    async svd<T extends FloatArray>(a: Mat<T>): Promise<SvdResult<T>> {
+      checkMat("svd", "A", a);
+      const k = Math.min(a.rows, a.cols);
+      if (k === 0) {
+        return {
+          U: { rows: a.rows, cols: 0, data: zeros(a.data, 0) },
+          S: zeros(a.data, 0),
+          Vt: { rows: 0, cols: a.cols, data: zeros(a.data, 0) },
+        };
+      }
+      let r: { u: FloatArray; s: FloatArray; vt: FloatArray };
+      try {
+        r = await binding.svd(a.data, a.rows, a.cols);
+      } catch (e) {
+        fail(name, "svd", e);
+      }
+      checkOutput(name, "svd", [r.u, r.s, r.vt]);
+      return { U: { rows: a.rows, cols: k, data: r.u as T }, S: r.s as T, Vt: { rows: k, cols: a.cols, data: r.vt as T } };
+    },
+
+    async eigSym<T extends FloatArray>(a: Mat<T>): Promise<EigResult<T>> {
+      checkShape("eigSym", "A", a);
+      if (a.rows !== a.cols) throw new InvalidInputError(`eigSym: matrix is not square (${a.rows}×${a.cols})`);
+      const n = a.rows;
+      if (n === 0) return { values: zeros(a.data, 0), vectors: { rows: 0, cols: 0, data: zeros(a.data, 0) } };
+      // Only the lower triangle is read, so only it must be finite; the addon gets it alone.
+      const lower = lowerOnly(a.data, n);
+      checkFinite("eigSym", "A (lower triangle)", lower, n);
+      let r: { values: FloatArray; vectors: FloatArray };
+      try {
+        r = await binding.eigSym(lower, n);
+      } catch (e) {
+        fail(name, "eigSym", e);
+      }
+      checkOutput(name, "eigSym", [r.values, r.vectors]);
+      return { values: r.values as T, vectors: { rows: n, cols: n, data: r.vectors as T } };
+    },
+
+    async kmeansLloyd(points: Mat<Float64Array>, init: Mat<Float64Array>, opts: KmeansLloydOptions): Promise<KmeansResult> {
+      checkMat("kmeans", "points", points);
+      checkMat("kmeans", "initial centroids", init);
+      if (!(points.data instanceof Float64Array) || !(init.data instanceof Float64Array)) {
+        throw new InvalidInputError("kmeans: points and centroids must be Float64Array");
+      }
+      const n = points.rows, d = points.cols, k = init.rows;
+      if (init.cols !== d) throw new InvalidInputError(`kmeans: centroids have ${init.cols} dimensions, points have ${d}`);
+      if (n === 0 || k === 0 || d === 0) throw new InvalidInputError(`kmeans: empty input (${n} points, ${k} centroids, ${d} dimensions)`);
+      if (n * k > MAX_ELEMENTS) throw new InvalidInputError(`kmeans: ${n} points × ${k} centroids exceeds the native backends' limit`);
+      const maxIter = opts.maxIter;
+      if (!Number.isInteger(maxIter) || maxIter < 0) throw new InvalidInputError(`kmeans: maxIter must be an integer ≥ 0 (got ${String(maxIter)})`);
+      if (typeof opts.tol !== "number" || Number.isNaN(opts.tol)) throw new InvalidInputError("kmeans: tol must be a number");
+      let w: Float64Array | null = null;
+      if (opts.weights !== undefined) {
+        w = opts.weights;
+        if (!(w instanceof Float64Array) || w.length !== n) {
+          throw new InvalidInputError(`kmeans: weights must be a Float64Array of ${n} values`);
+        }
+        for (let i = 0; i < n; i++) {
+          if (!(w[i]! >= 0) || w[i] === Infinity) throw new InvalidInputError(`kmeans: weight ${i} is ${w[i]} (must be finite and ≥ 0)`);
+        }
+      }
+      let r: { centroids: Float64Array; labels: Int32Array; inertia: number; iterations: number };
+      try {
+        r = await binding.kmeansLloyd(points.data, n, d, init.data, k, w, maxIter, opts.tol);
+      } catch (e) {
+        fail(name, "kmeans", e);
+      }
+      checkOutput(name, "kmeans", [r.centroids, [r.inertia]]);
+      return { centroids: { rows: k, cols: d, data: r.centroids }, labels: r.labels, inertia: r.inertia, iterations: r.iterations };
+    },
+  };
+}
+
+/** A copy with the strict upper triangle zeroed (the addons read only the lower one anyway). */
+function lowerOnly<T extends FloatArray>(data: T, n: number): T {
+  const out = zeros(data, n * n);
+  for (let i = 0; i < n; i++) out.set(data.subarray(i * n, i * n + i + 1), i * n);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two native backends
+
+export const CPU_FIX = "apt-get install g++ make python3 libopenblas0-pthread liblapack3, then npm rebuild";
+export const CPU_BLAS_FIX = "apt-get install libopenblas0-pthread (or liblapack3 + libblas3); no rebuild is needed";
+
+export type Probe = { ok: true; backend: LinalgBackend } | { ok: false; reason: string; fix: string; detail: string };
+
+function threadsOf(t: number | undefined): number {
+  if (t === undefined) return availableParallelism();
+  if (!Number.isInteger(t) || t < 1) throw new InvalidInputError(`--threads must be a positive integer (got ${String(t)})`);
+  return t;
+}
+
+function cpuDetail(info: CpuInfo): string {
+  const what = info.vendor.startsWith("OpenBLAS") ? info.vendor.split(/\s+/).slice(0, 2).join(" ") : info.vendor;
+  const core = info.corename
+    ? `, ${info.corename} kernels${info.coretypeSource === "lora" ? " (OPENBLAS_CORETYPE chosen by lora from CPU features)" : info.coretypeSource === "user" ? " (OPENBLAS_CORETYPE set by the user)" : ""}`
+    : "";
+  return `${what} via ${info.library}${core}, ${info.threads} thread${info.threads === 1 ? "" : "s"}`;
+}
+
+function notBuiltReason(kind: NativeKind, err: Error): string {
+  const st = buildStatus()?.[kind];
+  if (st && !st.built) return `lora_${kind}.node was not built: ${st.reason}`;
+  return `lora_${kind}.node could not be loaded: ${err.message.split("\n")[0]}`;
+}
+
+/** The cpu backend, or why not. Loads lora_cpu.node (and so BLAS) on first call. */
+export function probeCpu(opts: { threads?: number; binding?: string | CpuBinding } = {}): Probe {
+  const b = loadNative("cpu", opts.binding);
+  if (b instanceof Error) return { ok: false, reason: notBuiltReason("cpu", b), fix: CPU_FIX, detail: "BLAS/LAPACK addon (lora_cpu.node)" };
+  let info = b.info();
+  if (!info.loaded) {
+    return { ok: false, reason: info.error ?? "BLAS/LAPACK could not be opened", fix: CPU_BLAS_FIX, detail: "lora_cpu.node built, no BLAS/LAPACK" };
+  }
+  const t = threadsOf(opts.threads);
+  if (info.threads !== t) {
+    b.setThreads(t);
+    info = b.info();
+  }
+  return { ok: true, backend: adaptBinding("cpu", b, cpuDetail(info)) };
+}
+
+function hasNvidiaDriver(): boolean {
+  return existsSync("/proc/driver/nvidia/version") || existsSync("/dev/nvidiactl") || existsSync("/dev/nvidia0");
+}
+
+const CUDA_FIX = "needs an NVIDIA GPU with driver r580 or newer, and nvcc (CUDA 13) at npm install time, then npm rebuild";
+
+/** The cuda backend, or why not. lora_cuda.node is loaded only where an NVIDIA driver is present. */
+export function probeCuda(opts: { binding?: string | CudaBinding } = {}): Probe {
+  const st = buildStatus()?.cuda;
+  if (opts.binding === undefined) {
+    const file = join(nativeDir(), "lora_cuda.node");
+    if (!existsSync(file)) {
+      const reason = st && !st.built ? `lora_cuda.node was not built: ${st.reason}` : "lora_cuda.node was not built";
+      return { ok: false, reason, fix: CUDA_FIX, detail: "own CUDA kernels (lora_cuda.node)" };
+    }
+    if (!hasNvidiaDriver()) {
+      return { ok: false, reason: "no NVIDIA GPU driver on this machine (no /proc/driver/nvidia/version)", fix: CUDA_FIX, detail: "lora_cuda.node built, no GPU" };
+    }
+  }
+  const b = loadNative("cuda", opts.binding);
+  if (b instanceof Error) return { ok: false, reason: notBuiltReason("cuda", b), fix: CUDA_FIX, detail: "own CUDA kernels (lora_cuda.node)" };
+  const p = b.probe();
+  if (p.error !== 0 || p.deviceCount < 1) {
+    const why = !p.libcuda ? `the CUDA driver library is missing (${p.dlerror ?? "libcuda.so.1"})` : `${p.errorString} (CUDA error ${p.error})`;
+    return { ok: false, reason: why, fix: CUDA_FIX, detail: "lora_cuda.node built, no usable GPU" };
+  }
+  const mem = p.memoryBytes ? `, ${(p.memoryBytes / 2 ** 30).toFixed(0)} GiB` : "";
+  const detail = `${p.device ?? "GPU"} (sm_${(p.computeCapability ?? "").replace(".", "")}${mem}), own kernels on CUDA runtime ${fmtCudaVersion(p.runtimeVersion)}, driver ${fmtCudaVersion(p.driverVersion)}`;
+  return { ok: true, backend: adaptBinding("cuda", b, detail) };
+}
+
+function fmtCudaVersion(v: number): string {
+  return `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}`;
+}
+
+/** Throws BackendUnavailableError (exit 4) with the fix, for an explicit --backend. */
+export function requireBackend(name: "cpu" | "cuda", p: Probe): LinalgBackend {
+  if (p.ok) return p.backend;
+  throw new BackendUnavailableError(`the ${name} backend is not available: ${p.reason}. Fix: ${p.fix}`, {
+    hint: "--backend auto picks the best available backend (lora backends lists them)",
+  });
+}

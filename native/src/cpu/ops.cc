@@ -1,0 +1,360 @@
+#include "ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <thread>
+#include <vector>
+
+#include "blas.h"
+
+namespace lora {
+
+namespace {
+
+// Runs fn(begin, end) over [0, n) in up to threads() contiguous chunks. Chunks are fixed by n and
+// the thread count only; the results of the callers below do not depend on the split.
+template <typename F>
+void parallelFor(int64_t n, int64_t minChunk, F fn) {
+  int t = threads();
+  int64_t chunks = std::min<int64_t>(t, std::max<int64_t>(1, n / std::max<int64_t>(1, minChunk)));
+  if (chunks <= 1) {
+    fn(int64_t(0), n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(chunks - 1);
+  int64_t step = (n + chunks - 1) / chunks;
+  for (int64_t c = 1; c < chunks; c++) {
+    int64_t b = c * step, e = std::min(n, b + step);
+    if (b < e) pool.emplace_back([=] { fn(b, e); });
+  }
+  fn(int64_t(0), std::min(n, step));
+  for (auto& th : pool) th.join();
+}
+
+// dst (cols×rows, row-major) = transpose of src (rows×cols, row-major), cache-blocked.
+template <typename T>
+void transpose(const T* src, int64_t rows, int64_t cols, T* dst) {
+  const int64_t B = 32;
+  for (int64_t i0 = 0; i0 < rows; i0 += B)
+    for (int64_t j0 = 0; j0 < cols; j0 += B) {
+      int64_t i1 = std::min(rows, i0 + B), j1 = std::min(cols, j0 + B);
+      for (int64_t i = i0; i < i1; i++)
+        for (int64_t j = j0; j < j1; j++) dst[j * rows + i] = src[i * cols + j];
+    }
+}
+
+Status noBlas() {
+  const Blas& b = blas();
+  return Status::fail("NO_BLAS", b.error.empty() ? "BLAS/LAPACK not loaded" : b.error);
+}
+
+Status lapackFail(const char* routine, int info, const std::string& what) {
+  std::string m = std::string(routine) + " failed (info=" + std::to_string(info) + "): ";
+  if (info < 0) m += "argument " + std::to_string(-info) + " had an illegal value (a bug in lora, please report it)";
+  else m += what;
+  return Status::fail("LAPACK_INFO", m, info);
+}
+
+// Typed dispatch onto the s/d routines.
+template <typename T> struct L;
+template <> struct L<float> {
+  static constexpr const char* p = "s";
+  static void gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k, const float* al,
+                   const float* a, const int* lda, const float* b, const int* ldb, const float* be, float* c,
+                   const int* ldc) {
+    blas().sgemm(ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc, 1, 1);
+  }
+  static void geqrf(const int* m, const int* n, float* a, const int* lda, float* tau, float* w, const int* lw,
+                    int* info) {
+    blas().sgeqrf(m, n, a, lda, tau, w, lw, info);
+  }
+  static void orgqr(const int* m, const int* n, const int* k, float* a, const int* lda, const float* tau, float* w,
+                    const int* lw, int* info) {
+    blas().sorgqr(m, n, k, a, lda, tau, w, lw, info);
+  }
+  static void gesdd(const char* jobz, const int* m, const int* n, float* a, const int* lda, float* s, float* u,
+                    const int* ldu, float* vt, const int* ldvt, float* w, const int* lw, int* iw, int* info) {
+    blas().sgesdd(jobz, m, n, a, lda, s, u, ldu, vt, ldvt, w, lw, iw, info, 1);
+  }
+  static void syevd(const char* jobz, const char* uplo, const int* n, float* a, const int* lda, float* wv, float* w,
+                    const int* lw, int* iw, const int* liw, int* info) {
+    blas().ssyevd(jobz, uplo, n, a, lda, wv, w, lw, iw, liw, info, 1, 1);
+  }
+};
+template <> struct L<double> {
+  static constexpr const char* p = "d";
+  static void gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k, const double* al,
+                   const double* a, const int* lda, const double* b, const int* ldb, const double* be, double* c,
+                   const int* ldc) {
+    blas().dgemm(ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc, 1, 1);
+  }
+  static void geqrf(const int* m, const int* n, double* a, const int* lda, double* tau, double* w, const int* lw,
+                    int* info) {
+    blas().dgeqrf(m, n, a, lda, tau, w, lw, info);
+  }
+  static void orgqr(const int* m, const int* n, const int* k, double* a, const int* lda, const double* tau,
+                    double* w, const int* lw, int* info) {
+    blas().dorgqr(m, n, k, a, lda, tau, w, lw, info);
+  }
+  static void gesdd(const char* jobz, const int* m, const int* n, double* a, const int* lda, double* s, double* u,
+                    const int* ldu, double* vt, const int* ldvt, double* w, const int* lw, int* iw, int* info) {
+    blas().dgesdd(jobz, m, n, a, lda, s, u, ldu, vt, ldvt, w, lw, iw, info, 1);
+  }
+  static void syevd(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* wv,
+                    double* w, const int* lw, int* iw, const int* liw, int* info) {
+    blas().dsyevd(jobz, uplo, n, a, lda, wv, w, lw, iw, liw, info, 1, 1);
+  }
+};
+
+std::string name(const char* p, const char* r) { return std::string(p) + r; }
+
+int lworkOf(double w) { return std::max(1, static_cast<int>(std::ceil(w))); }
+
+}  // namespace
+
+template <typename T>
+Status gemm(const T* a, int aRows, int aCols, const T* b, int bRows, int bCols, bool transA, bool transB, T alpha,
+            T* c) {
+  if (!blas().loaded) return noBlas();
+  // Row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ, and a row-major buffer read
+  // column-major is the transpose: so call gemm with the operands swapped, no copies.
+  int m = transA ? aCols : aRows;
+  int kk = transA ? aRows : aCols;
+  int n = transB ? bRows : bCols;
+  int lda = std::max(1, aCols), ldb = std::max(1, bCols), ldc = std::max(1, n);
+  T beta = 0;
+  if (kk == 0) {
+    std::fill(c, c + int64_t(m) * n, T(0));
+    return {};
+  }
+  L<T>::gemm(transB ? "T" : "N", transA ? "T" : "N", &n, &m, &kk, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
+  return {};
+}
+
+template <typename T>
+Status qr(const T* a, int m, int n, T* q, T* r) {
+  if (!blas().loaded) return noBlas();
+  int k = std::min(m, n);
+  std::vector<T> w, tau;
+  try {
+    w.resize(int64_t(m) * n);
+    tau.resize(std::max(1, k));
+  } catch (const std::bad_alloc&) {
+    return Status::fail("ALLOC", "qr: out of memory");
+  }
+  transpose(a, m, n, w.data());  // column-major copy, lda = m
+  int lda = std::max(1, m), info = 0, lw = -1;
+  T wq = 0;
+  L<T>::geqrf(&m, &n, w.data(), &lda, tau.data(), &wq, &lw, &info);
+  int lwork = lworkOf(double(wq));
+  {
+    int lw2 = -1;
+    T wq2 = 0;
+    L<T>::orgqr(&m, &k, &k, w.data(), &lda, tau.data(), &wq2, &lw2, &info);
+    lwork = std::max(lwork, lworkOf(double(wq2)));
+  }
+  std::vector<T> work(lwork);
+  info = 0;
+  L<T>::geqrf(&m, &n, w.data(), &lda, tau.data(), work.data(), &lwork, &info);
+  if (info != 0) return lapackFail(name(L<T>::p, "geqrf").c_str(), info, "QR factorisation failed");
+  // R: the upper trapezoid of the first k rows.
+  for (int i = 0; i < k; i++) {
+    T* ri = r + int64_t(i) * n;
+    for (int j = 0; j < i; j++) ri[j] = 0;
+    for (int j = i; j < n; j++) ri[j] = w[int64_t(j) * m + i];
+  }
+  L<T>::orgqr(&m, &k, &k, w.data(), &lda, tau.data(), work.data(), &lwork, &info);
+  if (info != 0) return lapackFail(name(L<T>::p, "orgqr").c_str(), info, "forming Q failed");
+  transpose(w.data(), k, m, q);  // column-major m×k (= row-major k×m) → row-major m×k
+  // Sign convention shared by every backend (linalg/js too): R's diagonal ≥ 0.
+  for (int i = 0; i < k; i++) {
+    if (r[int64_t(i) * n + i] < 0) {
+      for (int j = i; j < n; j++) r[int64_t(i) * n + j] = -r[int64_t(i) * n + j];
+      for (int64_t row = 0; row < m; row++) q[row * k + i] = -q[row * k + i];
+    }
+  }
+  return {};
+}
+
+template <typename T>
+Status svd(const T* a, int m, int n, T* u, T* s, T* vt) {
+  if (!blas().loaded) return noBlas();
+  // The row-major buffer is, column-major, Aᵀ (n×m). Its SVD Aᵀ = U' S V'ᵀ gives A = V' S U'ᵀ,
+  // and column-major U' (n×k) is row-major Vt (k×n), column-major V'ᵀ (k×m) is row-major U (m×k).
+  int k = std::min(m, n);
+  std::vector<T> w;
+  std::vector<int> iw;
+  try {
+    w.assign(a, a + int64_t(m) * n);
+    iw.resize(8 * int64_t(std::max(1, k)));
+  } catch (const std::bad_alloc&) {
+    return Status::fail("ALLOC", "svd: out of memory");
+  }
+  int M = n, N = m, lda = std::max(1, n), ldu = std::max(1, n), ldvt = std::max(1, k), info = 0, lw = -1;
+  T wq = 0;
+  L<T>::gesdd("S", &M, &N, w.data(), &lda, s, vt, &ldu, u, &ldvt, &wq, &lw, iw.data(), &info);
+  int lwork = lworkOf(double(wq));
+  std::vector<T> work;
+  try {
+    work.resize(lwork);
+  } catch (const std::bad_alloc&) {
+    return Status::fail("ALLOC", "svd: out of memory");
+  }
+  info = 0;
+  L<T>::gesdd("S", &M, &N, w.data(), &lda, s, vt, &ldu, u, &ldvt, work.data(), &lwork, iw.data(), &info);
+  if (info != 0)
+    return lapackFail(name(L<T>::p, "gesdd").c_str(), info,
+                      info > 0 ? "the divide-and-conquer SVD did not converge" : "");
+  return {};
+}
+
+template <typename T>
+Status eigSym(const T* a, int n, T* values, T* vectors) {
+  if (!blas().loaded) return noBlas();
+  std::vector<T> w(a, a + int64_t(n) * n), ev(std::max(1, n));
+  // Row-major lower triangle = column-major upper triangle.
+  int lda = std::max(1, n), info = 0, lw = -1, liw = -1, iwq = 0;
+  T wq = 0;
+  L<T>::syevd("V", "U", &n, w.data(), &lda, ev.data(), &wq, &lw, &iwq, &liw, &info);
+  int lwork = lworkOf(double(wq)), liwork = std::max(1, iwq);
+  std::vector<T> work(lwork);
+  std::vector<int> iwork(liwork);
+  info = 0;
+  L<T>::syevd("V", "U", &n, w.data(), &lda, ev.data(), work.data(), &lwork, iwork.data(), &liwork, &info);
+  if (info != 0)
+    return lapackFail(name(L<T>::p, "syevd").c_str(), info, "the symmetric eigensolver did not converge");
+  // LAPACK: ascending, eigenvector j in column j (column-major). Ours: descending, row-major.
+  for (int j = 0; j < n; j++) {
+    values[j] = ev[n - 1 - j];
+    const T* z = w.data() + int64_t(n - 1 - j) * n;
+    for (int i = 0; i < n; i++) vectors[int64_t(i) * n + j] = z[i];
+  }
+  return {};
+}
+
+template Status gemm<float>(const float*, int, int, const float*, int, int, bool, bool, float, float*);
+template Status gemm<double>(const double*, int, int, const double*, int, int, bool, bool, double, double*);
+template Status qr<float>(const float*, int, int, float*, float*);
+template Status qr<double>(const double*, int, int, double*, double*);
+template Status svd<float>(const float*, int, int, float*, float*, float*);
+template Status svd<double>(const double*, int, int, double*, double*, double*);
+template Status eigSym<float>(const float*, int, float*, float*);
+template Status eigSym<double>(const double*, int, double*, double*);
+
+Status kmeansLloyd(const double* x, int n, int d, const double* init, int k, const double* weights, int maxIter,
+                   double tol, double* centroids, int32_t* labels, KmeansOut* out) {
+  if (!blas().loaded) return noBlas();
+  std::vector<double> xx, cc, g, next, wsum;
+  try {
+    xx.resize(n);
+    cc.resize(k);
+    g.resize(int64_t(n) * k);
+    next.resize(int64_t(k) * d);
+    wsum.resize(k);
+  } catch (const std::bad_alloc&) {
+    return Status::fail("ALLOC", "kmeans: out of memory");
+  }
+  auto w = [&](int64_t i) { return weights ? weights[i] : 1.0; };
+  parallelFor(n, 64, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) {
+      const double* xi = x + i * d;
+      double s = 0;
+      for (int j = 0; j < d; j++) s += xi[j] * xi[j];
+      xx[i] = s;
+    }
+  });
+  double* c = centroids;
+  std::memcpy(c, init, sizeof(double) * size_t(k) * d);
+
+  // E-step: nearest centroid by ‖x‖² + ‖c‖² − 2 x·c, with x·c from one dgemm (ties → lowest index).
+  auto assign = [&](const double* cent) {
+    for (int q = 0; q < k; q++) {
+      const double* cq = cent + int64_t(q) * d;
+      double s = 0;
+      for (int j = 0; j < d; j++) s += cq[j] * cq[j];
+      cc[q] = s;
+    }
+    gemm<double>(x, n, d, cent, k, d, false, true, 1.0, g.data());
+    parallelFor(n, 256, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) {
+        const double* gi = g.data() + i * k;
+        int best = 0;
+        double bestD = INFINITY;
+        for (int q = 0; q < k; q++) {
+          double dist = xx[i] + cc[q] - 2 * gi[q];
+          if (dist < bestD) {
+            bestD = dist;
+            best = q;
+          }
+        }
+        labels[i] = best;
+      }
+    });
+  };
+
+  int iterations = 0;
+  for (int it = 0; it < maxIter; it++) {
+    assign(c);
+    iterations = it + 1;
+    // M-step, split over dimensions so every sum runs in point order whatever the thread count.
+    std::fill(next.begin(), next.end(), 0.0);
+    std::fill(wsum.begin(), wsum.end(), 0.0);
+    for (int64_t i = 0; i < n; i++) wsum[labels[i]] += w(i);
+    parallelFor(d, 64, [&](int64_t b, int64_t e) {
+      for (int64_t i = 0; i < n; i++) {
+        const double wi = w(i);
+        const double* xi = x + i * d;
+        double* nq = next.data() + int64_t(labels[i]) * d;
+        for (int64_t j = b; j < e; j++) nq[j] += wi * xi[j];
+      }
+    });
+    double shift = 0;
+    for (int q = 0; q < k; q++) {
+      double* nq = next.data() + int64_t(q) * d;
+      const double* cq = c + int64_t(q) * d;
+      if (wsum[q] > 0) {
+        double inv = wsum[q];
+        for (int j = 0; j < d; j++) nq[j] /= inv;
+      } else {
+        for (int j = 0; j < d; j++) nq[j] = cq[j];
+      }
+      for (int j = 0; j < d; j++) {
+        double t = nq[j] - cq[j];
+        shift += t * t;
+      }
+    }
+    std::memcpy(c, next.data(), sizeof(double) * size_t(k) * d);
+    if (shift <= tol) break;
+  }
+  assign(c);
+  // Inertia from the exact squared distances, summed in fixed blocks of points (deterministic).
+  const int64_t blk = 256;
+  int64_t nb = (int64_t(n) + blk - 1) / blk;
+  std::vector<double> part(nb, 0.0);
+  parallelFor(nb, 1, [&](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; p++) {
+      double s = 0;
+      for (int64_t i = p * blk; i < std::min<int64_t>(n, (p + 1) * blk); i++) {
+        const double* xi = x + i * d;
+        const double* cq = c + int64_t(labels[i]) * d;
+        double di = 0;
+        for (int j = 0; j < d; j++) {
+          double t = xi[j] - cq[j];
+          di += t * t;
+        }
+        s += w(i) * di;
+      }
+      part[p] = s;
+    }
+  });
+  double inertia = 0;
+  for (double p : part) inertia += p;
+  out->inertia = inertia;
+  out->iterations = iterations;
+  return {};
+}
+
+}  // namespace lora
