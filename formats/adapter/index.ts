@@ -4,3 +4,4 @@ export { readFactors, type ModuleFactors } from "./factors.js";
 export { registerDetector, type Detector, type DetectContext, type Detected } from "./detect.js";
 export * from "./names.js";
 export * from "./peft-config.js";
+import "./parse-sora.js"; // registers the SoRA checkpoint detector (lora prune --method sora)

@@ -1,0 +1,657 @@
+// prune --method loraprune (algorithms.md §4): structured pruning of a LLaMA-style base model and
+// its LoRA adapter together.
+//
+// Importance (§4.1, LoRAPrune loraprune/utils.py::compute_sensitivity), per weight element:
+//   LoRA-guided (with --grads):  I = |(G_B·A + B·G_A − G_B·G_A) ⊙ (W + s·B·A)|   (no s in Ĝ, as the code)
+//   magnitude (without):         I = |W + s·B·A|
+// summed per output channel (q, k, v, gate, up) or input channel (o, down), then per structured
+// group (groups.ts: key/value head with its query heads; MLP channel), each projection's group
+// vector L2-normalised (s / (‖s‖ + 1e-8)) and summed over the projections of the layer part.
+// Per layer and part, floor(total·P) lowest groups are pruned (plus groups a lora_mask has zeroed).
+//
+// Memory stays bounded: W + s·B·A is formed one row block at a time while the weight streams from
+// disk (≤ 8 Mi elements per block), and the pruned base is written tensor by tensor: each pruned
+// tensor is assembled from row blocks into one buffer the size of its output, every other tensor
+// is copied through in chunks.
+import { dirname, join, resolve } from "node:path";
+import { readFile, stat } from "node:fs/promises";
+import { isDora, readFactors, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
+import type { OutModule } from "../../formats/adapter/write.js";
+import { writeDirAtomic, writeFileAtomic, type ByteSink, type DirEntrySpec } from "../../formats/atomic.js";
+import { InvalidInputError, UsageError } from "../../formats/errors.js";
+import { decodeToFloat64, dtypeBits, SafetensorsFile, writeSafetensors, layoutSafetensors, type TensorInfo, type TensorSpec } from "../../formats/safetensors/index.js";
+import { lowRankNorm } from "../../linalg/lowrank.js";
+import type { LinalgBackend } from "../../linalg/types.js";
+import type { ModuleResult } from "../support/report.js";
+import type { BaseModel, BaseTensor } from "./base-model.js";
+import {
+  ATTN_PROJS, baseLayout, defaultSkipLayers, groupCount, keptChannels, keptQueryHeads, l2Normalise, llamaArch, MLP_PROJS, parseModulePath,
+  partOf, pruneCount, ROW_PRUNED, selectGroups, sumIntoGroups, type BaseLayout, type LlamaArch, type Part, type Proj,
+} from "./groups.js";
+
+// ---------------------------------------------------------------------------------------------
+// The criterion
+
+/** One module's LoRA terms in float64: B out×r, A r×in, optional gradients of the same shapes. */
+export interface LoraTerms {
+  r: number;
+  scale: number;
+  B: Float64Array;
+  A: Float64Array;
+  GB?: Float64Array;
+  GA?: Float64Array;
+}
+
+/**
+ * Accumulates the row sums and/or column sums of I over row blocks of W. The elementwise value
+ * is computed in float64 from W (any float dtype) and the factors.
+ */
+export class ImportanceAccumulator {
+  readonly rows: Float64Array | null;
+  readonly cols: Float64Array | null;
+  private readonly tmp: Float64Array;
+  private readonly gh: Float64Array | null;
+  private readonly AmGA: Float64Array | null;
+
+  constructor(readonly out: number, readonly inF: number, readonly lora: LoraTerms | null, want: { rows: boolean; cols: boolean }) {
+    this.rows = want.rows ? new Float64Array(out) : null;
+    this.cols = want.cols ? new Float64Array(inF) : null;
+    this.tmp = new Float64Array(inF);
+    const guided = !!(lora && lora.GA && lora.GB);
+    this.gh = guided ? new Float64Array(inF) : null;
+    this.AmGA = guided ? Float64Array.from(lora!.A, (a, i) => a - lora!.GA![i]!) : null;
+  }
+
+  /** Add rows [row0, row0 + n) of W, given row-major (n × in). */
+  addRows(W: ArrayLike<number>, row0: number, n: number): void {
+    const inF = this.inF, tmp = this.tmp, gh = this.gh, lora = this.lora;
+    const rowsOut = this.rows, colsOut = this.cols;
+    for (let b = 0; b < n; b++) {
+      const i = row0 + b, base = b * inF;
+      for (let j = 0; j < inF; j++) tmp[j] = W[base + j]!;
+      if (lora) {
+        const r = lora.r, A = lora.A, s = lora.scale;
+        for (let k = 0; k < r; k++) {
+          const c = s * lora.B[i * r + k]!;
+          if (c === 0) continue;
+          const off = k * inF;
+          for (let j = 0; j < inF; j++) tmp[j] += c * A[off + j]!;
+        }
+        if (gh) {
+          // Ĝ row i = Σ_k G_B[i,k]·(A − G_A)[k,:] + B[i,k]·G_A[k,:]
+          gh.fill(0);
+          const GA = lora.GA!, GB = lora.GB!, AmGA = this.AmGA!;
+          for (let k = 0; k < r; k++) {
+            const gb = GB[i * r + k]!, bb = lora.B[i * r + k]!, off = k * inF;
+            if (gb !== 0) for (let j = 0; j < inF; j++) gh[j] += gb * AmGA[off + j]!;
+            if (bb !== 0) for (let j = 0; j < inF; j++) gh[j] += bb * GA[off + j]!;
+          }
+          for (let j = 0; j < inF; j++) tmp[j] = Math.abs(gh[j]! * tmp[j]!);
+        } else {
+          for (let j = 0; j < inF; j++) tmp[j] = Math.abs(tmp[j]!);
+        }
+      } else {
+        for (let j = 0; j < inF; j++) tmp[j] = Math.abs(tmp[j]!);
+      }
+      if (rowsOut) {
+        let s = 0;
+        for (let j = 0; j < inF; j++) s += tmp[j]!;
+        rowsOut[i] = s;
+      }
+      if (colsOut) for (let j = 0; j < inF; j++) colsOut[j] += tmp[j]!;
+    }
+  }
+}
+
+/** The elementwise importance matrix I (out × in) of a small dense W (tests, golden §9.5). */
+export function elementImportance(W: ArrayLike<number>, out: number, inF: number, lora: LoraTerms | null): Float64Array {
+  const I = new Float64Array(out * inF);
+  for (let i = 0; i < out; i++) {
+    const acc = new ImportanceAccumulator(out, inF, lora, { rows: false, cols: true });
+    acc.addRows(Float64Array.from({ length: inF }, (_, j) => W[i * inF + j]!), i, 1);
+    I.set(acc.cols!, i * inF);
+  }
+  return I;
+}
+
+/** Elements per row block while streaming a weight. */
+export const BLOCK_ELEMENTS = 1 << 20;
+
+/** Row and/or column sums of I for one projection, streaming W from disk in row blocks. */
+export async function projectionImportance(t: BaseTensor, lora: LoraTerms | null, want: { rows: boolean; cols: boolean }): Promise<{ rows: Float64Array | null; cols: Float64Array | null }> {
+  const [out, inF] = t.info.shape as [number, number];
+  const eb = dtypeBits(t.info.dtype) / 8;
+  const rowsPerBlock = Math.max(1, Math.floor(BLOCK_ELEMENTS / inF));
+  const acc = new ImportanceAccumulator(out, inF, lora, want);
+  let row = 0;
+  await t.file.copyRaw(t.info, async (chunk) => {
+    const n = chunk.byteLength / (inF * eb);
+    acc.addRows(decodeToFloat64(t.info.dtype, chunk, { mayAlias: true }), row, n);
+    row += n;
+  }, rowsPerBlock * inF * eb);
+  if (row !== out) throw new Error(`internal: streamed ${row} of ${out} rows of ${t.info.name}`);
+  return { rows: acc.rows, cols: acc.cols };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options and plan
+
+export interface LoraPruneOptions {
+  base: string;
+  ratio: number;
+  grads?: string;
+  baseOut?: string;
+  /** Layers never pruned; undefined = LoRAPrune's default (first 10% and the last). */
+  skipLayers?: number[];
+  /** Which projections score the groups: those with a LoRA (LoRAPrune) or all of them. */
+  scoreModules: "lora" | "all";
+}
+
+export interface PartPlan {
+  /** Groups before (key/value heads or channels). */
+  total: number;
+  /** Kept group indices, ascending. */
+  kept: number[];
+  /** Whether any projection scored this part (else it is kept whole). */
+  scored: boolean;
+  /** Groups forced out by lora_mask. */
+  masked: number[];
+}
+
+export interface LayerPlan {
+  layer: number;
+  skipped: boolean;
+  attn: PartPlan;
+  mlp: PartPlan;
+}
+
+export interface LoraPrunePlan {
+  arch: LlamaArch;
+  layout: BaseLayout;
+  criterion: "magnitude" | "lora-guided";
+  skip: number[];
+  layers: LayerPlan[];
+  notes: string[];
+}
+
+interface MappedModule {
+  m: LoraModule;
+  layer: number;
+  proj: Proj;
+}
+
+type Grads = Map<string, { file: SafetensorsFile; info: TensorInfo }>;
+
+/** Gradient tensors by normalised key "<module path>.lora_A" / ".lora_B". */
+async function openGrads(path: string): Promise<{ file: SafetensorsFile; map: Grads }> {
+  const file = await SafetensorsFile.open(path);
+  const map: Grads = new Map();
+  for (const t of file.tensors) {
+    let k = t.name;
+    if (k.startsWith("base_model.model.")) k = k.slice("base_model.model.".length);
+    if (k.endsWith(".grad")) k = k.slice(0, -".grad".length);
+    if (k.endsWith(".weight")) k = k.slice(0, -".weight".length);
+    k = k.replace(/\.lora_down$/, ".lora_A").replace(/\.lora_up$/, ".lora_B");
+    if (map.has(k)) throw new InvalidInputError(`${path}: two gradient tensors map to ${k} (one is ${t.name})`);
+    map.set(k, { file, info: t });
+  }
+  return { file, map };
+}
+
+async function readGrad(g: Grads, key: string, shape: number[], where: string): Promise<Float64Array> {
+  const t = g.get(key);
+  if (!t) throw new InvalidInputError(`${where}: no gradient for ${key} (expected ${key}.grad, ${key}.weight.grad or ${key}.weight)`);
+  if (t.info.shape.length !== 2 || t.info.shape[0] !== shape[0] || t.info.shape[1] !== shape[1]) {
+    throw new InvalidInputError(`${where}: gradient ${t.info.name} has shape [${t.info.shape.join(", ")}], the factor is [${shape.join(", ")}]`);
+  }
+  const v = await t.file.readFloat64(t.info);
+  for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i]!)) throw new InvalidInputError(`${where}: gradient ${t.info.name} holds ${v[i]} at element ${i}`);
+  return v;
+}
+
+function checkAdapter(a: Adapter): void {
+  if (isDora(a)) {
+    throw new InvalidInputError(`${a.source}: DoRA adapter; pruning its factors would invalidate the magnitude vector`, { hint: "merge the DoRA adapter into the base model with PEFT first" });
+  }
+  if (a.config?.["fan_in_fan_out"] === true) throw new InvalidInputError(`${a.source}: fan_in_fan_out adapters (GPT-2 Conv1D) are not LLaMA-style; loraprune cannot map them`);
+}
+
+/** Adapter modules that are LLaMA projections, checked against the base weights' shapes. */
+function mapModules(a: Adapter, arch: LlamaArch, layout: BaseLayout, base: BaseModel): { mapped: MappedModule[]; other: LoraModule[] } {
+  const mapped: MappedModule[] = [], other: LoraModule[] = [];
+  const seen = new Map<string, string>();
+  for (const m of a.modules) {
+    const id = parseModulePath(m.path) ?? parseModulePath(m.name);
+    if (!id) { other.push(m); continue; }
+    if (id.layer >= arch.layers) throw new InvalidInputError(`${a.source}: module "${m.name}" is in layer ${id.layer}, but the base model has ${arch.layers} layers`);
+    const key = `${id.layer}.${id.proj}`;
+    if (seen.has(key)) throw new InvalidInputError(`${a.source}: modules "${seen.get(key)}" and "${m.name}" both adapt layer ${id.layer} ${id.proj}`);
+    seen.set(key, m.name);
+    const w = base.tensors.get(layout.layers[id.layer]!.weight[id.proj])!;
+    if (m.kind !== "linear" || m.out !== w.info.shape[0] || m.in !== w.info.shape[1]) {
+      throw new InvalidInputError(`${a.source}: module "${m.name}" is ${m.out}×${m.in} (${m.kind}), but the base weight ${w.info.name} is [${w.info.shape.join(", ")}]; is this adapter for this model?`);
+    }
+    mapped.push({ m, layer: id.layer, proj: id.proj });
+  }
+  return { mapped, other };
+}
+
+async function loraTerms(a: Adapter, m: LoraModule, grads: Grads | null): Promise<LoraTerms> {
+  const f = await readFactors(a, m, "f64");
+  const t: LoraTerms = { r: m.rank, scale: m.scale, B: f.B.data as Float64Array, A: f.A.data as Float64Array };
+  if (grads) {
+    t.GA = await readGrad(grads, `${m.path}.lora_A`, [m.rank, m.in], "--grads");
+    t.GB = await readGrad(grads, `${m.path}.lora_B`, [m.out, m.rank], "--grads");
+  }
+  return t;
+}
+
+/** Groups a lora_mask zeroes entirely (LoRAPrune's masks are cumulative: those groups are gone). */
+async function maskedGroups(a: Adapter, mm: MappedModule, arch: LlamaArch): Promise<{ masked: number[]; partial: boolean }> {
+  const t = mm.m.extras["lora_mask"];
+  if (!t || !ROW_PRUNED.has(mm.proj)) return { masked: [], partial: false };
+  const mask = await a.file.readFloat64(t);
+  if (mask.length !== mm.m.out) throw new InvalidInputError(`${a.source}: ${t.name} has ${mask.length} elements; module "${mm.m.name}" has ${mm.m.out} output channels`);
+  const G = groupCount(arch, mm.layer, partOf(mm.proj));
+  const width = mask.length / G;
+  const masked: number[] = [];
+  let partial = false;
+  for (let g = 0; g < G; g++) {
+    let zeros = 0;
+    for (let j = g * width; j < (g + 1) * width; j++) if (mask[j] === 0) zeros++;
+    if (zeros === width) masked.push(g);
+    else if (zeros > 0) partial = true;
+  }
+  return { masked, partial };
+}
+
+/** Score every layer part and choose the kept groups. */
+export async function planLoraPrune(a: Adapter, base: BaseModel, o: LoraPruneOptions, onStep?: (done: number, total: number) => void): Promise<LoraPrunePlan & { mapped: MappedModule[]; other: LoraModule[] }> {
+  checkAdapter(a);
+  const arch = llamaArch(base.config, base.configPath);
+  const layout = baseLayout(base.tensors, arch, `--base ${base.source}`);
+  const { mapped, other } = mapModules(a, arch, layout, base);
+  const notes: string[] = [];
+  if (mapped.length === 0) {
+    throw new InvalidInputError(`${a.source}: no module adapts a LLaMA projection (layers.N.self_attn.{q,k,v,o}_proj, layers.N.mlp.{gate,up,down}_proj)`);
+  }
+  if (o.ratio < 0 || o.ratio >= 1) throw new UsageError(`--ratio must be in [0, 1), got ${o.ratio}`);
+  const skip = o.skipLayers ?? defaultSkipLayers(arch.layers);
+  for (const l of skip) if (l < 0 || l >= arch.layers) throw new UsageError(`--skip-layers: layer ${l} does not exist (the model has ${arch.layers} layers)`);
+  const skipSet = new Set(skip);
+  if (o.grads && o.scoreModules === "all") throw new UsageError("--score-modules all cannot be combined with --grads: projections without a LoRA have no LoRA gradients");
+  for (const l of layout.layers) for (const n of Object.values(l.weight)) {
+    const d = base.tensors.get(n)!.info.dtype;
+    if (!["F64", "F32", "F16", "BF16"].includes(d)) throw new InvalidInputError(`--base ${base.source}: ${n} is ${d}; only F64/F32/F16/BF16 weights can be pruned (quantized checkpoints are not supported)`);
+  }
+  for (const mm of mapped) {
+    if (ROW_PRUNED.has(mm.proj) && mm.m.extras["lora_B.bias"] && !skipSet.has(mm.layer)) {
+      throw new InvalidInputError(`${a.source}: module "${mm.m.name}" has a lora_B.bias; pruning its output channels is not supported`);
+    }
+  }
+
+  let grads: { file: SafetensorsFile; map: Grads } | null = null;
+  if (o.grads) grads = await openGrads(o.grads);
+  try {
+    const byKey = new Map(mapped.map((mm) => [`${mm.layer}.${mm.proj}`, mm]));
+    const work: { layer: number; part: Part; proj: Proj }[] = [];
+    for (let l = 0; l < arch.layers; l++) {
+      if (skipSet.has(l)) continue;
+      for (const part of ["self_attn", "mlp"] as const) {
+        const projs = part === "self_attn" ? ATTN_PROJS : MLP_PROJS;
+        for (const p of projs) if (o.scoreModules === "all" || byKey.has(`${l}.${p}`)) work.push({ layer: l, part, proj: p });
+      }
+    }
+    const scores = new Map<string, Float64Array>();
+    let done = 0;
+    for (const w of work) {
+      const mm = byKey.get(`${w.layer}.${w.proj}`);
+      const lora = mm ? await loraTerms(a, mm.m, grads?.map ?? null) : null;
+      const t = base.tensors.get(layout.layers[w.layer]!.weight[w.proj])!;
+      const rowWise = ROW_PRUNED.has(w.proj);
+      const imp = await projectionImportance(t, lora, { rows: rowWise, cols: !rowWise });
+      const vec = l2Normalise(sumIntoGroups((rowWise ? imp.rows : imp.cols)!, w.proj, arch, w.layer));
+      const key = `${w.layer}.${w.part}`;
+      const acc = scores.get(key);
+      if (acc) for (let g = 0; g < vec.length; g++) acc[g] += vec[g]!;
+      else scores.set(key, vec);
+      onStep?.(++done, work.length);
+    }
+    const layers: LayerPlan[] = [];
+    const unscored: Record<Part, number[]> = { self_attn: [], mlp: [] };
+    let partialMasks = 0;
+    for (let l = 0; l < arch.layers; l++) {
+      const mk = async (part: Part): Promise<PartPlan> => {
+        const total = groupCount(arch, l, part);
+        const all = Array.from({ length: total }, (_, i) => i);
+        if (skipSet.has(l)) return { total, kept: all, scored: false, masked: [] };
+        const sc = scores.get(`${l}.${part}`);
+        if (!sc) { unscored[part].push(l); return { total, kept: all, scored: false, masked: [] }; }
+        const forced = new Set<number>();
+        for (const mm of mapped) {
+          if (mm.layer !== l || partOf(mm.proj) !== part) continue;
+          const r = await maskedGroups(a, mm, arch);
+          for (const g of r.masked) forced.add(g);
+          if (r.partial) partialMasks++;
+        }
+        const kept = selectGroups(sc, pruneCount(total, o.ratio), forced);
+        return { total, kept, scored: true, masked: [...forced].sort((x, y) => x - y) };
+      };
+      layers.push({ layer: l, skipped: skipSet.has(l), attn: await mk("self_attn"), mlp: await mk("mlp") });
+    }
+    for (const part of ["self_attn", "mlp"] as const) {
+      if (unscored[part].length) {
+        notes.push(`layer(s) ${unscored[part].join(", ")}: no LoRA module in ${part}, so its ${part === "mlp" ? "channels" : "heads"} are kept (--score-modules all scores them by |W|)`);
+      }
+    }
+    if (partialMasks) notes.push(`${partialMasks} lora_mask tensor(s) zero only part of a group; those partial masks are ignored`);
+    const masked = layers.reduce((s, L) => s + L.attn.masked.length + L.mlp.masked.length, 0);
+    if (masked) notes.push(`${masked} group(s) zeroed by the adapter's lora_mask tensors are pruned`);
+    return { arch, layout, criterion: grads ? "lora-guided" : "magnitude", skip: [...skipSet].sort((x, y) => x - y), layers, notes, mapped, other };
+  } finally {
+    await grads?.file.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs: adapter modules, base tensors, config.json, pruning_plan.json
+
+export interface Cut {
+  axis: "rows" | "cols";
+  kept: Int32Array;
+}
+
+function partPlan(L: LayerPlan, proj: Proj): PartPlan {
+  return partOf(proj) === "self_attn" ? L.attn : L.mlp;
+}
+
+/** The channel cut of one projection in a layer, or null when that part keeps everything. */
+export function cutFor(plan: LoraPrunePlan, layer: number, proj: Proj): Cut | null {
+  const L = plan.layers[layer]!;
+  const P = partPlan(L, proj);
+  if (P.kept.length === P.total) return null;
+  return { axis: ROW_PRUNED.has(proj) ? "rows" : "cols", kept: keptChannels(proj, P.kept, plan.arch, layer) };
+}
+
+function takeRows(M: Float64Array, cols: number, kept: Int32Array): Float64Array {
+  const out = new Float64Array(kept.length * cols);
+  for (let k = 0; k < kept.length; k++) out.set(M.subarray(kept[k]! * cols, (kept[k]! + 1) * cols), k * cols);
+  return out;
+}
+
+function takeCols(M: Float64Array, rows: number, cols: number, kept: Int32Array): Float64Array {
+  const n = kept.length, out = new Float64Array(rows * n);
+  for (let i = 0; i < rows; i++) for (let k = 0; k < n; k++) out[i * n + k] = M[i * cols + kept[k]!]!;
+  return out;
+}
+
+function complement(kept: Int32Array, n: number): Int32Array {
+  const keep = new Uint8Array(n);
+  for (const k of kept) keep[k] = 1;
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) if (!keep[i]) out.push(i);
+  return Int32Array.from(out);
+}
+
+/** The pruned adapter's modules and their report rows. */
+export async function adapterOutput(a: Adapter, plan: LoraPrunePlan & { mapped: MappedModule[]; other: LoraModule[] }, be: LinalgBackend): Promise<{ out: OutModule[]; results: ModuleResult[]; notes: string[] }> {
+  const out: OutModule[] = [], results: ModuleResult[] = [], notes: string[] = [];
+  const cuts = new Map<LoraModule, Cut | null>();
+  for (const mm of plan.mapped) cuts.set(mm.m, cutFor(plan, mm.layer, mm.proj));
+  let masksDropped = 0;
+  for (const m of a.modules) {
+    const cut = cuts.get(m) ?? null;
+    const f = await readFactors(a, m, "f64");
+    const norm = await lowRankNorm(be, { B: f.B, A: f.A, scale: m.scale });
+    const extras: NonNullable<OutModule["extras"]> = {};
+    for (const [role, t] of Object.entries(m.extras)) {
+      if (role === "lora_mask" && cut) { masksDropped++; continue; }
+      extras[role] = { file: a.file, tensor: t };
+    }
+    const common = { path: m.path, kind: m.kind, rank: m.rank, alpha: m.alpha, dtype: m.A.dtype, extras, ...(a.format === "kohya" ? { stem: m.name } : {}) };
+    if (!cut) {
+      out.push({ ...common, out: m.out, in: m.in, rawFactors: { A: { file: a.file, tensor: m.A }, B: { file: a.file, tensor: m.B } } });
+      results.push({ name: m.name, rank_in: m.rank, rank: m.rank, relative_error: 0, target_norm: norm, shape_in: [m.out, m.in], shape: [m.out, m.in] });
+      continue;
+    }
+    const rows = cut.axis === "rows";
+    const newOut = rows ? cut.kept.length : m.out, newIn = rows ? m.in : cut.kept.length;
+    // ‖ΔW − ΔW restricted‖ = ‖s·B[dropped rows]·A‖ (rows) or ‖s·B·A[:, dropped cols]‖ (columns)
+    const gone = complement(cut.kept, rows ? m.out : m.in);
+    const lost = gone.length === 0 ? 0 : rows
+      ? await lowRankNorm(be, { B: { rows: gone.length, cols: m.rank, data: takeRows(f.B.data as Float64Array, m.rank, gone) }, A: f.A, scale: m.scale })
+      : await lowRankNorm(be, { B: f.B, A: { rows: m.rank, cols: gone.length, data: takeCols(f.A.data as Float64Array, m.rank, m.in, gone) }, scale: m.scale });
+    const kept = cut.kept;
+    out.push({
+      ...common, out: newOut, in: newIn,
+      produce: async () => {
+        const ff = await readFactors(a, m, "f64");
+        return rows
+          ? { B: takeRows(ff.B.data as Float64Array, m.rank, kept), A: ff.A.data }
+          : { B: ff.B.data, A: takeCols(ff.A.data as Float64Array, m.rank, m.in, kept) };
+      },
+    });
+    results.push({ name: m.name, rank_in: m.rank, rank: m.rank, relative_error: norm > 0 ? lost / norm : 0, target_norm: norm, shape_in: [m.out, m.in], shape: [newOut, newIn], pruned: rows ? "rows" : "columns" });
+  }
+  if (masksDropped) notes.push(`${masksDropped} lora_mask tensor(s) of pruned modules are not written: the pruning is now physical`);
+  return { out, results, notes };
+}
+
+/** Per tensor of the base model: its cut, when pruned. */
+export function baseCuts(plan: LoraPrunePlan): Map<string, Cut> {
+  const cuts = new Map<string, Cut>();
+  for (let l = 0; l < plan.arch.layers; l++) {
+    const T = plan.layout.layers[l]!;
+    for (const p of [...ATTN_PROJS, ...MLP_PROJS]) {
+      const c = cutFor(plan, l, p);
+      if (!c) continue;
+      cuts.set(T.weight[p], c);
+      const b = T.bias[p];
+      if (b && c.axis === "rows") cuts.set(b, c);
+    }
+  }
+  return cuts;
+}
+
+function cutShape(shape: number[], c: Cut): number[] {
+  return c.axis === "rows" ? [c.kept.length, ...shape.slice(1)] : [shape[0]!, c.kept.length];
+}
+
+/** The bytes of W restricted to the kept rows or columns, assembled from row blocks (bit-exact). */
+export async function cutBytes(file: SafetensorsFile, info: TensorInfo, c: Cut): Promise<Uint8Array> {
+  const eb = dtypeBits(info.dtype) / 8;
+  if (!Number.isInteger(eb)) throw new InvalidInputError(`${info.name}: dtype ${info.dtype} is not byte-addressable; cannot prune it`);
+  const rows = info.shape[0]!, cols = info.shape.length > 1 ? info.shape.slice(1).reduce((x, y) => x * y, 1) : 1;
+  const rowBytes = cols * eb;
+  const rowsPerChunk = Math.max(1, Math.floor((16 << 20) / rowBytes));
+  if (c.axis === "rows") {
+    const out = new Uint8Array(c.kept.length * rowBytes);
+    let row = 0, k = 0;
+    await file.copyRaw(info, async (chunk) => {
+      const n = chunk.byteLength / rowBytes;
+      while (k < c.kept.length && c.kept[k]! < row + n) {
+        const r = c.kept[k]! - row;
+        out.set(chunk.subarray(r * rowBytes, (r + 1) * rowBytes), k * rowBytes);
+        k++;
+      }
+      row += n;
+    }, rowsPerChunk * rowBytes);
+    return out;
+  }
+  const n = c.kept.length;
+  const out = new Uint8Array(rows * n * eb);
+  let row = 0;
+  const copyEl = eb === 2 || eb === 4 || eb === 8;
+  const outView = copyEl ? viewOf(out, eb) : null;
+  await file.copyRaw(info, async (chunk) => {
+    const m = chunk.byteLength / rowBytes;
+    if (outView) {
+      const inView = viewOf(chunk, eb);
+      for (let i = 0; i < m; i++) {
+        const src = i * cols, dst = (row + i) * n;
+        for (let k = 0; k < n; k++) outView[dst + k] = inView[src + c.kept[k]!]!;
+      }
+    } else {
+      for (let i = 0; i < m; i++) for (let k = 0; k < n; k++) {
+        const s = i * rowBytes + c.kept[k]! * eb, d = ((row + i) * n + k) * eb;
+        for (let b = 0; b < eb; b++) out[d + b] = chunk[s + b]!;
+      }
+    }
+    row += m;
+  }, rowsPerChunk * rowBytes);
+  return out;
+}
+
+function viewOf(u: Uint8Array, eb: number): Uint16Array | Uint32Array | Float64Array {
+  if (u.byteOffset % eb !== 0) { const c = new Uint8Array(u.byteLength); c.set(u); u = c; }
+  const n = u.byteLength / eb;
+  return eb === 2 ? new Uint16Array(u.buffer, u.byteOffset, n) : eb === 4 ? new Uint32Array(u.buffer, u.byteOffset, n) : new Float64Array(u.buffer, u.byteOffset, n);
+}
+
+function specsFor(file: SafetensorsFile, cuts: Map<string, Cut>): TensorSpec[] {
+  return file.tensors.map((t): TensorSpec => {
+    const c = cuts.get(t.name);
+    if (!c) return { name: t.name, dtype: t.dtype, shape: t.shape, copyFrom: { file, tensor: t } };
+    return { name: t.name, dtype: t.dtype, shape: cutShape(t.shape, c), produce: () => cutBytes(file, t, c) };
+  });
+}
+
+/** Per-layer counts after pruning. */
+export function prunedCounts(plan: LoraPrunePlan): { heads: number[]; kvHeads: number[]; inter: number[] } {
+  const heads: number[] = [], kvHeads: number[] = [], inter: number[] = [];
+  for (const L of plan.layers) {
+    const rep = plan.arch.heads[L.layer]! / plan.arch.kvHeads[L.layer]!;
+    kvHeads.push(L.attn.kept.length);
+    heads.push(L.attn.kept.length * rep);
+    inter.push(L.mlp.kept.length);
+  }
+  return { heads, kvHeads, inter };
+}
+
+const PER_LAYER_KEYS = ["layer_num_attention_heads", "layer_num_key_value_heads", "layer_intermediate_size"] as const;
+
+/**
+ * config.json of the pruned model: num_attention_heads / num_key_value_heads / intermediate_size
+ * (and head_dim, which no longer follows from hidden_size / heads) when every layer ends up equal;
+ * otherwise the standard fields as they were plus per-layer lists matching the tensor shapes.
+ */
+export function prunedConfig(cfg: Record<string, unknown>, plan: LoraPrunePlan): Record<string, unknown> {
+  const { heads, kvHeads, inter } = prunedCounts(plan);
+  const same = (v: number[]) => v.every((x) => x === v[0]);
+  const out: Record<string, unknown> = { ...cfg };
+  if (same(heads) && same(kvHeads) && same(inter)) {
+    for (const k of PER_LAYER_KEYS) delete out[k];
+    out["num_attention_heads"] = heads[0];
+    out["num_key_value_heads"] = kvHeads[0];
+    out["intermediate_size"] = inter[0];
+    if (plan.arch.headDimExplicit || heads[0] !== cfg["num_attention_heads"]) out["head_dim"] = plan.arch.headDim;
+  } else {
+    out["layer_num_attention_heads"] = heads;
+    out["layer_num_key_value_heads"] = kvHeads;
+    out["layer_intermediate_size"] = inter;
+  }
+  return out;
+}
+
+/** JSON with 2-space indentation but arrays of numbers on one line. */
+export function prettyJson(v: unknown): string {
+  return JSON.stringify(v, null, 2).replace(/\[([\s\d.,eE+-]*)\]/g, (_, inner: string) => {
+    const parts = inner.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
+    return "[" + parts.join(", ") + "]";
+  }) + "\n";
+}
+
+export function planDocument(plan: LoraPrunePlan, o: LoraPruneOptions): Record<string, unknown> {
+  const { heads, kvHeads, inter } = prunedCounts(plan);
+  const arch = plan.arch;
+  const sum = (v: number[]) => v.reduce((s, x) => s + x, 0);
+  return {
+    method: "loraprune",
+    criterion: plan.criterion,
+    ratio: o.ratio,
+    score_modules: o.scoreModules,
+    model_type: arch.modelType,
+    num_hidden_layers: arch.layers,
+    hidden_size: arch.hidden,
+    head_dim: arch.headDim,
+    skip_layers: plan.skip,
+    layers: plan.layers.map((L, i) => ({
+      layer: L.layer,
+      skipped: L.skipped,
+      num_attention_heads: heads[i],
+      num_key_value_heads: kvHeads[i],
+      intermediate_size: inter[i],
+      kept_heads: keptQueryHeads(L.attn.kept, arch, L.layer),
+      kept_kv_heads: L.attn.kept,
+      kept_channels: L.mlp.kept,
+      ...(L.attn.masked.length || L.mlp.masked.length ? { masked_kv_heads: L.attn.masked, masked_channels: L.mlp.masked } : {}),
+    })),
+    totals: {
+      attention_heads: [sum(arch.heads), sum(heads)],
+      key_value_heads: [sum(arch.kvHeads), sum(kvHeads)],
+      intermediate_channels: [sum(arch.inter), sum(inter)],
+    },
+  };
+}
+
+/** Small non-weight files of a model directory worth carrying into the pruned one. */
+const AUX_FILES = ["generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json"];
+
+async function isFile(p: string): Promise<boolean> {
+  try { return (await stat(p)).isFile(); } catch { return false; }
+}
+
+function jsonFill(text: string): (sink: ByteSink) => Promise<void> {
+  return async (sink) => { await sink.write(new TextEncoder().encode(text)); };
+}
+
+/**
+ * Write the pruned base model: a directory (the input's shard layout, its index when sharded,
+ * config.json, tokenizer files) or one .safetensors file. Tensors are produced one at a time.
+ */
+export async function writeBaseOut(target: string, base: BaseModel, plan: LoraPrunePlan, config: Record<string, unknown>, opts: { force: boolean; inputs: string[] }): Promise<void> {
+  const cuts = baseCuts(plan);
+  if (target.endsWith(".safetensors")) {
+    const specs = base.shards.flatMap((s) => specsFor(s.file, cuts));
+    const meta = base.shards[0]!.file.metadata;
+    layoutSafetensors(specs, meta);
+    await writeFileAtomic(target, (sink) => writeSafetensors(sink, specs, meta), opts);
+    return;
+  }
+  const entries: DirEntrySpec[] = [];
+  const weightMap: Record<string, string> = {};
+  let totalSize = 0;
+  for (const s of base.shards) {
+    const specs = specsFor(s.file, cuts);
+    const meta = s.file.metadata;
+    const lay = layoutSafetensors(specs, meta);
+    for (const t of lay.tensors) totalSize += t.end - t.begin;
+    for (const sp of specs) weightMap[sp.name] = s.name;
+    entries.push({ name: base.sharded ? s.name : "model.safetensors", fill: (sink) => writeSafetensors(sink, specs, meta) });
+  }
+  if (base.sharded) {
+    const sorted = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]!]));
+    entries.push({ name: "model.safetensors.index.json", fill: jsonFill(JSON.stringify({ metadata: { ...(base.indexMetadata ?? {}), total_size: totalSize }, weight_map: sorted }, null, 2) + "\n") });
+  }
+  entries.push({ name: "config.json", fill: jsonFill(prettyJson(config)) });
+  const dir = dirname(base.configPath);
+  for (const f of AUX_FILES) {
+    const p = join(dir, f);
+    if (!(await isFile(p))) continue;
+    entries.push({
+      name: f,
+      fill: async (sink) => { await sink.write(await readFile(p)); },
+    });
+  }
+  await writeDirAtomic(target, entries, opts);
+}
+
+/** Where the side files go: pruning_plan.json beside the adapter output; config.json with the weights. */
+export function sidePaths(output: string, baseOut: string | undefined): { plan: string; config: string | null } {
+  const besideAdapter = output === "-" ? resolve(".") : dirname(resolve(output));
+  const plan = join(besideAdapter, "pruning_plan.json");
+  if (baseOut === undefined) return { plan, config: join(besideAdapter, "config.json") };
+  if (baseOut.endsWith(".safetensors")) return { plan, config: join(dirname(resolve(baseOut)), "config.json") };
+  return { plan, config: null }; // inside the base-out directory
+}
+
