@@ -27,7 +27,7 @@ export function truncateCommand(ctx: Ctx): Command {
     .addOption(new Option("--dynamic <method>", "per-module rank rule: sv_ratio, sv_fro or sv_cumulative (the fewest ranks meeting it; kohya's +1 with --kohya-compat)").choices(["sv_ratio", "sv_fro", "sv_cumulative"]))
     .option("--dynamic-param <X>", "the --dynamic threshold (ratio > 0; fractions in (0, 1])", parseFloatArg("--dynamic-param", 0, Infinity, true))
     .addOption(new Option("--dtype <dtype>", "dtype of the new factors (default: each module's own)").choices(["F32", "F16", "BF16"]))
-    .addOption(new Option("--to <format>", "output format (default: the input's)").choices(["peft", "kohya"]))
+    .addOption(new Option("--to <format>", "output format (default: the input's)").choices(["peft", "kohya", "diffusers"]))
     .addHelpText("after", [
       "",
       "Scale: svd keeps each module's scale s (alpha' = s·R, or s·√R with rsLoRA), as resize_lora.py does;",
@@ -61,7 +61,7 @@ export function truncateCommand(ctx: Ctx): Command {
         ...(opts["dynamic"] !== undefined ? { dynamic: opts["dynamic"] as "sv_ratio" } : {}),
         ...(opts["dynamicParam"] !== undefined ? { dynamicParam: opts["dynamicParam"] as number } : {}),
         ...(opts["dtype"] !== undefined ? { dtype: opts["dtype"] as "F32" } : {}),
-        ...(opts["to"] !== undefined ? { to: opts["to"] as "peft" | "kohya" } : {}),
+        ...(opts["to"] !== undefined ? { to: opts["to"] as "peft" | "kohya" | "diffusers" } : {}),
       };
       const backend = await backendFor(ctx, g);
       const report = await withProgress(ctx, g, "truncate", (tick) =>

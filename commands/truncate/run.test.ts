@@ -377,6 +377,25 @@ test("--dtype and --to: BF16 factors; PEFT → kohya with the same ΔW", async (
   await assertOptimal(input, k, 1e-5, "--to kohya");
 });
 
+test("diffusers input keeps its format (PEFT-style keys + lora_adapter_metadata); --to kohya gives kohya stems", async () => {
+  for (const f of ["peft-style-metadata.safetensors", "attn-processor-alphas.safetensors"]) {
+    const input = join(fixturesDir, "diffusers", f);
+    if (!existsSync(input)) continue;
+    const out = fresh("diffusers-out");
+    const rep = await truncate(input, out, { rank: 2 });
+    assert.equal(rep.format, "diffusers");
+    await withAdapter(out, async (a) => assert.equal(a.format, "diffusers"));
+    await assertOptimal(input, out, 1e-5, `diffusers ${f}`);
+    const k = fresh("diffusers-kohya.safetensors");
+    await truncate(input, k, { rank: 2, to: "kohya" });
+    await withAdapter(k, async (a) => {
+      assert.equal(a.format, "kohya");
+      for (const m of a.modules) assert.match(m.name, /^lora_(unet|te[12]?)_/);
+    });
+    await assertOptimal(input, k, 1e-5, `diffusers ${f} → kohya`);
+  }
+});
+
 test("refusals: DoRA and malformed adapters exit 3, bad options exit 2, and nothing is written", async () => {
   const dir = fresh("refuse");
   mkdirSync(dir);

@@ -13,7 +13,7 @@
 // needs them), every output shape is then known, and each module's new factors are computed
 // lazily while the writer streams the file, one module at a time. A rank of 0 removes the module.
 import { existsSync } from "node:fs";
-import { alphaForScale, isDora, loadAdapter, readFactors, scaleFor, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
+import { alphaForScale, hasTextEncoder2, isDora, kohyaStemInSet, loadAdapter, readFactors, scaleFor, type Adapter, type LoraModule, type ModuleFactors } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
 import { InvalidInputError, UsageError } from "../../formats/errors.js";
 import type { DType } from "../../formats/safetensors/index.js";
@@ -23,9 +23,10 @@ import { totalsOf, type ModuleResult, type WriteReport } from "../support/report
 import { allocate, type Score } from "./allocate.js";
 import { cleanDynamicRank, kohyaDynamicRank, type DynamicMethod } from "./kohya-rules.js";
 import { prefixAlpha, prefixFactors, splitPath, splitRanks, type AlphaMode } from "./prefix.js";
-import { gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, toF64, truncateModule, type SplitMode } from "./svd.js";
+import { gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, toF64, truncateModule, truncationError, type SplitMode } from "./svd.js";
 
 export type OutDType = "F32" | "F16" | "BF16";
+export type OutFormat = "peft" | "kohya" | "diffusers";
 
 export interface TruncateOptions {
   input: string;
@@ -46,7 +47,7 @@ export interface TruncateOptions {
   dynamic?: DynamicMethod;
   dynamicParam?: number;
   dtype?: OutDType;
-  to?: "peft" | "kohya";
+  to?: OutFormat;
   force: boolean;
 }
 
@@ -178,10 +179,10 @@ async function plan(o: TruncateOptions, a: Adapter, be: LinalgBackend): Promise<
   return { method, ranks, spectra, notes };
 }
 
-function outputFormat(o: TruncateOptions, a: Adapter, notes: string[]): "peft" | "kohya" {
+function outputFormat(o: TruncateOptions, a: Adapter, notes: string[]): OutFormat {
   if (o.to) return o.to;
-  if (a.format === "kohya") return "kohya";
-  if (a.format !== "peft") notes.push(`${a.format} input is written as PEFT (use --to kohya for a kohya file)`);
+  if (a.format === "kohya" || a.format === "peft" || a.format === "diffusers") return a.format;
+  notes.push(`${a.format} input is written as PEFT (--to kohya|diffusers for another layout)`);
   return "peft";
 }
 
@@ -202,8 +203,10 @@ interface BuildContext {
   method: "svd" | "prefix";
   ranks: Map<string, number>;
   spectra?: Map<string, Float64Array>;
-  format: "peft" | "kohya";
+  format: OutFormat;
   rsOut: boolean;
+  /** SDXL's second text encoder present: kohya stems lora_te1_/lora_te2_. */
+  te2: boolean;
   split: SplitMode;
   unit: number;
   onModule?: (done: number, total: number) => void;
@@ -222,6 +225,22 @@ async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; ou
   let done = 0;
   const total = a.modules.length;
   const tick = () => c.onModule?.(++done, total);
+  // Read-ahead: while one module's products run on the backend's threads, the next module's
+  // factors are read and decoded (the writer asks for modules in name order, as a.modules is).
+  const precisionOf = (m: LoraModule) => (m.A.dtype === "F64" || m.B.dtype === "F64" || c.method === "svd" ? "f64" : "f32");
+  const ahead = new Map<LoraModule, Promise<ModuleFactors>>();
+  const lazy: LoraModule[] = [];
+  const factorsOf = (m: LoraModule): Promise<ModuleFactors> => {
+    const f = ahead.get(m) ?? readFactors(a, m, precisionOf(m));
+    ahead.delete(m);
+    const next = lazy[lazy.indexOf(m) + 1];
+    if (next && !ahead.has(next)) {
+      const p = readFactors(a, next, precisionOf(next));
+      p.catch(() => {}); // surfaces when that module's turn comes
+      ahead.set(next, p);
+    }
+    return f;
+  };
   for (const m of a.modules) {
     const t = c.ranks.get(m.name)!;
     const S = c.spectra?.get(m.name);
@@ -250,7 +269,7 @@ async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; ou
     }
     const base: Omit<OutModule, "produce" | "rawFactors"> = {
       path: m.path,
-      ...(c.format === "kohya" && a.format === "kohya" ? { stem: m.name } : {}),
+      ...(c.format === "kohya" ? { stem: a.format === "kohya" ? m.name : kohyaStemInSet(m.path, c.te2) } : {}),
       kind: m.kind, rank: t, alpha, out: m.out, in: m.in, dtype,
       ...(kernel ? { kernel } : {}),
       extras,
@@ -267,26 +286,28 @@ async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; ou
         continue;
       }
     }
+    lazy.push(m);
     const produce = async () => {
-      const precision = m.A.dtype === "F64" || m.B.dtype === "F64" || c.method === "svd" ? "f64" : "f32";
-      const f = await readFactors(a, m, precision);
+      const f = await factorsOf(m);
       const B = m64(f.B.rows, f.B.cols, f.B.data), A = m64(f.A.rows, f.A.cols, f.A.data);
-      let Bo: Float32Array | Float64Array, Ao: Float32Array | Float64Array, route: string, grams, energy: number | undefined;
+      let Bo: Float32Array | Float64Array, Ao: Float32Array | Float64Array, route: string, energy: number | undefined;
+      let err: { relative_error: number; target_norm: number };
       if (c.method === "prefix") {
         const p = prefixFactors(f.B, f.A, t);
         Bo = roundForDtype(dtype, p.B.data);
         Ao = roundForDtype(dtype, p.A.data);
-        grams = await gramsOf(be, B, A, m.scale);
+        const grams = await gramsOf(be, B, A, m.scale);
+        err = await relativeErrorFromFactors(be, B, A, m.scale, grams, m64(m.out, t, Bo), m64(t, m.in, Ao), scaleFor(alpha, t, c.rsOut));
         route = "prefix";
       } else {
         const r = await truncateModule(be, B, A, m.scale, t, scaleOut, c.split);
         Bo = roundForDtype(dtype, r.B.data);
         Ao = roundForDtype(dtype, r.A.data);
-        grams = r.grams;
+        // The rounded factors' error from the spectrum and the rounding residual (svd.ts): no third pass over B and A.
+        err = await truncationError(be, r.B, r.A, m64(m.out, t, Bo), m64(t, m.in, Ao), scaleOut, r.err2, r.grams.norm2);
         route = r.route;
         energy = retainedEnergy(S ?? r.S, t);
       }
-      const err = await relativeErrorFromFactors(be, B, A, m.scale, grams, m64(m.out, t, Bo), m64(t, m.in, Ao), scaleFor(alpha, t, c.rsOut));
       outcomes.set(m.name, {
         result: { name: m.name, rank_in: m.rank, rank: t, relative_error: err.relative_error, target_norm: err.target_norm, alpha, ...(energy !== undefined ? { retained_energy: energy } : {}) },
         route,
@@ -319,7 +340,7 @@ async function writeOne(c: BuildContext, output: string, notes: string[], deps: 
     passthrough: a.passthrough.map((t) => ({ file: a.file, tensor: t })),
     baseConfig: a.config,
     metadata: carriedMetadata(a.metadata),
-    keepTargetModules: a.format === "peft" && dropped.length === 0,
+    keepTargetModules: a.format === c.format && c.format !== "kohya" && dropped.length === 0,
     ...(c.format === "kohya" ? { extraMetadata: { ss_training_comment: kohyaComment(o, a, c.method, maxRank, kohyaRank) } } : {}),
   };
   await writeAdapter(output, out, { force: o.force, inputs: o.input === "-" ? [] : [o.input], ...(deps.stdout ? { stdout: deps.stdout } : {}) });
@@ -378,11 +399,12 @@ export async function runTruncate(o: TruncateOptions, deps: TruncateDeps): Promi
     const p = await plan(o, a, deps.backend);
     const notes = [...a.notes.filter((n) => !(p.notes.length && n.startsWith("kohya DyLoRA"))), ...p.notes];
     const format = outputFormat(o, a, notes);
-    const rsOut = format === "peft" && a.config?.["use_rslora"] === true;
+    const rsOut = format !== "kohya" && a.config?.["use_rslora"] === true;
     const split: SplitMode = o.split ?? (o.kohyaCompat ? "all-in-up" : "balanced");
     const unit = o.unit ?? a.dylora?.unit ?? (o.alphaMode === "lycoris" ? 4 : 1);
     if (o.alphaMode === "lycoris" && o.unit === undefined && !a.dylora) notes.push("--alpha-mode lycoris: block_size 4 assumed (LyCORIS's default; --unit sets it)");
-    const ctx: BuildContext = { o, a, be: deps.backend, method: p.method, ranks: p.ranks, format, rsOut, split, unit, ...(p.spectra ? { spectra: p.spectra } : {}), ...(deps.onModule ? { onModule: deps.onModule } : {}) };
+    const te2 = hasTextEncoder2(a.modules.map((m) => m.path));
+    const ctx: BuildContext = { o, a, be: deps.backend, method: p.method, ranks: p.ranks, format, rsOut, te2, split, unit, ...(p.spectra ? { spectra: p.spectra } : {}), ...(deps.onModule ? { onModule: deps.onModule } : {}) };
     if (o.unit === undefined) return await writeOne(ctx, o.output, notes, deps, o.rank ?? 0);
     // --unit: every multiple of the unit below the full rank, one file each (kohya's naming).
     const maxRank = Math.max(...a.modules.map((m) => m.rank));

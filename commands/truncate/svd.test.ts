@@ -9,7 +9,7 @@ import { gemm64, qr64, svd64 } from "../../linalg/js/dense.js";
 import { Rng } from "../../linalg/random.js";
 import type { LinalgBackend, Mat } from "../../linalg/types.js";
 import { decodeToFloat32, encodeFloats } from "../../formats/safetensors/index.js";
-import { gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, truncateModule } from "./svd.js";
+import { gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, truncateModule, truncationError } from "./svd.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`truncate svd.test seed=${seed}`);
@@ -192,6 +192,27 @@ test("relative error from the factors equals the dense ‖ΔW − ΔW'‖/‖ΔW
     const g = await gramsOf(be, B, A, s);
     const removed = await relativeErrorFromFactors(be, B, A, s, g, mat(45, 0, []), mat(0, 33, []), s);
     assert.equal(removed.relative_error, 1);
+  }
+});
+
+test("truncation error from the spectrum + rounding residual equals the dense ‖ΔW − s'B''A''‖/‖ΔW‖", async () => {
+  const rng = new Rng(seed + 5);
+  for (const be of await backends()) {
+    for (const [out, inn, r, t] of [[60, 45, 8, 3], [30, 80, 12, 11], [40, 40, 6, 6]] as const) {
+      const B = withSpectrum(rng, out, r, logspace(r, 0, -1.5), true), A = mat(r, inn, rng.normals(r * inn));
+      const s = 0.8;
+      const W = dense(B, A, s);
+      for (const split of ["balanced", "all-in-up"] as const) {
+        const res = await truncateModule(be, B, A, s, t, s, split);
+        for (const dtype of ["F64", "F32", "F16", "BF16"] as const) {
+          const Bo = Float64Array.from(roundForDtype(dtype, res.B.data)), Ao = Float64Array.from(roundForDtype(dtype, res.A.data));
+          const want = relDiff(dense(mat(out, t, Bo), mat(t, inn, Ao), s), W);
+          const B2 = dtype === "F64" ? res.B : mat(out, t, Bo), A2 = dtype === "F64" ? res.A : mat(t, inn, Ao);
+          const got = await truncationError(be, res.B, res.A, B2, A2, s, res.err2, res.grams.norm2);
+          assert.ok(Math.abs(got.relative_error - want) <= 1e-7 + 1e-3 * Math.abs(want - Math.sqrt(res.err2 / res.grams.norm2)), `${be.name} ${out}×${inn} r${r}→${t} ${split} ${dtype}: ${got.relative_error} vs dense ${want}`);
+        }
+      }
+    }
   }
 });
 

@@ -81,7 +81,9 @@ export interface Grams {
 
 export async function gramsOf(be: LinalgBackend, B: M64, A: M64, scale: number): Promise<Grams> {
   const r = A.rows;
-  const [gb, ga] = await Promise.all([be.gemm(B, B, { transA: true }), be.gemm(A, A, { transB: true })]);
+  // One product at a time: the native backends already use every core for each.
+  const gb = await be.gemm(B, B, { transA: true });
+  const ga = await be.gemm(A, A, { transB: true });
   symmetrize(gb.data, r);
   symmetrize(ga.data, r);
   return { GB: gb.data, GA: ga.data, norm2: Math.max(0, scale * scale * frob(gb.data, ga.data)) };
@@ -95,6 +97,8 @@ export interface TruncatedFactors {
   /** Every singular value of ΔW the route computed (descending, length ≤ r). */
   S: Float64Array;
   route: "gram" | "householder";
+  /** ‖ΔW − s'B'A'‖²_F of these (unrounded) factors: the σ² not written (the tail, plus any zeroed component). */
+  err2: number;
 }
 
 /**
@@ -117,11 +121,12 @@ async function gramRoute(be: LinalgBackend, B: M64, A: M64, s: number, t: number
   const normB2 = trace(g.GB, r), normA2 = trace(g.GA, r);
   const scale2 = s * s * normB2 * normA2;
   if (g.norm2 === 0 && scale2 === 0) {
-    return { B: { rows: out, cols: t, data: new Float64Array(out * t) }, A: { rows: t, cols: inn, data: new Float64Array(t * inn) }, S: new Float64Array(r), route: "gram" };
+    return { B: { rows: out, cols: t, data: new Float64Array(out * t) }, A: { rows: t, cols: inn, data: new Float64Array(t * inn) }, S: new Float64Array(r), route: "gram", err2: 0 };
   }
   // Guard (1): large directions of B and A cancel; the Gram route would lose the result.
   if (!(g.norm2 >= 1e-3 * scale2)) return null;
-  const [RB, RA] = await Promise.all([gramRoot(be, g.GB, r), gramRoot(be, g.GA, r)]);
+  const RB = await gramRoot(be, g.GB, r);
+  const RA = await gramRoot(be, g.GA, r);
   const M = mm(RB, r, r, RA, r, false, true);
   for (let i = 0; i < M.length; i++) M[i]! *= s;
   const svd = await be.svd({ rows: r, cols: r, data: M });
@@ -131,6 +136,8 @@ async function gramRoute(be: LinalgBackend, B: M64, A: M64, s: number, t: number
   const floor = 2e-8 * Math.sqrt(scale2);
   const P = new Float64Array(r * t); // B' = B·P
   const Q = new Float64Array(t * r); // A' = Q·A
+  let tail = 0;
+  for (let i = 0; i < S.length; i++) if (i >= t || !(S[i]! > floor)) tail += S[i]! ** 2;
   for (let c = 0; c < t && c < r; c++) {
     const sv = S[c]!;
     if (!(sv > floor)) continue;
@@ -153,24 +160,25 @@ async function gramRoute(be: LinalgBackend, B: M64, A: M64, s: number, t: number
   const cross = s * s2 * frob(GBPQ, g.GA); // ⟨sBA, s'BPQA⟩ = ss'·tr(G_B PQ G_A)
   const own = s2 * s2 * frob(mm(PQ, r, r, GBPQ, r, true), g.GA); // ‖s'BPQA‖² = s'²⟨(PQ)ᵀG_B(PQ), G_A⟩
   const err2 = g.norm2 - 2 * cross + own;
-  let tail = 0;
-  for (let i = t; i < S.length; i++) tail += S[i]! ** 2;
   if (!(Math.abs(err2 - tail) <= 1e-9 * g.norm2 + 1e-12 * scale2)) return null;
-  const [Bn, An] = await Promise.all([be.gemm(B, { rows: r, cols: t, data: P }), be.gemm({ rows: t, cols: r, data: Q }, A)]);
+  const Bn = await be.gemm(B, { rows: r, cols: t, data: P });
+  const An = await be.gemm({ rows: t, cols: r, data: Q }, A);
   flipColumnSigns(Bn, An);
-  return { B: Bn as M64, A: An as M64, S, route: "gram" };
+  return { B: Bn as M64, A: An as M64, S, route: "gram", err2: tail };
 }
 
 async function householderRoute(be: LinalgBackend, B: M64, A: M64, s: number, t: number, s2: number, split: SplitMode): Promise<TruncatedFactors> {
   const svd = await lowRankSvd(be, { B, A, scale: s });
   const k = Math.min(t, svd.S.length);
   const f = splitFactors(svd, k, s2, split); // already sign-normalised through U
-  if (k === t) return { B: f.B, A: f.A, S: svd.S, route: "householder" };
+  let err2 = 0;
+  for (let i = k; i < svd.S.length; i++) err2 += svd.S[i]! ** 2;
+  if (k === t) return { B: f.B, A: f.A, S: svd.S, route: "householder", err2 };
   const out = B.rows, inn = A.cols;
   const Bp = new Float64Array(out * t), Ap = new Float64Array(t * inn);
   for (let i = 0; i < out; i++) for (let c = 0; c < k; c++) Bp[i * t + c] = f.B.data[i * k + c]!;
   Ap.set(f.A.data);
-  return { B: { rows: out, cols: t, data: Bp }, A: { rows: t, cols: inn, data: Ap }, S: svd.S, route: "householder" };
+  return { B: { rows: out, cols: t, data: Bp }, A: { rows: t, cols: inn, data: Ap }, S: svd.S, route: "householder", err2 };
 }
 
 /** sklearn's svd_flip on u, applied to B' (whose columns are positive multiples of U's). */
@@ -213,18 +221,53 @@ export async function relativeErrorFromFactors(be: LinalgBackend, B: M64, A: M64
   const t = A2.rows;
   let own = 0, cross = 0;
   if (t > 0) {
-    const [HB, HA, KB, KA] = await Promise.all([
-      be.gemm(B, B2, { transA: true }), // r×t
-      be.gemm(A, A2, { transB: true }), // r×t
-      be.gemm(B2, B2, { transA: true }), // t×t
-      be.gemm(A2, A2, { transB: true }), // t×t
-    ]);
+    const HB = await be.gemm(B, B2, { transA: true }); // r×t
+    const HA = await be.gemm(A, A2, { transB: true }); // r×t
+    const KB = await be.gemm(B2, B2, { transA: true }); // t×t
+    const KA = await be.gemm(A2, A2, { transB: true }); // t×t
     cross = s * s2 * frob(HB.data as Float64Array, HA.data as Float64Array);
     own = s2 * s2 * frob(KB.data as Float64Array, KA.data as Float64Array);
   }
   const err2 = Math.max(0, grams.norm2 - 2 * cross + own);
   if (target === 0) return { relative_error: err2 === 0 ? 0 : Infinity, target_norm: 0 };
   return { relative_error: Math.sqrt(err2) / target, target_norm: target };
+}
+
+/**
+ * ‖sBA − s'B''A''‖_F / ‖sBA‖_F for a truncation written with rounded factors B'' = B' + δB,
+ * A'' = A' + δA, without touching the input factors again. With E = sBA − s'B'A' (the exact
+ * truncation's error, ‖E‖² = `err2`) and R = s'(B''A'' − B'A') = s'(δB·A'' + B'·δA):
+ * ‖E − R‖² = ‖E‖² + ‖R‖² − 2⟨E, R⟩, and ⟨E, R⟩ = ⟨E, s'δB·δA⟩ only — E is orthogonal to the
+ * column space of B' and to the row space of A' (Eckart–Young) — a second-order term (ε_dtype²)
+ * that is left out. ‖R‖² comes from two 2t×2t Grams of [B' | δB] and [A''; δA].
+ */
+export async function truncationError(be: LinalgBackend, B1: M64, A1: M64, B2: M64, A2: M64, s2: number, err2: number, norm2: number): Promise<{ relative_error: number; target_norm: number }> {
+  const target = Math.sqrt(norm2);
+  const t = A1.rows, out = B1.rows, inn = A1.cols;
+  let r2 = 0;
+  if (t > 0 && (B2.data !== B1.data || A2.data !== A1.data)) {
+    const Bs = new Float64Array(out * 2 * t), As = new Float64Array(2 * t * inn);
+    for (let i = 0; i < out; i++) for (let c = 0; c < t; c++) {
+      const b1 = B1.data[i * t + c]!;
+      Bs[i * 2 * t + c] = b1;
+      Bs[i * 2 * t + t + c] = B2.data[i * t + c]! - b1;
+    }
+    As.set(A2.data);
+    for (let j = 0; j < t * inn; j++) As[t * inn + j] = A2.data[j]! - A1.data[j]!;
+    const GBs = (await be.gemm({ rows: out, cols: 2 * t, data: Bs }, { rows: out, cols: 2 * t, data: Bs }, { transA: true })).data as Float64Array;
+    const GAs = (await be.gemm({ rows: 2 * t, cols: inn, data: As }, { rows: 2 * t, cols: inn, data: As }, { transB: true })).data as Float64Array;
+    const n = 2 * t;
+    const blk = (G: Float64Array, bi: number, bj: number) => {
+      const o = new Float64Array(t * t);
+      for (let i = 0; i < t; i++) for (let j = 0; j < t; j++) o[i * t + j] = G[(bi * t + i) * n + bj * t + j]!;
+      return o;
+    };
+    // ‖δB·A''‖² + 2⟨δB·A'', B'·δA⟩ + ‖B'·δA‖²
+    r2 = s2 * s2 * Math.max(0, frob(blk(GBs, 1, 1), blk(GAs, 0, 0)) + 2 * frob(blk(GBs, 1, 0), blk(GAs, 0, 1)) + frob(blk(GBs, 0, 0), blk(GAs, 1, 1)));
+  }
+  const e2 = Math.max(0, err2) + r2;
+  if (target === 0) return { relative_error: e2 === 0 ? 0 : Infinity, target_norm: 0 };
+  return { relative_error: Math.sqrt(e2) / target, target_norm: target };
 }
 
 /** Σ_{i<t} σᵢ² / Σ σᵢ² (1 for an all-zero spectrum). */
