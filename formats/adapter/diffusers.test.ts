@@ -388,6 +388,56 @@ test("convert diffusers → diffusers keeps every module's rank and scale (metad
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
 
+test("model-level save_lora_adapter files: unprefixed keys and metadata, component from the module root", async () => {
+  const dir = tmp();
+  try {
+    const rng = new Rng(12);
+    const t = (name: string, shape: number[]): TensorSpec => ({ name, dtype: "F32", shape, data: encodeFloats("F32", rng.normals(shape[0]! * shape[1]!, 0.1)) });
+    const src = join(dir, "pytorch_lora_weights.safetensors");
+    writeFileSync(src, await serializeSafetensors([
+      t("transformer_blocks.0.attn.to_q.lora_A.weight", [4, 8]), t("transformer_blocks.0.attn.to_q.lora_B.weight", [8, 4]),
+      t("transformer_blocks.0.attn.to_k.lora_A.weight", [2, 8]), t("transformer_blocks.0.attn.to_k.lora_B.weight", [8, 2]),
+    ], { format: "pt", lora_adapter_metadata: JSON.stringify({ r: 4, lora_alpha: 4, rank_pattern: { to_k: 2 }, target_modules: ["to_q", "to_k"] }) }));
+    await withAdapter(dir, async (a) => {
+      assert.equal(a.format, "diffusers");
+      const m = byName(a);
+      assert.equal(m.get("transformer_blocks.0.attn.to_q")!.path, "transformer.transformer_blocks.0.attn.to_q");
+      assert.equal(m.get("transformer_blocks.0.attn.to_q")!.scale, 1);
+      assert.equal(m.get("transformer_blocks.0.attn.to_k")!.scale, 2);
+      assert.deepEqual(a.config?.["rank_pattern"], { to_k: 2 });
+    });
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});
+
+test("rsLoRA in lora_adapter_metadata: scale alpha/√r read; diffusers output writes alpha = s·r, PEFT output keeps use_rslora", async () => {
+  const dir = tmp();
+  try {
+    const rng = new Rng(11);
+    const b = "unet.mid_block.attentions.0.transformer_blocks.0.attn1";
+    const t = (name: string, shape: number[]): TensorSpec => ({ name, dtype: "F32", shape, data: encodeFloats("F32", rng.normals(shape[0]! * shape[1]!, 0.1)) });
+    const src = join(dir, "rs.safetensors");
+    writeFileSync(src, await serializeSafetensors([t(`${b}.to_q.lora_A.weight`, [4, 8]), t(`${b}.to_q.lora_B.weight`, [8, 4])], {
+      format: "pt", lora_adapter_metadata: JSON.stringify({ "unet.r": 4, "unet.lora_alpha": 8, "unet.use_rslora": true, "unet.target_modules": ["to_q"] }),
+    }));
+    await withAdapter(src, async (a) => {
+      assert.equal(a.modules[0]!.scale, 4);
+      assert.equal(a.modules[0]!.rslora, true);
+      assert.equal(a.config?.["use_rslora"], true);
+    });
+    await runConvert({ input: src, output: join(dir, "d.safetensors"), to: "diffusers", force: false }, {});
+    await withAdapter(join(dir, "d.safetensors"), async (d) => {
+      assert.deepEqual([d.modules[0]!.alpha, d.modules[0]!.scale, d.modules[0]!.rslora], [16, 4, false]);
+      const meta = JSON.parse(d.file.header.metadata!["lora_adapter_metadata"]!) as Record<string, unknown>;
+      assert.equal(meta["unet.use_rslora"], undefined);
+      assert.equal(meta["unet.lora_alpha"], 16);
+    });
+    await runConvert({ input: src, output: join(dir, "p"), to: "peft", force: false }, {});
+    await withAdapter(join(dir, "p"), async (p) => {
+      assert.deepEqual([p.modules[0]!.alpha, p.modules[0]!.scale, p.modules[0]!.rslora], [8, 4, true]);
+    });
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});
+
 test("convert: SDXL-like text encoders become lora_te1_/lora_te2_ in kohya, and come back", async () => {
   const dir = tmp();
   try {
