@@ -1,6 +1,6 @@
 // lora convert --to peft|kohya|diffusers: the same ΔW in another layout. Factors are copied byte
 // for byte; only the bookkeeping changes (algorithms.md §0.2): the scale s of every module is kept
-// by writing alpha' = s·r (kohya, diffusers, and PEFT without rsLoRA) or s·√r (PEFT with
+// by writing alpha' = s·r (kohya, and PEFT/diffusers without rsLoRA) or s·√r (PEFT/diffusers with
 // use_rslora). diffusers output is the PEFT-style layout with lora_adapter_metadata
 // (formats/adapter/write-diffusers.ts); kohya stems are lora_unet_…/lora_te_… (lora_te1_/lora_te2_
 // for SDXL's two text encoders) as kohya and ComfyUI name them.
@@ -47,7 +47,7 @@ function sameLayoutFamily(from: AdapterFormat, to: TargetFormat): boolean {
 export function convertedModules(a: Adapter, to: TargetFormat, useRslora: boolean): OutModule[] {
   const te2 = hasTextEncoder2(a.modules.map((m) => m.path));
   return a.modules.map((m) => {
-    const rs = to === "peft" && useRslora;
+    const rs = to !== "kohya" && useRslora;
     const alpha = m.rslora === rs ? m.alpha : alphaForScale(m.scale, m.rank, rs);
     const kernel = kernelOf(m.A.shape);
     const extras: NonNullable<OutModule["extras"]> = {};
@@ -72,7 +72,7 @@ export async function runConvert(o: ConvertOptions, deps: { stdin?: NodeJS.Reada
     // Read every factor once: NaN/Inf are refused (exit 3) even though the bytes are copied as they are.
     for (const m of a.modules) await readFactors(a, m, "f32");
     const base = baseConfigFor(a);
-    const useRslora = o.to === "peft" && base?.["use_rslora"] === true;
+    const useRslora = o.to !== "kohya" && base?.["use_rslora"] === true;
     const out: AdapterOutput = {
       format: o.to,
       modules: convertedModules(a, o.to, useRslora),

@@ -359,6 +359,7 @@ test("writer: lora_adapter_metadata holds one LoraConfig per component with exac
   assert.equal(meta["text_encoder.r"], 8);
   assert.equal(meta["text_encoder.lora_alpha"], 8);
   assert.equal(meta["unet.use_rslora"], undefined);
+  assert.equal(diffusersAdapterMetadata({ ...out, baseConfig: { use_rslora: true } })["text_encoder.use_rslora"], true);
   assert.ok(Object.keys(meta).every((k) => k.startsWith("unet.") || k.startsWith("text_encoder.")), Object.keys(meta).join(","));
 });
 
@@ -409,7 +410,7 @@ test("model-level save_lora_adapter files: unprefixed keys and metadata, compone
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
 
-test("rsLoRA in lora_adapter_metadata: scale alpha/√r read; diffusers output writes alpha = s·r, PEFT output keeps use_rslora", async () => {
+test("rsLoRA in lora_adapter_metadata: scale alpha/√r read; diffusers and PEFT output keep use_rslora (alpha as for PEFT)", async () => {
   const dir = tmp();
   try {
     const rng = new Rng(11);
@@ -426,10 +427,10 @@ test("rsLoRA in lora_adapter_metadata: scale alpha/√r read; diffusers output w
     });
     await runConvert({ input: src, output: join(dir, "d.safetensors"), to: "diffusers", force: false }, {});
     await withAdapter(join(dir, "d.safetensors"), async (d) => {
-      assert.deepEqual([d.modules[0]!.alpha, d.modules[0]!.scale, d.modules[0]!.rslora], [16, 4, false]);
+      assert.deepEqual([d.modules[0]!.alpha, d.modules[0]!.scale, d.modules[0]!.rslora], [8, 4, true]);
       const meta = JSON.parse(d.file.header.metadata!["lora_adapter_metadata"]!) as Record<string, unknown>;
-      assert.equal(meta["unet.use_rslora"], undefined);
-      assert.equal(meta["unet.lora_alpha"], 16);
+      assert.equal(meta["unet.use_rslora"], true);
+      assert.equal(meta["unet.lora_alpha"], 8);
     });
     await runConvert({ input: src, output: join(dir, "p"), to: "peft", force: false }, {});
     await withAdapter(join(dir, "p"), async (p) => {

@@ -50,10 +50,11 @@ function sortedJson(v: unknown, indent?: number): string {
 
 /**
  * One LoraConfig per component ("" when the paths carry none), as diffusers stores them. An
- * OutModule's alpha means scale = alpha/rank here, always (never rsLoRA's alpha/√rank, whatever
- * baseConfig says): writers of diffusers output give alpha = s·r, as for kohya.
+ * OutModule's alpha means what it means for PEFT output: scale = alpha/√rank when
+ * baseConfig.use_rslora is true (then every component says use_rslora), else alpha/rank.
  */
 export function diffusersAdapterMetadata(out: AdapterOutput): Record<string, unknown> {
+  const rslora = out.baseConfig?.["use_rslora"] === true;
   const byComp = new Map<string, { rel: string; m: OutModule }[]>();
   for (const m of out.modules) {
     const base = diffusersKeyBase(m.path);
@@ -74,6 +75,7 @@ export function diffusersAdapterMetadata(out: AdapterOutput): Record<string, unk
       alpha_pattern: pat.alpha_pattern,
       target_modules: [...new Set(list.map((x) => x.rel))].sort(),
     };
+    if (rslora) cfg["use_rslora"] = true;
     if (list.some(({ m }) => m.extras && "lora_magnitude_vector" in m.extras)) cfg["use_dora"] = true;
     if (list.some(({ m }) => m.extras && "lora_B.bias" in m.extras)) cfg["lora_bias"] = true;
     for (const [k, v] of Object.entries(cfg)) meta[comp ? `${comp}.${k}` : k] = v;

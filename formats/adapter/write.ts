@@ -39,7 +39,7 @@ export interface OutModule {
 }
 
 export interface AdapterOutput {
-  /** diffusers: PEFT-style keys with lora_adapter_metadata (write-diffusers.ts); alpha there is s·r (no rsLoRA), as for kohya. */
+  /** diffusers: PEFT-style keys with lora_adapter_metadata (write-diffusers.ts); alpha as for PEFT (s·√r when baseConfig.use_rslora, else s·r). */
   format: "peft" | "kohya" | "diffusers";
   modules: OutModule[];
   passthrough: { file: SafetensorsFile; tensor: TensorInfo }[];
