@@ -366,6 +366,7 @@ function cpuDetail(info: CpuInfo): string {
 function notBuiltReason(kind: NativeKind, err: Error): string {
   const st = buildStatus()?.[kind];
   if (st && !st.built) return `lora_${kind}.node was not built: ${st.reason}`;
+  if (!st && / does not exist$/.test(err.message)) return `lora_${kind}.node was not built (npm install ran without its install script?)`;
   return `lora_${kind}.node could not be loaded: ${err.message.split("\n")[0]}`;
 }
 
@@ -389,7 +390,8 @@ function hasNvidiaDriver(): boolean {
   return existsSync("/proc/driver/nvidia/version") || existsSync("/dev/nvidiactl") || existsSync("/dev/nvidia0");
 }
 
-const CUDA_FIX = "needs an NVIDIA GPU with driver r580 or newer, and nvcc (CUDA 13) at npm install time, then npm rebuild";
+const CUDA_BUILD_FIX = "install the CUDA toolkit (nvcc; or set CUDA_HOME), then npm rebuild";
+const CUDA_GPU_FIX = "run on a machine with an NVIDIA GPU (sm_80 or newer) and a driver new enough for the CUDA runtime lora was built with (r580+ for CUDA 13)";
 
 /** The cuda backend, or why not. lora_cuda.node is loaded only where an NVIDIA driver is present. */
 export function probeCuda(opts: { binding?: string | CudaBinding } = {}): Probe {
@@ -398,18 +400,18 @@ export function probeCuda(opts: { binding?: string | CudaBinding } = {}): Probe 
     const file = join(nativeDir(), "lora_cuda.node");
     if (!existsSync(file)) {
       const reason = st && !st.built ? `lora_cuda.node was not built: ${st.reason}` : "lora_cuda.node was not built";
-      return { ok: false, reason, fix: CUDA_FIX, detail: "own CUDA kernels (lora_cuda.node)" };
+      return { ok: false, reason, fix: CUDA_BUILD_FIX, detail: "own CUDA kernels (lora_cuda.node)" };
     }
     if (!hasNvidiaDriver()) {
-      return { ok: false, reason: "no NVIDIA GPU driver on this machine (no /proc/driver/nvidia/version)", fix: CUDA_FIX, detail: "lora_cuda.node built, no GPU" };
+      return { ok: false, reason: "no NVIDIA GPU driver on this machine (no /proc/driver/nvidia/version)", fix: CUDA_GPU_FIX, detail: "lora_cuda.node built, no GPU" };
     }
   }
   const b = loadNative("cuda", opts.binding);
-  if (b instanceof Error) return { ok: false, reason: notBuiltReason("cuda", b), fix: CUDA_FIX, detail: "own CUDA kernels (lora_cuda.node)" };
+  if (b instanceof Error) return { ok: false, reason: notBuiltReason("cuda", b), fix: CUDA_BUILD_FIX, detail: "own CUDA kernels (lora_cuda.node)" };
   const p = b.probe();
   if (p.error !== 0 || p.deviceCount < 1) {
     const why = !p.libcuda ? `the CUDA driver library is missing (${p.dlerror ?? "libcuda.so.1"})` : `${p.errorString} (CUDA error ${p.error})`;
-    return { ok: false, reason: why, fix: CUDA_FIX, detail: "lora_cuda.node built, no usable GPU" };
+    return { ok: false, reason: why, fix: CUDA_GPU_FIX, detail: "lora_cuda.node built, no usable GPU" };
   }
   const mem = p.memoryBytes ? `, ${(p.memoryBytes / 2 ** 30).toFixed(0)} GiB` : "";
   const detail = `${p.device ?? "GPU"} (sm_${(p.computeCapability ?? "").replace(".", "")}${mem}), own kernels on CUDA runtime ${fmtCudaVersion(p.runtimeVersion)}, driver ${fmtCudaVersion(p.driverVersion)}`;
