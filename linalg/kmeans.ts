@@ -1,0 +1,185 @@
+// k-means with scikit-learn's conventions (the settings LoRA-LEGO reimplementations use,
+// algorithms.md §1.2 step 3): greedy k-means++ seeding (`_kmeans_plusplus`: 2 + ⌊ln k⌋ local
+// trials per centre, each candidate drawn ∝ w·D², the one that lowers the potential most kept),
+// n_init restarts keeping the lowest inertia, sample weights, and an absolute tolerance of
+// tol × (mean per-feature variance of the points) (sklearn's `_tolerance`). Seeding runs here in
+// TypeScript from a seeded Rng, so every backend starts from the same centroids; the Lloyd
+// iterations run on the backend (native where available).
+import { Rng } from "./random.js";
+import type { KmeansResult, LinalgBackend, Mat } from "./types.js";
+
+/** "k-means++" (default), "first" (the first k points: for golden examples), or explicit centroids. */
+export type KmeansInit = "k-means++" | "first" | Mat<Float64Array>;
+
+export interface KmeansOptions {
+  k: number;
+  /** Restarts with k-means++ seeding; forced to 1 for "first" or explicit centroids (as sklearn). Default 10. */
+  nInit?: number;
+  /** Lloyd iterations per run. Default 300. */
+  maxIter?: number;
+  /** Relative tolerance, scaled by the mean per-feature variance. Default 1e-4. */
+  tol?: number;
+  /** Seed of the k-means++ draws. Default 0. */
+  seed?: number;
+  /** Sample weights (≥ 0, not all 0); default all 1. */
+  weights?: Float64Array;
+  init?: KmeansInit;
+}
+
+export interface KmeansRun extends KmeansResult {
+  /** Number of runs made and the index of the one returned. */
+  runs: number;
+  bestRun: number;
+  /** Inertia of every run, in order. */
+  inertias: number[];
+  /** The absolute tolerance handed to Lloyd. */
+  tolAbs: number;
+}
+
+/** sklearn `_tolerance`: tol × mean over features of the (unweighted, ddof 0) variance. */
+export function sklearnTolerance(points: Mat<Float64Array>, tol: number): number {
+  if (tol === 0) return 0;
+  const n = points.rows, d = points.cols, x = points.data;
+  if (n === 0 || d === 0) return 0;
+  let total = 0;
+  for (let j = 0; j < d; j++) {
+    let mean = 0;
+    for (let i = 0; i < n; i++) mean += x[i * d + j]!;
+    mean /= n;
+    let v = 0;
+    for (let i = 0; i < n; i++) v += (x[i * d + j]! - mean) ** 2;
+    total += v / n;
+  }
+  return (total / d) * tol;
+}
+
+/**
+ * Squared distances from point `c` to every point: from the Gram matrix G = XXᵀ when given
+ * (Gᵢᵢ + G_cc − 2Gᵢc, clamped at 0: sklearn's `_euclidean_distances` form), else exact differences.
+ */
+function distancesTo(points: Mat<Float64Array>, c: number, out: Float64Array, gram?: Mat<Float64Array>): void {
+  const n = points.rows, d = points.cols, x = points.data, off = c * d;
+  if (gram) {
+    const g = gram.data, gcc = g[c * n + c]!;
+    for (let i = 0; i < n; i++) out[i] = i === c ? 0 : Math.max(g[i * n + i]! + gcc - 2 * g[i * n + c]!, 0);
+    return;
+  }
+  for (let i = 0; i < n; i++) {
+    let s = 0;
+    const o = i * d;
+    for (let j = 0; j < d; j++) { const t = x[o + j]! - x[off + j]!; s += t * t; }
+    out[i] = s;
+  }
+}
+
+/** First index whose cumulative sum is ≥ v (numpy searchsorted side="left"), clipped to n−1. */
+function searchLeft(cum: Float64Array, v: number): number {
+  let lo = 0, hi = cum.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (cum[mid]! < v) lo = mid + 1; else hi = mid;
+  }
+  return Math.min(lo, cum.length - 1);
+}
+
+/**
+ * Greedy k-means++ (sklearn `_kmeans_plusplus`): the indices of the k points chosen as initial
+ * centres. The first is drawn ∝ w; each next one is the best of `nLocalTrials` candidates drawn
+ * ∝ w·D² (best = lowest resulting potential Σ w·min D²; the first on ties). With `gram` (XXᵀ)
+ * the distances come from it, which makes every seeding O(n) per candidate instead of O(n·d).
+ */
+export function kmeansPlusPlus(points: Mat<Float64Array>, k: number, rng: Rng, weights?: Float64Array, nLocalTrials?: number, gram?: Mat<Float64Array>): Int32Array {
+  const n = points.rows;
+  if (k < 1 || k > n) throw new Error(`kmeans++: k = ${k} with ${n} points`);
+  const w = weights ?? new Float64Array(n).fill(1);
+  const trials = nLocalTrials ?? 2 + Math.floor(Math.log(k));
+  const chosen = new Int32Array(k);
+  // First centre: numpy's choice(n, p = w/Σw): cdf.searchsorted(u, side="right").
+  let wsum = 0;
+  const cdf = new Float64Array(n);
+  for (let i = 0; i < n; i++) { wsum += w[i]!; cdf[i] = wsum; }
+  const u = rng.uniform() * wsum;
+  let first = 0;
+  while (first < n - 1 && cdf[first]! <= u) first++;
+  chosen[0] = first;
+  let closest = new Float64Array(n);
+  distancesTo(points, first, closest, gram);
+  let pot = 0;
+  for (let i = 0; i < n; i++) pot += w[i]! * closest[i]!;
+  const cum = new Float64Array(n);
+  const cand = new Float64Array(n);
+  let best = new Float64Array(n);
+  for (let c = 1; c < k; c++) {
+    let acc = 0;
+    for (let i = 0; i < n; i++) { acc += w[i]! * closest[i]!; cum[i] = acc; }
+    let bestPot = Infinity, bestId = -1;
+    for (let t = 0; t < trials; t++) {
+      const id = searchLeft(cum, rng.uniform() * pot);
+      distancesTo(points, id, cand, gram);
+      let p = 0;
+      for (let i = 0; i < n; i++) {
+        const v = Math.min(closest[i]!, cand[i]!);
+        cand[i] = v;
+        p += w[i]! * v;
+      }
+      if (p < bestPot) {
+        bestPot = p; bestId = id;
+        best.set(cand);
+      }
+    }
+    chosen[c] = bestId;
+    pot = bestPot;
+    const tmp = closest; closest = best; best = tmp;
+  }
+  return chosen;
+}
+
+/** Largest n² for which the seeding precomputes XXᵀ (32 MiB of float64). */
+const GRAM_MAX = 4_194_304;
+
+function gather(points: Mat<Float64Array>, idx: ArrayLike<number>): Mat<Float64Array> {
+  const d = points.cols, k = idx.length;
+  const out = new Float64Array(k * d);
+  for (let c = 0; c < k; c++) out.set(points.data.subarray(idx[c]! * d, (idx[c]! + 1) * d), c * d);
+  return { rows: k, cols: d, data: out };
+}
+
+/**
+ * k-means on the backend: nInit seedings from one Rng(seed) (sklearn draws every restart from one
+ * random state too), Lloyd from each, the lowest inertia kept (the earliest run on ties).
+ */
+export async function kmeans(be: LinalgBackend, points: Mat<Float64Array>, o: KmeansOptions): Promise<KmeansRun> {
+  const n = points.rows, k = o.k;
+  if (!Number.isInteger(k) || k < 1) throw new Error(`kmeans: k must be a positive integer (got ${k})`);
+  if (k > n) throw new Error(`kmeans: k = ${k} exceeds the ${n} points`);
+  if (o.weights) {
+    if (o.weights.length !== n) throw new Error(`kmeans: ${o.weights.length} weights for ${n} points`);
+    let s = 0;
+    for (const x of o.weights) { if (!(x >= 0) || !Number.isFinite(x)) throw new Error(`kmeans: weight ${x} is not finite and ≥ 0`); s += x; }
+    if (!(s > 0)) throw new Error("kmeans: the sample weights are all zero");
+  }
+  const init = o.init ?? "k-means++";
+  const maxIter = o.maxIter ?? 300;
+  const tolAbs = sklearnTolerance(points, o.tol ?? 1e-4);
+  const nInit = init === "k-means++" ? (o.nInit ?? 10) : 1;
+  const rng = new Rng(o.seed ?? 0);
+  // One Gram matrix on the backend serves every k-means++ draw of every restart (n² ≤ GRAM_MAX).
+  const gram = init === "k-means++" && n * n <= GRAM_MAX ? ((await be.gemm(points, points, { transB: true })) as Mat<Float64Array>) : undefined;
+  const lloydOpts = { maxIter, tol: tolAbs, ...(o.weights ? { weights: o.weights } : {}) };
+  let best: KmeansResult | null = null;
+  let bestRun = 0;
+  const inertias: number[] = [];
+  for (let run = 0; run < nInit; run++) {
+    let start: Mat<Float64Array>;
+    if (init === "k-means++") start = gather(points, kmeansPlusPlus(points, k, rng, o.weights, undefined, gram));
+    else if (init === "first") start = gather(points, Array.from({ length: k }, (_, i) => i));
+    else {
+      if (init.rows !== k || init.cols !== points.cols) throw new Error(`kmeans: initial centroids are ${init.rows}×${init.cols}, expected ${k}×${points.cols}`);
+      start = { rows: k, cols: init.cols, data: Float64Array.from(init.data) };
+    }
+    const r = await be.kmeansLloyd(points, start, lloydOpts);
+    inertias.push(r.inertia);
+    if (best === null || r.inertia < best.inertia) { best = r; bestRun = run; }
+  }
+  return { ...best!, runs: nInit, bestRun, inertias, tolAbs };
+}
