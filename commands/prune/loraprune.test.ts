@@ -10,6 +10,8 @@ import { loadAdapter, readFactors } from "../../formats/adapter/index.js";
 import { InvalidInputError, UsageError } from "../../formats/errors.js";
 import { encodeFloats, serializeSafetensors } from "../../formats/safetensors/index.js";
 import { jsBackend } from "../../linalg/js/index.js";
+import { resolveBackend } from "../../linalg/backend.js";
+import type { LinalgBackend } from "../../linalg/types.js";
 import { Rng } from "../../linalg/random.js";
 import { fixturesDir } from "../../test/paths.js";
 import { GQA, MHA, loraConfig, loraTensors, partOf as fxPart, PROJS, writeLlama, type TinyLlama } from "../../fixtures/make-prune-fixtures.js";
@@ -25,13 +27,13 @@ const FX = join(fixturesDir, "prune");
 // ---------------------------------------------------------------------------------------------
 // criterion and helpers
 
-test("golden §9.5: LoRA-guided importance, row sums [1.03, 0.086, 0.574, 0.36], L2-normalised [0.833422, 0.069587, 0.464451, 0.291293], column sums [0.936, 0.332, 0.782]", () => {
-  const I = elementImportance(G95.W, 4, 3, { r: 2, scale: G95.s, B: Float64Array.from(G95.B), A: Float64Array.from(G95.A), GB: Float64Array.from(G95.GB), GA: Float64Array.from(G95.GA) });
+test("golden §9.5: LoRA-guided importance, row sums [1.03, 0.086, 0.574, 0.36], L2-normalised [0.833422, 0.069587, 0.464451, 0.291293], column sums [0.936, 0.332, 0.782]", async () => {
+  const I = await elementImportance(G95.W, 4, 3, { r: 2, scale: G95.s, B: Float64Array.from(G95.B), A: Float64Array.from(G95.A), GB: Float64Array.from(G95.GB), GA: Float64Array.from(G95.GA) });
   const want = [0.6, 0.08, 0.35, 0, 0.014, 0.072, 0.176, 0.058, 0.34, 0.16, 0.18, 0.02];
   want.forEach((x, i) => assert.ok(Math.abs(I[i]! - x) < 1e-12, `I[${i}] = ${I[i]}`));
   const acc = new ImportanceAccumulator(4, 3, { r: 2, scale: G95.s, B: Float64Array.from(G95.B), A: Float64Array.from(G95.A), GB: Float64Array.from(G95.GB), GA: Float64Array.from(G95.GA) }, { rows: true, cols: true });
-  acc.addRows(G95.W.slice(0, 6), 0, 2);
-  acc.addRows(G95.W.slice(6), 2, 2);
+  await acc.addRows(G95.W.slice(0, 6), 0, 2);
+  await acc.addRows(G95.W.slice(6), 2, 2);
   [1.03, 0.086, 0.574, 0.36].forEach((x, i) => assert.ok(Math.abs(acc.rows![i]! - x) < 1e-12));
   const n = l2Normalise(acc.rows!);
   [0.833422, 0.069587, 0.464451, 0.291293].forEach((x, i) => assert.ok(Math.abs(n[i]! - x) < 5e-7, `normalised[${i}] = ${n[i]}`));
@@ -42,20 +44,25 @@ test("golden §9.5: LoRA-guided importance, row sums [1.03, 0.086, 0.574, 0.36],
   assert.ok(relDiff(colSums(R, 4, 3), [0.936, 0.332, 0.782]) < 1e-12);
 });
 
-test("magnitude criterion |W + s·B·A| streamed in row blocks equals the dense reference (random)", () => {
+test("both criteria streamed in row blocks equal the dense reference, with and without a backend (random)", async () => {
   const rng = new Rng(seed);
-  for (let trial = 0; trial < 10; trial++) {
+  const backends = [null, jsBackend];
+  try { backends.push((await resolveBackend("cpu")).backend); } catch { /* no native addon here */ }
+  for (let trial = 0; trial < 12; trial++) {
     const out = 1 + rng.int(20), inF = 1 + rng.int(20), r = 1 + rng.int(5), s = rng.uniform() * 3;
     const W = rng.normals(out * inF), B = rng.normals(out * r), A = rng.normals(r * inF);
-    const ref = refImportance(W, out, inF, { B, A, r, s });
-    const acc = new ImportanceAccumulator(out, inF, { r, scale: s, B, A }, { rows: true, cols: true });
-    for (let row = 0; row < out;) {
-      const n = Math.min(out - row, 1 + rng.int(4));
-      acc.addRows(W.subarray(row * inF, (row + n) * inF), row, n);
-      row += n;
+    const grads = trial % 2 === 1 ? { GB: rng.normals(out * r, 0.1), GA: rng.normals(r * inF, 0.1) } : {};
+    const ref = refImportance(W, out, inF, { B, A, r, s, ...grads });
+    for (const b of backends) {
+      const acc = new ImportanceAccumulator(out, inF, { r, scale: s, B, A, ...grads }, { rows: true, cols: true }, b);
+      for (let row = 0; row < out;) {
+        const n = Math.min(out - row, 1 + rng.int(4));
+        await acc.addRows(W.subarray(row * inF, (row + n) * inF), row, n);
+        row += n;
+      }
+      assert.ok(relDiff(acc.rows!, rowSums(ref, out, inF)) < 1e-12, `seed ${seed} trial ${trial} backend ${b?.name ?? "none"}`);
+      assert.ok(relDiff(acc.cols!, colSums(ref, out, inF)) < 1e-12);
     }
-    assert.ok(relDiff(acc.rows!, rowSums(ref, out, inF)) < 1e-12, `seed ${seed} trial ${trial}`);
-    assert.ok(relDiff(acc.cols!, colSums(ref, out, inF)) < 1e-12);
   }
 });
 
@@ -167,11 +174,11 @@ function topGroups(scores: Float64Array, keep: number, forced: number[] = []): {
   return { kept, gap };
 }
 
-async function runAndCheck(tag: string, modelDir: string, adapter: string, e: Expect, extra: Partial<PruneOptions> = {}): Promise<void> {
+async function runAndCheck(tag: string, modelDir: string, adapter: string, e: Expect, extra: Partial<PruneOptions> = {}, backend: LinalgBackend = be): Promise<void> {
   const { dir, done } = tempDir(tag);
   try {
     const out = join(dir, "adapter"), baseOut = join(dir, "model");
-    const rep = await runPrune({ input: adapter, output: out, method: "loraprune", base: modelDir, ratio: e.ratio, baseOut, force: false, ...extra }, { backend: be });
+    const rep = await runPrune({ input: adapter, output: out, method: "loraprune", base: modelDir, ratio: e.ratio, baseOut, force: false, ...extra }, { backend });
     const plan = JSON.parse(readFileSync(join(dir, "pruning_plan.json"), "utf8"));
     const cfg = JSON.parse(readFileSync(join(baseOut, "config.json"), "utf8"));
     const model = await readModel(modelDir);
@@ -301,7 +308,8 @@ for (const [name, shape] of [["MHA", { hidden: 24, heads: 6, kvHeads: 6, headDim
       mkdirSync(join(dir, "adapter"));
       writeFileSync(join(dir, "adapter", "adapter_model.safetensors"), await serializeSafetensors(specs, { format: "pt" }));
       writeFileSync(join(dir, "adapter", "adapter_config.json"), JSON.stringify(loraConfig({ r: 3, lora_alpha: 6, target_modules: projs })));
-      await runAndCheck(`rand-${name}`, join(dir, "model"), join(dir, "adapter"), { m: shape, ratio, skip: defaultSkipLayers(shape.layers) });
+      // the auto backend (BLAS when the addon is built), as the CLI uses
+      await runAndCheck(`rand-${name}`, join(dir, "model"), join(dir, "adapter"), { m: shape, ratio, skip: defaultSkipLayers(shape.layers) }, {}, (await resolveBackend("auto")).backend);
     } finally {
       done();
     }
@@ -398,6 +406,26 @@ test("refusals (exit 3, nothing written): unknown architecture naming the fields
       (e) => e instanceof UsageError,
     );
     assert.deepEqual(readdirSync(dir).sort(), ["fused", "gpt2", "nocfg"]);
+  } finally {
+    done();
+  }
+});
+
+test("the adapter may go inside the --base-out directory; modules of another stack (a vision tower) are left as they are", async () => {
+  const { dir, done } = tempDir("inside");
+  try {
+    const rng = new Rng(9);
+    const specs = loraTensors(rng, MHA, { rank: () => 2, alpha: 4, projs: ["q_proj", "down_proj"] }, "F32");
+    specs.push({ name: "base_model.model.vision_tower.encoder.layers.0.self_attn.q_proj.lora_A.weight", dtype: "F32", shape: [2, 10], data: encodeFloats("F32", rng.normals(20)) });
+    specs.push({ name: "base_model.model.vision_tower.encoder.layers.0.self_attn.q_proj.lora_B.weight", dtype: "F32", shape: [10, 2], data: encodeFloats("F32", rng.normals(20)) });
+    const ad = join(dir, "ad.safetensors");
+    writeFileSync(ad, await serializeSafetensors(specs, { format: "pt", adapter_config: JSON.stringify(loraConfig({ r: 2, lora_alpha: 4, target_modules: ["q_proj", "down_proj"] })) }));
+    const rep = await runPrune({ input: ad, output: join(dir, "model", "adapter"), method: "loraprune", base: join(FX, "llama-mha"), ratio: 0.5, baseOut: join(dir, "model"), force: false }, { backend: be });
+    assert.deepEqual(readdirSync(join(dir, "model")).sort(), ["adapter", "config.json", "model.safetensors", "pruning_plan.json"], "the plan goes beside the adapter");
+    const v = rep.modules.find((m) => m.name.startsWith("vision_tower"))!;
+    assert.deepEqual([v.rank, v.relative_error, v["shape"]], [2, 0, [10, 10]]);
+    const q = rep.modules.find((m) => m.name === "model.layers.0.self_attn.q_proj")!;
+    assert.deepEqual(q["shape"], [16, 32]);
   } finally {
     done();
   }

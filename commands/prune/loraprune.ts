@@ -19,7 +19,7 @@ import { isDora, readFactors, type Adapter, type LoraModule } from "../../format
 import type { OutModule } from "../../formats/adapter/write.js";
 import { writeDirAtomic, writeFileAtomic, type ByteSink, type DirEntrySpec } from "../../formats/atomic.js";
 import { InvalidInputError, UsageError } from "../../formats/errors.js";
-import { decodeToFloat64, dtypeBits, SafetensorsFile, writeSafetensors, layoutSafetensors, type TensorInfo, type TensorSpec } from "../../formats/safetensors/index.js";
+import { decodeToFloat32, decodeToFloat64, dtypeBits, SafetensorsFile, writeSafetensors, layoutSafetensors, type TensorInfo, type TensorSpec } from "../../formats/safetensors/index.js";
 import { lowRankNorm } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import type { ModuleResult } from "../support/report.js";
@@ -44,71 +44,98 @@ export interface LoraTerms {
 
 /**
  * Accumulates the row sums and/or column sums of I over row blocks of W. The elementwise value
- * is computed in float64 from W (any float dtype) and the factors.
+ * is computed in float64 from W (any float dtype) and the factors. The low-rank products of a
+ * block (s·B_blk·A and Ĝ_blk) come from the linear-algebra backend when one is given (BLAS dgemm),
+ * else from plain loops.
  */
 export class ImportanceAccumulator {
   readonly rows: Float64Array | null;
   readonly cols: Float64Array | null;
   private readonly tmp: Float64Array;
-  private readonly gh: Float64Array | null;
-  private readonly AmGA: Float64Array | null;
+  private readonly guided: boolean;
+  /** [A − G_A; G_A] (2r × in), for Ĝ_blk = [G_B,blk | B_blk] · [A − G_A; G_A]. */
+  private readonly gStack: Float64Array | null;
 
-  constructor(readonly out: number, readonly inF: number, readonly lora: LoraTerms | null, want: { rows: boolean; cols: boolean }) {
+  constructor(readonly out: number, readonly inF: number, readonly lora: LoraTerms | null, want: { rows: boolean; cols: boolean }, private readonly be: LinalgBackend | null = null) {
     this.rows = want.rows ? new Float64Array(out) : null;
     this.cols = want.cols ? new Float64Array(inF) : null;
     this.tmp = new Float64Array(inF);
-    const guided = !!(lora && lora.GA && lora.GB);
-    this.gh = guided ? new Float64Array(inF) : null;
-    this.AmGA = guided ? Float64Array.from(lora!.A, (a, i) => a - lora!.GA![i]!) : null;
+    this.guided = !!(lora && lora.GA && lora.GB);
+    if (this.guided) {
+      const r = lora!.r, A = lora!.A, GA = lora!.GA!;
+      const st = new Float64Array(2 * r * inF);
+      for (let i = 0; i < r * inF; i++) { st[i] = A[i]! - GA[i]!; st[r * inF + i] = GA[i]!; }
+      this.gStack = st;
+    } else this.gStack = null;
+  }
+
+  /** P (n×in) = left (n×k) · right (k×in), scaled. */
+  private async product(left: Float64Array, k: number, right: Float64Array, n: number, alpha: number): Promise<Float64Array> {
+    const inF = this.inF;
+    if (this.be) {
+      const c = await this.be.gemm({ rows: n, cols: k, data: left }, { rows: k, cols: inF, data: right }, { alpha });
+      return c.data as Float64Array;
+    }
+    const P = new Float64Array(n * inF);
+    for (let i = 0; i < n; i++) for (let p = 0; p < k; p++) {
+      const c = alpha * left[i * k + p]!;
+      if (c === 0) continue;
+      const off = p * inF, o = i * inF;
+      for (let j = 0; j < inF; j++) P[o + j] += c * right[off + j]!;
+    }
+    return P;
   }
 
   /** Add rows [row0, row0 + n) of W, given row-major (n × in). */
-  addRows(W: ArrayLike<number>, row0: number, n: number): void {
-    const inF = this.inF, tmp = this.tmp, gh = this.gh, lora = this.lora;
-    const rowsOut = this.rows, colsOut = this.cols;
-    for (let b = 0; b < n; b++) {
-      const i = row0 + b, base = b * inF;
-      for (let j = 0; j < inF; j++) tmp[j] = W[base + j]!;
-      if (lora) {
-        const r = lora.r, A = lora.A, s = lora.scale;
-        for (let k = 0; k < r; k++) {
-          const c = s * lora.B[i * r + k]!;
-          if (c === 0) continue;
-          const off = k * inF;
-          for (let j = 0; j < inF; j++) tmp[j] += c * A[off + j]!;
+  async addRows(W: ArrayLike<number>, row0: number, n: number): Promise<void> {
+    const inF = this.inF, lora = this.lora;
+    let BA: Float64Array | null = null, G: Float64Array | null = null;
+    if (lora) {
+      const r = lora.r;
+      BA = await this.product(lora.B.subarray(row0 * r, (row0 + n) * r), r, lora.A, n, lora.scale);
+      if (this.guided) {
+        const left = new Float64Array(n * 2 * r);
+        for (let b = 0; b < n; b++) for (let k = 0; k < r; k++) {
+          left[b * 2 * r + k] = lora.GB![(row0 + b) * r + k]!;
+          left[b * 2 * r + r + k] = lora.B[(row0 + b) * r + k]!;
         }
-        if (gh) {
-          // Ĝ row i = Σ_k G_B[i,k]·(A − G_A)[k,:] + B[i,k]·G_A[k,:]
-          gh.fill(0);
-          const GA = lora.GA!, GB = lora.GB!, AmGA = this.AmGA!;
-          for (let k = 0; k < r; k++) {
-            const gb = GB[i * r + k]!, bb = lora.B[i * r + k]!, off = k * inF;
-            if (gb !== 0) for (let j = 0; j < inF; j++) gh[j] += gb * AmGA[off + j]!;
-            if (bb !== 0) for (let j = 0; j < inF; j++) gh[j] += bb * GA[off + j]!;
-          }
-          for (let j = 0; j < inF; j++) tmp[j] = Math.abs(gh[j]! * tmp[j]!);
-        } else {
-          for (let j = 0; j < inF; j++) tmp[j] = Math.abs(tmp[j]!);
-        }
-      } else {
-        for (let j = 0; j < inF; j++) tmp[j] = Math.abs(tmp[j]!);
+        G = await this.product(left, 2 * r, this.gStack!, n, 1);
       }
-      if (rowsOut) {
+    }
+    const rowsOut = this.rows, colsOut = this.cols;
+    // One pass per row: the element value, its absolute value, and the sums that are wanted.
+    for (let b = 0; b < n; b++) {
+      const base = b * inF;
+      if (rowsOut && !colsOut) {
+        let s = 0;
+        if (BA && G) for (let j = 0; j < inF; j++) s += Math.abs(G[base + j]! * (W[base + j]! + BA[base + j]!));
+        else if (BA) for (let j = 0; j < inF; j++) s += Math.abs(W[base + j]! + BA[base + j]!);
+        else for (let j = 0; j < inF; j++) s += Math.abs(W[base + j]!);
+        rowsOut[row0 + b] = s;
+      } else if (colsOut && !rowsOut) {
+        if (BA && G) for (let j = 0; j < inF; j++) colsOut[j] += Math.abs(G[base + j]! * (W[base + j]! + BA[base + j]!));
+        else if (BA) for (let j = 0; j < inF; j++) colsOut[j] += Math.abs(W[base + j]! + BA[base + j]!);
+        else for (let j = 0; j < inF; j++) colsOut[j] += Math.abs(W[base + j]!);
+      } else {
+        const tmp = this.tmp;
+        if (BA && G) for (let j = 0; j < inF; j++) tmp[j] = Math.abs(G[base + j]! * (W[base + j]! + BA[base + j]!));
+        else if (BA) for (let j = 0; j < inF; j++) tmp[j] = Math.abs(W[base + j]! + BA[base + j]!);
+        else for (let j = 0; j < inF; j++) tmp[j] = Math.abs(W[base + j]!);
         let s = 0;
         for (let j = 0; j < inF; j++) s += tmp[j]!;
-        rowsOut[i] = s;
+        if (rowsOut) rowsOut[row0 + b] = s;
+        if (colsOut) for (let j = 0; j < inF; j++) colsOut[j] += tmp[j]!;
       }
-      if (colsOut) for (let j = 0; j < inF; j++) colsOut[j] += tmp[j]!;
     }
   }
 }
 
 /** The elementwise importance matrix I (out × in) of a small dense W (tests, golden §9.5). */
-export function elementImportance(W: ArrayLike<number>, out: number, inF: number, lora: LoraTerms | null): Float64Array {
+export async function elementImportance(W: ArrayLike<number>, out: number, inF: number, lora: LoraTerms | null, be: LinalgBackend | null = null): Promise<Float64Array> {
   const I = new Float64Array(out * inF);
   for (let i = 0; i < out; i++) {
-    const acc = new ImportanceAccumulator(out, inF, lora, { rows: false, cols: true });
-    acc.addRows(Float64Array.from({ length: inF }, (_, j) => W[i * inF + j]!), i, 1);
+    const acc = new ImportanceAccumulator(out, inF, lora, { rows: false, cols: true }, be);
+    await acc.addRows(Float64Array.from({ length: inF }, (_, j) => W[i * inF + j]!), i, 1);
     I.set(acc.cols!, i * inF);
   }
   return I;
@@ -118,17 +145,24 @@ export function elementImportance(W: ArrayLike<number>, out: number, inF: number
 export const BLOCK_ELEMENTS = 1 << 20;
 
 /** Row and/or column sums of I for one projection, streaming W from disk in row blocks. */
-export async function projectionImportance(t: BaseTensor, lora: LoraTerms | null, want: { rows: boolean; cols: boolean }): Promise<{ rows: Float64Array | null; cols: Float64Array | null }> {
+export async function projectionImportance(t: BaseTensor, lora: LoraTerms | null, want: { rows: boolean; cols: boolean }, be: LinalgBackend | null = null): Promise<{ rows: Float64Array | null; cols: Float64Array | null }> {
   const [out, inF] = t.info.shape as [number, number];
   const eb = dtypeBits(t.info.dtype) / 8;
   const rowsPerBlock = Math.max(1, Math.floor(BLOCK_ELEMENTS / inF));
-  const acc = new ImportanceAccumulator(out, inF, lora, want);
+  const acc = new ImportanceAccumulator(out, inF, lora, want, be);
+  // F16/BF16/F32 decode exactly to float32 (half the memory traffic of float64).
+  const decode = (c: Uint8Array) => (t.info.dtype === "F64" ? decodeToFloat64("F64", c, { mayAlias: true }) : decodeToFloat32(t.info.dtype, c, { mayAlias: true }));
   let row = 0;
+  // One block in flight while the next one is read: the read overlaps the block's gemm.
+  let pending: Promise<void> = Promise.resolve();
   await t.file.copyRaw(t.info, async (chunk) => {
     const n = chunk.byteLength / (inF * eb);
-    acc.addRows(decodeToFloat64(t.info.dtype, chunk, { mayAlias: true }), row, n);
+    await pending;
+    pending = acc.addRows(decode(chunk), row, n);
+    pending.catch(() => {}); // awaited (and rethrown) before the next block or at the end
     row += n;
   }, rowsPerBlock * inF * eb);
+  await pending;
   if (row !== out) throw new Error(`internal: streamed ${row} of ${out} rows of ${t.info.name}`);
   return { rows: acc.rows, cols: acc.cols };
 }
@@ -220,9 +254,17 @@ function checkAdapter(a: Adapter): void {
 function mapModules(a: Adapter, arch: LlamaArch, layout: BaseLayout, base: BaseModel): { mapped: MappedModule[]; other: LoraModule[] } {
   const mapped: MappedModule[] = [], other: LoraModule[] = [];
   const seen = new Map<string, string>();
+  const norm = (p: string) => p.replace(/\./g, "_");
+  const basePrefix = norm(layout.prefix);
   for (const m of a.modules) {
-    const id = parseModulePath(m.path) ?? parseModulePath(m.name);
-    if (!id) { other.push(m); continue; }
+    const hit = [m.path, m.name].map((p) => ({ p, id: parseModulePath(p) })).find((x) => x.id);
+    if (!hit) { other.push(m); continue; }
+    const id = hit.id!;
+    // The module's own prefix (before "layers") must name the same decoder stack as the base's
+    // (either may carry extra leading components, e.g. base_model.model.); a vision tower's
+    // layers are other modules, left as they are.
+    const mp = norm(hit.p.slice(0, hit.p.length - `layers.${id.layer}.${id.part}.${id.proj}`.length));
+    if (!(mp.endsWith(basePrefix) || basePrefix.endsWith(mp))) { other.push(m); continue; }
     if (id.layer >= arch.layers) throw new InvalidInputError(`${a.source}: module "${m.name}" is in layer ${id.layer}, but the base model has ${arch.layers} layers`);
     const key = `${id.layer}.${id.proj}`;
     if (seen.has(key)) throw new InvalidInputError(`${a.source}: modules "${seen.get(key)}" and "${m.name}" both adapt layer ${id.layer} ${id.proj}`);
@@ -266,7 +308,7 @@ async function maskedGroups(a: Adapter, mm: MappedModule, arch: LlamaArch): Prom
 }
 
 /** Score every layer part and choose the kept groups. */
-export async function planLoraPrune(a: Adapter, base: BaseModel, o: LoraPruneOptions, onStep?: (done: number, total: number) => void): Promise<LoraPrunePlan & { mapped: MappedModule[]; other: LoraModule[] }> {
+export async function planLoraPrune(a: Adapter, base: BaseModel, o: LoraPruneOptions, be: LinalgBackend | null, onStep?: (done: number, total: number) => void): Promise<LoraPrunePlan & { mapped: MappedModule[]; other: LoraModule[] }> {
   checkAdapter(a);
   const arch = llamaArch(base.config, base.configPath);
   const layout = baseLayout(base.tensors, arch, `--base ${base.source}`);
@@ -309,7 +351,7 @@ export async function planLoraPrune(a: Adapter, base: BaseModel, o: LoraPruneOpt
       const lora = mm ? await loraTerms(a, mm.m, grads?.map ?? null) : null;
       const t = base.tensors.get(layout.layers[w.layer]!.weight[w.proj])!;
       const rowWise = ROW_PRUNED.has(w.proj);
-      const imp = await projectionImportance(t, lora, { rows: rowWise, cols: !rowWise });
+      const imp = await projectionImportance(t, lora, { rows: rowWise, cols: !rowWise }, be);
       const vec = l2Normalise(sumIntoGroups((rowWise ? imp.rows : imp.cols)!, w.proj, arch, w.layer));
       const key = `${w.layer}.${w.part}`;
       const acc = scores.get(key);

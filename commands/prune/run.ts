@@ -71,14 +71,20 @@ async function exists(p: string): Promise<boolean> {
   try { await lstat(p); return true; } catch { return false; }
 }
 
-/** Refuse, before any work, outputs that exist (without --force), collide, or have no parent directory. */
-async function preflight(paths: string[], force: boolean): Promise<void> {
+/**
+ * Refuse, before any work, outputs that exist (without --force), collide, or have no parent
+ * directory. `createdDirs` are directories this run writes first (the --base-out directory), so
+ * they may be the parents of the later outputs.
+ */
+async function preflight(paths: string[], force: boolean, createdDirs: string[] = []): Promise<void> {
   const seen = new Set<string>();
+  const made = createdDirs.map((d) => resolve(d));
   for (const p of paths) {
     const abs = resolve(p);
     if (seen.has(abs)) throw new UsageError(`two outputs would be written to ${p}; choose different paths`);
     seen.add(abs);
     if (!force && (await exists(abs))) throw new UsageError(`output exists: ${p} (use --force to overwrite)`);
+    if (made.some((d) => dirname(abs) === d)) continue;
     let parent: import("node:fs").Stats | null = null;
     try { parent = await stat(dirname(abs)); } catch { /* reported below */ }
     if (!parent?.isDirectory()) throw new RuntimeFailure(`cannot write ${p}: directory ${dirname(abs)} does not exist`);
@@ -162,8 +168,8 @@ async function runLoraPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteRepo
       const fmt = outFormat(a, o.to);
       const side = sidePaths(o.output, o.baseOut);
       const targets = [...(o.output !== "-" ? [o.output] : []), ...(o.baseOut !== undefined ? [o.baseOut] : []), side.plan, ...(side.config ? [side.config] : [])];
-      await preflight(targets, o.force);
-      const plan = await planLoraPrune(a, base, lo, (i, n) => deps.onStep?.(i, n, "projections scored"));
+      await preflight(targets, o.force, o.baseOut !== undefined && !o.baseOut.endsWith(".safetensors") ? [o.baseOut] : []);
+      const plan = await planLoraPrune(a, base, lo, deps.backend, (i, n) => deps.onStep?.(i, n, "projections scored"));
       const ad = await adapterOutput(a, plan, deps.backend);
       const config = prunedConfig(base.config, plan);
       const planDoc = planDocument(plan, lo);
