@@ -3,8 +3,9 @@
 // with every method into PEFT directories that must reload (loadAdapter checks config ranks
 // against tensor shapes), with a per-module error report that agrees with a dense float64
 // recomputation (≤ 1e-6 absolute on the relative error). When its prerequisites are present
-// (Debian python3 with torch, PEFT's src/ at $PEFT_SRC or /tmp/peft-src), ../shared/tools/peft-check
-// loads each output with PEFT's own code and its ΔW must equal B·A (scale 1) to 1e-6 relative.
+// (Debian python3 with torch, PEFT's src/ at $LORA_PEFT_SRC or /tmp/peft-src; test/peft-check.ts),
+// ../shared/tools/peft-check loads each output with PEFT's own code and its ΔW must equal ours to
+// 1e-6 relative.
 // Also: exit codes and "nothing written" for refusals, PEFT + kohya inputs mixed, --to kohya,
 // byte-identical output for the same seed.
 import assert from "node:assert/strict";
@@ -14,7 +15,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { loadAdapter, readFactors } from "../../formats/adapter/index.js";
-import { fixturesDir, loraBin, realDir, sharedDir } from "../paths.js";
+import { fixturesDir, loraBin, realDir } from "../paths.js";
+import { peftCheck, peftCheckUnavailable } from "../peft-check.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "lora-merge-e2e-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -60,38 +62,8 @@ async function denseRelError(inputs: string[], weights: number[], output: string
   } finally { await o.file.close(); }
 }
 
-// PEFT check prerequisites (../shared/tools/peft-check/README.md).
-const peftSrc = process.env["PEFT_SRC"] ?? "/tmp/peft-src";
-const peftLoad = join(sharedDir, "tools", "peft-check", "peft_load.py");
-const peftCheckWhyNot: string | null = (() => {
-  if (!existsSync(peftLoad)) return `${peftLoad} not found`;
-  if (!existsSync(join(peftSrc, "peft", "__init__.py"))) return `PEFT src/ not found at ${peftSrc} (set PEFT_SRC)`;
-  const r = spawnSync("/usr/bin/python3", ["-c", "import torch, numpy, packaging, yaml"], { encoding: "utf8" });
-  if (r.status !== 0) return "Debian python3 with torch/numpy/packaging/yaml not available at /usr/bin/python3";
-  return null;
-})();
-
-/** PEFT's ΔW for every module of a PEFT dir vs B·A·(intended scale 1): the largest relative difference. */
-function peftCheck(dir: string): { modules: number; maxRel: number } {
-  const npz = join(tmp, `peft-${Math.random().toString(36).slice(2)}.npz`);
-  const r = spawnSync("/usr/bin/python3", [peftLoad, peftSrc, dir, npz], { encoding: "utf8" });
-  assert.equal(r.status, 0, `peft_load.py failed: ${r.stderr}`);
-  const cmp = spawnSync("/usr/bin/python3", ["-c", `
-import sys, json, numpy as np
-sys.path.insert(0, ${JSON.stringify(join(sharedDir, "tools", "peft-check"))})
-import st_numpy
-d = np.load(sys.argv[1]); _, t = st_numpy.read_st(sys.argv[2] + "/adapter_model.safetensors")
-worst = 0.0
-for k in d.files:
-    B = t["base_model.model." + k + ".lora_B.weight"][0].astype(np.float64)
-    A = t["base_model.model." + k + ".lora_A.weight"][0].astype(np.float64)
-    ref = B @ A
-    worst = max(worst, float(np.linalg.norm(d[k] - ref) / np.linalg.norm(ref)))
-print(json.dumps({"modules": len(d.files), "maxRel": worst}))
-`, npz, dir], { encoding: "utf8" });
-  assert.equal(cmp.status, 0, cmp.stderr);
-  return JSON.parse(cmp.stdout) as { modules: number; maxRel: number };
-}
+// PEFT's own loader on our outputs (test/peft-check.ts; skipped where its prerequisites are missing).
+const peftCheckWhyNot = peftCheckUnavailable();
 
 const METHODS: [string, string[]][] = [
   ["cat", []], ["svd", []], ["lego", []], ["linear", []], ["ties", []], ["dare", []], ["dare_ties", []],
@@ -129,13 +101,14 @@ describe("real DistilBERT adapters (imdb + emotion)", { skip: haveReal ? false :
     });
   }
 
-  test("PEFT's own loader reads every output as intended (peft-check)", { skip: peftCheckWhyNot ?? false }, () => {
+  test("PEFT's own loader reads every output as intended (peft-check)", { skip: peftCheckWhyNot }, () => {
     for (const [method] of METHODS) {
       const dir = join(tmp, `real-${method}`);
       assert.ok(existsSync(dir), `run the method tests first (${dir})`);
       const c = peftCheck(dir);
       assert.equal(c.modules, 12, method);
-      assert.ok(c.maxRel <= 1e-6, `${method}: PEFT's ΔW differs from B·A by ${c.maxRel}`);
+      assert.ok(c.max_rel <= 1e-6, `${method}: PEFT's ΔW differs from ours by ${c.max_rel}`);
+      assert.deepEqual(c.peft_extra, [], `${method}: PEFT created LoRA layers we did not write`);
     }
   });
 
