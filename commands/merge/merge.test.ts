@@ -282,6 +282,22 @@ describe("lego", () => {
     assert.ok(!bytes(o1).equals(bytes(o3)), "another seed, other clusters");
   });
 
+  test("the native backend (when built) gives the same merge as the js one (≤ 1e-6)", async (t) => {
+    let cpu;
+    try { const p = (await import("../../linalg/native.js")).probeCpu(); if (p.ok) cpu = p.backend; } catch { /* not built */ }
+    if (!cpu) { t.skip("cpu addon not built"); return; }
+    const rng = new Rng(SEED + 13);
+    const fakes = await Promise.all([0, 1, 2].map(async (i) => writeFake(fresh(`nb${i}`), i === 2, [randomMod(rng, "m.q", 40, 30, 6, 12)])));
+    const dirs = fakes.map((f) => f.dir);
+    for (const method of ["lego", "svd", "ties"] as const) {
+      const oj = fresh(`js-${method}`), oc = fresh(`cpu-${method}`);
+      await runMerge(opts(dirs, oj, { method, seed: 4 }), { backend: jsBackend });
+      await runMerge(opts(dirs, oc, { method, seed: 4 }), { backend: cpu });
+      const a = (await readDeltas(oj)).get("m.q")!.dw, b = (await readDeltas(oc)).get("m.q")!.dw;
+      assert.ok(relErr(b, a) <= 1e-6, `${method}: ${relErr(b, a)}`);
+    }
+  });
+
   test("k > total units is refused (InvalidInputError), nothing written; negative weights are a usage error", async () => {
     const rng = new Rng(SEED + 6);
     const a = await writeFake(fresh("ua"), false, [randomMod(rng, "m.q", 8, 8, 2, 2)]);
