@@ -10,7 +10,7 @@
 // Per layer and part, floor(total·P) lowest groups are pruned (plus groups a lora_mask has zeroed).
 //
 // Memory stays bounded: W + s·B·A is formed one row block at a time while the weight streams from
-// disk (≤ 8 Mi elements per block), and the pruned base is written tensor by tensor: each pruned
+// disk (≤ BLOCK_ELEMENTS per block), and the pruned base is written tensor by tensor: each pruned
 // tensor is assembled from row blocks into one buffer the size of its output, every other tensor
 // is copied through in chunks.
 import { dirname, join, resolve } from "node:path";
@@ -142,7 +142,7 @@ export async function elementImportance(W: ArrayLike<number>, out: number, inF: 
 }
 
 /** Elements per row block while streaming a weight. */
-export const BLOCK_ELEMENTS = 1 << 20;
+export const BLOCK_ELEMENTS = 1 << 18;
 
 /** Row and/or column sums of I for one projection, streaming W from disk in row blocks. */
 export async function projectionImportance(t: BaseTensor, lora: LoraTerms | null, want: { rows: boolean; cols: boolean }, be: LinalgBackend | null = null): Promise<{ rows: Float64Array | null; cols: Float64Array | null }> {
@@ -505,7 +505,7 @@ export async function cutBytes(file: SafetensorsFile, info: TensorInfo, c: Cut):
   if (!Number.isInteger(eb)) throw new InvalidInputError(`${info.name}: dtype ${info.dtype} is not byte-addressable; cannot prune it`);
   const rows = info.shape[0]!, cols = info.shape.length > 1 ? info.shape.slice(1).reduce((x, y) => x * y, 1) : 1;
   const rowBytes = cols * eb;
-  const rowsPerChunk = Math.max(1, Math.floor((16 << 20) / rowBytes));
+  const rowsPerChunk = Math.max(1, Math.floor((4 << 20) / rowBytes));
   if (c.axis === "rows") {
     const out = new Uint8Array(c.kept.length * rowBytes);
     let row = 0, k = 0;
