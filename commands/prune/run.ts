@@ -91,10 +91,9 @@ async function preflight(paths: string[], force: boolean, createdDirs: string[] 
   }
 }
 
-async function writeAdapterOut(o: PruneOptions, a: Adapter, out: AdapterOutput, deps: PruneDeps, extraInputs: string[] = []): Promise<void> {
+async function writeAdapterOut(o: PruneOptions, out: AdapterOutput, deps: PruneDeps, extraInputs: string[] = []): Promise<void> {
   const inputs = [...(o.input === "-" ? [] : [o.input]), ...extraInputs];
   await writeAdapter(o.output, out, { force: o.force, inputs, ...(deps.stdout ? { stdout: deps.stdout } : {}) });
-  void a;
 }
 
 function adapterOut(a: Adapter, fmt: "peft" | "kohya", modules: OutModule[], passthrough: boolean, keepTargets: boolean): AdapterOutput {
@@ -121,7 +120,7 @@ export async function runPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteR
       const carry = !native || !!o.keepOther;
       if (native && o.keepOther && a.passthrough.length) p.notes.push(`--keep-other: ${a.passthrough.length} other tensor(s) of the checkpoint carried byte for byte`);
       const out = adapterOut(a, fmt, p.out, carry, p.dropped.length === 0);
-      await writeAdapterOut(o, a, out, deps);
+      await writeAdapterOut(o, out, deps);
       const gates = p.gates.reduce((s, g) => ({ total: s.total + g.total, kept: s.kept + g.kept }), { total: 0, kept: 0 });
       return report(o, fmt, [o.input], p.results, p.dropped, [...a.notes, ...p.notes], { gates: { ...gates, threshold: o.threshold ?? 0, fold: o.fold ?? "B" } });
     }
@@ -142,7 +141,7 @@ export async function runPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteR
       const p = await planModules(a, c, rsloraOut(a, fmt), deps.backend, (i, n) => deps.onStep?.(i, n, "modules"));
       if (p.out.length === 0) throw new UsageError(`these options drop every module of ${o.input} (${a.modules.length}); nothing would be left`);
       const out = adapterOut(a, fmt, p.out, true, p.dropped.length === 0);
-      await writeAdapterOut(o, a, out, deps);
+      await writeAdapterOut(o, out, deps);
       return report(o, fmt, [o.input], p.results, p.dropped, [...a.notes, ...p.notes]);
     }
     throw new UsageError(`unknown --method ${String(o.method)}`);
@@ -185,8 +184,8 @@ async function runLoraPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteRepo
       try {
         if (o.baseOut !== undefined) await track(o.baseOut, () => writeBaseOut(o.baseOut!, base, plan, config, { force: o.force, inputs }));
         const out = adapterOut(a, fmt, ad.out, true, true);
-        if (o.output === "-") await writeAdapterOut(o, a, out, deps, inputs);
-        else await track(o.output, () => writeAdapterOut(o, a, out, deps, inputs));
+        if (o.output === "-") await writeAdapterOut(o, out, deps, inputs);
+        else await track(o.output, () => writeAdapterOut(o, out, deps, inputs));
         await track(side.plan, () => writeFileAtomic(side.plan, async (sink) => { await sink.write(new TextEncoder().encode(prettyJson(planDoc))); }, { force: o.force, inputs }));
         if (side.config) {
           const cfgPath = side.config;

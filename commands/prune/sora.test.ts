@@ -267,3 +267,35 @@ test("errors: plain adapter without gates, bad gate shape, every gate zero → e
     done();
   }
 });
+
+test("rsLoRA config (s = alpha/√r): the output keeps use_rslora and alpha' = s·√r', so ΔW is unchanged", async () => {
+  const { dir, done } = tempDir("sora-rs");
+  try {
+    const src = join(dir, "in");
+    mkdirSync(src);
+    const { copyFileSync } = await import("node:fs");
+    copyFileSync(join(fixturesDir, "prune", "sora-peft", "adapter_model.safetensors"), join(src, "adapter_model.safetensors"));
+    const cfg = JSON.parse(readFileSync(join(fixturesDir, "prune", "sora-peft", "adapter_config.json"), "utf8"));
+    writeFileSync(join(src, "adapter_config.json"), JSON.stringify({ ...cfg, use_rslora: true }));
+    const a0 = await loadAdapter(src);
+    const refs = new Map<string, Float64Array>();
+    for (const m of a0.modules) {
+      assert.ok(Math.abs(m.scale - 16 / Math.sqrt(8)) < 1e-12);
+      const f = await readFactors(a0, m, "f64");
+      const g = await a0.file.readFloat64(m.extras["gate"]!);
+      refs.set(m.path, deltaW(f.B.data.map((b, i) => b * g[i % m.rank]!), f.A.data, m.out, m.rank, m.in, m.scale));
+    }
+    await a0.file.close();
+    const out = join(dir, "out");
+    await runPrune({ input: src, output: out, method: "sora", fold: "balanced", force: false }, { backend: be });
+    const a = await loadAdapter(out);
+    try {
+      assert.equal(JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8")).use_rslora, true);
+      for (const m of a.modules) assert.ok(relDiff(await denseOf(a, m.name), refs.get(m.path)!) <= 1e-6, m.path);
+    } finally {
+      await a.file.close();
+    }
+  } finally {
+    done();
+  }
+});

@@ -93,7 +93,10 @@ export async function planSora(a: Adapter, o: SoraOptions, be: LinalgBackend, on
   for (const m of a.modules) {
     const g = await gateOf(a, m);
     const f = await readFactors(a, m, "f64");
-    const s = fromConfig && o.loraAlpha === undefined ? m.scale : (o.loraAlpha ?? m.alpha) / m.rank;
+    const useConfig = fromConfig && o.loraAlpha === undefined;
+    const alphaIn = useConfig ? m.alpha : (o.loraAlpha ?? m.alpha);
+    const rsIn = useConfig && m.rslora;
+    const s = useConfig ? m.scale : alphaIn / m.rank;
     const keep = keptRanks(g, o.threshold);
     const r = m.rank;
     // target ΔW = s·(B·diag(g))·A
@@ -112,7 +115,8 @@ export async function planSora(a: Adapter, o: SoraOptions, be: LinalgBackend, on
     const dtype = m.A.dtype;
     const folded = foldGate(f.B.data, f.A.data, m.out, m.in, r, g, keep, o.fold);
     const k = keep.length;
-    const alpha = alphaForScale(s, k, o.rsloraOut);
+    // alpha' with s' = s: alpha·k/r_max (exact when r_max divides alpha·k), or s·√k under rsLoRA
+    const alpha = o.rsloraOut || rsIn ? alphaForScale(s, k, o.rsloraOut) : (alphaIn * k) / r;
     const sOut = o.rsloraOut ? alpha / Math.sqrt(k) : alpha / k;
     const approx = [{ B: { rows: m.out, cols: k, data: stored(dtype, folded.B) }, A: { rows: k, cols: m.in, data: stored(dtype, folded.A) }, scale: sOut }];
     const err = await relativeError(be, target, approx);

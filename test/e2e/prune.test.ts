@@ -160,3 +160,16 @@ test("usage errors (exit 2): missing --method, flags of another method, missing 
     done();
   }
 });
+
+test("a failing write (disk full) exits 1 and leaves nothing: no pruned model, adapter, plan or temp file", () => {
+  const { dir, done } = scratch();
+  try {
+    const r = spawnSync(process.execPath, [loraBin, "prune", join(FX, "adapter-mha"), "--method", "loraprune", "--base", join(FX, "llama-mha"), "--ratio", "0.5", "--base-out", join(dir, "model"), "-o", join(dir, "adapter")], {
+      cwd: repoRoot, env: { ...process.env, LORA_TEST: "1", LORA_TEST_FAIL_WRITE_AFTER: "100000" }, encoding: "utf8",
+    });
+    assert.equal(r.status, 1, r.stderr);
+    assert.deepEqual(readdirSync(dir), []);
+  } finally {
+    done();
+  }
+});
