@@ -175,7 +175,7 @@ async function plan(o: TruncateOptions, a: Adapter, be: LinalgBackend): Promise<
     }
     ranks.set(m.name, t);
   }
-  if (padded) notes.push(`${padded} module(s) get more ranks than they hold under kohya's rule (its +1 on a full spectrum); the extra components are zero, as resize_lora.py writes them`);
+  if (padded) notes.push(`${padded} module(s) get more ranks than they hold under kohya's rule (its +1 on a full spectrum); the extra components are written as zeros (ΔW unchanged; resize_lora.py's are zero singular values)`);
   return { method, ranks, spectra, notes };
 }
 
@@ -323,7 +323,7 @@ async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; ou
 function kohyaComment(o: TruncateOptions, a: Adapter, method: "svd" | "prefix", maxRank: number, rank: number): string {
   const prev = a.metadata["ss_training_comment"] ?? "";
   const from = a.metadata["ss_network_dim"] ?? String(maxRank);
-  if (method === "prefix") return `split from DyLoRA, rank ${maxRank} to ${rank}; ${prev}`;
+  if (method === "prefix") return a.dylora ? `split from DyLoRA, rank ${maxRank} to ${rank}; ${prev}` : `prefix-truncated from rank ${maxRank} to ${rank}; ${prev}`;
   if (o.dynamic) return `Dynamic resize with ${o.dynamic}: ${o.dynamicParam} from ${from}; ${prev}`;
   if (o.rank !== undefined) return `dimension is resized from ${from} to ${o.rank}; ${prev}`;
   return `resized by lora truncate (${o.energy !== undefined ? `--energy ${o.energy}` : `--budget ${o.budget} --score ${o.score}`}) from ${from}; ${prev}`;

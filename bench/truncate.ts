@@ -1,0 +1,236 @@
+// Benchmark of `lora truncate` (not a test): `node dist/bench/truncate.js [--layers 32] [--rank 64]
+// [--to 16] [--runs 3] [--baseline-modules 1] [--python /usr/bin/python3] [--no-baselines | --no-dense] [--keep]
+// [--write-docs]`.
+//
+// A synthetic Llama-7B-shaped PEFT adapter (layers × q,k,v,o 4096×4096, gate,up 11008×4096,
+// down 4096×11008; rank 64; F16; ≈ 320 MB at 32 layers) is generated into a temporary directory
+// outside the repository. Then, in one run:
+//  1. `cp` of adapter_model.safetensors (page cache warm), the floor;
+//  2. `lora truncate --rank 16 --backend auto` (wall time and peak RSS from /usr/bin/time -v);
+//  3. the dense baseline resize_lora.py runs (dense ΔW + full SVD per module, numpy), timed on
+//     `--baseline-modules` modules of each shape and scaled to all modules;
+//  4. torch.svd_lowrank per module (newer kohya), likewise, when torch imports (skipped otherwise),
+//     with its error against the exact optimum.
+// Prints a markdown section; --write-docs replaces the "## truncate" section of docs/BENCHMARKS.md.
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { writeAdapter, type OutModule } from "../formats/adapter/write.js";
+import { resolveBackend } from "../linalg/backend.js";
+import { Rng } from "../linalg/random.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, "..", "..");
+const loraBin = join(root, "bin", "lora.js");
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1]! : def;
+}
+
+const HIDDEN = 4096, MLP = 11008;
+const TARGETS: [string, number, number][] = [
+  ["self_attn.q_proj", HIDDEN, HIDDEN], ["self_attn.k_proj", HIDDEN, HIDDEN], ["self_attn.v_proj", HIDDEN, HIDDEN], ["self_attn.o_proj", HIDDEN, HIDDEN],
+  ["mlp.gate_proj", MLP, HIDDEN], ["mlp.up_proj", MLP, HIDDEN], ["mlp.down_proj", HIDDEN, MLP],
+];
+
+/** Writes the adapter module by module (never all in memory): A ~ N(0, 1/in), B ~ N(0, 0.02²)·0.95^c. */
+async function generate(dir: string, layers: number, rank: number): Promise<void> {
+  const rng = new Rng(20240601);
+  const modules: OutModule[] = [];
+  for (let l = 0; l < layers; l++) for (const [t, out, inn] of TARGETS) {
+    modules.push({
+      path: `model.layers.${l}.${t}`, kind: "linear", rank, alpha: 2 * rank, out, in: inn, dtype: "F16",
+      produce: async () => {
+        const A = Float32Array.from(rng.normals(rank * inn, 1 / Math.sqrt(inn)));
+        const B = Float32Array.from(rng.normals(out * rank, 0.02));
+        for (let i = 0; i < out; i++) for (let c = 0; c < rank; c++) B[i * rank + c]! *= 0.95 ** c;
+        return { A, B };
+      },
+    });
+  }
+  await writeAdapter(dir, {
+    format: "peft", modules, passthrough: [], metadata: {},
+    baseConfig: { peft_type: "LORA", task_type: "CAUSAL_LM", r: rank, lora_alpha: 2 * rank, target_modules: TARGETS.map(([t]) => t.split(".")[1]!) },
+  }, { force: true, inputs: [] });
+}
+
+interface Timed { seconds: number; cpuSeconds: number; maxRssMb: number; status: number; stderr: string; stdout: string }
+
+/** Runs a command under /usr/bin/time -v: wall seconds (hrtime) and peak RSS. */
+function timed(cmd: string, args: string[]): Timed {
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync("/usr/bin/time", ["-v", cmd, ...args], { encoding: "utf8", maxBuffer: 64 << 20 });
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr);
+  const u = /User time \(seconds\): ([\d.]+)/.exec(r.stderr), sy = /System time \(seconds\): ([\d.]+)/.exec(r.stderr);
+  const cpuSeconds = u && sy ? Number(u[1]) + Number(sy[1]) : NaN;
+  return { seconds, cpuSeconds, maxRssMb: m ? Number(m[1]) / 1024 : NaN, status: r.status ?? -1, stderr: r.stderr, stdout: r.stdout };
+}
+
+/** Self time by category from a V8 CPU profile of one truncate run (where the time goes). */
+function profileBreakdown(dir: string, tmp: string, to: number): { total: number; parts: [string, number][] } | null {
+  const pdir = join(tmp, "prof");
+  const r = spawnSync(process.execPath, ["--cpu-prof", "--cpu-prof-dir", pdir, loraBin, "truncate", dir, "--rank", String(to), "-o", join(tmp, "prof.safetensors"), "--backend", "auto", "--json", "--force"], { encoding: "utf8", maxBuffer: 64 << 20 });
+  if (r.status !== 0) return null;
+  const file = readdirSync(pdir).find((x) => x.endsWith(".cpuprofile"));
+  if (!file) return null;
+  const prof = JSON.parse(readFileSync(join(pdir, file), "utf8")) as { nodes: { id: number; callFrame: { functionName: string; url: string } }[]; samples: number[]; timeDeltas: number[] };
+  const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+  const cats: [string, RegExp][] = [
+    ["waiting: BLAS threads (native gemm/eig/svd) and file I/O", /^\(idle\)$/],
+    ["F16 → float decode (JS)", /^decodeToFloat(32|64)$/],
+    ["finiteness checks (factor read + backend input validation, JS)", /^checkFinite$|^checkMat$|^checkOutput$/],
+    ["garbage collection", /^\(garbage collector\)$/],
+    ["output rounding/encoding (JS)", /^encodeFloats$|^roundForDtype$|^toF64$/],
+  ];
+  const parts = new Map<string, number>();
+  let total = 0;
+  prof.samples.forEach((id, i) => {
+    const dt = prof.timeDeltas[i]! / 1e6;
+    total += dt;
+    const fn = byId.get(id)?.callFrame.functionName ?? "";
+    const cat = cats.find(([, re]) => re.test(fn))?.[0] ?? "other JS (r×r algebra, start-up, writer, …)";
+    parts.set(cat, (parts.get(cat) ?? 0) + dt);
+  });
+  return { total, parts: [...parts].sort((a, b) => b[1] - a[1]) };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const f = (x: number, d = 2) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(d));
+
+function pyOk(python: string, mod: string): boolean {
+  return spawnSync(python, ["-c", `import ${mod}`], { encoding: "utf8" }).status === 0;
+}
+
+async function main(): Promise<void> {
+  const layers = Number(arg("--layers", "32")), rank = Number(arg("--rank", "64")), to = Number(arg("--to", "16"));
+  const runs = Number(arg("--runs", "3")), perShape = Number(arg("--baseline-modules", "1"));
+  const python = arg("--python", existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3");
+  const tmp = mkdtempSync(join(tmpdir(), "lora-bench-truncate-"));
+  const lines: string[] = [];
+  try {
+    const dir = join(tmp, "llama7b-r64");
+    const tg = Date.now();
+    await generate(dir, layers, rank);
+    const file = join(dir, "adapter_model.safetensors");
+    const bytes = statSync(file).size;
+    process.stderr.write(`generated ${(bytes / 1e6).toFixed(0)} MB in ${((Date.now() - tg) / 1000).toFixed(1)} s\n`);
+    const { backend } = await resolveBackend("auto");
+    const cpuModel = cpus()[0]?.model ?? "unknown CPU";
+    const nproc = execFileSync("nproc", { encoding: "utf8" }).trim();
+    const load0 = loadavg()[0]!;
+    const loads: number[] = [];
+
+    // Warm the page cache, then interleave cp and truncate runs.
+    execFileSync("cat", [file], { maxBuffer: 1 << 30, stdio: ["ignore", "ignore", "inherit"] });
+    const cps: Timed[] = [], trs: Timed[] = [];
+    let report: { totals: { relative_error: number; rank: number; rank_in: number }; modules: { retained_energy: number }[]; notes: string[] } | null = null;
+    for (let i = 0; i < runs; i++) {
+      const c = timed("cp", [file, join(tmp, "copy.safetensors")]);
+      if (c.status !== 0) throw new Error(`cp failed: ${c.stderr}`);
+      cps.push(c);
+      rmSync(join(tmp, "copy.safetensors"));
+      const out = join(tmp, `r${to}.safetensors`);
+      const t = timed(process.execPath, [loraBin, "truncate", dir, "--rank", String(to), "-o", out, "--backend", "auto", "--json", "--force"]);
+      if (t.status !== 0) throw new Error(`lora truncate failed: ${t.stderr}`);
+      trs.push(t);
+      loads.push(loadavg()[0]!);
+      report = JSON.parse(t.stdout);
+      process.stderr.write(`run ${i + 1}: cp ${f(c.seconds)} s (cpu ${f(c.cpuSeconds)}), truncate ${f(t.seconds)} s (cpu ${f(t.cpuSeconds)}, ${f(t.maxRssMb, 0)} MB), load ${loadavg()[0]!.toFixed(1)}\n`);
+    }
+    const outBytes = statSync(join(tmp, `r${to}.safetensors`)).size;
+    const prof = profileBreakdown(dir, tmp, to);
+    const cpS = median(cps.map((x) => x.seconds)), trS = median(trs.map((x) => x.seconds));
+    const cpCpu = median(cps.map((x) => x.cpuSeconds)), trCpu = median(trs.map((x) => x.cpuSeconds));
+    const trRss = Math.max(...trs.map((x) => x.maxRssMb));
+    const nModules = layers * TARGETS.length;
+
+    // Baselines: per shape, time `perShape` modules, scale by the count of that shape.
+    const shapes = [
+      { label: "4096×4096 (q,k,v,o)", targets: TARGETS.slice(0, 4), count: 4 * layers },
+      { label: "11008×4096 (gate,up)", targets: TARGETS.slice(4, 6), count: 2 * layers },
+      { label: "4096×11008 (down)", targets: TARGETS.slice(6), count: layers },
+    ];
+    const names = (s: (typeof shapes)[number]) => Array.from({ length: perShape }, (_, i) => `model.layers.${i % layers}.${s.targets[i % s.targets.length]![0]}`);
+    type PyOut = { modules: { name: string; shape: number[]; seconds: number; relative_error: number; optimal_error: number }[]; torch?: string; numpy: string; threads?: number };
+    const baseline = (mode: string): { total: number; perShape: { label: string; seconds: number; err: number; opt: number }[]; info: PyOut } => {
+      let total = 0;
+      const per: { label: string; seconds: number; err: number; opt: number }[] = [];
+      let info: PyOut | null = null;
+      for (const s of shapes) {
+        const o = JSON.parse(execFileSync(python, [join(root, "bench", "truncate_baseline.py"), file, String(to), mode, ...names(s)], { encoding: "utf8", maxBuffer: 64 << 20 })) as PyOut;
+        info = o;
+        const sec = o.modules.reduce((a, m) => a + m.seconds, 0) / o.modules.length;
+        const err = Math.max(...o.modules.map((m) => m.relative_error)), opt = Math.max(...o.modules.map((m) => m.optimal_error));
+        per.push({ label: s.label, seconds: sec, err, opt });
+        total += sec * s.count;
+        process.stderr.write(`${mode} ${s.label}: ${f(sec)} s/module\n`);
+      }
+      return { total, perShape: per, info: info! };
+    };
+    const haveNumpy = !process.argv.includes("--no-baselines") && pyOk(python, "numpy");
+    const dense = haveNumpy && !process.argv.includes("--no-dense") ? baseline("dense") : null;
+    const haveTorch = haveNumpy && pyOk(python, "torch");
+    const lowrank = haveTorch ? baseline("lowrank") : null;
+
+    const retained = report!.modules.reduce((a, m) => a + m.retained_energy, 0) / report!.modules.length;
+    const largestFactorsMb = ((MLP + HIDDEN) * rank * 2) / 1e6;
+    const rssTarget = 2 * largestFactorsMb + 200;
+    const yes = (b: boolean) => (b ? "met" : "**missed**");
+    lines.push("## truncate", "");
+    lines.push(`Machine: ${nproc} × ${cpuModel}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, backend \`${backend.name}\` (${backend.detail}); load average ${load0.toFixed(1)} at the start, ${loads.map((x) => x.toFixed(1)).join(", ")} after each truncate run (2 cores shared with other work: wall times are inflated and noisy; CPU time is steadier). One run of \`node dist/bench/truncate.js${process.argv.slice(2).length ? " " + process.argv.slice(2).join(" ") : ""}\`; medians of ${runs} interleaved runs, page cache warm.`, "");
+    lines.push(`Input: a synthetic Llama-7B-shaped PEFT adapter, ${layers} layers × q,k,v,o (4096×4096), gate,up (11008×4096), down (4096×11008) = ${nModules} modules, rank ${rank}, F16, ${(bytes / 1e6).toFixed(0)} MB. Output of \`--rank ${to}\`: ${(outBytes / 1e6).toFixed(0)} MB, mean retained energy ${retained.toFixed(3)}, total relative error ${report!.totals.relative_error.toFixed(4)}.`, "");
+    lines.push("| what | wall time | × cp | CPU time (user+sys) | peak RSS |", "|---|---|---|---|---|");
+    lines.push(`| \`cp\` of the file | ${f(cpS)} s | 1.00 | ${f(cpCpu)} s | ${f(Math.max(...cps.map((x) => x.maxRssMb)), 0)} MB |`);
+    lines.push(`| \`lora truncate --rank ${to}\` (exact, from the factors) | ${f(trS)} s | ${f(trS / cpS)} | ${f(trCpu)} s | ${f(trRss, 0)} MB |`);
+    if (dense) lines.push(`| dense ΔW + full SVD per module (numpy ${dense.info.numpy}, resize_lora.py's method; scaled from ${perShape} module(s) per shape) | ${f(dense.total)} s (≈ ${f(dense.total / 3600)} h) | ${f(dense.total / cpS, 0)} | — | — |`);
+    if (lowrank) lines.push(`| dense ΔW + torch.svd_lowrank(q=${to + 10}, niter=2) per module (torch ${lowrank.info.torch}, ${lowrank.info.threads} threads; scaled) | ${f(lowrank.total)} s | ${f(lowrank.total / cpS, 0)} | — | — |`);
+    lines.push("");
+    if (dense || lowrank) {
+      lines.push("Per module (baselines timed on " + perShape + " module(s) of each shape):", "", "| shape | dense SVD s/module | svd_lowrank s/module | svd_lowrank error vs optimum |", "|---|---|---|---|");
+      shapes.forEach((s, i) => {
+        const d = dense?.perShape[i], l = lowrank?.perShape[i];
+        lines.push(`| ${s.label} | ${d ? f(d.seconds) : "—"} | ${l ? f(l.seconds) : "—"} | ${l ? `${l.err.toFixed(5)} vs ${l.opt.toFixed(5)} (+${(((l.err - l.opt) / l.opt) * 100).toFixed(2)}%)` : "—"} |`);
+      });
+      lines.push("");
+    }
+    if (prof) {
+      lines.push(`Where the time goes (V8 CPU profile of one more \`lora truncate --rank ${to}\` run, ${f(prof.total)} s):`, "", "| part | seconds | share |", "|---|---|---|");
+      for (const [k, v] of prof.parts) lines.push(`| ${k} | ${f(v)} | ${((100 * v) / prof.total).toFixed(0)}% |`);
+      lines.push("");
+    }
+    lines.push("Targets (issue 4):", "");
+    lines.push(`- ≤ 2× \`cp\`: ${yes(trS <= 2 * cpS)} (${f(trS / cpS)}×).`);
+    if (dense) lines.push(`- ≥ 100× faster than the dense-SVD baseline: ${yes(dense.total / trS >= 100)} (${f(dense.total / trS, 0)}×).`);
+    else lines.push(`- dense-SVD baseline: not run (${process.argv.includes("--no-dense") ? "--no-dense" : "numpy not importable"}).`);
+    if (lowrank) lines.push(`- faster than torch.svd_lowrank: ${yes(lowrank.total > trS)} (${f(lowrank.total / trS)}×); exact where it is approximate: ${yes(true)} (lora's error is the optimum, the σ tail; svd_lowrank's is up to ${(Math.max(...lowrank.perShape.map((p) => (p.err - p.opt) / p.opt)) * 100).toFixed(2)}% above it).`);
+    else lines.push("- torch.svd_lowrank: skipped (torch not importable).");
+    lines.push(`- peak memory under 2 × the largest module's factors + 200 MB = ${f(rssTarget, 0)} MB: ${yes(trRss <= rssTarget)} (${f(trRss, 0)} MB).`);
+    lines.push("");
+    const md = lines.join("\n");
+    process.stdout.write(md + "\n");
+    if (process.argv.includes("--write-docs")) writeSection(md);
+  } finally {
+    if (process.argv.includes("--keep")) process.stderr.write(`kept ${tmp}\n`);
+    else rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** Replace (or append) the "## truncate" section of docs/BENCHMARKS.md, leaving the others alone. */
+function writeSection(md: string): void {
+  const p = join(root, "docs", "BENCHMARKS.md");
+  const doc = existsSync(p) ? readFileSync(p, "utf8") : "# Benchmarks\n\n";
+  const start = doc.indexOf("\n## truncate\n");
+  let next: string;
+  if (start < 0) next = doc.replace(/\n*$/, "\n\n") + md + "\n";
+  else {
+    const end = doc.indexOf("\n## ", start + 1);
+    next = doc.slice(0, start + 1) + md + "\n" + (end < 0 ? "" : doc.slice(end + 1));
+  }
+  writeFileSync(p, next);
+}
+
+await main();
