@@ -3,10 +3,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fixturesDir, loraBin, repoRoot } from "../paths.js";
+import { peftCheck, peftCheckUnavailable } from "../peft-check.js";
 
 const FX = join(fixturesDir, "prune");
 
@@ -169,6 +171,33 @@ test("a failing write (disk full) exits 1 and leaves nothing: no pruned model, a
     });
     assert.equal(r.status, 1, r.stderr);
     assert.deepEqual(readdirSync(dir), []);
+  } finally {
+    done();
+  }
+});
+
+const noPeft = peftCheckUnavailable();
+
+test("PEFT's own loader reads every prune output as intended (sora with rank/alpha patterns, loraprune, modules on rsLoRA)", { skip: noPeft || false }, () => {
+  const { dir, done } = scratch();
+  try {
+    const runs: [string, string[]][] = [
+      ["sora", ["prune", join(FX, "sora-checkpoint.safetensors"), "--method", "sora", "-o", join(dir, "sora")]],
+      ["sora-peft", ["prune", join(FX, "sora-peft"), "--method", "sora", "--fold", "balanced", "--threshold", "0.5", "-o", join(dir, "sora-peft")]],
+      ["lp", ["prune", join(FX, "adapter-gqa"), "--method", "loraprune", "--base", join(FX, "llama-gqa"), "--ratio", "0.5", "-o", join(dir, "lp", "adapter")]],
+      ["modules", ["prune", join(fixturesDir, "peft-rslora"), "--method", "modules", "--match", "layers\\.0\\.self_attn\\.q_proj|k_proj", "-o", join(dir, "modules")]],
+    ];
+    const { mkdirSync } = fs;
+    mkdirSync(join(dir, "lp"));
+    for (const [name, args] of runs) {
+      const r = lora(args);
+      assert.equal(r.code, 0, `${name}: ${r.stderr}`);
+      const out = args[args.length - 1]!;
+      const c = peftCheck(out);
+      assert.ok(c.modules > 0, name);
+      assert.ok(c.max_rel <= 1e-6, `${name}: PEFT's ΔW differs from ours by ${c.max_rel}`);
+      assert.deepEqual(c.peft_extra, [], `${name}: PEFT adapted modules we did not write`);
+    }
   } finally {
     done();
   }
