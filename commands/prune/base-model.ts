@@ -35,7 +35,7 @@ export interface BaseModel {
   close(): Promise<void>;
 }
 
-async function kind(p: string): Promise<"dir" | "file" | null> {
+export async function kind(p: string): Promise<"dir" | "file" | null> {
   try {
     const s = await stat(p);
     return s.isDirectory() ? "dir" : "file";

@@ -7,6 +7,8 @@
 // summed per output channel (q, k, v, gate, up) or input channel (o, down), then per structured
 // group (groups.ts: key/value head with its query heads; MLP channel), each projection's group
 // vector L2-normalised (s / (‖s‖ + 1e-8)) and summed over the projections of the layer part.
+// Under GQA the group is a key/value head, so q_proj rows and o_proj columns are first summed over
+// the n_rep query heads of each group, then normalised (MHA: LoRAPrune's per-head vectors).
 // Per layer and part, floor(total·P) lowest groups are pruned (plus groups a lora_mask has zeroed).
 //
 // Memory stays bounded: W + s·B·A is formed one row block at a time while the weight streams from
@@ -14,7 +16,7 @@
 // tensor is assembled from row blocks into one buffer the size of its output, every other tensor
 // is copied through in chunks.
 import { dirname, join, resolve } from "node:path";
-import { readFile, stat } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { isDora, readFactors, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
 import type { OutModule } from "../../formats/adapter/write.js";
 import { writeDirAtomic, writeFileAtomic, type ByteSink, type DirEntrySpec } from "../../formats/atomic.js";
@@ -23,7 +25,7 @@ import { decodeToFloat32, decodeToFloat64, dtypeBits, SafetensorsFile, writeSafe
 import { lowRankNorm } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import type { ModuleResult } from "../support/report.js";
-import type { BaseModel, BaseTensor } from "./base-model.js";
+import { kind, type BaseModel, type BaseTensor } from "./base-model.js";
 import {
   ATTN_PROJS, baseLayout, defaultSkipLayers, groupCount, keptChannels, keptQueryHeads, l2Normalise, llamaArch, MLP_PROJS, parseModulePath,
   partOf, pruneCount, ROW_PRUNED, selectGroups, sumIntoGroups, type BaseLayout, type LlamaArch, type Part, type Proj,
@@ -243,10 +245,16 @@ async function readGrad(g: Grads, key: string, shape: number[], where: string): 
   return v;
 }
 
-function checkAdapter(a: Adapter): void {
+/** Every prune method refuses DoRA (exit 3): changing the factors invalidates the magnitude vector. */
+export function refuseDora(a: Adapter): void {
   if (isDora(a)) {
-    throw new InvalidInputError(`${a.source}: DoRA adapter; pruning its factors would invalidate the magnitude vector`, { hint: "merge the DoRA adapter into the base model with PEFT first" });
+    throw new InvalidInputError(`${a.source}: DoRA adapter; lora prune refuses DoRA (the magnitude vector cannot be kept right without the base weights)`, { hint: "merge the DoRA adapter into the base model with PEFT first" });
   }
+}
+
+/** Adapters loraprune cannot prune: DoRA, and GPT-2 Conv1D (fan_in_fan_out) layouts. */
+export function checkAdapter(a: Adapter): void {
+  refuseDora(a);
   if (a.config?.["fan_in_fan_out"] === true) throw new InvalidInputError(`${a.source}: fan_in_fan_out adapters (GPT-2 Conv1D) are not LLaMA-style; loraprune cannot map them`);
 }
 
@@ -639,10 +647,6 @@ export function planDocument(plan: LoraPrunePlan, o: LoraPruneOptions): Record<s
 /** Small non-weight files of a model directory worth carrying into the pruned one. */
 const AUX_FILES = ["generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json"];
 
-async function isFile(p: string): Promise<boolean> {
-  try { return (await stat(p)).isFile(); } catch { return false; }
-}
-
 function jsonFill(text: string): (sink: ByteSink) => Promise<void> {
   return async (sink) => { await sink.write(new TextEncoder().encode(text)); };
 }
@@ -679,7 +683,7 @@ export async function writeBaseOut(target: string, base: BaseModel, plan: LoraPr
   const dir = dirname(base.configPath);
   for (const f of AUX_FILES) {
     const p = join(dir, f);
-    if (!(await isFile(p))) continue;
+    if ((await kind(p)) !== "file") continue;
     entries.push({
       name: f,
       fill: async (sink) => { await sink.write(await readFile(p)); },

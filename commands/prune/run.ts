@@ -3,14 +3,14 @@
 // module at a time). Bad inputs fail in the plan pass, before anything is created.
 import { lstat, rm, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { isDora, loadAdapter, type Adapter } from "../../formats/adapter/index.js";
+import { loadAdapter, type Adapter } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
 import { writeFileAtomic } from "../../formats/atomic.js";
-import { InvalidInputError, RuntimeFailure, UsageError } from "../../formats/errors.js";
+import { RuntimeFailure, UsageError } from "../../formats/errors.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../support/report.js";
 import { openBaseModel } from "./base-model.js";
-import { adapterOutput, planDocument, planLoraPrune, prettyJson, prunedConfig, prunedCounts, sidePaths, writeBaseOut, type LoraPruneOptions } from "./loraprune.js";
+import { adapterOutput, checkAdapter, planDocument, refuseDora, planLoraPrune, prettyJson, prunedConfig, prunedCounts, sidePaths, writeBaseOut, type LoraPruneOptions } from "./loraprune.js";
 import { planModules, type ModuleCriteria } from "./modules.js";
 import { planSora, type FoldSide } from "./sora.js";
 
@@ -55,12 +55,6 @@ function outFormat(a: Adapter, to: PruneOptions["to"]): "peft" | "kohya" {
 
 function rsloraOut(a: Adapter, fmt: "peft" | "kohya"): boolean {
   return fmt === "peft" && a.config?.["use_rslora"] === true;
-}
-
-function refuseDora(a: Adapter): void {
-  if (isDora(a)) {
-    throw new InvalidInputError(`${a.source}: DoRA adapter; lora prune refuses DoRA (the magnitude vector cannot be kept right without the base weights)`, { hint: "merge the DoRA adapter into the base model with PEFT first" });
-  }
 }
 
 function report(o: PruneOptions, fmt: string, inputs: string[], results: ModuleResult[], dropped: string[], notes: string[], extra: Record<string, unknown> = {}): WriteReport {
@@ -161,7 +155,7 @@ async function runLoraPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteRepo
   };
   const a = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
   try {
-    refuseDora(a);
+    checkAdapter(a);
     const base = await openBaseModel(o.base);
     try {
       const fmt = outFormat(a, o.to);
