@@ -238,8 +238,9 @@ export async function relativeErrorFromFactors(be: LinalgBackend, B: M64, A: M64
  * A'' = A' + δA, without touching the input factors again. With E = sBA − s'B'A' (the exact
  * truncation's error, ‖E‖² = `err2`) and R = s'(B''A'' − B'A') = s'(δB·A'' + B'·δA):
  * ‖E − R‖² = ‖E‖² + ‖R‖² − 2⟨E, R⟩, and ⟨E, R⟩ = ⟨E, s'δB·δA⟩ only — E is orthogonal to the
- * column space of B' and to the row space of A' (Eckart–Young) — a second-order term (ε_dtype²)
- * that is left out. ‖R‖² comes from two 2t×2t Grams of [B' | δB] and [A''; δA].
+ * column space of B' and to the row space of A' (Eckart–Young) — a second-order term that is
+ * left out: it moves the reported error by at most s'·‖δB‖‖δA‖/‖sBA‖ (≈ ε_dtype²). ‖R‖² comes
+ * from two 2t×2t Grams of [B' | δB] and [A''; δA].
  */
 export async function truncationError(be: LinalgBackend, B1: M64, A1: M64, B2: M64, A2: M64, s2: number, err2: number, norm2: number): Promise<{ relative_error: number; target_norm: number }> {
   const target = Math.sqrt(norm2);
