@@ -44,7 +44,7 @@ export function pruneCommand(ctx: Ctx): Command {
     .argument("<adapter>", "PEFT directory, .safetensors file (a SoRA checkpoint for --method sora), or - for stdin")
     .requiredOption("-o, --output <out>", "output adapter: a directory or .safetensors file (PEFT), a .safetensors file (kohya), or - for stdout")
     .addOption(new Option("--method <method>", "what to prune").choices(["sora", "loraprune", "modules"]).makeOptionMandatory())
-    .addOption(new Option("--to <format>", "output format (default: the input's; PEFT for SoRA checkpoints)").choices(["peft", "kohya"]))
+    .addOption(new Option("--to <format>", "output format (default: the input's; PEFT for SoRA checkpoints)").choices(["peft", "kohya", "diffusers"]))
     // sora
     .option("--threshold <T>", "sora: drop ranks with |gate| ≤ T (default 0: exactly-zero gates)", parseFloatArg("--threshold", 0))
     .option("--lora-alpha <A>", "sora: lora_alpha where no config says (default 16, SoRA's); scale = A / r_max", parseFloatArg("--lora-alpha", 0, Infinity, true))

@@ -20,7 +20,7 @@ export interface PruneOptions {
   input: string;
   output: string;
   method: PruneMethod;
-  to?: "peft" | "kohya";
+  to?: "peft" | "kohya" | "diffusers";
   force: boolean;
   // sora
   threshold?: number;
@@ -49,12 +49,15 @@ export interface PruneDeps {
   onStep?: (done: number, total: number, what?: string) => void;
 }
 
-function outFormat(a: Adapter, to: PruneOptions["to"]): "peft" | "kohya" {
-  return to ?? (a.format === "kohya" ? "kohya" : "peft");
+type OutFormat = "peft" | "kohya" | "diffusers";
+
+function outFormat(a: Adapter, to: PruneOptions["to"]): OutFormat {
+  return to ?? (a.format === "kohya" || a.format === "diffusers" ? a.format : "peft");
 }
 
-function rsloraOut(a: Adapter, fmt: "peft" | "kohya"): boolean {
-  return fmt === "peft" && a.config?.["use_rslora"] === true;
+/** PEFT and diffusers alphas follow use_rslora; kohya's never do. */
+function rsloraOut(a: Adapter, fmt: OutFormat): boolean {
+  return fmt !== "kohya" && a.config?.["use_rslora"] === true;
 }
 
 function report(o: PruneOptions, fmt: string, inputs: string[], results: ModuleResult[], dropped: string[], notes: string[], extra: Record<string, unknown> = {}): WriteReport {
@@ -90,7 +93,7 @@ async function writeAdapterOut(o: PruneOptions, out: AdapterOutput, deps: PruneD
   await writeAdapter(o.output, out, { force: o.force, inputs, ...(deps.stdout ? { stdout: deps.stdout } : {}) });
 }
 
-function adapterOut(a: Adapter, fmt: "peft" | "kohya", modules: OutModule[], passthrough: boolean, keepTargets: boolean): AdapterOutput {
+function adapterOut(a: Adapter, fmt: OutFormat, modules: OutModule[], passthrough: boolean, keepTargets: boolean): AdapterOutput {
   return {
     format: fmt,
     modules,
