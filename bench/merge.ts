@@ -148,7 +148,7 @@ async function main(): Promise<void> {
       `| Σ k-means inertia over modules | ${sumL.toPrecision(8)} | ${sumN.toPrecision(8)} |`,
       `| modules where lora's inertia is lower / equal / higher | ${wins} / ${ties} / ${names.length - wins - ties} | |`,
       "",
-      `### svd: 3 adapters → rank ${rank} (factor route) vs the dense route (dense ΔW + full SVD, numpy)`,
+      `### svd: 3 adapters → rank ${rank} (factor route) vs the dense route PEFT takes (dense ΔW + SVD, numpy)`,
       "",
       "| module (modules of its size) | lora factor route (s) | dense route: form ΔW + economy SVD (s) | speed-up | max σ difference / σ₁ |",
       "|---|---|---|---|---|",

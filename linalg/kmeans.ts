@@ -41,15 +41,13 @@ export function sklearnTolerance(points: Mat<Float64Array>, tol: number): number
   if (tol === 0) return 0;
   const n = points.rows, d = points.cols, x = points.data;
   if (n === 0 || d === 0) return 0;
+  // Two row-major passes (column means, then squared deviations): cache-friendly for wide points.
+  const mean = new Float64Array(d), ss = new Float64Array(d);
+  for (let i = 0; i < n; i++) for (let j = 0, o = i * d; j < d; j++) mean[j] += x[o + j]!;
+  for (let j = 0; j < d; j++) mean[j] /= n;
+  for (let i = 0; i < n; i++) for (let j = 0, o = i * d; j < d; j++) { const t = x[o + j]! - mean[j]!; ss[j] += t * t; }
   let total = 0;
-  for (let j = 0; j < d; j++) {
-    let mean = 0;
-    for (let i = 0; i < n; i++) mean += x[i * d + j]!;
-    mean /= n;
-    let v = 0;
-    for (let i = 0; i < n; i++) v += (x[i * d + j]! - mean) ** 2;
-    total += v / n;
-  }
+  for (let j = 0; j < d; j++) total += ss[j]! / n;
   return (total / d) * tol;
 }
 

@@ -17,7 +17,7 @@ import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/
 import type { PeftConfig } from "../../formats/adapter/peft-config.js";
 import { InvalidInputError, UsageError } from "../../formats/errors.js";
 import { decodeToFloat64, encodeFloats, type DType, type TensorInfo } from "../../formats/safetensors/index.js";
-import { lowRankNorm, type LowRankTerm } from "../../linalg/lowrank.js";
+import { concatTerms, lowRankNorm, type LowRankTerm } from "../../linalg/lowrank.js";
 import type { LinalgBackend, Mat } from "../../linalg/types.js";
 import type { KmeansInit } from "../../linalg/kmeans.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../support/report.js";
@@ -174,12 +174,34 @@ function label(src: string): string {
   return src === "-" ? "<stdin>" : src;
 }
 
-/** ‖T‖ and ‖P − T‖/‖T‖ from the factors (both via the R×R core of a stacked product). */
+/**
+ * ‖T‖ and ‖P − T‖/‖T‖ from the factors. One stacked product [T, −P] = B_cat·A_cat and its Gram
+ * matrices give both norms at once (‖Σ BᵢAᵢ‖² = Σ (B_catᵀB_cat) ⊙ (A_cat A_catᵀ), two R×R products,
+ * algorithms.md §7.3). That route loses accuracy to cancellation when P ≈ T (or when T's terms
+ * cancel), so there the norms are recomputed through the QR core (§7.1), which has no cancellation:
+ * exact merges report ~1e-16, not the Gram route's ~1e-8 floor.
+ */
 async function errorOf(be: LinalgBackend, target: LowRankTerm[], got: MergedFactors): Promise<{ norm: number; rel: number }> {
-  const tn = target.length ? await lowRankNorm(be, target) : 0;
-  const approx = got.A.rows > 0 ? [{ B: got.B, A: got.A, scale: -1 }] : [];
+  if (target.length === 0) return { norm: 0, rel: 0 };
+  const approx: LowRankTerm[] = got.A.rows > 0 ? [{ B: got.B, A: got.A, scale: -1 }] : [];
   const all = [...target, ...approx];
-  const dn = all.length ? await lowRankNorm(be, all) : 0;
+  const { B, A } = concatTerms(all);
+  const gb = (await be.gemm(B, B, { transA: true })).data, ga = (await be.gemm(A, A, { transB: true })).data;
+  const n = B.cols, R = target.reduce((s, t) => s + t.A.rows, 0);
+  let t2 = 0, d2 = 0, blocks = 0;
+  let off = 0;
+  const starts: number[] = [];
+  for (const t of all) { starts.push(off); off += t.A.rows; }
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+    const v = gb[i * n + j]! * ga[i * n + j]!;
+    d2 += v;
+    if (i < R && j < R) t2 += v;
+  }
+  target.forEach((t, q) => { const o = starts[q]!; for (let i = o; i < o + t.A.rows; i++) for (let j = o; j < o + t.A.rows; j++) blocks += gb[i * n + j]! * ga[i * n + j]!; });
+  let tn = Math.sqrt(Math.max(t2, 0));
+  if (!(t2 > 1e-8 * blocks)) tn = await lowRankNorm(be, target);
+  let dn = Math.sqrt(Math.max(d2, 0));
+  if (!(d2 > 1e-10 * Math.max(t2, 0))) dn = await lowRankNorm(be, all);
   return { norm: tn, rel: tn > 0 ? dn / tn : dn === 0 ? 0 : Infinity };
 }
 
