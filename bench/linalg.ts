@@ -30,6 +30,9 @@ function arg(name: string, def: string): string {
 }
 const ROUNDS = Number(arg("--rounds", "2"));
 const RUNS = Number(arg("--runs", "5"));
+// Thread counts to measure numpy and the cpu backend at ("all" = every core). Single-threaded
+// figures are far less disturbed when other jobs share the machine.
+const THREADS = [...new Set(arg("--threads", "all,1").split(",").map((t) => (t === "all" ? availableParallelism() : Number(t))))];
 const PYTHON = arg("--python", "python3");
 
 // ---- data ----------------------------------------------------------------------------------
@@ -147,9 +150,9 @@ interface NumpyOut {
   checks: Record<string, { inertia: number; labels: number[] }>;
 }
 
-function runNumpy(dir: string, id: string): NumpyOut | string {
+function runNumpy(dir: string, id: string, threads: number): NumpyOut | string {
   const out = join(dir, "numpy-out.json");
-  const r = spawnSync("env", ["-u", "OPENBLAS_CORETYPE", "-u", "OPENBLAS_L2_SIZE", PYTHON, join(root, "bench", "linalg_numpy.py"), join(dir, "spec.json"), out, id], {
+  const r = spawnSync("env", ["-u", "OPENBLAS_CORETYPE", "-u", "OPENBLAS_L2_SIZE", `OPENBLAS_NUM_THREADS=${threads}`, PYTHON, join(root, "bench", "linalg_numpy.py"), join(dir, "spec.json"), out, id], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "pipe"],
     maxBuffer: 256 * 1024 * 1024,
@@ -196,30 +199,48 @@ async function main(): Promise<void> {
     if (cuda.ok) backends.push(cuda.backend);
     else missing.cuda = cuda.reason;
 
-    const best: Record<string, Record<string, number>> = { numpy: {} };
-    for (const be of backends) best[be.name] = {};
-    let npConfig: Record<string, unknown> = {};
+    // best[side][case id], side = "numpy@T", "cpu@T" (T threads), "js", "cuda".
+    const best: Record<string, Record<string, number>> = {};
+    const put = (side: string, id: string, v: number) => {
+      best[side] ??= {};
+      best[side]![id] = Math.min(best[side]![id] ?? Infinity, v);
+    };
+    const npConfig: Record<number, Record<string, unknown>> = {};
     const npChecks: NumpyOut["checks"] = {};
     const outs: Record<string, unknown> = {};
+    const cpuDetails: Record<number, string> = {};
     // Interleaved per case: numpy, then each backend, so that load drift hits both sides alike.
     for (let round = 0; round < ROUNDS; round++) {
       for (const c of cases) {
-        process.stderr.write(`round ${round + 1}/${ROUNDS} ${c.id}: numpy`);
-        const np = runNumpy(dir, c.id);
-        if (typeof np === "string") throw new Error(np);
-        npConfig = np.config;
-        if (np.checks[c.id]) npChecks[c.id] = np.checks[c.id]!;
-        for (const [id, s] of Object.entries(np.results)) best.numpy![id] = Math.min(best.numpy![id] ?? Infinity, s);
-        for (const be of backends) {
-          if (be.name === "js" && round > 0) continue; // slow and not targeted: one round
-          process.stderr.write(`, ${be.name}`);
-          const r = await time(be, c, be.name === "js" ? c.jsRuns : RUNS);
-          best[be.name]![c.id] = Math.min(best[be.name]![c.id] ?? Infinity, r.best);
-          if (c.op === "kmeans") outs[be.name] = r.out;
+        for (const t of THREADS) {
+          process.stderr.write(`round ${round + 1}/${ROUNDS} ${c.id} ${t} thread(s): numpy`);
+          const np = runNumpy(dir, c.id, t);
+          if (typeof np === "string") throw new Error(np);
+          npConfig[t] = np.config;
+          if (np.checks[c.id]) npChecks[c.id] = np.checks[c.id]!;
+          for (const [id, v] of Object.entries(np.results)) put(`numpy@${t}`, id, v);
+          for (const be0 of backends) {
+            let be = be0;
+            let side: string = be.name;
+            if (be.name === "cpu") {
+              const p = probeCpu({ threads: t });
+              if (!p.ok) continue;
+              be = p.backend;
+              cpuDetails[t] = be.detail;
+              side = `cpu@${t}`;
+            } else if (t !== THREADS[0] || round > 0) {
+              continue; // js (single-threaded, slow, not targeted) and cuda: once
+            }
+            process.stderr.write(`, ${be.name}`);
+            const r = await time(be, c, be.name === "js" ? c.jsRuns : RUNS);
+            put(side, c.id, r.best);
+            if (c.op === "kmeans" && t === THREADS[0]) outs[be.name] = r.out;
+          }
+          process.stderr.write("\n");
         }
-        process.stderr.write("\n");
       }
     }
+    probeCpu(); // back to all cores
 
     // k-means agreement with numpy (same data, same init, same iterations).
     const kmNotes: string[] = [];
@@ -232,8 +253,9 @@ async function main(): Promise<void> {
       kmNotes.push(`${name}: ${diff} of ${r.labels.length} labels differ from numpy's, inertia relative difference ${(Math.abs(r.inertia - npk.inertia) / npk.inertia).toExponential(1)}`);
     }
 
-    const cpuDetail = cpu.ok ? cpu.backend.detail : `not available (${missing.cpu})`;
-    const npBlas = [npConfig.library, npConfig.config ?? npConfig.version, npConfig.coretype ? `${String(npConfig.coretype)} kernels` : undefined, npConfig.threads !== undefined ? `${String(npConfig.threads)} threads` : undefined]
+    const cpuDetail = cpu.ok ? THREADS.map((t) => cpuDetails[t] ?? "").filter(Boolean).join("; ") : `not available (${missing.cpu})`;
+    const npc = npConfig[THREADS[0]!] ?? {};
+    const npBlas = [npc.library, npc.config ?? npc.version, npc.coretype ? `${String(npc.coretype)} kernels` : undefined, `threads as reported: ${THREADS.map((t) => String(npConfig[t]?.threads ?? "?")).join(", ")}`]
       .filter((x) => x !== undefined && x !== "")
       .join(", ");
     const cpuModel = cpus()[0]?.model?.trim() ?? "unknown CPU";
@@ -241,19 +263,22 @@ async function main(): Promise<void> {
     const lines: string[] = [];
     lines.push(SECTION, "");
     lines.push(
-      `Machine: ${availableParallelism()} × ${cpuModel}, Node ${process.version}, ${load}. \`node dist/bench/linalg.js --write-docs\`: ${ROUNDS} rounds, interleaved per case (numpy, then each backend), each figure the best over the rounds of the best of ${RUNS} runs after a warm-up (js: one round, 1–3 runs). Same data on both sides (seeded, written to a temporary directory). Threads: all cores on both sides.`,
+      `Machine: ${availableParallelism()} × ${cpuModel}, Node ${process.version}, ${load}. \`node dist/bench/linalg.js --write-docs\`: ${ROUNDS} rounds, interleaved per case (numpy, then each backend), each figure the best over the rounds of the best of ${RUNS} runs after a warm-up (js: one round, 1–3 runs). Same data on both sides (seeded, written to a temporary directory). Threads: ${THREADS.join(" and ")} on both sides (numpy through OPENBLAS_NUM_THREADS, the cpu backend through --threads).`,
       "",
       `- cpu backend: ${cpuDetail}.`,
-      `- numpy ${String(npConfig.numpy ?? "?")}: ${npBlas || "BLAS unknown"}; run as \`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/linalg_numpy.py\`. QR is \`np.linalg.qr(mode="reduced")\`, SVD \`np.linalg.svd(full_matrices=False)\` (gesdd), eigen \`np.linalg.eigh\`, k-means the same Lloyd iteration in numpy (distances by one GEMM, centroid sums by a one-hot GEMM).`,
+      `- numpy ${String(npc.numpy ?? "?")}: ${npBlas || "BLAS unknown"}; run as \`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/linalg_numpy.py\`. QR is \`np.linalg.qr(mode="reduced")\`, SVD \`np.linalg.svd(full_matrices=False)\` (gesdd), eigen \`np.linalg.eigh\`, k-means the same Lloyd iteration in numpy (distances by one GEMM, centroid sums by a one-hot GEMM).`,
       `- cuda backend: ${cuda.ok ? cuda.backend.detail : `not measured here (${missing.cuda}). GPU figures are not measured yet; bench/gpu-check.sh runs the CUDA parity table and GPU timings on a GPU machine (see below).`}`,
       "",
-      "| operation | size | dtype | numpy | cpu | cpu / numpy | target (cpu) | js | js / numpy |",
-      "|---|---|---|---|---|---|---|---|---|",
+      `| operation | size | dtype | threads | numpy | cpu | cpu / numpy | target (cpu) | js | js / numpy |${cuda.ok ? " cuda | cuda / numpy |" : ""}`,
+      `|---|---|---|---|---|---|---|---|---|---|${cuda.ok ? "---|---|" : ""}`,
     );
     for (const c of cases) {
-      const n = best.numpy![c.id], cp = best.cpu?.[c.id], js = best.js?.[c.id];
-      const met = c.target && cp !== undefined && n !== undefined ? (cp / n <= 1.5 ? "≤ 1.5× — met" : "≤ 1.5× — **not met**") : "—";
-      lines.push(`| ${c.label} | ${c.size} | ${c.dtype} | ${fmt(n)} | ${fmt(cp)} | ${ratio(cp, n)} | ${met} | ${fmt(js)} | ${ratio(js, n)} |`);
+      THREADS.forEach((t, ti) => {
+        const n = best[`numpy@${t}`]?.[c.id], cp = best[`cpu@${t}`]?.[c.id];
+        const js = ti === 0 ? best.js?.[c.id] : undefined;
+        const met = c.target && cp !== undefined && n !== undefined ? (cp / n <= 1.5 ? "≤ 1.5× — met" : "≤ 1.5× — **not met**") : "—";
+        lines.push(`| ${c.label} | ${c.size} | ${c.dtype} | ${t} | ${fmt(n)} | ${fmt(cp)} | ${ratio(cp, n)} | ${met} | ${ti === 0 ? fmt(js) : ""} | ${ti === 0 ? ratio(js, best[`numpy@${t}`]?.[c.id]) : ""} |${cuda.ok ? ` ${ti === 0 ? fmt(best.cuda?.[c.id]) : ""} | ${ti === 0 ? ratio(best.cuda?.[c.id], n) : ""} |` : ""}`);
+      });
     }
     lines.push("");
     if (kmNotes.length) lines.push(`k-means agreement (same init, 20 iterations): ${kmNotes.join("; ")}.`, "");

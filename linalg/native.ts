@@ -104,8 +104,9 @@ export function nativeDir(): string {
   return process.env.LORA_NATIVE_DIR || join(findRoot(), "native", "build", "Release");
 }
 
+/** native/build/status.json (beside the Release folder of nativeDir()), when build.js wrote one. */
 export function buildStatus(): BuildStatus | undefined {
-  const p = join(findRoot(), "native", "build", "status.json");
+  const p = join(dirname(nativeDir()), "status.json");
   try {
     return JSON.parse(readFileSync(p, "utf8")) as BuildStatus;
   } catch {
@@ -373,7 +374,11 @@ function notBuiltReason(kind: NativeKind, err: Error): string {
 /** The cpu backend, or why not. Loads lora_cpu.node (and so BLAS) on first call. */
 export function probeCpu(opts: { threads?: number; binding?: string | CpuBinding } = {}): Probe {
   const b = loadNative("cpu", opts.binding);
-  if (b instanceof Error) return { ok: false, reason: notBuiltReason("cpu", b), fix: CPU_FIX, detail: "BLAS/LAPACK addon (lora_cpu.node)" };
+  if (b instanceof Error) {
+    const st = buildStatus()?.cpu;
+    const fix = st && /^build failed/.test(st.reason) && !/not found|No such file/.test(st.reason) ? `see native/build/build.log (node native/build.js --verbose); ${CPU_FIX}` : CPU_FIX;
+    return { ok: false, reason: notBuiltReason("cpu", b), fix, detail: "BLAS/LAPACK addon (lora_cpu.node)" };
+  }
   let info = b.info();
   if (!info.loaded) {
     return { ok: false, reason: info.error ?? "BLAS/LAPACK could not be opened", fix: CPU_BLAS_FIX, detail: "lora_cpu.node built, no BLAS/LAPACK" };
@@ -395,12 +400,13 @@ const CUDA_GPU_FIX = "run on a machine with an NVIDIA GPU (sm_80 or newer) and a
 
 /** The cuda backend, or why not. lora_cuda.node is loaded only where an NVIDIA driver is present. */
 export function probeCuda(opts: { binding?: string | CudaBinding } = {}): Probe {
-  const st = buildStatus()?.cuda;
   if (opts.binding === undefined) {
     const file = join(nativeDir(), "lora_cuda.node");
     if (!existsSync(file)) {
+      const st = buildStatus()?.cuda;
       const reason = st && !st.built ? `lora_cuda.node was not built: ${st.reason}` : "lora_cuda.node was not built";
-      return { ok: false, reason, fix: CUDA_BUILD_FIX, detail: "own CUDA kernels (lora_cuda.node)" };
+      const fix = st && /^build failed|does not load/.test(st.reason) ? "see native/build/build.log (node native/build.js --verbose), then npm rebuild" : CUDA_BUILD_FIX;
+      return { ok: false, reason, fix, detail: "own CUDA kernels (lora_cuda.node)" };
     }
     if (!hasNvidiaDriver()) {
       return { ok: false, reason: "no NVIDIA GPU driver on this machine (no /proc/driver/nvidia/version)", fix: CUDA_GPU_FIX, detail: "lora_cuda.node built, no GPU" };

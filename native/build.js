@@ -46,12 +46,14 @@ function run(args, env) {
   return { ok: r.status === 0, out, error: r.error };
 }
 
-// The first line that says what went wrong, shortened.
+// The first line that says what went wrong, shortened: a compiler error, then a missing tool,
+// then make's failing target, then node-gyp's own error.
 function firstError(out, fallback) {
   const lines = out.split("\n").map((l) => l.trim()).filter(Boolean);
   const pick =
-    lines.find((l) => /\berror\b:/i.test(l) && !/^gyp (ERR|info)/.test(l)) ??
-    lines.find((l) => /not found|No such file|cannot find|command not found/i.test(l)) ??
+    lines.find((l) => /(fatal )?error:/.test(l) && !/^gyp /.test(l)) ??
+    lines.find((l) => /not found|No such file|cannot find|command not found|find Python/i.test(l) && !/^gyp info/.test(l)) ??
+    lines.find((l) => /^make: \*\*\*/.test(l)) ??
     lines.find((l) => /^gyp ERR! (stack )?Error:/.test(l)) ??
     lines.find((l) => /^gyp ERR!/.test(l) && !/not ok|cwd|node -v|node-gyp -v|System|command/.test(l));
   const s = (pick ?? fallback).replace(/^gyp ERR! (stack )?/, "");
