@@ -1,7 +1,7 @@
 import { Command, Option } from "commander";
 import type { Ctx } from "../support/context.js";
 import { globals, parseFloatArg, parseIntArg, withGlobalOptions } from "../support/options.js";
-import { printJson, writeOut } from "../support/output.js";
+import { note, printJson, writeOut } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
 import { backendFor } from "../support/backend.js";
 import { UsageError } from "../../formats/errors.js";
@@ -17,10 +17,16 @@ export function inspectCommand(ctx: Ctx): Command {
     .addOption(new Option("--score <score>", "how --budget ranks components").choices(["energy", "ratio", "params"]).default("energy"))
     .option("--min-rank <N>", "floor per module for --budget", parseIntArg("--min-rank", 0), 0)
     .option("--rho <X>", "cap for --score ratio: at most ρ·mean rank per module", parseFloatArg("--rho", 1), 2)
-    .addHelpText("after", "\nExamples:\n  lora inspect ./my-adapter\n  lora inspect adapter.safetensors --json | jq '.modules[0].singular_values'\n  lora inspect ./my-adapter --budget 64 --score energy")
+    .option("--plot <file>", "also write a chart of spectra, energy and the redistribution (.svg or .png)")
+    .option("--tui", "browse modules interactively and preview a --budget (needs a terminal)", false)
+    .addHelpText("after", "\nExamples:\n  lora inspect ./my-adapter\n  lora inspect adapter.safetensors --json | jq '.modules[0].singular_values'\n  lora inspect ./my-adapter --budget 64 --score energy\n  lora inspect ./my-adapter --budget 64 --plot spectra.png\n  lora inspect ./my-adapter --tui")
     .action(async (input: string, opts: Record<string, unknown>) => {
       const g = globals(opts);
       if (opts["budget"] !== undefined && opts["energy"] !== undefined) throw new UsageError("--budget and --energy are mutually exclusive");
+      const plot = opts["plot"] as string | undefined;
+      const plotter = plot !== undefined ? await import("./plot.js") : undefined;
+      plotter?.plotFormat(plot!);
+      if (opts["tui"]) checkTui(ctx, g.json);
       const backend = await backendFor(ctx, g);
       const report = await withProgress(ctx, g, "inspect", (tick) =>
         runInspect(
@@ -35,8 +41,23 @@ export function inspectCommand(ctx: Ctx): Command {
           { backend, stdin: ctx.stdin, onModule: (i, n) => tick(i, n, "modules") },
         ),
       );
-      if (g.json) printJson(ctx, report);
+      if (plotter) {
+        await plotter.writePlot(plot!, report, { force: g.force, inputs: [input] });
+        if (!g.json) note(ctx, g.quiet, `wrote chart ${plot}`);
+      }
+      if (opts["tui"]) {
+        const { runTui } = await import("./tui.js");
+        await runTui(report, { score: opts["score"] as "energy", minRank: opts["minRank"] as number, rho: opts["rho"] as number }, ctx);
+      } else if (g.json) printJson(ctx, report);
       else if (ctx.stdout.isTTY) writeOut(ctx, renderInspectTable(report, ctx.stdout.columns ? { width: ctx.stdout.columns } : {}));
       else writeOut(ctx, renderInspectTsv(report));
     });
+}
+
+/** --tui needs a keyboard and a screen: a terminal on stdin and stdout, and not CI (ink does not animate there). */
+function checkTui(ctx: Ctx, json: boolean): void {
+  if (json) throw new UsageError("--tui and --json are mutually exclusive");
+  if (!ctx.stdin.isTTY || !ctx.stdout.isTTY) throw new UsageError("--tui needs a terminal on stdin and stdout", { hint: "run it in a terminal, without pipes or - as the adapter" });
+  const ci = (v: string | undefined) => v !== undefined && v !== "0" && v !== "false";
+  if (ci(ctx.env["CI"]) || ci(ctx.env["CONTINUOUS_INTEGRATION"])) throw new UsageError("--tui is not available under CI (CI is set)");
 }

@@ -13,6 +13,22 @@ export function spectrumBars(s: number[], max = 16): string {
   return shown.join("") + (s.length > max ? "…" : "");
 }
 
+/**
+ * Unicode sparkline of the cumulative energy Σ_{i≤k} σᵢ² / Σσᵢ² for k = 1..rank: a fast rise means
+ * a few components hold the module. At most `max` characters; longer curves are sampled evenly
+ * (the last character is always the full rank).
+ */
+export function energyCurve(e: number[], max = 16): string {
+  if (e.length === 0 || !(e[e.length - 1]! > 0)) return "";
+  const n = Math.min(max, e.length);
+  let out = "";
+  for (let j = 0; j < n; j++) {
+    const k = Math.max(0, Math.round(((j + 1) * e.length) / n) - 1);
+    out += BARS[Math.min(8, Math.max(1, Math.round(e[k]! * 8)))]!;
+  }
+  return out;
+}
+
 function rank90(m: ModuleReport): number {
   const i = m.energy.findIndex((e) => e >= 0.9 - 1e-12);
   return i < 0 ? m.rank : i + 1;
@@ -20,22 +36,30 @@ function rank90(m: ModuleReport): number {
 
 export function renderInspectTable(r: InspectReport, opts: { width?: number } = {}): string {
   const alloc = r.redistribution?.ranks;
-  const header = ["module", "shape", "rank", "alpha", "scale", "dtype", "norm", "σ1", "eff.rank", "r@90%", "spectrum"];
-  if (alloc) header.push("→ rank");
-  const rows = r.modules.map((m) => {
-    const row = [
-      m.name, `${m.shape[0]}×${m.shape[1]}`, String(m.rank), fmt(m.alpha), fmt(m.scale), m.dtype, fmt(m.norm),
-      fmt(m.singular_values[0] ?? 0), fmt(m.effective_rank, 3), String(rank90(m)), spectrumBars(m.singular_values),
-    ];
-    if (alloc) row.push(String(alloc[m.name] ?? 0));
-    return row;
-  });
+  const build = (withEnergy: boolean) => {
+    const header = ["module", "shape", "rank", "alpha", "scale", "dtype", "norm", "σ1", "eff.rank", "r@90%", "spectrum"];
+    if (withEnergy) header.push("energy");
+    if (alloc) header.push("→ rank");
+    const rows = r.modules.map((m) => {
+      const row = [
+        m.name, `${m.shape[0]}×${m.shape[1]}`, String(m.rank), fmt(m.alpha), fmt(m.scale), m.dtype, fmt(m.norm),
+        fmt(m.singular_values[0] ?? 0), fmt(m.effective_rank, 3), String(rank90(m)), spectrumBars(m.singular_values),
+      ];
+      if (withEnergy) row.push(m.norm > 0 ? energyCurve(m.energy) : "");
+      if (alloc) row.push(String(alloc[m.name] ?? 0));
+      return row;
+    });
+    return formatTable(header, rows);
+  };
+  // The energy sparkline only when the whole table still fits the terminal.
+  const wide = build(true);
+  const fits = !opts.width || wide.split("\n").every((l) => [...l].length <= opts.width!);
   const lines: string[] = [];
   lines.push(`${r.path}: ${r.format} adapter, ${r.totals.modules} modules, total rank ${r.totals.rank}, ${r.totals.params.toLocaleString("en-US")} LoRA parameters, ${r.dtype}`);
   lines.push(`scale from: ${r.config_source}`);
   for (const n of r.notes) lines.push(`note: ${n}`);
   lines.push("");
-  let table = formatTable(header, rows);
+  let table = fits ? wide : build(false);
   if (opts.width) table = table.split("\n").map((l) => ([...l].length > opts.width! ? [...l].slice(0, opts.width! - 1).join("") + "…" : l)).join("\n");
   lines.push(table);
   if (r.passthrough.length) lines.push("", `passthrough tensors (${r.passthrough.length}): ${r.passthrough.join(", ")}`);
