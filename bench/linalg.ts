@@ -282,6 +282,7 @@ async function main(): Promise<void> {
     }
     lines.push("");
     if (kmNotes.length) lines.push(`k-means agreement (same init, 20 iterations): ${kmNotes.join("; ")}.`, "");
+    lines.push("The machine was shared with other jobs during the run (load average above): the 1-thread rows are the least disturbed; the 2-thread numpy figures in particular vary a lot between runs. Targets are judged on both.", "");
     lines.push(
       "Notes: the js backend is float64 throughout (float32 inputs are widened), so its f32 rows are f64 work. The cpu backend's OpenBLAS is Debian's 0.3.21 with the kernel set chosen from CPU features (OPENBLAS_CORETYPE, set by lora before the library loads unless the user set it); on CPUs that release does not recognise it would otherwise fall back to generic kernels 5–6× slower (../shared/design/environment.md §1c). On this AMD machine 0.3.21 itself picks Cooperlake (the same AVX-512 GEMM kernels), so the override changes little here.",
       "",
