@@ -17,6 +17,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { BackendUnavailableError, InvalidInputError, RuntimeFailure } from "../formats/errors.js";
+import { decodeToFloat64, encodeFloats } from "../formats/safetensors/dtype.js";
 import { listBackends, resolveBackend } from "./backend.js";
 import { adaptBinding, probeCpu, probeCuda, type ComputeBinding } from "./native.js";
 import type { FloatArray, KmeansLloydOptions, LinalgBackend, Mat } from "./types.js";
@@ -497,6 +498,46 @@ for (const be of backends) {
           throw e;
         }
       });
+    });
+  });
+}
+
+// factorStats (optional): every backend that has it decodes exactly as formats/safetensors does,
+// names the first non-finite element, and forms the float64 Gram within the f64 gemm tolerance.
+for (const be of backends) {
+  describe(`factorStats on ${be.name}`, () => {
+    const dts = ["F16", "BF16", "F32", "F64"] as const;
+    dts.forEach((dt, di) => {
+      for (const side of ["gram-rows", "gram-cols"] as const) {
+        test(`${dt} ${side}`, { skip: !be.factorStats && `${be.name} has no factorStats` }, async () => {
+          const rng = new Rng(caseSeed(1000 + di * 2 + (side === "gram-rows" ? 0 : 1)));
+          const [rows, cols] = side === "gram-rows" ? [7, 301] : [257, 9];
+          const x = new Float64Array(rows * cols);
+          for (let i = 0; i < x.length; i++) x[i] = rng.normal() * (i % 13 === 0 ? 1e-6 : 1); // F16 subnormals too
+          x[3] = -0;
+          const raw = encodeFloats(dt, dt === "F64" ? x : Float32Array.from(x));
+          const want = decodeToFloat64(dt, raw);
+          const got = await be.factorStats!(raw, dt, rows, cols, side);
+          assert.equal(got.firstNonFinite, -1);
+          assert.equal(got.data.length, want.length);
+          for (let i = 0; i < want.length; i++) assert.ok(Object.is(got.data[i], want[i]), `data[${i}] ${got.data[i]} ≠ ${want[i]}`);
+          const X = { rows, cols, data: want };
+          const ref = (side === "gram-rows" ? mul(X, X, false, true) : mul(X, X, true, false)).data;
+          leq("‖G − G_ref‖/‖X‖²", rel(diffFro(got.gram, ref), fro(want) ** 2), TOL.f64);
+          // The first non-finite element is named; the Gram is then all zeros.
+          for (const [bad, at] of [[NaN, 41], [Infinity, 5], [-Infinity, rows * cols - 1]] as const) {
+            const y = Float64Array.from(x);
+            y[at] = bad;
+            y[rows * cols - 2] = NaN; // a later one is not the first
+            const rb = encodeFloats(dt, dt === "F64" ? y : Float32Array.from(y));
+            const r = await be.factorStats!(rb, dt, rows, cols, side);
+            const first = Math.min(at, rows * cols - 2);
+            assert.equal(r.firstNonFinite, first, `${bad} at ${at}`);
+            assert.ok(!Number.isFinite(r.data[first]!), "the value there is decoded");
+            assert.ok(r.gram.every((v) => v === 0));
+          }
+        });
+      }
     });
   });
 }

@@ -12,7 +12,10 @@ import { BackendUnavailableError, InvalidInputError, LoraError, RuntimeFailure }
 import type {
   BackendName,
   EigResult,
+  FactorDType,
+  FactorStats,
   FloatArray,
+  GramSide,
   KmeansLloydOptions,
   KmeansResult,
   LinalgBackend,
@@ -34,7 +37,11 @@ export interface ComputeBinding {
   eigSym(a: FloatArray, n: number): Promise<{ values: FloatArray; vectors: FloatArray }>;
   kmeansLloyd(x: Float64Array, n: number, d: number, init: Float64Array, k: number, weights: Float64Array | null,
     maxIter: number, tol: number): Promise<{ centroids: Float64Array; labels: Int32Array; inertia: number; iterations: number }>;
+  /** cpu addon only (an optional export: the ABI version is unchanged). dtype 0 F32, 1 F16, 2 BF16, 3 F64. */
+  factorStats?(raw: Uint8Array, dtype: number, rows: number, cols: number, gramRows: boolean): Promise<FactorStats>;
 }
+
+const FACTOR_DTYPES: Record<FactorDType, { code: number; size: number }> = { F32: { code: 0, size: 4 }, F16: { code: 1, size: 2 }, BF16: { code: 2, size: 2 }, F64: { code: 3, size: 8 } };
 
 export interface CpuInfo {
   abiVersion: number;
@@ -218,9 +225,28 @@ function asType<T extends FloatArray>(proto: T, x: FloatArray): T {
 
 /** Wraps a raw binding as a LinalgBackend (exported for tests with fake bindings). */
 export function adaptBinding(name: BackendName, binding: ComputeBinding, detail: string): LinalgBackend {
+  const fs = binding.factorStats?.bind(binding);
+  const factorStats = fs && (async (raw: Uint8Array, dtype: FactorDType, rows: number, cols: number, side: GramSide): Promise<FactorStats> => {
+    const d = FACTOR_DTYPES[dtype];
+    if (!d) throw new InvalidInputError(`factorStats: dtype ${String(dtype)} is not one of F32, F16, BF16, F64`);
+    if (!(raw instanceof Uint8Array)) throw new InvalidInputError("factorStats: raw must be a Uint8Array");
+    if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) throw new InvalidInputError(`factorStats: invalid shape ${String(rows)}×${String(cols)}`);
+    if (raw.byteLength !== rows * cols * d.size) throw new InvalidInputError(`factorStats: ${rows}×${cols} ${dtype} needs ${rows * cols * d.size} bytes, got ${raw.byteLength}`);
+    if (rows * cols > MAX_ELEMENTS) throw new InvalidInputError(`factorStats: ${rows}×${cols} exceeds ${MAX_ELEMENTS} elements, the native backends' limit`);
+    if (side !== "gram-rows" && side !== "gram-cols") throw new InvalidInputError(`factorStats: side must be gram-rows or gram-cols`);
+    let r: FactorStats;
+    try {
+      r = await fs(raw, d.code, rows, cols, side === "gram-rows");
+    } catch (e) {
+      fail(name, "factorStats", e);
+    }
+    if (r.firstNonFinite < 0) checkOutput(name, "factorStats", [r.gram]);
+    return { data: r.data, gram: r.gram, firstNonFinite: r.firstNonFinite };
+  });
   return {
     name,
     detail,
+    ...(factorStats ? { factorStats } : {}),
 
     async gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Promise<Mat<T>> {
       checkMat("gemm", "A", a);

@@ -52,6 +52,25 @@ export interface KmeansResult {
 
 export type BackendName = "js" | "cpu" | "cuda";
 
+/** Raw element types `factorStats` decodes (little-endian, as safetensors stores them). */
+export type FactorDType = "F32" | "F16" | "BF16" | "F64";
+
+/** Which Gram `factorStats` forms of a rows×cols factor X. */
+export type GramSide = "gram-rows" | "gram-cols";
+
+export interface FactorStats {
+  /** The decoded values, float64, row-major rows×cols (F16/BF16/F32 are exact in float64). */
+  data: Float64Array;
+  /**
+   * The float64 Gram: X·Xᵀ (rows×rows) for "gram-rows" (a LoRA A, r×in), Xᵀ·X (cols×cols) for
+   * "gram-cols" (a LoRA B, out×r). Symmetric up to rounding (callers symmetrize). All zeros when
+   * firstNonFinite ≥ 0 (then it is not computed).
+   */
+  gram: Float64Array;
+  /** Index (row-major) of the first NaN/±Inf value, or -1 when every value is finite. */
+  firstNonFinite: number;
+}
+
 /**
  * Every backend implements these with the same semantics; parity tests in linalg/backends.test.ts
  * run one case table against each. The output precision follows the input precision
@@ -74,4 +93,11 @@ export interface LinalgBackend {
    * so that every backend agrees). Points and centroids in float64.
    */
   kmeansLloyd(points: Mat<Float64Array>, init: Mat<Float64Array>, opts: KmeansLloydOptions): Promise<KmeansResult>;
+  /**
+   * Optional (js and cpu have it; cuda does not — callers fall back to decoding in TS + `gemm`).
+   * One factor's raw tensor bytes in one pass: decode `raw` (rows×cols values of `dtype`) to
+   * float64, find the first non-finite value, and form the Gram of the side asked for, in float64.
+   * A non-finite value is not an error here: the caller names the tensor (exit 3).
+   */
+  factorStats?(raw: Uint8Array, dtype: FactorDType, rows: number, cols: number, side: GramSide): Promise<FactorStats>;
 }

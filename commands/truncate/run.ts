@@ -13,7 +13,7 @@
 // needs them), every output shape is then known, and each module's new factors are computed
 // lazily while the writer streams the file, one module at a time. A rank of 0 removes the module.
 import { existsSync } from "node:fs";
-import { alphaForScale, hasTextEncoder2, isDora, kohyaStemInSet, loadAdapter, readFactors, scaleFor, type Adapter, type LoraModule, type ModuleFactors } from "../../formats/adapter/index.js";
+import { alphaForScale, hasTextEncoder2, isDora, kohyaStemInSet, loadAdapter, rawReadable, readFactors, readFactorsWithGrams, readRawFactors, scaleFor, type Adapter, type LoraModule, type ModuleFactors, type ModuleFactorsGrams, type RawFactors } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
 import { InvalidInputError, UsageError } from "../../formats/errors.js";
 import type { DType } from "../../formats/safetensors/index.js";
@@ -23,7 +23,7 @@ import { totalsOf, type ModuleResult, type WriteReport } from "../support/report
 import { allocate, type Score } from "./allocate.js";
 import { cleanDynamicRank, kohyaDynamicRank, type DynamicMethod } from "./kohya-rules.js";
 import { prefixAlpha, prefixFactors, splitPath, splitRanks, type AlphaMode } from "./prefix.js";
-import { gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, toF64, truncateModule, truncationError, type SplitMode } from "./svd.js";
+import { gramsFrom, gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, toF64, truncateModule, truncationError, type SplitMode } from "./svd.js";
 
 export type OutDType = "F32" | "F16" | "BF16";
 export type OutFormat = "peft" | "kohya" | "diffusers";
@@ -227,19 +227,25 @@ async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; ou
   const tick = () => c.onModule?.(++done, total);
   // Read-ahead: while one module's products run on the backend's threads, the next module's
   // factors are read and decoded (the writer asks for modules in name order, as a.modules is).
+  // For svd with a backend that has factorStats, only the bytes are read ahead (I/O); decode, the
+  // NaN/Inf check and the Grams BᵀB, AAᵀ run natively when the module's turn comes, so that two
+  // BLAS calls never compete for the cores (readFactorsWithGrams).
   const precisionOf = (m: LoraModule) => (m.A.dtype === "F64" || m.B.dtype === "F64" || c.method === "svd" ? "f64" : "f32");
-  const ahead = new Map<LoraModule, Promise<ModuleFactors>>();
+  const rawAhead = (m: LoraModule) => c.method === "svd" && be.factorStats !== undefined && rawReadable(m);
+  type Ahead = { raw: Promise<RawFactors> } | { factors: Promise<ModuleFactors> };
+  const start = (m: LoraModule): Ahead => (rawAhead(m) ? { raw: readRawFactors(a, m) } : { factors: c.method === "svd" ? readFactorsWithGrams(a, m, be) : readFactors(a, m, precisionOf(m)) });
+  const ahead = new Map<LoraModule, Ahead>();
   const lazy: LoraModule[] = [];
-  const factorsOf = (m: LoraModule): Promise<ModuleFactors> => {
-    const f = ahead.get(m) ?? readFactors(a, m, precisionOf(m));
+  const factorsOf = (m: LoraModule): Promise<ModuleFactors | ModuleFactorsGrams> => {
+    const got = ahead.get(m) ?? start(m);
     ahead.delete(m);
     const next = lazy[lazy.indexOf(m) + 1];
     if (next && !ahead.has(next)) {
-      const p = readFactors(a, next, precisionOf(next));
-      p.catch(() => {}); // surfaces when that module's turn comes
+      const p = start(next);
+      ("raw" in p ? p.raw : p.factors).catch(() => {}); // surfaces when that module's turn comes
       ahead.set(next, p);
     }
-    return f;
+    return "raw" in got ? readFactorsWithGrams(a, m, be, got.raw) : got.factors;
   };
   for (const m of a.modules) {
     const t = c.ranks.get(m.name)!;
@@ -300,7 +306,8 @@ async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; ou
         err = await relativeErrorFromFactors(be, B, A, m.scale, grams, m64(m.out, t, Bo), m64(t, m.in, Ao), scaleFor(alpha, t, c.rsOut));
         route = "prefix";
       } else {
-        const r = await truncateModule(be, B, A, m.scale, t, scaleOut, c.split);
+        const grams = "GB" in f ? gramsFrom(f.GB, f.GA, m.rank, m.scale) : undefined;
+        const r = await truncateModule(be, B, A, m.scale, t, scaleOut, c.split, grams);
         Bo = roundForDtype(dtype, r.B.data);
         Ao = roundForDtype(dtype, r.A.data);
         // The rounded factors' error from the spectrum and the rounding residual (svd.ts): no third pass over B and A.

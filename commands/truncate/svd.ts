@@ -80,13 +80,17 @@ export interface Grams {
 }
 
 export async function gramsOf(be: LinalgBackend, B: M64, A: M64, scale: number): Promise<Grams> {
-  const r = A.rows;
   // One product at a time: the native backends already use every core for each.
   const gb = await be.gemm(B, B, { transA: true });
   const ga = await be.gemm(A, A, { transB: true });
-  symmetrize(gb.data, r);
-  symmetrize(ga.data, r);
-  return { GB: gb.data, GA: ga.data, norm2: Math.max(0, scale * scale * frob(gb.data, ga.data)) };
+  return gramsFrom(gb.data, ga.data, A.rows, scale);
+}
+
+/** Grams from BᵀB and AAᵀ (r×r) computed elsewhere (e.g. readFactorsWithGrams); symmetrized in place. */
+export function gramsFrom(GB: Float64Array, GA: Float64Array, r: number, scale: number): Grams {
+  symmetrize(GB, r);
+  symmetrize(GA, r);
+  return { GB, GA, norm2: Math.max(0, scale * scale * frob(GB, GA)) };
 }
 
 export interface TruncatedFactors {

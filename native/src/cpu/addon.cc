@@ -60,6 +60,40 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), lora::threads());
 }
 
+// factorStats(raw: Uint8Array, dtype 0|1|2|3 (F32|F16|BF16|F64), rows, cols, gramRows)
+//   → Promise<{data: Float64Array (rows×cols), gram: Float64Array (g×g), firstNonFinite: number}>
+// CPU addon only (optional in ComputeBinding): decode + finiteness + Gram in one worker call.
+Napi::Value FactorStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    typeError(env, "raw must be a Uint8Array");
+  auto raw = info[0].As<Napi::TypedArray>();
+  int dtype = dim(info, 1, "dtype", 0);
+  int rows = dim(info, 2, "rows", 0), cols = dim(info, 3, "cols", 0);
+  bool gramRows = info[4].ToBoolean();
+  static const int sizes[] = {4, 2, 2, 8};
+  if (dtype > 3) typeError(env, "dtype must be 0 (F32), 1 (F16), 2 (BF16) or 3 (F64)");
+  size_t n = size_t(rows) * size_t(cols);
+  if (raw.ByteLength() != n * size_t(sizes[dtype]))
+    typeError(env, "raw holds " + std::to_string(raw.ByteLength()) + " bytes, expected " + std::to_string(n * sizes[dtype]));
+  int g = gramRows ? rows : cols;
+  auto data = Napi::Float64Array::New(env, n);
+  auto gram = Napi::Float64Array::New(env, size_t(g) * g);
+  auto bad = std::make_shared<int64_t>(-1);
+  auto run = [=, pr = static_cast<const uint8_t*>(raw.ArrayBuffer().Data()) + raw.ByteOffset(), pd = ptr<double>(data),
+              pg = ptr<double>(gram)] {
+    return lora::factorStats(pr, dtype, rows, cols, gramRows, pd, pg, bad.get());
+  };
+  auto outs = std::make_shared<Outs>();
+  outs->add("data", data);
+  outs->add("gram", gram);
+  auto* w = new OpWorker(env, "lora_cpu.factorStats", run,
+                         objectOf(outs, [bad](Napi::Object o) { o.Set("firstNonFinite", double(*bad)); }));
+  w->Keep(raw);
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("abiVersion", Napi::Number::New(env, kAbiVersion));
@@ -70,6 +104,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("svd", Napi::Function::New(env, Svd<CpuOps>, "svd"));
   exports.Set("eigSym", Napi::Function::New(env, EigSym<CpuOps>, "eigSym"));
   exports.Set("kmeansLloyd", Napi::Function::New(env, KmeansLloyd<CpuOps>, "kmeansLloyd"));
+  exports.Set("factorStats", Napi::Function::New(env, FactorStats, "factorStats"));
   return exports;
 }
 

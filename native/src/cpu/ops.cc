@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <thread>
 #include <vector>
@@ -243,6 +244,64 @@ template Status svd<float>(const float*, int, int, float*, float*, float*);
 template Status svd<double>(const double*, int, int, double*, double*, double*);
 template Status eigSym<float>(const float*, int, float*, float*);
 template Status eigSym<double>(const double*, int, double*, double*);
+
+namespace {
+
+// IEEE binary16 → float32 bits → float64, exact (subnormals, ±Inf and NaN included).
+inline double halfToDouble(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  float f;
+  if (e == 0) {
+    f = float(m) * 5.9604644775390625e-8f;  // m · 2⁻²⁴, exact
+    if (sign) f = -f;
+    return f;
+  }
+  uint32_t bits = sign | (e == 31 ? (0xffu << 23) : ((e + 112) << 23)) | (m << 13);
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+}  // namespace
+
+Status factorStats(const uint8_t* raw, int dtype, int rows, int cols, bool gramRows, double* data, double* gram,
+                   int64_t* firstNonFinite) {
+  const int64_t n = int64_t(rows) * cols;
+  *firstNonFinite = -1;
+  // Decode (memcpy per element: the bytes need not be aligned), then one pass for finiteness.
+  switch (dtype) {
+    case 0:
+      for (int64_t i = 0; i < n; i++) { float f; std::memcpy(&f, raw + 4 * i, 4); data[i] = f; }
+      break;
+    case 1:
+      for (int64_t i = 0; i < n; i++) { uint16_t h; std::memcpy(&h, raw + 2 * i, 2); data[i] = halfToDouble(h); }
+      break;
+    case 2:
+      for (int64_t i = 0; i < n; i++) {
+        uint16_t h; std::memcpy(&h, raw + 2 * i, 2);
+        uint32_t b = uint32_t(h) << 16; float f; std::memcpy(&f, &b, 4); data[i] = f;
+      }
+      break;
+    case 3:
+      std::memcpy(data, raw, size_t(n) * 8);
+      break;
+    default:
+      return Status::fail("BAD_DTYPE", "factorStats: unknown dtype code " + std::to_string(dtype));
+  }
+  for (int64_t i = 0; i < n; i++)
+    if (!std::isfinite(data[i])) { *firstNonFinite = i; return {}; }
+  const int g = gramRows ? rows : cols;
+  if (n == 0) { std::fill(gram, gram + int64_t(g) * g, 0.0); return {}; }
+  if (!blas().loaded) return noBlas();
+  // Row-major X (rows×cols) is column-major Xc = Xᵀ (cols×rows, ld = cols).
+  //   X·Xᵀ = Xcᵀ·Xc : dgemm("T", "N", rows, rows, cols)
+  //   Xᵀ·X = Xc·Xcᵀ : dgemm("N", "T", cols, cols, rows)
+  // The result is symmetric up to rounding; column- and row-major read the same but for that.
+  const double one = 1, zero = 0;
+  int ld = std::max(1, cols);
+  if (gramRows) L<double>::gemm("T", "N", &rows, &rows, &cols, &one, data, &ld, data, &ld, &zero, gram, &rows);
+  else L<double>::gemm("N", "T", &cols, &cols, &rows, &one, data, &ld, data, &ld, &zero, gram, &cols);
+  return {};
+}
 
 Status kmeansLloyd(const double* x, int n, int d, const double* init, int k, const double* weights, int maxIter,
                    double tol, double* centroids, int32_t* labels, KmeansOut* out) {

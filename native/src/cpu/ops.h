@@ -34,4 +34,14 @@ Status eigSym(const T* a, int n, T* values, T* vectors);
 Status kmeansLloyd(const double* x, int n, int d, const double* init, int k, const double* weights, int maxIter,
                    double tol, double* centroids, int32_t* labels, KmeansOut* out);
 
+/**
+ * One factor's statistics in one pass (linalg/types.ts `factorStats`): the raw little-endian bytes
+ * (dtype 0 = F32, 1 = F16, 2 = BF16, 3 = F64) of a row-major rows×cols tensor are decoded into
+ * `data` (float64, exact), every value is checked finite (*firstNonFinite = index of the first
+ * NaN/±Inf, or -1), and — only when all are finite — the float64 Gram matrix is written to `gram`:
+ * X·Xᵀ (rows×rows) when gramRows, else Xᵀ·X (cols×cols), by one BLAS dgemm.
+ */
+Status factorStats(const uint8_t* raw, int dtype, int rows, int cols, bool gramRows, double* data, double* gram,
+                   int64_t* firstNonFinite);
+
 }  // namespace lora
