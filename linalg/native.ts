@@ -250,7 +250,9 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
 
     async gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Promise<Mat<T>> {
       checkMat("gemm", "A", a);
-      checkMat("gemm", "B", b);
+      // A Gram (b is a itself): one finiteness pass is enough.
+      if (b.data === a.data) checkShape("gemm", "B", b);
+      else checkMat("gemm", "B", b);
       const transA = !!opts.transA, transB = !!opts.transB;
       const alpha = opts.alpha ?? 1;
       if (!Number.isFinite(alpha)) throw new InvalidInputError("gemm: alpha is not finite");

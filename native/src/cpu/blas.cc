@@ -89,6 +89,7 @@ void load() {
     b.error = b.library + " lacks a needed BLAS/LAPACK routine (" + std::string(dlerror() ? dlerror() : "?") + ")";
     return;
   }
+  sym(blasH, "dsyrk_", b.dsyrk);
   sym(blasH, "openblas_set_num_threads", b.setThreads);
   sym(blasH, "openblas_get_num_threads", b.getThreads);
   get_str_t cfg = nullptr, core = nullptr;

@@ -31,6 +31,8 @@ typedef void (*ssyevd_t)(fchar*, fchar*, const int*, float*, const int*, float*,
                          const int*, int*, flen, flen);
 typedef void (*dsyevd_t)(fchar*, fchar*, const int*, double*, const int*, double*, double*, const int*, int*,
                          const int*, int*, flen, flen);
+typedef void (*dsyrk_t)(fchar*, fchar*, const int*, const int*, const double*, const double*, const int*,
+                        const double*, double*, const int*, flen, flen);
 typedef void (*set_threads_t)(int);
 typedef int (*get_threads_t)(void);
 typedef char* (*get_str_t)(void);
@@ -54,6 +56,7 @@ struct Blas {
   dgesdd_t dgesdd = nullptr;
   ssyevd_t ssyevd = nullptr;
   dsyevd_t dsyevd = nullptr;
+  dsyrk_t dsyrk = nullptr;  // optional (factorStats falls back to dgemm)
   set_threads_t setThreads = nullptr;
   get_threads_t getThreads = nullptr;
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <atomic>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -267,39 +268,56 @@ Status factorStats(const uint8_t* raw, int dtype, int rows, int cols, bool gramR
                    int64_t* firstNonFinite) {
   const int64_t n = int64_t(rows) * cols;
   *firstNonFinite = -1;
-  // Decode (memcpy per element: the bytes need not be aligned), then one pass for finiteness.
-  switch (dtype) {
-    case 0:
-      for (int64_t i = 0; i < n; i++) { float f; std::memcpy(&f, raw + 4 * i, 4); data[i] = f; }
-      break;
-    case 1:
-      for (int64_t i = 0; i < n; i++) { uint16_t h; std::memcpy(&h, raw + 2 * i, 2); data[i] = halfToDouble(h); }
-      break;
-    case 2:
-      for (int64_t i = 0; i < n; i++) {
-        uint16_t h; std::memcpy(&h, raw + 2 * i, 2);
-        uint32_t b = uint32_t(h) << 16; float f; std::memcpy(&f, &b, 4); data[i] = f;
-      }
-      break;
-    case 3:
-      std::memcpy(data, raw, size_t(n) * 8);
-      break;
-    default:
-      return Status::fail("BAD_DTYPE", "factorStats: unknown dtype code " + std::to_string(dtype));
-  }
-  for (int64_t i = 0; i < n; i++)
-    if (!std::isfinite(data[i])) { *firstNonFinite = i; return {}; }
+  if (dtype < 0 || dtype > 3) return Status::fail("BAD_DTYPE", "factorStats: unknown dtype code " + std::to_string(dtype));
+  // Decode (memcpy per element: the bytes need not be aligned) and find the first non-finite value,
+  // in contiguous chunks on the addon's threads (the result does not depend on the split).
+  std::vector<int64_t> firstBad(std::max(1, threads()) + 1, -1);
+  std::atomic<int> slot{0};
+  parallelFor(n, int64_t(1) << 16, [&](int64_t b, int64_t e) {
+    switch (dtype) {
+      case 0:
+        for (int64_t i = b; i < e; i++) { float f; std::memcpy(&f, raw + 4 * i, 4); data[i] = f; }
+        break;
+      case 1:
+        for (int64_t i = b; i < e; i++) { uint16_t h; std::memcpy(&h, raw + 2 * i, 2); data[i] = halfToDouble(h); }
+        break;
+      case 2:
+        for (int64_t i = b; i < e; i++) {
+          uint16_t h; std::memcpy(&h, raw + 2 * i, 2);
+          uint32_t u = uint32_t(h) << 16; float f; std::memcpy(&f, &u, 4); data[i] = f;
+        }
+        break;
+      default:
+        std::memcpy(data + b, raw + 8 * b, size_t(e - b) * 8);
+    }
+    int64_t bad = -1;
+    for (int64_t i = b; i < e; i++)
+      if (!std::isfinite(data[i])) { bad = i; break; }
+    firstBad[std::min<size_t>(slot++, firstBad.size() - 1)] = bad;  // slots ≤ chunks ≤ threads()
+  });
+  for (int64_t v : firstBad)
+    if (v >= 0 && (*firstNonFinite < 0 || v < *firstNonFinite)) *firstNonFinite = v;
+  if (*firstNonFinite >= 0) return {};
   const int g = gramRows ? rows : cols;
   if (n == 0) { std::fill(gram, gram + int64_t(g) * g, 0.0); return {}; }
   if (!blas().loaded) return noBlas();
   // Row-major X (rows×cols) is column-major Xc = Xᵀ (cols×rows, ld = cols).
-  //   X·Xᵀ = Xcᵀ·Xc : dgemm("T", "N", rows, rows, cols)
-  //   Xᵀ·X = Xc·Xcᵀ : dgemm("N", "T", cols, cols, rows)
-  // The result is symmetric up to rounding; column- and row-major read the same but for that.
+  //   X·Xᵀ = Xcᵀ·Xc : syrk("U", "T", rows, k = cols)   or gemm("T", "N", rows, rows, cols)
+  //   Xᵀ·X = Xc·Xcᵀ : syrk("U", "N", cols, k = rows)   or gemm("N", "T", cols, cols, rows)
+  // syrk does half the flops; its upper triangle is mirrored, so the Gram is exactly symmetric.
   const double one = 1, zero = 0;
   int ld = std::max(1, cols);
-  if (gramRows) L<double>::gemm("T", "N", &rows, &rows, &cols, &one, data, &ld, data, &ld, &zero, gram, &rows);
-  else L<double>::gemm("N", "T", &cols, &cols, &rows, &one, data, &ld, data, &ld, &zero, gram, &cols);
+  const Blas& b = blas();
+  if (b.dsyrk) {
+    int k = gramRows ? cols : rows;
+    b.dsyrk("U", gramRows ? "T" : "N", &g, &k, &one, data, &ld, &zero, gram, &g, 1, 1);
+    for (int j = 0; j < g; j++)
+      for (int i = 0; i < j; i++) gram[int64_t(i) * g + j] = gram[int64_t(j) * g + i];
+  } else if (gramRows) {
+    L<double>::gemm("T", "N", &rows, &rows, &cols, &one, data, &ld, data, &ld, &zero, gram, &rows);
+  } else {
+    L<double>::gemm("N", "T", &cols, &cols, &rows, &one, data, &ld, data, &ld, &zero, gram, &cols);
+  }
   return {};
 }
 
