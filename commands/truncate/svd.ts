@@ -17,7 +17,6 @@
 // The relative error in the report is measured on the factors as written (rounded to the output
 // dtype): ‖sBA − s'B''A''‖² = s²⟨G_B, G_A⟩ − 2ss'⟨BᵀB'', AA''ᵀ⟩ + s'²⟨B''ᵀB'', A''A''ᵀ⟩.
 import { decodeToFloat32, encodeFloats, type DType } from "../../formats/safetensors/index.js";
-import { RuntimeFailure } from "../../formats/errors.js";
 import { lowRankSvd, splitFactors, type SplitMode } from "../../linalg/lowrank.js";
 import type { LinalgBackend, Mat } from "../../linalg/types.js";
 
@@ -264,8 +263,8 @@ export async function truncationError(be: LinalgBackend, B1: M64, A1: M64, B2: M
     }
     As.set(A2.data);
     for (let j = 0; j < t * inn; j++) As[t * inn + j] = A2.data[j]! - A1.data[j]!;
-    const GBs = await gram(be, Bs, out, 2 * t, "gram-cols");
-    const GAs = await gram(be, As, 2 * t, inn, "gram-rows");
+    const GBs = (await be.gemm({ rows: out, cols: 2 * t, data: Bs }, { rows: out, cols: 2 * t, data: Bs }, { transA: true })).data as Float64Array;
+    const GAs = (await be.gemm({ rows: 2 * t, cols: inn, data: As }, { rows: 2 * t, cols: inn, data: As }, { transB: true })).data as Float64Array;
     const n = 2 * t;
     const blk = (G: Float64Array, bi: number, bj: number) => {
       const o = new Float64Array(t * t);
@@ -278,20 +277,6 @@ export async function truncationError(be: LinalgBackend, B1: M64, A1: M64, B2: M
   const e2 = Math.max(0, err2) + r2;
   if (target === 0) return { relative_error: e2 === 0 ? 0 : Infinity, target_norm: 0 };
   return { relative_error: Math.sqrt(e2) / target, target_norm: target };
-}
-
-/**
- * XᵀX ("gram-cols") or XXᵀ ("gram-rows") of a float64 matrix: by the backend's factorStats when it
- * has one (one native pass, a symmetric rank-k update, finiteness checked there), else by gemm.
- */
-async function gram(be: LinalgBackend, x: Float64Array, rows: number, cols: number, side: "gram-rows" | "gram-cols"): Promise<Float64Array> {
-  if (be.factorStats) {
-    const r = await be.factorStats(new Uint8Array(x.buffer, x.byteOffset, x.byteLength), "F64", rows, cols, side);
-    if (r.firstNonFinite >= 0) throw new RuntimeFailure(`truncate: a non-finite value (${r.data[r.firstNonFinite]}) in the rounded factors; try --backend js, or float64 output`);
-    return r.gram;
-  }
-  const m = { rows, cols, data: x };
-  return (await be.gemm(m, m, side === "gram-cols" ? { transA: true } : { transB: true })).data as Float64Array;
 }
 
 /** Σ_{i<t} σᵢ² / Σ σᵢ² (1 for an all-zero spectrum). */
