@@ -26,7 +26,7 @@ export function mergeCommand(ctx: Ctx): Command {
     .option("--rank <K>", "output rank (svd, ties/dare, ffa --project) or number of clusters k (lego); default: the largest input rank", parseIntArg("--rank", 1))
     .option("--weights <w1,w2,...>", "one weight per input (default 1/N each); the target is Σ wᵢ·ΔWᵢ (lego: k-means sample weights)", parseWeights)
     .addOption(new Option("--passthrough <policy>", "passthrough tensors that differ between inputs").choices(["error", "first", "drop"]).default("error"))
-    .addOption(new Option("--to <format>", "output format (default: the first input's)").choices(["peft", "kohya"]))
+    .addOption(new Option("--to <format>", "output format (default: the first input's)").choices(["peft", "kohya", "diffusers"]))
     .option("--density <D>", "ties/dare: fraction of ΔW entries kept, in (0, 1]", parseFloatArg("--density", 0, 1, true), MERGE_DEFAULTS.density)
     .addOption(new Option("--ties-mode <mode>", "sign election: peft (unweighted, mean over agreeing count) or mergekit (weighted, Σw normalised)").choices(["peft", "mergekit"]).default("peft"))
     .addOption(new Option("--majority-sign <m>", "ties/dare_ties: elect the sign of the sum (total) or the majority of signs (frequency)").choices(["total", "frequency"]).default("total"))
@@ -73,7 +73,7 @@ export function mergeCommand(ctx: Ctx): Command {
       const o: MergeOptions = {
         inputs, output, method, seed: g.seed, force: g.force,
         passthrough: opts["passthrough"] as MergeOptions["passthrough"],
-        ...(opts["to"] !== undefined ? { to: opts["to"] as "peft" | "kohya" } : {}),
+        ...(opts["to"] !== undefined ? { to: opts["to"] as "peft" | "kohya" | "diffusers" } : {}),
         ...(opts["rank"] !== undefined ? { rank: opts["rank"] as number } : {}),
         ...(opts["weights"] !== undefined ? { weights: opts["weights"] as number[] } : {}),
         density: opts["density"] as number,

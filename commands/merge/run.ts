@@ -69,7 +69,7 @@ export interface MergeOptions {
   weights?: number[];
   seed: number;
   passthrough: "error" | "first" | "drop";
-  to?: "peft" | "kohya";
+  to?: "peft" | "kohya" | "diffusers";
   force: boolean;
   // ties / dare / dare_ties / magnitude_prune
   density: number;
@@ -246,7 +246,8 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
     const methodNote = METHOD_NOTES[o.method]?.(o);
     if (methodNote) notes.push(methodNote);
 
-    const format: "peft" | "kohya" = o.to ?? (adapters[0]!.format === "kohya" ? "kohya" : "peft");
+    const firstFormat = adapters[0]!.format;
+    const format: "peft" | "kohya" | "diffusers" = o.to ?? (firstFormat === "kohya" || firstFormat === "diffusers" ? firstFormat : "peft");
     const results = new Map<string, ModuleResult>();
     let done = 0;
     const modules: OutModule[] = live.map((g) => ({

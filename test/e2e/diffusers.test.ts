@@ -66,10 +66,8 @@ async function termsOf(path: string, w = 1): Promise<Map<string, { m: LoraModule
 
 /** The output format: diffusers input should give diffusers output (cli.md: the input's format). */
 function expectDiffusers(t: TestContext, got: string, cmd: string): void {
-  if (got === "diffusers") return;
-  // The command still writes diffusers inputs as PEFT (its outputFormat predates the diffusers
-  // writer); ΔW is checked above either way. Reported, not failed, until its owner switches it.
-  t.todo(`lora ${cmd} wrote a diffusers input as ${got}; it should keep "diffusers" (writeAdapter takes format "diffusers")`);
+  assert.equal(got, "diffusers", `lora ${cmd} wrote a diffusers input as ${got}; it should keep the input's format`);
+  void t;
 }
 
 // ---- inspect and convert -----------------------------------------------------------------------
