@@ -70,6 +70,33 @@ test("a 4.5 GiB passthrough tensor is carried through truncate with < 1 GB peak 
   }
 });
 
+test("merge and prune --method modules carry a 4.5 GiB passthrough with bounded memory", { skip, timeout: 1_200_000 }, async () => {
+  const d = mkdtempSync(join(tmpdir(), "lora-large2-"));
+  try {
+    const a = join(d, "a.safetensors"), b = join(d, "b.safetensors");
+    makeSparse(a);
+    makeSparse(b);
+    const runs: [string, string[]][] = [
+      ["merge --method cat (identical passthrough compared by streaming)", ["merge", a, b, "--method", "cat", "-o", join(d, "m.safetensors")]],
+      ["prune --method modules", ["prune", a, "--method", "modules", "--match", "layers\\.1\\.", "-o", join(d, "p.safetensors")]],
+    ];
+    for (const [what, args] of runs) {
+      const r = spawnSync(process.execPath, [loraBin, ...args, "--backend", "js"], { encoding: "utf8", env: { ...process.env, LORA_REPORT_RSS: "1" } });
+      assert.equal(r.status, 0, r.stderr);
+      const rss = Number(/peak_rss_kb=(\d+)/.exec(r.stderr)?.[1]);
+      console.log(`${what} with a 4.5 GiB passthrough: peak RSS ${(rss / 1024).toFixed(0)} MB`);
+      assert.ok(rss < 1024 * 1024, `${what}: peak RSS ${rss} kB`);
+      const out = args[args.indexOf("-o") + 1]!;
+      const f = await SafetensorsFile.open(out);
+      assert.equal(f.tensor("zz.big").end - f.tensor("zz.big").begin, BIG);
+      await f.close();
+      rmSync(out);
+    }
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
 test("SIGINT during a write: exit 130, no output, no temp file, input untouched", { skip, timeout: 300_000 }, async () => {
   const d = mkdtempSync(join(tmpdir(), "lora-sigint-"));
   try {
