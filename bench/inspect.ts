@@ -3,10 +3,11 @@
 // interleaved runs in one session, medians. `node dist/bench/inspect.js [--layers 32] [--runs 3]
 // [--write-docs]` — --write-docs replaces the "## inspect across backends" section of docs/BENCHMARKS.md.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { writeBenchSection } from "./docs.js";
 import { generateLlamaAdapter } from "./llama-adapter.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -29,13 +30,7 @@ try {
   const c = med(times["cpu"]!), j = med(times["js"]!);
   const md = `## inspect across backends\n\nMachine: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, load ${loadavg()[0]!.toFixed(1)}; \`node dist/bench/inspect.js --layers ${layers} --runs ${runs}\`. Input: synthetic Llama-7B-shaped PEFT adapter, ${layers * 7} modules, rank 64, F16. \`lora inspect --json\`, interleaved runs, medians. Target (issue 3): cpu ≥ 3× faster than js.\n\n| backend | median s | speed-up vs js |\n|---|---|---|\n| cpu | ${c.toFixed(2)} | ${(j / c).toFixed(2)}× |\n| js | ${j.toFixed(2)} | 1× |\n`;
   console.log(md);
-  if (process.argv.includes("--write-docs")) {
-    const doc = join(root, "docs", "BENCHMARKS.md");
-    let text = existsSync(doc) ? readFileSync(doc, "utf8") : "# Benchmarks\n";
-    const re = /## inspect across backends\n[\s\S]*?(?=\n## |$)/;
-    text = re.test(text) ? text.replace(re, md.trimEnd() + "\n") : text.trimEnd() + "\n\n" + md;
-    writeFileSync(doc, text);
-  }
+  if (process.argv.includes("--write-docs")) writeBenchSection("inspect across backends", md);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -19,6 +19,7 @@ import { fileURLToPath } from "node:url";
 import { resolveBackend } from "../linalg/backend.js";
 import { probeCpu, probeCuda } from "../linalg/native.js";
 import type { FloatArray, LinalgBackend, Mat } from "../linalg/types.js";
+import { writeBenchSection } from "./docs.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = existsSync(join(here, "..", "package.json")) ? join(here, "..") : join(here, "..", "..");
@@ -291,25 +292,10 @@ async function main(): Promise<void> {
     );
     const md = lines.join("\n");
     process.stdout.write(`${md}\n`);
-    if (process.argv.includes("--write-docs")) writeSection(md);
+    if (process.argv.includes("--write-docs")) writeBenchSection(SECTION.replace(/^## /, ""), md);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-/** Replace (or append) this section of docs/BENCHMARKS.md, leaving the others alone. */
-function writeSection(md: string): void {
-  const p = join(root, "docs", "BENCHMARKS.md");
-  let doc = existsSync(p) ? readFileSync(p, "utf8") : "# Benchmarks\n\n";
-  const start = doc.indexOf(`${SECTION}\n`);
-  if (start >= 0) {
-    const next = doc.indexOf("\n## ", start + SECTION.length);
-    doc = doc.slice(0, start) + md.trimEnd() + "\n" + (next >= 0 ? doc.slice(next) : "");
-  } else {
-    doc = doc.trimEnd() + "\n\n" + md.trimEnd() + "\n";
-  }
-  writeFileSync(p, doc);
-  process.stderr.write(`wrote the "${SECTION}" section of ${p}\n`);
 }
 
 main().catch((e: unknown) => {

@@ -21,6 +21,7 @@ import { writeAdapter, type OutModule } from "../formats/adapter/write.js";
 import { writeSafetensors, type TensorSpec } from "../formats/safetensors/index.js";
 import { Rng } from "../linalg/random.js";
 import { BLOCK_ELEMENTS } from "../commands/prune/loraprune.js";
+import { writeBenchSection } from "./docs.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
@@ -165,25 +166,11 @@ async function main(): Promise<void> {
     lines.push(`Where the time goes: the criterion needs every element of W + s·B·A, so it costs out·in·r multiply-adds per projection (${(scored / 1e6).toFixed(0)} M weights scored here, ≈ ${((2 * scored * rank) / 1e9).toFixed(0)} GFLOP in BLAS dgemm over row blocks of ≤ ${BLOCK_ELEMENTS / 1024} Ki elements, float64) plus one pass per element in TS; \`cat\` from a warm page cache only copies memory. With --base-out the pruned tensors are assembled row block by row block and written with fsync; the other tensors stream through in 16 MiB chunks. Load average during the run: ${load.toFixed(1)} on ${cpus().length} vCPUs (a shared machine: expect ±30%).`);
     const md = lines.join("\n") + "\n";
     process.stdout.write(md);
-    if (process.argv.includes("--write-docs")) writeSection(md);
+    if (process.argv.includes("--write-docs")) writeBenchSection("prune", md);
   } finally {
     if (process.argv.includes("--keep")) process.stderr.write(`kept ${work}\n`);
     else rmSync(work, { recursive: true, force: true });
   }
-}
-
-/** Replace (or append) the "## prune" section of docs/BENCHMARKS.md, leaving the others alone. */
-function writeSection(md: string): void {
-  const p = join(root, "docs", "BENCHMARKS.md");
-  const doc = existsSync(p) ? readFileSync(p, "utf8") : "# Benchmarks\n\n";
-  const start = doc.indexOf("\n## prune\n");
-  let next: string;
-  if (start < 0) next = doc.replace(/\n*$/, "\n\n") + md;
-  else {
-    const end = doc.indexOf("\n## ", start + 1);
-    next = doc.slice(0, start + 1) + md + (end < 0 ? "" : "\n" + doc.slice(end + 1));
-  }
-  writeFileSync(p, next);
 }
 
 await main();

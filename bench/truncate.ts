@@ -17,9 +17,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, w
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { writeAdapter, type OutModule } from "../formats/adapter/write.js";
 import { resolveBackend } from "../linalg/backend.js";
-import { Rng } from "../linalg/random.js";
+import { generateLlamaAdapter, LLAMA_TARGETS } from "./llama-adapter.js";
+import { writeBenchSection } from "./docs.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
@@ -28,33 +28,6 @@ const loraBin = join(root, "bin", "lora.js");
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1]! : def;
-}
-
-const HIDDEN = 4096, MLP = 11008;
-const TARGETS: [string, number, number][] = [
-  ["self_attn.q_proj", HIDDEN, HIDDEN], ["self_attn.k_proj", HIDDEN, HIDDEN], ["self_attn.v_proj", HIDDEN, HIDDEN], ["self_attn.o_proj", HIDDEN, HIDDEN],
-  ["mlp.gate_proj", MLP, HIDDEN], ["mlp.up_proj", MLP, HIDDEN], ["mlp.down_proj", HIDDEN, MLP],
-];
-
-/** Writes the adapter module by module (never all in memory): A ~ N(0, 1/in), B ~ N(0, 0.02²)·0.95^c. */
-async function generate(dir: string, layers: number, rank: number): Promise<void> {
-  const rng = new Rng(20240601);
-  const modules: OutModule[] = [];
-  for (let l = 0; l < layers; l++) for (const [t, out, inn] of TARGETS) {
-    modules.push({
-      path: `model.layers.${l}.${t}`, kind: "linear", rank, alpha: 2 * rank, out, in: inn, dtype: "F16",
-      produce: async () => {
-        const A = Float32Array.from(rng.normals(rank * inn, 1 / Math.sqrt(inn)));
-        const B = Float32Array.from(rng.normals(out * rank, 0.02));
-        for (let i = 0; i < out; i++) for (let c = 0; c < rank; c++) B[i * rank + c]! *= 0.95 ** c;
-        return { A, B };
-      },
-    });
-  }
-  await writeAdapter(dir, {
-    format: "peft", modules, passthrough: [], metadata: {},
-    baseConfig: { peft_type: "LORA", task_type: "CAUSAL_LM", r: rank, lora_alpha: 2 * rank, target_modules: TARGETS.map(([t]) => t.split(".")[1]!) },
-  }, { force: true, inputs: [] });
 }
 
 interface Timed { seconds: number; cpuSeconds: number; maxRssMb: number; status: number; stderr: string; stdout: string }
@@ -114,7 +87,7 @@ async function main(): Promise<void> {
   try {
     const dir = join(tmp, "llama7b-r64");
     const tg = Date.now();
-    await generate(dir, layers, rank);
+    await generateLlamaAdapter(dir, layers, rank);
     const file = join(dir, "adapter_model.safetensors");
     const bytes = statSync(file).size;
     process.stderr.write(`generated ${(bytes / 1e6).toFixed(0)} MB in ${((Date.now() - tg) / 1000).toFixed(1)} s\n`);
@@ -146,13 +119,13 @@ async function main(): Promise<void> {
     const cpS = median(cps.map((x) => x.seconds)), trS = median(trs.map((x) => x.seconds));
     const cpCpu = median(cps.map((x) => x.cpuSeconds)), trCpu = median(trs.map((x) => x.cpuSeconds));
     const trRss = Math.max(...trs.map((x) => x.maxRssMb));
-    const nModules = layers * TARGETS.length;
+    const nModules = layers * LLAMA_TARGETS.length;
 
     // Baselines: per shape, time `perShape` modules, scale by the count of that shape.
     const shapes = [
-      { label: "4096×4096 (q,k,v,o)", targets: TARGETS.slice(0, 4), count: 4 * layers },
-      { label: "11008×4096 (gate,up)", targets: TARGETS.slice(4, 6), count: 2 * layers },
-      { label: "4096×11008 (down)", targets: TARGETS.slice(6), count: layers },
+      { label: "4096×4096 (q,k,v,o)", targets: LLAMA_TARGETS.slice(0, 4), count: 4 * layers },
+      { label: "11008×4096 (gate,up)", targets: LLAMA_TARGETS.slice(4, 6), count: 2 * layers },
+      { label: "4096×11008 (down)", targets: LLAMA_TARGETS.slice(6), count: layers },
     ];
     const names = (s: (typeof shapes)[number]) => Array.from({ length: perShape }, (_, i) => `model.layers.${i % layers}.${s.targets[i % s.targets.length]![0]}`);
     type PyOut = { modules: { name: string; shape: number[]; seconds: number; relative_error: number; optimal_error: number }[]; torch?: string; numpy: string; threads?: number };
@@ -177,7 +150,7 @@ async function main(): Promise<void> {
     const lowrank = haveTorch ? baseline("lowrank") : null;
 
     const retained = report!.modules.reduce((a, m) => a + m.retained_energy, 0) / report!.modules.length;
-    const largestFactorsMb = ((MLP + HIDDEN) * rank * 2) / 1e6;
+    const largestFactorsMb = ((11008 + 4096) * rank * 2) / 1e6; // gate/up: (out + in)·r F16
     const rssTarget = 2 * largestFactorsMb + 200;
     const yes = (b: boolean) => (b ? "met" : "**missed**");
     lines.push("## truncate", "");
@@ -212,25 +185,11 @@ async function main(): Promise<void> {
     lines.push("");
     const md = lines.join("\n");
     process.stdout.write(md + "\n");
-    if (process.argv.includes("--write-docs")) writeSection(md);
+    if (process.argv.includes("--write-docs")) writeBenchSection("truncate", md);
   } finally {
     if (process.argv.includes("--keep")) process.stderr.write(`kept ${tmp}\n`);
     else rmSync(tmp, { recursive: true, force: true });
   }
-}
-
-/** Replace (or append) the "## truncate" section of docs/BENCHMARKS.md, leaving the others alone. */
-function writeSection(md: string): void {
-  const p = join(root, "docs", "BENCHMARKS.md");
-  const doc = existsSync(p) ? readFileSync(p, "utf8") : "# Benchmarks\n\n";
-  const start = doc.indexOf("\n## truncate\n");
-  let next: string;
-  if (start < 0) next = doc.replace(/\n*$/, "\n\n") + md + "\n";
-  else {
-    const end = doc.indexOf("\n## ", start + 1);
-    next = doc.slice(0, start + 1) + md + "\n" + (end < 0 ? "" : doc.slice(end + 1));
-  }
-  writeFileSync(p, next);
 }
 
 await main();
