@@ -4,7 +4,7 @@
 // docs/BENCHMARKS.md. Run: npm run build && node bench/startup.mjs [runs]
 import { spawnSync } from "node:child_process";
 import { cpus } from "node:os";
-import { readFileSync, writeFileSync, existsSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -33,8 +33,5 @@ const size = statSync(join(adapter, "adapter_model.safetensors")).size;
 let table = `## inspect start-up\n\nMachine: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, Node ${process.version}. ${runs} interleaved runs each, medians, one session (\`node bench/startup.mjs\`). Input: ../shared/fixtures/real/distilbert-imdb (${(size / 1e6).toFixed(1)} MB, 12 modules). Target (issue 2): ≤ 3× \`node -e 0\`.\n\n| command | median ms | × node -e 0 |\n|---|---|---|\n`;
 for (const [name, xs] of Object.entries(times)) table += `| ${name} | ${median(xs).toFixed(0)} | ${(median(xs) / base).toFixed(2)} |\n`;
 console.log(table);
-const doc = join(root, "docs", "BENCHMARKS.md");
-let text = existsSync(doc) ? readFileSync(doc, "utf8") : "# Benchmarks\n\nFigures measured by the scripts in bench/; ratios are side by side in one run (these machines are shared and noisy: ±30% between runs).\n";
-const re = /## inspect start-up\n[\s\S]*?(?=\n## |$)/;
-text = re.test(text) ? text.replace(re, table.trimEnd() + "\n") : text.trimEnd() + "\n\n" + table;
-writeFileSync(doc, text);
+const { writeBenchSection } = await import("../dist/bench/docs.js");
+writeBenchSection("inspect start-up", table);
