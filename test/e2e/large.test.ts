@@ -4,10 +4,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, statfsSync, writeSync, ftruncateSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statfsSync, writeFileSync, writeSync, ftruncateSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loraBin } from "../paths.js";
+import { fixturesDir, loraBin } from "../paths.js";
 import { encodeFloats, layoutSafetensors, SafetensorsFile, type TensorSpec } from "../../formats/safetensors/index.js";
 import { Rng } from "../../linalg/random.js";
 
@@ -15,15 +15,25 @@ const BIG = 4.5 * 2 ** 30;
 const free = (() => { try { const s = statfsSync(tmpdir()); return s.bavail * s.bsize; } catch { return 0; } })();
 const skip = process.env["LORA_SKIP_LARGE"] === "1" ? "LORA_SKIP_LARGE=1" : free < 12e9 ? `only ${(free / 1e9).toFixed(1)} GB free in ${tmpdir()}` : false;
 
-/** A PEFT file (config in metadata) with 2 modules and a sparse 4.5 GiB U8 passthrough tensor last. */
-function makeSparse(path: string): void {
+/**
+ * A PEFT file (config in metadata) with a sparse 4.5 GiB U8 passthrough tensor last: 2 small
+ * modules, or the tensors and config of an existing adapter (`from`).
+ */
+async function makeSparse(path: string, from?: string): Promise<void> {
   const rng = new Rng(11);
-  const cfg = JSON.stringify({ peft_type: "LORA", r: 4, lora_alpha: 8, target_modules: ["q_proj"] });
+  let cfg = JSON.stringify({ peft_type: "LORA", r: 4, lora_alpha: 8, target_modules: ["q_proj"] });
   const specs: TensorSpec[] = [];
-  for (const l of [0, 1]) {
-    const base = `base_model.model.layers.${l}.q_proj`;
-    specs.push({ name: base + ".lora_A.weight", dtype: "F32", shape: [4, 32], data: encodeFloats("F32", rng.normals(128)) });
-    specs.push({ name: base + ".lora_B.weight", dtype: "F32", shape: [32, 4], data: encodeFloats("F32", rng.normals(128)) });
+  if (from) {
+    const src = await SafetensorsFile.open(join(from, "adapter_model.safetensors"));
+    for (const t of src.header.tensors) specs.push({ name: t.name, dtype: t.dtype, shape: t.shape, data: await src.readRaw(t) });
+    await src.close();
+    cfg = readFileSync(join(from, "adapter_config.json"), "utf8");
+  } else {
+    for (const l of [0, 1]) {
+      const base = `base_model.model.layers.${l}.q_proj`;
+      specs.push({ name: base + ".lora_A.weight", dtype: "F32", shape: [4, 32], data: encodeFloats("F32", rng.normals(128)) });
+      specs.push({ name: base + ".lora_B.weight", dtype: "F32", shape: [32, 4], data: encodeFloats("F32", rng.normals(128)) });
+    }
   }
   // "zz" sorts last among U8 (and U8 sorts after F32), so the big tensor sits at the end of the file.
   specs.push({ name: "zz.big", dtype: "U8", shape: [BIG], byteLength: BIG, produce: async () => new Uint8Array(0) });
@@ -44,7 +54,7 @@ test("a 4.5 GiB passthrough tensor is carried through truncate with < 1 GB peak 
   const d = mkdtempSync(join(tmpdir(), "lora-large-"));
   try {
     const src = join(d, "big.safetensors");
-    makeSparse(src);
+    await makeSparse(src);
     const out = join(d, "out.safetensors");
     const r = spawnSync(process.execPath, [loraBin, "truncate", src, "--rank", "2", "-o", out, "--backend", "js"], { encoding: "utf8", env: { ...process.env, LORA_REPORT_RSS: "1" } });
     assert.equal(r.status, 0, r.stderr);
@@ -70,15 +80,20 @@ test("a 4.5 GiB passthrough tensor is carried through truncate with < 1 GB peak 
   }
 });
 
-test("merge and prune --method modules carry a 4.5 GiB passthrough with bounded memory", { skip, timeout: 1_200_000 }, async () => {
+test("merge, prune --method modules and --method loraprune carry a 4.5 GiB passthrough with bounded memory", { skip, timeout: 1_200_000 }, async () => {
   const d = mkdtempSync(join(tmpdir(), "lora-large2-"));
   try {
     const a = join(d, "a.safetensors"), b = join(d, "b.safetensors");
-    makeSparse(a);
-    makeSparse(b);
+    await makeSparse(a);
+    await makeSparse(b);
+    const ad = join(d, "adapter");
+    mkdirSync(ad);
+    await makeSparse(join(ad, "adapter_model.safetensors"), join(fixturesDir, "prune", "adapter-mha"));
+    writeFileSync(join(ad, "adapter_config.json"), readFileSync(join(fixturesDir, "prune", "adapter-mha", "adapter_config.json")));
     const runs: [string, string[]][] = [
       ["merge --method cat (identical passthrough compared by streaming)", ["merge", a, b, "--method", "cat", "-o", join(d, "m.safetensors")]],
       ["prune --method modules", ["prune", a, "--method", "modules", "--match", "layers\\.1\\.", "-o", join(d, "p.safetensors")]],
+      ["prune --method loraprune", ["prune", ad, "--method", "loraprune", "--base", join(fixturesDir, "prune", "llama-mha"), "--ratio", "0.5", "-o", join(d, "lp.safetensors")]],
     ];
     for (const [what, args] of runs) {
       const r = spawnSync(process.execPath, [loraBin, ...args, "--backend", "js"], { encoding: "utf8", env: { ...process.env, LORA_REPORT_RSS: "1" } });
@@ -97,11 +112,11 @@ test("merge and prune --method modules carry a 4.5 GiB passthrough with bounded 
   }
 });
 
-test("SIGINT during a write: exit 130, no output, no temp file, input untouched", { skip, timeout: 300_000 }, async () => {
+for (const signal of ["SIGINT", "SIGTERM"] as const) test(`${signal} during a write: exit 130, no output, no temp file, input untouched`, { skip, timeout: 300_000 }, async () => {
   const d = mkdtempSync(join(tmpdir(), "lora-sigint-"));
   try {
     const src = join(d, "big.safetensors");
-    makeSparse(src);
+    await makeSparse(src);
     const outDir = join(d, "out");
     spawnSync("mkdir", [outDir]);
     const child = spawn(process.execPath, [loraBin, "convert", src, "--to", "kohya", "-o", join(outDir, "o.safetensors")], { stdio: ["ignore", "ignore", "pipe"] });
@@ -110,7 +125,7 @@ test("SIGINT during a write: exit 130, no output, no temp file, input untouched"
     await new Promise((res) => setTimeout(res, 1500));
     // Still writing (4.5 GiB takes longer than 1.5 s)?
     assert.ok(readdirSync(outDir).length > 0 || child.exitCode === null, "the write should be under way");
-    child.kill("SIGINT");
+    child.kill(signal);
     const code = await new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
     assert.equal(code, 130, stderr);
     assert.deepEqual(readdirSync(outDir), [], "no output and no temp file");
