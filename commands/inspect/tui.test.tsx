@@ -3,12 +3,19 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { render } from "ink-testing-library";
 import { fixturesDir } from "../../test/paths.js";
 import { fmt } from "../support/output.js";
 import { jsBackend } from "../../linalg/js/index.js";
 import { runInspect, type InspectReport } from "./run.js";
-import { InspectApp, applyKey, budgetBounds, clip, initialState, previewBudget, sortModules, spectrumColumns, type TuiOptions } from "./tui.js";
+import type { TuiOptions } from "./tui.js";
+
+// ink decides at import time (is-in-ci) whether it runs under CI, and then draws only the last
+// frame; these tests read every frame, so they run ink in its interactive mode even when the suite
+// itself runs under CI=true. Hence the dynamic imports after the environment is set.
+process.env["CI"] = "0";
+for (const k of Object.keys(process.env)) if (k === "CONTINUOUS_INTEGRATION" || k.startsWith("CI_")) delete process.env[k];
+const { render } = await import("ink-testing-library");
+const { InspectApp, applyKey, budgetBounds, clip, initialState, previewBudget, sortModules, spectrumColumns } = await import("./tui.js");
 
 const ex = join(fixturesDir, "example");
 const opts: TuiOptions = { score: "energy", minRank: 0, rho: 2 };
