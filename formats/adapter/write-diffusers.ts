@@ -16,7 +16,8 @@ import { encodeFloats } from "../safetensors/index.js";
 import { diffusersPathFromKohya } from "./names.js";
 import { COMPONENT_RE, componentOf, DIFFUSERS_METADATA_KEY } from "./parse-diffusers.js";
 import { peftPatterns, type PeftConfig } from "./peft-config.js";
-import type { AdapterOutput, OutFactors, OutModule } from "./write.js";
+import type { AdapterOutput, OutModule } from "./write.js";
+import { moduleTensorSpecs } from "./module-specs.js";
 
 /**
  * Metadata keys never carried over from the input: the ones the writer owns, and kohya's network
@@ -86,34 +87,12 @@ export function diffusersAdapterMetadata(out: AdapterOutput): Record<string, unk
 function moduleSpecs(out: AdapterOutput): TensorSpec[] {
   const specs: TensorSpec[] = [];
   for (const m of out.modules) {
-    let cached: Promise<OutFactors> | null = null;
-    let taken = 0;
-    const get = async (which: "A" | "B", dtype: DType): Promise<Uint8Array> => {
-      cached ??= m.produce!();
-      const f = await cached;
-      if (++taken === 2) cached = null;
-      const data = which === "A" ? f.A : f.B;
-      const want = which === "A" ? m.rank * m.in : m.out * m.rank;
-      if (data.length !== want) throw new Error(`internal: module ${m.path} produced ${data.length} values for ${which}, expected ${want}`);
-      return encodeFloats(dtype, data);
-    };
-    const k = m.kernel ?? [];
-    const kprod = k.reduce((x, y) => x * y, 1);
-    const aShape = m.kind === "conv" ? [m.rank, m.in / kprod, ...k] : [m.rank, m.in];
-    const bShape = m.kind === "conv" ? [m.out, m.rank, ...k.map(() => 1)] : [m.out, m.rank];
     const base = diffusersKeyBase(m.path);
-    const aName = base + (m.kind === "embedding" ? ".lora_embedding_A" : ".lora_A.weight");
-    const bName = base + (m.kind === "embedding" ? ".lora_embedding_B" : ".lora_B.weight");
-    if (m.rawFactors) {
-      specs.push({ name: aName, dtype: m.rawFactors.A.tensor.dtype, shape: aShape, copyFrom: m.rawFactors.A });
-      specs.push({ name: bName, dtype: m.rawFactors.B.tensor.dtype, shape: bShape, copyFrom: m.rawFactors.B });
-    } else {
-      specs.push({ name: aName, dtype: m.dtype, shape: aShape, produce: () => get("A", m.dtype) });
-      specs.push({ name: bName, dtype: m.dtype, shape: bShape, produce: () => get("B", m.dtype) });
-    }
-    for (const [role, src] of Object.entries(m.extras ?? {})) {
-      specs.push({ name: `${base}.${role}`, dtype: src.tensor.dtype, shape: src.tensor.shape, copyFrom: src });
-    }
+    specs.push(...moduleTensorSpecs(m, {
+      A: base + (m.kind === "embedding" ? ".lora_embedding_A" : ".lora_A.weight"),
+      B: base + (m.kind === "embedding" ? ".lora_embedding_B" : ".lora_B.weight"),
+      extra: (role) => `${base}.${role}`,
+    }));
   }
   return specs;
 }

@@ -9,6 +9,7 @@ import { kohyaStemFor, PEFT_PREFIX } from "./names.js";
 import { peftPatterns, type PeftConfig } from "./peft-config.js";
 import { DIFFUSERS_FILE, planDiffusersFile } from "./write-diffusers.js";
 import type { ModuleKind } from "./types.js";
+import { moduleTensorSpecs } from "./module-specs.js";
 
 export interface OutFactors {
   /** r×in row-major (conv flattened). */
@@ -103,43 +104,17 @@ function carriedMetadata(out: AdapterOutput): Record<string, string> {
 function moduleSpecs(out: AdapterOutput): TensorSpec[] {
   const specs: TensorSpec[] = [];
   for (const m of out.modules) {
-    let cached: Promise<OutFactors> | null = null;
-    let taken = 0;
-    const get = async (which: "A" | "B"): Promise<Uint8Array> => {
-      cached ??= m.produce!();
-      const f = await cached;
-      if (++taken === 2) cached = null;
-      const data = which === "A" ? f.A : f.B;
-      const want = which === "A" ? m.rank * m.in : m.out * m.rank;
-      if (data.length !== want) throw new Error(`internal: module ${m.path} produced ${data.length} values for ${which}, expected ${want}`);
-      return encodeFloats(m.dtype, data);
-    };
-    const k = m.kernel ?? [];
-    const kprod = k.reduce((x, y) => x * y, 1);
-    const aShape = m.kind === "conv" ? [m.rank, m.in / kprod, ...k] : [m.rank, m.in];
-    const bShape = m.kind === "conv" ? [m.out, m.rank, ...k.map(() => 1)] : [m.out, m.rank];
-    let aName: string, bName: string, extraName: (role: string) => string;
     if (out.format === "peft") {
       const base = PEFT_PREFIX + m.path;
-      aName = base + (m.kind === "embedding" ? ".lora_embedding_A" : ".lora_A.weight");
-      bName = base + (m.kind === "embedding" ? ".lora_embedding_B" : ".lora_B.weight");
-      extraName = (role) => `${base}.${role}`;
+      specs.push(...moduleTensorSpecs(m, {
+        A: base + (m.kind === "embedding" ? ".lora_embedding_A" : ".lora_A.weight"),
+        B: base + (m.kind === "embedding" ? ".lora_embedding_B" : ".lora_B.weight"),
+        extra: (role) => `${base}.${role}`,
+      }));
     } else {
       const stem = m.stem ?? kohyaStemFor(m.path);
-      aName = stem + ".lora_down.weight";
-      bName = stem + ".lora_up.weight";
-      extraName = (role) => `${stem}.${KOHYA_ROLE_SUFFIX[role] ?? role}`;
       specs.push({ name: stem + ".alpha", dtype: "F32", shape: [], data: encodeFloats("F32", Float32Array.of(m.alpha)) });
-    }
-    if (m.rawFactors) {
-      specs.push({ name: aName, dtype: m.rawFactors.A.tensor.dtype, shape: aShape, copyFrom: m.rawFactors.A });
-      specs.push({ name: bName, dtype: m.rawFactors.B.tensor.dtype, shape: bShape, copyFrom: m.rawFactors.B });
-    } else {
-      specs.push({ name: aName, dtype: m.dtype, shape: aShape, produce: () => get("A") });
-      specs.push({ name: bName, dtype: m.dtype, shape: bShape, produce: () => get("B") });
-    }
-    for (const [role, src] of Object.entries(m.extras ?? {})) {
-      specs.push({ name: extraName(role), dtype: src.tensor.dtype, shape: src.tensor.shape, copyFrom: src });
+      specs.push(...moduleTensorSpecs(m, { A: stem + ".lora_down.weight", B: stem + ".lora_up.weight", extra: (role) => `${stem}.${KOHYA_ROLE_SUFFIX[role] ?? role}` }));
     }
   }
   return specs;
