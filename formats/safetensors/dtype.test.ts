@@ -212,3 +212,25 @@ test("encodeFloats F32/F64 are exact; unsupported dtypes are refused", () => {
   assert.throws(() => decodeToFloat32("F8_E4M3", new Uint8Array(4)), UnsupportedDTypeError);
   assert.throws(() => decodeToFloat32("C64", new Uint8Array(8)), (e: unknown) => e instanceof UnsupportedDTypeError && e.exitCode === 3);
 });
+
+test("numberToF16Bits / numberToBf16Bits fast paths agree with the f32-bit converters on random float32 values", async () => {
+  const d = await import("./dtype.js");
+  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
+  let seed = (Date.now() >>> 0) || 1;
+  console.log(`dtype fast-path seed=${seed}`);
+  for (let i = 0; i < 200_000; i++) {
+    seed ^= seed << 13; seed >>>= 0; seed ^= seed >>> 17; seed ^= seed << 5; seed >>>= 0; // xorshift32
+    u[0] = seed;
+    const x = f[0]!;
+    if (Number.isNaN(x)) continue;
+    assert.equal(d.numberToF16Bits(x), d.f32BitsToF16Bits(u[0]!), `F16 of ${x}`);
+    assert.equal(d.numberToBf16Bits(x), d.f32BitsToBf16Bits(u[0]!), `BF16 of ${x}`);
+  }
+  // Exact ties between two halves round to even; a hair above rounds up (the bits below f32's).
+  assert.equal(d.numberToF16Bits(1 + 2 ** -11), 0x3c00);
+  assert.equal(d.numberToF16Bits(1 + 2 ** -11 + 2 ** -40), 0x3c01);
+  assert.equal(d.numberToF16Bits(1 + 3 * 2 ** -11), 0x3c02);
+  assert.equal(d.numberToBf16Bits(1 + 2 ** -8 + 2 ** -45), 0x3f81);
+  assert.equal(d.numberToF16Bits(65520), 0x7c00);
+  assert.equal(d.numberToF16Bits(65519.99), 0x7bff);
+});

@@ -222,13 +222,37 @@ function roundHalfEven(v: number): number {
   return f % 2 === 0 ? f : f + 1;
 }
 
-/** Any number (f64 or f32 value) → binary16 bits, one rounding, RNE. */
+/**
+ * Any number (f64 or f32 value) → binary16 bits, one rounding, RNE. Fast path for the normal
+ * range, on the double's bits: keep the top 10 fraction bits, round on the 42 below (ties to
+ * even; a carry into the exponent, or to 0x7c00 = inf, is the correct result). Subnormals,
+ * overflow, inf and NaN go through roundDouble.
+ */
 export function numberToF16Bits(x: number): number {
+  F64_SCRATCH[0] = x;
+  const hi = U32x2_SCRATCH[1]!, lo = U32x2_SCRATCH[0]!;
+  const e = ((hi >>> 20) & 0x7ff) - 1023;
+  if (e >= -14 && e <= 15) {
+    let h = ((e + 15) << 10) | ((hi >>> 10) & 0x3ff);
+    const rem = hi & 0x3ff;
+    if (rem > 0x200 || (rem === 0x200 && (lo !== 0 || (h & 1) !== 0))) h++;
+    return ((hi >>> 16) & 0x8000) | h;
+  }
   return roundDouble(x, 5, 10);
 }
 
 /** Any number (f64 or f32 value) → bfloat16 bits, one rounding, RNE. */
 export function numberToBf16Bits(x: number): number {
+  // Fast path for the normal range, as numberToF16Bits: top 7 fraction bits, RNE on the 45 below.
+  F64_SCRATCH[0] = x;
+  const hi = U32x2_SCRATCH[1]!, lo = U32x2_SCRATCH[0]!;
+  const e = ((hi >>> 20) & 0x7ff) - 1023;
+  if (e >= -126 && e <= 127) {
+    let h = ((e + 127) << 7) | ((hi >>> 13) & 0x7f);
+    const rem = hi & 0x1fff;
+    if (rem > 0x1000 || (rem === 0x1000 && (lo !== 0 || (h & 1) !== 0))) h++;
+    return ((hi >>> 16) & 0x8000) | h;
+  }
   return roundDouble(x, 8, 7);
 }
 
