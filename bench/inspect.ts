@@ -9,9 +9,9 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeBenchSection } from "./docs.js";
 import { generateLlamaAdapter } from "./llama-adapter.js";
+import { arg } from "./args.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const arg = (n: string, d: string) => { const i = process.argv.indexOf(n); return i >= 0 ? process.argv[i + 1]! : d; };
 const layers = Number(arg("--layers", "32")), runs = Number(arg("--runs", "3"));
 
 const dir = mkdtempSync(join(tmpdir(), "lora-bench-inspect-"));

@@ -20,15 +20,13 @@ import { resolveBackend } from "../linalg/backend.js";
 import { probeCpu, probeCuda } from "../linalg/native.js";
 import type { FloatArray, LinalgBackend, Mat } from "../linalg/types.js";
 import { writeBenchSection } from "./docs.js";
+import { Rng } from "../linalg/random.js";
+import { arg } from "./args.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = existsSync(join(here, "..", "package.json")) ? join(here, "..") : join(here, "..", "..");
 const SECTION = "## Linear algebra backends";
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : def;
-}
 const ROUNDS = Number(arg("--rounds", "2"));
 const RUNS = Number(arg("--runs", "5"));
 // Thread counts to measure numpy and the cpu backend at ("all" = every core). Single-threaded
@@ -37,24 +35,6 @@ const THREADS = [...new Set(arg("--threads", "all,1").split(",").map((t) => (t =
 const PYTHON = arg("--python", "python3");
 
 // ---- data ----------------------------------------------------------------------------------
-
-class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  next(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  normal(): number {
-    let u = 0;
-    while (u === 0) u = this.next();
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.next());
-  }
-}
 
 type Op = "gemm" | "qr" | "svd" | "eigSym" | "kmeans";
 interface Case {
@@ -87,7 +67,7 @@ function blobs(rng: Rng, n: number, dim: number, centres: number): Mat {
   const mu = gaussian(rng, centres, dim, "f64");
   const x = new Float64Array(n * dim);
   for (let i = 0; i < n; i++) {
-    const c = Math.floor(rng.next() * centres);
+    const c = Math.floor(rng.uniform() * centres);
     for (let j = 0; j < dim; j++) x[i * dim + j] = 0.5 * mu.data[c * dim + j]! + rng.normal();
   }
   return { rows: n, cols: dim, data: x };

@@ -21,14 +21,10 @@ import { mergeLego } from "../commands/merge/lego.js";
 import { MERGE_DEFAULTS, runMerge, type MergeOptions, type MergeTerm } from "../commands/merge/run.js";
 import { mergeSvd } from "../commands/merge/svd.js";
 import { lowRankSingularValues } from "../linalg/lowrank.js";
+import { arg } from "./args.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
-
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1]! : def;
-}
 
 const HIDDEN = 4096, MLP = 11008;
 const TARGETS: [string, number, number][] = [

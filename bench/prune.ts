@@ -22,15 +22,11 @@ import { writeSafetensors, type TensorSpec } from "../formats/safetensors/index.
 import { Rng } from "../linalg/random.js";
 import { BLOCK_ELEMENTS } from "../commands/prune/loraprune.js";
 import { writeBenchSection } from "./docs.js";
+import { arg } from "./args.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
 const loraBin = join(root, "bin", "lora.js");
-
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1]! : def;
-}
 
 interface Shape { layers: number; hidden: number; inter: number; heads: number; kv: number; vocab: number }
 

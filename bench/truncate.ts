@@ -20,15 +20,11 @@ import { fileURLToPath } from "node:url";
 import { resolveBackend } from "../linalg/backend.js";
 import { generateLlamaAdapter, LLAMA_TARGETS } from "./llama-adapter.js";
 import { writeBenchSection } from "./docs.js";
+import { arg } from "./args.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
 const loraBin = join(root, "bin", "lora.js");
-
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1]! : def;
-}
 
 interface Timed { seconds: number; cpuSeconds: number; maxRssMb: number; status: number; stderr: string; stdout: string }
 

@@ -21,42 +21,13 @@ import { decodeToFloat64, encodeFloats } from "../formats/safetensors/dtype.js";
 import { listBackends, resolveBackend } from "./backend.js";
 import { adaptBinding, probeCpu, probeCuda, type ComputeBinding } from "./native.js";
 import type { FloatArray, KmeansLloydOptions, LinalgBackend, Mat } from "./types.js";
+import { Rng } from "./random.js";
 
 // ---------------------------------------------------------------------------------------------
 // Seeded generator
 
 const SEED = process.env.LORA_TEST_SEED !== undefined ? Number(process.env.LORA_TEST_SEED) >>> 0 : (Date.now() ^ (process.pid << 16)) >>> 0;
 console.log(`backends parity: seed ${SEED} (LORA_TEST_SEED=${SEED} replays this run)`);
-
-class Rng {
-  private s: number;
-  private spare: number | null = null;
-  constructor(seed: number) {
-    this.s = seed >>> 0 || 0x9e3779b9;
-  }
-  /** mulberry32, uniform in [0, 1). */
-  next(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  normal(): number {
-    if (this.spare !== null) {
-      const v = this.spare;
-      this.spare = null;
-      return v;
-    }
-    let u = 0;
-    while (u === 0) u = this.next();
-    const r = Math.sqrt(-2 * Math.log(u)), th = 2 * Math.PI * this.next();
-    this.spare = r * Math.sin(th);
-    return r * Math.cos(th);
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-}
 
 function caseSeed(i: number): number {
   let h = (SEED ^ Math.imul(i + 1, 0x85ebca6b)) >>> 0;
@@ -353,7 +324,7 @@ cases.push(
   { op: "kmeans", name: `overlapping 400×6 k=5, maxIter 3`, dt: "f64", make: (r) => { const p = blobs(r, 400, 6, 3, 3); return { points: p, init: pickRows(r, p, 5), opts: { maxIter: 3, tol: 0 } }; } },
   { op: "kmeans", name: `weighted 300×10 k=6, tol 1e-4`, dt: "f64", make: (r) => {
     const p = blobs(r, 300, 10, 6, 1.5);
-    const w = new Float64Array(300).map(() => 0.1 + r.next());
+    const w = new Float64Array(300).map(() => 0.1 + r.uniform());
     return { points: p, init: pickRows(r, p, 6), opts: { maxIter: 50, tol: 1e-4, weights: w } };
   } },
   { op: "kmeans", name: `empty cluster keeps its centroid, 200×4 k=4`, dt: "f64", make: (r) => {

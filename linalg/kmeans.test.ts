@@ -9,19 +9,10 @@ import { jsBackend } from "./js/index.js";
 import { kmeans, kmeansPlusPlus, sklearnTolerance } from "./kmeans.js";
 import { Rng } from "./random.js";
 import type { LinalgBackend, Mat } from "./types.js";
+import { testBackends } from "../test/backends.js";
 
 const SEED = process.env["LORA_TEST_SEED"] !== undefined ? Number(process.env["LORA_TEST_SEED"]) : Date.now() % 1_000_000;
 console.log(`kmeans.test seed=${SEED} (LORA_TEST_SEED=${SEED} replays this run)`);
-
-async function backends(): Promise<LinalgBackend[]> {
-  const out: LinalgBackend[] = [jsBackend];
-  try {
-    const native = await import("./native.js");
-    const p = native.probeCpu();
-    if (p.ok) out.push(p.backend);
-  } catch { /* addon not built: js only */ }
-  return out;
-}
 
 /** `c` tight blobs of `per` points around far-apart centres in `d` dims. */
 function blobs(rng: Rng, c: number, per: number, d: number, spread = 0.01): { X: Mat<Float64Array>; centres: Float64Array } {
@@ -90,7 +81,7 @@ test("k-means++: zero-weight points are never chosen; duplicates of a chosen poi
 });
 
 describe("kmeans on each backend", async () => {
-  for (const be of await backends()) {
+  for (const be of await testBackends()) {
     test(`${be.name}: recovers separated blobs; inertia, labels and centroids consistent`, async () => {
       const rng = new Rng(SEED + 3);
       const { X } = blobs(rng, 4, 15, 6);

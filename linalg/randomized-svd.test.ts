@@ -9,19 +9,10 @@ import { gemm64, svd64 } from "./js/dense.js";
 import { randomizedSvd } from "./randomized-svd.js";
 import { Rng } from "./random.js";
 import type { LinalgBackend, Mat } from "./types.js";
+import { testBackends } from "../test/backends.js";
 
 const SEED = process.env["LORA_TEST_SEED"] !== undefined ? Number(process.env["LORA_TEST_SEED"]) : Date.now() % 1_000_000;
 console.log(`randomized-svd.test seed=${SEED} (LORA_TEST_SEED=${SEED} replays this run)`);
-
-async function backends(): Promise<LinalgBackend[]> {
-  const out: LinalgBackend[] = [jsBackend];
-  try {
-    const native = await import("./native.js");
-    const p = native.probeCpu();
-    if (p.ok) out.push(p.backend);
-  } catch { /* js only */ }
-  return out;
-}
 
 /** Σ σᵢ uᵢvᵢᵀ with random orthonormal-ish factors: rank r, spectrum `sig`, plus noise. */
 function lowRankPlusNoise(rng: Rng, d: number, k: number, sig: number[], noise: number): Mat<Float64Array> {
@@ -41,7 +32,7 @@ function reconstruct(U: Mat<Float64Array>, S: Float64Array, Vt: Mat<Float64Array
 }
 
 describe("randomizedSvd on each backend", async () => {
-  for (const be of await backends()) {
+  for (const be of await testBackends()) {
     test(`${be.name}: exact on a rank-6 matrix (rank ≤ ℓ)`, async () => {
       const rng = new Rng(SEED);
       const M = lowRankPlusNoise(rng, 90, 70, [9, 7, 5, 3, 2, 1], 0);

@@ -10,21 +10,13 @@ import { Rng } from "../../linalg/random.js";
 import type { LinalgBackend, Mat } from "../../linalg/types.js";
 import { decodeToFloat32, encodeFloats } from "../../formats/safetensors/index.js";
 import { gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, truncateModule, truncationError } from "./svd.js";
+import { testBackends } from "../../test/backends.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`truncate svd.test seed=${seed}`);
 
 type M64 = Mat<Float64Array>;
 const mat = (rows: number, cols: number, data: ArrayLike<number>): M64 => ({ rows, cols, data: Float64Array.from(data) });
-
-async function backends(): Promise<LinalgBackend[]> {
-  const out: LinalgBackend[] = [jsBackend];
-  try {
-    const { resolveBackend } = await import("../../linalg/backend.js");
-    out.push((await resolveBackend("cpu")).backend);
-  } catch { /* cpu backend not built here: js only */ }
-  return out;
-}
 
 function dense(B: M64, A: M64, s: number): Float64Array {
   return gemm64(B.data, B.rows, B.cols, A.data, A.rows, A.cols, false, false, s).data;
@@ -100,7 +92,7 @@ function cases(rng: Rng): Case[] {
 test("svd truncation equals the optimal rank-t approximation (dense float64 SVD), both splits, every backend", async () => {
   const rng = new Rng(seed);
   const all = cases(rng);
-  for (const be of await backends()) {
+  for (const be of await testBackends()) {
     for (const c of all) {
       const W = dense(c.B, c.A, c.s);
       const ref = optimal(W, c.B.rows, c.A.cols, c.t);
@@ -130,7 +122,7 @@ test("split modes: balanced gives ‖b_i‖ = ‖a_i‖ = √(σ_i/s'); all-in-u
   const rng = new Rng(seed + 1);
   const B = mat(70, 8, rng.normals(560)), A = mat(8, 50, rng.normals(400));
   const s = 1.7, sOut = 0.6, t = 5;
-  for (const be of await backends()) {
+  for (const be of await testBackends()) {
     const bal = await truncateModule(be, B, A, s, t, sOut, "balanced");
     for (let c = 0; c < t; c++) {
       let nb = 0, na = 0;
@@ -164,7 +156,7 @@ test("factors whose large directions cancel fall back to Householder QR and stay
   const A = mat(r, 25, Arows);
   const W = dense(B, A, 1);
   const ref = optimal(W, 30, 25, 2);
-  for (const be of await backends()) {
+  for (const be of await testBackends()) {
     const res = await truncateModule(be, B, A, 1, 2, 1, "balanced");
     assert.equal(res.route, "householder");
     const d = relDiff(dense(res.B, res.A, 1), ref.P);
@@ -174,7 +166,7 @@ test("factors whose large directions cancel fall back to Householder QR and stay
 
 test("relative error from the factors equals the dense ‖ΔW − ΔW'‖/‖ΔW‖, rounding included", async () => {
   const rng = new Rng(seed + 3);
-  for (const be of await backends()) {
+  for (const be of await testBackends()) {
     const B = mat(45, 7, rng.normals(315)), A = mat(7, 33, rng.normals(231));
     const s = 1.3;
     const res = await truncateModule(be, B, A, s, 3, s, "balanced");
@@ -197,7 +189,7 @@ test("relative error from the factors equals the dense ‖ΔW − ΔW'‖/‖ΔW
 
 test("truncation error from the spectrum + rounding residual equals the dense ‖ΔW − s'B''A''‖/‖ΔW‖", async () => {
   const rng = new Rng(seed + 5);
-  for (const be of await backends()) {
+  for (const be of await testBackends()) {
     for (const [out, inn, r, t] of [[60, 45, 8, 3], [30, 80, 12, 11], [40, 40, 6, 6]] as const) {
       const B = withSpectrum(rng, out, r, logspace(r, 0, -1.5), true), A = mat(r, inn, rng.normals(r * inn));
       const s = 0.8;
@@ -233,7 +225,7 @@ test("roundForDtype: values the writer encodes without a second rounding", () =>
 });
 
 test("an all-zero module truncates to zero factors", async () => {
-  for (const be of await backends()) {
+  for (const be of await testBackends()) {
     const res = await truncateModule(be, mat(10, 3, new Float64Array(30)), mat(3, 8, new Float64Array(24)), 2, 2, 2, "balanced");
     assert.ok(res.B.data.every((v) => v === 0) && res.A.data.every((v) => v === 0));
     assert.deepEqual(Array.from(res.S), [0, 0, 0]);

@@ -18,6 +18,7 @@ import { COMPONENT_RE, componentOf, DIFFUSERS_METADATA_KEY } from "./parse-diffu
 import { peftPatterns, type PeftConfig } from "./peft-config.js";
 import type { AdapterOutput, OutModule } from "./write.js";
 import { moduleTensorSpecs } from "./module-specs.js";
+import { sortedJson } from "./json.js";
 
 /**
  * Metadata keys never carried over from the input: the ones the writer owns, and kohya's network
@@ -38,15 +39,6 @@ export function diffusersKeyBase(path: string): string {
   }
   const c = componentOf(path);
   return c ? `${c}.${path}` : path;
-}
-
-function sortedJson(v: unknown, indent?: number): string {
-  const norm = (x: unknown): unknown => {
-    if (Array.isArray(x)) return x.map(norm);
-    if (x && typeof x === "object") return Object.fromEntries(Object.keys(x as object).sort().map((k) => [k, norm((x as Record<string, unknown>)[k])]));
-    return x;
-  };
-  return JSON.stringify(norm(v), null, indent);
 }
 
 /**

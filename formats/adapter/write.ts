@@ -10,6 +10,7 @@ import { peftPatterns, type PeftConfig } from "./peft-config.js";
 import { DIFFUSERS_FILE, planDiffusersFile } from "./write-diffusers.js";
 import type { ModuleKind } from "./types.js";
 import { moduleTensorSpecs } from "./module-specs.js";
+import { sortedJson } from "./json.js";
 
 export interface OutFactors {
   /** r×in row-major (conv flattened). */
@@ -65,15 +66,6 @@ export interface WriteOptions {
 const KOHYA_ROLE_SUFFIX: Record<string, string> = { "lora_B.bias": "lora_up.bias" };
 
 const MANAGED_META = ["format", "adapter_config", "lora_module_names", "lora_module_kinds", "lora_peft_config", "lora_adapter_metadata"];
-
-function sortedJson(v: unknown, indent?: number): string {
-  const norm = (x: unknown): unknown => {
-    if (Array.isArray(x)) return x.map(norm);
-    if (x && typeof x === "object") return Object.fromEntries(Object.keys(x as object).sort().map((k) => [k, norm((x as Record<string, unknown>)[k])]));
-    return x;
-  };
-  return JSON.stringify(norm(v), null, indent);
-}
 
 /** The PEFT adapter_config for a set of output modules (PEFT loads exactly the intended ΔW). */
 export function buildPeftConfig(out: AdapterOutput): PeftConfig {
