@@ -17,6 +17,8 @@ import type {
   FloatArray,
   GramSide,
   KmeansLloydOptions,
+  TruncateFactorsInput,
+  TruncateFactorsResult,
   KmeansResult,
   LinalgBackend,
   Mat,
@@ -39,6 +41,23 @@ export interface ComputeBinding {
     maxIter: number, tol: number): Promise<{ centroids: Float64Array; labels: Int32Array; inertia: number; iterations: number }>;
   /** cpu addon only (an optional export: the ABI version is unchanged). dtype 0 F32, 1 F16, 2 BF16, 3 F64. */
   factorStats?(raw: Uint8Array, dtype: number, rows: number, cols: number, gramRows: boolean): Promise<FactorStats>;
+  /** cpu addon only (optional export). Codes as factorStats; kind 0 done, 1 fallback, 2 non-finite. */
+  truncateFactors?(rawB: Uint8Array, dtypeB: number, rawA: Uint8Array, dtypeA: number, out: number, r: number, inn: number, t: number,
+    scale: number, scaleOut: number, balanced: boolean, outDtype: number, productsInDouble: boolean): Promise<RawTruncateResult>;
+}
+
+interface RawTruncateResult {
+  kind: number;
+  B: Uint8Array;
+  A: Uint8Array;
+  S: Float64Array;
+  norm2: number;
+  err2: number;
+  resid2: number;
+  productBits: number;
+  badFactor: number;
+  badIndex: number;
+  badValue: number;
 }
 
 const FACTOR_DTYPES: Record<FactorDType, { code: number; size: number }> = { F32: { code: 0, size: 4 }, F16: { code: 1, size: 2 }, BF16: { code: 2, size: 2 }, F64: { code: 3, size: 8 } };
@@ -243,10 +262,37 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     if (r.firstNonFinite < 0) checkOutput(name, "factorStats", [r.gram]);
     return { data: r.data, gram: r.gram, firstNonFinite: r.firstNonFinite };
   });
+  const tf = binding.truncateFactors?.bind(binding);
+  const truncateFactors = tf && (async (x: TruncateFactorsInput): Promise<TruncateFactorsResult> => {
+    const code = (d: FactorDType) => {
+      const c = FACTOR_DTYPES[d];
+      if (!c) throw new InvalidInputError(`truncateFactors: dtype ${String(d)} is not one of F32, F16, BF16, F64`);
+      return c;
+    };
+    const b = code(x.B.dtype), a = code(x.A.dtype), o = code(x.outDtype);
+    const out = x.B.rows, r = x.B.cols, inn = x.A.cols, t = x.rank;
+    if (x.A.rows !== r) throw new InvalidInputError(`truncateFactors: B is ${out}×${r} but A is ${x.A.rows}×${inn}`);
+    if (!(Number.isInteger(t) && t >= 1 && t <= r)) throw new InvalidInputError(`truncateFactors: rank ${String(t)} must be an integer in 1..${r}`);
+    if (x.B.raw.byteLength !== out * r * b.size || x.A.raw.byteLength !== r * inn * a.size) throw new InvalidInputError("truncateFactors: raw byte lengths do not match the shapes");
+    if (Math.max(out, inn) * Math.max(r, 1) > MAX_ELEMENTS) throw new InvalidInputError(`truncateFactors: factors exceed ${MAX_ELEMENTS} elements, the native backends' limit`);
+    if (!Number.isFinite(x.scale) || !Number.isFinite(x.scaleOut) || x.scaleOut === 0) throw new InvalidInputError("truncateFactors: scales must be finite (scaleOut ≠ 0)");
+    let res: RawTruncateResult;
+    try {
+      res = await tf(x.B.raw, b.code, x.A.raw, a.code, out, r, inn, t, x.scale, x.scaleOut, x.split === "balanced", o.code, !!x.productsInDouble);
+    } catch (e) {
+      fail(name, "truncateFactors", e);
+    }
+    if (res.kind === 1) return { kind: "fallback" };
+    if (res.kind === 2) return { kind: "non-finite", factor: res.badFactor === 0 ? "A" : "B", index: res.badIndex, value: res.badValue };
+    checkOutput(name, "truncateFactors", [res.S]);
+    if (![res.norm2, res.err2, res.resid2].every(Number.isFinite)) throw new RuntimeFailure(`${name} backend: truncateFactors returned a non-finite error measure`);
+    return { kind: "done", B: res.B, A: res.A, S: res.S, norm2: res.norm2, err2: res.err2, resid2: res.resid2, productBits: res.productBits === 32 ? 32 : 64 };
+  });
   return {
     name,
     detail,
     ...(factorStats ? { factorStats } : {}),
+    ...(truncateFactors ? { truncateFactors } : {}),
 
     async gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Promise<Mat<T>> {
       checkMat("gemm", "A", a);
@@ -416,7 +462,17 @@ export function probeCpu(opts: { threads?: number; binding?: string | CpuBinding
     b.setThreads(t);
     info = b.info();
   }
-  return { ok: true, backend: adaptBinding("cpu", b, cpuDetail(info)) };
+  const backend = adaptBinding("cpu", b, cpuDetail(info));
+  backend.withLanes = async <T>(fn: (lanes: number) => Promise<T>): Promise<T> => {
+    const before = b.info().threads;
+    b.setThreads(1);
+    try {
+      return await fn(Math.max(1, before));
+    } finally {
+      b.setThreads(before);
+    }
+  };
+  return { ok: true, backend };
 }
 
 function hasNvidiaDriver(): boolean {

@@ -52,6 +52,55 @@ export interface KmeansResult {
 
 export type BackendName = "js" | "cpu" | "cuda";
 
+/** One module's factors as stored, for `truncateFactors`. */
+export interface RawFactor {
+  /** Little-endian values of `dtype`, row-major. */
+  raw: Uint8Array;
+  dtype: FactorDType;
+  rows: number;
+  cols: number;
+}
+
+export interface TruncateFactorsInput {
+  /** out×r */
+  B: RawFactor;
+  /** r×in */
+  A: RawFactor;
+  /** s of ΔW = s·B·A */
+  scale: number;
+  /** 1 ≤ t ≤ r */
+  rank: number;
+  /** s' of the output: s'·B'·A' is the optimal rank-t approximation. */
+  scaleOut: number;
+  split: "balanced" | "all-in-up";
+  /** dtype of the output factors (F64 not written by lora, but accepted). */
+  outDtype: FactorDType;
+  /** Products in float64 even for a 16-bit output (tests compare both). */
+  productsInDouble?: boolean;
+}
+
+export type TruncateFactorsResult =
+  | {
+      kind: "done";
+      /** out×t values of outDtype, signs normalised (linalg/signs.ts). */
+      B: Uint8Array;
+      /** t×in */
+      A: Uint8Array;
+      /** Every singular value of s·B·A (r, descending). */
+      S: Float64Array;
+      /** ‖s·B·A‖²_F */
+      norm2: number;
+      /** Σ of the σ² not written: the exact truncation's squared error. */
+      err2: number;
+      /** What rounding the factors to outDtype adds to the squared error (first order, as svd.ts truncationError). */
+      resid2: number;
+      /** 32 when the products B·P, Aᵀ·Qᵀ ran in float32 (16-bit outputs), else 64. */
+      productBits: 32 | 64;
+    }
+  /** The Gram route's guards refused (cancelling or ill-conditioned factors): the caller's general route must run. */
+  | { kind: "fallback" }
+  | { kind: "non-finite"; factor: "A" | "B"; index: number; value: number };
+
 /** Raw element types `factorStats` decodes (little-endian, as safetensors stores them). */
 export type FactorDType = "F32" | "F16" | "BF16" | "F64";
 
@@ -100,4 +149,16 @@ export interface LinalgBackend {
    * A non-finite value is not an error here: the caller names the tensor (exit 3).
    */
   factorStats?(raw: Uint8Array, dtype: FactorDType, rows: number, cols: number, side: GramSide): Promise<FactorStats>;
+  /**
+   * Optional (cpu only; elsewhere commands/truncate/svd.ts runs the same Gram route step by step,
+   * and is the reference this is tested against): one module's optimal rank-t truncation from its
+   * raw factor bytes to the output's bytes in a single call on one thread, so that `lanes` modules
+   * can run side by side (withLanes).
+   */
+  truncateFactors?(input: TruncateFactorsInput): Promise<TruncateFactorsResult>;
+  /**
+   * Optional (cpu): runs fn with every BLAS call on one thread, passing how many calls to run side
+   * by side (the backend's thread count), then restores the threads. Only while no call is in flight.
+   */
+  withLanes?<T>(fn: (lanes: number) => Promise<T>): Promise<T>;
 }

@@ -15,10 +15,10 @@
   "targets": [
     {
       "target_name": "lora_cpu",
-      "sources": ["src/cpu/addon.cc", "src/cpu/blas.cc", "src/cpu/ops.cc"],
+      "sources": ["src/cpu/addon.cc", "src/cpu/blas.cc", "src/cpu/ops.cc", "src/cpu/kernels.cc", "src/cpu/truncate.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
-      "cflags_cc": ["-O3", "-std=c++17", "-fexceptions"],
+      "cflags_cc": ["-O3", "-std=c++17", "-fexceptions", "-Wno-psabi"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
       "libraries": ["-ldl", "-lpthread"]
     },

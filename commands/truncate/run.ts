@@ -13,12 +13,13 @@
 // needs them), every output shape is then known, and each module's new factors are computed
 // lazily while the writer streams the file, one module at a time. A rank of 0 removes the module.
 import { existsSync } from "node:fs";
-import { alphaForScale, hasTextEncoder2, isDora, kohyaStemInSet, loadAdapter, rawReadable, readFactors, readFactorsWithGrams, readRawFactors, scaleFor, type Adapter, type LoraModule, type ModuleFactors, type ModuleFactorsGrams, type RawFactors } from "../../formats/adapter/index.js";
+import { alphaForScale, hasTextEncoder2, isDora, kohyaStemInSet, loadAdapter, nonFinite, rawReadable, readFactors, readFactorsWithGrams, readRawFactors, scaleFor, type Adapter, type LoraModule, type ModuleFactors, type ModuleFactorsGrams, type RawFactors } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
 import { InvalidInputError, UsageError } from "../../formats/errors.js";
 import type { DType } from "../../formats/safetensors/index.js";
 import { lowRankSingularValues } from "../../linalg/lowrank.js";
-import type { LinalgBackend, Mat } from "../../linalg/types.js";
+import type { FactorDType, LinalgBackend, Mat, TruncateFactorsResult } from "../../linalg/types.js";
+import { Lanes, ReadAhead } from "../support/schedule.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../support/report.js";
 import { allocate, type Score } from "./allocate.js";
 import { cleanDynamicRank, kohyaDynamicRank, type DynamicMethod } from "./kohya-rules.js";
@@ -210,7 +211,12 @@ interface BuildContext {
   split: SplitMode;
   unit: number;
   onModule?: (done: number, total: number) => void;
+  /** Native calls to run side by side (LinalgBackend.withLanes); 1 otherwise. */
+  lanes?: number;
 }
+
+/** Output dtypes the fused native route writes. */
+const FUSED_OUT: readonly DType[] = ["F32", "F16", "BF16"];
 
 function m64(rows: number, cols: number, data: Float32Array | Float64Array): Mat<Float64Array> {
   return { rows, cols, data: toF64(data) };
@@ -225,26 +231,39 @@ async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; ou
   let done = 0;
   const total = a.modules.length;
   const tick = () => c.onModule?.(++done, total);
-  // Read-ahead: while one module's products run on the backend's threads, the next module's
-  // factors are read and decoded (the writer asks for modules in name order, as a.modules is).
-  // For svd with a backend that has factorStats, only the bytes are read ahead (I/O); decode, the
-  // NaN/Inf check and the Grams BᵀB, AAᵀ run natively when the module's turn comes, so that two
-  // BLAS calls never compete for the cores (readFactorsWithGrams).
+  // Read-ahead: while one module is written, the next modules' bytes are read and (fused route)
+  // computed. Routes, fastest first:
+  //  - fused (a backend with truncateFactors, svd): raw bytes in, output bytes out, one native call
+  //    per module on one thread, `lanes` modules side by side; falls back below when its guards refuse;
+  //  - factorStats (svd): only the bytes are read ahead; decode, the NaN/Inf check and the Grams run
+  //    natively when the module's turn comes, so that two BLAS calls never compete for the cores;
+  //  - otherwise the factors are read and decoded ahead in TS.
   const precisionOf = (m: LoraModule) => (m.A.dtype === "F64" || m.B.dtype === "F64" || c.method === "svd" ? "f64" : "f32");
   const rawAhead = (m: LoraModule) => c.method === "svd" && be.factorStats !== undefined && rawReadable(m);
-  type Ahead = { raw: Promise<RawFactors> } | { factors: Promise<ModuleFactors> };
-  const start = (m: LoraModule): Ahead => (rawAhead(m) ? { raw: readRawFactors(a, m) } : { factors: c.method === "svd" ? readFactorsWithGrams(a, m, be) : readFactors(a, m, precisionOf(m)) });
-  const ahead = new Map<LoraModule, Ahead>();
-  const lazy: LoraModule[] = [];
-  const factorsOf = (m: LoraModule): Promise<ModuleFactors | ModuleFactorsGrams> => {
-    const got = ahead.get(m) ?? start(m);
-    ahead.delete(m);
-    const next = lazy[lazy.indexOf(m) + 1];
-    if (next && !ahead.has(next)) {
-      const p = start(next);
-      ("raw" in p ? p.raw : p.factors).catch(() => {}); // surfaces when that module's turn comes
-      ahead.set(next, p);
+  const fusedSpec = new Map<LoraModule, { t: number; scaleOut: number; dtype: DType }>();
+  const lanes = new Lanes(c.lanes ?? 1);
+  type Ahead = { raw: Promise<RawFactors> } | { factors: Promise<ModuleFactors> } | { fused: Promise<TruncateFactorsResult> };
+  const start = (m: LoraModule): Promise<Ahead> => {
+    const f = fusedSpec.get(m);
+    if (f) {
+      const fused = readRawFactors(a, m).then((raw) => lanes.run(() => be.truncateFactors!({
+        B: { raw: raw.B, dtype: m.B.dtype as FactorDType, rows: m.out, cols: m.rank },
+        A: { raw: raw.A, dtype: m.A.dtype as FactorDType, rows: m.rank, cols: m.in },
+        scale: m.scale, rank: f.t, scaleOut: f.scaleOut, split: c.split, outDtype: f.dtype as FactorDType,
+      })));
+      return Promise.resolve({ fused });
     }
+    return Promise.resolve(rawAhead(m) ? { raw: readRawFactors(a, m) } : { factors: c.method === "svd" ? readFactorsWithGrams(a, m, be) : readFactors(a, m, precisionOf(m)) });
+  };
+  const lazy: LoraModule[] = [];
+  let ahead: ReadAhead<LoraModule, Ahead> | null = null;
+  const aheadOf = (m: LoraModule): Promise<Ahead> => {
+    ahead ??= new ReadAhead(lazy, start, c.lanes ?? 1);
+    return ahead.take(m);
+  };
+  const factorsOf = async (m: LoraModule): Promise<ModuleFactors | ModuleFactorsGrams> => {
+    const got = await aheadOf(m);
+    if ("fused" in got) return readFactorsWithGrams(a, m, be); // the fused route refused this module
     return "raw" in got ? readFactorsWithGrams(a, m, be, got.raw) : got.factors;
   };
   for (const m of a.modules) {
@@ -293,7 +312,27 @@ async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; ou
       }
     }
     lazy.push(m);
+    if (c.method === "svd" && be.truncateFactors && rawReadable(m) && t <= m.rank && FUSED_OUT.includes(dtype)) fusedSpec.set(m, { t, scaleOut, dtype });
     const produce = async () => {
+      if (fusedSpec.has(m)) {
+        const got = await aheadOf(m);
+        const r = "fused" in got ? await got.fused : null;
+        if (r?.kind === "non-finite") {
+          const label = a.source === "-" ? "<stdin>" : a.source;
+          throw nonFinite(r.factor === "A" ? m.A : m.B, label, r.value, r.index);
+        }
+        if (r?.kind === "done") {
+          const target = Math.sqrt(r.norm2), e2 = Math.max(0, r.err2) + r.resid2;
+          const relative_error = target === 0 ? (e2 === 0 ? 0 : Infinity) : Math.sqrt(e2) / target;
+          outcomes.set(m.name, {
+            result: { name: m.name, rank_in: m.rank, rank: t, relative_error, target_norm: target, alpha, retained_energy: retainedEnergy(S ?? r.S, t) },
+            route: "gram",
+          });
+          tick();
+          return { A: r.A, B: r.B };
+        }
+        fusedSpec.delete(m); // refused by the Gram route's guards: the general route below
+      }
       const f = await factorsOf(m);
       const B = m64(f.B.rows, f.B.cols, f.B.data), A = m64(f.A.rows, f.A.cols, f.A.data);
       let Bo: Float32Array | Float64Array, Ao: Float32Array | Float64Array, route: string, energy: number | undefined;
@@ -337,6 +376,12 @@ function kohyaComment(o: TruncateOptions, a: Adapter, method: "svd" | "prefix", 
 }
 
 async function writeOne(c: BuildContext, output: string, notes: string[], deps: TruncateDeps, kohyaRank: number): Promise<WriteReport> {
+  // The fused route runs modules side by side, each on one BLAS thread (linalg/types.ts withLanes).
+  if (c.method === "svd" && c.be.truncateFactors && c.be.withLanes) return c.be.withLanes((lanes) => writeOneWith({ ...c, lanes }, output, notes, deps, kohyaRank));
+  return writeOneWith(c, output, notes, deps, kohyaRank);
+}
+
+async function writeOneWith(c: BuildContext, output: string, notes: string[], deps: TruncateDeps, kohyaRank: number): Promise<WriteReport> {
   const { o, a } = c;
   const { modules, outcomes, dropped } = await buildModules(c);
   if (modules.length === 0) throw new UsageError("these options remove every module; nothing would be left to write");

@@ -5,7 +5,8 @@ import type { FactorDType, LinalgBackend, Mat } from "../../linalg/types.js";
 import type { TensorInfo } from "../safetensors/index.js";
 import type { Adapter, LoraModule } from "./types.js";
 
-function nonFinite(t: TensorInfo, label: string, v: number, i: number): InvalidInputError {
+/** The refusal of a NaN/±Inf factor value (exit 3), naming the tensor and element. */
+export function nonFinite(t: TensorInfo, label: string, v: number, i: number): InvalidInputError {
   return new InvalidInputError(`${label}: tensor ${t.name} holds ${Number.isNaN(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"} at element ${i}; factors must be finite`);
 }
 

@@ -1,6 +1,6 @@
 // One output module's tensors (factors + extras) as writer specs, whatever the key layout: the
 // factors are computed lazily (once per module, released after both are written) or copied raw.
-import { encodeFloats, type TensorSpec } from "../safetensors/index.js";
+import { dtypeBits, encodeFloats, type TensorSpec } from "../safetensors/index.js";
 import type { OutFactors, OutModule } from "./write.js";
 
 export interface ModuleKeys {
@@ -19,8 +19,9 @@ export function moduleTensorSpecs(m: OutModule, keys: ModuleKeys): TensorSpec[] 
     if (++taken === 2) cached = null;
     const data = which === "A" ? f.A : f.B;
     const want = which === "A" ? m.rank * m.in : m.out * m.rank;
-    if (data.length !== want) throw new Error(`internal: module ${m.path} produced ${data.length} values for ${which}, expected ${want}`);
-    return encodeFloats(m.dtype, data);
+    const got = data instanceof Uint8Array ? (data.byteLength * 8) / dtypeBits(m.dtype) : data.length;
+    if (got !== want) throw new Error(`internal: module ${m.path} produced ${got} values for ${which}, expected ${want}`);
+    return data instanceof Uint8Array ? data : encodeFloats(m.dtype, data);
   };
   // Conv: A is [r, in/(kh·kw), kh, kw], B is [out, r, 1, 1].
   const k = m.kernel ?? [];

@@ -13,10 +13,10 @@ import { moduleTensorSpecs } from "./module-specs.js";
 import { sortedJson } from "./json.js";
 
 export interface OutFactors {
-  /** r×in row-major (conv flattened). */
-  A: Float32Array | Float64Array;
-  /** out×r row-major. */
-  B: Float32Array | Float64Array;
+  /** r×in row-major (conv flattened); a Uint8Array holds the bytes of the module's dtype, already encoded. */
+  A: Float32Array | Float64Array | Uint8Array;
+  /** out×r row-major (values, or encoded bytes as for A). */
+  B: Float32Array | Float64Array | Uint8Array;
 }
 
 export interface OutModule {

@@ -5,7 +5,9 @@
 // shapes and finiteness before calling in.
 #include "../common/napi_ops.h"
 #include "blas.h"
+#include "kernels.h"
 #include "ops.h"
+#include "truncate.h"
 
 namespace {
 
@@ -95,6 +97,72 @@ Napi::Value FactorStats(const Napi::CallbackInfo& info) {
   return p;
 }
 
+namespace {
+void bytesArg(const Napi::CallbackInfo& info, size_t i, const char* what, size_t need, Napi::TypedArray& out) {
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    typeError(info.Env(), std::string(what) + " must be a Uint8Array");
+  out = info[i].As<Napi::TypedArray>();
+  if (out.ByteLength() != need)
+    typeError(info.Env(), std::string(what) + " holds " + std::to_string(out.ByteLength()) + " bytes, expected " + std::to_string(need));
+}
+double numberArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (!info[i].IsNumber()) typeError(info.Env(), std::string(what) + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+}  // namespace
+
+// truncateFactors(rawB, dtypeB, rawA, dtypeA, out, r, in, t, scale, scaleOut, balanced, outDtype, productsInDouble)
+//   → Promise<{kind: 0 done | 1 fallback | 2 non-finite, B: Uint8Array (out×t of outDtype), A: Uint8Array (t×in),
+//              S: Float64Array (r), norm2, err2, resid2, productBits, badFactor, badIndex, badValue}>
+// CPU addon only (optional in ComputeBinding): one module's fused truncation (truncate.cc), single-threaded.
+Napi::Value TruncateFactors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  lora::TruncateArgs a;
+  a.dtypeB = dim(info, 1, "dtypeB", 0);
+  a.dtypeA = dim(info, 3, "dtypeA", 0);
+  a.out = dim(info, 4, "out"), a.r = dim(info, 5, "r"), a.in = dim(info, 6, "in"), a.t = dim(info, 7, "t");
+  a.scale = numberArg(info, 8, "scale");
+  a.scaleOut = numberArg(info, 9, "scaleOut");
+  a.balanced = info[10].ToBoolean();
+  a.outDtype = dim(info, 11, "outDtype", 0);
+  a.productsInDouble = info[12].ToBoolean();
+  if (a.dtypeA > 3 || a.dtypeB > 3 || a.outDtype > 3) typeError(env, "dtype codes are 0 (F32), 1 (F16), 2 (BF16), 3 (F64)");
+  if (a.t > a.r) typeError(env, "truncateFactors: t must be ≤ r");
+  if (!std::isfinite(a.scale) || !std::isfinite(a.scaleOut) || a.scaleOut == 0) typeError(env, "truncateFactors: scales must be finite (scaleOut ≠ 0)");
+  Napi::TypedArray rawB, rawA;
+  bytesArg(info, 0, "rawB", size_t(a.out) * a.r * lora::kernels::dtypeSize(a.dtypeB), rawB);
+  bytesArg(info, 2, "rawA", size_t(a.r) * a.in * lora::kernels::dtypeSize(a.dtypeA), rawA);
+  a.rawB = static_cast<const uint8_t*>(rawB.ArrayBuffer().Data()) + rawB.ByteOffset();
+  a.rawA = static_cast<const uint8_t*>(rawA.ArrayBuffer().Data()) + rawA.ByteOffset();
+  const size_t es = lora::kernels::dtypeSize(a.outDtype);
+  auto outB = Napi::Uint8Array::New(env, size_t(a.out) * a.t * es);
+  auto outA = Napi::Uint8Array::New(env, size_t(a.t) * a.in * es);
+  auto S = Napi::Float64Array::New(env, size_t(a.r));
+  auto res = std::make_shared<lora::TruncateOutcome>();
+  auto run = [a, pb = ptr<uint8_t>(outB), pa = ptr<uint8_t>(outA), ps = ptr<double>(S), res] {
+    return lora::truncateFactors(a, pb, pa, ps, res.get());
+  };
+  auto outs = std::make_shared<Outs>();
+  outs->add("B", outB);
+  outs->add("A", outA);
+  outs->add("S", S);
+  auto* w = new OpWorker(env, "lora_cpu.truncateFactors", run, objectOf(outs, [res](Napi::Object o) {
+                           o.Set("kind", res->kind);
+                           o.Set("norm2", res->norm2);
+                           o.Set("err2", res->err2);
+                           o.Set("resid2", res->resid2);
+                           o.Set("productBits", res->productBits);
+                           o.Set("badFactor", res->badFactor);
+                           o.Set("badIndex", double(res->badIndex));
+                           o.Set("badValue", res->badValue);
+                         }));
+  w->Keep(rawB);
+  w->Keep(rawA);
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("abiVersion", Napi::Number::New(env, kAbiVersion));
   exports.Set("info", Napi::Function::New(env, Info, "info"));
@@ -105,6 +173,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("eigSym", Napi::Function::New(env, EigSym<CpuOps>, "eigSym"));
   exports.Set("kmeansLloyd", Napi::Function::New(env, KmeansLloyd<CpuOps>, "kmeansLloyd"));
   exports.Set("factorStats", Napi::Function::New(env, FactorStats, "factorStats"));
+  exports.Set("truncateFactors", Napi::Function::New(env, TruncateFactors, "truncateFactors"));
   return exports;
 }
 

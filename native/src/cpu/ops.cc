@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "blas.h"
+#include "halfs.h"
 
 namespace lora {
 
@@ -246,23 +247,6 @@ template Status svd<double>(const double*, int, int, double*, double*, double*);
 template Status eigSym<float>(const float*, int, float*, float*);
 template Status eigSym<double>(const double*, int, double*, double*);
 
-namespace {
-
-// IEEE binary16 → float32 bits → float64, exact (subnormals, ±Inf and NaN included).
-inline double halfToDouble(uint16_t h) {
-  uint32_t sign = uint32_t(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
-  float f;
-  if (e == 0) {
-    f = float(m) * 5.9604644775390625e-8f;  // m · 2⁻²⁴, exact
-    if (sign) f = -f;
-    return f;
-  }
-  uint32_t bits = sign | (e == 31 ? (0xffu << 23) : ((e + 112) << 23)) | (m << 13);
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-}  // namespace
 
 Status factorStats(const uint8_t* raw, int dtype, int rows, int cols, bool gramRows, double* data, double* gram,
                    int64_t* firstNonFinite) {
@@ -279,12 +263,11 @@ Status factorStats(const uint8_t* raw, int dtype, int rows, int cols, bool gramR
         for (int64_t i = b; i < e; i++) { float f; std::memcpy(&f, raw + 4 * i, 4); data[i] = f; }
         break;
       case 1:
-        for (int64_t i = b; i < e; i++) { uint16_t h; std::memcpy(&h, raw + 2 * i, 2); data[i] = halfToDouble(h); }
+        for (int64_t i = b; i < e; i++) { uint16_t h; std::memcpy(&h, raw + 2 * i, 2); data[i] = halfToFloat(h); }
         break;
       case 2:
         for (int64_t i = b; i < e; i++) {
-          uint16_t h; std::memcpy(&h, raw + 2 * i, 2);
-          uint32_t u = uint32_t(h) << 16; float f; std::memcpy(&f, &u, 4); data[i] = f;
+          uint16_t h; std::memcpy(&h, raw + 2 * i, 2); data[i] = bf16ToFloat(h);
         }
         break;
       default:

@@ -1,0 +1,336 @@
+#include "kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "halfs.h"
+
+// Three builds of each entry point, picked by the loader (GCC/Clang function multi-versioning).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(LORA_NO_CLONES)
+#define LORA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define LORA_CLONES
+#endif
+#define LORA_INLINE inline __attribute__((always_inline))
+
+// _Float16 (GCC ≥ 12, Clang ≥ 15 on x86-64): vectorised F16 conversions (vcvtph2ps) in the v3/v4 builds.
+#if defined(__FLT16_MAX__) && defined(__x86_64__)
+#define LORA_HAVE_FLOAT16 1
+#endif
+
+namespace lora {
+namespace kernels {
+
+namespace {
+
+// 256-bit generic vectors: one AVX2 register, half an AVX-512 register pair on Zen 4, two SSE.
+typedef double vd __attribute__((vector_size(32)));
+typedef float vf __attribute__((vector_size(32)));
+typedef float vf4 __attribute__((vector_size(16)));
+template <typename T> struct Vec;
+template <> struct Vec<float> { typedef vf v; static constexpr int n = 8; };
+template <> struct Vec<double> { typedef vd v; static constexpr int n = 4; };
+
+template <typename V, typename T>
+LORA_INLINE V load(const T* p) {
+  V x;
+  std::memcpy(&x, p, sizeof x);
+  return x;
+}
+template <typename V, typename T>
+LORA_INLINE void store(T* p, V x) {
+  std::memcpy(p, &x, sizeof x);
+}
+
+// Four consecutive values of X as float64 (exact from float32).
+LORA_INLINE vd load4(const double* p) { return load<vd>(p); }
+LORA_INLINE vd load4(const float* p) { return __builtin_convertvector(load<vf4>(p), vd); }
+
+// Gram tile: kTA rows × kNB·4 columns of XᵀX, accumulated in float64 registers over `rows` rows.
+// Rows are taken in chunks that stay in L1/L2 while every tile of the chunk is formed.
+constexpr int kTA = 4, kNB = 4, kTB = kNB * 4;
+
+template <typename T>
+LORA_INLINE void gramTile(const T* X, int rows, int ld, int a0, int b0, double* G) {
+  vd acc[kTA][kNB];
+  for (int a = 0; a < kTA; a++)
+    for (int b = 0; b < kNB; b++) acc[a][b] = vd{};
+  for (int i = 0; i < rows; i++) {
+    const T* x = X + int64_t(i) * ld;
+    vd xb[kNB];
+    for (int b = 0; b < kNB; b++) xb[b] = load4(x + b0 + 4 * b);
+    for (int a = 0; a < kTA; a++) {
+      vd xa = vd{} + double(x[a0 + a]);
+      for (int b = 0; b < kNB; b++) acc[a][b] += xa * xb[b];
+    }
+  }
+  for (int a = 0; a < kTA; a++)
+    for (int b = 0; b < kNB; b++) {
+      double* g = G + int64_t(a0 + a) * ld + b0 + 4 * b;
+      store(g, load<vd>(g) + acc[a][b]);
+    }
+}
+
+template <typename T>
+LORA_INLINE void gramBody(const T* X, int64_t n, int ld, double* G) {
+  const int64_t chunk = std::max<int64_t>(kTA, (int64_t(32) << 10) / (int64_t(std::max(ld, 1)) * int64_t(sizeof(T))));  // ≈ 32 KiB of X
+  for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+    int rows = int(std::min<int64_t>(chunk, n - c0));
+    const T* Xc = X + c0 * ld;
+    for (int a0 = 0; a0 < ld; a0 += kTA)
+      for (int b0 = (a0 / kTB) * kTB; b0 < ld; b0 += kTB) gramTile<T>(Xc, rows, ld, a0, b0, G);
+  }
+}
+
+// Thin product block: kTR rows × kNC vectors of columns of X·P, accumulated in C over k < w.
+constexpr int kTR = 4, kNC = 2;
+
+template <typename X, typename C>
+LORA_INLINE void productBody(const X* x, int64_t n, int w, int ld, const C* P, int tp, C* Y) {
+  typedef typename Vec<C>::v vt;
+  constexpr int L = Vec<C>::n, TC = kNC * L;
+  for (int64_t i0 = 0; i0 < n; i0 += kTR) {
+    int rr = int(std::min<int64_t>(kTR, n - i0));
+    for (int c0 = 0; c0 < tp; c0 += TC) {
+      int nc = std::min(kNC, (tp - c0) / L);
+      vt acc[kTR][kNC];
+      for (int r = 0; r < kTR; r++)
+        for (int j = 0; j < kNC; j++) acc[r][j] = vt{};
+      if (rr == kTR && nc == kNC) {
+        for (int k = 0; k < w; k++) {
+          vt p[kNC];
+          for (int j = 0; j < kNC; j++) p[j] = load<vt>(P + int64_t(k) * tp + c0 + j * L);
+          for (int r = 0; r < kTR; r++) {
+            vt xr = vt{} + C(x[(i0 + r) * ld + k]);
+            for (int j = 0; j < kNC; j++) acc[r][j] += xr * p[j];
+          }
+        }
+      } else {
+        for (int k = 0; k < w; k++)
+          for (int r = 0; r < rr; r++) {
+            vt xr = vt{} + C(x[(i0 + r) * ld + k]);
+            for (int j = 0; j < nc; j++) acc[r][j] += xr * load<vt>(P + int64_t(k) * tp + c0 + j * L);
+          }
+      }
+      for (int r = 0; r < rr; r++)
+        for (int j = 0; j < nc; j++) store(Y + (i0 + r) * tp + c0 + j * L, acc[r][j]);
+    }
+  }
+}
+
+template <typename T>
+LORA_INLINE T decodeAt(const uint8_t* raw, int dtype, int64_t i) {
+  switch (dtype) {
+    case F32: { float f; std::memcpy(&f, raw + 4 * i, 4); return T(f); }
+    case F16: {
+#ifdef LORA_HAVE_FLOAT16
+      _Float16 h; std::memcpy(&h, raw + 2 * i, 2); return T(float(h));
+#else
+      uint16_t h; std::memcpy(&h, raw + 2 * i, 2); return T(halfToFloat(h));
+#endif
+    }
+    case BF16: { uint16_t h; std::memcpy(&h, raw + 2 * i, 2); return T(bf16ToFloat(h)); }
+    default: { double d; std::memcpy(&d, raw + 8 * i, 8); return T(d); }
+  }
+}
+
+// The dtype switch is hoisted out of the loops so that each loop vectorises.
+template <typename T, int D>
+LORA_INLINE void decodeRowsD(const uint8_t* raw, int64_t rows, int cols, int ld, T* dst) {
+  for (int64_t i = 0; i < rows; i++) {
+    T* d = dst + i * ld;
+    const uint8_t* s = raw + i * cols * dtypeSize(D);
+    for (int j = 0; j < cols; j++) d[j] = decodeAt<T>(s, D, j);
+    for (int j = cols; j < ld; j++) d[j] = T(0);
+  }
+}
+
+template <typename T, int D>
+LORA_INLINE void decodeTransposedD(const uint8_t* raw, int rows, int64_t cols, int ld, T* dst) {
+  constexpr int64_t kBlock = 64;
+  T buf[kBlock];
+  for (int64_t j0 = 0; j0 < cols; j0 += kBlock) {
+    int64_t nb = std::min(kBlock, cols - j0);
+    for (int64_t j = 0; j < nb; j++)
+      for (int i = rows; i < ld; i++) dst[(j0 + j) * ld + i] = T(0);
+    for (int i = 0; i < rows; i++) {
+      const uint8_t* s = raw + (int64_t(i) * cols + j0) * dtypeSize(D);
+      for (int64_t j = 0; j < nb; j++) buf[j] = decodeAt<T>(s, D, j);
+      for (int64_t j = 0; j < nb; j++) dst[(j0 + j) * ld + i] = buf[j];
+    }
+  }
+}
+
+}  // namespace
+
+int dtypeSize(int dtype) { return dtype == F32 ? 4 : dtype == F64 ? 8 : 2; }
+
+int gramStride(int w) { return std::max(kTB, (w + kTB - 1) / kTB * kTB); }
+template <> int productStride<float>(int t) { constexpr int L = Vec<float>::n; return std::max(L, (t + L - 1) / L * L); }
+template <> int productStride<double>(int t) { constexpr int L = Vec<double>::n; return std::max(L, (t + L - 1) / L * L); }
+
+LORA_CLONES static void gramF(const float* X, int64_t n, int ld, double* G) { gramBody<float>(X, n, ld, G); }
+LORA_CLONES static void gramD(const double* X, int64_t n, int ld, double* G) { gramBody<double>(X, n, ld, G); }
+template <> void gramAccumulate<float>(const float* X, int64_t n, int ld, double* G) { gramF(X, n, ld, G); }
+template <> void gramAccumulate<double>(const double* X, int64_t n, int ld, double* G) { gramD(X, n, ld, G); }
+
+LORA_CLONES static void productFF(const float* X, int64_t n, int w, int ld, const float* P, int tp, float* Y) { productBody<float, float>(X, n, w, ld, P, tp, Y); }
+LORA_CLONES static void productFD(const float* X, int64_t n, int w, int ld, const double* P, int tp, double* Y) { productBody<float, double>(X, n, w, ld, P, tp, Y); }
+LORA_CLONES static void productDD(const double* X, int64_t n, int w, int ld, const double* P, int tp, double* Y) { productBody<double, double>(X, n, w, ld, P, tp, Y); }
+template <> void thinProduct<float, float>(const float* X, int64_t n, int w, int ld, const float* P, int tp, float* Y) { productFF(X, n, w, ld, P, tp, Y); }
+template <> void thinProduct<float, double>(const float* X, int64_t n, int w, int ld, const double* P, int tp, double* Y) { productFD(X, n, w, ld, P, tp, Y); }
+template <> void thinProduct<double, double>(const double* X, int64_t n, int w, int ld, const double* P, int tp, double* Y) { productDD(X, n, w, ld, P, tp, Y); }
+
+int64_t firstNonFinite(const uint8_t* raw, int dtype, int64_t n, double* value) {
+  // An all-ones exponent field is NaN or ±Inf in each of the four formats.
+  for (int64_t i = 0; i < n; i++) {
+    bool bad;
+    switch (dtype) {
+      case F32: { uint32_t u; std::memcpy(&u, raw + 4 * i, 4); bad = (u & 0x7f800000u) == 0x7f800000u; break; }
+      case F16: { uint16_t u; std::memcpy(&u, raw + 2 * i, 2); bad = (u & 0x7c00u) == 0x7c00u; break; }
+      case BF16: { uint16_t u; std::memcpy(&u, raw + 2 * i, 2); bad = (u & 0x7f80u) == 0x7f80u; break; }
+      default: { uint64_t u; std::memcpy(&u, raw + 8 * i, 8); bad = (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull; }
+    }
+    if (bad) {
+      *value = decodeAt<double>(raw, dtype, i);
+      return i;
+    }
+  }
+  return -1;
+}
+
+#define ROWS_BODY(T, D) decodeRowsD<T, D>(r, a, int(b), ld, d)
+#define TRANS_BODY(T, D) decodeTransposedD<T, D>(r, int(a), b, ld, d)
+#define LORA_DECODE_SET(T, NAME, WHICH)                                                                          \
+  LORA_CLONES static void NAME##0(const uint8_t* r, int64_t a, int64_t b, int ld, T* d) { WHICH(T, F32); }     \
+  LORA_CLONES static void NAME##1(const uint8_t* r, int64_t a, int64_t b, int ld, T* d) { WHICH(T, F16); }     \
+  LORA_CLONES static void NAME##2(const uint8_t* r, int64_t a, int64_t b, int ld, T* d) { WHICH(T, BF16); }    \
+  LORA_CLONES static void NAME##3(const uint8_t* r, int64_t a, int64_t b, int ld, T* d) { WHICH(T, F64); }     \
+  static void NAME(int dtype, const uint8_t* r, int64_t a, int64_t b, int ld, T* d) {                           \
+    switch (dtype) {                                                                                             \
+      case F32: NAME##0(r, a, b, ld, d); break;                                                                  \
+      case F16: NAME##1(r, a, b, ld, d); break;                                                                  \
+      case BF16: NAME##2(r, a, b, ld, d); break;                                                                 \
+      default: NAME##3(r, a, b, ld, d);                                                                          \
+    }                                                                                                            \
+  }
+LORA_DECODE_SET(float, rowsF, ROWS_BODY)
+LORA_DECODE_SET(double, rowsD, ROWS_BODY)
+LORA_DECODE_SET(float, transF, TRANS_BODY)
+LORA_DECODE_SET(double, transD, TRANS_BODY)
+#undef LORA_DECODE_SET
+#undef ROWS_BODY
+#undef TRANS_BODY
+
+template <> void decodeRows<float>(const uint8_t* raw, int dtype, int64_t rows, int cols, int ld, float* dst) { rowsF(dtype, raw, rows, cols, ld, dst); }
+template <> void decodeRows<double>(const uint8_t* raw, int dtype, int64_t rows, int cols, int ld, double* dst) { rowsD(dtype, raw, rows, cols, ld, dst); }
+template <> void decodeTransposed<float>(const uint8_t* raw, int dtype, int rows, int64_t cols, int ld, float* dst) { transF(dtype, raw, rows, cols, ld, dst); }
+template <> void decodeTransposed<double>(const uint8_t* raw, int dtype, int rows, int64_t cols, int ld, double* dst) { transD(dtype, raw, rows, cols, ld, dst); }
+
+namespace {
+
+// x rounded to the output dtype (ties to even), in C. The float cases vectorise: _Float16
+// (vcvtps2ph in the v3/v4 builds) and bfloat16 as integer ops on the bits.
+template <typename C>
+LORA_INLINE C roundOne(int dtype, C x);
+
+template <>
+LORA_INLINE float roundOne<float>(int dtype, float x) {
+  if (dtype == F16) {
+#ifdef LORA_HAVE_FLOAT16
+    return float(_Float16(x));
+#else
+    return halfToFloat(floatToHalf(x));
+#endif
+  }
+  if (dtype == BF16) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;  // finite inputs only (products of finite factors)
+    float y;
+    std::memcpy(&y, &u, 4);
+    return y;
+  }
+  return x;
+}
+
+template <>
+LORA_INLINE double roundOne<double>(int dtype, double x) {
+  switch (dtype) {
+    case F32: return double(float(x));
+    case F16: return roundToFormat(x, 11, -14, 15);
+    case BF16: return roundToFormat(x, 8, -126, 127);
+    default: return x;
+  }
+}
+
+template <typename C, int D>
+LORA_INLINE void roundStackBody(C* Y, int64_t n, int t, int tp, bool roundedFirst, C* S, int ld2) {
+  for (int64_t i = 0; i < n; i++) {
+    C* y = Y + i * tp;
+    C* s = S + i * ld2;
+    for (int c = 0; c < t; c++) {
+      C v = y[c], r = roundOne<C>(D, v);
+      s[c] = roundedFirst ? r : v;
+      s[t + c] = r - v;
+      y[c] = r;
+    }
+  }
+}
+
+template <typename C, int D>
+LORA_INLINE void encodeRowsBody(const C* Y, int64_t n, int t, int tp, uint8_t* dst) {
+  for (int64_t i = 0; i < n; i++)
+    for (int c = 0; c < t; c++) {
+      C v = Y[i * tp + c];
+      uint8_t* d = dst + (i * t + c) * dtypeSize(D);
+      if (D == F32) { float f = float(v); std::memcpy(d, &f, 4); }
+      else if (D == F64) { double x = double(v); std::memcpy(d, &x, 8); }
+      else if (D == BF16) { float f = float(v); uint32_t u; std::memcpy(&u, &f, 4); uint16_t h = uint16_t(u >> 16); std::memcpy(d, &h, 2); }
+      else {
+#ifdef LORA_HAVE_FLOAT16
+        _Float16 h = _Float16(float(v)); std::memcpy(d, &h, 2);
+#else
+        uint16_t h = floatToHalf(float(v)); std::memcpy(d, &h, 2);
+#endif
+      }
+    }
+}
+
+}  // namespace
+
+#define LORA_ROUND_STACK(C, NAME)                                                                                     \
+  LORA_CLONES static void NAME##16(C* Y, int64_t n, int t, int tp, bool f, C* S, int ld2) { roundStackBody<C, F16>(Y, n, t, tp, f, S, ld2); }   \
+  LORA_CLONES static void NAME##b16(C* Y, int64_t n, int t, int tp, bool f, C* S, int ld2) { roundStackBody<C, BF16>(Y, n, t, tp, f, S, ld2); } \
+  LORA_CLONES static void NAME##32(C* Y, int64_t n, int t, int tp, bool f, C* S, int ld2) { roundStackBody<C, F32>(Y, n, t, tp, f, S, ld2); }   \
+  LORA_CLONES static void NAME##64(C* Y, int64_t n, int t, int tp, bool f, C* S, int ld2) { roundStackBody<C, F64>(Y, n, t, tp, f, S, ld2); }
+LORA_ROUND_STACK(float, roundStackF)
+LORA_ROUND_STACK(double, roundStackD)
+#undef LORA_ROUND_STACK
+
+#define LORA_ENCODE_ROWS(C, NAME)                                                                                          \
+  LORA_CLONES static void NAME##16(const C* Y, int64_t n, int t, int tp, uint8_t* d) { encodeRowsBody<C, F16>(Y, n, t, tp, d); }   \
+  LORA_CLONES static void NAME##b16(const C* Y, int64_t n, int t, int tp, uint8_t* d) { encodeRowsBody<C, BF16>(Y, n, t, tp, d); } \
+  LORA_CLONES static void NAME##32(const C* Y, int64_t n, int t, int tp, uint8_t* d) { encodeRowsBody<C, F32>(Y, n, t, tp, d); }   \
+  LORA_CLONES static void NAME##64(const C* Y, int64_t n, int t, int tp, uint8_t* d) { encodeRowsBody<C, F64>(Y, n, t, tp, d); }
+LORA_ENCODE_ROWS(float, encodeRowsF)
+LORA_ENCODE_ROWS(double, encodeRowsD)
+#undef LORA_ENCODE_ROWS
+
+#define LORA_PICK(NAME, ...)                      \
+  switch (dtype) {                                \
+    case F16: NAME##16(__VA_ARGS__); break;        \
+    case BF16: NAME##b16(__VA_ARGS__); break;      \
+    case F32: NAME##32(__VA_ARGS__); break;        \
+    default: NAME##64(__VA_ARGS__);                \
+  }
+
+template <> void roundAndStack<float>(float* Y, int64_t n, int t, int tp, int dtype, bool roundedFirst, float* S, int ld2) { LORA_PICK(roundStackF, Y, n, t, tp, roundedFirst, S, ld2) }
+template <> void roundAndStack<double>(double* Y, int64_t n, int t, int tp, int dtype, bool roundedFirst, double* S, int ld2) { LORA_PICK(roundStackD, Y, n, t, tp, roundedFirst, S, ld2) }
+template <> void encodeRows<float>(const float* Y, int64_t n, int t, int tp, int dtype, uint8_t* dst) { LORA_PICK(encodeRowsF, Y, n, t, tp, dst) }
+template <> void encodeRows<double>(const double* Y, int64_t n, int t, int tp, int dtype, uint8_t* dst) { LORA_PICK(encodeRowsD, Y, n, t, tp, dst) }
+#undef LORA_PICK
+
+}  // namespace kernels
+}  // namespace lora

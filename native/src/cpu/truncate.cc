@@ -1,0 +1,257 @@
+// The Gram route of commands/truncate/svd.ts in one native call (algorithms.md §7.1):
+//   G_B = BᵀB, G_A = AAᵀ (float64), R_B = Λ_B^{1/2}V_Bᵀ, R_A likewise, M = s·R_B·R_Aᵀ = U_M Σ V_Mᵀ,
+//   B' = B·P with P = s R_Aᵀ V_M,t Σ_t⁻¹ ·(√Σ_t / √s' or 1/s'),  A' = Q·A with Q = s Σ_t⁻¹ U_M,tᵀ R_B ·(…),
+// then B'·A' is rounded to the output dtype, and the rounding's contribution to the error is
+// measured from two 2t×2t Grams, exactly as svd.ts's truncationError does.
+//
+// Precision: the factors are decoded exactly (float32 holds F16/BF16/F32 exactly; F64 stays
+// float64); the Grams and all r×r algebra are float64. The products B·P and Aᵀ·Qᵀ run in float32
+// only when the output is F16/BF16, whose rounding (2⁻⁹ relative) is 10⁴× coarser than float32's.
+#include "truncate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <new>
+#include <vector>
+
+#include "kernels.h"
+#include "ops.h"
+
+namespace lora {
+
+namespace {
+
+using kernels::F64;
+
+double frob(const double* x, const double* y, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += x[i] * y[i];
+  return s;
+}
+
+// Upper-tile Gram (kernels::gramAccumulate) → full symmetric w×w, float64.
+std::vector<double> symmetricGram(const std::vector<double>& G, int ld, int w) {
+  std::vector<double> g(int64_t(w) * w);
+  for (int a = 0; a < w; a++)
+    for (int b = a; b < w; b++) g[int64_t(a) * w + b] = g[int64_t(b) * w + a] = G[int64_t(a) * ld + b];
+  return g;
+}
+
+// R with RᵀR = G: R = Λ^{1/2}Vᵀ from the eigen-decomposition (negative rounding noise clamped).
+Status gramRoot(const std::vector<double>& g, int n, std::vector<double>& R) {
+  std::vector<double> values(n), vectors(int64_t(n) * n);
+  Status st = eigSym<double>(g.data(), n, values.data(), vectors.data());
+  if (!st.ok()) return st;
+  R.assign(int64_t(n) * n, 0.0);
+  for (int i = 0; i < n; i++) {
+    double l = std::sqrt(std::max(0.0, values[i]));
+    if (l == 0) continue;
+    for (int j = 0; j < n; j++) R[int64_t(i) * n + j] = l * vectors[int64_t(j) * n + i];
+  }
+  return {};
+}
+
+// The r×r part: S, and P (r×t), Q (t×r) with B' = B·P, A' = Q·A. Returns false when a guard
+// refuses the Gram route (the caller falls back), exactly as svd.ts's gramRoute.
+struct Small {
+  std::vector<double> P, Q;
+  double norm2 = 0, scale2 = 0, tail = 0;
+  bool zero = false;  // sBA = 0 and the factors are zero: write zeros
+};
+
+Status smallAlgebra(const std::vector<double>& GB, const std::vector<double>& GA, int r, double s, int t, double s2,
+                    bool balanced, double* S, Small* out, bool* accepted) {
+  *accepted = false;
+  double normB2 = 0, normA2 = 0;
+  for (int i = 0; i < r; i++) normB2 += GB[int64_t(i) * r + i], normA2 += GA[int64_t(i) * r + i];
+  out->scale2 = s * s * normB2 * normA2;
+  out->norm2 = std::max(0.0, s * s * frob(GB.data(), GA.data(), int64_t(r) * r));
+  std::fill(S, S + r, 0.0);
+  if (out->norm2 == 0 && out->scale2 == 0) {
+    out->zero = true;
+    *accepted = true;
+    return {};
+  }
+  // Guard (1): the large directions of B and A cancel; the Gram route would lose the result.
+  if (!(out->norm2 >= 1e-3 * out->scale2)) return {};
+  std::vector<double> RB, RA;
+  Status st = gramRoot(GB, r, RB);
+  if (!st.ok()) return st;
+  st = gramRoot(GA, r, RA);
+  if (!st.ok()) return st;
+  std::vector<double> M(int64_t(r) * r, 0.0), U(int64_t(r) * r), Vt(int64_t(r) * r);
+  for (int i = 0; i < r; i++)
+    for (int k = 0; k < r; k++) {
+      double x = RB[int64_t(i) * r + k];
+      if (x == 0) continue;
+      for (int j = 0; j < r; j++) M[int64_t(i) * r + j] += x * RA[int64_t(j) * r + k];
+    }
+  for (double& x : M) x *= s;
+  st = svd<double>(M.data(), r, r, U.data(), S, Vt.data());
+  if (!st.ok()) return st;
+  for (int i = 0; i < r; i++) S[i] = std::max(0.0, S[i]);
+  // Components below the route's noise floor are zero (√ε·s‖B‖‖A‖ is what it resolves).
+  const double floor = 2e-8 * std::sqrt(out->scale2);
+  out->tail = 0;
+  for (int i = 0; i < r; i++)
+    if (i >= t || !(S[i] > floor)) out->tail += S[i] * S[i];
+  out->P.assign(int64_t(r) * t, 0.0);
+  out->Q.assign(int64_t(t) * r, 0.0);
+  for (int c = 0; c < t && c < r; c++) {
+    double sv = S[c];
+    if (!(sv > floor)) continue;
+    double fB = balanced ? s / std::sqrt(sv * s2) : s / s2;  // × (R_Aᵀ v_c)
+    double fA = balanced ? s / std::sqrt(sv * s2) : s / sv;  // × (R_Bᵀ u_c)
+    for (int i = 0; i < r; i++) {
+      double xb = 0, xa = 0;
+      for (int k = 0; k < r; k++) {
+        xb += RA[int64_t(k) * r + i] * Vt[int64_t(c) * r + k];
+        xa += RB[int64_t(k) * r + i] * U[int64_t(k) * r + c];
+      }
+      out->P[int64_t(i) * t + c] = fB * xb;
+      out->Q[int64_t(c) * r + i] = fA * xa;
+    }
+  }
+  // Guard (2): the r×r model of ‖sBA − s'B·P·Q·A‖² must match Σ_{i≥t} σᵢ².
+  std::vector<double> X(int64_t(r) * t, 0.0), Y(int64_t(t) * r, 0.0), K(int64_t(t) * t, 0.0), L(int64_t(t) * t, 0.0);
+  for (int i = 0; i < r; i++)
+    for (int k = 0; k < r; k++)
+      for (int c = 0; c < t; c++) {
+        X[int64_t(i) * t + c] += GB[int64_t(i) * r + k] * out->P[int64_t(k) * t + c];
+        Y[int64_t(c) * r + i] += out->Q[int64_t(c) * r + k] * GA[int64_t(k) * r + i];
+      }
+  double tr = 0;
+  for (int i = 0; i < r; i++)
+    for (int c = 0; c < t; c++) tr += X[int64_t(i) * t + c] * Y[int64_t(c) * r + i];
+  for (int a = 0; a < t; a++)
+    for (int b = 0; b < t; b++) {
+      double k = 0, l = 0;
+      for (int i = 0; i < r; i++) {
+        k += out->P[int64_t(i) * t + a] * X[int64_t(i) * t + b];
+        l += Y[int64_t(a) * r + i] * out->Q[int64_t(b) * r + i];
+      }
+      K[int64_t(a) * t + b] = k;
+      L[int64_t(a) * t + b] = l;
+    }
+  double cross = s * s2 * tr, own = s2 * s2 * frob(K.data(), L.data(), int64_t(t) * t);
+  double err2 = out->norm2 - 2 * cross + own;
+  *accepted = std::fabs(err2 - out->tail) <= 1e-9 * out->norm2 + 1e-12 * out->scale2;
+  return {};
+}
+
+// X: decoded factors (float, or double for F64 inputs); C: precision of the products.
+template <typename X, typename C>
+Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, TruncateOutcome* o) {
+  const int r = a.r, t = a.t;
+  const int64_t out = a.out, in = a.in;
+  const int ld = kernels::gramStride(r);
+  std::vector<X> B(out * ld), At(in * ld);
+  kernels::decodeRows<X>(a.rawB, a.dtypeB, out, r, ld, B.data());
+  kernels::decodeTransposed<X>(a.rawA, a.dtypeA, r, in, ld, At.data());
+  std::vector<double> gb(int64_t(ld) * ld, 0.0), ga(int64_t(ld) * ld, 0.0);
+  kernels::gramAccumulate<X>(B.data(), out, ld, gb.data());
+  kernels::gramAccumulate<X>(At.data(), in, ld, ga.data());
+  Small sm;
+  bool accepted = false;
+  Status st = smallAlgebra(symmetricGram(gb, ld, r), symmetricGram(ga, ld, r), r, a.scale, t, a.scaleOut, a.balanced,
+                           S, &sm, &accepted);
+  if (!st.ok()) return st;
+  o->norm2 = sm.norm2;
+  if (!accepted) {
+    o->kind = TruncateOutcome::Fallback;
+    return {};
+  }
+  if (sm.zero) {  // +0.0 is all-zero bytes in every dtype
+    std::fill(outB, outB + out * t * kernels::dtypeSize(a.outDtype), uint8_t(0));
+    std::fill(outA, outA + t * in * kernels::dtypeSize(a.outDtype), uint8_t(0));
+    o->err2 = 0;
+    return {};
+  }
+  o->err2 = sm.tail;
+  // B' = B·P (out×t) and A'ᵀ = Aᵀ·Qᵀ (in×t), in C, padded to tp columns.
+  const int tp = kernels::productStride<C>(t);
+  std::vector<C> P(int64_t(r) * tp, C(0)), Qt(int64_t(r) * tp, C(0));
+  for (int i = 0; i < r; i++)
+    for (int c = 0; c < t; c++) {
+      P[int64_t(i) * tp + c] = C(sm.P[int64_t(i) * t + c]);
+      Qt[int64_t(i) * tp + c] = C(sm.Q[int64_t(c) * r + i]);
+    }
+  std::vector<C> YB(out * tp), YA(in * tp);
+  kernels::thinProduct<X, C>(B.data(), out, r, ld, P.data(), tp, YB.data());
+  kernels::thinProduct<X, C>(At.data(), in, r, ld, Qt.data(), tp, YA.data());
+  B = std::vector<X>();
+  At = std::vector<X>();
+  // Signs (linalg/signs.ts, sklearn's svd_flip on u): the largest-magnitude entry of every column
+  // of B' is positive; the matching row of A' flips with it.
+  for (int c = 0; c < t; c++) {
+    C best = 0, bestAbs = -1;
+    for (int64_t i = 0; i < out; i++) {
+      C v = YB[i * tp + c];
+      if (std::fabs(v) > bestAbs) bestAbs = std::fabs(v), best = v;
+    }
+    if (best < 0) {
+      for (int64_t i = 0; i < out; i++) YB[i * tp + c] = -YB[i * tp + c];
+      for (int64_t j = 0; j < in; j++) YA[j * tp + c] = -YA[j * tp + c];
+    }
+  }
+  // Round to the output dtype; [B' | δB] and [A''ᵀ | δAᵀ] give the rounding residual (svd.ts
+  // truncationError): ‖R‖² = s'²(⟨δBᵀδB, A''A''ᵀ⟩ + 2⟨δBᵀB', A''δAᵀ⟩ + ⟨B'ᵀB', δAδAᵀ⟩).
+  if (a.outDtype != F64) {
+    const int ld2 = kernels::gramStride(2 * t);
+    std::vector<C> Bs(out * ld2, C(0)), As(in * ld2, C(0));
+    kernels::roundAndStack<C>(YB.data(), out, t, tp, a.outDtype, false, Bs.data(), ld2);  // [B' | δB]
+    kernels::roundAndStack<C>(YA.data(), in, t, tp, a.outDtype, true, As.data(), ld2);    // [A''ᵀ | δAᵀ]
+    std::vector<double> gs(int64_t(ld2) * ld2, 0.0), hs(int64_t(ld2) * ld2, 0.0);
+    kernels::gramAccumulate<C>(Bs.data(), out, ld2, gs.data());
+    kernels::gramAccumulate<C>(As.data(), in, ld2, hs.data());
+    auto g = [&](const std::vector<double>& G, int i, int j) { return i <= j ? G[int64_t(i) * ld2 + j] : G[int64_t(j) * ld2 + i]; };
+    double t11 = 0, t10 = 0, t00 = 0;
+    for (int i = 0; i < t; i++)
+      for (int j = 0; j < t; j++) {
+        t11 += g(gs, t + i, t + j) * g(hs, i, j);
+        t10 += g(gs, t + i, j) * g(hs, i, t + j);
+        t00 += g(gs, i, j) * g(hs, t + i, t + j);
+      }
+    o->resid2 = a.scaleOut * a.scaleOut * std::max(0.0, t11 + 2 * t10 + t00);
+  }
+  // Encode: B'' as it is (out×t), A'' = (A''ᵀ)ᵀ (t×in).
+  kernels::encodeRows<C>(YB.data(), out, t, tp, a.outDtype, outB);
+  std::vector<C> AT(t * in);
+  for (int64_t j0 = 0; j0 < in; j0 += 64)
+    for (int c = 0; c < t; c++)
+      for (int64_t j = j0; j < std::min(in, j0 + 64); j++) AT[c * in + j] = YA[j * tp + c];
+  kernels::encodeRows<C>(AT.data(), t, int(in), int(in), a.outDtype, outA);
+  o->productBits = 8 * int(sizeof(C));
+  return {};
+}
+
+}  // namespace
+
+Status truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, TruncateOutcome* o) {
+  *o = TruncateOutcome();
+  if (a.r < 1 || a.t < 1 || a.t > a.r || a.out < 1 || a.in < 1)
+    return Status::fail("BAD_SHAPE", "truncateFactors: need 1 ≤ t ≤ r and non-empty factors");
+  // NaN/±Inf are refused, naming the factor and element (A first, as formats/adapter/factors.ts).
+  double v = 0;
+  int64_t bad = kernels::firstNonFinite(a.rawA, a.dtypeA, int64_t(a.r) * a.in, &v);
+  if (bad >= 0) {
+    o->kind = TruncateOutcome::NonFinite, o->badFactor = 0, o->badIndex = bad, o->badValue = v;
+    return {};
+  }
+  bad = kernels::firstNonFinite(a.rawB, a.dtypeB, int64_t(a.out) * a.r, &v);
+  if (bad >= 0) {
+    o->kind = TruncateOutcome::NonFinite, o->badFactor = 1, o->badIndex = bad, o->badValue = v;
+    return {};
+  }
+  const bool wide = a.dtypeA == F64 || a.dtypeB == F64;
+  const bool narrowOut = (a.outDtype == kernels::F16 || a.outDtype == kernels::BF16) && !a.productsInDouble;
+  try {
+    if (wide) return route<double, double>(a, outB, outA, S, o);
+    if (narrowOut) return route<float, float>(a, outB, outA, S, o);
+    return route<float, double>(a, outB, outA, S, o);
+  } catch (const std::bad_alloc&) {
+    return Status::fail("ALLOC", "truncateFactors: out of memory");
+  }
+}
+
+}  // namespace lora
