@@ -2,7 +2,9 @@
 // that shares nothing with the factor-QR path (Jacobi eigenvalues of the small Gram matrix), plus an
 // optional numpy cross-check when python3 with numpy is on the machine.
 import { spawnSync } from "node:child_process";
-import { eigSym64, gemm64 } from "../linalg/js/dense.js";
+import { eigSym64, gemm64, qr64, svd64 } from "../linalg/js/dense.js";
+import type { Rng } from "../linalg/random.js";
+import type { Mat } from "../linalg/types.js";
 
 /** Dense s·B·A (out×in) in float64. */
 export function denseDelta(B: ArrayLike<number>, A: ArrayLike<number>, out: number, r: number, inn: number, scale: number): Float64Array {
@@ -57,3 +59,49 @@ export function numpy<T>(code: string, input: unknown): T {
 export function relClose(a: number, b: number, rtol: number, atol = 0): boolean {
   return Math.abs(a - b) <= atol + rtol * Math.abs(b);
 }
+
+// Low-rank test data and the dense optimum (commands/truncate tests).
+
+/** The optimal rank-t approximation of an out×in matrix, from its dense SVD. */
+export function optimal(W: Float64Array, out: number, inn: number, t: number): { P: Float64Array; S: Float64Array } {
+  const { U, S, Vt, k } = svd64(W, out, inn);
+  const P = new Float64Array(out * inn);
+  for (let c = 0; c < Math.min(t, k); c++) {
+    for (let i = 0; i < out; i++) {
+      const u = U[i * k + c]! * S[c]!;
+      if (u === 0) continue;
+      for (let j = 0; j < inn; j++) P[i * inn + j] += u * Vt[c * inn + j]!;
+    }
+  }
+  return { P, S };
+}
+
+export function relDiff(x: Float64Array, y: Float64Array): number {
+  let d = 0, n = 0;
+  for (let i = 0; i < x.length; i++) { d += (x[i]! - y[i]!) ** 2; n += y[i]! ** 2; }
+  return n === 0 ? Math.sqrt(d) : Math.sqrt(d / n);
+}
+
+/** Random orthonormal n×k (QR of a Gaussian). */
+export function orth(rng: Rng, n: number, k: number): Float64Array {
+  return qr64(rng.normals(n * k), n, k).Q;
+}
+
+/** n×r matrix with singular values sv: U diag(sv) Wᵀ. */
+export function withSpectrum(rng: Rng, n: number, r: number, sv: number[], left: boolean): Mat<Float64Array> {
+  const U = orth(rng, n, r), W = orth(rng, r, r);
+  const X = new Float64Array(n * r);
+  for (let i = 0; i < n; i++) for (let j = 0; j < r; j++) {
+    let v = 0;
+    for (let k = 0; k < r; k++) v += U[i * r + k]! * sv[k]! * W[j * r + k]!;
+    X[i * r + j] = v;
+  }
+  if (left) return { rows: n, cols: r, data: X };
+  // r×n: the transpose
+  const T = new Float64Array(r * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < r; j++) T[j * n + i] = X[i * r + j]!;
+  return { rows: r, cols: n, data: T };
+}
+
+export const logspace = (n: number, from: number, to: number) => Array.from({ length: n }, (_, i) => 10 ** (from + ((to - from) * i) / Math.max(1, n - 1)));
+

@@ -11,10 +11,11 @@ import { join } from "node:path";
 import { loadAdapter, readFactors, regexEscape, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
 import { encodeFloats, serializeSafetensors, type DType, type TensorSpec } from "../../formats/safetensors/index.js";
 import { jsBackend } from "../../linalg/js/index.js";
-import { gemm64, qr64, svd64 } from "../../linalg/js/dense.js";
+import { gemm64, qr64 } from "../../linalg/js/dense.js";
 import { Rng } from "../../linalg/random.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { fixturesDir } from "../../test/paths.js";
+import { optimal, relDiff } from "../../test/reference.js";
 import { runInspect } from "../inspect/run.js";
 import type { WriteReport } from "../support/report.js";
 import { isSplitReport, runTruncate, type TruncateOptions } from "./run.js";
@@ -47,19 +48,6 @@ async function deltaW(a: Adapter, m: LoraModule): Promise<Float64Array> {
   return gemm64(f.B.data, m.out, m.rank, f.A.data, m.rank, m.in, false, false, m.scale).data;
 }
 
-function optimal(W: Float64Array, out: number, inn: number, t: number): Float64Array {
-  const { U, S, Vt, k } = svd64(W, out, inn);
-  const P = new Float64Array(out * inn);
-  for (let c = 0; c < Math.min(t, k); c++) for (let i = 0; i < out; i++) for (let j = 0; j < inn; j++) P[i * inn + j] += U[i * k + c]! * S[c]! * Vt[c * inn + j]!;
-  return P;
-}
-
-function relDiff(x: Float64Array, y: Float64Array): number {
-  let d = 0, n = 0;
-  for (let i = 0; i < x.length; i++) { d += (x[i]! - y[i]!) ** 2; n += y[i]! ** 2; }
-  return n === 0 ? Math.sqrt(d) : Math.sqrt(d / n);
-}
-
 async function withAdapter<T>(path: string, f: (a: Adapter) => Promise<T>): Promise<T> {
   const a = await loadAdapter(path);
   try { return await f(a); } finally { await a.file.close(); }
@@ -82,7 +70,7 @@ async function assertOptimal(input: string, output: string, tol: number, label: 
     for (const m of a.modules) {
       const src = ins.get(m.matchKey);
       assert.ok(src, `${label}: output module ${m.name} not in the input`);
-      const want = optimal(src.W, m.out, m.in, m.rank);
+      const want = optimal(src.W, m.out, m.in, m.rank).P;
       const d = relDiff(await deltaW(a, m), want);
       assert.ok(d <= tol, `${label}: ${m.name} rank ${m.rank}: ‖ΔW' − [ΔW]_t‖/‖[ΔW]_t‖ = ${d}`);
       ranks.set(m.name, m.rank);
@@ -419,4 +407,51 @@ test("refusals: DoRA and malformed adapters exit 3, bad options exit 2, and noth
   ];
   for (const u of usage) await rejects({ input: ex, ...u }, 2);
   assert.ok(!existsSync(out));
+});
+
+test("the fused native route (cpu) writes what the TS route (js) writes: F16 Llama-shaped modules, one cancelling module that falls back", { skip: !be.truncateFactors && "no backend with truncateFactors here" }, async () => {
+  const rng = new Rng(seed + 7);
+  const mods = llama(2, 48, () => 8);
+  const input = await makePeft(rng, mods, { dtype: "F16", decay: true });
+  // Make layers.1.v_proj cancel: B = [x x …], A rows y and −y + small (sBA tiny next to s‖B‖‖A‖).
+  {
+    const file = join(input, "adapter_model.safetensors");
+    const a = await loadAdapter(input);
+    const specs: TensorSpec[] = [];
+    for (const t of a.file.tensors) {
+      const data = new Uint8Array(await a.file.readRaw(t));
+      if (t.name.includes("layers.1.self_attn.v_proj")) {
+        const [rows, cols] = t.shape as [number, number];
+        const v = new Float64Array(rows * cols);
+        if (t.name.includes("lora_B")) for (let i = 0; i < rows; i++) { const x = rng.normal() * 0.05; for (let c = 0; c < cols; c++) v[i * cols + c] = x; }
+        else for (let j = 0; j < cols; j++) { const y = rng.normal() * 0.1; for (let k = 0; k < rows; k++) v[k * cols + j] = (k % 2 ? -y : y) + (k === rows - 1 ? 1e-4 * Math.cos(j) : 0); }
+        specs.push({ name: t.name, dtype: t.dtype, shape: t.shape, data: encodeFloats(t.dtype, v) });
+      } else specs.push({ name: t.name, dtype: t.dtype, shape: t.shape, data });
+    }
+    await a.file.close();
+    writeFileSync(file, await serializeSafetensors(specs, { format: "pt" }));
+  }
+  const viaNative = fresh("fused"), viaTs = fresh("ts");
+  const rn = await truncate(input, viaNative, { rank: 3 });
+  const rj = await runTruncate({ ...defaults, input, output: viaTs, rank: 3 }, { backend: jsBackend });
+  assert.ok(!isSplitReport(rj));
+  assert.deepEqual(rn.modules.map((m) => [m.name, m.rank]), rj.modules.map((m) => [m.name, m.rank]));
+  for (let i = 0; i < rn.modules.length; i++) {
+    const x = rn.modules[i]!, y = rj.modules[i]!;
+    assert.ok(Math.abs(x.relative_error - y.relative_error) <= 1e-3 * y.relative_error + 1e-6, `${x.name}: relative error ${x.relative_error} vs ${y.relative_error}`);
+    assert.ok(Math.abs(x.retained_energy! - y.retained_energy!) <= 1e-9, `${x.name}: retained energy`);
+  }
+  assert.deepEqual(rn.notes, rj.notes, "the cancelling module is computed by Householder QR on both");
+  assert.ok(rn.notes.some((n) => /Householder/.test(n)));
+  const ins = await inputDeltas(input);
+  await withAdapter(viaNative, (an) => withAdapter(viaTs, async (aj) => {
+    for (const m of an.modules) {
+      const mj = aj.modules.find((x) => x.name === m.name)!;
+      const wn = await deltaW(an, m), wj = await deltaW(aj, mj), w = ins.get(m.matchKey)!.W;
+      const norm = Math.sqrt(w.reduce((s, v) => s + v * v, 0));
+      let d = 0;
+      for (let k = 0; k < wn.length; k++) d += (wn[k]! - wj[k]!) ** 2;
+      assert.ok(Math.sqrt(d) <= 4 * 2 ** -11 * norm, `${m.name}: ‖ΔW_native − ΔW_js‖/‖ΔW‖ = ${Math.sqrt(d) / norm}`);
+    }
+  }));
 });

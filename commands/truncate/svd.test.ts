@@ -5,12 +5,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { jsBackend } from "../../linalg/js/index.js";
-import { gemm64, qr64, svd64 } from "../../linalg/js/dense.js";
+import { gemm64, svd64 } from "../../linalg/js/dense.js";
 import { Rng } from "../../linalg/random.js";
 import type { LinalgBackend, Mat } from "../../linalg/types.js";
 import { decodeToFloat32, encodeFloats } from "../../formats/safetensors/index.js";
 import { gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, truncateModule, truncationError } from "./svd.js";
 import { testBackends } from "../../test/backends.js";
+import { logspace, optimal, orth, relDiff, withSpectrum } from "../../test/reference.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`truncate svd.test seed=${seed}`);
@@ -22,52 +23,9 @@ function dense(B: M64, A: M64, s: number): Float64Array {
   return gemm64(B.data, B.rows, B.cols, A.data, A.rows, A.cols, false, false, s).data;
 }
 
-/** The optimal rank-t approximation of an out×in matrix, from its dense SVD. */
-function optimal(W: Float64Array, out: number, inn: number, t: number): { P: Float64Array; S: Float64Array } {
-  const { U, S, Vt, k } = svd64(W, out, inn);
-  const P = new Float64Array(out * inn);
-  for (let c = 0; c < Math.min(t, k); c++) {
-    for (let i = 0; i < out; i++) {
-      const u = U[i * k + c]! * S[c]!;
-      if (u === 0) continue;
-      for (let j = 0; j < inn; j++) P[i * inn + j] += u * Vt[c * inn + j]!;
-    }
-  }
-  return { P, S };
-}
-
-function relDiff(x: Float64Array, y: Float64Array): number {
-  let d = 0, n = 0;
-  for (let i = 0; i < x.length; i++) { d += (x[i]! - y[i]!) ** 2; n += y[i]! ** 2; }
-  return n === 0 ? Math.sqrt(d) : Math.sqrt(d / n);
-}
-
 function f32(x: Float64Array): Float64Array {
   return Float64Array.from(x, Math.fround);
 }
-
-/** Random orthonormal n×k (QR of a Gaussian). */
-function orth(rng: Rng, n: number, k: number): Float64Array {
-  return qr64(rng.normals(n * k), n, k).Q;
-}
-
-/** n×r matrix with singular values sv: U diag(sv) Wᵀ. */
-function withSpectrum(rng: Rng, n: number, r: number, sv: number[], left: boolean): M64 {
-  const U = orth(rng, n, r), W = orth(rng, r, r);
-  const X = new Float64Array(n * r);
-  for (let i = 0; i < n; i++) for (let j = 0; j < r; j++) {
-    let v = 0;
-    for (let k = 0; k < r; k++) v += U[i * r + k]! * sv[k]! * W[j * r + k]!;
-    X[i * r + j] = v;
-  }
-  if (left) return mat(n, r, X);
-  // r×n: the transpose
-  const T = new Float64Array(r * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j < r; j++) T[j * n + i] = X[i * r + j]!;
-  return mat(r, n, T);
-}
-
-const logspace = (n: number, from: number, to: number) => Array.from({ length: n }, (_, i) => 10 ** (from + ((to - from) * i) / Math.max(1, n - 1)));
 
 interface Case { name: string; B: M64; A: M64; s: number; t: number }
 

@@ -276,6 +276,7 @@ LORA_INLINE void roundStackBody(C* Y, int64_t n, int t, int tp, bool roundedFirs
       s[t + c] = r - v;
       y[c] = r;
     }
+    for (int c = 2 * t; c < ld2; c++) s[c] = C(0);
   }
 }
 

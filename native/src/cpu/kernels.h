@@ -54,7 +54,7 @@ void decodeTransposed(const uint8_t* raw, int dtype, int rows, int64_t cols, int
 /**
  * Rounds Y (n×t, row stride tp) in place to `dtype` (ties to even) and writes, row by row into S
  * (n×ld2, ld2 ≥ 2t): columns [0, t) the values before rounding (or after, when roundedFirst),
- * columns [t, 2t) rounded − unrounded. The other columns of S are left as they are.
+ * columns [t, 2t) rounded − unrounded, columns [2t, ld2) zero.
  */
 template <typename C>
 void roundAndStack(C* Y, int64_t n, int t, int tp, int dtype, bool roundedFirst, C* S, int ld2);

@@ -139,18 +139,38 @@ Status smallAlgebra(const std::vector<double>& GB, const std::vector<double>& GA
   return {};
 }
 
+// Per-thread working buffers, grown as needed and kept between calls: a module's buffers are
+// several MB, and fresh allocations of that size are fresh pages (a page fault every 4 KiB).
+template <typename T>
+T* scratch(std::vector<T>& v, int64_t n) {
+  if (int64_t(v.size()) < n) v.resize(size_t(n));
+  return v.data();
+}
+template <typename X, typename C>
+struct Scratch {
+  std::vector<X> B, At;
+  std::vector<C> YB, YA, Bs, As, AT;
+};
+template <typename X, typename C>
+Scratch<X, C>& scratchOf() {
+  static thread_local Scratch<X, C> s;
+  return s;
+}
+
 // X: decoded factors (float, or double for F64 inputs); C: precision of the products.
 template <typename X, typename C>
 Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, TruncateOutcome* o) {
   const int r = a.r, t = a.t;
   const int64_t out = a.out, in = a.in;
   const int ld = kernels::gramStride(r);
-  std::vector<X> B(out * ld), At(in * ld);
-  kernels::decodeRows<X>(a.rawB, a.dtypeB, out, r, ld, B.data());
-  kernels::decodeTransposed<X>(a.rawA, a.dtypeA, r, in, ld, At.data());
+  Scratch<X, C>& w = scratchOf<X, C>();
+  X* B = scratch(w.B, out * ld);
+  X* At = scratch(w.At, in * ld);
+  kernels::decodeRows<X>(a.rawB, a.dtypeB, out, r, ld, B);
+  kernels::decodeTransposed<X>(a.rawA, a.dtypeA, r, in, ld, At);
   std::vector<double> gb(int64_t(ld) * ld, 0.0), ga(int64_t(ld) * ld, 0.0);
-  kernels::gramAccumulate<X>(B.data(), out, ld, gb.data());
-  kernels::gramAccumulate<X>(At.data(), in, ld, ga.data());
+  kernels::gramAccumulate<X>(B, out, ld, gb.data());
+  kernels::gramAccumulate<X>(At, in, ld, ga.data());
   Small sm;
   bool accepted = false;
   Status st = smallAlgebra(symmetricGram(gb, ld, r), symmetricGram(ga, ld, r), r, a.scale, t, a.scaleOut, a.balanced,
@@ -176,11 +196,10 @@ Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, Tru
       P[int64_t(i) * tp + c] = C(sm.P[int64_t(i) * t + c]);
       Qt[int64_t(i) * tp + c] = C(sm.Q[int64_t(c) * r + i]);
     }
-  std::vector<C> YB(out * tp), YA(in * tp);
-  kernels::thinProduct<X, C>(B.data(), out, r, ld, P.data(), tp, YB.data());
-  kernels::thinProduct<X, C>(At.data(), in, r, ld, Qt.data(), tp, YA.data());
-  B = std::vector<X>();
-  At = std::vector<X>();
+  C* YB = scratch(w.YB, out * tp);
+  C* YA = scratch(w.YA, in * tp);
+  kernels::thinProduct<X, C>(B, out, r, ld, P.data(), tp, YB);
+  kernels::thinProduct<X, C>(At, in, r, ld, Qt.data(), tp, YA);
   // Signs (linalg/signs.ts, sklearn's svd_flip on u): the largest-magnitude entry of every column
   // of B' is positive; the matching row of A' flips with it.
   for (int c = 0; c < t; c++) {
@@ -198,12 +217,13 @@ Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, Tru
   // truncationError): ‖R‖² = s'²(⟨δBᵀδB, A''A''ᵀ⟩ + 2⟨δBᵀB', A''δAᵀ⟩ + ⟨B'ᵀB', δAδAᵀ⟩).
   if (a.outDtype != F64) {
     const int ld2 = kernels::gramStride(2 * t);
-    std::vector<C> Bs(out * ld2, C(0)), As(in * ld2, C(0));
-    kernels::roundAndStack<C>(YB.data(), out, t, tp, a.outDtype, false, Bs.data(), ld2);  // [B' | δB]
-    kernels::roundAndStack<C>(YA.data(), in, t, tp, a.outDtype, true, As.data(), ld2);    // [A''ᵀ | δAᵀ]
+    C* Bs = scratch(w.Bs, out * ld2);
+    C* As = scratch(w.As, in * ld2);
+    kernels::roundAndStack<C>(YB, out, t, tp, a.outDtype, false, Bs, ld2);  // [B' | δB]
+    kernels::roundAndStack<C>(YA, in, t, tp, a.outDtype, true, As, ld2);    // [A''ᵀ | δAᵀ]
     std::vector<double> gs(int64_t(ld2) * ld2, 0.0), hs(int64_t(ld2) * ld2, 0.0);
-    kernels::gramAccumulate<C>(Bs.data(), out, ld2, gs.data());
-    kernels::gramAccumulate<C>(As.data(), in, ld2, hs.data());
+    kernels::gramAccumulate<C>(Bs, out, ld2, gs.data());
+    kernels::gramAccumulate<C>(As, in, ld2, hs.data());
     auto g = [&](const std::vector<double>& G, int i, int j) { return i <= j ? G[int64_t(i) * ld2 + j] : G[int64_t(j) * ld2 + i]; };
     double t11 = 0, t10 = 0, t00 = 0;
     for (int i = 0; i < t; i++)
@@ -215,12 +235,12 @@ Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, Tru
     o->resid2 = a.scaleOut * a.scaleOut * std::max(0.0, t11 + 2 * t10 + t00);
   }
   // Encode: B'' as it is (out×t), A'' = (A''ᵀ)ᵀ (t×in).
-  kernels::encodeRows<C>(YB.data(), out, t, tp, a.outDtype, outB);
-  std::vector<C> AT(t * in);
+  kernels::encodeRows<C>(YB, out, t, tp, a.outDtype, outB);
+  C* AT = scratch(w.AT, t * in);
   for (int64_t j0 = 0; j0 < in; j0 += 64)
     for (int c = 0; c < t; c++)
       for (int64_t j = j0; j < std::min(in, j0 + 64); j++) AT[c * in + j] = YA[j * tp + c];
-  kernels::encodeRows<C>(AT.data(), t, int(in), int(in), a.outDtype, outA);
+  kernels::encodeRows<C>(AT, t, int(in), int(in), a.outDtype, outA);
   o->productBits = 8 * int(sizeof(C));
   return {};
 }
