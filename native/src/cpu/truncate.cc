@@ -37,12 +37,31 @@ std::vector<double> symmetricGram(const std::vector<double>& G, int ld, int w) {
   return g;
 }
 
-// R with RᵀR = G: R = Λ^{1/2}Vᵀ from the eigen-decomposition (negative rounding noise clamped).
+// R with RᵀR = G. Cholesky (R upper triangular) when G is safely positive definite, else
+// R = Λ^{1/2}Vᵀ from the eigen-decomposition (negative rounding noise clamped). Any such R serves:
+// B = Q_B·R for an orthonormal Q_B (on B's range) that is never formed.
 Status gramRoot(const std::vector<double>& g, int n, std::vector<double>& R) {
+  R.assign(int64_t(n) * n, 0.0);
+  double maxDiag = 0;
+  for (int i = 0; i < n; i++) maxDiag = std::max(maxDiag, g[int64_t(i) * n + i]);
+  bool pd = maxDiag > 0;
+  for (int j = 0; j < n && pd; j++) {  // RᵀR = G, row j of R from rows < j
+    double d = g[int64_t(j) * n + j];
+    for (int k = 0; k < j; k++) d -= R[int64_t(k) * n + j] * R[int64_t(k) * n + j];
+    if (!(d > 1e-10 * maxDiag)) { pd = false; break; }  // (near) singular: the eigen route below
+    double rjj = std::sqrt(d);
+    R[int64_t(j) * n + j] = rjj;
+    for (int i = j + 1; i < n; i++) {
+      double x = g[int64_t(j) * n + i];
+      for (int k = 0; k < j; k++) x -= R[int64_t(k) * n + j] * R[int64_t(k) * n + i];
+      R[int64_t(j) * n + i] = x / rjj;
+    }
+  }
+  if (pd) return {};
   std::vector<double> values(n), vectors(int64_t(n) * n);
   Status st = eigSym<double>(g.data(), n, values.data(), vectors.data());
   if (!st.ok()) return st;
-  R.assign(int64_t(n) * n, 0.0);
+  std::fill(R.begin(), R.end(), 0.0);
   for (int i = 0; i < n; i++) {
     double l = std::sqrt(std::max(0.0, values[i]));
     if (l == 0) continue;
@@ -51,8 +70,14 @@ Status gramRoot(const std::vector<double>& g, int n, std::vector<double>& R) {
   return {};
 }
 
-// The r×r part: S, and P (r×t), Q (t×r) with B' = B·P, A' = Q·A. Returns false when a guard
-// refuses the Gram route (the caller falls back), exactly as svd.ts's gramRoute.
+// The r×r part: S, and P (r×t), Q (t×r) with B' = B·P, A' = Q·A. Returns accepted = false when a
+// guard refuses the Gram route (the caller falls back), with the guards of svd.ts's gramRoute.
+//
+// With RᵀR = G_B (B = Q_B R): sBA = Q_B (sRA), so ΔWΔWᵀ = Q_B N Q_Bᵀ with N = s²R G_A Rᵀ = U_N Λ U_Nᵀ
+// and σ² = Λ. Then V_t = ΔWᵀU_tΣ_t⁻¹ = s Aᵀ Rᵀ U_N,t Σ_t⁻¹ and U_t = ΔW V_t Σ_t⁻¹ = s² B G_A Rᵀ U_N,t Σ_t⁻²,
+// so B' = B·(s² G_A Rᵀ U_N,t Σ_t⁻² · D_B) and A' = (D_A · s Σ_t⁻¹ U_N,tᵀ R)·A, with D_B = D_A =
+// diag(√σ/√s') (balanced) or D_B = diag(σ/s'), D_A = I (all-in-up): one Cholesky and one r×r
+// eigen-decomposition per module, no inverse of R.
 struct Small {
   std::vector<double> P, Q;
   double norm2 = 0, scale2 = 0, tail = 0;
@@ -74,42 +99,52 @@ Status smallAlgebra(const std::vector<double>& GB, const std::vector<double>& GA
   }
   // Guard (1): the large directions of B and A cancel; the Gram route would lose the result.
   if (!(out->norm2 >= 1e-3 * out->scale2)) return {};
-  std::vector<double> RB, RA;
-  Status st = gramRoot(GB, r, RB);
+  std::vector<double> R;
+  Status st = gramRoot(GB, r, R);
   if (!st.ok()) return st;
-  st = gramRoot(GA, r, RA);
-  if (!st.ok()) return st;
-  std::vector<double> M(int64_t(r) * r, 0.0), U(int64_t(r) * r), Vt(int64_t(r) * r);
+  // RG = R·G_A (r×r), N = s²·RG·Rᵀ (symmetrised).
+  std::vector<double> RG(int64_t(r) * r, 0.0), N(int64_t(r) * r, 0.0);
   for (int i = 0; i < r; i++)
     for (int k = 0; k < r; k++) {
-      double x = RB[int64_t(i) * r + k];
+      double x = R[int64_t(i) * r + k];
       if (x == 0) continue;
-      for (int j = 0; j < r; j++) M[int64_t(i) * r + j] += x * RA[int64_t(j) * r + k];
+      for (int j = 0; j < r; j++) RG[int64_t(i) * r + j] += x * GA[int64_t(k) * r + j];
     }
-  for (double& x : M) x *= s;
-  st = svd<double>(M.data(), r, r, U.data(), S, Vt.data());
+  for (int i = 0; i < r; i++)
+    for (int j = 0; j <= i; j++) {
+      double x = 0;
+      for (int k = 0; k < r; k++) x += RG[int64_t(i) * r + k] * R[int64_t(j) * r + k];
+      N[int64_t(i) * r + j] = N[int64_t(j) * r + i] = s * s * x;
+    }
+  std::vector<double> lambda(r), UN(int64_t(r) * r);
+  st = eigSym<double>(N.data(), r, lambda.data(), UN.data());
   if (!st.ok()) return st;
-  for (int i = 0; i < r; i++) S[i] = std::max(0.0, S[i]);
+  for (int i = 0; i < r; i++) S[i] = std::sqrt(std::max(0.0, lambda[i]));
   // Components below the route's noise floor are zero (√ε·s‖B‖‖A‖ is what it resolves).
   const double floor = 2e-8 * std::sqrt(out->scale2);
   out->tail = 0;
   for (int i = 0; i < r; i++)
     if (i >= t || !(S[i] > floor)) out->tail += S[i] * S[i];
+  // W = Rᵀ U_N,t (r×t); P = s² G_A W Σ⁻² D_B, Q = D_A s Σ⁻¹ Wᵀ.
   out->P.assign(int64_t(r) * t, 0.0);
   out->Q.assign(int64_t(t) * r, 0.0);
+  std::vector<double> W(int64_t(r) * t, 0.0);
+  for (int k = 0; k < r; k++)
+    for (int i = 0; i < r; i++) {
+      double x = R[int64_t(k) * r + i];
+      if (x == 0) continue;
+      for (int c = 0; c < t; c++) W[int64_t(i) * t + c] += x * UN[int64_t(k) * r + c];
+    }
   for (int c = 0; c < t && c < r; c++) {
     double sv = S[c];
     if (!(sv > floor)) continue;
-    double fB = balanced ? s / std::sqrt(sv * s2) : s / s2;  // × (R_Aᵀ v_c)
-    double fA = balanced ? s / std::sqrt(sv * s2) : s / sv;  // × (R_Bᵀ u_c)
+    double dB = balanced ? std::sqrt(sv / s2) : sv / s2, dA = balanced ? std::sqrt(sv / s2) : 1.0;
+    double fP = s * s / (sv * sv) * dB, fQ = s / sv * dA;
     for (int i = 0; i < r; i++) {
-      double xb = 0, xa = 0;
-      for (int k = 0; k < r; k++) {
-        xb += RA[int64_t(k) * r + i] * Vt[int64_t(c) * r + k];
-        xa += RB[int64_t(k) * r + i] * U[int64_t(k) * r + c];
-      }
-      out->P[int64_t(i) * t + c] = fB * xb;
-      out->Q[int64_t(c) * r + i] = fA * xa;
+      double x = 0;
+      for (int k = 0; k < r; k++) x += GA[int64_t(i) * r + k] * W[int64_t(k) * t + c];
+      out->P[int64_t(i) * t + c] = fP * x;
+      out->Q[int64_t(c) * r + i] = fQ * W[int64_t(i) * t + c];
     }
   }
   // Guard (2): the r×r model of ‖sBA − s'B·P·Q·A‖² must match Σ_{i≥t} σᵢ².
