@@ -19,6 +19,7 @@ import { InvalidInputError, UsageError } from "../../formats/errors.js";
 import type { DType } from "../../formats/safetensors/index.js";
 import { lowRankSingularValues } from "../../linalg/lowrank.js";
 import type { FactorDType, LinalgBackend, Mat, TruncateFactorsResult } from "../../linalg/types.js";
+import { BufferPool } from "../support/buffer-pool.js";
 import { Lanes, ReadAhead } from "../support/schedule.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../support/report.js";
 import { allocate, type Score } from "./allocate.js";
@@ -242,15 +243,19 @@ async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; ou
   const rawAhead = (m: LoraModule) => c.method === "svd" && be.factorStats !== undefined && rawReadable(m);
   const fusedSpec = new Map<LoraModule, { t: number; scaleOut: number; dtype: DType }>();
   const lanes = new Lanes(c.lanes ?? 1);
+  const pool = new BufferPool();
   type Ahead = { raw: Promise<RawFactors> } | { factors: Promise<ModuleFactors> } | { fused: Promise<TruncateFactorsResult> };
   const start = (m: LoraModule): Promise<Ahead> => {
     const f = fusedSpec.get(m);
     if (f) {
-      const fused = readRawFactors(a, m).then((raw) => lanes.run(() => be.truncateFactors!({
-        B: { raw: raw.B, dtype: m.B.dtype as FactorDType, rows: m.out, cols: m.rank },
-        A: { raw: raw.A, dtype: m.A.dtype as FactorDType, rows: m.rank, cols: m.in },
-        scale: m.scale, rank: f.t, scaleOut: f.scaleOut, split: c.split, outDtype: f.dtype as FactorDType,
-      })));
+      const rawB = pool.take(m.B.end - m.B.begin), rawA = pool.take(m.A.end - m.A.begin);
+      const fused = Promise.all([a.file.readRawInto(m.B, rawB), a.file.readRawInto(m.A, rawA)])
+        .then(() => lanes.run(() => be.truncateFactors!({
+          B: { raw: rawB, dtype: m.B.dtype as FactorDType, rows: m.out, cols: m.rank },
+          A: { raw: rawA, dtype: m.A.dtype as FactorDType, rows: m.rank, cols: m.in },
+          scale: m.scale, rank: f.t, scaleOut: f.scaleOut, split: c.split, outDtype: f.dtype as FactorDType,
+        })))
+        .finally(() => { pool.give(rawB); pool.give(rawA); });
       return Promise.resolve({ fused });
     }
     return Promise.resolve(rawAhead(m) ? { raw: readRawFactors(a, m) } : { factors: c.method === "svd" ? readFactorsWithGrams(a, m, be) : readFactors(a, m, precisionOf(m)) });

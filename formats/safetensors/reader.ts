@@ -131,6 +131,29 @@ export class SafetensorsFile {
   /** The exact bytes of a tensor, in a fresh buffer the caller owns (aligned: byteOffset 0). */
   async readRaw(t: string | TensorInfo): Promise<Buffer> {
     const info = this.resolve(t);
+    const out = Buffer.allocUnsafeSlow(this.rawLength(info));
+    await this.readRawInto(info, out);
+    return out;
+  }
+
+  /**
+   * The exact bytes of a tensor into `out` (exactly its byte length), which is returned: lets a
+   * caller reuse buffers instead of touching fresh pages for every tensor.
+   */
+  async readRawInto(t: string | TensorInfo, out: Uint8Array): Promise<Uint8Array> {
+    const info = this.resolve(t);
+    const len = this.rawLength(info);
+    if (out.byteLength !== len) throw new RuntimeFailure(`internal: readRawInto ${info.name} with ${out.byteLength} bytes for ${len}`);
+    const src = this.live();
+    if (src.kind === "buffer") {
+      src.buf.copy(out, 0, this.header.dataStart + info.begin, this.header.dataStart + info.end);
+      return out;
+    }
+    await readFully(src.fh, out, this.header.dataStart + info.begin, this.label, `tensor ${JSON.stringify(info.name)}`, info.name);
+    return out;
+  }
+
+  private rawLength(info: TensorInfo): number {
     const len = info.end - info.begin;
     if (len > MAX_BUFFER_BYTES) {
       throw new RuntimeFailure(
@@ -138,14 +161,7 @@ export class SafetensorsFile {
         { hint: "tensors this large can only be copied through, not computed on" },
       );
     }
-    const src = this.live();
-    const out = Buffer.allocUnsafeSlow(len);
-    if (src.kind === "buffer") {
-      src.buf.copy(out, 0, this.header.dataStart + info.begin, this.header.dataStart + info.end);
-      return out;
-    }
-    await readFully(src.fh, out, this.header.dataStart + info.begin, this.label, `tensor ${JSON.stringify(info.name)}`, info.name);
-    return out;
+    return len;
   }
 
   /** A tensor decoded to Float32Array (F16/BF16 exactly; F64 and 64-bit integers rounded). */

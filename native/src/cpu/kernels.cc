@@ -147,17 +147,17 @@ LORA_INLINE void decodeRowsD(const uint8_t* raw, int64_t rows, int cols, int ld,
 }
 
 template <typename T, int D>
-LORA_INLINE void decodeTransposedD(const uint8_t* raw, int rows, int64_t cols, int ld, T* dst) {
-  constexpr int64_t kBlock = 64;
+LORA_INLINE void decodeColumnsD(const uint8_t* raw, int rows, int64_t cols, int64_t j0, int n, int ld, T* dst) {
+  for (int j = 0; j < n; j++)
+    for (int i = rows; i < ld; i++) dst[int64_t(j) * ld + i] = T(0);
+  constexpr int kBlock = 64;
   T buf[kBlock];
-  for (int64_t j0 = 0; j0 < cols; j0 += kBlock) {
-    int64_t nb = std::min(kBlock, cols - j0);
-    for (int64_t j = 0; j < nb; j++)
-      for (int i = rows; i < ld; i++) dst[(j0 + j) * ld + i] = T(0);
+  for (int b0 = 0; b0 < n; b0 += kBlock) {
+    int nb = std::min(kBlock, n - b0);
     for (int i = 0; i < rows; i++) {
-      const uint8_t* s = raw + (int64_t(i) * cols + j0) * dtypeSize(D);
-      for (int64_t j = 0; j < nb; j++) buf[j] = decodeAt<T>(s, D, j);
-      for (int64_t j = 0; j < nb; j++) dst[(j0 + j) * ld + i] = buf[j];
+      const uint8_t* s = raw + (int64_t(i) * cols + j0 + b0) * dtypeSize(D);
+      for (int j = 0; j < nb; j++) buf[j] = decodeAt<T>(s, D, j);
+      for (int j = 0; j < nb; j++) dst[int64_t(b0 + j) * ld + i] = buf[j];
     }
   }
 }
@@ -200,33 +200,36 @@ int64_t firstNonFinite(const uint8_t* raw, int dtype, int64_t n, double* value) 
   return -1;
 }
 
-#define ROWS_BODY(T, D) decodeRowsD<T, D>(r, a, int(b), ld, d)
-#define TRANS_BODY(T, D) decodeTransposedD<T, D>(r, int(a), b, ld, d)
-#define LORA_DECODE_SET(T, NAME, WHICH)                                                                          \
-  LORA_CLONES static void NAME##0(const uint8_t* r, int64_t a, int64_t b, int ld, T* d) { WHICH(T, F32); }     \
-  LORA_CLONES static void NAME##1(const uint8_t* r, int64_t a, int64_t b, int ld, T* d) { WHICH(T, F16); }     \
-  LORA_CLONES static void NAME##2(const uint8_t* r, int64_t a, int64_t b, int ld, T* d) { WHICH(T, BF16); }    \
-  LORA_CLONES static void NAME##3(const uint8_t* r, int64_t a, int64_t b, int ld, T* d) { WHICH(T, F64); }     \
-  static void NAME(int dtype, const uint8_t* r, int64_t a, int64_t b, int ld, T* d) {                           \
-    switch (dtype) {                                                                                             \
-      case F32: NAME##0(r, a, b, ld, d); break;                                                                  \
-      case F16: NAME##1(r, a, b, ld, d); break;                                                                  \
-      case BF16: NAME##2(r, a, b, ld, d); break;                                                                 \
-      default: NAME##3(r, a, b, ld, d);                                                                          \
-    }                                                                                                            \
+// One multi-versioned entry per (element type, dtype): the dtype switch stays outside the loops.
+#define LORA_DECODE(T, D, SUFFIX)                                                                                 \
+  LORA_CLONES static void rows##SUFFIX(const uint8_t* raw, int64_t rows, int cols, int ld, T* dst) {               \
+    decodeRowsD<T, D>(raw, rows, cols, ld, dst);                                                                  \
+  }                                                                                                               \
+  LORA_CLONES static void cols##SUFFIX(const uint8_t* raw, int rows, int64_t cols, int64_t j0, int n, int ld, T* dst) { \
+    decodeColumnsD<T, D>(raw, rows, cols, j0, n, ld, dst);                                                        \
   }
-LORA_DECODE_SET(float, rowsF, ROWS_BODY)
-LORA_DECODE_SET(double, rowsD, ROWS_BODY)
-LORA_DECODE_SET(float, transF, TRANS_BODY)
-LORA_DECODE_SET(double, transD, TRANS_BODY)
-#undef LORA_DECODE_SET
-#undef ROWS_BODY
-#undef TRANS_BODY
+LORA_DECODE(float, F32, F32f)
+LORA_DECODE(float, F16, F16f)
+LORA_DECODE(float, BF16, BF16f)
+LORA_DECODE(float, F64, F64f)
+LORA_DECODE(double, F32, F32d)
+LORA_DECODE(double, F16, F16d)
+LORA_DECODE(double, BF16, BF16d)
+LORA_DECODE(double, F64, F64d)
+#undef LORA_DECODE
 
-template <> void decodeRows<float>(const uint8_t* raw, int dtype, int64_t rows, int cols, int ld, float* dst) { rowsF(dtype, raw, rows, cols, ld, dst); }
-template <> void decodeRows<double>(const uint8_t* raw, int dtype, int64_t rows, int cols, int ld, double* dst) { rowsD(dtype, raw, rows, cols, ld, dst); }
-template <> void decodeTransposed<float>(const uint8_t* raw, int dtype, int rows, int64_t cols, int ld, float* dst) { transF(dtype, raw, rows, cols, ld, dst); }
-template <> void decodeTransposed<double>(const uint8_t* raw, int dtype, int rows, int64_t cols, int ld, double* dst) { transD(dtype, raw, rows, cols, ld, dst); }
+#define LORA_BY_DTYPE(NAME, S, ...)                  \
+  switch (dtype) {                                   \
+    case F32: NAME##F32##S(__VA_ARGS__); break;       \
+    case F16: NAME##F16##S(__VA_ARGS__); break;       \
+    case BF16: NAME##BF16##S(__VA_ARGS__); break;     \
+    default: NAME##F64##S(__VA_ARGS__);               \
+  }
+template <> void decodeRows<float>(const uint8_t* raw, int dtype, int64_t rows, int cols, int ld, float* dst) { LORA_BY_DTYPE(rows, f, raw, rows, cols, ld, dst) }
+template <> void decodeRows<double>(const uint8_t* raw, int dtype, int64_t rows, int cols, int ld, double* dst) { LORA_BY_DTYPE(rows, d, raw, rows, cols, ld, dst) }
+template <> void decodeColumns<float>(const uint8_t* raw, int dtype, int rows, int64_t cols, int64_t j0, int n, int ld, float* dst) { LORA_BY_DTYPE(cols, f, raw, rows, cols, j0, n, ld, dst) }
+template <> void decodeColumns<double>(const uint8_t* raw, int dtype, int rows, int64_t cols, int64_t j0, int n, int ld, double* dst) { LORA_BY_DTYPE(cols, d, raw, rows, cols, j0, n, ld, dst) }
+#undef LORA_BY_DTYPE
 
 namespace {
 
@@ -266,12 +269,12 @@ LORA_INLINE double roundOne<double>(int dtype, double x) {
 }
 
 template <typename C, int D>
-LORA_INLINE void roundStackBody(C* Y, int64_t n, int t, int tp, bool roundedFirst, C* S, int ld2) {
+LORA_INLINE void roundStackBody(C* Y, int64_t n, int t, int tp, const C* sign, bool roundedFirst, C* S, int ld2) {
   for (int64_t i = 0; i < n; i++) {
     C* y = Y + i * tp;
     C* s = S + i * ld2;
     for (int c = 0; c < t; c++) {
-      C v = y[c], r = roundOne<C>(D, v);
+      C v = sign[c] * y[c], r = roundOne<C>(D, v);
       s[c] = roundedFirst ? r : v;
       s[t + c] = r - v;
       y[c] = r;
@@ -280,58 +283,70 @@ LORA_INLINE void roundStackBody(C* Y, int64_t n, int t, int tp, bool roundedFirs
   }
 }
 
+template <int D, typename C>
+LORA_INLINE void encodeOne(C v, uint8_t* d) {
+  if (D == F32) { float f = float(v); std::memcpy(d, &f, 4); }
+  else if (D == F64) { double x = double(v); std::memcpy(d, &x, 8); }
+  else if (D == BF16) { float f = float(v); uint32_t u; std::memcpy(&u, &f, 4); uint16_t h = uint16_t(u >> 16); std::memcpy(d, &h, 2); }
+  else {
+#ifdef LORA_HAVE_FLOAT16
+    _Float16 h = _Float16(float(v)); std::memcpy(d, &h, 2);
+#else
+    uint16_t h = floatToHalf(float(v)); std::memcpy(d, &h, 2);
+#endif
+  }
+}
+
+// Rows of Y (n×t of stride tp) → dst rows (n×t, contiguous).
 template <typename C, int D>
 LORA_INLINE void encodeRowsBody(const C* Y, int64_t n, int t, int tp, uint8_t* dst) {
   for (int64_t i = 0; i < n; i++)
-    for (int c = 0; c < t; c++) {
-      C v = Y[i * tp + c];
-      uint8_t* d = dst + (i * t + c) * dtypeSize(D);
-      if (D == F32) { float f = float(v); std::memcpy(d, &f, 4); }
-      else if (D == F64) { double x = double(v); std::memcpy(d, &x, 8); }
-      else if (D == BF16) { float f = float(v); uint32_t u; std::memcpy(&u, &f, 4); uint16_t h = uint16_t(u >> 16); std::memcpy(d, &h, 2); }
-      else {
-#ifdef LORA_HAVE_FLOAT16
-        _Float16 h = _Float16(float(v)); std::memcpy(d, &h, 2);
-#else
-        uint16_t h = floatToHalf(float(v)); std::memcpy(d, &h, 2);
-#endif
-      }
-    }
+    for (int c = 0; c < t; c++) encodeOne<D>(Y[i * tp + c], dst + (i * t + c) * dtypeSize(D));
+}
+
+// Columns of Y (n×t of stride tp) → rows of dst (t×n, row stride `stride` elements).
+template <typename C, int D>
+LORA_INLINE void encodeColumnsBody(const C* Y, int n, int t, int tp, uint8_t* dst, int64_t stride) {
+  for (int c = 0; c < t; c++) {
+    uint8_t* d = dst + int64_t(c) * stride * dtypeSize(D);
+    for (int j = 0; j < n; j++) encodeOne<D>(Y[int64_t(j) * tp + c], d + int64_t(j) * dtypeSize(D));
+  }
 }
 
 }  // namespace
 
-#define LORA_ROUND_STACK(C, NAME)                                                                                     \
-  LORA_CLONES static void NAME##16(C* Y, int64_t n, int t, int tp, bool f, C* S, int ld2) { roundStackBody<C, F16>(Y, n, t, tp, f, S, ld2); }   \
-  LORA_CLONES static void NAME##b16(C* Y, int64_t n, int t, int tp, bool f, C* S, int ld2) { roundStackBody<C, BF16>(Y, n, t, tp, f, S, ld2); } \
-  LORA_CLONES static void NAME##32(C* Y, int64_t n, int t, int tp, bool f, C* S, int ld2) { roundStackBody<C, F32>(Y, n, t, tp, f, S, ld2); }   \
-  LORA_CLONES static void NAME##64(C* Y, int64_t n, int t, int tp, bool f, C* S, int ld2) { roundStackBody<C, F64>(Y, n, t, tp, f, S, ld2); }
-LORA_ROUND_STACK(float, roundStackF)
-LORA_ROUND_STACK(double, roundStackD)
-#undef LORA_ROUND_STACK
-
-#define LORA_ENCODE_ROWS(C, NAME)                                                                                          \
-  LORA_CLONES static void NAME##16(const C* Y, int64_t n, int t, int tp, uint8_t* d) { encodeRowsBody<C, F16>(Y, n, t, tp, d); }   \
-  LORA_CLONES static void NAME##b16(const C* Y, int64_t n, int t, int tp, uint8_t* d) { encodeRowsBody<C, BF16>(Y, n, t, tp, d); } \
-  LORA_CLONES static void NAME##32(const C* Y, int64_t n, int t, int tp, uint8_t* d) { encodeRowsBody<C, F32>(Y, n, t, tp, d); }   \
-  LORA_CLONES static void NAME##64(const C* Y, int64_t n, int t, int tp, uint8_t* d) { encodeRowsBody<C, F64>(Y, n, t, tp, d); }
-LORA_ENCODE_ROWS(float, encodeRowsF)
-LORA_ENCODE_ROWS(double, encodeRowsD)
-#undef LORA_ENCODE_ROWS
-
-#define LORA_PICK(NAME, ...)                      \
-  switch (dtype) {                                \
-    case F16: NAME##16(__VA_ARGS__); break;        \
-    case BF16: NAME##b16(__VA_ARGS__); break;      \
-    case F32: NAME##32(__VA_ARGS__); break;        \
-    default: NAME##64(__VA_ARGS__);                \
+#define LORA_OUT(C, D, SUFFIX)                                                                                    \
+  LORA_CLONES static void stack##SUFFIX(C* Y, int64_t n, int t, int tp, const C* sg, bool f, C* S, int ld2) {       \
+    roundStackBody<C, D>(Y, n, t, tp, sg, f, S, ld2);                                                               \
+  }                                                                                                                 \
+  LORA_CLONES static void encR##SUFFIX(const C* Y, int64_t n, int t, int tp, uint8_t* d) { encodeRowsBody<C, D>(Y, n, t, tp, d); } \
+  LORA_CLONES static void encC##SUFFIX(const C* Y, int n, int t, int tp, uint8_t* d, int64_t st) {                 \
+    encodeColumnsBody<C, D>(Y, n, t, tp, d, st);                                                                    \
   }
+LORA_OUT(float, F32, F32f)
+LORA_OUT(float, F16, F16f)
+LORA_OUT(float, BF16, BF16f)
+LORA_OUT(float, F64, F64f)
+LORA_OUT(double, F32, F32d)
+LORA_OUT(double, F16, F16d)
+LORA_OUT(double, BF16, BF16d)
+LORA_OUT(double, F64, F64d)
+#undef LORA_OUT
 
-template <> void roundAndStack<float>(float* Y, int64_t n, int t, int tp, int dtype, bool roundedFirst, float* S, int ld2) { LORA_PICK(roundStackF, Y, n, t, tp, roundedFirst, S, ld2) }
-template <> void roundAndStack<double>(double* Y, int64_t n, int t, int tp, int dtype, bool roundedFirst, double* S, int ld2) { LORA_PICK(roundStackD, Y, n, t, tp, roundedFirst, S, ld2) }
-template <> void encodeRows<float>(const float* Y, int64_t n, int t, int tp, int dtype, uint8_t* dst) { LORA_PICK(encodeRowsF, Y, n, t, tp, dst) }
-template <> void encodeRows<double>(const double* Y, int64_t n, int t, int tp, int dtype, uint8_t* dst) { LORA_PICK(encodeRowsD, Y, n, t, tp, dst) }
-#undef LORA_PICK
+#define LORA_BY_DTYPE(NAME, S, ...)                  \
+  switch (dtype) {                                   \
+    case F32: NAME##F32##S(__VA_ARGS__); break;       \
+    case F16: NAME##F16##S(__VA_ARGS__); break;       \
+    case BF16: NAME##BF16##S(__VA_ARGS__); break;     \
+    default: NAME##F64##S(__VA_ARGS__);               \
+  }
+template <> void roundAndStack<float>(float* Y, int64_t n, int t, int tp, int dtype, const float* sign, bool roundedFirst, float* S, int ld2) { LORA_BY_DTYPE(stack, f, Y, n, t, tp, sign, roundedFirst, S, ld2) }
+template <> void roundAndStack<double>(double* Y, int64_t n, int t, int tp, int dtype, const double* sign, bool roundedFirst, double* S, int ld2) { LORA_BY_DTYPE(stack, d, Y, n, t, tp, sign, roundedFirst, S, ld2) }
+template <> void encodeRows<float>(const float* Y, int64_t n, int t, int tp, int dtype, uint8_t* dst) { LORA_BY_DTYPE(encR, f, Y, n, t, tp, dst) }
+template <> void encodeRows<double>(const double* Y, int64_t n, int t, int tp, int dtype, uint8_t* dst) { LORA_BY_DTYPE(encR, d, Y, n, t, tp, dst) }
+template <> void encodeColumns<float>(const float* Y, int n, int t, int tp, int dtype, uint8_t* dst, int64_t stride) { LORA_BY_DTYPE(encC, f, Y, n, t, tp, dst, stride) }
+template <> void encodeColumns<double>(const double* Y, int n, int t, int tp, int dtype, uint8_t* dst, int64_t stride) { LORA_BY_DTYPE(encC, d, Y, n, t, tp, dst, stride) }
+#undef LORA_BY_DTYPE
 
 }  // namespace kernels
 }  // namespace lora

@@ -47,21 +47,28 @@ int64_t firstNonFinite(const uint8_t* raw, int dtype, int64_t n, double* value);
 template <typename T>
 void decodeRows(const uint8_t* raw, int dtype, int64_t rows, int cols, int ld, T* dst);
 
-/** dst (cols×ld) = transpose of decoded raw (rows×cols, row-major); columns rows..ld-1 set to 0. */
+/**
+ * dst (n×ld) = transpose of columns [j0, j0 + n) of decoded raw (rows×cols, row-major); columns
+ * rows..ld-1 of dst set to 0.
+ */
 template <typename T>
-void decodeTransposed(const uint8_t* raw, int dtype, int rows, int64_t cols, int ld, T* dst);
+void decodeColumns(const uint8_t* raw, int dtype, int rows, int64_t cols, int64_t j0, int n, int ld, T* dst);
 
 /**
- * Rounds Y (n×t, row stride tp) in place to `dtype` (ties to even) and writes, row by row into S
- * (n×ld2, ld2 ≥ 2t): columns [0, t) the values before rounding (or after, when roundedFirst),
- * columns [t, 2t) rounded − unrounded, columns [2t, ld2) zero.
+ * Y (n×t, row stride tp) ← round(sign[c]·Y) in place, to `dtype` (ties to even), and row by row
+ * into S (n×ld2, ld2 ≥ 2t): columns [0, t) the signed values before rounding (or after, when
+ * roundedFirst), columns [t, 2t) rounded − unrounded, columns [2t, ld2) zero.
  */
 template <typename C>
-void roundAndStack(C* Y, int64_t n, int t, int tp, int dtype, bool roundedFirst, C* S, int ld2);
+void roundAndStack(C* Y, int64_t n, int t, int tp, int dtype, const C* sign, bool roundedFirst, C* S, int ld2);
 
 /** Little-endian bytes of `dtype` (n×t, row-major) for Y (n×t, row stride tp), each value already representable. */
 template <typename C>
 void encodeRows(const C* Y, int64_t n, int t, int tp, int dtype, uint8_t* dst);
+
+/** Column c of Y (n×t, row stride tp) as `dtype` bytes at dst + c·stride elements (n values each). */
+template <typename C>
+void encodeColumns(const C* Y, int n, int t, int tp, int dtype, uint8_t* dst, int64_t stride);
 
 }  // namespace kernels
 }  // namespace lora

@@ -174,8 +174,8 @@ Status smallAlgebra(const std::vector<double>& GB, const std::vector<double>& GA
   return {};
 }
 
-// Per-thread working buffers, grown as needed and kept between calls: a module's buffers are
-// several MB, and fresh allocations of that size are fresh pages (a page fault every 4 KiB).
+// Per-thread working buffers, grown as needed and kept between calls (fresh multi-MB allocations
+// are fresh pages: a page fault every 4 KiB).
 template <typename T>
 T* scratch(std::vector<T>& v, int64_t n) {
   if (int64_t(v.size()) < n) v.resize(size_t(n));
@@ -183,8 +183,8 @@ T* scratch(std::vector<T>& v, int64_t n) {
 }
 template <typename X, typename C>
 struct Scratch {
-  std::vector<X> B, At;
-  std::vector<C> YB, YA, Bs, As, AT;
+  std::vector<X> chunk;       // kChunk decoded rows (B) or columns (A), L1/L2-sized
+  std::vector<C> YB, YA, stack;
 };
 template <typename X, typename C>
 Scratch<X, C>& scratchOf() {
@@ -192,20 +192,33 @@ Scratch<X, C>& scratchOf() {
   return s;
 }
 
+// Rows of B (columns of A) per streamed chunk: decoded into a buffer that stays in cache while the
+// Gram tiles or the product run over it, so the decoded factors never travel to memory.
+constexpr int kChunk = 128;
+
 // X: decoded factors (float, or double for F64 inputs); C: precision of the products.
+// Three streaming passes over the raw bytes: Grams; products; signs, rounding, residual and bytes.
 template <typename X, typename C>
 Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, TruncateOutcome* o) {
   const int r = a.r, t = a.t;
   const int64_t out = a.out, in = a.in;
-  const int ld = kernels::gramStride(r);
+  const int ld = kernels::gramStride(r), bsize = kernels::dtypeSize(a.dtypeB);
   Scratch<X, C>& w = scratchOf<X, C>();
-  X* B = scratch(w.B, out * ld);
-  X* At = scratch(w.At, in * ld);
-  kernels::decodeRows<X>(a.rawB, a.dtypeB, out, r, ld, B);
-  kernels::decodeTransposed<X>(a.rawA, a.dtypeA, r, in, ld, At);
+  X* buf = scratch(w.chunk, int64_t(kChunk) * ld);
+  auto decodeB = [&](int64_t i0, int n) { kernels::decodeRows<X>(a.rawB + i0 * r * bsize, a.dtypeB, n, r, ld, buf); };
+  auto decodeA = [&](int64_t j0, int n) { kernels::decodeColumns<X>(a.rawA, a.dtypeA, r, in, j0, n, ld, buf); };
+  // Pass 1: G_B = BᵀB, G_A = AAᵀ.
   std::vector<double> gb(int64_t(ld) * ld, 0.0), ga(int64_t(ld) * ld, 0.0);
-  kernels::gramAccumulate<X>(B, out, ld, gb.data());
-  kernels::gramAccumulate<X>(At, in, ld, ga.data());
+  for (int64_t i0 = 0; i0 < out; i0 += kChunk) {
+    int n = int(std::min<int64_t>(kChunk, out - i0));
+    decodeB(i0, n);
+    kernels::gramAccumulate<X>(buf, n, ld, gb.data());
+  }
+  for (int64_t j0 = 0; j0 < in; j0 += kChunk) {
+    int n = int(std::min<int64_t>(kChunk, in - j0));
+    decodeA(j0, n);
+    kernels::gramAccumulate<X>(buf, n, ld, ga.data());
+  }
   Small sm;
   bool accepted = false;
   Status st = smallAlgebra(symmetricGram(gb, ld, r), symmetricGram(ga, ld, r), r, a.scale, t, a.scaleOut, a.balanced,
@@ -216,14 +229,15 @@ Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, Tru
     o->kind = TruncateOutcome::Fallback;
     return {};
   }
+  const int osize = kernels::dtypeSize(a.outDtype);
   if (sm.zero) {  // +0.0 is all-zero bytes in every dtype
-    std::fill(outB, outB + out * t * kernels::dtypeSize(a.outDtype), uint8_t(0));
-    std::fill(outA, outA + t * in * kernels::dtypeSize(a.outDtype), uint8_t(0));
+    std::fill(outB, outB + out * t * osize, uint8_t(0));
+    std::fill(outA, outA + t * in * osize, uint8_t(0));
     o->err2 = 0;
     return {};
   }
   o->err2 = sm.tail;
-  // B' = B·P (out×t) and A'ᵀ = Aᵀ·Qᵀ (in×t), in C, padded to tp columns.
+  // Pass 2: B' = B·P (out×t) and A'ᵀ = Aᵀ·Qᵀ (in×t), in C, padded to tp columns.
   const int tp = kernels::productStride<C>(t);
   std::vector<C> P(int64_t(r) * tp, C(0)), Qt(int64_t(r) * tp, C(0));
   for (int i = 0; i < r; i++)
@@ -233,32 +247,46 @@ Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, Tru
     }
   C* YB = scratch(w.YB, out * tp);
   C* YA = scratch(w.YA, in * tp);
-  kernels::thinProduct<X, C>(B, out, r, ld, P.data(), tp, YB);
-  kernels::thinProduct<X, C>(At, in, r, ld, Qt.data(), tp, YA);
+  for (int64_t i0 = 0; i0 < out; i0 += kChunk) {
+    int n = int(std::min<int64_t>(kChunk, out - i0));
+    decodeB(i0, n);
+    kernels::thinProduct<X, C>(buf, n, r, ld, P.data(), tp, YB + i0 * tp);
+  }
+  for (int64_t j0 = 0; j0 < in; j0 += kChunk) {
+    int n = int(std::min<int64_t>(kChunk, in - j0));
+    decodeA(j0, n);
+    kernels::thinProduct<X, C>(buf, n, r, ld, Qt.data(), tp, YA + j0 * tp);
+  }
   // Signs (linalg/signs.ts, sklearn's svd_flip on u): the largest-magnitude entry of every column
   // of B' is positive; the matching row of A' flips with it.
+  std::vector<C> sign(t, C(1));
   for (int c = 0; c < t; c++) {
     C best = 0, bestAbs = -1;
     for (int64_t i = 0; i < out; i++) {
       C v = YB[i * tp + c];
       if (std::fabs(v) > bestAbs) bestAbs = std::fabs(v), best = v;
     }
-    if (best < 0) {
-      for (int64_t i = 0; i < out; i++) YB[i * tp + c] = -YB[i * tp + c];
-      for (int64_t j = 0; j < in; j++) YA[j * tp + c] = -YA[j * tp + c];
-    }
+    if (best < 0) sign[c] = C(-1);
   }
-  // Round to the output dtype; [B' | δB] and [A''ᵀ | δAᵀ] give the rounding residual (svd.ts
-  // truncationError): ‖R‖² = s'²(⟨δBᵀδB, A''A''ᵀ⟩ + 2⟨δBᵀB', A''δAᵀ⟩ + ⟨B'ᵀB', δAδAᵀ⟩).
-  if (a.outDtype != F64) {
-    const int ld2 = kernels::gramStride(2 * t);
-    C* Bs = scratch(w.Bs, out * ld2);
-    C* As = scratch(w.As, in * ld2);
-    kernels::roundAndStack<C>(YB, out, t, tp, a.outDtype, false, Bs, ld2);  // [B' | δB]
-    kernels::roundAndStack<C>(YA, in, t, tp, a.outDtype, true, As, ld2);    // [A''ᵀ | δAᵀ]
-    std::vector<double> gs(int64_t(ld2) * ld2, 0.0), hs(int64_t(ld2) * ld2, 0.0);
-    kernels::gramAccumulate<C>(Bs, out, ld2, gs.data());
-    kernels::gramAccumulate<C>(As, in, ld2, hs.data());
+  // Pass 3: signs, rounding to the output dtype and the bytes; [B' | δB] and [A''ᵀ | δAᵀ] give the
+  // rounding residual (svd.ts truncationError): ‖R‖² = s'²(⟨δBᵀδB, A''A''ᵀ⟩ + 2⟨δBᵀB', A''δAᵀ⟩ + ⟨B'ᵀB', δAδAᵀ⟩).
+  const bool rounds = a.outDtype != F64;
+  const int ld2 = kernels::gramStride(2 * t);
+  C* stk = scratch(w.stack, int64_t(kChunk) * ld2);
+  std::vector<double> gs(int64_t(ld2) * ld2, 0.0), hs(int64_t(ld2) * ld2, 0.0);
+  for (int64_t i0 = 0; i0 < out; i0 += kChunk) {
+    int n = int(std::min<int64_t>(kChunk, out - i0));
+    kernels::roundAndStack<C>(YB + i0 * tp, n, t, tp, a.outDtype, sign.data(), false, stk, ld2);  // [B' | δB]
+    if (rounds) kernels::gramAccumulate<C>(stk, n, ld2, gs.data());
+    kernels::encodeRows<C>(YB + i0 * tp, n, t, tp, a.outDtype, outB + i0 * t * osize);
+  }
+  for (int64_t j0 = 0; j0 < in; j0 += kChunk) {
+    int n = int(std::min<int64_t>(kChunk, in - j0));
+    kernels::roundAndStack<C>(YA + j0 * tp, n, t, tp, a.outDtype, sign.data(), true, stk, ld2);  // [A''ᵀ | δAᵀ]
+    if (rounds) kernels::gramAccumulate<C>(stk, n, ld2, hs.data());
+    kernels::encodeColumns<C>(YA + j0 * tp, n, t, tp, a.outDtype, outA + j0 * osize, in);
+  }
+  if (rounds) {
     auto g = [&](const std::vector<double>& G, int i, int j) { return i <= j ? G[int64_t(i) * ld2 + j] : G[int64_t(j) * ld2 + i]; };
     double t11 = 0, t10 = 0, t00 = 0;
     for (int i = 0; i < t; i++)
@@ -269,13 +297,6 @@ Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, Tru
       }
     o->resid2 = a.scaleOut * a.scaleOut * std::max(0.0, t11 + 2 * t10 + t00);
   }
-  // Encode: B'' as it is (out×t), A'' = (A''ᵀ)ᵀ (t×in).
-  kernels::encodeRows<C>(YB, out, t, tp, a.outDtype, outB);
-  C* AT = scratch(w.AT, t * in);
-  for (int64_t j0 = 0; j0 < in; j0 += 64)
-    for (int c = 0; c < t; c++)
-      for (int64_t j = j0; j < std::min(in, j0 + 64); j++) AT[c * in + j] = YA[j * tp + c];
-  kernels::encodeRows<C>(AT, t, int(in), int(in), a.outDtype, outA);
   o->productBits = 8 * int(sizeof(C));
   return {};
 }
