@@ -3,7 +3,7 @@ import type { Ctx } from "../support/context.js";
 import { globals, withGlobalOptions } from "../support/options.js";
 import { printJson, summary } from "../support/output.js";
 import { UsageError } from "../../formats/errors.js";
-import { runConvert, type TargetFormat } from "./run.js";
+import type { TargetFormat } from "./run.js";
 
 export function convertCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("convert"))
@@ -16,6 +16,7 @@ export function convertCommand(ctx: Ctx): Command {
       const g = globals(opts);
       const output = opts["output"] as string;
       if (g.json && output === "-") throw new UsageError("--json cannot be combined with -o - (standard output carries the file)");
+      const { runConvert } = await import("./run.js");
       const rep = await runConvert({ input, output, to: opts["to"] as TargetFormat, force: g.force }, { stdin: ctx.stdin, stdout: ctx.stdout });
       if (g.json) printJson(ctx, rep);
       else summary(ctx, g.quiet, output, `converted ${rep.totals.modules} modules (${rep.from} → ${rep.to}, total rank ${rep.totals.rank}, ${rep.passthrough} passthrough tensors) to ${output === "-" ? "standard output" : output}`);

@@ -5,8 +5,7 @@ import { note, printJson, writeOut } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
 import { backendFor } from "../support/backend.js";
 import { UsageError } from "../../formats/errors.js";
-import { renderInspectTable, renderInspectTsv } from "./render.js";
-import { runInspect } from "./run.js";
+
 
 export function inspectCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("inspect"))
@@ -28,6 +27,7 @@ export function inspectCommand(ctx: Ctx): Command {
       plotter?.plotFormat(plot!);
       if (opts["tui"]) checkTui(ctx, g.json);
       const backend = await backendFor(ctx, g);
+      const { runInspect } = await import("./run.js");
       const report = await withProgress(ctx, g, "inspect", (tick) =>
         runInspect(
           {
@@ -49,8 +49,11 @@ export function inspectCommand(ctx: Ctx): Command {
         const { runTui } = await import("./tui.js");
         await runTui(report, { score: opts["score"] as "energy", minRank: opts["minRank"] as number, rho: opts["rho"] as number }, ctx);
       } else if (g.json) printJson(ctx, report);
-      else if (ctx.stdout.isTTY) writeOut(ctx, renderInspectTable(report, ctx.stdout.columns ? { width: ctx.stdout.columns } : {}));
-      else writeOut(ctx, renderInspectTsv(report));
+      else {
+        const { renderInspectTable, renderInspectTsv } = await import("./render.js");
+        if (ctx.stdout.isTTY) writeOut(ctx, renderInspectTable(report, ctx.stdout.columns ? { width: ctx.stdout.columns } : {}));
+        else writeOut(ctx, renderInspectTsv(report));
+      }
     });
 }
 

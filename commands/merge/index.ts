@@ -5,7 +5,8 @@ import { printWriteReport } from "../support/report.js";
 import { withProgress } from "../support/progress.js";
 import { backendFor } from "../support/backend.js";
 import { UsageError } from "../../formats/errors.js";
-import { MERGE_DEFAULTS, MERGE_METHODS, runMerge, type MergeMethod, type MergeOptions } from "./run.js";
+import { MERGE_DEFAULTS, MERGE_METHODS } from "./methods.js";
+import type { MergeMethod, MergeOptions } from "./run.js";
 
 const DENSE: MergeMethod[] = ["ties", "dare", "dare_ties", "magnitude_prune"];
 
@@ -97,6 +98,7 @@ export function mergeCommand(ctx: Ctx): Command {
         fairLr: opts["fairLr"] as number,
       };
       const backend = await backendFor(ctx, g);
+      const { runMerge } = await import("./run.js");
       const report = await withProgress(ctx, g, `merge (${method})`, (tick) =>
         runMerge(o, { backend, stdin: ctx.stdin, stdout: ctx.stdout, onModule: (d, n) => tick(d, n, "modules") }),
       );

@@ -29,8 +29,9 @@ import { legoUnits, mergeLego } from "./lego.js";
 import { linearRank, mergeLinear } from "./linear.js";
 import { mergeSvd, svdRank } from "./svd.js";
 import { denseRank, mergeTies, type DenseMethod } from "./ties.js";
+import { MERGE_METHODS } from "./methods.js";
+export { MERGE_DEFAULTS, MERGE_METHODS } from "./methods.js";
 
-export const MERGE_METHODS = ["lego", "cat", "svd", "linear", "ties", "dare", "dare_ties", "magnitude_prune", "ffa", "fair"] as const;
 export type MergeMethod = (typeof MERGE_METHODS)[number];
 
 /** One input's contribution to a module: ΔWᵢ = scale·B·A, weighted by `weight`. */
@@ -98,13 +99,6 @@ export interface MergeOptions {
   fairLr: number;
 }
 
-export const MERGE_DEFAULTS = {
-  seed: 0, passthrough: "error", force: false,
-  density: 0.5, tiesMode: "peft", majoritySign: "total", oversample: 10, powerIters: 2,
-  paramReweight: true, outputReweight: true, paramNorm: "inf", signCanonicalize: false, nInit: 10, maxIter: 300, tol: 1e-4,
-  project: false, ffaTol: 1e-6,
-  fairSolver: "ridge", fairLambda: 0.01, fairSteps: 500, fairLr: 0.01,
-} as const satisfies Partial<MergeOptions>;
 
 export interface MergeDeps {
   backend: LinalgBackend;

@@ -7,7 +7,7 @@ import { backendFor } from "../support/backend.js";
 import { withProgress } from "../support/progress.js";
 import { printWriteReport } from "../support/report.js";
 import { UsageError } from "../../formats/errors.js";
-import { runPrune, type PruneMethod, type PruneOptions } from "./run.js";
+import type { PruneMethod, PruneOptions } from "./run.js";
 
 /** "0,1,5-7" → [0, 1, 5, 6, 7]; with allowNone, "none" → []. */
 export function parseLayerList(name: string, allowNone = false) {
@@ -98,6 +98,7 @@ export function pruneCommand(ctx: Ctx): Command {
       set("skipLayers", pick("skipLayers")); set("scoreModules", pick("scoreModules"));
       set("match", pick("match")); set("layers", pick("layers")); set("minNorm", pick("minNorm")); set("minEnergyShare", pick("minEnergyShare"));
       const backend = await backendFor(ctx, g);
+      const { runPrune } = await import("./run.js");
       const rep = await withProgress(ctx, g, `prune (${method})`, (tick) =>
         runPrune(o, { backend, stdin: ctx.stdin, stdout: ctx.stdout, onStep: (d, n, w) => tick(d, n, w) }));
       printWriteReport(ctx, g, rep);

@@ -6,7 +6,7 @@ import { printJson } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
 import { printWriteReport } from "../support/report.js";
 import { UsageError } from "../../formats/errors.js";
-import { isSplitReport, runTruncate, type TruncateOptions } from "./run.js";
+import type { TruncateOptions } from "./run.js";
 
 export function truncateCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("truncate"))
@@ -64,6 +64,7 @@ export function truncateCommand(ctx: Ctx): Command {
         ...(opts["to"] !== undefined ? { to: opts["to"] as "peft" | "kohya" | "diffusers" } : {}),
       };
       const backend = await backendFor(ctx, g);
+      const { isSplitReport, runTruncate } = await import("./run.js");
       const report = await withProgress(ctx, g, "truncate", (tick) =>
         runTruncate(o, { backend, stdin: ctx.stdin, stdout: ctx.stdout, onModule: (i, n) => tick(i, n, "modules") }),
       );

@@ -1,0 +1,14 @@
+// The merge methods and option defaults, apart from run.ts so that the command line can be built
+// without loading the merge code (commands load their run module only when they run).
+import type { MergeOptions } from "./run.js";
+
+export const MERGE_METHODS = ["lego", "cat", "svd", "linear", "ties", "dare", "dare_ties", "magnitude_prune", "ffa", "fair"] as const;
+
+/** Defaults of the options cli.md leaves to us (the command line shows them). */
+export const MERGE_DEFAULTS = {
+  seed: 0, passthrough: "error", force: false,
+  density: 0.5, tiesMode: "peft", majoritySign: "total", oversample: 10, powerIters: 2,
+  paramReweight: true, outputReweight: true, paramNorm: "inf", signCanonicalize: false, nInit: 10, maxIter: 300, tol: 1e-4,
+  project: false, ffaTol: 1e-6,
+  fairSolver: "ridge", fairLambda: 0.01, fairSteps: 500, fairLr: 0.01,
+} as const satisfies Partial<MergeOptions>;
