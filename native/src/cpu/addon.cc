@@ -3,6 +3,9 @@
 // event loop keeps running during BLAS/LAPACK work. The raw signatures are mirrored by
 // `CpuBinding` in linalg/native.ts (bump kAbiVersion with any change); that file validates
 // shapes and finiteness before calling in.
+#include <algorithm>
+#include <memory>
+
 #include "../common/napi_ops.h"
 #include "blas.h"
 #include "kernels.h"
@@ -111,6 +114,22 @@ double numberArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
 }
 }  // namespace
 
+// Uninitialised output buffers handed to JS as external ArrayBuffers (ownership moves on release).
+struct OutBytes {
+  std::unique_ptr<uint8_t[]> B, A;
+  size_t nB, nA;
+  OutBytes(size_t b, size_t a) : B(new uint8_t[std::max<size_t>(b, 1)]), A(new uint8_t[std::max<size_t>(a, 1)]), nB(b), nA(a) {}
+  static Napi::Value release(Napi::Env env, std::unique_ptr<uint8_t[]>& p, size_t n) {
+    uint8_t* raw = p.release();
+    Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(n));
+    auto ab = Napi::ArrayBuffer::New(env, raw, n, [n](Napi::Env e, void* d) {
+      delete[] static_cast<uint8_t*>(d);
+      Napi::MemoryManagement::AdjustExternalMemory(e, -int64_t(n));
+    });
+    return Napi::Uint8Array::New(env, n, ab, 0);
+  }
+};
+
 // truncateFactors(rawB, dtypeB, rawA, dtypeA, out, r, in, t, scale, scaleOut, balanced, outDtype, productsInDouble)
 //   → Promise<{kind: 0 done | 1 fallback | 2 non-finite, B: Uint8Array (out×t of outDtype), A: Uint8Array (t×in),
 //              S: Float64Array (r), norm2, err2, resid2, productBits, badFactor, badIndex, badValue}>
@@ -135,18 +154,18 @@ Napi::Value TruncateFactors(const Napi::CallbackInfo& info) {
   a.rawB = static_cast<const uint8_t*>(rawB.ArrayBuffer().Data()) + rawB.ByteOffset();
   a.rawA = static_cast<const uint8_t*>(rawA.ArrayBuffer().Data()) + rawA.ByteOffset();
   const size_t es = lora::kernels::dtypeSize(a.outDtype);
-  auto outB = Napi::Uint8Array::New(env, size_t(a.out) * a.t * es);
-  auto outA = Napi::Uint8Array::New(env, size_t(a.t) * a.in * es);
+  // The output bytes are allocated here without zero-filling and first touched by the worker (the
+  // page faults of ~1 MB per module land there, not on the JS thread); they become external
+  // ArrayBuffers when the result is built, freed by their finalizers.
+  auto bytes = std::make_shared<OutBytes>(size_t(a.out) * a.t * es, size_t(a.t) * a.in * es);
   auto S = Napi::Float64Array::New(env, size_t(a.r));
   auto res = std::make_shared<lora::TruncateOutcome>();
-  auto run = [a, pb = ptr<uint8_t>(outB), pa = ptr<uint8_t>(outA), ps = ptr<double>(S), res] {
-    return lora::truncateFactors(a, pb, pa, ps, res.get());
-  };
+  auto run = [a, bytes, ps = ptr<double>(S), res] { return lora::truncateFactors(a, bytes->B.get(), bytes->A.get(), ps, res.get()); };
   auto outs = std::make_shared<Outs>();
-  outs->add("B", outB);
-  outs->add("A", outA);
   outs->add("S", S);
-  auto* w = new OpWorker(env, "lora_cpu.truncateFactors", run, objectOf(outs, [res](Napi::Object o) {
+  auto* w = new OpWorker(env, "lora_cpu.truncateFactors", run, objectOf(outs, [res, bytes](Napi::Object o) {
+                           o.Set("B", bytes->release(o.Env(), bytes->B, bytes->nB));
+                           o.Set("A", bytes->release(o.Env(), bytes->A, bytes->nA));
                            o.Set("kind", res->kind);
                            o.Set("norm2", res->norm2);
                            o.Set("err2", res->err2);

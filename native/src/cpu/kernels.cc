@@ -3,8 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "halfs.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 // Three builds of each entry point, picked by the loader (GCC/Clang function multi-versioning).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(LORA_NO_CLONES)
@@ -119,6 +124,30 @@ LORA_INLINE void productBody(const X* x, int64_t n, int w, int ld, const C* P, i
   }
 }
 
+// binary16 runs with F16C (vcvtph2ps/vcvtps2ph, 8 values an instruction) where the CPU has it:
+// GCC does not vectorise _Float16 conversions, so these are written with intrinsics and chosen at
+// run time; the portable loops below are the fallback.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LORA_F16C 1
+__attribute__((target("avx2,f16c"))) void halfRunF16C(const uint8_t* s, int n, float* d) {
+  int j = 0;
+  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(d + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 2 * j))));
+  for (; j < n; j++) { uint16_t h; std::memcpy(&h, s + 2 * j, 2); d[j] = halfToFloat(h); }
+}
+bool haveF16C() {
+  static const bool yes = (__builtin_cpu_init(), __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"));
+  return yes;
+}
+#endif
+
+/** n binary16 values at s → d (float), exact. */
+inline void halfRun(const uint8_t* s, int n, float* d) {
+#ifdef LORA_F16C
+  if (haveF16C()) return halfRunF16C(s, n, d);
+#endif
+  for (int j = 0; j < n; j++) { uint16_t h; std::memcpy(&h, s + 2 * j, 2); d[j] = halfToFloat(h); }
+}
+
 template <typename T>
 LORA_INLINE T decodeAt(const uint8_t* raw, int dtype, int64_t i) {
   switch (dtype) {
@@ -141,30 +170,64 @@ LORA_INLINE void decodeRowsD(const uint8_t* raw, int64_t rows, int cols, int ld,
   for (int64_t i = 0; i < rows; i++) {
     T* d = dst + i * ld;
     const uint8_t* s = raw + i * cols * dtypeSize(D);
-    for (int j = 0; j < cols; j++) d[j] = decodeAt<T>(s, D, j);
+    if constexpr (D == F16 && sizeof(T) == 4) halfRun(s, cols, reinterpret_cast<float*>(d));
+    else for (int j = 0; j < cols; j++) d[j] = decodeAt<T>(s, D, j);
     for (int j = cols; j < ld; j++) d[j] = T(0);
   }
 }
 
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define LORA_HAVE_SHUFFLEVECTOR 1
+// dst[j·dld + i] = src[i·sld + j] for an 8×8 float block, in registers (unpack, shuffle, lane swap).
+LORA_INLINE void transpose8(const float* src, int sld, float* dst, int dld) {
+  vf r[8], u[8], v[8];
+  for (int k = 0; k < 8; k++) r[k] = load<vf>(src + k * sld);
+  for (int k = 0; k < 8; k += 2) {
+    u[k] = __builtin_shufflevector(r[k], r[k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    u[k + 1] = __builtin_shufflevector(r[k], r[k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int k = 0; k < 8; k += 4) {
+    v[k] = __builtin_shufflevector(u[k], u[k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    v[k + 1] = __builtin_shufflevector(u[k], u[k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    v[k + 2] = __builtin_shufflevector(u[k + 1], u[k + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    v[k + 3] = __builtin_shufflevector(u[k + 1], u[k + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int k = 0; k < 4; k++) {
+    store(dst + k * dld, __builtin_shufflevector(v[k], v[k + 4], 0, 1, 2, 3, 8, 9, 10, 11));
+    store(dst + (k + 4) * dld, __builtin_shufflevector(v[k], v[k + 4], 4, 5, 6, 7, 12, 13, 14, 15));
+  }
+}
+#endif
+
 template <typename T, int D>
 LORA_INLINE void decodeColumnsD(const uint8_t* raw, int rows, int64_t cols, int64_t j0, int n, int ld, T* dst) {
-  for (int j = 0; j < n; j++)
-    for (int i = rows; i < ld; i++) dst[int64_t(j) * ld + i] = T(0);
+  // Blocks of 64 columns: each row's segment decoded contiguously (vectorised), then written
+  // transposed from that L1-resident block (contiguous stores of dst rows).
   constexpr int kBlock = 64;
-  T buf[kBlock];
+  static thread_local std::vector<T> tmp;
+  if (tmp.size() < size_t(rows) * kBlock) tmp.resize(size_t(rows) * kBlock);
+  T* t = tmp.data();
   for (int b0 = 0; b0 < n; b0 += kBlock) {
     int nb = std::min(kBlock, n - b0);
-    for (int i = 0; i < rows; i++) {
-      const uint8_t* s = raw + (int64_t(i) * cols + j0 + b0) * dtypeSize(D);
-      for (int j = 0; j < nb; j++) buf[j] = decodeAt<T>(s, D, j);
-      for (int j = 0; j < nb; j++) dst[int64_t(b0 + j) * ld + i] = buf[j];
+    for (int i = 0; i < rows; i++) decodeRowsD<T, D>(raw + (int64_t(i) * cols + j0 + b0) * dtypeSize(D), 1, nb, kBlock, t + i * kBlock);
+    int i8 = 0;
+#ifdef LORA_HAVE_SHUFFLEVECTOR
+    if constexpr (sizeof(T) == 4) {  // 8×8 register transposes for float
+      if (nb % 8 == 0)
+        for (; i8 + 8 <= rows; i8 += 8)
+          for (int j = 0; j < nb; j += 8) transpose8(t + i8 * kBlock + j, kBlock, dst + int64_t(b0 + j) * ld + i8, ld);
+    }
+#endif
+    for (int j = 0; j < nb; j++) {
+      T* d = dst + int64_t(b0 + j) * ld;
+      for (int i = i8; i < rows; i++) d[i] = t[i * kBlock + j];
+      for (int i = rows; i < ld; i++) d[i] = T(0);
     }
   }
 }
 
 }  // namespace
 
-int dtypeSize(int dtype) { return dtype == F32 ? 4 : dtype == F64 ? 8 : 2; }
 
 int gramStride(int w) { return std::max(kTB, (w + kTB - 1) / kTB * kTB); }
 template <> int productStride<float>(int t) { constexpr int L = Vec<float>::n; return std::max(L, (t + L - 1) / L * L); }
@@ -182,19 +245,40 @@ template <> void thinProduct<float, float>(const float* X, int64_t n, int w, int
 template <> void thinProduct<float, double>(const float* X, int64_t n, int w, int ld, const double* P, int tp, double* Y) { productFD(X, n, w, ld, P, tp, Y); }
 template <> void thinProduct<double, double>(const double* X, int64_t n, int w, int ld, const double* P, int tp, double* Y) { productDD(X, n, w, ld, P, tp, Y); }
 
-int64_t firstNonFinite(const uint8_t* raw, int dtype, int64_t n, double* value) {
-  // An all-ones exponent field is NaN or ±Inf in each of the four formats.
+namespace {
+// Whether any of n values has an all-ones exponent (NaN or ±Inf): a branch-free OR over the bits
+// that vectorises; the exact index is then found in the block that has one.
+template <typename U, U kExp>
+LORA_INLINE bool anyNonFinite(const uint8_t* raw, int64_t n) {
+  U hit = 0;
   for (int64_t i = 0; i < n; i++) {
-    bool bad;
-    switch (dtype) {
-      case F32: { uint32_t u; std::memcpy(&u, raw + 4 * i, 4); bad = (u & 0x7f800000u) == 0x7f800000u; break; }
-      case F16: { uint16_t u; std::memcpy(&u, raw + 2 * i, 2); bad = (u & 0x7c00u) == 0x7c00u; break; }
-      case BF16: { uint16_t u; std::memcpy(&u, raw + 2 * i, 2); bad = (u & 0x7f80u) == 0x7f80u; break; }
-      default: { uint64_t u; std::memcpy(&u, raw + 8 * i, 8); bad = (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull; }
-    }
-    if (bad) {
-      *value = decodeAt<double>(raw, dtype, i);
-      return i;
+    U u;
+    std::memcpy(&u, raw + sizeof(U) * i, sizeof(U));
+    hit |= U((u & kExp) == kExp);
+  }
+  return hit != 0;
+}
+}  // namespace
+
+LORA_CLONES static bool anyNonFinite32(const uint8_t* raw, int64_t n) { return anyNonFinite<uint32_t, 0x7f800000u>(raw, n); }
+LORA_CLONES static bool anyNonFinite16(const uint8_t* raw, int64_t n) { return anyNonFinite<uint16_t, 0x7c00u>(raw, n); }
+LORA_CLONES static bool anyNonFiniteB16(const uint8_t* raw, int64_t n) { return anyNonFinite<uint16_t, 0x7f80u>(raw, n); }
+LORA_CLONES static bool anyNonFinite64(const uint8_t* raw, int64_t n) { return anyNonFinite<uint64_t, 0x7ff0000000000000ull>(raw, n); }
+
+int64_t firstNonFinite(const uint8_t* raw, int dtype, int64_t n, double* value) {
+  constexpr int64_t kBlock = 4096;
+  const int size = dtypeSize(dtype);
+  for (int64_t b0 = 0; b0 < n; b0 += kBlock) {
+    const int64_t nb = std::min(kBlock, n - b0);
+    const uint8_t* p = raw + b0 * size;
+    bool any = dtype == F32 ? anyNonFinite32(p, nb) : dtype == F16 ? anyNonFinite16(p, nb) : dtype == BF16 ? anyNonFiniteB16(p, nb) : anyNonFinite64(p, nb);
+    if (!any) continue;
+    for (int64_t i = 0; i < nb; i++) {
+      double v = decodeAt<double>(p, dtype, i);
+      if (!std::isfinite(v)) {
+        *value = v;
+        return b0 + i;
+      }
     }
   }
   return -1;

@@ -35,7 +35,7 @@ void thinProduct(const X* x, int64_t n, int w, int ld, const C* P, int tp, C* Y)
 
 /** Element types of safetensors factors: 0 F32, 1 F16, 2 BF16, 3 F64 (as linalg/native.ts codes them). */
 enum DType { F32 = 0, F16 = 1, BF16 = 2, F64 = 3 };
-int dtypeSize(int dtype);
+constexpr int dtypeSize(int dtype) { return dtype == F32 ? 4 : dtype == F64 ? 8 : 2; }
 
 /**
  * Index of the first NaN/±Inf among n raw little-endian values (-1 if none), and in *value that
