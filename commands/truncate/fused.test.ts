@@ -38,7 +38,7 @@ interface Case { name: string; B: M64; A: M64; s: number; t: number }
 function cases(rng: Rng): Case[] {
   const g = (rows: number, cols: number, sd = 1): M64 => ({ rows, cols, data: rng.normals(rows * cols, sd) });
   const out: Case[] = [];
-  for (const [o, i, r, t] of [[37, 23, 5, 2], [64, 200, 8, 3], [150, 40, 16, 7], [33, 129, 20, 20], [300, 70, 12, 1]] as const) {
+  for (const [o, i, r, t] of [[37, 23, 5, 2], [64, 200, 8, 3], [150, 40, 16, 7], [33, 129, 20, 20], [300, 70, 12, 1], [9, 11, 1, 1], [160, 150, 72, 40]] as const) {
     out.push({ name: `gaussian ${o}×${i} r${r} → ${t}`, B: g(o, r, 0.02), A: g(r, i, 1 / Math.sqrt(i)), s: 0.25 + rng.uniform() * 4, t });
   }
   out.push({ name: "decaying spectrum, κ = 1e3", B: withSpectrum(rng, 140, 16, logspace(16, 0, -3), true), A: withSpectrum(rng, 96, 16, logspace(16, 0, -1), false), s: 0.5, t: 6 });

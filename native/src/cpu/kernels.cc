@@ -285,23 +285,10 @@ int64_t firstNonFinite(const uint8_t* raw, int dtype, int64_t n, double* value) 
 }
 
 // One multi-versioned entry per (element type, dtype): the dtype switch stays outside the loops.
-#define LORA_DECODE(T, D, SUFFIX)                                                                                 \
-  LORA_CLONES static void rows##SUFFIX(const uint8_t* raw, int64_t rows, int cols, int ld, T* dst) {               \
-    decodeRowsD<T, D>(raw, rows, cols, ld, dst);                                                                  \
-  }                                                                                                               \
-  LORA_CLONES static void cols##SUFFIX(const uint8_t* raw, int rows, int64_t cols, int64_t j0, int n, int ld, T* dst) { \
-    decodeColumnsD<T, D>(raw, rows, cols, j0, n, ld, dst);                                                        \
-  }
-LORA_DECODE(float, F32, F32f)
-LORA_DECODE(float, F16, F16f)
-LORA_DECODE(float, BF16, BF16f)
-LORA_DECODE(float, F64, F64f)
-LORA_DECODE(double, F32, F32d)
-LORA_DECODE(double, F16, F16d)
-LORA_DECODE(double, BF16, BF16d)
-LORA_DECODE(double, F64, F64d)
-#undef LORA_DECODE
-
+// LORA_EACH lists the pairs; LORA_BY_DTYPE picks the entry for a run-time dtype.
+#define LORA_EACH(M) \
+  M(float, F32, F32f) M(float, F16, F16f) M(float, BF16, BF16f) M(float, F64, F64f) \
+  M(double, F32, F32d) M(double, F16, F16d) M(double, BF16, BF16d) M(double, F64, F64d)
 #define LORA_BY_DTYPE(NAME, S, ...)                  \
   switch (dtype) {                                   \
     case F32: NAME##F32##S(__VA_ARGS__); break;       \
@@ -309,11 +296,21 @@ LORA_DECODE(double, F64, F64d)
     case BF16: NAME##BF16##S(__VA_ARGS__); break;     \
     default: NAME##F64##S(__VA_ARGS__);               \
   }
+
+#define LORA_DECODE(T, D, SUFFIX)                                                                                 \
+  LORA_CLONES static void rows##SUFFIX(const uint8_t* raw, int64_t rows, int cols, int ld, T* dst) {               \
+    decodeRowsD<T, D>(raw, rows, cols, ld, dst);                                                                  \
+  }                                                                                                               \
+  LORA_CLONES static void cols##SUFFIX(const uint8_t* raw, int rows, int64_t cols, int64_t j0, int n, int ld, T* dst) { \
+    decodeColumnsD<T, D>(raw, rows, cols, j0, n, ld, dst);                                                        \
+  }
+LORA_EACH(LORA_DECODE)
+#undef LORA_DECODE
+
 template <> void decodeRows<float>(const uint8_t* raw, int dtype, int64_t rows, int cols, int ld, float* dst) { LORA_BY_DTYPE(rows, f, raw, rows, cols, ld, dst) }
 template <> void decodeRows<double>(const uint8_t* raw, int dtype, int64_t rows, int cols, int ld, double* dst) { LORA_BY_DTYPE(rows, d, raw, rows, cols, ld, dst) }
 template <> void decodeColumns<float>(const uint8_t* raw, int dtype, int rows, int64_t cols, int64_t j0, int n, int ld, float* dst) { LORA_BY_DTYPE(cols, f, raw, rows, cols, j0, n, ld, dst) }
 template <> void decodeColumns<double>(const uint8_t* raw, int dtype, int rows, int64_t cols, int64_t j0, int n, int ld, double* dst) { LORA_BY_DTYPE(cols, d, raw, rows, cols, j0, n, ld, dst) }
-#undef LORA_BY_DTYPE
 
 namespace {
 
@@ -407,23 +404,10 @@ LORA_INLINE void encodeColumnsBody(const C* Y, int n, int t, int tp, uint8_t* ds
   LORA_CLONES static void encC##SUFFIX(const C* Y, int n, int t, int tp, uint8_t* d, int64_t st) {                 \
     encodeColumnsBody<C, D>(Y, n, t, tp, d, st);                                                                    \
   }
-LORA_OUT(float, F32, F32f)
-LORA_OUT(float, F16, F16f)
-LORA_OUT(float, BF16, BF16f)
-LORA_OUT(float, F64, F64f)
-LORA_OUT(double, F32, F32d)
-LORA_OUT(double, F16, F16d)
-LORA_OUT(double, BF16, BF16d)
-LORA_OUT(double, F64, F64d)
+LORA_EACH(LORA_OUT)
 #undef LORA_OUT
 
-#define LORA_BY_DTYPE(NAME, S, ...)                  \
-  switch (dtype) {                                   \
-    case F32: NAME##F32##S(__VA_ARGS__); break;       \
-    case F16: NAME##F16##S(__VA_ARGS__); break;       \
-    case BF16: NAME##BF16##S(__VA_ARGS__); break;     \
-    default: NAME##F64##S(__VA_ARGS__);               \
-  }
+
 template <> void roundAndStack<float>(float* Y, int64_t n, int t, int tp, int dtype, const float* sign, bool roundedFirst, float* S, int ld2) { LORA_BY_DTYPE(stack, f, Y, n, t, tp, sign, roundedFirst, S, ld2) }
 template <> void roundAndStack<double>(double* Y, int64_t n, int t, int tp, int dtype, const double* sign, bool roundedFirst, double* S, int ld2) { LORA_BY_DTYPE(stack, d, Y, n, t, tp, sign, roundedFirst, S, ld2) }
 template <> void encodeRows<float>(const float* Y, int64_t n, int t, int tp, int dtype, uint8_t* dst) { LORA_BY_DTYPE(encR, f, Y, n, t, tp, dst) }
@@ -431,6 +415,7 @@ template <> void encodeRows<double>(const double* Y, int64_t n, int t, int tp, i
 template <> void encodeColumns<float>(const float* Y, int n, int t, int tp, int dtype, uint8_t* dst, int64_t stride) { LORA_BY_DTYPE(encC, f, Y, n, t, tp, dst, stride) }
 template <> void encodeColumns<double>(const double* Y, int n, int t, int tp, int dtype, uint8_t* dst, int64_t stride) { LORA_BY_DTYPE(encC, d, Y, n, t, tp, dst, stride) }
 #undef LORA_BY_DTYPE
+#undef LORA_EACH
 
 }  // namespace kernels
 }  // namespace lora
