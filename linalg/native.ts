@@ -14,16 +14,19 @@ import type {
   EigResult,
   FactorDType,
   FactorStats,
+  FactorSpectrumInput,
+  FactorSpectrumResult,
   FloatArray,
   GramSide,
   KmeansLloydOptions,
-  TruncateFactorsInput,
-  TruncateFactorsResult,
   KmeansResult,
   LinalgBackend,
   Mat,
   QrResult,
+  RawFactor,
   SvdResult,
+  TruncateFactorsInput,
+  TruncateFactorsResult,
 } from "./types.js";
 
 /** Bumped with any change of the raw signatures below; the addons export the same number. */
@@ -44,6 +47,9 @@ export interface ComputeBinding {
   /** cpu addon only (optional export). Codes as factorStats; kind 0 done, 1 fallback, 2 non-finite. */
   truncateFactors?(rawB: Uint8Array, dtypeB: number, rawA: Uint8Array, dtypeA: number, out: number, r: number, inn: number, t: number,
     scale: number, scaleOut: number, balanced: boolean, outDtype: number, productsInDouble: boolean): Promise<RawTruncateResult>;
+  /** cpu addon only (optional export): σ of one module, codes as truncateFactors. */
+  factorSpectrum?(rawB: Uint8Array, dtypeB: number, rawA: Uint8Array, dtypeA: number, out: number, r: number, inn: number,
+    scale: number): Promise<{ kind: number; S: Float64Array; norm2: number; badFactor: number; badIndex: number; badValue: number }>;
 }
 
 interface RawTruncateResult {
@@ -242,6 +248,24 @@ function asType<T extends FloatArray>(proto: T, x: FloatArray): T {
 // ---------------------------------------------------------------------------------------------
 // Adapter
 
+function dtypeCode(op: string, d: FactorDType): { code: number; size: number } {
+  const c = FACTOR_DTYPES[d];
+  if (!c) throw new InvalidInputError(`${op}: dtype ${String(d)} is not one of F32, F16, BF16, F64`);
+  return c;
+}
+
+/** Shapes, byte lengths and scale of a module's raw factors, checked before a native call. */
+function checkRawPair(op: string, x: { B: RawFactor; A: RawFactor; scale: number }) {
+  const b = dtypeCode(op, x.B.dtype), a = dtypeCode(op, x.A.dtype);
+  const out = x.B.rows, r = x.B.cols, inn = x.A.cols;
+  if (x.A.rows !== r) throw new InvalidInputError(`${op}: B is ${out}×${r} but A is ${x.A.rows}×${inn}`);
+  if (!(r >= 1 && out >= 1 && inn >= 1)) throw new InvalidInputError(`${op}: empty factors (${out}×${r}, ${x.A.rows}×${inn})`);
+  if (x.B.raw.byteLength !== out * r * b.size || x.A.raw.byteLength !== r * inn * a.size) throw new InvalidInputError(`${op}: raw byte lengths do not match the shapes`);
+  if (Math.max(out, inn) * r > MAX_ELEMENTS) throw new InvalidInputError(`${op}: factors exceed ${MAX_ELEMENTS} elements, the native backends' limit`);
+  if (!Number.isFinite(x.scale)) throw new InvalidInputError(`${op}: scales must be finite (scaleOut ≠ 0)`);
+  return { b, a, out, r, inn };
+}
+
 /** Wraps a raw binding as a LinalgBackend (exported for tests with fake bindings). */
 export function adaptBinding(name: BackendName, binding: ComputeBinding, detail: string): LinalgBackend {
   const fs = binding.factorStats?.bind(binding);
@@ -264,18 +288,10 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
   });
   const tf = binding.truncateFactors?.bind(binding);
   const truncateFactors = tf && (async (x: TruncateFactorsInput): Promise<TruncateFactorsResult> => {
-    const code = (d: FactorDType) => {
-      const c = FACTOR_DTYPES[d];
-      if (!c) throw new InvalidInputError(`truncateFactors: dtype ${String(d)} is not one of F32, F16, BF16, F64`);
-      return c;
-    };
-    const b = code(x.B.dtype), a = code(x.A.dtype), o = code(x.outDtype);
-    const out = x.B.rows, r = x.B.cols, inn = x.A.cols, t = x.rank;
-    if (x.A.rows !== r) throw new InvalidInputError(`truncateFactors: B is ${out}×${r} but A is ${x.A.rows}×${inn}`);
+    const { b, a, out, r, inn } = checkRawPair("truncateFactors", x);
+    const o = dtypeCode("truncateFactors", x.outDtype), t = x.rank;
     if (!(Number.isInteger(t) && t >= 1 && t <= r)) throw new InvalidInputError(`truncateFactors: rank ${String(t)} must be an integer in 1..${r}`);
-    if (x.B.raw.byteLength !== out * r * b.size || x.A.raw.byteLength !== r * inn * a.size) throw new InvalidInputError("truncateFactors: raw byte lengths do not match the shapes");
-    if (Math.max(out, inn) * Math.max(r, 1) > MAX_ELEMENTS) throw new InvalidInputError(`truncateFactors: factors exceed ${MAX_ELEMENTS} elements, the native backends' limit`);
-    if (!Number.isFinite(x.scale) || !Number.isFinite(x.scaleOut) || x.scaleOut === 0) throw new InvalidInputError("truncateFactors: scales must be finite (scaleOut ≠ 0)");
+    if (!Number.isFinite(x.scaleOut) || x.scaleOut === 0) throw new InvalidInputError("truncateFactors: scales must be finite (scaleOut ≠ 0)");
     let res: RawTruncateResult;
     try {
       res = await tf(x.B.raw, b.code, x.A.raw, a.code, out, r, inn, t, x.scale, x.scaleOut, x.split === "balanced", o.code, !!x.productsInDouble);
@@ -288,11 +304,27 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     if (![res.norm2, res.err2, res.resid2].every(Number.isFinite)) throw new RuntimeFailure(`${name} backend: truncateFactors returned a non-finite error measure`);
     return { kind: "done", B: res.B, A: res.A, S: res.S, norm2: res.norm2, err2: res.err2, resid2: res.resid2, productBits: res.productBits === 32 ? 32 : 64 };
   });
+  const fsp = binding.factorSpectrum?.bind(binding);
+  const factorSpectrum = fsp && (async (x: FactorSpectrumInput): Promise<FactorSpectrumResult> => {
+    const { b, a, out, r, inn } = checkRawPair("factorSpectrum", x);
+    let res: Awaited<ReturnType<NonNullable<ComputeBinding["factorSpectrum"]>>>;
+    try {
+      res = await fsp(x.B.raw, b.code, x.A.raw, a.code, out, r, inn, x.scale);
+    } catch (e) {
+      fail(name, "factorSpectrum", e);
+    }
+    if (res.kind === 1) return { kind: "fallback" };
+    if (res.kind === 2) return { kind: "non-finite", factor: res.badFactor === 0 ? "A" : "B", index: res.badIndex, value: res.badValue };
+    checkOutput(name, "factorSpectrum", [res.S]);
+    if (!Number.isFinite(res.norm2)) throw new RuntimeFailure(`${name} backend: factorSpectrum returned a non-finite norm`);
+    return { kind: "done", S: res.S, norm2: res.norm2 };
+  });
   return {
     name,
     detail,
     ...(factorStats ? { factorStats } : {}),
     ...(truncateFactors ? { truncateFactors } : {}),
+    ...(factorSpectrum ? { factorSpectrum } : {}),
 
     async gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Promise<Mat<T>> {
       checkMat("gemm", "A", a);

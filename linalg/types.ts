@@ -79,6 +79,17 @@ export interface TruncateFactorsInput {
   productsInDouble?: boolean;
 }
 
+export interface FactorSpectrumInput {
+  B: RawFactor;
+  A: RawFactor;
+  scale: number;
+}
+
+export type FactorSpectrumResult =
+  | { kind: "done"; /** r values, descending */ S: Float64Array; /** ‖s·B·A‖²_F */ norm2: number }
+  | { kind: "fallback" }
+  | { kind: "non-finite"; factor: "A" | "B"; index: number; value: number };
+
 export type TruncateFactorsResult =
   | {
       kind: "done";
@@ -156,6 +167,12 @@ export interface LinalgBackend {
    * can run side by side (withLanes).
    */
   truncateFactors?(input: TruncateFactorsInput): Promise<TruncateFactorsResult>;
+  /**
+   * Optional (cpu only; elsewhere linalg/lowrank.ts lowRankSingularValues, Householder QR): the
+   * singular values of s·B·A from the raw factor bytes in one call on one thread, by the float64
+   * Gram route of algorithms.md §7.1 ("singular values only"); σ below 2e-8·s‖B‖_F‖A‖_F are 0.
+   */
+  factorSpectrum?(input: FactorSpectrumInput): Promise<FactorSpectrumResult>;
   /**
    * Optional (cpu): runs fn with every BLAS call on one thread, passing how many calls to run side
    * by side (the backend's thread count), then restores the threads. Only while no call is in flight.

@@ -73,3 +73,20 @@ test("inspect JSON fields (cli.md) and the budget preview", async () => {
   for (const x of all) counts[x.n] = (counts[x.n] ?? 0) + 1;
   for (const mm of rep.modules) assert.equal(r.ranks[mm.name], counts[mm.name] ?? 0, mm.name);
 });
+
+test("every backend reports the same spectra (cpu: the native Gram route; js: Householder QR): real and fixture adapters, F32/F16/BF16, conv and embedding", async () => {
+  const { testBackends } = await import("../../test/backends.js");
+  const inputs = [join(realDir, "gpt2-tigrinya"), join(realDir, "sd15-pokemon"), join(fixturesDir, "peft-f16-embed-conv"), join(fixturesDir, "peft-bf16.safetensors"), join(fixturesDir, "kohya-sd.safetensors")];
+  for (const input of inputs) {
+    const ref = await runInspect({ input, score: "energy", minRank: 0, rho: 2, budget: 10 }, { backend: jsBackend });
+    for (const be of await testBackends()) {
+      const rep = await runInspect({ input, score: "energy", minRank: 0, rho: 2, budget: 10 }, { backend: be });
+      rep.modules.forEach((m, i) => {
+        const r = ref.modules[i]!;
+        assert.equal(m.name, r.name);
+        m.singular_values.forEach((s, k) => assert.ok(Math.abs(s - r.singular_values[k]!) <= 1e-9 * r.singular_values[0]!, `${be.name} ${input} ${m.name} σ${k}: ${s} vs ${r.singular_values[k]}`));
+      });
+      assert.deepEqual(rep.redistribution?.ranks, ref.redistribution?.ranks, `${be.name} ${input}: --budget 10 allocation`);
+    }
+  }
+});

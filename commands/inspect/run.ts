@@ -1,8 +1,9 @@
 // lora inspect: per module rank, alpha, scale, shape, dtype, ‖ΔW‖_F and the exact singular values
 // of ΔW = s·B·A from the factors (algorithms.md §7.1; never the dense ΔW), cumulative energy and
 // effective rank; optionally the --budget / --energy allocation truncate would make.
-import { loadAdapter, readFactors, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
-import { cumulativeEnergy, effectiveRank, lowRankSingularValues } from "../../linalg/lowrank.js";
+import { loadAdapter, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
+import { cumulativeEnergy, effectiveRank } from "../../linalg/lowrank.js";
+import { moduleSpectra } from "../support/spectra.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { allocate, type AllocationRequest, type Score } from "../truncate/allocate.js";
 
@@ -46,11 +47,9 @@ export interface InspectReport {
 
 export async function inspectAdapter(adapter: Adapter, be: LinalgBackend, onModule?: (i: number, n: number) => void): Promise<ModuleReport[]> {
   const out: ModuleReport[] = [];
-  let i = 0;
+  const spectra = await moduleSpectra(adapter, be, onModule);
   for (const m of adapter.modules) {
-    const f = await readFactors(adapter, m, "f64");
-    const sv = await lowRankSingularValues(be, { B: f.B, A: f.A, scale: m.scale });
-    const S = Array.from(sv).slice(0, m.rank);
+    const S = Array.from(spectra.get(m)!).slice(0, m.rank);
     const norm = Math.sqrt(S.reduce((s, x) => s + x * x, 0));
     const rep: ModuleReport = {
       name: m.name, kind: m.kind, shape: [m.out, m.in], rank: m.rank, alpha: m.alpha, scale: m.scale, dtype: m.A.dtype,
@@ -63,7 +62,6 @@ export async function inspectAdapter(adapter: Adapter, be: LinalgBackend, onModu
       rep.gate = { total: g.length, zero: g.reduce((n, x) => n + (x === 0 ? 1 : 0), 0) };
     }
     out.push(rep);
-    onModule?.(++i, adapter.modules.length);
   }
   return out;
 }

@@ -1,4 +1,4 @@
-// The fused native truncation (LinalgBackend.truncateFactors, cpu only) against (1) the TS route
+// The fused native truncation (LinalgBackend.truncateFactors, cpu only) and spectrum (factorSpectrum) against (1) the TS route
 // of svd.ts on the js backend, the reference it must match, and (2) the dense float64 optimum
 // (dense ΔW, one-sided Jacobi SVD): fresh random data each run (seed printed; LORA_TEST_SEED
 // replays), every input dtype, 16- and 32-bit outputs, both splits, s' = s and s' ≠ s.
@@ -20,6 +20,7 @@ import { Rng } from "../../linalg/random.js";
 import type { FactorDType, LinalgBackend, Mat, TruncateFactorsInput } from "../../linalg/types.js";
 import { testBackends } from "../../test/backends.js";
 import { denseDelta, logspace, optimal, relDiff, withSpectrum } from "../../test/reference.js";
+import { lowRankSingularValues } from "../../linalg/lowrank.js";
 import { roundForDtype, truncateModule, truncationError, type SplitMode } from "./svd.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
@@ -186,6 +187,41 @@ describe("truncateFactors (fused native route)", async () => {
       await assert.rejects(be.truncateFactors!({ ...ok, A: { ...ok.A, rows: 3 } }), /B is 8×2 but A is 3×3/);
       await assert.rejects(be.truncateFactors!({ ...ok, B: { ...ok.B, raw: new Uint8Array(5) } }), /byte lengths/);
       await assert.rejects(be.truncateFactors!({ ...ok, scaleOut: 0 }), /scales must be finite/);
+    }
+  });
+
+  test("factorSpectrum: σ of sBA as Householder QR (js) gives them, every input dtype; rank-deficient σ are 0; NaN named; cancelling → fallback", { skip }, async () => {
+    const rng = new Rng(seed + 4);
+    for (const be of backends) {
+      for (const c of cases(rng)) {
+        for (const [dB, dA] of [["F16", "F16"], ["BF16", "F32"], ["F64", "F64"]] as [FactorDType, FactorDType][]) {
+          const Bq = raw(dB, c.B.data), Aq = raw(dA, c.A.data);
+          const got = await be.factorSpectrum!({ B: { raw: Bq.raw, dtype: dB, rows: c.B.rows, cols: c.B.cols }, A: { raw: Aq.raw, dtype: dA, rows: c.A.rows, cols: c.A.cols }, scale: c.s });
+          assert.equal(got.kind, "done");
+          if (got.kind !== "done") continue;
+          const ref = await lowRankSingularValues(jsBackend, { B: { rows: c.B.rows, cols: c.B.cols, data: Bq.values }, A: { rows: c.A.rows, cols: c.A.cols, data: Aq.values }, scale: c.s });
+          let norm2 = 0;
+          for (let i = 0; i < ref.length; i++) {
+            norm2 += ref[i]! ** 2;
+            assert.ok(Math.abs(got.S[i]! - ref[i]!) <= 1e-10 * ref[0]!, `${be.name} ${c.name} ${dB}/${dA} σ${i}: ${got.S[i]} vs ${ref[i]}`);
+          }
+          for (let i = ref.length; i < got.S.length; i++) assert.equal(got.S[i], 0, "σ beyond min(out, in) are 0");
+          assert.ok(Math.abs(got.norm2 - norm2) <= 1e-10 * norm2, `${c.name}: ‖ΔW‖²`);
+        }
+      }
+      // Rank 3 of 6 (duplicated columns of B): the three zero σ are exactly 0, not rounding noise.
+      const B = rng.normals(40 * 6), A = rng.normals(6 * 30);
+      for (let i = 0; i < 40; i++) for (const [k, j] of [[3, 0], [4, 1], [5, 2]]) B[i * 6 + k] = B[i * 6 + j]!;
+      const d = await be.factorSpectrum!({ B: { raw: encodeFloats("F64", B), dtype: "F64", rows: 40, cols: 6 }, A: { raw: encodeFloats("F64", A), dtype: "F64", rows: 6, cols: 30 }, scale: 1 });
+      assert.ok(d.kind === "done" && d.S[2]! > 0 && d.S[3] === 0 && d.S[4] === 0 && d.S[5] === 0, `rank-deficient: ${d.kind === "done" ? Array.from(d.S).join(", ") : d.kind}`);
+      // NaN in B → named; B = [x x], A = [y; −y + δ] → fallback (Householder in TS).
+      const Bn = encodeFloats("F32", rng.normals(10 * 2));
+      new DataView(Bn.buffer, Bn.byteOffset).setFloat32(4 * 7, NaN, true);
+      assert.deepEqual(await be.factorSpectrum!({ B: { raw: Bn, dtype: "F32", rows: 10, cols: 2 }, A: { raw: encodeFloats("F32", rng.normals(2 * 5)), dtype: "F32", rows: 2, cols: 5 }, scale: 1 }), { kind: "non-finite", factor: "B", index: 7, value: NaN });
+      const x = rng.normals(50), y = rng.normals(40), Bc = new Float64Array(100), Ac = new Float64Array(80);
+      for (let i = 0; i < 50; i++) Bc[2 * i] = Bc[2 * i + 1] = x[i]!;
+      for (let j = 0; j < 40; j++) { Ac[j] = y[j]!; Ac[40 + j] = -y[j]! + 1e-3 * Math.sin(j); }
+      assert.deepEqual(await be.factorSpectrum!({ B: { raw: encodeFloats("F32", Bc), dtype: "F32", rows: 50, cols: 2 }, A: { raw: encodeFloats("F32", Ac), dtype: "F32", rows: 2, cols: 40 }, scale: 1 }), { kind: "fallback" });
     }
   });
 });

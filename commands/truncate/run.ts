@@ -17,9 +17,9 @@ import { alphaForScale, hasTextEncoder2, isDora, kohyaStemInSet, loadAdapter, no
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
 import { InvalidInputError, UsageError } from "../../formats/errors.js";
 import type { DType } from "../../formats/safetensors/index.js";
-import { lowRankSingularValues } from "../../linalg/lowrank.js";
 import type { FactorDType, LinalgBackend, Mat, TruncateFactorsResult } from "../../linalg/types.js";
 import { BufferPool } from "../support/buffer-pool.js";
+import { moduleSpectra } from "../support/spectra.js";
 import { Lanes, ReadAhead } from "../support/schedule.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../support/report.js";
 import { allocate, type Score } from "./allocate.js";
@@ -118,11 +118,7 @@ interface Plan {
 /** σ of every module exactly as `lora inspect` computes them (so --budget/--energy ranks agree). */
 async function spectraOf(a: Adapter, be: LinalgBackend): Promise<Map<string, Float64Array>> {
   const out = new Map<string, Float64Array>();
-  for (const m of a.modules) {
-    const f = await readFactors(a, m, "f64");
-    const sv = await lowRankSingularValues(be, { B: f.B, A: f.A, scale: m.scale });
-    out.set(m.name, Float64Array.from(Array.from(sv).slice(0, m.rank)));
-  }
+  for (const [m, sv] of await moduleSpectra(a, be)) out.set(m.name, Float64Array.from(Array.from(sv).slice(0, m.rank)));
   return out;
 }
 

@@ -182,6 +182,42 @@ Napi::Value TruncateFactors(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// factorSpectrum(rawB, dtypeB, rawA, dtypeA, out, r, in, scale)
+//   → Promise<{kind: 0 done | 1 fallback | 2 non-finite, S: Float64Array (r), norm2, badFactor, badIndex, badValue}>
+// CPU addon only (optional in ComputeBinding): σ of one module from its raw bytes (truncate.cc), single-threaded.
+Napi::Value FactorSpectrum(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  lora::TruncateArgs a;
+  a.dtypeB = dim(info, 1, "dtypeB", 0);
+  a.dtypeA = dim(info, 3, "dtypeA", 0);
+  a.out = dim(info, 4, "out"), a.r = dim(info, 5, "r"), a.in = dim(info, 6, "in");
+  a.scale = numberArg(info, 7, "scale");
+  if (a.dtypeA > 3 || a.dtypeB > 3) typeError(env, "dtype codes are 0 (F32), 1 (F16), 2 (BF16), 3 (F64)");
+  if (!std::isfinite(a.scale)) typeError(env, "factorSpectrum: scale must be finite");
+  Napi::TypedArray rawB, rawA;
+  bytesArg(info, 0, "rawB", size_t(a.out) * a.r * lora::kernels::dtypeSize(a.dtypeB), rawB);
+  bytesArg(info, 2, "rawA", size_t(a.r) * a.in * lora::kernels::dtypeSize(a.dtypeA), rawA);
+  a.rawB = static_cast<const uint8_t*>(rawB.ArrayBuffer().Data()) + rawB.ByteOffset();
+  a.rawA = static_cast<const uint8_t*>(rawA.ArrayBuffer().Data()) + rawA.ByteOffset();
+  auto S = Napi::Float64Array::New(env, size_t(a.r));
+  auto res = std::make_shared<lora::TruncateOutcome>();
+  auto run = [a, ps = ptr<double>(S), res] { return lora::factorSpectrum(a, ps, res.get()); };
+  auto outs = std::make_shared<Outs>();
+  outs->add("S", S);
+  auto* w = new OpWorker(env, "lora_cpu.factorSpectrum", run, objectOf(outs, [res](Napi::Object o) {
+                           o.Set("kind", res->kind);
+                           o.Set("norm2", res->norm2);
+                           o.Set("badFactor", res->badFactor);
+                           o.Set("badIndex", double(res->badIndex));
+                           o.Set("badValue", res->badValue);
+                         }));
+  w->Keep(rawB);
+  w->Keep(rawA);
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("abiVersion", Napi::Number::New(env, kAbiVersion));
   exports.Set("info", Napi::Function::New(env, Info, "info"));
@@ -193,6 +229,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kmeansLloyd", Napi::Function::New(env, KmeansLloyd<CpuOps>, "kmeansLloyd"));
   exports.Set("factorStats", Napi::Function::New(env, FactorStats, "factorStats"));
   exports.Set("truncateFactors", Napi::Function::New(env, TruncateFactors, "truncateFactors"));
+  exports.Set("factorSpectrum", Napi::Function::New(env, FactorSpectrum, "factorSpectrum"));
   return exports;
 }
 

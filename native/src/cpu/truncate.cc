@@ -84,24 +84,29 @@ struct Small {
   bool zero = false;  // sBA = 0 and the factors are zero: write zeros
 };
 
-Status smallAlgebra(const std::vector<double>& GB, const std::vector<double>& GA, int r, double s, int t, double s2,
-                    bool balanced, double* S, Small* out, bool* accepted) {
-  *accepted = false;
+// The spectrum part, shared with factorSpectrum: ‖sBA‖², s²‖B‖²‖A‖², guard (1), R and the
+// eigen-decomposition of N. S gets σ (descending); `ok` is false when guard (1) refuses.
+struct Core {
+  double norm2 = 0, scale2 = 0;
+  bool zero = false, ok = false;
+  std::vector<double> R, UN;
+};
+
+Status spectrumCore(const std::vector<double>& GB, const std::vector<double>& GA, int r, double s, double* S, Core* c) {
   double normB2 = 0, normA2 = 0;
   for (int i = 0; i < r; i++) normB2 += GB[int64_t(i) * r + i], normA2 += GA[int64_t(i) * r + i];
-  out->scale2 = s * s * normB2 * normA2;
-  out->norm2 = std::max(0.0, s * s * frob(GB.data(), GA.data(), int64_t(r) * r));
+  c->scale2 = s * s * normB2 * normA2;
+  c->norm2 = std::max(0.0, s * s * frob(GB.data(), GA.data(), int64_t(r) * r));
   std::fill(S, S + r, 0.0);
-  if (out->norm2 == 0 && out->scale2 == 0) {
-    out->zero = true;
-    *accepted = true;
+  if (c->norm2 == 0 && c->scale2 == 0) {
+    c->zero = c->ok = true;
     return {};
   }
   // Guard (1): the large directions of B and A cancel; the Gram route would lose the result.
-  if (!(out->norm2 >= 1e-3 * out->scale2)) return {};
-  std::vector<double> R;
-  Status st = gramRoot(GB, r, R);
+  if (!(c->norm2 >= 1e-3 * c->scale2)) return {};
+  Status st = gramRoot(GB, r, c->R);
   if (!st.ok()) return st;
+  const std::vector<double>& R = c->R;
   // RG = R·G_A (r×r), N = s²·RG·Rᵀ (symmetrised).
   std::vector<double> RG(int64_t(r) * r, 0.0), N(int64_t(r) * r, 0.0);
   for (int i = 0; i < r; i++)
@@ -116,12 +121,32 @@ Status smallAlgebra(const std::vector<double>& GB, const std::vector<double>& GA
       for (int k = 0; k < r; k++) x += RG[int64_t(i) * r + k] * R[int64_t(j) * r + k];
       N[int64_t(i) * r + j] = N[int64_t(j) * r + i] = s * s * x;
     }
-  std::vector<double> lambda(r), UN(int64_t(r) * r);
-  st = eigSym<double>(N.data(), r, lambda.data(), UN.data());
+  std::vector<double> lambda(r);
+  c->UN.assign(int64_t(r) * r, 0.0);
+  st = eigSym<double>(N.data(), r, lambda.data(), c->UN.data());
   if (!st.ok()) return st;
   for (int i = 0; i < r; i++) S[i] = std::sqrt(std::max(0.0, lambda[i]));
-  // Components below the route's noise floor are zero (√ε·s‖B‖‖A‖ is what it resolves).
-  const double floor = 2e-8 * std::sqrt(out->scale2);
+  c->ok = true;
+  return {};
+}
+
+// Components below the Gram route's noise floor are zero: √ε·s‖B‖‖A‖ is what it resolves.
+double noiseFloor(double scale2) { return 2e-8 * std::sqrt(scale2); }
+
+Status smallAlgebra(const std::vector<double>& GB, const std::vector<double>& GA, int r, double s, int t, double s2,
+                    bool balanced, double* S, Small* out, bool* accepted) {
+  *accepted = false;
+  Core core;
+  Status st = spectrumCore(GB, GA, r, s, S, &core);
+  if (!st.ok()) return st;
+  out->norm2 = core.norm2, out->scale2 = core.scale2, out->zero = core.zero;
+  if (!core.ok) return {};
+  if (core.zero) {
+    *accepted = true;
+    return {};
+  }
+  const std::vector<double>&R = core.R, &UN = core.UN;
+  const double floor = noiseFloor(out->scale2);
   out->tail = 0;
   for (int i = 0; i < r; i++)
     if (i >= t || !(S[i] > floor)) out->tail += S[i] * S[i];
@@ -196,6 +221,47 @@ Scratch<X, C>& scratchOf() {
 // Gram tiles or the product run over it, so the decoded factors never travel to memory.
 constexpr int kChunk = 128;
 
+// G_B = BᵀB and G_A = AAᵀ (ld×ld upper tiles, ld = gramStride(r)), streaming the raw bytes through
+// `buf` (kChunk·ld values of X).
+template <typename X>
+void grams(const TruncateArgs& a, X* buf, std::vector<double>& gb, std::vector<double>& ga) {
+  const int r = a.r, ld = kernels::gramStride(r), bsize = kernels::dtypeSize(a.dtypeB);
+  const int64_t out = a.out, in = a.in;
+  gb.assign(int64_t(ld) * ld, 0.0);
+  ga.assign(int64_t(ld) * ld, 0.0);
+  for (int64_t i0 = 0; i0 < out; i0 += kChunk) {
+    int n = int(std::min<int64_t>(kChunk, out - i0));
+    kernels::decodeRows<X>(a.rawB + i0 * r * bsize, a.dtypeB, n, r, ld, buf);
+    kernels::gramAccumulate<X>(buf, n, ld, gb.data());
+  }
+  for (int64_t j0 = 0; j0 < in; j0 += kChunk) {
+    int n = int(std::min<int64_t>(kChunk, in - j0));
+    kernels::decodeColumns<X>(a.rawA, a.dtypeA, r, in, j0, n, ld, buf);
+    kernels::gramAccumulate<X>(buf, n, ld, ga.data());
+  }
+}
+
+// σ of sBA (factorSpectrum): the Grams and spectrumCore, σ below the noise floor set to 0.
+template <typename X>
+Status spectrum(const TruncateArgs& a, double* S, TruncateOutcome* o) {
+  const int ld = kernels::gramStride(a.r);
+  Scratch<X, X>& w = scratchOf<X, X>();
+  std::vector<double> gb, ga;
+  grams<X>(a, scratch(w.chunk, int64_t(kChunk) * ld), gb, ga);
+  Core core;
+  Status st = spectrumCore(symmetricGram(gb, ld, a.r), symmetricGram(ga, ld, a.r), a.r, a.scale, S, &core);
+  if (!st.ok()) return st;
+  o->norm2 = core.norm2;
+  if (!core.ok) {
+    o->kind = TruncateOutcome::Fallback;
+    return {};
+  }
+  const double floor = noiseFloor(core.scale2);
+  for (int i = 0; i < a.r; i++)
+    if (!(S[i] > floor)) S[i] = 0;
+  return {};
+}
+
 // X: decoded factors (float, or double for F64 inputs); C: precision of the products.
 // Three streaming passes over the raw bytes: Grams; products; signs, rounding, residual and bytes.
 template <typename X, typename C>
@@ -208,17 +274,8 @@ Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, Tru
   auto decodeB = [&](int64_t i0, int n) { kernels::decodeRows<X>(a.rawB + i0 * r * bsize, a.dtypeB, n, r, ld, buf); };
   auto decodeA = [&](int64_t j0, int n) { kernels::decodeColumns<X>(a.rawA, a.dtypeA, r, in, j0, n, ld, buf); };
   // Pass 1: G_B = BᵀB, G_A = AAᵀ.
-  std::vector<double> gb(int64_t(ld) * ld, 0.0), ga(int64_t(ld) * ld, 0.0);
-  for (int64_t i0 = 0; i0 < out; i0 += kChunk) {
-    int n = int(std::min<int64_t>(kChunk, out - i0));
-    decodeB(i0, n);
-    kernels::gramAccumulate<X>(buf, n, ld, gb.data());
-  }
-  for (int64_t j0 = 0; j0 < in; j0 += kChunk) {
-    int n = int(std::min<int64_t>(kChunk, in - j0));
-    decodeA(j0, n);
-    kernels::gramAccumulate<X>(buf, n, ld, ga.data());
-  }
+  std::vector<double> gb, ga;
+  grams<X>(a, buf, gb, ga);
   Small sm;
   bool accepted = false;
   Status st = smallAlgebra(symmetricGram(gb, ld, r), symmetricGram(ga, ld, r), r, a.scale, t, a.scaleOut, a.balanced,
@@ -303,22 +360,29 @@ Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, Tru
 
 }  // namespace
 
-Status truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, TruncateOutcome* o) {
-  *o = TruncateOutcome();
-  if (a.r < 1 || a.t < 1 || a.t > a.r || a.out < 1 || a.in < 1)
-    return Status::fail("BAD_SHAPE", "truncateFactors: need 1 ≤ t ≤ r and non-empty factors");
-  // NaN/±Inf are refused, naming the factor and element (A first, as formats/adapter/factors.ts).
+namespace {
+// NaN/±Inf are refused, naming the factor and element (A first, as formats/adapter/factors.ts).
+bool refuseNonFinite(const TruncateArgs& a, TruncateOutcome* o) {
   double v = 0;
   int64_t bad = kernels::firstNonFinite(a.rawA, a.dtypeA, int64_t(a.r) * a.in, &v);
   if (bad >= 0) {
     o->kind = TruncateOutcome::NonFinite, o->badFactor = 0, o->badIndex = bad, o->badValue = v;
-    return {};
+    return true;
   }
   bad = kernels::firstNonFinite(a.rawB, a.dtypeB, int64_t(a.out) * a.r, &v);
   if (bad >= 0) {
     o->kind = TruncateOutcome::NonFinite, o->badFactor = 1, o->badIndex = bad, o->badValue = v;
-    return {};
+    return true;
   }
+  return false;
+}
+}  // namespace
+
+Status truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, TruncateOutcome* o) {
+  *o = TruncateOutcome();
+  if (a.r < 1 || a.t < 1 || a.t > a.r || a.out < 1 || a.in < 1)
+    return Status::fail("BAD_SHAPE", "truncateFactors: need 1 ≤ t ≤ r and non-empty factors");
+  if (refuseNonFinite(a, o)) return {};
   const bool wide = a.dtypeA == F64 || a.dtypeB == F64;
   const bool narrowOut = (a.outDtype == kernels::F16 || a.outDtype == kernels::BF16) && !a.productsInDouble;
   try {
@@ -327,6 +391,18 @@ Status truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, doub
     return route<float, double>(a, outB, outA, S, o);
   } catch (const std::bad_alloc&) {
     return Status::fail("ALLOC", "truncateFactors: out of memory");
+  }
+}
+
+Status factorSpectrum(const TruncateArgs& a, double* S, TruncateOutcome* o) {
+  *o = TruncateOutcome();
+  if (a.r < 1 || a.out < 1 || a.in < 1) return Status::fail("BAD_SHAPE", "factorSpectrum: need non-empty factors");
+  if (refuseNonFinite(a, o)) return {};
+  try {
+    if (a.dtypeA == F64 || a.dtypeB == F64) return spectrum<double>(a, S, o);
+    return spectrum<float>(a, S, o);
+  } catch (const std::bad_alloc&) {
+    return Status::fail("ALLOC", "factorSpectrum: out of memory");
   }
 }
 

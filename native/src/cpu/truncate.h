@@ -1,4 +1,4 @@
-// One module's optimal rank-t truncation, fused into a single call on the calling thread
+// One module's optimal rank-t truncation (and its spectrum alone), fused into a single call on the calling thread
 // (linalg/types.ts `truncateFactors`; the same maths as commands/truncate/svd.ts's Gram route,
 // algorithms.md §7.1): raw factor bytes in, output factor bytes out.
 #pragma once
@@ -39,5 +39,13 @@ struct TruncateOutcome {
  * written and the caller runs its general route; on NonFinite the offending value is named.
  */
 Status truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, TruncateOutcome* o);
+
+/**
+ * The singular values of sBA alone (r, descending; `t`, `scaleOut`, `outDtype` unused): the Grams
+ * and one r×r eigenproblem, σ² = eig(s²R G_A Rᵀ) with RᵀR = G_B (algorithms.md §7.1 "singular values
+ * only", float64). σ below the route's resolution (2e-8·s‖B‖_F‖A‖_F) are 0. Fallback and NonFinite
+ * as truncateFactors; norm2 is set.
+ */
+Status factorSpectrum(const TruncateArgs& a, double* S, TruncateOutcome* o);
 
 }  // namespace lora
