@@ -95,7 +95,7 @@ async function main(): Promise<void> {
     // Warm the page cache, then interleave cp and truncate runs (plus the two floors: reading the
     // file, and lora's start-up).
     execFileSync("cat", [file], { maxBuffer: 1 << 30, stdio: ["ignore", "ignore", "inherit"] });
-    const cps: Timed[] = [], trs: Timed[] = [], reads: Timed[] = [], starts: Timed[] = [];
+    const cps: Timed[] = [], trs: Timed[] = [], reads: Timed[] = [], starts: Timed[] = [], energies: Timed[] = [];
     let report: { totals: { relative_error: number; rank: number; rank_in: number }; modules: { retained_energy: number }[]; notes: string[] } | null = null;
     for (let i = 0; i < runs; i++) {
       reads.push(timed("sh", ["-c", `cat '${file}' > /dev/null`]));
@@ -108,6 +108,9 @@ async function main(): Promise<void> {
       const t = timed(process.execPath, [loraBin, "truncate", dir, "--rank", String(to), "-o", out, "--backend", "auto", "--json", "--force"]);
       if (t.status !== 0) throw new Error(`lora truncate failed: ${t.stderr}`);
       trs.push(t);
+      const e = timed(process.execPath, [loraBin, "truncate", dir, "--energy", "0.9", "-o", join(tmp, "e90.safetensors"), "--backend", "auto", "--json", "--force"]);
+      if (e.status !== 0) throw new Error(`lora truncate --energy failed: ${e.stderr}`);
+      energies.push(e);
       loads.push(loadavg()[0]!);
       report = JSON.parse(t.stdout);
       process.stderr.write(`run ${i + 1}: cp ${f(c.seconds)} s (cpu ${f(c.cpuSeconds)}), truncate ${f(t.seconds)} s (cpu ${f(t.cpuSeconds)}, ${f(t.maxRssMb, 0)} MB), load ${loadavg()[0]!.toFixed(1)}\n`);
@@ -160,6 +163,8 @@ async function main(): Promise<void> {
     lines.push(`| floor: \`cat\` of the file to /dev/null | ${f(readS)} s | ${f(readS / cpS)} | — | — |`);
     lines.push(`| floor: \`lora --version\` (Node start-up and module loading) | ${f(startS)} s | ${f(startS / cpS)} | — | — |`);
     lines.push(`| \`lora truncate --rank ${to}\` (exact, from the factors) | ${f(trS)} s | ${f(trS / cpS)} | ${f(trCpu)} s | ${f(trRss, 0)} MB |`);
+    const enS = median(energies.map((x) => x.seconds));
+    lines.push(`| \`lora truncate --energy 0.9\` (a spectrum pass first, then the same route) | ${f(enS)} s | ${f(enS / cpS)} | ${f(median(energies.map((x) => x.cpuSeconds)))} s | ${f(Math.max(...energies.map((x) => x.maxRssMb)), 0)} MB |`);
     if (dense) lines.push(`| dense ΔW + full SVD per module (numpy ${dense.info.numpy}, resize_lora.py's method; scaled from ${perShape} module(s) per shape) | ${f(dense.total)} s (≈ ${f(dense.total / 3600)} h) | ${f(dense.total / cpS, 0)} | — | — |`);
     if (lowrank) lines.push(`| dense ΔW + torch.svd_lowrank(q=${to + 10}, niter=2) per module (torch ${lowrank.info.torch}, ${lowrank.info.threads} threads; scaled) | ${f(lowrank.total)} s | ${f(lowrank.total / cpS, 0)} | — | — |`);
     lines.push("");
