@@ -46,10 +46,10 @@ export interface ComputeBinding {
   factorStats?(raw: Uint8Array, dtype: number, rows: number, cols: number, gramRows: boolean): Promise<FactorStats>;
   /** cpu addon only (optional export). Codes as factorStats; kind 0 done, 1 fallback, 2 non-finite. */
   truncateFactors?(rawB: Uint8Array, dtypeB: number, rawA: Uint8Array, dtypeA: number, out: number, r: number, inn: number, t: number,
-    scale: number, scaleOut: number, balanced: boolean, outDtype: number, productsInDouble: boolean): Promise<RawTruncateResult>;
+    scale: number, scaleOut: number, balanced: boolean, outDtype: number, productsInDouble: boolean, grams?: Float64Array): Promise<RawTruncateResult>;
   /** cpu addon only (optional export): σ of one module, codes as truncateFactors. */
   factorSpectrum?(rawB: Uint8Array, dtypeB: number, rawA: Uint8Array, dtypeA: number, out: number, r: number, inn: number,
-    scale: number): Promise<{ kind: number; S: Float64Array; norm2: number; badFactor: number; badIndex: number; badValue: number }>;
+    scale: number, keepGrams: boolean): Promise<{ kind: number; S: Float64Array; grams?: Float64Array; norm2: number; badFactor: number; badIndex: number; badValue: number }>;
 }
 
 interface RawTruncateResult {
@@ -292,9 +292,12 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     const o = dtypeCode("truncateFactors", x.outDtype), t = x.rank;
     if (!(Number.isInteger(t) && t >= 1 && t <= r)) throw new InvalidInputError(`truncateFactors: rank ${String(t)} must be an integer in 1..${r}`);
     if (!Number.isFinite(x.scaleOut) || x.scaleOut === 0) throw new InvalidInputError("truncateFactors: scales must be finite (scaleOut ≠ 0)");
+    if (x.grams !== undefined && !(x.grams instanceof Float64Array && x.grams.length === 2 * r * r && x.grams.every(Number.isFinite))) {
+      throw new InvalidInputError(`truncateFactors: grams must be a finite Float64Array of 2·${r}² values`);
+    }
     let res: RawTruncateResult;
     try {
-      res = await tf(x.B.raw, b.code, x.A.raw, a.code, out, r, inn, t, x.scale, x.scaleOut, x.split === "balanced", o.code, !!x.productsInDouble);
+      res = await tf(x.B.raw, b.code, x.A.raw, a.code, out, r, inn, t, x.scale, x.scaleOut, x.split === "balanced", o.code, !!x.productsInDouble, x.grams);
     } catch (e) {
       fail(name, "truncateFactors", e);
     }
@@ -309,7 +312,7 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     const { b, a, out, r, inn } = checkRawPair("factorSpectrum", x);
     let res: Awaited<ReturnType<NonNullable<ComputeBinding["factorSpectrum"]>>>;
     try {
-      res = await fsp(x.B.raw, b.code, x.A.raw, a.code, out, r, inn, x.scale);
+      res = await fsp(x.B.raw, b.code, x.A.raw, a.code, out, r, inn, x.scale, !!x.keepGrams);
     } catch (e) {
       fail(name, "factorSpectrum", e);
     }
@@ -317,7 +320,7 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     if (res.kind === 2) return { kind: "non-finite", factor: res.badFactor === 0 ? "A" : "B", index: res.badIndex, value: res.badValue };
     checkOutput(name, "factorSpectrum", [res.S]);
     if (!Number.isFinite(res.norm2)) throw new RuntimeFailure(`${name} backend: factorSpectrum returned a non-finite norm`);
-    return { kind: "done", S: res.S, norm2: res.norm2 };
+    return { kind: "done", S: res.S, norm2: res.norm2, ...(x.keepGrams && res.grams ? { grams: res.grams } : {}) };
   });
   return {
     name,

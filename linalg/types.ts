@@ -77,16 +77,23 @@ export interface TruncateFactorsInput {
   outDtype: FactorDType;
   /** Products in float64 even for a 16-bit output (tests compare both). */
   productsInDouble?: boolean;
+  /** G_B and G_A that factorSpectrum returned for these same bytes: the Gram pass is skipped. */
+  grams?: ModuleGrams;
 }
+
+/** BᵀB then AAᵀ (r×r each, symmetric, float64) of one module, as the native route forms them. */
+export type ModuleGrams = Float64Array;
 
 export interface FactorSpectrumInput {
   B: RawFactor;
   A: RawFactor;
   scale: number;
+  /** Also return the Grams, for a truncateFactors of the same bytes. */
+  keepGrams?: boolean;
 }
 
 export type FactorSpectrumResult =
-  | { kind: "done"; /** r values, descending */ S: Float64Array; /** ‖s·B·A‖²_F */ norm2: number }
+  | { kind: "done"; /** r values, descending */ S: Float64Array; /** ‖s·B·A‖²_F */ norm2: number; grams?: ModuleGrams }
   | { kind: "fallback" }
   | { kind: "non-finite"; factor: "A" | "B"; index: number; value: number };
 

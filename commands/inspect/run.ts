@@ -47,9 +47,9 @@ export interface InspectReport {
 
 export async function inspectAdapter(adapter: Adapter, be: LinalgBackend, onModule?: (i: number, n: number) => void): Promise<ModuleReport[]> {
   const out: ModuleReport[] = [];
-  const spectra = await moduleSpectra(adapter, be, onModule);
+  const spectra = await moduleSpectra(adapter, be, onModule ? { onModule } : {});
   for (const m of adapter.modules) {
-    const S = Array.from(spectra.get(m)!).slice(0, m.rank);
+    const S = Array.from(spectra.get(m)!.S).slice(0, m.rank);
     const norm = Math.sqrt(S.reduce((s, x) => s + x * x, 0));
     const rep: ModuleReport = {
       name: m.name, kind: m.kind, shape: [m.out, m.in], rank: m.rank, alpha: m.alpha, scale: m.scale, dtype: m.A.dtype,

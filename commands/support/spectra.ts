@@ -6,13 +6,21 @@
 // route refuses (cancelling factors), Householder QR of the factors (linalg/lowrank.ts).
 import { nonFinite, rawReadable, readFactors, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
 import { lowRankSingularValues } from "../../linalg/lowrank.js";
-import type { FactorDType, FactorSpectrumResult, LinalgBackend } from "../../linalg/types.js";
+import type { FactorDType, FactorSpectrumResult, LinalgBackend, ModuleGrams } from "../../linalg/types.js";
 import { BufferPool } from "./buffer-pool.js";
 import { Lanes, ReadAhead } from "./schedule.js";
 
-/** σ of each module (descending; min(rank, out, in) of them, zeros included), in a.modules order. */
-export async function moduleSpectra(a: Adapter, be: LinalgBackend, onModule?: (done: number, total: number) => void): Promise<Map<LoraModule, Float64Array>> {
-  const out = new Map<LoraModule, Float64Array>();
+export interface ModuleSpectrum {
+  /** σ, descending; min(rank, out, in) of them, zeros included. */
+  S: Float64Array;
+  /** The native route's Grams, when asked for and that route ran (LinalgBackend.truncateFactors takes them). */
+  grams?: ModuleGrams;
+}
+
+/** The spectrum of each module, in a.modules order. keepGrams: keep the Grams too (2r² floats a module). */
+export async function moduleSpectra(a: Adapter, be: LinalgBackend, opts: { onModule?: (done: number, total: number) => void; keepGrams?: boolean } = {}): Promise<Map<LoraModule, ModuleSpectrum>> {
+  const out = new Map<LoraModule, ModuleSpectrum>();
+  const onModule = opts.onModule;
   const viaFactors = async (m: LoraModule) => {
     const f = await readFactors(a, m, "f64");
     return lowRankSingularValues(be, { B: f.B, A: f.A, scale: m.scale });
@@ -20,7 +28,7 @@ export async function moduleSpectra(a: Adapter, be: LinalgBackend, onModule?: (d
   const spectrum = be.factorSpectrum;
   if (!spectrum) {
     for (const m of a.modules) {
-      out.set(m, await viaFactors(m));
+      out.set(m, { S: await viaFactors(m) });
       onModule?.(out.size, a.modules.length);
     }
     return out;
@@ -38,6 +46,7 @@ export async function moduleSpectra(a: Adapter, be: LinalgBackend, onModule?: (d
           B: { raw: rawB, dtype: m.B.dtype as FactorDType, rows: m.out, cols: m.rank },
           A: { raw: rawA, dtype: m.A.dtype as FactorDType, rows: m.rank, cols: m.in },
           scale: m.scale,
+          ...(opts.keepGrams ? { keepGrams: true } : {}),
         }));
       } finally {
         pool.give(rawB);
@@ -49,7 +58,8 @@ export async function moduleSpectra(a: Adapter, be: LinalgBackend, onModule?: (d
       const r = await ahead.take(m);
       if (r?.kind === "non-finite") throw nonFinite(r.factor === "A" ? m.A : m.B, label, r.value, r.index);
       // Householder's k = min(r, out, in) values; the Gram route gives r, the extra ones zero.
-      out.set(m, r?.kind === "done" ? r.S.slice(0, Math.min(m.rank, m.out, m.in)) : await viaFactors(m));
+      if (r?.kind === "done") out.set(m, { S: r.S.slice(0, Math.min(m.rank, m.out, m.in)), ...(r.grams ? { grams: r.grams } : {}) });
+      else out.set(m, { S: await viaFactors(m) });
       onModule?.(out.size, a.modules.length);
     }
   };

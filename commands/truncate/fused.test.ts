@@ -224,4 +224,25 @@ describe("truncateFactors (fused native route)", async () => {
       assert.deepEqual(await be.factorSpectrum!({ B: { raw: encodeFloats("F32", Bc), dtype: "F32", rows: 50, cols: 2 }, A: { raw: encodeFloats("F32", Ac), dtype: "F32", rows: 2, cols: 40 }, scale: 1 }), { kind: "fallback" });
     }
   });
+
+  test("truncateFactors with the Grams factorSpectrum kept for the same bytes: the same output, byte for byte", { skip }, async () => {
+    const rng = new Rng(seed + 5);
+    for (const be of backends) {
+      for (const c of cases(rng)) {
+        const B = { raw: encodeFloats("F16", c.B.data), dtype: "F16" as const, rows: c.B.rows, cols: c.B.cols };
+        const A = { raw: encodeFloats("BF16", c.A.data), dtype: "BF16" as const, rows: c.A.rows, cols: c.A.cols };
+        const sp = await be.factorSpectrum!({ B, A, scale: c.s, keepGrams: true });
+        assert.ok(sp.kind === "done" && sp.grams && sp.grams.length === 2 * B.cols * B.cols, c.name);
+        if (sp.kind !== "done") continue;
+        const plain = await be.truncateFactors!({ B, A, scale: c.s, rank: c.t, scaleOut: c.s, split: "balanced", outDtype: "F16" });
+        const reused = await be.truncateFactors!({ B, A, scale: c.s, rank: c.t, scaleOut: c.s, split: "balanced", outDtype: "F16", grams: sp.grams! });
+        assert.ok(plain.kind === "done" && reused.kind === "done");
+        if (plain.kind !== "done" || reused.kind !== "done") continue;
+        assert.deepEqual([Buffer.from(reused.B), Buffer.from(reused.A), reused.S, reused.norm2, reused.err2, reused.resid2], [Buffer.from(plain.B), Buffer.from(plain.A), plain.S, plain.norm2, plain.err2, plain.resid2], c.name);
+        await assert.rejects(be.truncateFactors!({ B, A, scale: c.s, rank: c.t, scaleOut: c.s, split: "balanced", outDtype: "F16", grams: sp.grams!.subarray(1) }), /grams must be/);
+      }
+      const noGrams = await be.factorSpectrum!({ B: { raw: encodeFloats("F32", rng.normals(8)), dtype: "F32", rows: 4, cols: 2 }, A: { raw: encodeFloats("F32", rng.normals(6)), dtype: "F32", rows: 2, cols: 3 }, scale: 1 });
+      assert.ok(noGrams.kind === "done" && noGrams.grams === undefined, "Grams only when asked for");
+    }
+  });
 });

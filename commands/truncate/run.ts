@@ -17,7 +17,7 @@ import { alphaForScale, hasTextEncoder2, isDora, kohyaStemInSet, loadAdapter, no
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
 import { InvalidInputError, UsageError } from "../../formats/errors.js";
 import type { DType } from "../../formats/safetensors/index.js";
-import type { FactorDType, LinalgBackend, Mat, TruncateFactorsResult } from "../../linalg/types.js";
+import type { FactorDType, LinalgBackend, Mat, ModuleGrams, TruncateFactorsResult } from "../../linalg/types.js";
 import { BufferPool } from "../support/buffer-pool.js";
 import { moduleSpectra } from "../support/spectra.js";
 import { Lanes, ReadAhead } from "../support/schedule.js";
@@ -112,14 +112,20 @@ interface Plan {
   ranks: Map<string, number>;
   /** σ per module, when the selection needed them (same computation as `lora inspect`). */
   spectra?: Map<string, Float64Array>;
+  /** The native route's Grams from that same pass, per module. */
+  grams?: Map<string, ModuleGrams>;
   notes: string[];
 }
 
 /** σ of every module exactly as `lora inspect` computes them (so --budget/--energy ranks agree). */
-async function spectraOf(a: Adapter, be: LinalgBackend): Promise<Map<string, Float64Array>> {
-  const out = new Map<string, Float64Array>();
-  for (const [m, sv] of await moduleSpectra(a, be)) out.set(m.name, Float64Array.from(Array.from(sv).slice(0, m.rank)));
-  return out;
+async function spectraOf(a: Adapter, be: LinalgBackend): Promise<{ spectra: Map<string, Float64Array>; grams: Map<string, ModuleGrams> }> {
+  const spectra = new Map<string, Float64Array>(), grams = new Map<string, ModuleGrams>();
+  // The Grams are kept for the fused route, which then skips its first pass (2r² floats a module).
+  for (const [m, sp] of await moduleSpectra(a, be, { keepGrams: be.truncateFactors !== undefined })) {
+    spectra.set(m.name, Float64Array.from(Array.from(sp.S).slice(0, m.rank)));
+    if (sp.grams) grams.set(m.name, sp.grams);
+  }
+  return { spectra, grams };
 }
 
 async function plan(o: TruncateOptions, a: Adapter, be: LinalgBackend): Promise<Plan> {
@@ -150,14 +156,14 @@ async function plan(o: TruncateOptions, a: Adapter, be: LinalgBackend): Promise<
     for (const m of a.modules) ranks.set(m.name, Math.min(o.rank!, m.rank));
     return { method, ranks, notes };
   }
-  const spectra = await spectraOf(a, be);
+  const { spectra, grams } = await spectraOf(a, be);
   if (o.energy !== undefined || o.budget !== undefined) {
     const alloc = allocate(
       a.modules.map((m) => ({ name: m.name, sigma: spectra.get(m.name)!, in: m.in, out: m.out, rank: m.rank })),
       { score: o.score, minRank: o.minRank, rho: o.rho, ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.energy !== undefined ? { energy: o.energy } : {}) },
     );
     for (const [k, v] of alloc.ranks) ranks.set(k, v);
-    return { method, ranks, spectra, notes };
+    return { method, ranks, spectra, grams, notes };
   }
   let padded = 0;
   for (const m of a.modules) {
@@ -174,7 +180,7 @@ async function plan(o: TruncateOptions, a: Adapter, be: LinalgBackend): Promise<
     ranks.set(m.name, t);
   }
   if (padded) notes.push(`${padded} module(s) get more ranks than they hold under kohya's rule (its +1 on a full spectrum); the extra components are written as zeros (ΔW unchanged; resize_lora.py's are zero singular values)`);
-  return { method, ranks, spectra, notes };
+  return { method, ranks, spectra, grams, notes };
 }
 
 function outputFormat(o: TruncateOptions, a: Adapter, notes: string[]): OutFormat {
@@ -201,6 +207,7 @@ interface BuildContext {
   method: "svd" | "prefix";
   ranks: Map<string, number>;
   spectra?: Map<string, Float64Array>;
+  grams?: Map<string, ModuleGrams>;
   format: OutFormat;
   rsOut: boolean;
   /** SDXL's second text encoder present: kohya stems lora_te1_/lora_te2_. */
@@ -250,6 +257,7 @@ async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; ou
           B: { raw: rawB, dtype: m.B.dtype as FactorDType, rows: m.out, cols: m.rank },
           A: { raw: rawA, dtype: m.A.dtype as FactorDType, rows: m.rank, cols: m.in },
           scale: m.scale, rank: f.t, scaleOut: f.scaleOut, split: c.split, outDtype: f.dtype as FactorDType,
+          ...(c.grams?.has(m.name) ? { grams: c.grams.get(m.name)! } : {}),
         })))
         .finally(() => { pool.give(rawB); pool.give(rawA); });
       return Promise.resolve({ fused });
@@ -457,7 +465,7 @@ export async function runTruncate(o: TruncateOptions, deps: TruncateDeps): Promi
     const unit = o.unit ?? a.dylora?.unit ?? (o.alphaMode === "lycoris" ? 4 : 1);
     if (o.alphaMode === "lycoris" && o.unit === undefined && !a.dylora) notes.push("--alpha-mode lycoris: block_size 4 assumed (LyCORIS's default; --unit sets it)");
     const te2 = hasTextEncoder2(a.modules.map((m) => m.path));
-    const ctx: BuildContext = { o, a, be: deps.backend, method: p.method, ranks: p.ranks, format, rsOut, te2, split, unit, ...(p.spectra ? { spectra: p.spectra } : {}), ...(deps.onModule ? { onModule: deps.onModule } : {}) };
+    const ctx: BuildContext = { o, a, be: deps.backend, method: p.method, ranks: p.ranks, format, rsOut, te2, split, unit, ...(p.spectra ? { spectra: p.spectra } : {}), ...(p.grams ? { grams: p.grams } : {}), ...(deps.onModule ? { onModule: deps.onModule } : {}) };
     if (o.unit === undefined) return await writeOne(ctx, o.output, notes, deps, o.rank ?? 0);
     // --unit: every multiple of the unit below the full rank, one file each (kohya's naming).
     const maxRank = Math.max(...a.modules.map((m) => m.rank));

@@ -130,7 +130,8 @@ struct OutBytes {
   }
 };
 
-// truncateFactors(rawB, dtypeB, rawA, dtypeA, out, r, in, t, scale, scaleOut, balanced, outDtype, productsInDouble)
+// truncateFactors(rawB, dtypeB, rawA, dtypeA, out, r, in, t, scale, scaleOut, balanced, outDtype, productsInDouble,
+//                 grams?: Float64Array (G_B then G_A from factorSpectrum of the same bytes: the first pass is skipped))
 //   → Promise<{kind: 0 done | 1 fallback | 2 non-finite, B: Uint8Array (out×t of outDtype), A: Uint8Array (t×in),
 //              S: Float64Array (r), norm2, err2, resid2, productBits, badFactor, badIndex, badValue}>
 // CPU addon only (optional in ComputeBinding): one module's fused truncation (truncate.cc), single-threaded.
@@ -145,6 +146,8 @@ Napi::Value TruncateFactors(const Napi::CallbackInfo& info) {
   a.balanced = info[10].ToBoolean();
   a.outDtype = dim(info, 11, "outDtype", 0);
   a.productsInDouble = info[12].ToBoolean();
+  Napi::Value gramsArg = info[13];
+  const bool hasGrams = !gramsArg.IsUndefined() && !gramsArg.IsNull();
   if (a.dtypeA > 3 || a.dtypeB > 3 || a.outDtype > 3) typeError(env, "dtype codes are 0 (F32), 1 (F16), 2 (BF16), 3 (F64)");
   if (a.t > a.r) typeError(env, "truncateFactors: t must be ≤ r");
   if (!std::isfinite(a.scale) || !std::isfinite(a.scaleOut) || a.scaleOut == 0) typeError(env, "truncateFactors: scales must be finite (scaleOut ≠ 0)");
@@ -153,6 +156,11 @@ Napi::Value TruncateFactors(const Napi::CallbackInfo& info) {
   bytesArg(info, 2, "rawA", size_t(a.r) * a.in * lora::kernels::dtypeSize(a.dtypeA), rawA);
   a.rawB = static_cast<const uint8_t*>(rawB.ArrayBuffer().Data()) + rawB.ByteOffset();
   a.rawA = static_cast<const uint8_t*>(rawA.ArrayBuffer().Data()) + rawA.ByteOffset();
+  if (hasGrams) {
+    auto g = floatArray(info, 13, "grams", 2 * size_t(a.r) * a.r);
+    if (isF32(g) || g.ElementLength() != 2 * size_t(a.r) * a.r) typeError(env, "grams must be a Float64Array of 2·r² values");
+    a.grams = ptr<double>(g);
+  }
   const size_t es = lora::kernels::dtypeSize(a.outDtype);
   // The output bytes are allocated here without zero-filling and first touched by the worker (the
   // page faults of ~1 MB per module land there, not on the JS thread); they become external
@@ -177,13 +185,15 @@ Napi::Value TruncateFactors(const Napi::CallbackInfo& info) {
                          }));
   w->Keep(rawB);
   w->Keep(rawA);
+  if (hasGrams) w->Keep(gramsArg);
   auto p = w->Promise();
   w->Queue();
   return p;
 }
 
-// factorSpectrum(rawB, dtypeB, rawA, dtypeA, out, r, in, scale)
-//   → Promise<{kind: 0 done | 1 fallback | 2 non-finite, S: Float64Array (r), norm2, badFactor, badIndex, badValue}>
+// factorSpectrum(rawB, dtypeB, rawA, dtypeA, out, r, in, scale, keepGrams)
+//   → Promise<{kind: 0 done | 1 fallback | 2 non-finite, S: Float64Array (r), grams?: Float64Array (G_B then G_A,
+//              2r², when keepGrams), norm2, badFactor, badIndex, badValue}>
 // CPU addon only (optional in ComputeBinding): σ of one module from its raw bytes (truncate.cc), single-threaded.
 Napi::Value FactorSpectrum(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -199,11 +209,14 @@ Napi::Value FactorSpectrum(const Napi::CallbackInfo& info) {
   bytesArg(info, 2, "rawA", size_t(a.r) * a.in * lora::kernels::dtypeSize(a.dtypeA), rawA);
   a.rawB = static_cast<const uint8_t*>(rawB.ArrayBuffer().Data()) + rawB.ByteOffset();
   a.rawA = static_cast<const uint8_t*>(rawA.ArrayBuffer().Data()) + rawA.ByteOffset();
+  const bool keepGrams = info[8].ToBoolean();
   auto S = Napi::Float64Array::New(env, size_t(a.r));
+  auto G = Napi::Float64Array::New(env, keepGrams ? 2 * size_t(a.r) * a.r : 0);
   auto res = std::make_shared<lora::TruncateOutcome>();
-  auto run = [a, ps = ptr<double>(S), res] { return lora::factorSpectrum(a, ps, res.get()); };
+  auto run = [a, ps = ptr<double>(S), pg = keepGrams ? ptr<double>(G) : nullptr, res] { return lora::factorSpectrum(a, ps, pg, res.get()); };
   auto outs = std::make_shared<Outs>();
   outs->add("S", S);
+  if (keepGrams) outs->add("grams", G);
   auto* w = new OpWorker(env, "lora_cpu.factorSpectrum", run, objectOf(outs, [res](Napi::Object o) {
                            o.Set("kind", res->kind);
                            o.Set("norm2", res->norm2);

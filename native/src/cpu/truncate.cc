@@ -243,13 +243,18 @@ void grams(const TruncateArgs& a, X* buf, std::vector<double>& gb, std::vector<d
 
 // σ of sBA (factorSpectrum): the Grams and spectrumCore, σ below the noise floor set to 0.
 template <typename X>
-Status spectrum(const TruncateArgs& a, double* S, TruncateOutcome* o) {
+Status spectrum(const TruncateArgs& a, double* S, double* gramsOut, TruncateOutcome* o) {
   const int ld = kernels::gramStride(a.r);
   Scratch<X, X>& w = scratchOf<X, X>();
   std::vector<double> gb, ga;
   grams<X>(a, scratch(w.chunk, int64_t(kChunk) * ld), gb, ga);
+  std::vector<double> GB = symmetricGram(gb, ld, a.r), GA = symmetricGram(ga, ld, a.r);
+  if (gramsOut) {  // kept by the caller for a later truncateFactors of the same bytes
+    std::copy(GB.begin(), GB.end(), gramsOut);
+    std::copy(GA.begin(), GA.end(), gramsOut + GB.size());
+  }
   Core core;
-  Status st = spectrumCore(symmetricGram(gb, ld, a.r), symmetricGram(ga, ld, a.r), a.r, a.scale, S, &core);
+  Status st = spectrumCore(GB, GA, a.r, a.scale, S, &core);
   if (!st.ok()) return st;
   o->norm2 = core.norm2;
   if (!core.ok) {
@@ -273,13 +278,19 @@ Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, Tru
   X* buf = scratch(w.chunk, int64_t(kChunk) * ld);
   auto decodeB = [&](int64_t i0, int n) { kernels::decodeRows<X>(a.rawB + i0 * r * bsize, a.dtypeB, n, r, ld, buf); };
   auto decodeA = [&](int64_t j0, int n) { kernels::decodeColumns<X>(a.rawA, a.dtypeA, r, in, j0, n, ld, buf); };
-  // Pass 1: G_B = BᵀB, G_A = AAᵀ.
-  std::vector<double> gb, ga;
-  grams<X>(a, buf, gb, ga);
+  // Pass 1: G_B = BᵀB, G_A = AAᵀ (or those factorSpectrum already formed from these bytes).
+  std::vector<double> GB, GA;
+  if (a.grams) {
+    GB.assign(a.grams, a.grams + int64_t(r) * r);
+    GA.assign(a.grams + int64_t(r) * r, a.grams + 2 * int64_t(r) * r);
+  } else {
+    std::vector<double> gb, ga;
+    grams<X>(a, buf, gb, ga);
+    GB = symmetricGram(gb, ld, r), GA = symmetricGram(ga, ld, r);
+  }
   Small sm;
   bool accepted = false;
-  Status st = smallAlgebra(symmetricGram(gb, ld, r), symmetricGram(ga, ld, r), r, a.scale, t, a.scaleOut, a.balanced,
-                           S, &sm, &accepted);
+  Status st = smallAlgebra(GB, GA, r, a.scale, t, a.scaleOut, a.balanced, S, &sm, &accepted);
   if (!st.ok()) return st;
   o->norm2 = sm.norm2;
   if (!accepted) {
@@ -394,13 +405,13 @@ Status truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, doub
   }
 }
 
-Status factorSpectrum(const TruncateArgs& a, double* S, TruncateOutcome* o) {
+Status factorSpectrum(const TruncateArgs& a, double* S, double* gramsOut, TruncateOutcome* o) {
   *o = TruncateOutcome();
   if (a.r < 1 || a.out < 1 || a.in < 1) return Status::fail("BAD_SHAPE", "factorSpectrum: need non-empty factors");
   if (refuseNonFinite(a, o)) return {};
   try {
-    if (a.dtypeA == F64 || a.dtypeB == F64) return spectrum<double>(a, S, o);
-    return spectrum<float>(a, S, o);
+    if (a.dtypeA == F64 || a.dtypeB == F64) return spectrum<double>(a, S, gramsOut, o);
+    return spectrum<float>(a, S, gramsOut, o);
   } catch (const std::bad_alloc&) {
     return Status::fail("ALLOC", "factorSpectrum: out of memory");
   }

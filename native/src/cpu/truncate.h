@@ -19,6 +19,7 @@ struct TruncateArgs {
   bool balanced = true;            // √Σ into each factor, else Σ into B (all-in-up)
   int outDtype = 0;
   bool productsInDouble = false;   // force float64 products even for 16-bit outputs (tests)
+  const double* grams = nullptr;   // optional: G_B then G_A (r×r each, symmetric) from factorSpectrum of these bytes
 };
 
 struct TruncateOutcome {
@@ -44,8 +45,9 @@ Status truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, doub
  * The singular values of sBA alone (r, descending; `t`, `scaleOut`, `outDtype` unused): the Grams
  * and one r×r eigenproblem, σ² = eig(s²R G_A Rᵀ) with RᵀR = G_B (algorithms.md §7.1 "singular values
  * only", float64). σ below the route's resolution (2e-8·s‖B‖_F‖A‖_F) are 0. Fallback and NonFinite
- * as truncateFactors; norm2 is set.
+ * as truncateFactors; norm2 is set. gramsOut (2r² values, may be null) receives G_B then G_A, for a
+ * later truncateFactors of the same bytes (TruncateArgs::grams) to skip its first pass.
  */
-Status factorSpectrum(const TruncateArgs& a, double* S, TruncateOutcome* o);
+Status factorSpectrum(const TruncateArgs& a, double* S, double* gramsOut, TruncateOutcome* o);
 
 }  // namespace lora
