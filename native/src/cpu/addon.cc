@@ -114,6 +114,30 @@ double numberArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
 }
 }  // namespace
 
+// Arguments 0–6 of truncateFactors and factorSpectrum: rawB, dtypeB, rawA, dtypeA, out, r, in, then
+// the scale at `scaleAt`. Checks dtype codes, byte lengths and the scale; rawB/rawA are the views to Keep.
+void rawPairArgs(const Napi::CallbackInfo& info, size_t scaleAt, lora::TruncateArgs& a, Napi::TypedArray& rawB, Napi::TypedArray& rawA) {
+  a.dtypeB = dim(info, 1, "dtypeB", 0);
+  a.dtypeA = dim(info, 3, "dtypeA", 0);
+  a.out = dim(info, 4, "out"), a.r = dim(info, 5, "r"), a.in = dim(info, 6, "in");
+  a.scale = numberArg(info, scaleAt, "scale");
+  if (a.dtypeA > 3 || a.dtypeB > 3) typeError(info.Env(), "dtype codes are 0 (F32), 1 (F16), 2 (BF16), 3 (F64)");
+  if (!std::isfinite(a.scale)) typeError(info.Env(), "scale must be finite");
+  bytesArg(info, 0, "rawB", size_t(a.out) * a.r * lora::kernels::dtypeSize(a.dtypeB), rawB);
+  bytesArg(info, 2, "rawA", size_t(a.r) * a.in * lora::kernels::dtypeSize(a.dtypeA), rawA);
+  a.rawB = static_cast<const uint8_t*>(rawB.ArrayBuffer().Data()) + rawB.ByteOffset();
+  a.rawA = static_cast<const uint8_t*>(rawA.ArrayBuffer().Data()) + rawA.ByteOffset();
+}
+
+// The outcome fields both results carry.
+void setOutcome(Napi::Object o, const lora::TruncateOutcome& res) {
+  o.Set("kind", res.kind);
+  o.Set("norm2", res.norm2);
+  o.Set("badFactor", res.badFactor);
+  o.Set("badIndex", double(res.badIndex));
+  o.Set("badValue", res.badValue);
+}
+
 // Uninitialised output buffers handed to JS as external ArrayBuffers (ownership moves on release).
 struct OutBytes {
   std::unique_ptr<uint8_t[]> B, A;
@@ -138,24 +162,18 @@ struct OutBytes {
 Napi::Value TruncateFactors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   lora::TruncateArgs a;
-  a.dtypeB = dim(info, 1, "dtypeB", 0);
-  a.dtypeA = dim(info, 3, "dtypeA", 0);
-  a.out = dim(info, 4, "out"), a.r = dim(info, 5, "r"), a.in = dim(info, 6, "in"), a.t = dim(info, 7, "t");
-  a.scale = numberArg(info, 8, "scale");
+  Napi::TypedArray rawB, rawA;
+  rawPairArgs(info, 8, a, rawB, rawA);
+  a.t = dim(info, 7, "t");
   a.scaleOut = numberArg(info, 9, "scaleOut");
   a.balanced = info[10].ToBoolean();
   a.outDtype = dim(info, 11, "outDtype", 0);
   a.productsInDouble = info[12].ToBoolean();
   Napi::Value gramsArg = info[13];
   const bool hasGrams = !gramsArg.IsUndefined() && !gramsArg.IsNull();
-  if (a.dtypeA > 3 || a.dtypeB > 3 || a.outDtype > 3) typeError(env, "dtype codes are 0 (F32), 1 (F16), 2 (BF16), 3 (F64)");
+  if (a.outDtype > 3) typeError(env, "dtype codes are 0 (F32), 1 (F16), 2 (BF16), 3 (F64)");
   if (a.t > a.r) typeError(env, "truncateFactors: t must be ≤ r");
-  if (!std::isfinite(a.scale) || !std::isfinite(a.scaleOut) || a.scaleOut == 0) typeError(env, "truncateFactors: scales must be finite (scaleOut ≠ 0)");
-  Napi::TypedArray rawB, rawA;
-  bytesArg(info, 0, "rawB", size_t(a.out) * a.r * lora::kernels::dtypeSize(a.dtypeB), rawB);
-  bytesArg(info, 2, "rawA", size_t(a.r) * a.in * lora::kernels::dtypeSize(a.dtypeA), rawA);
-  a.rawB = static_cast<const uint8_t*>(rawB.ArrayBuffer().Data()) + rawB.ByteOffset();
-  a.rawA = static_cast<const uint8_t*>(rawA.ArrayBuffer().Data()) + rawA.ByteOffset();
+  if (!std::isfinite(a.scaleOut) || a.scaleOut == 0) typeError(env, "truncateFactors: scaleOut must be finite and ≠ 0");
   if (hasGrams) {
     auto g = floatArray(info, 13, "grams", 2 * size_t(a.r) * a.r);
     if (isF32(g) || g.ElementLength() != 2 * size_t(a.r) * a.r) typeError(env, "grams must be a Float64Array of 2·r² values");
@@ -174,14 +192,10 @@ Napi::Value TruncateFactors(const Napi::CallbackInfo& info) {
   auto* w = new OpWorker(env, "lora_cpu.truncateFactors", run, objectOf(outs, [res, bytes](Napi::Object o) {
                            o.Set("B", bytes->release(o.Env(), bytes->B, bytes->nB));
                            o.Set("A", bytes->release(o.Env(), bytes->A, bytes->nA));
-                           o.Set("kind", res->kind);
-                           o.Set("norm2", res->norm2);
+                           setOutcome(o, *res);
                            o.Set("err2", res->err2);
                            o.Set("resid2", res->resid2);
                            o.Set("productBits", res->productBits);
-                           o.Set("badFactor", res->badFactor);
-                           o.Set("badIndex", double(res->badIndex));
-                           o.Set("badValue", res->badValue);
                          }));
   w->Keep(rawB);
   w->Keep(rawA);
@@ -198,17 +212,8 @@ Napi::Value TruncateFactors(const Napi::CallbackInfo& info) {
 Napi::Value FactorSpectrum(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   lora::TruncateArgs a;
-  a.dtypeB = dim(info, 1, "dtypeB", 0);
-  a.dtypeA = dim(info, 3, "dtypeA", 0);
-  a.out = dim(info, 4, "out"), a.r = dim(info, 5, "r"), a.in = dim(info, 6, "in");
-  a.scale = numberArg(info, 7, "scale");
-  if (a.dtypeA > 3 || a.dtypeB > 3) typeError(env, "dtype codes are 0 (F32), 1 (F16), 2 (BF16), 3 (F64)");
-  if (!std::isfinite(a.scale)) typeError(env, "factorSpectrum: scale must be finite");
   Napi::TypedArray rawB, rawA;
-  bytesArg(info, 0, "rawB", size_t(a.out) * a.r * lora::kernels::dtypeSize(a.dtypeB), rawB);
-  bytesArg(info, 2, "rawA", size_t(a.r) * a.in * lora::kernels::dtypeSize(a.dtypeA), rawA);
-  a.rawB = static_cast<const uint8_t*>(rawB.ArrayBuffer().Data()) + rawB.ByteOffset();
-  a.rawA = static_cast<const uint8_t*>(rawA.ArrayBuffer().Data()) + rawA.ByteOffset();
+  rawPairArgs(info, 7, a, rawB, rawA);
   const bool keepGrams = info[8].ToBoolean();
   auto S = Napi::Float64Array::New(env, size_t(a.r));
   auto G = Napi::Float64Array::New(env, keepGrams ? 2 * size_t(a.r) * a.r : 0);
@@ -217,13 +222,7 @@ Napi::Value FactorSpectrum(const Napi::CallbackInfo& info) {
   auto outs = std::make_shared<Outs>();
   outs->add("S", S);
   if (keepGrams) outs->add("grams", G);
-  auto* w = new OpWorker(env, "lora_cpu.factorSpectrum", run, objectOf(outs, [res](Napi::Object o) {
-                           o.Set("kind", res->kind);
-                           o.Set("norm2", res->norm2);
-                           o.Set("badFactor", res->badFactor);
-                           o.Set("badIndex", double(res->badIndex));
-                           o.Set("badValue", res->badValue);
-                         }));
+  auto* w = new OpWorker(env, "lora_cpu.factorSpectrum", run, objectOf(outs, [res](Napi::Object o) { setOutcome(o, *res); }));
   w->Keep(rawB);
   w->Keep(rawA);
   auto p = w->Promise();
