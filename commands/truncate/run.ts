@@ -13,19 +13,20 @@
 // needs them), every output shape is then known, and each module's new factors are computed
 // lazily while the writer streams the file, one module at a time. A rank of 0 removes the module.
 import { existsSync } from "node:fs";
-import { alphaForScale, hasTextEncoder2, isDora, kohyaStemInSet, loadAdapter, nonFinite, rawReadable, readFactors, readFactorsWithGrams, readRawFactors, scaleFor, type Adapter, type LoraModule, type ModuleFactors, type ModuleFactorsGrams, type RawFactors } from "../../formats/adapter/index.js";
+import { alphaForScale, hasTextEncoder2, isDora, kohyaStemInSet, loadAdapter, nonFiniteFactor, rawReadable, readFactors, readFactorsWithGrams, readRawFactors, scaleFor, type Adapter, type LoraModule, type ModuleFactors, type ModuleFactorsGrams, type RawFactors } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
 import { InvalidInputError, UsageError } from "../../formats/errors.js";
 import type { DType } from "../../formats/safetensors/index.js";
 import type { FactorDType, LinalgBackend, Mat, ModuleGrams, TruncateFactorsResult } from "../../linalg/types.js";
 import { BufferPool } from "../support/buffer-pool.js";
+import { withRawFactors } from "../support/raw-factors.js";
 import { moduleSpectra } from "../support/spectra.js";
 import { Lanes, ReadAhead } from "../support/schedule.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../support/report.js";
 import { allocate, type Score } from "./allocate.js";
 import { cleanDynamicRank, kohyaDynamicRank, type DynamicMethod } from "./kohya-rules.js";
 import { prefixAlpha, prefixFactors, splitPath, splitRanks, type AlphaMode } from "./prefix.js";
-import { gramsFrom, gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, toF64, truncateModule, truncationError, type SplitMode } from "./svd.js";
+import { errorReport, gramsFrom, gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, toF64, truncateModule, truncationError, type SplitMode } from "./svd.js";
 
 export type OutDType = "F32" | "F16" | "BF16";
 export type OutFormat = "peft" | "kohya" | "diffusers";
@@ -251,15 +252,10 @@ async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; ou
   const start = (m: LoraModule): Promise<Ahead> => {
     const f = fusedSpec.get(m);
     if (f) {
-      const rawB = pool.take(m.B.end - m.B.begin), rawA = pool.take(m.A.end - m.A.begin);
-      const fused = Promise.all([a.file.readRawInto(m.B, rawB), a.file.readRawInto(m.A, rawA)])
-        .then(() => lanes.run(() => be.truncateFactors!({
-          B: { raw: rawB, dtype: m.B.dtype as FactorDType, rows: m.out, cols: m.rank },
-          A: { raw: rawA, dtype: m.A.dtype as FactorDType, rows: m.rank, cols: m.in },
-          scale: m.scale, rank: f.t, scaleOut: f.scaleOut, split: c.split, outDtype: f.dtype as FactorDType,
-          ...(c.grams?.has(m.name) ? { grams: c.grams.get(m.name)! } : {}),
-        })))
-        .finally(() => { pool.give(rawB); pool.give(rawA); });
+      const fused = withRawFactors(a, m, pool, (B, A) => lanes.run(() => be.truncateFactors!({
+        B, A, scale: m.scale, rank: f.t, scaleOut: f.scaleOut, split: c.split, outDtype: f.dtype as FactorDType,
+        ...(c.grams?.has(m.name) ? { grams: c.grams.get(m.name)! } : {}),
+      })));
       return Promise.resolve({ fused });
     }
     return Promise.resolve(rawAhead(m) ? { raw: readRawFactors(a, m) } : { factors: c.method === "svd" ? readFactorsWithGrams(a, m, be) : readFactors(a, m, precisionOf(m)) });
@@ -270,11 +266,9 @@ async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; ou
     ahead ??= new ReadAhead(lazy, start, c.lanes ?? 1);
     return ahead.take(m);
   };
-  const factorsOf = async (m: LoraModule): Promise<ModuleFactors | ModuleFactorsGrams> => {
-    const got = await aheadOf(m);
-    if ("fused" in got) return readFactorsWithGrams(a, m, be); // the fused route refused this module
-    return "raw" in got ? readFactorsWithGrams(a, m, be, got.raw) : got.factors;
-  };
+  // A module's factors for the general route (what was read ahead, or read now after a fused refusal).
+  const factorsOf = (m: LoraModule, got: Ahead): Promise<ModuleFactors | ModuleFactorsGrams> =>
+    "fused" in got ? readFactorsWithGrams(a, m, be) : "raw" in got ? readFactorsWithGrams(a, m, be, got.raw) : got.factors;
   for (const m of a.modules) {
     const t = c.ranks.get(m.name)!;
     const S = c.spectra?.get(m.name);
@@ -323,26 +317,21 @@ async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; ou
     lazy.push(m);
     if (c.method === "svd" && be.truncateFactors && rawReadable(m) && t <= m.rank && FUSED_OUT.includes(dtype)) fusedSpec.set(m, { t, scaleOut, dtype });
     const produce = async () => {
-      if (fusedSpec.has(m)) {
-        const got = await aheadOf(m);
-        const r = "fused" in got ? await got.fused : null;
-        if (r?.kind === "non-finite") {
-          const label = a.source === "-" ? "<stdin>" : a.source;
-          throw nonFinite(r.factor === "A" ? m.A : m.B, label, r.value, r.index);
-        }
-        if (r?.kind === "done") {
-          const target = Math.sqrt(r.norm2), e2 = Math.max(0, r.err2) + r.resid2;
-          const relative_error = target === 0 ? (e2 === 0 ? 0 : Infinity) : Math.sqrt(e2) / target;
+      const got = await aheadOf(m);
+      if ("fused" in got) {
+        const r = await got.fused;
+        if (r.kind === "non-finite") throw nonFiniteFactor(a, m, r);
+        if (r.kind === "done") {
           outcomes.set(m.name, {
-            result: { name: m.name, rank_in: m.rank, rank: t, relative_error, target_norm: target, alpha, retained_energy: retainedEnergy(S ?? r.S, t) },
+            result: { name: m.name, rank_in: m.rank, rank: t, ...errorReport(r.norm2, Math.max(0, r.err2) + r.resid2), alpha, retained_energy: retainedEnergy(S ?? r.S, t) },
             route: "gram",
           });
           tick();
           return { A: r.A, B: r.B };
         }
-        fusedSpec.delete(m); // refused by the Gram route's guards: the general route below
+        // refused by the Gram route's guards: the general route below, from the factors
       }
-      const f = await factorsOf(m);
+      const f = await factorsOf(m, got);
       const B = m64(f.B.rows, f.B.cols, f.B.data), A = m64(f.A.rows, f.A.cols, f.A.data);
       let Bo: Float32Array | Float64Array, Ao: Float32Array | Float64Array, route: string, energy: number | undefined;
       let err: { relative_error: number; target_norm: number };

@@ -225,7 +225,6 @@ export function toF64(x: Float32Array | Float64Array): Float64Array {
  * are zero. B' may have 0 columns (module removed: the error is 1).
  */
 export async function relativeErrorFromFactors(be: LinalgBackend, B: M64, A: M64, s: number, grams: Grams, B2: M64, A2: M64, s2: number): Promise<{ relative_error: number; target_norm: number }> {
-  const target = Math.sqrt(grams.norm2);
   const t = A2.rows;
   let own = 0, cross = 0;
   if (t > 0) {
@@ -236,9 +235,7 @@ export async function relativeErrorFromFactors(be: LinalgBackend, B: M64, A: M64
     cross = s * s2 * frob(HB.data as Float64Array, HA.data as Float64Array);
     own = s2 * s2 * frob(KB.data as Float64Array, KA.data as Float64Array);
   }
-  const err2 = Math.max(0, grams.norm2 - 2 * cross + own);
-  if (target === 0) return { relative_error: err2 === 0 ? 0 : Infinity, target_norm: 0 };
-  return { relative_error: Math.sqrt(err2) / target, target_norm: target };
+  return errorReport(grams.norm2, Math.max(0, grams.norm2 - 2 * cross + own));
 }
 
 /**
@@ -251,7 +248,6 @@ export async function relativeErrorFromFactors(be: LinalgBackend, B: M64, A: M64
  * from two 2t×2t Grams of [B' | δB] and [A''; δA].
  */
 export async function truncationError(be: LinalgBackend, B1: M64, A1: M64, B2: M64, A2: M64, s2: number, err2: number, norm2: number): Promise<{ relative_error: number; target_norm: number }> {
-  const target = Math.sqrt(norm2);
   const t = A1.rows, out = B1.rows, inn = A1.cols;
   let r2 = 0;
   if (t > 0 && (B2.data !== B1.data || A2.data !== A1.data)) {
@@ -274,9 +270,14 @@ export async function truncationError(be: LinalgBackend, B1: M64, A1: M64, B2: M
     // ‖δB·A''‖² + 2⟨δB·A'', B'·δA⟩ + ‖B'·δA‖²
     r2 = s2 * s2 * Math.max(0, frob(blk(GBs, 1, 1), blk(GAs, 0, 0)) + 2 * frob(blk(GBs, 1, 0), blk(GAs, 0, 1)) + frob(blk(GBs, 0, 0), blk(GAs, 1, 1)));
   }
-  const e2 = Math.max(0, err2) + r2;
-  if (target === 0) return { relative_error: e2 === 0 ? 0 : Infinity, target_norm: 0 };
-  return { relative_error: Math.sqrt(e2) / target, target_norm: target };
+  return errorReport(norm2, Math.max(0, err2) + r2);
+}
+
+/** ‖ΔW − ΔW'‖_F / ‖ΔW‖_F from the two squares (0 when both are zero; ∞ for a non-zero error of a zero ΔW), with ‖ΔW‖_F. */
+export function errorReport(norm2: number, err2: number): { relative_error: number; target_norm: number } {
+  const target = Math.sqrt(norm2);
+  if (target === 0) return { relative_error: err2 === 0 ? 0 : Infinity, target_norm: 0 };
+  return { relative_error: Math.sqrt(err2) / target, target_norm: target };
 }
 
 /** Σ_{i<t} σᵢ² / Σ σᵢ² (1 for an all-zero spectrum). */

@@ -5,9 +5,18 @@ import type { FactorDType, LinalgBackend, Mat } from "../../linalg/types.js";
 import type { TensorInfo } from "../safetensors/index.js";
 import type { Adapter, LoraModule } from "./types.js";
 
-/** The refusal of a NaN/±Inf factor value (exit 3), naming the tensor and element. */
-export function nonFinite(t: TensorInfo, label: string, v: number, i: number): InvalidInputError {
+function nonFinite(t: TensorInfo, label: string, v: number, i: number): InvalidInputError {
   return new InvalidInputError(`${label}: tensor ${t.name} holds ${Number.isNaN(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"} at element ${i}; factors must be finite`);
+}
+
+/** What messages call the adapter's file. */
+function labelOf(adapter: Adapter): string {
+  return adapter.source === "-" ? "<stdin>" : adapter.source;
+}
+
+/** The refusal (exit 3) of a NaN/±Inf value that a native op found in one of m's factors. */
+export function nonFiniteFactor(adapter: Adapter, m: LoraModule, bad: { factor: "A" | "B"; value: number; index: number }): InvalidInputError {
+  return nonFinite(bad.factor === "A" ? m.A : m.B, labelOf(adapter), bad.value, bad.index);
 }
 
 function checkFinite(data: Float32Array | Float64Array, t: TensorInfo, label: string): void {
@@ -23,7 +32,7 @@ export interface ModuleFactors<T extends Float32Array | Float64Array = Float32Ar
 }
 
 export async function readFactors(adapter: Adapter, m: LoraModule, precision: "f32" | "f64" = "f64"): Promise<ModuleFactors> {
-  const label = adapter.source === "-" ? "<stdin>" : adapter.source;
+  const label = labelOf(adapter);
   const read = (t: TensorInfo) => (precision === "f64" ? adapter.file.readFloat64(t) : adapter.file.readFloat32(t));
   const [a, b] = await Promise.all([read(m.A), read(m.B)]);
   checkFinite(a, m.A, label);
@@ -72,7 +81,7 @@ export async function readFactorsWithGrams(adapter: Adapter, m: LoraModule, be: 
     const ga = await be.gemm(A, A, { transB: true });
     return { A, B, GB: gb.data, GA: ga.data };
   }
-  const label = adapter.source === "-" ? "<stdin>" : adapter.source;
+  const label = labelOf(adapter);
   const { A: rawA, B: rawB } = await (raw ?? readRawFactors(adapter, m));
   // One worker call at a time: the cpu backend's Gram uses every BLAS thread already.
   const sa = await fs.call(be, rawA, m.A.dtype as FactorDType, m.rank, m.in, "gram-rows");

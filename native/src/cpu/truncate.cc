@@ -221,24 +221,37 @@ Scratch<X, C>& scratchOf() {
 // Gram tiles or the product run over it, so the decoded factors never travel to memory.
 constexpr int kChunk = 128;
 
+// fn(first, n) over [0, total) in chunks of kChunk.
+template <typename F>
+void eachChunk(int64_t total, F fn) {
+  for (int64_t first = 0; first < total; first += kChunk) fn(first, int(std::min<int64_t>(kChunk, total - first)));
+}
+
+// Rows [i0, i0 + n) of B, or columns [j0, j0 + n) of A as rows, decoded into buf (n×ld).
+template <typename X>
+void decodeBRows(const TruncateArgs& a, int64_t i0, int n, int ld, X* buf) {
+  kernels::decodeRows<X>(a.rawB + i0 * a.r * kernels::dtypeSize(a.dtypeB), a.dtypeB, n, a.r, ld, buf);
+}
+template <typename X>
+void decodeAColumns(const TruncateArgs& a, int64_t j0, int n, int ld, X* buf) {
+  kernels::decodeColumns<X>(a.rawA, a.dtypeA, a.r, a.in, j0, n, ld, buf);
+}
+
 // G_B = BᵀB and G_A = AAᵀ (ld×ld upper tiles, ld = gramStride(r)), streaming the raw bytes through
 // `buf` (kChunk·ld values of X).
 template <typename X>
 void grams(const TruncateArgs& a, X* buf, std::vector<double>& gb, std::vector<double>& ga) {
-  const int r = a.r, ld = kernels::gramStride(r), bsize = kernels::dtypeSize(a.dtypeB);
-  const int64_t out = a.out, in = a.in;
+  const int ld = kernels::gramStride(a.r);
   gb.assign(int64_t(ld) * ld, 0.0);
   ga.assign(int64_t(ld) * ld, 0.0);
-  for (int64_t i0 = 0; i0 < out; i0 += kChunk) {
-    int n = int(std::min<int64_t>(kChunk, out - i0));
-    kernels::decodeRows<X>(a.rawB + i0 * r * bsize, a.dtypeB, n, r, ld, buf);
+  eachChunk(a.out, [&](int64_t i0, int n) {
+    decodeBRows(a, i0, n, ld, buf);
     kernels::gramAccumulate<X>(buf, n, ld, gb.data());
-  }
-  for (int64_t j0 = 0; j0 < in; j0 += kChunk) {
-    int n = int(std::min<int64_t>(kChunk, in - j0));
-    kernels::decodeColumns<X>(a.rawA, a.dtypeA, r, in, j0, n, ld, buf);
+  });
+  eachChunk(a.in, [&](int64_t j0, int n) {
+    decodeAColumns(a, j0, n, ld, buf);
     kernels::gramAccumulate<X>(buf, n, ld, ga.data());
-  }
+  });
 }
 
 // σ of sBA (factorSpectrum): the Grams and spectrumCore, σ below the noise floor set to 0.
@@ -273,11 +286,9 @@ template <typename X, typename C>
 Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, TruncateOutcome* o) {
   const int r = a.r, t = a.t;
   const int64_t out = a.out, in = a.in;
-  const int ld = kernels::gramStride(r), bsize = kernels::dtypeSize(a.dtypeB);
+  const int ld = kernels::gramStride(r);
   Scratch<X, C>& w = scratchOf<X, C>();
   X* buf = scratch(w.chunk, int64_t(kChunk) * ld);
-  auto decodeB = [&](int64_t i0, int n) { kernels::decodeRows<X>(a.rawB + i0 * r * bsize, a.dtypeB, n, r, ld, buf); };
-  auto decodeA = [&](int64_t j0, int n) { kernels::decodeColumns<X>(a.rawA, a.dtypeA, r, in, j0, n, ld, buf); };
   // Pass 1: G_B = BᵀB, G_A = AAᵀ (or those factorSpectrum already formed from these bytes).
   std::vector<double> GB, GA;
   if (a.grams) {
@@ -315,16 +326,14 @@ Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, Tru
     }
   C* YB = scratch(w.YB, out * tp);
   C* YA = scratch(w.YA, in * tp);
-  for (int64_t i0 = 0; i0 < out; i0 += kChunk) {
-    int n = int(std::min<int64_t>(kChunk, out - i0));
-    decodeB(i0, n);
+  eachChunk(out, [&](int64_t i0, int n) {
+    decodeBRows(a, i0, n, ld, buf);
     kernels::thinProduct<X, C>(buf, n, r, ld, P.data(), tp, YB + i0 * tp);
-  }
-  for (int64_t j0 = 0; j0 < in; j0 += kChunk) {
-    int n = int(std::min<int64_t>(kChunk, in - j0));
-    decodeA(j0, n);
+  });
+  eachChunk(in, [&](int64_t j0, int n) {
+    decodeAColumns(a, j0, n, ld, buf);
     kernels::thinProduct<X, C>(buf, n, r, ld, Qt.data(), tp, YA + j0 * tp);
-  }
+  });
   // Signs (linalg/signs.ts, sklearn's svd_flip on u): the largest-magnitude entry of every column
   // of B' is positive; the matching row of A' flips with it.
   std::vector<C> sign(t, C(1));
@@ -342,18 +351,16 @@ Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, Tru
   const int ld2 = kernels::gramStride(2 * t);
   C* stk = scratch(w.stack, int64_t(kChunk) * ld2);
   std::vector<double> gs(int64_t(ld2) * ld2, 0.0), hs(int64_t(ld2) * ld2, 0.0);
-  for (int64_t i0 = 0; i0 < out; i0 += kChunk) {
-    int n = int(std::min<int64_t>(kChunk, out - i0));
+  eachChunk(out, [&](int64_t i0, int n) {
     kernels::roundAndStack<C>(YB + i0 * tp, n, t, tp, a.outDtype, sign.data(), false, stk, ld2);  // [B' | δB]
     if (rounds) kernels::gramAccumulate<C>(stk, n, ld2, gs.data());
     kernels::encodeRows<C>(YB + i0 * tp, n, t, tp, a.outDtype, outB + i0 * t * osize);
-  }
-  for (int64_t j0 = 0; j0 < in; j0 += kChunk) {
-    int n = int(std::min<int64_t>(kChunk, in - j0));
+  });
+  eachChunk(in, [&](int64_t j0, int n) {
     kernels::roundAndStack<C>(YA + j0 * tp, n, t, tp, a.outDtype, sign.data(), true, stk, ld2);  // [A''ᵀ | δAᵀ]
     if (rounds) kernels::gramAccumulate<C>(stk, n, ld2, hs.data());
     kernels::encodeColumns<C>(YA + j0 * tp, n, t, tp, a.outDtype, outA + j0 * osize, in);
-  }
+  });
   if (rounds) {
     auto g = [&](const std::vector<double>& G, int i, int j) { return i <= j ? G[int64_t(i) * ld2 + j] : G[int64_t(j) * ld2 + i]; };
     double t11 = 0, t10 = 0, t00 = 0;
