@@ -1,7 +1,8 @@
 // The program: commander setup and the one place errors become exit codes for callers (bin/
 // owns the process; main() never exits, so tests call it with in-memory streams).
+import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
-import { LoraError } from "../formats/errors.js";
+import { LoraError, UsageError } from "../formats/errors.js";
 import { backendsCommand } from "./backends/index.js";
 import { completionCommand } from "./completion/index.js";
 import { convertCommand } from "./convert/index.js";
@@ -10,8 +11,23 @@ import { mergeCommand } from "./merge/index.js";
 import { pruneCommand } from "./prune/index.js";
 import { truncateCommand } from "./truncate/index.js";
 import type { Ctx } from "./support/context.js";
+import { globalOptionsLast } from "./support/options.js";
+import { errorText } from "./support/output.js";
 
-export const VERSION = "0.1.0";
+/** The version of the package this file ships in (package.json two levels up, in the source tree and in dist/). */
+function packageVersion(): string {
+  for (const rel of ["../package.json", "../../package.json"]) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as { name?: string; version?: string };
+      if (pkg.version && pkg.name?.endsWith("lora")) return pkg.version;
+    } catch {
+      /* try the next one */
+    }
+  }
+  return "unknown";
+}
+
+export const VERSION = packageVersion();
 
 type CommandFactory = (ctx: Ctx) => Command;
 
@@ -23,15 +39,25 @@ export function buildProgram(ctx: Ctx): Command {
     .description("LoRA adapter surgery from the shell: inspect, truncate, prune, merge and convert adapters without the base model")
     .version(VERSION, "-V, --version")
     .option("--no-color", "disable colour")
-    .showHelpAfterError("(run with --help for usage)")
     .exitOverride()
-    .configureOutput({ writeOut: (s) => ctx.stdout.write(s), writeErr: (s) => ctx.stderr.write(s) });
+    .configureOutput(outputs(ctx));
   for (const make of commandFactories) {
-    const cmd = make(ctx);
-    cmd.exitOverride().configureOutput({ writeOut: (s) => ctx.stdout.write(s), writeErr: (s) => ctx.stderr.write(s) });
+    const cmd = globalOptionsLast(make(ctx));
+    cmd.exitOverride().configureOutput(outputs(ctx));
     program.addCommand(cmd);
   }
   return program;
+}
+
+/** Help and version on the caller's streams; commander's own error lines are dropped: main() prints every error in one format. */
+function outputs(ctx: Ctx) {
+  return { writeOut: (s: string) => ctx.stdout.write(s), writeErr: (s: string) => ctx.stderr.write(s), outputError: () => {} };
+}
+
+/** The command named on the command line (for the --help hint), if any. */
+function commandOf(program: Command, argv: string[]): string | undefined {
+  const names = new Set(program.commands.map((c) => c.name()));
+  return argv.find((a) => names.has(a));
 }
 
 export interface ErrorInfo {
@@ -54,23 +80,34 @@ export function describeError(e: unknown): ErrorInfo {
 export async function main(argv: string[], ctx: Ctx): Promise<number> {
   const program = buildProgram(ctx);
   const json = argv.includes("--json");
+  // No command at all (or only global flags): the usage on stderr, exit 2 (docs/cli.md "Exit codes").
+  if (!argv.some((a) => !a.startsWith("-")) && !argv.some((a) => ["-h", "--help", "-V", "--version"].includes(a))) {
+    if (json) ctx.stderr.write(JSON.stringify({ error: { code: "USAGE", exit: 2, message: "no command given" } }) + "\n");
+    else ctx.stderr.write(program.helpInformation());
+    return 2;
+  }
   try {
     await program.parseAsync(argv, { from: "user" });
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {
-      if (e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help" || e.exitCode === 0) return 0;
-      // commander already printed its message to stderr (plain); with --json add the JSON object.
-      if (json) ctx.stderr.write(JSON.stringify({ error: { code: "USAGE", message: e.message.replace(/^error: /, "") } }) + "\n");
-      return 2;
+      if (e.code === "commander.helpDisplayed" || e.code === "commander.version") return 0;
+      if (e.code === "commander.help") return 2; // help shown on stderr because a command was missing
+      return report(new UsageError(e.message.replace(/^error: /, "")), program, argv, ctx, json);
     }
-    const info = describeError(e);
-    if (json) ctx.stderr.write(JSON.stringify({ error: { code: info.code, exit: info.exitCode, message: info.message } }) + "\n");
-    else {
-      ctx.stderr.write(`lora: error: ${info.message}\n`);
-      if (info.hint) ctx.stderr.write(`  hint: ${info.hint}\n`);
-    }
-    if (ctx.env["LORA_DEBUG"] === "1" && e instanceof Error && e.stack) ctx.stderr.write(e.stack + "\n");
-    return info.exitCode;
+    return report(e, program, argv, ctx, json);
   }
+}
+
+/** One error, one format: `lora: error: …` (+ hint) on stderr, or one JSON document with --json. */
+function report(e: unknown, program: Command, argv: string[], ctx: Ctx, json: boolean): number {
+  const info = describeError(e);
+  if (info.exitCode === 2 && !info.hint) {
+    const cmd = commandOf(program, argv);
+    info.hint = `run 'lora ${cmd ? `${cmd} ` : ""}--help' for usage`;
+  }
+  if (json) ctx.stderr.write(JSON.stringify({ error: { code: info.code, exit: info.exitCode, message: info.message, ...(info.hint ? { hint: info.hint } : {}) } }) + "\n");
+  else ctx.stderr.write(errorText(ctx, info.message, info.hint));
+  if (ctx.env["LORA_DEBUG"] === "1" && e instanceof Error && e.stack) ctx.stderr.write(e.stack + "\n");
+  return info.exitCode;
 }

@@ -18,4 +18,13 @@ export const fixturesDir = join(repoRoot, "fixtures");
 /** ../shared beside the checkout (CI lays it there); LORA_SHARED overrides. */
 export const sharedDir = resolve(process.env.LORA_SHARED ?? join(repoRoot, "..", "shared"));
 export const realDir = join(sharedDir, "fixtures", "real");
+
+/**
+ * The skip reason of a test that needs the real adapters of ../shared/fixtures/real (not part of
+ * the repository; CI lays ../shared beside the checkout), or false when they are there.
+ */
+export function needsReal(...names: string[]): string | false {
+  const missing = names.find((n) => !existsSync(join(realDir, n)));
+  return missing === undefined ? false : `real adapter ${missing} not found under ${realDir} (../shared is optional)`;
+}
 export const loraBin = join(repoRoot, "bin", "lora.js");

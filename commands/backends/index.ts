@@ -2,7 +2,7 @@ import { Command } from "commander";
 import { listBackends } from "../../linalg/backend.js";
 import type { Ctx } from "../support/context.js";
 import { globals, withGlobalOptions } from "../support/options.js";
-import { formatTable, formatTsv, printJson, writeOut } from "../support/output.js";
+import { formatTable, formatTsv, paint, printJson, writeOut } from "../support/output.js";
 
 export function backendsCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("backends"))
@@ -13,6 +13,7 @@ export function backendsCommand(ctx: Ctx): Command {
       const list = await listBackends();
       if (g.json) { printJson(ctx, { backends: list }); return; }
       const rows = list.map((b) => [b.name, b.available ? "yes" : "no", b.available ? b.detail : (b.reason ?? "")]);
-      writeOut(ctx, ctx.stdout.isTTY ? formatTable(["backend", "available", "detail / reason"], rows) : formatTsv(rows));
+      const header = ["backend", "available", "detail / reason"];
+      writeOut(ctx, ctx.stdout.isTTY ? formatTable(header, rows, paint(ctx, "stdout").bold) : formatTsv(rows, g.header ? ["backend", "available", "detail_or_reason"] : undefined));
     });
 }

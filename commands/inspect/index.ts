@@ -1,7 +1,7 @@
 import { Command, Option } from "commander";
 import type { Ctx } from "../support/context.js";
 import { globals, parseFloatArg, parseIntArg, withGlobalOptions } from "../support/options.js";
-import { note, printJson, writeOut } from "../support/output.js";
+import { note, paint, printJson, writeOut } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
 import { backendFor } from "../support/backend.js";
 import { UsageError } from "../../formats/errors.js";
@@ -50,9 +50,14 @@ export function inspectCommand(ctx: Ctx): Command {
         await runTui(report, { score: opts["score"] as "energy", minRank: opts["minRank"] as number, rho: opts["rho"] as number }, ctx);
       } else if (g.json) printJson(ctx, report);
       else {
-        const { renderInspectTable, renderInspectTsv } = await import("./render.js");
-        if (ctx.stdout.isTTY) writeOut(ctx, renderInspectTable(report, ctx.stdout.columns ? { width: ctx.stdout.columns } : {}));
-        else writeOut(ctx, renderInspectTsv(report));
+        const { renderInspectTable, renderInspectTsv, scaleRule } = await import("./render.js");
+        if (ctx.stdout.isTTY) writeOut(ctx, renderInspectTable(report, { ...(ctx.stdout.columns ? { width: ctx.stdout.columns } : {}), emphasis: paint(ctx, "stdout").bold }));
+        else {
+          // Piped: rows on stdout; what the table's header lines say goes to stderr.
+          note(ctx, g.quiet, scaleRule(report));
+          for (const n of report.notes) note(ctx, g.quiet, `note: ${n}`);
+          writeOut(ctx, renderInspectTsv(report, { header: !!g.header }));
+        }
       }
     });
 }

@@ -1,5 +1,6 @@
 // Rendering an inspect report: an aligned table with spectrum bars on a terminal, tab-separated
-// rows (no header) when piped. JSON is printed by the command itself.
+// rows when piped (a header row with --header; the scale rule and notes go to stderr then). JSON
+// is printed by the command itself.
 import { fmt, formatTable, formatTsv } from "../support/output.js";
 import type { InspectReport, ModuleReport } from "./run.js";
 
@@ -34,7 +35,19 @@ function rank90(m: ModuleReport): number {
   return i < 0 ? m.rank : i + 1;
 }
 
-export function renderInspectTable(r: InspectReport, opts: { width?: number } = {}): string {
+/** Why each scale is what it is: the format's rule, recognised from the modules' (alpha, rank, scale). */
+export function scaleRule(r: InspectReport): string {
+  const near = (a: number, b: number) => Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
+  const ms = r.modules.filter((m) => m.rank > 0);
+  const rule =
+    ms.length === 0 ? "" :
+    ms.every((m) => near(m.scale, m.alpha / m.rank)) ? "scale = alpha / rank" :
+    ms.every((m) => near(m.scale, m.alpha / Math.sqrt(m.rank))) ? "scale = alpha / √rank (rsLoRA)" :
+    "scale per module as the format defines it";
+  return `scale from ${r.config_source}${rule ? `: ${rule}` : ""}`;
+}
+
+export function renderInspectTable(r: InspectReport, opts: { width?: number; emphasis?: (s: string) => string } = {}): string {
   const alloc = r.redistribution?.ranks;
   const build = (withEnergy: boolean) => {
     const header = ["module", "shape", "rank", "alpha", "scale", "dtype", "norm", "σ1", "eff.rank", "r@90%", "spectrum"];
@@ -56,12 +69,13 @@ export function renderInspectTable(r: InspectReport, opts: { width?: number } = 
   const fits = !opts.width || wide.split("\n").every((l) => [...l].length <= opts.width!);
   const lines: string[] = [];
   lines.push(`${r.path}: ${r.format} adapter, ${r.totals.modules} modules, total rank ${r.totals.rank}, ${r.totals.params.toLocaleString("en-US")} LoRA parameters, ${r.dtype}`);
-  lines.push(`scale from: ${r.config_source}`);
+  lines.push(`scale from: ${r.config_source}${scaleRule(r).includes(": ") ? ` (${scaleRule(r).split(": ")[1]})` : ""}`);
   for (const n of r.notes) lines.push(`note: ${n}`);
   lines.push("");
   let table = fits ? wide : build(false);
   if (opts.width) table = table.split("\n").map((l) => ([...l].length > opts.width! ? [...l].slice(0, opts.width! - 1).join("") + "…" : l)).join("\n");
-  lines.push(table);
+  const [head, ...body] = table.split("\n");
+  lines.push(opts.emphasis ? opts.emphasis(head!) : head!, ...body);
   if (r.passthrough.length) lines.push("", `passthrough tensors (${r.passthrough.length}): ${r.passthrough.join(", ")}`);
   const gated = r.modules.filter((m) => m.gate);
   if (gated.length) {
@@ -77,12 +91,16 @@ export function renderInspectTable(r: InspectReport, opts: { width?: number } = 
   return lines.join("\n");
 }
 
+/** Column names of the piped rows (printed with --header). */
+export const TSV_COLUMNS = ["module", "shape", "rank", "alpha", "scale", "dtype", "norm", "effective_rank", "singular_values"];
+
 /** Piped output: one row per module: name, out×in, rank, alpha, scale, dtype, norm, effective rank, σ list[, allocated rank]. */
-export function renderInspectTsv(r: InspectReport): string {
+export function renderInspectTsv(r: InspectReport, opts: { header?: boolean } = {}): string {
   const alloc = r.redistribution?.ranks;
+  const header = opts.header ? [...TSV_COLUMNS, ...(alloc ? ["allocated_rank"] : [])] : undefined;
   return formatTsv(r.modules.map((m) => {
     const row = [m.name, `${m.shape[0]}x${m.shape[1]}`, String(m.rank), String(m.alpha), String(m.scale), m.dtype, String(m.norm), String(m.effective_rank), m.singular_values.join(",")];
     if (alloc) row.push(String(alloc[m.name] ?? 0));
     return row;
-  }));
+  }), header);
 }

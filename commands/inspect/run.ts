@@ -1,7 +1,7 @@
 // lora inspect: per module rank, alpha, scale, shape, dtype, ‖ΔW‖_F and the exact singular values
-// of ΔW = s·B·A from the factors (algorithms.md §7.1; never the dense ΔW), cumulative energy and
+// of ΔW = s·B·A from the factors (docs/algorithms.md "Spectra from the factors"; never the dense ΔW), cumulative energy and
 // effective rank; optionally the --budget / --energy allocation truncate would make.
-import { loadAdapter, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
+import { isDora, loadAdapter, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
 import { cumulativeEnergy, effectiveRank } from "../../linalg/lowrank.js";
 import { moduleSpectra } from "../support/spectra.js";
 import type { LinalgBackend } from "../../linalg/types.js";
@@ -66,6 +66,10 @@ export async function inspectAdapter(adapter: Adapter, be: LinalgBackend, onModu
   return out;
 }
 
+/** DoRA (docs/algorithms.md "DoRA"): the weight is m·(W + s·B·A)/‖W + s·B·A‖_c, so s·B·A alone is not the update. */
+export const DORA_NOTE =
+  "DoRA adapter: each module also has a magnitude vector (lora_magnitude_vector); the spectra shown are of s·B·A, not of the DoRA update, which rescales every column of W + s·B·A by magnitude/column norm and needs the base weights";
+
 export async function runInspect(o: InspectOptions, deps: { backend: LinalgBackend; stdin?: NodeJS.ReadableStream; onModule?: (i: number, n: number) => void }): Promise<InspectReport> {
   const adapter = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
   try {
@@ -76,7 +80,7 @@ export async function runInspect(o: InspectOptions, deps: { backend: LinalgBacke
       dtype: adapter.dtype,
       config: adapter.config,
       config_source: adapter.configSource,
-      notes: adapter.notes,
+      notes: isDora(adapter) ? [...adapter.notes, DORA_NOTE] : adapter.notes,
       modules,
       passthrough: adapter.passthrough.map((t) => t.name),
       totals: {

@@ -9,7 +9,7 @@ export interface Ctx {
   color: boolean;
 }
 
-/** Options every command accepts (cli.md "Global options"). */
+/** Options every command accepts (docs/cli.md "Global options"). */
 export interface GlobalOptions {
   backend: "auto" | "cpu" | "cuda" | "js";
   json: boolean;
@@ -19,6 +19,8 @@ export interface GlobalOptions {
   force: boolean;
   threads?: number;
   verbose?: boolean;
+  /** A header row on tab-separated output. */
+  header?: boolean;
 }
 
 /** Spinners and animation only on an interactive stderr, never under CI, --json or --quiet. */

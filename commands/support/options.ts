@@ -29,17 +29,33 @@ export function parseWeights(v: string): number[] {
   return ws;
 }
 
-/** Add the global options (cli.md) to a command, so they work after the command name. */
+/** The help heading of the options every command shares (docs/cli.md "Global options"). */
+export const GLOBAL_HEADING = "Global options:";
+
+/** Add the global options (docs/cli.md "Global options") to a command, so they work after the command name. */
 export function withGlobalOptions(cmd: Command): Command {
-  return cmd
-    .addOption(new Option("--backend <name>", "linear-algebra backend").choices(["auto", "cpu", "cuda", "js"]).default("auto"))
-    .option("--json", "print one JSON document on stdout", false)
-    .option("-q, --quiet", "no progress or notes on stderr", false)
-    .option("--no-color", "disable colour")
-    .option("--seed <n>", "random seed where randomness exists", parseIntArg("--seed", 0), 0)
-    .option("--force", "overwrite an existing output", false)
-    .option("--threads <n>", "threads for the native backend (default: all cores)", parseIntArg("--threads", 1))
-    .option("-v, --verbose", "more detail on stderr", false);
+  const opts = [
+    new Option("--backend <name>", "linear-algebra backend").choices(["auto", "cpu", "cuda", "js"]).default("auto"),
+    new Option("--json", "print one JSON document on stdout").default(false),
+    new Option("-q, --quiet", "no progress or notes on stderr").default(false),
+    new Option("--no-color", "disable colour"),
+    new Option("--seed <n>", "random seed where randomness exists").argParser(parseIntArg("--seed", 0)).default(0),
+    new Option("--force", "overwrite an existing output").default(false),
+    new Option("--threads <n>", "threads for the native backend (default: all cores)").argParser(parseIntArg("--threads", 1)),
+    new Option("-v, --verbose", "more detail on stderr").default(false),
+    new Option("--header", "a header row on tab-separated (piped) output").default(false),
+  ];
+  for (const o of opts) cmd.addOption(o.helpGroup(GLOBAL_HEADING));
+  return cmd;
+}
+
+/** List the global options after the command's own (in --help and completion), under their own heading. */
+export function globalOptionsLast(cmd: Command): Command {
+  const all = cmd.options as Option[];
+  const own = all.filter((o) => o.helpGroupHeading !== GLOBAL_HEADING);
+  const shared = all.filter((o) => o.helpGroupHeading === GLOBAL_HEADING);
+  all.splice(0, all.length, ...own, ...shared);
+  return cmd;
 }
 
 export function globals(o: Record<string, unknown>): GlobalOptions {
@@ -52,5 +68,6 @@ export function globals(o: Record<string, unknown>): GlobalOptions {
     force: !!o["force"],
     ...(o["threads"] !== undefined ? { threads: o["threads"] as number } : {}),
     verbose: !!o["verbose"],
+    header: !!o["header"],
   };
 }

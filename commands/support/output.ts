@@ -1,6 +1,23 @@
-// Output conventions (cli.md "Output streams"): data on stdout, messages on stderr; aligned
-// tables on a terminal, tab-separated rows without a header when piped, one JSON document with --json.
+// Output conventions (docs/cli.md "Output streams"): data on stdout, messages on stderr; aligned
+// tables on a terminal, tab-separated rows (a header row with --header) when piped, one JSON
+// document with --json. Colour (chalk) only on a terminal, never under NO_COLOR, --no-color
+// (bin/ sets FORCE_COLOR=0), TERM=dumb or CI.
+import { Chalk, type ChalkInstance } from "chalk";
 import type { Ctx } from "./context.js";
+
+/** A chalk for one of the context's streams: colour only where that stream is a terminal and the rules allow it. */
+export function paint(ctx: Ctx, stream: "stdout" | "stderr"): ChalkInstance {
+  const e = ctx.env;
+  const allowed = (e["NO_COLOR"] ?? "") === "" && e["FORCE_COLOR"] !== "0" && e["TERM"] !== "dumb" && !e["CI"];
+  const tty = stream === "stdout" ? ctx.color && !!ctx.stdout.isTTY : !!ctx.stderr.isTTY;
+  return new Chalk({ level: allowed && tty ? 1 : 0 });
+}
+
+/** An error as printed on stderr: `lora: error: message`, then the hint on its own line. */
+export function errorText(ctx: Ctx, message: string, hint?: string): string {
+  const c = paint(ctx, "stderr");
+  return `lora: ${c.red.bold("error:")} ${message}\n${hint ? `  ${c.dim("hint:")} ${hint}\n` : ""}`;
+}
 
 export function writeOut(ctx: Ctx, text: string): void {
   ctx.stdout.write(text.endsWith("\n") ? text : text + "\n");
@@ -11,7 +28,7 @@ export function note(ctx: Ctx, quiet: boolean, text: string): void {
 }
 
 export function warn(ctx: Ctx, text: string): void {
-  ctx.stderr.write(`lora: warning: ${text}\n`);
+  ctx.stderr.write(`lora: ${paint(ctx, "stderr").yellow("warning:")} ${text}\n`);
 }
 
 export function printJson(ctx: Ctx, value: unknown): void {
@@ -24,8 +41,8 @@ function width(s: string): number {
   return [...s.replace(/\x1b\[[0-9;]*m/g, "")].length;
 }
 
-/** Aligned columns; numeric-looking columns right-aligned. */
-export function formatTable(header: string[], rows: string[][]): string {
+/** Aligned columns; numeric-looking columns right-aligned; `emphasis` styles the header row. */
+export function formatTable(header: string[], rows: string[][], emphasis: (s: string) => string = (s) => s): string {
   const all = [header, ...rows];
   const widths = header.map((_, c) => Math.max(...all.map((r) => width(r[c] ?? ""))));
   const numeric = header.map((_, c) => rows.length > 0 && rows.every((r) => /^[-+]?[\d.,e×x%-]*$/i.test(r[c] ?? "")));
@@ -34,11 +51,12 @@ export function formatTable(header: string[], rows: string[][]): string {
       const pad = " ".repeat(Math.max(0, widths[c]! - width(cell)));
       return numeric[c] ? pad + cell : cell + pad;
     }).join("  ").trimEnd();
-  return all.map(line).join("\n");
+  return all.map((r, i) => (i === 0 ? emphasis(line(r)) : line(r))).join("\n");
 }
 
-export function formatTsv(rows: string[][]): string {
-  return rows.map((r) => r.map((c) => c.replace(/[\t\n]/g, " ")).join("\t")).join("\n");
+/** Tab-separated rows; `header` (--header) puts the column names first. */
+export function formatTsv(rows: string[][], header?: string[]): string {
+  return (header ? [header, ...rows] : rows).map((r) => r.map((c) => c.replace(/[\t\n]/g, " ")).join("\t")).join("\n");
 }
 
 /** Short human number: 3 significant digits, exponent when tiny or huge. */

@@ -1,8 +1,8 @@
-// The report every writing command returns (cli.md: "Commands that write an adapter print, with
-// --json, one document describing what they did: per module the new rank and the relative error
-// ‖ΔW_out − ΔW_target‖_F / ‖ΔW_target‖_F, computed from the factors, plus totals").
+// The report every writing command returns (docs/cli.md "Write reports": per module the new rank
+// and the relative error ‖ΔW_out − ΔW_target‖_F / ‖ΔW_target‖_F, computed from the factors, plus
+// totals).
 import type { Ctx, GlobalOptions } from "./context.js";
-import { fmt, formatTable, formatTsv, printJson, summary } from "./output.js";
+import { fmt, formatTable, formatTsv, paint, printJson, summary } from "./output.js";
 
 export interface ModuleResult {
   name: string;
@@ -62,7 +62,7 @@ export function printWriteReport(ctx: Ctx, g: GlobalOptions, r: WriteReport): vo
   if (hasEnergy) header.push("retained energy");
   const t = r.totals;
   const lines = [
-    tty ? formatTable(header, rows) : formatTsv(rows),
+    tty ? formatTable(header, rows, paint(ctx, toStderr ? "stderr" : "stdout").bold) : formatTsv(rows, g.header ? ["module", "rank_in", "rank", "relative_error", ...(hasEnergy ? ["retained_energy"] : [])] : undefined),
     `${r.command} (${r.method}): ${t.modules} modules, rank ${t.rank_in} → ${t.rank}, total relative error ${fmt(t.relative_error)}${r.dropped.length ? `, ${r.dropped.length} module(s) dropped` : ""} → ${r.output === "-" ? "standard output" : r.output}`,
     ...r.notes.map((n) => `note: ${n}`),
   ];

@@ -5,14 +5,14 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { fixturesDir, realDir } from "../../test/paths.js";
+import { fixturesDir, needsReal, realDir } from "../../test/paths.js";
 import { loadAdapter } from "./load.js";
 import { patternLookup, peftModuleScale, peftPatterns } from "./peft-config.js";
 import { InvalidInputError } from "../errors.js";
 import { kohyaStemFor, matchKeyFor } from "./names.js";
 import { main as makeFixtures } from "../../fixtures/make-fixtures.js";
 
-test("real PEFT adapters: module count, ranks, scales, passthrough", async () => {
+test("real PEFT adapters: module count, ranks, scales, passthrough", { skip: needsReal("distilbert-imdb", "gpt2-tigrinya") }, async () => {
   const imdb = await loadAdapter(join(realDir, "distilbert-imdb"));
   assert.equal(imdb.format, "peft");
   assert.equal(imdb.modules.length, 12);

@@ -6,7 +6,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fixturesDir, loraBin, realDir } from "../paths.js";
+import { fixturesDir, loraBin, needsReal, realDir } from "../paths.js";
 
 function lora(args: string[], opts: { input?: Buffer | string; env?: Record<string, string> } = {}) {
   const r = spawnSync(process.execPath, [loraBin, ...args], { input: opts.input, env: { ...process.env, ...opts.env }, maxBuffer: 1 << 28 });
@@ -62,7 +62,7 @@ test("every malformed safetensors file exits 3 with its own error name, and writ
 });
 
 test("convert -o - | inspect - works as a pipeline; binary output refused on a terminal", () => {
-  const c = lora(["convert", join(realDir, "distilbert-imdb"), "--to", "kohya", "-o", "-"]);
+  const c = lora(["convert", join(fixturesDir, "distilbert-like-a"), "--to", "kohya", "-o", "-"]);
   assert.equal(c.code, 0, c.stderr);
   const i = lora(["inspect", "-", "--json"], { input: c.raw });
   assert.equal(i.code, 0, i.stderr);
@@ -78,7 +78,7 @@ test("convert -o - | inspect - works as a pipeline; binary output refused on a t
   }
 });
 
-test("a closed pipe ends quietly with status 0", () => {
+test("a closed pipe ends quietly with status 0", { skip: needsReal("gpt2-tigrinya") }, () => {
   const r = spawnSync("sh", ["-c", `${process.execPath} ${loraBin} inspect ${join(realDir, "gpt2-tigrinya")} --json | head -c 10 >/dev/null; echo "\${PIPESTATUS:-}"`], { encoding: "utf8" });
   assert.equal(r.status, 0);
   const b = spawnSync("bash", ["-c", `set -o pipefail; ${process.execPath} ${loraBin} inspect ${join(realDir, "gpt2-tigrinya")} --json --backend js | head -c 10 >/dev/null`], { encoding: "utf8" });

@@ -2,7 +2,7 @@
 // on stdout; errors one JSON object on stderr), `-o - | lora inspect -`, nothing left behind on
 // errors, inspect/truncate agreement through the CLI, the real adapters of ../shared/fixtures/real
 // (GPT-2 fan_in_fan_out, DistilBERT) and, when its prerequisites are present (Debian python3 with
-// torch, PEFT's src/ at $PEFT_SRC or /tmp/peft-src), ../shared/tools/peft-check: PEFT's own code
+// torch, PEFT's src/ at $LORA_PEFT_SRC or /tmp/peft-src), ../shared/tools/peft-check: PEFT's own code
 // loads the output of every mode and must compute the ΔW our loader computes (≤ 1e-6 relative).
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -138,11 +138,11 @@ test("kohya DyLoRA: the CLI says it uses prefix; --unit writes kohya's split fil
 const imdb = join(realDir, "distilbert-imdb"), gpt2 = join(realDir, "gpt2-tigrinya");
 const haveReal = existsSync(join(imdb, "adapter_model.safetensors")) && existsSync(join(gpt2, "adapter_model.safetensors"));
 
-const peftSrc = process.env["PEFT_SRC"] ?? "/tmp/peft-src";
+const peftSrc = process.env["LORA_PEFT_SRC"] ?? "/tmp/peft-src";
 const peftLoad = join(sharedDir, "tools", "peft-check", "peft_load.py");
 const peftCheckWhyNot: string | null = (() => {
   if (!existsSync(peftLoad)) return `${peftLoad} not found`;
-  if (!existsSync(join(peftSrc, "peft", "__init__.py"))) return `PEFT src/ not found at ${peftSrc} (set PEFT_SRC)`;
+  if (!existsSync(join(peftSrc, "peft", "__init__.py"))) return `PEFT src/ not found at ${peftSrc} (set LORA_PEFT_SRC)`;
   const r = spawnSync("/usr/bin/python3", ["-c", "import torch, numpy, packaging, yaml, tqdm, psutil"], { encoding: "utf8" });
   if (r.status !== 0) return "Debian python3 with torch/numpy/packaging/yaml/tqdm/psutil not available at /usr/bin/python3";
   return null;

@@ -177,11 +177,12 @@ test("inspect --tui on a pseudo-terminal: first frame, n sorts, + raises the bud
 // ---------------------------------------------------------------------------------------------
 // No animation when piped, under CI, or with --json
 
-test("piped: nothing on stderr at all (no spinner, no escape sequences)", () => {
+test("piped: no spinner and no escape sequences; stderr holds only the lora: lines of the scale rule and notes", () => {
   const r = lora(["inspect", ex]);
   assert.equal(r.code, 0);
-  assert.equal(r.stderr, "");
-  assert.ok(!/\x1b/.test(r.stdout));
+  assert.ok(!/\x1b/.test(r.stdout + r.stderr));
+  assert.deepEqual(r.stderr.trim().split("\n"), ["lora: scale from adapter_config.json: scale = alpha / rank"]);
+  assert.equal(lora(["inspect", ex, "-q"]).stderr, "", "--quiet: nothing on stderr");
 });
 
 test("a terminal with CI=1: no spinner (inspect and truncate), the table still drawn", { skip: !hasScript && "no script(1)" }, () => {
