@@ -3,7 +3,8 @@
 // is for the heavy work.
 import { decodeToFloat64 } from "../../formats/safetensors/dtype.js";
 import type { FactorDType, FactorStats, FloatArray, GramSide, KmeansLloydOptions, KmeansResult, LinalgBackend, Mat } from "../types.js";
-import { eigSym64, gemm64, qr64, svd64 } from "./dense.js";
+import { gemm64, qr64, svd64 } from "./dense.js";
+import { eigSymTql } from "./eig.js";
 import { lloyd64 } from "./kmeans.js";
 
 function like<T extends FloatArray>(proto: T, data: Float64Array): T {
@@ -12,7 +13,7 @@ function like<T extends FloatArray>(proto: T, data: Float64Array): T {
 
 export const jsBackend: LinalgBackend = {
   name: "js",
-  detail: "pure TypeScript (float64 Householder QR, one-sided Jacobi SVD)",
+  detail: "pure TypeScript (float64 Householder QR, one-sided Jacobi SVD, ml-matrix symmetric eigensolver)",
   async gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}) {
     const r = gemm64(a.data, a.rows, a.cols, b.data, b.rows, b.cols, !!opts.transA, !!opts.transB, opts.alpha ?? 1);
     return { rows: r.rows, cols: r.cols, data: like(a.data, r.data) };
@@ -27,7 +28,7 @@ export const jsBackend: LinalgBackend = {
   },
   async eigSym<T extends FloatArray>(a: Mat<T>) {
     if (a.rows !== a.cols) throw new Error("eigSym: matrix is not square");
-    const { values, vectors } = eigSym64(a.data, a.rows);
+    const { values, vectors } = eigSymTql(a.data, a.rows);
     return { values: like(a.data, values), vectors: { rows: a.rows, cols: a.rows, data: like(a.data, vectors) } };
   },
   async kmeansLloyd(points: Mat<Float64Array>, init: Mat<Float64Array>, opts: KmeansLloydOptions): Promise<KmeansResult> {
