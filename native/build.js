@@ -29,7 +29,7 @@ const status = {
 let log = "";
 
 function say(line) {
-  process.stdout.write(`lora native: ${line}\n`);
+  process.stderr.write(`lora native: ${line}\n`);
 }
 
 function run(args, env) {
