@@ -30,7 +30,7 @@ for (let i = 0; i < runs; i++) {
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
 const base = median(times["node -e 0"]);
 const size = statSync(join(adapter, "adapter_model.safetensors")).size;
-let table = `## inspect start-up\n\nMachine: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, Node ${process.version}. ${runs} interleaved runs each, medians, one session (\`node bench/startup.mjs\`). Input: ../shared/fixtures/real/distilbert-imdb (${(size / 1e6).toFixed(1)} MB, 12 modules). Target (issue 2): ≤ 3× \`node -e 0\`.\n\n| command | median ms | × node -e 0 |\n|---|---|---|\n`;
+let table = `## inspect start-up\n\nMachine: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, Node ${process.version}. ${runs} interleaved runs each, medians, one session (\`node bench/startup.mjs\`). Input: the real adapter distilbert-imdb from the optional fixtures beside the checkout (${(size / 1e6).toFixed(1)} MB, 12 modules). Target (issue 2): ≤ 3× \`node -e 0\`.\n\n| command | median ms | × node -e 0 |\n|---|---|---|\n`;
 for (const [name, xs] of Object.entries(times)) table += `| ${name} | ${median(xs).toFixed(0)} | ${(median(xs) / base).toFixed(2)} |\n`;
 console.log(table);
 const { writeBenchSection } = await import("../dist/bench/docs.js");

@@ -182,7 +182,7 @@ async function main(): Promise<void> {
       lines.push("");
     }
     lines.push("Targets (issue 4):", "");
-    // The arithmetic floor: exact float64 Grams BᵀB and AAᵀ (algorithms.md §7.1: "use fp64, because
+    // The arithmetic floor: exact float64 Grams BᵀB and AAᵀ (docs/algorithms.md §2.2: "use fp64, because
     // conditioning is squared") cost (out + in)·r(r+1)/2 FMAs per module; at the cores' peak
     // (8 float64 FMAs per cycle per core: two 256-bit FMA pipes, Zen 2–4 and Intel since Haswell).
     const fmas = LLAMA_TARGETS.reduce((acc, [, out, inn]) => acc + ((out + inn) * rank * (rank + 1)) / 2, 0) * layers;

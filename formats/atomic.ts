@@ -1,5 +1,5 @@
 // Outputs are written under a temporary name beside the target and renamed into place at the end
-// (cli.md "Adapters in and out"): an error, a full disk or Ctrl-C leaves nothing new beside the
+// (docs/cli.md "Adapters in and out"): an error, a full disk or Ctrl-C leaves nothing new beside the
 // target: no partial file, no empty directory, no temp file. An input is never overwritten
 // unless --force. bin/ calls cleanupTempFilesSync() on SIGINT/SIGTERM.
 import { existsSync, renameSync, rmSync } from "node:fs";

@@ -1,4 +1,4 @@
-// The one error hierarchy of the tool. Every class carries its exit code (cli.md "Exit codes");
+// The one error hierarchy of the tool. Every class carries its exit code (docs/cli.md "Exit codes");
 // only bin/ maps them to the process. `code` is a stable machine-readable string for --json.
 
 export class LoraError extends Error {

@@ -12,7 +12,7 @@ export interface ResolvedBackend {
   skipped: { name: BackendName; reason: string }[];
 }
 
-/** One entry of `lora backends --json` (cli.md): reason only when unavailable. */
+/** One entry of `lora backends --json` (docs/cli.md "backends"): reason only when unavailable. */
 export interface BackendListing {
   name: BackendName;
   available: boolean;

@@ -1,5 +1,5 @@
 // k-means with scikit-learn's conventions (the settings LoRA-LEGO reimplementations use,
-// algorithms.md §1.2 step 3): greedy k-means++ seeding (`_kmeans_plusplus`: 2 + ⌊ln k⌋ local
+// docs/algorithms.md §5.6): greedy k-means++ seeding (`_kmeans_plusplus`: 2 + ⌊ln k⌋ local
 // trials per centre, each candidate drawn ∝ w·D², the one that lowers the potential most kept),
 // n_init restarts keeping the lowest inertia, sample weights, and an absolute tolerance of
 // tol × (mean per-feature variance of the points) (sklearn's `_tolerance`). Seeding runs here in

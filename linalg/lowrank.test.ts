@@ -1,4 +1,4 @@
-// Factor-based SVD (algorithms.md §7.1) against dense float64 references and the golden
+// Factor-based SVD (docs/algorithms.md §2.1) against dense float64 references and the golden
 // vectors of §9.1–9.2, on fresh random data (seed printed) and rank-deficient inputs.
 import { test } from "node:test";
 import assert from "node:assert/strict";

@@ -1,4 +1,4 @@
-// LoRA maths on factors (algorithms.md §7.1): the SVD of ΔW = s·B·A, and of a weighted sum
+// LoRA maths on factors (docs/algorithms.md §2.1, §2.3): the SVD of ΔW = s·B·A, and of a weighted sum
 // Σ sᵢBᵢAᵢ, computed from the factors without ever forming the dense out×in matrix:
 //   B = Q_B R_B,  Aᵀ = Q_A R_A,  M = s·R_B·R_Aᵀ (r×r),  M = U_M Σ V_Mᵀ,  U = Q_B U_M,  V = Q_A V_M.
 // Everything here runs in float64 (conditioning matters for inspect and error reports).
@@ -106,7 +106,7 @@ export async function relativeError(be: LinalgBackend, target: LowRankTerm[], ap
 export type SplitMode = "balanced" | "all-in-up";
 
 /**
- * Factors of a rank-t truncation written back with scale s' (algorithms.md §0.3):
+ * Factors of a rank-t truncation written back with scale s' (docs/algorithms.md §1.3):
  * balanced: B' = U_t Σ^{1/2}/√s', A' = Σ^{1/2} V_tᵀ/√s'; all-in-up: B' = U_t Σ / s', A' = V_tᵀ.
  * Then s'·B'·A' = U_t Σ_t V_tᵀ.
  */
@@ -137,7 +137,7 @@ export function cumulativeEnergy(S: ArrayLike<number>): number[] {
   return out;
 }
 
-/** exp of the entropy of σ/Σσ (cli.md `effective_rank`); 0 for an all-zero spectrum. */
+/** exp of the entropy of σ/Σσ (docs/algorithms.md §2.6); 0 for an all-zero spectrum. */
 export function effectiveRank(S: ArrayLike<number>): number {
   let sum = 0;
   for (let i = 0; i < S.length; i++) sum += S[i]!;

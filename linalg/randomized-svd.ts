@@ -1,4 +1,4 @@
-// Randomized SVD of a dense matrix (algorithms.md §7.2; Halko, Martinsson & Tropp 2011,
+// Randomized SVD of a dense matrix (docs/algorithms.md §2.4; Halko, Martinsson & Tropp 2011,
 // Algorithm 4.4 randomized subspace iteration + Algorithm 5.1 direct SVD), for the one place a
 // dense matrix is unavoidable: after TIES/DARE/magnitude pruning. Gaussian test matrix from the
 // seeded Rng, QR re-orthonormalisation at every half-step, sign convention of linalg/signs.ts,

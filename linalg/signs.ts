@@ -1,4 +1,4 @@
-// Deterministic signs for singular vectors (algorithms.md §7.2, sklearn's svd_flip on u):
+// Deterministic signs for singular vectors (docs/algorithms.md §2.5, sklearn's svd_flip on u):
 // component i is flipped so that the entry of largest magnitude of u_i is positive (the first
 // such entry on ties). Every backend's output goes through this, so all backends agree.
 import type { FloatArray, Mat } from "./types.js";

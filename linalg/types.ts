@@ -177,7 +177,7 @@ export interface LinalgBackend {
   /**
    * Optional (cpu only; elsewhere linalg/lowrank.ts lowRankSingularValues, Householder QR): the
    * singular values of s·B·A from the raw factor bytes in one call on one thread, by the float64
-   * Gram route of algorithms.md §7.1 ("singular values only"); σ below 2e-8·s‖B‖_F‖A‖_F are 0.
+   * Gram route of docs/algorithms.md §2.2; σ below 2e-8·s‖B‖_F‖A‖_F are 0.
    */
   factorSpectrum?(input: FactorSpectrumInput): Promise<FactorSpectrumResult>;
   /**

@@ -21,7 +21,7 @@ export function denseSingularValues(m: Float64Array, out: number, inn: number): 
 }
 
 /**
- * Singular values of s·B·A by the Gram route (algorithms.md §7.1 "singular values only"):
+ * Singular values of s·B·A by the Gram route (docs/algorithms.md §2.2):
  * σ² = eig(Lᵀ (s²BᵀB) L) with AAᵀ = LLᵀ (Cholesky). Shares nothing with the QR-core path.
  * Requires A of full row rank (true for trained adapters).
  */

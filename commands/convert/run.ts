@@ -1,5 +1,5 @@
 // lora convert --to peft|kohya|diffusers: the same ΔW in another layout. Factors are copied byte
-// for byte; only the bookkeeping changes (algorithms.md §0.2): the scale s of every module is kept
+// for byte; only the bookkeeping changes (docs/algorithms.md §1.2): the scale s of every module is kept
 // by writing alpha' = s·r (kohya, and PEFT/diffusers without rsLoRA) or s·√r (PEFT/diffusers with
 // use_rslora). diffusers output is the PEFT-style layout with lora_adapter_metadata
 // (formats/adapter/write-diffusers.ts); kohya stems are lora_unet_…/lora_te_… (lora_te1_/lora_te2_

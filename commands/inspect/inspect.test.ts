@@ -55,7 +55,7 @@ test("example fixture: σ against the fully dense route (Jacobi eigen of ΔWᵀ�
   await a.file.close();
 });
 
-test("inspect JSON fields (cli.md) and the budget preview", async () => {
+test("inspect JSON fields (docs/cli.md, inspect) and the budget preview", async () => {
   const rep = await runInspect({ input: join(fixturesDir, "example"), score: "energy", minRank: 0, rho: 2, budget: 20 }, { backend: jsBackend });
   assert.equal(rep.format, "peft");
   assert.equal(rep.dtype, "F32");

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fixturesDir, realDir } from "../../test/paths.js";
+import { fixturesDir, needsReal, realDir } from "../../test/paths.js";
 import { jsBackend } from "../../linalg/js/index.js";
 import { LoraError } from "../../formats/errors.js";
 import { runInspect, type InspectReport } from "./run.js";
@@ -69,7 +69,7 @@ test("PNG: the PNG signature and a plausible size", async () => {
   assert.ok(png.byteLength > 20_000);
 });
 
-test("many modules (real SD 1.5 LoRA, 128 modules): gradient colours, no per-module bar labels, still one group per module", { skip: !existsSync(join(realDir, "sd15-pokemon")) && "../shared/fixtures/real not present" }, async () => {
+test("many modules (real SD 1.5 LoRA, 128 modules): gradient colours, no per-module bar labels, still one group per module", { skip: needsReal("sd15-pokemon") }, async () => {
   const r = await inspect(join(realDir, "sd15-pokemon"), { budget: 200 });
   const spec = inspectChartSpec(r) as { legends: { type?: string }[] };
   assert.equal(spec.legends[0]!.type, "gradient");

@@ -1,5 +1,5 @@
 // lora inspect: per module rank, alpha, scale, shape, dtype, ‖ΔW‖_F and the exact singular values
-// of ΔW = s·B·A from the factors (docs/algorithms.md "Spectra from the factors"; never the dense ΔW), cumulative energy and
+// of ΔW = s·B·A from the factors (docs/algorithms.md §2; never the dense ΔW), cumulative energy and
 // effective rank; optionally the --budget / --energy allocation truncate would make.
 import { isDora, loadAdapter, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
 import { cumulativeEnergy, effectiveRank } from "../../linalg/lowrank.js";
@@ -66,7 +66,7 @@ export async function inspectAdapter(adapter: Adapter, be: LinalgBackend, onModu
   return out;
 }
 
-/** DoRA (docs/algorithms.md "DoRA"): the weight is m·(W + s·B·A)/‖W + s·B·A‖_c, so s·B·A alone is not the update. */
+/** DoRA (docs/algorithms.md §1.4): the weight is m·(W + s·B·A)/‖W + s·B·A‖_c, so s·B·A alone is not the update. */
 export const DORA_NOTE =
   "DoRA adapter: each module also has a magnitude vector (lora_magnitude_vector); the spectra shown are of s·B·A, not of the DoRA update, which rescales every column of W + s·B·A by magnitude/column norm and needs the base weights";
 

@@ -1,4 +1,4 @@
-// cat: the exact weighted sum Σ wᵢ·sᵢ·Bᵢ·Aᵢ as one LoRA of rank Σ rᵢ (algorithms.md §1.1
+// cat: the exact weighted sum Σ wᵢ·sᵢ·Bᵢ·Aᵢ as one LoRA of rank Σ rᵢ (docs/algorithms.md §2.3
 // concatenation–summation equivalence; PEFT's combination_type="cat"). PEFT folds wᵢ·sᵢ into A;
 // here √|wᵢsᵢ| goes into both halves (the sign into A), which keeps the halves balanced and is
 // equally exact.

@@ -1,4 +1,4 @@
-// fair (LoRA-FAIR, Bian et al. ICCV 2025; algorithms.md §6.3): the FedIT averages
+// fair (LoRA-FAIR, Bian et al. ICCV 2025; docs/algorithms.md §5.8): the FedIT averages
 // Ā = Σ pₖAₖ and B̄ = Σ pₖ·sₖ·Bₖ (pₖ = wₖ/Σw over the inputs holding the module), plus a
 // residual correction ΔB on B so that (B̄ + ΔB)·Ā approaches the target T = Σ wₖ·sₖ·Bₖ·Aₖ.
 // Everything is evaluated from factors (never the dense T): with B_cat = [wₖsₖBₖ],

@@ -1,4 +1,4 @@
-// ffa (FFA-LoRA, Sun et al. ICLR 2024; algorithms.md §6.2): clients train B only, on an A frozen
+// ffa (FFA-LoRA, Sun et al. ICLR 2024; docs/algorithms.md §5.7): clients train B only, on an A frozen
 // at a shared random initialisation, so the server's B̄ = Σ wₖ·sₖ·Bₖ gives B̄·A = Σ wₖ·sₖ·Bₖ·A
 // exactly. The precondition is checked: within a module every input has the same rank and
 // max|Aₖ − A₁| ≤ tol·max|A₁|. When the A's differ this is not FFA-LoRA, and the merge refuses

@@ -1,4 +1,4 @@
-// LoRA-LEGO (Zhao et al., ICLR 2025; algorithms.md §1): per module, pool every rank unit
+// LoRA-LEGO (Zhao et al., ICLR 2025; docs/algorithms.md §5.5): per module, pool every rank unit
 // ("minimal semantic unit", MSU) of every input as the vector m = [√s·a ; √s·b] (a = row of A,
 // b = column of B, √s folded into both halves so adapters with different alpha/r compare),
 // cluster the M = Σrᵢ units into k groups with k-means (k-means++, n_init, max_iter, tol, seed;

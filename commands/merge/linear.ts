@@ -1,5 +1,5 @@
 // linear: PEFT's factor-wise weighted average (add_weighted_adapter combination_type="linear";
-// peers.md §1(ii)): B' = Σ √|wᵢsᵢ|·Bᵢ and A' = Σ sign(wᵢsᵢ)·√|wᵢsᵢ|·Aᵢ, so
+// docs/algorithms.md §5.3): B' = Σ √|wᵢsᵢ|·Bᵢ and A' = Σ sign(wᵢsᵢ)·√|wᵢsᵢ|·Aᵢ, so
 // B'A' = Σᵢⱼ √|wᵢsᵢ|√|wⱼsⱼ|·BᵢAⱼ carries cross terms: an approximation of Σ wᵢsᵢBᵢAᵢ, exact only
 // for one adapter (PEFT's own docstring calls it "a very rough approximation"). Kept for parity
 // with PEFT; the error report says how far it is. PEFT requires equal ranks; here a smaller rank

@@ -1,6 +1,6 @@
 // lora merge against independent float64 references (issue 6 "Done when"), on fresh random
 // adapters written to a temp directory (seed printed; LORA_TEST_SEED=<n> replays), plus the
-// golden toy examples of algorithms.md §9.6 (LoRA-LEGO) and §9.8 (LoRA-FAIR ridge).
+// golden toy examples of docs/algorithms.md §9.6 (LoRA-LEGO) and §9.8 (LoRA-FAIR ridge).
 //
 // References are computed here from the values written to the inputs (rounded to F32 as the
 // files hold them) with scales computed here from r, alpha and use_rslora (α/r or α/√r), as dense

@@ -4,7 +4,7 @@ import type { MergeOptions } from "./run.js";
 
 export const MERGE_METHODS = ["lego", "cat", "svd", "linear", "ties", "dare", "dare_ties", "magnitude_prune", "ffa", "fair"] as const;
 
-/** Defaults of the options cli.md leaves to us (the command line shows them). */
+/** Defaults of the options docs/cli.md "merge" lists (the command line shows them). */
 export const MERGE_DEFAULTS = {
   seed: 0, passthrough: "error", force: false,
   density: 0.5, tiesMode: "peft", majoritySign: "total", oversample: 10, powerIters: 2,

@@ -2,12 +2,12 @@
 // differ in rank, alpha, rsLoRA, rank/alpha patterns and target modules; PEFT and kohya inputs
 // pair by matchKey (formats/adapter/names.ts). A module held by only some inputs is merged from
 // those (the others' weights taken as 0). The target of every method is T = Σ wᵢ·ΔWᵢ with
-// ΔWᵢ = sᵢ·Bᵢ·Aᵢ (cli.md; for lego the weights are k-means sample weights, and T is still what
+// ΔWᵢ = sᵢ·Bᵢ·Aᵢ (docs/cli.md "merge"; for lego the weights are k-means sample weights, and T is still what
 // the error is measured against). Output: the first input's format (or --to), scale folded
 // (alpha = rank), written by formats/adapter/write.ts; per module the output rank and
 // ‖ΔW_out − T‖_F/‖T‖_F computed from the factors as written (after rounding to the output dtype).
 //
-// Two passes (architecture.md "plan, then write"): the plan loads every input, pairs modules,
+// Two passes (plan, then write): the plan loads every input, pairs modules,
 // checks everything that can refuse the merge (DoRA, extras, shapes, passthrough conflicts, k >
 // units, fair's equal ranks, ffa's shared A) so that a refusal writes nothing; the write pass
 // computes one module at a time inside the writer's lazy `produce`.
@@ -42,7 +42,7 @@ export interface MergeTerm {
   B: Mat<Float64Array>;
   /** rᵢ×in */
   A: Mat<Float64Array>;
-  /** sᵢ by the input format's rule (algorithms.md §0.2). */
+  /** sᵢ by the input format's rule (docs/algorithms.md §1.2). */
   scale: number;
   weight: number;
 }
@@ -171,7 +171,7 @@ function label(src: string): string {
 /**
  * ‖T‖ and ‖P − T‖/‖T‖ from the factors. One stacked product [T, −P] = B_cat·A_cat and its Gram
  * matrices give both norms at once (‖Σ BᵢAᵢ‖² = Σ (B_catᵀB_cat) ⊙ (A_cat A_catᵀ), two R×R products,
- * algorithms.md §7.3). That route loses accuracy to cancellation when P ≈ T (or when T's terms
+ * docs/algorithms.md §2.6). That route loses accuracy to cancellation when P ≈ T (or when T's terms
  * cancel), so there the norms are recomputed through the QR core (§7.1), which has no cancellation:
  * exact merges report ~1e-16, not the Gram route's ~1e-8 floor.
  */

@@ -1,6 +1,6 @@
 // svd: the Eckart–Young optimal rank-K approximation of Σ wᵢ·sᵢ·Bᵢ·Aᵢ (PEFT's
 // combination_type="svd", FlexLoRA), computed from the stacked factors without the dense ΔW
-// (algorithms.md §7.1: QR of B_cat and A_catᵀ, SVD of the R×R core), switching to the dense
+// (docs/algorithms.md §2.1, §2.3: QR of B_cat and A_catᵀ, SVD of the R×R core), switching to the dense
 // route only past the crossover R ≥ min(out, in)/3 where the core is no longer small. Written
 // back balanced (B = U√Σ, A = √ΣVᵀ, scale 1; §0.3).
 import { lowRankSvd, splitFactors, type LowRankSvd } from "../../linalg/lowrank.js";

@@ -1,6 +1,6 @@
 // ties, dare (= PEFT's dare_linear), dare_ties and magnitude_prune on the dense ΔWᵢ = sᵢ·Bᵢ·Aᵢ
 // of one module (PEFT's ties_svd / dare_linear_svd / dare_ties_svd / magnitude_prune_svd route,
-// peers.md §1(ii)), then back to rank K by randomized SVD (algorithms.md §7.2). Only this module's
+// docs/algorithms.md §5.4), then back to rank K by randomized SVD (docs/algorithms.md §2.4). Only this module's
 // dense matrices exist at a time, and never N of them: the sign election and the disjoint merge
 // are two streaming passes over the inputs (each ΔWᵢ is recomputed and re-pruned identically;
 // DARE masks come from a stream seeded by (seed, module, input)), so memory is O(out·in)

@@ -1,4 +1,4 @@
-// LLaMA-style structure for structured pruning (algorithms.md §4.2, §4.6, LLM-Pruner groups):
+// LLaMA-style structure for structured pruning (docs/algorithms.md §4.3, LLM-Pruner groups):
 //  - attention group g of layer i = key/value head g with its n_rep = H/KV query heads:
 //    rows [g·hd, (g+1)·hd) of k_proj and v_proj, rows [g·n_rep·hd, (g+1)·n_rep·hd) of q_proj and
 //    the same columns of o_proj (MHA: n_rep = 1, one group per head);

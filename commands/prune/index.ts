@@ -1,5 +1,5 @@
 // lora prune: SoRA gate pruning, LoRAPrune structured pruning of a base model with its adapter,
-// and file-level module pruning (cli.md; algorithms.md §3, §4).
+// and file-level module pruning (docs/cli.md "prune"; docs/algorithms.md §4).
 import { Command, InvalidArgumentError, Option } from "commander";
 import type { Ctx } from "../support/context.js";
 import { globals, parseFloatArg, withGlobalOptions } from "../support/options.js";

@@ -1,4 +1,4 @@
-// prune --method loraprune (algorithms.md §4): structured pruning of a LLaMA-style base model and
+// prune --method loraprune (docs/algorithms.md §4.3): structured pruning of a LLaMA-style base model and
 // its LoRA adapter together.
 //
 // Importance (§4.1, LoRAPrune loraprune/utils.py::compute_sensitivity), per weight element:

@@ -1,4 +1,4 @@
-// prune --method modules: drop whole modules from an adapter file (peers.md §8.6) by regex over
+// prune --method modules: drop whole modules from an adapter file (docs/algorithms.md §4.2) by regex over
 // the module name, by layer index, by ‖ΔW‖_F below a floor, or by a share of the adapter's total
 // energy ‖ΔW_m‖² / Σ ‖ΔW‖² below a floor. A module is dropped when any given criterion selects it.
 // Kept modules are copied byte for byte; the writer rewrites target_modules, rank_pattern,

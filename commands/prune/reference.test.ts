@@ -1,5 +1,5 @@
 // Independent float64 references for the prune tests (dense matrices, written from the formulas in
-// algorithms.md §3 and §4, not from the implementation). No tests here: the other *.test files
+// docs/algorithms.md §4, not from the implementation). No tests here: the other *.test files
 // import these (the references are checked against the goldens in loraprune.test.ts).
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";

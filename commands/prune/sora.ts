@@ -1,4 +1,4 @@
-// prune --method sora (algorithms.md §3.3): a SoRA module computes ΔW = s·B·diag(g)·A with
+// prune --method sora (docs/algorithms.md §4.1): a SoRA module computes ΔW = s·B·diag(g)·A with
 // s = lora_alpha / r_max. Ranks whose gate is |g_i| ≤ T (default 0: exactly-zero gates) are
 // removed, the gate is folded into B (default), A, or split evenly (B·√|g|, sign(g)·√|g|·A), and
 // the module is written as a standard LoRA of rank r' = #kept with alpha' = s·r' (s·√r' under

@@ -1,7 +1,7 @@
 // The singular values of every module of an adapter, computed once here for both `lora inspect`
 // and `lora truncate --energy/--budget/--dynamic`, so that the ranks truncate allocates are the
 // ones inspect prints. With a backend that has factorSpectrum (cpu), each module is one native
-// call on its raw bytes (the float64 Gram route of algorithms.md §7.1 "singular values only"),
+// call on its raw bytes (the float64 Gram route of docs/algorithms.md §2.2),
 // `lanes` modules side by side while the next modules are read; otherwise, and for a module that
 // route refuses (cancelling factors), Householder QR of the factors (linalg/lowrank.ts).
 import { nonFiniteFactor, rawReadable, readFactors, type Adapter, type LoraModule } from "../../formats/adapter/index.js";

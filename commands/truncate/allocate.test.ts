@@ -1,4 +1,4 @@
-// Rank allocation (algorithms.md §5.5) against the golden example §9.7 and a brute-force optimum.
+// Rank allocation (docs/algorithms.md §3.2) against the golden example docs/algorithms.md §9.7 and a brute-force optimum.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { allocate, energyRank } from "./allocate.js";

@@ -1,4 +1,4 @@
-// Rank redistribution from spectra alone (algorithms.md §5.5). `--energy F` is per module: the
+// Rank redistribution from spectra alone (docs/algorithms.md §3.2). `--energy F` is per module: the
 // fewest ranks whose σ² hold fraction F of the module's energy. `--budget K` is global: K ranks in
 // total, taken greedily by score — energy σ² (exactly optimal for the total squared error, the
 // problem being separable with non-increasing gains), ratio σ²/Σσ² capped by ρ·r̄ (EVA's pooling),

@@ -1,4 +1,4 @@
-// kohya resize_lora.py rank rules (algorithms.md §5.5, golden §9.9) and the clean rules.
+// kohya resize_lora.py rank rules (docs/algorithms.md §3.3, golden §9.9) and the clean rules.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Rng } from "../../linalg/random.js";

@@ -1,5 +1,5 @@
 // Per-module dynamic rank rules, after kohya sd-scripts `networks/resize_lora.py`
-// (algorithms.md §5.5, golden §9.9). Two flavours of the same three criteria:
+// (docs/algorithms.md §3.3, golden §9.9). Two flavours of the same three criteria:
 //
 //  * clean (the default): the fewest ranks that meet the criterion;
 //  * kohya-compat (`--kohya-compat`): kohya's exact choice, off-by-one included —

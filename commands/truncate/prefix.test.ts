@@ -1,4 +1,4 @@
-// DyLoRA prefix truncation (algorithms.md §2.3–2.6) against the official forward and golden §9.3.
+// DyLoRA prefix truncation (docs/algorithms.md §3.4) against the official forward and golden §9.3.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Rng } from "../../linalg/random.js";

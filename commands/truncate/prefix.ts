@@ -1,4 +1,4 @@
-// `lora truncate --method prefix` (DyLoRA, algorithms.md §2.3–2.5): keep the first b rows of A and
+// `lora truncate --method prefix` (DyLoRA, docs/algorithms.md §3.4): keep the first b rows of A and
 // the first b columns of B, in index order (DyLoRA trains prefixes to be good, so SVD order would
 // be wrong), with alpha unchanged, so the loader's alpha/b is exactly the DyLoRA forward at rank b.
 // `--alpha-mode` gives the kohya and LyCORIS training-time scales instead; `--unit U` writes every

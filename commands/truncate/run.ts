@@ -9,7 +9,7 @@
 //   --method prefix         DyLoRA: first t components, alpha kept (prefix.ts); the default for
 //                           files detected as kohya DyLoRA.
 //
-// Plan, then write (architecture.md): ranks are decided first (spectra only when the selection
+// Plan, then write: ranks are decided first (spectra only when the selection
 // needs them), every output shape is then known, and each module's new factors are computed
 // lazily while the writer streams the file, one module at a time. A rank of 0 removes the module.
 import { existsSync } from "node:fs";

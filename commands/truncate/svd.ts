@@ -1,5 +1,5 @@
 // `lora truncate --method svd`: the Eckart–Young optimal rank-t ΔW of every module, computed from
-// the factors alone (algorithms.md §7.1), never from a dense ΔW.
+// the factors alone (docs/algorithms.md §3.1, §2.2), never from a dense ΔW.
 //
 // The fast route is BLAS-3 only (the issue's "Gram route"): with G_B = BᵀB and G_A = AAᵀ (r×r, in
 // float64), take square roots R_B = Λ_B^{1/2}V_Bᵀ and R_A (so B = Q_B R_B, Aᵀ = Q_A R_A for some

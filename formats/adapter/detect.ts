@@ -1,4 +1,4 @@
-// Format detection by keys, never by file name (cli.md). Each detector looks at the tensor names
+// Format detection by keys, never by file name (docs/formats.md). Each detector looks at the tensor names
 // and either claims the file or passes. Order matters: the more specific layouts come first.
 import type { SafetensorsFile, TensorInfo } from "../safetensors/index.js";
 import { diffusersDetector } from "./parse-diffusers.js";

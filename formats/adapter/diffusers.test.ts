@@ -1,5 +1,5 @@
 // diffusers LoRA files (issue 8): detection, both layouts and every scale rule, malformed files,
-// the writer, conversions, and the real SD 1.5 adapter (../shared/fixtures/real/sd15-pokemon:
+// the writer, conversions, and the real SD 1.5 adapter (the optional real adapter sd15-pokemon beside the checkout:
 // 128 attention projections of rank 4, no alpha) against independent float64 references.
 import { test } from "node:test";
 import assert from "node:assert/strict";

@@ -1,4 +1,4 @@
-// Opening an adapter argument (cli.md "Adapters in and out"): a PEFT directory, a .safetensors
+// Opening an adapter argument (docs/cli.md "Adapters in and out"): a PEFT directory, a .safetensors
 // file (config from __metadata__["adapter_config"], else a sibling adapter_config.json), or "-"
 // for a safetensors stream on stdin. The format is detected from the keys.
 import { readFile, stat } from "node:fs/promises";

@@ -1,5 +1,5 @@
 // Module naming across formats. kohya stems are `lora_` + prefix + the module path with every
-// `.` turned into `_` (cli.md "Adapters in and out"); the mapping is lossy, so writers keep the
+// `.` turned into `_` (docs/cli.md "Adapters in and out"); the mapping is lossy, so writers keep the
 // dotted names in metadata. matchKey pairs the same module across PEFT, kohya and diffusers files.
 
 export const PEFT_PREFIX = "base_model.model.";

@@ -1,4 +1,4 @@
-// diffusers LoRA files (peers.md §4(i); issue 8). Two layouts, told apart by their keys:
+// diffusers LoRA files (docs/formats.md "diffusers"; issue 8). Two layouts, told apart by their keys:
 //
 // 1. The old "attention processor" layout (diffusers ≤ 0.20, `pytorch_lora_weights.safetensors`):
 //      <block>.processor.<to_q|to_k|to_v|to_out>_lora.<down|up>.weight     (UNet)

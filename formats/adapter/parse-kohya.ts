@@ -1,4 +1,4 @@
-// kohya sd-scripts / LyCORIS LoRA layout (peers.md §2(i)): <stem>.lora_down.weight [r,in(,kh,kw)],
+// kohya sd-scripts / LyCORIS LoRA layout (docs/formats.md "kohya"): <stem>.lora_down.weight [r,in(,kh,kw)],
 // <stem>.lora_up.weight [out,r(,1,1)], <stem>.alpha (0-d, any float dtype). scale = alpha/r, with
 // alpha missing or 0 ⇒ alpha = r (networks/lora.py). Our own writer keeps the dotted module paths in
 // __metadata__["lora_module_names"] so a conversion back restores them.

@@ -1,4 +1,4 @@
-// PEFT key layout (peers.md §1(i)): base_model.model.<module>.lora_A.weight / lora_B.weight,
+// PEFT key layout (docs/formats.md "PEFT"): base_model.model.<module>.lora_A.weight / lora_B.weight,
 // lora_embedding_A / lora_embedding_B (no .weight), lora_magnitude_vector (DoRA), lora_B.bias,
 // plus LoRAPrune's lora_mask. Every other tensor is passthrough.
 import { InvalidInputError } from "../errors.js";

@@ -1,4 +1,4 @@
-// SoRA checkpoints (algorithms.md §3.1; TsinghuaC3I/SoRA src/lora.py): OpenDelta parallel modules
+// SoRA checkpoints (docs/algorithms.md §4.1; docs/formats.md "SoRA checkpoints"; TsinghuaC3I/SoRA src/lora.py): OpenDelta parallel modules
 // under the attribute `lora`, so a module's tensors are `<linear>.lora.lora_A` [r, in],
 // `<linear>.lora.lora_B` [out, r] and `<linear>.lora.gate` [1, r], with any prefix (the HF Trainer
 // saves the backbone and the classifier head in the same file: those are passthrough). Also a

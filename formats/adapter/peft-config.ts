@@ -67,7 +67,7 @@ export interface PeftModuleOut {
 /**
  * r, lora_alpha, rank_pattern and alpha_pattern for a set of output modules: the most common
  * rank (ties: the smaller) becomes r, the most common alpha among those modules lora_alpha, and
- * every module that differs gets one fully qualified, regex-escaped key (cli.md).
+ * every module that differs gets one fully qualified, regex-escaped key (docs/formats.md "What each writer produces").
  */
 export function peftPatterns(mods: PeftModuleOut[]): { r: number; lora_alpha: number; rank_pattern: Record<string, number>; alpha_pattern: Record<string, number> } {
   const mostCommon = (xs: number[]): number => {

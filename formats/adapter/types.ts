@@ -1,4 +1,4 @@
-// The adapter model every command works on (architecture.md "The central types"): a file's
+// The adapter model every command works on (docs/formats.md): a file's
 // tensors grouped into LoRA modules with their scale resolved by the format's own rule, plus the
 // passthrough tensors that are carried byte for byte.
 import type { SafetensorsFile, TensorInfo, DType } from "../safetensors/index.js";
@@ -7,7 +7,7 @@ export type AdapterFormat = "peft" | "kohya" | "diffusers" | "sora";
 export type ModuleKind = "linear" | "conv" | "embedding";
 
 export interface LoraModule {
-  /** The name shown to users (cli.md): PEFT module path without `base_model.model.`; kohya stem. */
+  /** The name shown to users (docs/formats.md "Module names across formats"): PEFT module path without `base_model.model.`; kohya stem. */
   name: string;
   /** Dotted module path when known (kohya: from our metadata map, else the stem without `lora_`). */
   path: string;
@@ -16,7 +16,7 @@ export interface LoraModule {
   kind: ModuleKind;
   rank: number;
   alpha: number;
-  /** Scale s of ΔW = s·B·A, from the format's rule (algorithms.md §0.2). */
+  /** Scale s of ΔW = s·B·A, from the format's rule (docs/algorithms.md §1.2). */
   scale: number;
   rslora: boolean;
   /** ΔW = B@A is out×in (conv kernels flattened into in). */

@@ -1,4 +1,4 @@
-// Writing an adapter (cli.md "Adapters in and out"): plan every output tensor's name, dtype and
+// Writing an adapter (docs/cli.md "Adapters in and out"): plan every output tensor's name, dtype and
 // shape first (safetensors puts offsets before data), then compute each module's factors lazily in
 // the writer's order, one module at a time, and copy passthrough tensors byte for byte.
 import { basename } from "node:path";

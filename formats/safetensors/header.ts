@@ -1,7 +1,7 @@
 // The safetensors header: `<u64 LE N><N bytes of UTF-8 JSON><data>`. parseHeader runs every check
 // of the reference reader (tensor.rs `read_metadata` → `Metadata::validate`) in the same order and
 // throws the same variant; it is pure and synchronous so `inspect` can parse a header from 8 + N
-// bytes without touching the data. See shared/design/style.md §A1 and §2.4.
+// bytes without touching the data. See docs/formats.md "safetensors".
 import { DTYPE_BITS, isDType, type DType } from "./dtype.js";
 import { SafetensorsError } from "./errors.js";
 import { MAX_HEADER_SIZE, MAX_JSON_DEPTH, N_LEN } from "./limits.js";

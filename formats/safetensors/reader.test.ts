@@ -312,7 +312,7 @@ test("open on a FIFO buffers it like a stream", { skip: process.platform === "wi
 });
 
 // ---------------------------------------------------------------------------------------------
-// Cross-check with numpy: ../shared/tools/peft-check/st_numpy.py, or an inline reader.
+// Cross-check with numpy: the optional peft-check tools beside the checkout (st_numpy.py), or an inline reader.
 
 const hasNumpy = spawnSync("python3", ["-c", "import numpy"], { stdio: "ignore" }).status === 0;
 const stNumpyDir = join(sharedDir, "tools", "peft-check");

@@ -1,5 +1,5 @@
 // ml-matrix carries the js backend's symmetric eigenproblem only because it is as exact as the
-// cyclic Jacobi it replaced (docs/algorithms.md "Parity of the js backend's dense algebra"). This
+// cyclic Jacobi it replaced (docs/algorithms.md §8). This
 // keeps it so: on fresh random symmetric matrices (plain and Grams of column-graded factors, the
 // Gram route's case), its residual ‖Sv − λv‖/λ₁ and orthogonality max|VᵀV − I| stay within 2× the
 // Jacobi's or 20 ε, whichever is larger, and its eigenvalues match Jacobi's to 1e-13·λ₁.

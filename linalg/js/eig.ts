@@ -1,8 +1,8 @@
-// The js backend's symmetric eigen-decomposition (the r×r eigenproblem of the Gram route, docs/
-// algorithms.md "Spectra from the factors"): ml-matrix's Householder tridiagonalisation + implicit
+// The js backend's symmetric eigen-decomposition (the r×r eigenproblem of the Gram route,
+// docs/algorithms.md §2.2): ml-matrix's Householder tridiagonalisation + implicit
 // QL (the EISPACK tred2/tql2 pair). Measured against the cyclic Jacobi of dense.ts it is as exact
 // or better (residual ‖Sv − λv‖/λ₁ and ‖VᵀV − I‖ within 20 ε up to r = 128; docs/algorithms.md
-// "Parity of the js backend's dense algebra") and several times faster from r = 16 up.
+// §8) and several times faster from r = 16 up.
 import { EigenvalueDecomposition, Matrix } from "ml-matrix";
 
 /** Eigenvalues (descending) and eigenvectors (column j belongs to values[j], row-major n×n) of a symmetric n×n matrix (lower triangle used). */

@@ -1,4 +1,4 @@
-// The CLI as users run it: exit codes (cli.md), stdout/stderr separation, --json, pipes with "-",
+// The CLI as users run it: exit codes (docs/cli.md "Exit codes"), stdout/stderr separation, --json, pipes with "-",
 // EPIPE, binary refused on a terminal, malformed files rejected with their error name and no output.
 import { test } from "node:test";
 import assert from "node:assert/strict";

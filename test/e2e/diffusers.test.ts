@@ -64,7 +64,7 @@ async function termsOf(path: string, w = 1): Promise<Map<string, { m: LoraModule
   });
 }
 
-/** The output format: diffusers input should give diffusers output (cli.md: the input's format). */
+/** The output format: diffusers input should give diffusers output (docs/cli.md "Adapters in and out": the input's format). */
 function expectDiffusers(t: TestContext, got: string, cmd: string): void {
   assert.equal(got, "diffusers", `lora ${cmd} wrote a diffusers input as ${got}; it should keep the input's format`);
   void t;

@@ -1,6 +1,6 @@
 // One module's optimal rank-t truncation (and its spectrum alone), fused into a single call on the calling thread
 // (linalg/types.ts `truncateFactors`; the same maths as commands/truncate/svd.ts's Gram route,
-// algorithms.md §7.1): raw factor bytes in, output factor bytes out.
+// docs/algorithms.md §2.2, §3.1): raw factor bytes in, output factor bytes out.
 #pragma once
 #include <cstdint>
 
@@ -43,8 +43,8 @@ Status truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, doub
 
 /**
  * The singular values of sBA alone (r, descending; `t`, `scaleOut`, `outDtype` unused): the Grams
- * and one r×r eigenproblem, σ² = eig(s²R G_A Rᵀ) with RᵀR = G_B (algorithms.md §7.1 "singular values
- * only", float64). σ below the route's resolution (2e-8·s‖B‖_F‖A‖_F) are 0. Fallback and NonFinite
+ * and one r×r eigenproblem, σ² = eig(s²R G_A Rᵀ) with RᵀR = G_B (docs/algorithms.md §2.2,
+ * float64). σ below the route's resolution (2e-8·s‖B‖_F‖A‖_F) are 0. Fallback and NonFinite
  * as truncateFactors; norm2 is set. gramsOut (2r² values, may be null) receives G_B then G_A, for a
  * later truncateFactors of the same bytes (TruncateArgs::grams) to skip its first pass.
  */

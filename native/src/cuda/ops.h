@@ -62,7 +62,7 @@ Status gemm(const T* a, int aRows, int aCols, const T* b, int bRows, int bCols, 
 template <typename T>
 Status orthonormalize(const T* y, int m, int n, T* q);
 /**
- * Randomized SVD (Halko et al. 4.4 + 5.1, algorithms.md §7.2) of M (d×k row-major) to rank t with
+ * Randomized SVD (Halko et al. 4.4 + 5.1, docs/algorithms.md §2.4) of M (d×k row-major) to rank t with
  * oversampling p and q power iterations. Host outputs: S (t); U (d×t) and Vt (t×k) are device
  * buffers when non-null.
  */
