@@ -92,7 +92,8 @@ export async function main(argv: string[], ctx: Ctx): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.code === "commander.helpDisplayed" || e.code === "commander.version") return 0;
-      if (e.code === "commander.help") return 2; // help shown on stderr because a command was missing
+      // `lora help [command]` shows help (exit 0); a missing command shows it on stderr (commander's exit 1: ours is 2).
+      if (e.code === "commander.help") return e.exitCode === 0 ? 0 : 2;
       return report(new UsageError(e.message.replace(/^error: /, "")), program, argv, ctx, json);
     }
     return report(e, program, argv, ctx, json);

@@ -28,6 +28,11 @@ test("no arguments: the usage on stderr, nothing on stdout, exit 2 (also with on
     assert.match(r.stderr, /^Usage: lora \[options\] \[command\]/);
     assert.match(r.stderr, /inspect \[options\] <adapter>/);
   }
+  for (const args of [["help"], ["help", "inspect"]]) {
+    const h = lora(args);
+    assert.equal(h.code, 0, `lora ${args.join(" ")} is a request for help`);
+    assert.match(h.stdout, /^Usage: lora/);
+  }
   const j = lora(["--json"]);
   assert.equal(j.code, 2);
   assert.equal(JSON.parse(j.stderr).error.exit, 2);
