@@ -78,3 +78,20 @@ test("npm pack → npm install -g --prefix <empty> → lora --version and lora i
   const cpuHere = here.backends.find((b) => b.name === "cpu")!.available, cpuThere = there.backends.find((b) => b.name === "cpu")!;
   if (cpuHere) assert.ok(cpuThere.available, `cpu backend in the installed package: ${cpuThere.reason}`);
 });
+
+test("the install script without a working compiler: exit 0, one line on stderr saying why, the reason in status.json", () => {
+  // A copy of native/ (the script cleans and rebuilds native/build, which must stay untouched here).
+  const d = mkdtempSync(join(tmpdir(), "lora-nocc-"));
+  const tar = spawnSync("sh", ["-c", `tar -cf - --exclude=build native package.json | tar -xf - -C '${d}'`], { cwd: repoRoot, encoding: "utf8" });
+  assert.equal(tar.status, 0, tar.stderr);
+  symlinkSync(join(repoRoot, "node_modules"), join(d, "node_modules"));
+  const r = run(process.execPath, [join(d, "native", "build.js")], d, { ...process.env, CXX: "/bin/false", CC: "/bin/false", LORA_CUDA: "0" }, 300_000);
+  assert.equal(r.code, 0, "the install never fails");
+  assert.equal(r.stdout, "");
+  const lines = r.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, r.stderr);
+  assert.match(lines[0]!, /^lora native: cpu addon NOT built \(build failed: .*\); the js backend will be used/);
+  const status = JSON.parse(readFileSync(join(d, "native", "build", "status.json"), "utf8")) as { cpu: { built: boolean; reason: string } };
+  assert.equal(status.cpu.built, false);
+  assert.match(status.cpu.reason, /^build failed/);
+});
