@@ -7,7 +7,7 @@
 // Skips with one line when git or the registry is unreachable; LORA_SKIP_PACK=1 skips it too.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -33,9 +33,12 @@ test("npm pack → npm install -g --prefix <empty> → lora --version and lora i
   const src = join(d, "src"), prefix = join(d, "prefix");
   mkdirSync(src);
   // 1. A clone's files (tracked + new, not ignored): no dist/, no native/build.
+  // (node_modules and native/build may be symlinks, which the ignore rules written for folders miss.)
   const files = run("git", ["ls-files", "-co", "--exclude-standard", "-z"], repoRoot);
   assert.equal(files.code, 0, files.stderr);
-  const tar = spawnSync("sh", ["-c", `git ls-files -co --exclude-standard -z | tar --null -cf - -T - | tar -xf - -C '${src}'`], { cwd: repoRoot, encoding: "utf8" });
+  const list = files.stdout.split("\0").filter((f) => f && !/^(node_modules|dist|native\/build)(\/|$)/.test(f));
+  writeFileSync(join(d, "files.lst"), list.join("\0"));
+  const tar = spawnSync("sh", ["-c", `tar --null -cf - -T '${join(d, "files.lst")}' | tar -xf - -C '${src}'`], { cwd: repoRoot, encoding: "utf8" });
   assert.equal(tar.status, 0, tar.stderr);
   assert.ok(!existsSync(join(src, "dist")), "the copy has no dist/");
   // The dev dependencies (typescript) prepack needs: this checkout's node_modules.
