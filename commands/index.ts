@@ -5,6 +5,7 @@ import { LoraError } from "../formats/errors.js";
 import { backendsCommand } from "./backends/index.js";
 import { completionCommand } from "./completion/index.js";
 import { convertCommand } from "./convert/index.js";
+import { diffCommand } from "./diff/index.js";
 import { inspectCommand } from "./inspect/index.js";
 import { mergeCommand } from "./merge/index.js";
 import { pruneCommand } from "./prune/index.js";
@@ -16,7 +17,7 @@ export const VERSION = "0.1.0";
 type CommandFactory = (ctx: Ctx) => Command;
 
 /** Commands register here (one file each under commands/<name>/). */
-export const commandFactories: CommandFactory[] = [inspectCommand, truncateCommand, pruneCommand, mergeCommand, convertCommand, backendsCommand, completionCommand];
+export const commandFactories: CommandFactory[] = [inspectCommand, truncateCommand, pruneCommand, mergeCommand, convertCommand, diffCommand, backendsCommand, completionCommand];
 
 export function buildProgram(ctx: Ctx): Command {
   const program = new Command("lora")
