@@ -7,6 +7,7 @@ import { completionCommand } from "./completion/index.js";
 import { convertCommand } from "./convert/index.js";
 import { diffCommand } from "./diff/index.js";
 import { inspectCommand } from "./inspect/index.js";
+import { lintCommand } from "./lint/index.js";
 import { mergeCommand } from "./merge/index.js";
 import { pruneCommand } from "./prune/index.js";
 import { truncateCommand } from "./truncate/index.js";
@@ -17,7 +18,7 @@ export const VERSION = "0.1.0";
 type CommandFactory = (ctx: Ctx) => Command;
 
 /** Commands register here (one file each under commands/<name>/). */
-export const commandFactories: CommandFactory[] = [inspectCommand, truncateCommand, pruneCommand, mergeCommand, convertCommand, diffCommand, backendsCommand, completionCommand];
+export const commandFactories: CommandFactory[] = [inspectCommand, truncateCommand, pruneCommand, mergeCommand, convertCommand, diffCommand, lintCommand, backendsCommand, completionCommand];
 
 export function buildProgram(ctx: Ctx): Command {
   const program = new Command("lora")
