@@ -1,0 +1,126 @@
+// Catalog mode: many adapters at once (docs/cli.md "Catalogs"). Inputs are expanded (files,
+// directories of adapters, `*`/`?` globs in the last path component, --from-list files) and each
+// adapter is summarised in one row from its exact spectra; a file that cannot be read is reported
+// and skipped, never stopping the others.
+import { readdir, readFile, stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { loadAdapter } from "../formats/adapter/index.js";
+import { LoraError, RuntimeFailure, UsageError } from "../formats/errors.js";
+import { effectiveRank } from "../linalg/lowrank.js";
+import type { LinalgBackend } from "../linalg/types.js";
+import { moduleSpectra } from "../commands/support/spectra.js";
+
+const ADAPTER_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors"];
+
+async function kind(p: string): Promise<"file" | "dir" | null> {
+  try {
+    const s = await stat(p);
+    return s.isDirectory() ? "dir" : "file";
+  } catch {
+    return null;
+  }
+}
+
+async function isAdapterDir(p: string): Promise<boolean> {
+  for (const f of ADAPTER_FILES) if ((await kind(join(p, f))) === "file") return true;
+  return false;
+}
+
+function globToRegExp(g: string): RegExp {
+  return new RegExp("^" + g.replace(/[.+^${}()|\\]/g, "\\$&").replace(/\*/g, "[^/]*").replace(/\?/g, "[^/]") + "$");
+}
+
+/** One argument → the adapters it names, in name order. */
+async function expandOne(arg: string): Promise<string[]> {
+  if (arg === "-") return [arg];
+  const k = await kind(arg);
+  if (k === "file") return [arg];
+  if (k === "dir") {
+    if (await isAdapterDir(arg)) return [arg];
+    const out: string[] = [];
+    for (const name of (await readdir(arg)).sort()) {
+      const p = join(arg, name);
+      const pk = await kind(p);
+      if ((pk === "file" && name.endsWith(".safetensors")) || (pk === "dir" && (await isAdapterDir(p)))) out.push(p);
+    }
+    return out;
+  }
+  if (/[*?]/.test(basename(arg))) {
+    const dir = dirname(arg), re = globToRegExp(basename(arg));
+    if ((await kind(dir)) !== "dir") return [];
+    return (await readdir(dir)).sort().filter((n) => re.test(n)).map((n) => join(dir, n));
+  }
+  return [arg]; // not there: reported when it is read
+}
+
+/** Every adapter named by the arguments and the --from-list files (one path per line, # comments). */
+export async function expandInputs(args: string[], fromList: string[] = []): Promise<string[]> {
+  const all = [...args];
+  for (const list of fromList) {
+    let text: string;
+    try { text = await readFile(list, "utf8"); } catch (e) { throw new RuntimeFailure(`--from-list ${list}: ${(e as Error).message}`); }
+    all.push(...text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#")));
+  }
+  const out: string[] = [];
+  for (const a of all) out.push(...(await expandOne(a)));
+  if (out.length === 0) throw new UsageError("no adapters found in the inputs given");
+  if (out.filter((p) => p === "-").length > 1) throw new UsageError("standard input (-) can be given once");
+  return out;
+}
+
+export interface AdapterSummary {
+  path: string;
+  format: string;
+  dtype: string;
+  modules: number;
+  total_rank: number;
+  /** LoRA parameters: Σ r·(out+in). */
+  parameters: number;
+  /** Bytes of the factor tensors as stored. */
+  bytes: number;
+  /** Σ over modules of the effective rank (exp of the spectral entropy). */
+  effective_rank: number;
+  /** Fraction of Σσ² kept when every module keeps max(1, ⌊r/2⌋) ranks. */
+  energy_at_half_rank: number;
+}
+
+export interface CatalogFailure {
+  path: string;
+  exit: number;
+  error: string;
+}
+
+export async function summarizeAdapter(path: string, be: LinalgBackend, stdin?: NodeJS.ReadableStream): Promise<AdapterSummary> {
+  const a = await loadAdapter(path, stdin ? { stdin } : {});
+  try {
+    const spectra = await moduleSpectra(a, be);
+    let rank = 0, params = 0, bytes = 0, eff = 0, total = 0, half = 0;
+    for (const m of a.modules) {
+      const S = spectra.get(m)!.S;
+      rank += m.rank;
+      params += m.rank * (m.out + m.in);
+      bytes += m.A.end - m.A.begin + (m.B.end - m.B.begin);
+      eff += S.length ? effectiveRank(S) : 0;
+      const keep = Math.max(1, Math.floor(m.rank / 2));
+      S.forEach((s, i) => { total += s * s; if (i < keep) half += s * s; });
+    }
+    return { path, format: a.format, dtype: a.dtype, modules: a.modules.length, total_rank: rank, parameters: params, bytes, effective_rank: eff, energy_at_half_rank: total > 0 ? half / total : 1 };
+  } finally {
+    await a.file.close();
+  }
+}
+
+/** Summaries of every adapter; failures (invalid input or unreadable files) collected, not thrown. */
+export async function summarizeCatalog(paths: string[], be: LinalgBackend, io: { stdin?: NodeJS.ReadableStream; onAdapter?: (i: number, n: number) => void } = {}): Promise<{ adapters: AdapterSummary[]; failed: CatalogFailure[] }> {
+  const adapters: AdapterSummary[] = [], failed: CatalogFailure[] = [];
+  for (const [i, p] of paths.entries()) {
+    try {
+      adapters.push(await summarizeAdapter(p, be, io.stdin));
+    } catch (e) {
+      if (!(e instanceof LoraError)) throw e;
+      failed.push({ path: p, exit: e.exitCode, error: e.message });
+    }
+    io.onAdapter?.(i + 1, paths.length);
+  }
+  return { adapters, failed };
+}
