@@ -9,6 +9,7 @@ import { LoraError, RuntimeFailure, UsageError } from "../formats/errors.js";
 import { effectiveRank } from "../linalg/lowrank.js";
 import type { LinalgBackend } from "../linalg/types.js";
 import { moduleSpectra } from "../commands/support/spectra.js";
+import { solveKnapsack } from "./knapsack.js";
 
 const ADAPTER_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors"];
 
@@ -123,4 +124,77 @@ export async function summarizeCatalog(paths: string[], be: LinalgBackend, io: {
     io.onAdapter?.(i + 1, paths.length);
   }
   return { adapters, failed };
+}
+
+/** Bytes per element of a factor dtype as truncate writes it. */
+const BYTES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2 };
+
+export interface CatalogItem {
+  path: string;
+  /** Per module: name, bytes per rank unit of the output, σ² (scale included), rank in. */
+  modules: { name: string; cost: number; values: Float64Array; rank: number }[];
+  /** Tensor bytes the output carries whatever the ranks: passthrough, alphas and other extras (an upper bound). */
+  fixedBytes: number;
+}
+
+/** Spectra of every adapter of a catalog, for a global allocation; failures collected, not thrown. */
+export async function catalogItems(paths: string[], be: LinalgBackend, o: { dtype?: string; to?: string; stdin?: NodeJS.ReadableStream; onAdapter?: (i: number, n: number) => void } = {}): Promise<{ items: CatalogItem[]; failed: CatalogFailure[] }> {
+  const items: CatalogItem[] = [], failed: CatalogFailure[] = [];
+  for (const [i, p] of paths.entries()) {
+    try {
+      const a = await loadAdapter(p, o.stdin ? { stdin: o.stdin } : {});
+      try {
+        const spectra = await moduleSpectra(a, be);
+        // Everything but the factors is carried as it is, except kohya alphas, which a kohya output writes as one F32 each.
+        const rewritten = new Set(a.modules.flatMap((m) => [m.A.name, m.B.name, ...(m.alphaTensor ? [m.alphaTensor.name] : [])]));
+        const kohyaOut = (o.to ?? a.format) === "kohya";
+        const fixedBytes = a.file.header.tensors.filter((t) => !rewritten.has(t.name)).reduce((s, t) => s + (t.end - t.begin), 0) + (kohyaOut ? 4 * a.modules.length : 0);
+        items.push({
+          path: p,
+          fixedBytes,
+          modules: a.modules.map((m) => ({ name: m.name, rank: m.rank, cost: (m.out + m.in) * (BYTES[o.dtype ?? m.A.dtype] ?? 4), values: Float64Array.from(spectra.get(m)!.S.slice(0, m.rank), (s) => s * s) })),
+        });
+      } finally {
+        await a.file.close();
+      }
+    } catch (e) {
+      if (!(e instanceof LoraError)) throw e;
+      failed.push({ path: p, exit: e.exitCode, error: e.message });
+    }
+    o.onAdapter?.(i + 1, paths.length);
+  }
+  return { items, failed };
+}
+
+export interface ByteAllocation {
+  /** Per adapter (as items): the rank of each module. */
+  ranks: Map<string, number>[];
+  keptEnergy: number;
+  totalEnergy: number;
+  bytes: number;
+  optimal: boolean;
+  /** The Lagrangian upper bound on the kept energy. */
+  bound: number;
+}
+
+/** The one global allocation: most energy kept over every module of every adapter within maxBytes of tensors. */
+export function allocateBytes(items: CatalogItem[], maxBytes: number): ByteAllocation {
+  const fixed = items.reduce((s, it) => s + it.fixedBytes, 0);
+  if (fixed > maxBytes) throw new UsageError(`--max-bytes ${maxBytes}: the catalog's passthrough tensors alone take ${fixed} bytes`);
+  const flat = items.flatMap((it) => it.modules);
+  const r = solveKnapsack(flat.map((m) => ({ cost: m.cost, values: m.values })), maxBytes - fixed);
+  let k = 0, total = 0;
+  const ranks = items.map((it) => new Map(it.modules.map((m) => { total += m.values.reduce((s, v) => s + v, 0); return [m.name, r.ranks[k++]!]; })));
+  return { ranks, keptEnergy: r.value, totalEnergy: total, bytes: r.bytes + fixed, optimal: r.optimal, bound: r.bound };
+}
+
+/** "500MB", "1.5GiB", "2e9", "24G": bytes (K/M/G/T decimal, Ki/Mi/Gi/Ti binary; a trailing B optional). */
+export function parseSize(v: string): number {
+  const m = /^\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmgt]i?)?b?\s*$/i.exec(v);
+  if (!m) throw new UsageError(`--max-bytes must be a size such as 500MB, 1.5GiB or 2e9, got "${v}"`);
+  const unit = (m[2] ?? "").toLowerCase();
+  const pow = { "": 0, k: 1, m: 2, g: 3, t: 4 }[unit[0] ?? ""] ?? 0;
+  const n = Number(m[1]) * (unit.endsWith("i") ? 1024 : 1000) ** pow;
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--max-bytes: "${v}" is not a byte count`);
+  return Math.floor(n);
 }
