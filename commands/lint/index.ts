@@ -14,12 +14,15 @@ function rulesHelp(): string {
 export function lintCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("lint"))
     .description("check adapters against the rules PEFT, kohya and diffusers loaders enforce (exit 3 on an error-level finding)")
-    .argument("<adapter...>", "PEFT directories, .safetensors files, or - for stdin")
+    .argument("<adapter...>", "PEFT directories, .safetensors files, directories of adapters, globs, or - for stdin")
+    .option("--from-list <file>", "also lint the adapters listed in FILE, one path per line", (v: string, prev: string[] = []) => [...prev, v])
     .addHelpText("after", `${rulesHelp()}\n\nExamples:\n  lora lint ./my-adapter\n  lora lint *.safetensors --json | jq '.findings[] | select(.severity == "error")'`)
     .action(async (inputs: string[], opts: Record<string, unknown>) => {
       const g = globals(opts);
       const { runLint } = await import("./run.js");
-      const rep = await withProgress(ctx, g, "lint", (tick) => runLint(inputs, { stdin: ctx.stdin, onAdapter: (i, n) => tick(i, n, "adapters") }));
+      const { expandInputs } = await import("../../surgery/catalog.js");
+      const paths = await expandInputs(inputs, (opts["fromList"] as string[] | undefined) ?? []);
+      const rep = await withProgress(ctx, g, "lint", (tick) => runLint(paths, { stdin: ctx.stdin, onAdapter: (i, n) => tick(i, n, "adapters") }));
       const { lintSummary, renderLintTable, renderLintTsv } = await import("./render.js");
       if (g.json) printJson(ctx, { adapters: rep.adapters.map(({ findings: _f, ...a }) => a), findings: rep.findings, errors: rep.errors, warnings: rep.warnings });
       else if (ctx.stdout.isTTY) writeOut(ctx, renderLintTable(rep));
