@@ -10,7 +10,7 @@ import { InvalidInputError, RuntimeFailure, UsageError } from "../../formats/err
 export function inspectCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("inspect"))
     .description("show ranks, scales, norms and the exact singular-value spectrum of every module")
-    .argument("<adapter...>", "PEFT directory, .safetensors file, or - for stdin; several (or a directory of adapters, a glob) for one summary row each")
+    .argument("[adapter...]", "PEFT directory, .safetensors file, or - for stdin; several (or a directory of adapters, a glob) for one summary row each")
     .option("--from-list <file>", "also inspect the adapters listed in FILE, one path per line (catalog mode)", (v: string, prev: string[] = []) => [...prev, v])
     .option("--budget <K>", "preview a global rank budget: K ranks in total over all modules", parseIntArg("--budget", 0))
     .option("--energy <F>", "preview per-module truncation keeping fraction F of each module's energy", parseFloatArg("--energy", 0, 1, true))

@@ -14,7 +14,7 @@ function rulesHelp(): string {
 export function lintCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("lint"))
     .description("check adapters against the rules PEFT, kohya and diffusers loaders enforce (exit 3 on an error-level finding)")
-    .argument("<adapter...>", "PEFT directories, .safetensors files, directories of adapters, globs, or - for stdin")
+    .argument("[adapter...]", "PEFT directories, .safetensors files, directories of adapters, globs, or - for stdin")
     .option("--from-list <file>", "also lint the adapters listed in FILE, one path per line", (v: string, prev: string[] = []) => [...prev, v])
     .addHelpText("after", `${rulesHelp()}\n\nExamples:\n  lora lint ./my-adapter\n  lora lint *.safetensors --json | jq '.findings[] | select(.severity == "error")'`)
     .action(async (inputs: string[], opts: Record<string, unknown>) => {
