@@ -6,7 +6,9 @@ import { LoraError, UsageError } from "../formats/errors.js";
 import { backendsCommand } from "./backends/index.js";
 import { completionCommand } from "./completion/index.js";
 import { convertCommand } from "./convert/index.js";
+import { diffCommand } from "./diff/index.js";
 import { inspectCommand } from "./inspect/index.js";
+import { lintCommand } from "./lint/index.js";
 import { mergeCommand } from "./merge/index.js";
 import { pruneCommand } from "./prune/index.js";
 import { truncateCommand } from "./truncate/index.js";
@@ -32,7 +34,7 @@ export const VERSION = packageVersion();
 type CommandFactory = (ctx: Ctx) => Command;
 
 /** Commands register here (one file each under commands/<name>/). */
-export const commandFactories: CommandFactory[] = [inspectCommand, truncateCommand, pruneCommand, mergeCommand, convertCommand, backendsCommand, completionCommand];
+export const commandFactories: CommandFactory[] = [inspectCommand, truncateCommand, pruneCommand, mergeCommand, convertCommand, diffCommand, lintCommand, backendsCommand, completionCommand];
 
 export function buildProgram(ctx: Ctx): Command {
   const program = new Command("lora")

@@ -4,13 +4,14 @@ import { globals, parseFloatArg, parseIntArg, withGlobalOptions } from "../suppo
 import { note, paint, printJson, writeOut } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
 import { backendFor } from "../support/backend.js";
-import { UsageError } from "../../formats/errors.js";
+import { InvalidInputError, RuntimeFailure, UsageError } from "../../formats/errors.js";
 
 
 export function inspectCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("inspect"))
     .description("show ranks, scales, norms and the exact singular-value spectrum of every module")
-    .argument("<adapter>", "PEFT directory, .safetensors file, or - for stdin")
+    .argument("[adapter...]", "PEFT directory, .safetensors file, or - for stdin; several (or a directory of adapters, a glob) for one summary row each")
+    .option("--from-list <file>", "also inspect the adapters listed in FILE, one path per line (catalog mode)", (v: string, prev: string[] = []) => [...prev, v])
     .option("--budget <K>", "preview a global rank budget: K ranks in total over all modules", parseIntArg("--budget", 0))
     .option("--energy <F>", "preview per-module truncation keeping fraction F of each module's energy", parseFloatArg("--energy", 0, 1, true))
     .addOption(new Option("--score <score>", "how --budget ranks components").choices(["energy", "ratio", "params"]).default("energy"))
@@ -19,8 +20,13 @@ export function inspectCommand(ctx: Ctx): Command {
     .option("--plot <file>", "also write a chart of spectra, energy and the redistribution (.svg or .png)")
     .option("--tui", "browse modules interactively and preview a --budget (needs a terminal)", false)
     .addHelpText("after", "\nExamples:\n  lora inspect ./my-adapter\n  lora inspect adapter.safetensors --json | jq '.modules[0].singular_values'\n  lora inspect ./my-adapter --budget 64 --score energy\n  lora inspect ./my-adapter --budget 64 --plot spectra.png\n  lora inspect ./my-adapter --tui")
-    .action(async (input: string, opts: Record<string, unknown>) => {
+    .action(async (inputs: string[], opts: Record<string, unknown>) => {
       const g = globals(opts);
+      const { expandInputs } = await import("../../surgery/catalog.js");
+      const fromList = (opts["fromList"] as string[] | undefined) ?? [];
+      const expanded = await expandInputs(inputs, fromList);
+      if (inputs.length > 1 || fromList.length > 0 || expanded.length !== 1 || expanded[0] !== inputs[0]) return inspectCatalog(ctx, expanded, opts);
+      const input = inputs[0]!;
       if (opts["budget"] !== undefined && opts["energy"] !== undefined) throw new UsageError("--budget and --energy are mutually exclusive");
       const plot = opts["plot"] as string | undefined;
       const plotter = plot !== undefined ? await import("./plot.js") : undefined;
@@ -60,6 +66,26 @@ export function inspectCommand(ctx: Ctx): Command {
         }
       }
     });
+}
+
+/** Many adapters: one summary row each; a bad file is reported and skipped, exit 3 at the end. */
+async function inspectCatalog(ctx: Ctx, paths: string[], opts: Record<string, unknown>): Promise<void> {
+  const g = globals(opts);
+  for (const o of ["budget", "energy", "plot"]) if (opts[o] !== undefined) throw new UsageError(`--${o} takes one adapter, not a catalog of ${paths.length}`);
+  if (opts["tui"]) throw new UsageError("--tui takes one adapter, not a catalog");
+  const backend = await backendFor(ctx, g);
+  const { summarizeCatalog } = await import("../../surgery/catalog.js");
+  const rep = await withProgress(ctx, g, "inspect", (tick) => summarizeCatalog(paths, backend, { stdin: ctx.stdin, onAdapter: (i, n) => tick(i, n, "adapters") }));
+  const { renderCatalogTable, renderCatalogTsv } = await import("./render-catalog.js");
+  if (g.json) printJson(ctx, rep);
+  else writeOut(ctx, ctx.stdout.isTTY ? renderCatalogTable(rep.adapters) : renderCatalogTsv(rep.adapters));
+  for (const f of rep.failed) if (!g.json) ctx.stderr.write(`lora: ${f.path}: skipped: ${f.error}\n`);
+  if (rep.failed.length) {
+    const worst = rep.failed.some((f) => f.exit === 3) ? 3 : Math.max(...rep.failed.map((f) => f.exit));
+    const msg = `${rep.failed.length} of ${paths.length} adapters could not be inspected`;
+    throw worst === 3 ? new InvalidInputError(msg) : new RuntimeFailure(msg);
+  }
+  if (!g.json) note(ctx, g.quiet, `${rep.adapters.length} adapters inspected`);
 }
 
 /** --tui needs a keyboard and a screen: a terminal on stdin and stdout, and not CI (ink does not animate there). */

@@ -5,14 +5,16 @@ import { globals, parseFloatArg, parseIntArg, withGlobalOptions } from "../suppo
 import { printJson } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
 import { printWriteReport } from "../support/report.js";
-import { UsageError } from "../../formats/errors.js";
+import { InvalidInputError, UsageError } from "../../formats/errors.js";
 import type { TruncateOptions } from "./run.js";
 
 export function truncateCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("truncate"))
     .description("shrink an adapter's ranks from the file alone: optimal SVD truncation, DyLoRA prefixes, global rank budgets")
-    .argument("<adapter>", "PEFT directory, .safetensors file, or - for stdin")
-    .requiredOption("-o, --output <out>", "output: a directory or .safetensors file (PEFT), a .safetensors file (kohya), or - for stdout")
+    .argument("[adapter...]", "PEFT directory, .safetensors file, or - for stdin; several (a directory of adapters, a glob) for a catalog")
+    .requiredOption("-o, --output <out>", "output: a directory or .safetensors file (PEFT), a .safetensors file (kohya), or - for stdout; for a catalog, the directory that receives every output")
+    .option("--max-bytes <SIZE>", "catalog: fit every output together into SIZE bytes of tensors (500MB, 24GiB …), keeping the most energy overall (one exact global allocation)")
+    .option("--from-list <file>", "also truncate the adapters listed in FILE, one path per line (catalog mode)", (v: string, prev: string[] = []) => [...prev, v])
     .option("--rank <R>", "keep at most R ranks in every module", parseIntArg("--rank", 1))
     .option("--energy <F>", "per module, keep the fewest ranks holding fraction F of its energy (Σσ²)", parseFloatArg("--energy", 0, 1, true))
     .option("--budget <K>", "K ranks in total over all modules, allocated by --score (a module may drop to 0 and is removed)", parseIntArg("--budget", 0))
@@ -40,9 +42,15 @@ export function truncateCommand(ctx: Ctx): Command {
       "  lora truncate dylora.safetensors --unit 4 -o dylora.safetensors      # dylora-0004.safetensors, -0008, …",
       "  lora truncate ./my-adapter --energy 0.9 -o - | lora inspect -",
     ].join("\n"))
-    .action(async (input: string, opts: Record<string, unknown>) => {
+    .action(async (inputs: string[], opts: Record<string, unknown>) => {
       const g = globals(opts);
       const output = opts["output"] as string;
+      const { expandInputs, parseSize } = await import("../../surgery/catalog.js");
+      const fromList = (opts["fromList"] as string[] | undefined) ?? [];
+      const maxBytes = opts["maxBytes"] !== undefined ? parseSize(opts["maxBytes"] as string) : undefined;
+      const expanded = await expandInputs(inputs, fromList);
+      const catalog = maxBytes !== undefined || inputs.length > 1 || fromList.length > 0 || expanded.length !== 1 || expanded[0] !== inputs[0];
+      const input = inputs[0]!;
       if (g.json && output === "-") throw new UsageError("--json cannot be combined with -o - (standard output carries the file)");
       const o: TruncateOptions = {
         input, output,
@@ -64,6 +72,18 @@ export function truncateCommand(ctx: Ctx): Command {
         ...(opts["to"] !== undefined ? { to: opts["to"] as "peft" | "kohya" | "diffusers" } : {}),
       };
       const backend = await backendFor(ctx, g);
+      if (catalog) {
+        if (output === "-") throw new UsageError("a catalog is written to a directory (-o DIR), not standard output");
+        if (maxBytes !== undefined && (o.rank !== undefined || o.energy !== undefined || o.budget !== undefined || o.dynamic !== undefined)) throw new UsageError("--max-bytes chooses every rank itself; it cannot be combined with --rank, --energy, --budget or --dynamic");
+        const { runCatalogTruncate } = await import("./catalog.js");
+        const { input: _i, output: _o, ...base } = o;
+        if (maxBytes === undefined) (await import("./run.js")).checkOptions(o);
+        const rep = await withProgress(ctx, g, "truncate", (tick) => runCatalogTruncate(expanded, output, base, maxBytes !== undefined ? { maxBytes } : {}, { backend, onAdapter: (i, n) => tick(i, n, "adapters") }));
+        const { printCatalogReport } = await import("./render-catalog.js");
+        printCatalogReport(ctx, g, rep);
+        if (rep.failed.length) throw new InvalidInputError(`${rep.failed.length} of ${expanded.length} adapters could not be truncated`);
+        return;
+      }
       const { isSplitReport, runTruncate } = await import("./run.js");
       const report = await withProgress(ctx, g, "truncate", (tick) =>
         runTruncate(o, { backend, stdin: ctx.stdin, stdout: ctx.stdout, onModule: (i, n) => tick(i, n, "modules") }),

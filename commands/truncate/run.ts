@@ -52,6 +52,8 @@ export interface TruncateOptions {
   dtype?: OutDType;
   to?: OutFormat;
   force: boolean;
+  /** Ranks decided by the caller (catalog --max-bytes), per module name; missing = 0. Method svd. */
+  ranks?: ReadonlyMap<string, number>;
 }
 
 export interface TruncateDeps {
@@ -78,6 +80,10 @@ export function isSplitReport(r: TruncateResult): r is SplitReport {
 
 /** Option combinations (usage errors, exit 2) that do not need the file. */
 export function checkOptions(o: TruncateOptions): void {
+  if (o.ranks) {
+    if (o.rank !== undefined || o.energy !== undefined || o.budget !== undefined || o.dynamic !== undefined || o.unit !== undefined || o.method === "prefix") throw new UsageError("ranks chosen for a catalog cannot be combined with --rank, --energy, --budget, --dynamic, --unit or --method prefix");
+    return;
+  }
   const sel = [o.rank !== undefined && "--rank", o.energy !== undefined && "--energy", o.budget !== undefined && "--budget"].filter(Boolean) as string[];
   if (o.energy !== undefined && o.budget !== undefined) throw new UsageError("--energy and --budget are mutually exclusive");
   if (o.rank !== undefined && (o.energy !== undefined || o.budget !== undefined)) throw new UsageError(`--rank cannot be combined with ${o.energy !== undefined ? "--energy" : "--budget"} (choose one way to pick ranks)`);
@@ -131,6 +137,10 @@ async function spectraOf(a: Adapter, be: LinalgBackend): Promise<{ spectra: Map<
 
 async function plan(o: TruncateOptions, a: Adapter, be: LinalgBackend): Promise<Plan> {
   const notes: string[] = [];
+  if (o.ranks) {
+    const ranks = new Map(a.modules.map((m) => [m.name, Math.min(o.ranks!.get(m.name) ?? 0, m.rank)]));
+    return { method: "svd", ranks, notes };
+  }
   let method = o.method;
   const wantsSpectrum = o.energy !== undefined || o.budget !== undefined || o.dynamic !== undefined || o.kohyaCompat;
   if (method === undefined) {

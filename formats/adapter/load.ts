@@ -33,51 +33,61 @@ export interface OpenOptions {
 }
 
 /** Open and validate an adapter; the caller closes it with `adapter.file.close()`. */
-export async function loadAdapter(arg: string, opts: OpenOptions = {}): Promise<Adapter> {
-  let file: SafetensorsFile;
-  let siblingConfig: string | null = null;
+/** The safetensors file an adapter argument names, and the sibling adapter_config.json when one exists. */
+export interface AdapterSource {
+  file: SafetensorsFile;
+  label: string;
+  siblingConfig: string | null;
+}
+
+/** Open an adapter argument's safetensors file (validated) without interpreting its keys. */
+export async function openAdapterSource(arg: string, opts: OpenOptions = {}): Promise<AdapterSource> {
   if (arg === "-") {
     if (!opts.stdin) throw new InvalidInputError("-: no standard input available");
-    file = await SafetensorsFile.fromStream(opts.stdin, "<stdin>");
-  } else {
-    let path = arg;
-    if (await isDir(arg)) {
-      const found = [];
-      for (const f of DIR_FILES) if (await exists(join(arg, f))) found.push(f);
-      if (found.length === 0) {
-        if (await exists(join(arg, "adapter_model.bin"))) {
-          throw new InvalidInputError(`${arg}: only adapter_model.bin (a pickle) found; lora reads safetensors`, { hint: "convert it with PEFT (save_pretrained(..., safe_serialization=True))" });
-        }
-        throw new InvalidInputError(`${arg}: not an adapter directory (no ${DIR_FILES.join(" or ")})`);
-      }
-      path = join(arg, found[0]!);
-    } else if (!(await exists(arg))) {
-      throw new RuntimeFailure(`${arg}: no such file or directory`);
-    }
-    const cfg = join(dirname(path), "adapter_config.json");
-    if (await exists(cfg)) siblingConfig = cfg;
-    file = await SafetensorsFile.open(path);
+    return { file: await SafetensorsFile.fromStream(opts.stdin, "<stdin>"), label: "<stdin>", siblingConfig: null };
   }
+  let path = arg;
+  if (await isDir(arg)) {
+    const found = [];
+    for (const f of DIR_FILES) if (await exists(join(arg, f))) found.push(f);
+    if (found.length === 0) {
+      if (await exists(join(arg, "adapter_model.bin"))) {
+        throw new InvalidInputError(`${arg}: only adapter_model.bin (a pickle) found; lora reads safetensors`, { hint: "convert it with PEFT (save_pretrained(..., safe_serialization=True))" });
+      }
+      throw new InvalidInputError(`${arg}: not an adapter directory (no ${DIR_FILES.join(" or ")})`);
+    }
+    path = join(arg, found[0]!);
+  } else if (!(await exists(arg))) {
+    throw new RuntimeFailure(`${arg}: no such file or directory`);
+  }
+  const cfg = join(dirname(path), "adapter_config.json");
+  return { file: await SafetensorsFile.open(path), label: arg, siblingConfig: (await exists(cfg)) ? cfg : null };
+}
+
+/** The adapter config: __metadata__.adapter_config, else the sibling adapter_config.json, else none. */
+export async function readAdapterConfig(src: AdapterSource): Promise<{ config: PeftConfig | null; configSource: string }> {
+  const metadata = src.file.header.metadata ?? {};
+  if (metadata["adapter_config"] !== undefined) {
+    return { config: parseConfigText(metadata["adapter_config"], `${src.label} (__metadata__.adapter_config)`), configSource: "__metadata__.adapter_config" };
+  }
+  if (src.siblingConfig) return { config: parseConfigText(await readFile(src.siblingConfig, "utf8"), src.siblingConfig), configSource: basename(src.siblingConfig) };
+  return { config: null, configSource: "none" };
+}
+
+export async function loadAdapter(arg: string, opts: OpenOptions = {}): Promise<Adapter> {
+  const src = await openAdapterSource(arg, opts);
   try {
-    return await describe(arg, file, siblingConfig);
+    return await describe(arg, src);
   } catch (e) {
-    await file.close();
+    await src.file.close();
     throw e;
   }
 }
 
-async function describe(arg: string, file: SafetensorsFile, siblingConfig: string | null): Promise<Adapter> {
-  const label = arg === "-" ? "<stdin>" : arg;
+async function describe(arg: string, src: AdapterSource): Promise<Adapter> {
+  const { file, label } = src;
   const metadata = file.header.metadata ?? {};
-  let config: PeftConfig | null = null;
-  let configSource = "none";
-  if (metadata["adapter_config"] !== undefined) {
-    config = parseConfigText(metadata["adapter_config"], `${label} (__metadata__.adapter_config)`);
-    configSource = "__metadata__.adapter_config";
-  } else if (siblingConfig) {
-    config = parseConfigText(await readFile(siblingConfig, "utf8"), siblingConfig);
-    configSource = basename(siblingConfig);
-  }
+  const { config, configSource } = await readAdapterConfig(src);
   const notes: string[] = [];
   const ctx: DetectContext = { file, label, metadata, config, configSource, notes };
   const names = file.header.tensors.map((t) => t.name);

@@ -8,7 +8,8 @@ import { buildModule, type ModuleParts } from "./module.js";
 import { kohyaPrefixOf, matchKeyFor } from "./names.js";
 import type { LoraModule } from "./types.js";
 
-const ROLES: [string, string][] = [
+/** kohya key suffixes and the role each plays in a module. */
+export const KOHYA_ROLES: [string, string][] = [
   [".lora_down.weight", "A"],
   [".lora_up.weight", "B"],
   [".alpha", "alpha"],
@@ -37,7 +38,7 @@ export async function parseKohya(file: SafetensorsFile, meta: Record<string, str
   const groups = new Map<string, ModuleParts>();
   const rest: TensorInfo[] = [];
   for (const t of file.header.tensors) {
-    const hit = ROLES.find(([s]) => t.name.endsWith(s));
+    const hit = KOHYA_ROLES.find(([s]) => t.name.endsWith(s));
     if (!hit) { rest.push(t); continue; }
     const stem = t.name.slice(0, -hit[0].length);
     const g = groups.get(stem) ?? { extras: {} };

@@ -8,7 +8,8 @@ import { peftModuleScale, type PeftConfig } from "./peft-config.js";
 import { buildModule, type ModuleParts } from "./module.js";
 import type { LoraModule } from "./types.js";
 
-const ROLES: [suffix: string, role: keyof ModuleParts | string][] = [
+/** PEFT key suffixes and the role each plays in a module. */
+export const PEFT_ROLES: [suffix: string, role: keyof ModuleParts | string][] = [
   [".lora_A.weight", "A"],
   [".lora_B.weight", "B"],
   [".lora_embedding_A", "embA"],
@@ -27,7 +28,7 @@ export function groupPeftKeys(tensors: TensorInfo[], label: string): { groups: M
   const groups = new Map<string, ModuleParts>();
   const rest: TensorInfo[] = [];
   for (const t of tensors) {
-    const hit = ROLES.find(([suffix]) => t.name.endsWith(suffix));
+    const hit = PEFT_ROLES.find(([suffix]) => t.name.endsWith(suffix));
     if (!hit) { rest.push(t); continue; }
     const base = t.name.slice(0, -hit[0].length);
     const g = groups.get(base) ?? { extras: {} };

@@ -1,0 +1,99 @@
+// truncate over a catalog: every adapter written under one directory with its own file or
+// directory name; with --max-bytes one global allocation (surgery/catalog.ts allocateBytes) over
+// every module of every adapter, otherwise each adapter truncated by the usual options. A bad file
+// is reported and skipped, never stopping the others.
+import { mkdir } from "node:fs/promises";
+import { basename, join } from "node:path";
+import { openAdapterSource } from "../../formats/adapter/index.js";
+import { LoraError, UsageError } from "../../formats/errors.js";
+import type { LinalgBackend } from "../../linalg/types.js";
+import { allocateBytes, catalogItems, type CatalogFailure } from "../../surgery/catalog.js";
+import type { WriteReport } from "../support/report.js";
+import { isSplitReport, runTruncate, type TruncateOptions } from "./run.js";
+
+export interface CatalogAdapterReport {
+  input: string;
+  output: string;
+  rank_in: number;
+  rank: number;
+  /** Tensor bytes of the written output. */
+  bytes: number;
+  relative_error: number;
+  /** Σ kept σ² / Σ σ² of this adapter (--max-bytes). */
+  retained_energy?: number;
+  /** --max-bytes kept none of its modules: nothing written. */
+  dropped?: true;
+}
+
+export interface CatalogTruncateReport {
+  command: "truncate";
+  catalog: true;
+  output_dir: string;
+  max_bytes?: number;
+  /** Σ tensor bytes of every output. */
+  bytes: number;
+  /** --max-bytes: Σ kept σ² over the catalog, its total, and whether the allocation is proven optimal. */
+  kept_energy?: number;
+  total_energy?: number;
+  optimal?: boolean;
+  adapters: CatalogAdapterReport[];
+  failed: CatalogFailure[];
+}
+
+async function tensorBytes(path: string): Promise<number> {
+  const src = await openAdapterSource(path);
+  try {
+    return src.file.header.tensors.reduce((s, t) => s + (t.end - t.begin), 0);
+  } finally {
+    await src.file.close();
+  }
+}
+
+export async function runCatalogTruncate(paths: string[], outDir: string, base: Omit<TruncateOptions, "input" | "output">, o: { maxBytes?: number }, deps: { backend: LinalgBackend; onAdapter?: (i: number, n: number) => void }): Promise<CatalogTruncateReport> {
+  if (paths.includes("-")) throw new UsageError("a catalog is read from files and directories, not standard input");
+  const names = paths.map((p) => basename(p));
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup !== undefined) throw new UsageError(`two inputs are named ${dup}; each output is written under ${outDir} with its input's name`);
+  await mkdir(outDir, { recursive: true });
+  const failed: CatalogFailure[] = [];
+  let ranks: Map<string, Map<string, number>> | undefined, energy: Map<string, { kept: number; total: number }> | undefined;
+  const report: CatalogTruncateReport = { command: "truncate", catalog: true, output_dir: outDir, bytes: 0, adapters: [], failed };
+  let todo = paths;
+  if (o.maxBytes !== undefined) {
+    const { items, failed: bad } = await catalogItems(paths, deps.backend, { ...(base.dtype !== undefined ? { dtype: base.dtype } : {}), ...(base.to !== undefined ? { to: base.to } : {}) });
+    failed.push(...bad);
+    const alloc = allocateBytes(items, o.maxBytes);
+    ranks = new Map(items.map((it, i) => [it.path, alloc.ranks[i]!]));
+    energy = new Map(items.map((it, i) => {
+      let kept = 0, total = 0;
+      for (const m of it.modules) { const k = alloc.ranks[i]!.get(m.name)!; m.values.forEach((v, j) => { total += v; if (j < k) kept += v; }); }
+      return [it.path, { kept, total }];
+    }));
+    Object.assign(report, { max_bytes: o.maxBytes, kept_energy: alloc.keptEnergy, total_energy: alloc.totalEnergy, optimal: alloc.optimal });
+    todo = items.map((it) => it.path);
+  }
+  for (const [i, input] of todo.entries()) {
+    const output = join(outDir, basename(input));
+    const r0 = ranks?.get(input);
+    if (r0 && [...r0.values()].every((k) => k === 0)) {
+      report.adapters.push({ input, output: "", rank_in: 0, rank: 0, bytes: 0, relative_error: 1, retained_energy: 0, dropped: true });
+      deps.onAdapter?.(i + 1, todo.length);
+      continue;
+    }
+    try {
+      const r = (await runTruncate({ ...base, input, output, ...(ranks ? { ranks: ranks.get(input)! } : {}) }, { backend: deps.backend })) as WriteReport;
+      if (isSplitReport(r)) throw new UsageError("--unit cannot be used on a catalog");
+      const e = energy?.get(input);
+      report.adapters.push({
+        input, output, rank_in: r.totals.rank_in, rank: r.totals.rank, bytes: await tensorBytes(output), relative_error: r.totals.relative_error,
+        ...(e ? { retained_energy: e.total > 0 ? e.kept / e.total : 1 } : {}),
+      });
+    } catch (err) {
+      if (!(err instanceof LoraError) || err instanceof UsageError) throw err;
+      failed.push({ path: input, exit: err.exitCode, error: err.message });
+    }
+    deps.onAdapter?.(i + 1, todo.length);
+  }
+  report.bytes = report.adapters.reduce((s, a) => s + a.bytes, 0);
+  return report;
+}

@@ -1,0 +1,201 @@
+// Catalog mode: many adapters at once (docs/cli.md "Catalogs"). Inputs are expanded (files,
+// directories of adapters, `*`/`?` globs in the last path component, --from-list files) and each
+// adapter is summarised in one row from its exact spectra; a file that cannot be read is reported
+// and skipped, never stopping the others.
+import { readdir, readFile, stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { loadAdapter } from "../formats/adapter/index.js";
+import { LoraError, RuntimeFailure, UsageError } from "../formats/errors.js";
+import { effectiveRank } from "../linalg/lowrank.js";
+import type { LinalgBackend } from "../linalg/types.js";
+import { moduleSpectra } from "../commands/support/spectra.js";
+import { solveKnapsack } from "./knapsack.js";
+
+const ADAPTER_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors"];
+
+async function kind(p: string): Promise<"file" | "dir" | null> {
+  try {
+    const s = await stat(p);
+    return s.isDirectory() ? "dir" : "file";
+  } catch {
+    return null;
+  }
+}
+
+async function isAdapterDir(p: string): Promise<boolean> {
+  for (const f of ADAPTER_FILES) if ((await kind(join(p, f))) === "file") return true;
+  return false;
+}
+
+function globToRegExp(g: string): RegExp {
+  return new RegExp("^" + g.replace(/[.+^${}()|\\]/g, "\\$&").replace(/\*/g, "[^/]*").replace(/\?/g, "[^/]") + "$");
+}
+
+/** One argument → the adapters it names, in name order. */
+async function expandOne(arg: string): Promise<string[]> {
+  if (arg === "-") return [arg];
+  const k = await kind(arg);
+  if (k === "file") return [arg];
+  if (k === "dir") {
+    if (await isAdapterDir(arg)) return [arg];
+    const out: string[] = [];
+    for (const name of (await readdir(arg)).sort()) {
+      const p = join(arg, name);
+      const pk = await kind(p);
+      if ((pk === "file" && name.endsWith(".safetensors")) || (pk === "dir" && (await isAdapterDir(p)))) out.push(p);
+    }
+    return out;
+  }
+  if (/[*?]/.test(basename(arg))) {
+    const dir = dirname(arg), re = globToRegExp(basename(arg));
+    if ((await kind(dir)) !== "dir") return [];
+    return (await readdir(dir)).sort().filter((n) => re.test(n)).map((n) => join(dir, n));
+  }
+  return [arg]; // not there: reported when it is read
+}
+
+/** Every adapter named by the arguments and the --from-list files (one path per line, # comments). */
+export async function expandInputs(args: string[], fromList: string[] = []): Promise<string[]> {
+  if (args.length === 0 && fromList.length === 0) throw new UsageError("missing required argument 'adapter' (or --from-list FILE)");
+  const all = [...args];
+  for (const list of fromList) {
+    let text: string;
+    try { text = await readFile(list, "utf8"); } catch (e) { throw new RuntimeFailure(`--from-list ${list}: ${(e as Error).message}`); }
+    all.push(...text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#")));
+  }
+  const out: string[] = [];
+  for (const a of all) out.push(...(await expandOne(a)));
+  if (out.length === 0) throw new UsageError("no adapters found in the inputs given");
+  if (out.filter((p) => p === "-").length > 1) throw new UsageError("standard input (-) can be given once");
+  return out;
+}
+
+export interface AdapterSummary {
+  path: string;
+  format: string;
+  dtype: string;
+  modules: number;
+  total_rank: number;
+  /** LoRA parameters: Σ r·(out+in). */
+  parameters: number;
+  /** Bytes of the factor tensors as stored. */
+  bytes: number;
+  /** Σ over modules of the effective rank (exp of the spectral entropy). */
+  effective_rank: number;
+  /** Fraction of Σσ² kept when every module keeps max(1, ⌊r/2⌋) ranks. */
+  energy_at_half_rank: number;
+}
+
+export interface CatalogFailure {
+  path: string;
+  exit: number;
+  error: string;
+}
+
+export async function summarizeAdapter(path: string, be: LinalgBackend, stdin?: NodeJS.ReadableStream): Promise<AdapterSummary> {
+  const a = await loadAdapter(path, stdin ? { stdin } : {});
+  try {
+    const spectra = await moduleSpectra(a, be);
+    let rank = 0, params = 0, bytes = 0, eff = 0, total = 0, half = 0;
+    for (const m of a.modules) {
+      const S = spectra.get(m)!.S;
+      rank += m.rank;
+      params += m.rank * (m.out + m.in);
+      bytes += m.A.end - m.A.begin + (m.B.end - m.B.begin);
+      eff += S.length ? effectiveRank(S) : 0;
+      const keep = Math.max(1, Math.floor(m.rank / 2));
+      S.forEach((s, i) => { total += s * s; if (i < keep) half += s * s; });
+    }
+    return { path, format: a.format, dtype: a.dtype, modules: a.modules.length, total_rank: rank, parameters: params, bytes, effective_rank: eff, energy_at_half_rank: total > 0 ? half / total : 1 };
+  } finally {
+    await a.file.close();
+  }
+}
+
+/** Summaries of every adapter; failures (invalid input or unreadable files) collected, not thrown. */
+export async function summarizeCatalog(paths: string[], be: LinalgBackend, io: { stdin?: NodeJS.ReadableStream; onAdapter?: (i: number, n: number) => void } = {}): Promise<{ adapters: AdapterSummary[]; failed: CatalogFailure[] }> {
+  const adapters: AdapterSummary[] = [], failed: CatalogFailure[] = [];
+  for (const [i, p] of paths.entries()) {
+    try {
+      adapters.push(await summarizeAdapter(p, be, io.stdin));
+    } catch (e) {
+      if (!(e instanceof LoraError)) throw e;
+      failed.push({ path: p, exit: e.exitCode, error: e.message });
+    }
+    io.onAdapter?.(i + 1, paths.length);
+  }
+  return { adapters, failed };
+}
+
+/** Bytes per element of a factor dtype as truncate writes it. */
+const BYTES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2 };
+
+export interface CatalogItem {
+  path: string;
+  /** Per module: name, bytes per rank unit of the output, σ² (scale included), rank in. */
+  modules: { name: string; cost: number; values: Float64Array; rank: number }[];
+  /** Tensor bytes the output carries whatever the ranks: passthrough, alphas and other extras (an upper bound). */
+  fixedBytes: number;
+}
+
+/** Spectra of every adapter of a catalog, for a global allocation; failures collected, not thrown. */
+export async function catalogItems(paths: string[], be: LinalgBackend, o: { dtype?: string; to?: string; stdin?: NodeJS.ReadableStream; onAdapter?: (i: number, n: number) => void } = {}): Promise<{ items: CatalogItem[]; failed: CatalogFailure[] }> {
+  const items: CatalogItem[] = [], failed: CatalogFailure[] = [];
+  for (const [i, p] of paths.entries()) {
+    try {
+      const a = await loadAdapter(p, o.stdin ? { stdin: o.stdin } : {});
+      try {
+        const spectra = await moduleSpectra(a, be);
+        // Everything but the factors is carried as it is, except kohya alphas, which a kohya output writes as one F32 each.
+        const rewritten = new Set(a.modules.flatMap((m) => [m.A.name, m.B.name, ...(m.alphaTensor ? [m.alphaTensor.name] : [])]));
+        const kohyaOut = (o.to ?? a.format) === "kohya";
+        const fixedBytes = a.file.header.tensors.filter((t) => !rewritten.has(t.name)).reduce((s, t) => s + (t.end - t.begin), 0) + (kohyaOut ? 4 * a.modules.length : 0);
+        items.push({
+          path: p,
+          fixedBytes,
+          modules: a.modules.map((m) => ({ name: m.name, rank: m.rank, cost: (m.out + m.in) * (BYTES[o.dtype ?? m.A.dtype] ?? 4), values: Float64Array.from(spectra.get(m)!.S.slice(0, m.rank), (s) => s * s) })),
+        });
+      } finally {
+        await a.file.close();
+      }
+    } catch (e) {
+      if (!(e instanceof LoraError)) throw e;
+      failed.push({ path: p, exit: e.exitCode, error: e.message });
+    }
+    o.onAdapter?.(i + 1, paths.length);
+  }
+  return { items, failed };
+}
+
+export interface ByteAllocation {
+  /** Per adapter (as items): the rank of each module. */
+  ranks: Map<string, number>[];
+  keptEnergy: number;
+  totalEnergy: number;
+  bytes: number;
+  optimal: boolean;
+  /** The Lagrangian upper bound on the kept energy. */
+  bound: number;
+}
+
+/** The one global allocation: most energy kept over every module of every adapter within maxBytes of tensors. */
+export function allocateBytes(items: CatalogItem[], maxBytes: number): ByteAllocation {
+  const fixed = items.reduce((s, it) => s + it.fixedBytes, 0);
+  if (fixed > maxBytes) throw new UsageError(`--max-bytes ${maxBytes}: the catalog's passthrough tensors alone take ${fixed} bytes`);
+  const flat = items.flatMap((it) => it.modules);
+  const r = solveKnapsack(flat.map((m) => ({ cost: m.cost, values: m.values })), maxBytes - fixed);
+  let k = 0, total = 0;
+  const ranks = items.map((it) => new Map(it.modules.map((m) => { total += m.values.reduce((s, v) => s + v, 0); return [m.name, r.ranks[k++]!]; })));
+  return { ranks, keptEnergy: r.value, totalEnergy: total, bytes: r.bytes + fixed, optimal: r.optimal, bound: r.bound };
+}
+
+/** "500MB", "1.5GiB", "2e9", "24G": bytes (K/M/G/T decimal, Ki/Mi/Gi/Ti binary; a trailing B optional). */
+export function parseSize(v: string): number {
+  const m = /^\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmgt]i?)?b?\s*$/i.exec(v);
+  if (!m) throw new UsageError(`--max-bytes must be a size such as 500MB, 1.5GiB or 2e9, got "${v}"`);
+  const unit = (m[2] ?? "").toLowerCase();
+  const pow = { "": 0, k: 1, m: 2, g: 3, t: 4 }[unit[0] ?? ""] ?? 0;
+  const n = Number(m[1]) * (unit.endsWith("i") ? 1024 : 1000) ** pow;
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--max-bytes: "${v}" is not a byte count`);
+  return Math.floor(n);
+}
