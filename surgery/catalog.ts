@@ -56,7 +56,7 @@ async function expandOne(arg: string): Promise<string[]> {
 
 /** Every adapter named by the arguments and the --from-list files (one path per line, # comments). */
 export async function expandInputs(args: string[], fromList: string[] = []): Promise<string[]> {
-  if (args.length === 0 && fromList.length === 0) throw new UsageError("missing required argument 'adapter' (or --from-list FILE)");
+  if (args.length === 0 && fromList.length === 0) throw new UsageError("missing required argument 'adapter'");
   const all = [...args];
   for (const list of fromList) {
     let text: string;

@@ -26,7 +26,7 @@ test("no arguments: the usage on stderr, nothing on stdout, exit 2 (also with on
     assert.equal(r.code, 2, args.join(" "));
     assert.equal(r.stdout, "");
     assert.match(r.stderr, /^Usage: lora \[options\] \[command\]/);
-    assert.match(r.stderr, /inspect \[options\] <adapter>/);
+    assert.match(r.stderr, /inspect \[options\] \[adapter\.\.\.\]/);
   }
   for (const args of [["help"], ["help", "inspect"]]) {
     const h = lora(args);

@@ -73,6 +73,13 @@ test("every --json output validates against its schema in docs/schemas", () => {
   // convert, backends
   for (const to of ["kohya", "peft", "diffusers"]) check(ok(["convert", join(F, "example"), "--to", to, "-o", out(to === "peft" ? "" : ".safetensors")]), "convert.schema.json", `convert --to ${to}`);
   check(ok(["backends"]), "backends.schema.json", "backends");
+  // diff, lint and the catalog modes
+  check(ok(["diff", join(F, "example"), join(F, "distilbert-like-a")]), "diff.schema.json", "diff (disjoint modules)");
+  check(ok(["diff", join(F, "kohya-sd.safetensors"), join(F, "kohya-sd.safetensors"), "--signs"]), "diff.schema.json", "diff --signs");
+  check(ok(["lint", join(F, "example"), join(F, "kohya-sd.safetensors")]), "lint.schema.json", "lint");
+  check(ok(["inspect", join(F, "example"), join(F, "kohya-sd.safetensors")]), "inspect-catalog.schema.json", "inspect (catalog)");
+  check(ok(["truncate", join(F, "example"), join(F, "peft-bf16.safetensors"), "--max-bytes", "20KB", "-o", out()]), "truncate-catalog.schema.json", "truncate --max-bytes");
+  check(ok(["truncate", join(F, "example"), join(F, "kohya-sd.safetensors"), "--rank", "2", "-o", out()]), "truncate-catalog.schema.json", "truncate (catalog) --rank");
   // errors: usage, invalid input, unavailable backend, run-time
   for (const args of [["inspect", join(F, "example"), "--nope"], ["inspect", join(F, "bad-adapters", "nan-factor.safetensors")], ["inspect", join(F, "example"), "--backend", "cuda"], ["inspect", "/nonexistent"], ["merge", ...ab.slice(0, 2), "-o", out()]]) {
     const r = lora([...args, "--json"]);
@@ -107,7 +114,7 @@ function section(md: string, name: string): string {
 test("docs/cli.md names every flag of every command (and the global options once)", () => {
   const md = readFileSync(join(repoRoot, "docs", "cli.md"), "utf8");
   const global = section(md, "Global options");
-  for (const cmd of ["inspect", "truncate", "prune", "merge", "convert", "backends", "completion"]) {
+  for (const cmd of ["inspect", "truncate", "prune", "merge", "convert", "diff", "lint", "backends", "completion"]) {
     const help = lora([cmd, "--help"]).stdout;
     const [own, shared = ""] = help.split("\nGlobal options:\n");
     const flags = (s: string) => [...s.matchAll(/^ {2}(?:-\w, )?(--[\w-]+)/gm)].map((m) => m[1]!).filter((f) => f !== "--help");
