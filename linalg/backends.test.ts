@@ -518,7 +518,7 @@ for (const be of backends) {
 
 function fake(over: Partial<ComputeBinding>): ComputeBinding {
   const no = () => Promise.reject(new Error("not faked"));
-  return { abiVersion: 1, gemm: no, qr: no, svd: no, eigSym: no, kmeansLloyd: no, ...over };
+  return { abiVersion: 1, gemm: no, qr: no, svd: no, eigSym: no, kmeansLloyd: no, factorStats: no, truncateFactors: no, factorSpectrum: no, randomizedSvd: no, ...over };
 }
 
 describe("native adapter", () => {

@@ -1,8 +1,7 @@
 // N-API plumbing shared by lora_cpu.node and lora_cuda.node: argument checks, an AsyncWorker
-// that resolves a Promise, and the five compute entry points written once over an `Ops` policy
-// (CpuOps in cpu/addon.cc, CudaOps in cuda/addon.cc) that supplies the computations:
-//   template <typename T> static Status gemm/qr/svd/eigSym(…); static Status kmeansLloyd(…);
-//   static constexpr const char* prefix;
+// that resolves a Promise, and the dense compute entry points written once over Ops<Cpu> or
+// Ops<Cuda> (common/ops.h); the raw-bytes ones (factorStats, truncateFactors, factorSpectrum) and
+// the export list are in napi_fused.h.
 // Every compute call is an AsyncWorker: outputs are allocated on the JS thread before the work is
 // queued and written in Execute(); inputs and outputs are held by persistent references for the
 // worker's lifetime. Raw signatures are mirrored by ComputeBinding in linalg/native.ts.
@@ -17,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "status.h"
+#include "ops.h"
 
 namespace lora {
 namespace napi {
@@ -139,7 +138,7 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
     };
   auto outs = std::make_shared<Outs>();
   outs->add("c", c);
-  auto* w = new OpWorker(env, (Ops::prefix + std::string(".gemm")).c_str(), run, [outs](Napi::Env) { return outs->v[0].second.Value(); });
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".gemm")).c_str(), run, [outs](Napi::Env) { return outs->v[0].second.Value(); });
   w->Keep(a);
   w->Keep(b);
   auto p = w->Promise();
@@ -166,7 +165,7 @@ Napi::Value Qr(const Napi::CallbackInfo& info) {
   auto outs = std::make_shared<Outs>();
   outs->add("q", q);
   outs->add("r", r);
-  auto* w = new OpWorker(env, (Ops::prefix + std::string(".qr")).c_str(), run, objectOf(outs));
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".qr")).c_str(), run, objectOf(outs));
   w->Keep(a);
   auto p = w->Promise();
   w->Queue();
@@ -195,7 +194,7 @@ Napi::Value Svd(const Napi::CallbackInfo& info) {
   outs->add("u", u);
   outs->add("s", s);
   outs->add("vt", vt);
-  auto* w = new OpWorker(env, (Ops::prefix + std::string(".svd")).c_str(), run, objectOf(outs));
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".svd")).c_str(), run, objectOf(outs));
   w->Keep(a);
   auto p = w->Promise();
   w->Queue();
@@ -222,7 +221,7 @@ Napi::Value EigSym(const Napi::CallbackInfo& info) {
   auto outs = std::make_shared<Outs>();
   outs->add("values", vals);
   outs->add("vectors", vecs);
-  auto* w = new OpWorker(env, (Ops::prefix + std::string(".eigSym")).c_str(), run, objectOf(outs));
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".eigSym")).c_str(), run, objectOf(outs));
   w->Keep(a);
   auto p = w->Promise();
   w->Queue();
@@ -260,7 +259,7 @@ Napi::Value KmeansLloyd(const Napi::CallbackInfo& info) {
   auto outs = std::make_shared<Outs>();
   outs->add("centroids", cent);
   outs->add("labels", labels);
-  auto* w = new OpWorker(env, (Ops::prefix + std::string(".kmeansLloyd")).c_str(), run, objectOf(outs, [res](Napi::Object o) {
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".kmeansLloyd")).c_str(), run, objectOf(outs, [res](Napi::Object o) {
                            o.Set("inertia", res->inertia);
                            o.Set("iterations", res->iterations);
                          }));

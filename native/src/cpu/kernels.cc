@@ -5,7 +5,7 @@
 #include <cstring>
 #include <vector>
 
-#include "halfs.h"
+#include "../common/halfs.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
