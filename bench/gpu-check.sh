@@ -45,11 +45,16 @@ cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | hea
 [ -n "$rehearse" ] && cc=90 && rehearse="$(realpath "$rehearse")"
 [ -z "$cc" ] && { say "no GPU (nvidia-smi)"; exit 2; }
 # cuBLAS from the python wheels (nvidia-cublas), if any: cublas.cc opens it at run time.
+# Every nvidia/*/lib folder goes on the library path (cuBLAS needs cublasLt and may need the runtime).
 cublas=""
 for d in $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null); do
-  [ -d "$d/nvidia" ] && cublas="$(find "$d/nvidia" -name 'libcublas.so.1[0-9]*' 2>/dev/null | head -1)" && [ -n "$cublas" ] && break
+  [ -d "$d/nvidia" ] || continue
+  cublas="$(find "$d/nvidia" -name 'libcublas.so.1[0-9]*' 2>/dev/null | sort | head -1)"
+  [ -z "$cublas" ] && continue
+  for l in $(find "$d/nvidia" -name 'lib*.so*' -printf '%h\n' 2>/dev/null | sort -u); do LD_LIBRARY_PATH="$l${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; done
+  export LD_LIBRARY_PATH
+  break
 done
-if [ -n "$cublas" ]; then export LD_LIBRARY_PATH="$(dirname "$cublas")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
 echo "- cuBLAS: ${cublas:-none found (own GEMM kernel)}" >>"$report"
 
 # --- build ---------------------------------------------------------------------------------------
@@ -74,7 +79,7 @@ if [ "$hrc" = 0 ]; then
   [ $h = 0 ] || rc=1
 fi
 t0=$(date +%s)
-timeout 240 "$node" test/run.js linalg/backends linalg/kmeans linalg/randomized-svd linalg/lowrank commands/truncate/fused commands/truncate/svd >"$out/parity.log" 2>&1; p=$?
+timeout 200 "$node" test/run.js linalg/backends linalg/kmeans linalg/randomized-svd linalg/lowrank commands/truncate/fused commands/truncate/svd >"$out/parity.log" 2>&1; p=$?
 { echo "- TS parity tests on js, cpu and cuda (\`node test/run.js linalg/backends linalg/kmeans linalg/randomized-svd linalg/lowrank commands/truncate/fused commands/truncate/svd\`): exit $p, $(( $(date +%s) - t0 )) s"
   grep -E '^ℹ (tests|pass|fail|skipped)' "$out/parity.log" | sed 's/^ℹ /  - /'
   grep -E '^\s*✖' "$out/parity.log" | head -20 | sed 's/^/  /'
@@ -83,7 +88,7 @@ timeout 240 "$node" test/run.js linalg/backends linalg/kmeans linalg/randomized-
 
 # --- benchmarks ----------------------------------------------------------------------------------
 sec "Benchmarks (bench/gpu.ts)"
-timeout $(( 540 - ($(date +%s) - t00) )) "$node" dist/bench/gpu.js --crossover --crossover-out "$out/crossover.json" --out "$out/bench.md" $quick ${rehearse:+--rehearse --cuda-addon "$rehearse"} 2>>"$log"; b=$?
+timeout $(( 490 - ($(date +%s) - t00) )) "$node" dist/bench/gpu.js --crossover --crossover-out "$out/crossover.json" --out "$out/bench.md" $quick ${rehearse:+--rehearse --cuda-addon "$rehearse"} 2>>"$log"; b=$?
 if [ -f "$out/bench.md" ]; then cat "$out/bench.md" >>"$report"; else echo "benchmarks did not finish (exit $b); see gpu-check.log" >>"$report"; tail -20 "$log" >>"$report"; fi
 [ $b = 0 ] || rc=1
 say "done in $(( $(date +%s) - t00 )) s, exit $rc"

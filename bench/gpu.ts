@@ -53,7 +53,13 @@ function rawOf(rng: Rng, n: number, dtype: FactorDType): Uint8Array {
   return new Uint8Array(out.buffer);
 }
 
-/** One call of `op` at size step `s` (growing), and its size measure. */
+/** `call` once per lane, side by side, as the commands run modules. */
+function lanes(be: LinalgBackend, call: () => Promise<unknown>): Promise<unknown> {
+  const all = (n: number) => Promise.all(Array.from({ length: n }, call));
+  return be.withLanes ? be.withLanes(all) : all(1);
+}
+
+/** One call of `op` at size step `s` (growing), and its size measure (per call). */
 function ladder(op: Op, s: number, rng: Rng): { size: number; run: (be: LinalgBackend) => Promise<unknown> } {
   const mat = (r: number, c: number): Mat<Float64Array> => ({ rows: r, cols: c, data: rng.normals(r * c) });
   switch (op) {
@@ -62,10 +68,11 @@ function ladder(op: Op, s: number, rng: Rng): { size: number; run: (be: LinalgBa
     case "eigSym": { const n = 32 << s; const a = mat(n, n); return { size: n ** 3, run: (be) => be.eigSym(a) }; }
     case "kmeansLloyd": { const n = 128 << s, d = 1024, k = 16; const x = mat(n, d), c = { rows: k, cols: d, data: x.data.slice(0, k * d) }; return { size: n * d * k, run: (be) => be.kmeansLloyd(x, c, { maxIter: 20, tol: -1 }) }; }
     case "randomizedSvd": { const m = 256 << s, n = 2 * m, l = 26; const a = mat(m, n), om = mat(n, l); return { size: m * n * l, run: (be) => be.randomizedSvd!(a, om, 2, 16) }; }
-    case "factorStats": { const n = 1024 << s, r = 64; const raw = rawOf(rng, n * r, "BF16"); return { size: n * r, run: (be) => be.factorStats!(raw, "BF16", n, r, "gram-cols") }; }
+    // The commands run these per module side by side (withLanes): measured so, one call per lane.
+    case "factorStats": { const n = 1024 << s, r = 64; const raw = rawOf(rng, n * r, "BF16"); return { size: n * r, run: (be) => lanes(be, () => be.factorStats!(raw, "BF16", n, r, "gram-cols")) }; }
     case "truncateFactors": case "factorSpectrum": {
       const n = 1024 << s, r = 64; const B = { raw: rawOf(rng, n * r, "BF16"), dtype: "BF16" as const, rows: n, cols: r }, A = { raw: rawOf(rng, r * n, "BF16"), dtype: "BF16" as const, rows: r, cols: n };
-      return { size: 2 * n * r, run: (be) => (op === "factorSpectrum" ? be.factorSpectrum!({ B, A, scale: 2 }) : be.truncateFactors!({ B, A, scale: 2, rank: 16, scaleOut: 2, split: "balanced", outDtype: "BF16" })) };
+      return { size: 2 * n * r, run: (be) => lanes(be, () => (op === "factorSpectrum" ? be.factorSpectrum!({ B, A, scale: 2 }) : be.truncateFactors!({ B, A, scale: 2, rank: 16, scaleOut: 2, split: "balanced", outDtype: "BF16" }))) };
     }
   }
 }
@@ -75,14 +82,14 @@ async function crossover(cpu: LinalgBackend, cuda: LinalgBackend, lines: string[
     ? { gemm: 1, qr: 1, svd: 1, eigSym: 1, kmeansLloyd: 1, randomizedSvd: 1, factorStats: 1, truncateFactors: 1, factorSpectrum: 1 }
     : { gemm: quick ? 4 : 6, qr: 4, svd: 3, eigSym: 4, kmeansLloyd: quick ? 5 : 8, randomizedSvd: quick ? 3 : 5, factorStats: 5, truncateFactors: 5, factorSpectrum: 5 };
   const table: CrossoverTable = { ...CUDA_CROSSOVER };
-  lines.push("### Crossover (cpu vs cuda per operation and size; best of 3 after a warm-up)", "", "| operation | size measure | cpu s / cuda s at each size (smallest first) | crossover |", "|---|---|---|---|");
+  lines.push("### Crossover (cpu vs cuda per operation and size; best of 3 after a warm-up; factorStats, truncateFactors, factorSpectrum one call per lane, side by side)", "", "| operation | size measure | cpu s / cuda s at each size (smallest first) | crossover |", "|---|---|---|---|");
   for (const op of Object.keys(steps) as Op[]) {
     const rng = new Rng(7);
     const cells: string[] = [];
     let cross = Infinity;
     for (let s = 0; s < steps[op]; s++) {
       const { size, run } = ladder(op, s, rng);
-      const tc = await best(2, () => run(cpu)), tg = await best(2, () => run(cuda));
+      const tc = await best(3, () => run(cpu)), tg = await best(3, () => run(cuda));
       cells.push(`${size.toExponential(1)}: ${f(tc, 4)}/${f(tg, 4)}`);
       if (tg < tc) { if (!Number.isFinite(cross)) cross = size; } else cross = Infinity;
       log(`crossover ${op} size ${size.toExponential(2)}: cpu ${tc.toFixed(4)} s, cuda ${tg.toFixed(4)} s`);

@@ -28,22 +28,25 @@ export interface CrossoverTable {
 }
 
 /**
- * Measured by bench/gpu.ts --crossover: the smallest size from which cuda was faster than cpu at
- * every larger size measured (Infinity: cuda never was, or was not measured).
+ * Measured by bench/gpu.ts --crossover (docs/BENCHMARKS.md, "GPU (CUDA)"): the smallest size from
+ * which cuda was faster than cpu at every larger size measured; Infinity where cuda never was, or
+ * where two runs or the whole commands disagreed (kept on the cpu: auto must never be slower).
  */
 export const CUDA_CROSSOVER: CrossoverTable = {
-  measuredOn: "provisional (not yet measured on a GPU)",
-  gemm: 1e9,
-  qr: Infinity,
-  svd: Infinity,
+  measuredOn: "NVIDIA H200 vs 16 Xeon cores (OpenBLAS), 2026-12-04",
+  // A host-resident product is dominated by its transfers: one run had cuda slower at 2048³ (8.6e9).
+  gemm: Infinity,
+  qr: 8_388_608,
+  svd: 8_388_608,
   eigSym: Infinity,
-  kmeansLloyd: 1e8,
+  kmeansLloyd: 2_097_152,
+  // The commands run these modules side by side (withLanes): cpu lanes beat the one GPU there
+  // (`lora truncate`, Llama-7B shapes: cpu 0.75 s, cuda 1.23 s), whatever one call alone measures.
   factorStats: Infinity,
   truncateFactors: Infinity,
   factorSpectrum: Infinity,
-  randomizedSvd: 1e8,
+  randomizedSvd: 13_631_488,
 };
-
 const dims = (m: Mat) => [m.rows, m.cols] as const;
 
 /** The backend auto gives: cpu below each crossover, cuda (loaded on first use) at or above it. */

@@ -31,28 +31,28 @@ export interface ComputeBinding {
   randomizedSvd(a: FloatArray, rows: number, cols: number, omega: FloatArray, l: number, q: number, t: number): Promise<{ u: FloatArray; s: FloatArray; vt: FloatArray }>;
 }
 
-export interface RawSpectrumResult {
+
+/** What truncateFactors and factorSpectrum both return: kind 0 done, 1 fallback, 2 non-finite (badFactor 0 = A). */
+interface RawOutcome {
   kind: number;
-  S: Float64Array;
-  grams?: Float64Array;
   norm2: number;
   badFactor: number;
   badIndex: number;
   badValue: number;
 }
 
-export interface RawTruncateResult {
-  kind: number;
+export interface RawSpectrumResult extends RawOutcome {
+  S: Float64Array;
+  grams?: Float64Array;
+}
+
+export interface RawTruncateResult extends RawOutcome {
   B: Uint8Array;
   A: Uint8Array;
   S: Float64Array;
-  norm2: number;
   err2: number;
   resid2: number;
   productBits: number;
-  badFactor: number;
-  badIndex: number;
-  badValue: number;
 }
 
 export const FACTOR_DTYPES: Record<FactorDType, { code: number; size: number }> = { F32: { code: 0, size: 4 }, F16: { code: 1, size: 2 }, BF16: { code: 2, size: 2 }, F64: { code: 3, size: 8 } };

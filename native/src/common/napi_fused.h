@@ -51,25 +51,29 @@ Napi::Value FactorStats(const Napi::CallbackInfo& info) {
   outs->add("gram", gram);
   auto* w = new OpWorker(env, (Ops::label() + std::string(".factorStats")).c_str(), run,
                          objectOf(outs, [bad](Napi::Object o) { o.Set("firstNonFinite", double(*bad)); }));
-  w->Keep(raw);
-  auto p = w->Promise();
-  w->Queue();
-  return p;
+  return queue(w, {raw});
 }
 
 // Arguments 0–6 of truncateFactors and factorSpectrum: rawB, dtypeB, rawA, dtypeA, out, r, in, then
-// the scale at `scaleAt`. Checks dtype codes, byte lengths and the scale; rawB/rawA are the views to Keep.
-inline void rawPairArgs(const Napi::CallbackInfo& info, size_t scaleAt, TruncateArgs& a, Napi::TypedArray& rawB, Napi::TypedArray& rawA) {
+// the scale at `scaleAt`. Checks dtype codes, byte lengths and the scale; rawB/rawA are the views to keep.
+struct RawPair {
+  TruncateArgs a;
+  Napi::TypedArray rawB, rawA;
+};
+inline RawPair rawPairArgs(const Napi::CallbackInfo& info, size_t scaleAt) {
+  RawPair p;
+  TruncateArgs& a = p.a;
   a.dtypeB = dim(info, 1, "dtypeB", 0);
   a.dtypeA = dim(info, 3, "dtypeA", 0);
   a.out = dim(info, 4, "out"), a.r = dim(info, 5, "r"), a.in = dim(info, 6, "in");
   a.scale = numberArg(info, scaleAt, "scale");
   if (a.dtypeA > 3 || a.dtypeB > 3) typeError(info.Env(), "dtype codes are 0 (F32), 1 (F16), 2 (BF16), 3 (F64)");
   if (!std::isfinite(a.scale)) typeError(info.Env(), "scale must be finite");
-  bytesArg(info, 0, "rawB", size_t(a.out) * a.r * dtypeBytes(a.dtypeB), rawB);
-  bytesArg(info, 2, "rawA", size_t(a.r) * a.in * dtypeBytes(a.dtypeA), rawA);
-  a.rawB = bytesOf(rawB);
-  a.rawA = bytesOf(rawA);
+  bytesArg(info, 0, "rawB", size_t(a.out) * a.r * dtypeBytes(a.dtypeB), p.rawB);
+  bytesArg(info, 2, "rawA", size_t(a.r) * a.in * dtypeBytes(a.dtypeA), p.rawA);
+  a.rawB = bytesOf(p.rawB);
+  a.rawA = bytesOf(p.rawA);
+  return p;
 }
 
 // The outcome fields both results carry.
@@ -104,9 +108,8 @@ struct OutBytes {
 template <class Ops>
 Napi::Value TruncateFactors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  TruncateArgs a;
-  Napi::TypedArray rawB, rawA;
-  rawPairArgs(info, 8, a, rawB, rawA);
+  RawPair in = rawPairArgs(info, 8);
+  TruncateArgs& a = in.a;
   a.t = dim(info, 7, "t");
   a.scaleOut = numberArg(info, 9, "scaleOut");
   a.balanced = info[10].ToBoolean();
@@ -140,12 +143,7 @@ Napi::Value TruncateFactors(const Napi::CallbackInfo& info) {
                            o.Set("resid2", res->resid2);
                            o.Set("productBits", res->productBits);
                          }));
-  w->Keep(rawB);
-  w->Keep(rawA);
-  if (hasGrams) w->Keep(gramsArg);
-  auto p = w->Promise();
-  w->Queue();
-  return p;
+  return queue(w, {in.rawB, in.rawA, hasGrams ? gramsArg : Napi::Value()});
 }
 
 // factorSpectrum(rawB, dtypeB, rawA, dtypeA, out, r, in, scale, keepGrams)
@@ -154,9 +152,8 @@ Napi::Value TruncateFactors(const Napi::CallbackInfo& info) {
 template <class Ops>
 Napi::Value FactorSpectrum(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  TruncateArgs a;
-  Napi::TypedArray rawB, rawA;
-  rawPairArgs(info, 7, a, rawB, rawA);
+  RawPair in = rawPairArgs(info, 7);
+  TruncateArgs& a = in.a;
   const bool keepGrams = info[8].ToBoolean();
   auto S = Napi::Float64Array::New(env, size_t(a.r));
   auto G = Napi::Float64Array::New(env, keepGrams ? 2 * size_t(a.r) * a.r : 0);
@@ -167,11 +164,7 @@ Napi::Value FactorSpectrum(const Napi::CallbackInfo& info) {
   if (keepGrams) outs->add("grams", G);
   auto* w = new OpWorker(env, (Ops::label() + std::string(".factorSpectrum")).c_str(), run,
                          objectOf(outs, [res](Napi::Object o) { setOutcome(o, *res); }));
-  w->Keep(rawB);
-  w->Keep(rawA);
-  auto p = w->Promise();
-  w->Queue();
-  return p;
+  return queue(w, {in.rawB, in.rawA});
 }
 
 // randomizedSvd(a (m×n), m, n, omega (n×l, a's element type), l, q, t) → Promise<{u (m×t), s (t), vt (t×n)}>
@@ -185,25 +178,18 @@ Napi::Value RandomizedSvd(const Napi::CallbackInfo& info) {
   if (l > std::min(m, n) || t > l) typeError(env, "randomizedSvd: need t ≤ l ≤ min(rows, cols)");
   bool f32 = isF32(a);
   auto u = newLike(env, f32, size_t(m) * t), s = newLike(env, f32, size_t(t)), vt = newLike(env, f32, size_t(t) * n);
-  std::function<Status()> run;
-  if (f32)
-    run = [=, pa = ptr<float>(a), po = ptr<float>(om), pu = ptr<float>(u), ps = ptr<float>(s), pv = ptr<float>(vt)] {
-      return Ops::template randomizedSvd<float>(pa, m, n, po, l, q, t, pu, ps, pv);
+  auto run = perType(f32, [&](auto z) -> std::function<Status()> {
+    using T = decltype(z);
+    return [=, pa = ptr<T>(a), po = ptr<T>(om), pu = ptr<T>(u), ps = ptr<T>(s), pv = ptr<T>(vt)] {
+      return Ops::template randomizedSvd<T>(pa, m, n, po, l, q, t, pu, ps, pv);
     };
-  else
-    run = [=, pa = ptr<double>(a), po = ptr<double>(om), pu = ptr<double>(u), ps = ptr<double>(s), pv = ptr<double>(vt)] {
-      return Ops::template randomizedSvd<double>(pa, m, n, po, l, q, t, pu, ps, pv);
-    };
+  });
   auto outs = std::make_shared<Outs>();
   outs->add("u", u);
   outs->add("s", s);
   outs->add("vt", vt);
   auto* w = new OpWorker(env, (Ops::label() + std::string(".randomizedSvd")).c_str(), run, objectOf(outs));
-  w->Keep(a);
-  w->Keep(om);
-  auto p = w->Promise();
-  w->Queue();
-  return p;
+  return queue(w, {a, om});
 }
 
 /** Every compute function of an addon (the same list for cpu and cuda). */

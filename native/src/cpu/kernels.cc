@@ -1,3 +1,4 @@
+// Longer than 400 lines: every multi-versioned (target_clones) kernel of the fused route in one unit.
 #include "kernels.h"
 
 #include <algorithm>

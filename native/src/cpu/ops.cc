@@ -1,3 +1,4 @@
+// Longer than 400 lines: the five LAPACK-backed operations share the row-major/column-major plumbing above them.
 // Ops<Cpu> (common/ops.h) on BLAS/LAPACK opened at run time (blas.cc): the dense operations,
 // k-means and factorStats. The fused truncation is in truncate.cc, the randomized SVD in rsvd.cc.
 #include "../common/ops.h"

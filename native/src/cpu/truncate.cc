@@ -1,3 +1,4 @@
+// Longer than 400 lines: the three streaming passes and the r×r algebra of one fused route, kept together.
 // The Gram route of commands/truncate/svd.ts in one native call (algorithms.md §7.1):
 //   G_B = BᵀB, G_A = AAᵀ (float64), R_B = Λ_B^{1/2}V_Bᵀ, R_A likewise, M = s·R_B·R_Aᵀ = U_M Σ V_Mᵀ,
 //   B' = B·P with P = s R_Aᵀ V_M,t Σ_t⁻¹ ·(√Σ_t / √s' or 1/s'),  A' = Q·A with Q = s Σ_t⁻¹ U_M,tᵀ R_B ·(…),

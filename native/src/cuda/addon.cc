@@ -19,17 +19,16 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("libcuda", p.libcuda);
   if (!p.libcuda) o.Set("dlerror", p.dlerror);
-  o.Set("deviceCount", p.deviceCount);
-  o.Set("driverVersion", p.driverVersion);
-  o.Set("runtimeVersion", p.runtimeVersion);
-  o.Set("error", p.error);
+  for (auto [k, v] : {std::pair<const char*, double>{"deviceCount", p.deviceCount}, {"driverVersion", p.driverVersion},
+                      {"runtimeVersion", p.runtimeVersion}, {"error", p.error}})
+    o.Set(k, v);
   o.Set("errorString", p.errorString);
   if (p.deviceCount > 0) {
-    o.Set("device", p.device);
-    o.Set("computeCapability", std::to_string(p.ccMajor) + "." + std::to_string(p.ccMinor));
+    for (auto [k, v] : {std::pair<const char*, std::string>{"device", p.device}, {"blas", p.blas},
+                        {"computeCapability", std::to_string(p.ccMajor) + "." + std::to_string(p.ccMinor)}})
+      o.Set(k, v);
     o.Set("memoryBytes", double(p.memoryBytes));
     o.Set("multiprocessors", p.multiprocessors);
-    o.Set("blas", p.blas);
   }
   return o;
 }

@@ -1,3 +1,4 @@
+// Longer than 400 lines: the kernels and their host drivers share one anonymous namespace and one translation unit of the emulation build.
 // Own CUDA kernels on cudart only (no cuBLAS/cuSOLVER on these machines) and the host code that
 // drives them. Compiled by nvcc into lora_cuda.node (binding.gyp) and into the standalone harness
 // (native/cuda-harness); also compiled as plain C++ against native/cuda-harness/emu/cuda_emu.h
@@ -108,6 +109,19 @@ __global__ void transposeK(const T* __restrict__ src, int rows, int cols, T* __r
 // C (m×n, row-major) = alpha · op(A) · op(B); A is row-major with row length lda (aCols), B with
 // ldb (bCols). 64×64 output tile per block of 256 threads, 4×4 outputs per thread, k-tiles of 16.
 constexpr int GBM = 64, GBN = 64, GBK = 16;
+
+// S[q][i] = X's element (base + i, k0 + q), zero outside limit × kk; X(i, k) is X[i·ld + k] when
+// kMajor, else X[k·ld + i]. Loads are laid out so that consecutive threads read consecutive addresses.
+template <typename T, int W>
+__device__ inline void loadTile(const T* __restrict__ X, int ld, bool kMajor, int base, int limit, int k0, int kk,
+                                int tid, T (*S)[W + 1]) {
+  for (int l = tid; l < W * GBK; l += GEMM_THREADS) {
+    int i = kMajor ? l / GBK : l % W, q = kMajor ? l % GBK : l / W;
+    int gi = base + i, gq = k0 + q;
+    S[q][i] = gi < limit && gq < kk ? (kMajor ? X[size_t(gi) * ld + gq] : X[size_t(gq) * ld + gi]) : T(0);
+  }
+}
+
 template <typename T>
 __global__ void gemmK(int m, int n, int kk, const T* __restrict__ A, int lda, int ta, const T* __restrict__ B,
                       int ldb, int tb, T alpha, T* __restrict__ C) {
@@ -120,35 +134,9 @@ __global__ void gemmK(int m, int n, int kk, const T* __restrict__ A, int lda, in
   for (int i = 0; i < 4; i++)
     for (int j = 0; j < 4; j++) acc[i][j] = T(0);
   for (int k0 = 0; k0 < kk; k0 += GBK) {
-    // Loads are laid out so that consecutive threads read consecutive addresses.
-    for (int l = tid; l < GBM * GBK; l += GEMM_THREADS) {
-      int r, q;
-      if (!ta) {
-        q = l % GBK;
-        r = l / GBK;
-      } else {
-        r = l % GBM;
-        q = l / GBM;
-      }
-      int gr = row0 + r, gq = k0 + q;
-      T v = T(0);
-      if (gr < m && gq < kk) v = ta ? A[size_t(gq) * lda + gr] : A[size_t(gr) * lda + gq];
-      As[q][r] = v;
-    }
-    for (int l = tid; l < GBN * GBK; l += GEMM_THREADS) {
-      int c, q;
-      if (!tb) {
-        c = l % GBN;
-        q = l / GBN;
-      } else {
-        q = l % GBK;
-        c = l / GBK;
-      }
-      int gc = col0 + c, gq = k0 + q;
-      T v = T(0);
-      if (gc < n && gq < kk) v = tb ? B[size_t(gc) * ldb + gq] : B[size_t(gq) * ldb + gc];
-      Bs[q][c] = v;
-    }
+    // op(A)[i][k] is A[i·lda + k] unless ta; op(B)[k][j] is B[j·ldb + k] when tb (k-contiguous).
+    loadTile<T, GBM>(A, lda, !ta, row0, m, k0, kk, tid, As);
+    loadTile<T, GBN>(B, ldb, tb != 0, col0, n, k0, kk, tid, Bs);
     __syncthreads();
     for (int q = 0; q < GBK; q++) {
       T a[4], b[4];
@@ -308,28 +296,15 @@ __global__ void centroidK(const double* X, int d, const int* members, const int*
   next[o] = s / ws;
 }
 
-// out[q] = ‖a_q − b_q‖² (rows of d), one block per row.
-__global__ void rowDist2K(const double* a, const double* b, int d, double* out) {
+// out[q] = ‖a_q − b_{rowOfB[q]}‖² (rows of d; rowOfB null = q), one block per row q: the centroids'
+// shift (b = the previous centroids) and each point's distance to its centroid (b = C, rowOfB = labels).
+__global__ void rowDist2K(const double* a, const double* b, const int* rowOfB, int d, double* out) {
   __shared__ double sh[TPB];
   const double* x = a + size_t(blockIdx.x) * d;
-  const double* y = b + size_t(blockIdx.x) * d;
+  const double* y = b + size_t(rowOfB ? rowOfB[blockIdx.x] : int(blockIdx.x)) * d;
   double s = 0;
   for (int j = threadIdx.x; j < d; j += TPB) {
     double t = x[j] - y[j];
-    s += t * t;
-  }
-  s = blockSum(s, sh);
-  if (threadIdx.x == 0) out[blockIdx.x] = s;
-}
-
-// out[i] = ‖x_i − c_{labels[i]}‖², one block per point.
-__global__ void labelDist2K(const double* X, const double* C, const int* labels, int d, double* out) {
-  __shared__ double sh[TPB];
-  const double* x = X + size_t(blockIdx.x) * d;
-  const double* c = C + size_t(labels[blockIdx.x]) * d;
-  double s = 0;
-  for (int j = threadIdx.x; j < d; j += TPB) {
-    double t = x[j] - c[j];
     s += t * t;
   }
   s = blockSum(s, sh);
@@ -705,7 +680,7 @@ Status kmeansLloyd(const double* x, int n, int d, double* c, int k, const double
       dim3 grid(k, (d + TPB - 1) / TPB);
       LORA_LAUNCH(centroidK, grid, dim3(TPB), x, d, members.p, offsets.p, hostWeights ? w.p : nullptr, wsum.p,
                   cur.p, next.p);
-      LORA_LAUNCH(rowDist2K, dim3(k), dim3(TPB), next.p, cur.p, d, part.p);
+      LORA_LAUNCH(rowDist2K, dim3(k), dim3(TPB), next.p, cur.p, static_cast<const int*>(nullptr), d, part.p);
       CKL("update");
       part.download(sh.data(), k);
       double shift = 0;
@@ -714,7 +689,7 @@ Status kmeansLloyd(const double* x, int n, int d, double* c, int k, const double
       if (shift <= tol) break;
     }
     assign();
-    LORA_LAUNCH(labelDist2K, dim3(n), dim3(TPB), x, cur.p, lab.p, d, part.p);
+    LORA_LAUNCH(rowDist2K, dim3(n), dim3(TPB), x, cur.p, static_cast<const int*>(lab.p), d, part.p);
     CKL("inertia");
     part.download(sh.data(), n);
     double inertia = 0;
@@ -760,10 +735,11 @@ Status Ops<Cuda>::gemm(const T* a, int aRows, int aCols, const T* b, int bRows, 
             T* c) {
   return guard("gemm", [&] {
     int m = transA ? aCols : aRows, n = transB ? bRows : bCols;
-    DBuf<T> A(size_t(aRows) * aCols), B(size_t(bRows) * bCols), C(size_t(m) * n);
+    const bool gram = a == b && aRows == bRows && aCols == bCols;  // X·Xᵀ or Xᵀ·X: one upload
+    DBuf<T> A(size_t(aRows) * aCols), B(gram ? 0 : size_t(bRows) * bCols), C(size_t(m) * n);
     A.upload(a, A.n);
-    B.upload(b, B.n);
-    gemmDev<T>(A.p, aRows, aCols, B.p, bRows, bCols, transA, transB, alpha, C.p);
+    if (!gram) B.upload(b, B.n);
+    gemmDev<T>(A.p, aRows, aCols, gram ? A.p : B.p, bRows, bCols, transA, transB, alpha, C.p);
     C.download(c, C.n);
   });
 }
