@@ -8,7 +8,7 @@
 #     randomized SVD of 4096×11008, lego merge of 32 × r16 adapters (Llama-7B shapes, 8 layers),
 #     truncate and inspect of the Llama-7B-shaped adapter.
 # Everything goes to one file: $OUT/gpu-check.md (else bench/out/gpu-check/), the log beside it.
-#   bash bench/gpu-check.sh [--quick]
+#   bash bench/gpu-check.sh [--quick | --no-bench]
 # Rehearsal without a GPU (the whole pipeline, tiny benchmark sizes, cuda = the CPU emulation addon):
 #   LORA_REHEARSE_CUDA_ADDON=native/build/emu/lora_cuda.node bash bench/gpu-check.sh
 # Exit: 0 parity passed and the benchmarks ran, 1 a parity failure or a benchmark error, 2 no usable GPU, 3 build failure.
@@ -33,6 +33,7 @@ if [ -n "$stage" ]; then
   export LD_LIBRARY_PATH="/tmp/lora-stage/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 quick=""; [ "${1:-}" = "--quick" ] && quick="--quick"
+nobench=""; [ "${1:-}" = "--no-bench" ] && nobench=1
 { echo "# GPU check ($(date -u +%Y-%m-%dT%H:%MZ), bench/gpu-check.sh)"; echo; } >"$report"
 
 # --- machine -------------------------------------------------------------------------------------
@@ -87,6 +88,7 @@ timeout 200 "$node" test/run.js linalg/backends linalg/kmeans linalg/randomized-
 [ $p = 0 ] || rc=1
 
 # --- benchmarks ----------------------------------------------------------------------------------
+if [ -n "$nobench" ]; then say "done in $(( $(date +%s) - t00 )) s (--no-bench), exit $rc"; exit $rc; fi
 sec "Benchmarks (bench/gpu.ts)"
 timeout $(( 490 - ($(date +%s) - t00) )) "$node" dist/bench/gpu.js --crossover --crossover-out "$out/crossover.json" --out "$out/bench.md" $quick ${rehearse:+--rehearse --cuda-addon "$rehearse"} 2>>"$log"; b=$?
 if [ -f "$out/bench.md" ]; then cat "$out/bench.md" >>"$report"; else echo "benchmarks did not finish (exit $b); see gpu-check.log" >>"$report"; tail -20 "$log" >>"$report"; fi
