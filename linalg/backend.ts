@@ -30,7 +30,8 @@ async function js(): Promise<LinalgBackend> {
 }
 
 /**
- * auto: cuda, then cpu, then js; never fails. An explicit cpu or cuda that is not available
+ * auto: cpu with cuda for the operations above their measured crossovers (where a GPU may be
+ * usable), else cuda, cpu, js in that order; never fails. An explicit cpu or cuda that is not available
  * throws BackendUnavailableError (exit 4) whose message names the reason and the fix.
  */
 export async function resolveBackend(pref: BackendPreference, opts: ResolveOptions = {}): Promise<ResolvedBackend> {
@@ -42,10 +43,19 @@ export async function resolveBackend(pref: BackendPreference, opts: ResolveOptio
   if (pref === "cpu") return { backend: native.requireBackend("cpu", native.probeCpu({ threads: opts.threads })), skipped: [] };
   if (pref === "cuda") return { backend: native.requireBackend("cuda", native.probeCuda()), skipped: [] };
   const skipped: { name: BackendName; reason: string }[] = [];
+  const cpu = safeProbe(() => native.probeCpu({ threads: opts.threads }));
+  // Where a GPU may be usable, auto routes each operation by its measured crossover (linalg/native/auto.ts)
+  // and loads the cuda addon only when a call first crosses over; without the cpu backend, cuda takes all.
+  if (native.cudaLikely() && cpu.ok) {
+    const cuda = () => {
+      const p = safeProbe(() => native.probeCuda());
+      return p.ok ? p.backend : undefined;
+    };
+    return { backend: native.routedBackend(cpu.backend, cuda), skipped };
+  }
   const cuda = safeProbe(() => native.probeCuda());
   if (cuda.ok) return { backend: cuda.backend, skipped };
   skipped.push({ name: "cuda", reason: cuda.reason });
-  const cpu = safeProbe(() => native.probeCpu({ threads: opts.threads }));
   if (cpu.ok) return { backend: cpu.backend, skipped };
   skipped.push({ name: "cpu", reason: cpu.reason });
   return { backend: await js(), skipped };

@@ -60,7 +60,7 @@ async function cores(be: LinalgBackend, B: Mat<Float64Array>, A: Mat<Float64Arra
   return { qb, qa, M };
 }
 
-/** Exact thin SVD of Σ sᵢBᵢAᵢ from the factors (§7.1). Signs per linalg/signs.ts. */
+/** Exact thin SVD of Σ sᵢBᵢAᵢ from the factors (docs/algorithms.md §2.1). Signs per linalg/signs.ts. */
 export async function lowRankSvd(be: LinalgBackend, terms: LowRankTerm | LowRankTerm[]): Promise<LowRankSvd> {
   const { B, A } = concatTerms(Array.isArray(terms) ? terms : [terms]);
   const { qb, qa, M } = await cores(be, B, A);
@@ -91,7 +91,7 @@ export async function lowRankNorm(be: LinalgBackend, terms: LowRankTerm | LowRan
 
 /**
  * ‖P − T‖_F / ‖T‖_F for two low-rank sums, from the factors: the difference is itself the
- * low-rank sum [T, −P], whose norm comes from its core (§7.3). 0 when ‖T‖ = 0 and ‖P‖ = 0.
+ * low-rank sum [T, −P], whose norm comes from its core (docs/algorithms.md §2.3). 0 when ‖T‖ = 0 and ‖P‖ = 0.
  */
 export async function relativeError(be: LinalgBackend, target: LowRankTerm[], approx: LowRankTerm[]): Promise<number> {
   const t = target.filter((x) => x.A.rows > 0);

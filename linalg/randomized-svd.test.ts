@@ -1,7 +1,7 @@
 // Randomized SVD (linalg/randomized-svd.ts, docs/algorithms.md §2.4) against a dense float64 SVD on
 // fresh random matrices (seed printed; LORA_TEST_SEED replays). Tolerances: rank ≤ ℓ matrices are
 // recovered exactly (σ within 1e-10 relative, reconstruction 1e-10); low-rank + noise gives σ
-// within rtol 1e-3 for q = 2 (the §7.2 acceptance figure); same seed ⇒ identical bits.
+// within rtol 1e-3 for q = 2 (the docs/algorithms.md §2.4 acceptance figure); same seed ⇒ identical bits.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { jsBackend } from "./js/index.js";

@@ -47,6 +47,10 @@ export async function randomizedSvd(be: LinalgBackend, m: Mat<Float64Array>, t: 
   if (l >= minDim) return exactTruncated(be, m, Math.min(t, minDim));
   const rng = new Rng(o.seed ?? 0);
   const omega: Mat<Float64Array> = { rows: k, cols: l, data: rng.normals(k * l) };
+  if (be.randomizedSvd) {  // the same steps in one native call (cpu, cuda)
+    const r = await be.randomizedSvd(m, omega, q, t);
+    return truncate(r.U, r.S, r.Vt, t);
+  }
   let Q = (await be.qr(await be.gemm(m, omega))).Q; // d×ℓ
   for (let i = 0; i < q; i++) {
     const Z = (await be.qr(await be.gemm(m, Q, { transA: true }))).Q; // k×ℓ

@@ -181,6 +181,15 @@ export interface LinalgBackend {
    */
   factorSpectrum?(input: FactorSpectrumInput): Promise<FactorSpectrumResult>;
   /**
+   * Optional (cpu, cuda; linalg/randomized-svd.ts runs the same steps on any backend without it):
+   * randomized SVD (docs/algorithms.md §2.4; Halko, Martinsson & Tropp 2011, Alg. 4.4 + 5.1) of A
+   * (m×n) with the Gaussian test matrix Ω (n×l, drawn by the caller so that every backend gets the
+   * same one) and q power iterations, each half-step re-orthonormalised by QR:
+   * Q = qr(AΩ); q × {Z = qr(AᵀQ), Q = qr(AZ)}; SVD of QᵀA. The leading `rank` triplets (rank ≤ l ≤
+   * min(m, n)), signs not normalised.
+   */
+  randomizedSvd?<T extends FloatArray>(a: Mat<T>, omega: Mat<T>, powerIters: number, rank: number): Promise<SvdResult<T>>;
+  /**
    * Optional (cpu): runs fn with every BLAS call on one thread, passing how many calls to run side
    * by side (the backend's thread count), then restores the threads. Only while no call is in flight.
    */

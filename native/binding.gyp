@@ -1,7 +1,8 @@
 {
   # Two addons, kept apart so that a CUDA build failure or a missing driver never touches the CPU path.
   #   lora_cpu.node : N-API + BLAS/LAPACK opened with dlopen at first use (links no BLAS; loads without one).
-  #   lora_cuda.node: own kernels on the CUDA runtime, cudart linked statically; built only with_cuda==1.
+  #   lora_cuda.node: own kernels on the CUDA runtime (cudart linked statically, cuBLAS opened at run time when
+  #                   present) plus the cpu code the fused operations reuse; built only with_cuda==1.
   # native/build.js drives this (node native/build.js); by hand: npx node-gyp rebuild --directory native -- -Dwith_cuda=0
   "variables": {
     "variables": {
@@ -15,7 +16,7 @@
   "targets": [
     {
       "target_name": "lora_cpu",
-      "sources": ["src/cpu/addon.cc", "src/cpu/blas.cc", "src/cpu/ops.cc", "src/cpu/kernels.cc", "src/cpu/truncate.cc"],
+      "sources": ["src/cpu/addon.cc", "src/cpu/blas.cc", "src/cpu/ops.cc", "src/cpu/kernels.cc", "src/cpu/truncate.cc", "src/cpu/rsvd.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags_cc": ["-O3", "-std=c++17", "-fexceptions", "-Wno-psabi"],
@@ -26,10 +27,11 @@
       "target_name": "lora_cuda",
       "conditions": [
         ["with_cuda==1", {
-          "sources": ["src/cuda/addon.cc", "src/cuda/kernels.cu"],
+          "sources": ["src/cuda/addon.cc", "src/cuda/kernels.cu", "src/cuda/fused.cu", "src/cuda/cublas.cc",
+                      "src/cpu/blas.cc", "src/cpu/ops.cc", "src/cpu/kernels.cc", "src/cpu/truncate.cc"],
           "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<(cuda_home)/include"],
           "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
-          "cflags_cc": ["-O3", "-std=c++17", "-fexceptions"],
+          "cflags_cc": ["-O3", "-std=c++17", "-fexceptions", "-Wno-psabi"],
           "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
           "rules": [{
             "rule_name": "nvcc",

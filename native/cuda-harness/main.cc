@@ -526,7 +526,7 @@ Result runMat(const Case& c, Rng& rng) {
     M64 A = back(a, in.a.rows, in.a.cols), B = back(b, in.b.rows, in.b.cols);
     int m = in.ta ? in.a.cols : in.a.rows, n = in.tb ? in.b.rows : in.b.cols;
     std::vector<T> cc(size_t(m) * n);
-    Status s = cu::gemm<T>(a.data(), A.rows, A.cols, b.data(), B.rows, B.cols, in.ta, in.tb, T(in.alpha), cc.data());
+    Status s = lora::CudaOps::gemm<T>(a.data(), A.rows, A.cols, b.data(), B.rows, B.cols, in.ta, in.tb, T(in.alpha), cc.data());
     if (!s.ok()) return res.require(false, s.message.c_str()), res;
     M64 ref = mul(A, B, in.ta, in.tb);
     for (auto& x : ref.d) x *= in.alpha;
@@ -539,7 +539,7 @@ Result runMat(const Case& c, Rng& rng) {
   int m = A.rows, n = A.cols, k = std::min(m, n);
   if (c.op == Op::Qr) {
     std::vector<T> q(size_t(m) * k), r(size_t(k) * n);
-    Status s = cu::qr<T>(a.data(), m, n, q.data(), r.data());
+    Status s = lora::CudaOps::qr<T>(a.data(), m, n, q.data(), r.data());
     if (!s.ok()) return res.require(false, s.message.c_str()), res;
     M64 Q = back(q, m, k), R = back(r, k, n);
     res.check("max|QtQ-I|", orthoErr(Q), tol);
@@ -552,7 +552,7 @@ Result runMat(const Case& c, Rng& rng) {
   }
   if (c.op == Op::Svd) {
     std::vector<T> u(size_t(m) * k), sv(k), vt(size_t(k) * n);
-    Status s = cu::svd<T>(a.data(), m, n, u.data(), sv.data(), vt.data());
+    Status s = lora::CudaOps::svd<T>(a.data(), m, n, u.data(), sv.data(), vt.data());
     if (!s.ok()) return res.require(false, s.message.c_str()), res;
     std::vector<double> ref = refSigma(A);
     double e = 0;
@@ -571,7 +571,7 @@ Result runMat(const Case& c, Rng& rng) {
   }
   // eigSym
   std::vector<T> vals(n), vecs(size_t(n) * n);
-  Status s = cu::eigSym<T>(a.data(), n, vals.data(), vecs.data());
+  Status s = lora::CudaOps::eigSym<T>(a.data(), n, vals.data(), vecs.data());
   if (!s.ok()) return res.require(false, s.message.c_str()), res;
   std::vector<double> ref = refEig(A);
   double scale = 0, e = 0;
@@ -600,7 +600,7 @@ Result runKmeans(const Case& c, Rng& rng) {
   std::vector<double> cent(size_t(k) * d);
   std::vector<int32_t> labels(n);
   lora::KmeansOut out;
-  Status s = cu::kmeansLloyd(in.x.d.data(), n, d, in.init.d.data(), k, in.weighted ? in.w.data() : nullptr, in.maxIter,
+  Status s = lora::CudaOps::kmeansLloyd(in.x.d.data(), n, d, in.init.d.data(), k, in.weighted ? in.w.data() : nullptr, in.maxIter,
                              in.tol, cent.data(), labels.data(), &out);
   if (!s.ok()) return res.require(false, s.message.c_str()), res;
   LloydRef ref = refLloyd(in.x, in.init, in.weighted ? &in.w : nullptr, in.maxIter, in.tol);
@@ -812,14 +812,14 @@ int main(int argc, char** argv) {
       M64 qa = gaussian(r, qm, 64);
       auto af = cast<float>(qa.d);
       std::vector<float> q(size_t(qm) * 64), rr(64 * 64);
-      double s1 = best(quick ? 1 : 5, [&] { die(cu::qr<float>(af.data(), qm, 64, q.data(), rr.data())); });
+      double s1 = best(quick ? 1 : 5, [&] { die(lora::CudaOps::qr<float>(af.data(), qm, 64, q.data(), rr.data())); });
       std::snprintf(a, sizeof a, "%dx64", qm);
       std::snprintf(b, sizeof b, "%.2f ms", s1 * 1e3);
       rows.push_back({"thin QR f32 (host API, transfers included)", a, b, "", ""});
       M64 s = gaussian(r, sn, sn);
       auto sf = cast<float>(s.d);
       std::vector<float> u(size_t(sn) * sn), sv(sn), vt(size_t(sn) * sn);
-      double s2 = best(quick ? 1 : 3, [&] { die(cu::svd<float>(sf.data(), sn, sn, u.data(), sv.data(), vt.data())); });
+      double s2 = best(quick ? 1 : 3, [&] { die(lora::CudaOps::svd<float>(sf.data(), sn, sn, u.data(), sv.data(), vt.data())); });
       std::snprintf(a, sizeof a, "%dx%d", sn, sn);
       std::snprintf(b, sizeof b, "%.2f ms", s2 * 1e3);
       rows.push_back({"SVD f32 (host API, one-sided Jacobi)", a, b, "", ""});
@@ -828,7 +828,7 @@ int main(int argc, char** argv) {
       std::vector<double> init(x.d.begin(), x.d.begin() + size_t(k) * d), cent(size_t(k) * d);
       std::vector<int32_t> lab(n);
       lora::KmeansOut out;
-      double s3 = best(3, [&] { die(cu::kmeansLloyd(x.d.data(), n, d, init.data(), k, nullptr, 10, -1, cent.data(), lab.data(), &out)); });
+      double s3 = best(3, [&] { die(lora::CudaOps::kmeansLloyd(x.d.data(), n, d, init.data(), k, nullptr, 10, -1, cent.data(), lab.data(), &out)); });
       std::snprintf(a, sizeof a, "%dx%d, k=%d, 10 iterations", n, d, k);
       std::snprintf(b, sizeof b, "%.2f ms", s3 * 1e3);
       rows.push_back({"k-means f64 (host API, transfers included)", a, b, "", ""});

@@ -8,5 +8,5 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${LORA_EMU_BUILD:-$here/../build/cuda-harness-emu}"
 mkdir -p "$out"
 "${CXX:-g++}" -std=c++17 -O2 -DLORA_CUDA_EMU -include "$here/emu/cuda_emu.h" \
-  -x c++ "$here/../src/cuda/kernels.cu" -x c++ "$here/main.cc" -o "$out/lora-cuda-harness-emu" -ldl
+  -x c++ "$here/../src/cuda/kernels.cu" -x c++ "$here/../src/cuda/cublas.cc" -x c++ "$here/main.cc" -o "$out/lora-cuda-harness-emu" -ldl
 exec "$out/lora-cuda-harness-emu" "$@"

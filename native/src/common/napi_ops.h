@@ -1,8 +1,7 @@
 // N-API plumbing shared by lora_cpu.node and lora_cuda.node: argument checks, an AsyncWorker
-// that resolves a Promise, and the five compute entry points written once over an `Ops` policy
-// (CpuOps in cpu/addon.cc, CudaOps in cuda/addon.cc) that supplies the computations:
-//   template <typename T> static Status gemm/qr/svd/eigSym(…); static Status kmeansLloyd(…);
-//   static constexpr const char* prefix;
+// that resolves a Promise, and the dense compute entry points written once over Ops<Cpu> or
+// Ops<Cuda> (common/ops.h); the raw-bytes ones (factorStats, truncateFactors, factorSpectrum) and
+// the export list are in napi_fused.h.
 // Every compute call is an AsyncWorker: outputs are allocated on the JS thread before the work is
 // queued and written in Execute(); inputs and outputs are held by persistent references for the
 // worker's lifetime. Raw signatures are mirrored by ComputeBinding in linalg/native.ts.
@@ -12,12 +11,13 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "status.h"
+#include "ops.h"
 
 namespace lora {
 namespace napi {
@@ -62,6 +62,22 @@ class OpWorker : public Napi::AsyncWorker {
   std::vector<Napi::Reference<Napi::Value>> refs_;
   Status status_;
 };
+
+// The worker body for the array's element type: make(T{}) builds it with T = float or double.
+template <class Make>
+std::function<Status()> perType(bool f32, Make make) {
+  if (f32) return make(float{});
+  return make(double{});
+}
+
+// Queues the worker, keeping `inputs` (empty values skipped) alive until it settles; its Promise.
+inline Napi::Value queue(OpWorker* w, std::initializer_list<Napi::Value> inputs) {
+  for (const Napi::Value& v : inputs)
+    if (!v.IsEmpty()) w->Keep(v);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
 
 [[noreturn]] inline void typeError(Napi::Env env, const std::string& m) { throw Napi::TypeError::New(env, m); }
 
@@ -113,6 +129,15 @@ inline std::function<Napi::Value(Napi::Env)> objectOf(std::shared_ptr<Outs> outs
   };
 }
 
+// Queues `run` as the worker of `name`, resolving to an object of the named output arrays.
+inline Napi::Value start(Napi::Env env, const std::string& name, std::function<Status()> run,
+                         std::initializer_list<std::pair<const char*, Napi::Value>> outputs,
+                         std::initializer_list<Napi::Value> inputs) {
+  auto outs = std::make_shared<Outs>();
+  for (const auto& kv : outputs) outs->add(kv.first, kv.second);
+  return queue(new OpWorker(env, name.c_str(), std::move(run), objectOf(outs)), inputs);
+}
+
 // gemm(a, aRows, aCols, b, bRows, bCols, transA, transB, alpha) → Promise<TypedArray (m×n)>
 template <class Ops>
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
@@ -128,78 +153,51 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   if (kk != kb) typeError(env, "gemm: inner dimensions differ");
   bool f32 = isF32(a);
   auto c = newLike(env, f32, size_t(m) * n);
-  std::function<Status()> run;
-  if (f32)
-    run = [=, pa = ptr<float>(a), pb = ptr<float>(b), pc = ptr<float>(c)] {
-      return Ops::template gemm<float>(pa, ar, ac, pb, br, bc, ta, tb, float(alpha), pc);
-    };
-  else
-    run = [=, pa = ptr<double>(a), pb = ptr<double>(b), pc = ptr<double>(c)] {
-      return Ops::template gemm<double>(pa, ar, ac, pb, br, bc, ta, tb, alpha, pc);
-    };
+  auto run = perType(f32, [&](auto z) -> std::function<Status()> {
+    using T = decltype(z);
+    return [=, pa = ptr<T>(a), pb = ptr<T>(b), pc = ptr<T>(c)] { return Ops::template gemm<T>(pa, ar, ac, pb, br, bc, ta, tb, T(alpha), pc); };
+  });
   auto outs = std::make_shared<Outs>();
   outs->add("c", c);
-  auto* w = new OpWorker(env, (Ops::prefix + std::string(".gemm")).c_str(), run, [outs](Napi::Env) { return outs->v[0].second.Value(); });
-  w->Keep(a);
-  w->Keep(b);
-  auto p = w->Promise();
-  w->Queue();
-  return p;
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".gemm")).c_str(), run, [outs](Napi::Env) { return outs->v[0].second.Value(); });
+  return queue(w, {a, b});
+}
+
+// Arguments (a, m, n) of qr and svd: the array, its shape, k = min(m, n), and whether it is float32.
+struct MatArg {
+  Napi::TypedArray a;
+  int m, n, k;
+  bool f32;
+};
+inline MatArg matArg(const Napi::CallbackInfo& info) {
+  int m = dim(info, 1, "rows"), n = dim(info, 2, "cols");
+  auto a = floatArray(info, 0, "a", size_t(m) * n);
+  return {a, m, n, std::min(m, n), isF32(a)};
 }
 
 // qr(a, m, n) → Promise<{q (m×k), r (k×n)}>
 template <class Ops>
 Napi::Value Qr(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int m = dim(info, 1, "rows"), n = dim(info, 2, "cols");
-  auto a = floatArray(info, 0, "a", size_t(m) * n);
-  int k = std::min(m, n);
-  bool f32 = isF32(a);
-  auto q = newLike(env, f32, size_t(m) * k), r = newLike(env, f32, size_t(k) * n);
-  std::function<Status()> run;
-  if (f32)
-    run = [=, pa = ptr<float>(a), pq = ptr<float>(q), pr = ptr<float>(r)] { return Ops::template qr<float>(pa, m, n, pq, pr); };
-  else
-    run = [=, pa = ptr<double>(a), pq = ptr<double>(q), pr = ptr<double>(r)] {
-      return Ops::template qr<double>(pa, m, n, pq, pr);
-    };
-  auto outs = std::make_shared<Outs>();
-  outs->add("q", q);
-  outs->add("r", r);
-  auto* w = new OpWorker(env, (Ops::prefix + std::string(".qr")).c_str(), run, objectOf(outs));
-  w->Keep(a);
-  auto p = w->Promise();
-  w->Queue();
-  return p;
+  const MatArg x = matArg(info);
+  auto q = newLike(info.Env(), x.f32, size_t(x.m) * x.k), r = newLike(info.Env(), x.f32, size_t(x.k) * x.n);
+  auto run = perType(x.f32, [&](auto z) -> std::function<Status()> {
+    using T = decltype(z);
+    return [x, pa = ptr<T>(x.a), pq = ptr<T>(q), pr = ptr<T>(r)] { return Ops::template qr<T>(pa, x.m, x.n, pq, pr); };
+  });
+  return start(info.Env(), Ops::label() + std::string(".qr"), run, {{"q", q}, {"r", r}}, {x.a});
 }
 
 // svd(a, m, n) → Promise<{u (m×k), s (k), vt (k×n)}>
 template <class Ops>
 Napi::Value Svd(const Napi::CallbackInfo& info) {
+  const MatArg x = matArg(info);
   Napi::Env env = info.Env();
-  int m = dim(info, 1, "rows"), n = dim(info, 2, "cols");
-  auto a = floatArray(info, 0, "a", size_t(m) * n);
-  int k = std::min(m, n);
-  bool f32 = isF32(a);
-  auto u = newLike(env, f32, size_t(m) * k), s = newLike(env, f32, size_t(k)), vt = newLike(env, f32, size_t(k) * n);
-  std::function<Status()> run;
-  if (f32)
-    run = [=, pa = ptr<float>(a), pu = ptr<float>(u), ps = ptr<float>(s), pv = ptr<float>(vt)] {
-      return Ops::template svd<float>(pa, m, n, pu, ps, pv);
-    };
-  else
-    run = [=, pa = ptr<double>(a), pu = ptr<double>(u), ps = ptr<double>(s), pv = ptr<double>(vt)] {
-      return Ops::template svd<double>(pa, m, n, pu, ps, pv);
-    };
-  auto outs = std::make_shared<Outs>();
-  outs->add("u", u);
-  outs->add("s", s);
-  outs->add("vt", vt);
-  auto* w = new OpWorker(env, (Ops::prefix + std::string(".svd")).c_str(), run, objectOf(outs));
-  w->Keep(a);
-  auto p = w->Promise();
-  w->Queue();
-  return p;
+  auto u = newLike(env, x.f32, size_t(x.m) * x.k), s = newLike(env, x.f32, size_t(x.k)), vt = newLike(env, x.f32, size_t(x.k) * x.n);
+  auto run = perType(x.f32, [&](auto z) -> std::function<Status()> {
+    using T = decltype(z);
+    return [x, pa = ptr<T>(x.a), pu = ptr<T>(u), ps = ptr<T>(s), pv = ptr<T>(vt)] { return Ops::template svd<T>(pa, x.m, x.n, pu, ps, pv); };
+  });
+  return start(env, Ops::label() + std::string(".svd"), run, {{"u", u}, {"s", s}, {"vt", vt}}, {x.a});
 }
 
 // eigSym(a, n) → Promise<{values (n, descending), vectors (n×n, column j ↔ values[j])}>
@@ -210,23 +208,11 @@ Napi::Value EigSym(const Napi::CallbackInfo& info) {
   auto a = floatArray(info, 0, "a", size_t(n) * n);
   bool f32 = isF32(a);
   auto vals = newLike(env, f32, size_t(n)), vecs = newLike(env, f32, size_t(n) * n);
-  std::function<Status()> run;
-  if (f32)
-    run = [=, pa = ptr<float>(a), pv = ptr<float>(vals), pz = ptr<float>(vecs)] {
-      return Ops::template eigSym<float>(pa, n, pv, pz);
-    };
-  else
-    run = [=, pa = ptr<double>(a), pv = ptr<double>(vals), pz = ptr<double>(vecs)] {
-      return Ops::template eigSym<double>(pa, n, pv, pz);
-    };
-  auto outs = std::make_shared<Outs>();
-  outs->add("values", vals);
-  outs->add("vectors", vecs);
-  auto* w = new OpWorker(env, (Ops::prefix + std::string(".eigSym")).c_str(), run, objectOf(outs));
-  w->Keep(a);
-  auto p = w->Promise();
-  w->Queue();
-  return p;
+  auto run = perType(f32, [&](auto z) -> std::function<Status()> {
+    using T = decltype(z);
+    return [=, pa = ptr<T>(a), pv = ptr<T>(vals), pz = ptr<T>(vecs)] { return Ops::template eigSym<T>(pa, n, pv, pz); };
+  });
+  return start(env, Ops::label() + std::string(".eigSym"), run, {{"values", vals}, {"vectors", vecs}}, {a});
 }
 
 // kmeansLloyd(x, n, d, init, k, weights|null, maxIter, tol)
@@ -260,16 +246,11 @@ Napi::Value KmeansLloyd(const Napi::CallbackInfo& info) {
   auto outs = std::make_shared<Outs>();
   outs->add("centroids", cent);
   outs->add("labels", labels);
-  auto* w = new OpWorker(env, (Ops::prefix + std::string(".kmeansLloyd")).c_str(), run, objectOf(outs, [res](Napi::Object o) {
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".kmeansLloyd")).c_str(), run, objectOf(outs, [res](Napi::Object o) {
                            o.Set("inertia", res->inertia);
                            o.Set("iterations", res->iterations);
                          }));
-  w->Keep(x);
-  w->Keep(init);
-  if (hasW) w->Keep(wv);
-  auto p = w->Promise();
-  w->Queue();
-  return p;
+  return queue(w, {x, init, hasW ? wv : Napi::Value()});
 }
 
 }  // namespace napi

@@ -1,3 +1,4 @@
+// Longer than 400 lines: every multi-versioned (target_clones) kernel of the fused route in one unit.
 #include "kernels.h"
 
 #include <algorithm>
@@ -5,7 +6,7 @@
 #include <cstring>
 #include <vector>
 
-#include "halfs.h"
+#include "../common/halfs.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>

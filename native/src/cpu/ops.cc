@@ -1,4 +1,8 @@
-#include "ops.h"
+// Longer than 400 lines: the five LAPACK-backed operations share the row-major/column-major plumbing above them.
+// Ops<Cpu> (common/ops.h) on BLAS/LAPACK opened at run time (blas.cc): the dense operations,
+// k-means and factorStats. The fused truncation is in truncate.cc, the randomized SVD in rsvd.cc.
+#include "../common/ops.h"
+#include "../common/kmeans_assign.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +14,7 @@
 #include <vector>
 
 #include "blas.h"
-#include "halfs.h"
+#include "../common/halfs.h"
 
 namespace lora {
 
@@ -118,8 +122,14 @@ int lworkOf(double w) { return std::max(1, static_cast<int>(std::ceil(w))); }
 
 }  // namespace
 
+template <>
+const char* Ops<Cpu>::label() {
+  return "lora_cpu";
+}
+
+template <>
 template <typename T>
-Status gemm(const T* a, int aRows, int aCols, const T* b, int bRows, int bCols, bool transA, bool transB, T alpha,
+Status Ops<Cpu>::gemm(const T* a, int aRows, int aCols, const T* b, int bRows, int bCols, bool transA, bool transB, T alpha,
             T* c) {
   if (!blas().loaded) return noBlas();
   // Row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ, and a row-major buffer read
@@ -137,8 +147,9 @@ Status gemm(const T* a, int aRows, int aCols, const T* b, int bRows, int bCols, 
   return {};
 }
 
+template <>
 template <typename T>
-Status qr(const T* a, int m, int n, T* q, T* r) {
+Status Ops<Cpu>::qr(const T* a, int m, int n, T* q, T* r) {
   if (!blas().loaded) return noBlas();
   int k = std::min(m, n);
   std::vector<T> w, tau;
@@ -182,8 +193,9 @@ Status qr(const T* a, int m, int n, T* q, T* r) {
   return {};
 }
 
+template <>
 template <typename T>
-Status svd(const T* a, int m, int n, T* u, T* s, T* vt) {
+Status Ops<Cpu>::svd(const T* a, int m, int n, T* u, T* s, T* vt) {
   if (!blas().loaded) return noBlas();
   // The row-major buffer is, column-major, Aᵀ (n×m). Its SVD Aᵀ = U' S V'ᵀ gives A = V' S U'ᵀ,
   // and column-major U' (n×k) is row-major Vt (k×n), column-major V'ᵀ (k×m) is row-major U (m×k).
@@ -214,8 +226,9 @@ Status svd(const T* a, int m, int n, T* u, T* s, T* vt) {
   return {};
 }
 
+template <>
 template <typename T>
-Status eigSym(const T* a, int n, T* values, T* vectors) {
+Status Ops<Cpu>::eigSym(const T* a, int n, T* values, T* vectors) {
   if (!blas().loaded) return noBlas();
   std::vector<T> w(a, a + int64_t(n) * n), ev(std::max(1, n));
   // Row-major lower triangle = column-major upper triangle.
@@ -238,17 +251,18 @@ Status eigSym(const T* a, int n, T* values, T* vectors) {
   return {};
 }
 
-template Status gemm<float>(const float*, int, int, const float*, int, int, bool, bool, float, float*);
-template Status gemm<double>(const double*, int, int, const double*, int, int, bool, bool, double, double*);
-template Status qr<float>(const float*, int, int, float*, float*);
-template Status qr<double>(const double*, int, int, double*, double*);
-template Status svd<float>(const float*, int, int, float*, float*, float*);
-template Status svd<double>(const double*, int, int, double*, double*, double*);
-template Status eigSym<float>(const float*, int, float*, float*);
-template Status eigSym<double>(const double*, int, double*, double*);
+template Status Ops<Cpu>::gemm<float>(const float*, int, int, const float*, int, int, bool, bool, float, float*);
+template Status Ops<Cpu>::gemm<double>(const double*, int, int, const double*, int, int, bool, bool, double, double*);
+template Status Ops<Cpu>::qr<float>(const float*, int, int, float*, float*);
+template Status Ops<Cpu>::qr<double>(const double*, int, int, double*, double*);
+template Status Ops<Cpu>::svd<float>(const float*, int, int, float*, float*, float*);
+template Status Ops<Cpu>::svd<double>(const double*, int, int, double*, double*, double*);
+template Status Ops<Cpu>::eigSym<float>(const float*, int, float*, float*);
+template Status Ops<Cpu>::eigSym<double>(const double*, int, double*, double*);
 
 
-Status factorStats(const uint8_t* raw, int dtype, int rows, int cols, bool gramRows, double* data, double* gram,
+template <>
+Status Ops<Cpu>::factorStats(const uint8_t* raw, int dtype, int rows, int cols, bool gramRows, double* data, double* gram,
                    int64_t* firstNonFinite) {
   const int64_t n = int64_t(rows) * cols;
   *firstNonFinite = -1;
@@ -304,7 +318,8 @@ Status factorStats(const uint8_t* raw, int dtype, int rows, int cols, bool gramR
   return {};
 }
 
-Status kmeansLloyd(const double* x, int n, int d, const double* init, int k, const double* weights, int maxIter,
+template <>
+Status Ops<Cpu>::kmeansLloyd(const double* x, int n, int d, const double* init, int k, const double* weights, int maxIter,
                    double tol, double* centroids, int32_t* labels, KmeansOut* out) {
   if (!blas().loaded) return noBlas();
   std::vector<double> xx, cc, g, next, wsum;
@@ -337,20 +352,10 @@ Status kmeansLloyd(const double* x, int n, int d, const double* init, int k, con
       for (int j = 0; j < d; j++) s += cq[j] * cq[j];
       cc[q] = s;
     }
-    gemm<double>(x, n, d, cent, k, d, false, true, 1.0, g.data());
+    Ops<Cpu>::gemm<double>(x, n, d, cent, k, d, false, true, 1.0, g.data());
     parallelFor(n, 256, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; i++) {
-        const double* gi = g.data() + i * k;
-        int best = 0;
-        double bestD = INFINITY;
-        for (int q = 0; q < k; q++) {
-          double dist = xx[i] + cc[q] - 2 * gi[q];
-          if (dist < bestD) {
-            bestD = dist;
-            best = q;
-          }
-        }
-        labels[i] = best;
+        labels[i] = nearestCentroid(g.data() + i * k, xx[i], cc.data(), k);
       }
     });
   };

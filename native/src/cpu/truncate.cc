@@ -1,3 +1,4 @@
+// Longer than 400 lines: the three streaming passes and the r×r algebra of one fused route, kept together.
 // The Gram route of commands/truncate/svd.ts in one native call (docs/algorithms.md §2.2):
 //   G_B = BᵀB, G_A = AAᵀ (float64), R_B = Λ_B^{1/2}V_Bᵀ, R_A likewise, M = s·R_B·R_Aᵀ = U_M Σ V_Mᵀ,
 //   B' = B·P with P = s R_Aᵀ V_M,t Σ_t⁻¹ ·(√Σ_t / √s' or 1/s'),  A' = Q·A with Q = s Σ_t⁻¹ U_M,tᵀ R_B ·(…),
@@ -15,7 +16,6 @@
 #include <vector>
 
 #include "kernels.h"
-#include "ops.h"
 
 namespace lora {
 
@@ -59,7 +59,7 @@ Status gramRoot(const std::vector<double>& g, int n, std::vector<double>& R) {
   }
   if (pd) return {};
   std::vector<double> values(n), vectors(int64_t(n) * n);
-  Status st = eigSym<double>(g.data(), n, values.data(), vectors.data());
+  Status st = Ops<Cpu>::eigSym<double>(g.data(), n, values.data(), vectors.data());
   if (!st.ok()) return st;
   std::fill(R.begin(), R.end(), 0.0);
   for (int i = 0; i < n; i++) {
@@ -123,7 +123,7 @@ Status spectrumCore(const std::vector<double>& GB, const std::vector<double>& GA
     }
   std::vector<double> lambda(r);
   c->UN.assign(int64_t(r) * r, 0.0);
-  st = eigSym<double>(N.data(), r, lambda.data(), c->UN.data());
+  st = Ops<Cpu>::eigSym<double>(N.data(), r, lambda.data(), c->UN.data());
   if (!st.ok()) return st;
   for (int i = 0; i < r; i++) S[i] = std::sqrt(std::max(0.0, lambda[i]));
   c->ok = true;
@@ -259,9 +259,15 @@ template <typename X>
 Status spectrum(const TruncateArgs& a, double* S, double* gramsOut, TruncateOutcome* o) {
   const int ld = kernels::gramStride(a.r);
   Scratch<X, X>& w = scratchOf<X, X>();
-  std::vector<double> gb, ga;
-  grams<X>(a, scratch(w.chunk, int64_t(kChunk) * ld), gb, ga);
-  std::vector<double> GB = symmetricGram(gb, ld, a.r), GA = symmetricGram(ga, ld, a.r);
+  std::vector<double> GB, GA;
+  if (a.grams) {  // formed elsewhere (the cuda addon's GPU Grams)
+    GB.assign(a.grams, a.grams + int64_t(a.r) * a.r);
+    GA.assign(a.grams + int64_t(a.r) * a.r, a.grams + 2 * int64_t(a.r) * a.r);
+  } else {
+    std::vector<double> gb, ga;
+    grams<X>(a, scratch(w.chunk, int64_t(kChunk) * ld), gb, ga);
+    GB = symmetricGram(gb, ld, a.r), GA = symmetricGram(ga, ld, a.r);
+  }
   if (gramsOut) {  // kept by the caller for a later truncateFactors of the same bytes
     std::copy(GB.begin(), GB.end(), gramsOut);
     std::copy(GA.begin(), GA.end(), gramsOut + GB.size());
@@ -396,7 +402,8 @@ bool refuseNonFinite(const TruncateArgs& a, TruncateOutcome* o) {
 }
 }  // namespace
 
-Status truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, TruncateOutcome* o) {
+template <>
+Status Ops<Cpu>::truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, TruncateOutcome* o) {
   *o = TruncateOutcome();
   if (a.r < 1 || a.t < 1 || a.t > a.r || a.out < 1 || a.in < 1)
     return Status::fail("BAD_SHAPE", "truncateFactors: need 1 ≤ t ≤ r and non-empty factors");
@@ -412,7 +419,8 @@ Status truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, doub
   }
 }
 
-Status factorSpectrum(const TruncateArgs& a, double* S, double* gramsOut, TruncateOutcome* o) {
+template <>
+Status Ops<Cpu>::factorSpectrum(const TruncateArgs& a, double* S, double* gramsOut, TruncateOutcome* o) {
   *o = TruncateOutcome();
   if (a.r < 1 || a.out < 1 || a.in < 1) return Status::fail("BAD_SHAPE", "factorSpectrum: need non-empty factors");
   if (refuseNonFinite(a, o)) return {};

@@ -1,3 +1,4 @@
+// Longer than 400 lines: the kernels and their host drivers share one anonymous namespace and one translation unit of the emulation build.
 // Own CUDA kernels on cudart only (no cuBLAS/cuSOLVER on these machines) and the host code that
 // drives them. Compiled by nvcc into lora_cuda.node (binding.gyp) and into the standalone harness
 // (native/cuda-harness); also compiled as plain C++ against native/cuda-harness/emu/cuda_emu.h
@@ -14,7 +15,8 @@
 // (dlarfg/dlarf semantics, dot products in double); one-sided Jacobi (Hestenes) SVD with a
 // round-robin ordering, one block per column pair, preceded by a QR when m ≥ 2n; eigSym as Jacobi
 // on A + ‖A‖_F·I with Rayleigh-quotient eigenvalues; Lloyd k-means with GEMM distances.
-#include "ops.h"
+#include "device.h"
+#include "../common/kmeans_assign.h"
 
 #include <dlfcn.h>
 
@@ -28,23 +30,12 @@
 #include <string>
 #include <vector>
 
-#ifndef LORA_CUDA_EMU
-#include <cuda_runtime.h>
-#define LORA_LAUNCH(kernel, grid, block, ...) kernel<<<(grid), (block)>>>(__VA_ARGS__)
-#endif
 
 namespace lora {
 namespace cuda {
 
 namespace {
 
-// Threads per block of the 1-D kernels (a power of two). The emulation uses fewer, which is
-// faster on a CPU and checks that nothing depends on the value.
-#ifdef LORA_CUDA_EMU
-constexpr int TPB = 32;
-#else
-constexpr int TPB = 256;
-#endif
 constexpr int GEMM_THREADS = 256;  // gemmK's 16×16 thread layout
 
 template <typename T>
@@ -118,6 +109,19 @@ __global__ void transposeK(const T* __restrict__ src, int rows, int cols, T* __r
 // C (m×n, row-major) = alpha · op(A) · op(B); A is row-major with row length lda (aCols), B with
 // ldb (bCols). 64×64 output tile per block of 256 threads, 4×4 outputs per thread, k-tiles of 16.
 constexpr int GBM = 64, GBN = 64, GBK = 16;
+
+// S[q][i] = X's element (base + i, k0 + q), zero outside limit × kk; X(i, k) is X[i·ld + k] when
+// kMajor, else X[k·ld + i]. Loads are laid out so that consecutive threads read consecutive addresses.
+template <typename T, int W>
+__device__ inline void loadTile(const T* __restrict__ X, int ld, bool kMajor, int base, int limit, int k0, int kk,
+                                int tid, T (*S)[W + 1]) {
+  for (int l = tid; l < W * GBK; l += GEMM_THREADS) {
+    int i = kMajor ? l / GBK : l % W, q = kMajor ? l % GBK : l / W;
+    int gi = base + i, gq = k0 + q;
+    S[q][i] = gi < limit && gq < kk ? (kMajor ? X[size_t(gi) * ld + gq] : X[size_t(gq) * ld + gi]) : T(0);
+  }
+}
+
 template <typename T>
 __global__ void gemmK(int m, int n, int kk, const T* __restrict__ A, int lda, int ta, const T* __restrict__ B,
                       int ldb, int tb, T alpha, T* __restrict__ C) {
@@ -130,35 +134,9 @@ __global__ void gemmK(int m, int n, int kk, const T* __restrict__ A, int lda, in
   for (int i = 0; i < 4; i++)
     for (int j = 0; j < 4; j++) acc[i][j] = T(0);
   for (int k0 = 0; k0 < kk; k0 += GBK) {
-    // Loads are laid out so that consecutive threads read consecutive addresses.
-    for (int l = tid; l < GBM * GBK; l += GEMM_THREADS) {
-      int r, q;
-      if (!ta) {
-        q = l % GBK;
-        r = l / GBK;
-      } else {
-        r = l % GBM;
-        q = l / GBM;
-      }
-      int gr = row0 + r, gq = k0 + q;
-      T v = T(0);
-      if (gr < m && gq < kk) v = ta ? A[size_t(gq) * lda + gr] : A[size_t(gr) * lda + gq];
-      As[q][r] = v;
-    }
-    for (int l = tid; l < GBN * GBK; l += GEMM_THREADS) {
-      int c, q;
-      if (!tb) {
-        c = l % GBN;
-        q = l / GBN;
-      } else {
-        q = l % GBK;
-        c = l / GBK;
-      }
-      int gc = col0 + c, gq = k0 + q;
-      T v = T(0);
-      if (gc < n && gq < kk) v = tb ? B[size_t(gc) * ldb + gq] : B[size_t(gq) * ldb + gc];
-      Bs[q][c] = v;
-    }
+    // op(A)[i][k] is A[i·lda + k] unless ta; op(B)[k][j] is B[j·ldb + k] when tb (k-contiguous).
+    loadTile<T, GBM>(A, lda, !ta, row0, m, k0, kk, tid, As);
+    loadTile<T, GBN>(B, ldb, tb != 0, col0, n, k0, kk, tid, Bs);
     __syncthreads();
     for (int q = 0; q < GBK; q++) {
       T a[4], b[4];
@@ -294,17 +272,7 @@ __global__ void rowNormsK(const double* X, int d, double* out) {
 __global__ void assignK(const double* G, const double* xx, const double* cc, int n, int k, int* labels) {
   size_t i = size_t(blockIdx.x) * TPB + threadIdx.x;
   if (i >= size_t(n)) return;
-  const double* g = G + i * k;
-  int best = 0;
-  double bestD = INFINITY;
-  for (int q = 0; q < k; q++) {
-    double dist = xx[i] + cc[q] - 2 * g[q];
-    if (dist < bestD) {
-      bestD = dist;
-      best = q;
-    }
-  }
-  labels[i] = best;
+  labels[i] = nearestCentroid(G + i * k, xx[i], cc, k);
 }
 
 // next[q, j] = Σ_{i ∈ cluster q, in point order} w_i x_ij / wsum_q, or old[q, j] when wsum_q = 0.
@@ -328,28 +296,15 @@ __global__ void centroidK(const double* X, int d, const int* members, const int*
   next[o] = s / ws;
 }
 
-// out[q] = ‖a_q − b_q‖² (rows of d), one block per row.
-__global__ void rowDist2K(const double* a, const double* b, int d, double* out) {
+// out[q] = ‖a_q − b_{rowOfB[q]}‖² (rows of d; rowOfB null = q), one block per row q: the centroids'
+// shift (b = the previous centroids) and each point's distance to its centroid (b = C, rowOfB = labels).
+__global__ void rowDist2K(const double* a, const double* b, const int* rowOfB, int d, double* out) {
   __shared__ double sh[TPB];
   const double* x = a + size_t(blockIdx.x) * d;
-  const double* y = b + size_t(blockIdx.x) * d;
+  const double* y = b + size_t(rowOfB ? rowOfB[blockIdx.x] : int(blockIdx.x)) * d;
   double s = 0;
   for (int j = threadIdx.x; j < d; j += TPB) {
     double t = x[j] - y[j];
-    s += t * t;
-  }
-  s = blockSum(s, sh);
-  if (threadIdx.x == 0) out[blockIdx.x] = s;
-}
-
-// out[i] = ‖x_i − c_{labels[i]}‖², one block per point.
-__global__ void labelDist2K(const double* X, const double* C, const int* labels, int d, double* out) {
-  __shared__ double sh[TPB];
-  const double* x = X + size_t(blockIdx.x) * d;
-  const double* c = C + size_t(labels[blockIdx.x]) * d;
-  double s = 0;
-  for (int j = threadIdx.x; j < d; j += TPB) {
-    double t = x[j] - c[j];
     s += t * t;
   }
   s = blockSum(s, sh);
@@ -377,64 +332,6 @@ __global__ void randnK(T* out, size_t n, uint64_t seed) {
 // ------------------------------------------------------------------------------------------------
 // Host-side plumbing
 
-struct CudaError : std::runtime_error {
-  explicit CudaError(const std::string& m) : std::runtime_error(m) {}
-};
-
-void check(cudaError_t e, const char* what, int line) {
-  if (e != cudaSuccess)
-    throw CudaError(std::string("CUDA error ") + std::to_string(int(e)) + " (" + cudaGetErrorString(e) + ") in " +
-                    what + " at kernels.cu:" + std::to_string(line));
-}
-#define CK(x) check((x), #x, __LINE__)
-#define CKL(what) check(cudaGetLastError(), what, __LINE__)
-
-template <typename T>
-struct DBuf {
-  T* p = nullptr;
-  size_t n = 0;
-  DBuf() = default;
-  explicit DBuf(size_t count) : n(count) {
-    void* v = nullptr;
-    cudaError_t e = cudaMalloc(&v, std::max<size_t>(count, 1) * sizeof(T));
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      throw CudaError("cannot allocate " + std::to_string(count * sizeof(T) >> 20) + " MiB on the GPU (" +
-                      cudaGetErrorString(e) + ")");
-    }
-    p = static_cast<T*>(v);
-  }
-  DBuf(const DBuf&) = delete;
-  DBuf& operator=(const DBuf&) = delete;
-  DBuf(DBuf&& o) noexcept : p(o.p), n(o.n) { o.p = nullptr; }
-  DBuf& operator=(DBuf&& o) noexcept {
-    std::swap(p, o.p);
-    std::swap(n, o.n);
-    return *this;
-  }
-  ~DBuf() {
-    if (p) cudaFree(p);
-  }
-  void upload(const T* h, size_t count) { CK(cudaMemcpy(p, h, count * sizeof(T), cudaMemcpyHostToDevice)); }
-  void download(T* h, size_t count) const { CK(cudaMemcpy(h, p, count * sizeof(T), cudaMemcpyDeviceToHost)); }
-};
-
-template <typename F>
-Status guard(const char* op, F f) {
-  try {
-    f();
-    return {};
-  } catch (const CudaError& e) {
-    return Status::fail("CUDA", std::string(op) + ": " + e.what());
-  } catch (const std::bad_alloc&) {
-    return Status::fail("ALLOC", std::string(op) + ": out of host memory");
-  } catch (const std::exception& e) {
-    return Status::fail("CUDA", std::string(op) + ": " + e.what());
-  }
-}
-
-unsigned blocksFor(size_t n) { return unsigned((n + TPB - 1) / TPB); }
-
 template <typename T>
 void transposeDev(const T* src, int rows, int cols, T* dst) {
   dim3 grid((rows + 31) / 32, (cols + 31) / 32), block(32, 8);
@@ -452,6 +349,10 @@ void gemmDev(const T* a, int aRows, int aCols, const T* b, int bRows, int bCols,
     CK(cudaMemset(c, 0, size_t(m) * n * sizeof(T)));
     return;
   }
+  // cuBLAS when the machine has it (cublas.cc): row-major C = op(A)op(B) is column-major
+  // Cᵀ = op(B)ᵀop(A)ᵀ, and a row-major buffer read column-major is the transpose (as cpu/ops.cc).
+  if (blas::gemm(sizeof(T) == 8, tb, ta, n, m, kk, double(alpha), b, std::max(1, bCols), a, std::max(1, aCols), c, n))
+    return;
   LORA_LAUNCH(gemmK<T>, grid, dim3(GEMM_THREADS), m, n, kk, a, aCols, int(ta), b, bCols, int(tb), alpha, c);
   CKL("gemmK");
 }
@@ -638,6 +539,7 @@ Probe probe() {
       p.ccMinor = prop.minor;
       p.memoryBytes = prop.totalGlobalMem;
       p.multiprocessors = prop.multiProcessorCount;
+      p.blas = blas::describe();
       if (prop.major < 8) {
         p.error = -1;
         p.errorString = "compute capability " + std::to_string(prop.major) + "." + std::to_string(prop.minor) +
@@ -648,126 +550,6 @@ Probe probe() {
     }
   }
   return p;
-}
-
-template <typename T>
-Status gemm(const T* a, int aRows, int aCols, const T* b, int bRows, int bCols, bool transA, bool transB, T alpha,
-            T* c) {
-  return guard("gemm", [&] {
-    int m = transA ? aCols : aRows, n = transB ? bRows : bCols;
-    DBuf<T> A(size_t(aRows) * aCols), B(size_t(bRows) * bCols), C(size_t(m) * n);
-    A.upload(a, A.n);
-    B.upload(b, B.n);
-    gemmDev<T>(A.p, aRows, aCols, B.p, bRows, bCols, transA, transB, alpha, C.p);
-    C.download(c, C.n);
-  });
-}
-
-template <typename T>
-Status qr(const T* a, int m, int n, T* q, T* r) {
-  return guard("qr", [&] {
-    int k = std::min(m, n);
-    DBuf<T> A(size_t(m) * n), W(size_t(m) * n), tau(k), Q(size_t(m) * k), Qr(size_t(m) * k), R(size_t(k) * n);
-    A.upload(a, A.n);
-    transposeDev(A.p, m, n, W.p);  // row-major m×n → column-major m×n
-    householderDev(W.p, m, n, tau.p);
-    LORA_LAUNCH(upperK<T>, dim3(blocksFor(size_t(k) * n)), dim3(TPB), W.p, m, n, k, R.p, 0);
-    formQDev(W.p, m, k, tau.p, Q.p);
-    transposeDev(Q.p, k, m, Qr.p);  // column-major m×k → row-major m×k
-    CKL("qr");
-    Qr.download(q, Qr.n);
-    R.download(r, R.n);
-    for (int i = 0; i < k; i++) {
-      if (r[size_t(i) * n + i] < 0) {
-        for (int j = i; j < n; j++) r[size_t(i) * n + j] = -r[size_t(i) * n + j];
-        for (int row = 0; row < m; row++) q[size_t(row) * k + i] = -q[size_t(row) * k + i];
-      }
-    }
-  });
-}
-
-template <typename T>
-Status svd(const T* a, int m, int n, T* u, T* s, T* vt) {
-  return guard("svd", [&] {
-    bool tall = m >= n;
-    int M = std::max(m, n), N = std::min(m, n);
-    DBuf<T> A(size_t(m) * n), G(size_t(M) * N);
-    A.upload(a, A.n);
-    if (tall) transposeDev(A.p, m, n, G.p);  // column-major A
-    else CK(cudaMemcpy(G.p, A.p, A.n * sizeof(T), cudaMemcpyDeviceToDevice));  // row-major A = column-major Aᵀ
-    std::vector<double> Ucol, Vcol, sigma;
-    std::vector<int> order;
-    svdTallDev(G.p, M, N, Ucol, Vcol);
-    finishColumns(Ucol, M, N, sigma, order);
-    int k = N;
-    for (int j = 0; j < k; j++) s[j] = T(sigma[order[j]]);
-    if (tall) {  // A = U Σ Vᵀ: U = Ucol, V = Vcol
-      for (int i = 0; i < m; i++)
-        for (int j = 0; j < k; j++) u[size_t(i) * k + j] = T(Ucol[size_t(order[j]) * M + i]);
-      for (int j = 0; j < k; j++)
-        for (int c = 0; c < n; c++) vt[size_t(j) * n + c] = T(Vcol[size_t(order[j]) * N + c]);
-    } else {  // Aᵀ = U_G Σ V_Gᵀ, so A = V_G Σ U_Gᵀ
-      for (int i = 0; i < m; i++)
-        for (int j = 0; j < k; j++) u[size_t(i) * k + j] = T(Vcol[size_t(order[j]) * N + i]);
-      for (int j = 0; j < k; j++)
-        for (int c = 0; c < n; c++) vt[size_t(j) * n + c] = T(Ucol[size_t(order[j]) * M + c]);
-    }
-  });
-}
-
-template <typename T>
-Status eigSym(const T* a, int n, T* values, T* vectors) {
-  return guard("eigSym", [&] {
-    std::vector<double> S(size_t(n) * n);
-    double f2 = 0;
-    for (int i = 0; i < n; i++)
-      for (int j = 0; j <= i; j++) {
-        double v = a[size_t(i) * n + j];
-        S[size_t(i) * n + j] = S[size_t(j) * n + i] = v;
-        f2 += (i == j ? 1 : 2) * v * v;
-      }
-    double shift = std::sqrt(f2);
-    std::vector<T> B(size_t(n) * n);
-    for (size_t i = 0; i < B.size(); i++) B[i] = T(S[i]);
-    for (int i = 0; i < n; i++) B[size_t(i) * n + i] = T(S[size_t(i) * n + i] + shift);
-    DBuf<T> G(B.size()), V(B.size());
-    G.upload(B.data(), B.size());
-    jacobiDev(G.p, n, n, V.p);
-    std::vector<double> Vcol = toDouble(V, B.size());
-    std::vector<double> lam(n), Sv(n);
-    for (int j = 0; j < n; j++) {
-      const double* v = Vcol.data() + size_t(j) * n;
-      double l = 0;
-      for (int i = 0; i < n; i++) {
-        double t = 0;
-        for (int c = 0; c < n; c++) t += S[size_t(i) * n + c] * v[c];
-        l += v[i] * t;
-      }
-      lam[j] = l;
-    }
-    std::vector<int> order(n);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return lam[x] > lam[y]; });
-    for (int j = 0; j < n; j++) {
-      values[j] = T(lam[order[j]]);
-      for (int i = 0; i < n; i++) vectors[size_t(i) * n + j] = T(Vcol[size_t(order[j]) * n + i]);
-    }
-  });
-}
-
-Status kmeansLloyd(const double* x, int n, int d, const double* init, int k, const double* weights, int maxIter,
-                   double tol, double* centroids, int32_t* labels, KmeansOut* out) {
-  DBuf<double> X, C;
-  Status st = guard("kmeans", [&] {
-    X = DBuf<double>(size_t(n) * d);
-    C = DBuf<double>(size_t(k) * d);
-    X.upload(x, X.n);
-    C.upload(init, C.n);
-  });
-  if (!st.ok()) return st;
-  st = dev::kmeansLloyd(X.p, n, d, C.p, k, weights, maxIter, tol, labels, out);
-  if (!st.ok()) return st;
-  return guard("kmeans", [&] { C.download(centroids, C.n); });
 }
 
 namespace dev {
@@ -803,13 +585,23 @@ Status orthonormalize(const T* y, int m, int n, T* q) {
 
 template <typename T>
 Status rsvd(const T* mat, int d, int k, int t, int p, int q, uint64_t seed, T* hostS, T* devU, T* devVt) {
-  return guard("rsvd", [&] {
-    int l = std::min(t + p, std::min(d, k));
-    if (t > l) throw CudaError("rsvd: rank larger than the matrix");
-    DBuf<T> Om(size_t(k) * l), Y(size_t(d) * l), Q(size_t(d) * l), Z(size_t(k) * l), Zq(size_t(k) * l),
-        Bt(size_t(l) * k);
+  int l = std::min(t + p, std::min(d, k));
+  if (t > l) return Status::fail("BAD_SHAPE", "rsvd: rank larger than the matrix");
+  DBuf<T> Om;
+  Status st = guard("rsvd", [&] {
+    Om = DBuf<T>(size_t(k) * l);
     LORA_LAUNCH(randnK<T>, dim3(blocksFor(Om.n)), dim3(TPB), Om.p, Om.n, seed);
-    gemmDev<T>(mat, d, k, Om.p, k, l, false, false, T(1), Y.p);
+    CKL("randnK");
+  });
+  return st.ok() ? rsvdWith<T>(mat, d, k, Om.p, l, q, t, hostS, devU, devVt) : st;
+}
+
+template <typename T>
+Status rsvdWith(const T* mat, int d, int k, const T* omega, int l, int q, int t, T* hostS, T* devU, T* devVt) {
+  return guard("rsvd", [&] {
+    if (t > l || l > std::min(d, k)) throw CudaError("rsvd: need t ≤ l ≤ min(rows, cols)");
+    DBuf<T> Y(size_t(d) * l), Q(size_t(d) * l), Z(size_t(k) * l), Zq(size_t(k) * l), Bt(size_t(l) * k);
+    gemmDev<T>(mat, d, k, omega, k, l, false, false, T(1), Y.p);
     Status s = orthonormalize<T>(Y.p, d, l, Q.p);
     if (!s.ok()) throw CudaError(s.message);
     for (int it = 0; it < q; it++) {
@@ -888,7 +680,7 @@ Status kmeansLloyd(const double* x, int n, int d, double* c, int k, const double
       dim3 grid(k, (d + TPB - 1) / TPB);
       LORA_LAUNCH(centroidK, grid, dim3(TPB), x, d, members.p, offsets.p, hostWeights ? w.p : nullptr, wsum.p,
                   cur.p, next.p);
-      LORA_LAUNCH(rowDist2K, dim3(k), dim3(TPB), next.p, cur.p, d, part.p);
+      LORA_LAUNCH(rowDist2K, dim3(k), dim3(TPB), next.p, cur.p, static_cast<const int*>(nullptr), d, part.p);
       CKL("update");
       part.download(sh.data(), k);
       double shift = 0;
@@ -897,7 +689,7 @@ Status kmeansLloyd(const double* x, int n, int d, double* c, int k, const double
       if (shift <= tol) break;
     }
     assign();
-    LORA_LAUNCH(labelDist2K, dim3(n), dim3(TPB), x, cur.p, lab.p, d, part.p);
+    LORA_LAUNCH(rowDist2K, dim3(n), dim3(TPB), x, cur.p, static_cast<const int*>(lab.p), d, part.p);
     CKL("inertia");
     part.download(sh.data(), n);
     double inertia = 0;
@@ -917,17 +709,160 @@ template Status orthonormalize<float>(const float*, int, int, float*);
 template Status orthonormalize<double>(const double*, int, int, double*);
 template Status rsvd<float>(const float*, int, int, int, int, int, uint64_t, float*, float*, float*);
 template Status rsvd<double>(const double*, int, int, int, int, int, uint64_t, double*, double*, double*);
+template Status rsvdWith<float>(const float*, int, int, const float*, int, int, int, float*, float*, float*);
+template Status rsvdWith<double>(const double*, int, int, const double*, int, int, int, double*, double*, double*);
 
 }  // namespace dev
 
-template Status gemm<float>(const float*, int, int, const float*, int, int, bool, bool, float, float*);
-template Status gemm<double>(const double*, int, int, const double*, int, int, bool, bool, double, double*);
-template Status qr<float>(const float*, int, int, float*, float*);
-template Status qr<double>(const double*, int, int, double*, double*);
-template Status svd<float>(const float*, int, int, float*, float*, float*);
-template Status svd<double>(const double*, int, int, double*, double*, double*);
-template Status eigSym<float>(const float*, int, float*, float*);
-template Status eigSym<double>(const double*, int, double*, double*);
-
 }  // namespace cuda
+}  // namespace lora
+
+// ================================================================================================
+// Ops<Cuda> (common/ops.h): the dense operations and k-means; the raw-bytes ones and the randomized
+// SVD are in fused.cu.
+
+namespace lora {
+using namespace cuda;
+
+template <>
+const char* Ops<Cuda>::label() {
+  return "lora_cuda";
+}
+
+template <>
+template <typename T>
+Status Ops<Cuda>::gemm(const T* a, int aRows, int aCols, const T* b, int bRows, int bCols, bool transA, bool transB, T alpha,
+            T* c) {
+  return guard("gemm", [&] {
+    int m = transA ? aCols : aRows, n = transB ? bRows : bCols;
+    const bool gram = a == b && aRows == bRows && aCols == bCols;  // X·Xᵀ or Xᵀ·X: one upload
+    DBuf<T> A(size_t(aRows) * aCols), B(gram ? 0 : size_t(bRows) * bCols), C(size_t(m) * n);
+    A.upload(a, A.n);
+    if (!gram) B.upload(b, B.n);
+    gemmDev<T>(A.p, aRows, aCols, gram ? A.p : B.p, bRows, bCols, transA, transB, alpha, C.p);
+    C.download(c, C.n);
+  });
+}
+
+template <>
+template <typename T>
+Status Ops<Cuda>::qr(const T* a, int m, int n, T* q, T* r) {
+  return guard("qr", [&] {
+    int k = std::min(m, n);
+    DBuf<T> A(size_t(m) * n), W(size_t(m) * n), tau(k), Q(size_t(m) * k), Qr(size_t(m) * k), R(size_t(k) * n);
+    A.upload(a, A.n);
+    transposeDev(A.p, m, n, W.p);  // row-major m×n → column-major m×n
+    householderDev(W.p, m, n, tau.p);
+    LORA_LAUNCH(upperK<T>, dim3(blocksFor(size_t(k) * n)), dim3(TPB), W.p, m, n, k, R.p, 0);
+    formQDev(W.p, m, k, tau.p, Q.p);
+    transposeDev(Q.p, k, m, Qr.p);  // column-major m×k → row-major m×k
+    CKL("qr");
+    Qr.download(q, Qr.n);
+    R.download(r, R.n);
+    for (int i = 0; i < k; i++) {
+      if (r[size_t(i) * n + i] < 0) {
+        for (int j = i; j < n; j++) r[size_t(i) * n + j] = -r[size_t(i) * n + j];
+        for (int row = 0; row < m; row++) q[size_t(row) * k + i] = -q[size_t(row) * k + i];
+      }
+    }
+  });
+}
+
+template <>
+template <typename T>
+Status Ops<Cuda>::svd(const T* a, int m, int n, T* u, T* s, T* vt) {
+  return guard("svd", [&] {
+    bool tall = m >= n;
+    int M = std::max(m, n), N = std::min(m, n);
+    DBuf<T> A(size_t(m) * n), G(size_t(M) * N);
+    A.upload(a, A.n);
+    if (tall) transposeDev(A.p, m, n, G.p);  // column-major A
+    else CK(cudaMemcpy(G.p, A.p, A.n * sizeof(T), cudaMemcpyDeviceToDevice));  // row-major A = column-major Aᵀ
+    std::vector<double> Ucol, Vcol, sigma;
+    std::vector<int> order;
+    svdTallDev(G.p, M, N, Ucol, Vcol);
+    finishColumns(Ucol, M, N, sigma, order);
+    int k = N;
+    for (int j = 0; j < k; j++) s[j] = T(sigma[order[j]]);
+    if (tall) {  // A = U Σ Vᵀ: U = Ucol, V = Vcol
+      for (int i = 0; i < m; i++)
+        for (int j = 0; j < k; j++) u[size_t(i) * k + j] = T(Ucol[size_t(order[j]) * M + i]);
+      for (int j = 0; j < k; j++)
+        for (int c = 0; c < n; c++) vt[size_t(j) * n + c] = T(Vcol[size_t(order[j]) * N + c]);
+    } else {  // Aᵀ = U_G Σ V_Gᵀ, so A = V_G Σ U_Gᵀ
+      for (int i = 0; i < m; i++)
+        for (int j = 0; j < k; j++) u[size_t(i) * k + j] = T(Vcol[size_t(order[j]) * N + i]);
+      for (int j = 0; j < k; j++)
+        for (int c = 0; c < n; c++) vt[size_t(j) * n + c] = T(Ucol[size_t(order[j]) * M + c]);
+    }
+  });
+}
+
+template <>
+template <typename T>
+Status Ops<Cuda>::eigSym(const T* a, int n, T* values, T* vectors) {
+  return guard("eigSym", [&] {
+    std::vector<double> S(size_t(n) * n);
+    double f2 = 0;
+    for (int i = 0; i < n; i++)
+      for (int j = 0; j <= i; j++) {
+        double v = a[size_t(i) * n + j];
+        S[size_t(i) * n + j] = S[size_t(j) * n + i] = v;
+        f2 += (i == j ? 1 : 2) * v * v;
+      }
+    double shift = std::sqrt(f2);
+    std::vector<T> B(size_t(n) * n);
+    for (size_t i = 0; i < B.size(); i++) B[i] = T(S[i]);
+    for (int i = 0; i < n; i++) B[size_t(i) * n + i] = T(S[size_t(i) * n + i] + shift);
+    DBuf<T> G(B.size()), V(B.size());
+    G.upload(B.data(), B.size());
+    jacobiDev(G.p, n, n, V.p);
+    std::vector<double> Vcol = toDouble(V, B.size());
+    std::vector<double> lam(n), Sv(n);
+    for (int j = 0; j < n; j++) {
+      const double* v = Vcol.data() + size_t(j) * n;
+      double l = 0;
+      for (int i = 0; i < n; i++) {
+        double t = 0;
+        for (int c = 0; c < n; c++) t += S[size_t(i) * n + c] * v[c];
+        l += v[i] * t;
+      }
+      lam[j] = l;
+    }
+    std::vector<int> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return lam[x] > lam[y]; });
+    for (int j = 0; j < n; j++) {
+      values[j] = T(lam[order[j]]);
+      for (int i = 0; i < n; i++) vectors[size_t(i) * n + j] = T(Vcol[size_t(order[j]) * n + i]);
+    }
+  });
+}
+
+template <>
+Status Ops<Cuda>::kmeansLloyd(const double* x, int n, int d, const double* init, int k, const double* weights, int maxIter,
+                   double tol, double* centroids, int32_t* labels, KmeansOut* out) {
+  DBuf<double> X, C;
+  Status st = guard("kmeans", [&] {
+    X = DBuf<double>(size_t(n) * d);
+    C = DBuf<double>(size_t(k) * d);
+    X.upload(x, X.n);
+    C.upload(init, C.n);
+  });
+  if (!st.ok()) return st;
+  st = dev::kmeansLloyd(X.p, n, d, C.p, k, weights, maxIter, tol, labels, out);
+  if (!st.ok()) return st;
+  return guard("kmeans", [&] { C.download(centroids, C.n); });
+}
+
+template Status Ops<Cuda>::gemm<float>(const float*, int, int, const float*, int, int, bool, bool, float, float*);
+template Status Ops<Cuda>::gemm<double>(const double*, int, int, const double*, int, int, bool, bool, double, double*);
+template Status Ops<Cuda>::qr<float>(const float*, int, int, float*, float*);
+template Status Ops<Cuda>::qr<double>(const double*, int, int, double*, double*);
+template Status Ops<Cuda>::svd<float>(const float*, int, int, float*, float*, float*);
+template Status Ops<Cuda>::svd<double>(const double*, int, int, double*, double*, double*);
+template Status Ops<Cuda>::eigSym<float>(const float*, int, float*, float*);
+template Status Ops<Cuda>::eigSym<double>(const double*, int, double*, double*);
+
+
 }  // namespace lora

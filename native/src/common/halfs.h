@@ -1,14 +1,16 @@
 // IEEE binary16 and bfloat16 ↔ float conversions on the bits, exact, for code that cannot rely
-// on the compiler's _Float16 (the baseline builds, and ops.cc's factorStats).
+// on the compiler's _Float16 (the baseline builds, ops.cc's factorStats, the CUDA decode kernel).
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
+#include "host_device.h"
+
 namespace lora {
 
 /** binary16 → float32, exact (subnormals, ±Inf and NaN included). */
-inline float halfToFloat(uint16_t h) {
+LORA_HOST_DEVICE inline float halfToFloat(uint16_t h) {
   uint32_t sign = uint32_t(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
   float f;
   if (e == 0) {
@@ -20,7 +22,7 @@ inline float halfToFloat(uint16_t h) {
   return f;
 }
 
-inline float bf16ToFloat(uint16_t h) {
+LORA_HOST_DEVICE inline float bf16ToFloat(uint16_t h) {
   uint32_t u = uint32_t(h) << 16;
   float f;
   std::memcpy(&f, &u, 4);

@@ -1,0 +1,317 @@
+// Adapts a raw addon (binding.ts) to LinalgBackend: shapes, lengths and finiteness are checked
+// here before any call goes in (C++ trusts them), native failures come back as LoraErrors, and a
+// non-finite output becomes a RuntimeFailure instead of a silent NaN.
+import { InvalidInputError, LoraError, RuntimeFailure } from "../../formats/errors.js";
+import type {
+  BackendName,
+  EigResult,
+  FactorDType,
+  FactorStats,
+  FactorSpectrumInput,
+  FactorSpectrumResult,
+  FloatArray,
+  GramSide,
+  KmeansLloydOptions,
+  KmeansResult,
+  LinalgBackend,
+  Mat,
+  QrResult,
+  RawFactor,
+  SvdResult,
+  TruncateFactorsInput,
+  TruncateFactorsResult,
+} from "../types.js";
+import { FACTOR_DTYPES, type ComputeBinding, type RawSpectrumResult, type RawTruncateResult } from "./binding.js";
+
+export const MAX_ELEMENTS = 2 ** 31 - 1; // LAPACK's LP64 int
+
+function isFloatArray(x: unknown): x is FloatArray {
+  return x instanceof Float32Array || x instanceof Float64Array;
+}
+
+function checkShape(op: string, what: string, m: Mat): void {
+  if (m === null || typeof m !== "object") throw new InvalidInputError(`${op}: ${what} is not a matrix`);
+  const { rows, cols, data } = m;
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) {
+    throw new InvalidInputError(`${op}: ${what} has an invalid shape ${String(rows)}×${String(cols)}`);
+  }
+  if (!isFloatArray(data)) throw new InvalidInputError(`${op}: ${what} must hold a Float32Array or Float64Array`);
+  if (data.length !== rows * cols) {
+    throw new InvalidInputError(`${op}: ${what} is ${rows}×${cols} but holds ${data.length} values (expected ${rows * cols})`);
+  }
+  if (rows * cols > MAX_ELEMENTS) {
+    throw new InvalidInputError(`${op}: ${what} (${rows}×${cols}) exceeds ${MAX_ELEMENTS} elements, the native backends' limit`);
+  }
+}
+
+function checkMat(op: string, what: string, m: Mat): void {
+  checkShape(op, what, m);
+  checkFinite(op, what, m.data, m.cols);
+}
+
+function checkFinite(op: string, what: string, data: ArrayLike<number>, cols: number): void {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (v - v !== 0) {
+      const where = cols > 0 ? ` (row ${Math.floor(i / cols)}, column ${i % cols})` : ` (index ${i})`;
+      throw new InvalidInputError(`${op}: ${what} contains ${Number.isNaN(v) ? "NaN" : "Inf"}${where}`);
+    }
+  }
+}
+
+function checkOutput(backend: BackendName, op: string, arrays: ArrayLike<number>[]): void {
+  for (const a of arrays) {
+    for (let i = 0; i < a.length; i++) {
+      const v = a[i]!;
+      if (v - v !== 0) {
+        throw new RuntimeFailure(
+          `${op} on the ${backend} backend produced a non-finite value (overflow or a numerical failure); ` +
+            `try --backend js, or float64 input`,
+        );
+      }
+    }
+  }
+}
+
+function fail(backend: BackendName, op: string, e: unknown): never {
+  if (e instanceof LoraError) throw e;
+  const err = e as { message?: string; code?: string };
+  const msg = err?.message ?? String(e);
+  throw new RuntimeFailure(`${op} failed on the ${backend} backend: ${msg}`, { cause: e });
+}
+
+function zeros<T extends FloatArray>(proto: T, n: number): T {
+  return (proto instanceof Float32Array ? new Float32Array(n) : new Float64Array(n)) as T;
+}
+
+function asType<T extends FloatArray>(proto: T, x: FloatArray): T {
+  if (proto instanceof Float32Array) return (x instanceof Float32Array ? x : Float32Array.from(x)) as T;
+  return (x instanceof Float64Array ? x : Float64Array.from(x)) as T;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adapter
+
+function dtypeCode(op: string, d: FactorDType): { code: number; size: number } {
+  const c = FACTOR_DTYPES[d];
+  if (!c) throw new InvalidInputError(`${op}: dtype ${String(d)} is not one of F32, F16, BF16, F64`);
+  return c;
+}
+
+/** Shapes, byte lengths and scale of a module's raw factors, checked before a native call. */
+function checkRawPair(op: string, x: { B: RawFactor; A: RawFactor; scale: number }) {
+  const b = dtypeCode(op, x.B.dtype), a = dtypeCode(op, x.A.dtype);
+  const out = x.B.rows, r = x.B.cols, inn = x.A.cols;
+  if (x.A.rows !== r) throw new InvalidInputError(`${op}: B is ${out}×${r} but A is ${x.A.rows}×${inn}`);
+  if (!(r >= 1 && out >= 1 && inn >= 1)) throw new InvalidInputError(`${op}: empty factors (${out}×${r}, ${x.A.rows}×${inn})`);
+  if (x.B.raw.byteLength !== out * r * b.size || x.A.raw.byteLength !== r * inn * a.size) throw new InvalidInputError(`${op}: raw byte lengths do not match the shapes`);
+  if (Math.max(out, inn) * r > MAX_ELEMENTS) throw new InvalidInputError(`${op}: factors exceed ${MAX_ELEMENTS} elements, the native backends' limit`);
+  if (!Number.isFinite(x.scale)) throw new InvalidInputError(`${op}: scales must be finite (scaleOut ≠ 0)`);
+  return { b, a, out, r, inn };
+}
+
+/** Wraps a raw binding as a LinalgBackend (exported for tests with fake bindings). */
+export function adaptBinding(name: BackendName, binding: ComputeBinding, detail: string): LinalgBackend {
+  const fs = binding.factorStats.bind(binding);
+  const factorStats = async (raw: Uint8Array, dtype: FactorDType, rows: number, cols: number, side: GramSide): Promise<FactorStats> => {
+    const d = FACTOR_DTYPES[dtype];
+    if (!d) throw new InvalidInputError(`factorStats: dtype ${String(dtype)} is not one of F32, F16, BF16, F64`);
+    if (!(raw instanceof Uint8Array)) throw new InvalidInputError("factorStats: raw must be a Uint8Array");
+    if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) throw new InvalidInputError(`factorStats: invalid shape ${String(rows)}×${String(cols)}`);
+    if (raw.byteLength !== rows * cols * d.size) throw new InvalidInputError(`factorStats: ${rows}×${cols} ${dtype} needs ${rows * cols * d.size} bytes, got ${raw.byteLength}`);
+    if (rows * cols > MAX_ELEMENTS) throw new InvalidInputError(`factorStats: ${rows}×${cols} exceeds ${MAX_ELEMENTS} elements, the native backends' limit`);
+    if (side !== "gram-rows" && side !== "gram-cols") throw new InvalidInputError(`factorStats: side must be gram-rows or gram-cols`);
+    let r: FactorStats;
+    try {
+      r = await fs(raw, d.code, rows, cols, side === "gram-rows");
+    } catch (e) {
+      fail(name, "factorStats", e);
+    }
+    if (r.firstNonFinite < 0) checkOutput(name, "factorStats", [r.gram]);
+    return { data: r.data, gram: r.gram, firstNonFinite: r.firstNonFinite };
+  };
+  const tf = binding.truncateFactors.bind(binding);
+  const truncateFactors = async (x: TruncateFactorsInput): Promise<TruncateFactorsResult> => {
+    const { b, a, out, r, inn } = checkRawPair("truncateFactors", x);
+    const o = dtypeCode("truncateFactors", x.outDtype), t = x.rank;
+    if (!(Number.isInteger(t) && t >= 1 && t <= r)) throw new InvalidInputError(`truncateFactors: rank ${String(t)} must be an integer in 1..${r}`);
+    if (!Number.isFinite(x.scaleOut) || x.scaleOut === 0) throw new InvalidInputError("truncateFactors: scales must be finite (scaleOut ≠ 0)");
+    if (x.grams !== undefined && !(x.grams instanceof Float64Array && x.grams.length === 2 * r * r && x.grams.every(Number.isFinite))) {
+      throw new InvalidInputError(`truncateFactors: grams must be a finite Float64Array of 2·${r}² values`);
+    }
+    let res: RawTruncateResult;
+    try {
+      res = await tf(x.B.raw, b.code, x.A.raw, a.code, out, r, inn, t, x.scale, x.scaleOut, x.split === "balanced", o.code, !!x.productsInDouble, x.grams);
+    } catch (e) {
+      fail(name, "truncateFactors", e);
+    }
+    if (res.kind === 1) return { kind: "fallback" };
+    if (res.kind === 2) return { kind: "non-finite", factor: res.badFactor === 0 ? "A" : "B", index: res.badIndex, value: res.badValue };
+    checkOutput(name, "truncateFactors", [res.S]);
+    if (![res.norm2, res.err2, res.resid2].every(Number.isFinite)) throw new RuntimeFailure(`${name} backend: truncateFactors returned a non-finite error measure`);
+    return { kind: "done", B: res.B, A: res.A, S: res.S, norm2: res.norm2, err2: res.err2, resid2: res.resid2, productBits: res.productBits === 32 ? 32 : 64 };
+  };
+  const fsp = binding.factorSpectrum.bind(binding);
+  const factorSpectrum = async (x: FactorSpectrumInput): Promise<FactorSpectrumResult> => {
+    const { b, a, out, r, inn } = checkRawPair("factorSpectrum", x);
+    let res: RawSpectrumResult;
+    try {
+      res = await fsp(x.B.raw, b.code, x.A.raw, a.code, out, r, inn, x.scale, !!x.keepGrams);
+    } catch (e) {
+      fail(name, "factorSpectrum", e);
+    }
+    if (res.kind === 1) return { kind: "fallback" };
+    if (res.kind === 2) return { kind: "non-finite", factor: res.badFactor === 0 ? "A" : "B", index: res.badIndex, value: res.badValue };
+    checkOutput(name, "factorSpectrum", [res.S]);
+    if (!Number.isFinite(res.norm2)) throw new RuntimeFailure(`${name} backend: factorSpectrum returned a non-finite norm`);
+    return { kind: "done", S: res.S, norm2: res.norm2, ...(x.keepGrams && res.grams ? { grams: res.grams } : {}) };
+  };
+  return {
+    name,
+    detail,
+    factorStats,
+    truncateFactors,
+    factorSpectrum,
+
+    async randomizedSvd<T extends FloatArray>(a: Mat<T>, omega: Mat<T>, powerIters: number, rank: number): Promise<SvdResult<T>> {
+      checkMat("randomizedSvd", "A", a);
+      checkMat("randomizedSvd", "the test matrix", omega);
+      const l = omega.cols, t = rank;
+      if (omega.rows !== a.cols) throw new InvalidInputError(`randomizedSvd: the test matrix has ${omega.rows} rows, A has ${a.cols} columns`);
+      if (!(Number.isInteger(t) && t >= 1 && t <= l && l <= Math.min(a.rows, a.cols))) {
+        throw new InvalidInputError(`randomizedSvd: need 1 ≤ rank (${String(t)}) ≤ ${l} ≤ min(${a.rows}, ${a.cols})`);
+      }
+      if (!Number.isInteger(powerIters) || powerIters < 0) throw new InvalidInputError(`randomizedSvd: power iterations must be an integer ≥ 0 (got ${String(powerIters)})`);
+      const om = asType(a.data, omega.data);
+      let r: { u: FloatArray; s: FloatArray; vt: FloatArray };
+      try {
+        r = await binding.randomizedSvd(a.data, a.rows, a.cols, om, l, powerIters, t);
+      } catch (e) {
+        fail(name, "randomizedSvd", e);
+      }
+      checkOutput(name, "randomizedSvd", [r.u, r.s, r.vt]);
+      return { U: { rows: a.rows, cols: t, data: r.u as T }, S: r.s as T, Vt: { rows: t, cols: a.cols, data: r.vt as T } };
+    },
+
+    async gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Promise<Mat<T>> {
+      checkMat("gemm", "A", a);
+      // A Gram (b is a itself): one finiteness pass is enough.
+      if (b.data === a.data) checkShape("gemm", "B", b);
+      else checkMat("gemm", "B", b);
+      const transA = !!opts.transA, transB = !!opts.transB;
+      const alpha = opts.alpha ?? 1;
+      if (!Number.isFinite(alpha)) throw new InvalidInputError("gemm: alpha is not finite");
+      const m = transA ? a.cols : a.rows, k = transA ? a.rows : a.cols;
+      const kb = transB ? b.cols : b.rows, n = transB ? b.rows : b.cols;
+      if (k !== kb) {
+        throw new InvalidInputError(`gemm: inner dimensions differ (op(A) is ${m}×${k}, op(B) is ${kb}×${n})`);
+      }
+      if (m * n > MAX_ELEMENTS) throw new InvalidInputError(`gemm: the ${m}×${n} result exceeds the native backends' limit`);
+      if (m === 0 || n === 0 || k === 0) return { rows: m, cols: n, data: zeros(a.data, m * n) };
+      const bData = asType(a.data, b.data);
+      let c: FloatArray;
+      try {
+        c = await binding.gemm(a.data, a.rows, a.cols, bData, b.rows, b.cols, transA, transB, alpha);
+      } catch (e) {
+        fail(name, "gemm", e);
+      }
+      checkOutput(name, "gemm", [c]);
+      return { rows: m, cols: n, data: c as T };
+    },
+
+    async qr<T extends FloatArray>(a: Mat<T>): Promise<QrResult<T>> {
+      checkMat("qr", "A", a);
+      const k = Math.min(a.rows, a.cols);
+      if (k === 0) {
+        return { Q: { rows: a.rows, cols: 0, data: zeros(a.data, 0) }, R: { rows: 0, cols: a.cols, data: zeros(a.data, 0) } };
+      }
+      let r: { q: FloatArray; r: FloatArray };
+      try {
+        r = await binding.qr(a.data, a.rows, a.cols);
+      } catch (e) {
+        fail(name, "qr", e);
+      }
+      checkOutput(name, "qr", [r.q, r.r]);
+      return { Q: { rows: a.rows, cols: k, data: r.q as T }, R: { rows: k, cols: a.cols, data: r.r as T } };
+    },
+
+    async svd<T extends FloatArray>(a: Mat<T>): Promise<SvdResult<T>> {
+      checkMat("svd", "A", a);
+      const k = Math.min(a.rows, a.cols);
+      if (k === 0) {
+        return {
+          U: { rows: a.rows, cols: 0, data: zeros(a.data, 0) },
+          S: zeros(a.data, 0),
+          Vt: { rows: 0, cols: a.cols, data: zeros(a.data, 0) },
+        };
+      }
+      let r: { u: FloatArray; s: FloatArray; vt: FloatArray };
+      try {
+        r = await binding.svd(a.data, a.rows, a.cols);
+      } catch (e) {
+        fail(name, "svd", e);
+      }
+      checkOutput(name, "svd", [r.u, r.s, r.vt]);
+      return { U: { rows: a.rows, cols: k, data: r.u as T }, S: r.s as T, Vt: { rows: k, cols: a.cols, data: r.vt as T } };
+    },
+
+    async eigSym<T extends FloatArray>(a: Mat<T>): Promise<EigResult<T>> {
+      checkShape("eigSym", "A", a);
+      if (a.rows !== a.cols) throw new InvalidInputError(`eigSym: matrix is not square (${a.rows}×${a.cols})`);
+      const n = a.rows;
+      if (n === 0) return { values: zeros(a.data, 0), vectors: { rows: 0, cols: 0, data: zeros(a.data, 0) } };
+      // Only the lower triangle is read, so only it must be finite; the addon gets it alone.
+      const lower = lowerOnly(a.data, n);
+      checkFinite("eigSym", "A (lower triangle)", lower, n);
+      let r: { values: FloatArray; vectors: FloatArray };
+      try {
+        r = await binding.eigSym(lower, n);
+      } catch (e) {
+        fail(name, "eigSym", e);
+      }
+      checkOutput(name, "eigSym", [r.values, r.vectors]);
+      return { values: r.values as T, vectors: { rows: n, cols: n, data: r.vectors as T } };
+    },
+
+    async kmeansLloyd(points: Mat<Float64Array>, init: Mat<Float64Array>, opts: KmeansLloydOptions): Promise<KmeansResult> {
+      checkMat("kmeans", "points", points);
+      checkMat("kmeans", "initial centroids", init);
+      if (!(points.data instanceof Float64Array) || !(init.data instanceof Float64Array)) {
+        throw new InvalidInputError("kmeans: points and centroids must be Float64Array");
+      }
+      const n = points.rows, d = points.cols, k = init.rows;
+      if (init.cols !== d) throw new InvalidInputError(`kmeans: centroids have ${init.cols} dimensions, points have ${d}`);
+      if (n === 0 || k === 0 || d === 0) throw new InvalidInputError(`kmeans: empty input (${n} points, ${k} centroids, ${d} dimensions)`);
+      if (n * k > MAX_ELEMENTS) throw new InvalidInputError(`kmeans: ${n} points × ${k} centroids exceeds the native backends' limit`);
+      const maxIter = opts.maxIter;
+      if (!Number.isInteger(maxIter) || maxIter < 0) throw new InvalidInputError(`kmeans: maxIter must be an integer ≥ 0 (got ${String(maxIter)})`);
+      if (typeof opts.tol !== "number" || Number.isNaN(opts.tol)) throw new InvalidInputError("kmeans: tol must be a number");
+      let w: Float64Array | null = null;
+      if (opts.weights !== undefined) {
+        w = opts.weights;
+        if (!(w instanceof Float64Array) || w.length !== n) {
+          throw new InvalidInputError(`kmeans: weights must be a Float64Array of ${n} values`);
+        }
+        for (let i = 0; i < n; i++) {
+          if (!(w[i]! >= 0) || w[i] === Infinity) throw new InvalidInputError(`kmeans: weight ${i} is ${w[i]} (must be finite and ≥ 0)`);
+        }
+      }
+      let r: { centroids: Float64Array; labels: Int32Array; inertia: number; iterations: number };
+      try {
+        r = await binding.kmeansLloyd(points.data, n, d, init.data, k, w, maxIter, opts.tol);
+      } catch (e) {
+        fail(name, "kmeans", e);
+      }
+      checkOutput(name, "kmeans", [r.centroids, [r.inertia]]);
+      return { centroids: { rows: k, cols: d, data: r.centroids }, labels: r.labels, inertia: r.inertia, iterations: r.iterations };
+    },
+  };
+}
+
+/** A copy with the strict upper triangle zeroed (the addons read only the lower one anyway). */
+function lowerOnly<T extends FloatArray>(data: T, n: number): T {
+  const out = zeros(data, n * n);
+  for (let i = 0; i < n; i++) out.set(data.subarray(i * n, i * n + i + 1), i * n);
+  return out;
+}
+

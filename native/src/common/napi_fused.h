@@ -1,0 +1,210 @@
+// N-API entry points on raw factor bytes (factorStats, truncateFactors, factorSpectrum) and the
+// randomized SVD, written once over Ops<Cpu> or Ops<Cuda> (common/ops.h), and exportOps, the one
+// list of functions both addons export (mirrored by linalg/native/binding.ts).
+#pragma once
+#include <algorithm>
+#include <memory>
+
+#include "napi_ops.h"
+
+namespace lora {
+namespace napi {
+
+constexpr size_t dtypeBytes(int dtype) { return dtype == 0 ? 4 : dtype == 3 ? 8 : 2; }
+
+inline void bytesArg(const Napi::CallbackInfo& info, size_t i, const char* what, size_t need, Napi::TypedArray& out) {
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    typeError(info.Env(), std::string(what) + " must be a Uint8Array");
+  out = info[i].As<Napi::TypedArray>();
+  if (out.ByteLength() != need)
+    typeError(info.Env(), std::string(what) + " holds " + std::to_string(out.ByteLength()) + " bytes, expected " + std::to_string(need));
+}
+
+inline double numberArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (!info[i].IsNumber()) typeError(info.Env(), std::string(what) + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+inline const uint8_t* bytesOf(const Napi::TypedArray& a) { return static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset(); }
+
+// factorStats(raw: Uint8Array, dtype 0|1|2|3 (F32|F16|BF16|F64), rows, cols, gramRows)
+//   → Promise<{data: Float64Array (rows×cols), gram: Float64Array (g×g), firstNonFinite: number}>
+template <class Ops>
+Napi::Value FactorStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int dtype = dim(info, 1, "dtype", 0);
+  int rows = dim(info, 2, "rows", 0), cols = dim(info, 3, "cols", 0);
+  bool gramRows = info[4].ToBoolean();
+  if (dtype > 3) typeError(env, "dtype must be 0 (F32), 1 (F16), 2 (BF16) or 3 (F64)");
+  size_t n = size_t(rows) * size_t(cols);
+  Napi::TypedArray raw;
+  bytesArg(info, 0, "raw", n * dtypeBytes(dtype), raw);
+  int g = gramRows ? rows : cols;
+  auto data = Napi::Float64Array::New(env, n);
+  auto gram = Napi::Float64Array::New(env, size_t(g) * g);
+  auto bad = std::make_shared<int64_t>(-1);
+  auto run = [=, pr = bytesOf(raw), pd = ptr<double>(data), pg = ptr<double>(gram)] {
+    return Ops::factorStats(pr, dtype, rows, cols, gramRows, pd, pg, bad.get());
+  };
+  auto outs = std::make_shared<Outs>();
+  outs->add("data", data);
+  outs->add("gram", gram);
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".factorStats")).c_str(), run,
+                         objectOf(outs, [bad](Napi::Object o) { o.Set("firstNonFinite", double(*bad)); }));
+  return queue(w, {raw});
+}
+
+// Arguments 0–6 of truncateFactors and factorSpectrum: rawB, dtypeB, rawA, dtypeA, out, r, in, then
+// the scale at `scaleAt`. Checks dtype codes, byte lengths and the scale; rawB/rawA are the views to keep.
+struct RawPair {
+  TruncateArgs a;
+  Napi::TypedArray rawB, rawA;
+};
+inline RawPair rawPairArgs(const Napi::CallbackInfo& info, size_t scaleAt) {
+  RawPair p;
+  TruncateArgs& a = p.a;
+  a.dtypeB = dim(info, 1, "dtypeB", 0);
+  a.dtypeA = dim(info, 3, "dtypeA", 0);
+  a.out = dim(info, 4, "out"), a.r = dim(info, 5, "r"), a.in = dim(info, 6, "in");
+  a.scale = numberArg(info, scaleAt, "scale");
+  if (a.dtypeA > 3 || a.dtypeB > 3) typeError(info.Env(), "dtype codes are 0 (F32), 1 (F16), 2 (BF16), 3 (F64)");
+  if (!std::isfinite(a.scale)) typeError(info.Env(), "scale must be finite");
+  bytesArg(info, 0, "rawB", size_t(a.out) * a.r * dtypeBytes(a.dtypeB), p.rawB);
+  bytesArg(info, 2, "rawA", size_t(a.r) * a.in * dtypeBytes(a.dtypeA), p.rawA);
+  a.rawB = bytesOf(p.rawB);
+  a.rawA = bytesOf(p.rawA);
+  return p;
+}
+
+// The outcome fields both results carry.
+inline void setOutcome(Napi::Object o, const TruncateOutcome& res) {
+  o.Set("kind", res.kind);
+  o.Set("norm2", res.norm2);
+  o.Set("badFactor", res.badFactor);
+  o.Set("badIndex", double(res.badIndex));
+  o.Set("badValue", res.badValue);
+}
+
+// Uninitialised output buffers handed to JS as external ArrayBuffers (ownership moves on release).
+struct OutBytes {
+  std::unique_ptr<uint8_t[]> B, A;
+  size_t nB, nA;
+  OutBytes(size_t b, size_t a) : B(new uint8_t[std::max<size_t>(b, 1)]), A(new uint8_t[std::max<size_t>(a, 1)]), nB(b), nA(a) {}
+  static Napi::Value release(Napi::Env env, std::unique_ptr<uint8_t[]>& p, size_t n) {
+    uint8_t* raw = p.release();
+    Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(n));
+    auto ab = Napi::ArrayBuffer::New(env, raw, n, [n](Napi::Env e, void* d) {
+      delete[] static_cast<uint8_t*>(d);
+      Napi::MemoryManagement::AdjustExternalMemory(e, -int64_t(n));
+    });
+    return Napi::Uint8Array::New(env, n, ab, 0);
+  }
+};
+
+// truncateFactors(rawB, dtypeB, rawA, dtypeA, out, r, in, t, scale, scaleOut, balanced, outDtype, productsInDouble,
+//                 grams?: Float64Array (G_B then G_A from factorSpectrum of the same bytes: the first pass is skipped))
+//   → Promise<{kind: 0 done | 1 fallback | 2 non-finite, B: Uint8Array (out×t of outDtype), A: Uint8Array (t×in),
+//              S: Float64Array (r), norm2, err2, resid2, productBits, badFactor, badIndex, badValue}>
+template <class Ops>
+Napi::Value TruncateFactors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  RawPair in = rawPairArgs(info, 8);
+  TruncateArgs& a = in.a;
+  a.t = dim(info, 7, "t");
+  a.scaleOut = numberArg(info, 9, "scaleOut");
+  a.balanced = info[10].ToBoolean();
+  a.outDtype = dim(info, 11, "outDtype", 0);
+  a.productsInDouble = info[12].ToBoolean();
+  Napi::Value gramsArg = info[13];
+  const bool hasGrams = !gramsArg.IsUndefined() && !gramsArg.IsNull();
+  if (a.outDtype > 3) typeError(env, "dtype codes are 0 (F32), 1 (F16), 2 (BF16), 3 (F64)");
+  if (a.t > a.r) typeError(env, "truncateFactors: t must be ≤ r");
+  if (!std::isfinite(a.scaleOut) || a.scaleOut == 0) typeError(env, "truncateFactors: scaleOut must be finite and ≠ 0");
+  if (hasGrams) {
+    auto g = floatArray(info, 13, "grams", 2 * size_t(a.r) * a.r);
+    if (isF32(g) || g.ElementLength() != 2 * size_t(a.r) * a.r) typeError(env, "grams must be a Float64Array of 2·r² values");
+    a.grams = ptr<double>(g);
+  }
+  const size_t es = dtypeBytes(a.outDtype);
+  // The output bytes are allocated here without zero-filling and first touched by the worker (the
+  // page faults of ~1 MB per module land there, not on the JS thread); they become external
+  // ArrayBuffers when the result is built, freed by their finalizers.
+  auto bytes = std::make_shared<OutBytes>(size_t(a.out) * a.t * es, size_t(a.t) * a.in * es);
+  auto S = Napi::Float64Array::New(env, size_t(a.r));
+  auto res = std::make_shared<TruncateOutcome>();
+  auto run = [a, bytes, ps = ptr<double>(S), res] { return Ops::truncateFactors(a, bytes->B.get(), bytes->A.get(), ps, res.get()); };
+  auto outs = std::make_shared<Outs>();
+  outs->add("S", S);
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".truncateFactors")).c_str(), run, objectOf(outs, [res, bytes](Napi::Object o) {
+                           o.Set("B", bytes->release(o.Env(), bytes->B, bytes->nB));
+                           o.Set("A", bytes->release(o.Env(), bytes->A, bytes->nA));
+                           setOutcome(o, *res);
+                           o.Set("err2", res->err2);
+                           o.Set("resid2", res->resid2);
+                           o.Set("productBits", res->productBits);
+                         }));
+  return queue(w, {in.rawB, in.rawA, hasGrams ? gramsArg : Napi::Value()});
+}
+
+// factorSpectrum(rawB, dtypeB, rawA, dtypeA, out, r, in, scale, keepGrams)
+//   → Promise<{kind: 0 done | 1 fallback | 2 non-finite, S: Float64Array (r), grams?: Float64Array (G_B then G_A,
+//              2r², when keepGrams), norm2, badFactor, badIndex, badValue}>
+template <class Ops>
+Napi::Value FactorSpectrum(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  RawPair in = rawPairArgs(info, 7);
+  TruncateArgs& a = in.a;
+  const bool keepGrams = info[8].ToBoolean();
+  auto S = Napi::Float64Array::New(env, size_t(a.r));
+  auto G = Napi::Float64Array::New(env, keepGrams ? 2 * size_t(a.r) * a.r : 0);
+  auto res = std::make_shared<TruncateOutcome>();
+  auto run = [a, ps = ptr<double>(S), pg = keepGrams ? ptr<double>(G) : nullptr, res] { return Ops::factorSpectrum(a, ps, pg, res.get()); };
+  auto outs = std::make_shared<Outs>();
+  outs->add("S", S);
+  if (keepGrams) outs->add("grams", G);
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".factorSpectrum")).c_str(), run,
+                         objectOf(outs, [res](Napi::Object o) { setOutcome(o, *res); }));
+  return queue(w, {in.rawB, in.rawA});
+}
+
+// randomizedSvd(a (m×n), m, n, omega (n×l, a's element type), l, q, t) → Promise<{u (m×t), s (t), vt (t×n)}>
+template <class Ops>
+Napi::Value RandomizedSvd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int m = dim(info, 1, "rows"), n = dim(info, 2, "cols"), l = dim(info, 4, "l"), q = dim(info, 5, "q", 0), t = dim(info, 6, "t");
+  auto a = floatArray(info, 0, "a", size_t(m) * n);
+  auto om = floatArray(info, 3, "omega", size_t(n) * l);
+  if (a.TypedArrayType() != om.TypedArrayType()) typeError(env, "a and omega must have the same element type");
+  if (l > std::min(m, n) || t > l) typeError(env, "randomizedSvd: need t ≤ l ≤ min(rows, cols)");
+  bool f32 = isF32(a);
+  auto u = newLike(env, f32, size_t(m) * t), s = newLike(env, f32, size_t(t)), vt = newLike(env, f32, size_t(t) * n);
+  auto run = perType(f32, [&](auto z) -> std::function<Status()> {
+    using T = decltype(z);
+    return [=, pa = ptr<T>(a), po = ptr<T>(om), pu = ptr<T>(u), ps = ptr<T>(s), pv = ptr<T>(vt)] {
+      return Ops::template randomizedSvd<T>(pa, m, n, po, l, q, t, pu, ps, pv);
+    };
+  });
+  auto outs = std::make_shared<Outs>();
+  outs->add("u", u);
+  outs->add("s", s);
+  outs->add("vt", vt);
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".randomizedSvd")).c_str(), run, objectOf(outs));
+  return queue(w, {a, om});
+}
+
+/** Every compute function of an addon (the same list for cpu and cuda). */
+template <class Ops>
+void exportOps(Napi::Env env, Napi::Object exports) {
+  exports.Set("gemm", Napi::Function::New(env, Gemm<Ops>, "gemm"));
+  exports.Set("qr", Napi::Function::New(env, Qr<Ops>, "qr"));
+  exports.Set("svd", Napi::Function::New(env, Svd<Ops>, "svd"));
+  exports.Set("eigSym", Napi::Function::New(env, EigSym<Ops>, "eigSym"));
+  exports.Set("kmeansLloyd", Napi::Function::New(env, KmeansLloyd<Ops>, "kmeansLloyd"));
+  exports.Set("factorStats", Napi::Function::New(env, FactorStats<Ops>, "factorStats"));
+  exports.Set("truncateFactors", Napi::Function::New(env, TruncateFactors<Ops>, "truncateFactors"));
+  exports.Set("factorSpectrum", Napi::Function::New(env, FactorSpectrum<Ops>, "factorSpectrum"));
+  exports.Set("randomizedSvd", Napi::Function::New(env, RandomizedSvd<Ops>, "randomizedSvd"));
+}
+
+}  // namespace napi
+}  // namespace lora

@@ -1,0 +1,104 @@
+// The operations of both addons, declared once: Ops<Cpu> is defined by cpu/ (BLAS/LAPACK, own
+// fused kernels), Ops<Cuda> by cuda/ (own kernels and cuBLAS when present, the r×r algebra of the
+// fused operations reusing the cpu code). common/napi_ops.h binds either to N-API with the same
+// argument checks, so both addons export the same functions (mirrored by linalg/native/binding.ts).
+// No N-API or CUDA types here: the harness and the CPU emulation of CUDA include it too.
+//
+// Host buffers, row-major; shapes are validated by linalg/native before they get here.
+#pragma once
+#include <cstdint>
+
+#include "status.h"
+
+namespace lora {
+
+struct Cpu;
+struct Cuda;
+
+/** One module's raw factors and what truncateFactors / factorSpectrum should make of them. */
+struct TruncateArgs {
+  const uint8_t* rawB = nullptr;  // out×r, row-major, little-endian of dtypeB (0 F32, 1 F16, 2 BF16, 3 F64)
+  int dtypeB = 0;
+  const uint8_t* rawA = nullptr;  // r×in
+  int dtypeA = 0;
+  int out = 0, r = 0, in = 0;
+  int t = 0;                       // 1 ≤ t ≤ r
+  double scale = 1, scaleOut = 1;  // s of the input, s' of the output: s'·B'·A' = U_t Σ_t V_tᵀ of s·B·A
+  bool balanced = true;            // √Σ into each factor, else Σ into B (all-in-up)
+  int outDtype = 0;
+  bool productsInDouble = false;   // force float64 products even for 16-bit outputs (tests)
+  const double* grams = nullptr;   // optional: G_B then G_A (r×r each, symmetric) of these bytes: no Gram pass
+};
+
+struct TruncateOutcome {
+  enum Kind { Done = 0, Fallback = 1, NonFinite = 2 };
+  int kind = Done;
+  int badFactor = -1;  // NonFinite: 0 = A, 1 = B (A is checked first)
+  int64_t badIndex = -1;
+  double badValue = 0;
+  double norm2 = 0;   // ‖sBA‖²_F
+  double err2 = 0;    // Σ of the σ² not written (the exact truncation's squared error)
+  double resid2 = 0;  // ‖s'(B''A'' − B'A')‖²: what rounding to outDtype adds (svd.ts truncationError)
+  int productBits = 64;
+};
+
+template <class Device>
+struct Ops {
+  /** "lora_cpu" / "lora_cuda": names the worker in errors. */
+  static const char* label();
+
+  /** C (m×n) = alpha · op(A) · op(B); op(A) is m×kk, op(B) is kk×n. */
+  template <typename T>
+  static Status gemm(const T* a, int aRows, int aCols, const T* b, int bRows, int bCols, bool transA, bool transB,
+                     T alpha, T* c);
+  /** Thin QR: A (m×n) = Q (m×k) R (k×n), k = min(m, n), R's diagonal ≥ 0. */
+  template <typename T>
+  static Status qr(const T* a, int m, int n, T* q, T* r);
+  /** Thin SVD: A (m×n) = U (m×k) diag(S) Vt (k×n), k = min(m, n), S descending. */
+  template <typename T>
+  static Status svd(const T* a, int m, int n, T* u, T* s, T* vt);
+  /** Symmetric eigen-decomposition (lower triangle read): values descending, column j of V ↔ values[j]. */
+  template <typename T>
+  static Status eigSym(const T* a, int n, T* values, T* vectors);
+
+  /**
+   * Weighted Lloyd iterations from `init` (k×d), sklearn semantics as linalg/js/kmeans.ts: assign,
+   * move every centroid to the weighted mean of its points (an empty cluster keeps its centroid),
+   * stop once Σ‖shift‖² ≤ tol; a final assignment gives the labels and inertia. weights may be null.
+   */
+  static Status kmeansLloyd(const double* x, int n, int d, const double* init, int k, const double* weights,
+                            int maxIter, double tol, double* centroids, int32_t* labels, KmeansOut* out);
+
+  /**
+   * One factor's raw bytes (dtype codes as TruncateArgs) decoded into `data` (float64, exact),
+   * *firstNonFinite = index of the first NaN/±Inf or -1, and only when all are finite the float64
+   * Gram: X·Xᵀ (rows×rows) when gramRows, else Xᵀ·X (cols×cols).
+   */
+  static Status factorStats(const uint8_t* raw, int dtype, int rows, int cols, bool gramRows, double* data,
+                            double* gram, int64_t* firstNonFinite);
+
+  /**
+   * One module's optimal rank-t truncation (docs/algorithms.md §2.2, cpu/truncate.cc): outB out×t and
+   * outA t×in of outDtype, S the r singular values of sBA. Fallback (the Gram route's guards
+   * refused) writes nothing; NonFinite names the value.
+   */
+  static Status truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, TruncateOutcome* o);
+
+  /** σ of sBA alone (r, descending), by the same Gram route; gramsOut (2r², may be null) gets G_B then G_A. */
+  static Status factorSpectrum(const TruncateArgs& a, double* S, double* gramsOut, TruncateOutcome* o);
+
+  /**
+   * Randomized SVD (Halko, Martinsson & Tropp 2011, Alg. 4.4 + 5.1; docs/algorithms.md §2.4) of M (m×n)
+   * with the given Gaussian test matrix Ω (n×l) and q power iterations, each half-step
+   * re-orthonormalised by QR: Q = qr(MΩ); q × {Z = qr(MᵀQ), Q = qr(MZ)}; SVD of QᵀM (l×n).
+   * U (m×t), S (t), Vt (t×n): the leading t triplets, signs not normalised. Needs l ≤ min(m, n).
+   */
+  template <typename T>
+  static Status randomizedSvd(const T* m, int rows, int cols, const T* omega, int l, int q, int t, T* u, T* s,
+                              T* vt);
+};
+
+using CpuOps = Ops<Cpu>;
+using CudaOps = Ops<Cuda>;
+
+}  // namespace lora
