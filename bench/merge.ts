@@ -4,7 +4,7 @@
 //     per layer), rank 16, against bench/merge_numpy.py's numpy reimplementation with the same
 //     k-means settings (k-means++ greedy, n_init 10, max_iter 300, tol 1e-4, seed 0): time and
 //     k-means inertia per module.
-//  2. svd merge of 3 of them (factor route, §7.1) against the dense route PEFT takes (dense ΔW +
+//  2. svd merge of 3 of them (factor route, docs/algorithms.md §2.3) against the dense route PEFT takes (dense ΔW +
 //     full SVD in numpy), timed on one module of each shape and scaled to all modules.
 // Prints a markdown section; --write-docs replaces the "## merge" section of docs/BENCHMARKS.md.
 import { execFileSync } from "node:child_process";
