@@ -1,7 +1,7 @@
 // The program: commander setup and the one place errors become exit codes for callers (bin/
 // owns the process; main() never exits, so tests call it with in-memory streams).
 import { Command, CommanderError } from "commander";
-import { LoraError } from "../formats/errors.js";
+import { LoraError } from "../common/errors.js";
 import { backendsCommand } from "./backends/index.js";
 import { completionCommand } from "./completion/index.js";
 import { convertCommand } from "./convert/index.js";

@@ -16,8 +16,8 @@
 // and a straightforward float64 Lloyd with exact distances (same init, same stopping rule).
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { BackendUnavailableError, InvalidInputError, RuntimeFailure } from "../formats/errors.js";
-import { decodeToFloat64, encodeFloats } from "../formats/safetensors/dtype.js";
+import { BackendUnavailableError, InvalidInputError, RuntimeFailure } from "../common/errors.js";
+import { decodeToFloat64, encodeFloats } from "../common/dtype.js";
 import { listBackends, resolveBackend } from "./backend.js";
 import { adaptBinding, probeCpu, probeCuda, type ComputeBinding } from "./native.js";
 import type { FloatArray, KmeansLloydOptions, LinalgBackend, Mat } from "./types.js";

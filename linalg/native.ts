@@ -8,7 +8,7 @@ import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { BackendUnavailableError, InvalidInputError, LoraError, RuntimeFailure } from "../formats/errors.js";
+import { BackendUnavailableError, InvalidInputError, LoraError, RuntimeFailure } from "../common/errors.js";
 import type {
   BackendName,
   EigResult,

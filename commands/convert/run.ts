@@ -6,7 +6,7 @@
 // for SDXL's two text encoders) as kohya and ComfyUI name them.
 import { alphaForScale, hasTextEncoder2, isDora, kohyaStemInSet, loadAdapter, readFactors, type Adapter, type AdapterFormat } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
-import { InvalidInputError } from "../../formats/errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import type { PeftConfig } from "../../formats/adapter/peft-config.js";
 
 export type TargetFormat = "peft" | "kohya" | "diffusers";

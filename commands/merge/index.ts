@@ -4,7 +4,7 @@ import { globals, parseFloatArg, parseIntArg, parseWeights, withGlobalOptions } 
 import { printWriteReport } from "../support/report.js";
 import { withProgress } from "../support/progress.js";
 import { backendFor } from "../support/backend.js";
-import { UsageError } from "../../formats/errors.js";
+import { UsageError } from "../../common/errors.js";
 import { MERGE_DEFAULTS, MERGE_METHODS } from "./methods.js";
 import type { MergeMethod, MergeOptions } from "./run.js";
 

@@ -15,18 +15,18 @@
 import { existsSync } from "node:fs";
 import { alphaForScale, hasTextEncoder2, isDora, kohyaStemInSet, loadAdapter, nonFiniteFactor, rawReadable, readFactors, readFactorsWithGrams, readRawFactors, scaleFor, type Adapter, type LoraModule, type ModuleFactors, type ModuleFactorsGrams, type RawFactors } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
-import { InvalidInputError, UsageError } from "../../formats/errors.js";
+import { InvalidInputError, UsageError } from "../../common/errors.js";
 import type { DType } from "../../formats/safetensors/index.js";
 import type { FactorDType, LinalgBackend, Mat, ModuleGrams, TruncateFactorsResult } from "../../linalg/types.js";
-import { BufferPool } from "../support/buffer-pool.js";
-import { withRawFactors } from "../support/raw-factors.js";
-import { moduleSpectra } from "../support/spectra.js";
-import { Lanes, ReadAhead } from "../support/schedule.js";
+import { BufferPool } from "../../surgery/buffer-pool.js";
+import { withRawFactors } from "../../surgery/raw-factors.js";
+import { moduleSpectra } from "../../surgery/spectra.js";
+import { Lanes, ReadAhead } from "../../surgery/schedule.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../support/report.js";
-import { allocate, type Score } from "./allocate.js";
-import { cleanDynamicRank, kohyaDynamicRank, type DynamicMethod } from "./kohya-rules.js";
-import { prefixAlpha, prefixFactors, splitPath, splitRanks, type AlphaMode } from "./prefix.js";
-import { errorReport, gramsFrom, gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, toF64, truncateModule, truncationError, type SplitMode } from "./svd.js";
+import { allocate, type Score } from "../../surgery/truncate/allocate.js";
+import { cleanDynamicRank, kohyaDynamicRank, type DynamicMethod } from "../../surgery/truncate/kohya-rules.js";
+import { prefixAlpha, prefixFactors, splitPath, splitRanks, type AlphaMode } from "../../surgery/truncate/prefix.js";
+import { errorReport, gramsFrom, gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, toF64, truncateModule, truncationError, type SplitMode } from "../../linalg/truncate.js";
 
 export type OutDType = "F32" | "F16" | "BF16";
 export type OutFormat = "peft" | "kohya" | "diffusers";

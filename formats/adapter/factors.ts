@@ -1,6 +1,6 @@
 // Reading a module's factors as matrices: A r×in (conv kernels flattened), B out×r, every value
 // checked finite (cli.md: NaN/Inf in a factor is exit 3, naming the tensor).
-import { InvalidInputError } from "../errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import type { FactorDType, LinalgBackend, Mat } from "../../linalg/types.js";
 import type { TensorInfo } from "../safetensors/index.js";
 import type { Adapter, LoraModule } from "./types.js";

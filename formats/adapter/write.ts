@@ -2,8 +2,8 @@
 // shape first (safetensors puts offsets before data), then compute each module's factors lazily in
 // the writer's order, one module at a time, and copy passthrough tensors byte for byte.
 import { basename } from "node:path";
-import { UsageError } from "../errors.js";
-import { stdoutSink, writeDirAtomic, writeFileAtomic, type ByteSink } from "../atomic.js";
+import { UsageError } from "../../common/errors.js";
+import { stdoutSink, writeDirAtomic, writeFileAtomic, type ByteSink } from "../../common/atomic.js";
 import { encodeFloats, layoutSafetensors, writeSafetensors, type DType, type SafetensorsFile, type TensorInfo, type TensorSpec } from "../safetensors/index.js";
 import { kohyaStemFor, PEFT_PREFIX } from "./names.js";
 import { peftPatterns, type PeftConfig } from "./peft-config.js";

@@ -2,7 +2,7 @@
 // (huggingface/safetensors tensor.rs `SafeTensorError`), plus DuplicateKey (the spec forbids
 // duplicate keys; serde keeps the last one silently) and StreamTooLarge (stdin over the buffer
 // limit). All are InvalidInputError (exit 3). `code` is the stable --json string.
-import { InvalidInputError } from "../errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 
 /** The reference variant names, in the order the reader checks them. */
 export const SAFETENSORS_VARIANTS = [

@@ -2,7 +2,7 @@
 // of the reference reader (tensor.rs `read_metadata` → `Metadata::validate`) in the same order and
 // throws the same variant; it is pure and synchronous so `inspect` can parse a header from 8 + N
 // bytes without touching the data. See shared/design/style.md §A1 and §2.4.
-import { DTYPE_BITS, isDType, type DType } from "./dtype.js";
+import { DTYPE_BITS, isDType, type DType } from "../../common/dtype.js";
 import { SafetensorsError } from "./errors.js";
 import { MAX_HEADER_SIZE, MAX_JSON_DEPTH, N_LEN } from "./limits.js";
 

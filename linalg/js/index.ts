@@ -1,7 +1,7 @@
 // The pure-TypeScript backend: always available, float64 internally, results returned in the
 // precision of the input. Fast enough for adapters of ordinary size; the cpu backend (BLAS/LAPACK)
 // is for the heavy work.
-import { decodeToFloat64 } from "../../formats/safetensors/dtype.js";
+import { decodeToFloat64 } from "../../common/dtype.js";
 import type { FactorDType, FactorStats, FloatArray, GramSide, KmeansLloydOptions, KmeansResult, LinalgBackend, Mat } from "../types.js";
 import { eigSym64, gemm64, qr64, svd64 } from "./dense.js";
 import { lloyd64 } from "./kmeans.js";

@@ -16,9 +16,9 @@
 //
 // The relative error in the report is measured on the factors as written (rounded to the output
 // dtype): ‖sBA − s'B''A''‖² = s²⟨G_B, G_A⟩ − 2ss'⟨BᵀB'', AA''ᵀ⟩ + s'²⟨B''ᵀB'', A''A''ᵀ⟩.
-import { decodeToFloat32, encodeFloats, type DType } from "../../formats/safetensors/index.js";
-import { lowRankSvd, splitFactors, type SplitMode } from "../../linalg/lowrank.js";
-import type { LinalgBackend, Mat } from "../../linalg/types.js";
+import { decodeToFloat32, encodeFloats, type DType } from "../formats/safetensors/index.js";
+import { lowRankSvd, splitFactors, type SplitMode } from "./lowrank.js";
+import type { LinalgBackend, Mat } from "./types.js";
 
 export type { SplitMode };
 

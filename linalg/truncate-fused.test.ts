@@ -14,14 +14,14 @@
 //                             products (their own error, ~1e-7·‖ΔW‖, is not in the report)
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { decodeToFloat64, encodeFloats } from "../../formats/safetensors/index.js";
-import { jsBackend } from "../../linalg/js/index.js";
-import { Rng } from "../../linalg/random.js";
-import type { FactorDType, LinalgBackend, Mat, TruncateFactorsInput } from "../../linalg/types.js";
-import { testBackends } from "../../test/backends.js";
-import { denseDelta, logspace, optimal, relDiff, withSpectrum } from "../../test/reference.js";
-import { lowRankSingularValues } from "../../linalg/lowrank.js";
-import { roundForDtype, truncateModule, truncationError, type SplitMode } from "./svd.js";
+import { decodeToFloat64, encodeFloats } from "../formats/safetensors/index.js";
+import { jsBackend } from "./js/index.js";
+import { Rng } from "./random.js";
+import type { FactorDType, LinalgBackend, Mat, TruncateFactorsInput } from "./types.js";
+import { testBackends } from "../test/backends.js";
+import { denseDelta, logspace, optimal, relDiff, withSpectrum } from "../test/reference.js";
+import { lowRankSingularValues } from "./lowrank.js";
+import { roundForDtype, truncateModule, truncationError, type SplitMode } from "./truncate.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`truncate fused.test seed=${seed}`);

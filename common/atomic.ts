@@ -6,7 +6,7 @@ import { existsSync, renameSync, rmSync } from "node:fs";
 import { link, lstat, mkdir, open, realpath, rename, rm, stat, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { LoraError, RuntimeFailure, UsageError } from "./errors.js";
-import { WRITE_BATCH_BYTES } from "./safetensors/limits.js";
+import { WRITE_BATCH_BYTES } from "../formats/safetensors/limits.js";
 
 /** Where output bytes go: a temp file, stdout, memory. `write` resolves when the chunk may be reused. */
 export interface ByteSink {

@@ -19,13 +19,13 @@ import { dirname, join, resolve } from "node:path";
 import { readFile } from "node:fs/promises";
 import { isDora, readFactors, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
 import type { OutModule } from "../../formats/adapter/write.js";
-import { writeDirAtomic, writeFileAtomic, type ByteSink, type DirEntrySpec } from "../../formats/atomic.js";
-import { InvalidInputError, UsageError } from "../../formats/errors.js";
+import { writeDirAtomic, writeFileAtomic, type ByteSink, type DirEntrySpec } from "../../common/atomic.js";
+import { InvalidInputError, UsageError } from "../../common/errors.js";
 import { decodeToFloat32, decodeToFloat64, dtypeBits, SafetensorsFile, writeSafetensors, layoutSafetensors, type TensorInfo, type TensorSpec } from "../../formats/safetensors/index.js";
 import { lowRankNorm } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
-import type { ModuleResult } from "../support/report.js";
-import { kind, type BaseModel, type BaseTensor } from "./base-model.js";
+import type { ModuleResult } from "../../commands/support/report.js";
+import { kind, type BaseModel, type BaseTensor } from "../../commands/prune/base-model.js";
 import {
   ATTN_PROJS, baseLayout, defaultSkipLayers, groupCount, keptChannels, keptQueryHeads, l2Normalise, llamaArch, MLP_PROJS, parseModulePath,
   partOf, pruneCount, ROW_PRUNED, selectGroups, sumIntoGroups, type BaseLayout, type LlamaArch, type Part, type Proj,

@@ -4,9 +4,9 @@
 // call on its raw bytes (the float64 Gram route of algorithms.md §7.1 "singular values only"),
 // `lanes` modules side by side while the next modules are read; otherwise, and for a module that
 // route refuses (cancelling factors), Householder QR of the factors (linalg/lowrank.ts).
-import { nonFiniteFactor, rawReadable, readFactors, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
-import { lowRankSingularValues } from "../../linalg/lowrank.js";
-import type { FactorSpectrumResult, LinalgBackend, ModuleGrams } from "../../linalg/types.js";
+import { nonFiniteFactor, rawReadable, readFactors, type Adapter, type LoraModule } from "../formats/adapter/index.js";
+import { lowRankSingularValues } from "../linalg/lowrank.js";
+import type { FactorSpectrumResult, LinalgBackend, ModuleGrams } from "../linalg/types.js";
 import { BufferPool } from "./buffer-pool.js";
 import { withRawFactors } from "./raw-factors.js";
 import { Lanes, ReadAhead } from "./schedule.js";
