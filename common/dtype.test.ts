@@ -16,7 +16,7 @@ import {
   numberToF16Bits,
   tensorByteLength,
 } from "./dtype.js";
-import { UnsupportedDTypeError } from "../formats/safetensors/errors.js";
+import { UnsupportedDTypeError } from "./errors.js";
 
 const f32Bits = (x: number): number => new Uint32Array(Float32Array.of(x).buffer)[0];
 const u16 = (a: Uint8Array): number[] => [...new Uint16Array(a.buffer, a.byteOffset, a.byteLength / 2)];

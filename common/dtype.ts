@@ -2,8 +2,7 @@
 // tool computes with: exact F16/BF16 → F32 decoding, round-to-nearest-even F32/F64 → F16/BF16
 // encoding, and decoders of the integer types. Dtypes without a decoder (F8_*, F6_*, F4, C64, …)
 // are carried byte for byte. Node 20 has no Float16Array, so this file owns half precision.
-import { RuntimeFailure } from "./errors.js";
-import { UnsupportedDTypeError } from "../formats/safetensors/errors.js";
+import { RuntimeFailure, UnsupportedDTypeError } from "./errors.js";
 
 // safetensors data is little-endian; typed-array views use the host order. Checked once.
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {

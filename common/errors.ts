@@ -39,3 +39,20 @@ export class InterruptedError extends LoraError {
   override readonly exitCode: number = 130;
   override readonly code: string = "INTERRUPTED";
 }
+
+/** A tensor whose dtype this tool cannot compute with (it can still be carried byte for byte). */
+export class UnsupportedDTypeError extends InvalidInputError {
+  override readonly code: string = "UNSUPPORTED_DTYPE";
+  readonly dtype: string;
+  readonly file?: string;
+  readonly tensor?: string;
+  constructor(dtype: string, supported: readonly string[], where?: { file: string; tensor: string }, action = "decoded to numbers") {
+    const head = where ? `${where.file}: tensor ${JSON.stringify(where.tensor)} has dtype ${dtype}` : `dtype ${dtype}`;
+    super(`${head}, which cannot be ${action}\n  supported: ${supported.join(", ")}`);
+    this.dtype = dtype;
+    if (where) {
+      this.file = where.file;
+      this.tensor = where.tensor;
+    }
+  }
+}
