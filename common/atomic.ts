@@ -3,7 +3,7 @@
 // target: no partial file, no empty directory, no temp file. An input is never overwritten
 // unless --force. bin/ calls cleanupTempFilesSync() on SIGINT/SIGTERM.
 import { existsSync, renameSync, rmSync } from "node:fs";
-import { link, lstat, mkdir, open, realpath, rename, rm, stat, unlink } from "node:fs/promises";
+import { link, lstat, mkdir, open, realpath, rename, rm, stat, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { FileWriter, fileSink, writeFailure, type ByteSink } from "./byte-sink.js";
 import { RuntimeFailure, UsageError } from "./errors.js";
