@@ -23,7 +23,8 @@ import { Rng } from "../../linalg/random.js";
 import type { Mat } from "../../linalg/types.js";
 import { mergeFair } from "../../surgery/merge/fair.js";
 import { mergeLego } from "../../surgery/merge/lego.js";
-import { MERGE_DEFAULTS, runMerge, type MergeOptions, type MergeReport, type MergeTerm } from "./run.js";
+import type { MergeTerm } from "../../surgery/merge/types.js";
+import { MERGE_DEFAULTS, runMerge, type MergeOptions, type MergeReport } from "./run.js";
 import { dareRng, deriveSeed, mergeDense, type TiesOptions } from "../../surgery/merge/ties.js";
 
 const SEED = process.env["LORA_TEST_SEED"] !== undefined ? Number(process.env["LORA_TEST_SEED"]) : Date.now() % 1_000_000;

@@ -8,7 +8,7 @@ import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/
 import { writeFileAtomic } from "../../common/atomic.js";
 import { RuntimeFailure, UsageError } from "../../common/errors.js";
 import type { LinalgBackend } from "../../linalg/types.js";
-import { totalsOf, type ModuleResult, type WriteReport } from "../support/report.js";
+import { totalsOf, type ModuleResult, type WriteReport } from "../../surgery/report.js";
 import { openBaseModel } from "./base-model.js";
 import { adapterOutput, checkAdapter, planDocument, refuseDora, planLoraPrune, prettyJson, prunedConfig, prunedCounts, sidePaths, writeBaseOut, type LoraPruneOptions } from "../../surgery/prune/loraprune.js";
 import { planModules, type ModuleCriteria } from "../../surgery/prune/modules.js";

@@ -22,7 +22,7 @@ import { BufferPool } from "../../surgery/buffer-pool.js";
 import { withRawFactors } from "../../surgery/raw-factors.js";
 import { moduleSpectra } from "../../surgery/spectra.js";
 import { Lanes, ReadAhead } from "../../surgery/schedule.js";
-import { totalsOf, type ModuleResult, type WriteReport } from "../support/report.js";
+import { totalsOf, type ModuleResult, type WriteReport } from "../../surgery/report.js";
 import { allocate, type Score } from "../../surgery/truncate/allocate.js";
 import { cleanDynamicRank, kohyaDynamicRank, type DynamicMethod } from "../../surgery/truncate/kohya-rules.js";
 import { prefixAlpha, prefixFactors, splitPath, splitRanks, type AlphaMode } from "../../surgery/truncate/prefix.js";

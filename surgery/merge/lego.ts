@@ -12,7 +12,7 @@
 // The weights are sample weights, never scales: N identical inputs give that input back.
 import { kmeans, type KmeansInit } from "../../linalg/kmeans.js";
 import type { LinalgBackend, Mat } from "../../linalg/types.js";
-import type { MergedFactors, MergeTerm, TermShape } from "../../commands/merge/run.js";
+import type { MergedFactors, MergeTerm, TermShape } from "./types.js";
 
 export interface LegoOptions {
   /** Number of clusters = output rank. */

@@ -7,7 +7,7 @@ import { lowRankSvd, splitFactors, type LowRankSvd } from "../../linalg/lowrank.
 import { flipSigns } from "../../linalg/signs.js";
 import type { LinalgBackend, Mat } from "../../linalg/types.js";
 import { catRank, mergeCat } from "./cat.js";
-import type { MergedFactors, MergeTerm, TermShape } from "../../commands/merge/run.js";
+import type { MergedFactors, MergeTerm, TermShape } from "./types.js";
 
 /** Output rank: K, but never more than the rank the sum can have. */
 export function svdRank(k: number, terms: TermShape[]): number {

@@ -24,7 +24,7 @@ import { InvalidInputError, UsageError } from "../../common/errors.js";
 import { decodeToFloat32, decodeToFloat64, dtypeBits, SafetensorsFile, writeSafetensors, layoutSafetensors, type TensorInfo, type TensorSpec } from "../../formats/safetensors/index.js";
 import { lowRankNorm } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
-import type { ModuleResult } from "../../commands/support/report.js";
+import type { ModuleResult } from "../report.js";
 import { kind, type BaseModel, type BaseTensor } from "../../commands/prune/base-model.js";
 import {
   ATTN_PROJS, baseLayout, defaultSkipLayers, groupCount, keptChannels, keptQueryHeads, l2Normalise, llamaArch, MLP_PROJS, parseModulePath,

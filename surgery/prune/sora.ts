@@ -9,8 +9,8 @@ import { InvalidInputError } from "../../common/errors.js";
 import { decodeToFloat64, encodeFloats, type DType } from "../../formats/safetensors/index.js";
 import { lowRankNorm, relativeError, type LowRankTerm } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
-import type { ModuleResult } from "../../commands/support/report.js";
-import { kernelOf } from "../../commands/convert/run.js";
+import type { ModuleResult } from "../report.js";
+import { kernelOf } from "../kernels.js";
 
 export type FoldSide = "B" | "A" | "balanced";
 
