@@ -9,6 +9,7 @@ import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { BackendUnavailableError, InvalidInputError, LoraError, RuntimeFailure } from "../common/errors.js";
+import { withFusedOps } from "./fused.js";
 import type {
   BackendName,
   EigResult,
@@ -322,7 +323,10 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     if (!Number.isFinite(res.norm2)) throw new RuntimeFailure(`${name} backend: factorSpectrum returned a non-finite norm`);
     return { kind: "done", S: res.S, norm2: res.norm2, ...(x.keepGrams && res.grams ? { grams: res.grams } : {}) };
   });
-  return {
+  // Operations the addon lacks (the cuda addon's fused ones) run as linalg/fused.ts over this
+  // backend's dense operations, so that every backend has every operation (issue 16; the cuda
+  // branch replaces this with native kernels).
+  return withFusedOps({
     name,
     detail,
     ...(factorStats ? { factorStats } : {}),
@@ -441,7 +445,7 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
       checkOutput(name, "kmeans", [r.centroids, [r.inertia]]);
       return { centroids: { rows: k, cols: d, data: r.centroids }, labels: r.labels, inertia: r.inertia, iterations: r.iterations };
     },
-  };
+  });
 }
 
 /** A copy with the strict upper triangle zeroed (the addons read only the lower one anyway). */

@@ -1,6 +1,6 @@
 export * from "./types.js";
 export { loadAdapter } from "./load.js";
-export { nonFiniteFactor, rawReadable, readFactors, readFactorsWithGrams, readRawFactors, type ModuleFactors, type ModuleFactorsGrams, type RawFactors } from "./factors.js";
+export { nonFiniteFactor, rawReadable, readFactors, type FactorMatrix, type ModuleFactors } from "./factors.js";
 export { registerDetector, type Detector, type DetectContext, type Detected } from "./detect.js";
 export * from "./names.js";
 export * from "./peft-config.js";
