@@ -22,7 +22,7 @@
 // and ComfyUI name them, so a diffusers file pairs with kohya and PEFT files of the same base.
 import { InvalidInputError } from "../../common/errors.js";
 import type { TensorInfo } from "../safetensors/index.js";
-import type { Detected, DetectContext, Detector } from "./detect.js";
+import type { Detected, DetectContext, Detector } from "./detector.js";
 import { buildModule, type ModuleParts } from "./module.js";
 import { matchKeyFor, PEFT_PREFIX } from "./names.js";
 import { peftModuleScale, type PeftConfig } from "./peft-config.js";
