@@ -14,7 +14,7 @@
 //                             products (their own error, ~1e-7·‖ΔW‖, is not in the report)
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { decodeToFloat64, encodeFloats } from "../formats/safetensors/index.js";
+import { decodeToFloat64, encodeFloats } from "../common/dtype.js";
 import { jsBackend } from "./js/index.js";
 import { Rng } from "./random.js";
 import type { FactorDType, LinalgBackend, Mat, TruncateFactorsInput } from "./types.js";

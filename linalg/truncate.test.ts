@@ -8,7 +8,7 @@ import { jsBackend } from "./js/index.js";
 import { gemm64, svd64 } from "./js/dense.js";
 import { Rng } from "./random.js";
 import type { LinalgBackend, Mat } from "./types.js";
-import { decodeToFloat32, encodeFloats } from "../formats/safetensors/index.js";
+import { decodeToFloat32, encodeFloats } from "../common/dtype.js";
 import { gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, truncateModule, truncationError } from "./truncate.js";
 import { testBackends } from "../test/backends.js";
 import { logspace, optimal, orth, relDiff, withSpectrum } from "../test/reference.js";
