@@ -16,7 +16,8 @@ import { Rng } from "../../linalg/random.js";
 import { fixturesDir } from "../../test/paths.js";
 import { GQA, MHA, loraConfig, loraTensors, partOf as fxPart, PROJS, writeLlama, type TinyLlama } from "../../fixtures/make-prune-fixtures.js";
 import { defaultSkipLayers, keptChannels, l2Normalise, llamaArch, pruneCount, selectGroups, sumIntoGroups } from "../../surgery/prune/groups.js";
-import { elementImportance, ImportanceAccumulator, prettyJson } from "../../surgery/prune/loraprune.js";
+import { elementImportance, ImportanceAccumulator } from "../../surgery/prune/importance.js";
+import { prettyJson } from "../../surgery/prune/pruned-base.js";
 import { runPrune, type PruneOptions } from "./run.js";
 import { colSums, deltaW, G95, matmul, readAll, refImportance, relDiff, rowSums, tempDir } from "./reference.test.js";
 

@@ -10,7 +10,8 @@ import { RuntimeFailure, UsageError } from "../../common/errors.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../../surgery/report.js";
 import { openBaseModel } from "./base-model.js";
-import { adapterOutput, checkAdapter, planDocument, refuseDora, planLoraPrune, prettyJson, prunedConfig, prunedCounts, sidePaths, writeBaseOut, type LoraPruneOptions } from "../../surgery/prune/loraprune.js";
+import { adapterOutput, checkAdapter, refuseDora, planLoraPrune, type LoraPruneOptions } from "../../surgery/prune/loraprune.js";
+import { planDocument, prettyJson, prunedConfig, prunedCounts, sidePaths, writeBaseOut } from "../../surgery/prune/pruned-base.js";
 import { planModules, type ModuleCriteria } from "../../surgery/prune/modules.js";
 import { planSora, type FoldSide } from "../../surgery/prune/sora.js";
 
