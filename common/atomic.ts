@@ -58,18 +58,10 @@ const isMissing = (e: unknown): boolean => {
   return c === "ENOENT" || c === "ENOTDIR";
 };
 
-async function statOrNull(p: string): Promise<import("node:fs").Stats | null> {
+/** stat (or lstat: the link itself) of p, or null where nothing is there. */
+async function statOrNull(p: string, how: typeof stat | typeof lstat = stat): Promise<import("node:fs").Stats | null> {
   try {
-    return await stat(p);
-  } catch (e) {
-    if (isMissing(e)) return null;
-    throw e;
-  }
-}
-
-async function lstatOrNull(p: string): Promise<import("node:fs").Stats | null> {
-  try {
-    return await lstat(p);
+    return await how(p);
   } catch (e) {
     if (isMissing(e)) return null;
     throw e;
@@ -121,7 +113,7 @@ export async function writeFileAtomic(target: string, fill: (sink: ByteSink) => 
   const dir = dirname(abs);
   await checkParent(target, dir);
 
-  const existing = await lstatOrNull(abs).catch((e) => {
+  const existing = await statOrNull(abs, lstat).catch((e) => {
     throw writeFailure(target, e);
   });
   if (existing) {
@@ -222,7 +214,7 @@ export async function writeDirAtomic(targetDir: string, files: readonly DirEntry
   }
   await checkParent(targetDir, parent);
 
-  const existing = await lstatOrNull(abs).catch((e) => {
+  const existing = await statOrNull(abs, lstat).catch((e) => {
     throw writeFailure(targetDir, e);
   });
   if (existing) {

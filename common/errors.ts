@@ -13,32 +13,28 @@ export class LoraError extends Error {
   }
 }
 
+/** The base of an error class with its own exit code and --json code. */
+function errorKind(exitCode: number, code: string) {
+  return class extends LoraError {
+    override readonly exitCode: number = exitCode;
+    override readonly code: string = code;
+  };
+}
+
 /** Exit 1: the operation failed at run time (I/O error, disk full, numerical failure). */
 export class RuntimeFailure extends LoraError {}
 
 /** Exit 2: unknown command or flag, missing or contradictory options. */
-export class UsageError extends LoraError {
-  override readonly exitCode: number = 2;
-  override readonly code: string = "USAGE";
-}
+export class UsageError extends errorKind(2, "USAGE") {}
 
 /** Exit 3: malformed file, not a LoRA adapter, inconsistent shapes, NaN/Inf, DoRA where factors change … */
-export class InvalidInputError extends LoraError {
-  override readonly exitCode: number = 3;
-  override readonly code: string = "INVALID_INPUT";
-}
+export class InvalidInputError extends errorKind(3, "INVALID_INPUT") {}
 
 /** Exit 4: the backend asked for explicitly is not available. */
-export class BackendUnavailableError extends LoraError {
-  override readonly exitCode: number = 4;
-  override readonly code: string = "BACKEND_UNAVAILABLE";
-}
+export class BackendUnavailableError extends errorKind(4, "BACKEND_UNAVAILABLE") {}
 
 /** Exit 130: interrupted by SIGINT/SIGTERM. */
-export class InterruptedError extends LoraError {
-  override readonly exitCode: number = 130;
-  override readonly code: string = "INTERRUPTED";
-}
+export class InterruptedError extends errorKind(130, "INTERRUPTED") {}
 
 /** A tensor whose dtype this tool cannot compute with (it can still be carried byte for byte). */
 export class UnsupportedDTypeError extends InvalidInputError {
