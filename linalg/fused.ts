@@ -4,7 +4,8 @@
 // native calls (native/src/cpu/truncate.cc): raw factor bytes decoded, the first non-finite value
 // reported (A before B), then the Gram route of truncate.ts (truncateFactors) or Householder QR of
 // the factors (factorSpectrum, lowrank.ts: the exact singular values, no Gram noise floor).
-import { decodeToFloat64, encodeFloats } from "../common/dtype.js";
+import { dtypeBits, decodeToFloat64, encodeFloats } from "../common/dtype.js";
+import { InvalidInputError } from "../common/errors.js";
 import { lowRankSingularValues } from "./lowrank.js";
 import { gramRoute, gramsFrom, roundForDtype, roundingResidual2, toF64 } from "./truncate.js";
 import type { FactorDType, FactorSpectrumInput, FactorSpectrumResult, FactorStats, GramSide, LinalgBackend, Mat, ModuleGrams, RawFactor, TruncateFactorsInput, TruncateFactorsResult } from "./types.js";
@@ -14,11 +15,22 @@ type FusedOp = "factorStats" | "truncateFactors" | "factorSpectrum" | "withLanes
 /** A backend's dense operations, with whichever fused ones it implements natively. */
 export type DenseBackend = Omit<LinalgBackend, FusedOp> & Partial<Pick<LinalgBackend, FusedOp>>;
 
+/** The truncateFactors functions installed here (so that a test of native routes can pass these by). */
+const TS_ROUTES = new WeakSet<object>();
+
+/** Whether be's truncateFactors and factorSpectrum are this file's TypeScript route (not a native call). */
+export function runsTsRoute(be: LinalgBackend): boolean {
+  return TS_ROUTES.has(be.truncateFactors);
+}
+
 /** The backend with every fused operation it lacks implemented here over its own dense operations. */
 export function withFusedOps(dense: DenseBackend): LinalgBackend {
   const be = dense as LinalgBackend;
   be.factorStats ??= (raw, dtype, rows, cols, side) => factorStatsOn(be, raw, dtype, rows, cols, side);
-  be.truncateFactors ??= (input) => truncateFactorsOn(be, input);
+  if (!be.truncateFactors) {
+    be.truncateFactors = (input) => truncateFactorsOn(be, input);
+    TS_ROUTES.add(be.truncateFactors);
+  }
   be.factorSpectrum ??= (input) => factorSpectrumOn(be, input);
   // One call at a time: the dense operations already use the whole device.
   be.withLanes ??= (fn) => fn(1);
@@ -54,6 +66,13 @@ export async function factorStatsOn(be: LinalgBackend, raw: Uint8Array, dtype: F
 
 type NonFinite = { kind: "non-finite"; factor: "A" | "B"; index: number; value: number };
 
+/** Shapes and byte lengths of a module's raw factors (InvalidInputError, as the native adapter's checks). */
+function checkPair(op: string, B: RawFactor, A: RawFactor): void {
+  if (A.rows !== B.cols) throw new InvalidInputError(`${op}: B is ${B.rows}×${B.cols} but A is ${A.rows}×${A.cols}`);
+  if (!(B.cols >= 1 && B.rows >= 1 && A.cols >= 1)) throw new InvalidInputError(`${op}: empty factors (${B.rows}×${B.cols}, ${A.rows}×${A.cols})`);
+  for (const f of [B, A]) if (f.raw.byteLength * 8 !== f.rows * f.cols * dtypeBits(f.dtype)) throw new InvalidInputError(`${op}: raw byte lengths do not match the shapes`);
+}
+
 /** Both factors decoded, A checked before B; the first NaN/±Inf found is returned instead. */
 function decodePair(B: RawFactor, A: RawFactor): { B: Mat<Float64Array>; A: Mat<Float64Array> } | NonFinite {
   const a = decoded(A);
@@ -66,9 +85,13 @@ function decodePair(B: RawFactor, A: RawFactor): { B: Mat<Float64Array>; A: Mat<
 }
 
 export async function truncateFactorsOn(be: LinalgBackend, x: TruncateFactorsInput): Promise<TruncateFactorsResult> {
+  checkPair("truncateFactors", x.B, x.A);
+  const r = x.A.rows, t = x.rank;
+  if (!(Number.isInteger(t) && t >= 1 && t <= r)) throw new InvalidInputError(`truncateFactors: rank ${String(t)} must be an integer in 1..${r}`);
+  if (!Number.isFinite(x.scale) || !Number.isFinite(x.scaleOut) || x.scaleOut === 0) throw new InvalidInputError("truncateFactors: scales must be finite (scaleOut ≠ 0)");
+  if (x.grams && !(x.grams instanceof Float64Array && x.grams.length === 2 * r * r)) throw new InvalidInputError(`truncateFactors: grams must be a Float64Array of 2·${r}² values`);
   const f = decodePair(x.B, x.A);
   if ("kind" in f) return f;
-  const r = x.A.rows, t = x.rank;
   const GB = x.grams ? x.grams.slice(0, r * r) : await gramOf(be, f.B, "gram-cols");
   const GA = x.grams ? x.grams.slice(r * r, 2 * r * r) : await gramOf(be, f.A, "gram-rows");
   const g = gramsFrom(GB, GA, r, x.scale);
@@ -80,6 +103,7 @@ export async function truncateFactorsOn(be: LinalgBackend, x: TruncateFactorsInp
 }
 
 export async function factorSpectrumOn(be: LinalgBackend, x: FactorSpectrumInput): Promise<FactorSpectrumResult> {
+  checkPair("factorSpectrum", x.B, x.A);
   const f = decodePair(x.B, x.A);
   if ("kind" in f) return f;
   const r = x.A.rows;

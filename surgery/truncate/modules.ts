@@ -164,7 +164,7 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
         const r = await truncateModule(be, B, A, m.scale, t, scaleOut, c.split, grams);
         Bo = roundForDtype(dtype, r.B.data);
         Ao = roundForDtype(dtype, r.A.data);
-        // The rounded factors' error from the spectrum and the rounding residual (svd.ts): no third pass over B and A.
+        // The rounded factors' error from the spectrum and the rounding residual (linalg/truncate.ts): no third pass over B and A.
         err = await truncationError(be, r.B, r.A, m64(m.out, t, Bo), m64(t, m.in, Ao), scaleOut, r.err2, r.grams.norm2);
         route = r.route;
         energy = retainedEnergy(S ?? r.S, t);
