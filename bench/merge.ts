@@ -17,9 +17,10 @@ import { encodeFloats, serializeSafetensors, type TensorSpec } from "../formats/
 import { resolveBackend } from "../linalg/backend.js";
 import { Rng } from "../linalg/random.js";
 import type { Mat } from "../linalg/types.js";
-import { mergeLego } from "../commands/merge/lego.js";
-import { MERGE_DEFAULTS, runMerge, type MergeOptions, type MergeTerm } from "../commands/merge/run.js";
-import { mergeSvd } from "../commands/merge/svd.js";
+import { mergeLego } from "../surgery/merge/lego.js";
+import type { MergeTerm } from "../surgery/merge/types.js";
+import { MERGE_DEFAULTS, runMerge, type MergeOptions } from "../commands/merge/run.js";
+import { mergeSvd } from "../surgery/merge/svd.js";
 import { lowRankSingularValues } from "../linalg/lowrank.js";
 import { arg } from "./args.js";
 

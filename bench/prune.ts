@@ -20,7 +20,7 @@ import { fileURLToPath } from "node:url";
 import { writeAdapter, type OutModule } from "../formats/adapter/write.js";
 import { writeSafetensors, type TensorSpec } from "../formats/safetensors/index.js";
 import { Rng } from "../linalg/random.js";
-import { BLOCK_ELEMENTS } from "../commands/prune/loraprune.js";
+import { BLOCK_ELEMENTS } from "../surgery/prune/importance.js";
 import { writeBenchSection } from "./docs.js";
 import { arg } from "./args.js";
 

@@ -10,7 +10,7 @@ process.stdout.on("error", (e: NodeJS.ErrnoException) => {
   throw e;
 });
 
-const { cleanupTempFilesSync } = await import("../formats/atomic.js");
+const { cleanupTempFilesSync } = await import("../common/atomic.js");
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   process.once(sig, () => {
     cleanupTempFilesSync();

@@ -2,7 +2,7 @@
 // owns the process; main() never exits, so tests call it with in-memory streams).
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
-import { LoraError, UsageError } from "../formats/errors.js";
+import { LoraError, UsageError } from "../common/errors.js";
 import { backendsCommand } from "./backends/index.js";
 import { completionCommand } from "./completion/index.js";
 import { convertCommand } from "./convert/index.js";

@@ -1,7 +1,7 @@
 // Backend resolution: which LinalgBackend a command gets for --backend auto|cpu|cuda|js, and the
 // listing `lora backends [--json]` prints. Cheap to import: the native adapter (and with it the
 // .node files and BLAS) and the js backend are loaded only when resolveBackend/listBackends run.
-import { BackendUnavailableError } from "../formats/errors.js";
+import { BackendUnavailableError } from "../common/errors.js";
 import type { BackendName, LinalgBackend } from "./types.js";
 
 export type BackendPreference = "auto" | BackendName;

@@ -1,27 +1,36 @@
 // The parity table: one table of cases run on every backend available on this machine (js
 // always; cpu when lora_cpu.node is built and BLAS/LAPACK loads; cuda only where a GPU is
-// present), each checked against float64 references computed here.
+// present), covering every operation of LinalgBackend (gemm, qr, svd, eigSym, kmeansLloyd,
+// factorStats, truncateFactors, factorSpectrum, withLanes), each checked against references that
+// share no code with the backends.
 //
 // Data are fresh per run: every case draws from its own stream of a seeded generator; the seed
 // is printed (set LORA_TEST_SEED=<n> to replay a run).
 //
 // Tolerances (relative, stated once): float32 1e-5, float64 1e-12, on
-//   gemm     ‖C − C_ref‖_F / (‖op(A)‖_F ‖op(B)‖_F)
+//   gemm     ‖C − C_ref‖_F / (‖op(A)‖_F ‖op(B)‖_F)                       against a float64 triple loop
 //   qr       max |QᵀQ − I|, ‖QR − A‖_F / ‖A‖_F, R upper (exact zeros) with R_ii ≥ 0
-//   svd      max |σ − σ_ref| / σ_max, ‖U diag(S) Vt − A‖_F / ‖A‖_F, max |UᵀU − I|, max |Vt Vtᵀ − I|, S descending
-//   eigSym   max |λ − λ_ref| / max|λ|, ‖A V − V Λ‖_F / ‖A‖_F, max |VᵀV − I|, λ descending
-//   kmeans   labels and iteration count identical; inertia and centroids within 1e-9 (float64 only)
+//   svd      ‖U diag(S) Vt − A‖_F / ‖A‖_F, max |UᵀU − I|, max |Vt Vtᵀ − I|, S descending ≥ 0 (these
+//            properties alone pin σ down: Weyl); max |σ − σ_ref| / σ_max against the spectrum the
+//            case was built with, where it was, and against numpy (LAPACK) when python3 has it
+//   eigSym   ‖A V − V Λ‖_F / ‖A‖_F, max |VᵀV − I|, λ descending; max |λ − λ_ref| / max|λ| against
+//            the built spectrum and numpy's eigvalsh, as for svd
+//   kmeans   labels and iteration count identical; inertia and centroids within 1e-9 (float64 only),
+//            against a straightforward float64 Lloyd with exact distances (same init and stopping rule)
+//   fused    factor bytes decoded exactly as common/dtype.ts; Grams within the f64 gemm tolerance;
+//            truncateFactors and factorSpectrum on factors built with a known SVD (s·B·A = U Σ Vᵀ):
+//            σ within 1e-9·σ_max, s'·B'·A' within 2e-6 of U_t Σ_t V_tᵀ (F32 output), err2 and norm2
+//            within 1e-9 of Σ_{i≥t} σ_i² and Σ σ_i² (relative to Σ σ_i²)
 // LORA_PARITY_MARGINS=1 prints every measured/tolerance ratio above 1/20.
-// against: a float64 triple loop (gemm), float64 one-sided Jacobi (σ) and cyclic Jacobi (λ),
-// and a straightforward float64 Lloyd with exact distances (same init, same stopping rule).
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { BackendUnavailableError, InvalidInputError, RuntimeFailure } from "../formats/errors.js";
-import { decodeToFloat64, encodeFloats } from "../formats/safetensors/dtype.js";
+import { BackendUnavailableError, InvalidInputError, RuntimeFailure } from "../common/errors.js";
+import { decodeToFloat64, encodeFloats } from "../common/dtype.js";
 import { listBackends, resolveBackend } from "./backend.js";
 import { adaptBinding, probeCpu, probeCuda, type ComputeBinding } from "./native.js";
-import type { FloatArray, KmeansLloydOptions, LinalgBackend, Mat } from "./types.js";
+import type { FloatArray, KmeansLloydOptions, LinalgBackend, Mat, RawFactor } from "./types.js";
 import { Rng } from "./random.js";
+import { hasNumpy, numpy } from "../test/reference.js";
 
 // ---------------------------------------------------------------------------------------------
 // Seeded generator
@@ -113,79 +122,32 @@ function orthonormal(rng: Rng, rows: number, cols: number): M64 {
   return transpose(q);
 }
 
+/** The spectrum a case matrix was built with (σ for svd, λ for eigSym), descending, full length. */
+const KNOWN = new WeakMap<M64, number[]>();
+
 /** U diag(σ) Vᵀ with random orthonormal U (m×k), V (n×k). */
 function withSpectrum(rng: Rng, m: number, n: number, sigma: number[]): M64 {
   const k = sigma.length;
   const u = orthonormal(rng, m, k), v = orthonormal(rng, n, k);
   for (let i = 0; i < m; i++) for (let j = 0; j < k; j++) u.data[i * k + j] *= sigma[j]!;
-  return mul(u, v, false, true);
+  const a = mul(u, v, false, true);
+  const full = [...sigma, ...Array<number>(Math.max(0, Math.min(m, n) - k)).fill(0)].sort((x, y) => y - x);
+  KNOWN.set(a, full);
+  return a;
+}
+
+/** Q diag(λ) Qᵀ with a random orthogonal Q (n×n). */
+function withEigen(rng: Rng, lambda: number[]): M64 {
+  const n = lambda.length;
+  const q = orthonormal(rng, n, n);
+  const ql = { rows: n, cols: n, data: q.data.map((x, i) => x * lambda[i % n]!) };
+  const a = mul(ql, q, false, true);
+  KNOWN.set(a, [...lambda].sort((x, y) => y - x));
+  return a;
 }
 
 function geometric(k: number, cond: number): number[] {
   return Array.from({ length: k }, (_, i) => (k === 1 ? 1 : cond ** (-i / (k - 1))));
-}
-
-/** Singular values, descending, by one-sided Jacobi in float64. */
-function refSigma(a: M64): number[] {
-  const t = a.rows >= a.cols ? a : transpose(a);
-  const m = t.rows, n = t.cols;
-  const w = transpose(t).data; // n×m: row j = column j
-  for (let sweep = 0; sweep < 80; sweep++) {
-    let rotated = false;
-    for (let p = 0; p < n - 1; p++)
-      for (let q = p + 1; q < n; q++) {
-        let al = 0, be = 0, ga = 0;
-        for (let i = 0; i < m; i++) {
-          const x = w[p * m + i]!, y = w[q * m + i]!;
-          al += x * x; be += y * y; ga += x * y;
-        }
-        if (ga === 0 || Math.abs(ga) <= 1e-16 * Math.sqrt(al * be)) continue;
-        rotated = true;
-        const zeta = (be - al) / (2 * ga);
-        const tt = Math.sign(zeta || 1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
-        const c = 1 / Math.sqrt(1 + tt * tt), s = c * tt;
-        for (let i = 0; i < m; i++) {
-          const x = w[p * m + i]!, y = w[q * m + i]!;
-          w[p * m + i] = c * x - s * y;
-          w[q * m + i] = s * x + c * y;
-        }
-      }
-    if (!rotated) break;
-  }
-  const s: number[] = [];
-  for (let j = 0; j < n; j++) s.push(fro(w.subarray(j * m, (j + 1) * m)));
-  return s.sort((x, y) => y - x);
-}
-
-/** Eigenvalues of the symmetric matrix (lower triangle read), descending, by cyclic Jacobi. */
-function refEig(a: M64): number[] {
-  const n = a.rows;
-  const w = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) w[i * n + j] = w[j * n + i] = a.data[i * n + j]!;
-  for (let sweep = 0; sweep < 100; sweep++) {
-    let off = 0, tot = 0;
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) (i === j ? (tot += w[i * n + j]! ** 2) : (off += w[i * n + j]! ** 2));
-    if (off <= 1e-34 * (tot + off)) break;
-    for (let p = 0; p < n - 1; p++)
-      for (let q = p + 1; q < n; q++) {
-        const apq = w[p * n + q]!;
-        if (apq === 0) continue;
-        const theta = (w[q * n + q]! - w[p * n + p]!) / (2 * apq);
-        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(1 + theta * theta));
-        const c = 1 / Math.sqrt(1 + t * t), s = t * c;
-        for (let k = 0; k < n; k++) {
-          const akp = w[k * n + p]!, akq = w[k * n + q]!;
-          w[k * n + p] = c * akp - s * akq;
-          w[k * n + q] = s * akp + c * akq;
-        }
-        for (let k = 0; k < n; k++) {
-          const apk = w[p * n + k]!, aqk = w[q * n + k]!;
-          w[p * n + k] = c * apk - s * aqk;
-          w[q * n + k] = s * apk + c * aqk;
-        }
-      }
-  }
-  return Array.from({ length: n }, (_, i) => w[i * n + i]!).sort((x, y) => y - x);
 }
 
 /** Straightforward weighted Lloyd in float64 with exact distances (semantics of types.ts / linalg/js). */
@@ -316,7 +278,14 @@ for (const dt of DTS) {
     { op: "eigSym", name: `random 64×64`, dt, make: (r) => symmetric(r, 64, false) },
     { op: "eigSym", name: `lower triangle only (upper garbage) 32×32`, dt, make: (r) => symmetric(r, 32, true) },
     { op: "eigSym", name: `PSD rank 3 of 40 (repeated zeros)`, dt, make: (r) => { const b = gaussian(r, 40, 3); return mul(b, b, false, true); } },
-    { op: "eigSym", name: `Gram of ill-conditioned 100×16`, dt, make: (r) => { const b = withSpectrum(r, 100, 16, geometric(16, dt === "f32" ? 1e2 : 1e5)); return mul(b, b, true, false); } },
+    { op: "eigSym", name: `Gram of ill-conditioned 100×16`, dt, make: (r) => {
+      const sigma = geometric(16, dt === "f32" ? 1e2 : 1e5);
+      const b = withSpectrum(r, 100, 16, sigma);
+      const gram = mul(b, b, true, false);
+      KNOWN.set(gram, sigma.map((x) => x * x));
+      return gram;
+    } },
+    { op: "eigSym", name: `known spectrum 24×24: negatives, a repeated value, a zero`, dt, make: (r) => withEigen(r, [5, 3, 3, 3, 1.5, 0, -0.25, -1, -2, -2, -7, ...Array.from({ length: 13 }, (_, i) => 0.1 * (i + 1))]) },
   );
 }
 cases.push(
@@ -341,6 +310,46 @@ cases.push(
 // ---------------------------------------------------------------------------------------------
 // Checks
 
+// σ and λ references, independent of every backend: the spectrum a case was built with (exact,
+// up to the float32 cast), and numpy's LAPACK (svd, eigvalsh) on the very matrix a backend gets,
+// computed once for the whole table when python3 has numpy.
+const NUMPY: Map<number, number[]> | null = (() => {
+  if (!hasNumpy()) return null;
+  const mats: { i: number; op: string; rows: number; cols: number; data: number[] }[] = [];
+  cases.forEach((c, i) => {
+    if (c.op !== "svd" && c.op !== "eigSym") return;
+    const a = to64(cast(c.make(new Rng(caseSeed(i))), c.dt));
+    mats.push({ i, op: c.op, rows: a.rows, cols: a.cols, data: Array.from(a.data) });
+  });
+  const got = numpy<[number, number[]][]>(
+    `out = []
+for m in inp:
+    a = np.array(m["data"], dtype=np.float64).reshape(m["rows"], m["cols"])
+    v = np.linalg.svd(a, compute_uv=False) if m["op"] == "svd" else np.linalg.eigvalsh(a, UPLO="L")[::-1]
+    out.append([m["i"], [float(x) for x in v]])
+print(json.dumps(out))`,
+    mats,
+  );
+  return new Map(got);
+})();
+console.log(`backends parity: σ/λ references: built spectra${NUMPY ? " and numpy" : " (numpy not found: python3 -c 'import numpy' failed)"}`);
+
+function references(c: Case, built: M64, index: number): [string, number[]][] {
+  const out: [string, number[]][] = [];
+  const known = KNOWN.get(built);
+  if (known) out.push(["built", known]);
+  const np = NUMPY?.get(index);
+  if (np) out.push(["numpy", np]);
+  return out;
+}
+
+function maxAbsDiff(x: ArrayLike<number>, ref: number[]): number {
+  assert.equal(x.length, ref.length, "number of values");
+  let e = 0;
+  for (let i = 0; i < ref.length; i++) e = Math.max(e, Math.abs(x[i]! - ref[i]!));
+  return e;
+}
+
 function rel(x: number, scale: number): number {
   return scale === 0 ? x : x / scale;
 }
@@ -354,7 +363,7 @@ function checkType(dt: DType, arr: FloatArray, what: string): void {
   assert.ok(dt === "f32" ? arr instanceof Float32Array : arr instanceof Float64Array, `${what} should be ${dt === "f32" ? "Float32Array" : "Float64Array"}`);
 }
 
-async function runCase(be: LinalgBackend, c: Case, seed: number): Promise<void> {
+async function runCase(be: LinalgBackend, c: Case, seed: number, index: number): Promise<void> {
   const rng = new Rng(seed);
   if (c.op === "gemm") {
     const { a, b, transA, transB, alpha } = c.make(rng);
@@ -384,22 +393,19 @@ async function runCase(be: LinalgBackend, c: Case, seed: number): Promise<void> 
     return;
   }
   if (c.op === "svd") {
-    const A = cast(c.make(rng), c.dt), a64 = to64(A);
+    const built = c.make(rng);
+    const A = cast(built, c.dt), a64 = to64(A);
     const k = Math.min(A.rows, A.cols);
     const { U, S, Vt } = await be.svd(A);
     checkType(c.dt, U.data, "U");
     checkType(c.dt, S, "S");
     checkType(c.dt, Vt.data, "Vt");
     assert.deepEqual([U.rows, U.cols, S.length, Vt.rows, Vt.cols], [A.rows, k, k, k, A.cols]);
-    const ref = refSigma(a64);
-    const smax = ref[0]!;
-    let e = 0;
     for (let i = 0; i < k; i++) {
-      e = Math.max(e, Math.abs(S[i]! - ref[i]!));
       if (i > 0) assert.ok(S[i]! <= S[i - 1]!, "S not descending");
       assert.ok(S[i]! >= 0, "S has a negative value");
     }
-    leq("max|σ − σ_ref|/σ_max", rel(e, smax), TOL[c.dt]);
+    for (const [from, ref] of references(c, built, index)) leq(`max|σ − σ_${from}|/σ_max`, rel(maxAbsDiff(S, ref), Math.max(...ref.map(Math.abs))), TOL[c.dt]);
     const u = to64(U), vt = to64(Vt);
     const us = { rows: u.rows, cols: k, data: u.data.map((x, i) => x * S[i % k]!) };
     leq("‖U S Vt − A‖/‖A‖", rel(diffFro(mul(us, vt).data, a64.data), fro(a64.data)), TOL[c.dt]);
@@ -408,19 +414,14 @@ async function runCase(be: LinalgBackend, c: Case, seed: number): Promise<void> 
     return;
   }
   if (c.op === "eigSym") {
-    const A = cast(c.make(rng), c.dt), a64 = to64(A);
+    const built = c.make(rng);
+    const A = cast(built, c.dt), a64 = to64(A);
     const n = A.rows;
     const { values, vectors } = await be.eigSym(A);
     checkType(c.dt, values, "values");
     checkType(c.dt, vectors.data, "vectors");
-    const ref = refEig(a64);
-    const scale = Math.max(...ref.map(Math.abs));
-    let e = 0;
-    for (let i = 0; i < n; i++) {
-      e = Math.max(e, Math.abs(values[i]! - ref[i]!));
-      if (i > 0) assert.ok(values[i]! <= values[i - 1]!, "eigenvalues not descending");
-    }
-    leq("max|λ − λ_ref|/max|λ|", rel(e, scale), TOL[c.dt]);
+    for (let i = 1; i < n; i++) assert.ok(values[i]! <= values[i - 1]!, "eigenvalues not descending");
+    for (const [from, ref] of references(c, built, index)) leq(`max|λ − λ_${from}|/max|λ|`, rel(maxAbsDiff(values, ref), Math.max(...ref.map(Math.abs))), TOL[c.dt]);
     const v = to64(vectors);
     const sym = new Float64Array(n * n);
     for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) sym[i * n + j] = sym[j * n + i] = a64.data[i * n + j]!;
@@ -459,13 +460,13 @@ for (const s of skippedHere) console.log(`backends parity: skipping ${s}`);
 
 for (const be of backends) {
   describe(`parity on ${be.name} (${be.detail})`, () => {
-    cases.forEach((c, i) => {
-      const seed = caseSeed(i);
+    cases.forEach((c, index) => {
+      const seed = caseSeed(index);
       test(`${c.op} ${c.dt} ${c.name}`, async () => {
         try {
-          await runCase(be, c, seed);
+          await runCase(be, c, seed, index);
         } catch (e) {
-          if (e instanceof Error) e.message += ` [seed ${SEED}, case ${i}]`;
+          if (e instanceof Error) e.message += ` [seed ${SEED}, case ${index}]`;
           throw e;
         }
       });
@@ -473,14 +474,14 @@ for (const be of backends) {
   });
 }
 
-// factorStats (optional): every backend that has it decodes exactly as formats/safetensors does,
-// names the first non-finite element, and forms the float64 Gram within the f64 gemm tolerance.
+// factorStats: every backend decodes exactly as common/dtype.ts does, names the first non-finite
+// element, and forms the float64 Gram within the f64 gemm tolerance.
 for (const be of backends) {
   describe(`factorStats on ${be.name}`, () => {
     const dts = ["F16", "BF16", "F32", "F64"] as const;
     dts.forEach((dt, di) => {
       for (const side of ["gram-rows", "gram-cols"] as const) {
-        test(`${dt} ${side}`, { skip: !be.factorStats && `${be.name} has no factorStats` }, async () => {
+        test(`${dt} ${side}`, async () => {
           const rng = new Rng(caseSeed(1000 + di * 2 + (side === "gram-rows" ? 0 : 1)));
           const [rows, cols] = side === "gram-rows" ? [7, 301] : [257, 9];
           const x = new Float64Array(rows * cols);
@@ -488,7 +489,7 @@ for (const be of backends) {
           x[3] = -0;
           const raw = encodeFloats(dt, dt === "F64" ? x : Float32Array.from(x));
           const want = decodeToFloat64(dt, raw);
-          const got = await be.factorStats!(raw, dt, rows, cols, side);
+          const got = await be.factorStats(raw, dt, rows, cols, side);
           assert.equal(got.firstNonFinite, -1);
           assert.equal(got.data.length, want.length);
           for (let i = 0; i < want.length; i++) assert.ok(Object.is(got.data[i], want[i]), `data[${i}] ${got.data[i]} ≠ ${want[i]}`);
@@ -501,7 +502,7 @@ for (const be of backends) {
             y[at] = bad;
             y[rows * cols - 2] = NaN; // a later one is not the first
             const rb = encodeFloats(dt, dt === "F64" ? y : Float32Array.from(y));
-            const r = await be.factorStats!(rb, dt, rows, cols, side);
+            const r = await be.factorStats(rb, dt, rows, cols, side);
             const first = Math.min(at, rows * cols - 2);
             assert.equal(r.firstNonFinite, first, `${bad} at ${at}`);
             assert.ok(!Number.isFinite(r.data[first]!), "the value there is decoded");
@@ -509,6 +510,118 @@ for (const be of backends) {
           }
         });
       }
+    });
+  });
+}
+
+// truncateFactors, factorSpectrum, withLanes: factors built with a known SVD, s·B·A = U Σ Vᵀ with
+// B = U diag(σ/s) Q D and A = D⁻¹ Qᵀ Vᵀ (Q a random rotation, D a random positive diagonal, so
+// neither factor is orthogonal), stored as F64 so the stored ΔW is the built one to rounding.
+
+interface KnownFactors { B: RawFactor; A: RawFactor; scale: number; sigma: number[]; U: M64; V: M64; out: number; inn: number; r: number }
+
+function knownFactors(rng: Rng, out: number, inn: number, sigma: number[], scale: number): KnownFactors {
+  const r = sigma.length;
+  const U = orthonormal(rng, out, r), V = orthonormal(rng, inn, r), Q = orthonormal(rng, r, r);
+  const d = Array.from({ length: r }, () => Math.exp(0.5 * rng.normal()));
+  const left = { rows: out, cols: r, data: U.data.map((x, i) => (x * sigma[i % r]!) / scale) };
+  const B = mul(left, { rows: r, cols: r, data: Q.data.map((x, i) => x * d[i % r]!) });
+  const A = mul({ rows: r, cols: r, data: Q.data.map((x, i) => x / d[i % r]!) }, V, true, true); // (Q D⁻¹)ᵀ Vᵀ
+  const raw = (m: M64): RawFactor => ({ raw: encodeFloats("F64", m.data), dtype: "F64", rows: m.rows, cols: m.cols });
+  return { B: raw(B), A: raw(A), scale, sigma, U, V, out, inn, r };
+}
+
+/** U_t Σ_t V_tᵀ, the optimal rank-t ΔW of known factors. */
+function optimalDelta(k: KnownFactors, t: number): M64 {
+  const ut = { rows: k.out, cols: t, data: new Float64Array(k.out * t) }, vt = { rows: k.inn, cols: t, data: new Float64Array(k.inn * t) };
+  for (let i = 0; i < k.out; i++) for (let c = 0; c < t; c++) ut.data[i * t + c] = k.U.data[i * k.r + c]! * k.sigma[c]!;
+  for (let j = 0; j < k.inn; j++) for (let c = 0; c < t; c++) vt.data[j * t + c] = k.V.data[j * k.r + c]!;
+  return mul(ut, vt, false, true);
+}
+
+const sumSq = (xs: number[]) => xs.reduce((a, x) => a + x * x, 0);
+
+for (const be of backends) {
+  describe(`fused operations on ${be.name}`, () => {
+    const sigma = [9, 4, 2.5, 1, 0.5, 0.2, 0.05, 0.01];
+    for (const [split, outDtype, tol] of [["balanced", "F32", 2e-6], ["all-in-up", "F32", 2e-6], ["balanced", "F64", 1e-9], ["all-in-up", "F64", 1e-9]] as const) {
+      test(`truncateFactors ${split} → ${outDtype}: the optimal rank-t ΔW, its spectrum and error`, async () => {
+        const k = knownFactors(new Rng(caseSeed(2000 + (split === "balanced" ? 0 : 1) + (outDtype === "F32" ? 0 : 2))), 97, 61, sigma, 0.75);
+        for (const t of [1, 3, 8]) {
+          const scaleOut = 0.5;
+          const res = await be.truncateFactors({ B: k.B, A: k.A, scale: k.scale, rank: t, scaleOut, split, outDtype });
+          assert.equal(res.kind, "done", `rank ${t}`);
+          if (res.kind !== "done") return;
+          const total = sumSq(k.sigma), tail = sumSq(k.sigma.slice(t));
+          leq(`rank ${t}: max|σ − σ_built|/σ_max`, maxAbsDiff(res.S, k.sigma) / k.sigma[0]!, 1e-9);
+          leq(`rank ${t}: |norm2 − Σσ²|/Σσ²`, Math.abs(res.norm2 - total) / total, 1e-9);
+          leq(`rank ${t}: |err2 − Σ_{i≥t}σ²|/Σσ²`, Math.abs(res.err2 - tail) / total, 1e-9);
+          assert.ok(res.resid2 >= 0 && res.resid2 <= 1e-10 * total, `resid2 ${res.resid2}`);
+          const B = { rows: k.out, cols: t, data: decodeToFloat64(outDtype, res.B) }, A = { rows: t, cols: k.inn, data: decodeToFloat64(outDtype, res.A) };
+          const got = mul(B, A).data.map((x) => x * scaleOut), want = optimalDelta(k, t);
+          leq(`rank ${t}: ‖s'B'A' − U_tΣ_tV_tᵀ‖/‖ΔW‖`, diffFro(got, want.data) / Math.sqrt(total), tol);
+          for (let c = 0; c < t; c++) {
+            let best = 0, nb = 0, na = 0;
+            for (let i = 0; i < k.out; i++) { const v = B.data[i * t + c]!; nb += v * v; if (Math.abs(v) > Math.abs(best)) best = v; }
+            for (let j = 0; j < k.inn; j++) na += A.data[c * k.inn + j]! ** 2;
+            assert.ok(best > 0, `column ${c} of B': its largest entry is not positive`);
+            // balanced: ‖B'_c‖ = ‖A'_c‖ = √(σ_c/s'); all-in-up: A' has orthonormal rows
+            if (split === "balanced") leq(`column ${c}: |‖B'_c‖² − σ_c/s'|·s'/σ_c`, Math.abs(nb - k.sigma[c]! / scaleOut) * scaleOut / k.sigma[c]!, 10 * tol);
+            if (split === "balanced") leq(`row ${c}: |‖A'_c‖² − σ_c/s'|·s'/σ_c`, Math.abs(na - k.sigma[c]! / scaleOut) * scaleOut / k.sigma[c]!, 10 * tol);
+            else leq(`row ${c}: |‖A'_c‖ − 1|`, Math.abs(Math.sqrt(na) - 1), 10 * tol);
+          }
+        }
+      });
+    }
+    test("truncateFactors and factorSpectrum name the first non-finite value (A before B)", async () => {
+      const k = knownFactors(new Rng(caseSeed(2010)), 20, 30, [3, 2, 1], 1);
+      const poisoned = (f: RawFactor, at: number, v: number): RawFactor => { const x = decodeToFloat64("F64", f.raw); x[at] = v; return { ...f, raw: encodeFloats("F64", x) }; };
+      const badA = poisoned(k.A, 17, NaN), badB = poisoned(k.B, 5, -Infinity);
+      for (const [B, A, factor, index] of [[k.B, badA, "A", 17], [badB, k.A, "B", 5], [badB, badA, "A", 17]] as const) {
+        const t = await be.truncateFactors({ B, A, scale: 1, rank: 2, scaleOut: 1, split: "balanced", outDtype: "F32" });
+        const s = await be.factorSpectrum({ B, A, scale: 1 });
+        for (const r of [t, s]) {
+          assert.equal(r.kind, "non-finite");
+          if (r.kind === "non-finite") assert.deepEqual([r.factor, r.index], [factor, index]);
+        }
+      }
+    });
+    test("truncateFactors refuses cancelling factors (the Gram route's guard): fallback", async () => {
+      const rng = new Rng(caseSeed(2011));
+      const out = 40, inn = 50, x = gaussian(rng, out, 1), y = gaussian(rng, 1, inn), z = gaussian(rng, 1, inn);
+      const B = new Float64Array(out * 2), A = new Float64Array(2 * inn);
+      for (let i = 0; i < out; i++) { B[i * 2] = 1e4 * x.data[i]!; B[i * 2 + 1] = 1e4 * x.data[i]!; }
+      for (let j = 0; j < inn; j++) { A[j] = y.data[j]!; A[inn + j] = -y.data[j]! + 1e-9 * z.data[j]!; }
+      const r = await be.truncateFactors({ B: { raw: encodeFloats("F64", B), dtype: "F64", rows: out, cols: 2 }, A: { raw: encodeFloats("F64", A), dtype: "F64", rows: 2, cols: inn }, scale: 1, rank: 1, scaleOut: 1, split: "balanced", outDtype: "F32" });
+      assert.equal(r.kind, "fallback");
+    });
+    test("factorSpectrum: σ, ‖ΔW‖² and the Grams of known factors", async () => {
+      const k = knownFactors(new Rng(caseSeed(2012)), 83, 129, sigma, 2);
+      const total = sumSq(k.sigma);
+      for (const keepGrams of [false, true]) {
+        const r = await be.factorSpectrum({ B: k.B, A: k.A, scale: k.scale, ...(keepGrams ? { keepGrams } : {}) });
+        assert.equal(r.kind, "done");
+        if (r.kind !== "done") return;
+        leq("max|σ − σ_built|/σ_max", maxAbsDiff(r.S, k.sigma) / k.sigma[0]!, 1e-9);
+        leq("|norm2 − Σσ²|/Σσ²", Math.abs(r.norm2 - total) / total, 1e-9);
+        if (!keepGrams) continue;
+        assert.ok(r.grams instanceof Float64Array && r.grams.length === 2 * k.r * k.r, "grams: BᵀB then AAᵀ");
+        const B = { rows: k.out, cols: k.r, data: decodeToFloat64("F64", k.B.raw) }, A = { rows: k.r, cols: k.inn, data: decodeToFloat64("F64", k.A.raw) };
+        leq("‖G_B − BᵀB‖/‖B‖²", diffFro(r.grams.subarray(0, k.r * k.r), mul(B, B, true).data) / fro(B.data) ** 2, TOL.f64);
+        leq("‖G_A − AAᵀ‖/‖A‖²", diffFro(r.grams.subarray(k.r * k.r), mul(A, A, false, true).data) / fro(A.data) ** 2, TOL.f64);
+      }
+    });
+    test("withLanes: fn gets a whole number of lanes ≥ 1, its value comes back, and the dense ops work inside and after", async () => {
+      const rng = new Rng(caseSeed(2013));
+      const a = gaussian(rng, 33, 17), b = gaussian(rng, 17, 29);
+      const check = async () => leq("gemm ‖C − C_ref‖/(‖A‖‖B‖)", diffFro((await be.gemm(a, b)).data, mul(a, b).data) / (fro(a.data) * fro(b.data)), TOL.f64);
+      const got = await be.withLanes(async (lanes) => {
+        assert.ok(Number.isInteger(lanes) && lanes >= 1, `lanes ${lanes}`);
+        await check();
+        return "value";
+      });
+      assert.equal(got, "value");
+      await check();
     });
   });
 }

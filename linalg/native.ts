@@ -4,7 +4,7 @@
 import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
-import { BackendUnavailableError, InvalidInputError } from "../formats/errors.js";
+import { BackendUnavailableError, InvalidInputError } from "../common/errors.js";
 import { adaptBinding } from "./native/adapt.js";
 import { buildStatus, loadNative, nativeDir, type CpuBinding, type CpuInfo, type CudaBinding, type NativeKind } from "./native/binding.js";
 import type { LinalgBackend } from "./types.js";

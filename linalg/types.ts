@@ -110,7 +110,7 @@ export type TruncateFactorsResult =
       norm2: number;
       /** Σ of the σ² not written: the exact truncation's squared error. */
       err2: number;
-      /** What rounding the factors to outDtype adds to the squared error (first order, as svd.ts truncationError). */
+      /** What rounding the factors to outDtype adds to the squared error (first order, as truncate.ts truncationError). */
       resid2: number;
       /** 32 when the products B·P, Aᵀ·Qᵀ ran in float32 (16-bit outputs), else 64. */
       productBits: 32 | 64;
@@ -161,25 +161,24 @@ export interface LinalgBackend {
    */
   kmeansLloyd(points: Mat<Float64Array>, init: Mat<Float64Array>, opts: KmeansLloydOptions): Promise<KmeansResult>;
   /**
-   * Optional (js and cpu have it; cuda does not — callers fall back to decoding in TS + `gemm`).
    * One factor's raw tensor bytes in one pass: decode `raw` (rows×cols values of `dtype`) to
    * float64, find the first non-finite value, and form the Gram of the side asked for, in float64.
    * A non-finite value is not an error here: the caller names the tensor (exit 3).
    */
-  factorStats?(raw: Uint8Array, dtype: FactorDType, rows: number, cols: number, side: GramSide): Promise<FactorStats>;
+  factorStats(raw: Uint8Array, dtype: FactorDType, rows: number, cols: number, side: GramSide): Promise<FactorStats>;
   /**
-   * Optional (cpu only; elsewhere commands/truncate/svd.ts runs the same Gram route step by step,
-   * and is the reference this is tested against): one module's optimal rank-t truncation from its
-   * raw factor bytes to the output's bytes in a single call on one thread, so that `lanes` modules
-   * can run side by side (withLanes).
+   * One module's optimal rank-t truncation from its raw factor bytes to the output's bytes, by the
+   * Gram route of linalg/truncate.ts (cpu: one native call on one thread, so that `lanes` modules
+   * run side by side under withLanes; js and cuda: linalg/fused.ts over the dense operations).
+   * "fallback" when the route's guards refuse: the caller then runs truncate.ts's general route.
    */
-  truncateFactors?(input: TruncateFactorsInput): Promise<TruncateFactorsResult>;
+  truncateFactors(input: TruncateFactorsInput): Promise<TruncateFactorsResult>;
   /**
-   * Optional (cpu only; elsewhere linalg/lowrank.ts lowRankSingularValues, Householder QR): the
-   * singular values of s·B·A from the raw factor bytes in one call on one thread, by the float64
-   * Gram route of docs/algorithms.md §2.2; σ below 2e-8·s‖B‖_F‖A‖_F are 0.
+   * The singular values of s·B·A from the raw factor bytes (cpu: one native call on one thread, by
+   * the float64 Gram route of docs/algorithms.md §2.2, σ below
+   * 2e-8·s‖B‖_F‖A‖_F are 0; js and cuda: Householder QR of the factors, linalg/lowrank.ts).
    */
-  factorSpectrum?(input: FactorSpectrumInput): Promise<FactorSpectrumResult>;
+  factorSpectrum(input: FactorSpectrumInput): Promise<FactorSpectrumResult>;
   /**
    * Optional (cpu, cuda; linalg/randomized-svd.ts runs the same steps on any backend without it):
    * randomized SVD (docs/algorithms.md §2.4; Halko, Martinsson & Tropp 2011, Alg. 4.4 + 5.1) of A
@@ -190,8 +189,9 @@ export interface LinalgBackend {
    */
   randomizedSvd?<T extends FloatArray>(a: Mat<T>, omega: Mat<T>, powerIters: number, rank: number): Promise<SvdResult<T>>;
   /**
-   * Optional (cpu): runs fn with every BLAS call on one thread, passing how many calls to run side
-   * by side (the backend's thread count), then restores the threads. Only while no call is in flight.
+   * Runs fn with the backend set up for `lanes` single-threaded calls side by side (cpu: every
+   * BLAS call on one thread, lanes = its thread count, restored after; elsewhere lanes = 1). Only
+   * while no call is in flight.
    */
-  withLanes?<T>(fn: (lanes: number) => Promise<T>): Promise<T>;
+  withLanes<T>(fn: (lanes: number) => Promise<T>): Promise<T>;
 }

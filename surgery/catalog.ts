@@ -5,10 +5,10 @@
 import { readdir, readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { loadAdapter } from "../formats/adapter/index.js";
-import { LoraError, RuntimeFailure, UsageError } from "../formats/errors.js";
+import { LoraError, RuntimeFailure, UsageError } from "../common/errors.js";
 import { effectiveRank } from "../linalg/lowrank.js";
 import type { LinalgBackend } from "../linalg/types.js";
-import { moduleSpectra } from "../commands/support/spectra.js";
+import { moduleSpectra } from "./spectra.js";
 import { solveKnapsack } from "./knapsack.js";
 
 const ADAPTER_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors"];

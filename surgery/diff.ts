@@ -9,7 +9,7 @@
 //   the same with V for the row spaces.
 // Only --signs forms the dense ΔW, one module at a time.
 import { isDora, readFactors, type Adapter, type LoraModule } from "../formats/adapter/index.js";
-import { InvalidInputError } from "../formats/errors.js";
+import { InvalidInputError } from "../common/errors.js";
 import { lowRankSvd, relativeError, type LowRankTerm } from "../linalg/lowrank.js";
 import type { LinalgBackend, Mat } from "../linalg/types.js";
 

@@ -2,7 +2,7 @@ import { Command, Option } from "commander";
 import type { Ctx } from "../support/context.js";
 import { globals, withGlobalOptions } from "../support/options.js";
 import { printJson, summary } from "../support/output.js";
-import { UsageError } from "../../formats/errors.js";
+import { UsageError } from "../../common/errors.js";
 import type { TargetFormat } from "./run.js";
 
 export function convertCommand(ctx: Ctx): Command {

@@ -4,12 +4,13 @@
 // use_rslora). diffusers output is the PEFT-style layout with lora_adapter_metadata
 // (formats/adapter/write-diffusers.ts); kohya stems are lora_unet_…/lora_te_… (lora_te1_/lora_te2_
 // for SDXL's two text encoders) as kohya and ComfyUI name them.
-import { alphaForScale, hasTextEncoder2, isDora, kohyaStemInSet, loadAdapter, readFactors, type Adapter, type AdapterFormat } from "../../formats/adapter/index.js";
-import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
-import { InvalidInputError } from "../../formats/errors.js";
+import { isDora, loadAdapter, readFactors, type Adapter } from "../../formats/adapter/index.js";
+import { writeAdapter, type AdapterOutput } from "../../formats/adapter/write.js";
+import { InvalidInputError } from "../../common/errors.js";
 import type { PeftConfig } from "../../formats/adapter/peft-config.js";
+import { convertedModules, sameLayoutFamily, type TargetFormat } from "../../surgery/convert.js";
 
-export type TargetFormat = "peft" | "kohya" | "diffusers";
+export type { TargetFormat };
 
 export interface ConvertOptions {
   input: string;
@@ -28,39 +29,9 @@ export interface ConvertReport {
   totals: { modules: number; rank: number };
 }
 
-/** Kernel dims of a conv factor A ([r, in, kh, kw] → [kh, kw]). */
-export function kernelOf(shape: number[]): number[] | undefined {
-  return shape.length > 2 ? shape.slice(2) : undefined;
-}
-
 /** The config the output starts from: the input's, or the one a kohya file of ours carried. */
 function baseConfigFor(a: Adapter): PeftConfig | null {
   return a.config;
-}
-
-/** PEFT and diffusers files share key roles (lora_A/lora_B, lora_magnitude_vector, lora_B.bias). */
-function sameLayoutFamily(from: AdapterFormat, to: TargetFormat): boolean {
-  const peftLike = (f: string) => f === "peft" || f === "diffusers";
-  return from === to || (peftLike(from) && peftLike(to));
-}
-
-export function convertedModules(a: Adapter, to: TargetFormat, useRslora: boolean): OutModule[] {
-  const te2 = hasTextEncoder2(a.modules.map((m) => m.path));
-  return a.modules.map((m) => {
-    const rs = to !== "kohya" && useRslora;
-    const alpha = m.rslora === rs ? m.alpha : alphaForScale(m.scale, m.rank, rs);
-    const kernel = kernelOf(m.A.shape);
-    const extras: NonNullable<OutModule["extras"]> = {};
-    for (const [role, t] of Object.entries(m.extras)) extras[role] = { file: a.file, tensor: t };
-    return {
-      path: m.path,
-      ...(to === "kohya" ? { stem: a.format === "kohya" ? m.name : kohyaStemInSet(m.path, te2) } : {}),
-      kind: m.kind, rank: m.rank, alpha, out: m.out, in: m.in, dtype: m.A.dtype,
-      ...(kernel ? { kernel } : {}),
-      rawFactors: { A: { file: a.file, tensor: m.A }, B: { file: a.file, tensor: m.B } },
-      extras,
-    };
-  });
 }
 
 export async function runConvert(o: ConvertOptions, deps: { stdin?: NodeJS.ReadableStream; stdout?: NodeJS.WritableStream }): Promise<ConvertReport> {

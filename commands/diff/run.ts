@@ -1,6 +1,6 @@
 // lora diff: load both adapters and compare them module by module (surgery/diff.ts).
 import { loadAdapter } from "../../formats/adapter/index.js";
-import { UsageError } from "../../formats/errors.js";
+import { UsageError } from "../../common/errors.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { diffAdapters, type DiffReport } from "../../surgery/diff.js";
 

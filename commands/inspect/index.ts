@@ -4,7 +4,7 @@ import { globals, parseFloatArg, parseIntArg, withGlobalOptions } from "../suppo
 import { note, paint, printJson, writeOut } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
 import { backendFor } from "../support/backend.js";
-import { InvalidInputError, RuntimeFailure, UsageError } from "../../formats/errors.js";
+import { InvalidInputError, RuntimeFailure, UsageError } from "../../common/errors.js";
 
 
 export function inspectCommand(ctx: Ctx): Command {

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fixturesDir, needsReal, realDir } from "../../test/paths.js";
 import { jsBackend } from "../../linalg/js/index.js";
-import { LoraError } from "../../formats/errors.js";
+import { LoraError } from "../../common/errors.js";
 import { runInspect, type InspectReport } from "./run.js";
 import { commonPrefix, inspectChartSpec, plotFormat, renderChart, writePlot } from "./plot.js";
 import { energyCurve, renderInspectTable, renderInspectTsv } from "./render.js";

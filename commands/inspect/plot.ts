@@ -5,8 +5,8 @@
 // packages are imported here, lazily, and this file is itself imported only when --plot is given
 // (inspect's start-up time matters).
 import { extname } from "node:path";
-import { writeFileAtomic, type AtomicOptions } from "../../formats/atomic.js";
-import { UsageError } from "../../formats/errors.js";
+import { writeFileAtomic, type AtomicOptions } from "../../common/atomic.js";
+import { UsageError } from "../../common/errors.js";
 import type { InspectReport } from "./run.js";
 
 export type PlotFormat = "svg" | "png";

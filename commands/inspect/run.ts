@@ -3,9 +3,9 @@
 // effective rank; optionally the --budget / --energy allocation truncate would make.
 import { isDora, loadAdapter, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
 import { cumulativeEnergy, effectiveRank } from "../../linalg/lowrank.js";
-import { moduleSpectra } from "../support/spectra.js";
+import { moduleSpectra } from "../../surgery/spectra.js";
 import type { LinalgBackend } from "../../linalg/types.js";
-import { allocate, type AllocationRequest, type Score } from "../truncate/allocate.js";
+import { allocate, type AllocationRequest, type Score } from "../../surgery/truncate/allocate.js";
 
 export interface InspectOptions {
   input: string;

@@ -4,7 +4,7 @@
 // only when --tui is given.
 import { useEffect, useMemo, useRef, useState } from "react";
 import { Box, Text, render, useApp, useInput, useStdout } from "ink";
-import { allocate, type Score } from "../truncate/allocate.js";
+import { allocate, type Score } from "../../surgery/truncate/allocate.js";
 import { fmt } from "../support/output.js";
 import type { Ctx } from "../support/context.js";
 import { energyCurve } from "./render.js";

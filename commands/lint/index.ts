@@ -3,7 +3,7 @@ import type { Ctx } from "../support/context.js";
 import { globals, withGlobalOptions } from "../support/options.js";
 import { note, printJson, writeOut } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
-import { InvalidInputError } from "../../formats/errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import { RULES } from "../../surgery/lint/rules.js";
 
 function rulesHelp(): string {

@@ -4,9 +4,9 @@ import { globals, parseFloatArg, parseIntArg, parseWeights, withGlobalOptions } 
 import { printWriteReport } from "../support/report.js";
 import { withProgress } from "../support/progress.js";
 import { backendFor } from "../support/backend.js";
-import { UsageError } from "../../formats/errors.js";
-import { MERGE_DEFAULTS, MERGE_METHODS } from "./methods.js";
-import type { MergeMethod, MergeOptions } from "./run.js";
+import { UsageError } from "../../common/errors.js";
+import { MERGE_METHODS, type MergeMethod, type MergeOptions } from "../../surgery/merge/types.js";
+import { MERGE_DEFAULTS } from "./methods.js";
 
 const DENSE: MergeMethod[] = ["ties", "dare", "dare_ties", "magnitude_prune"];
 

@@ -1,8 +1,6 @@
-// The merge methods and option defaults, apart from run.ts so that the command line can be built
-// without loading the merge code (commands load their run module only when they run).
-import type { MergeOptions } from "./run.js";
-
-export const MERGE_METHODS = ["lego", "cat", "svd", "linear", "ties", "dare", "dare_ties", "magnitude_prune", "ffa", "fair"] as const;
+// The merge option defaults, apart from run.ts so that the command line can be built without
+// loading the merge code (commands load their run module only when they run).
+import type { MergeOptions } from "../../surgery/merge/types.js";
 
 /** Defaults of the options docs/cli.md "merge" lists (the command line shows them). */
 export const MERGE_DEFAULTS = {

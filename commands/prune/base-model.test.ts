@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import { InvalidInputError, UsageError } from "../../formats/errors.js";
+import { InvalidInputError, UsageError } from "../../common/errors.js";
 import { fixturesDir } from "../../test/paths.js";
 import { makePruneFixtures } from "../../fixtures/make-prune-fixtures.js";
 import { openBaseModel } from "./base-model.js";

@@ -4,7 +4,7 @@
 // demand, one tensor (or one row block) at a time.
 import { readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { InvalidInputError, UsageError } from "../../formats/errors.js";
+import { InvalidInputError, UsageError } from "../../common/errors.js";
 import { SafetensorsFile, type TensorInfo } from "../../formats/safetensors/index.js";
 
 export interface BaseTensor {

@@ -6,7 +6,7 @@ import { globals, parseFloatArg, withGlobalOptions } from "../support/options.js
 import { backendFor } from "../support/backend.js";
 import { withProgress } from "../support/progress.js";
 import { printWriteReport } from "../support/report.js";
-import { UsageError } from "../../formats/errors.js";
+import { UsageError } from "../../common/errors.js";
 import type { PruneMethod, PruneOptions } from "./run.js";
 
 /** "0,1,5-7" → [0, 1, 5, 6, 7]; with allowNone, "none" → []. */

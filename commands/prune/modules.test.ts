@@ -6,10 +6,10 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadAdapter, readFactors, type Adapter } from "../../formats/adapter/index.js";
-import { UsageError, InvalidInputError } from "../../formats/errors.js";
+import { UsageError, InvalidInputError } from "../../common/errors.js";
 import { jsBackend } from "../../linalg/js/index.js";
 import { fixturesDir } from "../../test/paths.js";
-import { layerIndexOf } from "./modules.js";
+import { layerIndexOf } from "../../surgery/prune/modules.js";
 import { runPrune, type PruneOptions } from "./run.js";
 import { deltaW, frob, readAll, tempDir } from "./reference.test.js";
 

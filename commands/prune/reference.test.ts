@@ -55,7 +55,7 @@ export async function readAll(path: string): Promise<Map<string, { shape: number
 }
 
 /**
- * LoRAPrune's elementwise importance, dense (§4.1): |Ĝ ⊙ (W + s·B·A)| with Ĝ = G_B·A + B·G_A − G_B·G_A,
+ * LoRAPrune's elementwise importance, dense (docs/algorithms.md §4.3): |Ĝ ⊙ (W + s·B·A)| with Ĝ = G_B·A + B·G_A − G_B·G_A,
  * or |W + s·B·A| without gradients.
  */
 export function refImportance(W: ArrayLike<number>, out: number, inF: number, lora: { B: ArrayLike<number>; A: ArrayLike<number>; r: number; s: number; GB?: ArrayLike<number>; GA?: ArrayLike<number> } | null): Float64Array {

@@ -5,14 +5,15 @@ import { lstat, rm, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { loadAdapter, type Adapter } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
-import { writeFileAtomic } from "../../formats/atomic.js";
-import { RuntimeFailure, UsageError } from "../../formats/errors.js";
+import { writeFileAtomic } from "../../common/atomic.js";
+import { RuntimeFailure, UsageError } from "../../common/errors.js";
 import type { LinalgBackend } from "../../linalg/types.js";
-import { totalsOf, type ModuleResult, type WriteReport } from "../support/report.js";
+import { totalsOf, type ModuleResult, type WriteReport } from "../../surgery/report.js";
 import { openBaseModel } from "./base-model.js";
-import { adapterOutput, checkAdapter, planDocument, refuseDora, planLoraPrune, prettyJson, prunedConfig, prunedCounts, sidePaths, writeBaseOut, type LoraPruneOptions } from "./loraprune.js";
-import { planModules, type ModuleCriteria } from "./modules.js";
-import { planSora, type FoldSide } from "./sora.js";
+import { adapterOutput, checkAdapter, refuseDora, planLoraPrune, type LoraPruneOptions } from "../../surgery/prune/loraprune.js";
+import { planDocument, prettyJson, prunedConfig, prunedCounts, sidePaths, writeBaseOut } from "../../surgery/prune/pruned-base.js";
+import { planModules, type ModuleCriteria } from "../../surgery/prune/modules.js";
+import { planSora, type FoldSide } from "../../surgery/prune/sora.js";
 
 export type PruneMethod = "sora" | "loraprune" | "modules";
 

@@ -5,13 +5,13 @@ import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadAdapter, readFactors, type Adapter } from "../../formats/adapter/index.js";
-import { InvalidInputError } from "../../formats/errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import { encodeFloats, serializeSafetensors, type TensorSpec } from "../../formats/safetensors/index.js";
 import { jsBackend } from "../../linalg/js/index.js";
 import { Rng } from "../../linalg/random.js";
 import { fixturesDir } from "../../test/paths.js";
 import { inspectAdapter } from "../inspect/run.js";
-import { foldGate, keptRanks } from "./sora.js";
+import { foldGate, keptRanks } from "../../surgery/prune/sora.js";
 import { runPrune, type PruneOptions } from "./run.js";
 import { deltaW, readAll, relDiff, tempDir } from "./reference.test.js";
 

@@ -5,10 +5,10 @@
 import { mkdir } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { openAdapterSource } from "../../formats/adapter/index.js";
-import { LoraError, UsageError } from "../../formats/errors.js";
+import { LoraError, UsageError } from "../../common/errors.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { allocateBytes, catalogItems, type CatalogFailure } from "../../surgery/catalog.js";
-import type { WriteReport } from "../support/report.js";
+import type { WriteReport } from "../../surgery/report.js";
 import { isSplitReport, runTruncate, type TruncateOptions } from "./run.js";
 
 export interface CatalogAdapterReport {

@@ -5,7 +5,7 @@ import { globals, parseFloatArg, parseIntArg, withGlobalOptions } from "../suppo
 import { printJson } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
 import { printWriteReport } from "../support/report.js";
-import { InvalidInputError, UsageError } from "../../formats/errors.js";
+import { InvalidInputError, UsageError } from "../../common/errors.js";
 import type { TruncateOptions } from "./run.js";
 
 export function truncateCommand(ctx: Ctx): Command {

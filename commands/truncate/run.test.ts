@@ -17,7 +17,7 @@ import type { LinalgBackend } from "../../linalg/types.js";
 import { fixturesDir } from "../../test/paths.js";
 import { optimal, relDiff } from "../../test/reference.js";
 import { runInspect } from "../inspect/run.js";
-import type { WriteReport } from "../support/report.js";
+import type { WriteReport } from "../../surgery/report.js";
 import { isSplitReport, runTruncate, type TruncateOptions } from "./run.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);

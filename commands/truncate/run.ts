@@ -1,60 +1,30 @@
 // lora truncate: shrink every module of an adapter, from the adapter file alone.
 //
-//   --method svd (default)  the Eckart–Young optimal rank-t ΔW per module (svd.ts), with t from
-//                           --rank R (min(R, r)), --energy F or --budget K (allocate.ts, the very
+//   --method svd (default)  the Eckart–Young optimal rank-t ΔW per module (linalg/truncate.ts), with t from
+//                           --rank R (min(R, r)), --energy F or --budget K (surgery/truncate/allocate.ts, the very
 //                           ranks `lora inspect` prints) or --dynamic (kohya-rules.ts, clean or
 //                           --kohya-compat). The scale convention of each module is kept: s' = s,
 //                           alpha' = s·t (s·√t with rsLoRA), as kohya's resize_lora.py does, so the
 //                           factors keep their magnitude and PEFT/kohya load exactly U_t Σ_t V_tᵀ.
-//   --method prefix         DyLoRA: first t components, alpha kept (prefix.ts); the default for
+//   --method prefix         DyLoRA: first t components, alpha kept (surgery/truncate/prefix.ts); the default for
 //                           files detected as kohya DyLoRA.
 //
 // Plan, then write: ranks are decided first (spectra only when the selection
 // needs them), every output shape is then known, and each module's new factors are computed
 // lazily while the writer streams the file, one module at a time. A rank of 0 removes the module.
 import { existsSync } from "node:fs";
-import { alphaForScale, hasTextEncoder2, isDora, kohyaStemInSet, loadAdapter, nonFiniteFactor, rawReadable, readFactors, readFactorsWithGrams, readRawFactors, scaleFor, type Adapter, type LoraModule, type ModuleFactors, type ModuleFactorsGrams, type RawFactors } from "../../formats/adapter/index.js";
-import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
-import { InvalidInputError, UsageError } from "../../formats/errors.js";
-import type { DType } from "../../formats/safetensors/index.js";
-import type { FactorDType, LinalgBackend, Mat, ModuleGrams, TruncateFactorsResult } from "../../linalg/types.js";
-import { BufferPool } from "../support/buffer-pool.js";
-import { withRawFactors } from "../support/raw-factors.js";
-import { moduleSpectra } from "../support/spectra.js";
-import { Lanes, ReadAhead } from "../support/schedule.js";
-import { totalsOf, type ModuleResult, type WriteReport } from "../support/report.js";
-import { allocate, type Score } from "./allocate.js";
-import { cleanDynamicRank, kohyaDynamicRank, type DynamicMethod } from "./kohya-rules.js";
-import { prefixAlpha, prefixFactors, splitPath, splitRanks, type AlphaMode } from "./prefix.js";
-import { errorReport, gramsFrom, gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, toF64, truncateModule, truncationError, type SplitMode } from "./svd.js";
+import { hasTextEncoder2, isDora, loadAdapter, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
+import { writeAdapter, type AdapterOutput } from "../../formats/adapter/write.js";
+import { InvalidInputError, UsageError } from "../../common/errors.js";
+import type { SplitMode } from "../../linalg/lowrank.js";
+import type { LinalgBackend } from "../../linalg/types.js";
+import { totalsOf, type ModuleResult, type WriteReport } from "../../surgery/report.js";
+import { buildModules, type BuildContext } from "../../surgery/truncate/modules.js";
+import type { OutFormat, TruncateOptions } from "../../surgery/truncate/options.js";
+import { plan } from "../../surgery/truncate/plan.js";
+import { splitPath, splitRanks } from "../../surgery/truncate/prefix.js";
 
-export type OutDType = "F32" | "F16" | "BF16";
-export type OutFormat = "peft" | "kohya" | "diffusers";
-
-export interface TruncateOptions {
-  input: string;
-  output: string;
-  rank?: number;
-  energy?: number;
-  budget?: number;
-  /** undefined: svd, or prefix for a detected kohya DyLoRA file. */
-  method?: "svd" | "prefix";
-  score: Score;
-  minRank: number;
-  rho: number;
-  /** undefined: balanced, or all-in-up with --kohya-compat (as resize_lora.py writes). */
-  split?: SplitMode;
-  alphaMode: AlphaMode;
-  unit?: number;
-  kohyaCompat: boolean;
-  dynamic?: DynamicMethod;
-  dynamicParam?: number;
-  dtype?: OutDType;
-  to?: OutFormat;
-  force: boolean;
-  /** Ranks decided by the caller (catalog --max-bytes), per module name; missing = 0. Method svd. */
-  ranks?: ReadonlyMap<string, number>;
-}
+export type { OutDType, OutFormat, TruncateOptions } from "../../surgery/truncate/options.js";
 
 export interface TruncateDeps {
   backend: LinalgBackend;
@@ -113,87 +83,6 @@ export function checkOptions(o: TruncateOptions): void {
   if (o.minRank > 0 && o.rank !== undefined && o.dynamic === undefined) throw new UsageError("--min-rank applies to --energy, --budget and --dynamic");
 }
 
-interface Plan {
-  method: "svd" | "prefix";
-  /** rank per module name (0 = removed) */
-  ranks: Map<string, number>;
-  /** σ per module, when the selection needed them (same computation as `lora inspect`). */
-  spectra?: Map<string, Float64Array>;
-  /** The native route's Grams from that same pass, per module. */
-  grams?: Map<string, ModuleGrams>;
-  notes: string[];
-}
-
-/** σ of every module exactly as `lora inspect` computes them (so --budget/--energy ranks agree). */
-async function spectraOf(a: Adapter, be: LinalgBackend): Promise<{ spectra: Map<string, Float64Array>; grams: Map<string, ModuleGrams> }> {
-  const spectra = new Map<string, Float64Array>(), grams = new Map<string, ModuleGrams>();
-  // The Grams are kept for the fused route, which then skips its first pass (2r² floats a module).
-  for (const [m, sp] of await moduleSpectra(a, be, { keepGrams: be.truncateFactors !== undefined })) {
-    spectra.set(m.name, Float64Array.from(Array.from(sp.S).slice(0, m.rank)));
-    if (sp.grams) grams.set(m.name, sp.grams);
-  }
-  return { spectra, grams };
-}
-
-async function plan(o: TruncateOptions, a: Adapter, be: LinalgBackend): Promise<Plan> {
-  const notes: string[] = [];
-  if (o.ranks) {
-    const ranks = new Map(a.modules.map((m) => [m.name, Math.min(o.ranks!.get(m.name) ?? 0, m.rank)]));
-    return { method: "svd", ranks, notes };
-  }
-  let method = o.method;
-  const wantsSpectrum = o.energy !== undefined || o.budget !== undefined || o.dynamic !== undefined || o.kohyaCompat;
-  if (method === undefined) {
-    if (o.unit !== undefined || o.alphaMode !== "keep") {
-      method = "prefix";
-    } else if (a.dylora && !wantsSpectrum && o.split === undefined) {
-      method = "prefix";
-      notes.push(`kohya DyLoRA file (ss_network_module networks.dylora, unit ${a.dylora.unit}): using --method prefix, the nested rank-R adapter it was trained to hold (--method svd gives the optimal rank-R ΔW instead)`);
-    } else {
-      method = "svd";
-      if (a.dylora) notes.push("kohya DyLoRA file, but these options (--energy/--budget/--dynamic/--split) need --method svd; prefix is what DyLoRA trained for --rank R");
-    }
-  }
-  const ranks = new Map<string, number>();
-  if (method === "prefix") {
-    for (const m of a.modules) ranks.set(m.name, Math.min(o.rank ?? m.rank, m.rank));
-    const unit = o.unit ?? a.dylora?.unit;
-    if (o.rank !== undefined && a.dylora && unit && a.modules.some((m) => ranks.get(m.name)! < m.rank && ranks.get(m.name)! % unit !== 0)) {
-      notes.push(`rank ${o.rank} is not a multiple of the DyLoRA unit ${unit}; DyLoRA trained only multiples of it`);
-    }
-    return { method, ranks, notes };
-  }
-  if (!wantsSpectrum) {
-    for (const m of a.modules) ranks.set(m.name, Math.min(o.rank!, m.rank));
-    return { method, ranks, notes };
-  }
-  const { spectra, grams } = await spectraOf(a, be);
-  if (o.energy !== undefined || o.budget !== undefined) {
-    const alloc = allocate(
-      a.modules.map((m) => ({ name: m.name, sigma: spectra.get(m.name)!, in: m.in, out: m.out, rank: m.rank })),
-      { score: o.score, minRank: o.minRank, rho: o.rho, ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.energy !== undefined ? { energy: o.energy } : {}) },
-    );
-    for (const [k, v] of alloc.ranks) ranks.set(k, v);
-    return { method, ranks, spectra, grams, notes };
-  }
-  let padded = 0;
-  for (const m of a.modules) {
-    const S = spectra.get(m.name)!;
-    let t: number;
-    if (o.kohyaCompat) {
-      t = kohyaDynamicRank(S, o.dynamic, o.dynamicParam ?? 0, { ...(o.rank !== undefined ? { cap: o.rank } : {}), scale: m.scale, length: Math.min(m.out, m.in) });
-      if (t > m.rank) padded++;
-    } else {
-      t = cleanDynamicRank(S, o.dynamic!, o.dynamicParam!);
-      t = Math.max(t, Math.min(o.minRank, m.rank));
-      t = Math.min(t, m.rank, o.rank ?? Infinity);
-    }
-    ranks.set(m.name, t);
-  }
-  if (padded) notes.push(`${padded} module(s) get more ranks than they hold under kohya's rule (its +1 on a full spectrum); the extra components are written as zeros (ΔW unchanged; resize_lora.py's are zero singular values)`);
-  return { method, ranks, spectra, grams, notes };
-}
-
 function outputFormat(o: TruncateOptions, a: Adapter, notes: string[]): OutFormat {
   if (o.to) return o.to;
   if (a.format === "kohya" || a.format === "peft" || a.format === "diffusers") return a.format;
@@ -204,174 +93,6 @@ function outputFormat(o: TruncateOptions, a: Adapter, notes: string[]): OutForma
 /** Input metadata worth carrying: everything but content hashes, which no longer match. */
 function carriedMetadata(meta: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(meta).filter(([k]) => !k.startsWith("sshs_")));
-}
-
-interface ModuleOutcome {
-  result: ModuleResult;
-  route?: string;
-}
-
-interface BuildContext {
-  o: TruncateOptions;
-  a: Adapter;
-  be: LinalgBackend;
-  method: "svd" | "prefix";
-  ranks: Map<string, number>;
-  spectra?: Map<string, Float64Array>;
-  grams?: Map<string, ModuleGrams>;
-  format: OutFormat;
-  rsOut: boolean;
-  /** SDXL's second text encoder present: kohya stems lora_te1_/lora_te2_. */
-  te2: boolean;
-  split: SplitMode;
-  unit: number;
-  onModule?: (done: number, total: number) => void;
-  /** Native calls to run side by side (LinalgBackend.withLanes); 1 otherwise. */
-  lanes?: number;
-}
-
-/** Output dtypes the fused native route writes. */
-const FUSED_OUT: readonly DType[] = ["F32", "F16", "BF16"];
-
-function m64(rows: number, cols: number, data: Float32Array | Float64Array): Mat<Float64Array> {
-  return { rows, cols, data: toF64(data) };
-}
-
-/** Output modules (with lazy `produce`) and the outcomes they fill in as the writer runs them. */
-async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; outcomes: Map<string, ModuleOutcome>; dropped: string[] }> {
-  const { o, a, be } = c;
-  const outcomes = new Map<string, ModuleOutcome>();
-  const modules: OutModule[] = [];
-  const dropped: string[] = [];
-  let done = 0;
-  const total = a.modules.length;
-  const tick = () => c.onModule?.(++done, total);
-  // Read-ahead: while one module is written, the next modules' bytes are read and (fused route)
-  // computed. Routes, fastest first:
-  //  - fused (a backend with truncateFactors, svd): raw bytes in, output bytes out, one native call
-  //    per module on one thread, `lanes` modules side by side; falls back below when its guards refuse;
-  //  - factorStats (svd): only the bytes are read ahead; decode, the NaN/Inf check and the Grams run
-  //    natively when the module's turn comes, so that two BLAS calls never compete for the cores;
-  //  - otherwise the factors are read and decoded ahead in TS.
-  const precisionOf = (m: LoraModule) => (m.A.dtype === "F64" || m.B.dtype === "F64" || c.method === "svd" ? "f64" : "f32");
-  const rawAhead = (m: LoraModule) => c.method === "svd" && be.factorStats !== undefined && rawReadable(m);
-  const fusedSpec = new Map<LoraModule, { t: number; scaleOut: number; dtype: DType }>();
-  const lanes = new Lanes(c.lanes ?? 1);
-  const pool = new BufferPool();
-  type Ahead = { raw: Promise<RawFactors> } | { factors: Promise<ModuleFactors> } | { fused: Promise<TruncateFactorsResult> };
-  const start = (m: LoraModule): Promise<Ahead> => {
-    const f = fusedSpec.get(m);
-    if (f) {
-      const fused = withRawFactors(a, m, pool, (B, A) => lanes.run(() => be.truncateFactors!({
-        B, A, scale: m.scale, rank: f.t, scaleOut: f.scaleOut, split: c.split, outDtype: f.dtype as FactorDType,
-        ...(c.grams?.has(m.name) ? { grams: c.grams.get(m.name)! } : {}),
-      })));
-      return Promise.resolve({ fused });
-    }
-    return Promise.resolve(rawAhead(m) ? { raw: readRawFactors(a, m) } : { factors: c.method === "svd" ? readFactorsWithGrams(a, m, be) : readFactors(a, m, precisionOf(m)) });
-  };
-  const lazy: LoraModule[] = [];
-  let ahead: ReadAhead<LoraModule, Ahead> | null = null;
-  const aheadOf = (m: LoraModule): Promise<Ahead> => {
-    ahead ??= new ReadAhead(lazy, start, c.lanes ?? 1);
-    return ahead.take(m);
-  };
-  // A module's factors for the general route (what was read ahead, or read now after a fused refusal).
-  const factorsOf = (m: LoraModule, got: Ahead): Promise<ModuleFactors | ModuleFactorsGrams> =>
-    "fused" in got ? readFactorsWithGrams(a, m, be) : "raw" in got ? readFactorsWithGrams(a, m, be, got.raw) : got.factors;
-  for (const m of a.modules) {
-    const t = c.ranks.get(m.name)!;
-    const S = c.spectra?.get(m.name);
-    if (t === 0) {
-      dropped.push(m.name);
-      const f = await readFactors(a, m, "f64"); // NaN/Inf are refused even in dropped modules
-      const norm = S ? Math.hypot(...S) : Math.sqrt((await gramsOf(be, m64(f.B.rows, f.B.cols, f.B.data), m64(f.A.rows, f.A.cols, f.A.data), m.scale)).norm2);
-      outcomes.set(m.name, { result: { name: m.name, rank_in: m.rank, rank: 0, relative_error: norm > 0 ? 1 : 0, target_norm: norm, ...(c.method === "svd" ? { retained_energy: S ? retainedEnergy(S, 0) : 0 } : {}) } });
-      tick();
-      continue;
-    }
-    const dtype: DType = o.dtype ?? m.A.dtype;
-    const kernel = m.A.shape.length > 2 ? m.A.shape.slice(2) : undefined;
-    const extras: NonNullable<OutModule["extras"]> = {};
-    for (const [role, tensor] of Object.entries(m.extras)) extras[role] = { file: a.file, tensor };
-    // Target scale and alpha of the output module.
-    let scaleOut: number, alpha: number;
-    if (c.method === "prefix") {
-      // The input's own rule at rank t (alpha/t, or alpha/√t for rsLoRA), in the output's convention.
-      const alphaK = prefixAlpha(m.alpha, m.rank, t, o.alphaMode, c.unit);
-      scaleOut = scaleFor(alphaK, t, m.rslora);
-      alpha = m.rslora === c.rsOut ? alphaK : alphaForScale(scaleOut, t, c.rsOut);
-    } else {
-      scaleOut = m.scale !== 0 ? m.scale : 1;
-      alpha = alphaForScale(scaleOut, t, c.rsOut);
-    }
-    const base: Omit<OutModule, "produce" | "rawFactors"> = {
-      path: m.path,
-      ...(c.format === "kohya" ? { stem: a.format === "kohya" ? m.name : kohyaStemInSet(m.path, c.te2) } : {}),
-      kind: m.kind, rank: t, alpha, out: m.out, in: m.in, dtype,
-      ...(kernel ? { kernel } : {}),
-      extras,
-    };
-    if (t === m.rank && dtype === m.A.dtype && m.B.dtype === m.A.dtype) {
-      // Same rank, same dtype: the factors are copied byte for byte (ΔW exact). Read once for NaN/Inf.
-      const f = await readFactors(a, m, "f64");
-      const norm = S ? Math.hypot(...S) : Math.sqrt((await gramsOf(be, m64(f.B.rows, f.B.cols, f.B.data), m64(f.A.rows, f.A.cols, f.A.data), m.scale)).norm2);
-      const sameScale = Math.abs(scaleFor(alpha, t, c.rsOut) - m.scale) <= 1e-12 * Math.abs(m.scale);
-      if (sameScale) {
-        modules.push({ ...base, rawFactors: { A: { file: a.file, tensor: m.A }, B: { file: a.file, tensor: m.B } } });
-        outcomes.set(m.name, { result: { name: m.name, rank_in: m.rank, rank: t, relative_error: 0, target_norm: norm, alpha, ...(c.method === "svd" ? { retained_energy: 1 } : {}) }, route: "copy" });
-        tick();
-        continue;
-      }
-    }
-    lazy.push(m);
-    if (c.method === "svd" && be.truncateFactors && rawReadable(m) && t <= m.rank && FUSED_OUT.includes(dtype)) fusedSpec.set(m, { t, scaleOut, dtype });
-    const produce = async () => {
-      const got = await aheadOf(m);
-      if ("fused" in got) {
-        const r = await got.fused;
-        if (r.kind === "non-finite") throw nonFiniteFactor(a, m, r);
-        if (r.kind === "done") {
-          outcomes.set(m.name, {
-            result: { name: m.name, rank_in: m.rank, rank: t, ...errorReport(r.norm2, Math.max(0, r.err2) + r.resid2), alpha, retained_energy: retainedEnergy(S ?? r.S, t) },
-            route: "gram",
-          });
-          tick();
-          return { A: r.A, B: r.B };
-        }
-        // refused by the Gram route's guards: the general route below, from the factors
-      }
-      const f = await factorsOf(m, got);
-      const B = m64(f.B.rows, f.B.cols, f.B.data), A = m64(f.A.rows, f.A.cols, f.A.data);
-      let Bo: Float32Array | Float64Array, Ao: Float32Array | Float64Array, route: string, energy: number | undefined;
-      let err: { relative_error: number; target_norm: number };
-      if (c.method === "prefix") {
-        const p = prefixFactors(f.B, f.A, t);
-        Bo = roundForDtype(dtype, p.B.data);
-        Ao = roundForDtype(dtype, p.A.data);
-        const grams = await gramsOf(be, B, A, m.scale);
-        err = await relativeErrorFromFactors(be, B, A, m.scale, grams, m64(m.out, t, Bo), m64(t, m.in, Ao), scaleFor(alpha, t, c.rsOut));
-        route = "prefix";
-      } else {
-        const grams = "GB" in f ? gramsFrom(f.GB, f.GA, m.rank, m.scale) : undefined;
-        const r = await truncateModule(be, B, A, m.scale, t, scaleOut, c.split, grams);
-        Bo = roundForDtype(dtype, r.B.data);
-        Ao = roundForDtype(dtype, r.A.data);
-        // The rounded factors' error from the spectrum and the rounding residual (svd.ts): no third pass over B and A.
-        err = await truncationError(be, r.B, r.A, m64(m.out, t, Bo), m64(t, m.in, Ao), scaleOut, r.err2, r.grams.norm2);
-        route = r.route;
-        energy = retainedEnergy(S ?? r.S, t);
-      }
-      outcomes.set(m.name, {
-        result: { name: m.name, rank_in: m.rank, rank: t, relative_error: err.relative_error, target_norm: err.target_norm, alpha, ...(energy !== undefined ? { retained_energy: energy } : {}) },
-        route,
-      });
-      tick();
-      return { A: Ao, B: Bo };
-    };
-    modules.push({ ...base, produce });
-  }
-  return { modules, outcomes, dropped };
 }
 
 function kohyaComment(o: TruncateOptions, a: Adapter, method: "svd" | "prefix", maxRank: number, rank: number): string {
@@ -385,7 +106,7 @@ function kohyaComment(o: TruncateOptions, a: Adapter, method: "svd" | "prefix", 
 
 async function writeOne(c: BuildContext, output: string, notes: string[], deps: TruncateDeps, kohyaRank: number): Promise<WriteReport> {
   // The fused route runs modules side by side, each on one BLAS thread (linalg/types.ts withLanes).
-  if (c.method === "svd" && c.be.truncateFactors && c.be.withLanes) return c.be.withLanes((lanes) => writeOneWith({ ...c, lanes }, output, notes, deps, kohyaRank));
+  if (c.method === "svd") return c.be.withLanes((lanes) => writeOneWith({ ...c, lanes }, output, notes, deps, kohyaRank));
   return writeOneWith(c, output, notes, deps, kohyaRank);
 }
 

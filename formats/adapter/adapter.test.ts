@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { fixturesDir, needsReal, realDir } from "../../test/paths.js";
 import { loadAdapter } from "./load.js";
 import { patternLookup, peftModuleScale, peftPatterns } from "./peft-config.js";
-import { InvalidInputError } from "../errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import { kohyaStemFor, matchKeyFor } from "./names.js";
 import { main as makeFixtures } from "../../fixtures/make-fixtures.js";
 

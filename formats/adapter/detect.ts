@@ -1,35 +1,10 @@
 // Format detection by keys, never by file name (docs/formats.md). Each detector looks at the tensor names
 // and either claims the file or passes. Order matters: the more specific layouts come first.
-import type { SafetensorsFile, TensorInfo } from "../safetensors/index.js";
 import { diffusersDetector } from "./parse-diffusers.js";
 import { hasKohyaKeys, parseKohya } from "./parse-kohya.js";
 import { hasPeftKeys, parsePeft } from "./parse-peft.js";
+import type { Detector } from "./detector.js";
 import type { PeftConfig } from "./peft-config.js";
-import type { AdapterFormat, LoraModule } from "./types.js";
-
-export interface DetectContext {
-  file: SafetensorsFile;
-  label: string;
-  metadata: Record<string, string>;
-  /** adapter_config from metadata or a sibling adapter_config.json, when any. */
-  config: PeftConfig | null;
-  configSource: string;
-  notes: string[];
-}
-
-export interface Detected {
-  format: AdapterFormat;
-  modules: LoraModule[];
-  passthrough: TensorInfo[];
-  config: PeftConfig | null;
-  configSource: string;
-}
-
-export interface Detector {
-  format: AdapterFormat;
-  claims(names: string[], ctx: DetectContext): boolean;
-  parse(ctx: DetectContext): Promise<Detected>;
-}
 
 const kohya: Detector = {
   format: "kohya",

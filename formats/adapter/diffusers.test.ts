@@ -14,7 +14,7 @@ import { Rng } from "../../linalg/random.js";
 import { runConvert } from "../../commands/convert/run.js";
 import { runInspect } from "../../commands/inspect/run.js";
 import { fixturesDir, realDir } from "../../test/paths.js";
-import { InvalidInputError } from "../errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import { encodeFloats, serializeSafetensors, type TensorSpec } from "../safetensors/index.js";
 import { loadAdapter, readFactors, type Adapter, type LoraModule } from "./index.js";
 import { diffusersPathFromKohya, hasTextEncoder2, kohyaStemFor, kohyaStemInSet, matchKeyFor } from "./names.js";

@@ -1,7 +1,8 @@
 export * from "./types.js";
 export { loadAdapter, openAdapterSource, readAdapterConfig, type AdapterSource } from "./load.js";
-export { nonFiniteFactor, rawReadable, readFactors, readFactorsWithGrams, readRawFactors, type ModuleFactors, type ModuleFactorsGrams, type RawFactors } from "./factors.js";
-export { registerDetector, type Detector, type DetectContext, type Detected } from "./detect.js";
+export { nonFiniteFactor, rawReadable, readFactors, type FactorMatrix, type ModuleFactors } from "./factors.js";
+export { registerDetector } from "./detect.js";
+export type { Detector, DetectContext, Detected } from "./detector.js";
 export * from "./names.js";
 export * from "./peft-config.js";
 import "./parse-sora.js"; // registers the SoRA checkpoint detector (lora prune --method sora)

@@ -3,9 +3,10 @@
 // for a safetensors stream on stdin. The format is detected from the keys.
 import { readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { InvalidInputError, RuntimeFailure } from "../errors.js";
+import { InvalidInputError, RuntimeFailure } from "../../common/errors.js";
 import { SafetensorsFile, type DType } from "../safetensors/index.js";
-import { detectors, type DetectContext } from "./detect.js";
+import { detectors } from "./detect.js";
+import type { DetectContext } from "./detector.js";
 import type { PeftConfig } from "./peft-config.js";
 import type { Adapter } from "./types.js";
 

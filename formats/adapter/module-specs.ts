@@ -1,7 +1,7 @@
 // One output module's tensors (factors + extras) as writer specs, whatever the key layout: the
 // factors are computed lazily (once per module, released after both are written) or copied raw.
 import { dtypeBits, encodeFloats, type TensorSpec } from "../safetensors/index.js";
-import type { OutFactors, OutModule } from "./write.js";
+import type { OutFactors, OutModule } from "./output.js";
 
 export interface ModuleKeys {
   A: string;

@@ -1,6 +1,6 @@
 // Building one LoraModule from its tensors: shape checks shared by every format.
 // A is r×in (conv: r×in×kh×kw, flattened), B is out×r (conv: out×r×1×1).
-import { InvalidInputError } from "../errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import type { TensorInfo } from "../safetensors/index.js";
 import type { LoraModule } from "./types.js";
 

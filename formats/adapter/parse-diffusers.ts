@@ -20,9 +20,9 @@
 // file spells it: attention-processor keys without a prefix belong to the UNet (text-model keys to
 // the text encoder). That makes matchKey (and kohya stems) `unet_down_blocks_0_…`, the way kohya
 // and ComfyUI name them, so a diffusers file pairs with kohya and PEFT files of the same base.
-import { InvalidInputError } from "../errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import type { TensorInfo } from "../safetensors/index.js";
-import type { Detected, DetectContext, Detector } from "./detect.js";
+import type { Detected, DetectContext, Detector } from "./detector.js";
 import { buildModule, type ModuleParts } from "./module.js";
 import { matchKeyFor, PEFT_PREFIX } from "./names.js";
 import { peftModuleScale, type PeftConfig } from "./peft-config.js";

@@ -2,7 +2,7 @@
 // <stem>.lora_up.weight [out,r(,1,1)], <stem>.alpha (0-d, any float dtype). scale = alpha/r, with
 // alpha missing or 0 ⇒ alpha = r (networks/lora.py). Our own writer keeps the dotted module paths in
 // __metadata__["lora_module_names"] so a conversion back restores them.
-import { InvalidInputError } from "../errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import type { SafetensorsFile, TensorInfo } from "../safetensors/index.js";
 import { buildModule, type ModuleParts } from "./module.js";
 import { kohyaPrefixOf, matchKeyFor } from "./names.js";

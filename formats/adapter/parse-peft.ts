@@ -1,7 +1,7 @@
 // PEFT key layout (docs/formats.md "PEFT"): base_model.model.<module>.lora_A.weight / lora_B.weight,
 // lora_embedding_A / lora_embedding_B (no .weight), lora_magnitude_vector (DoRA), lora_B.bias,
 // plus LoRAPrune's lora_mask. Every other tensor is passthrough.
-import { InvalidInputError } from "../errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import type { TensorInfo } from "../safetensors/index.js";
 import { matchKeyFor, PEFT_PREFIX } from "./names.js";
 import { peftModuleScale, type PeftConfig } from "./peft-config.js";

@@ -5,9 +5,10 @@
 // PEFT-layout adapter carrying one gate per module (`<module>.lora_gate`, `.lora_gate.weight` or
 // `.gate` beside `<module>.lora_A.weight`). ΔW = s·B·diag(g)·A with s = lora_alpha / r_max; a file
 // without a config gets SoRA's own default lora_alpha = 16 (prune --lora-alpha overrides it).
-import { InvalidInputError } from "../errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import { elementCount, type TensorInfo } from "../safetensors/index.js";
-import { registerDetector, type DetectContext, type Detected, type Detector } from "./detect.js";
+import { registerDetector } from "./detect.js";
+import type { DetectContext, Detected, Detector } from "./detector.js";
 import { buildModule, type ModuleParts } from "./module.js";
 import { matchKeyFor, PEFT_PREFIX } from "./names.js";
 import { groupPeftKeys } from "./parse-peft.js";

@@ -1,7 +1,7 @@
 // PEFT's adapter_config.json semantics (peft/tuners/lora/config.py, utils/other.py):
 // r and lora_alpha per module from rank_pattern / alpha_pattern, where the first key k for which
 // re.match(rf"(.*\.)?({k})$", module_name) succeeds wins; scale = alpha/r, or alpha/√r with use_rslora.
-import { InvalidInputError } from "../errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import { regexEscape } from "./names.js";
 
 export type PeftConfig = Record<string, unknown>;

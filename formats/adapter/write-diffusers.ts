@@ -16,7 +16,7 @@ import { encodeFloats } from "../safetensors/index.js";
 import { diffusersPathFromKohya } from "./names.js";
 import { COMPONENT_RE, componentOf, DIFFUSERS_METADATA_KEY } from "./parse-diffusers.js";
 import { peftPatterns, type PeftConfig } from "./peft-config.js";
-import type { AdapterOutput, OutModule } from "./write.js";
+import type { AdapterOutput, OutModule } from "./output.js";
 import { moduleTensorSpecs } from "./module-specs.js";
 import { sortedJson } from "./json.js";
 

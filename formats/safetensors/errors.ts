@@ -2,7 +2,9 @@
 // (huggingface/safetensors tensor.rs `SafeTensorError`), plus DuplicateKey (the spec forbids
 // duplicate keys; serde keeps the last one silently) and StreamTooLarge (stdin over the buffer
 // limit). All are InvalidInputError (exit 3). `code` is the stable --json string.
-import { InvalidInputError } from "../errors.js";
+import { InvalidInputError } from "../../common/errors.js";
+
+export { UnsupportedDTypeError } from "../../common/errors.js";
 
 /** The reference variant names, in the order the reader checks them. */
 export const SAFETENSORS_VARIANTS = [
@@ -76,22 +78,6 @@ export class SafetensorsError extends InvalidInputError {
   }
 }
 
-/** A tensor whose dtype this tool cannot compute with (it can still be carried byte for byte). */
-export class UnsupportedDTypeError extends InvalidInputError {
-  override readonly code: string = "UNSUPPORTED_DTYPE";
-  readonly dtype: string;
-  readonly file?: string;
-  readonly tensor?: string;
-  constructor(dtype: string, supported: readonly string[], where?: { file: string; tensor: string }, action = "decoded to numbers") {
-    const head = where ? `${where.file}: tensor ${JSON.stringify(where.tensor)} has dtype ${dtype}` : `dtype ${dtype}`;
-    super(`${head}, which cannot be ${action}\n  supported: ${supported.join(", ")}`);
-    this.dtype = dtype;
-    if (where) {
-      this.file = where.file;
-      this.tensor = where.tensor;
-    }
-  }
-}
 
 export function isSafetensorsError(e: unknown, variant?: SafetensorsVariant): e is SafetensorsError {
   return e instanceof SafetensorsError && (variant === undefined || e.variant === variant);

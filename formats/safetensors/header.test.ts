@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { InvalidInputError } from "../errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import { SafetensorsError, SAFETENSORS_VARIANTS, safetensorsCode, type SafetensorsVariant } from "./errors.js";
 import { parseHeader, type Header } from "./header.js";
 import { SafetensorsFile } from "./reader.js";

@@ -25,7 +25,7 @@ export {
   type DType,
   type FloatDType,
   type DecodeOptions,
-} from "./dtype.js";
+} from "../../common/dtype.js";
 export {
   SafetensorsError,
   UnsupportedDTypeError,
@@ -39,4 +39,4 @@ export { parseHeader, readHeaderLength, type Header, type TensorInfo } from "./h
 export { SafetensorsFile } from "./reader.js";
 export { layoutSafetensors, writeSafetensors, serializeSafetensors, compareNames, type TensorSpec, type SafetensorsLayout } from "./writer.js";
 export * as limits from "./limits.js";
-export type { ByteSink } from "../atomic.js";
+export type { ByteSink } from "../../common/atomic.js";

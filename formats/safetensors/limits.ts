@@ -38,5 +38,3 @@ export const READ_CHUNK_BYTES = 1 << 30;
 /** Default chunk of `copyRaw` (passthrough tensors of many GB are streamed, never held whole). */
 export const COPY_CHUNK_BYTES = 16 << 20;
 
-/** Writes to an output file are batched into buffers of this size (formats/atomic.ts). */
-export const WRITE_BATCH_BYTES = 8 << 20;

@@ -2,8 +2,8 @@
 // bytes on demand, never the whole file) or an in-memory buffer (stdin, which must be buffered
 // whole since the header offsets need random access).
 import { open as openFile, type FileHandle } from "node:fs/promises";
-import { RuntimeFailure, UsageError } from "../errors.js";
-import { canDecode, decodeToFloat32, decodeToFloat64, DECODABLE_DTYPES } from "./dtype.js";
+import { RuntimeFailure, UsageError } from "../../common/errors.js";
+import { canDecode, decodeToFloat32, decodeToFloat64, DECODABLE_DTYPES } from "../../common/dtype.js";
 import { SafetensorsError, UnsupportedDTypeError } from "./errors.js";
 import { parseHeader, readHeaderLength, type Header, type TensorInfo } from "./header.js";
 import { COPY_CHUNK_BYTES, MAX_BUFFER_BYTES, MAX_STREAM_BYTES, N_LEN, READ_CHUNK_BYTES } from "./limits.js";

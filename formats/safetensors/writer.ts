@@ -3,9 +3,9 @@
 // offsets from 0, `__metadata__` first, the JSON padded with spaces to a multiple of 8 so every
 // tensor starts aligned to its element size. The header is laid out from shapes alone; tensor
 // bytes are then produced, or copied, one tensor at a time, in file order.
-import type { ByteSink } from "../atomic.js";
-import { RuntimeFailure } from "../errors.js";
-import { dtypeRank, isDType, tensorByteLength, type DType } from "./dtype.js";
+import type { ByteSink } from "../../common/atomic.js";
+import { RuntimeFailure } from "../../common/errors.js";
+import { dtypeRank, isDType, tensorByteLength, type DType } from "../../common/dtype.js";
 import { SafetensorsError } from "./errors.js";
 import type { TensorInfo } from "./header.js";
 import { HEADER_ALIGNMENT, MAX_HEADER_SIZE, N_LEN } from "./limits.js";

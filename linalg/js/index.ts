@@ -1,8 +1,8 @@
 // The pure-TypeScript backend: always available, float64 internally, results returned in the
 // precision of the input. Fast enough for adapters of ordinary size; the cpu backend (BLAS/LAPACK)
-// is for the heavy work.
-import { decodeToFloat64 } from "../../formats/safetensors/dtype.js";
-import type { FactorDType, FactorStats, FloatArray, GramSide, KmeansLloydOptions, KmeansResult, LinalgBackend, Mat } from "../types.js";
+// is for the heavy work. Its fused operations are linalg/fused.ts over these dense ones.
+import { withFusedOps } from "../fused.js";
+import type { FloatArray, KmeansLloydOptions, KmeansResult, LinalgBackend, Mat } from "../types.js";
 import { gemm64, qr64, svd64 } from "./dense.js";
 import { eigSymTql } from "./eig.js";
 import { lloyd64 } from "./kmeans.js";
@@ -11,7 +11,7 @@ function like<T extends FloatArray>(proto: T, data: Float64Array): T {
   return (proto instanceof Float32Array ? Float32Array.from(data) : data) as T;
 }
 
-export const jsBackend: LinalgBackend = {
+export const jsBackend: LinalgBackend = withFusedOps({
   name: "js",
   detail: "pure TypeScript (float64 Householder QR, one-sided Jacobi SVD, ml-matrix symmetric eigensolver)",
   async gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}) {
@@ -34,15 +34,4 @@ export const jsBackend: LinalgBackend = {
   async kmeansLloyd(points: Mat<Float64Array>, init: Mat<Float64Array>, opts: KmeansLloydOptions): Promise<KmeansResult> {
     return lloyd64(points, init, opts);
   },
-  async factorStats(raw: Uint8Array, dtype: FactorDType, rows: number, cols: number, side: GramSide): Promise<FactorStats> {
-    const data = decodeToFloat64(dtype, raw);
-    if (data.length !== rows * cols) throw new Error(`factorStats: ${rows}×${cols} but ${data.length} values`);
-    const g = side === "gram-rows" ? rows : cols;
-    for (let i = 0; i < data.length; i++) {
-      const v = data[i]!;
-      if (v - v !== 0) return { data, gram: new Float64Array(g * g), firstNonFinite: i };
-    }
-    const r = side === "gram-rows" ? gemm64(data, rows, cols, data, rows, cols, false, true, 1) : gemm64(data, rows, cols, data, rows, cols, true, false, 1);
-    return { data, gram: r.data, firstNonFinite: -1 };
-  },
-};
+});

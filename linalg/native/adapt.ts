@@ -1,7 +1,7 @@
 // Adapts a raw addon (binding.ts) to LinalgBackend: shapes, lengths and finiteness are checked
 // here before any call goes in (C++ trusts them), native failures come back as LoraErrors, and a
 // non-finite output becomes a RuntimeFailure instead of a silent NaN.
-import { InvalidInputError, LoraError, RuntimeFailure } from "../../formats/errors.js";
+import { InvalidInputError, LoraError, RuntimeFailure } from "../../common/errors.js";
 import type {
   BackendName,
   EigResult,
@@ -172,6 +172,8 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     factorStats,
     truncateFactors,
     factorSpectrum,
+    // One lane until the caller (linalg/native.ts) sets the backend's own.
+    withLanes: async <T>(fn: (lanes: number) => Promise<T>): Promise<T> => fn(1),
 
     async randomizedSvd<T extends FloatArray>(a: Mat<T>, omega: Mat<T>, powerIters: number, rank: number): Promise<SvdResult<T>> {
       checkMat("randomizedSvd", "A", a);

@@ -7,7 +7,7 @@ import { CUDA_CROSSOVER, routedBackend } from "./auto.js";
 
 function tagged(name: "cpu" | "cuda", calls: string[]): LinalgBackend {
   const rec = (op: string) => async () => { calls.push(`${name}.${op}`); return undefined as never; };
-  return { name, detail: name, gemm: rec("gemm"), qr: rec("qr"), svd: rec("svd"), eigSym: rec("eigSym"), kmeansLloyd: rec("kmeansLloyd"), randomizedSvd: rec("randomizedSvd"), factorStats: rec("factorStats") };
+  return { name, detail: name, gemm: rec("gemm"), qr: rec("qr"), svd: rec("svd"), eigSym: rec("eigSym"), kmeansLloyd: rec("kmeansLloyd"), randomizedSvd: rec("randomizedSvd"), factorStats: rec("factorStats"), truncateFactors: rec("truncateFactors"), factorSpectrum: rec("factorSpectrum"), withLanes: async (fn) => fn(1) };
 }
 const mat = (rows: number, cols: number): Mat<Float64Array> => ({ rows, cols, data: new Float64Array(0) });
 

@@ -70,12 +70,12 @@ export function routedBackend(cpu: LinalgBackend, cuda: () => LinalgBackend | un
     svd: (a) => pick("svd", a.rows * a.cols * Math.min(a.rows, a.cols)).svd(a),
     eigSym: (a) => pick("eigSym", a.rows ** 3).eigSym(a),
     kmeansLloyd: (x, init, o) => pick("kmeansLloyd", x.rows * x.cols * init.rows).kmeansLloyd(x, init, o),
-    factorStats: (raw, dtype, rows, cols, side) => pick("factorStats", rows * cols).factorStats!(raw, dtype, rows, cols, side),
-    truncateFactors: (x) => pick("truncateFactors", (x.B.rows + x.A.cols) * x.B.cols).truncateFactors!(x),
-    factorSpectrum: (x) => pick("factorSpectrum", (x.B.rows + x.A.cols) * x.B.cols).factorSpectrum!(x),
+    factorStats: (raw, dtype, rows, cols, side) => pick("factorStats", rows * cols).factorStats(raw, dtype, rows, cols, side),
+    truncateFactors: (x) => pick("truncateFactors", (x.B.rows + x.A.cols) * x.B.cols).truncateFactors(x),
+    factorSpectrum: (x) => pick("factorSpectrum", (x.B.rows + x.A.cols) * x.B.cols).factorSpectrum(x),
     randomizedSvd: (a, omega, q, t) => pick("randomizedSvd", a.rows * a.cols * omega.cols).randomizedSvd!(a, omega, q, t),
+    // Lanes are the cpu's (modules side by side, BLAS on one thread each); routed GPU calls are unaffected.
+    withLanes: (fn) => cpu.withLanes(fn),
   };
-  // Lanes are the cpu's (modules side by side, BLAS on one thread each); routed GPU calls are unaffected.
-  if (cpu.withLanes) routed.withLanes = cpu.withLanes.bind(cpu);
   return routed;
 }

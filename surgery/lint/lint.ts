@@ -3,7 +3,7 @@
 // the readers use; module shapes go through the readers' own buildModule, PEFT's config semantics
 // through peft-config.ts, so lint and the readers cannot disagree on what a file means.
 import { buildModule, KOHYA_ROLES, loadAdapter, type Adapter, kohyaStemFor, openAdapterSource, PEFT_PREFIX, PEFT_ROLES, patternLookup, peftModuleScale, readAdapterConfig, type AdapterSource, type LoraModule, type ModuleParts, type PeftConfig } from "../../formats/adapter/index.js";
-import { InvalidInputError, LoraError } from "../../formats/errors.js";
+import { InvalidInputError, LoraError } from "../../common/errors.js";
 import type { TensorInfo } from "../../formats/safetensors/index.js";
 import { RULES, type Loader, type Rule, type Severity } from "./rules.js";
 

@@ -13,7 +13,7 @@ import fc from "fast-check";
 import { fixturesDir, loraBin } from "../paths.js";
 import { SafetensorsFile } from "../../formats/safetensors/index.js";
 import { loadAdapter, readFactors } from "../../formats/adapter/index.js";
-import { InvalidInputError } from "../../formats/errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 
 const seeds = [
   join(fixturesDir, "example", "adapter_model.safetensors"),

@@ -2,12 +2,12 @@
 // combination_type="svd", FlexLoRA), computed from the stacked factors without the dense ΔW
 // (docs/algorithms.md §2.1, §2.3: QR of B_cat and A_catᵀ, SVD of the R×R core), switching to the dense
 // route only past the crossover R ≥ min(out, in)/3 where the core is no longer small. Written
-// back balanced (B = U√Σ, A = √ΣVᵀ, scale 1; §0.3).
+// back balanced (B = U√Σ, A = √ΣVᵀ, scale 1; docs/algorithms.md §1.3).
 import { lowRankSvd, splitFactors, type LowRankSvd } from "../../linalg/lowrank.js";
 import { flipSigns } from "../../linalg/signs.js";
 import type { LinalgBackend, Mat } from "../../linalg/types.js";
 import { catRank, mergeCat } from "./cat.js";
-import type { MergedFactors, MergeTerm, TermShape } from "./run.js";
+import type { MergedFactors, MergeTerm, TermShape } from "./types.js";
 
 /** Output rank: K, but never more than the rank the sum can have. */
 export function svdRank(k: number, terms: TermShape[]): number {
@@ -15,7 +15,7 @@ export function svdRank(k: number, terms: TermShape[]): number {
   return Math.max(1, Math.min(k, catRank(terms), out, inn));
 }
 
-/** Past this the factor route's QRs cost as much as forming ΔW (§7.1 crossover). */
+/** Past this the factor route's QRs cost as much as forming ΔW (docs/algorithms.md §2.1). */
 export function useDenseRoute(R: number, out: number, inn: number): boolean {
   return 3 * R >= Math.min(out, inn);
 }

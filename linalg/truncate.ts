@@ -1,4 +1,4 @@
-// `lora truncate --method svd`: the Eckart–Young optimal rank-t ΔW of every module, computed from
+// The Eckart–Young optimal rank-t truncation of one module ΔW = s·B·A (lora truncate --method svd), from
 // the factors alone (docs/algorithms.md §3.1, §2.2), never from a dense ΔW.
 //
 // The fast route is BLAS-3 only (the issue's "Gram route"): with G_B = BᵀB and G_A = AAᵀ (r×r, in
@@ -12,13 +12,13 @@
 // The Gram route squares the condition number, so it is guarded: (1) when ‖ΔW‖² is tiny next to
 // s²‖B‖²‖A‖² (factors whose large directions cancel), and (2) when an r×r self-check of the result
 // (‖ΔW − s'B'A'‖² from the Grams, against Σ_{i>t}σᵢ²) disagrees, the module is redone by the
-// Householder route of linalg/lowrank.ts. Either way s'·B'·A' = U_t Σ_t V_tᵀ (§0.3).
+// Householder route of linalg/lowrank.ts. Either way s'·B'·A' = U_t Σ_t V_tᵀ (docs/algorithms.md §1.3).
 //
 // The relative error in the report is measured on the factors as written (rounded to the output
 // dtype): ‖sBA − s'B''A''‖² = s²⟨G_B, G_A⟩ − 2ss'⟨BᵀB'', AA''ᵀ⟩ + s'²⟨B''ᵀB'', A''A''ᵀ⟩.
-import { decodeToFloat32, encodeFloats, type DType } from "../../formats/safetensors/index.js";
-import { lowRankSvd, splitFactors, type SplitMode } from "../../linalg/lowrank.js";
-import type { LinalgBackend, Mat } from "../../linalg/types.js";
+import { decodeToFloat32, encodeFloats, type DType } from "../common/dtype.js";
+import { lowRankSvd, splitFactors, type SplitMode } from "./lowrank.js";
+import type { LinalgBackend, Mat } from "./types.js";
 
 export type { SplitMode };
 
@@ -120,7 +120,7 @@ export async function truncateModule(
   return { ...(await householderRoute(be, B, A, scale, t, scaleOut, split)), grams: g };
 }
 
-async function gramRoute(be: LinalgBackend, B: M64, A: M64, s: number, t: number, s2: number, split: SplitMode, g: Grams): Promise<TruncatedFactors | null> {
+export async function gramRoute(be: LinalgBackend, B: M64, A: M64, s: number, t: number, s2: number, split: SplitMode, g: Grams): Promise<TruncatedFactors | null> {
   const r = A.rows, out = B.rows, inn = A.cols;
   const normB2 = trace(g.GB, r), normA2 = trace(g.GA, r);
   const scale2 = s * s * normB2 * normA2;
@@ -248,6 +248,11 @@ export async function relativeErrorFromFactors(be: LinalgBackend, B: M64, A: M64
  * from two 2t×2t Grams of [B' | δB] and [A''; δA].
  */
 export async function truncationError(be: LinalgBackend, B1: M64, A1: M64, B2: M64, A2: M64, s2: number, err2: number, norm2: number): Promise<{ relative_error: number; target_norm: number }> {
+  return errorReport(norm2, Math.max(0, err2) + (await roundingResidual2(be, B1, A1, B2, A2, s2)));
+}
+
+/** ‖R‖² = ‖s'(B''A'' − B'A')‖², what rounding B', A' to B'', A'' adds to the squared error (truncationError). */
+export async function roundingResidual2(be: LinalgBackend, B1: M64, A1: M64, B2: M64, A2: M64, s2: number): Promise<number> {
   const t = A1.rows, out = B1.rows, inn = A1.cols;
   let r2 = 0;
   if (t > 0 && (B2.data !== B1.data || A2.data !== A1.data)) {
@@ -270,7 +275,7 @@ export async function truncationError(be: LinalgBackend, B1: M64, A1: M64, B2: M
     // ‖δB·A''‖² + 2⟨δB·A'', B'·δA⟩ + ‖B'·δA‖²
     r2 = s2 * s2 * Math.max(0, frob(blk(GBs, 1, 1), blk(GAs, 0, 0)) + 2 * frob(blk(GBs, 1, 0), blk(GAs, 0, 1)) + frob(blk(GBs, 0, 0), blk(GAs, 1, 1)));
   }
-  return errorReport(norm2, Math.max(0, err2) + r2);
+  return r2;
 }
 
 /** ‖ΔW − ΔW'‖_F / ‖ΔW‖_F from the two squares (0 when both are zero; ∞ for a non-zero error of a zero ΔW), with ‖ΔW‖_F. */

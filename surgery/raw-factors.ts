@@ -1,7 +1,7 @@
 // A module's factors as stored, read into pooled buffers for one native call (truncateFactors,
 // factorSpectrum); the buffers go back to the pool once the call settles.
-import type { Adapter, LoraModule } from "../../formats/adapter/index.js";
-import type { FactorDType, RawFactor } from "../../linalg/types.js";
+import type { Adapter, LoraModule } from "../formats/adapter/index.js";
+import type { FactorDType, RawFactor } from "../linalg/types.js";
 import type { BufferPool } from "./buffer-pool.js";
 
 export async function withRawFactors<T>(a: Adapter, m: LoraModule, pool: BufferPool, fn: (B: RawFactor, A: RawFactor) => Promise<T>): Promise<T> {

@@ -4,7 +4,7 @@
 // for one adapter (PEFT's own docstring calls it "a very rough approximation"). Kept for parity
 // with PEFT; the error report says how far it is. PEFT requires equal ranks; here a smaller rank
 // is zero-padded to the largest, which is the same thing for equal ranks.
-import type { MergedFactors, MergeTerm, TermShape } from "./run.js";
+import type { MergedFactors, MergeTerm, TermShape } from "./types.js";
 
 export function linearRank(terms: TermShape[]): number {
   return Math.max(...terms.map((t) => t.A.rows));

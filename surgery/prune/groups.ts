@@ -6,7 +6,7 @@
 // Everything is read from config.json (hidden_size, num_attention_heads, num_key_value_heads,
 // intermediate_size, num_hidden_layers, optional head_dim and per-layer lists) and checked against
 // the tensors of the base model.
-import { InvalidInputError } from "../../formats/errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import type { TensorInfo } from "../../formats/safetensors/index.js";
 
 export const ATTN_PROJS = ["q_proj", "k_proj", "v_proj", "o_proj"] as const;

@@ -1,12 +1,12 @@
 // The singular values of every module of an adapter, computed once here for both `lora inspect`
 // and `lora truncate --energy/--budget/--dynamic`, so that the ranks truncate allocates are the
-// ones inspect prints. With a backend that has factorSpectrum (cpu), each module is one native
-// call on its raw bytes (the float64 Gram route of docs/algorithms.md §2.2),
-// `lanes` modules side by side while the next modules are read; otherwise, and for a module that
-// route refuses (cancelling factors), Householder QR of the factors (linalg/lowrank.ts).
-import { nonFiniteFactor, rawReadable, readFactors, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
-import { lowRankSingularValues } from "../../linalg/lowrank.js";
-import type { FactorSpectrumResult, LinalgBackend, ModuleGrams } from "../../linalg/types.js";
+// ones inspect prints. Each module is one factorSpectrum call on its raw bytes (cpu: one native
+// call, the float64 Gram route of docs/algorithms.md §2.2), `lanes` modules side
+// by side while the next modules are read; for a module whose factors are not F32/F16/BF16/F64,
+// or that the Gram route refuses (cancelling factors), Householder QR of the factors (linalg/lowrank.ts).
+import { nonFiniteFactor, rawReadable, readFactors, type Adapter, type LoraModule } from "../formats/adapter/index.js";
+import { lowRankSingularValues } from "../linalg/lowrank.js";
+import type { FactorSpectrumResult, LinalgBackend, ModuleGrams } from "../linalg/types.js";
 import { BufferPool } from "./buffer-pool.js";
 import { withRawFactors } from "./raw-factors.js";
 import { Lanes, ReadAhead } from "./schedule.js";
@@ -21,13 +21,12 @@ export interface ModuleSpectrum {
 /** The spectrum of each module, in a.modules order. keepGrams: keep the Grams too (2r² floats a module). */
 export async function moduleSpectra(a: Adapter, be: LinalgBackend, opts: { onModule?: (done: number, total: number) => void; keepGrams?: boolean } = {}): Promise<Map<LoraModule, ModuleSpectrum>> {
   const out = new Map<LoraModule, ModuleSpectrum>();
-  const spectrum = be.factorSpectrum;
   const run = async (lanes: number) => {
     const pool = new BufferPool();
     const gate = new Lanes(lanes);
     const start = async (m: LoraModule): Promise<FactorSpectrumResult | null> => {
-      if (!spectrum || !rawReadable(m)) return null;
-      return withRawFactors(a, m, pool, (B, A) => gate.run(() => spectrum.call(be, { B, A, scale: m.scale, ...(opts.keepGrams ? { keepGrams: true } : {}) })));
+      if (!rawReadable(m)) return null;
+      return withRawFactors(a, m, pool, (B, A) => gate.run(() => be.factorSpectrum({ B, A, scale: m.scale, ...(opts.keepGrams ? { keepGrams: true } : {}) })));
     };
     const ahead = new ReadAhead(a.modules, start, lanes);
     for (const m of a.modules) {
@@ -42,7 +41,6 @@ export async function moduleSpectra(a: Adapter, be: LinalgBackend, opts: { onMod
       opts.onModule?.(out.size, a.modules.length);
     }
   };
-  if (spectrum && be.withLanes) await be.withLanes(run);
-  else await run(1);
+  await be.withLanes(run);
   return out;
 }

@@ -7,8 +7,8 @@ import { alphaForScale, readFactors, type Adapter, type LoraModule } from "../..
 import type { OutModule } from "../../formats/adapter/write.js";
 import { lowRankNorm } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
-import type { ModuleResult } from "../support/report.js";
-import { kernelOf } from "../convert/run.js";
+import type { ModuleResult } from "../report.js";
+import { kernelOf } from "../kernels.js";
 
 export interface ModuleCriteria {
   match?: RegExp;

@@ -12,7 +12,7 @@
 // Needs every input at the same rank (it averages A). Output rank r, A = Ā, scale 1.
 import { lowRankNorm } from "../../linalg/lowrank.js";
 import type { LinalgBackend, Mat } from "../../linalg/types.js";
-import type { MergedFactors, MergeTerm } from "./run.js";
+import type { MergedFactors, MergeTerm } from "./types.js";
 
 export interface FairOptions {
   solver: "ridge" | "cosine-sgd";

@@ -6,7 +6,7 @@
 // [√|w₁|A₁; …; √|w_N|A_N] (its top right singular vectors) and Bₖ' = sₖ·Bₖ·Aₖ·A*ᵀ, the
 // least-squares fit of each ΔWₖ restricted to that row space; the error report says what it cost.
 import type { LinalgBackend, Mat } from "../../linalg/types.js";
-import type { MergedFactors, MergeTerm, TermShape } from "./run.js";
+import type { MergedFactors, MergeTerm, TermShape } from "./types.js";
 
 /** max|Aₖ − A₁| / max|A₁| over the terms; Infinity when the ranks differ. */
 export function sharedADeviation(terms: MergeTerm[]): number {

@@ -67,7 +67,7 @@ test("prefix truncation equals the official forward on random factors; b = r is 
       const off = official(B, A, alpha, b);
       got.forEach((v, i) => assert.ok(Math.abs(v - off[i]!) <= 1e-12 * (1 + Math.abs(off[i]!)), `r=${r} b=${b}`));
       if (b === r) got.forEach((v, i) => assert.equal(v, full[i]));
-      // Nesting (§2.6): ΔW_b = (b'/b)·ΔW_{b'} + (alpha/b)·B[:, b':b] A[b':b] for b' < b.
+      // Nesting (docs/algorithms.md §3.4): ΔW_b = (b'/b)·ΔW_{b'} + (alpha/b)·B[:, b':b] A[b':b] for b' < b.
       if (b > 1) {
         const bp = 1 + rng.int(b - 1);
         const pp = prefixFactors(B, A, bp);
@@ -92,7 +92,7 @@ test("prefix slices are exact copies (kohya's value[:rank] / value[:, :rank])", 
   assert.deepEqual(Array.from(p.A.data), [7, 8, 9, 10]);
 });
 
-test("alpha modes (§2.4–2.5): keep, kohya-train alpha·√(b/r), lycoris alpha·block", () => {
+test("alpha modes (docs/algorithms.md §3.4): keep, kohya-train alpha·√(b/r), lycoris alpha·block", () => {
   assert.equal(prefixAlpha(8, 16, 4, "keep", 4), 8);
   assert.equal(prefixAlpha(8, 16, 4, "kohya-train", 4), 4); // alpha'/b = 1 = alpha/√(r·b) = 8/8
   assert.equal(prefixAlpha(8, 16, 4, "kohya-train", 4) / 4, 8 / Math.sqrt(16 * 4));

@@ -5,12 +5,12 @@
 // rsLoRA), so ΔW is unchanged at T = 0. Modules with no rank left are dropped.
 import { alphaForScale, readFactors, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
 import type { OutModule } from "../../formats/adapter/write.js";
-import { InvalidInputError } from "../../formats/errors.js";
+import { InvalidInputError } from "../../common/errors.js";
 import { decodeToFloat64, encodeFloats, type DType } from "../../formats/safetensors/index.js";
 import { lowRankNorm, relativeError, type LowRankTerm } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
-import type { ModuleResult } from "../support/report.js";
-import { kernelOf } from "../convert/run.js";
+import type { ModuleResult } from "../report.js";
+import { kernelOf } from "../kernels.js";
 
 export type FoldSide = "B" | "A" | "balanced";
 

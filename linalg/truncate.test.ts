@@ -4,14 +4,14 @@
 // factors, with the js backend and, when it is built, the cpu (BLAS/LAPACK) backend.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { jsBackend } from "../../linalg/js/index.js";
-import { gemm64, svd64 } from "../../linalg/js/dense.js";
-import { Rng } from "../../linalg/random.js";
-import type { LinalgBackend, Mat } from "../../linalg/types.js";
-import { decodeToFloat32, encodeFloats } from "../../formats/safetensors/index.js";
-import { gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, truncateModule, truncationError } from "./svd.js";
-import { testBackends } from "../../test/backends.js";
-import { logspace, optimal, orth, relDiff, withSpectrum } from "../../test/reference.js";
+import { jsBackend } from "./js/index.js";
+import { gemm64, svd64 } from "./js/dense.js";
+import { Rng } from "./random.js";
+import type { LinalgBackend, Mat } from "./types.js";
+import { decodeToFloat32, encodeFloats } from "../common/dtype.js";
+import { gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, truncateModule, truncationError } from "./truncate.js";
+import { testBackends } from "../test/backends.js";
+import { logspace, optimal, orth, relDiff, withSpectrum } from "../test/reference.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`truncate svd.test seed=${seed}`);

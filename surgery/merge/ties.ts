@@ -23,7 +23,7 @@ import { randomizedSvd } from "../../linalg/randomized-svd.js";
 import { Rng } from "../../linalg/random.js";
 import type { LinalgBackend, Mat } from "../../linalg/types.js";
 import { truncatedFactors } from "./svd.js";
-import type { MergedFactors, MergeTerm } from "./run.js";
+import type { MergedFactors, MergeTerm } from "./types.js";
 
 export type DenseMethod = "ties" | "dare" | "dare_ties" | "magnitude_prune";
 

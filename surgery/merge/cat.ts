@@ -2,7 +2,7 @@
 // concatenation–summation equivalence; PEFT's combination_type="cat"). PEFT folds wᵢ·sᵢ into A;
 // here √|wᵢsᵢ| goes into both halves (the sign into A), which keeps the halves balanced and is
 // equally exact.
-import type { MergedFactors, MergeTerm, TermShape } from "./run.js";
+import type { MergedFactors, MergeTerm, TermShape } from "./types.js";
 
 export function catRank(terms: TermShape[]): number {
   return terms.reduce((s, t) => s + t.A.rows, 0);

@@ -3,7 +3,7 @@
 // total, taken greedily by score — energy σ² (exactly optimal for the total squared error, the
 // problem being separable with non-increasing gains), ratio σ²/Σσ² capped by ρ·r̄ (EVA's pooling),
 // or params σ²/(in+out) (greedy by density for a parameter budget).
-import { UsageError } from "../../formats/errors.js";
+import { UsageError } from "../../common/errors.js";
 
 export type Score = "energy" | "ratio" | "params";
 

@@ -3,7 +3,7 @@
 // b = column of B, √s folded into both halves so adapters with different alpha/r compare),
 // cluster the M = Σrᵢ units into k groups with k-means (k-means++, n_init, max_iter, tol, seed;
 // per-adapter sample weights), and take the centroids as the new rank units. Then the dual
-// reweighting, both on by default (§1.2 step 5, formulas as both reimplementations have them):
+// reweighting, both on by default (the paper's pipeline step 5, formulas as both reimplementations have them):
 //  - parameter ("norm decay"): μ_c ← μ_c · (Σ_{m∈C_c} w_m‖m‖ / Σ w_m) / ‖μ_c‖, norm L∞ (default) or L2;
 //  - output ("variance expansion"): ΔW ← √(r_ref/k)·Σ_c b̄_c ā_cᵀ, r_ref = mean source rank
 //    (folded as (r_ref/k)^¼ into each half).
@@ -12,7 +12,7 @@
 // The weights are sample weights, never scales: N identical inputs give that input back.
 import { kmeans, type KmeansInit } from "../../linalg/kmeans.js";
 import type { LinalgBackend, Mat } from "../../linalg/types.js";
-import type { MergedFactors, MergeTerm, TermShape } from "./run.js";
+import type { MergedFactors, MergeTerm, TermShape } from "./types.js";
 
 export interface LegoOptions {
   /** Number of clusters = output rank. */

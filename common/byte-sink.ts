@@ -1,0 +1,181 @@
+// Where output bytes go: a file written in batches (with the test hook that fails like a full disk)
+// or standard output with backpressure. I/O failures become RuntimeFailure (exit 1) naming the target.
+import type { FileHandle } from "node:fs/promises";
+import { LoraError, RuntimeFailure } from "./errors.js";
+
+/** Writes to an output file are batched into buffers of this size. */
+export const WRITE_BATCH_BYTES = 8 << 20;
+
+/** Where output bytes go: a temp file, stdout, memory. `write` resolves when the chunk may be reused. */
+export interface ByteSink {
+  write(chunk: Uint8Array): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test hook: LORA_TEST=1 LORA_TEST_FAIL_WRITE_AFTER=<bytes> makes every sink fail with ENOSPC
+// once that many bytes have been written to it.
+
+function faultLimit(): number | null {
+  if (process.env.LORA_TEST !== "1") return null;
+  const v = process.env.LORA_TEST_FAIL_WRITE_AFTER;
+  if (v === undefined || v === "") return null;
+  const n = Number(v);
+  return Number.isFinite(n) && n >= 0 ? n : null;
+}
+
+function injectedEnospc(): NodeJS.ErrnoException {
+  const e: NodeJS.ErrnoException = new Error("ENOSPC: no space left on device, write (injected by LORA_TEST_FAIL_WRITE_AFTER)");
+  e.code = "ENOSPC";
+  e.errno = -28;
+  e.syscall = "write";
+  return e;
+}
+
+/** Wrap a sink so it fails like a full disk after `limit` bytes (only when the test hook is set). */
+function withFault(sink: ByteSink): ByteSink {
+  const limit = faultLimit();
+  if (limit === null) return sink;
+  let written = 0;
+  return {
+    async write(chunk) {
+      if (written + chunk.byteLength > limit) {
+        const room = limit - written;
+        if (room > 0) await sink.write(chunk.subarray(0, room));
+        written = limit;
+        throw injectedEnospc();
+      }
+      written += chunk.byteLength;
+      await sink.write(chunk);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// A batched file writer
+
+export class FileWriter implements ByteSink {
+  private batch: Buffer;
+  private used = 0;
+  private position = 0;
+  constructor(private readonly fh: FileHandle) {
+    this.batch = Buffer.allocUnsafeSlow(WRITE_BATCH_BYTES);
+  }
+  async write(chunk: Uint8Array): Promise<void> {
+    if (chunk.byteLength === 0) return;
+    if (this.used + chunk.byteLength <= this.batch.length) {
+      this.batch.set(chunk, this.used);
+      this.used += chunk.byteLength;
+      if (this.used === this.batch.length) await this.flush();
+      return;
+    }
+    await this.flush();
+    if (chunk.byteLength >= this.batch.length) await this.writeAll(chunk);
+    else {
+      this.batch.set(chunk, 0);
+      this.used = chunk.byteLength;
+    }
+  }
+  async flush(): Promise<void> {
+    if (this.used === 0) return;
+    const n = this.used;
+    this.used = 0;
+    await this.writeAll(this.batch.subarray(0, n));
+  }
+  private async writeAll(data: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < data.byteLength) {
+      const { bytesWritten } = await this.fh.write(data, done, Math.min(data.byteLength - done, 1 << 30), this.position);
+      done += bytesWritten;
+      this.position += bytesWritten;
+    }
+  }
+}
+
+/** The sink handed to `fill`: batched writes, the test fault hook, I/O errors as RuntimeFailure. */
+export function fileSink(writer: FileWriter, shown: string): ByteSink {
+  const raw = withFault({ write: (chunk) => writer.write(chunk) });
+  return {
+    async write(chunk) {
+      try {
+        await raw.write(chunk);
+      } catch (e) {
+        throw writeFailure(shown, e);
+      }
+    },
+  };
+}
+
+function describeIoError(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  if (err?.code === "ENOSPC") return "no space left on device";
+  if (err?.code === "EDQUOT") return "disk quota exceeded";
+  if (err?.code === "EACCES" || err?.code === "EPERM") return "permission denied";
+  if (err?.code === "EROFS") return "read-only file system";
+  return err?.message ?? String(e);
+}
+
+/** An I/O failure while writing `target`, as a RuntimeFailure (exit 1) naming it. */
+export function writeFailure(target: string, e: unknown): LoraError {
+  if (e instanceof LoraError) return e;
+  return new RuntimeFailure(`cannot write ${target}: ${describeIoError(e)}`, { cause: e });
+}
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * A sink over a writable stream (stdout) that honours backpressure: `write` resolves at once when
+ * the stream accepts more, else on 'drain'; it rejects if the stream errors or is closed. The
+ * stream keeps a reference to each chunk until it is flushed, so chunks must not be modified.
+ */
+export function stdoutSink(stream: NodeJS.WritableStream): ByteSink {
+  const s = stream as NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean; errored?: Error | null };
+  let failure: unknown = null;
+  const sink: ByteSink = {
+    write(chunk) {
+      if (failure) return Promise.reject(failure);
+      if (s.destroyed || s.writableEnded) return Promise.reject(s.errored ?? new RuntimeFailure("cannot write to standard output: it is closed"));
+      if (chunk.byteLength === 0) return Promise.resolve();
+      return new Promise<void>((resolvePromise, reject) => {
+        const onError = (e: unknown): void => {
+          failure = e;
+          cleanup();
+          reject(e);
+        };
+        const onDrain = (): void => {
+          cleanup();
+          resolvePromise();
+        };
+        const onClose = (): void => {
+          cleanup();
+          reject(failure ?? new RuntimeFailure("cannot write to standard output: it was closed"));
+        };
+        const cleanup = (): void => {
+          s.removeListener("error", onError);
+          s.removeListener("drain", onDrain);
+          s.removeListener("close", onClose);
+        };
+        const ok = s.write(chunk, (e?: Error | null) => {
+          if (e) failure ??= e;
+        });
+        if (ok) {
+          resolvePromise();
+          return;
+        }
+        s.once("error", onError);
+        s.once("drain", onDrain);
+        s.once("close", onClose);
+      });
+    },
+  };
+  const raw = withFault(sink);
+  return {
+    async write(chunk) {
+      try {
+        await raw.write(chunk);
+      } catch (e) {
+        // EPIPE stays as it is: bin/ ends quietly with status 0 when the reader went away
+        if (e instanceof LoraError || (e as NodeJS.ErrnoException)?.code === "EPIPE") throw e;
+        throw new RuntimeFailure(`cannot write to standard output: ${describeIoError(e)}`, { cause: e });
+      }
+    },
+  };
+}

@@ -1,0 +1,29 @@
+// What a format detector is (detect.ts tries them in order): it looks at the tensor names and
+// either claims the file or passes, then parses what it claimed into modules.
+import type { SafetensorsFile, TensorInfo } from "../safetensors/index.js";
+import type { PeftConfig } from "./peft-config.js";
+import type { AdapterFormat, LoraModule } from "./types.js";
+
+export interface DetectContext {
+  file: SafetensorsFile;
+  label: string;
+  metadata: Record<string, string>;
+  /** adapter_config from metadata or a sibling adapter_config.json, when any. */
+  config: PeftConfig | null;
+  configSource: string;
+  notes: string[];
+}
+
+export interface Detected {
+  format: AdapterFormat;
+  modules: LoraModule[];
+  passthrough: TensorInfo[];
+  config: PeftConfig | null;
+  configSource: string;
+}
+
+export interface Detector {
+  format: AdapterFormat;
+  claims(names: string[], ctx: DetectContext): boolean;
+  parse(ctx: DetectContext): Promise<Detected>;
+}

@@ -1,0 +1,72 @@
+// One module merged (merge's write pass): the method chosen by --method, the factors rounded to
+// what the file will hold, and their error against the target T = Σ wᵢ·ΔWᵢ.
+import { decodeToFloat64, encodeFloats, type DType } from "../../formats/safetensors/index.js";
+import { concatTerms, lowRankNorm, type LowRankTerm } from "../../linalg/lowrank.js";
+import type { LinalgBackend } from "../../linalg/types.js";
+import { mergeCat } from "./cat.js";
+import { mergeFair } from "./fair.js";
+import { mergeFfaProjected, mergeFfaShared } from "./ffa.js";
+import { mergeLego } from "./lego.js";
+import { mergeLinear } from "./linear.js";
+import type { Group } from "./plan.js";
+import { mergeSvd } from "./svd.js";
+import { mergeTies, type DenseMethod } from "./ties.js";
+import type { MergedFactors, MergeOptions, MergeTerm } from "./types.js";
+
+/** Round to what the file will hold, so the reported error is the error of the written factors. */
+export function roundTo(dtype: DType, x: Float64Array): Float64Array {
+  if (dtype === "F64") return x;
+  if (dtype === "F32") return Float64Array.from(Float32Array.from(x));
+  return decodeToFloat64(dtype, encodeFloats(dtype, x));
+}
+
+/**
+ * ‖T‖ and ‖P − T‖/‖T‖ from the factors. One stacked product [T, −P] = B_cat·A_cat and its Gram
+ * matrices give both norms at once (‖Σ BᵢAᵢ‖² = Σ (B_catᵀB_cat) ⊙ (A_cat A_catᵀ), two R×R products,
+ * docs/algorithms.md §2.3). That route loses accuracy to cancellation when P ≈ T (or when T's terms
+ * cancel), so there the norms are recomputed through the QR core (docs/algorithms.md §2.1), which has no cancellation:
+ * exact merges report ~1e-16, not the Gram route's ~1e-8 floor.
+ */
+export async function errorOf(be: LinalgBackend, target: LowRankTerm[], got: MergedFactors): Promise<{ norm: number; rel: number }> {
+  if (target.length === 0) return { norm: 0, rel: 0 };
+  const approx: LowRankTerm[] = got.A.rows > 0 ? [{ B: got.B, A: got.A, scale: -1 }] : [];
+  const all = [...target, ...approx];
+  const { B, A } = concatTerms(all);
+  const gb = (await be.gemm(B, B, { transA: true })).data, ga = (await be.gemm(A, A, { transB: true })).data;
+  const n = B.cols, R = target.reduce((s, t) => s + t.A.rows, 0);
+  let t2 = 0, d2 = 0, blocks = 0;
+  let off = 0;
+  const starts: number[] = [];
+  for (const t of all) { starts.push(off); off += t.A.rows; }
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+    const v = gb[i * n + j]! * ga[i * n + j]!;
+    d2 += v;
+    if (i < R && j < R) t2 += v;
+  }
+  target.forEach((t, q) => { const o = starts[q]!; for (let i = o; i < o + t.A.rows; i++) for (let j = o; j < o + t.A.rows; j++) blocks += gb[i * n + j]! * ga[i * n + j]!; });
+  let tn = Math.sqrt(Math.max(t2, 0));
+  if (!(t2 > 1e-8 * blocks)) tn = await lowRankNorm(be, target);
+  let dn = Math.sqrt(Math.max(d2, 0));
+  if (!(d2 > 1e-10 * Math.max(t2, 0))) dn = await lowRankNorm(be, all);
+  return { norm: tn, rel: tn > 0 ? dn / tn : dn === 0 ? 0 : Infinity };
+}
+
+export async function mergeModule(be: LinalgBackend, terms: MergeTerm[], g: Group, o: MergeOptions): Promise<MergedFactors> {
+  const K = o.rank ?? Math.max(...terms.map((t) => t.A.rows));
+  switch (o.method) {
+    case "cat": return mergeCat(terms);
+    case "svd": return mergeSvd(be, terms, K);
+    case "linear": return mergeLinear(terms);
+    case "ties": case "dare": case "dare_ties": case "magnitude_prune":
+      return mergeTies(be, terms, { method: o.method as DenseMethod, density: o.density, mode: o.tiesMode, majoritySign: o.majoritySign, rank: g.rank, seed: o.seed, moduleKey: g.key, oversample: o.oversample, powerIters: o.powerIters });
+    case "lego":
+      return mergeLego(be, terms, {
+        k: g.rank, paramReweight: o.paramReweight, outputReweight: o.outputReweight, paramNorm: o.paramNorm, signCanonicalize: o.signCanonicalize,
+        nInit: o.nInit, maxIter: o.maxIter, tol: o.tol, seed: o.seed,
+        ...(o.refRank !== undefined ? { refRank: o.refRank } : {}),
+        ...(o.kmeansInit ? { init: o.kmeansInit } : {}),
+      });
+    case "ffa": return g.ffaShared ? mergeFfaShared(terms) : mergeFfaProjected(be, terms, g.rank);
+    case "fair": return mergeFair(be, terms, { solver: o.fairSolver, lambda: o.fairLambda, steps: o.fairSteps, lr: o.fairLr });
+  }
+}

@@ -1,0 +1,182 @@
+// The second pass of lora truncate: one output module per input module, each with a lazy
+// `produce` that the writer calls in file order. A module keeps its factors byte for byte (same
+// rank and dtype), is removed (rank 0), or gets new factors: svd by the backend's truncateFactors
+// (linalg/types.ts) or truncate.ts's general route, prefix by prefix.ts. Each fills in its report
+// row (relative error of the factors as written, retained energy).
+import { alphaForScale, kohyaStemInSet, nonFiniteFactor, rawReadable, readFactors, scaleFor, type Adapter, type LoraModule, type ModuleFactors } from "../../formats/adapter/index.js";
+import type { OutModule } from "../../formats/adapter/write.js";
+import type { DType } from "../../formats/safetensors/index.js";
+import type { SplitMode } from "../../linalg/lowrank.js";
+import { errorReport, gramsFrom, gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, toF64, truncateModule, truncationError } from "../../linalg/truncate.js";
+import type { FactorDType, LinalgBackend, Mat, ModuleGrams, TruncateFactorsResult } from "../../linalg/types.js";
+import { BufferPool } from "../buffer-pool.js";
+import { readFactorsWithGrams, type ModuleFactorsGrams } from "../factors.js";
+import { kernelOf } from "../kernels.js";
+import { withRawFactors } from "../raw-factors.js";
+import type { ModuleResult } from "../report.js";
+import { Lanes, ReadAhead } from "../schedule.js";
+import type { OutFormat, TruncateOptions } from "./options.js";
+import { prefixAlpha, prefixFactors } from "./prefix.js";
+
+export interface ModuleOutcome {
+  result: ModuleResult;
+  route?: string;
+}
+
+export interface BuildContext {
+  o: TruncateOptions;
+  a: Adapter;
+  be: LinalgBackend;
+  method: "svd" | "prefix";
+  ranks: Map<string, number>;
+  spectra?: Map<string, Float64Array>;
+  grams?: Map<string, ModuleGrams>;
+  format: OutFormat;
+  rsOut: boolean;
+  /** SDXL's second text encoder present: kohya stems lora_te1_/lora_te2_. */
+  te2: boolean;
+  split: SplitMode;
+  unit: number;
+  onModule?: (done: number, total: number) => void;
+  /** Fused calls to run side by side (LinalgBackend.withLanes). */
+  lanes?: number;
+}
+
+/** Output dtypes the fused route writes. */
+const FUSED_OUT: readonly DType[] = ["F32", "F16", "BF16"];
+
+function m64(rows: number, cols: number, data: Float32Array | Float64Array): Mat<Float64Array> {
+  return { rows, cols, data: toF64(data) };
+}
+
+/** Output modules (with lazy `produce`) and the outcomes they fill in as the writer runs them. */
+export async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; outcomes: Map<string, ModuleOutcome>; dropped: string[] }> {
+  const { o, a, be } = c;
+  const outcomes = new Map<string, ModuleOutcome>();
+  const modules: OutModule[] = [];
+  const dropped: string[] = [];
+  let done = 0;
+  const total = a.modules.length;
+  const tick = () => c.onModule?.(++done, total);
+  // Read-ahead: while one module is written, the next modules' bytes are read and computed. Two
+  // routes: the fused one (svd into F32/F16/BF16 from raw-readable factors: raw bytes in, output
+  // bytes out, one backend call per module, `lanes` modules side by side), and the general one
+  // (factors decoded, then truncate.ts; prefix; and a module the fused route's guards refused).
+  const precisionOf = (m: LoraModule) => (m.A.dtype === "F64" || m.B.dtype === "F64" || c.method === "svd" ? "f64" : "f32");
+  const fusedSpec = new Map<LoraModule, { t: number; scaleOut: number; dtype: DType }>();
+  const lanes = new Lanes(c.lanes ?? 1);
+  const pool = new BufferPool();
+  type Ahead = { factors: Promise<ModuleFactors | ModuleFactorsGrams> } | { fused: Promise<TruncateFactorsResult> };
+  const start = (m: LoraModule): Promise<Ahead> => {
+    const f = fusedSpec.get(m);
+    if (f) {
+      const fused = withRawFactors(a, m, pool, (B, A) => lanes.run(() => be.truncateFactors({
+        B, A, scale: m.scale, rank: f.t, scaleOut: f.scaleOut, split: c.split, outDtype: f.dtype as FactorDType,
+        ...(c.grams?.has(m.name) ? { grams: c.grams.get(m.name)! } : {}),
+      })));
+      return Promise.resolve({ fused });
+    }
+    return Promise.resolve({ factors: c.method === "svd" ? readFactorsWithGrams(a, m, be) : readFactors(a, m, precisionOf(m)) });
+  };
+  const lazy: LoraModule[] = [];
+  let ahead: ReadAhead<LoraModule, Ahead> | null = null;
+  const aheadOf = (m: LoraModule): Promise<Ahead> => {
+    ahead ??= new ReadAhead(lazy, start, c.lanes ?? 1);
+    return ahead.take(m);
+  };
+  // A module's factors for the general route (what was read ahead, or read now after a fused refusal).
+  const factorsOf = (m: LoraModule, got: Ahead): Promise<ModuleFactors | ModuleFactorsGrams> => ("fused" in got ? readFactorsWithGrams(a, m, be) : got.factors);
+  for (const m of a.modules) {
+    const t = c.ranks.get(m.name)!;
+    const S = c.spectra?.get(m.name);
+    if (t === 0) {
+      dropped.push(m.name);
+      const f = await readFactors(a, m, "f64"); // NaN/Inf are refused even in dropped modules
+      const norm = S ? Math.hypot(...S) : Math.sqrt((await gramsOf(be, m64(f.B.rows, f.B.cols, f.B.data), m64(f.A.rows, f.A.cols, f.A.data), m.scale)).norm2);
+      outcomes.set(m.name, { result: { name: m.name, rank_in: m.rank, rank: 0, relative_error: norm > 0 ? 1 : 0, target_norm: norm, ...(c.method === "svd" ? { retained_energy: S ? retainedEnergy(S, 0) : 0 } : {}) } });
+      tick();
+      continue;
+    }
+    const dtype: DType = o.dtype ?? m.A.dtype;
+    const kernel = kernelOf(m.A.shape);
+    const extras: NonNullable<OutModule["extras"]> = {};
+    for (const [role, tensor] of Object.entries(m.extras)) extras[role] = { file: a.file, tensor };
+    // Target scale and alpha of the output module.
+    let scaleOut: number, alpha: number;
+    if (c.method === "prefix") {
+      // The input's own rule at rank t (alpha/t, or alpha/√t for rsLoRA), in the output's convention.
+      const alphaK = prefixAlpha(m.alpha, m.rank, t, o.alphaMode, c.unit);
+      scaleOut = scaleFor(alphaK, t, m.rslora);
+      alpha = m.rslora === c.rsOut ? alphaK : alphaForScale(scaleOut, t, c.rsOut);
+    } else {
+      scaleOut = m.scale !== 0 ? m.scale : 1;
+      alpha = alphaForScale(scaleOut, t, c.rsOut);
+    }
+    const base: Omit<OutModule, "produce" | "rawFactors"> = {
+      path: m.path,
+      ...(c.format === "kohya" ? { stem: a.format === "kohya" ? m.name : kohyaStemInSet(m.path, c.te2) } : {}),
+      kind: m.kind, rank: t, alpha, out: m.out, in: m.in, dtype,
+      ...(kernel ? { kernel } : {}),
+      extras,
+    };
+    if (t === m.rank && dtype === m.A.dtype && m.B.dtype === m.A.dtype) {
+      // Same rank, same dtype: the factors are copied byte for byte (ΔW exact). Read once for NaN/Inf.
+      const f = await readFactors(a, m, "f64");
+      const norm = S ? Math.hypot(...S) : Math.sqrt((await gramsOf(be, m64(f.B.rows, f.B.cols, f.B.data), m64(f.A.rows, f.A.cols, f.A.data), m.scale)).norm2);
+      const sameScale = Math.abs(scaleFor(alpha, t, c.rsOut) - m.scale) <= 1e-12 * Math.abs(m.scale);
+      if (sameScale) {
+        modules.push({ ...base, rawFactors: { A: { file: a.file, tensor: m.A }, B: { file: a.file, tensor: m.B } } });
+        outcomes.set(m.name, { result: { name: m.name, rank_in: m.rank, rank: t, relative_error: 0, target_norm: norm, alpha, ...(c.method === "svd" ? { retained_energy: 1 } : {}) }, route: "copy" });
+        tick();
+        continue;
+      }
+    }
+    lazy.push(m);
+    if (c.method === "svd" && rawReadable(m) && t <= m.rank && FUSED_OUT.includes(dtype)) fusedSpec.set(m, { t, scaleOut, dtype });
+    const produce = async () => {
+      const got = await aheadOf(m);
+      if ("fused" in got) {
+        const r = await got.fused;
+        if (r.kind === "non-finite") throw nonFiniteFactor(a, m, r);
+        if (r.kind === "done") {
+          outcomes.set(m.name, {
+            result: { name: m.name, rank_in: m.rank, rank: t, ...errorReport(r.norm2, Math.max(0, r.err2) + r.resid2), alpha, retained_energy: retainedEnergy(S ?? r.S, t) },
+            route: "gram",
+          });
+          tick();
+          return { A: r.A, B: r.B };
+        }
+        // refused by the Gram route's guards: the general route below, from the factors
+      }
+      const f = await factorsOf(m, got);
+      const B = m64(f.B.rows, f.B.cols, f.B.data), A = m64(f.A.rows, f.A.cols, f.A.data);
+      let Bo: Float32Array | Float64Array, Ao: Float32Array | Float64Array, route: string, energy: number | undefined;
+      let err: { relative_error: number; target_norm: number };
+      if (c.method === "prefix") {
+        const p = prefixFactors(f.B, f.A, t);
+        Bo = roundForDtype(dtype, p.B.data);
+        Ao = roundForDtype(dtype, p.A.data);
+        const grams = await gramsOf(be, B, A, m.scale);
+        err = await relativeErrorFromFactors(be, B, A, m.scale, grams, m64(m.out, t, Bo), m64(t, m.in, Ao), scaleFor(alpha, t, c.rsOut));
+        route = "prefix";
+      } else {
+        const grams = "GB" in f ? gramsFrom(f.GB, f.GA, m.rank, m.scale) : undefined;
+        const r = await truncateModule(be, B, A, m.scale, t, scaleOut, c.split, grams);
+        Bo = roundForDtype(dtype, r.B.data);
+        Ao = roundForDtype(dtype, r.A.data);
+        // The rounded factors' error from the spectrum and the rounding residual (linalg/truncate.ts): no third pass over B and A.
+        err = await truncationError(be, r.B, r.A, m64(m.out, t, Bo), m64(t, m.in, Ao), scaleOut, r.err2, r.grams.norm2);
+        route = r.route;
+        energy = retainedEnergy(S ?? r.S, t);
+      }
+      outcomes.set(m.name, {
+        result: { name: m.name, rank_in: m.rank, rank: t, relative_error: err.relative_error, target_norm: err.target_norm, alpha, ...(energy !== undefined ? { retained_energy: energy } : {}) },
+        route,
+      });
+      tick();
+      return { A: Ao, B: Bo };
+    };
+    modules.push({ ...base, produce });
+  }
+  return { modules, outcomes, dropped };
+}
