@@ -1,5 +1,5 @@
 // How different two adapters of one base are, module by module, from the factors alone
-// (docs/algorithms.md "Comparing two adapters"):
+// (docs/algorithms.md §11):
 //   ΔW_a = U_a Σ_a V_aᵀ and ΔW_b = U_b Σ_b V_bᵀ, each the exact thin SVD from its factors (QR of B
 //   and Aᵀ, SVD of the r×r core), so with P = U_aᵀU_b and Q = V_aᵀV_b (k_a×k_b)
 //   ⟨ΔW_a, ΔW_b⟩_F = Σ_ij σa_i P_ij σb_j Q_ij          (a trace identity on small matrices)

@@ -1,5 +1,5 @@
-// The global rank allocation of catalog truncation (docs/algorithms.md "Fitting a catalog into a
-// byte budget"): keep k_m of module m's rank units (its largest σ² first) to maximise the kept
+// The global rank allocation of catalog truncation (docs/algorithms.md §12): keep k_m of module
+// m's rank units (its largest σ² first) to maximise the kept
 // energy Σ_m Σ_{i≤k_m} σ²_{m,i} subject to Σ_m k_m·c_m ≤ W, where c_m = (out+in)·bytes per element.
 // A knapsack with concave profits, solved exactly:
 //  1. units of equal cost form a class; within a class the best n units are the n largest σ² (each
