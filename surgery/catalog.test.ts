@@ -10,8 +10,8 @@ import { encodeFloats, serializeSafetensors, type TensorSpec } from "../formats/
 import { Rng } from "../linalg/random.js";
 import { denseDelta, denseSingularValues } from "../test/reference.js";
 import { testBackends } from "../test/backends.js";
-import { main } from "../commands/index.js";
 import { expandInputs, summarizeCatalog } from "./catalog.js";
+import { runCli as cli } from "../test/cli.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`catalog.test seed=${seed}`);
@@ -81,13 +81,6 @@ test("catalog inspect: expansion, one row per adapter equal to dense float64 fig
     }
   }
 });
-
-async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "", err = "";
-  const sink = (f: (s: string) => void) => ({ write: (s: string) => { f(s); return true; }, isTTY: false }) as unknown as NodeJS.WriteStream;
-  const code = await main(argv, { stdout: sink((s) => (out += s)), stderr: sink((s) => (err += s)), stdin: process.stdin, env: {}, color: false } as never);
-  return { code, out, err };
-}
 
 test("lora inspect with several inputs: TSV rows, --json adapters[], skipped file named, exit 3; --budget refused", async () => {
   const rng = new Rng(seed + 1);

@@ -14,7 +14,7 @@ import { Rng } from "../linalg/random.js";
 import { hasNumpy, numpy, orth } from "../test/reference.js";
 import { testBackends } from "../test/backends.js";
 import { diffAdapters } from "./diff.js";
-import { main } from "../commands/index.js";
+import { runCli as cli } from "../test/cli.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`diff.test seed=${seed}`);
@@ -188,14 +188,6 @@ print(json.dumps({"out": angles(Ua, Ub), "inn": angles(Va, Vb), "cos": float((Wa
     await B.file.close();
   }
 });
-
-/** In-memory CLI run. */
-async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "", err = "";
-  const sink = (f: (s: string) => void) => ({ write: (s: string) => { f(s); return true; }, isTTY: false }) as unknown as NodeJS.WriteStream;
-  const code = await main(argv, { stdout: sink((s) => (out += s)), stderr: sink((s) => (err += s)), stdin: process.stdin, env: {}, color: false } as never);
-  return { code, out, err };
-}
 
 test("lora diff: JSON document, TSV rows and summary, shape mismatch exits 3", async () => {
   const rng = new Rng(seed + 2);

@@ -12,8 +12,8 @@ import { gemm64 } from "../../linalg/js/dense.js";
 import { Rng } from "../../linalg/random.js";
 import { denseDelta, denseSingularValues, optimal, relDiff } from "../../test/reference.js";
 import { testBackends } from "../../test/backends.js";
-import { main } from "../index.js";
 import { runCatalogTruncate } from "./catalog.js";
+import { runCli as cli } from "../../test/cli.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`catalog truncate test seed=${seed}`);
@@ -103,13 +103,6 @@ test("catalog truncate --max-bytes: global optimum (brute force), optimal ΔW pe
     }
   }
 });
-
-async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "", err = "";
-  const sink = (f: (s: string) => void) => ({ write: (s: string) => { f(s); return true; }, isTTY: false }) as unknown as NodeJS.WriteStream;
-  const code = await main(argv, { stdout: sink((s) => (out += s)), stderr: sink((s) => (err += s)), stdin: process.stdin, env: {}, color: false } as never);
-  return { code, out, err };
-}
 
 test("lora truncate over a catalog: --rank per adapter into DIR, a bad file skipped (exit 3), name clashes and -o - refused", async () => {
   const rng = new Rng(seed + 1);

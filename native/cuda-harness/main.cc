@@ -1,3 +1,4 @@
+// Longer than 400 lines: one self-contained program (parity table, CPU references, timings) that GPU machines build without Node.
 // Standalone harness for the CUDA kernels of lora (native/src/cuda/kernels.cu), for GPU machines
 // that have nvcc, CMake and Python but no Node. It
 //   1. probes the device;

@@ -10,9 +10,9 @@ import { encodeFloats, serializeSafetensors, type DType, type TensorSpec } from 
 import { Rng } from "../../linalg/random.js";
 import { fixturesDir } from "../../test/paths.js";
 import { peftCheck, peftCheckUnavailable } from "../../test/peft-check.js";
-import { main } from "../../commands/index.js";
 import { lintAdapter } from "./lint.js";
 import { RULES } from "./rules.js";
+import { runCli as cli } from "../../test/cli.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`lint.test seed=${seed}`);
@@ -123,13 +123,6 @@ test("the PEFT files lint passes load under PEFT's own rules with the ΔW we mea
     assert.ok(r.max_rel < 1e-6, `PEFT's ΔW differs: ${r.max_rel}`);
   }
 });
-
-async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "", err = "";
-  const sink = (f: (s: string) => void) => ({ write: (s: string) => { f(s); return true; }, isTTY: false }) as unknown as NodeJS.WriteStream;
-  const code = await main(argv, { stdout: sink((s) => (out += s)), stderr: sink((s) => (err += s)), stdin: process.stdin, env: {}, color: false } as never);
-  return { code, out, err };
-}
 
 test("lora lint: exit 0 when clean or only warnings, 3 with an error; --json findings document over several inputs", async () => {
   const good = await peft(), warn = await kohya({ alpha: false, meta: {} }), bad = await peft({ config: null });
