@@ -25,7 +25,7 @@ import { decodeToFloat32, decodeToFloat64, dtypeBits, SafetensorsFile, writeSafe
 import { lowRankNorm } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import type { ModuleResult } from "../support/report.js";
-import { kind, type BaseModel, type BaseTensor } from "./base-model.js";
+import { kind, type BaseModel, type BaseTensor } from "../../formats/model/base-model.js";
 import {
   ATTN_PROJS, baseLayout, defaultSkipLayers, groupCount, keptChannels, keptQueryHeads, l2Normalise, llamaArch, MLP_PROJS, parseModulePath,
   partOf, pruneCount, ROW_PRUNED, selectGroups, sumIntoGroups, type BaseLayout, type LlamaArch, type Part, type Proj,

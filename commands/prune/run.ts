@@ -9,7 +9,7 @@ import { writeFileAtomic } from "../../formats/atomic.js";
 import { RuntimeFailure, UsageError } from "../../formats/errors.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../support/report.js";
-import { openBaseModel } from "./base-model.js";
+import { openBaseModel } from "../../formats/model/base-model.js";
 import { adapterOutput, checkAdapter, planDocument, refuseDora, planLoraPrune, prettyJson, prunedConfig, prunedCounts, sidePaths, writeBaseOut, type LoraPruneOptions } from "./loraprune.js";
 import { planModules, type ModuleCriteria } from "./modules.js";
 import { planSora, type FoldSide } from "./sora.js";

@@ -4,8 +4,8 @@
 // demand, one tensor (or one row block) at a time.
 import { readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { InvalidInputError, UsageError } from "../../formats/errors.js";
-import { SafetensorsFile, type TensorInfo } from "../../formats/safetensors/index.js";
+import { InvalidInputError, UsageError } from "../errors.js";
+import { SafetensorsFile, type TensorInfo } from "../safetensors/index.js";
 
 export interface BaseTensor {
   file: SafetensorsFile;

@@ -3,11 +3,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import { InvalidInputError, UsageError } from "../../formats/errors.js";
+import { InvalidInputError, UsageError } from "../errors.js";
 import { fixturesDir } from "../../test/paths.js";
 import { makePruneFixtures } from "../../fixtures/make-prune-fixtures.js";
 import { openBaseModel } from "./base-model.js";
-import { tempDir } from "./reference.test.js";
+import { tempDir } from "../../commands/prune/reference.test.js";
 
 const FX = join(fixturesDir, "prune");
 
