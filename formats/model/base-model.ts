@@ -1,7 +1,8 @@
-// Opening a base model for `prune --method loraprune`: a single .safetensors file, a directory with
-// model.safetensors, or a sharded checkpoint (model.safetensors.index.json + its shards), plus the
-// config.json beside it (head counts, sizes). Only headers are read here; tensor bytes are read on
-// demand, one tensor (or one row block) at a time.
+// Opening a full model (prune's --base; extract's and apply's BASE and TUNED): a single
+// .safetensors file, a directory with model.safetensors, a sharded checkpoint
+// (model.safetensors.index.json + its shards) or the diffusers layout
+// (unet/diffusion_pytorch_model.safetensors[.index.json]), plus the config.json beside it when
+// there is one. Only headers are read here; tensor bytes are read on demand (stream.ts).
 import { readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { InvalidInputError, UsageError } from "../errors.js";
@@ -20,19 +21,33 @@ export interface BaseShard {
   file: SafetensorsFile;
 }
 
-export interface BaseModel {
+/** Where the weights sit: a Hugging Face model ("model") or a diffusers component ("diffusion_pytorch_model"). */
+export type WeightsStem = "model" | "diffusion_pytorch_model";
+
+export interface Model {
   /** What the user named. */
   source: string;
-  config: Record<string, unknown>;
-  configPath: string;
+  /** The directory holding the weights (for the diffusers layout, the unet/ folder). */
+  dir: string;
+  /** File stem of the weights: <stem>.safetensors, <stem>.safetensors.index.json. */
+  stem: WeightsStem;
+  /** config.json beside the weights, when there is one. */
+  config: Record<string, unknown> | null;
+  configPath: string | null;
   /** The safetensors files, in the order of the index (or the one file). */
   shards: BaseShard[];
-  /** True when read through model.safetensors.index.json. */
+  /** True when read through an index (<stem>.safetensors.index.json). */
   sharded: boolean;
   /** The index's "metadata" object, when sharded. */
   indexMetadata: Record<string, unknown> | null;
   tensors: Map<string, BaseTensor>;
   close(): Promise<void>;
+}
+
+/** A model whose config.json is required (prune's --base). */
+export interface BaseModel extends Model {
+  config: Record<string, unknown>;
+  configPath: string;
 }
 
 export async function kind(p: string): Promise<"dir" | "file" | null> {
@@ -57,31 +72,53 @@ async function readJson(path: string, what: string): Promise<Record<string, unkn
   return v as Record<string, unknown>;
 }
 
-/** Open a base model; the caller closes it. */
-export async function openBaseModel(arg: string): Promise<BaseModel> {
+export interface OpenModelOptions {
+  /** How the argument is named in messages, e.g. "--base ./llama" (default: the path). */
+  label?: string;
+}
+
+const STEMS: readonly WeightsStem[] = ["model", "diffusion_pytorch_model"];
+
+/** The weights of a directory: an index or one file, under either stem; the diffusers layout's unet/ as well. */
+async function weightsIn(dir: string): Promise<{ dir: string; stem: WeightsStem; index: string | null; single: string | null } | null> {
+  for (const stem of STEMS) {
+    if ((await kind(join(dir, `${stem}.safetensors.index.json`))) === "file") return { dir, stem, index: join(dir, `${stem}.safetensors.index.json`), single: null };
+    if ((await kind(join(dir, `${stem}.safetensors`))) === "file") return { dir, stem, index: null, single: join(dir, `${stem}.safetensors`) };
+  }
+  if ((await kind(join(dir, "unet"))) === "dir") return weightsIn(join(dir, "unet"));
+  return null;
+}
+
+/**
+ * Open a full model: one .safetensors file, a shard index file, or a directory holding
+ * model.safetensors[.index.json] (Hugging Face), diffusion_pytorch_model.safetensors[.index.json]
+ * (a diffusers component) or a diffusers pipeline's unet/ folder. Only headers are read; the
+ * caller closes it.
+ */
+export async function openModel(arg: string, opts: OpenModelOptions = {}): Promise<Model> {
+  const label = opts.label ?? arg;
   const k = await kind(arg);
-  if (k === null) throw new UsageError(`--base ${arg}: no such file or directory`);
+  if (k === null) throw new UsageError(`${label}: no such file or directory`);
   let dir: string;
+  let stem: WeightsStem = "model";
   let indexPath: string | null = null;
   let single: string | null = null;
   if (k === "dir") {
-    dir = arg;
-    if ((await kind(join(arg, "model.safetensors.index.json"))) === "file") indexPath = join(arg, "model.safetensors.index.json");
-    else if ((await kind(join(arg, "model.safetensors"))) === "file") single = join(arg, "model.safetensors");
-    else {
+    const w = await weightsIn(arg);
+    if (w === null) {
       const bin = (await kind(join(arg, "pytorch_model.bin"))) === "file" || (await kind(join(arg, "pytorch_model.bin.index.json"))) === "file";
-      throw new InvalidInputError(`--base ${arg}: no model.safetensors or model.safetensors.index.json in the directory${bin ? " (only PyTorch .bin weights; lora reads safetensors)" : ""}`, { hint: "point --base at a Hugging Face model directory with safetensors weights, or at one .safetensors file" });
+      throw new InvalidInputError(`${label}: no model.safetensors or model.safetensors.index.json in the directory (nor a diffusers unet/diffusion_pytorch_model.safetensors)${bin ? " (only PyTorch .bin weights; lora reads safetensors)" : ""}`, { hint: "point at a Hugging Face model directory with safetensors weights, or at one .safetensors file" });
     }
+    ({ dir, stem, index: indexPath, single } = w);
   } else {
     dir = dirname(arg);
     if (arg.endsWith(".json")) indexPath = arg;
     else single = arg;
+    if (basename(arg).startsWith("diffusion_pytorch_model.")) stem = "diffusion_pytorch_model";
   }
   const configPath = join(dir, "config.json");
-  if ((await kind(configPath)) !== "file") {
-    throw new InvalidInputError(`--base ${arg}: no config.json beside the weights (${configPath}); it is needed for the head counts and sizes`, { hint: "copy the model's config.json next to the weights" });
-  }
-  const config = await readJson(configPath, "config.json");
+  const hasConfig = (await kind(configPath)) === "file";
+  const config = hasConfig ? await readJson(configPath, "config.json") : null;
 
   const shards: BaseShard[] = [];
   const tensors = new Map<string, BaseTensor>();
@@ -113,7 +150,7 @@ export async function openBaseModel(arg: string): Promise<BaseModel> {
     for (const s of shards) {
       for (const t of s.file.tensors) {
         const prev = tensors.get(t.name);
-        if (prev) throw new InvalidInputError(`--base ${arg}: tensor ${t.name} appears in both ${prev.shard} and ${s.name}`);
+        if (prev) throw new InvalidInputError(`${label}: tensor ${t.name} appears in both ${prev.shard} and ${s.name}`);
         tensors.set(t.name, { file: s.file, info: t, shard: s.name });
       }
     }
@@ -121,5 +158,15 @@ export async function openBaseModel(arg: string): Promise<BaseModel> {
     await close();
     throw e;
   }
-  return { source: arg, config, configPath, shards, sharded: single === null, indexMetadata, tensors, close };
+  return { source: arg, dir, stem, config, configPath: hasConfig ? configPath : null, shards, sharded: single === null, indexMetadata, tensors, close };
+}
+
+/** Open a base model for prune --method loraprune, which needs its config.json (head counts, sizes). */
+export async function openBaseModel(arg: string): Promise<BaseModel> {
+  const m = await openModel(arg, { label: `--base ${arg}` });
+  if (m.config === null || m.configPath === null) {
+    await m.close();
+    throw new InvalidInputError(`--base ${arg}: no config.json beside the weights (${join(m.dir, "config.json")}); it is needed for the head counts and sizes`, { hint: "copy the model's config.json next to the weights" });
+  }
+  return m as BaseModel;
 }
