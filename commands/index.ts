@@ -2,9 +2,11 @@
 // owns the process; main() never exits, so tests call it with in-memory streams).
 import { Command, CommanderError } from "commander";
 import { LoraError } from "../formats/errors.js";
+import { applyCommand } from "./apply/index.js";
 import { backendsCommand } from "./backends/index.js";
 import { completionCommand } from "./completion/index.js";
 import { convertCommand } from "./convert/index.js";
+import { extractCommand } from "./extract/index.js";
 import { inspectCommand } from "./inspect/index.js";
 import { mergeCommand } from "./merge/index.js";
 import { pruneCommand } from "./prune/index.js";
@@ -16,7 +18,7 @@ export const VERSION = "0.1.0";
 type CommandFactory = (ctx: Ctx) => Command;
 
 /** Commands register here (one file each under commands/<name>/). */
-export const commandFactories: CommandFactory[] = [inspectCommand, truncateCommand, pruneCommand, mergeCommand, convertCommand, backendsCommand, completionCommand];
+export const commandFactories: CommandFactory[] = [inspectCommand, truncateCommand, pruneCommand, mergeCommand, convertCommand, extractCommand, applyCommand, backendsCommand, completionCommand];
 
 export function buildProgram(ctx: Ctx): Command {
   const program = new Command("lora")

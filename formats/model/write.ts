@@ -17,6 +17,8 @@ export interface ModelOutput {
   replace?: Record<string, string>;
   /** Which other files of the model directory to copy: every plain file, or only those named. */
   copy: "all" | readonly string[];
+  /** Told the size of every chunk of tensor data written (progress). */
+  onBytes?: (n: number) => void;
 }
 
 /** A fill that writes a text. */
@@ -29,6 +31,11 @@ function fileFill(path: string): (sink: ByteSink) => Promise<void> {
   return async (sink) => {
     for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20 })) await sink.write(chunk as Buffer);
   };
+}
+
+/** The sink, counting what goes through it. */
+function counted(sink: ByteSink, onBytes: ((n: number) => void) | undefined): ByteSink {
+  return onBytes ? { write: async (c) => { await sink.write(c); onBytes(c.byteLength); } } : sink;
 }
 
 /** Names of the weight files of `m` (shards and index), which are never copied as they are. */
@@ -53,7 +60,7 @@ export async function writeModel(target: string, m: Model, out: ModelOutput, opt
     const specs = m.shards.flatMap((s) => s.file.tensors.map((t) => out.specFor(s.file, t)));
     const meta = m.shards[0]!.file.metadata;
     layoutSafetensors(specs, meta);
-    await writeFileAtomic(target, (sink) => writeSafetensors(sink, specs, meta), opts);
+    await writeFileAtomic(target, (sink) => writeSafetensors(counted(sink, out.onBytes), specs, meta), opts);
     return;
   }
   const entries: DirEntrySpec[] = [];
@@ -65,7 +72,7 @@ export async function writeModel(target: string, m: Model, out: ModelOutput, opt
     const lay = layoutSafetensors(specs, meta);
     for (const t of lay.tensors) totalSize += t.end - t.begin;
     for (const sp of specs) weightMap[sp.name] = s.name;
-    entries.push({ name: m.sharded ? s.name : `${m.stem}.safetensors`, fill: (sink) => writeSafetensors(sink, specs, meta) });
+    entries.push({ name: m.sharded ? s.name : `${m.stem}.safetensors`, fill: (sink) => writeSafetensors(counted(sink, out.onBytes), specs, meta) });
   }
   if (m.sharded) {
     const sorted = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]!]));
