@@ -43,10 +43,14 @@ export interface TruncatedSvd {
   Vt: Mat<Float64Array>;
   /** ‖M‖²_F */
   norm2: number;
-  /** ‖M − U S Vt‖²_F (exact up to rounding, see the header). */
+  /** ‖M − U S Vt‖²_F (exact up to rounding, see the header; formed directly when below 1e-4·‖M‖²). */
   err2: number;
-  /** A-posteriori estimate of err2 − (the optimum's squared error); 0 for the exact route. */
-  excess2: number;
+  /**
+   * A-posteriori estimate of err2 − (the optimum's squared error); 0 for the exact route; null
+   * when err2 is below what the float32 products resolve (≈1e-6·‖M‖²): the approximation is then
+   * within rounding of M, and its excess over the optimum cannot be told from rounding.
+   */
+  excess2: number | null;
   /** Every σ computed: all of them (exact) or the ℓ of the sketch (lower bounds of the true ones). */
   sigma: Float64Array;
   /** Power iterations run (0 for the exact route). */
@@ -124,9 +128,9 @@ export async function truncatedSvd(be: LinalgBackend, m: Mat, o: TruncatedSvdOpt
     if (o.energy !== undefined) {
       const te = rankForEnergy(r.sigma.subarray(0, l - p), o.energy, norm2);
       if (te === null) { t = Math.min(minDim, 2 * t); continue; }
-      if (te < t) return cut(be, r, te, norm2);
+      if (te < t) return cut(be, m, r, te, norm2);
     }
-    return cut(be, r, t, norm2);
+    return cut(be, m, r, t, norm2);
   }
 }
 
@@ -139,17 +143,45 @@ interface Sketch {
   sigma: Float64Array;
   iters: number;
   excess2: number;
+  /** Stopped because the captured energy's changes were below rounding, not below the tolerance. */
+  floorLimited: boolean;
 }
 
+/**
+ * ‖m − U·diag(S)·Vt‖²_F formed a block of rows at a time in float64: for small errors, where
+ * ‖m‖² − Σσ̃² would lose every digit to cancellation (products in float32 leave ~1e-7‖m‖²).
+ */
+async function residual2(be: LinalgBackend, m: Mat, U: Mat<Float64Array>, S: Float64Array, Vt: Mat<Float64Array>): Promise<number> {
+  const d = m.rows, k = m.cols, t = S.length, ROWS = 256;
+  let sum = 0;
+  for (let i0 = 0; i0 < d; i0 += ROWS) {
+    const n = Math.min(ROWS, d - i0);
+    const US = new Float64Array(n * t);
+    for (let i = 0; i < n; i++) for (let c = 0; c < t; c++) US[i * t + c] = U.data[(i0 + i) * t + c]! * S[c]!;
+    const R = (await be.gemm({ rows: n, cols: t, data: US }, Vt)).data;
+    const off = i0 * k;
+    for (let j = 0; j < n * k; j++) { const x = m.data[off + j]! - R[j]!; sum += x * x; }
+  }
+  return sum;
+}
+
+/** Relative squared error below which err2 is measured directly (residual2) rather than by difference. */
+const DIRECT_BELOW = 1e-4;
+
 /** Keep t components: U = Q·Vz[:, :t], Vt = Uz[:, :t]ᵀ. */
-async function cut(be: LinalgBackend, r: Sketch, t: number, norm2: number): Promise<TruncatedSvd> {
+async function cut(be: LinalgBackend, m: Mat, r: Sketch, t: number, norm2: number): Promise<TruncatedSvd> {
   const l = r.sigma.length, k = r.Uz.rows;
   const U = leadingCols(await be.gemm(r.Q, r.VzT, { transB: true }), t);
   const Vt = new Float64Array(t * k);
   for (let j = 0; j < k; j++) for (let c = 0; c < t; c++) Vt[c * k + j] = r.Uz.data[j * l + c]!;
   const f = finish(U, r.sigma.slice(0, t), { rows: t, cols: k, data: Vt });
-  const err2 = Math.max(norm2 - (tailSum2(r.sigma, 0) - tailSum2(r.sigma, t)), 0);
-  return { ...f, norm2, err2, excess2: r.excess2, sigma: r.sigma, powerIters: r.iters, exact: false };
+  let err2 = Math.max(norm2 - (tailSum2(r.sigma, 0) - tailSum2(r.sigma, t)), 0);
+  let excess2: number | null = r.excess2;
+  if (err2 < DIRECT_BELOW * norm2) {
+    err2 = await residual2(be, m, f.U, f.S, f.Vt);
+    if (r.floorLimited) excess2 = null;
+  }
+  return { ...f, norm2, err2, excess2, sigma: r.sigma, powerIters: r.iters, exact: false };
 }
 
 async function sketch(be: LinalgBackend, m: Mat, t: number, l: number, rng: Rng, c: { allowed: number; floor: number; norm2: number; maxIters: number }): Promise<Sketch> {
@@ -175,7 +207,8 @@ async function sketch(be: LinalgBackend, m: Mat, t: number, l: number, rng: Rng,
     }
     prev = e;
     if (excess <= 0.5 * c.allowed * err2 + c.floor || q >= c.maxIters) {
-      return { Q: toF64(Q), Uz: s.U as Mat<Float64Array>, VzT: s.Vt as Mat<Float64Array>, sigma, iters: q, excess2: Number.isFinite(excess) ? excess : err2 };
+      const floorLimited = excess > 0.5 * c.allowed * err2;
+      return { Q: toF64(Q), Uz: s.U as Mat<Float64Array>, VzT: s.Vt as Mat<Float64Array>, sigma, iters: q, excess2: Number.isFinite(excess) ? excess : err2, floorLimited };
     }
     Q = (await be.qr(await be.gemm(m, (await be.qr(Z)).Q))).Q;
   }

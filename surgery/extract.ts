@@ -56,8 +56,8 @@ export interface ExtractModule {
   target_norm: number;
   route: "exact" | "randomized";
   power_iterations: number;
-  /** Estimated relative excess of the error over the Eckart–Young optimum (0 for exact). */
-  excess_estimate: number;
+  /** Estimated relative excess of the error over the Eckart–Young optimum (0 for exact; null when the error is at float32 rounding level). */
+  excess_estimate: number | null;
 }
 
 export interface ExtractReport {
@@ -252,11 +252,11 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
           spilled.push({ target: w, rank: svd.S.length, dtype, at, aBytes: f.A.length, bBytes: f.B.length });
           at += f.A.length + f.B.length;
           const err = Math.sqrt(svd.err2 / norm2);
-          const opt2 = svd.err2 - svd.excess2;
+          const opt2 = svd.excess2 === null ? 0 : svd.err2 - svd.excess2;
           modules.push({
             name: w.path, rank_in: Math.min(rows, cols), rank: svd.S.length, relative_error: err, retained_energy: 1 - svd.err2 / norm2,
             target_norm: Math.sqrt(norm2), route: svd.exact ? "exact" : "randomized", power_iterations: svd.powerIters,
-            excess_estimate: svd.exact ? 0 : opt2 > 0 ? Math.sqrt(svd.err2 / opt2) - 1 : 0,
+            excess_estimate: svd.exact ? 0 : svd.excess2 === null ? null : opt2 > 0 ? Math.sqrt(svd.err2 / opt2) - 1 : 0,
           });
         }
         if (unchanged.length) notes.push(`${unchanged.length} weight(s) identical in both models, left out`);

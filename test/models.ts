@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { writeFileAtomic } from "../formats/atomic.js";
 import { encodeFloats, writeSafetensors, type DType, type TensorSpec } from "../formats/safetensors/index.js";
 import { Rng } from "../linalg/random.js";
+import type { LinalgBackend } from "../linalg/types.js";
 
 export type Family = "llama" | "gpt2" | "unet";
 
@@ -100,20 +101,25 @@ export interface PairSpec {
   seed: number;
   /** Which targets change (default all). */
   changes?: (name: string) => boolean;
+  /** σ of the rank-k change decay as decay^c (default 0.8). */
+  decay?: number;
 }
 
-/** ΔW (out×in) = B·A, B ~ N(0, 0.05²)·0.8^c, A ~ N(0, 1/in), plus noise; float64. */
-export function deltaFor(spec: PairSpec, index: number, out: number, inn: number): Float64Array {
+/** ΔW (out×in) = B·A, B ~ N(0, 0.05²)·decay^c, A ~ N(0, 1/in), plus noise; float64 (B·A on `be` when given). */
+export async function deltaFor(spec: PairSpec, index: number, out: number, inn: number, be?: LinalgBackend): Promise<Float64Array> {
   const rng = new Rng(spec.seed * 7919 + index * 104729 + 1);
-  const k = spec.rank;
+  const k = spec.rank, decay = spec.decay ?? 0.8;
   const B = rng.normals(out * k, 0.05), A = rng.normals(k * inn, 1 / Math.sqrt(inn));
-  const D = new Float64Array(out * inn);
-  for (let i = 0; i < out; i++) {
-    for (let c = 0; c < k; c++) {
-      const b = B[i * k + c]! * 0.8 ** c;
-      if (b === 0) continue;
-      const row = i * inn, a0 = c * inn;
-      for (let j = 0; j < inn; j++) D[row + j] += b * A[a0 + j]!;
+  for (let i = 0; i < out; i++) for (let c = 0; c < k; c++) B[i * k + c] *= decay ** c;
+  let D: Float64Array;
+  if (be && k > 0) D = (await be.gemm({ rows: out, cols: k, data: B }, { rows: k, cols: inn, data: A })).data;
+  else {
+    D = new Float64Array(out * inn);
+    for (let i = 0; i < out; i++) {
+      for (let c = 0; c < k; c++) {
+        const b = B[i * k + c]!, row = i * inn, a0 = c * inn;
+        for (let j = 0; j < inn; j++) D[row + j] += b * A[a0 + j]!;
+      }
     }
   }
   if (spec.noise > 0) for (let i = 0; i < D.length; i++) D[i] += spec.noise * rng.normal();
@@ -121,7 +127,7 @@ export function deltaFor(spec: PairSpec, index: number, out: number, inn: number
 }
 
 /** The values of tensor `index` in the base (tuned = false) or the fine-tune, rounded to the dtype. */
-export function tensorValues(spec: PairSpec, t: GenTensor, index: number, tuned: boolean): Uint8Array {
+export async function tensorValues(spec: PairSpec, t: GenTensor, index: number, tuned: boolean, be?: LinalgBackend): Promise<Uint8Array> {
   const n = t.shape.reduce((x, y) => x * y, 1);
   const rng = new Rng(spec.seed * 31 + index);
   const v = new Float64Array(n);
@@ -133,7 +139,7 @@ export function tensorValues(spec: PairSpec, t: GenTensor, index: number, tuned:
   }
   if (tuned && (spec.changes?.(t.name) ?? true)) {
     if (t.target && (spec.rank > 0 || spec.noise > 0)) {
-      const D = deltaFor(spec, index, t.target.out, t.target.in);
+      const D = await deltaFor(spec, index, t.target.out, t.target.in, be);
       const { out, in: inn } = t.target;
       if (t.target.transposed) { for (let i = 0; i < out; i++) for (let j = 0; j < inn; j++) v[j * out + i] += D[i * inn + j]!; }
       else for (let i = 0; i < n; i++) v[i] += D[i]!;
@@ -146,7 +152,7 @@ export function tensorValues(spec: PairSpec, t: GenTensor, index: number, tuned:
  * Write one model of the pair to `dir`: single file, or `shards` files with an index; the diffusers
  * layout puts it in dir/unet/. Returns the directory holding the weights.
  */
-export async function writeGeneratedModel(dir: string, spec: PairSpec, tuned: boolean, shards = 1): Promise<string> {
+export async function writeGeneratedModel(dir: string, spec: PairSpec, tuned: boolean, shards = 1, be?: LinalgBackend): Promise<string> {
   const tensors = familyTensors(spec.family, spec.size);
   const diffusers = spec.family === "unet";
   const wdir = diffusers ? join(dir, "unet") : dir;
@@ -159,7 +165,7 @@ export async function writeGeneratedModel(dir: string, spec: PairSpec, tuned: bo
   }
   tensors.forEach((t, i) => {
     const g = groups[Math.min(shards - 1, Math.floor((i * shards) / tensors.length))]!;
-    g.specs.push({ name: t.name, dtype: spec.dtype, shape: t.shape, produce: async () => tensorValues(spec, t, i, tuned) });
+    g.specs.push({ name: t.name, dtype: spec.dtype, shape: t.shape, produce: () => tensorValues(spec, t, i, tuned, be) });
   });
   const weightMap: Record<string, string> = {};
   for (const g of groups) {

@@ -7,7 +7,7 @@ import type { ExtractReport } from "./run.js";
 export function printExtractReport(ctx: Ctx, g: GlobalOptions, r: ExtractReport): void {
   if (g.quiet) return;
   const tty = !!ctx.stdout.isTTY;
-  const rows = r.modules.map((m) => [m.name, String(m.rank_in), String(m.rank), fmt(m.relative_error), fmt(m.retained_energy, 6), m.route === "exact" ? "exact" : `q=${m.power_iterations}, ≤${fmt(100 * m.excess_estimate, 2)}%`]);
+  const rows = r.modules.map((m) => [m.name, String(m.rank_in), String(m.rank), fmt(m.relative_error), fmt(m.retained_energy, 6), m.route === "exact" ? "exact" : `q=${m.power_iterations}, ${m.excess_estimate === null ? "at rounding level" : `≤${fmt(100 * m.excess_estimate, 2)}%`}`]);
   const header = ["module", "full rank", "rank", "rel. error", "captured energy", "route (excess over optimum)"];
   const t = r.totals;
   const lines = [
