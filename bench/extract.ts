@@ -76,6 +76,7 @@ async function main(): Promise<void> {
       process.stderr.write(`generating ${d}\n`);
       await writeGeneratedModel(d, p.spec, t, p.shards, be);
     }
+    if (process.argv.includes("--generate-only")) continue;
     const tensors = familyTensors(p.spec.family, p.spec.size).filter((t) => t.target && !/embed_tokens/.test(t.name));
     const largest = Math.max(...tensors.map((t) => t.shape[0]! * t.shape[1]! * 2));
     const adapter = join(dir, `${p.key}-r${rank}`);

@@ -7,7 +7,7 @@
 import { isDora, loadAdapter, readFactors, type Adapter, type LoraModule } from "../formats/adapter/index.js";
 import { InvalidInputError, UsageError } from "../formats/errors.js";
 import { openModel, type BaseTensor, type Model } from "../formats/model/base-model.js";
-import { forEachChunk, MODEL_DTYPES } from "../formats/model/stream.js";
+import { foldInto, MODEL_DTYPES } from "../formats/model/stream.js";
 import { modelBytes, writeModel, type ModelOutput } from "../formats/model/write.js";
 import { encodeFloats, type TensorSpec } from "../formats/safetensors/index.js";
 import type { LinalgBackend, Mat } from "../linalg/types.js";
@@ -47,7 +47,7 @@ interface Term {
 }
 
 /** Rows of B multiplied at a time: bounds the dense block to ROWS×in floats. */
-const ROWS = 256;
+const ROWS = 1024;
 
 /** Which base weight an adapter module stands for: its path + .weight, the path without a pipeline component, or its kohya stem. */
 function matchModule(base: Model, byStem: Map<string, string>, m: LoraModule): string | null {
@@ -74,7 +74,7 @@ async function addProduct(be: LinalgBackend, W: Float32Array, w: WeightTarget, B
 
 async function merged(be: LinalgBackend, t: BaseTensor, w: WeightTarget, terms: Term[]): Promise<Uint8Array> {
   const W = new Float32Array(t.info.shape.reduce((x, y) => x * y, 1));
-  await forEachChunk(t, "BASE", (v, at) => W.set(v, at));
+  await foldInto(t, "BASE", W, "set");
   for (const term of terms) {
     const f = await readFactors(term.adapter, term.module, "f32");
     await addProduct(be, W, w, f.B as Mat<Float32Array>, f.A as Mat<Float32Array>, term.coef);

@@ -13,7 +13,7 @@ import { writeAdapter } from "../formats/adapter/write.js";
 import { withScratchFile } from "../formats/atomic.js";
 import { InvalidInputError, UsageError } from "../formats/errors.js";
 import { openModel, type BaseTensor, type Model } from "../formats/model/base-model.js";
-import { forEachChunk, MODEL_DTYPES } from "../formats/model/stream.js";
+import { foldInto, MODEL_DTYPES } from "../formats/model/stream.js";
 import { encodeFloats, type DType } from "../formats/safetensors/index.js";
 import { truncatedSvd, type TruncatedSvd } from "../linalg/truncated-svd.js";
 import type { LinalgBackend } from "../linalg/types.js";
@@ -114,12 +114,22 @@ function pairModels(base: Model, tuned: Model, o: ExtractOptions): Pair[] {
   return pairs;
 }
 
+/** One float32 buffer for every ΔW, sized for the largest: memory stays at one weight's worth. */
+class DeltaBuffer {
+  private buf = new Float32Array(0);
+  constructor(private readonly capacity: number) {}
+  take(n: number): Float32Array {
+    if (this.buf.length === 0) this.buf = new Float32Array(this.capacity);
+    return this.buf.subarray(0, n);
+  }
+}
+
 /** tuned − base in float32 (the stored difference, rows×cols as stored) and its ‖·‖² in float64. */
-async function difference(p: Pair, onBytes: (n: number) => void): Promise<{ data: Float32Array; norm2: number }> {
+async function difference(p: Pair, work: DeltaBuffer, onBytes: (n: number) => void): Promise<{ data: Float32Array; norm2: number }> {
   const n = p.base.info.shape.reduce((x, y) => x * y, 1);
-  const data = new Float32Array(n);
-  await forEachChunk(p.base, "BASE", (v, at) => { for (let i = 0; i < v.length; i++) data[at + i] = -v[i]!; }, onBytes);
-  await forEachChunk(p.tuned, "TUNED", (v, at) => { for (let i = 0; i < v.length; i++) data[at + i] += v[i]!; }, onBytes);
+  const data = work.take(n);
+  await foldInto(p.tuned, "TUNED", data, "set", onBytes);
+  await foldInto(p.base, "BASE", data, "sub", onBytes);
   let norm2 = 0;
   for (let i = 0; i < n; i++) norm2 += data[i]! * data[i]!;
   return { data, norm2 };
@@ -208,6 +218,7 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
       let read = 0;
       const onBytes = (n: number) => { read += n; deps.onBytes?.(read, total); };
       const notes: string[] = [];
+      const work = new DeltaBuffer(Math.max(...targets.map((p) => p.base.info.shape.reduce((x, y) => x * y, 1))));
 
       // --budget: a first pass for each weight's leading σ, then ranks as `truncate --budget` shares them.
       const ranks = new Map<string, number>();
@@ -215,7 +226,7 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         const cap = Math.max(1, Math.min(o.budget, 4 * Math.ceil(o.budget / targets.length)));
         const spectra = [];
         for (const p of targets) {
-          const { data, norm2 } = await difference(p, onBytes);
+          const { data, norm2 } = await difference(p, work, onBytes);
           const w = p.target!;
           const rows = w.transposed ? w.in : w.out, cols = w.transposed ? w.out : w.in;
           const sv = norm2 === 0 ? new Float64Array(0) : (await truncatedSvd(be, { rows, cols, data }, { rank: Math.min(cap, rows, cols), exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 })).sigma;
@@ -240,7 +251,7 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
           const w = p.target!;
           const budgetRank = ranks.get(p.name);
           if (budgetRank === 0) { read += 2 * (p.base.info.end - p.base.info.begin); deps.onBytes?.(read, total); continue; }
-          const { data, norm2 } = await difference(p, onBytes);
+          const { data, norm2 } = await difference(p, work, onBytes);
           if (norm2 === 0) { unchanged.push(w.path); continue; }
           const rows = w.transposed ? w.in : w.out, cols = w.transposed ? w.out : w.in;
           const want = budgetRank !== undefined ? { rank: budgetRank } : o.rank !== undefined ? { rank: Math.min(o.rank, rows, cols) } : { energy: o.energy! };
