@@ -95,14 +95,15 @@ async function main(): Promise<void> {
     let denseWhole = 0;
     const bySub = new Map<string, number>();
     for (const w of denseRep.weights) bySub.set(shapeKey(w.shape), w.svd_seconds);
-    for (const [k, n] of count) denseWhole += n * (bySub.get(k) ?? NaN);
+    let scaled = 0;
+    for (const [k, n] of count) if (bySub.has(k)) { denseWhole += n * bySub.get(k)!; scaled += n; }
     const mod = new Map(mineRep.modules.map((m) => [m.name, m]));
     out.push(`### ${p.title}`, "");
     out.push(`${tensors.length} weights changed (rank-${CHANGE.rank} change, σ ∝ ${CHANGE.decay}^c, noise ${CHANGE.noise}); largest weight ${(largest / 1e6).toFixed(1)} MB in BF16.`, "");
     out.push("| weights | lora extract (s) | dense route (s) | speed-up | lora rel. error | dense rel. error (optimum) | peak RSS lora / dense (MB) |", "|---|---|---|---|---|---|---|");
     const worst = Math.max(...denseRep.weights.map((w) => mod.get(w.name)!.relative_error / w.relative_error - 1));
     out.push(`| subset: ${denseRep.weights.map((w) => `${w.name.split(".").slice(-1)[0]} ${w.shape.join("×")}`).join(", ")} | ${f(mine.seconds)} | ${f(dense.seconds)} | ${f(dense.seconds / mine.seconds)}× | ${denseRep.weights.map((w) => mod.get(w.name)!.relative_error.toFixed(5)).join(", ")} | ${denseRep.weights.map((w) => w.relative_error.toFixed(5)).join(", ")} | ${f(mine.maxRssMb, 0)} / ${f(dense.maxRssMb, 0)} |`);
-    out.push(`| all ${tensors.length} | ${f(whole.seconds)} | ${f(denseWhole)} (SVD time only, scaled from the subset by shape) | ${f(denseWhole / whole.seconds)}× | total ${rep.modules ? (Math.sqrt(rep.modules.reduce((s, m) => s + m.relative_error ** 2, 0) / rep.modules.length)).toFixed(5) : "?"} (rms) | | ${f(whole.maxRssMb, 0)} / — |`);
+    out.push(`| all ${tensors.length} | ${f(whole.seconds)} | ${f(denseWhole)} (SVD time only, scaled from the subset by shape, ${scaled} weights; ${tensors.length - scaled} smaller ones not counted) | ${f(denseWhole / whole.seconds)}× | total ${rep.modules ? (Math.sqrt(rep.modules.reduce((s, m) => s + m.relative_error ** 2, 0) / rep.modules.length)).toFixed(5) : "?"} (rms) | | ${f(whole.maxRssMb, 0)} / — |`);
     out.push("", `Worst excess of lora's error over the dense optimum on the subset: ${(100 * worst).toFixed(4)}%; power iterations used: ${[...new Set((rep.modules ?? []).map((m) => m.power_iterations))].sort().join(", ")}; peak RSS ${f(whole.maxRssMb, 0)} MB = ${(whole.maxRssMb * 2 ** 20 / largest).toFixed(2)} × the largest weight.`, "");
     // apply vs cp
     const merged = join(dir, `${p.key}-merged`), copied = join(dir, `${p.key}-copy`);
@@ -111,9 +112,10 @@ async function main(): Promise<void> {
     const cp = timed("cp", ["-r", base, copied]);
     const ap = timed(process.execPath, [loraBin, "apply", base, adapter, "-o", merged, "--json"]);
     rmSync(copied, { recursive: true, force: true });
-    const cp2 = timed("cp", ["-r", base, copied]);
-    out.push("| apply | lora apply (s) | cp -r (s), before / after | ratio | peak RSS (MB) |", "|---|---|---|---|---|");
-    out.push(`| rank-${rank} adapter into the base | ${f(ap.seconds)} | ${f(cp.seconds)} / ${f(cp2.seconds)} | ${f(ap.seconds / ((cp.seconds + cp2.seconds) / 2))}× | ${f(ap.maxRssMb, 0)} |`, "");
+    // lora fsyncs what it writes; cp does not, so also cp followed by sync of the copied files
+    const cps = timed("sh", ["-c", `cp -r "${base}" "${copied}" && sync "${copied}"/*`]);
+    out.push("| apply | lora apply (s) | cp -r (s) | cp -r + sync (s) | ratio to cp / to cp + sync | peak RSS (MB) |", "|---|---|---|---|---|---|");
+    out.push(`| rank-${rank} adapter into the base | ${f(ap.seconds)} | ${f(cp.seconds)} | ${f(cps.seconds)} | ${f(ap.seconds / cp.seconds)}× / ${f(ap.seconds / cps.seconds)}× | ${f(ap.maxRssMb, 0)} |`, "");
     for (const d of [merged, copied, sub]) rmSync(d, { recursive: true, force: true });
   }
   process.stdout.write(out.join("\n") + "\n");

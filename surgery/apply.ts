@@ -4,15 +4,15 @@
 // accumulated in float32 and rounded once to its dtype (nearest even). The product is formed a
 // block of rows at a time, never as a whole dense ΔW. Every adapter module is matched to a base
 // weight of the same shape and a float dtype before anything is written (else exit 3).
+import { join } from "node:path";
 import { isDora, loadAdapter, readFactors, type Adapter, type LoraModule } from "../formats/adapter/index.js";
 import { InvalidInputError, UsageError } from "../formats/errors.js";
 import { openModel, type BaseTensor, type Model } from "../formats/model/base-model.js";
-import { foldInto, MODEL_DTYPES } from "../formats/model/stream.js";
+import { encodeInPlace, foldInto, MODEL_DTYPES, Scratch } from "../formats/model/stream.js";
 import { modelBytes, writeModel, type ModelOutput } from "../formats/model/write.js";
-import { encodeFloats, type TensorSpec } from "../formats/safetensors/index.js";
+import type { TensorSpec } from "../formats/safetensors/index.js";
 import type { LinalgBackend, Mat } from "../linalg/types.js";
 import { kohyaStemOf, usesConv1D, weightTarget, type WeightTarget } from "./weights.js";
-import { join } from "node:path";
 
 export interface ApplyOptions {
   base: string;
@@ -72,9 +72,9 @@ async function addProduct(be: LinalgBackend, W: Float32Array, w: WeightTarget, B
   }
 }
 
-async function merged(be: LinalgBackend, t: BaseTensor, w: WeightTarget, terms: Term[]): Promise<Uint8Array> {
-  const W = new Float32Array(t.info.shape.reduce((x, y) => x * y, 1));
-  await foldInto(t, "BASE", W, "set");
+async function merged(be: LinalgBackend, t: BaseTensor, w: WeightTarget, terms: Term[], work: { W: Scratch; raw: Scratch }): Promise<Uint8Array> {
+  const W = work.W.floats(t.info.shape.reduce((x, y) => x * y, 1));
+  await foldInto(t, "BASE", W, "set", work.raw);
   for (const term of terms) {
     const f = await readFactors(term.adapter, term.module, "f32");
     await addProduct(be, W, w, f.B as Mat<Float32Array>, f.A as Mat<Float32Array>, term.coef);
@@ -82,7 +82,7 @@ async function merged(be: LinalgBackend, t: BaseTensor, w: WeightTarget, terms: 
   for (let i = 0; i < W.length; i++) {
     if (!Number.isFinite(W[i]!)) throw new InvalidInputError(`${t.info.name}: the merged weight overflows float32 at element ${i}`);
   }
-  return encodeFloats(t.info.dtype, W);
+  return encodeInPlace(t.info.dtype, W); // written before the next weight takes the scratch
 }
 
 export function checkApplyOptions(o: ApplyOptions): void {
@@ -126,11 +126,16 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
 
     const notes: string[] = [];
     if (base.stem === "diffusion_pytorch_model" && base.dir !== o.base && !o.base.endsWith(".safetensors")) notes.push(`BASE is a diffusers pipeline: the output is its ${base.dir.slice(o.base.length).replace(/^\//, "")} folder`);
+    const changed = [...plan.keys()].map((n) => base.tensors.get(n)!.info);
+    const work = {
+      W: new Scratch(4 * Math.max(0, ...changed.map((t) => t.shape.reduce((x, y) => x * y, 1)))),
+      raw: new Scratch(Math.max(0, ...changed.map((t) => t.end - t.begin))),
+    };
     const out: ModelOutput = {
       specFor: (file, t): TensorSpec => {
         const e = plan.get(t.name);
         if (!e) return { name: t.name, dtype: t.dtype, shape: t.shape, copyFrom: { file, tensor: t } };
-        return { name: t.name, dtype: t.dtype, shape: t.shape, produce: () => merged(deps.backend, base.tensors.get(t.name)!, e.target, e.terms) };
+        return { name: t.name, dtype: t.dtype, shape: t.shape, produce: () => merged(deps.backend, base.tensors.get(t.name)!, e.target, e.terms, work) };
       },
       copy: "all",
     };

@@ -13,7 +13,7 @@ import { writeAdapter } from "../formats/adapter/write.js";
 import { withScratchFile } from "../formats/atomic.js";
 import { InvalidInputError, UsageError } from "../formats/errors.js";
 import { openModel, type BaseTensor, type Model } from "../formats/model/base-model.js";
-import { foldInto, MODEL_DTYPES } from "../formats/model/stream.js";
+import { foldInto, MODEL_DTYPES, Scratch } from "../formats/model/stream.js";
 import { encodeFloats, type DType } from "../formats/safetensors/index.js";
 import { truncatedSvd, type TruncatedSvd } from "../linalg/truncated-svd.js";
 import type { LinalgBackend } from "../linalg/types.js";
@@ -114,22 +114,15 @@ function pairModels(base: Model, tuned: Model, o: ExtractOptions): Pair[] {
   return pairs;
 }
 
-/** One float32 buffer for every ΔW, sized for the largest: memory stays at one weight's worth. */
-class DeltaBuffer {
-  private buf = new Float32Array(0);
-  constructor(private readonly capacity: number) {}
-  take(n: number): Float32Array {
-    if (this.buf.length === 0) this.buf = new Float32Array(this.capacity);
-    return this.buf.subarray(0, n);
-  }
-}
+/** The run's two reused buffers: ΔW in float32, and one stored tensor's bytes. */
+interface Scratches { delta: Scratch; raw: Scratch }
 
 /** tuned − base in float32 (the stored difference, rows×cols as stored) and its ‖·‖² in float64. */
-async function difference(p: Pair, work: DeltaBuffer, onBytes: (n: number) => void): Promise<{ data: Float32Array; norm2: number }> {
+async function difference(p: Pair, work: Scratches, onBytes: (n: number) => void): Promise<{ data: Float32Array; norm2: number }> {
   const n = p.base.info.shape.reduce((x, y) => x * y, 1);
-  const data = work.take(n);
-  await foldInto(p.tuned, "TUNED", data, "set", onBytes);
-  await foldInto(p.base, "BASE", data, "sub", onBytes);
+  const data = work.delta.floats(n);
+  await foldInto(p.tuned, "TUNED", data, "set", work.raw, onBytes);
+  await foldInto(p.base, "BASE", data, "sub", work.raw, onBytes);
   let norm2 = 0;
   for (let i = 0; i < n; i++) norm2 += data[i]! * data[i]!;
   return { data, norm2 };
@@ -218,7 +211,10 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
       let read = 0;
       const onBytes = (n: number) => { read += n; deps.onBytes?.(read, total); };
       const notes: string[] = [];
-      const work = new DeltaBuffer(Math.max(...targets.map((p) => p.base.info.shape.reduce((x, y) => x * y, 1))));
+      const work: Scratches = {
+        delta: new Scratch(4 * Math.max(...targets.map((p) => p.base.info.shape.reduce((x, y) => x * y, 1)))),
+        raw: new Scratch(Math.max(...targets.map((p) => p.base.info.end - p.base.info.begin))),
+      };
 
       // --budget: a first pass for each weight's leading σ, then ranks as `truncate --budget` shares them.
       const ranks = new Map<string, number>();
