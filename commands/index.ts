@@ -3,10 +3,12 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { LoraError, UsageError } from "../common/errors.js";
+import { applyCommand } from "./apply/index.js";
 import { backendsCommand } from "./backends/index.js";
 import { completionCommand } from "./completion/index.js";
 import { convertCommand } from "./convert/index.js";
 import { diffCommand } from "./diff/index.js";
+import { extractCommand } from "./extract/index.js";
 import { inspectCommand } from "./inspect/index.js";
 import { lintCommand } from "./lint/index.js";
 import { mergeCommand } from "./merge/index.js";
@@ -34,7 +36,7 @@ export const VERSION = packageVersion();
 type CommandFactory = (ctx: Ctx) => Command;
 
 /** Commands register here (one file each under commands/<name>/). */
-export const commandFactories: CommandFactory[] = [inspectCommand, truncateCommand, pruneCommand, mergeCommand, convertCommand, diffCommand, lintCommand, backendsCommand, completionCommand];
+export const commandFactories: CommandFactory[] = [inspectCommand, truncateCommand, pruneCommand, mergeCommand, convertCommand, diffCommand, lintCommand, extractCommand, applyCommand, backendsCommand, completionCommand];
 
 export function buildProgram(ctx: Ctx): Command {
   const program = new Command("lora")

@@ -311,3 +311,32 @@ async function commitDir(tmp: string, abs: string, parent: string, targetDir: st
   await rm(old, { recursive: true, force: true }).catch(() => {});
   pending.delete(old);
 }
+
+
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Run `fn` with a scratch file `.<basename>.scratch-<pid>-<rand>` beside `near` (an output path),
+ * open for reading and writing. It is removed afterwards, on error, and (registered like the temp
+ * outputs) on a signal: intermediate results too large to hold in memory never outlive the run.
+ */
+export async function withScratchFile<T>(near: string, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
+  const abs = resolve(near);
+  const dir = dirname(abs);
+  await checkParent(near, dir);
+  const path = tempName(dir, basename(abs), "scratch");
+  pending.set(path, { kind: "remove" });
+  let fh: FileHandle | null = null;
+  try {
+    try {
+      fh = await open(path, "wx+", 0o600);
+    } catch (e) {
+      throw writeFailure(near, e);
+    }
+    return await fn(fh);
+  } finally {
+    if (fh) await fh.close().catch(() => {});
+    await unlink(path).catch(() => {});
+    pending.delete(path);
+  }
+}

@@ -33,3 +33,12 @@ export function peftCheck(dir: string): { modules: number; max_rel: number; peft
   if (cmp.status !== 0) throw new Error(`compare failed: ${cmp.stderr}`);
   return JSON.parse(cmp.stdout) as { modules: number; max_rel: number; peft_extra: string[] };
 }
+
+/** Run PEFT's loader on `dir` and return the .npz of its ΔW per module (keys: module names). */
+export function peftDeltas(dir: string): string {
+  const src = process.env["LORA_PEFT_SRC"] ?? "/tmp/peft-src";
+  const npz = join(mkdtempSync(join(tmpdir(), "lora-peftdelta-")), "delta.npz");
+  const load = spawnSync(PY, [join(toolDir, "peft_load.py"), src, dir, npz], { encoding: "utf8" });
+  if (load.status !== 0) throw new Error(`PEFT failed to load ${dir}:\n${load.stderr.slice(-2000)}`);
+  return npz;
+}

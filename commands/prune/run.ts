@@ -9,7 +9,7 @@ import { writeFileAtomic } from "../../common/atomic.js";
 import { RuntimeFailure, UsageError } from "../../common/errors.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../../surgery/report.js";
-import { openBaseModel } from "./base-model.js";
+import { openBaseModel } from "../../formats/model/base-model.js";
 import { adapterOutput, checkAdapter, refuseDora, planLoraPrune, type LoraPruneOptions } from "../../surgery/prune/loraprune.js";
 import { planDocument, prettyJson, prunedConfig, prunedCounts, sidePaths, writeBaseOut } from "../../surgery/prune/pruned-base.js";
 import { planModules, type ModuleCriteria } from "../../surgery/prune/modules.js";

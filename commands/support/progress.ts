@@ -2,7 +2,15 @@
 // nothing (or one line per step with --verbose). ora is imported lazily: start-up time matters.
 import { interactive, type Ctx, type GlobalOptions } from "./context.js";
 
+/** what = "bytes": done and total are byte counts, shown with the rate (bytes/s). */
 export type Tick = (done: number, total: number, what?: string) => void;
+
+function bytes(n: number): string {
+  const u = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < u.length - 1) { n /= 1000; i++; }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${u[i]}`;
+}
 
 export async function withProgress<T>(ctx: Ctx, g: GlobalOptions, label: string, fn: (tick: Tick) => Promise<T>): Promise<T> {
   if (!interactive(ctx, g)) {
@@ -15,7 +23,8 @@ export async function withProgress<T>(ctx: Ctx, g: GlobalOptions, label: string,
   const tick: Tick = (d, n, w) => {
     const el = (Date.now() - t0) / 1000;
     const eta = d > 0 ? (el / d) * (n - d) : 0;
-    spinner.text = `${label} ${d}/${n}${w ? ` ${w}` : ""}${d > 0 && d < n ? `  ETA ${eta.toFixed(1)}s` : ""}`;
+    const count = w === "bytes" ? `${bytes(d)}/${bytes(n)}${el > 0 ? `  ${bytes(d / el)}/s` : ""}` : `${d}/${n}${w ? ` ${w}` : ""}`;
+    spinner.text = `${label} ${count}${d > 0 && d < n ? `  ETA ${eta.toFixed(1)}s` : ""}`;
   };
   try {
     const r = await fn(tick);

@@ -6,7 +6,7 @@
 // (≤ BLOCK_ELEMENTS per block), so memory stays bounded.
 import { decodeToFloat32, decodeToFloat64, dtypeBits } from "../../formats/safetensors/index.js";
 import type { LinalgBackend } from "../../linalg/types.js";
-import { type BaseTensor } from "../../commands/prune/base-model.js";
+import { type BaseTensor } from "../../formats/model/base-model.js";
 
 // ---------------------------------------------------------------------------------------------
 // The criterion

@@ -21,7 +21,7 @@ import { SafetensorsFile, type TensorInfo } from "../../formats/safetensors/inde
 import { lowRankNorm } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import type { ModuleResult } from "../report.js";
-import type { BaseModel } from "../../commands/prune/base-model.js";
+import type { BaseModel } from "../../formats/model/base-model.js";
 import { ATTN_PROJS, baseLayout, defaultSkipLayers, groupCount, keptChannels, l2Normalise, llamaArch, MLP_PROJS, parseModulePath, partOf, pruneCount, ROW_PRUNED, selectGroups, sumIntoGroups, type BaseLayout, type LlamaArch, type Part, type Proj } from "./groups.js";
 import { projectionImportance, type LoraTerms } from "./importance.js";
 

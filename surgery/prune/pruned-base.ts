@@ -2,11 +2,10 @@
 // from row blocks into one buffer the size of its output, every other tensor copied through in
 // chunks), its config.json with the per-layer counts, and pruning_plan.json.
 import { dirname, join, resolve } from "node:path";
-import { readFile } from "node:fs/promises";
-import { writeDirAtomic, writeFileAtomic, type ByteSink, type DirEntrySpec } from "../../common/atomic.js";
 import { InvalidInputError } from "../../common/errors.js";
-import { dtypeBits, SafetensorsFile, writeSafetensors, layoutSafetensors, type TensorInfo, type TensorSpec } from "../../formats/safetensors/index.js";
-import { kind, type BaseModel } from "../../commands/prune/base-model.js";
+import { dtypeBits, SafetensorsFile, type TensorInfo, type TensorSpec } from "../../formats/safetensors/index.js";
+import type { BaseModel } from "../../formats/model/base-model.js";
+import { writeModel } from "../../formats/model/write.js";
 import { ATTN_PROJS, keptQueryHeads, MLP_PROJS } from "./groups.js";
 import { cutFor, type Cut, type LoraPruneOptions, type LoraPrunePlan } from "./loraprune.js";
 
@@ -81,12 +80,10 @@ function viewOf(u: Uint8Array, eb: number): Uint16Array | Uint32Array | Float64A
   return eb === 2 ? new Uint16Array(u.buffer, u.byteOffset, n) : eb === 4 ? new Uint32Array(u.buffer, u.byteOffset, n) : new Float64Array(u.buffer, u.byteOffset, n);
 }
 
-function specsFor(file: SafetensorsFile, cuts: Map<string, Cut>): TensorSpec[] {
-  return file.tensors.map((t): TensorSpec => {
-    const c = cuts.get(t.name);
-    if (!c) return { name: t.name, dtype: t.dtype, shape: t.shape, copyFrom: { file, tensor: t } };
-    return { name: t.name, dtype: t.dtype, shape: cutShape(t.shape, c), produce: () => cutBytes(file, t, c) };
-  });
+function specFor(file: SafetensorsFile, t: TensorInfo, cuts: Map<string, Cut>): TensorSpec {
+  const c = cuts.get(t.name);
+  if (!c) return { name: t.name, dtype: t.dtype, shape: t.shape, copyFrom: { file, tensor: t } };
+  return { name: t.name, dtype: t.dtype, shape: cutShape(t.shape, c), produce: () => cutBytes(file, t, c) };
 }
 
 /** Per-layer counts after pruning. */
@@ -170,49 +167,13 @@ export function planDocument(plan: LoraPrunePlan, o: LoraPruneOptions): Record<s
 /** Small non-weight files of a model directory worth carrying into the pruned one. */
 const AUX_FILES = ["generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json"];
 
-function jsonFill(text: string): (sink: ByteSink) => Promise<void> {
-  return async (sink) => { await sink.write(new TextEncoder().encode(text)); };
-}
-
 /**
  * Write the pruned base model: a directory (the input's shard layout, its index when sharded,
  * config.json, tokenizer files) or one .safetensors file. Tensors are produced one at a time.
  */
 export async function writeBaseOut(target: string, base: BaseModel, plan: LoraPrunePlan, config: Record<string, unknown>, opts: { force: boolean; inputs: string[] }): Promise<void> {
   const cuts = baseCuts(plan);
-  if (target.endsWith(".safetensors")) {
-    const specs = base.shards.flatMap((s) => specsFor(s.file, cuts));
-    const meta = base.shards[0]!.file.metadata;
-    layoutSafetensors(specs, meta);
-    await writeFileAtomic(target, (sink) => writeSafetensors(sink, specs, meta), opts);
-    return;
-  }
-  const entries: DirEntrySpec[] = [];
-  const weightMap: Record<string, string> = {};
-  let totalSize = 0;
-  for (const s of base.shards) {
-    const specs = specsFor(s.file, cuts);
-    const meta = s.file.metadata;
-    const lay = layoutSafetensors(specs, meta);
-    for (const t of lay.tensors) totalSize += t.end - t.begin;
-    for (const sp of specs) weightMap[sp.name] = s.name;
-    entries.push({ name: base.sharded ? s.name : "model.safetensors", fill: (sink) => writeSafetensors(sink, specs, meta) });
-  }
-  if (base.sharded) {
-    const sorted = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]!]));
-    entries.push({ name: "model.safetensors.index.json", fill: jsonFill(JSON.stringify({ metadata: { ...(base.indexMetadata ?? {}), total_size: totalSize }, weight_map: sorted }, null, 2) + "\n") });
-  }
-  entries.push({ name: "config.json", fill: jsonFill(prettyJson(config)) });
-  const dir = dirname(base.configPath);
-  for (const f of AUX_FILES) {
-    const p = join(dir, f);
-    if ((await kind(p)) !== "file") continue;
-    entries.push({
-      name: f,
-      fill: async (sink) => { await sink.write(await readFile(p)); },
-    });
-  }
-  await writeDirAtomic(target, entries, opts);
+  await writeModel(target, base, { specFor: (file, t) => specFor(file, t, cuts), replace: { "config.json": prettyJson(config) }, copy: AUX_FILES }, opts);
 }
 
 /** Where the side files go: pruning_plan.json beside the adapter output; config.json with the weights. */

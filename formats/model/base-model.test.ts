@@ -7,7 +7,7 @@ import { InvalidInputError, UsageError } from "../../common/errors.js";
 import { fixturesDir } from "../../test/paths.js";
 import { makePruneFixtures } from "../../fixtures/make-prune-fixtures.js";
 import { openBaseModel } from "./base-model.js";
-import { tempDir } from "./reference.test.js";
+import { tempDir } from "../../commands/prune/reference.test.js";
 
 const FX = join(fixturesDir, "prune");
 

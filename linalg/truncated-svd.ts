@@ -1,0 +1,215 @@
+// The best rank-t approximation of a dense matrix to a stated accuracy (lora extract): exact by a
+// full SVD, or by randomized subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4 + 5.1)
+// with as many power iterations as the accuracy needs. The one place extract's SVD is composed
+// from backend calls (gemm, qr, svd); a backend-level routine can replace the composition here.
+//
+// Accuracy (README "extract"): with Q the orthonormal basis of the
+// sketch and B = QᵀM = Ũ Σ̃ Vᵀ, the approximation Q Ũ_t Σ̃_t V_tᵀ is the orthogonal projection of M
+// onto span(QŨ_t), so its squared error is exactly ‖M‖² − Σ_{i≤t} σ̃ᵢ² (no extra pass). The
+// Eckart–Young optimum is ‖M‖² − Σ_{i≤t} σᵢ²; the captured energy e_q = Σ_{i≤t} σ̃ᵢ² rises
+// towards Σ_{i≤t} σᵢ² geometrically with the iterations q, so its last increments give an
+// a-posteriori estimate of the excess: δ_q·ρ/(1−ρ), ρ = δ_q/δ_{q−1} (ρ taken ≥ ½). Iterations stop
+// when that estimate is below half the allowed excess, (1+tol)² − 1 times the squared error.
+// Each half-step's Z = MᵀQ is Bᵀ itself, so the check costs one SVD of a k×ℓ matrix, no extra pass.
+import { toF64 } from "./lowrank.js";
+import { Rng } from "./random.js";
+import { flipSigns } from "./signs.js";
+import type { FloatArray, LinalgBackend, Mat } from "./types.js";
+
+export interface TruncatedSvdOptions {
+  /** Target rank t (capped at min(rows, cols)). One of rank or energy. */
+  rank?: number;
+  /** Fewest components holding this fraction of ‖M‖²_F (0 < F ≤ 1). */
+  energy?: number;
+  /** Full SVD (float64) instead of the randomized route. */
+  exact?: boolean;
+  /** Allowed relative excess of the Frobenius error over the optimum. Default 1e-3 (0.1%). */
+  tolerance?: number;
+  /** Oversampling p: ℓ = t + p. Default max(10, ⌈t/4⌉). */
+  oversample?: number;
+  /** Cap on power iterations. Default 12. */
+  maxPowerIters?: number;
+  seed?: number;
+  /** ‖M‖²_F when the caller has it (float64 accumulation); else computed here. */
+  norm2?: number;
+}
+
+export interface TruncatedSvd {
+  /** rows×t, orthonormal columns, signs as linalg/signs.ts. */
+  U: Mat<Float64Array>;
+  /** t values, descending. */
+  S: Float64Array;
+  /** t×cols, orthonormal rows. */
+  Vt: Mat<Float64Array>;
+  /** ‖M‖²_F */
+  norm2: number;
+  /** ‖M − U S Vt‖²_F (exact up to rounding, see the header; formed directly when below 1e-4·‖M‖²). */
+  err2: number;
+  /**
+   * A-posteriori estimate of err2 − (the optimum's squared error); 0 for the exact route; null
+   * when err2 is below what the float32 products resolve (≈1e-6·‖M‖²): the approximation is then
+   * within rounding of M, and its excess over the optimum cannot be told from rounding.
+   */
+  excess2: number | null;
+  /** Every σ computed: all of them (exact) or the ℓ of the sketch (lower bounds of the true ones). */
+  sigma: Float64Array;
+  /** Power iterations run (0 for the exact route). */
+  powerIters: number;
+  exact: boolean;
+}
+
+function frob2(m: Mat): number {
+  let s = 0;
+  const d = m.data;
+  for (let i = 0; i < d.length; i++) s += d[i]! * d[i]!;
+  return s;
+}
+
+/** Fewest t with Σ_{i<t} σᵢ² ≥ F·total (null if the σ given do not reach it). */
+function rankForEnergy(S: ArrayLike<number>, fraction: number, total: number): number | null {
+  if (total === 0) return 1;
+  let acc = 0;
+  for (let i = 0; i < S.length; i++) {
+    acc += S[i]! ** 2;
+    if (acc >= fraction * total * (1 - 1e-12)) return i + 1;
+  }
+  return null;
+}
+
+function tailSum2(S: ArrayLike<number>, from: number): number {
+  let s = 0;
+  for (let i = from; i < S.length; i++) s += S[i]! ** 2;
+  return s;
+}
+
+/** Columns [0, t) of a row-major matrix. */
+function leadingCols(m: Mat<Float64Array>, t: number): Mat<Float64Array> {
+  const out = new Float64Array(m.rows * t);
+  for (let i = 0; i < m.rows; i++) out.set(m.data.subarray(i * m.cols, i * m.cols + t), i * t);
+  return { rows: m.rows, cols: t, data: out };
+}
+
+function finish(U: Mat<Float64Array>, S: Float64Array, Vt: Mat<Float64Array>): { U: Mat<Float64Array>; S: Float64Array; Vt: Mat<Float64Array> } {
+  flipSigns(U, Vt);
+  return { U, S, Vt };
+}
+
+async function exactRoute(be: LinalgBackend, m: Mat, o: TruncatedSvdOptions, norm2: number): Promise<TruncatedSvd> {
+  const s = await be.svd(toF64(m));
+  const sigma = Float64Array.from(s.S, (x) => Math.max(x, 0));
+  const t = Math.max(1, Math.min(o.rank ?? rankForEnergy(sigma, o.energy!, norm2) ?? sigma.length, sigma.length));
+  const Vt = { rows: t, cols: s.Vt.cols, data: Float64Array.from(s.Vt.data.subarray(0, t * s.Vt.cols)) };
+  const f = finish(leadingCols(s.U, t), sigma.slice(0, t), Vt);
+  return { ...f, norm2, err2: tailSum2(sigma, t), excess2: 0, sigma, powerIters: 0, exact: true };
+}
+
+/**
+ * Best rank-t approximation of the rows×cols matrix m (float32 or float64; the products run in
+ * its precision, the small SVDs in float64). With `energy`, t is the fewest components holding
+ * that fraction of ‖m‖² (the sketch grows until its σ̃ reach it).
+ */
+export async function truncatedSvd(be: LinalgBackend, m: Mat, o: TruncatedSvdOptions): Promise<TruncatedSvd> {
+  if ((o.rank === undefined) === (o.energy === undefined)) throw new Error("truncatedSvd: give exactly one of rank and energy");
+  if (o.rank !== undefined && !(Number.isInteger(o.rank) && o.rank >= 1)) throw new Error(`truncatedSvd: rank must be a positive integer (got ${o.rank})`);
+  const d = m.rows, k = m.cols, minDim = Math.min(d, k);
+  const norm2 = o.norm2 ?? frob2(m);
+  if (o.exact) return exactRoute(be, m, o, norm2);
+  const tol = o.tolerance ?? 1e-3;
+  const allowed = (1 + tol) ** 2 - 1;
+  // Rounding floor of the captured energy: products in the matrix's precision.
+  const floor = (m.data instanceof Float32Array ? 1e-6 : 1e-13) * norm2;
+  let t = o.rank !== undefined ? Math.min(o.rank, minDim) : Math.min(minDim, 16);
+  const rng = new Rng(o.seed ?? 0);
+  for (;;) {
+    const p = o.oversample ?? Math.max(10, Math.ceil(t / 4));
+    const l = Math.min(t + p, minDim);
+    if (l >= minDim) return exactRoute(be, m, o, norm2);
+    const r = await sketch(be, m, t, l, rng, { allowed, floor, norm2, maxIters: o.maxPowerIters ?? 12 });
+    if (o.energy !== undefined) {
+      const te = rankForEnergy(r.sigma.subarray(0, l - p), o.energy, norm2);
+      if (te === null) { t = Math.min(minDim, 2 * t); continue; }
+      if (te < t) return cut(be, m, r, te, norm2);
+    }
+    return cut(be, m, r, t, norm2);
+  }
+}
+
+interface Sketch {
+  /** d×ℓ, float64 */
+  Q: Mat<Float64Array>;
+  /** SVD of Z = MᵀQ = Bᵀ (k×ℓ): Z = Uz Σ Vzᵀ, so B = Vz Σ Uzᵀ. */
+  Uz: Mat<Float64Array>;
+  VzT: Mat<Float64Array>;
+  sigma: Float64Array;
+  iters: number;
+  excess2: number;
+  /** Stopped because the captured energy's changes were below rounding, not below the tolerance. */
+  floorLimited: boolean;
+}
+
+/**
+ * ‖m − U·diag(S)·Vt‖²_F formed a block of rows at a time in float64: for small errors, where
+ * ‖m‖² − Σσ̃² would lose every digit to cancellation (products in float32 leave ~1e-7‖m‖²).
+ */
+async function residual2(be: LinalgBackend, m: Mat, U: Mat<Float64Array>, S: Float64Array, Vt: Mat<Float64Array>): Promise<number> {
+  const d = m.rows, k = m.cols, t = S.length, ROWS = 256;
+  let sum = 0;
+  for (let i0 = 0; i0 < d; i0 += ROWS) {
+    const n = Math.min(ROWS, d - i0);
+    const US = new Float64Array(n * t);
+    for (let i = 0; i < n; i++) for (let c = 0; c < t; c++) US[i * t + c] = U.data[(i0 + i) * t + c]! * S[c]!;
+    const R = (await be.gemm({ rows: n, cols: t, data: US }, Vt)).data;
+    const off = i0 * k;
+    for (let j = 0; j < n * k; j++) { const x = m.data[off + j]! - R[j]!; sum += x * x; }
+  }
+  return sum;
+}
+
+/** Relative squared error below which err2 is measured directly (residual2) rather than by difference. */
+const DIRECT_BELOW = 1e-4;
+
+/** Keep t components: U = Q·Vz[:, :t], Vt = Uz[:, :t]ᵀ. */
+async function cut(be: LinalgBackend, m: Mat, r: Sketch, t: number, norm2: number): Promise<TruncatedSvd> {
+  const l = r.sigma.length, k = r.Uz.rows;
+  const U = leadingCols(await be.gemm(r.Q, r.VzT, { transB: true }), t);
+  const Vt = new Float64Array(t * k);
+  for (let j = 0; j < k; j++) for (let c = 0; c < t; c++) Vt[c * k + j] = r.Uz.data[j * l + c]!;
+  const f = finish(U, r.sigma.slice(0, t), { rows: t, cols: k, data: Vt });
+  let err2 = Math.max(norm2 - (tailSum2(r.sigma, 0) - tailSum2(r.sigma, t)), 0);
+  let excess2: number | null = r.excess2;
+  if (err2 < DIRECT_BELOW * norm2) {
+    err2 = await residual2(be, m, f.U, f.S, f.Vt);
+    if (r.floorLimited) excess2 = null;
+  }
+  return { ...f, norm2, err2, excess2, sigma: r.sigma, powerIters: r.iters, exact: false };
+}
+
+async function sketch(be: LinalgBackend, m: Mat, t: number, l: number, rng: Rng, c: { allowed: number; floor: number; norm2: number; maxIters: number }): Promise<Sketch> {
+  const k = m.cols;
+  const f32 = m.data instanceof Float32Array;
+  const conv = (x: Float64Array): FloatArray => (f32 ? Float32Array.from(x) : x);
+  const omega: Mat = { rows: k, cols: l, data: conv(rng.normals(k * l)) };
+  let Q = (await be.qr(await be.gemm(m, omega))).Q;
+  let prev: number | null = null, prevDelta: number | null = null;
+  for (let q = 0; ; q++) {
+    const Z = await be.gemm(m, Q, { transA: true }); // k×ℓ = Bᵀ
+    const s = await be.svd(toF64(Z));
+    const sigma = Float64Array.from(s.S, (x) => Math.max(x, 0));
+    let e = 0;
+    for (let i = 0; i < t; i++) e += sigma[i]! ** 2;
+    const err2 = Math.max(c.norm2 - e, 0);
+    let excess = Infinity;
+    if (prev !== null) {
+      const delta = Math.max(e - prev, 0);
+      const rho = prevDelta !== null && prevDelta > 0 ? Math.min(Math.max(delta / prevDelta, 0.5), 0.99) : 0.5;
+      excess = (delta * rho) / (1 - rho);
+      prevDelta = delta;
+    }
+    prev = e;
+    if (excess <= 0.5 * c.allowed * err2 + c.floor || q >= c.maxIters) {
+      const floorLimited = excess > 0.5 * c.allowed * err2;
+      return { Q: toF64(Q), Uz: s.U as Mat<Float64Array>, VzT: s.Vt as Mat<Float64Array>, sigma, iters: q, excess2: Number.isFinite(excess) ? excess : err2, floorLimited };
+    }
+    Q = (await be.qr(await be.gemm(m, (await be.qr(Z)).Q))).Q;
+  }
+}

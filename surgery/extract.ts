@@ -1,0 +1,299 @@
+// lora extract: the optimal rank-t LoRA of a full fine-tune, ΔW = tuned − base per weight
+// (Eckart–Young: the best rank-t approximation in Frobenius norm is the truncated SVD), streamed
+// weight by weight. Per weight: ΔW is folded chunk by chunk from both files into one float32
+// array, its truncated SVD computed (linalg/truncated-svd.ts: randomized to 0.1% of the optimum,
+// or exact), and the factors B = U√Σ, A = √Σ Vᵀ (alpha = t, so the scale is 1) encoded and spilled
+// to a scratch file beside the output; the adapter is written from the spill at the end. Memory:
+// one ΔW and one module's factors at a time, whatever the model's size.
+import { existsSync } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
+import { join } from "node:path";
+import type { AdapterOutput, OutModule } from "../formats/adapter/write.js";
+import { writeAdapter } from "../formats/adapter/write.js";
+import { withScratchFile } from "../common/atomic.js";
+import { InvalidInputError, UsageError } from "../common/errors.js";
+import { openModel, type BaseTensor, type Model } from "../formats/model/base-model.js";
+import { foldInto, MODEL_DTYPES, Scratch } from "../formats/model/stream.js";
+import { encodeFloats, type DType } from "../formats/safetensors/index.js";
+import { truncatedSvd, type TruncatedSvd } from "../linalg/truncated-svd.js";
+import type { LinalgBackend } from "../linalg/types.js";
+import { allocate } from "./truncate/allocate.js";
+import { kohyaStemOf, usesConv1D, weightTarget, type WeightTarget } from "./weights.js";
+
+export interface ExtractOptions {
+  base: string;
+  tuned: string;
+  output: string;
+  rank?: number;
+  energy?: number;
+  budget?: number;
+  exact: boolean;
+  /** Relative excess of the Frobenius error allowed over the optimum (randomized route). */
+  tolerance: number;
+  /** Regular expression a module path must match (search, not anchored). */
+  modules?: string;
+  baseName?: string;
+  to?: "peft" | "kohya";
+  dtype?: "F32" | "F16" | "BF16";
+  seed: number;
+  force: boolean;
+}
+
+export interface ExtractDeps {
+  backend: LinalgBackend;
+  /** Bytes of the two models read so far, of the total to read. */
+  onBytes?: (done: number, total: number) => void;
+}
+
+export interface ExtractModule {
+  name: string;
+  /** min(out, in): the rank of a dense ΔW. */
+  rank_in: number;
+  rank: number;
+  /** ‖ΔW − B·A‖_F / ‖ΔW‖_F, of the factors before rounding to the output dtype. */
+  relative_error: number;
+  retained_energy: number;
+  target_norm: number;
+  route: "exact" | "randomized";
+  power_iterations: number;
+  /** Estimated relative excess of the error over the Eckart–Young optimum (0 for exact; null when the error is at float32 rounding level). */
+  excess_estimate: number | null;
+}
+
+export interface ExtractReport {
+  command: "extract";
+  method: "exact" | "randomized";
+  inputs: string[];
+  output: string;
+  format: "peft" | "kohya";
+  modules: ExtractModule[];
+  /** Weights that did not change. */
+  unchanged: string[];
+  /** Other tensors (biases, norms, embeddings) that changed: not in the adapter. */
+  changed_other: string[];
+  totals: { modules: number; rank: number; relative_error: number; params: number };
+  notes: string[];
+}
+
+interface Pair {
+  name: string;
+  base: BaseTensor;
+  tuned: BaseTensor;
+  target: WeightTarget | null;
+}
+
+/** Option combinations that do not need the files (usage errors, exit 2). */
+export function checkExtractOptions(o: ExtractOptions): void {
+  const n = [o.rank, o.energy, o.budget].filter((x) => x !== undefined).length;
+  if (n !== 1) throw new UsageError(n === 0 ? "say how many ranks to keep: --rank R, --energy F or --budget K" : "--rank, --energy and --budget are mutually exclusive");
+  if (o.modules !== undefined) {
+    try { new RegExp(o.modules); } catch { throw new UsageError(`--modules ${JSON.stringify(o.modules)} is not a valid regular expression`); }
+  }
+  if (o.output === "-") throw new UsageError("extract writes a file or directory; -o - is not supported");
+}
+
+/** Pair every tensor of the two models; any name, shape or dtype mismatch is invalid input (exit 3). */
+function pairModels(base: Model, tuned: Model, o: ExtractOptions): Pair[] {
+  const onlyBase = [...base.tensors.keys()].filter((n) => !tuned.tensors.has(n));
+  const onlyTuned = [...tuned.tensors.keys()].filter((n) => !base.tensors.has(n));
+  if (onlyBase.length || onlyTuned.length) {
+    const list = (v: string[]) => v.slice(0, 5).join(", ") + (v.length > 5 ? ` … (${v.length})` : "");
+    throw new InvalidInputError(`the models do not have the same tensors${onlyBase.length ? `; only in BASE: ${list(onlyBase)}` : ""}${onlyTuned.length ? `; only in TUNED: ${list(onlyTuned)}` : ""}`);
+  }
+  const conv1d = usesConv1D(base);
+  const select = o.modules !== undefined ? new RegExp(o.modules) : null;
+  const pairs: Pair[] = [];
+  for (const [name, b] of base.tensors) {
+    const t = tuned.tensors.get(name)!;
+    if (b.info.shape.join("×") !== t.info.shape.join("×")) throw new InvalidInputError(`tensor ${name}: shape ${b.info.shape.join("×")} in BASE but ${t.info.shape.join("×")} in TUNED`);
+    if (b.info.dtype !== t.info.dtype) throw new InvalidInputError(`tensor ${name}: dtype ${b.info.dtype} in BASE but ${t.info.dtype} in TUNED`);
+    let target = MODEL_DTYPES.includes(b.info.dtype) ? weightTarget(name, b.info.shape, conv1d) : null;
+    if (target && select && !select.test(target.path)) target = null;
+    pairs.push({ name, base: b, tuned: t, target });
+  }
+  return pairs;
+}
+
+/** The run's two reused buffers: ΔW in float32, and one stored tensor's bytes. */
+interface Scratches { delta: Scratch; raw: Scratch }
+
+/** tuned − base in float32 (the stored difference, rows×cols as stored) and its ‖·‖² in float64. */
+async function difference(p: Pair, work: Scratches, onBytes: (n: number) => void): Promise<{ data: Float32Array; norm2: number }> {
+  const n = p.base.info.shape.reduce((x, y) => x * y, 1);
+  const data = work.delta.floats(n);
+  await foldInto(p.tuned, "TUNED", data, "set", work.raw, onBytes);
+  await foldInto(p.base, "BASE", data, "sub", work.raw, onBytes);
+  let norm2 = 0;
+  for (let i = 0; i < n; i++) norm2 += data[i]! * data[i]!;
+  return { data, norm2 };
+}
+
+/** Whether two tensors hold the same bytes, compared chunk by chunk. */
+async function sameBytes(p: Pair, onBytes: (n: number) => void): Promise<boolean> {
+  const chunks: Uint8Array[] = [];
+  await p.base.file.copyRaw(p.base.info, async (c) => { chunks.push(c); onBytes(c.byteLength); });
+  let i = 0, off = 0, same = true;
+  await p.tuned.file.copyRaw(p.tuned.info, async (c) => {
+    onBytes(c.byteLength);
+    if (!same) return;
+    for (let j = 0; j < c.length; j++) {
+      if (off === chunks[i]!.length) { i++; off = 0; }
+      if (chunks[i]![off++] !== c[j]) { same = false; return; }
+    }
+  });
+  return same;
+}
+
+interface Spilled {
+  target: WeightTarget;
+  rank: number;
+  dtype: DType;
+  at: number;
+  aBytes: number;
+  bBytes: number;
+}
+
+/** Balanced factors of the SVD (in ΔW's out×in orientation), encoded: B = U√Σ (out×t), A = √Σ Vᵀ (t×in). */
+function encodeFactors(svd: TruncatedSvd, target: WeightTarget, dtype: DType): { A: Uint8Array; B: Uint8Array } {
+  const t = svd.S.length;
+  // Stored in×out (Conv1D): the stored difference M = U Σ Vᵀ, so ΔW = Mᵀ = V Σ Uᵀ.
+  const left = target.transposed ? null : svd.U; // out×t when not transposed
+  const out = target.out, inn = target.in;
+  const B = new Float32Array(out * t), A = new Float32Array(t * inn);
+  for (let c = 0; c < t; c++) {
+    const r = Math.sqrt(svd.S[c]!);
+    if (left) {
+      for (let i = 0; i < out; i++) B[i * t + c] = left.data[i * t + c]! * r;
+      for (let j = 0; j < inn; j++) A[c * inn + j] = svd.Vt.data[c * inn + j]! * r;
+    } else {
+      for (let i = 0; i < out; i++) B[i * t + c] = svd.Vt.data[c * out + i]! * r;
+      for (let j = 0; j < inn; j++) A[c * inn + j] = svd.U.data[j * t + c]! * r;
+    }
+  }
+  return { A: encodeFloats(dtype, A), B: encodeFloats(dtype, B) };
+}
+
+async function readSpill(fh: FileHandle, at: number, n: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(n);
+  let done = 0;
+  while (done < n) {
+    const { bytesRead } = await fh.read(buf, done, n - done, at + done);
+    if (bytesRead === 0) throw new Error("internal: scratch file shorter than written");
+    done += bytesRead;
+  }
+  return buf;
+}
+
+async function writeSpill(fh: FileHandle, at: number, data: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < data.length) done += (await fh.write(data, done, data.length - done, at + done)).bytesWritten;
+}
+
+/** Run extract: open, pair (all checks before any output exists), compute, write. */
+export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<ExtractReport> {
+  checkExtractOptions(o);
+  const be = deps.backend;
+  const base = await openModel(o.base, { label: `BASE ${o.base}` });
+  try {
+    const tuned = await openModel(o.tuned, { label: `TUNED ${o.tuned}` });
+    try {
+      const pairs = pairModels(base, tuned, o);
+      if (existsSync(o.output) && !o.force) throw new UsageError(`output exists: ${o.output} (use --force to overwrite)`);
+      const targets = pairs.filter((p) => p.target !== null);
+      if (!targets.length) throw new InvalidInputError(o.modules !== undefined ? `no 2-D or conv weight matches --modules ${o.modules}` : "the models have no 2-D or conv weights");
+      const format = o.to ?? (base.stem === "diffusion_pytorch_model" ? "kohya" : "peft");
+      const conv1d = targets.some((p) => p.target!.transposed);
+      if (format === "kohya" && conv1d) throw new UsageError("GPT-2 Conv1D weights need PEFT's fan_in_fan_out; use --to peft");
+      const others = pairs.filter((p) => p.target === null);
+      const passes = o.budget !== undefined ? 2 : 1;
+      const bytesOf = (ps: Pair[]) => ps.reduce((s, p) => s + 2 * (p.base.info.end - p.base.info.begin), 0);
+      const total = passes * bytesOf(targets) + bytesOf(others);
+      let read = 0;
+      const onBytes = (n: number) => { read += n; deps.onBytes?.(read, total); };
+      const notes: string[] = [];
+      const work: Scratches = {
+        delta: new Scratch(4 * Math.max(...targets.map((p) => p.base.info.shape.reduce((x, y) => x * y, 1)))),
+        raw: new Scratch(Math.max(...targets.map((p) => p.base.info.end - p.base.info.begin))),
+      };
+
+      // --budget: a first pass for each weight's leading σ, then ranks as `truncate --budget` shares them.
+      const ranks = new Map<string, number>();
+      if (o.budget !== undefined) {
+        const cap = Math.max(1, Math.min(o.budget, 4 * Math.ceil(o.budget / targets.length)));
+        const spectra = [];
+        for (const p of targets) {
+          const { data, norm2 } = await difference(p, work, onBytes);
+          const w = p.target!;
+          const rows = w.transposed ? w.in : w.out, cols = w.transposed ? w.out : w.in;
+          const sv = norm2 === 0 ? new Float64Array(0) : (await truncatedSvd(be, { rows, cols, data }, { rank: Math.min(cap, rows, cols), exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 })).sigma;
+          spectra.push({ name: p.name, sigma: sv, in: w.in, out: w.out, rank: Math.min(cap, rows, cols) });
+        }
+        const alloc = allocate(spectra, { budget: o.budget, score: "energy", minRank: 0, rho: 2 });
+        for (const [k, v] of alloc.ranks) ranks.set(k, v);
+        notes.push(`--budget ${o.budget}: each weight's leading ${cap} σ computed in a first pass, ranks shared by energy (${targets.length} weights)`);
+      }
+
+      const dtypeFor = (p: Pair): DType => o.dtype ?? p.base.info.dtype;
+      const changedOther: string[] = [];
+      for (const p of others) if (!(await sameBytes(p, onBytes))) changedOther.push(p.name);
+      if (changedOther.length) notes.push(`${changedOther.length} other tensor(s) changed (biases, norms, embeddings) and are not in the adapter: ${changedOther.slice(0, 6).join(", ")}${changedOther.length > 6 ? ", …" : ""}`);
+
+      return await withScratchFile(o.output, async (fh) => {
+        const spilled: Spilled[] = [];
+        const modules: ExtractModule[] = [];
+        const unchanged: string[] = [];
+        let at = 0;
+        for (const p of targets) {
+          const w = p.target!;
+          const budgetRank = ranks.get(p.name);
+          if (budgetRank === 0) { read += 2 * (p.base.info.end - p.base.info.begin); deps.onBytes?.(read, total); continue; }
+          const { data, norm2 } = await difference(p, work, onBytes);
+          if (norm2 === 0) { unchanged.push(w.path); continue; }
+          const rows = w.transposed ? w.in : w.out, cols = w.transposed ? w.out : w.in;
+          const want = budgetRank !== undefined ? { rank: budgetRank } : o.rank !== undefined ? { rank: Math.min(o.rank, rows, cols) } : { energy: o.energy! };
+          const svd = await truncatedSvd(be, { rows, cols, data }, { ...want, exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 });
+          const dtype = dtypeFor(p);
+          const f = encodeFactors(svd, w, dtype);
+          await writeSpill(fh, at, f.A);
+          await writeSpill(fh, at + f.A.length, f.B);
+          spilled.push({ target: w, rank: svd.S.length, dtype, at, aBytes: f.A.length, bBytes: f.B.length });
+          at += f.A.length + f.B.length;
+          const err = Math.sqrt(svd.err2 / norm2);
+          const opt2 = svd.excess2 === null ? 0 : svd.err2 - svd.excess2;
+          modules.push({
+            name: w.path, rank_in: Math.min(rows, cols), rank: svd.S.length, relative_error: err, retained_energy: 1 - svd.err2 / norm2,
+            target_norm: Math.sqrt(norm2), route: svd.exact ? "exact" : "randomized", power_iterations: svd.powerIters,
+            excess_estimate: svd.exact ? 0 : svd.excess2 === null ? null : opt2 > 0 ? Math.sqrt(svd.err2 / opt2) - 1 : 0,
+          });
+        }
+        if (unchanged.length) notes.push(`${unchanged.length} weight(s) identical in both models, left out`);
+        if (!spilled.length) throw new InvalidInputError("the models are identical in every selected weight: there is nothing to extract");
+        const outModules: OutModule[] = spilled.map((s) => ({
+          path: s.target.path,
+          ...(format === "kohya" ? { stem: kohyaStemOf(base, s.target.path) } : {}),
+          kind: s.target.kind, rank: s.rank, alpha: s.rank, out: s.target.out, in: s.target.in,
+          ...(s.target.kernel ? { kernel: s.target.kernel } : {}),
+          dtype: s.dtype,
+          produce: async () => ({ A: await readSpill(fh, s.at, s.aBytes), B: await readSpill(fh, s.at + s.aBytes, s.bBytes) }),
+        }));
+        const baseConfig: Record<string, unknown> = { base_model_name_or_path: o.baseName ?? null, ...(conv1d ? { fan_in_fan_out: true } : {}) };
+        const out: AdapterOutput = { format, modules: outModules, passthrough: [], baseConfig, metadata: {} };
+        const inputs = [o.base, o.tuned, ...base.shards.map((s) => join(base.dir, s.name)), ...tuned.shards.map((s) => join(tuned.dir, s.name))];
+        await writeAdapter(o.output, out, { force: o.force, inputs });
+        let num = 0, den = 0, params = 0;
+        for (const m of modules) { num += (m.relative_error * m.target_norm) ** 2; den += m.target_norm ** 2; }
+        for (const s of spilled) params += s.rank * (s.target.in + s.target.out);
+        return {
+          command: "extract", method: o.exact ? "exact" : "randomized", inputs: [o.base, o.tuned], output: o.output, format,
+          modules, unchanged, changed_other: changedOther,
+          totals: { modules: modules.length, rank: modules.reduce((s, m) => s + m.rank, 0), relative_error: den > 0 ? Math.sqrt(num / den) : 0, params },
+          notes,
+        };
+      });
+    } finally {
+      await tuned.close();
+    }
+  } finally {
+    await base.close();
+  }
+}
