@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { validate } from "../json-schema.js";
+import { writeGeneratedModel, type PairSpec } from "../models.js";
 import { fixturesDir, loraBin, repoRoot } from "../paths.js";
 
 const schemas = join(repoRoot, "docs", "schemas");
@@ -34,7 +35,7 @@ function check(doc: unknown, name: string, what: string): void {
   assert.deepEqual(errs, [], `${what} against ${name}:\n${errs.slice(0, 10).join("\n")}`);
 }
 
-test("every --json output validates against its schema in docs/schemas", () => {
+test("every --json output validates against its schema in docs/schemas", async () => {
   const d = mkdtempSync(join(tmpdir(), "lora-docs-json-"));
   const ok = (args: string[]) => {
     const r = lora([...args, "--json"]);
@@ -80,6 +81,15 @@ test("every --json output validates against its schema in docs/schemas", () => {
   check(ok(["inspect", join(F, "example"), join(F, "kohya-sd.safetensors")]), "inspect-catalog.schema.json", "inspect (catalog)");
   check(ok(["truncate", join(F, "example"), join(F, "peft-bf16.safetensors"), "--max-bytes", "20KB", "-o", out()]), "truncate-catalog.schema.json", "truncate --max-bytes");
   check(ok(["truncate", join(F, "example"), join(F, "kohya-sd.safetensors"), "--rank", "2", "-o", out()]), "truncate-catalog.schema.json", "truncate (catalog) --rank");
+  // extract and apply on a small generated Llama-shaped pair
+  const spec: PairSpec = { family: "llama", size: { layers: 1, hidden: 32, inter: 48, vocab: 16 }, dtype: "F32", rank: 3, noise: 1e-3, seed: 7 };
+  const base = join(d, "base"), tuned = join(d, "tuned");
+  await writeGeneratedModel(base, spec, false, 2);
+  await writeGeneratedModel(tuned, spec, true, 2);
+  const ad = out();
+  check(ok(["extract", base, tuned, "--rank", "3", "-o", ad]), "extract.schema.json", "extract --rank");
+  check(ok(["extract", base, tuned, "--energy", "0.9", "--exact", "-o", out()]), "extract.schema.json", "extract --energy --exact");
+  check(ok(["apply", base, ad, "-o", out()]), "apply.schema.json", "apply");
   // errors: usage, invalid input, unavailable backend, run-time
   for (const args of [["inspect", join(F, "example"), "--nope"], ["inspect", join(F, "bad-adapters", "nan-factor.safetensors")], ["inspect", join(F, "example"), "--backend", "cuda"], ["inspect", "/nonexistent"], ["merge", ...ab.slice(0, 2), "-o", out()]]) {
     const r = lora([...args, "--json"]);
@@ -114,7 +124,7 @@ function section(md: string, name: string): string {
 test("docs/cli.md names every flag of every command (and the global options once)", () => {
   const md = readFileSync(join(repoRoot, "docs", "cli.md"), "utf8");
   const global = section(md, "Global options");
-  for (const cmd of ["inspect", "truncate", "prune", "merge", "convert", "diff", "lint", "backends", "completion"]) {
+  for (const cmd of ["inspect", "truncate", "prune", "merge", "convert", "diff", "lint", "extract", "apply", "backends", "completion"]) {
     const help = lora([cmd, "--help"]).stdout;
     const [own, shared = ""] = help.split("\nGlobal options:\n");
     const flags = (s: string) => [...s.matchAll(/^ {2}(?:-\w, )?(--[\w-]+)/gm)].map((m) => m[1]!).filter((f) => f !== "--help");
