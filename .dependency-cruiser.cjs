@@ -17,7 +17,12 @@ module.exports = {
     { name: "no-circular", severity: "error", comment: "Files that import each other in a loop.", from: {}, to: { circular: true } },
     layer("formats-not-linalg", "formats/ turns bytes into the adapter model and back; it computes nothing.", "^formats/", "^linalg/"),
     layer("linalg-not-formats", "linalg/ works on arrays only; shared errors and dtype codecs are in common/.", "^linalg/", "^formats/"),
-    layer("common-is-the-ground", "common/ (errors, atomic outputs, dtype codecs) is used by every layer and uses none.", "^common/", "^(bin|commands|surgery|formats|linalg)/"),
+    layer(
+      "common-is-the-ground",
+      "common/ (errors, atomic outputs, dtype codecs) is used by every layer and uses none.",
+      "^common/",
+      "^(bin|commands|surgery|formats|linalg)/",
+    ),
     layer("lower-layers-not-surgery", "surgery/ is the domain layer between the commands and formats/linalg.", "^(linalg|formats|common)/", "^surgery/"),
     layer(
       "nothing-below-commands-imports-commands",
@@ -34,7 +39,13 @@ module.exports = {
       "^commands/",
       ["^commands/$1/", "^commands/support/"],
     ),
-    { name: "nothing-imports-bin", severity: "error", comment: "bin/ is the process boundary: nothing imports it.", from: { pathNot: "^bin/" }, to: { path: "^bin/" } },
+    {
+      name: "nothing-imports-bin",
+      severity: "error",
+      comment: "bin/ is the process boundary: nothing imports it.",
+      from: { pathNot: "^bin/" },
+      to: { path: "^bin/" },
+    },
     { name: "not-to-unresolvable", severity: "error", comment: "An import that resolves to nothing.", from: {}, to: { couldNotResolve: true } },
   ],
   options: {

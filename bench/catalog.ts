@@ -25,8 +25,19 @@ const here = dirname(fileURLToPath(import.meta.url));
 const loraBin = join(here, "..", "..", "bin", "lora.js");
 const RANKS = [8, 16, 32, 64];
 const SD: [string, number, number][] = [];
-for (const [blk, w] of [["down_blocks_0", 320], ["down_blocks_1", 640], ["down_blocks_2", 1280], ["up_blocks_1", 1280]] as const) {
-  for (const [p, inn] of [["attn1_to_q", w], ["attn1_to_v", w], ["attn2_to_k", 768], ["attn2_to_out_0", w]] as const) SD.push([`lora_unet_${blk}_attentions_0_transformer_blocks_0_${p}`, w, inn]);
+for (const [blk, w] of [
+  ["down_blocks_0", 320],
+  ["down_blocks_1", 640],
+  ["down_blocks_2", 1280],
+  ["up_blocks_1", 1280],
+] as const) {
+  for (const [p, inn] of [
+    ["attn1_to_q", w],
+    ["attn1_to_v", w],
+    ["attn2_to_k", 768],
+    ["attn2_to_out_0", w],
+  ] as const)
+    SD.push([`lora_unet_${blk}_attentions_0_transformer_blocks_0_${p}`, w, inn]);
 }
 
 function pool(rng: Rng, n: number): Uint8Array {
@@ -37,7 +48,10 @@ async function generate(dir: string, count: number): Promise<void> {
   mkdirSync(dir, { recursive: true });
   const rng = new Rng(7);
   const bytes = pool(rng, 1 << 24); // 32 MiB of F16 values
-  const slice = (n: number) => { const o = 2 * rng.int((bytes.length >> 1) - n); return bytes.subarray(o, o + 2 * n); };
+  const slice = (n: number) => {
+    const o = 2 * rng.int((bytes.length >> 1) - n);
+    return bytes.subarray(o, o + 2 * n);
+  };
   for (let i = 0; i < count; i++) {
     const r = RANKS[rng.int(RANKS.length)]!;
     const name = `a${String(i).padStart(5, "0")}`;
@@ -61,13 +75,20 @@ async function generate(dir: string, count: number): Promise<void> {
 }
 
 function files(dir: string): string[] {
-  return readdirSync(dir).sort().flatMap((n) => {
-    const p = join(dir, n);
-    return statSync(p).isDirectory() ? readdirSync(p).map((m) => join(p, m)) : [p];
-  });
+  return readdirSync(dir)
+    .sort()
+    .flatMap((n) => {
+      const p = join(dir, n);
+      return statSync(p).isDirectory() ? readdirSync(p).map((m) => join(p, m)) : [p];
+    });
 }
 
-interface Timed { seconds: number; rssMb: number; status: number; stderr: string }
+interface Timed {
+  seconds: number;
+  rssMb: number;
+  status: number;
+  stderr: string;
+}
 function timed(cmd: string, args: string[]): Timed {
   const t0 = process.hrtime.bigint();
   const r = spawnSync("/usr/bin/time", ["-v", cmd, ...args], { encoding: "utf8", maxBuffer: 256 << 20 });
@@ -78,7 +99,8 @@ function timed(cmd: string, args: string[]): Timed {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
 async function main(): Promise<void> {
-  const count = Number(arg("--adapters", "2000")), runs = Number(arg("--runs", "3"));
+  const count = Number(arg("--adapters", "2000")),
+    runs = Number(arg("--runs", "3"));
   const dir = arg("--dir", `/tmp/lora-bench-catalog-${count}`);
   const out = `${dir}-out`;
   if (!existsSync(join(dir, ".complete"))) {
@@ -92,7 +114,15 @@ async function main(): Promise<void> {
   const totalBytes = all.reduce((s, f) => s + statSync(f).size, 0);
   const maxBytes = Math.floor(totalBytes / 2);
   const quarter = join(`${dir}-quarter.txt`);
-  writeFileSync(quarter, readdirSync(dir).filter((n) => n !== ".complete").sort().slice(0, count / 4).map((n) => join(dir, n)).join("\n"));
+  writeFileSync(
+    quarter,
+    readdirSync(dir)
+      .filter((n) => n !== ".complete")
+      .sort()
+      .slice(0, count / 4)
+      .map((n) => join(dir, n))
+      .join("\n"),
+  );
   const rows: Record<string, Timed[]> = { cat: [], inspect: [], truncate: [], inspectQuarter: [] };
   timed("sh", ["-c", `cat ${dir}/*.safetensors ${dir}/*/* > /dev/null`]); // warm the page cache
   for (let i = 0; i < runs; i++) {

@@ -31,7 +31,13 @@ const ROUNDS = Number(arg("--rounds", "2"));
 const RUNS = Number(arg("--runs", "5"));
 // Thread counts to measure numpy and the cpu backend at ("all" = every core). Single-threaded
 // figures are far less disturbed when other jobs share the machine.
-const THREADS = [...new Set(arg("--threads", "all,1").split(",").map((t) => (t === "all" ? availableParallelism() : Number(t))))];
+const THREADS = [
+  ...new Set(
+    arg("--threads", "all,1")
+      .split(",")
+      .map((t) => (t === "all" ? availableParallelism() : Number(t))),
+  ),
+];
 const PYTHON = arg("--python", "python3");
 
 // ---- data ----------------------------------------------------------------------------------
@@ -77,7 +83,16 @@ function makeCases(): Case[] {
   const rng = new Rng(20261128);
   const cs: Case[] = [];
   for (const dt of ["f32", "f64"] as const) {
-    cs.push({ id: `gemm-${dt}`, op: "gemm", dtype: dt, label: "GEMM", size: "1024×1024 · 1024×1024", a: gaussian(rng, 1024, 1024, dt), b: gaussian(rng, 1024, 1024, dt), jsRuns: 1 });
+    cs.push({
+      id: `gemm-${dt}`,
+      op: "gemm",
+      dtype: dt,
+      label: "GEMM",
+      size: "1024×1024 · 1024×1024",
+      a: gaussian(rng, 1024, 1024, dt),
+      b: gaussian(rng, 1024, 1024, dt),
+      jsRuns: 1,
+    });
   }
   for (const dt of ["f32", "f64"] as const) {
     cs.push({ id: `qr-${dt}`, op: "qr", dtype: dt, label: "thin QR", size: "4096×64", target: "≤ 1.5×", a: gaussian(rng, 4096, 64, dt), jsRuns: 3 });
@@ -88,7 +103,18 @@ function makeCases(): Case[] {
   cs.push({ id: "eig-f64", op: "eigSym", dtype: "f64", label: "symmetric eigen", size: "256×256", a: symmetric(rng, 256, "f64"), jsRuns: 1 });
   const x = blobs(rng, 1024, 8192, 64);
   const init: Mat = { rows: 64, cols: 8192, data: (x.data as Float64Array).slice(0, 64 * 8192) };
-  cs.push({ id: "kmeans", op: "kmeans", dtype: "f64", label: "k-means (Lloyd, 20 iterations)", size: "1024 × 8192, k = 64", target: "≤ 1.5×", a: x, b: init, iters: 20, jsRuns: 1 });
+  cs.push({
+    id: "kmeans",
+    op: "kmeans",
+    dtype: "f64",
+    label: "k-means (Lloyd, 20 iterations)",
+    size: "1024 × 8192, k = 64",
+    target: "≤ 1.5×",
+    a: x,
+    b: init,
+    iters: 20,
+    jsRuns: 1,
+  });
   return cs;
 }
 
@@ -133,11 +159,26 @@ interface NumpyOut {
 
 function runNumpy(dir: string, id: string, threads: number): NumpyOut | string {
   const out = join(dir, "numpy-out.json");
-  const r = spawnSync("env", ["-u", "OPENBLAS_CORETYPE", "-u", "OPENBLAS_L2_SIZE", `OPENBLAS_NUM_THREADS=${threads}`, PYTHON, join(root, "bench", "linalg_numpy.py"), join(dir, "spec.json"), out, id], {
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "pipe"],
-    maxBuffer: 256 * 1024 * 1024,
-  });
+  const r = spawnSync(
+    "env",
+    [
+      "-u",
+      "OPENBLAS_CORETYPE",
+      "-u",
+      "OPENBLAS_L2_SIZE",
+      `OPENBLAS_NUM_THREADS=${threads}`,
+      PYTHON,
+      join(root, "bench", "linalg_numpy.py"),
+      join(dir, "spec.json"),
+      out,
+      id,
+    ],
+    {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+      maxBuffer: 256 * 1024 * 1024,
+    },
+  );
   if (r.status !== 0) return `numpy run failed: ${(r.stderr || r.error?.message || "").trim().split("\n").slice(-3).join(" ")}`;
   return JSON.parse(readFileSync(out, "utf8")) as NumpyOut;
 }
@@ -231,12 +272,23 @@ async function main(): Promise<void> {
       if (!npk) continue;
       let diff = 0;
       for (let i = 0; i < r.labels.length; i++) if (r.labels[i] !== npk.labels[i]) diff++;
-      kmNotes.push(`${name}: ${diff} of ${r.labels.length} labels differ from numpy's, inertia relative difference ${(Math.abs(r.inertia - npk.inertia) / npk.inertia).toExponential(1)}`);
+      kmNotes.push(
+        `${name}: ${diff} of ${r.labels.length} labels differ from numpy's, inertia relative difference ${(Math.abs(r.inertia - npk.inertia) / npk.inertia).toExponential(1)}`,
+      );
     }
 
-    const cpuDetail = cpu.ok ? THREADS.map((t) => cpuDetails[t] ?? "").filter(Boolean).join("; ") : `not available (${missing.cpu})`;
+    const cpuDetail = cpu.ok
+      ? THREADS.map((t) => cpuDetails[t] ?? "")
+          .filter(Boolean)
+          .join("; ")
+      : `not available (${missing.cpu})`;
     const npc = npConfig[THREADS[0]!] ?? {};
-    const npBlas = [npc.library, npc.config ?? npc.version, npc.coretype ? `${String(npc.coretype)} kernels` : undefined, `threads as reported: ${THREADS.map((t) => String(npConfig[t]?.threads ?? "?")).join(", ")}`]
+    const npBlas = [
+      npc.library,
+      npc.config ?? npc.version,
+      npc.coretype ? `${String(npc.coretype)} kernels` : undefined,
+      `threads as reported: ${THREADS.map((t) => String(npConfig[t]?.threads ?? "?")).join(", ")}`,
+    ]
       .filter((x) => x !== undefined && x !== "")
       .join(", ");
     const cpuModel = cpus()[0]?.model?.trim() ?? "unknown CPU";
@@ -255,15 +307,21 @@ async function main(): Promise<void> {
     );
     for (const c of cases) {
       THREADS.forEach((t, ti) => {
-        const n = best[`numpy@${t}`]?.[c.id], cp = best[`cpu@${t}`]?.[c.id];
+        const n = best[`numpy@${t}`]?.[c.id],
+          cp = best[`cpu@${t}`]?.[c.id];
         const js = ti === 0 ? best.js?.[c.id] : undefined;
         const met = c.target && cp !== undefined && n !== undefined ? (cp / n <= 1.5 ? "≤ 1.5× — met" : "≤ 1.5× — **not met**") : "—";
-        lines.push(`| ${c.label} | ${c.size} | ${c.dtype} | ${t} | ${fmt(n)} | ${fmt(cp)} | ${ratio(cp, n)} | ${met} | ${ti === 0 ? fmt(js) : ""} | ${ti === 0 ? ratio(js, best[`numpy@${t}`]?.[c.id]) : ""} |${cuda.ok ? ` ${ti === 0 ? fmt(best.cuda?.[c.id]) : ""} | ${ti === 0 ? ratio(best.cuda?.[c.id], n) : ""} |` : ""}`);
+        lines.push(
+          `| ${c.label} | ${c.size} | ${c.dtype} | ${t} | ${fmt(n)} | ${fmt(cp)} | ${ratio(cp, n)} | ${met} | ${ti === 0 ? fmt(js) : ""} | ${ti === 0 ? ratio(js, best[`numpy@${t}`]?.[c.id]) : ""} |${cuda.ok ? ` ${ti === 0 ? fmt(best.cuda?.[c.id]) : ""} | ${ti === 0 ? ratio(best.cuda?.[c.id], n) : ""} |` : ""}`,
+        );
       });
     }
     lines.push("");
     if (kmNotes.length) lines.push(`k-means agreement (same init, 20 iterations): ${kmNotes.join("; ")}.`, "");
-    lines.push("The machine was shared with other jobs during the run (load average above): the 1-thread rows are the least disturbed; the 2-thread numpy figures in particular vary a lot between runs. Targets are judged on both.", "");
+    lines.push(
+      "The machine was shared with other jobs during the run (load average above): the 1-thread rows are the least disturbed; the 2-thread numpy figures in particular vary a lot between runs. Targets are judged on both.",
+      "",
+    );
     lines.push(
       "Notes: the js backend is float64 throughout (float32 inputs are widened), so its f32 rows are f64 work. The cpu backend's OpenBLAS is Debian's 0.3.21 with the kernel set chosen from CPU features (OPENBLAS_CORETYPE, set by lora before the library loads unless the user set it); on CPUs that release does not recognise it would otherwise fall back to generic kernels 5–6× slower. On this AMD machine 0.3.21 itself picks Cooperlake (the same AVX-512 GEMM kernels), so the override changes little here.",
       "",
@@ -279,6 +337,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`bench failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+  process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   process.exit(1);
 });

@@ -4,29 +4,49 @@
 import { writeAdapter, type OutModule } from "../formats/adapter/write.js";
 import { Rng } from "../linalg/random.js";
 
-const HIDDEN = 4096, MLP = 11008;
+const HIDDEN = 4096,
+  MLP = 11008;
 export const LLAMA_TARGETS: [string, number, number][] = [
-  ["self_attn.q_proj", HIDDEN, HIDDEN], ["self_attn.k_proj", HIDDEN, HIDDEN], ["self_attn.v_proj", HIDDEN, HIDDEN], ["self_attn.o_proj", HIDDEN, HIDDEN],
-  ["mlp.gate_proj", MLP, HIDDEN], ["mlp.up_proj", MLP, HIDDEN], ["mlp.down_proj", HIDDEN, MLP],
+  ["self_attn.q_proj", HIDDEN, HIDDEN],
+  ["self_attn.k_proj", HIDDEN, HIDDEN],
+  ["self_attn.v_proj", HIDDEN, HIDDEN],
+  ["self_attn.o_proj", HIDDEN, HIDDEN],
+  ["mlp.gate_proj", MLP, HIDDEN],
+  ["mlp.up_proj", MLP, HIDDEN],
+  ["mlp.down_proj", HIDDEN, MLP],
 ];
 
 /** A ~ N(0, 1/in), B ~ N(0, 0.02²)·0.95^c (a decaying spectrum, like trained adapters). */
 export async function generateLlamaAdapter(dir: string, layers: number, rank: number, seed = 20240601): Promise<void> {
   const rng = new Rng(seed);
   const modules: OutModule[] = [];
-  for (let l = 0; l < layers; l++) for (const [t, out, inn] of LLAMA_TARGETS) {
-    modules.push({
-      path: `model.layers.${l}.${t}`, kind: "linear", rank, alpha: 2 * rank, out, in: inn, dtype: "F16",
-      produce: async () => {
-        const A = Float32Array.from(rng.normals(rank * inn, 1 / Math.sqrt(inn)));
-        const B = Float32Array.from(rng.normals(out * rank, 0.02));
-        for (let i = 0; i < out; i++) for (let c = 0; c < rank; c++) B[i * rank + c]! *= 0.95 ** c;
-        return { A, B };
-      },
-    });
-  }
-  await writeAdapter(dir, {
-    format: "peft", modules, passthrough: [], metadata: {},
-    baseConfig: { peft_type: "LORA", task_type: "CAUSAL_LM", r: rank, lora_alpha: 2 * rank, target_modules: LLAMA_TARGETS.map(([t]) => t.split(".")[1]!) },
-  }, { force: true, inputs: [] });
+  for (let l = 0; l < layers; l++)
+    for (const [t, out, inn] of LLAMA_TARGETS) {
+      modules.push({
+        path: `model.layers.${l}.${t}`,
+        kind: "linear",
+        rank,
+        alpha: 2 * rank,
+        out,
+        in: inn,
+        dtype: "F16",
+        produce: async () => {
+          const A = Float32Array.from(rng.normals(rank * inn, 1 / Math.sqrt(inn)));
+          const B = Float32Array.from(rng.normals(out * rank, 0.02));
+          for (let i = 0; i < out; i++) for (let c = 0; c < rank; c++) B[i * rank + c]! *= 0.95 ** c;
+          return { A, B };
+        },
+      });
+    }
+  await writeAdapter(
+    dir,
+    {
+      format: "peft",
+      modules,
+      passthrough: [],
+      metadata: {},
+      baseConfig: { peft_type: "LORA", task_type: "CAUSAL_LM", r: rank, lora_alpha: 2 * rank, target_modules: LLAMA_TARGETS.map(([t]) => t.split(".")[1]!) },
+    },
+    { force: true, inputs: [] },
+  );
 }

@@ -27,25 +27,35 @@ import { arg } from "./args.js";
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
 
-const HIDDEN = 4096, MLP = 11008;
+const HIDDEN = 4096,
+  MLP = 11008;
 const TARGETS: [string, number, number][] = [
-  ["self_attn.q_proj", HIDDEN, HIDDEN], ["self_attn.k_proj", HIDDEN, HIDDEN], ["self_attn.v_proj", HIDDEN, HIDDEN], ["self_attn.o_proj", HIDDEN, HIDDEN],
-  ["mlp.gate_proj", MLP, HIDDEN], ["mlp.up_proj", MLP, HIDDEN], ["mlp.down_proj", HIDDEN, MLP],
+  ["self_attn.q_proj", HIDDEN, HIDDEN],
+  ["self_attn.k_proj", HIDDEN, HIDDEN],
+  ["self_attn.v_proj", HIDDEN, HIDDEN],
+  ["self_attn.o_proj", HIDDEN, HIDDEN],
+  ["mlp.gate_proj", MLP, HIDDEN],
+  ["mlp.up_proj", MLP, HIDDEN],
+  ["mlp.down_proj", HIDDEN, MLP],
 ];
 
 async function generate(dir: string, seed: number, layers: number, rank: number): Promise<void> {
   const rng = new Rng(seed);
   const specs: TensorSpec[] = [];
   const targets: string[] = [];
-  for (let l = 0; l < layers; l++) for (const [t, out, inn] of TARGETS) {
-    const p = `base_model.model.model.layers.${l}.${t}`;
-    specs.push({ name: `${p}.lora_A.weight`, dtype: "F32", shape: [rank, inn], data: encodeFloats("F32", rng.normals(rank * inn, 1 / Math.sqrt(inn))) });
-    specs.push({ name: `${p}.lora_B.weight`, dtype: "F32", shape: [out, rank], data: encodeFloats("F32", rng.normals(out * rank, 0.02)) });
-    targets.push(t.split(".")[1]!);
-  }
+  for (let l = 0; l < layers; l++)
+    for (const [t, out, inn] of TARGETS) {
+      const p = `base_model.model.model.layers.${l}.${t}`;
+      specs.push({ name: `${p}.lora_A.weight`, dtype: "F32", shape: [rank, inn], data: encodeFloats("F32", rng.normals(rank * inn, 1 / Math.sqrt(inn))) });
+      specs.push({ name: `${p}.lora_B.weight`, dtype: "F32", shape: [out, rank], data: encodeFloats("F32", rng.normals(out * rank, 0.02)) });
+      targets.push(t.split(".")[1]!);
+    }
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "adapter_model.safetensors"), await serializeSafetensors(specs, { format: "pt" }));
-  writeFileSync(join(dir, "adapter_config.json"), JSON.stringify({ peft_type: "LORA", task_type: "CAUSAL_LM", r: rank, lora_alpha: 2 * rank, use_rslora: false, target_modules: [...new Set(targets)] }));
+  writeFileSync(
+    join(dir, "adapter_config.json"),
+    JSON.stringify({ peft_type: "LORA", task_type: "CAUSAL_LM", r: rank, lora_alpha: 2 * rank, use_rslora: false, target_modules: [...new Set(targets)] }),
+  );
 }
 
 async function termsOf(adapters: Adapter[], name: string): Promise<MergeTerm[]> {
@@ -67,7 +77,9 @@ function py(python: string, args: string[]): Record<string, unknown> {
 const s = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 
 async function main(): Promise<void> {
-  const layers = Number(arg("--layers", "8")), N = Number(arg("--adapters", "8")), rank = Number(arg("--rank", "16"));
+  const layers = Number(arg("--layers", "8")),
+    N = Number(arg("--adapters", "8")),
+    rank = Number(arg("--rank", "16"));
   const python = arg("--python", "python3");
   const repeat = Number(arg("--repeat", "2"));
   const { backend } = await resolveBackend("auto");
@@ -82,7 +94,10 @@ async function main(): Promise<void> {
     // ---- lego: whole command, the clustering alone per module, and numpy; interleaved, best of `repeat`
     const adapters = await Promise.all(dirs.map((d) => loadAdapter(d)));
     const names = adapters[0]!.modules.map((m) => m.name);
-    let legoCmd = Infinity, legoCluster = Infinity, npCluster = Infinity, npTotal = Infinity;
+    let legoCmd = Infinity,
+      legoCluster = Infinity,
+      npCluster = Infinity,
+      npTotal = Infinity;
     const lora: Record<string, number> = {};
     let npMods: Record<string, { inertia: number }> = {};
     let npVersion = "";
@@ -94,23 +109,40 @@ async function main(): Promise<void> {
       for (const n of names) {
         const terms = await termsOf(adapters, n);
         t0 = performance.now();
-        const r = await mergeLego(backend, terms, { k: rank, paramReweight: true, outputReweight: true, paramNorm: "inf", signCanonicalize: false, nInit: 10, maxIter: 300, tol: 1e-4, seed: 0 });
+        const r = await mergeLego(backend, terms, {
+          k: rank,
+          paramReweight: true,
+          outputReweight: true,
+          paramNorm: "inf",
+          signCanonicalize: false,
+          nInit: 10,
+          maxIter: 300,
+          tol: 1e-4,
+          seed: 0,
+        });
         cluster += (performance.now() - t0) / 1000;
         lora[n] = r.details.inertia;
       }
       legoCluster = Math.min(legoCluster, cluster);
-      for (const m of report.modules) if (Math.abs((m["inertia"] as number) - lora[m.name]!) > 1e-9 * lora[m.name]!) throw new Error(`inertia of ${m.name} differs between runs`);
+      for (const m of report.modules)
+        if (Math.abs((m["inertia"] as number) - lora[m.name]!) > 1e-9 * lora[m.name]!) throw new Error(`inertia of ${m.name} differs between runs`);
       const np = py(python, ["lego", ...dirs, "--k", String(rank), "--n-init", "10", "--max-iter", "300", "--tol", "1e-4", "--seed", "0"]);
       npMods = np["modules"] as Record<string, { inertia: number }>;
       npCluster = Math.min(npCluster, np["cluster_s"] as number);
       npTotal = Math.min(npTotal, np["total_s"] as number);
       npVersion = String(np["numpy"]);
     }
-    let sumL = 0, sumN = 0, wins = 0, ties = 0;
+    let sumL = 0,
+      sumN = 0,
+      wins = 0,
+      ties = 0;
     for (const n of names) {
-      const a = lora[n]!, b = npMods[n]!.inertia;
-      sumL += a; sumN += b;
-      if (Math.abs(a - b) <= 1e-9 * b) ties++; else if (a < b) wins++;
+      const a = lora[n]!,
+        b = npMods[n]!.inertia;
+      sumL += a;
+      sumN += b;
+      if (Math.abs(a - b) <= 1e-9 * b) ties++;
+      else if (a < b) wins++;
     }
 
     // ---- svd: 3 adapters, factor route vs dense route
@@ -129,7 +161,10 @@ async function main(): Promise<void> {
       // economy SVD: PEFT's default full_matrices=True only costs more (a 11008×11008 V for down_proj)
       const dn = py(python, ["svd", ...three, "--modules", n, "--k", String(rank), "--economy"]);
       const fm = (dn["modules"] as Record<string, { form_s: number; svd_s: number; sigma: number[] }>)[n]!;
-      const sv = await lowRankSingularValues(backend, terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale })));
+      const sv = await lowRankSingularValues(
+        backend,
+        terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale })),
+      );
       let se = 0;
       fm.sigma.forEach((x, i) => (se = Math.max(se, Math.abs(x - sv[i]!) / fm.sigma[0]!)));
       // same shape class: q,k,v,o for q_proj; gate/up/down share 4096×11008 sizes
@@ -137,8 +172,12 @@ async function main(): Promise<void> {
       perShape[n] = { factor, dense: fm.form_s + fm.svd_s, sigmaErr: se, count, form: fm.form_s, svd: fm.svd_s };
     }
     for (const a of adapters) await a.file.close();
-    let factorAll = 0, denseAll = 0;
-    for (const v of Object.values(perShape)) { factorAll += v.factor * v.count; denseAll += v.dense * v.count; }
+    let factorAll = 0,
+      denseAll = 0;
+    for (const v of Object.values(perShape)) {
+      factorAll += v.factor * v.count;
+      denseAll += v.dense * v.count;
+    }
 
     const cpu = cpus()[0]?.model ?? "unknown CPU";
     lines.push(
@@ -161,7 +200,10 @@ async function main(): Promise<void> {
       "",
       "| module (modules of its size) | lora factor route (s) | dense route: form ΔW + economy SVD (s) | speed-up | max σ difference / σ₁ |",
       "|---|---|---|---|---|",
-      ...Object.entries(perShape).map(([n, v]) => `| ${n.replace(/^model\.layers\.\d+\./, "")} (×${v.count}) | ${v.factor.toFixed(3)} | ${s(v.form)} + ${s(v.svd)} | ${(v.dense / v.factor).toFixed(0)}× | ${v.sigmaErr.toExponential(1)} |`),
+      ...Object.entries(perShape).map(
+        ([n, v]) =>
+          `| ${n.replace(/^model\.layers\.\d+\./, "")} (×${v.count}) | ${v.factor.toFixed(3)} | ${s(v.form)} + ${s(v.svd)} | ${(v.dense / v.factor).toFixed(0)}× | ${v.sigmaErr.toExponential(1)} |`,
+      ),
       `| all ${names.length} modules (scaled from the rows above) | ${s(factorAll)} | ${s(denseAll)} | ${(denseAll / factorAll).toFixed(0)}× | |`,
       "",
       "The dense route is timed with the economy SVD (full_matrices=False); PEFT's default full_matrices=True only adds work (for down_proj a 11008×11008 V).",

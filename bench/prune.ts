@@ -13,7 +13,7 @@
 // 3 × the largest single weight + 200 MB. Prints a markdown section; --write-docs replaces the
 // "## prune" section of docs/BENCHMARKS.md.
 import { spawnSync } from "node:child_process";
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,13 +28,25 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
 const loraBin = join(root, "bin", "lora.js");
 
-interface Shape { layers: number; hidden: number; inter: number; heads: number; kv: number; vocab: number }
+interface Shape {
+  layers: number;
+  hidden: number;
+  inter: number;
+  heads: number;
+  kv: number;
+  vocab: number;
+}
 
 function projShapes(s: Shape): [string, number, number][] {
   const hd = s.hidden / s.heads;
   return [
-    ["self_attn.q_proj", s.heads * hd, s.hidden], ["self_attn.k_proj", s.kv * hd, s.hidden], ["self_attn.v_proj", s.kv * hd, s.hidden], ["self_attn.o_proj", s.hidden, s.heads * hd],
-    ["mlp.gate_proj", s.inter, s.hidden], ["mlp.up_proj", s.inter, s.hidden], ["mlp.down_proj", s.hidden, s.inter],
+    ["self_attn.q_proj", s.heads * hd, s.hidden],
+    ["self_attn.k_proj", s.kv * hd, s.hidden],
+    ["self_attn.v_proj", s.kv * hd, s.hidden],
+    ["self_attn.o_proj", s.hidden, s.heads * hd],
+    ["mlp.gate_proj", s.inter, s.hidden],
+    ["mlp.up_proj", s.inter, s.hidden],
+    ["mlp.down_proj", s.hidden, s.inter],
   ];
 }
 
@@ -43,7 +55,11 @@ function randomF16(n: number, seed: number): Uint8Array {
   const out = new Uint16Array(n);
   let x = (seed * 2654435761) >>> 0 || 1;
   for (let i = 0; i < n; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
     out[i] = (x & 0x83ff) | ((10 + ((x >>> 16) % 5)) << 10);
   }
   return new Uint8Array(out.buffer);
@@ -53,9 +69,11 @@ function randomF16(n: number, seed: number): Uint8Array {
 async function generateModel(dir: string, s: Shape): Promise<number> {
   mkdirSync(dir, { recursive: true });
   const specs: TensorSpec[] = [];
-  let seed = 1, largest = 0;
+  let seed = 1,
+    largest = 0;
   const add = (name: string, shape: number[]) => {
-    const n = shape.reduce((a, b) => a * b, 1), k = seed++;
+    const n = shape.reduce((a, b) => a * b, 1),
+      k = seed++;
     largest = Math.max(largest, 2 * n);
     specs.push({ name, dtype: "F16", shape, produce: async () => randomF16(n, k) });
   };
@@ -70,29 +88,71 @@ async function generateModel(dir: string, s: Shape): Promise<number> {
   const ws = createWriteStream(join(dir, "model.safetensors"));
   await writeSafetensors({ write: (c) => new Promise((res, rej) => ws.write(c, (e) => (e ? rej(e) : res()))) }, specs, { format: "pt" });
   await new Promise<void>((res) => ws.end(res));
-  writeFileSync(join(dir, "config.json"), JSON.stringify({
-    architectures: ["LlamaForCausalLM"], model_type: "llama", hidden_size: s.hidden, intermediate_size: s.inter, num_attention_heads: s.heads,
-    num_key_value_heads: s.kv, num_hidden_layers: s.layers, vocab_size: s.vocab, torch_dtype: "float16", rms_norm_eps: 1e-5, tie_word_embeddings: false,
-  }, null, 2));
+  writeFileSync(
+    join(dir, "config.json"),
+    JSON.stringify(
+      {
+        architectures: ["LlamaForCausalLM"],
+        model_type: "llama",
+        hidden_size: s.hidden,
+        intermediate_size: s.inter,
+        num_attention_heads: s.heads,
+        num_key_value_heads: s.kv,
+        num_hidden_layers: s.layers,
+        vocab_size: s.vocab,
+        torch_dtype: "float16",
+        rms_norm_eps: 1e-5,
+        tie_word_embeddings: false,
+      },
+      null,
+      2,
+    ),
+  );
   return largest;
 }
 
 async function generateAdapter(dir: string, s: Shape, rank: number): Promise<void> {
   const rng = new Rng(7);
   const modules: OutModule[] = [];
-  for (let l = 0; l < s.layers; l++) for (const [p, out, inn] of projShapes(s)) {
-    modules.push({
-      path: `model.layers.${l}.${p}`, kind: "linear", rank, alpha: 2 * rank, out, in: inn, dtype: "F32",
-      produce: async () => ({ A: Float32Array.from(rng.normals(rank * inn, 1 / Math.sqrt(inn))), B: Float32Array.from(rng.normals(out * rank, 0.02)) }),
-    });
-  }
-  await writeAdapter(dir, {
-    format: "peft", modules, passthrough: [], metadata: {},
-    baseConfig: { peft_type: "LORA", task_type: "CAUSAL_LM", r: rank, lora_alpha: 2 * rank, target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] },
-  }, { force: true, inputs: [] });
+  for (let l = 0; l < s.layers; l++)
+    for (const [p, out, inn] of projShapes(s)) {
+      modules.push({
+        path: `model.layers.${l}.${p}`,
+        kind: "linear",
+        rank,
+        alpha: 2 * rank,
+        out,
+        in: inn,
+        dtype: "F32",
+        produce: async () => ({ A: Float32Array.from(rng.normals(rank * inn, 1 / Math.sqrt(inn))), B: Float32Array.from(rng.normals(out * rank, 0.02)) }),
+      });
+    }
+  await writeAdapter(
+    dir,
+    {
+      format: "peft",
+      modules,
+      passthrough: [],
+      metadata: {},
+      baseConfig: {
+        peft_type: "LORA",
+        task_type: "CAUSAL_LM",
+        r: rank,
+        lora_alpha: 2 * rank,
+        target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+      },
+    },
+    { force: true, inputs: [] },
+  );
 }
 
-interface Timed { seconds: number; maxRssMb: number; status: number; stderr: string; stdout: string }
+interface Timed {
+  seconds: number;
+  maxRssMb: number;
+  status: number;
+  stderr: string;
+  stdout: string;
+}
 
 function timed(cmd: string, args: string[], shell = false): Timed {
   const t0 = process.hrtime.bigint();
@@ -109,20 +169,30 @@ const f = (x: number, d = 2) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1
 
 async function main(): Promise<void> {
   const s: Shape = {
-    layers: Number(arg("--layers", "16")), hidden: Number(arg("--hidden", "2048")), inter: Number(arg("--inter", "5632")),
-    heads: Number(arg("--heads", "16")), kv: Number(arg("--kv", "4")), vocab: Number(arg("--vocab", "8192")),
+    layers: Number(arg("--layers", "16")),
+    hidden: Number(arg("--hidden", "2048")),
+    inter: Number(arg("--inter", "5632")),
+    heads: Number(arg("--heads", "16")),
+    kv: Number(arg("--kv", "4")),
+    vocab: Number(arg("--vocab", "8192")),
   };
-  const rank = Number(arg("--rank", "16")), ratio = arg("--ratio", "0.5"), runs = Number(arg("--runs", "3"));
+  const rank = Number(arg("--rank", "16")),
+    ratio = arg("--ratio", "0.5"),
+    runs = Number(arg("--runs", "3"));
   const work = mkdtempSync(join(tmpdir(), "lora-bench-prune-"));
   try {
-    const model = join(work, "model"), adapter = join(work, "adapter");
+    const model = join(work, "model"),
+      adapter = join(work, "adapter");
     process.stderr.write(`generating the model and adapter in ${work} …\n`);
     const largest = await generateModel(model, s);
     await generateAdapter(adapter, s, rank);
     const modelBytes = statSync(join(model, "model.safetensors")).size;
     const target = (3 * largest) / 2 ** 20 + 200;
 
-    const cat = [], score = [], full = [], direct = [];
+    const cat = [],
+      score = [],
+      full = [],
+      direct = [];
     for (let k = 0; k < runs; k++) {
       // the disk itself: O_DIRECT bypasses the page cache
       const d = timed(`dd if=${join(model, "model.safetensors")} of=/dev/null bs=16M iflag=direct status=none`, [], true);
@@ -134,32 +204,78 @@ async function main(): Promise<void> {
     }
     for (let k = 0; k < runs; k++) {
       for (const p of ["out-a", "pruning_plan.json", "config.json", "out-m"]) rmSync(join(work, p), { recursive: true, force: true });
-      const a = timed(process.execPath, [loraBin, "prune", adapter, "--method", "loraprune", "--base", model, "--ratio", ratio, "-o", join(work, "out-a"), "--json", "--force"]);
+      const a = timed(process.execPath, [
+        loraBin,
+        "prune",
+        adapter,
+        "--method",
+        "loraprune",
+        "--base",
+        model,
+        "--ratio",
+        ratio,
+        "-o",
+        join(work, "out-a"),
+        "--json",
+        "--force",
+      ]);
       if (a.status !== 0) throw new Error(`lora prune failed: ${a.stderr}`);
       score.push(a);
       for (const p of ["out-a", "pruning_plan.json", "config.json"]) rmSync(join(work, p), { recursive: true, force: true });
-      const b = timed(process.execPath, [loraBin, "prune", adapter, "--method", "loraprune", "--base", model, "--ratio", ratio, "--base-out", join(work, "out-m"), "-o", join(work, "out-a"), "--json", "--force"]);
+      const b = timed(process.execPath, [
+        loraBin,
+        "prune",
+        adapter,
+        "--method",
+        "loraprune",
+        "--base",
+        model,
+        "--ratio",
+        ratio,
+        "--base-out",
+        join(work, "out-m"),
+        "-o",
+        join(work, "out-a"),
+        "--json",
+        "--force",
+      ]);
       if (b.status !== 0) throw new Error(`lora prune --base-out failed: ${b.stderr}`);
       full.push(b);
     }
     const outBytes = statSync(join(work, "out-m", "model.safetensors")).size;
     const load = loadavg()[1]!;
     const catS = median(cat.map((x) => x.seconds));
-    const rows: [string, Timed[]][] = [["cat model.safetensors > /dev/null (page cache warm)", cat], ...(direct.length ? [["dd iflag=direct (from disk, no page cache)", direct] as [string, Timed[]]] : []), ["lora prune (scores, adapter, plan)", score], ["lora prune --base-out (+ pruned model written)", full]];
+    const rows: [string, Timed[]][] = [
+      ["cat model.safetensors > /dev/null (page cache warm)", cat],
+      ...(direct.length ? [["dd iflag=direct (from disk, no page cache)", direct] as [string, Timed[]]] : []),
+      ["lora prune (scores, adapter, plan)", score],
+      ["lora prune --base-out (+ pruned model written)", full],
+    ];
     const lines: string[] = [];
     lines.push("## prune", "");
-    lines.push(`Machine: ${cpus().length} × ${cpus()[0]?.model.trim() ?? "?"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Node ${process.version}. Median of ${runs} runs, page cache warm for cat and lora (the file was read once before timing), one session (\`node dist/bench/prune.js\`).`);
+    lines.push(
+      `Machine: ${cpus().length} × ${cpus()[0]?.model.trim() ?? "?"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Node ${process.version}. Median of ${runs} runs, page cache warm for cat and lora (the file was read once before timing), one session (\`node dist/bench/prune.js\`).`,
+    );
     lines.push("");
-    lines.push(`Input: a generated LLaMA-shaped F16 model, ${s.layers} layers × hidden ${s.hidden}, ${s.heads} heads / ${s.kv} key-value heads of ${s.hidden / s.heads}, MLP ${s.inter}, vocab ${s.vocab}: **${(modelBytes / 2 ** 30).toFixed(2)} GiB** in one model.safetensors; largest single weight ${(largest / 2 ** 20).toFixed(1)} MiB. Adapter: PEFT rank ${rank} on all seven projections. \`--method loraprune --ratio ${ratio}\`, magnitude criterion |W + s·B·A|, default skip layers (first 10% and the last). Pruned model: ${(outBytes / 2 ** 30).toFixed(2)} GiB.`);
+    lines.push(
+      `Input: a generated LLaMA-shaped F16 model, ${s.layers} layers × hidden ${s.hidden}, ${s.heads} heads / ${s.kv} key-value heads of ${s.hidden / s.heads}, MLP ${s.inter}, vocab ${s.vocab}: **${(modelBytes / 2 ** 30).toFixed(2)} GiB** in one model.safetensors; largest single weight ${(largest / 2 ** 20).toFixed(1)} MiB. Adapter: PEFT rank ${rank} on all seven projections. \`--method loraprune --ratio ${ratio}\`, magnitude criterion |W + s·B·A|, default skip layers (first 10% and the last). Pruned model: ${(outBytes / 2 ** 30).toFixed(2)} GiB.`,
+    );
     lines.push("");
     lines.push("| step | wall s (median) | × cat | peak RSS MiB |", "|---|---|---|---|");
-    for (const [name, xs] of rows) lines.push(`| ${name} | ${f(median(xs.map((x) => x.seconds)))} | ${f(median(xs.map((x) => x.seconds)) / catS)} | ${f(median(xs.map((x) => x.maxRssMb)), 0)} |`);
+    for (const [name, xs] of rows)
+      lines.push(
+        `| ${name} | ${f(median(xs.map((x) => x.seconds)))} | ${f(median(xs.map((x) => x.seconds)) / catS)} | ${f(median(xs.map((x) => x.maxRssMb)), 0)} |`,
+      );
     lines.push("");
     const peak = Math.max(...full.map((x) => x.maxRssMb), ...score.map((x) => x.maxRssMb));
-    lines.push(`Peak RSS target: 3 × ${(largest / 2 ** 20).toFixed(1)} MiB + 200 MiB = ${f(target, 0)} MiB; measured at most ${f(peak, 0)} MiB (${peak < target ? "met" : "NOT met"}).`);
+    lines.push(
+      `Peak RSS target: 3 × ${(largest / 2 ** 20).toFixed(1)} MiB + 200 MiB = ${f(target, 0)} MiB; measured at most ${f(peak, 0)} MiB (${peak < target ? "met" : "NOT met"}).`,
+    );
     lines.push("");
     const scored = (s.layers - Math.floor(0.1 * s.layers) - 1) * projShapes(s).reduce((acc, [, o, i]) => acc + o * i, 0);
-    lines.push(`Where the time goes: the criterion needs every element of W + s·B·A, so it costs out·in·r multiply-adds per projection (${(scored / 1e6).toFixed(0)} M weights scored here, ≈ ${((2 * scored * rank) / 1e9).toFixed(0)} GFLOP in BLAS dgemm over row blocks of ≤ ${BLOCK_ELEMENTS / 1024} Ki elements, float64) plus one pass per element in TS; \`cat\` from a warm page cache only copies memory. With --base-out the pruned tensors are assembled row block by row block and written with fsync; the other tensors stream through in 16 MiB chunks. Load average during the run: ${load.toFixed(1)} on ${cpus().length} vCPUs (a shared machine: expect ±30%).`);
+    lines.push(
+      `Where the time goes: the criterion needs every element of W + s·B·A, so it costs out·in·r multiply-adds per projection (${(scored / 1e6).toFixed(0)} M weights scored here, ≈ ${((2 * scored * rank) / 1e9).toFixed(0)} GFLOP in BLAS dgemm over row blocks of ≤ ${BLOCK_ELEMENTS / 1024} Ki elements, float64) plus one pass per element in TS; \`cat\` from a warm page cache only copies memory. With --base-out the pruned tensors are assembled row block by row block and written with fsync; the other tensors stream through in 16 MiB chunks. Load average during the run: ${load.toFixed(1)} on ${cpus().length} vCPUs (a shared machine: expect ±30%).`,
+    );
     const md = lines.join("\n") + "\n";
     process.stdout.write(md);
     if (process.argv.includes("--write-docs")) writeBenchSection("prune", md);

@@ -23,11 +23,17 @@ for (let i = 0; i < runs; i++) {
     const t0 = process.hrtime.bigint();
     const r = spawnSync(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    if (r.status !== 0) { console.error(`${name} failed: ${r.stderr}`); process.exit(1); }
+    if (r.status !== 0) {
+      console.error(`${name} failed: ${r.stderr}`);
+      process.exit(1);
+    }
     times[name].push(ms);
   }
 }
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+};
 const base = median(times["node -e 0"]);
 const size = statSync(join(adapter, "adapter_model.safetensors")).size;
 let table = `## inspect start-up\n\nMachine: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, Node ${process.version}. ${runs} interleaved runs each, medians, one session (\`node bench/startup.mjs\`). Input: the real adapter distilbert-imdb from the optional fixtures beside the checkout (${(size / 1e6).toFixed(1)} MB, 12 modules). Target (issue 2): ≤ 3× \`node -e 0\`.\n\n| command | median ms | × node -e 0 |\n|---|---|---|\n`;

@@ -36,7 +36,19 @@ export const VERSION = packageVersion();
 type CommandFactory = (ctx: Ctx) => Command;
 
 /** Commands register here (one file each under commands/<name>/). */
-export const commandFactories: CommandFactory[] = [inspectCommand, truncateCommand, pruneCommand, mergeCommand, convertCommand, diffCommand, lintCommand, extractCommand, applyCommand, backendsCommand, completionCommand];
+export const commandFactories: CommandFactory[] = [
+  inspectCommand,
+  truncateCommand,
+  pruneCommand,
+  mergeCommand,
+  convertCommand,
+  diffCommand,
+  lintCommand,
+  extractCommand,
+  applyCommand,
+  backendsCommand,
+  completionCommand,
+];
 
 export function buildProgram(ctx: Ctx): Command {
   const program = new Command("lora")
@@ -77,7 +89,11 @@ export function describeError(e: unknown): ErrorInfo {
   if (err && typeof err === "object" && typeof err.code === "string" && typeof err.message === "string") {
     return { exitCode: 1, code: `IO_${err.code}`, message: err.message };
   }
-  return { exitCode: 1, code: "INTERNAL", message: `internal error: ${(e as Error)?.message ?? String(e)} (this is a bug; rerun with LORA_DEBUG=1 for a stack trace)` };
+  return {
+    exitCode: 1,
+    code: "INTERNAL",
+    message: `internal error: ${(e as Error)?.message ?? String(e)} (this is a bug; rerun with LORA_DEBUG=1 for a stack trace)`,
+  };
 }
 
 /** Run the CLI; returns the exit code. */
@@ -111,7 +127,10 @@ function report(e: unknown, program: Command, argv: string[], ctx: Ctx, json: bo
     const cmd = commandOf(program, argv);
     info.hint = `run 'lora ${cmd ? `${cmd} ` : ""}--help' for usage`;
   }
-  if (json) ctx.stderr.write(JSON.stringify({ error: { code: info.code, exit: info.exitCode, message: info.message, ...(info.hint ? { hint: info.hint } : {}) } }) + "\n");
+  if (json)
+    ctx.stderr.write(
+      JSON.stringify({ error: { code: info.code, exit: info.exitCode, message: info.message, ...(info.hint ? { hint: info.hint } : {}) } }) + "\n",
+    );
   else ctx.stderr.write(errorText(ctx, info.message, info.hint));
   if (ctx.env["LORA_DEBUG"] === "1" && e instanceof Error && e.stack) ctx.stderr.write(e.stack + "\n");
   return info.exitCode;

@@ -89,7 +89,10 @@ test("an input is never overwritten unless force: same path, symlink, hard link"
   symlinkSync(input, join(dir, "via-link.safetensors"));
   linkSync(input, join(dir, "hard.safetensors"));
   for (const target of [input, join(dir, "via-link.safetensors"), join(dir, "hard.safetensors"), join(dir, ".", "in.safetensors")]) {
-    await assert.rejects(writeFileAtomic(target, text("x"), { force: false, inputs: [input] }), (e: unknown) => e instanceof UsageError && /refusing to overwrite input/.test(e.message));
+    await assert.rejects(
+      writeFileAtomic(target, text("x"), { force: false, inputs: [input] }),
+      (e: unknown) => e instanceof UsageError && /refusing to overwrite input/.test(e.message),
+    );
   }
   assert.equal(readFileSync(input, "utf8"), "input");
   await writeFileAtomic(input, text("replaced"), { force: true, inputs: [input] });
@@ -126,7 +129,10 @@ test("injected write failure (LORA_TEST_FAIL_WRITE_AFTER): ENOSPC as a RuntimeFa
       (e: unknown) => e instanceof RuntimeFailure && /no space left on device/.test(e.message) && e.message.includes(target),
     );
     assert.deepEqual(ls(dir), []);
-    await assert.rejects(writeDirAtomic(join(dir, "outdir"), [{ name: "a.bin", fill: async (s) => s.write(new Uint8Array(2000)) }], { force: false, inputs: [] }), RuntimeFailure);
+    await assert.rejects(
+      writeDirAtomic(join(dir, "outdir"), [{ name: "a.bin", fill: async (s) => s.write(new Uint8Array(2000)) }], { force: false, inputs: [] }),
+      RuntimeFailure,
+    );
     assert.deepEqual(ls(dir), []);
     const sink = stdoutSink(new Writable({ write: (_c, _e, cb) => cb() }));
     await sink.write(new Uint8Array(999));
@@ -158,7 +164,10 @@ test("writeDirAtomic: creates, refuses, force-replaces; never a partial director
   assert.deepEqual(ls(out), ["adapter_config.json", "adapter_model.safetensors"]);
   assert.equal(readFileSync(join(out, "adapter_model.safetensors"), "utf8"), "model 1");
 
-  await assert.rejects(writeDirAtomic(out, files("2"), { force: false, inputs: [] }), (e: unknown) => e instanceof UsageError && /output exists/.test(e.message));
+  await assert.rejects(
+    writeDirAtomic(out, files("2"), { force: false, inputs: [] }),
+    (e: unknown) => e instanceof UsageError && /output exists/.test(e.message),
+  );
   // an input inside the directory
   await assert.rejects(
     writeDirAtomic(out, files("2"), { force: false, inputs: [join(out, "adapter_model.safetensors")] }),
@@ -172,13 +181,23 @@ test("writeDirAtomic: creates, refuses, force-replaces; never a partial director
 
   // a fill failing on the second file leaves the old directory as it was, and no temp dir
   await assert.rejects(
-    writeDirAtomic(out, [{ name: "adapter_model.safetensors", fill: text("4") }, { name: "adapter_config.json", fill: async () => Promise.reject(new Error("late")) }], { force: true, inputs: [] }),
+    writeDirAtomic(
+      out,
+      [
+        { name: "adapter_model.safetensors", fill: text("4") },
+        { name: "adapter_config.json", fill: async () => Promise.reject(new Error("late")) },
+      ],
+      { force: true, inputs: [] },
+    ),
     /late/,
   );
   assert.deepEqual(ls(dir), ["adapter"]);
   assert.equal(readFileSync(join(out, "adapter_model.safetensors"), "utf8"), "model 3");
   // and a failure creating a new directory leaves nothing
-  await assert.rejects(writeDirAtomic(join(dir, "new"), [{ name: "a", fill: async () => Promise.reject(new Error("early")) }], { force: false, inputs: [] }), /early/);
+  await assert.rejects(
+    writeDirAtomic(join(dir, "new"), [{ name: "a", fill: async () => Promise.reject(new Error("early")) }], { force: false, inputs: [] }),
+    /early/,
+  );
   assert.deepEqual(ls(dir), ["adapter"]);
   // a file where the directory should go is refused even with force
   writeFileSync(join(dir, "afile"), "x");
@@ -210,7 +229,10 @@ test("cleanupTempFilesSync removes temp files of writes in flight", async () => 
   release();
   await p.catch(() => {}); // the rename now fails (its temp file is gone); either way nothing is left
   assert.ok(!existsSync(join(dir, ".out.safetensors.tmp")));
-  assert.deepEqual(ls(dir).filter((f) => f.includes(".tmp-")), []);
+  assert.deepEqual(
+    ls(dir).filter((f) => f.includes(".tmp-")),
+    [],
+  );
 });
 
 test("stdoutSink honours backpressure and keeps order", async () => {

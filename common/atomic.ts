@@ -10,7 +10,6 @@ import { RuntimeFailure, UsageError } from "./errors.js";
 
 export { stdoutSink, type ByteSink } from "./byte-sink.js";
 
-
 export interface AtomicOptions {
   /** Overwrite an existing output, even one that is also an input. */
   force: boolean;
@@ -44,7 +43,6 @@ export function cleanupTempFilesSync(): void {
   }
   pending.clear();
 }
-
 
 const rand = (): string => Math.random().toString(36).slice(2, 10).padEnd(8, "0");
 
@@ -311,7 +309,6 @@ async function commitDir(tmp: string, abs: string, parent: string, targetDir: st
   await rm(old, { recursive: true, force: true }).catch(() => {});
   pending.delete(old);
 }
-
 
 // ---------------------------------------------------------------------------------------------
 

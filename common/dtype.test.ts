@@ -23,13 +23,30 @@ const u16 = (a: Uint8Array): number[] => [...new Uint16Array(a.buffer, a.byteOff
 
 test("dtype table: every reference dtype, bit sizes, alignment order", () => {
   assert.equal(DTYPES.length, 22);
-  assert.deepEqual(
-    Object.fromEntries(DTYPES.map((d) => [d, DTYPE_BITS[d]])),
-    {
-      BOOL: 8, F4: 4, F6_E2M3: 6, F6_E3M2: 6, U8: 8, I8: 8, F8_E5M2: 8, F8_E4M3: 8, F8_E8M0: 8, F8_E4M3FNUZ: 8, F8_E5M2FNUZ: 8,
-      I16: 16, U16: 16, F16: 16, BF16: 16, I32: 32, U32: 32, F32: 32, C64: 64, F64: 64, I64: 64, U64: 64,
-    },
-  );
+  assert.deepEqual(Object.fromEntries(DTYPES.map((d) => [d, DTYPE_BITS[d]])), {
+    BOOL: 8,
+    F4: 4,
+    F6_E2M3: 6,
+    F6_E3M2: 6,
+    U8: 8,
+    I8: 8,
+    F8_E5M2: 8,
+    F8_E4M3: 8,
+    F8_E8M0: 8,
+    F8_E4M3FNUZ: 8,
+    F8_E5M2FNUZ: 8,
+    I16: 16,
+    U16: 16,
+    F16: 16,
+    BF16: 16,
+    I32: 32,
+    U32: 32,
+    F32: 32,
+    C64: 64,
+    F64: 64,
+    I64: 64,
+    U64: 64,
+  });
   // the enum order is increasing alignment: element sizes in bytes never decrease along it
   for (let i = 1; i < DTYPES.length; i++) assert.ok(dtypeAlignment(DTYPES[i]) >= dtypeAlignment(DTYPES[i - 1]));
   assert.ok(dtypeRank("U64") > dtypeRank("F64") && dtypeRank("F64") > dtypeRank("C64") && dtypeRank("F32") > dtypeRank("BF16"));
@@ -82,7 +99,7 @@ test("BF16: all 65536 bit patterns decode exactly and re-encode to themselves", 
       assert.ok((back64[b] & 0x7f80) === 0x7f80 && (back64[b] & 0x7f) !== 0);
       continue;
     }
-    assert.equal(f32Bits(f32[b]), b << 16 >>> 0, `bits of ${b.toString(16)}`);
+    assert.equal(f32Bits(f32[b]), (b << 16) >>> 0, `bits of ${b.toString(16)}`);
     assert.ok(Object.is(f64[b], v));
     assert.equal(back32[b], b);
     assert.equal(back64[b], b);
@@ -165,8 +182,14 @@ test("F16/BF16: the f32 bit path and the f64 path agree on random f32 values", (
   for (let i = 0; i < u.length; i++) u[i] = next();
   const f = new Float32Array(u.buffer);
   const d = Float64Array.from(f);
-  assert.deepEqual(u16(encodeFloats("F16", f)).filter((_, i) => !Number.isNaN(f[i])), u16(encodeFloats("F16", d)).filter((_, i) => !Number.isNaN(f[i])));
-  assert.deepEqual(u16(encodeFloats("BF16", f)).filter((_, i) => !Number.isNaN(f[i])), u16(encodeFloats("BF16", d)).filter((_, i) => !Number.isNaN(f[i])));
+  assert.deepEqual(
+    u16(encodeFloats("F16", f)).filter((_, i) => !Number.isNaN(f[i])),
+    u16(encodeFloats("F16", d)).filter((_, i) => !Number.isNaN(f[i])),
+  );
+  assert.deepEqual(
+    u16(encodeFloats("BF16", f)).filter((_, i) => !Number.isNaN(f[i])),
+    u16(encodeFloats("BF16", d)).filter((_, i) => !Number.isNaN(f[i])),
+  );
 });
 
 test("integer and bool decoders, 64-bit via BigInt", () => {
@@ -210,16 +233,24 @@ test("encodeFloats F32/F64 are exact; unsupported dtypes are refused", () => {
   assert.deepEqual([...new Float32Array(encodeFloats("F32", d).buffer)], [...Float32Array.from(d)]);
   assert.throws(() => encodeFloats("I8", d), UnsupportedDTypeError);
   assert.throws(() => decodeToFloat32("F8_E4M3", new Uint8Array(4)), UnsupportedDTypeError);
-  assert.throws(() => decodeToFloat32("C64", new Uint8Array(8)), (e: unknown) => e instanceof UnsupportedDTypeError && e.exitCode === 3);
+  assert.throws(
+    () => decodeToFloat32("C64", new Uint8Array(8)),
+    (e: unknown) => e instanceof UnsupportedDTypeError && e.exitCode === 3,
+  );
 });
 
 test("numberToF16Bits / numberToBf16Bits fast paths agree with the f32-bit converters on random float32 values", async () => {
   const d = await import("./dtype.js");
-  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
-  let seed = (Date.now() >>> 0) || 1;
+  const f = new Float32Array(1),
+    u = new Uint32Array(f.buffer);
+  let seed = Date.now() >>> 0 || 1;
   console.log(`dtype fast-path seed=${seed}`);
   for (let i = 0; i < 200_000; i++) {
-    seed ^= seed << 13; seed >>>= 0; seed ^= seed >>> 17; seed ^= seed << 5; seed >>>= 0; // xorshift32
+    seed ^= seed << 13;
+    seed >>>= 0;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    seed >>>= 0; // xorshift32
     u[0] = seed;
     const x = f[0]!;
     if (Number.isNaN(x)) continue;

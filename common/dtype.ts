@@ -3,7 +3,7 @@
 // encoding, and decoders of the integer types. Dtypes without a decoder (F8_*, F6_*, F4, C64, …)
 // are carried byte for byte. Node 20 has no Float16Array, so this file owns half precision.
 import { RuntimeFailure, UnsupportedDTypeError } from "./errors.js";
-import { f16Table, f32BitsToBf16Bits, f32BitsToF16Bits, numberToBf16Bits, numberToF16Bits } from "./half.js";
+import { f16Table, f32BitsToF16Bits, numberToBf16Bits, numberToF16Bits } from "./half.js";
 
 export { bf16BitsToNumber, f16BitsToNumber, f32BitsToBf16Bits, f32BitsToF16Bits, numberToBf16Bits, numberToF16Bits } from "./half.js";
 

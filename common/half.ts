@@ -121,7 +121,8 @@ function roundHalfEven(v: number): number {
  */
 export function numberToF16Bits(x: number): number {
   F64_SCRATCH[0] = x;
-  const hi = U32x2_SCRATCH[1]!, lo = U32x2_SCRATCH[0]!;
+  const hi = U32x2_SCRATCH[1]!,
+    lo = U32x2_SCRATCH[0]!;
   const e = ((hi >>> 20) & 0x7ff) - 1023;
   if (e >= -14 && e <= 15) {
     let h = ((e + 15) << 10) | ((hi >>> 10) & 0x3ff);
@@ -136,7 +137,8 @@ export function numberToF16Bits(x: number): number {
 export function numberToBf16Bits(x: number): number {
   // Fast path for the normal range, as numberToF16Bits: top 7 fraction bits, RNE on the 45 below.
   F64_SCRATCH[0] = x;
-  const hi = U32x2_SCRATCH[1]!, lo = U32x2_SCRATCH[0]!;
+  const hi = U32x2_SCRATCH[1]!,
+    lo = U32x2_SCRATCH[0]!;
   const e = ((hi >>> 20) & 0x7ff) - 1023;
   if (e >= -126 && e <= 127) {
     let h = ((e + 127) << 7) | ((hi >>> 13) & 0x7f);

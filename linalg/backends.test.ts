@@ -58,7 +58,9 @@ function gaussian(rng: Rng, rows: number, cols: number): M64 {
 }
 
 function mul(a: M64, b: M64, transA = false, transB = false): M64 {
-  const m = transA ? a.cols : a.rows, k = transA ? a.rows : a.cols, n = transB ? b.rows : b.cols;
+  const m = transA ? a.cols : a.rows,
+    k = transA ? a.rows : a.cols,
+    n = transB ? b.rows : b.cols;
   const c = new Float64Array(m * n);
   for (let i = 0; i < m; i++)
     for (let j = 0; j < n; j++) {
@@ -128,7 +130,8 @@ const KNOWN = new WeakMap<M64, number[]>();
 /** U diag(σ) Vᵀ with random orthonormal U (m×k), V (n×k). */
 function withSpectrum(rng: Rng, m: number, n: number, sigma: number[]): M64 {
   const k = sigma.length;
-  const u = orthonormal(rng, m, k), v = orthonormal(rng, n, k);
+  const u = orthonormal(rng, m, k),
+    v = orthonormal(rng, n, k);
   for (let i = 0; i < m; i++) for (let j = 0; j < k; j++) u.data[i * k + j] *= sigma[j]!;
   const a = mul(u, v, false, true);
   const full = [...sigma, ...Array<number>(Math.max(0, Math.min(m, n) - k)).fill(0)].sort((x, y) => y - x);
@@ -142,7 +145,10 @@ function withEigen(rng: Rng, lambda: number[]): M64 {
   const q = orthonormal(rng, n, n);
   const ql = { rows: n, cols: n, data: q.data.map((x, i) => x * lambda[i % n]!) };
   const a = mul(ql, q, false, true);
-  KNOWN.set(a, [...lambda].sort((x, y) => y - x));
+  KNOWN.set(
+    a,
+    [...lambda].sort((x, y) => y - x),
+  );
   return a;
 }
 
@@ -152,18 +158,25 @@ function geometric(k: number, cond: number): number[] {
 
 /** Straightforward weighted Lloyd in float64 with exact distances (semantics of types.ts / linalg/js). */
 function refLloyd(points: M64, init: M64, opts: KmeansLloydOptions): { centroids: Float64Array; labels: Int32Array; inertia: number; iterations: number } {
-  const n = points.rows, d = points.cols, k = init.rows, x = points.data;
+  const n = points.rows,
+    d = points.cols,
+    k = init.rows,
+    x = points.data;
   const w = opts.weights ?? new Float64Array(n).fill(1);
   let c = Float64Array.from(init.data);
   const labels = new Int32Array(n);
   const assign = (): number => {
     let inertia = 0;
     for (let i = 0; i < n; i++) {
-      let best = 0, bestD = Infinity;
+      let best = 0,
+        bestD = Infinity;
       for (let q = 0; q < k; q++) {
         let s = 0;
         for (let j = 0; j < d; j++) s += (x[i * d + j]! - c[q * d + j]!) ** 2;
-        if (s < bestD) { bestD = s; best = q; }
+        if (s < bestD) {
+          bestD = s;
+          best = q;
+        }
       }
       labels[i] = best;
       inertia += w[i]! * bestD;
@@ -174,7 +187,8 @@ function refLloyd(points: M64, init: M64, opts: KmeansLloydOptions): { centroids
   for (let it = 0; it < opts.maxIter; it++) {
     assign();
     iterations = it + 1;
-    const next = new Float64Array(k * d), ws = new Float64Array(k);
+    const next = new Float64Array(k * d),
+      ws = new Float64Array(k);
     for (let i = 0; i < n; i++) {
       const q = labels[i]!;
       ws[q] += w[i]!;
@@ -240,18 +254,27 @@ function pickRows(r: Rng, m: M64, k: number): M64 {
 const DTS: DType[] = ["f32", "f64"];
 const cases: Case[] = [];
 for (const dt of DTS) {
-  const g = (m: number, k: number, n: number, transA: boolean, transB: boolean, alpha = 1) => (r: Rng) => ({
-    a: transA ? gaussian(r, k, m) : gaussian(r, m, k),
-    b: transB ? gaussian(r, n, k) : gaussian(r, k, n),
-    transA, transB, alpha,
-  });
+  const g =
+    (m: number, k: number, n: number, transA: boolean, transB: boolean, alpha = 1) =>
+    (r: Rng) => ({
+      a: transA ? gaussian(r, k, m) : gaussian(r, m, k),
+      b: transB ? gaussian(r, n, k) : gaussian(r, k, n),
+      transA,
+      transB,
+      alpha,
+    });
   cases.push(
     { op: "gemm", name: `1×1·1×1`, dt, make: g(1, 1, 1, false, false) },
     { op: "gemm", name: `tall 300×16 · 16×40`, dt, make: g(300, 16, 40, false, false) },
     { op: "gemm", name: `Aᵀ: (64×37)ᵀ · 64×300, alpha 0.5`, dt, make: g(37, 64, 300, true, false, 0.5) },
     { op: "gemm", name: `Bᵀ: 5×64 · (37×64)ᵀ`, dt, make: g(5, 64, 37, false, true) },
     { op: "gemm", name: `AᵀBᵀ: wide (16×300)ᵀ · (300×16)ᵀ, alpha −2`, dt, make: g(300, 16, 300, true, true, -2) },
-    { op: "gemm", name: `square 128 rank-1 factors`, dt, make: (r) => ({ a: lowRank(r, 128, 128, 1), b: gaussian(r, 128, 128), transA: false, transB: false, alpha: 1 }) },
+    {
+      op: "gemm",
+      name: `square 128 rank-1 factors`,
+      dt,
+      make: (r) => ({ a: lowRank(r, 128, 128, 1), b: gaussian(r, 128, 128), transA: false, transB: false, alpha: 1 }),
+    },
 
     { op: "qr", name: `tall 300×16`, dt, make: (r) => gaussian(r, 300, 16) },
     { op: "qr", name: `tall 1024×64`, dt, make: (r) => gaussian(r, 1024, 64) },
@@ -259,8 +282,22 @@ for (const dt of DTS) {
     { op: "qr", name: `wide 16×100`, dt, make: (r) => gaussian(r, 16, 100) },
     { op: "qr", name: `rank-deficient 200×32 rank 5`, dt, make: (r) => lowRank(r, 200, 32, 5) },
     { op: "qr", name: `rank 1, 500×8`, dt, make: (r) => lowRank(r, 500, 8, 1) },
-    { op: "qr", name: `ill-conditioned 128×32 cond 1e${dt === "f32" ? 5 : 12}`, dt, make: (r) => withSpectrum(r, 128, 32, geometric(32, dt === "f32" ? 1e5 : 1e12)) },
-    { op: "qr", name: `zero column, 50×6`, dt, make: (r) => { const m = gaussian(r, 50, 6); for (let i = 0; i < 50; i++) m.data[i * 6 + 2] = 0; return m; } },
+    {
+      op: "qr",
+      name: `ill-conditioned 128×32 cond 1e${dt === "f32" ? 5 : 12}`,
+      dt,
+      make: (r) => withSpectrum(r, 128, 32, geometric(32, dt === "f32" ? 1e5 : 1e12)),
+    },
+    {
+      op: "qr",
+      name: `zero column, 50×6`,
+      dt,
+      make: (r) => {
+        const m = gaussian(r, 50, 6);
+        for (let i = 0; i < 50; i++) m.data[i * 6 + 2] = 0;
+        return m;
+      },
+    },
     { op: "qr", name: `1×1`, dt, make: (r) => gaussian(r, 1, 1) },
 
     { op: "svd", name: `tall 120×40`, dt, make: (r) => gaussian(r, 120, 40) },
@@ -269,7 +306,12 @@ for (const dt of DTS) {
     { op: "svd", name: `square 96×96 rank 64`, dt, make: (r) => lowRank(r, 96, 96, 64) },
     { op: "svd", name: `rank-deficient 80×60 rank 7`, dt, make: (r) => lowRank(r, 80, 60, 7) },
     { op: "svd", name: `rank 1, 50×50`, dt, make: (r) => lowRank(r, 50, 50, 1) },
-    { op: "svd", name: `ill-conditioned 64×48 cond 1e${dt === "f32" ? 6 : 12}`, dt, make: (r) => withSpectrum(r, 64, 48, geometric(48, dt === "f32" ? 1e6 : 1e12)) },
+    {
+      op: "svd",
+      name: `ill-conditioned 64×48 cond 1e${dt === "f32" ? 6 : 12}`,
+      dt,
+      make: (r) => withSpectrum(r, 64, 48, geometric(48, dt === "f32" ? 1e6 : 1e12)),
+    },
     { op: "svd", name: `repeated σ, 40×20`, dt, make: (r) => withSpectrum(r, 40, 20, [3, 3, 3, 2, 2, 1, ...Array(14).fill(0.5)]) },
     { op: "svd", name: `1×7`, dt, make: (r) => gaussian(r, 1, 7) },
 
@@ -277,34 +319,105 @@ for (const dt of DTS) {
     { op: "eigSym", name: `random 5×5`, dt, make: (r) => symmetric(r, 5, false) },
     { op: "eigSym", name: `random 64×64`, dt, make: (r) => symmetric(r, 64, false) },
     { op: "eigSym", name: `lower triangle only (upper garbage) 32×32`, dt, make: (r) => symmetric(r, 32, true) },
-    { op: "eigSym", name: `PSD rank 3 of 40 (repeated zeros)`, dt, make: (r) => { const b = gaussian(r, 40, 3); return mul(b, b, false, true); } },
-    { op: "eigSym", name: `Gram of ill-conditioned 100×16`, dt, make: (r) => {
-      const sigma = geometric(16, dt === "f32" ? 1e2 : 1e5);
-      const b = withSpectrum(r, 100, 16, sigma);
-      const gram = mul(b, b, true, false);
-      KNOWN.set(gram, sigma.map((x) => x * x));
-      return gram;
-    } },
-    { op: "eigSym", name: `known spectrum 24×24: negatives, a repeated value, a zero`, dt, make: (r) => withEigen(r, [5, 3, 3, 3, 1.5, 0, -0.25, -1, -2, -2, -7, ...Array.from({ length: 13 }, (_, i) => 0.1 * (i + 1))]) },
+    {
+      op: "eigSym",
+      name: `PSD rank 3 of 40 (repeated zeros)`,
+      dt,
+      make: (r) => {
+        const b = gaussian(r, 40, 3);
+        return mul(b, b, false, true);
+      },
+    },
+    {
+      op: "eigSym",
+      name: `Gram of ill-conditioned 100×16`,
+      dt,
+      make: (r) => {
+        const sigma = geometric(16, dt === "f32" ? 1e2 : 1e5);
+        const b = withSpectrum(r, 100, 16, sigma);
+        const gram = mul(b, b, true, false);
+        KNOWN.set(
+          gram,
+          sigma.map((x) => x * x),
+        );
+        return gram;
+      },
+    },
+    {
+      op: "eigSym",
+      name: `known spectrum 24×24: negatives, a repeated value, a zero`,
+      dt,
+      make: (r) => withEigen(r, [5, 3, 3, 3, 1.5, 0, -0.25, -1, -2, -2, -7, ...Array.from({ length: 13 }, (_, i) => 0.1 * (i + 1))]),
+    },
   );
 }
 cases.push(
-  { op: "kmeans", name: `blobs 500×16 k=8, converges`, dt: "f64", make: (r) => { const p = blobs(r, 500, 16, 8, 1); return { points: p, init: pickRows(r, p, 8), opts: { maxIter: 100, tol: 0 } }; } },
-  { op: "kmeans", name: `overlapping 400×6 k=5, maxIter 3`, dt: "f64", make: (r) => { const p = blobs(r, 400, 6, 3, 3); return { points: p, init: pickRows(r, p, 5), opts: { maxIter: 3, tol: 0 } }; } },
-  { op: "kmeans", name: `weighted 300×10 k=6, tol 1e-4`, dt: "f64", make: (r) => {
-    const p = blobs(r, 300, 10, 6, 1.5);
-    const w = new Float64Array(300).map(() => 0.1 + r.uniform());
-    return { points: p, init: pickRows(r, p, 6), opts: { maxIter: 50, tol: 1e-4, weights: w } };
-  } },
-  { op: "kmeans", name: `empty cluster keeps its centroid, 200×4 k=4`, dt: "f64", make: (r) => {
-    const p = blobs(r, 200, 4, 3, 0.5);
-    const init = pickRows(r, p, 4);
-    init.data.fill(1e3, 12, 16); // far from every point: never assigned
-    return { points: p, init, opts: { maxIter: 30, tol: 0 } };
-  } },
-  { op: "kmeans", name: `k=1, 64×3`, dt: "f64", make: (r) => { const p = gaussian(r, 64, 3); return { points: p, init: pickRows(r, p, 1), opts: { maxIter: 10, tol: 0 } }; } },
-  { op: "kmeans", name: `maxIter 0 (assignment only), 100×5 k=3`, dt: "f64", make: (r) => { const p = gaussian(r, 100, 5); return { points: p, init: pickRows(r, p, 3), opts: { maxIter: 0, tol: 0 } }; } },
-  { op: "kmeans", name: `larger 1500×200 k=16`, dt: "f64", make: (r) => { const p = blobs(r, 1500, 200, 16, 3); return { points: p, init: pickRows(r, p, 16), opts: { maxIter: 20, tol: 1e-6 } }; } },
+  {
+    op: "kmeans",
+    name: `blobs 500×16 k=8, converges`,
+    dt: "f64",
+    make: (r) => {
+      const p = blobs(r, 500, 16, 8, 1);
+      return { points: p, init: pickRows(r, p, 8), opts: { maxIter: 100, tol: 0 } };
+    },
+  },
+  {
+    op: "kmeans",
+    name: `overlapping 400×6 k=5, maxIter 3`,
+    dt: "f64",
+    make: (r) => {
+      const p = blobs(r, 400, 6, 3, 3);
+      return { points: p, init: pickRows(r, p, 5), opts: { maxIter: 3, tol: 0 } };
+    },
+  },
+  {
+    op: "kmeans",
+    name: `weighted 300×10 k=6, tol 1e-4`,
+    dt: "f64",
+    make: (r) => {
+      const p = blobs(r, 300, 10, 6, 1.5);
+      const w = new Float64Array(300).map(() => 0.1 + r.uniform());
+      return { points: p, init: pickRows(r, p, 6), opts: { maxIter: 50, tol: 1e-4, weights: w } };
+    },
+  },
+  {
+    op: "kmeans",
+    name: `empty cluster keeps its centroid, 200×4 k=4`,
+    dt: "f64",
+    make: (r) => {
+      const p = blobs(r, 200, 4, 3, 0.5);
+      const init = pickRows(r, p, 4);
+      init.data.fill(1e3, 12, 16); // far from every point: never assigned
+      return { points: p, init, opts: { maxIter: 30, tol: 0 } };
+    },
+  },
+  {
+    op: "kmeans",
+    name: `k=1, 64×3`,
+    dt: "f64",
+    make: (r) => {
+      const p = gaussian(r, 64, 3);
+      return { points: p, init: pickRows(r, p, 1), opts: { maxIter: 10, tol: 0 } };
+    },
+  },
+  {
+    op: "kmeans",
+    name: `maxIter 0 (assignment only), 100×5 k=3`,
+    dt: "f64",
+    make: (r) => {
+      const p = gaussian(r, 100, 5);
+      return { points: p, init: pickRows(r, p, 3), opts: { maxIter: 0, tol: 0 } };
+    },
+  },
+  {
+    op: "kmeans",
+    name: `larger 1500×200 k=16`,
+    dt: "f64",
+    make: (r) => {
+      const p = blobs(r, 1500, 200, 16, 3);
+      return { points: p, init: pickRows(r, p, 16), opts: { maxIter: 20, tol: 1e-6 } };
+    },
+  },
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -367,7 +480,8 @@ async function runCase(be: LinalgBackend, c: Case, seed: number, index: number):
   const rng = new Rng(seed);
   if (c.op === "gemm") {
     const { a, b, transA, transB, alpha } = c.make(rng);
-    const A = cast(a, c.dt), B = cast(b, c.dt);
+    const A = cast(a, c.dt),
+      B = cast(b, c.dt);
     const got = await be.gemm(A, B, { transA, transB, alpha });
     checkType(c.dt, got.data, "C");
     const ref = mul(to64(A), to64(B), transA, transB);
@@ -377,13 +491,15 @@ async function runCase(be: LinalgBackend, c: Case, seed: number, index: number):
     return;
   }
   if (c.op === "qr") {
-    const A = cast(c.make(rng), c.dt), a64 = to64(A);
+    const A = cast(c.make(rng), c.dt),
+      a64 = to64(A);
     const k = Math.min(A.rows, A.cols);
     const { Q, R } = await be.qr(A);
     checkType(c.dt, Q.data, "Q");
     checkType(c.dt, R.data, "R");
     assert.deepEqual([Q.rows, Q.cols, R.rows, R.cols], [A.rows, k, k, A.cols]);
-    const q = to64(Q), r = to64(R);
+    const q = to64(Q),
+      r = to64(R);
     leq("max|QᵀQ − I|", orthoErr(q), TOL[c.dt]);
     leq("‖QR − A‖/‖A‖", rel(diffFro(mul(q, r).data, a64.data), fro(a64.data)), TOL[c.dt]);
     for (let i = 0; i < k; i++) {
@@ -394,7 +510,8 @@ async function runCase(be: LinalgBackend, c: Case, seed: number, index: number):
   }
   if (c.op === "svd") {
     const built = c.make(rng);
-    const A = cast(built, c.dt), a64 = to64(A);
+    const A = cast(built, c.dt),
+      a64 = to64(A);
     const k = Math.min(A.rows, A.cols);
     const { U, S, Vt } = await be.svd(A);
     checkType(c.dt, U.data, "U");
@@ -406,7 +523,8 @@ async function runCase(be: LinalgBackend, c: Case, seed: number, index: number):
       assert.ok(S[i]! >= 0, "S has a negative value");
     }
     for (const [from, ref] of references(c, built, index)) leq(`max|σ − σ_${from}|/σ_max`, rel(maxAbsDiff(S, ref), Math.max(...ref.map(Math.abs))), TOL[c.dt]);
-    const u = to64(U), vt = to64(Vt);
+    const u = to64(U),
+      vt = to64(Vt);
     const us = { rows: u.rows, cols: k, data: u.data.map((x, i) => x * S[i % k]!) };
     leq("‖U S Vt − A‖/‖A‖", rel(diffFro(mul(us, vt).data, a64.data), fro(a64.data)), TOL[c.dt]);
     leq("max|UᵀU − I|", orthoErr(u), TOL[c.dt]);
@@ -415,13 +533,15 @@ async function runCase(be: LinalgBackend, c: Case, seed: number, index: number):
   }
   if (c.op === "eigSym") {
     const built = c.make(rng);
-    const A = cast(built, c.dt), a64 = to64(A);
+    const A = cast(built, c.dt),
+      a64 = to64(A);
     const n = A.rows;
     const { values, vectors } = await be.eigSym(A);
     checkType(c.dt, values, "values");
     checkType(c.dt, vectors.data, "vectors");
     for (let i = 1; i < n; i++) assert.ok(values[i]! <= values[i - 1]!, "eigenvalues not descending");
-    for (const [from, ref] of references(c, built, index)) leq(`max|λ − λ_${from}|/max|λ|`, rel(maxAbsDiff(values, ref), Math.max(...ref.map(Math.abs))), TOL[c.dt]);
+    for (const [from, ref] of references(c, built, index))
+      leq(`max|λ − λ_${from}|/max|λ|`, rel(maxAbsDiff(values, ref), Math.max(...ref.map(Math.abs))), TOL[c.dt]);
     const v = to64(vectors);
     const sym = new Float64Array(n * n);
     for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) sym[i * n + j] = sym[j * n + i] = a64.data[i * n + j]!;
@@ -497,7 +617,11 @@ for (const be of backends) {
           const ref = (side === "gram-rows" ? mul(X, X, false, true) : mul(X, X, true, false)).data;
           leq("‖G − G_ref‖/‖X‖²", rel(diffFro(got.gram, ref), fro(want) ** 2), TOL.f64);
           // The first non-finite element is named; the Gram is then all zeros.
-          for (const [bad, at] of [[NaN, 41], [Infinity, 5], [-Infinity, rows * cols - 1]] as const) {
+          for (const [bad, at] of [
+            [NaN, 41],
+            [Infinity, 5],
+            [-Infinity, rows * cols - 1],
+          ] as const) {
             const y = Float64Array.from(x);
             y[at] = bad;
             y[rows * cols - 2] = NaN; // a later one is not the first
@@ -518,11 +642,23 @@ for (const be of backends) {
 // B = U diag(σ/s) Q D and A = D⁻¹ Qᵀ Vᵀ (Q a random rotation, D a random positive diagonal, so
 // neither factor is orthogonal), stored as F64 so the stored ΔW is the built one to rounding.
 
-interface KnownFactors { B: RawFactor; A: RawFactor; scale: number; sigma: number[]; U: M64; V: M64; out: number; inn: number; r: number }
+interface KnownFactors {
+  B: RawFactor;
+  A: RawFactor;
+  scale: number;
+  sigma: number[];
+  U: M64;
+  V: M64;
+  out: number;
+  inn: number;
+  r: number;
+}
 
 function knownFactors(rng: Rng, out: number, inn: number, sigma: number[], scale: number): KnownFactors {
   const r = sigma.length;
-  const U = orthonormal(rng, out, r), V = orthonormal(rng, inn, r), Q = orthonormal(rng, r, r);
+  const U = orthonormal(rng, out, r),
+    V = orthonormal(rng, inn, r),
+    Q = orthonormal(rng, r, r);
   const d = Array.from({ length: r }, () => Math.exp(0.5 * rng.normal()));
   const left = { rows: out, cols: r, data: U.data.map((x, i) => (x * sigma[i % r]!) / scale) };
   const B = mul(left, { rows: r, cols: r, data: Q.data.map((x, i) => x * d[i % r]!) });
@@ -533,7 +669,8 @@ function knownFactors(rng: Rng, out: number, inn: number, sigma: number[], scale
 
 /** U_t Σ_t V_tᵀ, the optimal rank-t ΔW of known factors. */
 function optimalDelta(k: KnownFactors, t: number): M64 {
-  const ut = { rows: k.out, cols: t, data: new Float64Array(k.out * t) }, vt = { rows: k.inn, cols: t, data: new Float64Array(k.inn * t) };
+  const ut = { rows: k.out, cols: t, data: new Float64Array(k.out * t) },
+    vt = { rows: k.inn, cols: t, data: new Float64Array(k.inn * t) };
   for (let i = 0; i < k.out; i++) for (let c = 0; c < t; c++) ut.data[i * t + c] = k.U.data[i * k.r + c]! * k.sigma[c]!;
   for (let j = 0; j < k.inn; j++) for (let c = 0; c < t; c++) vt.data[j * t + c] = k.V.data[j * k.r + c]!;
   return mul(ut, vt, false, true);
@@ -544,7 +681,12 @@ const sumSq = (xs: number[]) => xs.reduce((a, x) => a + x * x, 0);
 for (const be of backends) {
   describe(`fused operations on ${be.name}`, () => {
     const sigma = [9, 4, 2.5, 1, 0.5, 0.2, 0.05, 0.01];
-    for (const [split, outDtype, tol] of [["balanced", "F32", 2e-6], ["all-in-up", "F32", 2e-6], ["balanced", "F64", 1e-9], ["all-in-up", "F64", 1e-9]] as const) {
+    for (const [split, outDtype, tol] of [
+      ["balanced", "F32", 2e-6],
+      ["all-in-up", "F32", 2e-6],
+      ["balanced", "F64", 1e-9],
+      ["all-in-up", "F64", 1e-9],
+    ] as const) {
       test(`truncateFactors ${split} → ${outDtype}: the optimal rank-t ΔW, its spectrum and error`, async () => {
         const k = knownFactors(new Rng(caseSeed(2000 + (split === "balanced" ? 0 : 1) + (outDtype === "F32" ? 0 : 2))), 97, 61, sigma, 0.75);
         for (const t of [1, 3, 8]) {
@@ -552,22 +694,31 @@ for (const be of backends) {
           const res = await be.truncateFactors({ B: k.B, A: k.A, scale: k.scale, rank: t, scaleOut, split, outDtype });
           assert.equal(res.kind, "done", `rank ${t}`);
           if (res.kind !== "done") return;
-          const total = sumSq(k.sigma), tail = sumSq(k.sigma.slice(t));
+          const total = sumSq(k.sigma),
+            tail = sumSq(k.sigma.slice(t));
           leq(`rank ${t}: max|σ − σ_built|/σ_max`, maxAbsDiff(res.S, k.sigma) / k.sigma[0]!, 1e-9);
           leq(`rank ${t}: |norm2 − Σσ²|/Σσ²`, Math.abs(res.norm2 - total) / total, 1e-9);
           leq(`rank ${t}: |err2 − Σ_{i≥t}σ²|/Σσ²`, Math.abs(res.err2 - tail) / total, 1e-9);
           assert.ok(res.resid2 >= 0 && res.resid2 <= 1e-10 * total, `resid2 ${res.resid2}`);
-          const B = { rows: k.out, cols: t, data: decodeToFloat64(outDtype, res.B) }, A = { rows: t, cols: k.inn, data: decodeToFloat64(outDtype, res.A) };
-          const got = mul(B, A).data.map((x) => x * scaleOut), want = optimalDelta(k, t);
+          const B = { rows: k.out, cols: t, data: decodeToFloat64(outDtype, res.B) },
+            A = { rows: t, cols: k.inn, data: decodeToFloat64(outDtype, res.A) };
+          const got = mul(B, A).data.map((x) => x * scaleOut),
+            want = optimalDelta(k, t);
           leq(`rank ${t}: ‖s'B'A' − U_tΣ_tV_tᵀ‖/‖ΔW‖`, diffFro(got, want.data) / Math.sqrt(total), tol);
           for (let c = 0; c < t; c++) {
-            let best = 0, nb = 0, na = 0;
-            for (let i = 0; i < k.out; i++) { const v = B.data[i * t + c]!; nb += v * v; if (Math.abs(v) > Math.abs(best)) best = v; }
+            let best = 0,
+              nb = 0,
+              na = 0;
+            for (let i = 0; i < k.out; i++) {
+              const v = B.data[i * t + c]!;
+              nb += v * v;
+              if (Math.abs(v) > Math.abs(best)) best = v;
+            }
             for (let j = 0; j < k.inn; j++) na += A.data[c * k.inn + j]! ** 2;
             assert.ok(best > 0, `column ${c} of B': its largest entry is not positive`);
             // balanced: ‖B'_c‖ = ‖A'_c‖ = √(σ_c/s'); all-in-up: A' has orthonormal rows
-            if (split === "balanced") leq(`column ${c}: |‖B'_c‖² − σ_c/s'|·s'/σ_c`, Math.abs(nb - k.sigma[c]! / scaleOut) * scaleOut / k.sigma[c]!, 10 * tol);
-            if (split === "balanced") leq(`row ${c}: |‖A'_c‖² − σ_c/s'|·s'/σ_c`, Math.abs(na - k.sigma[c]! / scaleOut) * scaleOut / k.sigma[c]!, 10 * tol);
+            if (split === "balanced") leq(`column ${c}: |‖B'_c‖² − σ_c/s'|·s'/σ_c`, (Math.abs(nb - k.sigma[c]! / scaleOut) * scaleOut) / k.sigma[c]!, 10 * tol);
+            if (split === "balanced") leq(`row ${c}: |‖A'_c‖² − σ_c/s'|·s'/σ_c`, (Math.abs(na - k.sigma[c]! / scaleOut) * scaleOut) / k.sigma[c]!, 10 * tol);
             else leq(`row ${c}: |‖A'_c‖ − 1|`, Math.abs(Math.sqrt(na) - 1), 10 * tol);
           }
         }
@@ -575,9 +726,18 @@ for (const be of backends) {
     }
     test("truncateFactors and factorSpectrum name the first non-finite value (A before B)", async () => {
       const k = knownFactors(new Rng(caseSeed(2010)), 20, 30, [3, 2, 1], 1);
-      const poisoned = (f: RawFactor, at: number, v: number): RawFactor => { const x = decodeToFloat64("F64", f.raw); x[at] = v; return { ...f, raw: encodeFloats("F64", x) }; };
-      const badA = poisoned(k.A, 17, NaN), badB = poisoned(k.B, 5, -Infinity);
-      for (const [B, A, factor, index] of [[k.B, badA, "A", 17], [badB, k.A, "B", 5], [badB, badA, "A", 17]] as const) {
+      const poisoned = (f: RawFactor, at: number, v: number): RawFactor => {
+        const x = decodeToFloat64("F64", f.raw);
+        x[at] = v;
+        return { ...f, raw: encodeFloats("F64", x) };
+      };
+      const badA = poisoned(k.A, 17, NaN),
+        badB = poisoned(k.B, 5, -Infinity);
+      for (const [B, A, factor, index] of [
+        [k.B, badA, "A", 17],
+        [badB, k.A, "B", 5],
+        [badB, badA, "A", 17],
+      ] as const) {
         const t = await be.truncateFactors({ B, A, scale: 1, rank: 2, scaleOut: 1, split: "balanced", outDtype: "F32" });
         const s = await be.factorSpectrum({ B, A, scale: 1 });
         for (const r of [t, s]) {
@@ -588,11 +748,30 @@ for (const be of backends) {
     });
     test("truncateFactors refuses cancelling factors (the Gram route's guard): fallback", async () => {
       const rng = new Rng(caseSeed(2011));
-      const out = 40, inn = 50, x = gaussian(rng, out, 1), y = gaussian(rng, 1, inn), z = gaussian(rng, 1, inn);
-      const B = new Float64Array(out * 2), A = new Float64Array(2 * inn);
-      for (let i = 0; i < out; i++) { B[i * 2] = 1e4 * x.data[i]!; B[i * 2 + 1] = 1e4 * x.data[i]!; }
-      for (let j = 0; j < inn; j++) { A[j] = y.data[j]!; A[inn + j] = -y.data[j]! + 1e-9 * z.data[j]!; }
-      const r = await be.truncateFactors({ B: { raw: encodeFloats("F64", B), dtype: "F64", rows: out, cols: 2 }, A: { raw: encodeFloats("F64", A), dtype: "F64", rows: 2, cols: inn }, scale: 1, rank: 1, scaleOut: 1, split: "balanced", outDtype: "F32" });
+      const out = 40,
+        inn = 50,
+        x = gaussian(rng, out, 1),
+        y = gaussian(rng, 1, inn),
+        z = gaussian(rng, 1, inn);
+      const B = new Float64Array(out * 2),
+        A = new Float64Array(2 * inn);
+      for (let i = 0; i < out; i++) {
+        B[i * 2] = 1e4 * x.data[i]!;
+        B[i * 2 + 1] = 1e4 * x.data[i]!;
+      }
+      for (let j = 0; j < inn; j++) {
+        A[j] = y.data[j]!;
+        A[inn + j] = -y.data[j]! + 1e-9 * z.data[j]!;
+      }
+      const r = await be.truncateFactors({
+        B: { raw: encodeFloats("F64", B), dtype: "F64", rows: out, cols: 2 },
+        A: { raw: encodeFloats("F64", A), dtype: "F64", rows: 2, cols: inn },
+        scale: 1,
+        rank: 1,
+        scaleOut: 1,
+        split: "balanced",
+        outDtype: "F32",
+      });
       assert.equal(r.kind, "fallback");
     });
     test("factorSpectrum: σ, ‖ΔW‖² and the Grams of known factors", async () => {
@@ -606,14 +785,16 @@ for (const be of backends) {
         leq("|norm2 − Σσ²|/Σσ²", Math.abs(r.norm2 - total) / total, 1e-9);
         if (!keepGrams) continue;
         assert.ok(r.grams instanceof Float64Array && r.grams.length === 2 * k.r * k.r, "grams: BᵀB then AAᵀ");
-        const B = { rows: k.out, cols: k.r, data: decodeToFloat64("F64", k.B.raw) }, A = { rows: k.r, cols: k.inn, data: decodeToFloat64("F64", k.A.raw) };
+        const B = { rows: k.out, cols: k.r, data: decodeToFloat64("F64", k.B.raw) },
+          A = { rows: k.r, cols: k.inn, data: decodeToFloat64("F64", k.A.raw) };
         leq("‖G_B − BᵀB‖/‖B‖²", diffFro(r.grams.subarray(0, k.r * k.r), mul(B, B, true).data) / fro(B.data) ** 2, TOL.f64);
         leq("‖G_A − AAᵀ‖/‖A‖²", diffFro(r.grams.subarray(k.r * k.r), mul(A, A, false, true).data) / fro(A.data) ** 2, TOL.f64);
       }
     });
     test("withLanes: fn gets a whole number of lanes ≥ 1, its value comes back, and the dense ops work inside and after", async () => {
       const rng = new Rng(caseSeed(2013));
-      const a = gaussian(rng, 33, 17), b = gaussian(rng, 17, 29);
+      const a = gaussian(rng, 33, 17),
+        b = gaussian(rng, 17, 29);
       const check = async () => leq("gemm ‖C − C_ref‖/(‖A‖‖B‖)", diffFro((await be.gemm(a, b)).data, mul(a, b).data) / (fro(a.data) * fro(b.data)), TOL.f64);
       const got = await be.withLanes(async (lanes) => {
         assert.ok(Number.isInteger(lanes) && lanes >= 1, `lanes ${lanes}`);
@@ -631,16 +812,40 @@ for (const be of backends) {
 
 function fake(over: Partial<ComputeBinding>): ComputeBinding {
   const no = () => Promise.reject(new Error("not faked"));
-  return { abiVersion: 1, gemm: no, qr: no, svd: no, eigSym: no, kmeansLloyd: no, factorStats: no, truncateFactors: no, factorSpectrum: no, randomizedSvd: no, ...over };
+  return {
+    abiVersion: 1,
+    gemm: no,
+    qr: no,
+    svd: no,
+    eigSym: no,
+    kmeansLloyd: no,
+    factorStats: no,
+    truncateFactors: no,
+    factorSpectrum: no,
+    randomizedSvd: no,
+    ...over,
+  };
 }
 
 describe("native adapter", () => {
   test("NaN/Inf in an input is an InvalidInputError naming where, before any native call", async () => {
     let called = false;
-    const be = adaptBinding("cpu", fake({ svd: async () => { called = true; throw new Error("x"); } }), "fake");
+    const be = adaptBinding(
+      "cpu",
+      fake({
+        svd: async () => {
+          called = true;
+          throw new Error("x");
+        },
+      }),
+      "fake",
+    );
     const a = { rows: 2, cols: 2, data: new Float32Array([1, 2, NaN, 4]) };
     await assert.rejects(be.svd(a), (e: unknown) => e instanceof InvalidInputError && /NaN \(row 1, column 0\)/.test(e.message));
-    await assert.rejects(be.gemm({ rows: 1, cols: 1, data: new Float64Array([Infinity]) }, { rows: 1, cols: 1, data: new Float64Array([1]) }), InvalidInputError);
+    await assert.rejects(
+      be.gemm({ rows: 1, cols: 1, data: new Float64Array([Infinity]) }, { rows: 1, cols: 1, data: new Float64Array([1]) }),
+      InvalidInputError,
+    );
     assert.equal(called, false);
   });
   test("shape errors are InvalidInputErrors", async () => {
@@ -648,12 +853,18 @@ describe("native adapter", () => {
     await assert.rejects(be.qr({ rows: 2, cols: 3, data: new Float64Array(5) }), InvalidInputError);
     await assert.rejects(be.gemm({ rows: 2, cols: 3, data: new Float64Array(6) }, { rows: 2, cols: 3, data: new Float64Array(6) }), InvalidInputError);
     await assert.rejects(be.eigSym({ rows: 2, cols: 3, data: new Float64Array(6) }), InvalidInputError);
-    await assert.rejects(be.kmeansLloyd({ rows: 3, cols: 2, data: new Float64Array(6) }, { rows: 1, cols: 3, data: new Float64Array(3) }, { maxIter: 1, tol: 0 }), InvalidInputError);
+    await assert.rejects(
+      be.kmeansLloyd({ rows: 3, cols: 2, data: new Float64Array(6) }, { rows: 1, cols: 3, data: new Float64Array(3) }, { maxIter: 1, tol: 0 }),
+      InvalidInputError,
+    );
   });
   test("a LAPACK failure becomes a RuntimeFailure with the routine and info", async () => {
     const err = Object.assign(new Error("dgesdd failed (info=3): the divide-and-conquer SVD did not converge"), { code: "LAPACK_INFO", info: 3 });
     const be = adaptBinding("cpu", fake({ svd: () => Promise.reject(err) }), "fake");
-    await assert.rejects(be.svd({ rows: 2, cols: 2, data: new Float64Array([1, 0, 0, 1]) }), (e: unknown) => e instanceof RuntimeFailure && e.exitCode === 1 && /dgesdd.*info=3/.test(e.message));
+    await assert.rejects(
+      be.svd({ rows: 2, cols: 2, data: new Float64Array([1, 0, 0, 1]) }),
+      (e: unknown) => e instanceof RuntimeFailure && e.exitCode === 1 && /dgesdd.*info=3/.test(e.message),
+    );
   });
   test("a NaN produced natively is a RuntimeFailure, never a silent NaN", async () => {
     const be = adaptBinding("cuda", fake({ qr: async () => ({ q: new Float64Array([NaN]), r: new Float64Array([1]) }) }), "fake");
@@ -679,7 +890,10 @@ describe("backend resolution", () => {
     if (cpu.ok) assert.equal(r.backend.name, "cpu");
   });
   test("an explicit unavailable backend exits 4 with the fix in the message", async () => {
-    for (const [name, p] of [["cpu", cpu], ["cuda", cuda]] as const) {
+    for (const [name, p] of [
+      ["cpu", cpu],
+      ["cuda", cuda],
+    ] as const) {
       if (p.ok) {
         assert.equal((await resolveBackend(name)).backend.name, name);
       } else {
@@ -689,13 +903,16 @@ describe("backend resolution", () => {
   });
   test("listBackends has the shape of `lora backends --json`", async () => {
     const list = await listBackends();
-    assert.deepEqual(list.map((b) => b.name), ["cuda", "cpu", "js"]);
+    assert.deepEqual(
+      list.map((b) => b.name),
+      ["cuda", "cpu", "js"],
+    );
     for (const b of list) {
       assert.equal(typeof b.available, "boolean");
       assert.equal(typeof b.detail, "string");
       if (b.available) assert.equal("reason" in b, false);
       else assert.equal(typeof b.reason, "string");
-      assert.deepEqual(Object.keys(b).sort(), (b.available ? ["available", "detail", "name"] : ["available", "detail", "name", "reason"]));
+      assert.deepEqual(Object.keys(b).sort(), b.available ? ["available", "detail", "name"] : ["available", "detail", "name", "reason"]);
     }
     assert.equal(list.find((b) => b.name === "cpu")!.available, cpu.ok);
   });
@@ -704,9 +921,14 @@ describe("backend resolution", () => {
     assert.match(one.detail, /\b1 thread\b/);
     const rng = new Rng(caseSeed(1000));
     const a = gaussian(rng, 400, 400);
-    let immediateRan = false, resolvedBeforeImmediate = false;
-    const p = one.svd(a).then(() => { resolvedBeforeImmediate = !immediateRan; });
-    setImmediate(() => { immediateRan = true; });
+    let immediateRan = false,
+      resolvedBeforeImmediate = false;
+    const p = one.svd(a).then(() => {
+      resolvedBeforeImmediate = !immediateRan;
+    });
+    setImmediate(() => {
+      immediateRan = true;
+    });
     await p;
     assert.equal(resolvedBeforeImmediate, false, "the SVD blocked the event loop");
     const all = (await resolveBackend("cpu")).backend; // back to the default (all cores)

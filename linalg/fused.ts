@@ -8,7 +8,19 @@ import { dtypeBits, decodeToFloat64, encodeFloats } from "../common/dtype.js";
 import { InvalidInputError } from "../common/errors.js";
 import { lowRankSingularValues } from "./lowrank.js";
 import { gramRoute, gramsFrom, roundForDtype, roundingResidual2, toF64 } from "./truncate.js";
-import type { FactorDType, FactorSpectrumInput, FactorSpectrumResult, FactorStats, GramSide, LinalgBackend, Mat, ModuleGrams, RawFactor, TruncateFactorsInput, TruncateFactorsResult } from "./types.js";
+import type {
+  FactorDType,
+  FactorSpectrumInput,
+  FactorSpectrumResult,
+  FactorStats,
+  GramSide,
+  LinalgBackend,
+  Mat,
+  ModuleGrams,
+  RawFactor,
+  TruncateFactorsInput,
+  TruncateFactorsResult,
+} from "./types.js";
 
 type FusedOp = "factorStats" | "truncateFactors" | "factorSpectrum" | "withLanes";
 
@@ -70,7 +82,8 @@ type NonFinite = { kind: "non-finite"; factor: "A" | "B"; index: number; value: 
 function checkPair(op: string, B: RawFactor, A: RawFactor): void {
   if (A.rows !== B.cols) throw new InvalidInputError(`${op}: B is ${B.rows}×${B.cols} but A is ${A.rows}×${A.cols}`);
   if (!(B.cols >= 1 && B.rows >= 1 && A.cols >= 1)) throw new InvalidInputError(`${op}: empty factors (${B.rows}×${B.cols}, ${A.rows}×${A.cols})`);
-  for (const f of [B, A]) if (f.raw.byteLength * 8 !== f.rows * f.cols * dtypeBits(f.dtype)) throw new InvalidInputError(`${op}: raw byte lengths do not match the shapes`);
+  for (const f of [B, A])
+    if (f.raw.byteLength * 8 !== f.rows * f.cols * dtypeBits(f.dtype)) throw new InvalidInputError(`${op}: raw byte lengths do not match the shapes`);
 }
 
 /** Both factors decoded, A checked before B; the first NaN/±Inf found is returned instead. */
@@ -86,10 +99,13 @@ function decodePair(B: RawFactor, A: RawFactor): { B: Mat<Float64Array>; A: Mat<
 
 export async function truncateFactorsOn(be: LinalgBackend, x: TruncateFactorsInput): Promise<TruncateFactorsResult> {
   checkPair("truncateFactors", x.B, x.A);
-  const r = x.A.rows, t = x.rank;
+  const r = x.A.rows,
+    t = x.rank;
   if (!(Number.isInteger(t) && t >= 1 && t <= r)) throw new InvalidInputError(`truncateFactors: rank ${String(t)} must be an integer in 1..${r}`);
-  if (!Number.isFinite(x.scale) || !Number.isFinite(x.scaleOut) || x.scaleOut === 0) throw new InvalidInputError("truncateFactors: scales must be finite (scaleOut ≠ 0)");
-  if (x.grams && !(x.grams instanceof Float64Array && x.grams.length === 2 * r * r)) throw new InvalidInputError(`truncateFactors: grams must be a Float64Array of 2·${r}² values`);
+  if (!Number.isFinite(x.scale) || !Number.isFinite(x.scaleOut) || x.scaleOut === 0)
+    throw new InvalidInputError("truncateFactors: scales must be finite (scaleOut ≠ 0)");
+  if (x.grams && !(x.grams instanceof Float64Array && x.grams.length === 2 * r * r))
+    throw new InvalidInputError(`truncateFactors: grams must be a Float64Array of 2·${r}² values`);
   const f = decodePair(x.B, x.A);
   if ("kind" in f) return f;
   const GB = x.grams ? x.grams.slice(0, r * r) : await gramOf(be, f.B, "gram-cols");
@@ -97,8 +113,16 @@ export async function truncateFactorsOn(be: LinalgBackend, x: TruncateFactorsInp
   const g = gramsFrom(GB, GA, r, x.scale);
   const res = await gramRoute(be, f.B, f.A, x.scale, t, x.scaleOut, x.split, g);
   if (!res) return { kind: "fallback" };
-  const Bo = roundForDtype(x.outDtype, res.B.data), Ao = roundForDtype(x.outDtype, res.A.data);
-  const resid2 = await roundingResidual2(be, res.B, res.A, { rows: res.B.rows, cols: t, data: toF64(Bo) }, { rows: t, cols: res.A.cols, data: toF64(Ao) }, x.scaleOut);
+  const Bo = roundForDtype(x.outDtype, res.B.data),
+    Ao = roundForDtype(x.outDtype, res.A.data);
+  const resid2 = await roundingResidual2(
+    be,
+    res.B,
+    res.A,
+    { rows: res.B.rows, cols: t, data: toF64(Bo) },
+    { rows: t, cols: res.A.cols, data: toF64(Ao) },
+    x.scaleOut,
+  );
   return { kind: "done", B: encodeFloats(x.outDtype, Bo), A: encodeFloats(x.outDtype, Ao), S: res.S, norm2: g.norm2, err2: res.err2, resid2, productBits: 64 };
 }
 

@@ -8,7 +8,7 @@ import { describe, test } from "node:test";
 import { jsBackend } from "./js/index.js";
 import { kmeans, kmeansPlusPlus, sklearnTolerance } from "./kmeans.js";
 import { Rng } from "./random.js";
-import type { LinalgBackend, Mat } from "./types.js";
+import type { Mat } from "./types.js";
 import { testBackends } from "../test/backends.js";
 
 const SEED = process.env["LORA_TEST_SEED"] !== undefined ? Number(process.env["LORA_TEST_SEED"]) : Date.now() % 1_000_000;
@@ -53,7 +53,12 @@ test("k-means++: distances from the Gram matrix pick the same seeds as exact dif
   const rng = new Rng(SEED + 6);
   const X: Mat<Float64Array> = { rows: 40, cols: 9, data: rng.normals(360) };
   const G = new Float64Array(1600);
-  for (let i = 0; i < 40; i++) for (let j = 0; j < 40; j++) { let s = 0; for (let c = 0; c < 9; c++) s += X.data[i * 9 + c]! * X.data[j * 9 + c]!; G[i * 40 + j] = s; }
+  for (let i = 0; i < 40; i++)
+    for (let j = 0; j < 40; j++) {
+      let s = 0;
+      for (let c = 0; c < 9; c++) s += X.data[i * 9 + c]! * X.data[j * 9 + c]!;
+      G[i * 40 + j] = s;
+    }
   for (let s = 0; s < 20; s++) {
     const a = kmeansPlusPlus(X, 7, new Rng(SEED + s));
     const b = kmeansPlusPlus(X, 7, new Rng(SEED + s), undefined, undefined, { rows: 40, cols: 40, data: G });
@@ -95,7 +100,9 @@ describe("kmeans on each backend", async () => {
       assert.ok(Math.abs(r.inertia - direct) <= 1e-12 * (scale + direct), `${r.inertia} vs ${direct}`);
       // centroids are the cluster means
       for (let c = 0; c < 4; c++) {
-        const members = Array.from(r.labels).map((l, i) => (l === c ? i : -1)).filter((i) => i >= 0);
+        const members = Array.from(r.labels)
+          .map((l, i) => (l === c ? i : -1))
+          .filter((i) => i >= 0);
         for (let j = 0; j < 6; j++) {
           const mean = members.reduce((s, i) => s + X.data[i * 6 + j]!, 0) / members.length;
           assert.ok(Math.abs(r.centroids.data[c * 6 + j]! - mean) < 1e-12 * (1 + Math.abs(mean)));
@@ -122,7 +129,8 @@ describe("kmeans on each backend", async () => {
       const rng = new Rng(SEED + 5);
       const base: Mat<Float64Array> = { rows: 12, cols: 3, data: rng.normals(36) };
       const w = new Float64Array(12).fill(1);
-      w[0] = 3; w[5] = 2;
+      w[0] = 3;
+      w[5] = 2;
       const rep: number[] = [];
       for (let i = 0; i < 12; i++) for (let c = 0; c < w[i]!; c++) rep.push(...base.data.subarray(i * 3, i * 3 + 3));
       const X2: Mat<Float64Array> = { rows: rep.length / 3, cols: 3, data: Float64Array.from(rep) };

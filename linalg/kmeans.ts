@@ -39,13 +39,20 @@ export interface KmeansRun extends KmeansResult {
 /** sklearn `_tolerance`: tol × mean over features of the (unweighted, ddof 0) variance. */
 export function sklearnTolerance(points: Mat<Float64Array>, tol: number): number {
   if (tol === 0) return 0;
-  const n = points.rows, d = points.cols, x = points.data;
+  const n = points.rows,
+    d = points.cols,
+    x = points.data;
   if (n === 0 || d === 0) return 0;
   // Two row-major passes (column means, then squared deviations): cache-friendly for wide points.
-  const mean = new Float64Array(d), ss = new Float64Array(d);
+  const mean = new Float64Array(d),
+    ss = new Float64Array(d);
   for (let i = 0; i < n; i++) for (let j = 0, o = i * d; j < d; j++) mean[j] += x[o + j]!;
   for (let j = 0; j < d; j++) mean[j] /= n;
-  for (let i = 0; i < n; i++) for (let j = 0, o = i * d; j < d; j++) { const t = x[o + j]! - mean[j]!; ss[j] += t * t; }
+  for (let i = 0; i < n; i++)
+    for (let j = 0, o = i * d; j < d; j++) {
+      const t = x[o + j]! - mean[j]!;
+      ss[j] += t * t;
+    }
   let total = 0;
   for (let j = 0; j < d; j++) total += ss[j]! / n;
   return (total / d) * tol;
@@ -56,26 +63,35 @@ export function sklearnTolerance(points: Mat<Float64Array>, tol: number): number
  * (Gᵢᵢ + G_cc − 2Gᵢc, clamped at 0: sklearn's `_euclidean_distances` form), else exact differences.
  */
 function distancesTo(points: Mat<Float64Array>, c: number, out: Float64Array, gram?: Mat<Float64Array>): void {
-  const n = points.rows, d = points.cols, x = points.data, off = c * d;
+  const n = points.rows,
+    d = points.cols,
+    x = points.data,
+    off = c * d;
   if (gram) {
-    const g = gram.data, gcc = g[c * n + c]!;
+    const g = gram.data,
+      gcc = g[c * n + c]!;
     for (let i = 0; i < n; i++) out[i] = i === c ? 0 : Math.max(g[i * n + i]! + gcc - 2 * g[i * n + c]!, 0);
     return;
   }
   for (let i = 0; i < n; i++) {
     let s = 0;
     const o = i * d;
-    for (let j = 0; j < d; j++) { const t = x[o + j]! - x[off + j]!; s += t * t; }
+    for (let j = 0; j < d; j++) {
+      const t = x[o + j]! - x[off + j]!;
+      s += t * t;
+    }
     out[i] = s;
   }
 }
 
 /** First index whose cumulative sum is ≥ v (numpy searchsorted side="left"), clipped to n−1. */
 function searchLeft(cum: Float64Array, v: number): number {
-  let lo = 0, hi = cum.length;
+  let lo = 0,
+    hi = cum.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (cum[mid]! < v) lo = mid + 1; else hi = mid;
+    if (cum[mid]! < v) lo = mid + 1;
+    else hi = mid;
   }
   return Math.min(lo, cum.length - 1);
 }
@@ -86,7 +102,14 @@ function searchLeft(cum: Float64Array, v: number): number {
  * ∝ w·D² (best = lowest resulting potential Σ w·min D²; the first on ties). With `gram` (XXᵀ)
  * the distances come from it, which makes every seeding O(n) per candidate instead of O(n·d).
  */
-export function kmeansPlusPlus(points: Mat<Float64Array>, k: number, rng: Rng, weights?: Float64Array, nLocalTrials?: number, gram?: Mat<Float64Array>): Int32Array {
+export function kmeansPlusPlus(
+  points: Mat<Float64Array>,
+  k: number,
+  rng: Rng,
+  weights?: Float64Array,
+  nLocalTrials?: number,
+  gram?: Mat<Float64Array>,
+): Int32Array {
   const n = points.rows;
   if (k < 1 || k > n) throw new Error(`kmeans++: k = ${k} with ${n} points`);
   const w = weights ?? new Float64Array(n).fill(1);
@@ -95,7 +118,10 @@ export function kmeansPlusPlus(points: Mat<Float64Array>, k: number, rng: Rng, w
   // First centre: numpy's choice(n, p = w/Σw): cdf.searchsorted(u, side="right").
   let wsum = 0;
   const cdf = new Float64Array(n);
-  for (let i = 0; i < n; i++) { wsum += w[i]!; cdf[i] = wsum; }
+  for (let i = 0; i < n; i++) {
+    wsum += w[i]!;
+    cdf[i] = wsum;
+  }
   const u = rng.uniform() * wsum;
   let first = 0;
   while (first < n - 1 && cdf[first]! <= u) first++;
@@ -109,8 +135,12 @@ export function kmeansPlusPlus(points: Mat<Float64Array>, k: number, rng: Rng, w
   let best = new Float64Array(n);
   for (let c = 1; c < k; c++) {
     let acc = 0;
-    for (let i = 0; i < n; i++) { acc += w[i]! * closest[i]!; cum[i] = acc; }
-    let bestPot = Infinity, bestId = -1;
+    for (let i = 0; i < n; i++) {
+      acc += w[i]! * closest[i]!;
+      cum[i] = acc;
+    }
+    let bestPot = Infinity,
+      bestId = -1;
     for (let t = 0; t < trials; t++) {
       const id = searchLeft(cum, rng.uniform() * pot);
       distancesTo(points, id, cand, gram);
@@ -121,13 +151,16 @@ export function kmeansPlusPlus(points: Mat<Float64Array>, k: number, rng: Rng, w
         p += w[i]! * v;
       }
       if (p < bestPot) {
-        bestPot = p; bestId = id;
+        bestPot = p;
+        bestId = id;
         best.set(cand);
       }
     }
     chosen[c] = bestId;
     pot = bestPot;
-    const tmp = closest; closest = best; best = tmp;
+    const tmp = closest;
+    closest = best;
+    best = tmp;
   }
   return chosen;
 }
@@ -136,7 +169,8 @@ export function kmeansPlusPlus(points: Mat<Float64Array>, k: number, rng: Rng, w
 const GRAM_MAX = 4_194_304;
 
 function gather(points: Mat<Float64Array>, idx: ArrayLike<number>): Mat<Float64Array> {
-  const d = points.cols, k = idx.length;
+  const d = points.cols,
+    k = idx.length;
   const out = new Float64Array(k * d);
   for (let c = 0; c < k; c++) out.set(points.data.subarray(idx[c]! * d, (idx[c]! + 1) * d), c * d);
   return { rows: k, cols: d, data: out };
@@ -147,13 +181,17 @@ function gather(points: Mat<Float64Array>, idx: ArrayLike<number>): Mat<Float64A
  * random state too), Lloyd from each, the lowest inertia kept (the earliest run on ties).
  */
 export async function kmeans(be: LinalgBackend, points: Mat<Float64Array>, o: KmeansOptions): Promise<KmeansRun> {
-  const n = points.rows, k = o.k;
+  const n = points.rows,
+    k = o.k;
   if (!Number.isInteger(k) || k < 1) throw new Error(`kmeans: k must be a positive integer (got ${k})`);
   if (k > n) throw new Error(`kmeans: k = ${k} exceeds the ${n} points`);
   if (o.weights) {
     if (o.weights.length !== n) throw new Error(`kmeans: ${o.weights.length} weights for ${n} points`);
     let s = 0;
-    for (const x of o.weights) { if (!(x >= 0) || !Number.isFinite(x)) throw new Error(`kmeans: weight ${x} is not finite and ≥ 0`); s += x; }
+    for (const x of o.weights) {
+      if (!(x >= 0) || !Number.isFinite(x)) throw new Error(`kmeans: weight ${x} is not finite and ≥ 0`);
+      s += x;
+    }
     if (!(s > 0)) throw new Error("kmeans: the sample weights are all zero");
   }
   const init = o.init ?? "k-means++";
@@ -170,14 +208,22 @@ export async function kmeans(be: LinalgBackend, points: Mat<Float64Array>, o: Km
   for (let run = 0; run < nInit; run++) {
     let start: Mat<Float64Array>;
     if (init === "k-means++") start = gather(points, kmeansPlusPlus(points, k, rng, o.weights, undefined, gram));
-    else if (init === "first") start = gather(points, Array.from({ length: k }, (_, i) => i));
+    else if (init === "first")
+      start = gather(
+        points,
+        Array.from({ length: k }, (_, i) => i),
+      );
     else {
-      if (init.rows !== k || init.cols !== points.cols) throw new Error(`kmeans: initial centroids are ${init.rows}×${init.cols}, expected ${k}×${points.cols}`);
+      if (init.rows !== k || init.cols !== points.cols)
+        throw new Error(`kmeans: initial centroids are ${init.rows}×${init.cols}, expected ${k}×${points.cols}`);
       start = { rows: k, cols: init.cols, data: Float64Array.from(init.data) };
     }
     const r = await be.kmeansLloyd(points, start, lloydOpts);
     inertias.push(r.inertia);
-    if (best === null || r.inertia < best.inertia) { best = r; bestRun = run; }
+    if (best === null || r.inertia < best.inertia) {
+      best = r;
+      bestRun = run;
+    }
   }
   return { ...best!, runs: nInit, bestRun, inertias, tolAbs };
 }

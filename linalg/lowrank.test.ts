@@ -4,7 +4,17 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { jsBackend } from "./js/index.js";
 import { eigSym64, gemm64 } from "./js/dense.js";
-import { concatTerms, cumulativeEnergy, effectiveRank, lowRankNorm, lowRankSingularValues, lowRankSvd, relativeError, splitFactors, type LowRankTerm } from "./lowrank.js";
+import {
+  concatTerms,
+  cumulativeEnergy,
+  effectiveRank,
+  lowRankNorm,
+  lowRankSingularValues,
+  lowRankSvd,
+  relativeError,
+  splitFactors,
+  type LowRankTerm,
+} from "./lowrank.js";
 import { Rng } from "./random.js";
 import type { Mat } from "./types.js";
 
@@ -52,8 +62,15 @@ test("golden §9.2: σ of the weighted sum 0.7·0.5·B1A1 + 0.3·2·B2A2", async
 
 test("random factors: σ, U, V and reconstruction against dense float64 (fresh data)", async () => {
   const rng = new Rng(seed);
-  for (const [out, inn, r] of [[37, 23, 5], [64, 200, 8], [150, 40, 16], [12, 12, 12], [9, 30, 20]] as const) {
-    const B = mat(out, r, rng.normals(out * r)), A = mat(r, inn, rng.normals(r * inn));
+  for (const [out, inn, r] of [
+    [37, 23, 5],
+    [64, 200, 8],
+    [150, 40, 16],
+    [12, 12, 12],
+    [9, 30, 20],
+  ] as const) {
+    const B = mat(out, r, rng.normals(out * r)),
+      A = mat(r, inn, rng.normals(r * inn));
     const scale = 0.25 + rng.uniform();
     const ref = dense([{ B, A, scale }]);
     const sref = denseSigma(ref, out, inn);
@@ -67,16 +84,22 @@ test("random factors: σ, U, V and reconstruction against dense float64 (fresh d
     const scaleRef = Math.max(...ref.map(Math.abs));
     rec.forEach((v, i) => close(v, ref[i]!, 0, 1e-11 * scaleRef, "reconstruction"));
     const utu = gemm64(svd.U.data, out, k, svd.U.data, out, k, true, false, 1).data;
-    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) if (svd.S[i]! > 1e-12 * svd.S[0]! && svd.S[j]! > 1e-12 * svd.S[0]!) close(utu[i * k + j]!, i === j ? 1 : 0, 0, 1e-10, "UᵀU");
+    for (let i = 0; i < k; i++)
+      for (let j = 0; j < k; j++) if (svd.S[i]! > 1e-12 * svd.S[0]! && svd.S[j]! > 1e-12 * svd.S[0]!) close(utu[i * k + j]!, i === j ? 1 : 0, 0, 1e-10, "UᵀU");
   }
 });
 
 test("rank-deficient factors give exact zeros in the spectrum", async () => {
   const rng = new Rng(seed + 1);
-  const out = 30, inn = 25, r = 6;
+  const out = 30,
+    inn = 25,
+    r = 6;
   const B = mat(out, r, rng.normals(out * r));
   // Columns 4 and 5 of B duplicate columns 0 and 1: rank 4.
-  for (let i = 0; i < out; i++) { B.data[i * r + 4] = B.data[i * r]!; B.data[i * r + 5] = B.data[i * r + 1]!; }
+  for (let i = 0; i < out; i++) {
+    B.data[i * r + 4] = B.data[i * r]!;
+    B.data[i * r + 5] = B.data[i * r + 1]!;
+  }
   const A = mat(r, inn, rng.normals(r * inn));
   const s = await lowRankSingularValues(jsBackend, { B, A, scale: 1 });
   const sref = denseSigma(dense([{ B, A, scale: 1 }]), out, inn);
@@ -86,8 +109,12 @@ test("rank-deficient factors give exact zeros in the spectrum", async () => {
 
 test("splitFactors: s'·B'·A' equals the rank-t truncation in both split modes", async () => {
   const rng = new Rng(seed + 2);
-  const out = 40, inn = 33, r = 8, t = 3;
-  const B = mat(out, r, rng.normals(out * r)), A = mat(r, inn, rng.normals(r * inn));
+  const out = 40,
+    inn = 33,
+    r = 8,
+    t = 3;
+  const B = mat(out, r, rng.normals(out * r)),
+    A = mat(r, inn, rng.normals(r * inn));
   const svd = await lowRankSvd(jsBackend, { B, A, scale: 2 });
   const us = new Float64Array(out * t);
   for (let i = 0; i < out; i++) for (let j = 0; j < t; j++) us[i * t + j] = svd.U.data[i * svd.U.cols + j]! * svd.S[j]!;
@@ -98,7 +125,11 @@ test("splitFactors: s'·B'·A' equals the rank-t truncation in both split modes"
       const got = dense([{ B: f.B, A: f.A, scale: sOut }]);
       got.forEach((v, i) => close(v, want[i]!, 0, 1e-10, `${mode} s'=${sOut}`));
       // Error of the truncation from the factors equals √(Σ_{i>t} σ²)/‖ΔW‖.
-      const tail = Math.sqrt(Array.from(svd.S).slice(t).reduce((a, x) => a + x * x, 0));
+      const tail = Math.sqrt(
+        Array.from(svd.S)
+          .slice(t)
+          .reduce((a, x) => a + x * x, 0),
+      );
       const norm = Math.sqrt(Array.from(svd.S).reduce((a, x) => a + x * x, 0));
       close(await relativeError(jsBackend, [{ B, A, scale: 2 }], [{ B: f.B, A: f.A, scale: sOut }]), tail / norm, 1e-8, 1e-12, "relative error");
     }

@@ -34,7 +34,8 @@ export function transpose<T extends FloatArray>(m: Mat<T>): Mat<T> {
 /** Stack terms into one product B_cat·A_cat = Σ sᵢBᵢAᵢ (scales folded into B), float64. */
 export function concatTerms(terms: LowRankTerm[]): { B: Mat<Float64Array>; A: Mat<Float64Array> } {
   if (terms.length === 0) throw new Error("concatTerms: no terms");
-  const out = terms[0]!.B.rows, inn = terms[0]!.A.cols;
+  const out = terms[0]!.B.rows,
+    inn = terms[0]!.A.cols;
   let R = 0;
   for (const t of terms) {
     if (t.B.rows !== out || t.A.cols !== inn || t.B.cols !== t.A.rows) {
@@ -42,7 +43,8 @@ export function concatTerms(terms: LowRankTerm[]): { B: Mat<Float64Array>; A: Ma
     }
     R += t.A.rows;
   }
-  const B = new Float64Array(out * R), A = new Float64Array(R * inn);
+  const B = new Float64Array(out * R),
+    A = new Float64Array(R * inn);
   let off = 0;
   for (const t of terms) {
     const r = t.A.rows;
@@ -111,9 +113,12 @@ export type SplitMode = "balanced" | "all-in-up";
  * Then s'·B'·A' = U_t Σ_t V_tᵀ.
  */
 export function splitFactors(svd: LowRankSvd, t: number, scaleOut: number, mode: SplitMode): { B: Mat<Float64Array>; A: Mat<Float64Array> } {
-  const out = svd.U.rows, inn = svd.Vt.cols, k = svd.U.cols;
+  const out = svd.U.rows,
+    inn = svd.Vt.cols,
+    k = svd.U.cols;
   if (t > k) throw new Error(`splitFactors: rank ${t} exceeds ${k}`);
-  const B = new Float64Array(out * t), A = new Float64Array(t * inn);
+  const B = new Float64Array(out * t),
+    A = new Float64Array(t * inn);
   for (let c = 0; c < t; c++) {
     const sv = svd.S[c]!;
     const bf = mode === "balanced" ? Math.sqrt(sv / scaleOut) : sv / scaleOut;

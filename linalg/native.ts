@@ -44,7 +44,10 @@ export function probeCpu(opts: { threads?: number; binding?: string | CpuBinding
   const b = loadNative("cpu", opts.binding);
   if (b instanceof Error) {
     const st = buildStatus()?.cpu;
-    const fix = st && /^build failed/.test(st.reason) && !/not found|No such file/.test(st.reason) ? `see native/build/build.log (node native/build.js --verbose); ${CPU_FIX}` : CPU_FIX;
+    const fix =
+      st && /^build failed/.test(st.reason) && !/not found|No such file/.test(st.reason)
+        ? `see native/build/build.log (node native/build.js --verbose); ${CPU_FIX}`
+        : CPU_FIX;
     return { ok: false, reason: notBuiltReason("cpu", b), fix, detail: "BLAS/LAPACK addon (lora_cpu.node)" };
   }
   let info = b.info();
@@ -79,7 +82,8 @@ function hasNvidiaDriver(): boolean {
 }
 
 const CUDA_BUILD_FIX = "install the CUDA toolkit (nvcc; or set CUDA_HOME), then npm rebuild";
-const CUDA_GPU_FIX = "run on a machine with an NVIDIA GPU (sm_80 or newer) and a driver new enough for the CUDA runtime lora was built with (r580+ for CUDA 13)";
+const CUDA_GPU_FIX =
+  "run on a machine with an NVIDIA GPU (sm_80 or newer) and a driver new enough for the CUDA runtime lora was built with (r580+ for CUDA 13)";
 
 /** The cuda backend, or why not. lora_cuda.node is loaded only where an NVIDIA driver is present. */
 export function probeCuda(opts: { binding?: string | CudaBinding } = {}): Probe {
@@ -88,11 +92,17 @@ export function probeCuda(opts: { binding?: string | CudaBinding } = {}): Probe 
     if (!existsSync(file)) {
       const st = buildStatus()?.cuda;
       const reason = st && !st.built ? `lora_cuda.node was not built: ${st.reason}` : "lora_cuda.node was not built";
-      const fix = st && /^build failed|does not load/.test(st.reason) ? "see native/build/build.log (node native/build.js --verbose), then npm rebuild" : CUDA_BUILD_FIX;
+      const fix =
+        st && /^build failed|does not load/.test(st.reason) ? "see native/build/build.log (node native/build.js --verbose), then npm rebuild" : CUDA_BUILD_FIX;
       return { ok: false, reason, fix, detail: "own CUDA kernels (lora_cuda.node)" };
     }
     if (!hasNvidiaDriver()) {
-      return { ok: false, reason: "no NVIDIA GPU driver on this machine (no /proc/driver/nvidia/version)", fix: CUDA_GPU_FIX, detail: "lora_cuda.node built, no GPU" };
+      return {
+        ok: false,
+        reason: "no NVIDIA GPU driver on this machine (no /proc/driver/nvidia/version)",
+        fix: CUDA_GPU_FIX,
+        detail: "lora_cuda.node built, no GPU",
+      };
     }
   }
   const b = loadNative("cuda", opts.binding);

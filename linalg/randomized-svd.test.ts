@@ -4,11 +4,10 @@
 // within rtol 1e-3 for q = 2 (the docs/algorithms.md §2.4 acceptance figure); same seed ⇒ identical bits.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { jsBackend } from "./js/index.js";
 import { gemm64, svd64 } from "./js/dense.js";
 import { randomizedSvd } from "./randomized-svd.js";
 import { Rng } from "./random.js";
-import type { LinalgBackend, Mat } from "./types.js";
+import type { Mat } from "./types.js";
 import { testBackends } from "../test/backends.js";
 
 const SEED = process.env["LORA_TEST_SEED"] !== undefined ? Number(process.env["LORA_TEST_SEED"]) : Date.now() % 1_000_000;
@@ -17,7 +16,8 @@ console.log(`randomized-svd.test seed=${SEED} (LORA_TEST_SEED=${SEED} replays th
 /** Σ σᵢ uᵢvᵢᵀ with random orthonormal-ish factors: rank r, spectrum `sig`, plus noise. */
 function lowRankPlusNoise(rng: Rng, d: number, k: number, sig: number[], noise: number): Mat<Float64Array> {
   const r = sig.length;
-  const U = svd64(rng.normals(d * r), d, r).U, V = svd64(rng.normals(k * r), k, r).U;
+  const U = svd64(rng.normals(d * r), d, r).U,
+    V = svd64(rng.normals(k * r), k, r).U;
   const US = new Float64Array(d * r);
   for (let i = 0; i < d; i++) for (let j = 0; j < r; j++) US[i * r + j] = U[i * r + j]! * sig[j]!;
   const M = gemm64(US, d, r, V, k, r, false, true, 1).data;
@@ -26,7 +26,8 @@ function lowRankPlusNoise(rng: Rng, d: number, k: number, sig: number[], noise: 
 }
 
 function reconstruct(U: Mat<Float64Array>, S: Float64Array, Vt: Mat<Float64Array>): Float64Array {
-  const t = S.length, US = new Float64Array(U.rows * t);
+  const t = S.length,
+    US = new Float64Array(U.rows * t);
   for (let i = 0; i < U.rows; i++) for (let j = 0; j < t; j++) US[i * t + j] = U.data[i * t + j]! * S[j]!;
   return gemm64(US, U.rows, t, Vt.data, t, Vt.cols, false, false, 1).data;
 }
@@ -40,8 +41,12 @@ describe("randomizedSvd on each backend", async () => {
       const ref = svd64(M.data, 90, 70).S;
       for (let i = 0; i < 6; i++) assert.ok(Math.abs(r.S[i]! - ref[i]!) <= 1e-10 * ref[0]!, `σ${i}: ${r.S[i]} vs ${ref[i]}`);
       const rec = reconstruct(r.U, r.S, r.Vt);
-      let num = 0, den = 0;
-      for (let i = 0; i < rec.length; i++) { num += (rec[i]! - M.data[i]!) ** 2; den += M.data[i]! ** 2; }
+      let num = 0,
+        den = 0;
+      for (let i = 0; i < rec.length; i++) {
+        num += (rec[i]! - M.data[i]!) ** 2;
+        den += M.data[i]! ** 2;
+      }
       assert.ok(Math.sqrt(num / den) < 1e-10);
     });
 
@@ -54,10 +59,11 @@ describe("randomizedSvd on each backend", async () => {
       for (let i = 0; i < t; i++) assert.ok(Math.abs(r.S[i]! - ref[i]!) <= 1e-3 * ref[i]!, `σ${i}: ${r.S[i]} vs ${ref[i]}`);
       const UtU = gemm64(r.U.data, 150, t, r.U.data, 150, t, true, false, 1).data;
       const VVt = gemm64(r.Vt.data, t, 120, r.Vt.data, t, 120, false, true, 1).data;
-      for (let i = 0; i < t; i++) for (let j = 0; j < t; j++) {
-        assert.ok(Math.abs(UtU[i * t + j]! - (i === j ? 1 : 0)) < 1e-10);
-        assert.ok(Math.abs(VVt[i * t + j]! - (i === j ? 1 : 0)) < 1e-10);
-      }
+      for (let i = 0; i < t; i++)
+        for (let j = 0; j < t; j++) {
+          assert.ok(Math.abs(UtU[i * t + j]! - (i === j ? 1 : 0)) < 1e-10);
+          assert.ok(Math.abs(VVt[i * t + j]! - (i === j ? 1 : 0)) < 1e-10);
+        }
       for (let c = 0; c < t; c++) {
         let best = 0;
         for (let i = 0; i < 150; i++) if (Math.abs(r.U.data[i * t + c]!) > Math.abs(best)) best = r.U.data[i * t + c]!;

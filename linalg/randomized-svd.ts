@@ -29,7 +29,11 @@ function truncate(U: Mat<Float64Array>, S: Float64Array, Vt: Mat<Float64Array>, 
   const u = new Float64Array(U.rows * tt);
   for (let i = 0; i < U.rows; i++) for (let j = 0; j < tt; j++) u[i * tt + j] = U.data[i * k + j]!;
   const vt = Float64Array.from(Vt.data.subarray(0, tt * Vt.cols));
-  const out = { U: { rows: U.rows, cols: tt, data: u }, S: Float64Array.from(S.subarray(0, tt), (x) => Math.max(x, 0)), Vt: { rows: tt, cols: Vt.cols, data: vt } };
+  const out = {
+    U: { rows: U.rows, cols: tt, data: u },
+    S: Float64Array.from(S.subarray(0, tt), (x) => Math.max(x, 0)),
+    Vt: { rows: tt, cols: Vt.cols, data: vt },
+  };
   flipSigns(out.U, out.Vt);
   return out;
 }
@@ -39,15 +43,18 @@ function truncate(U: Mat<Float64Array>, S: Float64Array, Vt: Mat<Float64Array>, 
  * be the whole space, so the exact dense SVD is used instead (same cost class, no error).
  */
 export async function randomizedSvd(be: LinalgBackend, m: Mat<Float64Array>, t: number, o: RandomizedSvdOptions = {}): Promise<LowRankSvd> {
-  const d = m.rows, k = m.cols;
+  const d = m.rows,
+    k = m.cols;
   if (!Number.isInteger(t) || t < 1) throw new Error(`randomizedSvd: target rank must be a positive integer (got ${t})`);
-  const p = o.oversample ?? 10, q = o.powerIters ?? 2;
+  const p = o.oversample ?? 10,
+    q = o.powerIters ?? 2;
   const minDim = Math.min(d, k);
   const l = Math.min(t + p, minDim);
   if (l >= minDim) return exactTruncated(be, m, Math.min(t, minDim));
   const rng = new Rng(o.seed ?? 0);
   const omega: Mat<Float64Array> = { rows: k, cols: l, data: rng.normals(k * l) };
-  if (be.randomizedSvd) {  // the same steps in one native call (cpu, cuda)
+  if (be.randomizedSvd) {
+    // the same steps in one native call (cpu, cuda)
     const r = await be.randomizedSvd(m, omega, q, t);
     return truncate(r.U, r.S, r.Vt, t);
   }

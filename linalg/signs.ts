@@ -6,10 +6,14 @@ import type { FloatArray, Mat } from "./types.js";
 export function flipSigns<T extends FloatArray>(U: Mat<T>, Vt: Mat<T>): void {
   const k = U.cols;
   for (let c = 0; c < k; c++) {
-    let best = 0, bestAbs = -1;
+    let best = 0,
+      bestAbs = -1;
     for (let i = 0; i < U.rows; i++) {
       const v = U.data[i * k + c]!;
-      if (Math.abs(v) > bestAbs) { bestAbs = Math.abs(v); best = v; }
+      if (Math.abs(v) > bestAbs) {
+        bestAbs = Math.abs(v);
+        best = v;
+      }
     }
     if (best < 0) {
       for (let i = 0; i < U.rows; i++) U.data[i * k + c] = -U.data[i * k + c]!;

@@ -35,22 +35,43 @@ function raw(dtype: FactorDType, x: Float64Array): { raw: Uint8Array; values: Fl
   return { raw: bytes, values: decodeToFloat64(dtype, bytes) };
 }
 
-interface Case { name: string; B: M64; A: M64; s: number; t: number }
+interface Case {
+  name: string;
+  B: M64;
+  A: M64;
+  s: number;
+  t: number;
+}
 
 function cases(rng: Rng): Case[] {
   const g = (rows: number, cols: number, sd = 1): M64 => ({ rows, cols, data: rng.normals(rows * cols, sd) });
   const out: Case[] = [];
-  for (const [o, i, r, t] of [[37, 23, 5, 2], [64, 200, 8, 3], [150, 40, 16, 7], [33, 129, 20, 20], [300, 70, 12, 1], [9, 11, 1, 1], [160, 150, 72, 40]] as const) {
+  for (const [o, i, r, t] of [
+    [37, 23, 5, 2],
+    [64, 200, 8, 3],
+    [150, 40, 16, 7],
+    [33, 129, 20, 20],
+    [300, 70, 12, 1],
+    [9, 11, 1, 1],
+    [160, 150, 72, 40],
+  ] as const) {
     out.push({ name: `gaussian ${o}×${i} r${r} → ${t}`, B: g(o, r, 0.02), A: g(r, i, 1 / Math.sqrt(i)), s: 0.25 + rng.uniform() * 4, t });
   }
-  out.push({ name: "decaying spectrum, κ = 1e3", B: withSpectrum(rng, 140, 16, logspace(16, 0, -3), true), A: withSpectrum(rng, 96, 16, logspace(16, 0, -1), false), s: 0.5, t: 6 });
+  out.push({
+    name: "decaying spectrum, κ = 1e3",
+    B: withSpectrum(rng, 140, 16, logspace(16, 0, -3), true),
+    A: withSpectrum(rng, 96, 16, logspace(16, 0, -1), false),
+    s: 0.5,
+    t: 6,
+  });
   return out;
 }
 
 /** The TS route of truncate.ts (js backend) on the decoded inputs: what truncateFactors must equal. */
 async function tsRoute(B: M64, A: M64, s: number, t: number, s2: number, split: SplitMode, outDtype: FactorDType) {
   const r = await truncateModule(jsBackend, B, A, s, t, s2, split);
-  const Bo = Float64Array.from(roundForDtype(outDtype, r.B.data)), Ao = Float64Array.from(roundForDtype(outDtype, r.A.data));
+  const Bo = Float64Array.from(roundForDtype(outDtype, r.B.data)),
+    Ao = Float64Array.from(roundForDtype(outDtype, r.A.data));
   const err = await truncationError(jsBackend, r.B, r.A, { rows: B.rows, cols: t, data: Bo }, { rows: t, cols: A.cols, data: Ao }, s2, r.err2, r.grams.norm2);
   return { B: Bo, A: Ao, S: r.S, norm2: r.grams.norm2, err2: r.err2, rel: err.relative_error, route: r.route };
 }
@@ -65,19 +86,35 @@ describe("truncateFactors (fused native route)", async () => {
 
   test("equals the TS route and the dense optimum: every input dtype, 16/32-bit outputs, both splits", { skip }, async () => {
     const rng = new Rng(seed);
-    const dtypesIn: [FactorDType, FactorDType][] = [["F16", "F16"], ["BF16", "BF16"], ["F32", "F32"], ["F64", "F64"], ["F16", "F32"]];
+    const dtypesIn: [FactorDType, FactorDType][] = [
+      ["F16", "F16"],
+      ["BF16", "BF16"],
+      ["F32", "F32"],
+      ["F64", "F64"],
+      ["F16", "F32"],
+    ];
     for (const be of backends) {
       for (const c of cases(rng)) {
         for (const [dB, dA] of dtypesIn) {
-          const Bq = raw(dB, c.B.data), Aq = raw(dA, c.A.data);
-          const B: M64 = { rows: c.B.rows, cols: c.B.cols, data: Bq.values }, A: M64 = { rows: c.A.rows, cols: c.A.cols, data: Aq.values };
+          const Bq = raw(dB, c.B.data),
+            Aq = raw(dA, c.A.data);
+          const B: M64 = { rows: c.B.rows, cols: c.B.cols, data: Bq.values },
+            A: M64 = { rows: c.A.rows, cols: c.A.cols, data: Aq.values };
           const W = denseDelta(B.data, A.data, B.rows, B.cols, A.cols, c.s);
           const opt = optimal(W, B.rows, A.cols, c.t);
           for (const outDtype of ["F16", "BF16", "F32"] as const) {
             for (const split of ["balanced", "all-in-up"] as const) {
               const s2 = split === "balanced" ? c.s : 1.5;
               const what = `${be.name} ${c.name} ${dB}/${dA} → ${outDtype} ${split} s'=${s2}`;
-              const input: TruncateFactorsInput = { B: { raw: Bq.raw, dtype: dB, rows: B.rows, cols: B.cols }, A: { raw: Aq.raw, dtype: dA, rows: A.rows, cols: A.cols }, scale: c.s, rank: c.t, scaleOut: s2, split, outDtype };
+              const input: TruncateFactorsInput = {
+                B: { raw: Bq.raw, dtype: dB, rows: B.rows, cols: B.cols },
+                A: { raw: Aq.raw, dtype: dA, rows: A.rows, cols: A.cols },
+                scale: c.s,
+                rank: c.t,
+                scaleOut: s2,
+                split,
+                outDtype,
+              };
               const got = await be.truncateFactors!(input);
               const ref = await tsRoute(B, A, c.s, c.t, s2, split, outDtype);
               assert.equal(got.kind, "done", what);
@@ -89,18 +126,21 @@ describe("truncateFactors (fused native route)", async () => {
               assert.ok(Math.abs(got.err2 - ref.err2) <= 1e-10 * ref.norm2, `${what}: tail ${got.err2} vs ${ref.err2}`);
               assert.equal(got.productBits, outDtype === "F32" || dB === "F64" ? 64 : 32, `${what}: product precision`);
               // Factors
-              const Bn = decodeToFloat64(outDtype, got.B), An = decodeToFloat64(outDtype, got.A);
+              const Bn = decodeToFloat64(outDtype, got.B),
+                An = decodeToFloat64(outDtype, got.A);
               assert.equal(Bn.length, B.rows * c.t);
               assert.equal(An.length, c.t * A.cols);
-              const Wn = denseDelta(Bn, An, B.rows, c.t, A.cols, s2), Wref = denseDelta(ref.B, ref.A, B.rows, c.t, A.cols, s2);
-              const dRef = relDiff(Wn, Wref) * Math.sqrt(Wref.reduce((x, v) => x + v * v, 0)) / Math.sqrt(ref.norm2);
+              const Wn = denseDelta(Bn, An, B.rows, c.t, A.cols, s2),
+                Wref = denseDelta(ref.B, ref.A, B.rows, c.t, A.cols, s2);
+              const dRef = (relDiff(Wn, Wref) * Math.sqrt(Wref.reduce((x, v) => x + v * v, 0))) / Math.sqrt(ref.norm2);
               assert.ok(dRef <= 4 * EPS[outDtype], `${what}: ‖ΔW_fused − ΔW_ts‖/‖ΔW‖ = ${dRef}`);
-              const dOpt = relDiff(Wn, opt.P) * Math.sqrt(opt.P.reduce((x, v) => x + v * v, 0)) / Math.sqrt(ref.norm2);
+              const dOpt = (relDiff(Wn, opt.P) * Math.sqrt(opt.P.reduce((x, v) => x + v * v, 0))) / Math.sqrt(ref.norm2);
               assert.ok(dOpt <= 4 * EPS[outDtype] + 1e-9, `${what}: ‖ΔW_fused − [ΔW]_t‖/‖ΔW‖ = ${dOpt}`);
               // Signs: the largest-magnitude entry of each column of B' is positive (decided before
               // rounding, so after it a negative entry may tie with the largest, never exceed it).
               for (let col = 0; col < c.t; col++) {
-                let pos = 0, neg = 0;
+                let pos = 0,
+                  neg = 0;
                 for (let i = 0; i < B.rows; i++) {
                   const v = Bn[i * c.t + col]!;
                   if (v > pos) pos = v;
@@ -111,7 +151,8 @@ describe("truncateFactors (fused native route)", async () => {
               // The reported error is the error of the factors as written.
               let e2 = 0;
               for (let k = 0; k < W.length; k++) e2 += (W[k]! - Wn[k]!) ** 2;
-              const dense = Math.sqrt(e2 / ref.norm2), reported = Math.sqrt(Math.max(0, got.err2) + got.resid2) / Math.sqrt(got.norm2);
+              const dense = Math.sqrt(e2 / ref.norm2),
+                reported = Math.sqrt(Math.max(0, got.err2) + got.resid2) / Math.sqrt(got.norm2);
               // float32 products (16-bit outputs) carry an error of ~1e-7·‖ΔW‖ that the report leaves out.
               // The report leaves out ⟨E, s'δB·δA⟩ (second order: at most ε_dtype² of ‖ΔW‖, truncate.ts).
               const slack = (got.productBits === 32 ? 1e-7 : 1e-9) + EPS[outDtype] ** 2;
@@ -128,14 +169,25 @@ describe("truncateFactors (fused native route)", async () => {
   test("16-bit outputs: float32 and float64 products agree to the output's rounding", { skip }, async () => {
     const rng = new Rng(seed + 1);
     for (const be of backends) {
-      const B = raw("F16", rng.normals(500 * 32, 0.02)), A = raw("F16", rng.normals(32 * 300, 0.05));
-      const input: TruncateFactorsInput = { B: { raw: B.raw, dtype: "F16", rows: 500, cols: 32 }, A: { raw: A.raw, dtype: "F16", rows: 32, cols: 300 }, scale: 2, rank: 8, scaleOut: 2, split: "balanced", outDtype: "F16" };
-      const f = await be.truncateFactors!(input), d = await be.truncateFactors!({ ...input, productsInDouble: true });
+      const B = raw("F16", rng.normals(500 * 32, 0.02)),
+        A = raw("F16", rng.normals(32 * 300, 0.05));
+      const input: TruncateFactorsInput = {
+        B: { raw: B.raw, dtype: "F16", rows: 500, cols: 32 },
+        A: { raw: A.raw, dtype: "F16", rows: 32, cols: 300 },
+        scale: 2,
+        rank: 8,
+        scaleOut: 2,
+        split: "balanced",
+        outDtype: "F16",
+      };
+      const f = await be.truncateFactors!(input),
+        d = await be.truncateFactors!({ ...input, productsInDouble: true });
       assert.ok(f.kind === "done" && d.kind === "done");
       if (f.kind !== "done" || d.kind !== "done") continue;
       assert.equal(f.productBits, 32);
       assert.equal(d.productBits, 64);
-      const x = decodeToFloat64("F16", f.B), y = decodeToFloat64("F16", d.B);
+      const x = decodeToFloat64("F16", f.B),
+        y = decodeToFloat64("F16", d.B);
       let differ = 0;
       for (let i = 0; i < x.length; i++) {
         const ulp = 2 ** (Math.floor(Math.log2(Math.max(Math.abs(y[i]!), 2 ** -14))) - 10);
@@ -150,7 +202,15 @@ describe("truncateFactors (fused native route)", async () => {
     for (const be of backends) {
       const base = (): TruncateFactorsInput => {
         const rng = new Rng(seed + 2);
-        return { B: { raw: encodeFloats("F32", rng.normals(20 * 4)), dtype: "F32", rows: 20, cols: 4 }, A: { raw: encodeFloats("F16", rng.normals(4 * 10)), dtype: "F16", rows: 4, cols: 10 }, scale: 1, rank: 2, scaleOut: 1, split: "balanced", outDtype: "F16" };
+        return {
+          B: { raw: encodeFloats("F32", rng.normals(20 * 4)), dtype: "F32", rows: 20, cols: 4 },
+          A: { raw: encodeFloats("F16", rng.normals(4 * 10)), dtype: "F16", rows: 4, cols: 10 },
+          scale: 1,
+          rank: 2,
+          scaleOut: 1,
+          split: "balanced",
+          outDtype: "F16",
+        };
       };
       const x = base();
       new DataView(x.A.raw.buffer, x.A.raw.byteOffset).setUint16(2 * 17, 0x7e00, true); // NaN at A[17]
@@ -167,24 +227,54 @@ describe("truncateFactors (fused native route)", async () => {
   test("zero factors give zero output factors; cancelling factors are handed back (fallback)", { skip }, async () => {
     const rng = new Rng(seed + 3);
     for (const be of backends) {
-      const z = await be.truncateFactors!({ B: { raw: new Uint8Array(30 * 4 * 2), dtype: "BF16", rows: 30, cols: 4 }, A: { raw: new Uint8Array(4 * 7 * 2), dtype: "BF16", rows: 4, cols: 7 }, scale: 3, rank: 2, scaleOut: 3, split: "balanced", outDtype: "BF16" });
+      const z = await be.truncateFactors!({
+        B: { raw: new Uint8Array(30 * 4 * 2), dtype: "BF16", rows: 30, cols: 4 },
+        A: { raw: new Uint8Array(4 * 7 * 2), dtype: "BF16", rows: 4, cols: 7 },
+        scale: 3,
+        rank: 2,
+        scaleOut: 3,
+        split: "balanced",
+        outDtype: "BF16",
+      });
       assert.equal(z.kind, "done");
       if (z.kind === "done") {
         assert.ok(z.B.every((v) => v === 0) && z.A.every((v) => v === 0));
         assert.deepEqual([z.norm2, z.err2, z.resid2, ...z.S], [0, 0, 0, 0, 0, 0, 0]);
       }
       // B = [x x], A = [y; −y + δ]: sBA = x·δ, tiny next to s‖B‖‖A‖ (guard 1 of the Gram route).
-      const x = rng.normals(50), y = rng.normals(40), B = new Float64Array(100), A = new Float64Array(80);
+      const x = rng.normals(50),
+        y = rng.normals(40),
+        B = new Float64Array(100),
+        A = new Float64Array(80);
       for (let i = 0; i < 50; i++) B[2 * i] = B[2 * i + 1] = x[i]!;
-      for (let j = 0; j < 40; j++) { A[j] = y[j]!; A[40 + j] = -y[j]! + 1e-3 * Math.sin(j); }
-      const f = await be.truncateFactors!({ B: { raw: encodeFloats("F32", B), dtype: "F32", rows: 50, cols: 2 }, A: { raw: encodeFloats("F32", A), dtype: "F32", rows: 2, cols: 40 }, scale: 1, rank: 1, scaleOut: 1, split: "balanced", outDtype: "F32" });
+      for (let j = 0; j < 40; j++) {
+        A[j] = y[j]!;
+        A[40 + j] = -y[j]! + 1e-3 * Math.sin(j);
+      }
+      const f = await be.truncateFactors!({
+        B: { raw: encodeFloats("F32", B), dtype: "F32", rows: 50, cols: 2 },
+        A: { raw: encodeFloats("F32", A), dtype: "F32", rows: 2, cols: 40 },
+        scale: 1,
+        rank: 1,
+        scaleOut: 1,
+        split: "balanced",
+        outDtype: "F32",
+      });
       assert.deepEqual(f, { kind: "fallback" });
     }
   });
 
   test("invalid shapes and ranks are refused before the native call", { skip }, async () => {
     for (const be of backends) {
-      const ok: TruncateFactorsInput = { B: { raw: new Uint8Array(8 * 2 * 4), dtype: "F32", rows: 8, cols: 2 }, A: { raw: new Uint8Array(2 * 3 * 4), dtype: "F32", rows: 2, cols: 3 }, scale: 1, rank: 1, scaleOut: 1, split: "balanced", outDtype: "F32" };
+      const ok: TruncateFactorsInput = {
+        B: { raw: new Uint8Array(8 * 2 * 4), dtype: "F32", rows: 8, cols: 2 },
+        A: { raw: new Uint8Array(2 * 3 * 4), dtype: "F32", rows: 2, cols: 3 },
+        scale: 1,
+        rank: 1,
+        scaleOut: 1,
+        split: "balanced",
+        outDtype: "F32",
+      };
       await assert.rejects(be.truncateFactors!({ ...ok, rank: 3 }), /rank 3 must be an integer in 1\.\.2/);
       await assert.rejects(be.truncateFactors!({ ...ok, rank: 0 }), /rank 0/);
       await assert.rejects(be.truncateFactors!({ ...ok, A: { ...ok.A, rows: 3 } }), /B is 8×2 but A is 3×3/);
@@ -193,16 +283,31 @@ describe("truncateFactors (fused native route)", async () => {
     }
   });
 
-  test("factorSpectrum: σ of sBA as Householder QR (js) gives them, every input dtype; rank-deficient σ are 0; NaN named; cancelling → fallback", { skip }, async () => {
+  test("factorSpectrum: σ of sBA as Householder QR (js) gives them, every input dtype; rank-deficient σ are 0; NaN named; cancelling → fallback", {
+    skip,
+  }, async () => {
     const rng = new Rng(seed + 4);
     for (const be of backends) {
       for (const c of cases(rng)) {
-        for (const [dB, dA] of [["F16", "F16"], ["BF16", "F32"], ["F64", "F64"]] as [FactorDType, FactorDType][]) {
-          const Bq = raw(dB, c.B.data), Aq = raw(dA, c.A.data);
-          const got = await be.factorSpectrum!({ B: { raw: Bq.raw, dtype: dB, rows: c.B.rows, cols: c.B.cols }, A: { raw: Aq.raw, dtype: dA, rows: c.A.rows, cols: c.A.cols }, scale: c.s });
+        for (const [dB, dA] of [
+          ["F16", "F16"],
+          ["BF16", "F32"],
+          ["F64", "F64"],
+        ] as [FactorDType, FactorDType][]) {
+          const Bq = raw(dB, c.B.data),
+            Aq = raw(dA, c.A.data);
+          const got = await be.factorSpectrum!({
+            B: { raw: Bq.raw, dtype: dB, rows: c.B.rows, cols: c.B.cols },
+            A: { raw: Aq.raw, dtype: dA, rows: c.A.rows, cols: c.A.cols },
+            scale: c.s,
+          });
           assert.equal(got.kind, "done");
           if (got.kind !== "done") continue;
-          const ref = await lowRankSingularValues(jsBackend, { B: { rows: c.B.rows, cols: c.B.cols, data: Bq.values }, A: { rows: c.A.rows, cols: c.A.cols, data: Aq.values }, scale: c.s });
+          const ref = await lowRankSingularValues(jsBackend, {
+            B: { rows: c.B.rows, cols: c.B.cols, data: Bq.values },
+            A: { rows: c.A.rows, cols: c.A.cols, data: Aq.values },
+            scale: c.s,
+          });
           let norm2 = 0;
           for (let i = 0; i < ref.length; i++) {
             norm2 += ref[i]! ** 2;
@@ -213,18 +318,52 @@ describe("truncateFactors (fused native route)", async () => {
         }
       }
       // Rank 3 of 6 (duplicated columns of B): the three zero σ are exactly 0, not rounding noise.
-      const B = rng.normals(40 * 6), A = rng.normals(6 * 30);
-      for (let i = 0; i < 40; i++) for (const [k, j] of [[3, 0], [4, 1], [5, 2]]) B[i * 6 + k] = B[i * 6 + j]!;
-      const d = await be.factorSpectrum!({ B: { raw: encodeFloats("F64", B), dtype: "F64", rows: 40, cols: 6 }, A: { raw: encodeFloats("F64", A), dtype: "F64", rows: 6, cols: 30 }, scale: 1 });
-      assert.ok(d.kind === "done" && d.S[2]! > 0 && d.S[3] === 0 && d.S[4] === 0 && d.S[5] === 0, `rank-deficient: ${d.kind === "done" ? Array.from(d.S).join(", ") : d.kind}`);
+      const B = rng.normals(40 * 6),
+        A = rng.normals(6 * 30);
+      for (let i = 0; i < 40; i++)
+        for (const [k, j] of [
+          [3, 0],
+          [4, 1],
+          [5, 2],
+        ])
+          B[i * 6 + k] = B[i * 6 + j]!;
+      const d = await be.factorSpectrum!({
+        B: { raw: encodeFloats("F64", B), dtype: "F64", rows: 40, cols: 6 },
+        A: { raw: encodeFloats("F64", A), dtype: "F64", rows: 6, cols: 30 },
+        scale: 1,
+      });
+      assert.ok(
+        d.kind === "done" && d.S[2]! > 0 && d.S[3] === 0 && d.S[4] === 0 && d.S[5] === 0,
+        `rank-deficient: ${d.kind === "done" ? Array.from(d.S).join(", ") : d.kind}`,
+      );
       // NaN in B → named; B = [x x], A = [y; −y + δ] → fallback (Householder in TS).
       const Bn = encodeFloats("F32", rng.normals(10 * 2));
       new DataView(Bn.buffer, Bn.byteOffset).setFloat32(4 * 7, NaN, true);
-      assert.deepEqual(await be.factorSpectrum!({ B: { raw: Bn, dtype: "F32", rows: 10, cols: 2 }, A: { raw: encodeFloats("F32", rng.normals(2 * 5)), dtype: "F32", rows: 2, cols: 5 }, scale: 1 }), { kind: "non-finite", factor: "B", index: 7, value: NaN });
-      const x = rng.normals(50), y = rng.normals(40), Bc = new Float64Array(100), Ac = new Float64Array(80);
+      assert.deepEqual(
+        await be.factorSpectrum!({
+          B: { raw: Bn, dtype: "F32", rows: 10, cols: 2 },
+          A: { raw: encodeFloats("F32", rng.normals(2 * 5)), dtype: "F32", rows: 2, cols: 5 },
+          scale: 1,
+        }),
+        { kind: "non-finite", factor: "B", index: 7, value: NaN },
+      );
+      const x = rng.normals(50),
+        y = rng.normals(40),
+        Bc = new Float64Array(100),
+        Ac = new Float64Array(80);
       for (let i = 0; i < 50; i++) Bc[2 * i] = Bc[2 * i + 1] = x[i]!;
-      for (let j = 0; j < 40; j++) { Ac[j] = y[j]!; Ac[40 + j] = -y[j]! + 1e-3 * Math.sin(j); }
-      assert.deepEqual(await be.factorSpectrum!({ B: { raw: encodeFloats("F32", Bc), dtype: "F32", rows: 50, cols: 2 }, A: { raw: encodeFloats("F32", Ac), dtype: "F32", rows: 2, cols: 40 }, scale: 1 }), { kind: "fallback" });
+      for (let j = 0; j < 40; j++) {
+        Ac[j] = y[j]!;
+        Ac[40 + j] = -y[j]! + 1e-3 * Math.sin(j);
+      }
+      assert.deepEqual(
+        await be.factorSpectrum!({
+          B: { raw: encodeFloats("F32", Bc), dtype: "F32", rows: 50, cols: 2 },
+          A: { raw: encodeFloats("F32", Ac), dtype: "F32", rows: 2, cols: 40 },
+          scale: 1,
+        }),
+        { kind: "fallback" },
+      );
     }
   });
 
@@ -241,10 +380,21 @@ describe("truncateFactors (fused native route)", async () => {
         const reused = await be.truncateFactors!({ B, A, scale: c.s, rank: c.t, scaleOut: c.s, split: "balanced", outDtype: "F16", grams: sp.grams! });
         assert.ok(plain.kind === "done" && reused.kind === "done");
         if (plain.kind !== "done" || reused.kind !== "done") continue;
-        assert.deepEqual([Buffer.from(reused.B), Buffer.from(reused.A), reused.S, reused.norm2, reused.err2, reused.resid2], [Buffer.from(plain.B), Buffer.from(plain.A), plain.S, plain.norm2, plain.err2, plain.resid2], c.name);
-        await assert.rejects(be.truncateFactors!({ B, A, scale: c.s, rank: c.t, scaleOut: c.s, split: "balanced", outDtype: "F16", grams: sp.grams!.subarray(1) }), /grams must be/);
+        assert.deepEqual(
+          [Buffer.from(reused.B), Buffer.from(reused.A), reused.S, reused.norm2, reused.err2, reused.resid2],
+          [Buffer.from(plain.B), Buffer.from(plain.A), plain.S, plain.norm2, plain.err2, plain.resid2],
+          c.name,
+        );
+        await assert.rejects(
+          be.truncateFactors!({ B, A, scale: c.s, rank: c.t, scaleOut: c.s, split: "balanced", outDtype: "F16", grams: sp.grams!.subarray(1) }),
+          /grams must be/,
+        );
       }
-      const noGrams = await be.factorSpectrum!({ B: { raw: encodeFloats("F32", rng.normals(8)), dtype: "F32", rows: 4, cols: 2 }, A: { raw: encodeFloats("F32", rng.normals(6)), dtype: "F32", rows: 2, cols: 3 }, scale: 1 });
+      const noGrams = await be.factorSpectrum!({
+        B: { raw: encodeFloats("F32", rng.normals(8)), dtype: "F32", rows: 4, cols: 2 },
+        A: { raw: encodeFloats("F32", rng.normals(6)), dtype: "F32", rows: 2, cols: 3 },
+        scale: 1,
+      });
       assert.ok(noGrams.kind === "done" && noGrams.grams === undefined, "Grams only when asked for");
     }
   });

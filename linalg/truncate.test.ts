@@ -4,10 +4,9 @@
 // factors, with the js backend and, when it is built, the cpu (BLAS/LAPACK) backend.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { jsBackend } from "./js/index.js";
 import { gemm64, svd64 } from "./js/dense.js";
 import { Rng } from "./random.js";
-import type { LinalgBackend, Mat } from "./types.js";
+import type { Mat } from "./types.js";
 import { decodeToFloat32, encodeFloats } from "../common/dtype.js";
 import { gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, truncateModule, truncationError } from "./truncate.js";
 import { testBackends } from "../test/backends.js";
@@ -27,23 +26,57 @@ function f32(x: Float64Array): Float64Array {
   return Float64Array.from(x, Math.fround);
 }
 
-interface Case { name: string; B: M64; A: M64; s: number; t: number }
+interface Case {
+  name: string;
+  B: M64;
+  A: M64;
+  s: number;
+  t: number;
+}
 
 function cases(rng: Rng): Case[] {
   const out: Case[] = [];
-  for (const [o, i, r, t] of [[37, 23, 5, 2], [64, 200, 8, 3], [150, 40, 16, 7], [12, 12, 12, 5], [9, 30, 20, 4], [50, 72, 6, 6]] as const) {
-    out.push({ name: `gaussian ${o}×${i} r${r} → ${t}`, B: mat(o, r, f32(rng.normals(o * r))), A: mat(r, i, f32(rng.normals(r * i))), s: 0.25 + rng.uniform() * 4, t });
+  for (const [o, i, r, t] of [
+    [37, 23, 5, 2],
+    [64, 200, 8, 3],
+    [150, 40, 16, 7],
+    [12, 12, 12, 5],
+    [9, 30, 20, 4],
+    [50, 72, 6, 6],
+  ] as const) {
+    out.push({
+      name: `gaussian ${o}×${i} r${r} → ${t}`,
+      B: mat(o, r, f32(rng.normals(o * r))),
+      A: mat(r, i, f32(rng.normals(r * i))),
+      s: 0.25 + rng.uniform() * 4,
+      t,
+    });
   }
   // Ill-conditioned factors: κ(B) = κ(A) = 1e6, independent singular directions.
-  out.push({ name: "κ=1e6 factors", B: withSpectrum(rng, 80, 10, logspace(10, 0, -6), true), A: withSpectrum(rng, 60, 10, logspace(10, 0, -6), false), s: 2, t: 4 });
+  out.push({
+    name: "κ=1e6 factors",
+    B: withSpectrum(rng, 80, 10, logspace(10, 0, -6), true),
+    A: withSpectrum(rng, 60, 10, logspace(10, 0, -6), false),
+    s: 2,
+    t: 4,
+  });
   // Rank-deficient B (two duplicated columns): rank 4, truncated to 5 (one zero component).
   {
     const B = mat(40, 6, f32(rng.normals(240)));
-    for (let i = 0; i < 40; i++) { B.data[i * 6 + 4] = B.data[i * 6]!; B.data[i * 6 + 5] = B.data[i * 6 + 1]!; }
+    for (let i = 0; i < 40; i++) {
+      B.data[i * 6 + 4] = B.data[i * 6]!;
+      B.data[i * 6 + 5] = B.data[i * 6 + 1]!;
+    }
     out.push({ name: "rank-deficient B, t above the rank", B, A: mat(6, 30, f32(rng.normals(180))), s: 1, t: 5 });
   }
   // Decaying spectrum, a typical trained LoRA.
-  out.push({ name: "decaying spectrum", B: withSpectrum(rng, 128, 16, logspace(16, 0, -3), true), A: withSpectrum(rng, 96, 16, logspace(16, 0, -2), false), s: 0.5, t: 6 });
+  out.push({
+    name: "decaying spectrum",
+    B: withSpectrum(rng, 128, 16, logspace(16, 0, -3), true),
+    A: withSpectrum(rng, 96, 16, logspace(16, 0, -2), false),
+    s: 0.5,
+    t: 6,
+  });
   return out;
 }
 
@@ -78,12 +111,16 @@ test("svd truncation equals the optimal rank-t approximation (dense float64 SVD)
 
 test("split modes: balanced gives ‖b_i‖ = ‖a_i‖ = √(σ_i/s'); all-in-up gives orthonormal rows of A'", async () => {
   const rng = new Rng(seed + 1);
-  const B = mat(70, 8, rng.normals(560)), A = mat(8, 50, rng.normals(400));
-  const s = 1.7, sOut = 0.6, t = 5;
+  const B = mat(70, 8, rng.normals(560)),
+    A = mat(8, 50, rng.normals(400));
+  const s = 1.7,
+    sOut = 0.6,
+    t = 5;
   for (const be of await testBackends()) {
     const bal = await truncateModule(be, B, A, s, t, sOut, "balanced");
     for (let c = 0; c < t; c++) {
-      let nb = 0, na = 0;
+      let nb = 0,
+        na = 0;
       for (let i = 0; i < 70; i++) nb += bal.B.data[i * t + c]! ** 2;
       for (let j = 0; j < 50; j++) na += bal.A.data[c * 50 + j]! ** 2;
       assert.ok(Math.abs(Math.sqrt(nb) - Math.sqrt(bal.S[c]! / sOut)) < 1e-9 * Math.sqrt(bal.S[0]!), `‖b_${c}‖`);
@@ -95,7 +132,8 @@ test("split modes: balanced gives ‖b_i‖ = ‖a_i‖ = √(σ_i/s'); all-in-u
     }
     const up = await truncateModule(be, B, A, s, t, sOut, "all-in-up");
     const aat = gemm64(up.A.data, t, 50, up.A.data, t, 50, false, true, 1).data;
-    for (let i = 0; i < t; i++) for (let j = 0; j < t; j++) assert.ok(Math.abs(aat[i * t + j]! - (i === j ? 1 : 0)) < 1e-9, `A'A'ᵀ[${i},${j}] = ${aat[i * t + j]}`);
+    for (let i = 0; i < t; i++)
+      for (let j = 0; j < t; j++) assert.ok(Math.abs(aat[i * t + j]! - (i === j ? 1 : 0)) < 1e-9, `A'A'ᵀ[${i},${j}] = ${aat[i * t + j]}`);
   }
 });
 
@@ -125,12 +163,15 @@ test("factors whose large directions cancel fall back to Householder QR and stay
 test("relative error from the factors equals the dense ‖ΔW − ΔW'‖/‖ΔW‖, rounding included", async () => {
   const rng = new Rng(seed + 3);
   for (const be of await testBackends()) {
-    const B = mat(45, 7, rng.normals(315)), A = mat(7, 33, rng.normals(231));
+    const B = mat(45, 7, rng.normals(315)),
+      A = mat(7, 33, rng.normals(231));
     const s = 1.3;
     const res = await truncateModule(be, B, A, s, 3, s, "balanced");
     for (const dtype of ["F32", "F16", "BF16"] as const) {
-      const Bo = Float64Array.from(roundForDtype(dtype, res.B.data)), Ao = Float64Array.from(roundForDtype(dtype, res.A.data));
-      const W = dense(B, A, s), Wo = dense(mat(45, 3, Bo), mat(3, 33, Ao), s);
+      const Bo = Float64Array.from(roundForDtype(dtype, res.B.data)),
+        Ao = Float64Array.from(roundForDtype(dtype, res.A.data));
+      const W = dense(B, A, s),
+        Wo = dense(mat(45, 3, Bo), mat(3, 33, Ao), s);
       const want = relDiff(Wo, W);
       const g = await gramsOf(be, B, A, s);
       const got = await relativeErrorFromFactors(be, B, A, s, g, mat(45, 3, Bo), mat(3, 33, Ao), s);
@@ -148,21 +189,31 @@ test("relative error from the factors equals the dense ‖ΔW − ΔW'‖/‖ΔW
 test("truncation error from the spectrum + rounding residual equals the dense ‖ΔW − s'B''A''‖/‖ΔW‖", async () => {
   const rng = new Rng(seed + 5);
   for (const be of await testBackends()) {
-    for (const [out, inn, r, t] of [[60, 45, 8, 3], [30, 80, 12, 11], [40, 40, 6, 6]] as const) {
-      const B = withSpectrum(rng, out, r, logspace(r, 0, -1.5), true), A = mat(r, inn, rng.normals(r * inn));
+    for (const [out, inn, r, t] of [
+      [60, 45, 8, 3],
+      [30, 80, 12, 11],
+      [40, 40, 6, 6],
+    ] as const) {
+      const B = withSpectrum(rng, out, r, logspace(r, 0, -1.5), true),
+        A = mat(r, inn, rng.normals(r * inn));
       const s = 0.8;
       const W = dense(B, A, s);
       for (const split of ["balanced", "all-in-up"] as const) {
         const res = await truncateModule(be, B, A, s, t, s, split);
         for (const dtype of ["F64", "F32", "F16", "BF16"] as const) {
-          const Bo = Float64Array.from(roundForDtype(dtype, res.B.data)), Ao = Float64Array.from(roundForDtype(dtype, res.A.data));
+          const Bo = Float64Array.from(roundForDtype(dtype, res.B.data)),
+            Ao = Float64Array.from(roundForDtype(dtype, res.A.data));
           const want = relDiff(dense(mat(out, t, Bo), mat(t, inn, Ao), s), W);
-          const B2 = dtype === "F64" ? res.B : mat(out, t, Bo), A2 = dtype === "F64" ? res.A : mat(t, inn, Ao);
+          const B2 = dtype === "F64" ? res.B : mat(out, t, Bo),
+            A2 = dtype === "F64" ? res.A : mat(t, inn, Ao);
           const got = await truncationError(be, res.B, res.A, B2, A2, s, res.err2, res.grams.norm2);
           // The term left out moves the error by at most s'·‖δB‖‖δA‖/‖ΔW‖ (second order in the rounding).
           const nrm = (x: Float64Array, y: Float64Array) => Math.sqrt(x.reduce((acc, v, i) => acc + (v - y[i]!) ** 2, 0));
           const bound = (s * nrm(Bo, res.B.data) * nrm(Ao, res.A.data)) / Math.sqrt(res.grams.norm2);
-          assert.ok(Math.abs(got.relative_error - want) <= 1e-9 + bound, `${be.name} ${out}×${inn} r${r}→${t} ${split} ${dtype}: ${got.relative_error} vs dense ${want} (bound ${bound})`);
+          assert.ok(
+            Math.abs(got.relative_error - want) <= 1e-9 + bound,
+            `${be.name} ${out}×${inn} r${r}→${t} ${split} ${dtype}: ${got.relative_error} vs dense ${want} (bound ${bound})`,
+          );
         }
       }
     }
@@ -177,7 +228,11 @@ test("roundForDtype: values the writer encodes without a second rounding", () =>
     assert.ok(r instanceof Float32Array);
     const back = decodeToFloat32(dtype, encodeFloats(dtype, r));
     assert.deepEqual(Array.from(back), Array.from(r), dtype);
-    for (let i = 0; i < x.length; i++) assert.ok(Math.abs(r[i]! - x[i]!) <= Math.abs(x[i]!) * (dtype === "F16" ? 2 ** -11 : dtype === "BF16" ? 2 ** -8 : 2 ** -24) * 1.0001 + 1e-7, `${dtype} ${x[i]} → ${r[i]}`);
+    for (let i = 0; i < x.length; i++)
+      assert.ok(
+        Math.abs(r[i]! - x[i]!) <= Math.abs(x[i]!) * (dtype === "F16" ? 2 ** -11 : dtype === "BF16" ? 2 ** -8 : 2 ** -24) * 1.0001 + 1e-7,
+        `${dtype} ${x[i]} → ${r[i]}`,
+      );
   }
   assert.ok(roundForDtype("F64", x) === x);
 });

@@ -40,7 +40,8 @@ function trace(x: Float64Array, n: number): number {
 /** Small dense row-major product (r×r sizes; float64, no backend round trip). */
 function mm(a: Float64Array, ar: number, ac: number, b: Float64Array, bc: number, transA = false, transB = false): Float64Array {
   // op(a) is ar'×ac', op(b) is ac'×bc
-  const m = transA ? ac : ar, k = transA ? ar : ac;
+  const m = transA ? ac : ar,
+    k = transA ? ar : ac;
   const out = new Float64Array(m * bc);
   for (let i = 0; i < m; i++) {
     for (let p = 0; p < k; p++) {
@@ -53,10 +54,12 @@ function mm(a: Float64Array, ar: number, ac: number, b: Float64Array, bc: number
 }
 
 function symmetrize(g: Float64Array, n: number): void {
-  for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) {
-    const v = 0.5 * (g[i * n + j]! + g[j * n + i]!);
-    g[i * n + j] = v; g[j * n + i] = v;
-  }
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < i; j++) {
+      const v = 0.5 * (g[i * n + j]! + g[j * n + i]!);
+      g[i * n + j] = v;
+      g[j * n + i] = v;
+    }
 }
 
 /** R with RᵀR = G: R = Λ^{1/2}Vᵀ from the eigen-decomposition (negative rounding noise clamped). */
@@ -112,7 +115,14 @@ export interface TruncatedFactors {
  * Signs: the largest-magnitude entry of every column of B' is positive (linalg/signs.ts).
  */
 export async function truncateModule(
-  be: LinalgBackend, B: M64, A: M64, scale: number, t: number, scaleOut: number, split: SplitMode, grams?: Grams,
+  be: LinalgBackend,
+  B: M64,
+  A: M64,
+  scale: number,
+  t: number,
+  scaleOut: number,
+  split: SplitMode,
+  grams?: Grams,
 ): Promise<TruncatedFactors & { grams: Grams }> {
   const g = grams ?? (await gramsOf(be, B, A, scale));
   const viaGram = await gramRoute(be, B, A, scale, t, scaleOut, split, g);
@@ -120,12 +130,30 @@ export async function truncateModule(
   return { ...(await householderRoute(be, B, A, scale, t, scaleOut, split)), grams: g };
 }
 
-export async function gramRoute(be: LinalgBackend, B: M64, A: M64, s: number, t: number, s2: number, split: SplitMode, g: Grams): Promise<TruncatedFactors | null> {
-  const r = A.rows, out = B.rows, inn = A.cols;
-  const normB2 = trace(g.GB, r), normA2 = trace(g.GA, r);
+export async function gramRoute(
+  be: LinalgBackend,
+  B: M64,
+  A: M64,
+  s: number,
+  t: number,
+  s2: number,
+  split: SplitMode,
+  g: Grams,
+): Promise<TruncatedFactors | null> {
+  const r = A.rows,
+    out = B.rows,
+    inn = A.cols;
+  const normB2 = trace(g.GB, r),
+    normA2 = trace(g.GA, r);
   const scale2 = s * s * normB2 * normA2;
   if (g.norm2 === 0 && scale2 === 0) {
-    return { B: { rows: out, cols: t, data: new Float64Array(out * t) }, A: { rows: t, cols: inn, data: new Float64Array(t * inn) }, S: new Float64Array(r), route: "gram", err2: 0 };
+    return {
+      B: { rows: out, cols: t, data: new Float64Array(out * t) },
+      A: { rows: t, cols: inn, data: new Float64Array(t * inn) },
+      S: new Float64Array(r),
+      route: "gram",
+      err2: 0,
+    };
   }
   // Guard (1): large directions of B and A cancel; the Gram route would lose the result.
   if (!(g.norm2 >= 1e-3 * scale2)) return null;
@@ -135,7 +163,8 @@ export async function gramRoute(be: LinalgBackend, B: M64, A: M64, s: number, t:
   for (let i = 0; i < M.length; i++) M[i]! *= s;
   const svd = await be.svd({ rows: r, cols: r, data: M });
   const S = Float64Array.from(svd.S, (x) => Math.max(0, x));
-  const UM = svd.U.data, VMt = svd.Vt.data; // r×r each; V_M = VMtᵀ
+  const UM = svd.U.data,
+    VMt = svd.Vt.data; // r×r each; V_M = VMtᵀ
   // Components below the Gram route's noise floor are zero (√ε·s‖B‖‖A‖ is what it can resolve).
   const floor = 2e-8 * Math.sqrt(scale2);
   const P = new Float64Array(r * t); // B' = B·P
@@ -149,7 +178,8 @@ export async function gramRoute(be: LinalgBackend, B: M64, A: M64, s: number, t:
     const fB = split === "balanced" ? s / Math.sqrt(sv * s2) : s / s2; // × (R_Aᵀ v_c)
     const fA = split === "balanced" ? s / Math.sqrt(sv * s2) : s / sv; // × (R_Bᵀ u_c)
     for (let i = 0; i < r; i++) {
-      let xb = 0, xa = 0;
+      let xb = 0,
+        xa = 0;
       for (let k = 0; k < r; k++) {
         xb += RA[k * r + i]! * VMt[c * r + k]!;
         xa += RB[k * r + i]! * UM[k * r + c]!;
@@ -182,8 +212,10 @@ async function householderRoute(be: LinalgBackend, B: M64, A: M64, s: number, t:
   let err2 = 0;
   for (let i = k; i < svd.S.length; i++) err2 += svd.S[i]! ** 2;
   if (k === t) return { B: f.B, A: f.A, S: svd.S, route: "householder", err2 };
-  const out = B.rows, inn = A.cols;
-  const Bp = new Float64Array(out * t), Ap = new Float64Array(t * inn);
+  const out = B.rows,
+    inn = A.cols;
+  const Bp = new Float64Array(out * t),
+    Ap = new Float64Array(t * inn);
   for (let i = 0; i < out; i++) for (let c = 0; c < k; c++) Bp[i * t + c] = f.B.data[i * k + c]!;
   Ap.set(f.A.data);
   return { B: { rows: out, cols: t, data: Bp }, A: { rows: t, cols: inn, data: Ap }, S: svd.S, route: "householder", err2 };
@@ -191,12 +223,18 @@ async function householderRoute(be: LinalgBackend, B: M64, A: M64, s: number, t:
 
 /** sklearn's svd_flip on u, applied to B' (whose columns are positive multiples of U's). */
 export function flipColumnSigns(B: Mat, A: Mat): void {
-  const t = B.cols, out = B.rows, inn = A.cols;
+  const t = B.cols,
+    out = B.rows,
+    inn = A.cols;
   for (let c = 0; c < t; c++) {
-    let best = 0, bestAbs = -1;
+    let best = 0,
+      bestAbs = -1;
     for (let i = 0; i < out; i++) {
       const v = B.data[i * t + c]!;
-      if (Math.abs(v) > bestAbs) { bestAbs = Math.abs(v); best = v; }
+      if (Math.abs(v) > bestAbs) {
+        bestAbs = Math.abs(v);
+        best = v;
+      }
     }
     if (best < 0) {
       for (let i = 0; i < out; i++) B.data[i * t + c] = -B.data[i * t + c]!;
@@ -224,9 +262,19 @@ export function toF64(x: Float32Array | Float64Array): Float64Array {
  * ‖sBA − s'B'A'‖_F / ‖sBA‖_F from the factors (B', A' as written), with ‖sBA‖_F. 0 when both
  * are zero. B' may have 0 columns (module removed: the error is 1).
  */
-export async function relativeErrorFromFactors(be: LinalgBackend, B: M64, A: M64, s: number, grams: Grams, B2: M64, A2: M64, s2: number): Promise<{ relative_error: number; target_norm: number }> {
+export async function relativeErrorFromFactors(
+  be: LinalgBackend,
+  B: M64,
+  A: M64,
+  s: number,
+  grams: Grams,
+  B2: M64,
+  A2: M64,
+  s2: number,
+): Promise<{ relative_error: number; target_norm: number }> {
   const t = A2.rows;
-  let own = 0, cross = 0;
+  let own = 0,
+    cross = 0;
   if (t > 0) {
     const HB = await be.gemm(B, B2, { transA: true }); // r×t
     const HA = await be.gemm(A, A2, { transB: true }); // r×t
@@ -247,21 +295,34 @@ export async function relativeErrorFromFactors(be: LinalgBackend, B: M64, A: M64
  * left out: it moves the reported error by at most s'·‖δB‖‖δA‖/‖sBA‖ (≈ ε_dtype²). ‖R‖² comes
  * from two 2t×2t Grams of [B' | δB] and [A''; δA].
  */
-export async function truncationError(be: LinalgBackend, B1: M64, A1: M64, B2: M64, A2: M64, s2: number, err2: number, norm2: number): Promise<{ relative_error: number; target_norm: number }> {
+export async function truncationError(
+  be: LinalgBackend,
+  B1: M64,
+  A1: M64,
+  B2: M64,
+  A2: M64,
+  s2: number,
+  err2: number,
+  norm2: number,
+): Promise<{ relative_error: number; target_norm: number }> {
   return errorReport(norm2, Math.max(0, err2) + (await roundingResidual2(be, B1, A1, B2, A2, s2)));
 }
 
 /** ‖R‖² = ‖s'(B''A'' − B'A')‖², what rounding B', A' to B'', A'' adds to the squared error (truncationError). */
 export async function roundingResidual2(be: LinalgBackend, B1: M64, A1: M64, B2: M64, A2: M64, s2: number): Promise<number> {
-  const t = A1.rows, out = B1.rows, inn = A1.cols;
+  const t = A1.rows,
+    out = B1.rows,
+    inn = A1.cols;
   let r2 = 0;
   if (t > 0 && (B2.data !== B1.data || A2.data !== A1.data)) {
-    const Bs = new Float64Array(out * 2 * t), As = new Float64Array(2 * t * inn);
-    for (let i = 0; i < out; i++) for (let c = 0; c < t; c++) {
-      const b1 = B1.data[i * t + c]!;
-      Bs[i * 2 * t + c] = b1;
-      Bs[i * 2 * t + t + c] = B2.data[i * t + c]! - b1;
-    }
+    const Bs = new Float64Array(out * 2 * t),
+      As = new Float64Array(2 * t * inn);
+    for (let i = 0; i < out; i++)
+      for (let c = 0; c < t; c++) {
+        const b1 = B1.data[i * t + c]!;
+        Bs[i * 2 * t + c] = b1;
+        Bs[i * 2 * t + t + c] = B2.data[i * t + c]! - b1;
+      }
     As.set(A2.data);
     for (let j = 0; j < t * inn; j++) As[t * inn + j] = A2.data[j]! - A1.data[j]!;
     const GBs = (await be.gemm({ rows: out, cols: 2 * t, data: Bs }, { rows: out, cols: 2 * t, data: Bs }, { transA: true })).data as Float64Array;
@@ -287,7 +348,8 @@ export function errorReport(norm2: number, err2: number): { relative_error: numb
 
 /** Σ_{i<t} σᵢ² / Σ σᵢ² (1 for an all-zero spectrum). */
 export function retainedEnergy(S: ArrayLike<number>, t: number): number {
-  let kept = 0, total = 0;
+  let kept = 0,
+    total = 0;
   for (let i = 0; i < S.length; i++) {
     total += S[i]! ** 2;
     if (i < t) kept += S[i]! ** 2;

@@ -23,7 +23,8 @@ function orthonormal(rng: Rng, n: number, k: number): Float64Array {
 /** d×k matrix with singular values `sig` (length ≤ min(d, k)). */
 function withSpectrum(rng: Rng, d: number, k: number, sig: number[]): Float64Array {
   const r = sig.length;
-  const U = orthonormal(rng, d, r), V = orthonormal(rng, k, r);
+  const U = orthonormal(rng, d, r),
+    V = orthonormal(rng, k, r);
   for (let i = 0; i < d; i++) for (let j = 0; j < r; j++) U[i * r + j] *= sig[j]!;
   return gemm64(U, d, r, V, k, r, false, true, 1).data;
 }
@@ -32,7 +33,8 @@ const tail2 = (sig: number[], t: number) => sig.slice(t).reduce((s, x) => s + x 
 
 /** ‖M − U S Vt‖²_F, dense, float64. */
 function residual2(M: ArrayLike<number>, d: number, k: number, U: Mat<Float64Array>, S: Float64Array, Vt: Mat<Float64Array>): number {
-  const t = S.length, US = new Float64Array(d * t);
+  const t = S.length,
+    US = new Float64Array(d * t);
   for (let i = 0; i < d; i++) for (let j = 0; j < t; j++) US[i * t + j] = U.data[i * t + j]! * S[j]!;
   const R = gemm64(US, d, t, Vt.data, t, k, false, false, 1).data;
   let s = 0;
@@ -53,7 +55,9 @@ describe("truncatedSvd", async () => {
       for (const f32 of [false, true]) {
         test(`${be.name}: ${name}, ${f32 ? "float32" : "float64"}: error within 0.1% of the optimum, err2 as reported`, async () => {
           const rng = new Rng(SEED + name.length);
-          const d = 260, k = 180, t = 20;
+          const d = 260,
+            k = 180,
+            t = 20;
           const sig = spec(k);
           let M: Float64Array = withSpectrum(rng, d, k, sig);
           // In float32 the matrix itself is rounded: its optimum is that of the rounded matrix,
@@ -73,14 +77,16 @@ describe("truncatedSvd", async () => {
 
     test(`${be.name}: exact route equals the optimum; energy picks the fewest components`, async () => {
       const rng = new Rng(SEED + 7);
-      const d = 120, k = 90;
+      const d = 120,
+        k = 90;
       const sig = SPECTRA["slow power law"]!(k);
       const M = withSpectrum(rng, d, k, sig);
       const r = await truncatedSvd(be, { rows: d, cols: k, data: M }, { rank: 10, exact: true });
       assert.ok(r.exact);
       assert.ok(Math.abs(Math.sqrt(residual2(M, d, k, r.U, r.S, r.Vt)) - Math.sqrt(tail2(sig, 10))) <= 1e-9 * sig[0]!);
       const total = sig.reduce((s, x) => s + x * x, 0);
-      let acc = 0, want = 0;
+      let acc = 0,
+        want = 0;
       while (acc < 0.5 * total) acc += sig[want++]! ** 2;
       for (const exact of [true, false]) {
         const e = await truncatedSvd(be, { rows: d, cols: k, data: M }, { energy: 0.5, exact, seed: SEED });
@@ -91,7 +97,8 @@ describe("truncatedSvd", async () => {
 
     test(`${be.name}: an exactly rank-6 float32 matrix is recovered to rounding at rank 6`, async () => {
       const rng = new Rng(SEED + 11);
-      const d = 300, k = 200;
+      const d = 300,
+        k = 200;
       const M = Float32Array.from(withSpectrum(rng, d, k, [5, 4, 3, 2, 1, 0.5]));
       const r = await truncatedSvd(be, { rows: d, cols: k, data: M }, { rank: 6, seed: SEED });
       assert.ok(Math.sqrt(residual2(M, d, k, r.U, r.S, r.Vt) / r.norm2) < 1e-6);

@@ -111,7 +111,9 @@ async function exactRoute(be: LinalgBackend, m: Mat, o: TruncatedSvdOptions, nor
 export async function truncatedSvd(be: LinalgBackend, m: Mat, o: TruncatedSvdOptions): Promise<TruncatedSvd> {
   if ((o.rank === undefined) === (o.energy === undefined)) throw new Error("truncatedSvd: give exactly one of rank and energy");
   if (o.rank !== undefined && !(Number.isInteger(o.rank) && o.rank >= 1)) throw new Error(`truncatedSvd: rank must be a positive integer (got ${o.rank})`);
-  const d = m.rows, k = m.cols, minDim = Math.min(d, k);
+  const d = m.rows,
+    k = m.cols,
+    minDim = Math.min(d, k);
   const norm2 = o.norm2 ?? frob2(m);
   if (o.exact) return exactRoute(be, m, o, norm2);
   const tol = o.tolerance ?? 1e-3;
@@ -127,7 +129,10 @@ export async function truncatedSvd(be: LinalgBackend, m: Mat, o: TruncatedSvdOpt
     const r = await sketch(be, m, t, l, rng, { allowed, floor, norm2, maxIters: o.maxPowerIters ?? 12 });
     if (o.energy !== undefined) {
       const te = rankForEnergy(r.sigma.subarray(0, l - p), o.energy, norm2);
-      if (te === null) { t = Math.min(minDim, 2 * t); continue; }
+      if (te === null) {
+        t = Math.min(minDim, 2 * t);
+        continue;
+      }
       if (te < t) return cut(be, m, r, te, norm2);
     }
     return cut(be, m, r, t, norm2);
@@ -152,7 +157,10 @@ interface Sketch {
  * ‖m‖² − Σσ̃² would lose every digit to cancellation (products in float32 leave ~1e-7‖m‖²).
  */
 async function residual2(be: LinalgBackend, m: Mat, U: Mat<Float64Array>, S: Float64Array, Vt: Mat<Float64Array>): Promise<number> {
-  const d = m.rows, k = m.cols, t = S.length, ROWS = 256;
+  const d = m.rows,
+    k = m.cols,
+    t = S.length,
+    ROWS = 256;
   let sum = 0;
   for (let i0 = 0; i0 < d; i0 += ROWS) {
     const n = Math.min(ROWS, d - i0);
@@ -160,7 +168,10 @@ async function residual2(be: LinalgBackend, m: Mat, U: Mat<Float64Array>, S: Flo
     for (let i = 0; i < n; i++) for (let c = 0; c < t; c++) US[i * t + c] = U.data[(i0 + i) * t + c]! * S[c]!;
     const R = (await be.gemm({ rows: n, cols: t, data: US }, Vt)).data;
     const off = i0 * k;
-    for (let j = 0; j < n * k; j++) { const x = m.data[off + j]! - R[j]!; sum += x * x; }
+    for (let j = 0; j < n * k; j++) {
+      const x = m.data[off + j]! - R[j]!;
+      sum += x * x;
+    }
   }
   return sum;
 }
@@ -170,7 +181,8 @@ const DIRECT_BELOW = 1e-4;
 
 /** Keep t components: U = Q·Vz[:, :t], Vt = Uz[:, :t]ᵀ. */
 async function cut(be: LinalgBackend, m: Mat, r: Sketch, t: number, norm2: number): Promise<TruncatedSvd> {
-  const l = r.sigma.length, k = r.Uz.rows;
+  const l = r.sigma.length,
+    k = r.Uz.rows;
   const U = leadingCols(await be.gemm(r.Q, r.VzT, { transB: true }), t);
   const Vt = new Float64Array(t * k);
   for (let j = 0; j < k; j++) for (let c = 0; c < t; c++) Vt[c * k + j] = r.Uz.data[j * l + c]!;
@@ -184,13 +196,21 @@ async function cut(be: LinalgBackend, m: Mat, r: Sketch, t: number, norm2: numbe
   return { ...f, norm2, err2, excess2, sigma: r.sigma, powerIters: r.iters, exact: false };
 }
 
-async function sketch(be: LinalgBackend, m: Mat, t: number, l: number, rng: Rng, c: { allowed: number; floor: number; norm2: number; maxIters: number }): Promise<Sketch> {
+async function sketch(
+  be: LinalgBackend,
+  m: Mat,
+  t: number,
+  l: number,
+  rng: Rng,
+  c: { allowed: number; floor: number; norm2: number; maxIters: number },
+): Promise<Sketch> {
   const k = m.cols;
   const f32 = m.data instanceof Float32Array;
   const conv = (x: Float64Array): FloatArray => (f32 ? Float32Array.from(x) : x);
   const omega: Mat = { rows: k, cols: l, data: conv(rng.normals(k * l)) };
   let Q = (await be.qr(await be.gemm(m, omega))).Q;
-  let prev: number | null = null, prevDelta: number | null = null;
+  let prev: number | null = null,
+    prevDelta: number | null = null;
   for (let q = 0; ; q++) {
     const Z = await be.gemm(m, Q, { transA: true }); // k×ℓ = Bᵀ
     const s = await be.svd(toF64(Z));
@@ -208,7 +228,15 @@ async function sketch(be: LinalgBackend, m: Mat, t: number, l: number, rng: Rng,
     prev = e;
     if (excess <= 0.5 * c.allowed * err2 + c.floor || q >= c.maxIters) {
       const floorLimited = excess > 0.5 * c.allowed * err2;
-      return { Q: toF64(Q), Uz: s.U as Mat<Float64Array>, VzT: s.Vt as Mat<Float64Array>, sigma, iters: q, excess2: Number.isFinite(excess) ? excess : err2, floorLimited };
+      return {
+        Q: toF64(Q),
+        Uz: s.U as Mat<Float64Array>,
+        VzT: s.Vt as Mat<Float64Array>,
+        sigma,
+        iters: q,
+        excess2: Number.isFinite(excess) ? excess : err2,
+        floorLimited,
+      };
     }
     Q = (await be.qr(await be.gemm(m, (await be.qr(Z)).Q))).Q;
   }

@@ -93,7 +93,7 @@ export interface FactorSpectrumInput {
 }
 
 export type FactorSpectrumResult =
-  | { kind: "done"; /** r values, descending */ S: Float64Array; /** ‖s·B·A‖²_F */ norm2: number; grams?: ModuleGrams }
+  | { kind: "done" /** r values, descending */; S: Float64Array /** ‖s·B·A‖²_F */; norm2: number; grams?: ModuleGrams }
   | { kind: "fallback" }
   | { kind: "non-finite"; factor: "A" | "B"; index: number; value: number };
 

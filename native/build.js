@@ -49,7 +49,10 @@ function run(args, env) {
 // The first line that says what went wrong, shortened: a compiler error, then a missing tool,
 // then make's failing target, then node-gyp's own error.
 function firstError(out, fallback) {
-  const lines = out.split("\n").map((l) => l.trim()).filter(Boolean);
+  const lines = out
+    .split("\n")
+    .map((l) => l.trim())
+    .filter(Boolean);
   const pick =
     lines.find((l) => /(fatal )?error:/.test(l) && !/^gyp /.test(l)) ??
     lines.find((l) => /not found|No such file|cannot find|command not found|find Python/i.test(l) && !/^gyp info/.test(l)) ??
@@ -185,7 +188,8 @@ function main() {
           cudaLine = `cuda addon built but does not load (${l.why})`;
         } else {
           status.cuda = { built: true, reason: "" };
-          cudaLine = l.info.deviceCount > 0 && l.info.error === 0 ? `cuda addon built (${l.info.device})` : `cuda addon built (no GPU here: ${l.info.errorString})`;
+          cudaLine =
+            l.info.deviceCount > 0 && l.info.error === 0 ? `cuda addon built (${l.info.device})` : `cuda addon built (no GPU here: ${l.info.errorString})`;
         }
       }
     }

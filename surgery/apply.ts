@@ -58,7 +58,9 @@ function matchModule(base: Model, byStem: Map<string, string>, m: LoraModule): s
 
 /** W (float32, stored layout) += coef·B·A, a block of rows of B at a time; transposed: W is in×out. */
 async function addProduct(be: LinalgBackend, W: Float32Array, w: WeightTarget, B: Mat<Float32Array>, A: Mat<Float32Array>, coef: number): Promise<void> {
-  const r = B.cols, out = w.out, inn = w.in;
+  const r = B.cols,
+    out = w.out,
+    inn = w.in;
   for (let i0 = 0; i0 < out; i0 += ROWS) {
     const n = Math.min(ROWS, out - i0);
     const Bb: Mat<Float32Array> = { rows: n, cols: r, data: B.data.subarray(i0 * r, (i0 + n) * r) };
@@ -87,7 +89,8 @@ async function merged(be: LinalgBackend, t: BaseTensor, w: WeightTarget, terms: 
 
 export function checkApplyOptions(o: ApplyOptions): void {
   if (!o.adapters.length) throw new UsageError("name at least one adapter");
-  if (o.scales.length !== 1 && o.scales.length !== o.adapters.length) throw new UsageError(`--scale takes one value or one per adapter (${o.adapters.length}), got ${o.scales.length}`);
+  if (o.scales.length !== 1 && o.scales.length !== o.adapters.length)
+    throw new UsageError(`--scale takes one value or one per adapter (${o.adapters.length}), got ${o.scales.length}`);
   if (o.output === "-") throw new UsageError("apply writes a model directory or .safetensors file; -o - is not supported");
   if (o.adapters.includes("-")) throw new UsageError("apply reads adapters from files (standard input is not supported)");
 }
@@ -111,12 +114,24 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
       const c = (o.scales.length === 1 ? o.scales[0]! : o.scales[j]!) * (o.subtract ? -1 : 1);
       for (const m of a.modules) {
         const name = matchModule(base, byStem, m);
-        if (name === null) { problems.push(`${a.source}: module ${m.name} has no weight in BASE (looked for ${m.path}.weight)`); continue; }
+        if (name === null) {
+          problems.push(`${a.source}: module ${m.name} has no weight in BASE (looked for ${m.path}.weight)`);
+          continue;
+        }
         const t = base.tensors.get(name)!;
         const w = weightTarget(name, t.info.shape, conv1d);
-        if (m.kind === "embedding" || w === null) { problems.push(`${a.source}: module ${m.name} → ${name} (${t.info.shape.join("×")}) is not a linear or conv weight apply can change`); continue; }
-        if (w.out !== m.out || w.in !== m.in) { problems.push(`${a.source}: module ${m.name} is ${m.out}×${m.in} but ${name} is ${t.info.shape.join("×")}${w.transposed ? " (Conv1D, in×out)" : ""}`); continue; }
-        if (!MODEL_DTYPES.includes(t.info.dtype)) { problems.push(`${name} is ${t.info.dtype}; apply writes F32, F16 and BF16 weights only`); continue; }
+        if (m.kind === "embedding" || w === null) {
+          problems.push(`${a.source}: module ${m.name} → ${name} (${t.info.shape.join("×")}) is not a linear or conv weight apply can change`);
+          continue;
+        }
+        if (w.out !== m.out || w.in !== m.in) {
+          problems.push(`${a.source}: module ${m.name} is ${m.out}×${m.in} but ${name} is ${t.info.shape.join("×")}${w.transposed ? " (Conv1D, in×out)" : ""}`);
+          continue;
+        }
+        if (!MODEL_DTYPES.includes(t.info.dtype)) {
+          problems.push(`${name} is ${t.info.dtype}; apply writes F32, F16 and BF16 weights only`);
+          continue;
+        }
         const e = plan.get(name) ?? { target: w, terms: [] };
         e.terms.push({ adapter: a, module: m, coef: c * m.scale });
         plan.set(name, e);
@@ -125,7 +140,8 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
     if (problems.length) throw new InvalidInputError(problems.slice(0, 8).join("; ") + (problems.length > 8 ? `; … (${problems.length} problems)` : ""));
 
     const notes: string[] = [];
-    if (base.stem === "diffusion_pytorch_model" && base.dir !== o.base && !o.base.endsWith(".safetensors")) notes.push(`BASE is a diffusers pipeline: the output is its ${base.dir.slice(o.base.length).replace(/^\//, "")} folder`);
+    if (base.stem === "diffusion_pytorch_model" && base.dir !== o.base && !o.base.endsWith(".safetensors"))
+      notes.push(`BASE is a diffusers pipeline: the output is its ${base.dir.slice(o.base.length).replace(/^\//, "")} folder`);
     const changed = [...plan.keys()].map((n) => base.tensors.get(n)!.info);
     const work = {
       W: new Scratch(4 * Math.max(0, ...changed.map((t) => t.shape.reduce((x, y) => x * y, 1)))),
@@ -141,15 +157,22 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
     };
     const total = modelBytes(base, out);
     let done = 0;
-    out.onBytes = (n) => { done += n; deps.onBytes?.(done, total); };
+    out.onBytes = (n) => {
+      done += n;
+      deps.onBytes?.(done, total);
+    };
     const inputs = [o.base, ...o.adapters, ...base.shards.map((s) => join(base.dir, s.name))];
     await writeModel(o.output, base, out, { force: o.force, inputs });
     const weights = [...plan].map(([name, e]) => ({
-      name, dtype: base.tensors.get(name)!.info.dtype,
+      name,
+      dtype: base.tensors.get(name)!.info.dtype,
       modules: e.terms.map((t) => ({ adapter: t.adapter.source, module: t.module.name, scale: t.coef })),
     }));
     return {
-      command: "apply", inputs: [o.base, ...o.adapters], output: o.output, weights,
+      command: "apply",
+      inputs: [o.base, ...o.adapters],
+      output: o.output,
+      weights,
       totals: { weights: weights.length, modules: weights.reduce((s, w) => s + w.modules.length, 0), tensors: base.tensors.size, bytes: total },
       notes,
     };

@@ -18,15 +18,29 @@ console.log(`catalog.test seed=${seed}`);
 const work = mkdtempSync(join(tmpdir(), "lora-catalog-test-"));
 process.on("exit", () => rmSync(work, { recursive: true, force: true }));
 
-interface Made { path: string; mods: { B: Float64Array; A: Float64Array; out: number; inn: number; r: number; scale: number }[] }
+interface Made {
+  path: string;
+  mods: { B: Float64Array; A: Float64Array; out: number; inn: number; r: number; scale: number }[];
+}
 
 async function adapter(rng: Rng, path: string, kohya: boolean): Promise<Made> {
   const mods = Array.from({ length: 2 + rng.int(3) }, () => {
-    const r = 1 + rng.int(6), out = 8 + rng.int(20), inn = 8 + rng.int(20);
-    return { B: Float64Array.from(Float32Array.from(rng.normals(out * r))), A: Float64Array.from(Float32Array.from(rng.normals(r * inn))), out, inn, r, scale: kohya ? 0.5 : 2 };
+    const r = 1 + rng.int(6),
+      out = 8 + rng.int(20),
+      inn = 8 + rng.int(20);
+    return {
+      B: Float64Array.from(Float32Array.from(rng.normals(out * r))),
+      A: Float64Array.from(Float32Array.from(rng.normals(r * inn))),
+      out,
+      inn,
+      r,
+      scale: kohya ? 0.5 : 2,
+    };
   });
   const specs: TensorSpec[] = mods.flatMap((m, i) => {
-    const names = kohya ? [`lora_unet_blk_${i}_proj.lora_down.weight`, `lora_unet_blk_${i}_proj.lora_up.weight`] : [`base_model.model.blk.${i}.proj.lora_A.weight`, `base_model.model.blk.${i}.proj.lora_B.weight`];
+    const names = kohya
+      ? [`lora_unet_blk_${i}_proj.lora_down.weight`, `lora_unet_blk_${i}_proj.lora_up.weight`]
+      : [`base_model.model.blk.${i}.proj.lora_A.weight`, `base_model.model.blk.${i}.proj.lora_B.weight`];
     return [
       { name: names[0]!, dtype: "F32" as const, shape: [m.r, m.inn], data: encodeFloats("F32", m.A) },
       { name: names[1]!, dtype: "F32" as const, shape: [m.out, m.r], data: encodeFloats("F32", m.B) },
@@ -38,7 +52,17 @@ async function adapter(rng: Rng, path: string, kohya: boolean): Promise<Made> {
   else {
     mkdirSync(path);
     writeFileSync(join(path, "adapter_model.safetensors"), body);
-    writeFileSync(join(path, "adapter_config.json"), JSON.stringify({ peft_type: "LORA", r: 1, lora_alpha: 2, target_modules: ["proj"], rank_pattern: Object.fromEntries(mods.map((m, i) => [`blk.${i}.proj`, m.r])), alpha_pattern: Object.fromEntries(mods.map((m, i) => [`blk.${i}.proj`, 2 * m.r])) }));
+    writeFileSync(
+      join(path, "adapter_config.json"),
+      JSON.stringify({
+        peft_type: "LORA",
+        r: 1,
+        lora_alpha: 2,
+        target_modules: ["proj"],
+        rank_pattern: Object.fromEntries(mods.map((m, i) => [`blk.${i}.proj`, m.r])),
+        alpha_pattern: Object.fromEntries(mods.map((m, i) => [`blk.${i}.proj`, 2 * m.r])),
+      }),
+    );
   }
   return { path, mods };
 }
@@ -53,7 +77,10 @@ test("catalog inspect: expansion, one row per adapter equal to dense float64 fig
   writeFileSync(join(dir, "notes.txt"), "not an adapter");
   const all = await expandInputs([dir]);
   assert.deepEqual(all, [join(dir, "broken.safetensors"), ...made.map((m) => m.path).sort()].sort());
-  assert.deepEqual(await expandInputs([join(dir, "k*.safetensors")]), made.filter((m) => m.path.endsWith(".safetensors")).map((m) => m.path));
+  assert.deepEqual(
+    await expandInputs([join(dir, "k*.safetensors")]),
+    made.filter((m) => m.path.endsWith(".safetensors")).map((m) => m.path),
+  );
   const list = join(work, "list.txt");
   writeFileSync(list, `# two of them\n${made[0]!.path}\n\n${made[1]!.path}\n`);
   assert.deepEqual(await expandInputs([], [list]), [made[0]!.path, made[1]!.path]);
@@ -66,15 +93,26 @@ test("catalog inspect: expansion, one row per adapter equal to dense float64 fig
     for (const m of made) {
       const row = rep.adapters.find((a) => a.path === m.path)!;
       assert.equal(row.modules, m.mods.length);
-      assert.equal(row.total_rank, m.mods.reduce((s, x) => s + x.r, 0));
-      assert.equal(row.parameters, m.mods.reduce((s, x) => s + x.r * (x.out + x.inn), 0));
+      assert.equal(
+        row.total_rank,
+        m.mods.reduce((s, x) => s + x.r, 0),
+      );
+      assert.equal(
+        row.parameters,
+        m.mods.reduce((s, x) => s + x.r * (x.out + x.inn), 0),
+      );
       assert.equal(row.bytes, 4 * row.parameters);
-      let eff = 0, total = 0, half = 0;
+      let eff = 0,
+        total = 0,
+        half = 0;
       for (const x of m.mods) {
         const S = denseSingularValues(denseDelta(x.B, x.A, x.out, x.r, x.inn, x.scale), x.out, x.inn).slice(0, x.r);
         const sum = S.reduce((a, b) => a + b, 0);
         eff += Math.exp(-S.reduce((h, s) => h + (s > 0 ? (s / sum) * Math.log(s / sum) : 0), 0));
-        S.forEach((s, i) => { total += s * s; if (i < Math.max(1, Math.floor(x.r / 2))) half += s * s; });
+        S.forEach((s, i) => {
+          total += s * s;
+          if (i < Math.max(1, Math.floor(x.r / 2))) half += s * s;
+        });
       }
       assert.ok(Math.abs(row.effective_rank - eff) < 1e-8 * eff, `${be.name} ${m.path} eff ${row.effective_rank} vs ${eff}`);
       assert.ok(Math.abs(row.energy_at_half_rank - half / total) < 1e-9, `${be.name} ${m.path} half`);
@@ -84,7 +122,8 @@ test("catalog inspect: expansion, one row per adapter equal to dense float64 fig
 
 test("lora inspect with several inputs: TSV rows, --json adapters[], skipped file named, exit 3; --budget refused", async () => {
   const rng = new Rng(seed + 1);
-  const a = await adapter(rng, join(work, "ca"), false), b = await adapter(rng, join(work, "cb.safetensors"), true);
+  const a = await adapter(rng, join(work, "ca"), false),
+    b = await adapter(rng, join(work, "cb.safetensors"), true);
   const bad = join(work, "cbad.safetensors");
   writeFileSync(bad, Buffer.from("garbage"));
   const ok = await cli(["inspect", a.path, b.path, "--backend", "js"]);

@@ -28,7 +28,14 @@ async function isAdapterDir(p: string): Promise<boolean> {
 }
 
 function globToRegExp(g: string): RegExp {
-  return new RegExp("^" + g.replace(/[.+^${}()|\\]/g, "\\$&").replace(/\*/g, "[^/]*").replace(/\?/g, "[^/]") + "$");
+  return new RegExp(
+    "^" +
+      g
+        .replace(/[.+^${}()|\\]/g, "\\$&")
+        .replace(/\*/g, "[^/]*")
+        .replace(/\?/g, "[^/]") +
+      "$",
+  );
 }
 
 /** One argument → the adapters it names, in name order. */
@@ -47,9 +54,13 @@ async function expandOne(arg: string): Promise<string[]> {
     return out;
   }
   if (/[*?]/.test(basename(arg))) {
-    const dir = dirname(arg), re = globToRegExp(basename(arg));
+    const dir = dirname(arg),
+      re = globToRegExp(basename(arg));
     if ((await kind(dir)) !== "dir") return [];
-    return (await readdir(dir)).sort().filter((n) => re.test(n)).map((n) => join(dir, n));
+    return (await readdir(dir))
+      .sort()
+      .filter((n) => re.test(n))
+      .map((n) => join(dir, n));
   }
   return [arg]; // not there: reported when it is read
 }
@@ -60,8 +71,17 @@ export async function expandInputs(args: string[], fromList: string[] = []): Pro
   const all = [...args];
   for (const list of fromList) {
     let text: string;
-    try { text = await readFile(list, "utf8"); } catch (e) { throw new RuntimeFailure(`--from-list ${list}: ${(e as Error).message}`); }
-    all.push(...text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#")));
+    try {
+      text = await readFile(list, "utf8");
+    } catch (e) {
+      throw new RuntimeFailure(`--from-list ${list}: ${(e as Error).message}`);
+    }
+    all.push(
+      ...text
+        .split(/\r?\n/)
+        .map((l) => l.trim())
+        .filter((l) => l !== "" && !l.startsWith("#")),
+    );
   }
   const out: string[] = [];
   for (const a of all) out.push(...(await expandOne(a)));
@@ -96,7 +116,12 @@ export async function summarizeAdapter(path: string, be: LinalgBackend, stdin?: 
   const a = await loadAdapter(path, stdin ? { stdin } : {});
   try {
     const spectra = await moduleSpectra(a, be);
-    let rank = 0, params = 0, bytes = 0, eff = 0, total = 0, half = 0;
+    let rank = 0,
+      params = 0,
+      bytes = 0,
+      eff = 0,
+      total = 0,
+      half = 0;
     for (const m of a.modules) {
       const S = spectra.get(m)!.S;
       rank += m.rank;
@@ -104,17 +129,35 @@ export async function summarizeAdapter(path: string, be: LinalgBackend, stdin?: 
       bytes += m.A.end - m.A.begin + (m.B.end - m.B.begin);
       eff += S.length ? effectiveRank(S) : 0;
       const keep = Math.max(1, Math.floor(m.rank / 2));
-      S.forEach((s, i) => { total += s * s; if (i < keep) half += s * s; });
+      S.forEach((s, i) => {
+        total += s * s;
+        if (i < keep) half += s * s;
+      });
     }
-    return { path, format: a.format, dtype: a.dtype, modules: a.modules.length, total_rank: rank, parameters: params, bytes, effective_rank: eff, energy_at_half_rank: total > 0 ? half / total : 1 };
+    return {
+      path,
+      format: a.format,
+      dtype: a.dtype,
+      modules: a.modules.length,
+      total_rank: rank,
+      parameters: params,
+      bytes,
+      effective_rank: eff,
+      energy_at_half_rank: total > 0 ? half / total : 1,
+    };
   } finally {
     await a.file.close();
   }
 }
 
 /** Summaries of every adapter; failures (invalid input or unreadable files) collected, not thrown. */
-export async function summarizeCatalog(paths: string[], be: LinalgBackend, io: { stdin?: NodeJS.ReadableStream; onAdapter?: (i: number, n: number) => void } = {}): Promise<{ adapters: AdapterSummary[]; failed: CatalogFailure[] }> {
-  const adapters: AdapterSummary[] = [], failed: CatalogFailure[] = [];
+export async function summarizeCatalog(
+  paths: string[],
+  be: LinalgBackend,
+  io: { stdin?: NodeJS.ReadableStream; onAdapter?: (i: number, n: number) => void } = {},
+): Promise<{ adapters: AdapterSummary[]; failed: CatalogFailure[] }> {
+  const adapters: AdapterSummary[] = [],
+    failed: CatalogFailure[] = [];
   for (const [i, p] of paths.entries()) {
     try {
       adapters.push(await summarizeAdapter(p, be, io.stdin));
@@ -139,8 +182,13 @@ export interface CatalogItem {
 }
 
 /** Spectra of every adapter of a catalog, for a global allocation; failures collected, not thrown. */
-export async function catalogItems(paths: string[], be: LinalgBackend, o: { dtype?: string; to?: string; stdin?: NodeJS.ReadableStream; onAdapter?: (i: number, n: number) => void } = {}): Promise<{ items: CatalogItem[]; failed: CatalogFailure[] }> {
-  const items: CatalogItem[] = [], failed: CatalogFailure[] = [];
+export async function catalogItems(
+  paths: string[],
+  be: LinalgBackend,
+  o: { dtype?: string; to?: string; stdin?: NodeJS.ReadableStream; onAdapter?: (i: number, n: number) => void } = {},
+): Promise<{ items: CatalogItem[]; failed: CatalogFailure[] }> {
+  const items: CatalogItem[] = [],
+    failed: CatalogFailure[] = [];
   for (const [i, p] of paths.entries()) {
     try {
       const a = await loadAdapter(p, o.stdin ? { stdin: o.stdin } : {});
@@ -149,11 +197,17 @@ export async function catalogItems(paths: string[], be: LinalgBackend, o: { dtyp
         // Everything but the factors is carried as it is, except kohya alphas, which a kohya output writes as one F32 each.
         const rewritten = new Set(a.modules.flatMap((m) => [m.A.name, m.B.name, ...(m.alphaTensor ? [m.alphaTensor.name] : [])]));
         const kohyaOut = (o.to ?? a.format) === "kohya";
-        const fixedBytes = a.file.header.tensors.filter((t) => !rewritten.has(t.name)).reduce((s, t) => s + (t.end - t.begin), 0) + (kohyaOut ? 4 * a.modules.length : 0);
+        const fixedBytes =
+          a.file.header.tensors.filter((t) => !rewritten.has(t.name)).reduce((s, t) => s + (t.end - t.begin), 0) + (kohyaOut ? 4 * a.modules.length : 0);
         items.push({
           path: p,
           fixedBytes,
-          modules: a.modules.map((m) => ({ name: m.name, rank: m.rank, cost: (m.out + m.in) * (BYTES[o.dtype ?? m.A.dtype] ?? 4), values: Float64Array.from(spectra.get(m)!.S.slice(0, m.rank), (s) => s * s) })),
+          modules: a.modules.map((m) => ({
+            name: m.name,
+            rank: m.rank,
+            cost: (m.out + m.in) * (BYTES[o.dtype ?? m.A.dtype] ?? 4),
+            values: Float64Array.from(spectra.get(m)!.S.slice(0, m.rank), (s) => s * s),
+          })),
         });
       } finally {
         await a.file.close();
@@ -183,9 +237,21 @@ export function allocateBytes(items: CatalogItem[], maxBytes: number): ByteAlloc
   const fixed = items.reduce((s, it) => s + it.fixedBytes, 0);
   if (fixed > maxBytes) throw new UsageError(`--max-bytes ${maxBytes}: the catalog's passthrough tensors alone take ${fixed} bytes`);
   const flat = items.flatMap((it) => it.modules);
-  const r = solveKnapsack(flat.map((m) => ({ cost: m.cost, values: m.values })), maxBytes - fixed);
-  let k = 0, total = 0;
-  const ranks = items.map((it) => new Map(it.modules.map((m) => { total += m.values.reduce((s, v) => s + v, 0); return [m.name, r.ranks[k++]!]; })));
+  const r = solveKnapsack(
+    flat.map((m) => ({ cost: m.cost, values: m.values })),
+    maxBytes - fixed,
+  );
+  let k = 0,
+    total = 0;
+  const ranks = items.map(
+    (it) =>
+      new Map(
+        it.modules.map((m) => {
+          total += m.values.reduce((s, v) => s + v, 0);
+          return [m.name, r.ranks[k++]!];
+        }),
+      ),
+  );
   return { ranks, keptEnergy: r.value, totalEnergy: total, bytes: r.bytes + fixed, optimal: r.optimal, bound: r.bound };
 }
 

@@ -24,7 +24,12 @@ export function convertedModules(a: Adapter, to: TargetFormat, useRslora: boolea
     return {
       path: m.path,
       ...(to === "kohya" ? { stem: a.format === "kohya" ? m.name : kohyaStemInSet(m.path, te2) } : {}),
-      kind: m.kind, rank: m.rank, alpha, out: m.out, in: m.in, dtype: m.A.dtype,
+      kind: m.kind,
+      rank: m.rank,
+      alpha,
+      out: m.out,
+      in: m.in,
+      dtype: m.A.dtype,
       ...(kernel ? { kernel } : {}),
       rawFactors: { A: { file: a.file, tensor: m.A }, B: { file: a.file, tensor: m.B } },
       extras,

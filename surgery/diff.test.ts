@@ -21,22 +21,36 @@ console.log(`diff.test seed=${seed}`);
 const work = mkdtempSync(join(tmpdir(), "lora-diff-test-"));
 process.on("exit", () => rmSync(work, { recursive: true, force: true }));
 
-interface Factors { B: Float64Array; A: Float64Array; out: number; inn: number; r: number; scale: number }
+interface Factors {
+  B: Float64Array;
+  A: Float64Array;
+  out: number;
+  inn: number;
+  r: number;
+  scale: number;
+}
 
 const mul = (x: Float64Array, m: number, k: number, y: Float64Array, n: number) => gemm64(x, m, k, y, k, n, false, false, 1).data;
-const tr = (x: Float64Array, m: number, n: number) => { const t = new Float64Array(m * n); for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) t[j * m + i] = x[i * n + j]!; return t; };
+const tr = (x: Float64Array, m: number, n: number) => {
+  const t = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) t[j * m + i] = x[i * n + j]!;
+  return t;
+};
 
 /**
  * Two k-dimensional subspaces of R^n with principal angles `angles` (k of them): X = Q[:, :k] and
  * Y whose i-th basis vector is cos θᵢ·Q[:, i] + sin θᵢ·Q[:, k+i], mixed by a random k×k rotation.
  */
 function pairWithAngles(rng: Rng, n: number, angles: number[]): { X: Float64Array; Y: Float64Array } {
-  const k = angles.length, Q = orth(rng, n, 2 * k);
-  const X = new Float64Array(n * k), Y0 = new Float64Array(n * k);
-  for (let i = 0; i < n; i++) for (let j = 0; j < k; j++) {
-    X[i * k + j] = Q[i * 2 * k + j]!;
-    Y0[i * k + j] = Math.cos(angles[j]!) * Q[i * 2 * k + j]! + Math.sin(angles[j]!) * Q[i * 2 * k + k + j]!;
-  }
+  const k = angles.length,
+    Q = orth(rng, n, 2 * k);
+  const X = new Float64Array(n * k),
+    Y0 = new Float64Array(n * k);
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < k; j++) {
+      X[i * k + j] = Q[i * 2 * k + j]!;
+      Y0[i * k + j] = Math.cos(angles[j]!) * Q[i * 2 * k + j]! + Math.sin(angles[j]!) * Q[i * 2 * k + k + j]!;
+    }
   return { X, Y: mul(Y0, n, k, orth(rng, k, k), k) };
 }
 
@@ -67,7 +81,17 @@ async function writePeft(dir: string, mods: Record<string, Factors>, dtype: "F32
   }
   writeFileSync(join(dir, "adapter_model.safetensors"), await serializeSafetensors(specs, { format: "pt" }));
   const first = Object.values(mods)[0]!;
-  writeFileSync(join(dir, "adapter_config.json"), JSON.stringify({ peft_type: "LORA", r: first.r, lora_alpha: first.r, target_modules: ["q_proj", "v_proj", "o_proj", "up_proj"], alpha_pattern: alphas, rank_pattern: Object.fromEntries(Object.entries(mods).map(([p, f]) => [p, f.r])) }));
+  writeFileSync(
+    join(dir, "adapter_config.json"),
+    JSON.stringify({
+      peft_type: "LORA",
+      r: first.r,
+      lora_alpha: first.r,
+      target_modules: ["q_proj", "v_proj", "o_proj", "up_proj"],
+      alpha_pattern: alphas,
+      rank_pattern: Object.fromEntries(Object.entries(mods).map(([p, f]) => [p, f.r])),
+    }),
+  );
   return dir;
 }
 
@@ -94,8 +118,11 @@ test("diff: principal angles known by construction, cosines and differences equa
   const rng = new Rng(seed);
   const anglesOut = [1e-9, 1e-5, 0.3, 1.2];
   const anglesIn = [2e-8, 0.01, 0.7, Math.PI / 2 - 1e-3];
-  const out = 48, inn = 40, k = anglesOut.length;
-  const cols = pairWithAngles(rng, out, anglesOut), rows = pairWithAngles(rng, inn, anglesIn);
+  const out = 48,
+    inn = 40,
+    k = anglesOut.length;
+  const cols = pairWithAngles(rng, out, anglesOut),
+    rows = pairWithAngles(rng, inn, anglesIn);
   const a: Record<string, Factors> = {
     "model.layers.0.self_attn.q_proj": factorsOn(rng, cols.X, rows.X, out, inn, k, 0.5),
     "model.layers.0.self_attn.v_proj": randomFactors(rng, 32, 24, 8, 2),
@@ -112,7 +139,8 @@ test("diff: principal angles known by construction, cosines and differences equa
   };
   const pa = await writePeft(join(work, "a"), a, "F64");
   const pb = await writeKohya(join(work, "b.safetensors"), b, "F64");
-  const A = await loadAdapter(pa), B = await loadAdapter(pb);
+  const A = await loadAdapter(pa),
+    B = await loadAdapter(pb);
   try {
     for (const be of backends) {
       const rep = await diffAdapters(A, B, be, { signs: true });
@@ -124,12 +152,25 @@ test("diff: principal angles known by construction, cosines and differences equa
       q.principal_angles_out.forEach((t, i) => assert.ok(Math.abs(t - sorted(anglesOut)[i]!) < 1e-9, `${be.name} out angle ${i}: ${t} vs ${anglesOut[i]}`));
       q.principal_angles_in.forEach((t, i) => assert.ok(Math.abs(t - sorted(anglesIn)[i]!) < 1e-9, `${be.name} in angle ${i}: ${t} vs ${anglesIn[i]}`));
       for (const m of rep.modules) {
-        const fa = a[m.name]!, fb = b[m.name]!; // stored as F64: exactly these values
-        const wa = dense(fa), wb = dense(fb);
-        let dot = 0, na = 0, nb = 0, nd = 0, both = 0, differ = 0;
+        const fa = a[m.name]!,
+          fb = b[m.name]!; // stored as F64: exactly these values
+        const wa = dense(fa),
+          wb = dense(fb);
+        let dot = 0,
+          na = 0,
+          nb = 0,
+          nd = 0,
+          both = 0,
+          differ = 0;
         for (let i = 0; i < wa.length; i++) {
-          dot += wa[i]! * wb[i]!; na += wa[i]! ** 2; nb += wb[i]! ** 2; nd += (wa[i]! - wb[i]!) ** 2;
-          if (wa[i] !== 0 && wb[i] !== 0) { both++; if (wa[i]! > 0 !== wb[i]! > 0) differ++; }
+          dot += wa[i]! * wb[i]!;
+          na += wa[i]! ** 2;
+          nb += wb[i]! ** 2;
+          nd += (wa[i]! - wb[i]!) ** 2;
+          if (wa[i] !== 0 && wb[i] !== 0) {
+            both++;
+            if (wa[i]! > 0 !== wb[i]! > 0) differ++;
+          }
         }
         assert.ok(Math.abs(m.cosine! - dot / Math.sqrt(na * nb)) < 1e-9, `${be.name} ${m.name} cosine ${m.cosine} vs ${dot / Math.sqrt(na * nb)}`);
         const rel = Math.sqrt(nd / na);
@@ -149,9 +190,12 @@ test("diff: principal angles known by construction, cosines and differences equa
   }
 });
 
-test("diff: angles between generic subspaces equal numpy's dense SVD route within 1e-9", { skip: hasNumpy() ? false : "python3 with numpy not found" }, async () => {
+test("diff: angles between generic subspaces equal numpy's dense SVD route within 1e-9", {
+  skip: hasNumpy() ? false : "python3 with numpy not found",
+}, async () => {
   const rng = new Rng(seed + 1);
-  const fa = asStored(randomFactors(rng, 30, 26, 6, 1)), fb = asStored(randomFactors(rng, 30, 26, 4, 0.5));
+  const fa = asStored(randomFactors(rng, 30, 26, 6, 1)),
+    fb = asStored(randomFactors(rng, 30, 26, 4, 0.5));
   const pa = await writePeft(join(work, "na"), { "model.layers.0.self_attn.q_proj": fa });
   const pb = await writePeft(join(work, "nb"), { "model.layers.0.self_attn.q_proj": fb });
   // numpy: dense ΔW, full SVD, rank-k bases, cosines from σ(XᵀY), sines from σ of the residual
@@ -172,7 +216,8 @@ print(json.dumps({"out": angles(Ua, Ub), "inn": angles(Va, Vb), "cos": float((Wa
 `,
     { a: Array.from(dense(fa)), b: Array.from(dense(fb)) },
   );
-  const A = await loadAdapter(pa), B = await loadAdapter(pb);
+  const A = await loadAdapter(pa),
+    B = await loadAdapter(pb);
   try {
     for (const be of backends) {
       const m = (await diffAdapters(A, B, be, { signs: false })).modules[0]!;
@@ -191,7 +236,10 @@ print(json.dumps({"out": angles(Ua, Ub), "inn": angles(Va, Vb), "cos": float((Wa
 
 test("lora diff: JSON document, TSV rows and summary, shape mismatch exits 3", async () => {
   const rng = new Rng(seed + 2);
-  const pa = await writePeft(join(work, "ca"), { "model.layers.0.self_attn.q_proj": randomFactors(rng, 12, 10, 2, 1), "model.layers.0.self_attn.v_proj": randomFactors(rng, 12, 10, 2, 1) });
+  const pa = await writePeft(join(work, "ca"), {
+    "model.layers.0.self_attn.q_proj": randomFactors(rng, 12, 10, 2, 1),
+    "model.layers.0.self_attn.v_proj": randomFactors(rng, 12, 10, 2, 1),
+  });
   const pb = await writePeft(join(work, "cb"), { "model.layers.0.self_attn.q_proj": randomFactors(rng, 12, 10, 3, 1) });
   const j = await cli(["diff", pa, pb, "--json", "--backend", "js"]);
   assert.equal(j.code, 0, j.err);

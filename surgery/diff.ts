@@ -113,9 +113,11 @@ function transposed(m: Mat<Float64Array>): Mat<Float64Array> {
 async function signConflict(be: LinalgBackend, ta: LowRankTerm, tb: LowRankTerm): Promise<number> {
   const da = await be.gemm(ta.B as Mat<Float64Array>, ta.A as Mat<Float64Array>, { alpha: ta.scale });
   const db = await be.gemm(tb.B as Mat<Float64Array>, tb.A as Mat<Float64Array>, { alpha: tb.scale });
-  let both = 0, differ = 0;
+  let both = 0,
+    differ = 0;
   for (let i = 0; i < da.data.length; i++) {
-    const x = da.data[i]!, y = db.data[i]!;
+    const x = da.data[i]!,
+      y = db.data[i]!;
     if (x !== 0 && y !== 0) {
       both++;
       if (x > 0 !== y > 0) differ++;
@@ -124,15 +126,29 @@ async function signConflict(be: LinalgBackend, ta: LowRankTerm, tb: LowRankTerm)
   return both === 0 ? 0 : differ / both;
 }
 
-export async function diffModule(be: LinalgBackend, name: string, ma: LoraModule, fa: { A: Mat; B: Mat }, mb: LoraModule, fb: { A: Mat; B: Mat }, signs: boolean): Promise<ModuleDiff> {
-  const ta = termOf(ma, fa), tb = termOf(mb, fb);
+export async function diffModule(
+  be: LinalgBackend,
+  name: string,
+  ma: LoraModule,
+  fa: { A: Mat; B: Mat },
+  mb: LoraModule,
+  fb: { A: Mat; B: Mat },
+  signs: boolean,
+): Promise<ModuleDiff> {
+  const ta = termOf(ma, fa),
+    tb = termOf(mb, fb);
   const [sa, sb] = [await lowRankSvd(be, ta), await lowRankSvd(be, tb)];
-  const ka = numericalRank(sa.S), kb = numericalRank(sb.S);
-  const Ua = leadingCols(sa.U, ka), Ub = leadingCols(sb.U, kb);
-  const Va = leadingRowsT(sa.Vt, ka), Vb = leadingRowsT(sb.Vt, kb);
-  const na = Math.hypot(...sa.S), nb = Math.hypot(...sb.S);
+  const ka = numericalRank(sa.S),
+    kb = numericalRank(sb.S);
+  const Ua = leadingCols(sa.U, ka),
+    Ub = leadingCols(sb.U, kb);
+  const Va = leadingRowsT(sa.Vt, ka),
+    Vb = leadingRowsT(sb.Vt, kb);
+  const na = Math.hypot(...sa.S),
+    nb = Math.hypot(...sb.S);
   let cosine: number | null = null;
-  let anglesOut: number[] = [], anglesIn: number[] = [];
+  let anglesOut: number[] = [],
+    anglesIn: number[] = [];
   if (ka > 0 && kb > 0) {
     const P = await be.gemm(Ua, Ub, { transA: true }); // ka×kb
     const Q = await be.gemm(Va, Vb, { transA: true });
@@ -159,7 +175,8 @@ export async function diffModule(be: LinalgBackend, name: string, ma: LoraModule
 }
 
 function refuseDora(a: Adapter): void {
-  if (isDora(a)) throw new InvalidInputError(`${a.source}: a DoRA adapter: its ΔW depends on the base weight (magnitude vector), so it cannot be compared from the factors`);
+  if (isDora(a))
+    throw new InvalidInputError(`${a.source}: a DoRA adapter: its ΔW depends on the base weight (magnitude vector), so it cannot be compared from the factors`);
 }
 
 function median(xs: number[]): number | null {

@@ -85,9 +85,14 @@ interface Pair {
 /** Option combinations that do not need the files (usage errors, exit 2). */
 export function checkExtractOptions(o: ExtractOptions): void {
   const n = [o.rank, o.energy, o.budget].filter((x) => x !== undefined).length;
-  if (n !== 1) throw new UsageError(n === 0 ? "say how many ranks to keep: --rank R, --energy F or --budget K" : "--rank, --energy and --budget are mutually exclusive");
+  if (n !== 1)
+    throw new UsageError(n === 0 ? "say how many ranks to keep: --rank R, --energy F or --budget K" : "--rank, --energy and --budget are mutually exclusive");
   if (o.modules !== undefined) {
-    try { new RegExp(o.modules); } catch { throw new UsageError(`--modules ${JSON.stringify(o.modules)} is not a valid regular expression`); }
+    try {
+      new RegExp(o.modules);
+    } catch {
+      throw new UsageError(`--modules ${JSON.stringify(o.modules)} is not a valid regular expression`);
+    }
   }
   if (o.output === "-") throw new UsageError("extract writes a file or directory; -o - is not supported");
 }
@@ -98,14 +103,17 @@ function pairModels(base: Model, tuned: Model, o: ExtractOptions): Pair[] {
   const onlyTuned = [...tuned.tensors.keys()].filter((n) => !base.tensors.has(n));
   if (onlyBase.length || onlyTuned.length) {
     const list = (v: string[]) => v.slice(0, 5).join(", ") + (v.length > 5 ? ` … (${v.length})` : "");
-    throw new InvalidInputError(`the models do not have the same tensors${onlyBase.length ? `; only in BASE: ${list(onlyBase)}` : ""}${onlyTuned.length ? `; only in TUNED: ${list(onlyTuned)}` : ""}`);
+    throw new InvalidInputError(
+      `the models do not have the same tensors${onlyBase.length ? `; only in BASE: ${list(onlyBase)}` : ""}${onlyTuned.length ? `; only in TUNED: ${list(onlyTuned)}` : ""}`,
+    );
   }
   const conv1d = usesConv1D(base);
   const select = o.modules !== undefined ? new RegExp(o.modules) : null;
   const pairs: Pair[] = [];
   for (const [name, b] of base.tensors) {
     const t = tuned.tensors.get(name)!;
-    if (b.info.shape.join("×") !== t.info.shape.join("×")) throw new InvalidInputError(`tensor ${name}: shape ${b.info.shape.join("×")} in BASE but ${t.info.shape.join("×")} in TUNED`);
+    if (b.info.shape.join("×") !== t.info.shape.join("×"))
+      throw new InvalidInputError(`tensor ${name}: shape ${b.info.shape.join("×")} in BASE but ${t.info.shape.join("×")} in TUNED`);
     if (b.info.dtype !== t.info.dtype) throw new InvalidInputError(`tensor ${name}: dtype ${b.info.dtype} in BASE but ${t.info.dtype} in TUNED`);
     let target = MODEL_DTYPES.includes(b.info.dtype) ? weightTarget(name, b.info.shape, conv1d) : null;
     if (target && select && !select.test(target.path)) target = null;
@@ -115,7 +123,10 @@ function pairModels(base: Model, tuned: Model, o: ExtractOptions): Pair[] {
 }
 
 /** The run's two reused buffers: ΔW in float32, and one stored tensor's bytes. */
-interface Scratches { delta: Scratch; raw: Scratch }
+interface Scratches {
+  delta: Scratch;
+  raw: Scratch;
+}
 
 /** tuned − base in float32 (the stored difference, rows×cols as stored) and its ‖·‖² in float64. */
 async function difference(p: Pair, work: Scratches, onBytes: (n: number) => void): Promise<{ data: Float32Array; norm2: number }> {
@@ -131,14 +142,25 @@ async function difference(p: Pair, work: Scratches, onBytes: (n: number) => void
 /** Whether two tensors hold the same bytes, compared chunk by chunk. */
 async function sameBytes(p: Pair, onBytes: (n: number) => void): Promise<boolean> {
   const chunks: Uint8Array[] = [];
-  await p.base.file.copyRaw(p.base.info, async (c) => { chunks.push(c); onBytes(c.byteLength); });
-  let i = 0, off = 0, same = true;
+  await p.base.file.copyRaw(p.base.info, async (c) => {
+    chunks.push(c);
+    onBytes(c.byteLength);
+  });
+  let i = 0,
+    off = 0,
+    same = true;
   await p.tuned.file.copyRaw(p.tuned.info, async (c) => {
     onBytes(c.byteLength);
     if (!same) return;
     for (let j = 0; j < c.length; j++) {
-      if (off === chunks[i]!.length) { i++; off = 0; }
-      if (chunks[i]![off++] !== c[j]) { same = false; return; }
+      if (off === chunks[i]!.length) {
+        i++;
+        off = 0;
+      }
+      if (chunks[i]![off++] !== c[j]) {
+        same = false;
+        return;
+      }
     }
   });
   return same;
@@ -158,8 +180,10 @@ function encodeFactors(svd: TruncatedSvd, target: WeightTarget, dtype: DType): {
   const t = svd.S.length;
   // Stored in×out (Conv1D): the stored difference M = U Σ Vᵀ, so ΔW = Mᵀ = V Σ Uᵀ.
   const left = target.transposed ? null : svd.U; // out×t when not transposed
-  const out = target.out, inn = target.in;
-  const B = new Float32Array(out * t), A = new Float32Array(t * inn);
+  const out = target.out,
+    inn = target.in;
+  const B = new Float32Array(out * t),
+    A = new Float32Array(t * inn);
   for (let c = 0; c < t; c++) {
     const r = Math.sqrt(svd.S[c]!);
     if (left) {
@@ -200,7 +224,10 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
       const pairs = pairModels(base, tuned, o);
       if (existsSync(o.output) && !o.force) throw new UsageError(`output exists: ${o.output} (use --force to overwrite)`);
       const targets = pairs.filter((p) => p.target !== null);
-      if (!targets.length) throw new InvalidInputError(o.modules !== undefined ? `no 2-D or conv weight matches --modules ${o.modules}` : "the models have no 2-D or conv weights");
+      if (!targets.length)
+        throw new InvalidInputError(
+          o.modules !== undefined ? `no 2-D or conv weight matches --modules ${o.modules}` : "the models have no 2-D or conv weights",
+        );
       const format = o.to ?? (base.stem === "diffusion_pytorch_model" ? "kohya" : "peft");
       const conv1d = targets.some((p) => p.target!.transposed);
       if (format === "kohya" && conv1d) throw new UsageError("GPT-2 Conv1D weights need PEFT's fan_in_fan_out; use --to peft");
@@ -209,7 +236,10 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
       const bytesOf = (ps: Pair[]) => ps.reduce((s, p) => s + 2 * (p.base.info.end - p.base.info.begin), 0);
       const total = passes * bytesOf(targets) + bytesOf(others);
       let read = 0;
-      const onBytes = (n: number) => { read += n; deps.onBytes?.(read, total); };
+      const onBytes = (n: number) => {
+        read += n;
+        deps.onBytes?.(read, total);
+      };
       const notes: string[] = [];
       const work: Scratches = {
         delta: new Scratch(4 * Math.max(...targets.map((p) => p.base.info.shape.reduce((x, y) => x * y, 1)))),
@@ -224,8 +254,13 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         for (const p of targets) {
           const { data, norm2 } = await difference(p, work, onBytes);
           const w = p.target!;
-          const rows = w.transposed ? w.in : w.out, cols = w.transposed ? w.out : w.in;
-          const sv = norm2 === 0 ? new Float64Array(0) : (await truncatedSvd(be, { rows, cols, data }, { rank: Math.min(cap, rows, cols), exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 })).sigma;
+          const rows = w.transposed ? w.in : w.out,
+            cols = w.transposed ? w.out : w.in;
+          const sv =
+            norm2 === 0
+              ? new Float64Array(0)
+              : (await truncatedSvd(be, { rows, cols, data }, { rank: Math.min(cap, rows, cols), exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 }))
+                  .sigma;
           spectra.push({ name: p.name, sigma: sv, in: w.in, out: w.out, rank: Math.min(cap, rows, cols) });
         }
         const alloc = allocate(spectra, { budget: o.budget, score: "energy", minRank: 0, rho: 2 });
@@ -236,7 +271,10 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
       const dtypeFor = (p: Pair): DType => o.dtype ?? p.base.info.dtype;
       const changedOther: string[] = [];
       for (const p of others) if (!(await sameBytes(p, onBytes))) changedOther.push(p.name);
-      if (changedOther.length) notes.push(`${changedOther.length} other tensor(s) changed (biases, norms, embeddings) and are not in the adapter: ${changedOther.slice(0, 6).join(", ")}${changedOther.length > 6 ? ", …" : ""}`);
+      if (changedOther.length)
+        notes.push(
+          `${changedOther.length} other tensor(s) changed (biases, norms, embeddings) and are not in the adapter: ${changedOther.slice(0, 6).join(", ")}${changedOther.length > 6 ? ", …" : ""}`,
+        );
 
       return await withScratchFile(o.output, async (fh) => {
         const spilled: Spilled[] = [];
@@ -246,10 +284,18 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         for (const p of targets) {
           const w = p.target!;
           const budgetRank = ranks.get(p.name);
-          if (budgetRank === 0) { read += 2 * (p.base.info.end - p.base.info.begin); deps.onBytes?.(read, total); continue; }
+          if (budgetRank === 0) {
+            read += 2 * (p.base.info.end - p.base.info.begin);
+            deps.onBytes?.(read, total);
+            continue;
+          }
           const { data, norm2 } = await difference(p, work, onBytes);
-          if (norm2 === 0) { unchanged.push(w.path); continue; }
-          const rows = w.transposed ? w.in : w.out, cols = w.transposed ? w.out : w.in;
+          if (norm2 === 0) {
+            unchanged.push(w.path);
+            continue;
+          }
+          const rows = w.transposed ? w.in : w.out,
+            cols = w.transposed ? w.out : w.in;
           const want = budgetRank !== undefined ? { rank: budgetRank } : o.rank !== undefined ? { rank: Math.min(o.rank, rows, cols) } : { energy: o.energy! };
           const svd = await truncatedSvd(be, { rows, cols, data }, { ...want, exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 });
           const dtype = dtypeFor(p);
@@ -261,8 +307,14 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
           const err = Math.sqrt(svd.err2 / norm2);
           const opt2 = svd.excess2 === null ? 0 : svd.err2 - svd.excess2;
           modules.push({
-            name: w.path, rank_in: Math.min(rows, cols), rank: svd.S.length, relative_error: err, retained_energy: 1 - svd.err2 / norm2,
-            target_norm: Math.sqrt(norm2), route: svd.exact ? "exact" : "randomized", power_iterations: svd.powerIters,
+            name: w.path,
+            rank_in: Math.min(rows, cols),
+            rank: svd.S.length,
+            relative_error: err,
+            retained_energy: 1 - svd.err2 / norm2,
+            target_norm: Math.sqrt(norm2),
+            route: svd.exact ? "exact" : "randomized",
+            power_iterations: svd.powerIters,
             excess_estimate: svd.exact ? 0 : svd.excess2 === null ? null : opt2 > 0 ? Math.sqrt(svd.err2 / opt2) - 1 : 0,
           });
         }
@@ -271,7 +323,11 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         const outModules: OutModule[] = spilled.map((s) => ({
           path: s.target.path,
           ...(format === "kohya" ? { stem: kohyaStemOf(base, s.target.path) } : {}),
-          kind: s.target.kind, rank: s.rank, alpha: s.rank, out: s.target.out, in: s.target.in,
+          kind: s.target.kind,
+          rank: s.rank,
+          alpha: s.rank,
+          out: s.target.out,
+          in: s.target.in,
           ...(s.target.kernel ? { kernel: s.target.kernel } : {}),
           dtype: s.dtype,
           produce: async () => ({ A: await readSpill(fh, s.at, s.aBytes), B: await readSpill(fh, s.at + s.aBytes, s.bBytes) }),
@@ -280,12 +336,23 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         const out: AdapterOutput = { format, modules: outModules, passthrough: [], baseConfig, metadata: {} };
         const inputs = [o.base, o.tuned, ...base.shards.map((s) => join(base.dir, s.name)), ...tuned.shards.map((s) => join(tuned.dir, s.name))];
         await writeAdapter(o.output, out, { force: o.force, inputs });
-        let num = 0, den = 0, params = 0;
-        for (const m of modules) { num += (m.relative_error * m.target_norm) ** 2; den += m.target_norm ** 2; }
+        let num = 0,
+          den = 0,
+          params = 0;
+        for (const m of modules) {
+          num += (m.relative_error * m.target_norm) ** 2;
+          den += m.target_norm ** 2;
+        }
         for (const s of spilled) params += s.rank * (s.target.in + s.target.out);
         return {
-          command: "extract", method: o.exact ? "exact" : "randomized", inputs: [o.base, o.tuned], output: o.output, format,
-          modules, unchanged, changed_other: changedOther,
+          command: "extract",
+          method: o.exact ? "exact" : "randomized",
+          inputs: [o.base, o.tuned],
+          output: o.output,
+          format,
+          modules,
+          unchanged,
+          changed_other: changedOther,
           totals: { modules: modules.length, rank: modules.reduce((s, m) => s + m.rank, 0), relative_error: den > 0 ? Math.sqrt(num / den) : 0, params },
           notes,
         };

@@ -15,7 +15,8 @@ export interface ModuleFactorsGrams extends ModuleFactors<Float64Array> {
 export async function readFactorsWithGrams(adapter: Adapter, m: LoraModule, be: LinalgBackend): Promise<ModuleFactorsGrams> {
   if (!rawReadable(m)) {
     const f = await readFactors(adapter, m, "f64");
-    const A = f.A as Mat<Float64Array>, B = f.B as Mat<Float64Array>;
+    const A = f.A as Mat<Float64Array>,
+      B = f.B as Mat<Float64Array>;
     const gb = await be.gemm(B, B, { transA: true });
     const ga = await be.gemm(A, A, { transB: true });
     return { A, B, GB: gb.data, GA: ga.data };

@@ -14,7 +14,10 @@ function brute(mods: KnapsackModule[], W: number): number {
   const k = mods.map(() => 0);
   const rec = (i: number, bytes: number, value: number): void => {
     if (bytes > W) return;
-    if (i === mods.length) { best = Math.max(best, value); return; }
+    if (i === mods.length) {
+      best = Math.max(best, value);
+      return;
+    }
     let v = value;
     for (let r = 0; r <= mods[i]!.values.length; r++) {
       if (r > 0) v += mods[i]!.values[r - 1]!;
@@ -30,8 +33,13 @@ function brute(mods: KnapsackModule[], W: number): number {
 function greedy(mods: KnapsackModule[], W: number): number {
   const units = mods.flatMap((m) => Array.from(m.values, (v) => ({ v, c: m.cost })));
   units.sort((a, b) => b.v / b.c - a.v / a.c);
-  let left = W, value = 0;
-  for (const u of units) if (u.c <= left && u.v > 0) { left -= u.c; value += u.v; }
+  let left = W,
+    value = 0;
+  for (const u of units)
+    if (u.c <= left && u.v > 0) {
+      left -= u.c;
+      value += u.v;
+    }
   return value;
 }
 
@@ -57,9 +65,15 @@ test("knapsack: the optimum of brute force on 3000 small random catalogs; budget
     assert.ok(r.optimal, `case ${t}: search did not complete`);
     assert.ok(Math.abs(r.value - opt) <= 1e-9 * Math.max(1, opt), `case ${t}: ${r.value} vs brute force ${opt} (W ${W}, ${JSON.stringify(mods)})`);
     assert.ok(r.bytes <= W);
-    assert.equal(r.bytes, r.ranks.reduce((s, k, i) => s + k * mods[i]!.cost, 0));
+    assert.equal(
+      r.bytes,
+      r.ranks.reduce((s, k, i) => s + k * mods[i]!.cost, 0),
+    );
     let v = 0;
-    r.ranks.forEach((k, i) => { assert.ok(k >= 0 && k <= mods[i]!.values.length); for (let j = 0; j < k; j++) v += mods[i]!.values[j]!; });
+    r.ranks.forEach((k, i) => {
+      assert.ok(k >= 0 && k <= mods[i]!.values.length);
+      for (let j = 0; j < k; j++) v += mods[i]!.values[j]!;
+    });
     assert.ok(Math.abs(v - r.value) <= 1e-9 * Math.max(1, v));
     assert.ok(r.bound >= r.value - 1e-9 * Math.max(1, r.value));
     if (greedy(mods, W) < opt - 1e-9) greedyWorse++;
@@ -71,14 +85,32 @@ test("knapsack: the optimum of brute force on 3000 small random catalogs; budget
 test("knapsack: a hand case where energy per byte misleads", () => {
   // Module a: one unit of value 10 at cost 6 (density 1.67); b: two units of 6 at cost 4 (1.5 each). W = 8.
   // Greedy takes a (6 bytes) and then nothing fits: 10. Optimal: both units of b: 12.
-  const r = solveKnapsack([{ cost: 6, values: [10] }, { cost: 4, values: [6, 6] }], 8);
+  const r = solveKnapsack(
+    [
+      { cost: 6, values: [10] },
+      { cost: 4, values: [6, 6] },
+    ],
+    8,
+  );
   assert.deepEqual(r.ranks, [0, 2]);
   assert.equal(r.value, 12);
-  assert.equal(greedy([{ cost: 6, values: [10] }, { cost: 4, values: [6, 6] }], 8), 10);
+  assert.equal(
+    greedy(
+      [
+        { cost: 6, values: [10] },
+        { cost: 4, values: [6, 6] },
+      ],
+      8,
+    ),
+    10,
+  );
 });
 
 test("knapsack: everything fits, nothing fits, bad input", () => {
-  const mods = [{ cost: 2, values: [3, 1] }, { cost: 3, values: [2, 0] }];
+  const mods = [
+    { cost: 2, values: [3, 1] },
+    { cost: 3, values: [2, 0] },
+  ];
   assert.deepEqual(solveKnapsack(mods, 100).ranks, [2, 1]);
   assert.deepEqual(solveKnapsack(mods, 1).ranks, [0, 0]);
   assert.throws(() => solveKnapsack([{ cost: 2, values: [1, 3] }], 5), /non-increasing/);

@@ -61,7 +61,8 @@ function buildClasses(mods: KnapsackModule[]): Class[] {
     }
     // k-way merge of the modules' non-increasing sequences (a binary heap on each module's next
     // value, ties to the lower module index), so each module's units stay a prefix of the class.
-    const flat = new Float64Array(n), start = new Int32Array(ids.length + 1);
+    const flat = new Float64Array(n),
+      start = new Int32Array(ids.length + 1);
     ids.forEach((id, k) => {
       const v = mods[id]!.values;
       start[k + 1] = start[k]! + v.length;
@@ -74,17 +75,21 @@ function buildClasses(mods: KnapsackModule[]): Class[] {
     const above = (x: number, y: number) => flat[pos[x]!]! > flat[pos[y]!]! || (flat[pos[x]!]! === flat[pos[y]!]! && x < y);
     const down = (i: number) => {
       for (;;) {
-        const l = 2 * i + 1, r = l + 1;
+        const l = 2 * i + 1,
+          r = l + 1;
         let m = i;
         if (l < size && above(heap[l]!, heap[m]!)) m = l;
         if (r < size && above(heap[r]!, heap[m]!)) m = r;
         if (m === i) return;
-        const t = heap[i]!; heap[i] = heap[m]!; heap[m] = t;
+        const t = heap[i]!;
+        heap[i] = heap[m]!;
+        heap[m] = t;
         i = m;
       }
     };
     for (let i = (size >> 1) - 1; i >= 0; i--) down(i);
-    const values = new Float64Array(n), owner = new Int32Array(n);
+    const values = new Float64Array(n),
+      owner = new Int32Array(n);
     for (let u = 0; u < n; u++) {
       const k = heap[0]!;
       values[u] = flat[pos[k]!]!;
@@ -99,7 +104,8 @@ function buildClasses(mods: KnapsackModule[]): Class[] {
 
 /** Units of a class with value > t (values descending): binary search. */
 function countAbove(values: Float64Array, t: number): number {
-  let lo = 0, hi = values.length;
+  let lo = 0,
+    hi = values.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
     if (values[mid]! > t) lo = mid + 1;
@@ -128,7 +134,8 @@ function breakDensity(classes: Class[], W: number): number {
 /** Penalty |v − λc| of moving a class δ units away from its base, for δ in [−base, size − base]. */
 function penaltyTable(c: Class, lam: number, lo: number, hi: number): { neg: Float64Array; pos: Float64Array } {
   const lc = lam * c.cost;
-  const neg = new Float64Array(lo + 1), pos = new Float64Array(hi + 1);
+  const neg = new Float64Array(lo + 1),
+    pos = new Float64Array(hi + 1);
   for (let d = 1; d <= lo; d++) neg[d] = neg[d - 1]! + (c.values[c.base - d]! - lc);
   for (let d = 1; d <= hi; d++) pos[d] = pos[d - 1]! + (lc - c.values[c.base + d - 1]!);
   return { neg, pos };
@@ -138,7 +145,8 @@ export function solveKnapsack(mods: KnapsackModule[], capacity: number, opts: { 
   const W = Math.max(0, capacity);
   const classes = buildClasses(mods);
   const lam = breakDensity(classes, W);
-  let baseWeight = 0, L = lam * W;
+  let baseWeight = 0,
+    L = lam * W;
   for (const c of classes) {
     c.base = countAbove(c.values, lam * c.cost);
     baseWeight += c.base * c.cost;
@@ -151,11 +159,15 @@ export function solveKnapsack(mods: KnapsackModule[], capacity: number, opts: { 
     let left = R;
     const next = classes.map((c) => c.base);
     for (;;) {
-      let best = -1, bestD = -Infinity;
+      let best = -1,
+        bestD = -Infinity;
       classes.forEach((c, j) => {
         if (next[j]! < c.values.length && c.cost <= left) {
           const d = c.values[next[j]!]! / c.cost;
-          if (d > bestD) { bestD = d; best = j; }
+          if (d > bestD) {
+            bestD = d;
+            best = j;
+          }
         }
       });
       if (best < 0 || bestD <= 0) break;
@@ -166,8 +178,12 @@ export function solveKnapsack(mods: KnapsackModule[], capacity: number, opts: { 
   }
   const J = classes.length;
   const costOf = (delta: number[], tables: { neg: Float64Array; pos: Float64Array }[]) => {
-    let pen = 0, used = 0;
-    delta.forEach((d, j) => { pen += d >= 0 ? tables[j]!.pos[d]! : tables[j]!.neg[-d]!; used += d * classes[j]!.cost; });
+    let pen = 0,
+      used = 0;
+    delta.forEach((d, j) => {
+      pen += d >= 0 ? tables[j]!.pos[d]! : tables[j]!.neg[-d]!;
+      used += d * classes[j]!.cost;
+    });
     return pen + lam * (R - used);
   };
   // Each class's deviations worth considering: those whose own penalty is below the incumbent's cost.
@@ -175,7 +191,8 @@ export function solveKnapsack(mods: KnapsackModule[], capacity: number, opts: { 
   let bestDelta = greedy.slice();
   let bestCost = costOf(greedy, fullTables);
   const windows = fullTables.map((t) => {
-    let pos = 0, neg = 0;
+    let pos = 0,
+      neg = 0;
     while (pos + 1 < t.pos.length && t.pos[pos + 1]! < bestCost) pos++;
     while (neg + 1 < t.neg.length && t.neg[neg + 1]! < bestCost) neg++;
     return { pos, neg };
@@ -184,20 +201,28 @@ export function solveKnapsack(mods: KnapsackModule[], capacity: number, opts: { 
   // penalty of any deviation with that Δ, class by class; states at or above the incumbent are dropped.
   const g = classes.reduce((x, c) => gcd(x, c.cost), 0) || 1;
   const steps = classes.map((c) => c.cost / g);
-  let lo = 0, hi = 0;
-  for (let j = 0; j < J; j++) { lo -= windows[j]!.neg * steps[j]!; hi += windows[j]!.pos * steps[j]!; }
+  let lo = 0,
+    hi = 0;
+  for (let j = 0; j < J; j++) {
+    lo -= windows[j]!.neg * steps[j]!;
+    hi += windows[j]!.pos * steps[j]!;
+  }
   const Rg = Math.floor(R / g + 1e-9);
   hi = Math.min(hi, Rg + (0 - lo)); // a state above R/g plus every later removal can never fit
   const size = hi - lo + 1;
   const nodeLimit = opts.nodeLimit ?? 400_000_000;
-  let nodes = 0, complete = size * J <= 50_000_000;
+  let nodes = 0,
+    complete = size * J <= 50_000_000;
   if (complete) {
     let F = new Float64Array(size).fill(Infinity);
     F[-lo] = 0;
     const choice: Int32Array[] = [];
     for (let j = 0; j < J && complete; j++) {
-      const { pos, neg } = windows[j]!, t = fullTables[j]!, a = steps[j]!;
-      const G = new Float64Array(size).fill(Infinity), pick = new Int32Array(size);
+      const { pos, neg } = windows[j]!,
+        t = fullTables[j]!,
+        a = steps[j]!;
+      const G = new Float64Array(size).fill(Infinity),
+        pick = new Int32Array(size);
       for (let k = 0; k < size; k++) {
         const f = F[k]!;
         if (f >= bestCost) continue;
@@ -206,17 +231,26 @@ export function solveKnapsack(mods: KnapsackModule[], capacity: number, opts: { 
           if (p >= bestCost) break;
           const i = k + d * a;
           if (i >= size) break;
-          if (p < G[i]!) { G[i] = p; pick[i] = d; }
+          if (p < G[i]!) {
+            G[i] = p;
+            pick[i] = d;
+          }
         }
         for (let d = 1; d <= neg; d++) {
           const p = f + t.neg[d]!;
           if (p >= bestCost) break;
           const i = k - d * a;
           if (i < 0) break;
-          if (p < G[i]!) { G[i] = p; pick[i] = -d; }
+          if (p < G[i]!) {
+            G[i] = p;
+            pick[i] = -d;
+          }
         }
         nodes += pos + neg + 1;
-        if (nodes > nodeLimit) { complete = false; break; }
+        if (nodes > nodeLimit) {
+          complete = false;
+          break;
+        }
       }
       choice.push(pick);
       F = G;
@@ -225,20 +259,30 @@ export function solveKnapsack(mods: KnapsackModule[], capacity: number, opts: { 
       let bestK = -1;
       for (let k = 0; k < size && k + lo <= Rg; k++) {
         const total = F[k]! + lam * (R - (k + lo) * g);
-        if (total < bestCost) { bestCost = total; bestK = k; }
+        if (total < bestCost) {
+          bestCost = total;
+          bestK = k;
+        }
       }
       if (bestK >= 0) {
         const d = classes.map(() => 0);
-        for (let j = J - 1, k = bestK; j >= 0; j--) { d[j] = choice[j]![k]!; k -= d[j]! * steps[j]!; }
+        for (let j = J - 1, k = bestK; j >= 0; j--) {
+          d[j] = choice[j]![k]!;
+          k -= d[j]! * steps[j]!;
+        }
         bestDelta = d;
       }
     }
   }
   const ranks = mods.map(() => 0);
-  let value = 0, bytes = 0;
+  let value = 0,
+    bytes = 0;
   classes.forEach((c, j) => {
     const n = c.base + bestDelta[j]!;
-    for (let i = 0; i < n; i++) { ranks[c.owner[i]!]!++; value += c.values[i]!; }
+    for (let i = 0; i < n; i++) {
+      ranks[c.owner[i]!]!++;
+      value += c.values[i]!;
+    }
     bytes += n * c.cost;
   });
   return { ranks, value, bytes, bound: L, optimal: complete, nodes };

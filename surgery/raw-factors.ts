@@ -5,7 +5,8 @@ import type { FactorDType, RawFactor } from "../linalg/types.js";
 import type { BufferPool } from "./buffer-pool.js";
 
 export async function withRawFactors<T>(a: Adapter, m: LoraModule, pool: BufferPool, fn: (B: RawFactor, A: RawFactor) => Promise<T>): Promise<T> {
-  const rawB = pool.take(m.B.end - m.B.begin), rawA = pool.take(m.A.end - m.A.begin);
+  const rawB = pool.take(m.B.end - m.B.begin),
+    rawA = pool.take(m.A.end - m.A.begin);
   try {
     await Promise.all([a.file.readRawInto(m.B, rawB), a.file.readRawInto(m.A, rawA)]);
     return await fn(

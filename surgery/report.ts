@@ -33,8 +33,12 @@ export interface WriteReport {
 
 /** Totals: overall relative error √(Σ errᵢ²‖Tᵢ‖²) / √(Σ ‖Tᵢ‖²) (the error of the whole adapter). */
 export function totalsOf(mods: ModuleResult[]): WriteReport["totals"] {
-  let num = 0, den = 0;
-  for (const m of mods) { num += (m.relative_error * m.target_norm) ** 2; den += m.target_norm ** 2; }
+  let num = 0,
+    den = 0;
+  for (const m of mods) {
+    num += (m.relative_error * m.target_norm) ** 2;
+    den += m.target_norm ** 2;
+  }
   const rin = (m: ModuleResult) => (Array.isArray(m.rank_in) ? m.rank_in.reduce((s, x) => s + x, 0) : m.rank_in);
   return {
     modules: mods.filter((m) => m.rank > 0).length,

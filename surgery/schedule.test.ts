@@ -6,7 +6,14 @@ const tick = () => new Promise((r) => setImmediate(r));
 
 test("ReadAhead starts each item once, `window` items ahead of the one taken, in order", async () => {
   const started: number[] = [];
-  const ra = new ReadAhead([1, 2, 3, 4, 5], async (k) => { started.push(k); return k * 10; }, 2);
+  const ra = new ReadAhead(
+    [1, 2, 3, 4, 5],
+    async (k) => {
+      started.push(k);
+      return k * 10;
+    },
+    2,
+  );
   assert.equal(await ra.take(1), 10);
   assert.deepEqual(started, [1, 2, 3]);
   assert.equal(await ra.take(2), 20);
@@ -17,7 +24,14 @@ test("ReadAhead starts each item once, `window` items ahead of the one taken, in
 });
 
 test("ReadAhead: a failure of work started ahead surfaces when its item is taken", async () => {
-  const ra = new ReadAhead(["a", "b"], async (k) => { if (k === "b") throw new Error("bad b"); return k; }, 1);
+  const ra = new ReadAhead(
+    ["a", "b"],
+    async (k) => {
+      if (k === "b") throw new Error("bad b");
+      return k;
+    },
+    1,
+  );
   assert.equal(await ra.take("a"), "a");
   await tick();
   await assert.rejects(ra.take("b"), /bad b/);
@@ -25,17 +39,19 @@ test("ReadAhead: a failure of work started ahead surfaces when its item is taken
 
 test("Lanes runs at most `count` calls at once and every call completes in order of arrival", async () => {
   const lanes = new Lanes(2);
-  let running = 0, peak = 0;
+  let running = 0,
+    peak = 0;
   const order: number[] = [];
   const gates: (() => void)[] = [];
-  const job = (i: number) => lanes.run(async () => {
-    running++;
-    peak = Math.max(peak, running);
-    await new Promise<void>((r) => gates.push(r));
-    running--;
-    order.push(i);
-    return i;
-  });
+  const job = (i: number) =>
+    lanes.run(async () => {
+      running++;
+      peak = Math.max(peak, running);
+      await new Promise<void>((r) => gates.push(r));
+      running--;
+      order.push(i);
+      return i;
+    });
   const all = Promise.all([0, 1, 2, 3, 4].map(job));
   for (let i = 0; i < 5; i++) {
     await tick();
@@ -45,6 +61,11 @@ test("Lanes runs at most `count` calls at once and every call completes in order
   assert.deepEqual(await all, [0, 1, 2, 3, 4]);
   assert.equal(peak, 2);
   assert.deepEqual(order, [0, 1, 2, 3, 4]);
-  await assert.rejects(lanes.run(async () => { throw new Error("x"); }), /x/);
+  await assert.rejects(
+    lanes.run(async () => {
+      throw new Error("x");
+    }),
+    /x/,
+  );
   assert.equal(await lanes.run(async () => 7), 7, "a failed call frees its lane");
 });

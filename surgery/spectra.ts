@@ -19,7 +19,11 @@ export interface ModuleSpectrum {
 }
 
 /** The spectrum of each module, in a.modules order. keepGrams: keep the Grams too (2r² floats a module). */
-export async function moduleSpectra(a: Adapter, be: LinalgBackend, opts: { onModule?: (done: number, total: number) => void; keepGrams?: boolean } = {}): Promise<Map<LoraModule, ModuleSpectrum>> {
+export async function moduleSpectra(
+  a: Adapter,
+  be: LinalgBackend,
+  opts: { onModule?: (done: number, total: number) => void; keepGrams?: boolean } = {},
+): Promise<Map<LoraModule, ModuleSpectrum>> {
   const out = new Map<LoraModule, ModuleSpectrum>();
   const run = async (lanes: number) => {
     const pool = new BufferPool();

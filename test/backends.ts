@@ -11,6 +11,8 @@ export async function testBackends(): Promise<LinalgBackend[]> {
     if (p.ok) out.push(p.backend);
     const c = native.probeCuda(process.env.LORA_TEST_CUDA_ADDON ? { binding: process.env.LORA_TEST_CUDA_ADDON } : {});
     if (c.ok) out.push(c.backend);
-  } catch { /* addon not built: js only */ }
+  } catch {
+    /* addon not built: js only */
+  }
   return out;
 }

@@ -2,8 +2,16 @@
 import { main } from "../commands/index.js";
 
 export async function runCli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "", err = "";
-  const sink = (f: (s: string) => void) => ({ write: (s: string) => { f(s); return true; }, isTTY: false }) as unknown as NodeJS.WriteStream;
+  let out = "",
+    err = "";
+  const sink = (f: (s: string) => void) =>
+    ({
+      write: (s: string) => {
+        f(s);
+        return true;
+      },
+      isTTY: false,
+    }) as unknown as NodeJS.WriteStream;
   const code = await main(argv, { stdout: sink((s) => (out += s)), stderr: sink((s) => (err += s)), stdin: process.stdin, env: {}, color: false } as never);
   return { code, out, err };
 }

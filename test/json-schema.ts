@@ -6,7 +6,26 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
 type Schema = Record<string, unknown>;
-const KNOWN = new Set(["$schema", "$id", "title", "description", "type", "const", "enum", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "oneOf", "$ref"]);
+const KNOWN = new Set([
+  "$schema",
+  "$id",
+  "title",
+  "description",
+  "type",
+  "const",
+  "enum",
+  "properties",
+  "required",
+  "additionalProperties",
+  "items",
+  "minItems",
+  "maxItems",
+  "minimum",
+  "maximum",
+  "exclusiveMinimum",
+  "oneOf",
+  "$ref",
+]);
 
 function typeOf(v: unknown): string {
   if (v === null) return "null";

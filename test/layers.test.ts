@@ -45,7 +45,16 @@ test("each rule reports a planted violation", () => {
     }
     const r = cruise(dir, ["bin", "commands", "common", "formats", "linalg", "surgery"]);
     assert.notEqual(r.status, 0, r.out);
-    for (const rule of ["no-circular", "formats-not-linalg", "linalg-not-formats", "common-is-the-ground", "lower-layers-not-surgery", "nothing-below-commands-imports-commands", "no-command-imports-another", "nothing-imports-bin"]) {
+    for (const rule of [
+      "no-circular",
+      "formats-not-linalg",
+      "linalg-not-formats",
+      "common-is-the-ground",
+      "lower-layers-not-surgery",
+      "nothing-below-commands-imports-commands",
+      "no-command-imports-another",
+      "nothing-imports-bin",
+    ]) {
       assert.match(r.out, new RegExp(`error ${rule}:`), `${rule} was not reported:\n${r.out}`);
     }
   } finally {

@@ -56,26 +56,37 @@ export function familyTensors(f: Family, s: FamilySize): GenTensor[] {
     t.push({ name: "transformer.wte.weight", shape: [s.vocab, s.hidden] }, { name: "transformer.wpe.weight", shape: [32, s.hidden] });
     for (let l = 0; l < s.layers; l++) {
       const p = `transformer.h.${l}.`;
-      vec(p + "ln_1.weight", s.hidden); vec(p + "ln_1.bias", s.hidden);
-      c1d(p + "attn.c_attn.weight", s.hidden, 3 * s.hidden); vec(p + "attn.c_attn.bias", 3 * s.hidden);
-      c1d(p + "attn.c_proj.weight", s.hidden, s.hidden); vec(p + "attn.c_proj.bias", s.hidden);
-      vec(p + "ln_2.weight", s.hidden); vec(p + "ln_2.bias", s.hidden);
-      c1d(p + "mlp.c_fc.weight", s.hidden, s.inter); vec(p + "mlp.c_fc.bias", s.inter);
-      c1d(p + "mlp.c_proj.weight", s.inter, s.hidden); vec(p + "mlp.c_proj.bias", s.hidden);
+      vec(p + "ln_1.weight", s.hidden);
+      vec(p + "ln_1.bias", s.hidden);
+      c1d(p + "attn.c_attn.weight", s.hidden, 3 * s.hidden);
+      vec(p + "attn.c_attn.bias", 3 * s.hidden);
+      c1d(p + "attn.c_proj.weight", s.hidden, s.hidden);
+      vec(p + "attn.c_proj.bias", s.hidden);
+      vec(p + "ln_2.weight", s.hidden);
+      vec(p + "ln_2.bias", s.hidden);
+      c1d(p + "mlp.c_fc.weight", s.hidden, s.inter);
+      vec(p + "mlp.c_fc.bias", s.inter);
+      c1d(p + "mlp.c_proj.weight", s.inter, s.hidden);
+      vec(p + "mlp.c_proj.bias", s.hidden);
     }
-    vec("transformer.ln_f.weight", s.hidden); vec("transformer.ln_f.bias", s.hidden);
+    vec("transformer.ln_f.weight", s.hidden);
+    vec("transformer.ln_f.bias", s.hidden);
   } else {
     const C = s.hidden;
-    const conv = (name: string, out: number, inn: number, k: number) => t.push({ name, shape: [out, inn, k, k], target: { out, in: inn * k * k, transposed: false } });
-    conv("conv_in.weight", C, 4, 3); vec("conv_in.bias", C);
+    const conv = (name: string, out: number, inn: number, k: number) =>
+      t.push({ name, shape: [out, inn, k, k], target: { out, in: inn * k * k, transposed: false } });
+    conv("conv_in.weight", C, 4, 3);
+    vec("conv_in.bias", C);
     for (let l = 0; l < s.layers; l++) {
       const p = `down_blocks.${l}.`;
       vec(p + "resnets.0.norm1.weight", C);
-      conv(p + "resnets.0.conv1.weight", C, C, 3); vec(p + "resnets.0.conv1.bias", C);
+      conv(p + "resnets.0.conv1.weight", C, C, 3);
+      vec(p + "resnets.0.conv1.bias", C);
       conv(p + "attentions.0.proj_in.weight", C, C, 1);
       const a = p + "attentions.0.transformer_blocks.0.";
       for (const q of ["attn1.to_q", "attn1.to_k", "attn1.to_v"]) lin(a + q + ".weight", C, C);
-      lin(a + "attn1.to_out.0.weight", C, C); vec(a + "attn1.to_out.0.bias", C);
+      lin(a + "attn1.to_out.0.weight", C, C);
+      vec(a + "attn1.to_out.0.bias", C);
       lin(a + "attn2.to_k.weight", C, s.inter); // cross-attention from the text encoder's width
       lin(a + "ff.net.2.weight", C, 4 * C);
       conv(p + "attentions.0.proj_out.weight", C, C, 1);
@@ -85,7 +96,17 @@ export function familyTensors(f: Family, s: FamilySize): GenTensor[] {
 }
 
 export function familyConfig(f: Family, s: FamilySize): Record<string, unknown> {
-  if (f === "llama") return { model_type: "llama", architectures: ["LlamaForCausalLM"], hidden_size: s.hidden, intermediate_size: s.inter, num_hidden_layers: s.layers, vocab_size: s.vocab, num_attention_heads: 4, num_key_value_heads: 4 * (s.kv ?? s.hidden) / s.hidden };
+  if (f === "llama")
+    return {
+      model_type: "llama",
+      architectures: ["LlamaForCausalLM"],
+      hidden_size: s.hidden,
+      intermediate_size: s.inter,
+      num_hidden_layers: s.layers,
+      vocab_size: s.vocab,
+      num_attention_heads: 4,
+      num_key_value_heads: (4 * (s.kv ?? s.hidden)) / s.hidden,
+    };
   if (f === "gpt2") return { model_type: "gpt2", n_embd: s.hidden, n_layer: s.layers, vocab_size: s.vocab };
   return { _class_name: "UNet2DConditionModel", block_out_channels: [s.hidden], cross_attention_dim: s.inter };
 }
@@ -108,8 +129,10 @@ export interface PairSpec {
 /** ΔW (out×in) = B·A, B ~ N(0, 0.05²)·decay^c, A ~ N(0, 1/in), plus noise; float64 (B·A on `be` when given). */
 export async function deltaFor(spec: PairSpec, index: number, out: number, inn: number, be?: LinalgBackend): Promise<Float64Array> {
   const rng = new Rng(spec.seed * 7919 + index * 104729 + 1);
-  const k = spec.rank, decay = spec.decay ?? 0.8;
-  const B = rng.normals(out * k, 0.05), A = rng.normals(k * inn, 1 / Math.sqrt(inn));
+  const k = spec.rank,
+    decay = spec.decay ?? 0.8;
+  const B = rng.normals(out * k, 0.05),
+    A = rng.normals(k * inn, 1 / Math.sqrt(inn));
   for (let i = 0; i < out; i++) for (let c = 0; c < k; c++) B[i * k + c] *= decay ** c;
   let D: Float64Array;
   if (be && k > 0) D = (await be.gemm({ rows: out, cols: k, data: B }, { rows: k, cols: inn, data: A })).data;
@@ -117,7 +140,9 @@ export async function deltaFor(spec: PairSpec, index: number, out: number, inn: 
     D = new Float64Array(out * inn);
     for (let i = 0; i < out; i++) {
       for (let c = 0; c < k; c++) {
-        const b = B[i * k + c]!, row = i * inn, a0 = c * inn;
+        const b = B[i * k + c]!,
+          row = i * inn,
+          a0 = c * inn;
         for (let j = 0; j < inn; j++) D[row + j] += b * A[a0 + j]!;
       }
     }
@@ -141,8 +166,9 @@ export async function tensorValues(spec: PairSpec, t: GenTensor, index: number, 
     if (t.target && (spec.rank > 0 || spec.noise > 0)) {
       const D = await deltaFor(spec, index, t.target.out, t.target.in, be);
       const { out, in: inn } = t.target;
-      if (t.target.transposed) { for (let i = 0; i < out; i++) for (let j = 0; j < inn; j++) v[j * out + i] += D[i * inn + j]!; }
-      else for (let i = 0; i < n; i++) v[i] += D[i]!;
+      if (t.target.transposed) {
+        for (let i = 0; i < out; i++) for (let j = 0; j < inn; j++) v[j * out + i] += D[i * inn + j]!;
+      } else for (let i = 0; i < n; i++) v[i] += D[i]!;
     } else if (t.shape.length === 1) for (let i = 0; i < n; i++) v[i] += 0.01;
   }
   return encodeFloats(spec.dtype, v);
@@ -172,7 +198,8 @@ export async function writeGeneratedModel(dir: string, spec: PairSpec, tuned: bo
     await writeFileAtomic(join(wdir, g.name), (sink) => writeSafetensors(sink, g.specs, { format: "pt" }), { force: true, inputs: [] });
     for (const s of g.specs) weightMap[s.name] = g.name;
   }
-  if (shards > 1) await writeFile(join(wdir, `${stem}.safetensors.index.json`), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }, null, 2));
+  if (shards > 1)
+    await writeFile(join(wdir, `${stem}.safetensors.index.json`), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }, null, 2));
   await writeFile(join(wdir, "config.json"), JSON.stringify(familyConfig(spec.family, spec.size), null, 2));
   if (!diffusers) await writeFile(join(wdir, "tokenizer_config.json"), JSON.stringify({ model_max_length: 128 }));
   return wdir;

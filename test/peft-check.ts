@@ -29,7 +29,10 @@ export function peftCheck(dir: string): { modules: number; max_rel: number; peft
   if (insp.status !== 0) throw new Error(`inspect failed: ${insp.stderr}`);
   const inspPath = join(work, "inspect.json");
   writeFileSync(inspPath, insp.stdout);
-  const cmp = spawnSync(PY, [join(repoRoot, "test", "peft_compare.py"), dir, npz, inspPath], { encoding: "utf8", env: { ...process.env, PEFT_CHECK_DIR: toolDir } });
+  const cmp = spawnSync(PY, [join(repoRoot, "test", "peft_compare.py"), dir, npz, inspPath], {
+    encoding: "utf8",
+    env: { ...process.env, PEFT_CHECK_DIR: toolDir },
+  });
   if (cmp.status !== 0) throw new Error(`compare failed: ${cmp.stderr}`);
   return JSON.parse(cmp.stdout) as { modules: number; max_rel: number; peft_extra: string[] };
 }

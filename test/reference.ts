@@ -51,7 +51,11 @@ export function hasNumpy(): boolean {
 
 /** Run a python snippet with numpy; `input` is passed as JSON on stdin; returns parsed JSON stdout. */
 export function numpy<T>(code: string, input: unknown): T {
-  const r = spawnSync("python3", ["-c", `import sys, json\nimport numpy as np\ninp = json.load(sys.stdin)\n${code}`], { input: JSON.stringify(input), encoding: "utf8", maxBuffer: 1 << 28 });
+  const r = spawnSync("python3", ["-c", `import sys, json\nimport numpy as np\ninp = json.load(sys.stdin)\n${code}`], {
+    input: JSON.stringify(input),
+    encoding: "utf8",
+    maxBuffer: 1 << 28,
+  });
   if (r.status !== 0) throw new Error(`python failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as T;
 }
@@ -77,8 +81,12 @@ export function optimal(W: Float64Array, out: number, inn: number, t: number): {
 }
 
 export function relDiff(x: Float64Array, y: Float64Array): number {
-  let d = 0, n = 0;
-  for (let i = 0; i < x.length; i++) { d += (x[i]! - y[i]!) ** 2; n += y[i]! ** 2; }
+  let d = 0,
+    n = 0;
+  for (let i = 0; i < x.length; i++) {
+    d += (x[i]! - y[i]!) ** 2;
+    n += y[i]! ** 2;
+  }
   return n === 0 ? Math.sqrt(d) : Math.sqrt(d / n);
 }
 
@@ -89,13 +97,15 @@ export function orth(rng: Rng, n: number, k: number): Float64Array {
 
 /** n×r matrix with singular values sv: U diag(sv) Wᵀ. */
 export function withSpectrum(rng: Rng, n: number, r: number, sv: number[], left: boolean): Mat<Float64Array> {
-  const U = orth(rng, n, r), W = orth(rng, r, r);
+  const U = orth(rng, n, r),
+    W = orth(rng, r, r);
   const X = new Float64Array(n * r);
-  for (let i = 0; i < n; i++) for (let j = 0; j < r; j++) {
-    let v = 0;
-    for (let k = 0; k < r; k++) v += U[i * r + k]! * sv[k]! * W[j * r + k]!;
-    X[i * r + j] = v;
-  }
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < r; j++) {
+      let v = 0;
+      for (let k = 0; k < r; k++) v += U[i * r + k]! * sv[k]! * W[j * r + k]!;
+      X[i * r + j] = v;
+    }
   if (left) return { rows: n, cols: r, data: X };
   // r×n: the transpose
   const T = new Float64Array(r * n);
@@ -104,4 +114,3 @@ export function withSpectrum(rng: Rng, n: number, r: number, sv: number[], left:
 }
 
 export const logspace = (n: number, from: number, to: number) => Array.from({ length: n }, (_, i) => 10 ** (from + ((to - from) * i) / Math.max(1, n - 1)));
-

@@ -9,7 +9,8 @@ import type { ApplyOptions } from "./run.js";
 function parseScales(v: string): number[] {
   const parts = v.split(",").map((s) => s.trim());
   const xs = parts.map(Number);
-  if (parts.some((p) => p === "") || xs.some((x) => !Number.isFinite(x))) throw new InvalidArgumentError(`--scale must be a number or comma-separated numbers, got "${v}"`);
+  if (parts.some((p) => p === "") || xs.some((x) => !Number.isFinite(x)))
+    throw new InvalidArgumentError(`--scale must be a number or comma-separated numbers, got "${v}"`);
   return xs;
 }
 
@@ -21,20 +22,33 @@ export function applyCommand(ctx: Ctx): Command {
     .requiredOption("-o, --output <out>", "output model directory (same shards, index and other files), or one .safetensors file")
     .option("--scale <S>", "multiplier of each adapter's ΔW: one value, or one per adapter (comma-separated)", parseScales, [1])
     .option("--subtract", "remove the adapters instead (W − scale·ΔW): undoes an earlier apply up to one rounding", false)
-    .addHelpText("after", [
-      "",
-      "Examples:",
-      "  lora apply ./llama-base ./my-adapter -o ./llama-merged",
-      "  lora apply ./llama-base ./style ./subject --scale 0.8,1 -o ./llama-merged",
-      "  lora apply ./llama-merged ./my-adapter --subtract -o ./llama-base-again",
-    ].join("\n"))
+    .addHelpText(
+      "after",
+      [
+        "",
+        "Examples:",
+        "  lora apply ./llama-base ./my-adapter -o ./llama-merged",
+        "  lora apply ./llama-base ./style ./subject --scale 0.8,1 -o ./llama-merged",
+        "  lora apply ./llama-merged ./my-adapter --subtract -o ./llama-base-again",
+      ].join("\n"),
+    )
     .action(async (base: string, adapters: string[], opts: Record<string, unknown>) => {
       const g = globals(opts);
-      const o: ApplyOptions = { base, adapters, output: opts["output"] as string, scales: opts["scale"] as number[], subtract: !!opts["subtract"], force: g.force };
+      const o: ApplyOptions = {
+        base,
+        adapters,
+        output: opts["output"] as string,
+        scales: opts["scale"] as number[],
+        subtract: !!opts["subtract"],
+        force: g.force,
+      };
       const backend = await backendFor(ctx, g);
       const { apply } = await import("./run.js");
       const report = await withProgress(ctx, g, "apply", (tick) => apply(o, backend, tick));
-      if (g.json) { printJson(ctx, report); return; }
+      if (g.json) {
+        printJson(ctx, report);
+        return;
+      }
       const { printApplyReport } = await import("./render.js");
       printApplyReport(ctx, g, report);
     });

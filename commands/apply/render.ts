@@ -12,7 +12,10 @@ export function printApplyReport(ctx: Ctx, g: GlobalOptions, r: ApplyReport): vo
     `apply: ${r.totals.weights} weights changed by ${r.totals.modules} adapter modules, ${r.totals.tensors} tensors, ${(r.totals.bytes / 1e6).toFixed(1)} MB → ${r.output}`,
     ...r.notes.map((n) => `note: ${n}`),
   ];
-  if (tty) { summary(ctx, false, r.output, lines.join("\n")); return; }
+  if (tty) {
+    summary(ctx, false, r.output, lines.join("\n"));
+    return;
+  }
   summary(ctx, false, r.output, lines[0]!);
   ctx.stderr.write(lines.slice(1).join("\n") + "\n");
 }

@@ -11,9 +11,17 @@ export function backendsCommand(ctx: Ctx): Command {
     .action(async (opts: Record<string, unknown>) => {
       const g = globals(opts);
       const list = await listBackends();
-      if (g.json) { printJson(ctx, { backends: list }); return; }
+      if (g.json) {
+        printJson(ctx, { backends: list });
+        return;
+      }
       const rows = list.map((b) => [b.name, b.available ? "yes" : "no", b.available ? b.detail : (b.reason ?? "")]);
       const header = ["backend", "available", "detail / reason"];
-      writeOut(ctx, ctx.stdout.isTTY ? formatTable(header, rows, paint(ctx, "stdout").bold) : formatTsv(rows, g.header ? ["backend", "available", "detail_or_reason"] : undefined));
+      writeOut(
+        ctx,
+        ctx.stdout.isTTY
+          ? formatTable(header, rows, paint(ctx, "stdout").bold)
+          : formatTsv(rows, g.header ? ["backend", "available", "detail_or_reason"] : undefined),
+      );
     });
 }

@@ -12,11 +12,21 @@ import type { Ctx } from "../support/context.js";
 import { bashScript, describeProgram, zshScript } from "./index.js";
 
 function fakeCtx(): Ctx & { out: () => string; err: () => string } {
-  const stdout = new PassThrough(), stderr = new PassThrough();
-  const o: Buffer[] = [], e: Buffer[] = [];
+  const stdout = new PassThrough(),
+    stderr = new PassThrough();
+  const o: Buffer[] = [],
+    e: Buffer[] = [];
   stdout.on("data", (c: Buffer) => o.push(c));
   stderr.on("data", (c: Buffer) => e.push(c));
-  return { stdin: new PassThrough(), stdout, stderr, env: {}, color: false, out: () => Buffer.concat(o).toString("utf8"), err: () => Buffer.concat(e).toString("utf8") };
+  return {
+    stdin: new PassThrough(),
+    stdout,
+    stderr,
+    env: {},
+    color: false,
+    out: () => Buffer.concat(o).toString("utf8"),
+    err: () => Buffer.concat(e).toString("utf8"),
+  };
 }
 
 const program = buildProgram(fakeCtx());
@@ -29,17 +39,37 @@ function bashComplete(script: string, words: string[]): string[] {
   const file = join(dir, "lora.bash");
   writeFileSync(file, script);
   const arr = words.map((w) => `'${w}'`).join(" ");
-  const r = spawnSync("bash", ["--norc", "--noprofile", "-c", `source ${file} && COMP_WORDS=(${arr}) && COMP_CWORD=${words.length - 1} && _lora_completion && printf '%s\\n' "\${COMPREPLY[@]}"`], { encoding: "utf8" });
+  const r = spawnSync(
+    "bash",
+    [
+      "--norc",
+      "--noprofile",
+      "-c",
+      `source ${file} && COMP_WORDS=(${arr}) && COMP_CWORD=${words.length - 1} && _lora_completion && printf '%s\\n' "\${COMPREPLY[@]}"`,
+    ],
+    { encoding: "utf8" },
+  );
   assert.equal(r.status, 0, r.stderr);
   return r.stdout.split("\n").filter(Boolean);
 }
 
 test("the model is the program: every registered command with all its options", () => {
-  assert.deepEqual(model.commands.map((c) => c.name), program.commands.map((c) => c.name()));
-  for (const name of ["inspect", "truncate", "prune", "merge", "convert", "backends", "completion"]) assert.ok(model.commands.some((c) => c.name === name), name);
+  assert.deepEqual(
+    model.commands.map((c) => c.name),
+    program.commands.map((c) => c.name()),
+  );
+  for (const name of ["inspect", "truncate", "prune", "merge", "convert", "backends", "completion"])
+    assert.ok(
+      model.commands.some((c) => c.name === name),
+      name,
+    );
   for (const c of program.commands) {
     const spec = model.commands.find((x) => x.name === c.name())!;
-    for (const o of c.options) assert.ok(spec.options.some((s) => s.flags.includes(o.long!)), `${c.name()} ${o.long}`);
+    for (const o of c.options)
+      assert.ok(
+        spec.options.some((s) => s.flags.includes(o.long!)),
+        `${c.name()} ${o.long}`,
+      );
     assert.ok(spec.options.some((s) => s.flags.includes("--help")));
   }
   const inspect = model.commands.find((c) => c.name === "inspect")!;
@@ -75,7 +105,10 @@ test("bash: flags per command, the values of choice flags, the shells of `comple
 test("zsh: sources without error after compinit and registers _lora", { skip: !has("zsh") && "no zsh" }, () => {
   const file = join(dir, "_lora");
   writeFileSync(file, zshScript(program));
-  const r = spawnSync("zsh", ["-f", "-c", `autoload -U compinit && compinit -u -D && source ${file} && print -r -- "\${_comps[lora]}" && whence -w _lora`], { encoding: "utf8", env: { ...process.env, HOME: dir } });
+  const r = spawnSync("zsh", ["-f", "-c", `autoload -U compinit && compinit -u -D && source ${file} && print -r -- "\${_comps[lora]}" && whence -w _lora`], {
+    encoding: "utf8",
+    env: { ...process.env, HOME: dir },
+  });
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stderr, "");
   assert.match(r.stdout, /^_lora\n_lora: function/);

@@ -67,7 +67,9 @@ export function bashScript(program: Command): string {
   const cases = commands.map((c) => {
     const all = c.options.flatMap((o) => o.flags);
     const valued = c.options.filter((o) => o.value);
-    const choiceCases = valued.filter((o) => o.choices.length).map((o) => `        ${o.flags.join("|")}) COMPREPLY=($(compgen -W '${words(o.choices)}' -- "$cur")); return ;;`);
+    const choiceCases = valued
+      .filter((o) => o.choices.length)
+      .map((o) => `        ${o.flags.join("|")}) COMPREPLY=($(compgen -W '${words(o.choices)}' -- "$cur")); return ;;`);
     const fileOpts = valued.filter((o) => !o.choices.length).flatMap((o) => o.flags);
     return [
       `    ${c.name})`,
@@ -110,7 +112,13 @@ function zdesc(s: string): string {
 }
 
 function zshOption(o: OptSpec): string {
-  const action = !o.value ? "" : o.choices.length ? `:${zdesc(o.valueName || "value")}:(${o.choices.join(" ")})` : o.file ? `:${zdesc(o.valueName)}:_files` : `:${zdesc(o.valueName || "value")}: `;
+  const action = !o.value
+    ? ""
+    : o.choices.length
+      ? `:${zdesc(o.valueName || "value")}:(${o.choices.join(" ")})`
+      : o.file
+        ? `:${zdesc(o.valueName)}:_files`
+        : `:${zdesc(o.valueName || "value")}: `;
   const desc = `[${zdesc(o.description)}]`;
   if (o.flags.length === 1) return `'${o.flags[0]}${desc}${action}'`;
   return `'(${o.flags.join(" ")})'{${o.flags.join(",")}}'${desc}${action}'`;

@@ -30,14 +30,26 @@ async function roundTrip(src: string, via: "kohya" | "peft") {
   return { mid, back };
 }
 
-for (const src of [join(realDir, "distilbert-imdb"), join(realDir, "gpt2-tigrinya"), join(fixturesDir, "peft-rslora"), join(fixturesDir, "peft-f16-embed-conv"), join(fixturesDir, "peft-bf16.safetensors")]) {
-  test(`PEFT → kohya → PEFT keeps names, scales, factors and passthrough: ${src.split("/").slice(-1)[0]}`, { skip: src.startsWith(realDir) && needsReal(src.split("/").slice(-1)[0]!) }, async () => {
+for (const src of [
+  join(realDir, "distilbert-imdb"),
+  join(realDir, "gpt2-tigrinya"),
+  join(fixturesDir, "peft-rslora"),
+  join(fixturesDir, "peft-f16-embed-conv"),
+  join(fixturesDir, "peft-bf16.safetensors"),
+]) {
+  test(`PEFT → kohya → PEFT keeps names, scales, factors and passthrough: ${src.split("/").slice(-1)[0]}`, {
+    skip: src.startsWith(realDir) && needsReal(src.split("/").slice(-1)[0]!),
+  }, async () => {
     const { mid, back } = await roundTrip(src, "kohya");
-    const a = await loadAdapter(src), k = await loadAdapter(mid), b = await loadAdapter(back);
+    const a = await loadAdapter(src),
+      k = await loadAdapter(mid),
+      b = await loadAdapter(back);
     try {
       assert.equal(k.format, "kohya");
       assert.equal(b.format, "peft");
-      const da = await deltas(a), dk = await deltas(k), db = await deltas(b);
+      const da = await deltas(a),
+        dk = await deltas(k),
+        db = await deltas(b);
       assert.deepEqual([...db.keys()].sort(), [...da.keys()].sort(), "module paths restored");
       for (const [p, x] of da) {
         for (const y of [dk.get(p)!, db.get(p)!]) {
@@ -57,7 +69,8 @@ for (const src of [join(realDir, "distilbert-imdb"), join(realDir, "gpt2-tigriny
         assert.deepEqual(m.alphaTensor!.shape, []);
         assert.ok(m.name.startsWith("lora_"));
       }
-      const ranks = new Set(a.modules.map((m) => m.rank)), alphas = new Set(k.modules.map((m) => m.alpha));
+      const ranks = new Set(a.modules.map((m) => m.rank)),
+        alphas = new Set(k.modules.map((m) => m.alpha));
       assert.equal(k.metadata["ss_network_dim"], ranks.size === 1 ? String([...ranks][0]) : "Dynamic");
       assert.equal(k.metadata["ss_network_alpha"] === "Dynamic", alphas.size !== 1);
       // PEFT config restored: fan_in_fan_out, use_rslora, target_modules named.
@@ -72,10 +85,15 @@ for (const src of [join(realDir, "distilbert-imdb"), join(realDir, "gpt2-tigriny
 test("kohya → PEFT → kohya keeps stems, alphas (incl. alpha = rank defaults) and metadata", async () => {
   const src = join(fixturesDir, "kohya-sd.safetensors");
   const { mid, back } = await roundTrip(src, "peft");
-  const a = await loadAdapter(src), p = await loadAdapter(mid), b = await loadAdapter(back);
+  const a = await loadAdapter(src),
+    p = await loadAdapter(mid),
+    b = await loadAdapter(back);
   try {
     assert.equal(p.format, "peft");
-    assert.deepEqual(b.modules.map((m) => m.name), a.modules.map((m) => m.name));
+    assert.deepEqual(
+      b.modules.map((m) => m.name),
+      a.modules.map((m) => m.name),
+    );
     for (const m of a.modules) {
       const y = b.modules.find((x) => x.name === m.name)!;
       assert.ok(Math.abs(y.scale - m.scale) < 1e-7, m.name);

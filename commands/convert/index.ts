@@ -11,7 +11,10 @@ export function convertCommand(ctx: Ctx): Command {
     .argument("<adapter>", "PEFT directory, .safetensors file, or - for stdin")
     .requiredOption("-o, --output <out>", "output: a directory or .safetensors file (PEFT), a .safetensors file (kohya), or - for stdout")
     .addOption(new Option("--to <format>", "output format").choices(["peft", "kohya", "diffusers"]).makeOptionMandatory())
-    .addHelpText("after", "\nExamples:\n  lora convert ./peft-adapter --to kohya -o adapter.safetensors\n  lora convert adapter.safetensors --to peft -o ./peft-adapter\n  lora convert ./peft-adapter --to kohya -o - | lora inspect -")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  lora convert ./peft-adapter --to kohya -o adapter.safetensors\n  lora convert adapter.safetensors --to peft -o ./peft-adapter\n  lora convert ./peft-adapter --to kohya -o - | lora inspect -",
+    )
     .action(async (input: string, opts: Record<string, unknown>) => {
       const g = globals(opts);
       const output = opts["output"] as string;
@@ -19,6 +22,12 @@ export function convertCommand(ctx: Ctx): Command {
       const { runConvert } = await import("./run.js");
       const rep = await runConvert({ input, output, to: opts["to"] as TargetFormat, force: g.force }, { stdin: ctx.stdin, stdout: ctx.stdout });
       if (g.json) printJson(ctx, rep);
-      else summary(ctx, g.quiet, output, `converted ${rep.totals.modules} modules (${rep.from} → ${rep.to}, total rank ${rep.totals.rank}, ${rep.passthrough} passthrough tensors) to ${output === "-" ? "standard output" : output}`);
+      else
+        summary(
+          ctx,
+          g.quiet,
+          output,
+          `converted ${rep.totals.modules} modules (${rep.from} → ${rep.to}, total rank ${rep.totals.rank}, ${rep.passthrough} passthrough tensors) to ${output === "-" ? "standard output" : output}`,
+        );
     });
 }

@@ -38,7 +38,9 @@ export async function runConvert(o: ConvertOptions, deps: { stdin?: NodeJS.Reada
   const a = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
   try {
     if (isDora(a) && !sameLayoutFamily(a.format, o.to)) {
-      throw new InvalidInputError(`${o.input}: DoRA adapter; its magnitude vector has a different layout in ${o.to} files, so it cannot be converted`, { hint: "convert within the same format only, or merge DoRA into the base model with PEFT" });
+      throw new InvalidInputError(`${o.input}: DoRA adapter; its magnitude vector has a different layout in ${o.to} files, so it cannot be converted`, {
+        hint: "convert within the same format only, or merge DoRA into the base model with PEFT",
+      });
     }
     // Read every factor once: NaN/Inf are refused (exit 3) even though the bytes are copied as they are.
     for (const m of a.modules) await readFactors(a, m, "f32");
@@ -54,8 +56,17 @@ export async function runConvert(o: ConvertOptions, deps: { stdin?: NodeJS.Reada
     };
     await writeAdapter(o.output, out, { force: o.force, inputs: o.input === "-" ? [] : [o.input], ...(deps.stdout ? { stdout: deps.stdout } : {}) });
     return {
-      input: o.input, output: o.output, from: a.format, to: o.to,
-      modules: out.modules.map((m) => ({ name: m.path, rank: m.rank, alpha: m.alpha, scale: m.alpha / (useRslora ? Math.sqrt(m.rank) : m.rank), relative_error: 0 })),
+      input: o.input,
+      output: o.output,
+      from: a.format,
+      to: o.to,
+      modules: out.modules.map((m) => ({
+        name: m.path,
+        rank: m.rank,
+        alpha: m.alpha,
+        scale: m.alpha / (useRslora ? Math.sqrt(m.rank) : m.rank),
+        relative_error: 0,
+      })),
       passthrough: a.passthrough.length,
       totals: { modules: a.modules.length, rank: a.modules.reduce((s, m) => s + m.rank, 0) },
     };

@@ -19,13 +19,30 @@ export function diffSummary(r: DiffReport): string {
 }
 
 function row(m: ModuleDiff, signs: boolean): string[] {
-  return [m.name, `${m.shape[0]}×${m.shape[1]}`, String(m.rank_a), String(m.rank_b), num(m.cosine), num(m.relative_difference), angleSpan(m.principal_angles_out), angleSpan(m.principal_angles_in), ...(signs ? [m.sign_conflict === undefined ? "-" : fmt(100 * m.sign_conflict, 3) + "%"] : [])];
+  return [
+    m.name,
+    `${m.shape[0]}×${m.shape[1]}`,
+    String(m.rank_a),
+    String(m.rank_b),
+    num(m.cosine),
+    num(m.relative_difference),
+    angleSpan(m.principal_angles_out),
+    angleSpan(m.principal_angles_in),
+    ...(signs ? [m.sign_conflict === undefined ? "-" : fmt(100 * m.sign_conflict, 3) + "%"] : []),
+  ];
 }
 
 export function renderDiffTable(r: DiffReport): string {
   const signs = r.summary.mean_sign_conflict !== undefined;
   const header = ["module", "shape", "rank A", "rank B", "cosine", "rel. diff", "θ out (°)", "θ in (°)", ...(signs ? ["sign conflict"] : [])];
-  const lines = [`${r.a} (${r.format_a}) vs ${r.b} (${r.format_b}): ${diffSummary(r)}`, "", formatTable(header, r.modules.map((m) => row(m, signs)))];
+  const lines = [
+    `${r.a} (${r.format_a}) vs ${r.b} (${r.format_b}): ${diffSummary(r)}`,
+    "",
+    formatTable(
+      header,
+      r.modules.map((m) => row(m, signs)),
+    ),
+  ];
   if (r.only_in_a.length) lines.push("", `only in A (${r.only_in_a.length}): ${r.only_in_a.join(", ")}`);
   if (r.only_in_b.length) lines.push("", `only in B (${r.only_in_b.length}): ${r.only_in_b.join(", ")}`);
   return lines.join("\n");
@@ -34,6 +51,16 @@ export function renderDiffTable(r: DiffReport): string {
 /** Piped: one row per compared module; angles as comma-separated radians. */
 export function renderDiffTsv(r: DiffReport): string {
   return formatTsv(
-    r.modules.map((m) => [m.name, `${m.shape[0]}x${m.shape[1]}`, String(m.rank_a), String(m.rank_b), String(m.cosine ?? ""), String(m.relative_difference ?? ""), m.principal_angles_out.join(","), m.principal_angles_in.join(","), ...(m.sign_conflict !== undefined ? [String(m.sign_conflict)] : [])]),
+    r.modules.map((m) => [
+      m.name,
+      `${m.shape[0]}x${m.shape[1]}`,
+      String(m.rank_a),
+      String(m.rank_b),
+      String(m.cosine ?? ""),
+      String(m.relative_difference ?? ""),
+      m.principal_angles_out.join(","),
+      m.principal_angles_in.join(","),
+      ...(m.sign_conflict !== undefined ? [String(m.sign_conflict)] : []),
+    ]),
   );
 }

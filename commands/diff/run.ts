@@ -10,7 +10,10 @@ export interface DiffRunOptions {
   signs: boolean;
 }
 
-export async function runDiff(o: DiffRunOptions, io: { backend: LinalgBackend; stdin?: NodeJS.ReadableStream; onModule?: (i: number, n: number) => void }): Promise<DiffReport> {
+export async function runDiff(
+  o: DiffRunOptions,
+  io: { backend: LinalgBackend; stdin?: NodeJS.ReadableStream; onModule?: (i: number, n: number) => void },
+): Promise<DiffReport> {
   if (o.a === "-" && o.b === "-") throw new UsageError("only one of the two adapters can be - (standard input)");
   const a = await loadAdapter(o.a, io.stdin ? { stdin: io.stdin } : {});
   try {

@@ -21,18 +21,26 @@ export function extractCommand(ctx: Ctx): Command {
     .option("--base-name <name>", "base_model_name_or_path of the PEFT config")
     .addOption(new Option("--to <format>", "output format (default: kohya for a diffusers UNet, else peft)").choices(["peft", "kohya"]))
     .addOption(new Option("--dtype <dtype>", "dtype of the factors (default: the weights')").choices(["F32", "F16", "BF16"]))
-    .addHelpText("after", [
-      "",
-      "Examples:",
-      "  lora extract ./llama-base ./llama-tuned --rank 64 -o ./extracted --base-name meta-llama/Llama-2-7b-hf",
-      "  lora extract ./sd15 ./sd15-dreambooth --energy 0.9 -o dreambooth.safetensors     # kohya, UNet weights",
-      "  lora extract base.safetensors tuned.safetensors --rank 16 --modules 'self_attn' --exact -o ./attn-r16",
-    ].join("\n"))
+    .addHelpText(
+      "after",
+      [
+        "",
+        "Examples:",
+        "  lora extract ./llama-base ./llama-tuned --rank 64 -o ./extracted --base-name meta-llama/Llama-2-7b-hf",
+        "  lora extract ./sd15 ./sd15-dreambooth --energy 0.9 -o dreambooth.safetensors     # kohya, UNet weights",
+        "  lora extract base.safetensors tuned.safetensors --rank 16 --modules 'self_attn' --exact -o ./attn-r16",
+      ].join("\n"),
+    )
     .action(async (base: string, tuned: string, opts: Record<string, unknown>) => {
       const g = globals(opts);
       const o: ExtractOptions = {
-        base, tuned, output: opts["output"] as string,
-        exact: !!opts["exact"], tolerance: opts["tolerance"] as number, seed: g.seed, force: g.force,
+        base,
+        tuned,
+        output: opts["output"] as string,
+        exact: !!opts["exact"],
+        tolerance: opts["tolerance"] as number,
+        seed: g.seed,
+        force: g.force,
         ...(opts["rank"] !== undefined ? { rank: opts["rank"] as number } : {}),
         ...(opts["energy"] !== undefined ? { energy: opts["energy"] as number } : {}),
         ...(opts["budget"] !== undefined ? { budget: opts["budget"] as number } : {}),
@@ -44,7 +52,10 @@ export function extractCommand(ctx: Ctx): Command {
       const backend = await backendFor(ctx, g);
       const { extract } = await import("./run.js");
       const report = await withProgress(ctx, g, "extract", (tick) => extract(o, backend, tick));
-      if (g.json) { printJson(ctx, report); return; }
+      if (g.json) {
+        printJson(ctx, report);
+        return;
+      }
       const { printExtractReport } = await import("./render.js");
       printExtractReport(ctx, g, report);
     });

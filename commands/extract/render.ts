@@ -7,7 +7,14 @@ import type { ExtractReport } from "./run.js";
 export function printExtractReport(ctx: Ctx, g: GlobalOptions, r: ExtractReport): void {
   if (g.quiet) return;
   const tty = !!ctx.stdout.isTTY;
-  const rows = r.modules.map((m) => [m.name, String(m.rank_in), String(m.rank), fmt(m.relative_error), fmt(m.retained_energy, 6), m.route === "exact" ? "exact" : `q=${m.power_iterations}, ${m.excess_estimate === null ? "at rounding level" : `≤${fmt(100 * m.excess_estimate, 2)}%`}`]);
+  const rows = r.modules.map((m) => [
+    m.name,
+    String(m.rank_in),
+    String(m.rank),
+    fmt(m.relative_error),
+    fmt(m.retained_energy, 6),
+    m.route === "exact" ? "exact" : `q=${m.power_iterations}, ${m.excess_estimate === null ? "at rounding level" : `≤${fmt(100 * m.excess_estimate, 2)}%`}`,
+  ]);
   const header = ["module", "full rank", "rank", "rel. error", "captured energy", "route (excess over optimum)"];
   const t = r.totals;
   const lines = [
@@ -15,7 +22,10 @@ export function printExtractReport(ctx: Ctx, g: GlobalOptions, r: ExtractReport)
     `extract (${r.method}): ${t.modules} modules, total rank ${t.rank}, ${t.params.toLocaleString("en-US")} LoRA parameters, total relative error ${fmt(t.relative_error)} → ${r.output} (${r.format})`,
     ...r.notes.map((n) => `note: ${n}`),
   ];
-  if (tty) { summary(ctx, false, r.output, lines.join("\n")); return; }
+  if (tty) {
+    summary(ctx, false, r.output, lines.join("\n"));
+    return;
+  }
   summary(ctx, false, r.output, lines[0]!);
   ctx.stderr.write(lines.slice(1).join("\n") + "\n");
 }

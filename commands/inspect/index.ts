@@ -6,12 +6,14 @@ import { withProgress } from "../support/progress.js";
 import { backendFor } from "../support/backend.js";
 import { InvalidInputError, RuntimeFailure, UsageError } from "../../common/errors.js";
 
-
 export function inspectCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("inspect"))
     .description("show ranks, scales, norms and the exact singular-value spectrum of every module")
     .argument("[adapter...]", "PEFT directory, .safetensors file, or - for stdin; several (or a directory of adapters, a glob) for one summary row each")
-    .option("--from-list <file>", "also inspect the adapters listed in FILE, one path per line (catalog mode)", (v: string, prev: string[] = []) => [...prev, v])
+    .option("--from-list <file>", "also inspect the adapters listed in FILE, one path per line (catalog mode)", (v: string, prev: string[] = []) => [
+      ...prev,
+      v,
+    ])
     .option("--budget <K>", "preview a global rank budget: K ranks in total over all modules", parseIntArg("--budget", 0))
     .option("--energy <F>", "preview per-module truncation keeping fraction F of each module's energy", parseFloatArg("--energy", 0, 1, true))
     .addOption(new Option("--score <score>", "how --budget ranks components").choices(["energy", "ratio", "params"]).default("energy"))
@@ -19,7 +21,10 @@ export function inspectCommand(ctx: Ctx): Command {
     .option("--rho <X>", "cap for --score ratio: at most ρ·mean rank per module", parseFloatArg("--rho", 1), 2)
     .option("--plot <file>", "also write a chart of spectra, energy and the redistribution (.svg or .png)")
     .option("--tui", "browse modules interactively and preview a --budget (needs a terminal)", false)
-    .addHelpText("after", "\nExamples:\n  lora inspect ./my-adapter\n  lora inspect adapter.safetensors --json | jq '.modules[0].singular_values'\n  lora inspect ./my-adapter --budget 64 --score energy\n  lora inspect ./my-adapter --budget 64 --plot spectra.png\n  lora inspect ./my-adapter --tui")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  lora inspect ./my-adapter\n  lora inspect adapter.safetensors --json | jq '.modules[0].singular_values'\n  lora inspect ./my-adapter --budget 64 --score energy\n  lora inspect ./my-adapter --budget 64 --plot spectra.png\n  lora inspect ./my-adapter --tui",
+    )
     .action(async (inputs: string[], opts: Record<string, unknown>) => {
       const g = globals(opts);
       const { expandInputs } = await import("../../surgery/catalog.js");
@@ -57,7 +62,8 @@ export function inspectCommand(ctx: Ctx): Command {
       } else if (g.json) printJson(ctx, report);
       else {
         const { renderInspectTable, renderInspectTsv, scaleRule } = await import("./render.js");
-        if (ctx.stdout.isTTY) writeOut(ctx, renderInspectTable(report, { ...(ctx.stdout.columns ? { width: ctx.stdout.columns } : {}), emphasis: paint(ctx, "stdout").bold }));
+        if (ctx.stdout.isTTY)
+          writeOut(ctx, renderInspectTable(report, { ...(ctx.stdout.columns ? { width: ctx.stdout.columns } : {}), emphasis: paint(ctx, "stdout").bold }));
         else {
           // Piped: rows on stdout; what the table's header lines say goes to stderr.
           note(ctx, g.quiet, scaleRule(report));
@@ -75,7 +81,9 @@ async function inspectCatalog(ctx: Ctx, paths: string[], opts: Record<string, un
   if (opts["tui"]) throw new UsageError("--tui takes one adapter, not a catalog");
   const backend = await backendFor(ctx, g);
   const { summarizeCatalog } = await import("../../surgery/catalog.js");
-  const rep = await withProgress(ctx, g, "inspect", (tick) => summarizeCatalog(paths, backend, { stdin: ctx.stdin, onAdapter: (i, n) => tick(i, n, "adapters") }));
+  const rep = await withProgress(ctx, g, "inspect", (tick) =>
+    summarizeCatalog(paths, backend, { stdin: ctx.stdin, onAdapter: (i, n) => tick(i, n, "adapters") }),
+  );
   const { renderCatalogTable, renderCatalogTsv } = await import("./render-catalog.js");
   if (g.json) printJson(ctx, rep);
   else writeOut(ctx, ctx.stdout.isTTY ? renderCatalogTable(rep.adapters) : renderCatalogTsv(rep.adapters));
@@ -91,7 +99,8 @@ async function inspectCatalog(ctx: Ctx, paths: string[], opts: Record<string, un
 /** --tui needs a keyboard and a screen: a terminal on stdin and stdout, and not CI (ink does not animate there). */
 function checkTui(ctx: Ctx, json: boolean): void {
   if (json) throw new UsageError("--tui and --json are mutually exclusive");
-  if (!ctx.stdin.isTTY || !ctx.stdout.isTTY) throw new UsageError("--tui needs a terminal on stdin and stdout", { hint: "run it in a terminal, without pipes or - as the adapter" });
+  if (!ctx.stdin.isTTY || !ctx.stdout.isTTY)
+    throw new UsageError("--tui needs a terminal on stdin and stdout", { hint: "run it in a terminal, without pipes or - as the adapter" });
   const ci = (v: string | undefined) => v !== undefined && v !== "0" && v !== "false";
   if (ci(ctx.env["CI"]) || ci(ctx.env["CONTINUOUS_INTEGRATION"])) throw new UsageError("--tui is not available under CI (CI is set)");
 }

@@ -31,8 +31,10 @@ for (const name of ["distilbert-imdb", "distilbert-emotion", "gpt2-tigrinya"]) {
       if (hasNumpy()) {
         const m = pick[0]!;
         const f = await readFactors(a, m, "f64");
-        const s = numpy<number[]>("B=np.array(inp['B']).reshape(inp['o'],inp['r']); A=np.array(inp['A']).reshape(inp['r'],inp['i'])\nprint(json.dumps(np.linalg.svd(inp['s']*B@A, compute_uv=False)[:inp['r']].tolist()))",
-          { B: Array.from(f.B.data), A: Array.from(f.A.data), o: m.out, r: m.rank, i: m.in, s: m.scale });
+        const s = numpy<number[]>(
+          "B=np.array(inp['B']).reshape(inp['o'],inp['r']); A=np.array(inp['A']).reshape(inp['r'],inp['i'])\nprint(json.dumps(np.linalg.svd(inp['s']*B@A, compute_uv=False)[:inp['r']].tolist()))",
+          { B: Array.from(f.B.data), A: Array.from(f.A.data), o: m.out, r: m.rank, i: m.in, s: m.scale },
+        );
         const got = rep.modules.find((x) => x.name === m.name)!;
         s.forEach((x, i) => assert.ok(relClose(got.singular_values[i]!, x, 1e-5, 1e-7 * s[0]!), `numpy σ${i}`));
       }
@@ -66,9 +68,15 @@ test("inspect JSON fields (docs/cli.md, inspect) and the budget preview", async 
   assert.equal(m.singular_values.length, 8);
   assert.ok(m.effective_rank > 1 && m.effective_rank <= 8);
   const r = rep.redistribution!;
-  assert.equal(Object.values(r.ranks).reduce((s, x) => s + x, 0), 20);
+  assert.equal(
+    Object.values(r.ranks).reduce((s, x) => s + x, 0),
+    20,
+  );
   // Greedy top-20 of all σ² equals the allocation.
-  const all = rep.modules.flatMap((mm) => mm.singular_values.map((s) => ({ n: mm.name, e: s * s }))).sort((x, y) => y.e - x.e).slice(0, 20);
+  const all = rep.modules
+    .flatMap((mm) => mm.singular_values.map((s) => ({ n: mm.name, e: s * s })))
+    .sort((x, y) => y.e - x.e)
+    .slice(0, 20);
   const counts: Record<string, number> = {};
   for (const x of all) counts[x.n] = (counts[x.n] ?? 0) + 1;
   for (const mm of rep.modules) assert.equal(r.ranks[mm.name], counts[mm.name] ?? 0, mm.name);
@@ -78,7 +86,13 @@ test("every backend reports the same spectra (cpu: the native Gram route; js: Ho
   const { testBackends } = await import("../../test/backends.js");
   // The real adapters join in when ../shared is beside the checkout (optional).
   const real = ["gpt2-tigrinya", "sd15-pokemon"].filter((n) => !needsReal(n)).map((n) => join(realDir, n));
-  const inputs = [...real, join(fixturesDir, "peft-f16-embed-conv"), join(fixturesDir, "peft-bf16.safetensors"), join(fixturesDir, "kohya-sd.safetensors"), join(fixturesDir, "diffusers", "sd15-second.safetensors")];
+  const inputs = [
+    ...real,
+    join(fixturesDir, "peft-f16-embed-conv"),
+    join(fixturesDir, "peft-bf16.safetensors"),
+    join(fixturesDir, "kohya-sd.safetensors"),
+    join(fixturesDir, "diffusers", "sd15-second.safetensors"),
+  ];
   for (const input of inputs) {
     const ref = await runInspect({ input, score: "energy", minRank: 0, rho: 2, budget: 10 }, { backend: jsBackend });
     for (const be of await testBackends()) {
@@ -86,7 +100,12 @@ test("every backend reports the same spectra (cpu: the native Gram route; js: Ho
       rep.modules.forEach((m, i) => {
         const r = ref.modules[i]!;
         assert.equal(m.name, r.name);
-        m.singular_values.forEach((s, k) => assert.ok(Math.abs(s - r.singular_values[k]!) <= 1e-9 * r.singular_values[0]!, `${be.name} ${input} ${m.name} σ${k}: ${s} vs ${r.singular_values[k]}`));
+        m.singular_values.forEach((s, k) =>
+          assert.ok(
+            Math.abs(s - r.singular_values[k]!) <= 1e-9 * r.singular_values[0]!,
+            `${be.name} ${input} ${m.name} σ${k}: ${s} vs ${r.singular_values[k]}`,
+          ),
+        );
       });
       assert.deepEqual(rep.redistribution?.ranks, ref.redistribution?.ranks, `${be.name} ${input}: --budget 10 allocation`);
     }

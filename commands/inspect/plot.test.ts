@@ -2,7 +2,7 @@
 // unicode energy column of the terminal table (the piped TSV stays 9 columns).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fixturesDir, needsReal, realDir } from "../../test/paths.js";
@@ -69,7 +69,9 @@ test("PNG: the PNG signature and a plausible size", async () => {
   assert.ok(png.byteLength > 20_000);
 });
 
-test("many modules (real SD 1.5 LoRA, 128 modules): gradient colours, no per-module bar labels, still one group per module", { skip: needsReal("sd15-pokemon") }, async () => {
+test("many modules (real SD 1.5 LoRA, 128 modules): gradient colours, no per-module bar labels, still one group per module", {
+  skip: needsReal("sd15-pokemon"),
+}, async () => {
   const r = await inspect(join(realDir, "sd15-pokemon"), { budget: 200 });
   const spec = inspectChartSpec(r) as { legends: { type?: string }[] };
   assert.equal(spec.legends[0]!.type, "gradient");
@@ -81,7 +83,10 @@ test("many modules (real SD 1.5 LoRA, 128 modules): gradient colours, no per-mod
 
 test("an all-zero module is left off the log scale and said so", async () => {
   const r = await inspect(ex);
-  const z: InspectReport = { ...r, modules: r.modules.map((m, i) => (i === 0 ? { ...m, singular_values: m.singular_values.map(() => 0), energy: m.energy.map(() => 1), norm: 0 } : m)) };
+  const z: InspectReport = {
+    ...r,
+    modules: r.modules.map((m, i) => (i === 0 ? { ...m, singular_values: m.singular_values.map(() => 0), energy: m.energy.map(() => 1), norm: 0 } : m)),
+  };
   const svg = decode(await renderChart(z, "svg"));
   assert.ok(svg.includes("1 all-zero module left out"));
   assert.equal(count(svg, 'aria-label="spectra of '), r.modules.length - 1);
@@ -91,7 +96,11 @@ test("plotFormat: .svg/.png (any case), everything else a usage error", () => {
   assert.equal(plotFormat("a.svg"), "svg");
   assert.equal(plotFormat("dir/b.PNG"), "png");
   for (const bad of ["a.pdf", "a", "-", "a.safetensors"]) {
-    assert.throws(() => plotFormat(bad), (e: unknown) => e instanceof LoraError && e.exitCode === 2, bad);
+    assert.throws(
+      () => plotFormat(bad),
+      (e: unknown) => e instanceof LoraError && e.exitCode === 2,
+      bad,
+    );
   }
 });
 
@@ -101,7 +110,10 @@ test("writePlot: atomic, refuses an existing file without --force and an input e
   const out = join(d, "chart.svg");
   await writePlot(out, r, { force: false, inputs: [ex] });
   assert.match(readFileSync(out, "utf8"), /^<svg/);
-  await assert.rejects(writePlot(out, r, { force: false, inputs: [ex] }), (e: unknown) => e instanceof LoraError && e.exitCode === 2 && /exists/.test(e.message));
+  await assert.rejects(
+    writePlot(out, r, { force: false, inputs: [ex] }),
+    (e: unknown) => e instanceof LoraError && e.exitCode === 2 && /exists/.test(e.message),
+  );
   writeFileSync(out, "old");
   await writePlot(out, r, { force: true, inputs: [ex] });
   assert.match(readFileSync(out, "utf8"), /^<svg/);
@@ -109,7 +121,10 @@ test("writePlot: atomic, refuses an existing file without --force and an input e
   const input = join(d, "adapter.svg");
   copyFileSync(join(fixturesDir, "peft-bf16.safetensors"), input);
   const before = readFileSync(input);
-  await assert.rejects(writePlot(input, r, { force: false, inputs: [input] }), (e: unknown) => e instanceof LoraError && e.exitCode === 2 && /refusing to overwrite input/.test(e.message));
+  await assert.rejects(
+    writePlot(input, r, { force: false, inputs: [input] }),
+    (e: unknown) => e instanceof LoraError && e.exitCode === 2 && /refusing to overwrite input/.test(e.message),
+  );
   assert.deepEqual(readFileSync(input), before);
   assert.deepEqual(readdirSync(d).sort(), ["adapter.svg", "chart.svg"], "no temp file left");
 });

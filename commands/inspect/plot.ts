@@ -97,7 +97,13 @@ export function inspectChartSpec(r: InspectReport): Record<string, unknown> {
     const p = firstReaching(curve, f);
     if (p) marksOnCurve.push({ K: p.K, e: p.e, label: `${Math.round(f * 100)}% at K=${p.K}`, kind: "ref" });
   }
-  if (d) marksOnCurve.push({ K: allocTotal, e: d.retained_energy, label: `${d.budget !== undefined ? "budget" : "energy"}: K=${allocTotal}, ${pct(d.retained_energy)}`, kind: "alloc" });
+  if (d)
+    marksOnCurve.push({
+      K: allocTotal,
+      e: d.retained_energy,
+      label: `${d.budget !== undefined ? "budget" : "energy"}: K=${allocTotal}, ${pct(d.retained_energy)}`,
+      kind: "alloc",
+    });
 
   const legend = n <= MAX_LEGEND;
   const colour = legend
@@ -128,21 +134,33 @@ export function inspectChartSpec(r: InspectReport): Record<string, unknown> {
         },
       },
       ...(withPoints && maxRank <= 64
-        ? [{
-          type: "symbol",
-          from: { data: `${data}_m` },
-          encode: { enter: { x: { scale: "x", field: x }, y: { scale: "y", field: y }, fill: strokeOf, size: { value: 14 }, fillOpacity: { value: lineOpacity } } },
-        }]
+        ? [
+            {
+              type: "symbol",
+              from: { data: `${data}_m` },
+              encode: {
+                enter: { x: { scale: "x", field: x }, y: { scale: "y", field: y }, fill: strokeOf, size: { value: 14 }, fillOpacity: { value: lineOpacity } },
+              },
+            },
+          ]
         : []),
     ],
   });
 
-  const panelTitle = (text: string, subtitle?: string) => ({ text, anchor: "start", fontSize: 13, ...(subtitle ? { subtitle, subtitleFontSize: 10, subtitleColor: "#555" } : {}) });
+  const panelTitle = (text: string, subtitle?: string) => ({
+    text,
+    anchor: "start",
+    fontSize: 13,
+    ...(subtitle ? { subtitle, subtitleFontSize: 10, subtitleColor: "#555" } : {}),
+  });
 
   const spectrumPanel = {
     type: "group",
     name: "panel-spectrum",
-    title: panelTitle("Singular-value spectrum per module", `σᵢ/σ₁ of ΔW = s·B·A, log scale${zeroModules ? ` (${zeroModules} all-zero module${zeroModules > 1 ? "s" : ""} left out)` : ""}`),
+    title: panelTitle(
+      "Singular-value spectrum per module",
+      `σᵢ/σ₁ of ΔW = s·B·A, log scale${zeroModules ? ` (${zeroModules} all-zero module${zeroModules > 1 ? "s" : ""} left out)` : ""}`,
+    ),
     encode: { enter: { width: { value: PANEL_W }, height: { value: PANEL_H }, stroke: { value: "#ccc" } } },
     scales: [
       { name: "x", type: "linear", domain: [1, Math.max(2, maxRank)], range: [0, PANEL_W], nice: false, zero: false },
@@ -158,7 +176,10 @@ export function inspectChartSpec(r: InspectReport): Record<string, unknown> {
   const energyPanel = {
     type: "group",
     name: "panel-energy",
-    title: panelTitle("Cumulative energy per module", d?.energy !== undefined ? `share of Σσᵢ² held by the top k components; dashed: --energy ${d.energy}` : "share of Σσᵢ² held by the top k components"),
+    title: panelTitle(
+      "Cumulative energy per module",
+      d?.energy !== undefined ? `share of Σσᵢ² held by the top k components; dashed: --energy ${d.energy}` : "share of Σσᵢ² held by the top k components",
+    ),
     encode: { enter: { width: { value: PANEL_W }, height: { value: PANEL_H }, stroke: { value: "#ccc" } } },
     scales: [
       { name: "x", type: "linear", domain: [0, maxRank], range: [0, PANEL_W], nice: false, zero: true },
@@ -171,7 +192,20 @@ export function inspectChartSpec(r: InspectReport): Record<string, unknown> {
     marks: [
       ...(energy.length ? [perModule("energy", "k", "e", false)] : []),
       ...(d?.energy !== undefined
-        ? [{ type: "rule", encode: { enter: { x: { value: 0 }, x2: { value: PANEL_W }, y: { scale: "y", value: d.energy }, stroke: { value: "#d62728" }, strokeDash: { value: [5, 3] } } } }]
+        ? [
+            {
+              type: "rule",
+              encode: {
+                enter: {
+                  x: { value: 0 },
+                  x2: { value: PANEL_W },
+                  y: { scale: "y", value: d.energy },
+                  stroke: { value: "#d62728" },
+                  strokeDash: { value: [5, 3] },
+                },
+              },
+            },
+          ]
         : []),
     ],
   };
@@ -191,17 +225,48 @@ export function inspectChartSpec(r: InspectReport): Record<string, unknown> {
       { orient: "left", scale: "y", title: "energy kept", format: "%", grid: true, gridOpacity: 0.3 },
     ],
     marks: [
-      { type: "area", from: { data: "global" }, encode: { enter: { x: { scale: "x", field: "K" }, y: { scale: "y", field: "e" }, y2: { scale: "y", value: 0 }, fill: { value: "#4c78a8" }, fillOpacity: { value: 0.15 } } } },
-      { type: "line", from: { data: "global" }, encode: { enter: { x: { scale: "x", field: "K" }, y: { scale: "y", field: "e" }, stroke: { value: "#4c78a8" }, strokeWidth: { value: 2 } } } },
+      {
+        type: "area",
+        from: { data: "global" },
+        encode: {
+          enter: {
+            x: { scale: "x", field: "K" },
+            y: { scale: "y", field: "e" },
+            y2: { scale: "y", value: 0 },
+            fill: { value: "#4c78a8" },
+            fillOpacity: { value: 0.15 },
+          },
+        },
+      },
+      {
+        type: "line",
+        from: { data: "global" },
+        encode: { enter: { x: { scale: "x", field: "K" }, y: { scale: "y", field: "e" }, stroke: { value: "#4c78a8" }, strokeWidth: { value: 2 } } },
+      },
       {
         type: "rule",
         from: { data: "curveMarks" },
-        encode: { enter: { x: { scale: "x", field: "K" }, y: { scale: "y", field: "e" }, y2: { scale: "y", value: 0 }, stroke: { signal: "datum.kind === 'alloc' ? '#d62728' : '#999'" }, strokeDash: { value: [4, 3] } } },
+        encode: {
+          enter: {
+            x: { scale: "x", field: "K" },
+            y: { scale: "y", field: "e" },
+            y2: { scale: "y", value: 0 },
+            stroke: { signal: "datum.kind === 'alloc' ? '#d62728' : '#999'" },
+            strokeDash: { value: [4, 3] },
+          },
+        },
       },
       {
         type: "symbol",
         from: { data: "curveMarks" },
-        encode: { enter: { x: { scale: "x", field: "K" }, y: { scale: "y", field: "e" }, size: { value: 40 }, fill: { signal: "datum.kind === 'alloc' ? '#d62728' : '#555'" } } },
+        encode: {
+          enter: {
+            x: { scale: "x", field: "K" },
+            y: { scale: "y", field: "e" },
+            size: { value: 40 },
+            fill: { signal: "datum.kind === 'alloc' ? '#d62728' : '#555'" },
+          },
+        },
       },
       {
         // reference levels: written up along their dashed rule, from the axis
@@ -275,7 +340,16 @@ export function inspectChartSpec(r: InspectReport): Record<string, unknown> {
           type: "rect",
           name: "before",
           from: { data: "alloc" },
-          encode: { enter: { x: { scale: "x", value: 0 }, x2: { scale: "x", field: "before" }, y: { scale: "y", field: "label" }, height: { scale: "y", band: 1 }, fill: { value: "#d9d9d9" }, description: { signal: "datum.module + ': rank ' + datum.before" } } },
+          encode: {
+            enter: {
+              x: { scale: "x", value: 0 },
+              x2: { scale: "x", field: "before" },
+              y: { scale: "y", field: "label" },
+              height: { scale: "y", band: 1 },
+              fill: { value: "#d9d9d9" },
+              description: { signal: "datum.module + ': rank ' + datum.before" },
+            },
+          },
         },
         {
           type: "rect",
@@ -293,18 +367,40 @@ export function inspectChartSpec(r: InspectReport): Record<string, unknown> {
           },
         },
         ...(labels
-          ? [{
-            type: "text",
-            from: { data: "alloc" },
-            encode: { enter: { x: { scale: "x", field: "after", offset: 3 }, y: { scale: "y", field: "label", band: 0.5 }, baseline: { value: "middle" }, text: { signal: "datum.after === datum.before ? '' : datum.after" }, fontSize: { value: 9 }, fill: { value: "#333" } } },
-          }]
+          ? [
+              {
+                type: "text",
+                from: { data: "alloc" },
+                encode: {
+                  enter: {
+                    x: { scale: "x", field: "after", offset: 3 },
+                    y: { scale: "y", field: "label", band: 0.5 },
+                    baseline: { value: "middle" },
+                    text: { signal: "datum.after === datum.before ? '' : datum.after" },
+                    fontSize: { value: 9 },
+                    fill: { value: "#333" },
+                  },
+                },
+              },
+            ]
           : []),
       ],
     });
   }
 
   const legends = legend
-    ? [{ stroke: "color", title: prefix ? `module (${prefix}…)` : "module", orient: "right", symbolType: "stroke", labelFontSize: 10, labelLimit: 480, titleFontSize: 11, titleLimit: 480 }]
+    ? [
+        {
+          stroke: "color",
+          title: prefix ? `module (${prefix}…)` : "module",
+          orient: "right",
+          symbolType: "stroke",
+          labelFontSize: 10,
+          labelLimit: 480,
+          titleFontSize: 11,
+          titleLimit: 480,
+        },
+      ]
     : [{ fill: "color", type: "gradient", title: "module (file order)", orient: "right", direction: "vertical", gradientLength: 160, format: "d" }];
 
   return {
@@ -346,7 +442,9 @@ export async function renderChart(r: InspectReport, format: PlotFormat): Promise
     fitTo: { mode: "zoom", value: 2 },
     background: "white",
     font: { loadSystemFonts: true, defaultFontFamily: "DejaVu Sans" },
-  }).render().asPng();
+  })
+    .render()
+    .asPng();
   return new Uint8Array(png.buffer, png.byteOffset, png.byteLength);
 }
 

@@ -3,12 +3,22 @@ import { fmt, formatTable, formatTsv } from "../support/output.js";
 import type { AdapterSummary } from "../../surgery/catalog.js";
 
 const cells = (a: AdapterSummary, human: boolean): string[] => [
-  a.path, a.format, a.dtype, String(a.modules), String(a.total_rank), human ? a.parameters.toLocaleString("en-US") : String(a.parameters),
-  human ? a.bytes.toLocaleString("en-US") : String(a.bytes), human ? fmt(a.effective_rank) : String(a.effective_rank), human ? fmt(100 * a.energy_at_half_rank, 4) + "%" : String(a.energy_at_half_rank),
+  a.path,
+  a.format,
+  a.dtype,
+  String(a.modules),
+  String(a.total_rank),
+  human ? a.parameters.toLocaleString("en-US") : String(a.parameters),
+  human ? a.bytes.toLocaleString("en-US") : String(a.bytes),
+  human ? fmt(a.effective_rank) : String(a.effective_rank),
+  human ? fmt(100 * a.energy_at_half_rank, 4) + "%" : String(a.energy_at_half_rank),
 ];
 
 export function renderCatalogTable(rows: AdapterSummary[]): string {
-  return formatTable(["adapter", "format", "dtype", "modules", "total rank", "parameters", "bytes", "eff. rank", "energy @ r/2"], rows.map((a) => cells(a, true)));
+  return formatTable(
+    ["adapter", "format", "dtype", "modules", "total rank", "parameters", "bytes", "eff. rank", "energy @ r/2"],
+    rows.map((a) => cells(a, true)),
+  );
 }
 
 export function renderCatalogTsv(rows: AdapterSummary[]): string {

@@ -40,10 +40,13 @@ export function scaleRule(r: InspectReport): string {
   const near = (a: number, b: number) => Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
   const ms = r.modules.filter((m) => m.rank > 0);
   const rule =
-    ms.length === 0 ? "" :
-    ms.every((m) => near(m.scale, m.alpha / m.rank)) ? "scale = alpha / rank" :
-    ms.every((m) => near(m.scale, m.alpha / Math.sqrt(m.rank))) ? "scale = alpha / √rank (rsLoRA)" :
-    "scale per module as the format defines it";
+    ms.length === 0
+      ? ""
+      : ms.every((m) => near(m.scale, m.alpha / m.rank))
+        ? "scale = alpha / rank"
+        : ms.every((m) => near(m.scale, m.alpha / Math.sqrt(m.rank)))
+          ? "scale = alpha / √rank (rsLoRA)"
+          : "scale per module as the format defines it";
   return `scale from ${r.config_source}${rule ? `: ${rule}` : ""}`;
 }
 
@@ -55,8 +58,17 @@ export function renderInspectTable(r: InspectReport, opts: { width?: number; emp
     if (alloc) header.push("→ rank");
     const rows = r.modules.map((m) => {
       const row = [
-        m.name, `${m.shape[0]}×${m.shape[1]}`, String(m.rank), fmt(m.alpha), fmt(m.scale), m.dtype, fmt(m.norm),
-        fmt(m.singular_values[0] ?? 0), fmt(m.effective_rank, 3), String(rank90(m)), spectrumBars(m.singular_values),
+        m.name,
+        `${m.shape[0]}×${m.shape[1]}`,
+        String(m.rank),
+        fmt(m.alpha),
+        fmt(m.scale),
+        m.dtype,
+        fmt(m.norm),
+        fmt(m.singular_values[0] ?? 0),
+        fmt(m.effective_rank, 3),
+        String(rank90(m)),
+        spectrumBars(m.singular_values),
       ];
       if (withEnergy) row.push(m.norm > 0 ? energyCurve(m.energy) : "");
       if (alloc) row.push(String(alloc[m.name] ?? 0));
@@ -68,18 +80,25 @@ export function renderInspectTable(r: InspectReport, opts: { width?: number; emp
   const wide = build(true);
   const fits = !opts.width || wide.split("\n").every((l) => [...l].length <= opts.width!);
   const lines: string[] = [];
-  lines.push(`${r.path}: ${r.format} adapter, ${r.totals.modules} modules, total rank ${r.totals.rank}, ${r.totals.params.toLocaleString("en-US")} LoRA parameters, ${r.dtype}`);
+  lines.push(
+    `${r.path}: ${r.format} adapter, ${r.totals.modules} modules, total rank ${r.totals.rank}, ${r.totals.params.toLocaleString("en-US")} LoRA parameters, ${r.dtype}`,
+  );
   lines.push(`scale from: ${r.config_source}${scaleRule(r).includes(": ") ? ` (${scaleRule(r).split(": ")[1]})` : ""}`);
   for (const n of r.notes) lines.push(`note: ${n}`);
   lines.push("");
   let table = fits ? wide : build(false);
-  if (opts.width) table = table.split("\n").map((l) => ([...l].length > opts.width! ? [...l].slice(0, opts.width! - 1).join("") + "…" : l)).join("\n");
+  if (opts.width)
+    table = table
+      .split("\n")
+      .map((l) => ([...l].length > opts.width! ? [...l].slice(0, opts.width! - 1).join("") + "…" : l))
+      .join("\n");
   const [head, ...body] = table.split("\n");
   lines.push(opts.emphasis ? opts.emphasis(head!) : head!, ...body);
   if (r.passthrough.length) lines.push("", `passthrough tensors (${r.passthrough.length}): ${r.passthrough.join(", ")}`);
   const gated = r.modules.filter((m) => m.gate);
   if (gated.length) {
-    const z = gated.reduce((s, m) => s + m.gate!.zero, 0), t = gated.reduce((s, m) => s + m.gate!.total, 0);
+    const z = gated.reduce((s, m) => s + m.gate!.zero, 0),
+      t = gated.reduce((s, m) => s + m.gate!.total, 0);
     lines.push(`SoRA gates: ${z}/${t} zero (${((100 * z) / Math.max(1, t)).toFixed(1)}% sparsity)`);
   }
   if (r.redistribution) {
@@ -98,9 +117,22 @@ export const TSV_COLUMNS = ["module", "shape", "rank", "alpha", "scale", "dtype"
 export function renderInspectTsv(r: InspectReport, opts: { header?: boolean } = {}): string {
   const alloc = r.redistribution?.ranks;
   const header = opts.header ? [...TSV_COLUMNS, ...(alloc ? ["allocated_rank"] : [])] : undefined;
-  return formatTsv(r.modules.map((m) => {
-    const row = [m.name, `${m.shape[0]}x${m.shape[1]}`, String(m.rank), String(m.alpha), String(m.scale), m.dtype, String(m.norm), String(m.effective_rank), m.singular_values.join(",")];
-    if (alloc) row.push(String(alloc[m.name] ?? 0));
-    return row;
-  }), header);
+  return formatTsv(
+    r.modules.map((m) => {
+      const row = [
+        m.name,
+        `${m.shape[0]}x${m.shape[1]}`,
+        String(m.rank),
+        String(m.alpha),
+        String(m.scale),
+        m.dtype,
+        String(m.norm),
+        String(m.effective_rank),
+        m.singular_values.join(","),
+      ];
+      if (alloc) row.push(String(alloc[m.name] ?? 0));
+      return row;
+    }),
+    header,
+  );
 }

@@ -52,8 +52,17 @@ export async function inspectAdapter(adapter: Adapter, be: LinalgBackend, onModu
     const S = Array.from(spectra.get(m)!.S).slice(0, m.rank);
     const norm = Math.sqrt(S.reduce((s, x) => s + x * x, 0));
     const rep: ModuleReport = {
-      name: m.name, kind: m.kind, shape: [m.out, m.in], rank: m.rank, alpha: m.alpha, scale: m.scale, dtype: m.A.dtype,
-      norm, singular_values: S, energy: cumulativeEnergy(S), effective_rank: effectiveRank(S),
+      name: m.name,
+      kind: m.kind,
+      shape: [m.out, m.in],
+      rank: m.rank,
+      alpha: m.alpha,
+      scale: m.scale,
+      dtype: m.A.dtype,
+      norm,
+      singular_values: S,
+      energy: cumulativeEnergy(S),
+      effective_rank: effectiveRank(S),
     };
     const extras = Object.keys(m.extras);
     if (extras.length) rep.extras = extras;
@@ -70,7 +79,10 @@ export async function inspectAdapter(adapter: Adapter, be: LinalgBackend, onModu
 export const DORA_NOTE =
   "DoRA adapter: each module also has a magnitude vector (lora_magnitude_vector); the spectra shown are of s·B·A, not of the DoRA update, which rescales every column of W + s·B·A by magnitude/column norm and needs the base weights";
 
-export async function runInspect(o: InspectOptions, deps: { backend: LinalgBackend; stdin?: NodeJS.ReadableStream; onModule?: (i: number, n: number) => void }): Promise<InspectReport> {
+export async function runInspect(
+  o: InspectOptions,
+  deps: { backend: LinalgBackend; stdin?: NodeJS.ReadableStream; onModule?: (i: number, n: number) => void },
+): Promise<InspectReport> {
   const adapter = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
   try {
     const modules = await inspectAdapter(adapter, deps.backend, deps.onModule);
@@ -90,8 +102,17 @@ export async function runInspect(o: InspectOptions, deps: { backend: LinalgBacke
       },
     };
     if (o.budget !== undefined || o.energy !== undefined) {
-      const req: AllocationRequest = { score: o.score, minRank: o.minRank, rho: o.rho, ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.energy !== undefined ? { energy: o.energy } : {}) };
-      const alloc = allocate(modules.map((m) => ({ name: m.name, sigma: m.singular_values, in: m.shape[1], out: m.shape[0], rank: m.rank })), req);
+      const req: AllocationRequest = {
+        score: o.score,
+        minRank: o.minRank,
+        rho: o.rho,
+        ...(o.budget !== undefined ? { budget: o.budget } : {}),
+        ...(o.energy !== undefined ? { energy: o.energy } : {}),
+      };
+      const alloc = allocate(
+        modules.map((m) => ({ name: m.name, sigma: m.singular_values, in: m.shape[1], out: m.shape[0], rank: m.rank })),
+        req,
+      );
       report.redistribution = {
         ...(o.budget !== undefined ? { budget: o.budget } : {}),
         ...(o.energy !== undefined ? { energy: o.energy } : {}),

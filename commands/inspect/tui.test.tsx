@@ -58,7 +58,10 @@ test("first frame: header, every module in file order, the first selected, a bud
   const { r, app, frame } = await session();
   const f = frame();
   assert.match(f, /lora inspect .*example\s+peft · 8 modules · total rank 64 · F32/);
-  assert.deepEqual(listed(f), r.modules.map((m) => m.name));
+  assert.deepEqual(
+    listed(f),
+    r.modules.map((m) => m.name),
+  );
   assert.equal(selectedRow(f), r.modules[0]!.name);
   assert.match(f, /sorted by file order/);
   assert.equal(budgetLine(f).K, 32);
@@ -92,20 +95,36 @@ test("n sorts by norm (largest first, again: smallest first), s by name, e by en
   const { r, app, press } = await session();
   let f = await press("n");
   assert.match(f, /sorted by ‖ΔW‖ ↓/);
-  assert.deepEqual(listed(f), [...r.modules].sort((a, b) => b.norm - a.norm).map((m) => m.name));
+  assert.deepEqual(
+    listed(f),
+    [...r.modules].sort((a, b) => b.norm - a.norm).map((m) => m.name),
+  );
   assert.equal(selectedRow(f), r.modules[0]!.name, "the selection stays on the same module");
   f = await press("n");
   assert.match(f, /sorted by ‖ΔW‖ ↑/);
-  assert.deepEqual(listed(f), [...r.modules].sort((a, b) => a.norm - b.norm).map((m) => m.name));
+  assert.deepEqual(
+    listed(f),
+    [...r.modules].sort((a, b) => a.norm - b.norm).map((m) => m.name),
+  );
   f = await press("s");
-  assert.deepEqual(listed(f), r.modules.map((m) => m.name).sort((a, b) => a.localeCompare(b)));
+  assert.deepEqual(
+    listed(f),
+    r.modules.map((m) => m.name).sort((a, b) => a.localeCompare(b)),
+  );
   f = await press("e");
   assert.match(f, /sorted by energy kept ↑/);
   const kept = [...f.matchAll(/^│[›\s] \S+\s+\d+\s+\d+\s+\S+\s+([\d.]+)%/gm)].map((m) => Number(m[1]));
   assert.equal(kept.length, 8);
-  assert.deepEqual(kept, [...kept].sort((a, b) => a - b), "ascending energy kept");
+  assert.deepEqual(
+    kept,
+    [...kept].sort((a, b) => a - b),
+    "ascending energy kept",
+  );
   f = await press("o");
-  assert.deepEqual(listed(f), r.modules.map((m) => m.name));
+  assert.deepEqual(
+    listed(f),
+    r.modules.map((m) => m.name),
+  );
   app.unmount();
 });
 
@@ -143,7 +162,10 @@ test("q quits: the app unmounts and stops reading keys", async () => {
 
 test("a long list scrolls to keep the selection in view and says where it is", async () => {
   const r = await report();
-  const many: InspectReport = { ...r, modules: Array.from({ length: 40 }, (_, i) => ({ ...r.modules[i % 8]!, name: `layer.${String(i).padStart(2, "0")}.proj` })) };
+  const many: InspectReport = {
+    ...r,
+    modules: Array.from({ length: 40 }, (_, i) => ({ ...r.modules[i % 8]!, name: `layer.${String(i).padStart(2, "0")}.proj` })),
+  };
   const app = render(<InspectApp report={many} options={opts} width={100} height={20} />);
   await tick();
   assert.match(app.lastFrame()!, /1–10 of 40/);

@@ -72,14 +72,19 @@ export function sortModules(mods: ModuleReport[], key: SortKey, desc: boolean, p
   const order = new Map(mods.map((m, i) => [m.name, i]));
   const val = (m: ModuleReport): number | string => {
     switch (key) {
-      case "norm": return m.norm;
-      case "energy": return keptEnergy(m, preview.ranks.get(m.name) ?? 0);
-      case "name": return m.name;
-      default: return order.get(m.name)!;
+      case "norm":
+        return m.norm;
+      case "energy":
+        return keptEnergy(m, preview.ranks.get(m.name) ?? 0);
+      case "name":
+        return m.name;
+      default:
+        return order.get(m.name)!;
     }
   };
   const sorted = [...mods].sort((a, b) => {
-    const x = val(a), y = val(b);
+    const x = val(a),
+      y = val(b);
     const c = typeof x === "string" ? x.localeCompare(y as string) : (x as number) - (y as number);
     return c !== 0 ? c : order.get(a.name)! - order.get(b.name)!;
   });
@@ -158,22 +163,44 @@ export function applyKey(r: InspectReport, o: TuiOptions, st: TuiState, k: strin
   const setBudget = (b: number) => ({ ...st, budget: Math.min(hi, Math.max(lo, b)) });
   const moveBy = (delta: number | "first" | "last") => {
     const mods = sortModules(r.modules, st.sort.key, st.sort.desc, previewBudget(r, o, st.budget));
-    const at = Math.max(0, mods.findIndex((m) => m.name === st.selected));
+    const at = Math.max(
+      0,
+      mods.findIndex((m) => m.name === st.selected),
+    );
     const i = delta === "first" ? 0 : delta === "last" ? mods.length - 1 : Math.min(mods.length - 1, Math.max(0, at + delta));
     return mods[i] ? { ...st, selected: mods[i]!.name } : st;
   };
   switch (k) {
-    case "q": case "escape": return null;
-    case "j": case "down": return moveBy(1);
-    case "k": case "up": return moveBy(-1);
-    case " ": case "pagedown": return moveBy(page);
-    case "pageup": return moveBy(-page);
-    case "g": case "home": return moveBy("first");
-    case "G": case "end": return moveBy("last");
-    case "+": case "=": return setBudget(st.budget + 1);
-    case "-": case "_": return setBudget(st.budget - 1);
-    case "]": return setBudget(st.budget + budgetStep(lo, hi));
-    case "[": return setBudget(st.budget - budgetStep(lo, hi));
+    case "q":
+    case "escape":
+      return null;
+    case "j":
+    case "down":
+      return moveBy(1);
+    case "k":
+    case "up":
+      return moveBy(-1);
+    case " ":
+    case "pagedown":
+      return moveBy(page);
+    case "pageup":
+      return moveBy(-page);
+    case "g":
+    case "home":
+      return moveBy("first");
+    case "G":
+    case "end":
+      return moveBy("last");
+    case "+":
+    case "=":
+      return setBudget(st.budget + 1);
+    case "-":
+    case "_":
+      return setBudget(st.budget - 1);
+    case "]":
+      return setBudget(st.budget + budgetStep(lo, hi));
+    case "[":
+      return setBudget(st.budget - budgetStep(lo, hi));
     default: {
       // First press sorts the useful way round (largest norm, least energy kept first); again reverses.
       const keys: Record<string, [SortKey, boolean]> = { n: ["norm", true], e: ["energy", false], s: ["name", false], o: ["file", false] };
@@ -207,14 +234,31 @@ export function InspectApp({ report, options, width, height }: TuiProps) {
   const [lo, hi] = budgetBounds(report, options.minRank);
   const preview = useMemo(() => previewBudget(report, options, budget), [report, options, budget]);
   const mods = useMemo(() => sortModules(report.modules, sort.key, sort.desc, preview), [report, sort, preview]);
-  const sel = Math.max(0, mods.findIndex((m) => m.name === state.selected));
+  const sel = Math.max(
+    0,
+    mods.findIndex((m) => m.name === state.selected),
+  );
   const cur = mods[sel];
   const listHeight = Math.max(3, size.h - 10);
   const step = budgetStep(lo, hi);
 
   useInput((input, key) => {
     // A key, or a chunk of typed/pasted characters handled one by one ("jj+" arrives as one string).
-    const named = key.downArrow ? "down" : key.upArrow ? "up" : key.pageDown ? "pagedown" : key.pageUp ? "pageup" : key.home ? "home" : key.end ? "end" : key.escape ? "escape" : null;
+    const named = key.downArrow
+      ? "down"
+      : key.upArrow
+        ? "up"
+        : key.pageDown
+          ? "pagedown"
+          : key.pageUp
+            ? "pageup"
+            : key.home
+              ? "home"
+              : key.end
+                ? "end"
+                : key.escape
+                  ? "escape"
+                  : null;
     let st: TuiState | null = latest.current;
     for (const k of named ? [named] : [...input]) {
       st = applyKey(report, options, st, k, listHeight);
@@ -245,45 +289,92 @@ export function InspectApp({ report, options, width, height }: TuiProps) {
   return (
     <Box flexDirection="column" width={size.w}>
       <Text>
-        <Text bold>lora inspect</Text> {clip(report.path, Math.max(10, size.w - 70))}  {report.format} · {report.modules.length} modules · total rank {report.totals.rank} · {report.dtype}
+        <Text bold>lora inspect</Text> {clip(report.path, Math.max(10, size.w - 70))} {report.format} · {report.modules.length} modules · total rank{" "}
+        {report.totals.rank} · {report.dtype}
       </Text>
       <Box flexDirection="row">
         <Box flexDirection="column" width={listW} borderStyle="single" paddingX={0}>
-          <Text bold>modules <Text dimColor>· sorted by {SORT_LABEL[sort.key]}{sort.key === "file" ? "" : sort.desc ? " ↓" : " ↑"}</Text></Text>
+          <Text bold>
+            modules{" "}
+            <Text dimColor>
+              · sorted by {SORT_LABEL[sort.key]}
+              {sort.key === "file" ? "" : sort.desc ? " ↓" : " ↑"}
+            </Text>
+          </Text>
           <Text dimColor>{header}</Text>
           {shown.map((m) => {
             const kk = preview.ranks.get(m.name) ?? 0;
             const line = `${m.name === cur?.name ? "›" : " "} ${pad(clip(m.name, nameW), nameW)} ${pad(String(m.rank), 4, true)} ${pad(String(kk), 4, true)} ${pad(fmt(m.norm), 9, true)} ${pad(pct(keptEnergy(m, kk)), 7, true)}`;
-            return m.name === cur?.name
-              ? <Text key={m.name} inverse>{line}</Text>
-              : <Text key={m.name} {...(kk < m.rank ? {} : { dimColor: true })}>{line}</Text>;
+            return m.name === cur?.name ? (
+              <Text key={m.name} inverse>
+                {line}
+              </Text>
+            ) : (
+              <Text key={m.name} {...(kk < m.rank ? {} : { dimColor: true })}>
+                {line}
+              </Text>
+            );
           })}
-          {mods.length > listHeight ? <Text dimColor>  {first + 1}–{first + shown.length} of {mods.length}</Text> : null}
+          {mods.length > listHeight ? (
+            <Text dimColor>
+              {" "}
+              {first + 1}–{first + shown.length} of {mods.length}
+            </Text>
+          ) : null}
         </Box>
         <Box flexDirection="column" width={detailW + 2} borderStyle="single" paddingX={1}>
           {cur ? (
             <>
               <Text bold>{clip(cur.name, detailW - 2)}</Text>
-              <Text>{cur.shape[0]}×{cur.shape[1]} · rank {cur.rank} · α {fmt(cur.alpha)} · scale {fmt(cur.scale)} · {cur.dtype}</Text>
-              <Text>‖ΔW‖ {fmt(cur.norm)} · σ₁ {fmt(cur.singular_values[0] ?? 0)} · eff.rank {fmt(cur.effective_rank, 3)}</Text>
+              <Text>
+                {cur.shape[0]}×{cur.shape[1]} · rank {cur.rank} · α {fmt(cur.alpha)} · scale {fmt(cur.scale)} · {cur.dtype}
+              </Text>
+              <Text>
+                ‖ΔW‖ {fmt(cur.norm)} · σ₁ {fmt(cur.singular_values[0] ?? 0)} · eff.rank {fmt(cur.effective_rank, 3)}
+              </Text>
               <Text> </Text>
-              <Text dimColor>σᵢ/σ₁ (kept: {k} of {cur.rank})</Text>
+              <Text dimColor>
+                σᵢ/σ₁ (kept: {k} of {cur.rank})
+              </Text>
               {chart.lines.map((row, i) => (
                 <Text key={i}>
                   <Text color="cyan">{[...row].slice(0, k * chart.cw).join("")}</Text>
                   <Text dimColor>{[...row].slice(k * chart.cw).join("")}</Text>
                 </Text>
               ))}
-              <Text>energy {energyCurve(cur.energy, Math.max(4, detailW - 28))}  kept at {k}: {pct(keptEnergy(cur, k))}</Text>
-              <Text dimColor>σ {cur.singular_values.slice(0, 6).map((x) => fmt(x)).join(" ")}{cur.singular_values.length > 6 ? " …" : ""}</Text>
+              <Text>
+                energy {energyCurve(cur.energy, Math.max(4, detailW - 28))} kept at {k}: {pct(keptEnergy(cur, k))}
+              </Text>
+              <Text dimColor>
+                σ{" "}
+                {cur.singular_values
+                  .slice(0, 6)
+                  .map((x) => fmt(x))
+                  .join(" ")}
+                {cur.singular_values.length > 6 ? " …" : ""}
+              </Text>
             </>
-          ) : <Text>no modules</Text>}
+          ) : (
+            <Text>no modules</Text>
+          )}
         </Box>
       </Box>
       <Text>
-        <Text bold>budget K={budget}</Text> by {what}{preview.error ? <Text color="red">  {preview.error}</Text> : <Text>  total rank {report.totals.rank} → {preview.total}  energy kept {pct(preview.retained)}</Text>}
-        {d?.energy !== undefined ? <Text dimColor>  (from --energy {d.energy})</Text> : null}
-        <Text dimColor>   lora truncate … --budget {budget}{options.score !== "energy" ? ` --score ${options.score}` : ""}</Text>
+        <Text bold>budget K={budget}</Text> by {what}
+        {preview.error ? (
+          <Text color="red"> {preview.error}</Text>
+        ) : (
+          <Text>
+            {" "}
+            total rank {report.totals.rank} → {preview.total} energy kept {pct(preview.retained)}
+          </Text>
+        )}
+        {d?.energy !== undefined ? <Text dimColor> (from --energy {d.energy})</Text> : null}
+        <Text dimColor>
+          {" "}
+          lora truncate … --budget {budget}
+          {options.score !== "energy" ? ` --score ${options.score}` : ""}
+        </Text>
       </Text>
       <Text dimColor>↑↓ j k move · sort: n norm, e energy kept, s name, o file order · + - budget, [ ] by {step} · q quit</Text>
     </Box>

@@ -16,7 +16,10 @@ export function lintCommand(ctx: Ctx): Command {
     .description("check adapters against the rules PEFT, kohya and diffusers loaders enforce (exit 3 on an error-level finding)")
     .argument("[adapter...]", "PEFT directories, .safetensors files, directories of adapters, globs, or - for stdin")
     .option("--from-list <file>", "also lint the adapters listed in FILE, one path per line", (v: string, prev: string[] = []) => [...prev, v])
-    .addHelpText("after", `${rulesHelp()}\n\nExamples:\n  lora lint ./my-adapter\n  lora lint *.safetensors --json | jq '.findings[] | select(.severity == "error")'`)
+    .addHelpText(
+      "after",
+      `${rulesHelp()}\n\nExamples:\n  lora lint ./my-adapter\n  lora lint *.safetensors --json | jq '.findings[] | select(.severity == "error")'`,
+    )
     .action(async (inputs: string[], opts: Record<string, unknown>) => {
       const g = globals(opts);
       const { runLint } = await import("./run.js");
@@ -24,12 +27,16 @@ export function lintCommand(ctx: Ctx): Command {
       const paths = await expandInputs(inputs, (opts["fromList"] as string[] | undefined) ?? []);
       const rep = await withProgress(ctx, g, "lint", (tick) => runLint(paths, { stdin: ctx.stdin, onAdapter: (i, n) => tick(i, n, "adapters") }));
       const { lintSummary, renderLintTable, renderLintTsv } = await import("./render.js");
-      if (g.json) printJson(ctx, { adapters: rep.adapters.map(({ findings: _f, ...a }) => a), findings: rep.findings, errors: rep.errors, warnings: rep.warnings });
+      if (g.json)
+        printJson(ctx, { adapters: rep.adapters.map(({ findings: _f, ...a }) => a), findings: rep.findings, errors: rep.errors, warnings: rep.warnings });
       else if (ctx.stdout.isTTY) writeOut(ctx, renderLintTable(rep));
       else {
         if (rep.findings.length) writeOut(ctx, renderLintTsv(rep));
         note(ctx, g.quiet, lintSummary(rep));
       }
-      if (rep.errors > 0) throw new InvalidInputError(`${rep.errors} error-level finding${rep.errors === 1 ? "" : "s"}: ${[...new Set(rep.findings.filter((f) => f.severity === "error").map((f) => f.rule))].join(", ")}`);
+      if (rep.errors > 0)
+        throw new InvalidInputError(
+          `${rep.errors} error-level finding${rep.errors === 1 ? "" : "s"}: ${[...new Set(rep.findings.filter((f) => f.severity === "error").map((f) => f.rule))].join(", ")}`,
+        );
     });
 }

@@ -16,5 +16,10 @@ export async function runLint(inputs: string[], io: { stdin?: NodeJS.ReadableStr
     io.onAdapter?.(i + 1, inputs.length);
   }
   const findings = adapters.flatMap((a) => a.findings.map((f) => ({ ...f, path: a.path })));
-  return { adapters, findings, errors: findings.filter((f) => f.severity === "error").length, warnings: findings.filter((f) => f.severity === "warning").length };
+  return {
+    adapters,
+    findings,
+    errors: findings.filter((f) => f.severity === "error").length,
+    warnings: findings.filter((f) => f.severity === "warning").length,
+  };
 }

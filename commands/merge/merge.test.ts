@@ -18,7 +18,7 @@ import { loadAdapter, readFactors } from "../../formats/adapter/index.js";
 import { encodeFloats, serializeSafetensors, type TensorSpec } from "../../formats/safetensors/index.js";
 import { InvalidInputError, UsageError } from "../../common/errors.js";
 import { jsBackend } from "../../linalg/js/index.js";
-import { gemm64, svd64 } from "../../linalg/js/dense.js";
+import { svd64 } from "../../linalg/js/dense.js";
 import { Rng } from "../../linalg/random.js";
 import type { Mat } from "../../linalg/types.js";
 import { mergeFair } from "../../surgery/merge/fair.js";
@@ -38,8 +38,21 @@ const fresh = (name: string) => join(tmp, `${name}-${++counter}`);
 // ---------------------------------------------------------------------------------------------
 // Synthetic adapters
 
-interface Mod { path: string; out: number; in: number; rank: number; alpha: number; B: Float64Array; A: Float64Array }
-interface Fake { dir: string; rslora: boolean; mods: Mod[]; passthrough?: Record<string, Float64Array> }
+interface Mod {
+  path: string;
+  out: number;
+  in: number;
+  rank: number;
+  alpha: number;
+  B: Float64Array;
+  A: Float64Array;
+}
+interface Fake {
+  dir: string;
+  rslora: boolean;
+  mods: Mod[];
+  passthrough?: Record<string, Float64Array>;
+}
 
 const f32 = (x: Float64Array) => Float64Array.from(Float32Array.from(x));
 
@@ -56,13 +69,27 @@ async function writeFake(dir: string, rslora: boolean, mods: Mod[], passthrough:
     specs.push({ name: `base_model.model.${m.path}.lora_B.weight`, dtype: "F32", shape: [m.out, m.rank], data: encodeFloats("F32", m.B) });
   }
   for (const [name, v] of Object.entries(passthrough)) specs.push({ name, dtype: "F32", shape: [v.length], data: encodeFloats("F32", v) });
-  const r = mods[0]!.rank, alpha = mods[0]!.alpha;
-  const rank_pattern: Record<string, number> = {}, alpha_pattern: Record<string, number> = {};
+  const r = mods[0]!.rank,
+    alpha = mods[0]!.alpha;
+  const rank_pattern: Record<string, number> = {},
+    alpha_pattern: Record<string, number> = {};
   for (const m of mods) {
     if (m.rank !== r) rank_pattern[esc(m.path)] = m.rank;
     if (m.alpha !== alpha) alpha_pattern[esc(m.path)] = m.alpha;
   }
-  const config = { peft_type: "LORA", task_type: "CAUSAL_LM", r, lora_alpha: alpha, use_rslora: rslora, use_dora: false, target_modules: mods.map((m) => m.path), rank_pattern, alpha_pattern, fan_in_fan_out: false, bias: "none" };
+  const config = {
+    peft_type: "LORA",
+    task_type: "CAUSAL_LM",
+    r,
+    lora_alpha: alpha,
+    use_rslora: rslora,
+    use_dora: false,
+    target_modules: mods.map((m) => m.path),
+    rank_pattern,
+    alpha_pattern,
+    fan_in_fan_out: false,
+    bias: "none",
+  };
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, "adapter_model.safetensors"), await serializeSafetensors(specs, { format: "pt" }));
   await writeFile(join(dir, "adapter_config.json"), JSON.stringify(config));
@@ -74,10 +101,11 @@ const scaleOf = (f: Fake, m: Mod) => (f.rslora ? m.alpha / Math.sqrt(m.rank) : m
 
 function dense(B: ArrayLike<number>, A: ArrayLike<number>, out: number, r: number, inn: number, s = 1): Float64Array {
   const c = new Float64Array(out * inn);
-  for (let i = 0; i < out; i++) for (let p = 0; p < r; p++) {
-    const b = s * B[i * r + p]!;
-    for (let j = 0; j < inn; j++) c[i * inn + j] += b * A[p * inn + j]!;
-  }
+  for (let i = 0; i < out; i++)
+    for (let p = 0; p < r; p++) {
+      const b = s * B[i * r + p]!;
+      for (let j = 0; j < inn; j++) c[i * inn + j] += b * A[p * inn + j]!;
+    }
   return c;
 }
 
@@ -111,8 +139,12 @@ async function readDeltas(path: string): Promise<Map<string, { dw: Float64Array;
 }
 
 function relErr(x: ArrayLike<number>, ref: ArrayLike<number>): number {
-  let n = 0, d = 0;
-  for (let i = 0; i < ref.length; i++) { n += (x[i]! - ref[i]!) ** 2; d += ref[i]! ** 2; }
+  let n = 0,
+    d = 0;
+  for (let i = 0; i < ref.length; i++) {
+    n += (x[i]! - ref[i]!) ** 2;
+    d += ref[i]! ** 2;
+  }
   return Math.sqrt(n / d);
 }
 
@@ -149,7 +181,13 @@ describe("exact and optimal merges against dense float64 references", () => {
     const fakes = await mixedInputs(rng);
     const weights = [0.3 + rng.uniform(), -0.5 * rng.uniform(), 0.2 + rng.uniform()];
     const out = fresh("cat");
-    const rep = await run(opts(fakes.map((f) => f.dir), out, { method: "cat", weights }));
+    const rep = await run(
+      opts(
+        fakes.map((f) => f.dir),
+        out,
+        { method: "cat", weights },
+      ),
+    );
     const T = target(fakes, weights);
     const got = await readDeltas(out);
     assert.equal(got.size, T.size, "union of the target modules");
@@ -158,7 +196,11 @@ describe("exact and optimal merges against dense float64 references", () => {
       assert.ok(relErr(g.dw, t.T) <= 1e-6, `${path}: ${relErr(g.dw, t.T)}`);
       assert.equal(g.scale, 1, "scale folded (alpha = rank)");
       const ranks = fakes.map((f) => f.mods.find((m) => m.path === path)?.rank ?? 0);
-      assert.equal(g.rank, ranks.reduce((s, x) => s + x, 0), "rank Σ rᵢ");
+      assert.equal(
+        g.rank,
+        ranks.reduce((s, x) => s + x, 0),
+        "rank Σ rᵢ",
+      );
       const mr = rep.modules.find((m) => m.name === path)!;
       assert.deepEqual(mr.rank_in, ranks);
       assert.ok(mr.relative_error <= 1e-6);
@@ -172,19 +214,29 @@ describe("exact and optimal merges against dense float64 references", () => {
     const weights = [0.5, 0.3, 0.2];
     for (const K of [undefined, 3]) {
       const out = fresh("svd");
-      const rep = await run(opts(fakes.map((f) => f.dir), out, { method: "svd", weights, ...(K ? { rank: K } : {}) }));
+      const rep = await run(
+        opts(
+          fakes.map((f) => f.dir),
+          out,
+          { method: "svd", weights, ...(K ? { rank: K } : {}) },
+        ),
+      );
       const T = target(fakes, weights);
       const got = await readDeltas(out);
       for (const [path, t] of T) {
         const maxR = Math.max(...fakes.map((f) => f.mods.find((m) => m.path === path)?.rank ?? 0));
-        const k = Math.min(K ?? maxR, fakes.reduce((s, f) => s + (f.mods.find((m) => m.path === path)?.rank ?? 0), 0));
+        const k = Math.min(
+          K ?? maxR,
+          fakes.reduce((s, f) => s + (f.mods.find((m) => m.path === path)?.rank ?? 0), 0),
+        );
         const s = svd64(t.T, t.out, t.in); // Jacobi, independent of the QR-core route
         const best = new Float64Array(t.out * t.in);
         const kk = s.k;
-        for (let i = 0; i < t.out; i++) for (let c = 0; c < k; c++) {
-          const u = s.U[i * kk + c]! * s.S[c]!;
-          for (let j = 0; j < t.in; j++) best[i * t.in + j] += u * s.Vt[c * t.in + j]!;
-        }
+        for (let i = 0; i < t.out; i++)
+          for (let c = 0; c < k; c++) {
+            const u = s.U[i * kk + c]! * s.S[c]!;
+            for (let j = 0; j < t.in; j++) best[i * t.in + j] += u * s.Vt[c * t.in + j]!;
+          }
         const g = got.get(path)!;
         assert.equal(g.rank, k);
         const normT = Math.sqrt(t.T.reduce((a, x) => a + x * x, 0));
@@ -207,9 +259,11 @@ describe("exact and optimal merges against dense float64 references", () => {
     const w = [0.6, 0.4];
     const out = fresh("linear");
     await run(opts([a.dir, b.dir], out, { method: "linear", weights: w }));
-    const B = new Float64Array(30), A = new Float64Array(24);
+    const B = new Float64Array(30),
+      A = new Float64Array(24);
     [a, b].forEach((f, i) => {
-      const m = f.mods[0]!, g = Math.sqrt(w[i]! * scaleOf(f, m));
+      const m = f.mods[0]!,
+        g = Math.sqrt(w[i]! * scaleOf(f, m));
       m.B.forEach((v, j) => (B[j] += g * v));
       m.A.forEach((v, j) => (A[j] += g * v));
     });
@@ -241,10 +295,12 @@ describe("lego", () => {
     const rng = new Rng(SEED + 4);
     const a = await writeFake(fresh("ka"), false, [randomMod(rng, "m.q", 16, 12, 3, 6)]);
     const b = await writeFake(fresh("kb"), true, [randomMod(rng, "m.q", 16, 12, 5, 4)]);
-    const lego = fresh("lego-all"), cat = fresh("cat-all");
+    const lego = fresh("lego-all"),
+      cat = fresh("cat-all");
     await run(opts([a.dir, b.dir], lego, { method: "lego", rank: 8, paramReweight: false, outputReweight: false, seed: SEED }));
     await run(opts([a.dir, b.dir], cat, { method: "cat", weights: [1, 1] }));
-    const l = (await readDeltas(lego)).get("m.q")!, c = (await readDeltas(cat)).get("m.q")!;
+    const l = (await readDeltas(lego)).get("m.q")!,
+      c = (await readDeltas(cat)).get("m.q")!;
     assert.equal(l.rank, 8);
     assert.ok(relErr(l.dw, c.dw) <= 1e-6, String(relErr(l.dw, c.dw)));
   });
@@ -262,7 +318,18 @@ describe("lego", () => {
       [true, "2", [0, 1, 0, 1], [1.049579, 0.055241, 0, 0, 1.104837, -0.110484, 0.954163, 0.602638, -0.055242]],
     ];
     for (const [canon, norm, labels, dW] of cases) {
-      const r = await mergeLego(jsBackend, terms, { k: 2, paramReweight: true, outputReweight: true, paramNorm: norm, signCanonicalize: canon, nInit: 1, maxIter: 300, tol: 1e-4, seed: 0, init: "first" });
+      const r = await mergeLego(jsBackend, terms, {
+        k: 2,
+        paramReweight: true,
+        outputReweight: true,
+        paramNorm: norm,
+        signCanonicalize: canon,
+        nInit: 1,
+        maxIter: 300,
+        tol: 1e-4,
+        seed: 0,
+        init: "first",
+      });
       assert.deepEqual(r.details.labels, labels, `labels (canon ${canon}, L${norm})`);
       const got = dense(r.B.data, r.A.data, 3, 2, 3);
       got.forEach((v, i) => assert.ok(Math.abs(v - dW[i]!) <= 2e-6, `canon ${canon} L${norm} ΔW[${i}] = ${v}, golden ${dW[i]}`));
@@ -271,9 +338,13 @@ describe("lego", () => {
 
   test("same seed ⇒ byte-identical output file; the seed matters", async () => {
     const rng = new Rng(SEED + 5);
-    const fakes = await Promise.all([0, 1, 2].map(async (i) => writeFake(fresh(`s${i}`), i === 1, [randomMod(rng, "m.q", 20, 16, 6, 6), randomMod(rng, "m.v", 20, 16, 6, 12)])));
+    const fakes = await Promise.all(
+      [0, 1, 2].map(async (i) => writeFake(fresh(`s${i}`), i === 1, [randomMod(rng, "m.q", 20, 16, 6, 6), randomMod(rng, "m.v", 20, 16, 6, 12)])),
+    );
     const dirs = fakes.map((f) => f.dir);
-    const o1 = fresh("seed-a"), o2 = fresh("seed-b"), o3 = fresh("seed-c");
+    const o1 = fresh("seed-a"),
+      o2 = fresh("seed-b"),
+      o3 = fresh("seed-c");
     await run(opts(dirs, o1, { method: "lego", seed: 11, rank: 5, nInit: 2 }));
     await run(opts(dirs, o2, { method: "lego", seed: 11, rank: 5, nInit: 2 }));
     await run(opts(dirs, o3, { method: "lego", seed: 12, rank: 5, nInit: 1 }));
@@ -285,16 +356,26 @@ describe("lego", () => {
 
   test("the native backend (when built) gives the same merge as the js one (≤ 1e-6)", async (t) => {
     let cpu;
-    try { const p = (await import("../../linalg/native.js")).probeCpu(); if (p.ok) cpu = p.backend; } catch { /* not built */ }
-    if (!cpu) { t.skip("cpu addon not built"); return; }
+    try {
+      const p = (await import("../../linalg/native.js")).probeCpu();
+      if (p.ok) cpu = p.backend;
+    } catch {
+      /* not built */
+    }
+    if (!cpu) {
+      t.skip("cpu addon not built");
+      return;
+    }
     const rng = new Rng(SEED + 13);
     const fakes = await Promise.all([0, 1, 2].map(async (i) => writeFake(fresh(`nb${i}`), i === 2, [randomMod(rng, "m.q", 40, 30, 6, 12)])));
     const dirs = fakes.map((f) => f.dir);
     for (const method of ["lego", "svd", "ties"] as const) {
-      const oj = fresh(`js-${method}`), oc = fresh(`cpu-${method}`);
+      const oj = fresh(`js-${method}`),
+        oc = fresh(`cpu-${method}`);
       await runMerge(opts(dirs, oj, { method, seed: 4 }), { backend: jsBackend });
       await runMerge(opts(dirs, oc, { method, seed: 4 }), { backend: cpu });
-      const a = (await readDeltas(oj)).get("m.q")!.dw, b = (await readDeltas(oc)).get("m.q")!.dw;
+      const a = (await readDeltas(oj)).get("m.q")!.dw,
+        b = (await readDeltas(oc)).get("m.q")!.dw;
       assert.ok(relErr(b, a) <= 1e-6, `${method}: ${relErr(b, a)}`);
     }
   });
@@ -304,7 +385,10 @@ describe("lego", () => {
     const a = await writeFake(fresh("ua"), false, [randomMod(rng, "m.q", 8, 8, 2, 2)]);
     const b = await writeFake(fresh("ub"), false, [randomMod(rng, "m.q", 8, 8, 3, 3)]);
     const out = fresh("lego-k");
-    await assert.rejects(run(opts([a.dir, b.dir], out, { method: "lego", rank: 6 })), (e: unknown) => e instanceof InvalidInputError && /only 5 rank units/.test((e as Error).message));
+    await assert.rejects(
+      run(opts([a.dir, b.dir], out, { method: "lego", rank: 6 })),
+      (e: unknown) => e instanceof InvalidInputError && /only 5 rank units/.test((e as Error).message),
+    );
     assert.ok(!existsSync(out));
     await assert.rejects(run(opts([a.dir, b.dir], out, { method: "lego", weights: [1, -1] })), UsageError);
   });
@@ -329,9 +413,15 @@ function refRandom(t: Float64Array, density: number, seed: number, key: string, 
   return Float64Array.from(t, (v, i) => (v * mask[i]!) / density);
 }
 
-function refMerge(tasks: Float64Array[], w: number[], o: { method: string; density: number; mode: "peft" | "mergekit"; sign: "total" | "frequency"; seed: number; key: string; inputs: number[] }): Float64Array {
+function refMerge(
+  tasks: Float64Array[],
+  w: number[],
+  o: { method: string; density: number; mode: "peft" | "mergekit"; sign: "total" | "frequency"; seed: number; key: string; inputs: number[] },
+): Float64Array {
   const n = tasks[0]!.length;
-  const T = tasks.map((t, i) => (o.method === "ties" || o.method === "magnitude_prune" ? refMagnitude(t, o.density) : refRandom(t, o.density, o.seed, o.key, o.inputs[i]!)));
+  const T = tasks.map((t, i) =>
+    o.method === "ties" || o.method === "magnitude_prune" ? refMagnitude(t, o.density) : refRandom(t, o.density, o.seed, o.key, o.inputs[i]!),
+  );
   const out = new Float64Array(n);
   if (o.method === "dare" || o.method === "magnitude_prune") {
     for (let i = 0; i < n; i++) out[i] = T.reduce((s, t, j) => s + w[j]! * t[i]!, 0);
@@ -341,9 +431,15 @@ function refMerge(tasks: Float64Array[], w: number[], o: { method: string; densi
   for (let i = 0; i < n; i++) {
     const mag = o.sign === "total" ? elect.reduce((s, t) => s + t[i]!, 0) : elect.reduce((s, t) => s + Math.sign(t[i]!), 0);
     const major = mag >= 0 ? 1 : -1;
-    let num = 0, cnt = 0, wsum = 0;
+    let num = 0,
+      cnt = 0,
+      wsum = 0;
     T.forEach((t, j) => {
-      if (Math.sign(elect[j]![i]!) === major) { num += w[j]! * t[i]!; cnt += 1; wsum += w[j]!; }
+      if (Math.sign(elect[j]![i]!) === major) {
+        num += w[j]! * t[i]!;
+        cnt += 1;
+        wsum += w[j]!;
+      }
     });
     if (o.mode === "peft") out[i] = num / Math.max(cnt, 1);
     else out[i] = o.method === "ties" ? num / (wsum === 0 ? 1 : wsum) : num;
@@ -356,28 +452,52 @@ describe("ties / dare / dare_ties / magnitude_prune", () => {
 
   test("dense merge matches the reference implementation (≤ 1e-12), both --ties-mode, both majority rules", async () => {
     const rng = new Rng(SEED + 7);
-    const out = 9, inn = 7;
+    const out = 9,
+      inn = 7;
     const terms: MergeTerm[] = [3, 2, 4].map((r, i) => ({
-      input: [0, 2, 3][i]!, B: { rows: out, cols: r, data: rng.normals(out * r) }, A: { rows: r, cols: inn, data: rng.normals(r * inn) }, scale: 0.5 + rng.uniform(), weight: [0.5, 0.8, -0.3][i]!,
+      input: [0, 2, 3][i]!,
+      B: { rows: out, cols: r, data: rng.normals(out * r) },
+      A: { rows: r, cols: inn, data: rng.normals(r * inn) },
+      scale: 0.5 + rng.uniform(),
+      weight: [0.5, 0.8, -0.3][i]!,
     }));
     const tasks = terms.map((t) => dense(t.B.data, t.A.data, out, t.A.rows, inn, t.scale));
-    for (const method of methods) for (const mode of ["peft", "mergekit"] as const) for (const sign of ["total", "frequency"] as const) for (const density of [0.3, 0.5, 1]) {
-      const o: TiesOptions = { method, density, mode, majoritySign: sign, rank: 3, seed: SEED, moduleKey: "layers_0_q" };
-      const got = await mergeDense(jsBackend, terms, o);
-      const ref = refMerge(tasks, terms.map((t) => t.weight), { method, density, mode, sign, seed: SEED, key: "layers_0_q", inputs: terms.map((t) => t.input) });
-      let maxd = 0, maxr = 0;
-      ref.forEach((v, i) => { maxd = Math.max(maxd, Math.abs(v - got.data[i]!)); maxr = Math.max(maxr, Math.abs(v)); });
-      assert.ok(maxd <= 1e-12 * Math.max(maxr, 1), `${method}/${mode}/${sign}/density ${density}: max diff ${maxd}`);
-    }
+    for (const method of methods)
+      for (const mode of ["peft", "mergekit"] as const)
+        for (const sign of ["total", "frequency"] as const)
+          for (const density of [0.3, 0.5, 1]) {
+            const o: TiesOptions = { method, density, mode, majoritySign: sign, rank: 3, seed: SEED, moduleKey: "layers_0_q" };
+            const got = await mergeDense(jsBackend, terms, o);
+            const ref = refMerge(
+              tasks,
+              terms.map((t) => t.weight),
+              { method, density, mode, sign, seed: SEED, key: "layers_0_q", inputs: terms.map((t) => t.input) },
+            );
+            let maxd = 0,
+              maxr = 0;
+            ref.forEach((v, i) => {
+              maxd = Math.max(maxd, Math.abs(v - got.data[i]!));
+              maxr = Math.max(maxr, Math.abs(v));
+            });
+            assert.ok(maxd <= 1e-12 * Math.max(maxr, 1), `${method}/${mode}/${sign}/density ${density}: max diff ${maxd}`);
+          }
   });
 
   test("DARE keeps ≈ density of the entries, with a different mask per input and per seed", () => {
-    const a = dareRng(SEED, "k", 0), b = dareRng(SEED, "k", 1), c = dareRng(SEED + 1, "k", 0);
-    let kept = 0, same = 0, sameSeed = 0;
+    const a = dareRng(SEED, "k", 0),
+      b = dareRng(SEED, "k", 1),
+      c = dareRng(SEED + 1, "k", 0);
+    let kept = 0,
+      same = 0,
+      sameSeed = 0;
     const n = 20000;
     for (let i = 0; i < n; i++) {
-      const x = a.uniform() < 0.3, y = b.uniform() < 0.3, z = c.uniform() < 0.3;
-      kept += +x; same += +(x === y); sameSeed += +(x === z);
+      const x = a.uniform() < 0.3,
+        y = b.uniform() < 0.3,
+        z = c.uniform() < 0.3;
+      kept += +x;
+      same += +(x === y);
+      sameSeed += +(x === z);
     }
     assert.ok(Math.abs(kept / n - 0.3) < 0.02);
     assert.ok(same / n < 0.7 && sameSeed / n < 0.7, "independent streams (0.58 expected)");
@@ -389,9 +509,14 @@ describe("ties / dare / dare_ties / magnitude_prune", () => {
     const fa = await writeFake(fresh("ta"), false, [randomMod(rng, "m.q", 10, 8, 3, 6)]);
     const fb = await writeFake(fresh("tb"), true, [randomMod(rng, "m.q", 10, 8, 2, 4)]);
     const w = [0.7, 0.4];
-    const tasks = [fa, fb].map((f) => { const m = f.mods[0]!; return dense(m.B, m.A, 10, m.rank, 8, scaleOf(f, m)); });
+    const tasks = [fa, fb].map((f) => {
+      const m = f.mods[0]!;
+      return dense(m.B, m.A, 10, m.rank, 8, scaleOf(f, m));
+    });
     for (const method of methods) {
-      const o1 = fresh(method), o2 = fresh(method), o3 = fresh(method);
+      const o1 = fresh(method),
+        o2 = fresh(method),
+        o3 = fresh(method);
       const rep = await run(opts([fa.dir, fb.dir], o1, { method, weights: w, rank: 8, density: 0.4, seed: 5 }));
       await run(opts([fa.dir, fb.dir], o2, { method, weights: w, rank: 8, density: 0.4, seed: 5 }));
       await run(opts([fa.dir, fb.dir], o3, { method, weights: w, rank: 8, density: 0.4, seed: 6 }));
@@ -417,17 +542,30 @@ describe("ffa and fair", () => {
     ];
     const w = [0.2, 0.5, 0.3];
     const out = fresh("ffa");
-    const rep = await run(opts(fakes.map((f) => f.dir), out, { method: "ffa", weights: w }));
+    const rep = await run(
+      opts(
+        fakes.map((f) => f.dir),
+        out,
+        { method: "ffa", weights: w },
+      ),
+    );
     const got = (await readDeltas(out)).get("m.q")!;
     assert.ok(relErr(got.dw, target(fakes, w).get("m.q")!.T) <= 1e-6);
     assert.equal(got.rank, 4);
     assert.equal(rep.modules[0]!["projected"], false);
     const a = await loadAdapter(out);
-    try { assert.deepEqual(Array.from(await a.file.readFloat64(a.modules[0]!.A)), Array.from(A)); } finally { await a.file.close(); }
+    try {
+      assert.deepEqual(Array.from(await a.file.readFloat64(a.modules[0]!.A)), Array.from(A));
+    } finally {
+      await a.file.close();
+    }
 
     const other = await writeFake(fresh("fd"), false, [randomMod(rng, "m.q", 14, 12, 4, 8)]);
     const refused = fresh("ffa-no");
-    await assert.rejects(run(opts([fakes[0]!.dir, other.dir], refused, { method: "ffa" })), (e: unknown) => e instanceof InvalidInputError && /share A/.test((e as Error).message));
+    await assert.rejects(
+      run(opts([fakes[0]!.dir, other.dir], refused, { method: "ffa" })),
+      (e: unknown) => e instanceof InvalidInputError && /share A/.test((e as Error).message),
+    );
     assert.ok(!existsSync(refused), "nothing written");
     const proj = fresh("ffa-proj");
     const prep = await run(opts([fakes[0]!.dir, other.dir], proj, { method: "ffa", project: true, rank: 8 }));
@@ -442,7 +580,11 @@ describe("ffa and fair", () => {
       { input: 0, B: mat(3, 2, [1, 0, 0, 1, 1, 1]), A: mat(2, 2, [1, 2, 0, 1]), scale: 1, weight: 0.5 },
       { input: 1, B: mat(3, 2, [0, 1, 1, 0, 2, 0]), A: mat(2, 2, [1, 0, 1, 1]), scale: 1, weight: 0.5 },
     ];
-    for (const [lambda, residual, cos, dbn] of [[0, 0, 1, 0.866025], [0.01, 0.02178, 0.999971, 0.805741], [1, 0.288675, 0.995136, 0.408248]] as const) {
+    for (const [lambda, residual, cos, dbn] of [
+      [0, 0, 1, 0.866025],
+      [0.01, 0.02178, 0.999971, 0.805741],
+      [1, 0.288675, 0.995136, 0.408248],
+    ] as const) {
       const r = await mergeFair(jsBackend, terms, { solver: "ridge", lambda, steps: 0, lr: 0.01 });
       assert.ok(Math.abs(r.details.residual - residual) <= 1e-6, `λ=${lambda} residual ${r.details.residual}`);
       assert.ok(Math.abs(r.details.cos - cos) <= 1e-6, `λ=${lambda} cos ${r.details.cos}`);
@@ -470,11 +612,22 @@ describe("ffa and fair", () => {
 describe("refusals write nothing", () => {
   test("differing passthrough: error by default; first keeps input 0's, drop leaves it out; identical ones always kept", async () => {
     const rng = new Rng(SEED + 11);
-    const head0 = f32(rng.normals(4)), head1 = f32(rng.normals(4)), shared = f32(rng.normals(3));
-    const a = await writeFake(fresh("pa"), false, [randomMod(rng, "m.q", 8, 8, 2, 2)], { "base_model.model.head.weight": head0, "base_model.model.norm.weight": shared });
-    const b = await writeFake(fresh("pb"), false, [randomMod(rng, "m.q", 8, 8, 2, 2)], { "base_model.model.head.weight": head1, "base_model.model.norm.weight": shared });
+    const head0 = f32(rng.normals(4)),
+      head1 = f32(rng.normals(4)),
+      shared = f32(rng.normals(3));
+    const a = await writeFake(fresh("pa"), false, [randomMod(rng, "m.q", 8, 8, 2, 2)], {
+      "base_model.model.head.weight": head0,
+      "base_model.model.norm.weight": shared,
+    });
+    const b = await writeFake(fresh("pb"), false, [randomMod(rng, "m.q", 8, 8, 2, 2)], {
+      "base_model.model.head.weight": head1,
+      "base_model.model.norm.weight": shared,
+    });
     const out = fresh("pt");
-    await assert.rejects(run(opts([a.dir, b.dir], out, { method: "cat" })), (e: unknown) => e instanceof InvalidInputError && /passthrough/.test((e as Error).message));
+    await assert.rejects(
+      run(opts([a.dir, b.dir], out, { method: "cat" })),
+      (e: unknown) => e instanceof InvalidInputError && /passthrough/.test((e as Error).message),
+    );
     assert.ok(!existsSync(out));
     const first = fresh("pt-first");
     const r1 = await run(opts([a.dir, b.dir], first, { method: "cat", passthrough: "first" }));
@@ -483,12 +636,21 @@ describe("refusals write nothing", () => {
     try {
       assert.deepEqual(Array.from(await ad.file.readFloat64("base_model.model.head.weight")), Array.from(head0));
       assert.deepEqual(Array.from(await ad.file.readFloat64("base_model.model.norm.weight")), Array.from(shared));
-    } finally { await ad.file.close(); }
+    } finally {
+      await ad.file.close();
+    }
     const drop = fresh("pt-drop");
     const r2 = await run(opts([a.dir, b.dir], drop, { method: "cat", passthrough: "drop" }));
     assert.deepEqual(r2.passthrough.dropped, ["base_model.model.head.weight"]);
     const dd = await loadAdapter(drop);
-    try { assert.deepEqual(dd.passthrough.map((t) => t.name), ["base_model.model.norm.weight"]); } finally { await dd.file.close(); }
+    try {
+      assert.deepEqual(
+        dd.passthrough.map((t) => t.name),
+        ["base_model.model.norm.weight"],
+      );
+    } finally {
+      await dd.file.close();
+    }
   });
 
   test("mismatched shapes are refused (exit 3), wrong --weights count is a usage error (exit 2)", async () => {
@@ -496,8 +658,14 @@ describe("refusals write nothing", () => {
     const a = await writeFake(fresh("sa"), false, [randomMod(rng, "m.q", 8, 8, 2, 2)]);
     const b = await writeFake(fresh("sb"), false, [randomMod(rng, "m.q", 8, 6, 2, 2)]);
     const out = fresh("shape");
-    await assert.rejects(run(opts([a.dir, b.dir], out, { method: "svd" })), (e: unknown) => e instanceof InvalidInputError && /cannot be merged/.test((e as Error).message));
+    await assert.rejects(
+      run(opts([a.dir, b.dir], out, { method: "svd" })),
+      (e: unknown) => e instanceof InvalidInputError && /cannot be merged/.test((e as Error).message),
+    );
     assert.ok(!existsSync(out));
-    await assert.rejects(run(opts([a.dir, a.dir], out, { method: "svd", weights: [1] })), (e: unknown) => e instanceof UsageError && (e as UsageError).exitCode === 2);
+    await assert.rejects(
+      run(opts([a.dir, a.dir], out, { method: "svd", weights: [1] })),
+      (e: unknown) => e instanceof UsageError && (e as UsageError).exitCode === 2,
+    );
   });
 });

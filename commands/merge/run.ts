@@ -40,7 +40,8 @@ const METHOD_NOTES: Partial<Record<MergeMethod, (o: MergeOptions) => string>> = 
   linear: () => "linear is PEFT's factor-wise weighted average (B' = Σ√(w·s)B, A' = Σ√(w·s)A): an approximation with cross terms, reported error shows how far",
   ties: (o) => tiesNote(o),
   dare_ties: (o) => tiesNote(o),
-  lego: (o) => `lego: k-means (k-means++, n_init ${o.nInit}, max_iter ${o.maxIter}, tol ${o.tol}, seed ${o.seed}) on rank units with √s folded in; weights are sample weights; parameter reweighting ${o.paramReweight ? `on (L${o.paramNorm === "inf" ? "∞" : "2"})` : "off"}, output reweighting ${o.outputReweight ? "on" : "off"}${o.signCanonicalize ? ", signs canonicalised" : ""}`,
+  lego: (o) =>
+    `lego: k-means (k-means++, n_init ${o.nInit}, max_iter ${o.maxIter}, tol ${o.tol}, seed ${o.seed}) on rank units with √s folded in; weights are sample weights; parameter reweighting ${o.paramReweight ? `on (L${o.paramNorm === "inf" ? "∞" : "2"})` : "off"}, output reweighting ${o.outputReweight ? "on" : "off"}${o.signCanonicalize ? ", signs canonicalised" : ""}`,
 };
 
 function tiesNote(o: MergeOptions): string {
@@ -72,14 +73,19 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
     for (const input of o.inputs) adapters.push(await loadAdapter(input, deps.stdin ? { stdin: deps.stdin } : {}));
     for (const a of adapters) {
       if (isDora(a)) {
-        throw new InvalidInputError(`${label(a.source)}: DoRA adapter; merging changes the factors and the magnitude vector cannot be kept right without the base weights`, { hint: "merge DoRA adapters into the base model with PEFT instead" });
+        throw new InvalidInputError(
+          `${label(a.source)}: DoRA adapter; merging changes the factors and the magnitude vector cannot be kept right without the base weights`,
+          { hint: "merge DoRA adapters into the base model with PEFT instead" },
+        );
       }
     }
     const notes: string[] = [];
     const groups = pairModules(adapters, weights);
     const passthrough = await resolvePassthrough(adapters, o.passthrough);
     if (passthrough.conflicts.length) {
-      notes.push(`${passthrough.conflicts.length} passthrough tensor(s) differ between inputs: ${o.passthrough === "first" ? "kept the first input's" : "dropped"} (${passthrough.conflicts.slice(0, 3).join(", ")}${passthrough.conflicts.length > 3 ? ", …" : ""})`);
+      notes.push(
+        `${passthrough.conflicts.length} passthrough tensor(s) differ between inputs: ${o.passthrough === "first" ? "kept the first input's" : "dropped"} (${passthrough.conflicts.slice(0, 3).join(", ")}${passthrough.conflicts.length > 3 ? ", …" : ""})`,
+      );
     }
     const partial = groups.filter((g) => g.members.length < adapters.length).length;
     if (partial) notes.push(`${partial} module(s) are held by only some inputs: merged from those (weights of the others taken as 0)`);
@@ -97,20 +103,30 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
     const modules: OutModule[] = live.map((g) => ({
       path: g.path,
       ...(format === "kohya" && g.stem !== undefined ? { stem: g.stem } : {}),
-      kind: g.kind, rank: g.rank, alpha: g.rank, out: g.out, in: g.in, dtype: g.dtype,
+      kind: g.kind,
+      rank: g.rank,
+      alpha: g.rank,
+      out: g.out,
+      in: g.in,
+      dtype: g.dtype,
       ...(g.kernel ? { kernel: g.kernel } : {}),
       produce: async () => {
         const terms = await readTerms(adapters, g, weights);
         const res = await mergeModule(be, terms, g, o);
-        if (res.A.rows !== g.rank || res.B.cols !== g.rank) throw new Error(`internal: ${o.method} produced rank ${res.A.rows} for module ${g.name}, planned ${g.rank}`);
-        const A = roundTo(g.dtype, res.A.data), B = roundTo(g.dtype, res.B.data);
+        if (res.A.rows !== g.rank || res.B.cols !== g.rank)
+          throw new Error(`internal: ${o.method} produced rank ${res.A.rows} for module ${g.name}, planned ${g.rank}`);
+        const A = roundTo(g.dtype, res.A.data),
+          B = roundTo(g.dtype, res.B.data);
         const target = terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale }));
         const err = await errorOf(be, target, { A: { ...res.A, data: A }, B: { ...res.B, data: B } });
         const rankIn = adapters.map((_, i) => g.members.find((m) => m.input === i)?.module.rank ?? 0);
         const mr: ModuleResult = { name: g.name, rank_in: rankIn, rank: g.rank, relative_error: err.rel, target_norm: err.norm };
         const det = { ...(res.details ?? {}) };
         delete det["labels"];
-        if (typeof det["retained_energy"] === "number") { mr.retained_energy = det["retained_energy"]; delete det["retained_energy"]; }
+        if (typeof det["retained_energy"] === "number") {
+          mr.retained_energy = det["retained_energy"];
+          delete det["retained_energy"];
+        }
         if (g.ffaDeviation !== undefined) Object.assign(det, { shared_a_deviation: g.ffaDeviation, projected: !g.ffaShared });
         Object.assign(mr, det);
         results.set(g.key, mr);
@@ -130,8 +146,17 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
     await writeAdapter(o.output, out, { force: o.force, inputs: o.inputs.filter((x) => x !== "-"), ...(deps.stdout ? { stdout: deps.stdout } : {}) });
     const mods = live.map((g) => results.get(g.key)!);
     const report: MergeReport = {
-      command: "merge", method: o.method, inputs: o.inputs, output: o.output, format,
-      modules: mods, dropped, totals: totalsOf(mods), notes, weights, seed: o.seed,
+      command: "merge",
+      method: o.method,
+      inputs: o.inputs,
+      output: o.output,
+      format,
+      modules: mods,
+      dropped,
+      totals: totalsOf(mods),
+      notes,
+      weights,
+      seed: o.seed,
       passthrough: { kept: passthrough.kept.length, dropped: passthrough.dropped, conflicts: passthrough.conflicts },
     };
     return report;
@@ -155,10 +180,21 @@ function baseConfigOf(a: Adapter): PeftConfig | null {
 function provenance(o: MergeOptions, weights: number[]): string {
   const p: Record<string, unknown> = { method: o.method, inputs: o.inputs.length, weights, seed: o.seed };
   if (o.rank !== undefined) p["rank"] = o.rank;
-  if (o.method === "lego") Object.assign(p, { param_reweight: o.paramReweight, output_reweight: o.outputReweight, param_norm: o.paramNorm, sign_canonicalize: o.signCanonicalize, n_init: o.nInit, max_iter: o.maxIter, tol: o.tol, ...(o.refRank !== undefined ? { ref_rank: o.refRank } : {}) });
-  if (["ties", "dare", "dare_ties", "magnitude_prune"].includes(o.method)) Object.assign(p, { density: o.density, ties_mode: o.tiesMode, majority_sign: o.majoritySign, oversample: o.oversample, power_iters: o.powerIters });
+  if (o.method === "lego")
+    Object.assign(p, {
+      param_reweight: o.paramReweight,
+      output_reweight: o.outputReweight,
+      param_norm: o.paramNorm,
+      sign_canonicalize: o.signCanonicalize,
+      n_init: o.nInit,
+      max_iter: o.maxIter,
+      tol: o.tol,
+      ...(o.refRank !== undefined ? { ref_rank: o.refRank } : {}),
+    });
+  if (["ties", "dare", "dare_ties", "magnitude_prune"].includes(o.method))
+    Object.assign(p, { density: o.density, ties_mode: o.tiesMode, majority_sign: o.majoritySign, oversample: o.oversample, power_iters: o.powerIters });
   if (o.method === "ffa") Object.assign(p, { project: o.project });
-  if (o.method === "fair") Object.assign(p, { solver: o.fairSolver, lambda: o.fairLambda, ...(o.fairSolver === "cosine-sgd" ? { steps: o.fairSteps, lr: o.fairLr } : {}) });
+  if (o.method === "fair")
+    Object.assign(p, { solver: o.fairSolver, lambda: o.fairLambda, ...(o.fairSolver === "cosine-sgd" ? { steps: o.fairSteps, lr: o.fairLr } : {}) });
   return JSON.stringify(p);
 }
-

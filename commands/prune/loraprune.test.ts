@@ -19,7 +19,7 @@ import { defaultSkipLayers, keptChannels, l2Normalise, llamaArch, pruneCount, se
 import { elementImportance, ImportanceAccumulator } from "../../surgery/prune/importance.js";
 import { prettyJson } from "../../surgery/prune/pruned-base.js";
 import { runPrune, type PruneOptions } from "./run.js";
-import { colSums, deltaW, G95, matmul, readAll, refImportance, relDiff, rowSums, tempDir } from "./reference.test.js";
+import { colSums, deltaW, G95, readAll, refImportance, relDiff, rowSums, tempDir } from "./reference.test.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 const be = jsBackend;
@@ -29,10 +29,22 @@ const FX = join(fixturesDir, "prune");
 // criterion and helpers
 
 test("golden §9.5: LoRA-guided importance, row sums [1.03, 0.086, 0.574, 0.36], L2-normalised [0.833422, 0.069587, 0.464451, 0.291293], column sums [0.936, 0.332, 0.782]", async () => {
-  const I = await elementImportance(G95.W, 4, 3, { r: 2, scale: G95.s, B: Float64Array.from(G95.B), A: Float64Array.from(G95.A), GB: Float64Array.from(G95.GB), GA: Float64Array.from(G95.GA) });
+  const I = await elementImportance(G95.W, 4, 3, {
+    r: 2,
+    scale: G95.s,
+    B: Float64Array.from(G95.B),
+    A: Float64Array.from(G95.A),
+    GB: Float64Array.from(G95.GB),
+    GA: Float64Array.from(G95.GA),
+  });
   const want = [0.6, 0.08, 0.35, 0, 0.014, 0.072, 0.176, 0.058, 0.34, 0.16, 0.18, 0.02];
   want.forEach((x, i) => assert.ok(Math.abs(I[i]! - x) < 1e-12, `I[${i}] = ${I[i]}`));
-  const acc = new ImportanceAccumulator(4, 3, { r: 2, scale: G95.s, B: Float64Array.from(G95.B), A: Float64Array.from(G95.A), GB: Float64Array.from(G95.GB), GA: Float64Array.from(G95.GA) }, { rows: true, cols: true });
+  const acc = new ImportanceAccumulator(
+    4,
+    3,
+    { r: 2, scale: G95.s, B: Float64Array.from(G95.B), A: Float64Array.from(G95.A), GB: Float64Array.from(G95.GB), GA: Float64Array.from(G95.GA) },
+    { rows: true, cols: true },
+  );
   await acc.addRows(G95.W.slice(0, 6), 0, 2);
   await acc.addRows(G95.W.slice(6), 2, 2);
   [1.03, 0.086, 0.574, 0.36].forEach((x, i) => assert.ok(Math.abs(acc.rows![i]! - x) < 1e-12));
@@ -48,15 +60,24 @@ test("golden §9.5: LoRA-guided importance, row sums [1.03, 0.086, 0.574, 0.36],
 test("both criteria streamed in row blocks equal the dense reference, with and without a backend (random)", async () => {
   const rng = new Rng(seed);
   const backends = [null, jsBackend];
-  try { backends.push((await resolveBackend("cpu")).backend); } catch { /* no native addon here */ }
+  try {
+    backends.push((await resolveBackend("cpu")).backend);
+  } catch {
+    /* no native addon here */
+  }
   for (let trial = 0; trial < 12; trial++) {
-    const out = 1 + rng.int(20), inF = 1 + rng.int(20), r = 1 + rng.int(5), s = rng.uniform() * 3;
-    const W = rng.normals(out * inF), B = rng.normals(out * r), A = rng.normals(r * inF);
+    const out = 1 + rng.int(20),
+      inF = 1 + rng.int(20),
+      r = 1 + rng.int(5),
+      s = rng.uniform() * 3;
+    const W = rng.normals(out * inF),
+      B = rng.normals(out * r),
+      A = rng.normals(r * inF);
     const grads = trial % 2 === 1 ? { GB: rng.normals(out * r, 0.1), GA: rng.normals(r * inF, 0.1) } : {};
     const ref = refImportance(W, out, inF, { B, A, r, s, ...grads });
     for (const b of backends) {
       const acc = new ImportanceAccumulator(out, inF, { r, scale: s, B, A, ...grads }, { rows: true, cols: true }, b);
-      for (let row = 0; row < out;) {
+      for (let row = 0; row < out; ) {
         const n = Math.min(out - row, 1 + rng.int(4));
         await acc.addRows(W.subarray(row * inF, (row + n) * inF), row, n);
         row += n;
@@ -72,9 +93,22 @@ test("groups: GQA head groups, MLP channels, selection, prune counts, LoRAPrune'
   // q rows: group g = query heads 4g..4g+3 = rows 16g..16g+15; k/v: rows 4g..4g+3
   const q = Float64Array.from({ length: 32 }, (_, i) => (i < 16 ? 1 : 2));
   assert.deepEqual(Array.from(sumIntoGroups(q, "q_proj", arch, 0)), [16, 32]);
-  assert.deepEqual(Array.from(sumIntoGroups(Float64Array.from({ length: 8 }, (_, i) => i), "k_proj", arch, 0)), [6, 22]);
+  assert.deepEqual(
+    Array.from(
+      sumIntoGroups(
+        Float64Array.from({ length: 8 }, (_, i) => i),
+        "k_proj",
+        arch,
+        0,
+      ),
+    ),
+    [6, 22],
+  );
   assert.deepEqual(Array.from(keptChannels("k_proj", [1], arch, 0)), [4, 5, 6, 7]);
-  assert.deepEqual(Array.from(keptChannels("o_proj", [1], arch, 0)), Array.from({ length: 16 }, (_, i) => 16 + i));
+  assert.deepEqual(
+    Array.from(keptChannels("o_proj", [1], arch, 0)),
+    Array.from({ length: 16 }, (_, i) => 16 + i),
+  );
   assert.deepEqual(Array.from(keptChannels("down_proj", [0, 3, 5], arch, 0)), [0, 3, 5]);
   assert.deepEqual(selectGroups(Float64Array.of(3, 1, 2, 5), 2), [0, 3]);
   assert.deepEqual(selectGroups(Float64Array.of(3, 1, 2, 5), 1, new Set([3])), [0, 1, 2], "a forced (masked) group is pruned whatever its score");
@@ -110,7 +144,14 @@ async function readRaw(dir: string): Promise<Map<string, Buffer>> {
   return out;
 }
 
-interface RefFactors { B: Float64Array; A: Float64Array; r: number; s: number; GA?: Float64Array; GB?: Float64Array }
+interface RefFactors {
+  B: Float64Array;
+  A: Float64Array;
+  r: number;
+  s: number;
+  GA?: Float64Array;
+  GB?: Float64Array;
+}
 
 async function adapterFactors(path: string, grads?: string): Promise<Map<string, RefFactors>> {
   const a = await loadAdapter(path);
@@ -132,12 +173,24 @@ async function adapterFactors(path: string, grads?: string): Promise<Map<string,
   }
 }
 
-interface Expect { m: TinyLlama; ratio: number; skip: number[]; masked?: Map<number, { kv: number[]; ch: number[] }> }
+interface Expect {
+  m: TinyLlama;
+  ratio: number;
+  skip: number[];
+  masked?: Map<number, { kv: number[]; ch: number[] }>;
+}
 
 /** Reference scores per layer part: Σ over projections of L2-normalised group sums of I. */
-function referenceScores(model: Map<string, { data: Float64Array }>, fac: Map<string, RefFactors>, m: TinyLlama, layer: number): { attn: Float64Array; mlp: Float64Array } {
-  const rep = m.heads / m.kvHeads, hd = m.headDim;
-  const attn = new Float64Array(m.kvHeads), mlp = new Float64Array(m.inter);
+function referenceScores(
+  model: Map<string, { data: Float64Array }>,
+  fac: Map<string, RefFactors>,
+  m: TinyLlama,
+  layer: number,
+): { attn: Float64Array; mlp: Float64Array } {
+  const rep = m.heads / m.kvHeads,
+    hd = m.headDim;
+  const attn = new Float64Array(m.kvHeads),
+    mlp = new Float64Array(m.inter);
   for (const p of PROJS) {
     const path = `model.layers.${layer}.${fxPart(p)}.${p}`;
     const lo = fac.get(path);
@@ -163,33 +216,62 @@ function referenceScores(model: Map<string, { data: Float64Array }>, fac: Map<st
 }
 
 function shapeOf(m: TinyLlama, p: string): [number, number] {
-  const q = m.heads * m.headDim, kv = m.kvHeads * m.headDim;
-  return ({ q_proj: [q, m.hidden], k_proj: [kv, m.hidden], v_proj: [kv, m.hidden], o_proj: [m.hidden, q], gate_proj: [m.inter, m.hidden], up_proj: [m.inter, m.hidden], down_proj: [m.hidden, m.inter] } as Record<string, [number, number]>)[p]!;
+  const q = m.heads * m.headDim,
+    kv = m.kvHeads * m.headDim;
+  return (
+    {
+      q_proj: [q, m.hidden],
+      k_proj: [kv, m.hidden],
+      v_proj: [kv, m.hidden],
+      o_proj: [m.hidden, q],
+      gate_proj: [m.inter, m.hidden],
+      up_proj: [m.inter, m.hidden],
+      down_proj: [m.hidden, m.inter],
+    } as Record<string, [number, number]>
+  )[p]!;
 }
 
 /** Top groups by score (ascending indices) and the gap between the last kept and the first pruned. */
 function topGroups(scores: Float64Array, keep: number, forced: number[] = []): { kept: number[]; gap: number } {
-  const cand = Array.from(scores.keys()).filter((i) => !forced.includes(i)).sort((a, b) => scores[b]! - scores[a]!);
+  const cand = Array.from(scores.keys())
+    .filter((i) => !forced.includes(i))
+    .sort((a, b) => scores[b]! - scores[a]!);
   const kept = cand.slice(0, keep).sort((a, b) => a - b);
   const gap = keep < cand.length && keep > 0 ? scores[cand[keep - 1]!]! - scores[cand[keep]!]! : Infinity;
   return { kept, gap };
 }
 
-async function runAndCheck(tag: string, modelDir: string, adapter: string, e: Expect, extra: Partial<PruneOptions> = {}, backend: LinalgBackend = be): Promise<void> {
+async function runAndCheck(
+  tag: string,
+  modelDir: string,
+  adapter: string,
+  e: Expect,
+  extra: Partial<PruneOptions> = {},
+  backend: LinalgBackend = be,
+): Promise<void> {
   const { dir, done } = tempDir(tag);
   try {
-    const out = join(dir, "adapter"), baseOut = join(dir, "model");
-    const rep = await runPrune({ input: adapter, output: out, method: "loraprune", base: modelDir, ratio: e.ratio, baseOut, force: false, ...extra }, { backend });
+    const out = join(dir, "adapter"),
+      baseOut = join(dir, "model");
+    const rep = await runPrune(
+      { input: adapter, output: out, method: "loraprune", base: modelDir, ratio: e.ratio, baseOut, force: false, ...extra },
+      { backend },
+    );
     const plan = JSON.parse(readFileSync(join(dir, "pruning_plan.json"), "utf8"));
     const cfg = JSON.parse(readFileSync(join(baseOut, "config.json"), "utf8"));
     const model = await readModel(modelDir);
-    const raw = await readRaw(modelDir), rawOut = await readRaw(baseOut);
+    const raw = await readRaw(modelDir),
+      rawOut = await readRaw(baseOut);
     const pruned = await readModel(baseOut);
     const fac = await adapterFactors(adapter, extra.grads);
     const facOut = await adapterFactors(out);
-    const m = e.m, rep_ = m.heads / m.kvHeads, hd = m.headDim;
+    const m = e.m,
+      rep_ = m.heads / m.kvHeads,
+      hd = m.headDim;
     assert.deepEqual(plan.skip_layers, e.skip);
-    const heads: number[] = [], kvs: number[] = [], inters: number[] = [];
+    const heads: number[] = [],
+      kvs: number[] = [],
+      inters: number[] = [];
     for (let l = 0; l < m.layers; l++) {
       const L = plan.layers[l];
       let keptKv: number[], keptCh: number[];
@@ -201,7 +283,8 @@ async function runAndCheck(tag: string, modelDir: string, adapter: string, e: Ex
         const mk = e.masked?.get(l) ?? { kv: [], ch: [] };
         const nKv = m.kvHeads - Math.max(Math.floor(m.kvHeads * e.ratio + 1e-9), mk.kv.length);
         const nCh = m.inter - Math.max(Math.floor(m.inter * e.ratio + 1e-9), mk.ch.length);
-        const ta = topGroups(sc.attn, nKv, mk.kv), tm = topGroups(sc.mlp, nCh, mk.ch);
+        const ta = topGroups(sc.attn, nKv, mk.kv),
+          tm = topGroups(sc.mlp, nCh, mk.ch);
         assert.ok(ta.gap > 1e-9 && tm.gap > 1e-9, `${tag} layer ${l}: the reference ranking is ambiguous (gap ${ta.gap}, ${tm.gap}); seed ${seed}`);
         keptKv = ta.kept;
         keptCh = tm.kept;
@@ -209,11 +292,16 @@ async function runAndCheck(tag: string, modelDir: string, adapter: string, e: Ex
       assert.deepEqual(L.kept_kv_heads, keptKv, `${tag} layer ${l}: kept key/value groups (seed ${seed})`);
       assert.deepEqual(L.kept_channels, keptCh, `${tag} layer ${l}: kept MLP channels (seed ${seed})`);
       // whole heads only: each kept kv group brings exactly its rep query heads
-      assert.deepEqual(L.kept_heads, keptKv.flatMap((g) => Array.from({ length: rep_ }, (_, i) => g * rep_ + i)));
+      assert.deepEqual(
+        L.kept_heads,
+        keptKv.flatMap((g) => Array.from({ length: rep_ }, (_, i) => g * rep_ + i)),
+      );
       assert.equal(L.num_attention_heads, keptKv.length * rep_);
       assert.equal(L.num_key_value_heads, keptKv.length);
       assert.equal(L.intermediate_size, keptCh.length);
-      heads.push(keptKv.length * rep_); kvs.push(keptKv.length); inters.push(keptCh.length);
+      heads.push(keptKv.length * rep_);
+      kvs.push(keptKv.length);
+      inters.push(keptCh.length);
 
       // the consistency identity and bit-exact restriction, per projection
       const qRows = keptKv.flatMap((g) => Array.from({ length: rep_ * hd }, (_, i) => g * rep_ * hd + i));
@@ -223,11 +311,16 @@ async function runAndCheck(tag: string, modelDir: string, adapter: string, e: Ex
         const [o, i] = shapeOf(m, p);
         const idx = p === "q_proj" || p === "o_proj" ? qRows : p === "k_proj" || p === "v_proj" ? kvRows : keptCh;
         const rows = !["o_proj", "down_proj"].includes(p);
-        const W = model.get(path + ".weight")!.data, Wp = pruned.get(path + ".weight")!;
+        const W = model.get(path + ".weight")!.data,
+          Wp = pruned.get(path + ".weight")!;
         assert.deepEqual(Wp.shape, rows ? [idx.length, i] : [o, idx.length], `${path} shape`);
-        const restrict = (M: Float64Array) => (rows ? Float64Array.from(idx.flatMap((r) => Array.from(M.subarray(r * i, (r + 1) * i)))) : Float64Array.from({ length: o * idx.length }, (_, k) => M[Math.floor(k / idx.length) * i + idx[k % idx.length]!]!));
+        const restrict = (M: Float64Array) =>
+          rows
+            ? Float64Array.from(idx.flatMap((r) => Array.from(M.subarray(r * i, (r + 1) * i))))
+            : Float64Array.from({ length: o * idx.length }, (_, k) => M[Math.floor(k / idx.length) * i + idx[k % idx.length]!]!);
         assert.deepEqual(Wp.data, restrict(W), `${path}: W' is W restricted, bit for bit`);
-        const lo = fac.get(path), lp = facOut.get(path);
+        const lo = fac.get(path),
+          lp = facOut.get(path);
         if (lo && lp) {
           const full = deltaW(lo.B, lo.A, o, lo.r, i, lo.s).map((x, k) => x + W[k]!);
           const [po, pi] = rows ? [idx.length, i] : [o, idx.length];
@@ -250,10 +343,17 @@ async function runAndCheck(tag: string, modelDir: string, adapter: string, e: Ex
       const I = cfg.layer_intermediate_size?.[l] ?? cfg.intermediate_size;
       const hdc = cfg.head_dim ?? cfg.hidden_size / cfg.num_attention_heads;
       assert.equal(hdc, hd, "head_dim from the config");
-      assert.equal(H, heads[l]); assert.equal(KV, kvs[l]); assert.equal(I, inters[l]);
+      assert.equal(H, heads[l]);
+      assert.equal(KV, kvs[l]);
+      assert.equal(I, inters[l]);
       const want: Record<string, number[]> = {
-        q_proj: [H * hdc, cfg.hidden_size], k_proj: [KV * hdc, cfg.hidden_size], v_proj: [KV * hdc, cfg.hidden_size], o_proj: [cfg.hidden_size, H * hdc],
-        gate_proj: [I, cfg.hidden_size], up_proj: [I, cfg.hidden_size], down_proj: [cfg.hidden_size, I],
+        q_proj: [H * hdc, cfg.hidden_size],
+        k_proj: [KV * hdc, cfg.hidden_size],
+        v_proj: [KV * hdc, cfg.hidden_size],
+        o_proj: [cfg.hidden_size, H * hdc],
+        gate_proj: [I, cfg.hidden_size],
+        up_proj: [I, cfg.hidden_size],
+        down_proj: [cfg.hidden_size, I],
       };
       for (const p of PROJS) assert.deepEqual(pruned.get(`model.layers.${l}.${fxPart(p)}.${p}.weight`)!.shape, want[p], `layer ${l} ${p} vs config`);
     }
@@ -286,7 +386,13 @@ test("fixture GQA model (sharded, F16, attention biases): whole key/value groups
 });
 
 test("fixture GQA with gradients: the LoRA-guided criterion", async () => {
-  await runAndCheck("gqa-grads", join(FX, "llama-gqa"), join(FX, "adapter-gqa"), { m: GQA, ratio: 0.3, skip: [0, 3] }, { grads: join(FX, "grads-gqa.safetensors"), skipLayers: [0, 3] });
+  await runAndCheck(
+    "gqa-grads",
+    join(FX, "llama-gqa"),
+    join(FX, "adapter-gqa"),
+    { m: GQA, ratio: 0.3, skip: [0, 3] },
+    { grads: join(FX, "grads-gqa.safetensors"), skipLayers: [0, 3] },
+  );
 });
 
 test("fixture GQA with lora_mask tensors: masked groups are pruned, the rest by score", async () => {
@@ -294,7 +400,10 @@ test("fixture GQA with lora_mask tensors: masked groups are pruned, the rest by 
   await runAndCheck("gqa-mask", join(FX, "llama-gqa"), join(FX, "adapter-gqa-masked.safetensors"), { m: GQA, ratio: 0.25, skip: [3], masked });
 });
 
-for (const [name, shape] of [["MHA", { hidden: 24, heads: 6, kvHeads: 6, headDim: 4, inter: 40, layers: 5, vocab: 16 }], ["GQA", { hidden: 32, heads: 8, kvHeads: 4, headDim: 4, inter: 36, layers: 3, vocab: 16, attentionBias: true }]] as [string, TinyLlama][]) {
+for (const [name, shape] of [
+  ["MHA", { hidden: 24, heads: 6, kvHeads: 6, headDim: 4, inter: 40, layers: 5, vocab: 16 }],
+  ["GQA", { hidden: 32, heads: 8, kvHeads: 4, headDim: 4, inter: 36, layers: 3, vocab: 16, attentionBias: true }],
+] as [string, TinyLlama][]) {
   test(`fresh random ${name} model and adapter (seed ${seed}): kept groups = reference top groups, identity, config shapes`, async () => {
     const { dir, done } = tempDir("rand");
     try {
@@ -310,7 +419,14 @@ for (const [name, shape] of [["MHA", { hidden: 24, heads: 6, kvHeads: 6, headDim
       writeFileSync(join(dir, "adapter", "adapter_model.safetensors"), await serializeSafetensors(specs, { format: "pt" }));
       writeFileSync(join(dir, "adapter", "adapter_config.json"), JSON.stringify(loraConfig({ r: 3, lora_alpha: 6, target_modules: projs })));
       // the auto backend (BLAS when the addon is built), as the CLI uses
-      await runAndCheck(`rand-${name}`, join(dir, "model"), join(dir, "adapter"), { m: shape, ratio, skip: defaultSkipLayers(shape.layers) }, {}, (await resolveBackend("auto")).backend);
+      await runAndCheck(
+        `rand-${name}`,
+        join(dir, "model"),
+        join(dir, "adapter"),
+        { m: shape, ratio, skip: defaultSkipLayers(shape.layers) },
+        {},
+        (await resolveBackend("auto")).backend,
+      );
     } finally {
       done();
     }
@@ -321,7 +437,19 @@ test("uniform result: standard config fields updated (with head_dim); a .safeten
   const { dir, done } = tempDir("uniform");
   try {
     const baseOut = join(dir, "pruned.safetensors");
-    await runPrune({ input: join(FX, "adapter-mha"), output: join(dir, "ad.safetensors"), method: "loraprune", base: join(FX, "llama-mha"), ratio: 0.5, skipLayers: [], baseOut, force: false }, { backend: be });
+    await runPrune(
+      {
+        input: join(FX, "adapter-mha"),
+        output: join(dir, "ad.safetensors"),
+        method: "loraprune",
+        base: join(FX, "llama-mha"),
+        ratio: 0.5,
+        skipLayers: [],
+        baseOut,
+        force: false,
+      },
+      { backend: be },
+    );
     const cfg = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
     assert.equal(cfg.num_attention_heads, 2);
     assert.equal(cfg.num_key_value_heads, 2);
@@ -342,13 +470,25 @@ test("--score-modules all scores projections without a LoRA by |W|; without it s
     const rng = new Rng(5);
     const specs = loraTensors(rng, MHA, { rank: () => 2, alpha: 4, projs: ["q_proj", "v_proj"] }, "F32");
     const ad = join(dir, "ad.safetensors");
-    writeFileSync(ad, await serializeSafetensors(specs, { format: "pt", adapter_config: JSON.stringify(loraConfig({ r: 2, lora_alpha: 4, target_modules: ["q_proj", "v_proj"] })) }));
-    const r1 = await runPrune({ input: ad, output: join(dir, "o1.safetensors"), method: "loraprune", base: join(FX, "llama-mha"), ratio: 0.5, force: false }, { backend: be });
+    writeFileSync(
+      ad,
+      await serializeSafetensors(specs, {
+        format: "pt",
+        adapter_config: JSON.stringify(loraConfig({ r: 2, lora_alpha: 4, target_modules: ["q_proj", "v_proj"] })),
+      }),
+    );
+    const r1 = await runPrune(
+      { input: ad, output: join(dir, "o1.safetensors"), method: "loraprune", base: join(FX, "llama-mha"), ratio: 0.5, force: false },
+      { backend: be },
+    );
     assert.ok(r1.notes.some((n) => /no LoRA module in mlp/.test(n)));
     const p1 = JSON.parse(readFileSync(join(dir, "pruning_plan.json"), "utf8"));
     assert.equal(p1.layers[0].intermediate_size, MHA.inter);
     assert.equal(p1.layers[0].num_attention_heads, 2);
-    await runPrune({ input: ad, output: join(dir, "o2.safetensors"), method: "loraprune", base: join(FX, "llama-mha"), ratio: 0.5, scoreModules: "all", force: true }, { backend: be });
+    await runPrune(
+      { input: ad, output: join(dir, "o2.safetensors"), method: "loraprune", base: join(FX, "llama-mha"), ratio: 0.5, scoreModules: "all", force: true },
+      { backend: be },
+    );
     const p2 = JSON.parse(readFileSync(join(dir, "pruning_plan.json"), "utf8"));
     assert.equal(p2.layers[0].intermediate_size, MHA.inter / 2);
     // reference: MLP scored by |W| of gate, up, down
@@ -374,22 +514,41 @@ test("refusals (exit 3, nothing written): unknown architecture naming the fields
     const { mkdirSync, copyFileSync } = await import("node:fs");
     // GPT-2-like config and tensors
     mkdirSync(join(dir, "gpt2"));
-    writeFileSync(join(dir, "gpt2", "config.json"), JSON.stringify({ model_type: "gpt2", architectures: ["GPT2LMHeadModel"], n_embd: 32, n_head: 4, n_layer: 2 }));
-    writeFileSync(join(dir, "gpt2", "model.safetensors"), await serializeSafetensors([{ name: "h.0.attn.c_attn.weight", dtype: "F32", shape: [2, 2], data: encodeFloats("F32", new Float64Array(4)) }], null));
+    writeFileSync(
+      join(dir, "gpt2", "config.json"),
+      JSON.stringify({ model_type: "gpt2", architectures: ["GPT2LMHeadModel"], n_embd: 32, n_head: 4, n_layer: 2 }),
+    );
+    writeFileSync(
+      join(dir, "gpt2", "model.safetensors"),
+      await serializeSafetensors([{ name: "h.0.attn.c_attn.weight", dtype: "F32", shape: [2, 2], data: encodeFloats("F32", new Float64Array(4)) }], null),
+    );
     await assert.rejects(
       runPrune({ input: join(FX, "adapter-mha"), output: out, method: "loraprune", base: join(dir, "gpt2"), ratio: 0.5, force: false }, { backend: be }),
-      (e) => e instanceof InvalidInputError && /gpt2/.test(e.message) && /hidden_size/.test(e.message + (e.hint ?? "")) && /num_attention_heads/.test(e.message),
+      (e) =>
+        e instanceof InvalidInputError && /gpt2/.test(e.message) && /hidden_size/.test(e.message + (e.hint ?? "")) && /num_attention_heads/.test(e.message),
     );
     // LLaMA fields but fused tensors
     mkdirSync(join(dir, "fused"));
-    writeFileSync(join(dir, "fused", "config.json"), JSON.stringify({ model_type: "phi3", hidden_size: 32, num_attention_heads: 4, num_hidden_layers: 1, intermediate_size: 8 }));
-    writeFileSync(join(dir, "fused", "model.safetensors"), await serializeSafetensors([{ name: "model.layers.0.self_attn.qkv_proj.weight", dtype: "F32", shape: [96, 32], data: encodeFloats("F32", new Float64Array(96 * 32)) }], null));
+    writeFileSync(
+      join(dir, "fused", "config.json"),
+      JSON.stringify({ model_type: "phi3", hidden_size: 32, num_attention_heads: 4, num_hidden_layers: 1, intermediate_size: 8 }),
+    );
+    writeFileSync(
+      join(dir, "fused", "model.safetensors"),
+      await serializeSafetensors(
+        [{ name: "model.layers.0.self_attn.qkv_proj.weight", dtype: "F32", shape: [96, 32], data: encodeFloats("F32", new Float64Array(96 * 32)) }],
+        null,
+      ),
+    );
     await assert.rejects(
       runPrune({ input: join(FX, "adapter-mha"), output: out, method: "loraprune", base: join(dir, "fused"), ratio: 0.5, force: false }, { backend: be }),
       (e) => e instanceof InvalidInputError && /qkv_proj/.test(e.message) && /hidden_size/.test(e.hint ?? ""),
     );
     await assert.rejects(
-      runPrune({ input: join(fixturesDir, "peft-dora"), output: out, method: "loraprune", base: join(FX, "llama-mha"), ratio: 0.5, force: false }, { backend: be }),
+      runPrune(
+        { input: join(fixturesDir, "peft-dora"), output: out, method: "loraprune", base: join(FX, "llama-mha"), ratio: 0.5, force: false },
+        { backend: be },
+      ),
       (e) => e instanceof InvalidInputError && /DoRA/.test(e.message),
     );
     await assert.rejects(
@@ -417,12 +576,43 @@ test("the adapter may go inside the --base-out directory; modules of another sta
   try {
     const rng = new Rng(9);
     const specs = loraTensors(rng, MHA, { rank: () => 2, alpha: 4, projs: ["q_proj", "down_proj"] }, "F32");
-    specs.push({ name: "base_model.model.vision_tower.encoder.layers.0.self_attn.q_proj.lora_A.weight", dtype: "F32", shape: [2, 10], data: encodeFloats("F32", rng.normals(20)) });
-    specs.push({ name: "base_model.model.vision_tower.encoder.layers.0.self_attn.q_proj.lora_B.weight", dtype: "F32", shape: [10, 2], data: encodeFloats("F32", rng.normals(20)) });
+    specs.push({
+      name: "base_model.model.vision_tower.encoder.layers.0.self_attn.q_proj.lora_A.weight",
+      dtype: "F32",
+      shape: [2, 10],
+      data: encodeFloats("F32", rng.normals(20)),
+    });
+    specs.push({
+      name: "base_model.model.vision_tower.encoder.layers.0.self_attn.q_proj.lora_B.weight",
+      dtype: "F32",
+      shape: [10, 2],
+      data: encodeFloats("F32", rng.normals(20)),
+    });
     const ad = join(dir, "ad.safetensors");
-    writeFileSync(ad, await serializeSafetensors(specs, { format: "pt", adapter_config: JSON.stringify(loraConfig({ r: 2, lora_alpha: 4, target_modules: ["q_proj", "down_proj"] })) }));
-    const rep = await runPrune({ input: ad, output: join(dir, "model", "adapter"), method: "loraprune", base: join(FX, "llama-mha"), ratio: 0.5, baseOut: join(dir, "model"), force: false }, { backend: be });
-    assert.deepEqual(readdirSync(join(dir, "model")).sort(), ["adapter", "config.json", "model.safetensors", "pruning_plan.json"], "the plan goes beside the adapter");
+    writeFileSync(
+      ad,
+      await serializeSafetensors(specs, {
+        format: "pt",
+        adapter_config: JSON.stringify(loraConfig({ r: 2, lora_alpha: 4, target_modules: ["q_proj", "down_proj"] })),
+      }),
+    );
+    const rep = await runPrune(
+      {
+        input: ad,
+        output: join(dir, "model", "adapter"),
+        method: "loraprune",
+        base: join(FX, "llama-mha"),
+        ratio: 0.5,
+        baseOut: join(dir, "model"),
+        force: false,
+      },
+      { backend: be },
+    );
+    assert.deepEqual(
+      readdirSync(join(dir, "model")).sort(),
+      ["adapter", "config.json", "model.safetensors", "pruning_plan.json"],
+      "the plan goes beside the adapter",
+    );
     const v = rep.modules.find((m) => m.name.startsWith("vision_tower"))!;
     assert.deepEqual([v.rank, v.relative_error, v["shape"]], [2, 0, [10, 10]]);
     const q = rep.modules.find((m) => m.name === "model.layers.0.self_attn.q_proj")!;

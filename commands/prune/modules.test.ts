@@ -41,23 +41,36 @@ test("--match drops matching modules; the output reloads, kept ΔW are unchanged
     const src = join(fixturesDir, "peft-rslora");
     const out = join(dir, "out");
     const rep = await prune({ input: src, output: out, match: "k_proj$" });
-    const a0 = await loadAdapter(src), a = await loadAdapter(out);
+    const a0 = await loadAdapter(src),
+      a = await loadAdapter(out);
     try {
       const kept = a0.modules.filter((m) => !m.name.endsWith("k_proj"));
-      assert.deepEqual(a.modules.map((m) => m.name), kept.map((m) => m.name));
-      assert.deepEqual(rep.dropped.sort(), a0.modules.filter((m) => m.name.endsWith("k_proj")).map((m) => m.name).sort());
+      assert.deepEqual(
+        a.modules.map((m) => m.name),
+        kept.map((m) => m.name),
+      );
+      assert.deepEqual(
+        rep.dropped.sort(),
+        a0.modules
+          .filter((m) => m.name.endsWith("k_proj"))
+          .map((m) => m.name)
+          .sort(),
+      );
       const cfg = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
       assert.deepEqual(cfg.target_modules, kept.map((m) => m.path).sort());
       assert.equal(cfg.use_rslora, true);
       for (const m of a.modules) {
         const m0 = a0.modules.find((x) => x.name === m.name)!;
-        assert.equal(m.rank, m0.rank); assert.equal(m.scale, m0.scale);
+        assert.equal(m.rank, m0.rank);
+        assert.equal(m.scale, m0.scale);
       }
-      const t0 = await readAll(join(src, "adapter_model.safetensors")), t1 = await readAll(join(out, "adapter_model.safetensors"));
+      const t0 = await readAll(join(src, "adapter_model.safetensors")),
+        t1 = await readAll(join(out, "adapter_model.safetensors"));
       for (const [k, v] of t1) assert.deepEqual(v.data, t0.get(k)!.data, `${k} copied`);
       for (const r of rep.modules) assert.equal(r.relative_error, rep.dropped.includes(r.name) ? 1 : 0);
     } finally {
-      await a0.file.close(); await a.file.close();
+      await a0.file.close();
+      await a.file.close();
     }
   } finally {
     done();
@@ -91,7 +104,11 @@ test("--layers, --min-norm and --min-energy-share select by layer index, ‖ΔW�
       const a = await loadAdapter(out);
       try {
         assert.deepEqual(a.modules.map((m) => m.name).sort(), [...n.keys()].filter((x) => !drop(x)).sort());
-        assert.deepEqual(a.passthrough.map((t) => t.name), ["base_model.model.score.weight"], "passthrough carried");
+        assert.deepEqual(
+          a.passthrough.map((t) => t.name),
+          ["base_model.model.score.weight"],
+          "passthrough carried",
+        );
       } finally {
         await a.file.close();
       }
@@ -110,7 +127,10 @@ test("kohya in, kohya out: stems kept, ss_network_dim / ss_network_alpha rewritt
     const a = await loadAdapter(out);
     try {
       assert.equal(a.format, "kohya");
-      assert.deepEqual(a.modules.map((m) => m.name).sort(), ["lora_unet_down_blocks_0_attentions_0_proj_in", "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"]);
+      assert.deepEqual(a.modules.map((m) => m.name).sort(), [
+        "lora_unet_down_blocks_0_attentions_0_proj_in",
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q",
+      ]);
       assert.equal(a.metadata["ss_network_dim"], "4");
       assert.equal(a.metadata["ss_network_alpha"], "Dynamic");
       assert.equal(a.metadata["ss_output_name"], "fixture");
@@ -120,14 +140,16 @@ test("kohya in, kohya out: stems kept, ss_network_dim / ss_network_alpha rewritt
     // PEFT output from kohya input (--to peft): loadable, same scales
     const out2 = join(dir, "peft");
     await prune({ input: src, output: out2, match: "conv1", to: "peft" });
-    const b = await loadAdapter(out2), b0 = await loadAdapter(src);
+    const b = await loadAdapter(out2),
+      b0 = await loadAdapter(src);
     try {
       for (const m of b.modules) {
         const m0 = b0.modules.find((x) => x.path === m.path)!;
         assert.ok(Math.abs(m.scale - m0.scale) < 1e-12, m.path);
       }
     } finally {
-      await b.file.close(); await b0.file.close();
+      await b.file.close();
+      await b0.file.close();
     }
   } finally {
     done();
@@ -142,7 +164,10 @@ test("errors: no criterion, everything dropped, bad regex (usage, exit 2); DoRA 
     await assert.rejects(prune({ input: src, output: out }), UsageError);
     await assert.rejects(prune({ input: src, output: out, match: "." }), (e) => e instanceof UsageError && /every module/.test(e.message));
     await assert.rejects(prune({ input: src, output: out, match: "(" }), UsageError);
-    await assert.rejects(prune({ input: join(fixturesDir, "peft-dora"), output: out, match: "x" }), (e) => e instanceof InvalidInputError && /DoRA/.test(e.message));
+    await assert.rejects(
+      prune({ input: join(fixturesDir, "peft-dora"), output: out, match: "x" }),
+      (e) => e instanceof InvalidInputError && /DoRA/.test(e.message),
+    );
     const { readdirSync } = await import("node:fs");
     assert.deepEqual(readdirSync(dir), []);
   } finally {

@@ -15,11 +15,12 @@ export function tempDir(tag: string): { dir: string; done: () => void } {
 /** C = A (m×k) · B (k×n), row-major float64. */
 export function matmul(A: ArrayLike<number>, B: ArrayLike<number>, m: number, k: number, n: number): Float64Array {
   const C = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) for (let p = 0; p < k; p++) {
-    const a = A[i * k + p]!;
-    if (a === 0) continue;
-    for (let j = 0; j < n; j++) C[i * n + j] += a * B[p * n + j]!;
-  }
+  for (let i = 0; i < m; i++)
+    for (let p = 0; p < k; p++) {
+      const a = A[i * k + p]!;
+      if (a === 0) continue;
+      for (let j = 0; j < n; j++) C[i * n + j] += a * B[p * n + j]!;
+    }
   return C;
 }
 
@@ -58,13 +59,20 @@ export async function readAll(path: string): Promise<Map<string, { shape: number
  * LoRAPrune's elementwise importance, dense (docs/algorithms.md §4.3): |Ĝ ⊙ (W + s·B·A)| with Ĝ = G_B·A + B·G_A − G_B·G_A,
  * or |W + s·B·A| without gradients.
  */
-export function refImportance(W: ArrayLike<number>, out: number, inF: number, lora: { B: ArrayLike<number>; A: ArrayLike<number>; r: number; s: number; GB?: ArrayLike<number>; GA?: ArrayLike<number> } | null): Float64Array {
+export function refImportance(
+  W: ArrayLike<number>,
+  out: number,
+  inF: number,
+  lora: { B: ArrayLike<number>; A: ArrayLike<number>; r: number; s: number; GB?: ArrayLike<number>; GA?: ArrayLike<number> } | null,
+): Float64Array {
   const M = Float64Array.from(W);
   if (lora) {
     const BA = matmul(lora.B, lora.A, out, lora.r, inF);
     for (let i = 0; i < M.length; i++) M[i] += lora.s * BA[i]!;
     if (lora.GB && lora.GA) {
-      const t1 = matmul(lora.GB, lora.A, out, lora.r, inF), t2 = matmul(lora.B, lora.GA, out, lora.r, inF), t3 = matmul(lora.GB, lora.GA, out, lora.r, inF);
+      const t1 = matmul(lora.GB, lora.A, out, lora.r, inF),
+        t2 = matmul(lora.B, lora.GA, out, lora.r, inF),
+        t3 = matmul(lora.GB, lora.GA, out, lora.r, inF);
       for (let i = 0; i < M.length; i++) M[i] = Math.abs((t1[i]! + t2[i]! - t3[i]!) * M[i]!);
       return M;
     }

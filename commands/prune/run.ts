@@ -61,12 +61,25 @@ function rsloraOut(a: Adapter, fmt: OutFormat): boolean {
   return fmt !== "kohya" && a.config?.["use_rslora"] === true;
 }
 
-function report(o: PruneOptions, fmt: string, inputs: string[], results: ModuleResult[], dropped: string[], notes: string[], extra: Record<string, unknown> = {}): WriteReport {
+function report(
+  o: PruneOptions,
+  fmt: string,
+  inputs: string[],
+  results: ModuleResult[],
+  dropped: string[],
+  notes: string[],
+  extra: Record<string, unknown> = {},
+): WriteReport {
   return { command: "prune", method: o.method, inputs, output: o.output, format: fmt, modules: results, dropped, totals: totalsOf(results), notes, ...extra };
 }
 
 async function exists(p: string): Promise<boolean> {
-  try { await lstat(p); return true; } catch { return false; }
+  try {
+    await lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -84,7 +97,11 @@ async function preflight(paths: string[], force: boolean, createdDirs: string[] 
     if (!force && (await exists(abs))) throw new UsageError(`output exists: ${p} (use --force to overwrite)`);
     if (made.some((d) => dirname(abs) === d)) continue;
     let parent: import("node:fs").Stats | null = null;
-    try { parent = await stat(dirname(abs)); } catch { /* reported below */ }
+    try {
+      parent = await stat(dirname(abs));
+    } catch {
+      /* reported below */
+    }
     if (!parent?.isDirectory()) throw new RuntimeFailure(`cannot write ${p}: directory ${dirname(abs)} does not exist`);
   }
 }
@@ -113,19 +130,31 @@ export async function runPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteR
     const fmt = outFormat(a, o.to);
     if (o.output !== "-") await preflight([o.output], o.force);
     if (o.method === "sora") {
-      const p = await planSora(a, { threshold: o.threshold ?? 0, fold: o.fold ?? "B", rsloraOut: rsloraOut(a, fmt), ...(o.loraAlpha !== undefined ? { loraAlpha: o.loraAlpha } : {}) }, deps.backend, (i, n) => deps.onStep?.(i, n, "modules"));
+      const p = await planSora(
+        a,
+        { threshold: o.threshold ?? 0, fold: o.fold ?? "B", rsloraOut: rsloraOut(a, fmt), ...(o.loraAlpha !== undefined ? { loraAlpha: o.loraAlpha } : {}) },
+        deps.backend,
+        (i, n) => deps.onStep?.(i, n, "modules"),
+      );
       const native = a.modules.some((m) => m.A.name.endsWith(".lora.lora_A"));
       const carry = !native || !!o.keepOther;
-      if (native && o.keepOther && a.passthrough.length) p.notes.push(`--keep-other: ${a.passthrough.length} other tensor(s) of the checkpoint carried byte for byte`);
+      if (native && o.keepOther && a.passthrough.length)
+        p.notes.push(`--keep-other: ${a.passthrough.length} other tensor(s) of the checkpoint carried byte for byte`);
       const out = adapterOut(a, fmt, p.out, carry, p.dropped.length === 0);
       await writeAdapterOut(o, out, deps);
       const gates = p.gates.reduce((s, g) => ({ total: s.total + g.total, kept: s.kept + g.kept }), { total: 0, kept: 0 });
-      return report(o, fmt, [o.input], p.results, p.dropped, [...a.notes, ...p.notes], { gates: { ...gates, threshold: o.threshold ?? 0, fold: o.fold ?? "B" } });
+      return report(o, fmt, [o.input], p.results, p.dropped, [...a.notes, ...p.notes], {
+        gates: { ...gates, threshold: o.threshold ?? 0, fold: o.fold ?? "B" },
+      });
     }
     if (o.method === "modules") {
       let match: RegExp | undefined;
       if (o.match !== undefined) {
-        try { match = new RegExp(o.match); } catch (e) { throw new UsageError(`--match: not a valid regular expression: ${(e as Error).message}`); }
+        try {
+          match = new RegExp(o.match);
+        } catch (e) {
+          throw new UsageError(`--match: not a valid regular expression: ${(e as Error).message}`);
+        }
       }
       const c: ModuleCriteria = {
         ...(match ? { match } : {}),
@@ -152,7 +181,9 @@ async function runLoraPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteRepo
   if (o.base === undefined) throw new UsageError("--method loraprune needs --base <model>");
   if (o.ratio === undefined) throw new UsageError("--method loraprune needs --ratio <P>");
   const lo: LoraPruneOptions = {
-    base: o.base, ratio: o.ratio, scoreModules: o.scoreModules ?? "lora",
+    base: o.base,
+    ratio: o.ratio,
+    scoreModules: o.scoreModules ?? "lora",
     ...(o.grads !== undefined ? { grads: o.grads } : {}),
     ...(o.baseOut !== undefined ? { baseOut: o.baseOut } : {}),
     ...(o.skipLayers !== undefined ? { skipLayers: o.skipLayers } : {}),
@@ -164,13 +195,23 @@ async function runLoraPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteRepo
     try {
       const fmt = outFormat(a, o.to);
       const side = sidePaths(o.output, o.baseOut);
-      const targets = [...(o.output !== "-" ? [o.output] : []), ...(o.baseOut !== undefined ? [o.baseOut] : []), side.plan, ...(side.config ? [side.config] : [])];
+      const targets = [
+        ...(o.output !== "-" ? [o.output] : []),
+        ...(o.baseOut !== undefined ? [o.baseOut] : []),
+        side.plan,
+        ...(side.config ? [side.config] : []),
+      ];
       await preflight(targets, o.force, o.baseOut !== undefined && !o.baseOut.endsWith(".safetensors") ? [o.baseOut] : []);
       const plan = await planLoraPrune(a, base, lo, deps.backend, (i, n) => deps.onStep?.(i, n, "projections scored"));
       const ad = await adapterOutput(a, plan, deps.backend);
       const config = prunedConfig(base.config, plan);
       const planDoc = planDocument(plan, lo);
-      const inputs = [...(o.input === "-" ? [] : [o.input]), ...base.shards.map((s) => join(dirname(base.configPath), s.name)), base.configPath, ...(o.grads ? [o.grads] : [])];
+      const inputs = [
+        ...(o.input === "-" ? [] : [o.input]),
+        ...base.shards.map((s) => join(dirname(base.configPath), s.name)),
+        base.configPath,
+        ...(o.grads ? [o.grads] : []),
+      ];
 
       // Write: the big one first; anything created by this run is removed if a later write fails.
       const created: string[] = [];
@@ -184,10 +225,26 @@ async function runLoraPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteRepo
         const out = adapterOut(a, fmt, ad.out, true, true);
         if (o.output === "-") await writeAdapterOut(o, out, deps, inputs);
         else await track(o.output, () => writeAdapterOut(o, out, deps, inputs));
-        await track(side.plan, () => writeFileAtomic(side.plan, async (sink) => { await sink.write(new TextEncoder().encode(prettyJson(planDoc))); }, { force: o.force, inputs }));
+        await track(side.plan, () =>
+          writeFileAtomic(
+            side.plan,
+            async (sink) => {
+              await sink.write(new TextEncoder().encode(prettyJson(planDoc)));
+            },
+            { force: o.force, inputs },
+          ),
+        );
         if (side.config) {
           const cfgPath = side.config;
-          await track(cfgPath, () => writeFileAtomic(cfgPath, async (sink) => { await sink.write(new TextEncoder().encode(prettyJson(config))); }, { force: o.force, inputs }));
+          await track(cfgPath, () =>
+            writeFileAtomic(
+              cfgPath,
+              async (sink) => {
+                await sink.write(new TextEncoder().encode(prettyJson(config)));
+              },
+              { force: o.force, inputs },
+            ),
+          );
         }
       } catch (e) {
         for (const p of created) await rm(p, { recursive: true, force: true }).catch(() => {});
@@ -201,14 +258,23 @@ async function runLoraPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteRepo
         ...(o.baseOut !== undefined ? { base: o.baseOut } : {}),
       };
       const layerRows = plan.layers.map((L, i) => ({
-        layer: L.layer, skipped: L.skipped,
-        heads: [plan.arch.heads[i], counts.heads[i]], kv_heads: [plan.arch.kvHeads[i], counts.kvHeads[i]], channels: [plan.arch.inter[i], counts.inter[i]],
+        layer: L.layer,
+        skipped: L.skipped,
+        heads: [plan.arch.heads[i], counts.heads[i]],
+        kv_heads: [plan.arch.kvHeads[i], counts.kvHeads[i]],
+        channels: [plan.arch.inter[i], counts.inter[i]],
       }));
       const notes = [...a.notes, ...plan.notes, ...ad.notes];
       const pruned = plan.layers.filter((L) => L.attn.kept.length < L.attn.total || L.mlp.kept.length < L.mlp.total).length;
-      notes.push(`${plan.criterion} criterion, ratio ${o.ratio}: ${pruned} of ${plan.arch.layers} layers pruned (skipped: ${plan.skip.join(", ") || "none"}); plan in ${written.plan}, config in ${written.config}${o.baseOut !== undefined ? `, pruned model in ${o.baseOut}` : " (no --base-out: base weights not written)"}`);
+      notes.push(
+        `${plan.criterion} criterion, ratio ${o.ratio}: ${pruned} of ${plan.arch.layers} layers pruned (skipped: ${plan.skip.join(", ") || "none"}); plan in ${written.plan}, config in ${written.config}${o.baseOut !== undefined ? `, pruned model in ${o.baseOut}` : " (no --base-out: base weights not written)"}`,
+      );
       return report(o, fmt, [o.input, o.base, ...(o.grads ? [o.grads] : [])], ad.results, [], notes, {
-        criterion: plan.criterion, ratio: o.ratio, skip_layers: plan.skip, layers: layerRows, written,
+        criterion: plan.criterion,
+        ratio: o.ratio,
+        skip_layers: plan.skip,
+        layers: layerRows,
+        written,
       });
     } finally {
       await base.close();

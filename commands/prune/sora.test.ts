@@ -19,7 +19,10 @@ const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`prune sora.test seed=${seed} (LORA_TEST_SEED replays)`);
 
 test("golden §9.4: keep [0, 2], B' = [[0.5, −3.6], [0, 0]], A' = [[1, 0], [1, 1]], ΔW = [[−12.4, −14.4], [0, 0]]", () => {
-  const B = [1, 2, 3, 4, 0, 1, 0, 1], A = [1, 0, 0, 1, 1, 1, 2, -1], g = [0.5, 0, -1.2, 0], s = 4;
+  const B = [1, 2, 3, 4, 0, 1, 0, 1],
+    A = [1, 0, 0, 1, 1, 1, 2, -1],
+    g = [0.5, 0, -1.2, 0],
+    s = 4;
   const keep = keptRanks(g, 0);
   assert.deepEqual(keep, [0, 2]);
   const f = foldGate(B, A, 2, 2, 4, g, keep, "B");
@@ -42,8 +45,11 @@ test("keptRanks: threshold T drops |g| ≤ T (T = 0: exactly-zero gates)", () =>
 test("foldGate on random factors: every side gives s·B·diag(g)·A restricted to the kept ranks exactly", () => {
   const rng = new Rng(seed);
   for (let trial = 0; trial < 20; trial++) {
-    const out = 1 + rng.int(9), inF = 1 + rng.int(9), r = 1 + rng.int(8);
-    const B = rng.normals(out * r), A = rng.normals(r * inF);
+    const out = 1 + rng.int(9),
+      inF = 1 + rng.int(9),
+      r = 1 + rng.int(8);
+    const B = rng.normals(out * r),
+      A = rng.normals(r * inF);
     const g = Float64Array.from({ length: r }, () => (rng.uniform() < 0.4 ? 0 : rng.normal()));
     const Bg = B.map((b, i) => b * g[i % r]!);
     const ref = deltaW(Bg, A, out, r, inF, 1);
@@ -56,12 +62,22 @@ test("foldGate on random factors: every side gives s·B·diag(g)·A restricted t
   }
 });
 
-interface SoraMod { path: string; out: number; in: number; r: number; B: Float64Array; A: Float64Array; g: Float64Array }
+interface SoraMod {
+  path: string;
+  out: number;
+  in: number;
+  r: number;
+  B: Float64Array;
+  A: Float64Array;
+  g: Float64Array;
+}
 
 function randomSora(rng: Rng, n: number): SoraMod[] {
   const mods: SoraMod[] = [];
   for (let k = 0; k < n; k++) {
-    const out = 4 + rng.int(20), inF = 4 + rng.int(20), r = 1 + rng.int(10);
+    const out = 4 + rng.int(20),
+      inF = 4 + rng.int(20),
+      r = 1 + rng.int(10);
     const g = Float64Array.from({ length: r }, () => (rng.uniform() < 0.4 ? 0 : (rng.uniform() < 0.5 ? -1 : 1) * (1e-3 + Math.abs(rng.normal()))));
     mods.push({ path: `encoder.layer.${k}.attention.self.query`, out, in: inF, r, B: rng.normals(out * r, 0.3), A: rng.normals(r * inF, 0.3), g });
   }
@@ -86,8 +102,17 @@ function soraSpecs(mods: SoraMod[], prefix = "roberta."): TensorSpec[] {
 /** Reference ΔW of a SoRA module, from the float32 values actually stored in the file. */
 function refDelta(m: SoraMod, alpha: number): Float64Array {
   const r32 = (x: Float64Array) => Float64Array.from(Float32Array.from(x));
-  const B = r32(m.B), A = r32(m.A), g = r32(m.g);
-  return deltaW(B.map((b, i) => b * g[i % m.r]!), A, m.out, m.r, m.in, alpha / m.r);
+  const B = r32(m.B),
+    A = r32(m.A),
+    g = r32(m.g);
+  return deltaW(
+    B.map((b, i) => b * g[i % m.r]!),
+    A,
+    m.out,
+    m.r,
+    m.in,
+    alpha / m.r,
+  );
 }
 
 async function denseOf(a: Adapter, name: string): Promise<Float64Array> {
@@ -106,35 +131,36 @@ test("random SoRA checkpoints: output ΔW = s·B·diag(g)·A (≤ 1e-6 rel), ran
     const path = join(dir, "ckpt.safetensors");
     writeFileSync(path, await serializeSafetensors(soraSpecs(mods), { format: "pt" }));
     let k = 0;
-    for (const to of ["peft", "kohya"] as const) for (const fold of ["B", "A", "balanced"] as const) {
-      const out = join(dir, `out-${k++}${to === "kohya" ? ".safetensors" : ""}`);
-      const o: PruneOptions = { input: path, output: out, method: "sora", to, fold, force: false };
-      const rep = await runPrune(o, { backend: be });
-      const a = await loadAdapter(out);
-      try {
-        assert.equal(a.format, to);
-        for (const m of mods) {
-          const name = to === "peft" ? "roberta." + m.path : a.modules.find((x) => x.path === "roberta." + m.path)?.name;
-          const nz = Array.from(m.g).filter((x) => Float32Array.of(x)[0] !== 0).length;
-          const res = rep.modules.find((x) => x.name === "roberta." + m.path)!;
-          assert.equal(res.rank, nz, `report rank of ${m.path}`);
-          assert.equal(res.rank_in, m.r);
-          if (nz === 0) {
-            assert.ok(!a.modules.some((x) => x.path === "roberta." + m.path), `${m.path} should be dropped`);
-            assert.ok(rep.dropped.includes("roberta." + m.path));
-            continue;
+    for (const to of ["peft", "kohya"] as const)
+      for (const fold of ["B", "A", "balanced"] as const) {
+        const out = join(dir, `out-${k++}${to === "kohya" ? ".safetensors" : ""}`);
+        const o: PruneOptions = { input: path, output: out, method: "sora", to, fold, force: false };
+        const rep = await runPrune(o, { backend: be });
+        const a = await loadAdapter(out);
+        try {
+          assert.equal(a.format, to);
+          for (const m of mods) {
+            const name = to === "peft" ? "roberta." + m.path : a.modules.find((x) => x.path === "roberta." + m.path)?.name;
+            const nz = Array.from(m.g).filter((x) => Float32Array.of(x)[0] !== 0).length;
+            const res = rep.modules.find((x) => x.name === "roberta." + m.path)!;
+            assert.equal(res.rank, nz, `report rank of ${m.path}`);
+            assert.equal(res.rank_in, m.r);
+            if (nz === 0) {
+              assert.ok(!a.modules.some((x) => x.path === "roberta." + m.path), `${m.path} should be dropped`);
+              assert.ok(rep.dropped.includes("roberta." + m.path));
+              continue;
+            }
+            const mod = a.modules.find((x) => x.name === name)!;
+            assert.equal(mod.rank, nz, `rank of ${m.path} (${to}, ${fold})`);
+            const err = relDiff(await denseOf(a, mod.name), refDelta(m, 16));
+            assert.ok(err <= 1e-6, `${m.path} ${to} ${fold}: relative error ${err} (seed ${seed})`);
+            assert.ok(res.relative_error <= 1e-6, `reported error ${res.relative_error}`);
           }
-          const mod = a.modules.find((x) => x.name === name)!;
-          assert.equal(mod.rank, nz, `rank of ${m.path} (${to}, ${fold})`);
-          const err = relDiff(await denseOf(a, mod.name), refDelta(m, 16));
-          assert.ok(err <= 1e-6, `${m.path} ${to} ${fold}: relative error ${err} (seed ${seed})`);
-          assert.ok(res.relative_error <= 1e-6, `reported error ${res.relative_error}`);
+          assert.equal(a.passthrough.length, 0, "backbone and classifier are not carried by default");
+        } finally {
+          await a.file.close();
         }
-        assert.equal(a.passthrough.length, 0, "backbone and classifier are not carried by default");
-      } finally {
-        await a.file.close();
       }
-    }
   } finally {
     done();
   }
@@ -155,22 +181,36 @@ test("--threshold drops small gates; the reported error matches the dense error;
     try {
       for (const m of mods) {
         const g32 = Float64Array.from(Float32Array.from(m.g));
-        const keep = Array.from(g32).map((x, i) => [x, i] as const).filter(([x]) => Math.abs(x) > T).map(([, i]) => i);
+        const keep = Array.from(g32)
+          .map((x, i) => [x, i] as const)
+          .filter(([x]) => Math.abs(x) > T)
+          .map(([, i]) => i);
         const res = rep.modules.find((x) => x.name === m.path)!;
         assert.equal(res.rank, keep.length);
         const ref = refDelta(m, 8);
-        if (keep.length === 0) { assert.ok(!a.modules.some((x) => x.path === m.path)); continue; }
+        if (keep.length === 0) {
+          assert.ok(!a.modules.some((x) => x.path === m.path));
+          continue;
+        }
         const got = await denseOf(a, m.path);
         const dense = relDiff(got, ref);
         assert.ok(Math.abs(dense - res.relative_error) <= 1e-6 + 1e-6 * dense, `${m.path}: reported ${res.relative_error}, dense ${dense}`);
         // the kept part is exact
         const gk = g32.map((x, i) => (keep.includes(i) ? x : 0));
-        const refKept = deltaW(Float64Array.from(Float32Array.from(m.B)).map((b, i) => b * gk[i % m.r]!), Float64Array.from(Float32Array.from(m.A)), m.out, m.r, m.in, 8 / m.r);
+        const refKept = deltaW(
+          Float64Array.from(Float32Array.from(m.B)).map((b, i) => b * gk[i % m.r]!),
+          Float64Array.from(Float32Array.from(m.A)),
+          m.out,
+          m.r,
+          m.in,
+          8 / m.r,
+        );
         assert.ok(relDiff(got, refKept) <= 1e-6);
       }
       const names = a.passthrough.map((t) => t.name).sort();
       assert.ok(names.includes("classifier.weight"));
-      const src = await readAll(path), dst = await readAll(out);
+      const src = await readAll(path),
+        dst = await readAll(out);
       assert.deepEqual(dst.get("classifier.weight")!.data, src.get("classifier.weight")!.data);
     } finally {
       await a.file.close();
@@ -227,7 +267,17 @@ test("PEFT-layout adapter with lora_gate tensors and a config: the config's alph
     for (const m of a0.modules) {
       const f = await readFactors(a0, m, "f64");
       const g = gates.get(m.path)!;
-      refs.set(m.path, deltaW(f.B.data.map((b, i) => b * g[i % m.rank]!), f.A.data, m.out, m.rank, m.in, m.scale));
+      refs.set(
+        m.path,
+        deltaW(
+          f.B.data.map((b, i) => b * g[i % m.rank]!),
+          f.A.data,
+          m.out,
+          m.rank,
+          m.in,
+          m.scale,
+        ),
+      );
     }
     await a0.file.close();
     const out = join(dir, "out");
@@ -235,7 +285,10 @@ test("PEFT-layout adapter with lora_gate tensors and a config: the config's alph
     const a = await loadAdapter(out);
     try {
       assert.equal(a.format, "peft");
-      assert.ok(a.passthrough.some((t) => t.name === "base_model.model.score.weight"), "modules_to_save head carried");
+      assert.ok(
+        a.passthrough.some((t) => t.name === "base_model.model.score.weight"),
+        "modules_to_save head carried",
+      );
       const cfg = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
       assert.equal(cfg.task_type, "CAUSAL_LM");
       for (const m of a.modules) {
@@ -254,14 +307,28 @@ test("errors: plain adapter without gates, bad gate shape, every gate zero → e
   const { dir, done } = tempDir("sora-err");
   try {
     const out = join(dir, "out");
-    await assert.rejects(runPrune({ input: join(fixturesDir, "example"), output: out, method: "sora", force: false }, { backend: be }), (e) => e instanceof InvalidInputError && /no SoRA gate/.test(e.message));
-    const f32 = (name: string, shape: number[], n: number, v = 1): TensorSpec => ({ name, dtype: "F32", shape, data: encodeFloats("F32", new Float64Array(n).fill(v)) });
+    await assert.rejects(
+      runPrune({ input: join(fixturesDir, "example"), output: out, method: "sora", force: false }, { backend: be }),
+      (e) => e instanceof InvalidInputError && /no SoRA gate/.test(e.message),
+    );
+    const f32 = (name: string, shape: number[], n: number, v = 1): TensorSpec => ({
+      name,
+      dtype: "F32",
+      shape,
+      data: encodeFloats("F32", new Float64Array(n).fill(v)),
+    });
     const bad = join(dir, "bad.safetensors");
     writeFileSync(bad, await serializeSafetensors([f32("x.lora.lora_A", [2, 3], 6), f32("x.lora.lora_B", [3, 2], 6), f32("x.lora.gate", [1, 3], 3)], null));
-    await assert.rejects(runPrune({ input: bad, output: out, method: "sora", force: false }, { backend: be }), (e) => e instanceof InvalidInputError && /gate/.test(e.message));
+    await assert.rejects(
+      runPrune({ input: bad, output: out, method: "sora", force: false }, { backend: be }),
+      (e) => e instanceof InvalidInputError && /gate/.test(e.message),
+    );
     const zero = join(dir, "zero.safetensors");
     writeFileSync(zero, await serializeSafetensors([f32("x.lora.lora_A", [2, 3], 6), f32("x.lora.lora_B", [3, 2], 6), f32("x.lora.gate", [1, 2], 2, 0)], null));
-    await assert.rejects(runPrune({ input: zero, output: out, method: "sora", force: false }, { backend: be }), (e) => e instanceof InvalidInputError && /every gate/.test(e.message));
+    await assert.rejects(
+      runPrune({ input: zero, output: out, method: "sora", force: false }, { backend: be }),
+      (e) => e instanceof InvalidInputError && /every gate/.test(e.message),
+    );
     mkdirSync(join(dir, "probe"));
     const { readdirSync } = await import("node:fs");
     assert.deepEqual(readdirSync(dir).sort(), ["bad.safetensors", "probe", "zero.safetensors"]);
@@ -285,7 +352,17 @@ test("rsLoRA config (s = alpha/√r): the output keeps use_rslora and alpha' = s
       assert.ok(Math.abs(m.scale - 16 / Math.sqrt(8)) < 1e-12);
       const f = await readFactors(a0, m, "f64");
       const g = await a0.file.readFloat64(m.extras["gate"]!);
-      refs.set(m.path, deltaW(f.B.data.map((b, i) => b * g[i % m.rank]!), f.A.data, m.out, m.rank, m.in, m.scale));
+      refs.set(
+        m.path,
+        deltaW(
+          f.B.data.map((b, i) => b * g[i % m.rank]!),
+          f.A.data,
+          m.out,
+          m.rank,
+          m.in,
+          m.scale,
+        ),
+      );
     }
     await a0.file.close();
     const out = join(dir, "out");

@@ -12,7 +12,11 @@ export async function backendFor(ctx: Ctx, g: GlobalOptions): Promise<LinalgBack
     ctx.stderr.write(`lora: using backend ${backend.name} (${backend.detail})\n`);
   } else if (g.backend === "auto" && backend.name === "js") {
     const cpu = skipped.find((s) => s.name === "cpu");
-    note(ctx, g.quiet, `note: using the js backend (pure TypeScript, much slower): the cpu backend is unavailable${cpu ? ` (${cpu.reason})` : ""}; see 'lora backends'`);
+    note(
+      ctx,
+      g.quiet,
+      `note: using the js backend (pure TypeScript, much slower): the cpu backend is unavailable${cpu ? ` (${cpu.reason})` : ""}; see 'lora backends'`,
+    );
   }
   return backend;
 }

@@ -1,6 +1,6 @@
 // Option parsers and the global options added to every command. Parsers throw commander's
 // InvalidArgumentError so bad values are usage errors (exit 2).
-import { Command, InvalidArgumentError, Option } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import type { GlobalOptions } from "./context.js";
 
 export function parseIntArg(name: string, min = 0) {
@@ -25,7 +25,8 @@ export function parseFloatArg(name: string, lo = -Infinity, hi = Infinity, openL
 export function parseWeights(v: string): number[] {
   const parts = v.split(",").map((s) => s.trim());
   const ws = parts.map(Number);
-  if (parts.some((p) => p === "") || ws.some((w) => !Number.isFinite(w))) throw new InvalidArgumentError(`--weights must be comma-separated numbers, got "${v}"`);
+  if (parts.some((p) => p === "") || ws.some((w) => !Number.isFinite(w)))
+    throw new InvalidArgumentError(`--weights must be comma-separated numbers, got "${v}"`);
   return ws;
 }
 

@@ -47,10 +47,13 @@ export function formatTable(header: string[], rows: string[][], emphasis: (s: st
   const widths = header.map((_, c) => Math.max(...all.map((r) => width(r[c] ?? ""))));
   const numeric = header.map((_, c) => rows.length > 0 && rows.every((r) => /^[-+]?[\d.,e×x%-]*$/i.test(r[c] ?? "")));
   const line = (r: string[]) =>
-    r.map((cell, c) => {
-      const pad = " ".repeat(Math.max(0, widths[c]! - width(cell)));
-      return numeric[c] ? pad + cell : cell + pad;
-    }).join("  ").trimEnd();
+    r
+      .map((cell, c) => {
+        const pad = " ".repeat(Math.max(0, widths[c]! - width(cell)));
+        return numeric[c] ? pad + cell : cell + pad;
+      })
+      .join("  ")
+      .trimEnd();
   return all.map((r, i) => (i === 0 ? emphasis(line(r)) : line(r))).join("\n");
 }
 

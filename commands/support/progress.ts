@@ -8,7 +8,10 @@ export type Tick = (done: number, total: number, what?: string) => void;
 function bytes(n: number): string {
   const u = ["B", "kB", "MB", "GB", "TB"];
   let i = 0;
-  while (n >= 1000 && i < u.length - 1) { n /= 1000; i++; }
+  while (n >= 1000 && i < u.length - 1) {
+    n /= 1000;
+    i++;
+  }
   return `${n.toFixed(i === 0 ? 0 : 1)} ${u[i]}`;
 }
 

@@ -6,7 +6,10 @@ import { fmt, formatTable, formatTsv, paint, printJson, summary } from "./output
 
 /** Print the report: JSON with --json; else a table (TTY) or TSV rows, on stdout or (with -o -) stderr. */
 export function printWriteReport(ctx: Ctx, g: GlobalOptions, r: WriteReport): void {
-  if (g.json) { printJson(ctx, r); return; }
+  if (g.json) {
+    printJson(ctx, r);
+    return;
+  }
   if (g.quiet) return;
   const toStderr = r.output === "-";
   const tty = toStderr ? !!ctx.stderr.isTTY : !!ctx.stdout.isTTY;
@@ -20,11 +23,16 @@ export function printWriteReport(ctx: Ctx, g: GlobalOptions, r: WriteReport): vo
   if (hasEnergy) header.push("retained energy");
   const t = r.totals;
   const lines = [
-    tty ? formatTable(header, rows, paint(ctx, toStderr ? "stderr" : "stdout").bold) : formatTsv(rows, g.header ? ["module", "rank_in", "rank", "relative_error", ...(hasEnergy ? ["retained_energy"] : [])] : undefined),
+    tty
+      ? formatTable(header, rows, paint(ctx, toStderr ? "stderr" : "stdout").bold)
+      : formatTsv(rows, g.header ? ["module", "rank_in", "rank", "relative_error", ...(hasEnergy ? ["retained_energy"] : [])] : undefined),
     `${r.command} (${r.method}): ${t.modules} modules, rank ${t.rank_in} → ${t.rank}, total relative error ${fmt(t.relative_error)}${r.dropped.length ? `, ${r.dropped.length} module(s) dropped` : ""} → ${r.output === "-" ? "standard output" : r.output}`,
     ...r.notes.map((n) => `note: ${n}`),
   ];
-  if (tty) { summary(ctx, false, r.output, lines.join("\n")); return; }
+  if (tty) {
+    summary(ctx, false, r.output, lines.join("\n"));
+    return;
+  }
   // Piped: rows only on the data stream (so cut/awk work); the summary goes to stderr.
   summary(ctx, false, r.output, lines[0]!);
   ctx.stderr.write(lines.slice(1).join("\n") + "\n");

@@ -20,17 +20,42 @@ console.log(`catalog truncate test seed=${seed}`);
 const work = mkdtempSync(join(tmpdir(), "lora-cattrunc-test-"));
 process.on("exit", () => rmSync(work, { recursive: true, force: true }));
 
-interface M { key: string; B: Float64Array; A: Float64Array; out: number; inn: number; r: number; scale: number }
-interface Made { path: string; kohya: boolean; mods: M[]; passthrough: number }
+interface M {
+  key: string;
+  B: Float64Array;
+  A: Float64Array;
+  out: number;
+  inn: number;
+  r: number;
+  scale: number;
+}
+interface Made {
+  path: string;
+  kohya: boolean;
+  mods: M[];
+  passthrough: number;
+}
 
 async function make(rng: Rng, path: string, kohya: boolean): Promise<Made> {
   const mods: M[] = Array.from({ length: 2 }, (_, i) => {
-    const r = 1 + rng.int(3), out = 6 + rng.int(10), inn = 6 + rng.int(10);
+    const r = 1 + rng.int(3),
+      out = 6 + rng.int(10),
+      inn = 6 + rng.int(10);
     // Stored as F32: the references use the stored values.
-    return { key: `blk_${i}_proj`, B: Float64Array.from(Float32Array.from(rng.normals(out * r, 1 + rng.int(3)))), A: Float64Array.from(Float32Array.from(rng.normals(r * inn))), out, inn, r, scale: kohya ? 0.5 : 2 };
+    return {
+      key: `blk_${i}_proj`,
+      B: Float64Array.from(Float32Array.from(rng.normals(out * r, 1 + rng.int(3)))),
+      A: Float64Array.from(Float32Array.from(rng.normals(r * inn))),
+      out,
+      inn,
+      r,
+      scale: kohya ? 0.5 : 2,
+    };
   });
   const specs: TensorSpec[] = mods.flatMap((m, i) => {
-    const n = kohya ? [`lora_unet_blk_${i}_proj.lora_down.weight`, `lora_unet_blk_${i}_proj.lora_up.weight`] : [`base_model.model.blk.${i}.proj.lora_A.weight`, `base_model.model.blk.${i}.proj.lora_B.weight`];
+    const n = kohya
+      ? [`lora_unet_blk_${i}_proj.lora_down.weight`, `lora_unet_blk_${i}_proj.lora_up.weight`]
+      : [`base_model.model.blk.${i}.proj.lora_A.weight`, `base_model.model.blk.${i}.proj.lora_B.weight`];
     return [
       { name: n[0]!, dtype: "F32" as const, shape: [m.r, m.inn], data: encodeFloats("F32", m.A) },
       { name: n[1]!, dtype: "F32" as const, shape: [m.out, m.r], data: encodeFloats("F32", m.B) },
@@ -38,20 +63,37 @@ async function make(rng: Rng, path: string, kohya: boolean): Promise<Made> {
     ];
   });
   let passthrough = 0;
-  if (!kohya) { specs.push({ name: "base_model.model.head.weight", dtype: "F32", shape: [3], data: encodeFloats("F32", rng.normals(3)) }); passthrough = 12; }
+  if (!kohya) {
+    specs.push({ name: "base_model.model.head.weight", dtype: "F32", shape: [3], data: encodeFloats("F32", rng.normals(3)) });
+    passthrough = 12;
+  }
   const body = await serializeSafetensors(specs, null);
   if (kohya) writeFileSync(path, body);
   else {
     mkdirSync(path);
     writeFileSync(join(path, "adapter_model.safetensors"), body);
-    writeFileSync(join(path, "adapter_config.json"), JSON.stringify({ peft_type: "LORA", r: 1, lora_alpha: 2, target_modules: ["proj"], rank_pattern: Object.fromEntries(mods.map((m, i) => [`blk.${i}.proj`, m.r])), alpha_pattern: Object.fromEntries(mods.map((m, i) => [`blk.${i}.proj`, 2 * m.r])) }));
+    writeFileSync(
+      join(path, "adapter_config.json"),
+      JSON.stringify({
+        peft_type: "LORA",
+        r: 1,
+        lora_alpha: 2,
+        target_modules: ["proj"],
+        rank_pattern: Object.fromEntries(mods.map((m, i) => [`blk.${i}.proj`, m.r])),
+        alpha_pattern: Object.fromEntries(mods.map((m, i) => [`blk.${i}.proj`, 2 * m.r])),
+      }),
+    );
   }
   return { path, kohya, mods, passthrough };
 }
 
 async function tensorBytes(p: string): Promise<number> {
   const s = await openAdapterSource(p);
-  try { return s.file.header.tensors.reduce((x, t) => x + t.end - t.begin, 0); } finally { await s.file.close(); }
+  try {
+    return s.file.header.tensors.reduce((x, t) => x + t.end - t.begin, 0);
+  } finally {
+    await s.file.close();
+  }
 }
 
 test("catalog truncate --max-bytes: global optimum (brute force), optimal ΔW per output, within the budget", async () => {
@@ -59,7 +101,16 @@ test("catalog truncate --max-bytes: global optimum (brute force), optimal ΔW pe
   const made: Made[] = [];
   for (let i = 0; i < 3; i++) made.push(await make(rng, join(work, i % 2 ? `k${i}.safetensors` : `p${i}`), i % 2 === 1));
   // Dense float64 σ² of every module; unit cost (out+in)·4 bytes (F32 outputs); fixed bytes: passthrough + one F32 alpha per kohya module.
-  const all = made.flatMap((a) => a.mods.map((m) => ({ a, m, s2: denseSingularValues(denseDelta(m.B, m.A, m.out, m.r, m.inn, m.scale), m.out, m.inn).slice(0, m.r).map((s) => s * s), cost: 4 * (m.out + m.inn) })));
+  const all = made.flatMap((a) =>
+    a.mods.map((m) => ({
+      a,
+      m,
+      s2: denseSingularValues(denseDelta(m.B, m.A, m.out, m.r, m.inn, m.scale), m.out, m.inn)
+        .slice(0, m.r)
+        .map((s) => s * s),
+      cost: 4 * (m.out + m.inn),
+    })),
+  );
   const fixed = made.reduce((s, a) => s + a.passthrough + (a.kohya ? 4 * a.mods.length : 0), 0);
   const full = fixed + all.reduce((s, x) => s + x.cost * x.m.r, 0);
   for (const be of await testBackends()) {
@@ -69,13 +120,25 @@ test("catalog truncate --max-bytes: global optimum (brute force), optimal ΔW pe
       let best = 0;
       const rec = (i: number, bytes: number, v: number): void => {
         if (bytes > maxBytes) return;
-        if (i === all.length) { best = Math.max(best, v); return; }
+        if (i === all.length) {
+          best = Math.max(best, v);
+          return;
+        }
         let acc = v;
-        for (let k = 0; k <= all[i]!.m.r; k++) { if (k > 0) acc += all[i]!.s2[k - 1]!; rec(i + 1, bytes + k * all[i]!.cost, acc); }
+        for (let k = 0; k <= all[i]!.m.r; k++) {
+          if (k > 0) acc += all[i]!.s2[k - 1]!;
+          rec(i + 1, bytes + k * all[i]!.cost, acc);
+        }
       };
       rec(0, fixed, 0);
       const dir = join(work, `out-${be.name}-${frac}`);
-      const rep = await runCatalogTruncate(made.map((a) => a.path), dir, { score: "energy", minRank: 0, rho: 2, alphaMode: "keep", kohyaCompat: false, force: false }, { maxBytes }, { backend: be });
+      const rep = await runCatalogTruncate(
+        made.map((a) => a.path),
+        dir,
+        { score: "energy", minRank: 0, rho: 2, alphaMode: "keep", kohyaCompat: false, force: false },
+        { maxBytes },
+        { backend: be },
+      );
       assert.ok(rep.optimal);
       assert.ok(Math.abs(rep.kept_energy! - best) <= 1e-9 * best, `${be.name} ${frac}: kept ${rep.kept_energy} vs brute force ${best}`);
       let written = 0;
@@ -91,12 +154,17 @@ test("catalog truncate --max-bytes: global optimum (brute force), optimal ΔW pe
             const W = denseDelta(m.B, m.A, m.out, m.r, m.inn, m.scale);
             const k = o ? o.rank : 0;
             const P = optimal(W, m.out, m.inn, k).P;
-            if (!o) { assert.ok(P.every((x) => x === 0)); continue; }
+            if (!o) {
+              assert.ok(P.every((x) => x === 0));
+              continue;
+            }
             const f = await readFactors(out, o, "f64");
             const got = gemm64(f.B.data, o.out, o.rank, f.A.data, o.rank, o.in, false, false, o.scale).data;
             assert.ok(relDiff(got, P) < 1e-6, `${be.name} ${a.input} ${m.key} rank ${k}: ${relDiff(got, P)}`);
           }
-        } finally { await out.file.close(); }
+        } finally {
+          await out.file.close();
+        }
       }
       assert.ok(written <= maxBytes, `${written} > ${maxBytes}`);
       assert.equal(written, rep.bytes);
@@ -106,7 +174,8 @@ test("catalog truncate --max-bytes: global optimum (brute force), optimal ΔW pe
 
 test("lora truncate over a catalog: --rank per adapter into DIR, a bad file skipped (exit 3), name clashes and -o - refused", async () => {
   const rng = new Rng(seed + 1);
-  const a = await make(rng, join(work, "ca"), false), b = await make(rng, join(work, "cb.safetensors"), true);
+  const a = await make(rng, join(work, "ca"), false),
+    b = await make(rng, join(work, "cb.safetensors"), true);
   const bad = join(work, "cbad.safetensors");
   writeFileSync(bad, Buffer.from("garbage"));
   const dir = join(work, "cli-out");

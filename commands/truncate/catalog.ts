@@ -49,7 +49,13 @@ async function tensorBytes(path: string): Promise<number> {
   }
 }
 
-export async function runCatalogTruncate(paths: string[], outDir: string, base: Omit<TruncateOptions, "input" | "output">, o: { maxBytes?: number }, deps: { backend: LinalgBackend; onAdapter?: (i: number, n: number) => void }): Promise<CatalogTruncateReport> {
+export async function runCatalogTruncate(
+  paths: string[],
+  outDir: string,
+  base: Omit<TruncateOptions, "input" | "output">,
+  o: { maxBytes?: number },
+  deps: { backend: LinalgBackend; onAdapter?: (i: number, n: number) => void },
+): Promise<CatalogTruncateReport> {
   if (paths.includes("-")) throw new UsageError("a catalog is read from files and directories, not standard input");
   const names = paths.map((p) => basename(p));
   const dup = names.find((n, i) => names.indexOf(n) !== i);
@@ -60,15 +66,27 @@ export async function runCatalogTruncate(paths: string[], outDir: string, base: 
   const report: CatalogTruncateReport = { command: "truncate", catalog: true, output_dir: outDir, bytes: 0, adapters: [], failed };
   let todo = paths;
   if (o.maxBytes !== undefined) {
-    const { items, failed: bad } = await catalogItems(paths, deps.backend, { ...(base.dtype !== undefined ? { dtype: base.dtype } : {}), ...(base.to !== undefined ? { to: base.to } : {}) });
+    const { items, failed: bad } = await catalogItems(paths, deps.backend, {
+      ...(base.dtype !== undefined ? { dtype: base.dtype } : {}),
+      ...(base.to !== undefined ? { to: base.to } : {}),
+    });
     failed.push(...bad);
     const alloc = allocateBytes(items, o.maxBytes);
     ranks = new Map(items.map((it, i) => [it.path, alloc.ranks[i]!]));
-    energy = new Map(items.map((it, i) => {
-      let kept = 0, total = 0;
-      for (const m of it.modules) { const k = alloc.ranks[i]!.get(m.name)!; m.values.forEach((v, j) => { total += v; if (j < k) kept += v; }); }
-      return [it.path, { kept, total }];
-    }));
+    energy = new Map(
+      items.map((it, i) => {
+        let kept = 0,
+          total = 0;
+        for (const m of it.modules) {
+          const k = alloc.ranks[i]!.get(m.name)!;
+          m.values.forEach((v, j) => {
+            total += v;
+            if (j < k) kept += v;
+          });
+        }
+        return [it.path, { kept, total }];
+      }),
+    );
     Object.assign(report, { max_bytes: o.maxBytes, kept_energy: alloc.keptEnergy, total_energy: alloc.totalEnergy, optimal: alloc.optimal });
     todo = items.map((it) => it.path);
   }
@@ -85,7 +103,12 @@ export async function runCatalogTruncate(paths: string[], outDir: string, base: 
       if (isSplitReport(r)) throw new UsageError("--unit cannot be used on a catalog");
       const e = energy?.get(input);
       report.adapters.push({
-        input, output, rank_in: r.totals.rank_in, rank: r.totals.rank, bytes: await tensorBytes(output), relative_error: r.totals.relative_error,
+        input,
+        output,
+        rank_in: r.totals.rank_in,
+        rank: r.totals.rank,
+        bytes: await tensorBytes(output),
+        relative_error: r.totals.relative_error,
         ...(e ? { retained_energy: e.total > 0 ? e.kept / e.total : 1 } : {}),
       });
     } catch (err) {

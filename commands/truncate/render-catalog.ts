@@ -4,14 +4,32 @@ import { fmt, formatTable, formatTsv, printJson, writeOut } from "../support/out
 import type { CatalogTruncateReport } from "./catalog.js";
 
 export function printCatalogReport(ctx: Ctx, g: GlobalOptions, r: CatalogTruncateReport): void {
-  if (g.json) return printJson(ctx, r);
+  if (g.json) {
+    printJson(ctx, r);
+    return;
+  }
   for (const f of r.failed) ctx.stderr.write(`lora: ${f.path}: skipped: ${f.error}\n`);
   if (g.quiet) return;
   const energy = r.kept_energy !== undefined;
-  const rows = r.adapters.map((a) => [a.input, a.dropped ? "(dropped)" : a.output, String(a.rank_in), String(a.rank), ctx.stdout.isTTY ? a.bytes.toLocaleString("en-US") : String(a.bytes), fmt(a.relative_error), ...(energy ? [fmt(a.retained_energy ?? 0, 6)] : [])]);
-  if (ctx.stdout.isTTY) writeOut(ctx, formatTable(["adapter", "output", "rank in", "rank out", "bytes", "rel. error", ...(energy ? ["retained energy"] : [])], rows));
+  const rows = r.adapters.map((a) => [
+    a.input,
+    a.dropped ? "(dropped)" : a.output,
+    String(a.rank_in),
+    String(a.rank),
+    ctx.stdout.isTTY ? a.bytes.toLocaleString("en-US") : String(a.bytes),
+    fmt(a.relative_error),
+    ...(energy ? [fmt(a.retained_energy ?? 0, 6)] : []),
+  ]);
+  if (ctx.stdout.isTTY)
+    writeOut(ctx, formatTable(["adapter", "output", "rank in", "rank out", "bytes", "rel. error", ...(energy ? ["retained energy"] : [])], rows));
   else if (rows.length) writeOut(ctx, formatTsv(rows));
-  const parts = [`${r.adapters.length} adapters written to ${r.output_dir}`, `${r.bytes} bytes of tensors${r.max_bytes !== undefined ? ` (budget ${r.max_bytes})` : ""}`];
-  if (energy) parts.push(`energy kept ${fmt((100 * r.kept_energy!) / (r.total_energy! || 1), 6)}%${r.optimal ? " (optimal)" : " (search limit hit: not proven optimal)"}`);
+  const parts = [
+    `${r.adapters.length} adapters written to ${r.output_dir}`,
+    `${r.bytes} bytes of tensors${r.max_bytes !== undefined ? ` (budget ${r.max_bytes})` : ""}`,
+  ];
+  if (energy)
+    parts.push(
+      `energy kept ${fmt((100 * r.kept_energy!) / (r.total_energy! || 1), 6)}%${r.optimal ? " (optimal)" : " (search limit hit: not proven optimal)"}`,
+    );
   ctx.stderr.write(`lora: ${parts.join(", ")}\n`);
 }

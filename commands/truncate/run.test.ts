@@ -32,7 +32,9 @@ let be: LinalgBackend = jsBackend;
 try {
   const { resolveBackend } = await import("../../linalg/backend.js");
   be = (await resolveBackend("auto")).backend;
-} catch { /* js */ }
+} catch {
+  /* js */
+}
 
 const defaults: Omit<TruncateOptions, "input" | "output"> = { score: "energy", minRank: 0, rho: 2, alphaMode: "keep", kohyaCompat: false, force: false };
 
@@ -50,7 +52,11 @@ async function deltaW(a: Adapter, m: LoraModule): Promise<Float64Array> {
 
 async function withAdapter<T>(path: string, f: (a: Adapter) => Promise<T>): Promise<T> {
   const a = await loadAdapter(path);
-  try { return await f(a); } finally { await a.file.close(); }
+  try {
+    return await f(a);
+  } finally {
+    await a.file.close();
+  }
 }
 
 /** Input ΔW per module name. */
@@ -79,15 +85,24 @@ async function assertOptimal(input: string, output: string, tol: number, label: 
   });
 }
 
-interface Mod { path: string; out: number; in: number; r: number; alpha?: number; mult?: number }
+interface Mod {
+  path: string;
+  out: number;
+  in: number;
+  r: number;
+  alpha?: number;
+  mult?: number;
+}
 
 /** A fresh random PEFT adapter directory (F32 unless said), with rank_pattern/alpha_pattern as needed. */
 async function makePeft(rng: Rng, mods: Mod[], opts: { rslora?: boolean; r?: number; alpha?: number; dtype?: DType; decay?: boolean } = {}): Promise<string> {
   const dir = fresh("peft-in");
   mkdirSync(dir);
   const specs: TensorSpec[] = [];
-  const r0 = opts.r ?? 8, a0 = opts.alpha ?? 16;
-  const rank_pattern: Record<string, number> = {}, alpha_pattern: Record<string, number> = {};
+  const r0 = opts.r ?? 8,
+    a0 = opts.alpha ?? 16;
+  const rank_pattern: Record<string, number> = {},
+    alpha_pattern: Record<string, number> = {};
   for (const m of mods) {
     const base = "base_model.model." + m.path;
     const A = rng.normals(m.r * m.in, 1 / Math.sqrt(m.in));
@@ -100,25 +115,44 @@ async function makePeft(rng: Rng, mods: Mod[], opts: { rslora?: boolean; r?: num
   }
   specs.push({ name: "base_model.model.score.weight", dtype: "F32", shape: [2, 4], data: encodeFloats("F32", rng.normals(8)) });
   writeFileSync(join(dir, "adapter_model.safetensors"), await serializeSafetensors(specs, { format: "pt" }));
-  writeFileSync(join(dir, "adapter_config.json"), JSON.stringify({
-    peft_type: "LORA", r: r0, lora_alpha: a0, use_rslora: !!opts.rslora, target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"],
-    rank_pattern, alpha_pattern, modules_to_save: ["score"], task_type: "CAUSAL_LM",
-  }));
+  writeFileSync(
+    join(dir, "adapter_config.json"),
+    JSON.stringify({
+      peft_type: "LORA",
+      r: r0,
+      lora_alpha: a0,
+      use_rslora: !!opts.rslora,
+      target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"],
+      rank_pattern,
+      alpha_pattern,
+      modules_to_save: ["score"],
+      task_type: "CAUSAL_LM",
+    }),
+  );
   return dir;
 }
 
 const llama = (layers: number, d: number, ranks: (l: number, t: string) => number, alpha?: (l: number, t: string) => number | undefined): Mod[] => {
   const out: Mod[] = [];
-  for (let l = 0; l < layers; l++) for (const t of ["q_proj", "k_proj", "v_proj", "o_proj"]) {
-    const a = alpha?.(l, t);
-    out.push({ path: `model.layers.${l}.self_attn.${t}`, out: t === "k_proj" ? d / 2 : d, in: d, r: ranks(l, t), ...(a !== undefined ? { alpha: a } : {}) });
-  }
+  for (let l = 0; l < layers; l++)
+    for (const t of ["q_proj", "k_proj", "v_proj", "o_proj"]) {
+      const a = alpha?.(l, t);
+      out.push({ path: `model.layers.${l}.self_attn.${t}`, out: t === "k_proj" ? d / 2 : d, in: d, r: ranks(l, t), ...(a !== undefined ? { alpha: a } : {}) });
+    }
   return out;
 };
 
 test("--rank on PEFT (mixed ranks, alpha_pattern): optimal ΔW per module, config ranks match shapes, r ≤ R copied byte for byte", async () => {
   const rng = new Rng(seed);
-  const input = await makePeft(rng, llama(2, 24, (l, t) => (t === "k_proj" ? 3 : l === 1 && t === "o_proj" ? 12 : 8), (l, t) => (t === "v_proj" ? 4 : l === 0 && t === "q_proj" ? 32 : undefined)));
+  const input = await makePeft(
+    rng,
+    llama(
+      2,
+      24,
+      (l, t) => (t === "k_proj" ? 3 : l === 1 && t === "o_proj" ? 12 : 8),
+      (l, t) => (t === "v_proj" ? 4 : l === 0 && t === "q_proj" ? 32 : undefined),
+    ),
+  );
   for (const split of ["balanced", "all-in-up"] as const) {
     const out = fresh("peft-r4");
     const rep = await truncate(input, out, { rank: 4, split });
@@ -131,7 +165,8 @@ test("--rank on PEFT (mixed ranks, alpha_pattern): optimal ΔW per module, confi
     assert.deepEqual(cfg.target_modules, ["q_proj", "k_proj", "v_proj", "o_proj"]);
     for (const m of rep.modules) {
       if (m.name.endsWith("k_proj")) assert.equal(m.relative_error, 0);
-      else assert.ok(Math.abs(m.relative_error - Math.sqrt(1 - m.retained_energy!)) < 1e-6, `${m.name}: error ${m.relative_error} vs √(1 − ${m.retained_energy})`);
+      else
+        assert.ok(Math.abs(m.relative_error - Math.sqrt(1 - m.retained_energy!)) < 1e-6, `${m.name}: error ${m.relative_error} vs √(1 − ${m.retained_energy})`);
     }
     await withAdapter(out, async (a) => {
       await withAdapter(input, async (src) => {
@@ -164,12 +199,20 @@ test("rsLoRA with rank_pattern/alpha_pattern (fixture peft-rslora): alpha' = s·
 
 test("--budget K (every score) and --energy F give exactly the ranks `lora inspect` prints; energy = global greedy top-K of σ²", async () => {
   const rng = new Rng(seed + 1);
-  const input = await makePeft(rng, llama(2, 20, (_l, t) => (t === "k_proj" ? 4 : 8)), { decay: true });
+  const input = await makePeft(
+    rng,
+    llama(2, 20, (_l, t) => (t === "k_proj" ? 4 : 8)),
+    { decay: true },
+  );
   const insp = await runInspect({ input, score: "energy", minRank: 0, rho: 2 }, { backend: be });
   const total = insp.modules.reduce((s, m) => s + m.rank, 0);
   for (const sel of [
-    { budget: 10, score: "energy" }, { budget: 17, score: "energy", minRank: 1 }, { budget: 12, score: "ratio", rho: 1.2 },
-    { budget: 9, score: "params" }, { energy: 0.8 }, { energy: 0.95, minRank: 2 },
+    { budget: 10, score: "energy" },
+    { budget: 17, score: "energy", minRank: 1 },
+    { budget: 12, score: "ratio", rho: 1.2 },
+    { budget: 9, score: "params" },
+    { energy: 0.8 },
+    { energy: 0.95, minRank: 2 },
   ] as const) {
     const opts = { score: "energy" as const, minRank: 0, rho: 2, ...sel };
     const out = fresh("budget.safetensors");
@@ -203,7 +246,13 @@ test("a module at rank 0 is removed from the tensors and from target_modules", a
   assert.deepEqual(rep.dropped, ["model.layers.0.self_attn.k_proj"]);
   const cfg = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
   for (const d of rep.dropped) assert.ok(!cfg.target_modules.includes(d), `${d} still targeted`);
-  assert.deepEqual([...cfg.target_modules].sort(), rep.modules.filter((m) => m.rank > 0).map((m) => m.name).sort());
+  assert.deepEqual(
+    [...cfg.target_modules].sort(),
+    rep.modules
+      .filter((m) => m.rank > 0)
+      .map((m) => m.name)
+      .sort(),
+  );
   await withAdapter(out, async (a) => {
     for (const d of rep.dropped) assert.ok(!a.modules.some((m) => m.name === d));
     for (const d of rep.dropped) assert.ok(!a.file.header.tensors.some((t) => t.name.includes(d + ".")));
@@ -218,7 +267,10 @@ test("kohya (fixture kohya-sd): per-module F32 .alpha, stems kept, conv written 
   await withAdapter(out, async (a) => {
     await withAdapter(input, async (src) => {
       assert.equal(a.format, "kohya");
-      assert.deepEqual(a.modules.map((m) => m.name), src.modules.map((m) => m.name));
+      assert.deepEqual(
+        a.modules.map((m) => m.name),
+        src.modules.map((m) => m.name),
+      );
       for (const m of a.modules) {
         const alpha = a.file.header.tensors.find((t) => t.name === m.name + ".alpha")!;
         assert.equal(alpha.dtype, "F32");
@@ -248,10 +300,16 @@ test("kohya (fixture kohya-sd): per-module F32 .alpha, stems kept, conv written 
 async function goldenKohya(rng: Rng, S: number[], alpha = 6): Promise<string> {
   const specs: TensorSpec[] = [];
   for (const name of ["to_q", "to_k"]) {
-    const U = qr64(rng.normals(36), 6, 6).Q, V = qr64(rng.normals(36), 6, 6).Q;
+    const U = qr64(rng.normals(36), 6, 6).Q,
+      V = qr64(rng.normals(36), 6, 6).Q;
     const s = alpha / 6;
-    const B = new Float64Array(36), A = new Float64Array(36);
-    for (let i = 0; i < 6; i++) for (let c = 0; c < 6; c++) { B[i * 6 + c] = (U[i * 6 + c]! * S[c]!) / s; A[c * 6 + i] = V[i * 6 + c]!; }
+    const B = new Float64Array(36),
+      A = new Float64Array(36);
+    for (let i = 0; i < 6; i++)
+      for (let c = 0; c < 6; c++) {
+        B[i * 6 + c] = (U[i * 6 + c]! * S[c]!) / s;
+        A[c * 6 + i] = V[i * 6 + c]!;
+      }
     const stem = `lora_unet_mid_block_attentions_0_${name}`;
     specs.push({ name: stem + ".lora_down.weight", dtype: "F32", shape: [6, 6], data: encodeFloats("F32", A) });
     specs.push({ name: stem + ".lora_up.weight", dtype: "F32", shape: [6, 6], data: encodeFloats("F32", B) });
@@ -266,10 +324,18 @@ test("--kohya-compat on the golden spectrum §9.9: sv_ratio(5) → 4, sv_cumulat
   const rng = new Rng(seed + 3);
   const S = [4, 2, 1, 0.5, 0.25, 0.1];
   const input = await goldenKohya(rng, S, 3); // alpha 3 at rank 6: scale 0.5
-  for (const [dynamic, param, kohya, clean] of [["sv_ratio", 5, 4, 3], ["sv_cumulative", 0.9, 5, 4], ["sv_fro", 0.95, 3, 2]] as const) {
+  for (const [dynamic, param, kohya, clean] of [
+    ["sv_ratio", 5, 4, 3],
+    ["sv_cumulative", 0.9, 5, 4],
+    ["sv_fro", 0.95, 3, 2],
+  ] as const) {
     const out = fresh(`${dynamic}.safetensors`);
     const rep = await truncate(input, out, { kohyaCompat: true, dynamic, dynamicParam: param });
-    assert.deepEqual(rep.modules.map((m) => m.rank), [kohya, kohya], dynamic);
+    assert.deepEqual(
+      rep.modules.map((m) => m.rank),
+      [kohya, kohya],
+      dynamic,
+    );
     await assertOptimal(input, out, 1e-5, dynamic);
     await withAdapter(out, async (a) => {
       for (const m of a.modules) {
@@ -282,11 +348,18 @@ test("--kohya-compat on the golden spectrum §9.9: sv_ratio(5) → 4, sv_cumulat
       assert.match(a.metadata["ss_training_comment"]!, new RegExp(`^Dynamic resize with ${dynamic}: ${param} from 6; `));
     });
     const c = await truncate(input, fresh(`${dynamic}-clean.safetensors`), { dynamic, dynamicParam: param });
-    assert.deepEqual(c.modules.map((m) => m.rank), [clean, clean], `${dynamic} clean`);
+    assert.deepEqual(
+      c.modules.map((m) => m.rank),
+      [clean, clean],
+      `${dynamic} clean`,
+    );
   }
   // --rank caps kohya's rule (its --new_rank)
   const capped = await truncate(input, fresh("capped.safetensors"), { kohyaCompat: true, dynamic: "sv_cumulative", dynamicParam: 0.9, rank: 3 });
-  assert.deepEqual(capped.modules.map((m) => m.rank), [3, 3]);
+  assert.deepEqual(
+    capped.modules.map((m) => m.rank),
+    [3, 3],
+  );
 });
 
 test("kohya DyLoRA (fixture): prefix by default (with a note), exact slices, alpha kept; --alpha-mode; --unit split files", async () => {
@@ -294,14 +367,18 @@ test("kohya DyLoRA (fixture): prefix by default (with a note), exact slices, alp
   const out = fresh("dy4.safetensors");
   const rep = await truncate(input, out, { rank: 4 });
   assert.equal(rep.method, "prefix");
-  assert.ok(rep.notes.some((n) => /DyLoRA.*--method prefix/.test(n)), rep.notes.join("|"));
+  assert.ok(
+    rep.notes.some((n) => /DyLoRA.*--method prefix/.test(n)),
+    rep.notes.join("|"),
+  );
   const check = async (path: string, b: number, alphaWant: (alpha: number, r: number) => number) => {
     await withAdapter(path, async (a) => {
       await withAdapter(input, async (src) => {
         for (const m of a.modules) {
           const s = src.modules.find((x) => x.name === m.name)!;
           assert.equal(m.rank, b);
-          const fa = await readFactors(src, s, "f32"), fo = await readFactors(a, m, "f32");
+          const fa = await readFactors(src, s, "f32"),
+            fo = await readFactors(a, m, "f32");
           assert.deepEqual(Array.from(fo.A.data), Array.from(fa.A.data.subarray(0, b * s.in)), "A[:b]");
           for (let i = 0; i < s.out; i++) for (let c = 0; c < b; c++) assert.equal(fo.B.data[i * b + c], fa.B.data[i * s.rank + c], "B[:, :b]");
           assert.ok(Math.abs(m.alpha - alphaWant(s.alpha, s.rank)) < 1e-6, `${m.name} alpha ${m.alpha}`);
@@ -353,10 +430,18 @@ test("F16 embedding and conv modules (fixture peft-f16-embed-conv): shapes, dtyp
 
 test("--dtype and --to: BF16 factors; PEFT → kohya with the same ΔW", async () => {
   const rng = new Rng(seed + 4);
-  const input = await makePeft(rng, llama(1, 16, () => 6));
+  const input = await makePeft(
+    rng,
+    llama(1, 16, () => 6),
+  );
   const bf = fresh("bf16.safetensors");
   const rep = await truncate(input, bf, { rank: 3, dtype: "BF16" });
-  await withAdapter(bf, async (a) => { for (const m of a.modules) { assert.equal(m.A.dtype, "BF16"); assert.equal(m.B.dtype, "BF16"); } });
+  await withAdapter(bf, async (a) => {
+    for (const m of a.modules) {
+      assert.equal(m.A.dtype, "BF16");
+      assert.equal(m.B.dtype, "BF16");
+    }
+  });
   await assertOptimal(input, bf, 1e-2, "BF16");
   for (const m of rep.modules) assert.ok(m.relative_error > Math.sqrt(1 - m.retained_energy!) - 1e-9, "rounding counted");
   const k = fresh("to-kohya.safetensors");
@@ -401,15 +486,25 @@ test("refusals: DoRA and malformed adapters exit 3, bad options exit 2, and noth
   for (const f of readdirSync(join(fixturesDir, "bad")).slice(0, 8)) await rejects({ input: join(fixturesDir, "bad", f) }, 3);
   const ex = join(fixturesDir, "example");
   const usage: Partial<TruncateOptions>[] = [
-    { rank: undefined }, { energy: 0.9 }, { rank: undefined, energy: 0.9, budget: 3 }, { dynamic: "sv_fro" }, { rank: undefined, kohyaCompat: true, energy: 0.5 },
-    { method: "prefix", split: "balanced" }, { method: "svd", alphaMode: "lycoris" }, { unit: 2 }, { rank: undefined, unit: 2, method: "svd" },
-    { rank: undefined, budget: 0 }, { rank: undefined, dynamic: "sv_fro", dynamicParam: 1.5 },
+    { rank: undefined },
+    { energy: 0.9 },
+    { rank: undefined, energy: 0.9, budget: 3 },
+    { dynamic: "sv_fro" },
+    { rank: undefined, kohyaCompat: true, energy: 0.5 },
+    { method: "prefix", split: "balanced" },
+    { method: "svd", alphaMode: "lycoris" },
+    { unit: 2 },
+    { rank: undefined, unit: 2, method: "svd" },
+    { rank: undefined, budget: 0 },
+    { rank: undefined, dynamic: "sv_fro", dynamicParam: 1.5 },
   ];
   for (const u of usage) await rejects({ input: ex, ...u }, 2);
   assert.ok(!existsSync(out));
 });
 
-test("the fused native route (cpu) writes what the TS route (js) writes: F16 Llama-shaped modules, one cancelling module that falls back", { skip: !be.truncateFactors && "no backend with truncateFactors here" }, async () => {
+test("the fused native route (cpu) writes what the TS route (js) writes: F16 Llama-shaped modules, one cancelling module that falls back", {
+  skip: !be.truncateFactors && "no backend with truncateFactors here",
+}, async () => {
   const rng = new Rng(seed + 7);
   const mods = llama(2, 48, () => 8);
   const input = await makePeft(rng, mods, { dtype: "F16", decay: true });
@@ -423,35 +518,55 @@ test("the fused native route (cpu) writes what the TS route (js) writes: F16 Lla
       if (t.name.includes("layers.1.self_attn.v_proj")) {
         const [rows, cols] = t.shape as [number, number];
         const v = new Float64Array(rows * cols);
-        if (t.name.includes("lora_B")) for (let i = 0; i < rows; i++) { const x = rng.normal() * 0.05; for (let c = 0; c < cols; c++) v[i * cols + c] = x; }
-        else for (let j = 0; j < cols; j++) { const y = rng.normal() * 0.1; for (let k = 0; k < rows; k++) v[k * cols + j] = (k % 2 ? -y : y) + (k === rows - 1 ? 1e-4 * Math.cos(j) : 0); }
+        if (t.name.includes("lora_B"))
+          for (let i = 0; i < rows; i++) {
+            const x = rng.normal() * 0.05;
+            for (let c = 0; c < cols; c++) v[i * cols + c] = x;
+          }
+        else
+          for (let j = 0; j < cols; j++) {
+            const y = rng.normal() * 0.1;
+            for (let k = 0; k < rows; k++) v[k * cols + j] = (k % 2 ? -y : y) + (k === rows - 1 ? 1e-4 * Math.cos(j) : 0);
+          }
         specs.push({ name: t.name, dtype: t.dtype, shape: t.shape, data: encodeFloats(t.dtype, v) });
       } else specs.push({ name: t.name, dtype: t.dtype, shape: t.shape, data });
     }
     await a.file.close();
     writeFileSync(file, await serializeSafetensors(specs, { format: "pt" }));
   }
-  const viaNative = fresh("fused"), viaTs = fresh("ts");
+  const viaNative = fresh("fused"),
+    viaTs = fresh("ts");
   const rn = await truncate(input, viaNative, { rank: 3 });
   const rj = await runTruncate({ ...defaults, input, output: viaTs, rank: 3 }, { backend: jsBackend });
   assert.ok(!isSplitReport(rj));
-  assert.deepEqual(rn.modules.map((m) => [m.name, m.rank]), rj.modules.map((m) => [m.name, m.rank]));
+  assert.deepEqual(
+    rn.modules.map((m) => [m.name, m.rank]),
+    rj.modules.map((m) => [m.name, m.rank]),
+  );
   for (let i = 0; i < rn.modules.length; i++) {
-    const x = rn.modules[i]!, y = rj.modules[i]!;
-    assert.ok(Math.abs(x.relative_error - y.relative_error) <= 1e-3 * y.relative_error + 1e-6, `${x.name}: relative error ${x.relative_error} vs ${y.relative_error}`);
+    const x = rn.modules[i]!,
+      y = rj.modules[i]!;
+    assert.ok(
+      Math.abs(x.relative_error - y.relative_error) <= 1e-3 * y.relative_error + 1e-6,
+      `${x.name}: relative error ${x.relative_error} vs ${y.relative_error}`,
+    );
     assert.ok(Math.abs(x.retained_energy! - y.retained_energy!) <= 1e-9, `${x.name}: retained energy`);
   }
   assert.deepEqual(rn.notes, rj.notes, "the cancelling module is computed by Householder QR on both");
   assert.ok(rn.notes.some((n) => /Householder/.test(n)));
   const ins = await inputDeltas(input);
-  await withAdapter(viaNative, (an) => withAdapter(viaTs, async (aj) => {
-    for (const m of an.modules) {
-      const mj = aj.modules.find((x) => x.name === m.name)!;
-      const wn = await deltaW(an, m), wj = await deltaW(aj, mj), w = ins.get(m.matchKey)!.W;
-      const norm = Math.sqrt(w.reduce((s, v) => s + v * v, 0));
-      let d = 0;
-      for (let k = 0; k < wn.length; k++) d += (wn[k]! - wj[k]!) ** 2;
-      assert.ok(Math.sqrt(d) <= 4 * 2 ** -11 * norm, `${m.name}: ‖ΔW_native − ΔW_js‖/‖ΔW‖ = ${Math.sqrt(d) / norm}`);
-    }
-  }));
+  await withAdapter(viaNative, (an) =>
+    withAdapter(viaTs, async (aj) => {
+      for (const m of an.modules) {
+        const mj = aj.modules.find((x) => x.name === m.name)!;
+        const wn = await deltaW(an, m),
+          wj = await deltaW(aj, mj),
+          w = ins.get(m.matchKey)!.W;
+        const norm = Math.sqrt(w.reduce((s, v) => s + v * v, 0));
+        let d = 0;
+        for (let k = 0; k < wn.length; k++) d += (wn[k]! - wj[k]!) ** 2;
+        assert.ok(Math.sqrt(d) <= 4 * 2 ** -11 * norm, `${m.name}: ‖ΔW_native − ΔW_js‖/‖ΔW‖ = ${Math.sqrt(d) / norm}`);
+      }
+    }),
+  );
 });

@@ -51,31 +51,43 @@ export function isSplitReport(r: TruncateResult): r is SplitReport {
 /** Option combinations (usage errors, exit 2) that do not need the file. */
 export function checkOptions(o: TruncateOptions): void {
   if (o.ranks) {
-    if (o.rank !== undefined || o.energy !== undefined || o.budget !== undefined || o.dynamic !== undefined || o.unit !== undefined || o.method === "prefix") throw new UsageError("ranks chosen for a catalog cannot be combined with --rank, --energy, --budget, --dynamic, --unit or --method prefix");
+    if (o.rank !== undefined || o.energy !== undefined || o.budget !== undefined || o.dynamic !== undefined || o.unit !== undefined || o.method === "prefix")
+      throw new UsageError("ranks chosen for a catalog cannot be combined with --rank, --energy, --budget, --dynamic, --unit or --method prefix");
     return;
   }
   const sel = [o.rank !== undefined && "--rank", o.energy !== undefined && "--energy", o.budget !== undefined && "--budget"].filter(Boolean) as string[];
   if (o.energy !== undefined && o.budget !== undefined) throw new UsageError("--energy and --budget are mutually exclusive");
-  if (o.rank !== undefined && (o.energy !== undefined || o.budget !== undefined)) throw new UsageError(`--rank cannot be combined with ${o.energy !== undefined ? "--energy" : "--budget"} (choose one way to pick ranks)`);
+  if (o.rank !== undefined && (o.energy !== undefined || o.budget !== undefined))
+    throw new UsageError(`--rank cannot be combined with ${o.energy !== undefined ? "--energy" : "--budget"} (choose one way to pick ranks)`);
   if (o.dynamicParam !== undefined && o.dynamic === undefined) throw new UsageError("--dynamic-param needs --dynamic sv_ratio|sv_fro|sv_cumulative");
   if (o.dynamic !== undefined) {
     if (o.dynamicParam === undefined) throw new UsageError(`--dynamic ${o.dynamic} needs --dynamic-param X`);
     if (o.energy !== undefined || o.budget !== undefined) throw new UsageError("--dynamic cannot be combined with --energy or --budget");
-    if (o.dynamic !== "sv_ratio" && !(o.dynamicParam > 0 && o.dynamicParam <= 1)) throw new UsageError(`--dynamic-param for ${o.dynamic} must be in (0, 1], got ${o.dynamicParam}`);
+    if (o.dynamic !== "sv_ratio" && !(o.dynamicParam > 0 && o.dynamicParam <= 1))
+      throw new UsageError(`--dynamic-param for ${o.dynamic} must be in (0, 1], got ${o.dynamicParam}`);
     if (o.dynamic === "sv_ratio" && !(o.dynamicParam > 0)) throw new UsageError(`--dynamic-param for sv_ratio must be > 0, got ${o.dynamicParam}`);
   }
-  if (o.kohyaCompat && o.dynamic === undefined && o.rank === undefined) throw new UsageError("--kohya-compat needs --dynamic (and --dynamic-param) or --rank, as resize_lora.py does");
-  if (o.kohyaCompat && (o.energy !== undefined || o.budget !== undefined)) throw new UsageError("--kohya-compat applies to --rank and --dynamic only (kohya has no --energy/--budget)");
+  if (o.kohyaCompat && o.dynamic === undefined && o.rank === undefined)
+    throw new UsageError("--kohya-compat needs --dynamic (and --dynamic-param) or --rank, as resize_lora.py does");
+  if (o.kohyaCompat && (o.energy !== undefined || o.budget !== undefined))
+    throw new UsageError("--kohya-compat applies to --rank and --dynamic only (kohya has no --energy/--budget)");
   if (o.unit !== undefined) {
-    if (sel.length || o.dynamic !== undefined) throw new UsageError(`--unit writes every multiple of the unit below the full rank; it cannot be combined with ${[...sel, ...(o.dynamic ? ["--dynamic"] : [])].join(", ")}`);
+    if (sel.length || o.dynamic !== undefined)
+      throw new UsageError(
+        `--unit writes every multiple of the unit below the full rank; it cannot be combined with ${[...sel, ...(o.dynamic ? ["--dynamic"] : [])].join(", ")}`,
+      );
     if (o.method === "svd") throw new UsageError("--unit splits a DyLoRA adapter by prefix; it needs --method prefix");
     if (o.output === "-") throw new UsageError("--unit writes several files; -o - (standard output) cannot hold them");
   } else if (!sel.length && o.dynamic === undefined) {
-    throw new UsageError("say how far to truncate: --rank R, --energy F, --budget K or --dynamic METHOD --dynamic-param X (or --unit U to split a DyLoRA adapter)");
+    throw new UsageError(
+      "say how far to truncate: --rank R, --energy F, --budget K or --dynamic METHOD --dynamic-param X (or --unit U to split a DyLoRA adapter)",
+    );
   }
   if (o.method === "prefix") {
     if (o.energy !== undefined || o.budget !== undefined || o.dynamic !== undefined || o.kohyaCompat) {
-      throw new UsageError("--method prefix keeps the first R components in index order; it takes --rank R (or --unit U), not --energy, --budget, --dynamic or --kohya-compat");
+      throw new UsageError(
+        "--method prefix keeps the first R components in index order; it takes --rank R (or --unit U), not --energy, --budget, --dynamic or --kohya-compat",
+      );
     }
     if (o.split !== undefined) throw new UsageError("--split applies to --method svd (prefix keeps the factors as they are)");
   }
@@ -98,7 +110,8 @@ function carriedMetadata(meta: Record<string, string>): Record<string, string> {
 function kohyaComment(o: TruncateOptions, a: Adapter, method: "svd" | "prefix", maxRank: number, rank: number): string {
   const prev = a.metadata["ss_training_comment"] ?? "";
   const from = a.metadata["ss_network_dim"] ?? String(maxRank);
-  if (method === "prefix") return a.dylora ? `split from DyLoRA, rank ${maxRank} to ${rank}; ${prev}` : `prefix-truncated from rank ${maxRank} to ${rank}; ${prev}`;
+  if (method === "prefix")
+    return a.dylora ? `split from DyLoRA, rank ${maxRank} to ${rank}; ${prev}` : `prefix-truncated from rank ${maxRank} to ${rank}; ${prev}`;
   if (o.dynamic) return `Dynamic resize with ${o.dynamic}: ${o.dynamicParam} from ${from}; ${prev}`;
   if (o.rank !== undefined) return `dimension is resized from ${from} to ${o.rank}; ${prev}`;
   return `resized by lora truncate (${o.energy !== undefined ? `--energy ${o.energy}` : `--budget ${o.budget} --score ${o.score}`}) from ${from}; ${prev}`;
@@ -134,11 +147,15 @@ async function writeOneWith(c: BuildContext, output: string, notes: string[], de
   if (house) allNotes.push(`${house} module(s) were too ill-conditioned for the Gram route and were computed by Householder QR`);
   let retained: number | undefined;
   if (c.spectra) {
-    let kept = 0, tot = 0;
+    let kept = 0,
+      tot = 0;
     for (const m of a.modules) {
       const S = c.spectra.get(m.name)!;
       const t = c.ranks.get(m.name)!;
-      S.forEach((x, i) => { tot += x * x; if (i < t) kept += x * x; });
+      S.forEach((x, i) => {
+        tot += x * x;
+        if (i < t) kept += x * x;
+      });
     }
     retained = tot > 0 ? kept / tot : 1;
   }
@@ -169,13 +186,18 @@ export async function runTruncate(o: TruncateOptions, deps: TruncateDeps): Promi
   const a = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
   try {
     if (isDora(a)) {
-      throw new InvalidInputError(`${o.input}: DoRA adapter (lora_magnitude_vector / use_dora): truncating its factors would leave the magnitude vector normalising a different direction, and the base weights needed to recompute it are not in the file`, {
-        hint: "merge the DoRA adapter into the base model with PEFT (merge_and_unload) instead",
-      });
+      throw new InvalidInputError(
+        `${o.input}: DoRA adapter (lora_magnitude_vector / use_dora): truncating its factors would leave the magnitude vector normalising a different direction, and the base weights needed to recompute it are not in the file`,
+        {
+          hint: "merge the DoRA adapter into the base model with PEFT (merge_and_unload) instead",
+        },
+      );
     }
     const gated = a.modules.find((m) => "gate" in m.extras);
     if (gated) {
-      throw new InvalidInputError(`${o.input}: module "${gated.name}" has a SoRA gate; truncating the factors would detach it`, { hint: "fold the gate first with lora prune --method sora" });
+      throw new InvalidInputError(`${o.input}: module "${gated.name}" has a SoRA gate; truncating the factors would detach it`, {
+        hint: "fold the gate first with lora prune --method sora",
+      });
     }
     const p = await plan(o, a, deps.backend);
     const notes = [...a.notes.filter((n) => !(p.notes.length && n.startsWith("kohya DyLoRA"))), ...p.notes];
@@ -183,9 +205,24 @@ export async function runTruncate(o: TruncateOptions, deps: TruncateDeps): Promi
     const rsOut = format !== "kohya" && a.config?.["use_rslora"] === true;
     const split: SplitMode = o.split ?? (o.kohyaCompat ? "all-in-up" : "balanced");
     const unit = o.unit ?? a.dylora?.unit ?? (o.alphaMode === "lycoris" ? 4 : 1);
-    if (o.alphaMode === "lycoris" && o.unit === undefined && !a.dylora) notes.push("--alpha-mode lycoris: block_size 4 assumed (LyCORIS's default; --unit sets it)");
+    if (o.alphaMode === "lycoris" && o.unit === undefined && !a.dylora)
+      notes.push("--alpha-mode lycoris: block_size 4 assumed (LyCORIS's default; --unit sets it)");
     const te2 = hasTextEncoder2(a.modules.map((m) => m.path));
-    const ctx: BuildContext = { o, a, be: deps.backend, method: p.method, ranks: p.ranks, format, rsOut, te2, split, unit, ...(p.spectra ? { spectra: p.spectra } : {}), ...(p.grams ? { grams: p.grams } : {}), ...(deps.onModule ? { onModule: deps.onModule } : {}) };
+    const ctx: BuildContext = {
+      o,
+      a,
+      be: deps.backend,
+      method: p.method,
+      ranks: p.ranks,
+      format,
+      rsOut,
+      te2,
+      split,
+      unit,
+      ...(p.spectra ? { spectra: p.spectra } : {}),
+      ...(p.grams ? { grams: p.grams } : {}),
+      ...(deps.onModule ? { onModule: deps.onModule } : {}),
+    };
     if (o.unit === undefined) return await writeOne(ctx, o.output, notes, deps, o.rank ?? 0);
     // --unit: every multiple of the unit below the full rank, one file each (kohya's naming).
     const maxRank = Math.max(...a.modules.map((m) => m.rank));

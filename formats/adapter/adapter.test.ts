@@ -16,8 +16,18 @@ test("real PEFT adapters: module count, ranks, scales, passthrough", { skip: nee
   const imdb = await loadAdapter(join(realDir, "distilbert-imdb"));
   assert.equal(imdb.format, "peft");
   assert.equal(imdb.modules.length, 12);
-  for (const m of imdb.modules) { assert.equal(m.rank, 8); assert.equal(m.alpha, 16); assert.equal(m.scale, 2); assert.deepEqual([m.out, m.in], [768, 768]); }
-  assert.deepEqual(imdb.passthrough.map((t) => t.name).sort(), ["base_model.model.classifier.bias", "base_model.model.classifier.weight", "base_model.model.pre_classifier.bias", "base_model.model.pre_classifier.weight"].filter((n) => imdb.file.has(n)).sort());
+  for (const m of imdb.modules) {
+    assert.equal(m.rank, 8);
+    assert.equal(m.alpha, 16);
+    assert.equal(m.scale, 2);
+    assert.deepEqual([m.out, m.in], [768, 768]);
+  }
+  assert.deepEqual(
+    imdb.passthrough.map((t) => t.name).sort(),
+    ["base_model.model.classifier.bias", "base_model.model.classifier.weight", "base_model.model.pre_classifier.bias", "base_model.model.pre_classifier.weight"]
+      .filter((n) => imdb.file.has(n))
+      .sort(),
+  );
   await imdb.file.close();
   const gpt2 = await loadAdapter(join(realDir, "gpt2-tigrinya"));
   assert.equal(gpt2.modules.length, 36);
@@ -35,7 +45,11 @@ test("PEFT pattern semantics: (.*\\.)?(key)$, first match wins, rsLoRA scale α/
   assert.equal(patternLookup({ q_proj: 4, "layers.0.self_attn.q_proj": 32 }, "model.layers.0.self_attn.q_proj", "t"), 4);
   const a = await loadAdapter(join(fixturesDir, "peft-rslora"));
   const by = Object.fromEntries(a.modules.map((m) => [m.name, m]));
-  const q0 = by["model.layers.0.self_attn.q_proj"]!, k1 = by["model.layers.1.self_attn.k_proj"]!, o1 = by["model.layers.1.self_attn.o_proj"]!, v0 = by["model.layers.0.self_attn.v_proj"]!, q1 = by["model.layers.1.self_attn.q_proj"]!;
+  const q0 = by["model.layers.0.self_attn.q_proj"]!,
+    k1 = by["model.layers.1.self_attn.k_proj"]!,
+    o1 = by["model.layers.1.self_attn.o_proj"]!,
+    v0 = by["model.layers.0.self_attn.v_proj"]!,
+    q1 = by["model.layers.1.self_attn.q_proj"]!;
   assert.deepEqual([q0.rank, q0.alpha, q0.scale], [8, 32, 32 / Math.sqrt(8)]);
   assert.deepEqual([q1.rank, q1.alpha, q1.scale], [8, 16, 16 / Math.sqrt(8)]);
   assert.deepEqual([k1.rank, k1.alpha, k1.scale], [4, 16, 16 / 2]);
@@ -104,10 +118,18 @@ test("bad adapters are InvalidInputError (exit 3) naming the tensor", async () =
   ];
   const { readFactors } = await import("./factors.js");
   for (const [name, re] of cases) {
-    await assert.rejects(async () => {
-      const a = await loadAdapter(join(fixturesDir, "bad-adapters", `${name}.safetensors`));
-      try { for (const m of a.modules) await readFactors(a, m); } finally { await a.file.close(); }
-    }, (e: unknown) => e instanceof InvalidInputError && e.exitCode === 3 && re.test(e.message), name);
+    await assert.rejects(
+      async () => {
+        const a = await loadAdapter(join(fixturesDir, "bad-adapters", `${name}.safetensors`));
+        try {
+          for (const m of a.modules) await readFactors(a, m);
+        } finally {
+          await a.file.close();
+        }
+      },
+      (e: unknown) => e instanceof InvalidInputError && e.exitCode === 3 && re.test(e.message),
+      name,
+    );
   }
 });
 
@@ -121,7 +143,14 @@ test("kohya stems and match keys", () => {
 test("fixtures regenerate byte for byte", async () => {
   const dir = mkdtempSync(join(tmpdir(), "lora-fixtures-"));
   await makeFixtures(dir);
-  for (const f of ["example/adapter_model.safetensors", "example/adapter_config.json", "peft-rslora/adapter_model.safetensors", "kohya-sd.safetensors", "peft-bf16.safetensors", "bad-adapters/nan-factor.safetensors"]) {
+  for (const f of [
+    "example/adapter_model.safetensors",
+    "example/adapter_config.json",
+    "peft-rslora/adapter_model.safetensors",
+    "kohya-sd.safetensors",
+    "peft-bf16.safetensors",
+    "bad-adapters/nan-factor.safetensors",
+  ]) {
     assert.ok(readFileSync(join(dir, f)).equals(readFileSync(join(fixturesDir, f))), f);
   }
 });

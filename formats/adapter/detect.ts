@@ -13,7 +13,13 @@ const kohya: Detector = {
     const r = await parseKohya(ctx.file, ctx.metadata, ctx.label, ctx.notes);
     const cfgRaw = ctx.metadata["lora_peft_config"];
     let config: PeftConfig | null = null;
-    if (cfgRaw) { try { config = JSON.parse(cfgRaw) as PeftConfig; } catch { /* ignored: informational only */ } }
+    if (cfgRaw) {
+      try {
+        config = JSON.parse(cfgRaw) as PeftConfig;
+      } catch {
+        /* ignored: informational only */
+      }
+    }
     return { format: "kohya", ...r, config, configSource: "kohya .alpha tensors" };
   },
 };

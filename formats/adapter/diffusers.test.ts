@@ -33,7 +33,11 @@ function tmp(): string {
 
 async function withAdapter<T>(path: string, f: (a: Adapter) => Promise<T>): Promise<T> {
   const a = await loadAdapter(path);
-  try { return await f(a); } finally { await a.file.close(); }
+  try {
+    return await f(a);
+  } finally {
+    await a.file.close();
+  }
 }
 
 function byName(a: Adapter): Map<string, LoraModule> {
@@ -54,11 +58,12 @@ async function rejects(path: string, ...needles: string[]): Promise<void> {
 /** Dense s·B·A (out×in) in float64, plain triple loop. */
 function denseDW(B: ArrayLike<number>, A: ArrayLike<number>, out: number, r: number, inn: number, s: number): Float64Array {
   const d = new Float64Array(out * inn);
-  for (let i = 0; i < out; i++) for (let p = 0; p < r; p++) {
-    const b = s * B[i * r + p]!;
-    if (b === 0) continue;
-    for (let j = 0; j < inn; j++) d[i * inn + j] += b * A[p * inn + j]!;
-  }
+  for (let i = 0; i < out; i++)
+    for (let p = 0; p < r; p++) {
+      const b = s * B[i * r + p]!;
+      if (b === 0) continue;
+      for (let j = 0; j < inn; j++) d[i * inn + j] += b * A[p * inn + j]!;
+    }
   return d;
 }
 
@@ -69,23 +74,29 @@ function jacobiEigenvalues(g: Float64Array, n: number): number[] {
     let off = 0;
     for (let p = 0; p < n; p++) for (let q = p + 1; q < n; q++) off += a[p * n + q]! ** 2;
     if (off < 1e-30) break;
-    for (let p = 0; p < n; p++) for (let q = p + 1; q < n; q++) {
-      const apq = a[p * n + q]!;
-      if (apq === 0) continue;
-      const theta = (a[q * n + q]! - a[p * n + p]!) / (2 * apq);
-      const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
-      const c = 1 / Math.sqrt(t * t + 1), s = t * c;
-      for (let k = 0; k < n; k++) { // rotate columns p, q
-        const akp = a[k * n + p]!, akq = a[k * n + q]!;
-        a[k * n + p] = c * akp - s * akq;
-        a[k * n + q] = s * akp + c * akq;
+    for (let p = 0; p < n; p++)
+      for (let q = p + 1; q < n; q++) {
+        const apq = a[p * n + q]!;
+        if (apq === 0) continue;
+        const theta = (a[q * n + q]! - a[p * n + p]!) / (2 * apq);
+        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+        const c = 1 / Math.sqrt(t * t + 1),
+          s = t * c;
+        for (let k = 0; k < n; k++) {
+          // rotate columns p, q
+          const akp = a[k * n + p]!,
+            akq = a[k * n + q]!;
+          a[k * n + p] = c * akp - s * akq;
+          a[k * n + q] = s * akp + c * akq;
+        }
+        for (let k = 0; k < n; k++) {
+          // rotate rows p, q
+          const apk = a[p * n + k]!,
+            aqk = a[q * n + k]!;
+          a[p * n + k] = c * apk - s * aqk;
+          a[q * n + k] = s * apk + c * aqk;
+        }
       }
-      for (let k = 0; k < n; k++) { // rotate rows p, q
-        const apk = a[p * n + k]!, aqk = a[q * n + k]!;
-        a[p * n + k] = c * apk - s * aqk;
-        a[q * n + k] = s * apk + c * aqk;
-      }
-    }
   }
   return Array.from({ length: n }, (_, i) => a[i * n + i]!).sort((x, y) => y - x);
 }
@@ -98,38 +109,42 @@ function jacobiEigenvalues(g: Float64Array, n: number): number[] {
 function referenceSigma(M: Float64Array, out: number, inn: number, k: number, rng: Rng): number[] {
   const X = rng.normals(inn * k, 1);
   const Y = new Float64Array(out * k);
-  for (let i = 0; i < out; i++) for (let j = 0; j < inn; j++) {
-    const m = M[i * inn + j]!;
-    if (m === 0) continue;
-    for (let c = 0; c < k; c++) Y[i * k + c] += m * X[j * k + c]!;
-  }
+  for (let i = 0; i < out; i++)
+    for (let j = 0; j < inn; j++) {
+      const m = M[i * inn + j]!;
+      if (m === 0) continue;
+      for (let c = 0; c < k; c++) Y[i * k + c] += m * X[j * k + c]!;
+    }
   const cols: Float64Array[] = [];
   let top = 0;
   for (let c = 0; c < k; c++) {
     const v = Float64Array.from({ length: out }, (_, i) => Y[i * k + c]!);
     const n0 = Math.hypot(...v);
     top = Math.max(top, n0);
-    for (let pass = 0; pass < 2; pass++) for (const q of cols) {
-      let d = 0;
-      for (let i = 0; i < out; i++) d += q[i]! * v[i]!;
-      for (let i = 0; i < out; i++) v[i] -= d * q[i]!;
-    }
+    for (let pass = 0; pass < 2; pass++)
+      for (const q of cols) {
+        let d = 0;
+        for (let i = 0; i < out; i++) d += q[i]! * v[i]!;
+        for (let i = 0; i < out; i++) v[i] -= d * q[i]!;
+      }
     const n = Math.hypot(...v);
     if (n > 1e-10 * top) cols.push(v.map((x) => x / n));
   }
   const q = cols.length;
   const C = new Float64Array(q * inn);
-  for (let c = 0; c < q; c++) for (let i = 0; i < out; i++) {
-    const qi = cols[c]![i]!;
-    if (qi === 0) continue;
-    for (let j = 0; j < inn; j++) C[c * inn + j] += qi * M[i * inn + j]!;
-  }
+  for (let c = 0; c < q; c++)
+    for (let i = 0; i < out; i++) {
+      const qi = cols[c]![i]!;
+      if (qi === 0) continue;
+      for (let j = 0; j < inn; j++) C[c * inn + j] += qi * M[i * inn + j]!;
+    }
   const G = new Float64Array(q * q);
-  for (let a = 0; a < q; a++) for (let b = 0; b < q; b++) {
-    let s = 0;
-    for (let j = 0; j < inn; j++) s += C[a * inn + j]! * C[b * inn + j]!;
-    G[a * q + b] = s;
-  }
+  for (let a = 0; a < q; a++)
+    for (let b = 0; b < q; b++) {
+      let s = 0;
+      for (let j = 0; j < inn; j++) s += C[a * inn + j]! * C[b * inn + j]!;
+      G[a * q + b] = s;
+    }
   return jacobiEigenvalues(G, q).map((x) => Math.sqrt(Math.max(x, 0)));
 }
 
@@ -186,7 +201,12 @@ test("detection: claims both diffusers layouts and leaves PEFT and kohya files a
   assert.ok(!hasDiffusersKeys(["base_model.model.unet.a.lora_A.weight"], ctx()));
   assert.ok(!hasDiffusersKeys(["model.layers.0.q_proj.lora_A.weight"], ctx()));
   assert.ok(!hasDiffusersKeys(["lora_unet_a_to_k.lora_down.weight", "lora_unet_a_to_k.alpha"], ctx()));
-  for (const [p, want] of [["example", "peft"], ["kohya-sd.safetensors", "kohya"], ["peft-f16-embed-conv", "peft"], ["peft-bf16.safetensors", "peft"]] as const) {
+  for (const [p, want] of [
+    ["example", "peft"],
+    ["kohya-sd.safetensors", "kohya"],
+    ["peft-f16-embed-conv", "peft"],
+    ["peft-bf16.safetensors", "peft"],
+  ] as const) {
     if (!existsSync(join(fixturesDir, p))) continue;
     assert.equal(await withAdapter(join(fixturesDir, p), async (a) => a.format), want, p);
   }
@@ -212,7 +232,9 @@ test("fixtures: regenerating fixtures/diffusers gives identical bytes", async ()
       const name = f.slice(dir.length + 1);
       assert.ok(readFileSync(f).equals(readFileSync(fx(name))), `${name} differs from the committed file (run node dist/fixtures/make-diffusers-fixtures.js)`);
     }
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("attention-processor keys with network alphas: alpha/rank where stored, 1 elsewhere", async () => {
@@ -256,9 +278,13 @@ test("PEFT-style keys with lora_adapter_metadata: per-component r, lora_alpha an
     assert.equal(a.format, "diffusers");
     assert.equal(a.configSource, "__metadata__.lora_adapter_metadata");
     assert.equal(a.config, null, "two components: no single config");
-    const u = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1", t = "text_encoder.text_model.encoder.layers.0.self_attn";
+    const u = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1",
+      t = "text_encoder.text_model.encoder.layers.0.self_attn";
     const m = byName(a);
-    const rs = (n: string) => { const x = m.get(n)!; return [x.rank, x.alpha, x.scale]; };
+    const rs = (n: string) => {
+      const x = m.get(n)!;
+      return [x.rank, x.alpha, x.scale];
+    };
     assert.deepEqual(rs(`${u}.to_q`), [4, 8, 2]);
     assert.deepEqual(rs(`${u}.to_k`), [2, 8, 4]); // rank_pattern to_k: 2
     assert.deepEqual(rs(`${u}.to_v`), [4, 2, 0.5]); // alpha_pattern attn1.to_v: 2
@@ -274,11 +300,18 @@ test("PEFT-style keys without a config: alpha = rank, network alphas where store
     const m = byName(a);
     assert.equal(m.size, 4);
     assert.deepEqual([m.get("unet.down_blocks.1.attentions.0.proj_in")!.alpha, m.get("unet.down_blocks.1.attentions.0.proj_in")!.scale], [2, 0.25]);
-    for (const n of ["unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k", "text_encoder.text_model.encoder.layers.0.self_attn.q_proj", "text_encoder_2.text_model.encoder.layers.0.mlp.fc1"]) {
+    for (const n of [
+      "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k",
+      "text_encoder.text_model.encoder.layers.0.self_attn.q_proj",
+      "text_encoder_2.text_model.encoder.layers.0.mlp.fc1",
+    ]) {
       assert.equal(m.get(n)!.scale, 1, n);
       assert.equal(m.get(n)!.alpha, m.get(n)!.rank, n);
     }
-    assert.deepEqual(a.passthrough.map((p) => p.name), ["unet.conv_in.weight_delta"]);
+    assert.deepEqual(
+      a.passthrough.map((p) => p.name),
+      ["unet.conv_in.weight_delta"],
+    );
     assert.match(a.configSource, /alpha = rank \(diffusers' default/);
   });
 });
@@ -287,7 +320,18 @@ test("old-layout relatives: CLIP to_q_lora (no .processor.) → q_proj, and <mod
   const dir = tmp();
   try {
     const rng = new Rng(9);
-    const t = (name: string, shape: number[]): TensorSpec => ({ name, dtype: "F32", shape, data: encodeFloats("F32", rng.normals(shape.reduce((x, y) => x * y, 1), 0.1)) });
+    const t = (name: string, shape: number[]): TensorSpec => ({
+      name,
+      dtype: "F32",
+      shape,
+      data: encodeFloats(
+        "F32",
+        rng.normals(
+          shape.reduce((x, y) => x * y, 1),
+          0.1,
+        ),
+      ),
+    });
     const specs = [
       t("text_encoder.text_model.encoder.layers.0.self_attn.to_q_lora.down.weight", [2, 8]),
       t("text_encoder.text_model.encoder.layers.0.self_attn.to_q_lora.up.weight", [8, 2]),
@@ -300,14 +344,19 @@ test("old-layout relatives: CLIP to_q_lora (no .processor.) → q_proj, and <mod
     const p = join(dir, "old.safetensors");
     writeFileSync(p, await serializeSafetensors(specs, { format: "pt" }));
     await withAdapter(p, async (a) => {
-      assert.deepEqual(a.modules.map((m) => m.name), [
-        "text_encoder.text_model.encoder.layers.0.self_attn.out_proj",
-        "text_encoder.text_model.encoder.layers.0.self_attn.q_proj",
-        "unet.mid_block.attentions.0.proj_in",
-      ]);
+      assert.deepEqual(
+        a.modules.map((m) => m.name),
+        [
+          "text_encoder.text_model.encoder.layers.0.self_attn.out_proj",
+          "text_encoder.text_model.encoder.layers.0.self_attn.q_proj",
+          "unet.mid_block.attentions.0.proj_in",
+        ],
+      );
       assert.equal(a.modules[2]!.scale, 0.5);
     });
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("malformed and half-converted files are refused (exit 3) naming the key", async () => {
@@ -329,9 +378,17 @@ test("names: kohya stems as kohya/ComfyUI spell them, and back to diffusers path
   assert.equal(kohyaStemInSet("text_encoder_2.text_model.encoder.layers.3.mlp.fc2", true), "lora_te2_text_model_encoder_layers_3_mlp_fc2");
   assert.equal(kohyaStemInSet(p, true), kohyaStemFor(p));
   assert.ok(hasTextEncoder2(["unet.a", "text_encoder_2.b"]) && !hasTextEncoder2(["unet.a", "text_encoder.b"]));
-  for (const q of [p, "unet.down_blocks.0.resnets.0.conv1", "unet.mid_block.attentions.0.proj_in", "unet.up_blocks.1.attentions.2.transformer_blocks.0.ff.net.0.proj",
-    "unet.down_blocks.1.resnets.0.time_emb_proj", "unet.down_blocks.1.resnets.0.conv_shortcut", "text_encoder.text_model.encoder.layers.11.mlp.fc1",
-    "text_encoder.text_model.encoder.layers.0.self_attn.out_proj", "unet.up_blocks.0.upsamplers.0.conv"]) {
+  for (const q of [
+    p,
+    "unet.down_blocks.0.resnets.0.conv1",
+    "unet.mid_block.attentions.0.proj_in",
+    "unet.up_blocks.1.attentions.2.transformer_blocks.0.ff.net.0.proj",
+    "unet.down_blocks.1.resnets.0.time_emb_proj",
+    "unet.down_blocks.1.resnets.0.conv_shortcut",
+    "text_encoder.text_model.encoder.layers.11.mlp.fc1",
+    "text_encoder.text_model.encoder.layers.0.self_attn.out_proj",
+    "unet.up_blocks.0.upsamplers.0.conv",
+  ]) {
     assert.equal(diffusersPathFromKohya(kohyaStemFor(q)), q, q);
     assert.equal(diffusersPathFromKohya(matchKeyFor(q)), q, q);
   }
@@ -347,8 +404,17 @@ test("names: kohya stems as kohya/ComfyUI spell them, and back to diffusers path
 test("writer: lora_adapter_metadata holds one LoraConfig per component with exact patterns", () => {
   const mod = (path: string, rank: number, alpha: number): OutModule => ({ path, kind: "linear", rank, alpha, out: 8, in: 8, dtype: "F32" });
   const out: AdapterOutput = {
-    format: "diffusers", passthrough: [], baseConfig: null, metadata: {},
-    modules: [mod("unet.a.to_q", 4, 4), mod("unet.a.to_k", 4, 4), mod("unet.b.to_q", 2, 8), mod("text_encoder.x.q_proj", 8, 8), mod("down_blocks.0.c.to_v", 4, 4)],
+    format: "diffusers",
+    passthrough: [],
+    baseConfig: null,
+    metadata: {},
+    modules: [
+      mod("unet.a.to_q", 4, 4),
+      mod("unet.a.to_k", 4, 4),
+      mod("unet.b.to_q", 2, 8),
+      mod("text_encoder.x.q_proj", 8, 8),
+      mod("down_blocks.0.c.to_v", 4, 4),
+    ],
   };
   const meta = diffusersAdapterMetadata(out);
   assert.equal(meta["unet.r"], 4);
@@ -360,45 +426,73 @@ test("writer: lora_adapter_metadata holds one LoraConfig per component with exac
   assert.equal(meta["text_encoder.lora_alpha"], 8);
   assert.equal(meta["unet.use_rslora"], undefined);
   assert.equal(diffusersAdapterMetadata({ ...out, baseConfig: { use_rslora: true } })["text_encoder.use_rslora"], true);
-  assert.ok(Object.keys(meta).every((k) => k.startsWith("unet.") || k.startsWith("text_encoder.")), Object.keys(meta).join(","));
+  assert.ok(
+    Object.keys(meta).every((k) => k.startsWith("unet.") || k.startsWith("text_encoder.")),
+    Object.keys(meta).join(","),
+  );
 });
 
 test("convert diffusers → diffusers keeps every module's rank and scale (metadata written, old layout re-keyed)", async () => {
   const dir = tmp();
   try {
-    for (const name of ["peft-style-metadata.safetensors", "attn-processor-alphas.safetensors", "peft-style-no-config.safetensors", "text-encoder-attn-processor.safetensors"]) {
+    for (const name of [
+      "peft-style-metadata.safetensors",
+      "attn-processor-alphas.safetensors",
+      "peft-style-no-config.safetensors",
+      "text-encoder-attn-processor.safetensors",
+    ]) {
       const o = join(dir, name);
       await runConvert({ input: fx(name), output: o, to: "diffusers", force: false }, {});
-      await withAdapter(fx(name), (a) => withAdapter(o, async (b) => {
-        assert.equal(b.format, "diffusers");
-        assert.equal(b.configSource, "__metadata__.lora_adapter_metadata", name);
-        assert.deepEqual(b.passthrough.map((p) => p.name), a.passthrough.map((p) => p.name));
-        const bm = new Map(b.modules.map((m) => [m.matchKey, m]));
-        assert.equal(bm.size, a.modules.length);
-        for (const m of a.modules) {
-          const n = bm.get(m.matchKey)!;
-          assert.ok(n, `${name}: ${m.name} missing`);
-          assert.equal(n.name, m.path, "PEFT-style keys carry the component");
-          assert.equal(n.rank, m.rank);
-          assert.ok(Math.abs(n.scale - m.scale) <= 1e-15 * m.scale, `${name} ${m.name}: scale ${n.scale} vs ${m.scale}`);
-          assert.deepEqual(await readFactors(b, n, "f32"), await readFactors(a, m, "f32"));
-        }
-        assert.equal(b.file.header.metadata?.["format"], "pt");
-      }));
+      await withAdapter(fx(name), (a) =>
+        withAdapter(o, async (b) => {
+          assert.equal(b.format, "diffusers");
+          assert.equal(b.configSource, "__metadata__.lora_adapter_metadata", name);
+          assert.deepEqual(
+            b.passthrough.map((p) => p.name),
+            a.passthrough.map((p) => p.name),
+          );
+          const bm = new Map(b.modules.map((m) => [m.matchKey, m]));
+          assert.equal(bm.size, a.modules.length);
+          for (const m of a.modules) {
+            const n = bm.get(m.matchKey)!;
+            assert.ok(n, `${name}: ${m.name} missing`);
+            assert.equal(n.name, m.path, "PEFT-style keys carry the component");
+            assert.equal(n.rank, m.rank);
+            assert.ok(Math.abs(n.scale - m.scale) <= 1e-15 * m.scale, `${name} ${m.name}: scale ${n.scale} vs ${m.scale}`);
+            assert.deepEqual(await readFactors(b, n, "f32"), await readFactors(a, m, "f32"));
+          }
+          assert.equal(b.file.header.metadata?.["format"], "pt");
+        }),
+      );
     }
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("model-level save_lora_adapter files: unprefixed keys and metadata, component from the module root", async () => {
   const dir = tmp();
   try {
     const rng = new Rng(12);
-    const t = (name: string, shape: number[]): TensorSpec => ({ name, dtype: "F32", shape, data: encodeFloats("F32", rng.normals(shape[0]! * shape[1]!, 0.1)) });
+    const t = (name: string, shape: number[]): TensorSpec => ({
+      name,
+      dtype: "F32",
+      shape,
+      data: encodeFloats("F32", rng.normals(shape[0]! * shape[1]!, 0.1)),
+    });
     const src = join(dir, "pytorch_lora_weights.safetensors");
-    writeFileSync(src, await serializeSafetensors([
-      t("transformer_blocks.0.attn.to_q.lora_A.weight", [4, 8]), t("transformer_blocks.0.attn.to_q.lora_B.weight", [8, 4]),
-      t("transformer_blocks.0.attn.to_k.lora_A.weight", [2, 8]), t("transformer_blocks.0.attn.to_k.lora_B.weight", [8, 2]),
-    ], { format: "pt", lora_adapter_metadata: JSON.stringify({ r: 4, lora_alpha: 4, rank_pattern: { to_k: 2 }, target_modules: ["to_q", "to_k"] }) }));
+    writeFileSync(
+      src,
+      await serializeSafetensors(
+        [
+          t("transformer_blocks.0.attn.to_q.lora_A.weight", [4, 8]),
+          t("transformer_blocks.0.attn.to_q.lora_B.weight", [8, 4]),
+          t("transformer_blocks.0.attn.to_k.lora_A.weight", [2, 8]),
+          t("transformer_blocks.0.attn.to_k.lora_B.weight", [8, 2]),
+        ],
+        { format: "pt", lora_adapter_metadata: JSON.stringify({ r: 4, lora_alpha: 4, rank_pattern: { to_k: 2 }, target_modules: ["to_q", "to_k"] }) },
+      ),
+    );
     await withAdapter(dir, async (a) => {
       assert.equal(a.format, "diffusers");
       const m = byName(a);
@@ -407,7 +501,9 @@ test("model-level save_lora_adapter files: unprefixed keys and metadata, compone
       assert.equal(m.get("transformer_blocks.0.attn.to_k")!.scale, 2);
       assert.deepEqual(a.config?.["rank_pattern"], { to_k: 2 });
     });
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("rsLoRA in lora_adapter_metadata: scale alpha/√r read; diffusers and PEFT output keep use_rslora (alpha as for PEFT)", async () => {
@@ -415,11 +511,20 @@ test("rsLoRA in lora_adapter_metadata: scale alpha/√r read; diffusers and PEFT
   try {
     const rng = new Rng(11);
     const b = "unet.mid_block.attentions.0.transformer_blocks.0.attn1";
-    const t = (name: string, shape: number[]): TensorSpec => ({ name, dtype: "F32", shape, data: encodeFloats("F32", rng.normals(shape[0]! * shape[1]!, 0.1)) });
+    const t = (name: string, shape: number[]): TensorSpec => ({
+      name,
+      dtype: "F32",
+      shape,
+      data: encodeFloats("F32", rng.normals(shape[0]! * shape[1]!, 0.1)),
+    });
     const src = join(dir, "rs.safetensors");
-    writeFileSync(src, await serializeSafetensors([t(`${b}.to_q.lora_A.weight`, [4, 8]), t(`${b}.to_q.lora_B.weight`, [8, 4])], {
-      format: "pt", lora_adapter_metadata: JSON.stringify({ "unet.r": 4, "unet.lora_alpha": 8, "unet.use_rslora": true, "unet.target_modules": ["to_q"] }),
-    }));
+    writeFileSync(
+      src,
+      await serializeSafetensors([t(`${b}.to_q.lora_A.weight`, [4, 8]), t(`${b}.to_q.lora_B.weight`, [8, 4])], {
+        format: "pt",
+        lora_adapter_metadata: JSON.stringify({ "unet.r": 4, "unet.lora_alpha": 8, "unet.use_rslora": true, "unet.target_modules": ["to_q"] }),
+      }),
+    );
     await withAdapter(src, async (a) => {
       assert.equal(a.modules[0]!.scale, 4);
       assert.equal(a.modules[0]!.rslora, true);
@@ -436,7 +541,9 @@ test("rsLoRA in lora_adapter_metadata: scale alpha/√r read; diffusers and PEFT
     await withAdapter(join(dir, "p"), async (p) => {
       assert.deepEqual([p.modules[0]!.alpha, p.modules[0]!.scale, p.modules[0]!.rslora], [8, 4, true]);
     });
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("convert: SDXL-like text encoders become lora_te1_/lora_te2_ in kohya, and come back", async () => {
@@ -463,35 +570,44 @@ test("convert: SDXL-like text encoders become lora_te1_/lora_te2_ in kohya, and 
       ]);
       assert.equal(byName(d).get("unet.down_blocks.1.attentions.0.proj_in")!.scale, 0.25);
     });
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("convert: a kohya file named by kohya itself (no name map) becomes dotted diffusers keys, ΔW kept", async (t) => {
   const src = join(fixturesDir, "kohya-sd.safetensors");
-  if (!existsSync(src)) { t.skip("fixtures/kohya-sd.safetensors missing"); return; }
+  if (!existsSync(src)) {
+    t.skip("fixtures/kohya-sd.safetensors missing");
+    return;
+  }
   const dir = tmp();
   try {
     await runConvert({ input: src, output: join(dir, "d.safetensors"), to: "diffusers", force: false }, {});
-    await withAdapter(src, (k) => withAdapter(join(dir, "d.safetensors"), async (d) => {
-      assert.equal(d.format, "diffusers");
-      assert.deepEqual(d.modules.map((m) => m.name).sort(), [
-        "text_encoder.text_model.encoder.layers.0.self_attn.q_proj",
-        "unet.down_blocks.0.attentions.0.proj_in",
-        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k",
-        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
-        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_v",
-        "unet.down_blocks.0.resnets.0.conv1",
-      ]);
-      const dm = new Map(d.modules.map((m) => [m.matchKey, m]));
-      for (const m of k.modules) {
-        const n = dm.get(m.matchKey)!;
-        assert.ok(n, m.name);
-        assert.equal(n.kind, m.kind);
-        assert.equal(n.A.shape.join("x"), m.A.shape.join("x"));
-        assert.ok(Math.abs(n.scale - m.scale) <= 1e-12 * m.scale, `${m.name}: ${n.scale} vs ${m.scale}`);
-      }
-    }));
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+    await withAdapter(src, (k) =>
+      withAdapter(join(dir, "d.safetensors"), async (d) => {
+        assert.equal(d.format, "diffusers");
+        assert.deepEqual(d.modules.map((m) => m.name).sort(), [
+          "text_encoder.text_model.encoder.layers.0.self_attn.q_proj",
+          "unet.down_blocks.0.attentions.0.proj_in",
+          "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k",
+          "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+          "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_v",
+          "unet.down_blocks.0.resnets.0.conv1",
+        ]);
+        const dm = new Map(d.modules.map((m) => [m.matchKey, m]));
+        for (const m of k.modules) {
+          const n = dm.get(m.matchKey)!;
+          assert.ok(n, m.name);
+          assert.equal(n.kind, m.kind);
+          assert.equal(n.A.shape.join("x"), m.A.shape.join("x"));
+          assert.ok(Math.abs(n.scale - m.scale) <= 1e-12 * m.scale, `${m.name}: ${n.scale} vs ${m.scale}`);
+        }
+      }),
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 // ---- the real SD 1.5 adapter -------------------------------------------------------------------
@@ -545,48 +661,59 @@ test("real sd15-pokemon: singular values (inspect) match independent float64 com
 test("real sd15-pokemon: diffusers → PEFT → kohya → diffusers keeps every ΔW (within float32 rounding)", { skip: skipReal }, async () => {
   const dir = tmp();
   try {
-    const peft = join(dir, "peft"), kohya = join(dir, "k.safetensors"), back = join(dir, "pytorch_lora_weights.safetensors");
+    const peft = join(dir, "peft"),
+      kohya = join(dir, "k.safetensors"),
+      back = join(dir, "pytorch_lora_weights.safetensors");
     await runConvert({ input: REAL, output: peft, to: "peft", force: false }, {});
     await runConvert({ input: peft, output: kohya, to: "kohya", force: false }, {});
     await runConvert({ input: kohya, output: back, to: "diffusers", force: false }, {});
     const cfg = JSON.parse(readFileSync(join(peft, "adapter_config.json"), "utf8")) as Record<string, unknown>;
     assert.equal(cfg["r"], 4);
     assert.equal(cfg["lora_alpha"], 4);
-    await withAdapter(REAL, (src) => withAdapter(peft, (p) => withAdapter(kohya, (k) => withAdapter(back, async (d) => {
-      assert.deepEqual([p.format, k.format, d.format], ["peft", "kohya", "diffusers"]);
-      const stems = new Set(k.modules.map((m) => m.name));
-      assert.ok(stems.has("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0"));
-      assert.ok(stems.has("lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k"));
-      assert.ok(stems.has("lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_attn2_to_v"));
-      assert.ok(k.file.has("lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k.alpha"));
-      const maps = [p, k, d].map((x) => new Map(x.modules.map((m) => [m.matchKey, m])));
-      let worst = 0;
-      for (const m of src.modules) {
-        const f0 = await readFactors(src, m, "f64");
-        const dw0 = denseDW(f0.B.data, f0.A.data, m.out, m.rank, m.in, m.scale);
-        let top = 0;
-        for (const v of dw0) top = Math.max(top, Math.abs(v));
-        for (const [i, x] of [p, k, d].entries()) {
-          const n = maps[i]!.get(m.matchKey)!;
-          assert.ok(n, `${x.format}: ${m.name} missing`);
-          assert.deepEqual([n.out, n.in, n.rank], [m.out, m.in, m.rank]);
-          const f = await readFactors(x, n, "f64");
-          if (x !== d) { // intermediate files: the same factors and scale (so the same ΔW)
-            assert.equal(n.scale, m.scale);
-            assert.deepEqual(f, f0);
-            continue;
-          }
-          const dw = denseDW(f.B.data, f.A.data, n.out, n.rank, n.in, n.scale);
-          let diff = 0;
-          for (let j = 0; j < dw.length; j++) diff = Math.max(diff, Math.abs(dw[j]! - dw0[j]!));
-          worst = Math.max(worst, diff / top);
-          assert.ok(diff <= 2 ** -23 * top, `${x.format} ${m.name}: max |ΔW − ΔW₀| = ${diff} (max |ΔW₀| ${top})`);
-        }
-      }
-      assert.equal(d.modules.find((m) => m.name.endsWith("attn1.to_out.0"))!.name.startsWith("unet.down_blocks."), true);
-      console.log(`diffusers.test: round trip worst max|ΔW−ΔW₀|/max|ΔW₀| = ${worst}`);
-    }))));
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+    await withAdapter(REAL, (src) =>
+      withAdapter(peft, (p) =>
+        withAdapter(kohya, (k) =>
+          withAdapter(back, async (d) => {
+            assert.deepEqual([p.format, k.format, d.format], ["peft", "kohya", "diffusers"]);
+            const stems = new Set(k.modules.map((m) => m.name));
+            assert.ok(stems.has("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0"));
+            assert.ok(stems.has("lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k"));
+            assert.ok(stems.has("lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_attn2_to_v"));
+            assert.ok(k.file.has("lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k.alpha"));
+            const maps = [p, k, d].map((x) => new Map(x.modules.map((m) => [m.matchKey, m])));
+            let worst = 0;
+            for (const m of src.modules) {
+              const f0 = await readFactors(src, m, "f64");
+              const dw0 = denseDW(f0.B.data, f0.A.data, m.out, m.rank, m.in, m.scale);
+              let top = 0;
+              for (const v of dw0) top = Math.max(top, Math.abs(v));
+              for (const [i, x] of [p, k, d].entries()) {
+                const n = maps[i]!.get(m.matchKey)!;
+                assert.ok(n, `${x.format}: ${m.name} missing`);
+                assert.deepEqual([n.out, n.in, n.rank], [m.out, m.in, m.rank]);
+                const f = await readFactors(x, n, "f64");
+                if (x !== d) {
+                  // intermediate files: the same factors and scale (so the same ΔW)
+                  assert.equal(n.scale, m.scale);
+                  assert.deepEqual(f, f0);
+                  continue;
+                }
+                const dw = denseDW(f.B.data, f.A.data, n.out, n.rank, n.in, n.scale);
+                let diff = 0;
+                for (let j = 0; j < dw.length; j++) diff = Math.max(diff, Math.abs(dw[j]! - dw0[j]!));
+                worst = Math.max(worst, diff / top);
+                assert.ok(diff <= 2 ** -23 * top, `${x.format} ${m.name}: max |ΔW − ΔW₀| = ${diff} (max |ΔW₀| ${top})`);
+              }
+            }
+            assert.equal(d.modules.find((m) => m.name.endsWith("attn1.to_out.0"))!.name.startsWith("unet.down_blocks."), true);
+            console.log(`diffusers.test: round trip worst max|ΔW−ΔW₀|/max|ΔW₀| = ${worst}`);
+          }),
+        ),
+      ),
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 /** Terms s·B·A of one module, float64. */
@@ -601,14 +728,24 @@ test("real sd15-pokemon: a rank-2 truncation written through the generic writer 
     const o = join(dir, "r2.safetensors");
     await withAdapter(REAL, async (a) => {
       const mods: OutModule[] = a.modules.map((m) => ({
-        path: m.path, kind: m.kind, rank: 2, alpha: 2, out: m.out, in: m.in, dtype: m.A.dtype,
+        path: m.path,
+        kind: m.kind,
+        rank: 2,
+        alpha: 2,
+        out: m.out,
+        in: m.in,
+        dtype: m.A.dtype,
         produce: async () => {
           const s = await lowRankSvd(jsBackend, await termOf(a, m));
           const f = splitFactors(s, 2, 1, "balanced");
           return { A: f.A.data, B: f.B.data };
         },
       }));
-      await writeAdapter(o, { format: "diffusers", modules: mods, passthrough: [], baseConfig: a.config, metadata: a.metadata }, { force: false, inputs: [REAL] });
+      await writeAdapter(
+        o,
+        { format: "diffusers", modules: mods, passthrough: [], baseConfig: a.config, metadata: a.metadata },
+        { force: false, inputs: [REAL] },
+      );
       await withAdapter(o, async (t) => {
         assert.equal(t.format, "diffusers");
         assert.equal(t.modules.length, 128);
@@ -626,41 +763,55 @@ test("real sd15-pokemon: a rank-2 truncation written through the generic writer 
         }
       });
     });
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
-test("real sd15-pokemon + generated second SD LoRA: modules pair across layouts; an exact merge round-trips through the writer", { skip: skipReal }, async () => {
+test("real sd15-pokemon + generated second SD LoRA: modules pair across layouts; an exact merge round-trips through the writer", {
+  skip: skipReal,
+}, async () => {
   const dir = tmp();
   try {
     const o = join(dir, "merged.safetensors");
-    await withAdapter(REAL, (a) => withAdapter(fx("sd15-second.safetensors"), async (b) => {
-      assert.equal(b.format, "diffusers");
-      assert.ok(b.modules.every((m) => m.scale === 2 && m.rank === 4 && m.A.dtype === "F16"));
-      const bm = new Map(b.modules.map((m) => [m.matchKey, m]));
-      assert.equal(bm.size, 128);
-      for (const m of a.modules) {
-        const n = bm.get(m.matchKey);
-        assert.ok(n, `second LoRA lacks ${m.name}`);
-        assert.deepEqual([n.out, n.in], [m.out, m.in]);
-      }
-      // cat merge with weights ½, ½: ΔW = ½ΔW_a + ½ΔW_b exactly, rank 8, scale folded into B.
-      const mods: OutModule[] = a.modules.map((m) => ({
-        path: m.path, kind: m.kind, rank: 8, alpha: 8, out: m.out, in: m.in, dtype: "F32",
-        produce: async () => {
-          const c = concatTerms([await termOf(a, m, 0.5), await termOf(b, bm.get(m.matchKey)!, 0.5)]);
-          return { A: c.A.data, B: c.B.data };
-        },
-      }));
-      await writeAdapter(o, { format: "diffusers", modules: mods, passthrough: [], baseConfig: null, metadata: {} }, { force: false, inputs: [] });
-      await withAdapter(o, async (t) => {
-        assert.equal(t.modules.length, 128);
-        const tm = new Map(t.modules.map((m) => [m.matchKey, m]));
+    await withAdapter(REAL, (a) =>
+      withAdapter(fx("sd15-second.safetensors"), async (b) => {
+        assert.equal(b.format, "diffusers");
+        assert.ok(b.modules.every((m) => m.scale === 2 && m.rank === 4 && m.A.dtype === "F16"));
+        const bm = new Map(b.modules.map((m) => [m.matchKey, m]));
+        assert.equal(bm.size, 128);
         for (const m of a.modules) {
-          const target = [await termOf(a, m, 0.5), await termOf(b, bm.get(m.matchKey)!, 0.5)];
-          const err = await relativeError(jsBackend, target, [await termOf(t, tm.get(m.matchKey)!)]);
-          assert.ok(err < 1e-6, `${m.name}: relative error ${err}`);
+          const n = bm.get(m.matchKey);
+          assert.ok(n, `second LoRA lacks ${m.name}`);
+          assert.deepEqual([n.out, n.in], [m.out, m.in]);
         }
-      });
-    }));
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+        // cat merge with weights ½, ½: ΔW = ½ΔW_a + ½ΔW_b exactly, rank 8, scale folded into B.
+        const mods: OutModule[] = a.modules.map((m) => ({
+          path: m.path,
+          kind: m.kind,
+          rank: 8,
+          alpha: 8,
+          out: m.out,
+          in: m.in,
+          dtype: "F32",
+          produce: async () => {
+            const c = concatTerms([await termOf(a, m, 0.5), await termOf(b, bm.get(m.matchKey)!, 0.5)]);
+            return { A: c.A.data, B: c.B.data };
+          },
+        }));
+        await writeAdapter(o, { format: "diffusers", modules: mods, passthrough: [], baseConfig: null, metadata: {} }, { force: false, inputs: [] });
+        await withAdapter(o, async (t) => {
+          assert.equal(t.modules.length, 128);
+          const tm = new Map(t.modules.map((m) => [m.matchKey, m]));
+          for (const m of a.modules) {
+            const target = [await termOf(a, m, 0.5), await termOf(b, bm.get(m.matchKey)!, 0.5)];
+            const err = await relativeError(jsBackend, target, [await termOf(t, tm.get(m.matchKey)!)]);
+            assert.ok(err < 1e-6, `${m.name}: relative error ${err}`);
+          }
+        });
+      }),
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -13,16 +13,27 @@ import type { Adapter } from "./types.js";
 const DIR_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors"];
 
 async function isDir(p: string): Promise<boolean> {
-  try { return (await stat(p)).isDirectory(); } catch { return false; }
+  try {
+    return (await stat(p)).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 async function exists(p: string): Promise<boolean> {
-  try { await stat(p); return true; } catch { return false; }
+  try {
+    await stat(p);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function parseConfigText(text: string, where: string): PeftConfig {
   let v: unknown;
-  try { v = JSON.parse(text); } catch (e) {
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
     throw new InvalidInputError(`${where}: adapter config is not valid JSON (${(e as Error).message})`);
   }
   if (!v || typeof v !== "object" || Array.isArray(v)) throw new InvalidInputError(`${where}: adapter config must be a JSON object`);
@@ -53,7 +64,9 @@ export async function openAdapterSource(arg: string, opts: OpenOptions = {}): Pr
     for (const f of DIR_FILES) if (await exists(join(arg, f))) found.push(f);
     if (found.length === 0) {
       if (await exists(join(arg, "adapter_model.bin"))) {
-        throw new InvalidInputError(`${arg}: only adapter_model.bin (a pickle) found; lora reads safetensors`, { hint: "convert it with PEFT (save_pretrained(..., safe_serialization=True))" });
+        throw new InvalidInputError(`${arg}: only adapter_model.bin (a pickle) found; lora reads safetensors`, {
+          hint: "convert it with PEFT (save_pretrained(..., safe_serialization=True))",
+        });
       }
       throw new InvalidInputError(`${arg}: not an adapter directory (no ${DIR_FILES.join(" or ")})`);
     }
@@ -71,7 +84,8 @@ export async function readAdapterConfig(src: AdapterSource): Promise<{ config: P
   if (metadata["adapter_config"] !== undefined) {
     return { config: parseConfigText(metadata["adapter_config"], `${src.label} (__metadata__.adapter_config)`), configSource: "__metadata__.adapter_config" };
   }
-  if (src.siblingConfig) return { config: parseConfigText(await readFile(src.siblingConfig, "utf8"), src.siblingConfig), configSource: basename(src.siblingConfig) };
+  if (src.siblingConfig)
+    return { config: parseConfigText(await readFile(src.siblingConfig, "utf8"), src.siblingConfig), configSource: basename(src.siblingConfig) };
   return { config: null, configSource: "none" };
 }
 
@@ -103,12 +117,24 @@ async function describe(arg: string, src: AdapterSource): Promise<Adapter> {
   for (const m of got.modules) counts.set(m.A.dtype, (counts.get(m.A.dtype) ?? 0) + 1);
   const dtype = [...counts].sort((a, b) => b[1] - a[1])[0]![0];
   const adapter: Adapter = {
-    source: arg, file, format: got.format, config: got.config, configSource: got.configSource,
-    metadata, modules: got.modules, passthrough: got.passthrough, notes, dtype,
+    source: arg,
+    file,
+    format: got.format,
+    config: got.config,
+    configSource: got.configSource,
+    metadata,
+    modules: got.modules,
+    passthrough: got.passthrough,
+    notes,
+    dtype,
   };
   if (metadata["ss_network_module"] === "networks.dylora") {
     let unit = 1;
-    try { unit = Number((JSON.parse(metadata["ss_network_args"] ?? "{}") as Record<string, unknown>)["unit"] ?? 1) || 1; } catch { /* default 1 */ }
+    try {
+      unit = Number((JSON.parse(metadata["ss_network_args"] ?? "{}") as Record<string, unknown>)["unit"] ?? 1) || 1;
+    } catch {
+      /* default 1 */
+    }
     adapter.dylora = { unit };
     notes.push(`kohya DyLoRA (unit ${unit}): truncate defaults to --method prefix`);
   }

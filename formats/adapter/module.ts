@@ -15,7 +15,8 @@ export interface ModuleParts {
 const FLOAT_DTYPES = new Set(["F64", "F32", "F16", "BF16"]);
 
 export function buildModule(parts: ModuleParts, id: { name: string; path: string; matchKey: string; label: string; kohyaStem?: string }): LoraModule {
-  const A = parts.A!, B = parts.B!;
+  const A = parts.A!,
+    B = parts.B!;
   const where = `${id.label}: module "${id.name}"`;
   for (const t of [A, B]) {
     if (!FLOAT_DTYPES.has(t.dtype)) throw new InvalidInputError(`${where}: tensor ${t.name} has dtype ${t.dtype}; LoRA factors must be F64, F32, F16 or BF16`);
@@ -23,21 +24,37 @@ export function buildModule(parts: ModuleParts, id: { name: string; path: string
   let kind: LoraModule["kind"] = parts.embedding ? "embedding" : "linear";
   let rank: number, inF: number, out: number;
   if (A.shape.length === 2 && B.shape.length === 2) {
-    rank = A.shape[0]!; inF = A.shape[1]!; out = B.shape[0]!;
+    rank = A.shape[0]!;
+    inF = A.shape[1]!;
+    out = B.shape[0]!;
     if (B.shape[1] !== rank) throw new InvalidInputError(`${where}: ranks differ: ${A.name} has ${rank} rows, ${B.name} has ${B.shape[1]} columns`);
   } else if (A.shape.length >= 3 && B.shape.length === A.shape.length && !parts.embedding) {
     kind = "conv";
-    rank = A.shape[0]!; out = B.shape[0]!;
+    rank = A.shape[0]!;
+    out = B.shape[0]!;
     inF = A.shape.slice(1).reduce((x, y) => x * y, 1);
-    if (B.shape[1] !== rank) throw new InvalidInputError(`${where}: ranks differ: ${A.name} has ${rank} output channels, ${B.name} has ${B.shape[1]} input channels`);
-    if (B.shape.slice(2).some((d) => d !== 1)) throw new InvalidInputError(`${where}: ${B.name} has kernel ${B.shape.slice(2).join("×")}; only 1×1 up-convolutions are LoRA factors`);
+    if (B.shape[1] !== rank)
+      throw new InvalidInputError(`${where}: ranks differ: ${A.name} has ${rank} output channels, ${B.name} has ${B.shape[1]} input channels`);
+    if (B.shape.slice(2).some((d) => d !== 1))
+      throw new InvalidInputError(`${where}: ${B.name} has kernel ${B.shape.slice(2).join("×")}; only 1×1 up-convolutions are LoRA factors`);
   } else {
     throw new InvalidInputError(`${where}: factor shapes [${A.shape}] and [${B.shape}] are not a LoRA pair`);
   }
   if (rank === 0) throw new InvalidInputError(`${where}: rank 0 factors`);
   return {
-    name: id.name, path: id.path, matchKey: id.matchKey, kind, rank, alpha: rank, scale: 1, rslora: false,
-    out, in: inF, A, B, extras: parts.extras,
+    name: id.name,
+    path: id.path,
+    matchKey: id.matchKey,
+    kind,
+    rank,
+    alpha: rank,
+    scale: 1,
+    rslora: false,
+    out,
+    in: inF,
+    A,
+    B,
+    extras: parts.extras,
     ...(parts.alpha ? { alphaTensor: parts.alpha } : {}),
     ...(id.kohyaStem !== undefined ? { kohyaStem: id.kohyaStem } : {}),
   };

@@ -65,13 +65,55 @@ const KOHYA_TO_COMPONENT: [string, string][] = [
 
 /** Multi-word identifiers of diffusers UNets/transformers and CLIP text models (kohya flattens their `_`). */
 const COMPOUNDS = [
-  "single_transformer_blocks", "transformer_blocks", "down_blocks", "up_blocks", "mid_block", "time_emb_proj", "time_embedding",
-  "add_embedding", "conv_norm_out", "conv_shortcut", "conv_in", "conv_out", "proj_in", "proj_out", "proj_mlp", "to_q", "to_k", "to_v",
-  "to_out", "to_add_out", "add_q_proj", "add_k_proj", "add_v_proj", "norm_out", "norm1_context", "ff_context", "linear_1", "linear_2",
-  "context_embedder", "x_embedder", "time_text_embed", "timestep_embedder", "guidance_embedder", "text_embedder",
-  "text_model", "self_attn", "q_proj", "k_proj", "v_proj", "out_proj", "final_layer_norm", "layer_norm1", "layer_norm2",
-  "token_embedding", "position_embedding", "text_projection",
-].map((c) => c.split("_")).sort((a, b) => b.length - a.length);
+  "single_transformer_blocks",
+  "transformer_blocks",
+  "down_blocks",
+  "up_blocks",
+  "mid_block",
+  "time_emb_proj",
+  "time_embedding",
+  "add_embedding",
+  "conv_norm_out",
+  "conv_shortcut",
+  "conv_in",
+  "conv_out",
+  "proj_in",
+  "proj_out",
+  "proj_mlp",
+  "to_q",
+  "to_k",
+  "to_v",
+  "to_out",
+  "to_add_out",
+  "add_q_proj",
+  "add_k_proj",
+  "add_v_proj",
+  "norm_out",
+  "norm1_context",
+  "ff_context",
+  "linear_1",
+  "linear_2",
+  "context_embedder",
+  "x_embedder",
+  "time_text_embed",
+  "timestep_embedder",
+  "guidance_embedder",
+  "text_embedder",
+  "text_model",
+  "self_attn",
+  "q_proj",
+  "k_proj",
+  "v_proj",
+  "out_proj",
+  "final_layer_norm",
+  "layer_norm1",
+  "layer_norm2",
+  "token_embedding",
+  "position_embedding",
+  "text_projection",
+]
+  .map((c) => c.split("_"))
+  .sort((a, b) => b.length - a.length);
 
 /**
  * The dotted diffusers path of a module known only by its kohya stem (`lora_unet_down_blocks_0_…`
@@ -85,7 +127,7 @@ export function diffusersPathFromKohya(stem: string): string | undefined {
   if (!hit) return undefined;
   const tokens = s.slice(hit[0].length).split("_");
   const parts: string[] = [];
-  for (let i = 0; i < tokens.length;) {
+  for (let i = 0; i < tokens.length; ) {
     const c = COMPOUNDS.find((w) => w.every((t, k) => tokens[i + k] === t));
     const n = c ? c.length : 1;
     parts.push(tokens.slice(i, i + n).join("_"));

@@ -36,9 +36,31 @@ export const DIFFUSERS_METADATA_KEY = "lora_adapter_metadata";
 export const COMPONENT_RE = /^(unet|transformer(?:_\d+)?|text_encoder(?:_\d+)?|prior|decoder|controlnet)\./;
 
 /** Top-level UNet2DConditionModel children: keys starting here belong to `unet`. */
-const UNET_ROOTS = new Set(["down_blocks", "up_blocks", "mid_block", "conv_in", "conv_out", "conv_norm_out", "time_embedding", "add_embedding", "class_embedding", "encoder_hid_proj"]);
+const UNET_ROOTS = new Set([
+  "down_blocks",
+  "up_blocks",
+  "mid_block",
+  "conv_in",
+  "conv_out",
+  "conv_norm_out",
+  "time_embedding",
+  "add_embedding",
+  "class_embedding",
+  "encoder_hid_proj",
+]);
 /** Top-level children of diffusers transformer models (SD3, Flux, PixArt, …). */
-const TRANSFORMER_ROOTS = new Set(["transformer_blocks", "single_transformer_blocks", "x_embedder", "context_embedder", "time_text_embed", "pos_embed", "norm_out", "proj_out", "caption_projection", "adaln_single"]);
+const TRANSFORMER_ROOTS = new Set([
+  "transformer_blocks",
+  "single_transformer_blocks",
+  "x_embedder",
+  "context_embedder",
+  "time_text_embed",
+  "pos_embed",
+  "norm_out",
+  "proj_out",
+  "caption_projection",
+  "adaln_single",
+]);
 
 /** The component a module name belongs to: its own prefix, or a guess from its root. */
 export function componentOf(name: string, fallback?: string): string | undefined {
@@ -102,7 +124,8 @@ function oldMatch(name: string): { fam: OldFamily; m: RegExpExecArray } | undefi
   return undefined;
 }
 
-const isPeftFactor = (n: string) => n.endsWith(".lora_A.weight") || n.endsWith(".lora_embedding_A") || n.endsWith(".lora_B.weight") || n.endsWith(".lora_embedding_B");
+const isPeftFactor = (n: string) =>
+  n.endsWith(".lora_A.weight") || n.endsWith(".lora_embedding_A") || n.endsWith(".lora_B.weight") || n.endsWith(".lora_embedding_B");
 
 /** Does this key set look like a diffusers LoRA file (either layout)? */
 export function hasDiffusersKeys(names: string[], ctx: Pick<DetectContext, "metadata" | "config">): boolean {
@@ -117,7 +140,9 @@ export function hasDiffusersKeys(names: string[], ctx: Pick<DetectContext, "meta
 /** lora_adapter_metadata split into one LoraConfig per component ("" = unprefixed keys). */
 export function splitAdapterMetadata(raw: string, label: string): Map<string, PeftConfig> {
   let v: unknown;
-  try { v = JSON.parse(raw); } catch (e) {
+  try {
+    v = JSON.parse(raw);
+  } catch (e) {
     throw new InvalidInputError(`${label}: __metadata__.${DIFFUSERS_METADATA_KEY} is not valid JSON (${(e as Error).message})`);
   }
   if (!v || typeof v !== "object" || Array.isArray(v)) throw new InvalidInputError(`${label}: __metadata__.${DIFFUSERS_METADATA_KEY} must be a JSON object`);
@@ -133,7 +158,9 @@ export function splitAdapterMetadata(raw: string, label: string): Map<string, Pe
   for (const [comp, cfg] of out) {
     const pt = cfg["peft_type"];
     if (pt !== undefined && pt !== null && pt !== "LORA") {
-      throw new InvalidInputError(`${label}: ${DIFFUSERS_METADATA_KEY}: ${comp ? comp + "." : ""}peft_type ${JSON.stringify(pt)} is not supported (only LORA adapters)`);
+      throw new InvalidInputError(
+        `${label}: ${DIFFUSERS_METADATA_KEY}: ${comp ? comp + "." : ""}peft_type ${JSON.stringify(pt)} is not supported (only LORA adapters)`,
+      );
     }
   }
   return out;
@@ -167,18 +194,31 @@ export async function parseDiffusers(ctx: DetectContext): Promise<DiffusersParse
   const alphas: TensorInfo[] = [];
   const peftTensors: TensorInfo[] = [];
   for (const t of tensors) {
-    if (t.name.endsWith(".alpha")) { alphas.push(t); continue; }
+    if (t.name.endsWith(".alpha")) {
+      alphas.push(t);
+      continue;
+    }
     const hit = oldMatch(t.name);
     if (hit) {
       const layer = hit.m[1]!;
       let g = oldByLayer.get(layer);
       if (!g) {
-        g = { name: hit.fam.module(hit.m), fallback: hit.fam.fallback, parts: { extras: {} }, firstKey: t.name, alphaBases: [layer, `${layer}.down.weight`, `${layer}.up.weight`], layout: "old" };
+        g = {
+          name: hit.fam.module(hit.m),
+          fallback: hit.fam.fallback,
+          parts: { extras: {} },
+          firstKey: t.name,
+          alphaBases: [layer, `${layer}.down.weight`, `${layer}.up.weight`],
+          layout: "old",
+        };
         oldByLayer.set(layer, g);
         groups.push(g);
       }
       const role = hit.m[hit.m.length - 1] === "down" ? "A" : "B";
-      if (g.parts[role]) throw new InvalidInputError(`${label}: tensor ${t.name} duplicates ${g.parts[role]!.name} (both are the ${role === "A" ? "down" : "up"} factor of module "${g.name}")`);
+      if (g.parts[role])
+        throw new InvalidInputError(
+          `${label}: tensor ${t.name} duplicates ${g.parts[role]!.name} (both are the ${role === "A" ? "down" : "up"} factor of module "${g.name}")`,
+        );
       g.parts[role] = t;
       continue;
     }
@@ -195,9 +235,15 @@ export async function parseDiffusers(ctx: DetectContext): Promise<DiffusersParse
     const role = g.parts.A ? "lora_B.weight" : "lora_A.weight";
     const moved = [g.name, qualify(g.name, g.fallback).path].map((n) => `${n}.${role}`).find((n) => present.has(n));
     if (moved) {
-      throw new InvalidInputError(`${label}: half-converted module "${g.name}": ${have.name} is in the old attention-processor layout but its ${g.parts.A ? "up" : "down"} factor is ${moved}, in the PEFT-style layout`, { hint: "convert the whole file with diffusers (or keep it unconverted); one module cannot mix layouts" });
+      throw new InvalidInputError(
+        `${label}: half-converted module "${g.name}": ${have.name} is in the old attention-processor layout but its ${g.parts.A ? "up" : "down"} factor is ${moved}, in the PEFT-style layout`,
+        { hint: "convert the whole file with diffusers (or keep it unconverted); one module cannot mix layouts" },
+      );
     }
-    throw new InvalidInputError(`${label}: module "${g.name}" has ${g.parts.A ? "a down" : "an up"} factor but no ${g.parts.A ? "up" : "down"} factor: ${have.name} is present, ${missing} is missing`, { hint: "the file is truncated or half-converted; re-export it with diffusers" });
+    throw new InvalidInputError(
+      `${label}: module "${g.name}" has ${g.parts.A ? "a down" : "an up"} factor but no ${g.parts.A ? "up" : "down"} factor: ${have.name} is present, ${missing} is missing`,
+      { hint: "the file is truncated or half-converted; re-export it with diffusers" },
+    );
   }
   // PEFT-style keys: grouped (and checked for lone lora_A / lora_B) the way PEFT files are.
   const peft = groupPeftKeys(peftTensors, label);
@@ -216,7 +262,9 @@ export async function parseDiffusers(ctx: DetectContext): Promise<DiffusersParse
     qual.set(g, q);
     const prev = byPath.get(q.path);
     if (prev) {
-      throw new InvalidInputError(`${label}: module "${q.path}" is stored twice, as ${prev.firstKey} and as ${g.firstKey}`, { hint: "a half-converted file: keep one layout per module" });
+      throw new InvalidInputError(`${label}: module "${q.path}" is stored twice, as ${prev.firstKey} and as ${g.firstKey}`, {
+        hint: "a half-converted file: keep one layout per module",
+      });
     }
     byPath.set(q.path, g);
     const bases = [...g.alphaBases, g.name];
@@ -230,7 +278,10 @@ export async function parseDiffusers(ctx: DetectContext): Promise<DiffusersParse
   for (const t of alphas) {
     const base = t.name.slice(0, -".alpha".length);
     const g = byAlphaBase.get(base);
-    if (!g) { rest.push(t); continue; }
+    if (!g) {
+      rest.push(t);
+      continue;
+    }
     if (alphaFor.has(g)) throw new InvalidInputError(`${label}: module "${g.name}" has two alpha tensors: ${alphaFor.get(g)!.name} and ${t.name}`);
     alphaFor.set(g, t);
   }
@@ -242,11 +293,15 @@ export async function parseDiffusers(ctx: DetectContext): Promise<DiffusersParse
   const configs = rawMeta !== undefined ? splitAdapterMetadata(rawMeta, label) : null;
   if (configs && alphaFor.size) {
     const t = [...alphaFor.values()][0]!;
-    throw new InvalidInputError(`${label}: both __metadata__.${DIFFUSERS_METADATA_KEY} and network-alpha tensors (${t.name}) give the scale; diffusers refuses such a file`);
+    throw new InvalidInputError(
+      `${label}: both __metadata__.${DIFFUSERS_METADATA_KEY} and network-alpha tensors (${t.name}) give the scale; diffusers refuses such a file`,
+    );
   }
 
   const modules: LoraModule[] = [];
-  let byAlpha = 0, byConfig = 0, byDefault = 0;
+  let byAlpha = 0,
+    byConfig = 0,
+    byDefault = 0;
   const usedComponents = new Set<string>();
   for (const g of groups) {
     const q = qual.get(g)!;
@@ -263,7 +318,9 @@ export async function parseDiffusers(ctx: DetectContext): Promise<DiffusersParse
     } else if (cfg) {
       const sc = peftModuleScale(cfg, q.rel, `${label} (__metadata__.${DIFFUSERS_METADATA_KEY})`);
       if (sc.rank !== mod.rank) {
-        throw new InvalidInputError(`${label}: ${DIFFUSERS_METADATA_KEY} says rank ${sc.rank} for module "${g.name}" but ${mod.A.name} has rank ${mod.rank}`, { hint: "the metadata (r / rank_pattern) contradicts the tensor shapes; diffusers would refuse to load it" });
+        throw new InvalidInputError(`${label}: ${DIFFUSERS_METADATA_KEY} says rank ${sc.rank} for module "${g.name}" but ${mod.A.name} has rank ${mod.rank}`, {
+          hint: "the metadata (r / rank_pattern) contradicts the tensor shapes; diffusers would refuse to load it",
+        });
       }
       Object.assign(mod, { alpha: sc.alpha, scale: sc.scale, rslora: sc.rslora });
       byConfig++;
@@ -275,9 +332,17 @@ export async function parseDiffusers(ctx: DetectContext): Promise<DiffusersParse
   }
 
   const nOld = groups.filter((g) => g.layout === "old").length;
-  const layout = nOld === groups.length ? "attention-processor keys" : nOld === 0 ? "PEFT-style keys" : `attention-processor keys (${nOld} modules) and PEFT-style keys (${groups.length - nOld})`;
+  const layout =
+    nOld === groups.length
+      ? "attention-processor keys"
+      : nOld === 0
+        ? "PEFT-style keys"
+        : `attention-processor keys (${nOld} modules) and PEFT-style keys (${groups.length - nOld})`;
   notes.push(`diffusers ${layout}`);
-  if (guessed) notes.push(`${guessed} module(s) without a component prefix: taken as ${[...new Set(groups.filter((g) => !COMPONENT_RE.test(g.name)).map((g) => qual.get(g)!.component ?? "(none)"))].join(", ")} modules`);
+  if (guessed)
+    notes.push(
+      `${guessed} module(s) without a component prefix: taken as ${[...new Set(groups.filter((g) => !COMPONENT_RE.test(g.name)).map((g) => qual.get(g)!.component ?? "(none)"))].join(", ")} modules`,
+    );
   const parts: string[] = [];
   if (byConfig) parts.push(`__metadata__.${DIFFUSERS_METADATA_KEY}${byConfig < modules.length ? ` (${byConfig} modules)` : ""}`);
   if (byAlpha) parts.push(`network alphas (.alpha tensors; scale = alpha/rank)${byAlpha < modules.length ? ` (${byAlpha} modules)` : ""}`);

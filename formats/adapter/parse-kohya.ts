@@ -28,28 +28,47 @@ function jsonMap(meta: Record<string, string>, key: string, label: string): Reco
   try {
     const v = JSON.parse(raw) as unknown;
     if (v && typeof v === "object" && !Array.isArray(v) && Object.values(v).every((x) => typeof x === "string")) return v as Record<string, string>;
-  } catch { /* fall through */ }
+  } catch {
+    /* fall through */
+  }
   throw new InvalidInputError(`${label}: metadata "${key}" is not a JSON object of strings`);
 }
 
-export async function parseKohya(file: SafetensorsFile, meta: Record<string, string>, label: string, notes: string[]): Promise<{ modules: LoraModule[]; passthrough: TensorInfo[] }> {
+export async function parseKohya(
+  file: SafetensorsFile,
+  meta: Record<string, string>,
+  label: string,
+  notes: string[],
+): Promise<{ modules: LoraModule[]; passthrough: TensorInfo[] }> {
   const names = jsonMap(meta, "lora_module_names", label);
   const kinds = jsonMap(meta, "lora_module_kinds", label);
   const groups = new Map<string, ModuleParts>();
   const rest: TensorInfo[] = [];
   for (const t of file.header.tensors) {
     const hit = KOHYA_ROLES.find(([s]) => t.name.endsWith(s));
-    if (!hit) { rest.push(t); continue; }
+    if (!hit) {
+      rest.push(t);
+      continue;
+    }
     const stem = t.name.slice(0, -hit[0].length);
     const g = groups.get(stem) ?? { extras: {} };
-    if (hit[1] === "A") g.A = t; else if (hit[1] === "B") g.B = t; else if (hit[1] === "alpha") g.alpha = t; else g.extras[hit[1]] = t;
+    if (hit[1] === "A") g.A = t;
+    else if (hit[1] === "B") g.B = t;
+    else if (hit[1] === "alpha") g.alpha = t;
+    else g.extras[hit[1]] = t;
     groups.set(stem, g);
   }
   const modules: LoraModule[] = [];
   let defaulted = 0;
   for (const [stem, g] of groups) {
-    if (!g.A && !g.B) { rest.push(...(g.alpha ? [g.alpha] : []), ...Object.values(g.extras)); continue; }
-    if (!g.A || !g.B) throw new InvalidInputError(`${label}: module "${stem}" has ${g.A ? "lora_down" : "lora_up"} but no ${g.A ? "lora_up" : "lora_down"} tensor (${(g.A ?? g.B)!.name})`);
+    if (!g.A && !g.B) {
+      rest.push(...(g.alpha ? [g.alpha] : []), ...Object.values(g.extras));
+      continue;
+    }
+    if (!g.A || !g.B)
+      throw new InvalidInputError(
+        `${label}: module "${stem}" has ${g.A ? "lora_down" : "lora_up"} but no ${g.A ? "lora_up" : "lora_down"} tensor (${(g.A ?? g.B)!.name})`,
+      );
     if (kinds[stem] === "embedding") g.embedding = true;
     const path = names[stem] ?? stem.replace(/^lora_/, "");
     const matchKey = names[stem] !== undefined ? matchKeyFor(path) : stem.replace(/^lora_/, "");
@@ -57,10 +76,12 @@ export async function parseKohya(file: SafetensorsFile, meta: Record<string, str
     const mod = buildModule(g, { name: stem, path, matchKey, label, ...(prefix !== undefined ? { kohyaStem: prefix } : {}) });
     let alpha = mod.rank;
     if (g.alpha) {
-      if (g.alpha.shape.reduce((x, y) => x * y, 1) !== 1) throw new InvalidInputError(`${label}: ${g.alpha.name} must hold one value, has shape [${g.alpha.shape}]`);
+      if (g.alpha.shape.reduce((x, y) => x * y, 1) !== 1)
+        throw new InvalidInputError(`${label}: ${g.alpha.name} must hold one value, has shape [${g.alpha.shape}]`);
       const v = (await file.readFloat64(g.alpha))[0]!;
       if (!Number.isFinite(v)) throw new InvalidInputError(`${label}: ${g.alpha.name} is ${v}; alpha must be finite`);
-      if (v !== 0) alpha = v; else defaulted++;
+      if (v !== 0) alpha = v;
+      else defaulted++;
     } else defaulted++;
     Object.assign(mod, { alpha, scale: alpha / mod.rank });
     modules.push(mod);

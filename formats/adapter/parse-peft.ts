@@ -29,30 +29,50 @@ export function groupPeftKeys(tensors: TensorInfo[], label: string): { groups: M
   const rest: TensorInfo[] = [];
   for (const t of tensors) {
     const hit = PEFT_ROLES.find(([suffix]) => t.name.endsWith(suffix));
-    if (!hit) { rest.push(t); continue; }
+    if (!hit) {
+      rest.push(t);
+      continue;
+    }
     const base = t.name.slice(0, -hit[0].length);
     const g = groups.get(base) ?? { extras: {} };
     const role = hit[1];
-    if (role === "A" || role === "embA") { g.A = t; if (role === "embA") g.embedding = true; }
-    else if (role === "B" || role === "embB") { g.B = t; if (role === "embB") g.embedding = true; }
-    else g.extras[role] = t;
+    if (role === "A" || role === "embA") {
+      g.A = t;
+      if (role === "embA") g.embedding = true;
+    } else if (role === "B" || role === "embB") {
+      g.B = t;
+      if (role === "embB") g.embedding = true;
+    } else g.extras[role] = t;
     groups.set(base, g);
   }
   // Extras without factors (e.g. a lone lora_mask) are not modules: an up without its down is an error.
   for (const [base, g] of groups) {
-    if (!g.A && !g.B) { rest.push(...Object.values(g.extras)); groups.delete(base); continue; }
+    if (!g.A && !g.B) {
+      rest.push(...Object.values(g.extras));
+      groups.delete(base);
+      continue;
+    }
     if (!g.A || !g.B) {
-      throw new InvalidInputError(`${label}: module "${base}" has ${g.A ? "lora_A" : "lora_B"} but no ${g.A ? "lora_B" : "lora_A"} tensor (${(g.A ?? g.B)!.name})`);
+      throw new InvalidInputError(
+        `${label}: module "${base}" has ${g.A ? "lora_A" : "lora_B"} but no ${g.A ? "lora_B" : "lora_A"} tensor (${(g.A ?? g.B)!.name})`,
+      );
     }
   }
   return { groups, rest };
 }
 
-export function parsePeft(tensors: TensorInfo[], config: PeftConfig | null, label: string, notes: string[]): { modules: LoraModule[]; passthrough: TensorInfo[] } {
+export function parsePeft(
+  tensors: TensorInfo[],
+  config: PeftConfig | null,
+  label: string,
+  notes: string[],
+): { modules: LoraModule[]; passthrough: TensorInfo[] } {
   if (config) {
     const pt = config["peft_type"];
     if (pt !== undefined && pt !== "LORA") {
-      throw new InvalidInputError(`${label}: peft_type ${JSON.stringify(pt)} is not supported (only LORA adapters)`, { hint: "AdaLoRA, LoHa, LoKr, VeRA … files are not LoRA factor pairs" });
+      throw new InvalidInputError(`${label}: peft_type ${JSON.stringify(pt)} is not supported (only LORA adapters)`, {
+        hint: "AdaLoRA, LoHa, LoKr, VeRA … files are not LoRA factor pairs",
+      });
     }
   } else {
     notes.push("no adapter_config found: alpha = rank assumed for every module (scale 1)");
@@ -65,10 +85,9 @@ export function parsePeft(tensors: TensorInfo[], config: PeftConfig | null, labe
     if (config) {
       const sc = peftModuleScale(config, path, label);
       if (sc.rank !== mod.rank) {
-        throw new InvalidInputError(
-          `${label}: config says rank ${sc.rank} for module "${path}" but its tensors have rank ${mod.rank}`,
-          { hint: "adapter_config.json (r / rank_pattern) contradicts the tensor shapes; PEFT would refuse to load it" },
-        );
+        throw new InvalidInputError(`${label}: config says rank ${sc.rank} for module "${path}" but its tensors have rank ${mod.rank}`, {
+          hint: "adapter_config.json (r / rank_pattern) contradicts the tensor shapes; PEFT would refuse to load it",
+        });
       }
       Object.assign(mod, { alpha: sc.alpha, scale: sc.scale, rslora: sc.rslora });
     } else {

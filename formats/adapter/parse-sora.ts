@@ -39,7 +39,10 @@ function peftGates(names: string[]): Map<string, string> {
   if (bases.size === 0) return gates;
   for (const n of names) {
     for (const s of PEFT_GATE_SUFFIXES) {
-      if (n.endsWith(s) && bases.has(n.slice(0, -s.length))) { gates.set(n, n.slice(0, -s.length)); break; }
+      if (n.endsWith(s) && bases.has(n.slice(0, -s.length))) {
+        gates.set(n, n.slice(0, -s.length));
+        break;
+      }
     }
   }
   return gates;
@@ -56,7 +59,9 @@ function checkGate(gate: TensorInfo, mod: LoraModule, label: string): void {
   const n = elementCount(gate.shape);
   const shapeOk = (gate.shape.length === 2 && gate.shape[0] === 1) || gate.shape.length === 1;
   if (!shapeOk || n !== mod.rank) {
-    throw new InvalidInputError(`${label}: SoRA gate ${gate.name} has shape [${gate.shape.join(", ")}]; module "${mod.name}" has rank ${mod.rank}, so the gate must be [1, ${mod.rank}]`);
+    throw new InvalidInputError(
+      `${label}: SoRA gate ${gate.name} has shape [${gate.shape.join(", ")}]; module "${mod.name}" has rank ${mod.rank}, so the gate must be [1, ${mod.rank}]`,
+    );
   }
 }
 
@@ -77,14 +82,20 @@ async function parseNative(ctx: DetectContext): Promise<Detected> {
   const rest: TensorInfo[] = [];
   for (const t of ctx.file.header.tensors) {
     const hit = NATIVE.find(([s]) => t.name.endsWith(s));
-    if (!hit) { rest.push(t); continue; }
+    if (!hit) {
+      rest.push(t);
+      continue;
+    }
     const base = t.name.slice(0, -hit[0].length);
     const g = groups.get(base) ?? { extras: {} };
-    if (hit[1] === "A") g.A = t; else if (hit[1] === "B") g.B = t; else g.gate = t;
+    if (hit[1] === "A") g.A = t;
+    else if (hit[1] === "B") g.B = t;
+    else g.gate = t;
     groups.set(base, g);
   }
   const modules: LoraModule[] = [];
-  let fromConfig = false, ungated = 0;
+  let fromConfig = false,
+    ungated = 0;
   for (const [base, g] of groups) {
     if (!g.A || !g.B) {
       const have = g.A ?? g.B ?? g.gate!;
@@ -92,16 +103,26 @@ async function parseNative(ctx: DetectContext): Promise<Detected> {
     }
     const path = stripPeftPrefix(base);
     const extras: Record<string, TensorInfo> = {};
-    if (g.gate) extras["gate"] = g.gate; else ungated++;
+    if (g.gate) extras["gate"] = g.gate;
+    else ungated++;
     const mod = buildModule({ A: g.A, B: g.B, extras }, { name: path, path, matchKey: matchKeyFor(path), label: ctx.label });
     if (g.gate) checkGate(g.gate, mod, ctx.label);
     fromConfig = applyScale(mod, ctx) || fromConfig;
     modules.push(mod);
   }
   if (ungated) ctx.notes.push(`${ungated} SoRA module(s) without a gate tensor: read as plain LoRA (every rank kept)`);
-  if (!fromConfig) ctx.notes.push(`SoRA checkpoint without a config: lora_alpha = ${SORA_DEFAULT_ALPHA} (SoRA's default), scale = ${SORA_DEFAULT_ALPHA}/r_max (prune --lora-alpha changes it)`);
+  if (!fromConfig)
+    ctx.notes.push(
+      `SoRA checkpoint without a config: lora_alpha = ${SORA_DEFAULT_ALPHA} (SoRA's default), scale = ${SORA_DEFAULT_ALPHA}/r_max (prune --lora-alpha changes it)`,
+    );
   if (rest.length) ctx.notes.push(`${rest.length} other tensor(s) (backbone, classifier, …) are not part of the adapter (prune --keep-other carries them)`);
-  return { format: "sora", modules, passthrough: rest, config: ctx.config, configSource: fromConfig ? ctx.configSource : `SoRA default lora_alpha ${SORA_DEFAULT_ALPHA}` };
+  return {
+    format: "sora",
+    modules,
+    passthrough: rest,
+    config: ctx.config,
+    configSource: fromConfig ? ctx.configSource : `SoRA default lora_alpha ${SORA_DEFAULT_ALPHA}`,
+  };
 }
 
 async function parsePeftGated(ctx: DetectContext): Promise<Detected> {
@@ -117,7 +138,10 @@ async function parsePeftGated(ctx: DetectContext): Promise<Detected> {
   if (cfg && cfg["peft_type"] !== undefined && cfg["peft_type"] !== "LORA") {
     throw new InvalidInputError(`${ctx.label}: peft_type ${JSON.stringify(cfg["peft_type"])} is not supported (only LORA adapters)`);
   }
-  const { groups, rest } = groupPeftKeys(ctx.file.header.tensors.filter((t) => !gates.has(t.name)), ctx.label);
+  const { groups, rest } = groupPeftKeys(
+    ctx.file.header.tensors.filter((t) => !gates.has(t.name)),
+    ctx.label,
+  );
   const modules: LoraModule[] = [];
   let fromConfig = false;
   for (const [base, parts] of groups) {
@@ -128,13 +152,21 @@ async function parsePeftGated(ctx: DetectContext): Promise<Detected> {
     if (gate) checkGate(gate, mod, ctx.label);
     if (cfg && cfg["r"] !== undefined) {
       const sc = peftModuleScale(cfg, path, ctx.label);
-      if (sc.rank !== mod.rank) throw new InvalidInputError(`${ctx.label}: config says rank ${sc.rank} for module "${path}" but its tensors have rank ${mod.rank}`);
+      if (sc.rank !== mod.rank)
+        throw new InvalidInputError(`${ctx.label}: config says rank ${sc.rank} for module "${path}" but its tensors have rank ${mod.rank}`);
     }
     fromConfig = applyScale(mod, ctx) || fromConfig;
     modules.push(mod);
   }
-  if (!fromConfig) ctx.notes.push(`gated adapter without lora_alpha in a config: lora_alpha = ${SORA_DEFAULT_ALPHA} (SoRA's default) assumed (prune --lora-alpha changes it)`);
-  return { format: "sora", modules, passthrough: rest, config: cfg, configSource: fromConfig ? ctx.configSource : `SoRA default lora_alpha ${SORA_DEFAULT_ALPHA}` };
+  if (!fromConfig)
+    ctx.notes.push(`gated adapter without lora_alpha in a config: lora_alpha = ${SORA_DEFAULT_ALPHA} (SoRA's default) assumed (prune --lora-alpha changes it)`);
+  return {
+    format: "sora",
+    modules,
+    passthrough: rest,
+    config: cfg,
+    configSource: fromConfig ? ctx.configSource : `SoRA default lora_alpha ${SORA_DEFAULT_ALPHA}`,
+  };
 }
 
 export const soraDetector: Detector = {

@@ -69,12 +69,22 @@ export interface PeftModuleOut {
  * rank (ties: the smaller) becomes r, the most common alpha among those modules lora_alpha, and
  * every module that differs gets one fully qualified, regex-escaped key (docs/formats.md "What each writer produces").
  */
-export function peftPatterns(mods: PeftModuleOut[]): { r: number; lora_alpha: number; rank_pattern: Record<string, number>; alpha_pattern: Record<string, number> } {
+export function peftPatterns(mods: PeftModuleOut[]): {
+  r: number;
+  lora_alpha: number;
+  rank_pattern: Record<string, number>;
+  alpha_pattern: Record<string, number>;
+} {
   const mostCommon = (xs: number[]): number => {
     const counts = new Map<number, number>();
     for (const x of xs) counts.set(x, (counts.get(x) ?? 0) + 1);
-    let best = xs[0] ?? 8, bestN = -1;
-    for (const [x, n] of [...counts].sort((a, b) => a[0] - b[0])) if (n > bestN) { best = x; bestN = n; }
+    let best = xs[0] ?? 8,
+      bestN = -1;
+    for (const [x, n] of [...counts].sort((a, b) => a[0] - b[0]))
+      if (n > bestN) {
+        best = x;
+        bestN = n;
+      }
     return best;
   };
   const r = mostCommon(mods.map((m) => m.rank));

@@ -11,8 +11,7 @@
 // projections (a merge with a kohya file that also covers proj_in or ff would have nowhere to go),
 // and diffusers itself converts it to this layout on load. Factors are written as they come (their
 // bytes are copied when unchanged), so ΔW is the same either way.
-import type { DType, TensorSpec } from "../safetensors/index.js";
-import { encodeFloats } from "../safetensors/index.js";
+import type { TensorSpec } from "../safetensors/index.js";
 import { diffusersPathFromKohya } from "./names.js";
 import { COMPONENT_RE, componentOf, DIFFUSERS_METADATA_KEY } from "./parse-diffusers.js";
 import { peftPatterns, type PeftConfig } from "./peft-config.js";
@@ -24,7 +23,17 @@ import { sortedJson } from "./json.js";
  * Metadata keys never carried over from the input: the ones the writer owns, and kohya's network
  * bookkeeping (dim/alpha/module), which describes a kohya file and would go stale here.
  */
-const MANAGED_META = ["format", "adapter_config", "lora_module_names", "lora_module_kinds", "lora_peft_config", DIFFUSERS_METADATA_KEY, "ss_network_dim", "ss_network_alpha", "ss_network_module"];
+const MANAGED_META = [
+  "format",
+  "adapter_config",
+  "lora_module_names",
+  "lora_module_kinds",
+  "lora_peft_config",
+  DIFFUSERS_METADATA_KEY,
+  "ss_network_dim",
+  "ss_network_alpha",
+  "ss_network_module",
+];
 
 /**
  * The diffusers key base of a module: its dotted path with the pipeline component in front
@@ -80,11 +89,13 @@ function moduleSpecs(out: AdapterOutput): TensorSpec[] {
   const specs: TensorSpec[] = [];
   for (const m of out.modules) {
     const base = diffusersKeyBase(m.path);
-    specs.push(...moduleTensorSpecs(m, {
-      A: base + (m.kind === "embedding" ? ".lora_embedding_A" : ".lora_A.weight"),
-      B: base + (m.kind === "embedding" ? ".lora_embedding_B" : ".lora_B.weight"),
-      extra: (role) => `${base}.${role}`,
-    }));
+    specs.push(
+      ...moduleTensorSpecs(m, {
+        A: base + (m.kind === "embedding" ? ".lora_embedding_A" : ".lora_A.weight"),
+        B: base + (m.kind === "embedding" ? ".lora_embedding_B" : ".lora_B.weight"),
+        extra: (role) => `${base}.${role}`,
+      }),
+    );
   }
   return specs;
 }

@@ -4,11 +4,11 @@
 import { basename } from "node:path";
 import { UsageError } from "../../common/errors.js";
 import { stdoutSink, writeDirAtomic, writeFileAtomic, type ByteSink } from "../../common/atomic.js";
-import { encodeFloats, layoutSafetensors, writeSafetensors, type DType, type SafetensorsFile, type TensorInfo, type TensorSpec } from "../safetensors/index.js";
+import { encodeFloats, layoutSafetensors, writeSafetensors, type TensorSpec } from "../safetensors/index.js";
 import { kohyaStemFor, PEFT_PREFIX } from "./names.js";
 import { peftPatterns, type PeftConfig } from "./peft-config.js";
 import { DIFFUSERS_FILE, planDiffusersFile } from "./write-diffusers.js";
-import type { AdapterOutput, OutModule } from "./output.js";
+import type { AdapterOutput } from "./output.js";
 import { moduleTensorSpecs } from "./module-specs.js";
 import { sortedJson } from "./json.js";
 
@@ -31,7 +31,15 @@ export function buildPeftConfig(out: AdapterOutput): PeftConfig {
   const base: PeftConfig = { ...(out.baseConfig ?? {}) };
   const pat = peftPatterns(out.modules.map((m) => ({ path: m.path, rank: m.rank, alpha: m.alpha })));
   const cfg: PeftConfig = {
-    bias: "none", fan_in_fan_out: false, inference_mode: true, lora_dropout: 0, modules_to_save: null, task_type: null, use_dora: false, use_rslora: false, lora_bias: false,
+    bias: "none",
+    fan_in_fan_out: false,
+    inference_mode: true,
+    lora_dropout: 0,
+    modules_to_save: null,
+    task_type: null,
+    use_dora: false,
+    use_rslora: false,
+    lora_bias: false,
     ...base,
     peft_type: "LORA",
     r: pat.r,
@@ -57,15 +65,19 @@ function moduleSpecs(out: AdapterOutput): TensorSpec[] {
   for (const m of out.modules) {
     if (out.format === "peft") {
       const base = PEFT_PREFIX + m.path;
-      specs.push(...moduleTensorSpecs(m, {
-        A: base + (m.kind === "embedding" ? ".lora_embedding_A" : ".lora_A.weight"),
-        B: base + (m.kind === "embedding" ? ".lora_embedding_B" : ".lora_B.weight"),
-        extra: (role) => `${base}.${role}`,
-      }));
+      specs.push(
+        ...moduleTensorSpecs(m, {
+          A: base + (m.kind === "embedding" ? ".lora_embedding_A" : ".lora_A.weight"),
+          B: base + (m.kind === "embedding" ? ".lora_embedding_B" : ".lora_B.weight"),
+          extra: (role) => `${base}.${role}`,
+        }),
+      );
     } else {
       const stem = m.stem ?? kohyaStemFor(m.path);
       specs.push({ name: stem + ".alpha", dtype: "F32", shape: [], data: encodeFloats("F32", Float32Array.of(m.alpha)) });
-      specs.push(...moduleTensorSpecs(m, { A: stem + ".lora_down.weight", B: stem + ".lora_up.weight", extra: (role) => `${stem}.${KOHYA_ROLE_SUFFIX[role] ?? role}` }));
+      specs.push(
+        ...moduleTensorSpecs(m, { A: stem + ".lora_down.weight", B: stem + ".lora_up.weight", extra: (role) => `${stem}.${KOHYA_ROLE_SUFFIX[role] ?? role}` }),
+      );
     }
   }
   return specs;
@@ -138,9 +150,18 @@ export async function writeAdapter(target: string, out: AdapterOutput, opts: Wri
     await writeDirAtomic(target, [{ name: DIFFUSERS_FILE, fill }], { force: opts.force, inputs: opts.inputs });
     return [target];
   }
-  await writeDirAtomic(target, [
-    { name: "adapter_model.safetensors", fill },
-    { name: "adapter_config.json", fill: async (sink) => { await sink.write(new TextEncoder().encode(sortedJson(config, 2) + "\n")); } },
-  ], { force: opts.force, inputs: opts.inputs });
+  await writeDirAtomic(
+    target,
+    [
+      { name: "adapter_model.safetensors", fill },
+      {
+        name: "adapter_config.json",
+        fill: async (sink) => {
+          await sink.write(new TextEncoder().encode(sortedJson(config, 2) + "\n"));
+        },
+      },
+    ],
+    { force: opts.force, inputs: opts.inputs },
+  );
   return [target];
 }

@@ -12,7 +12,12 @@ import { tempDir } from "../../commands/prune/reference.test.js";
 const FX = join(fixturesDir, "prune");
 
 test("a directory with model.safetensors, the file itself, a sharded directory and its index file", async () => {
-  for (const [arg, sharded, shards] of [[join(FX, "llama-mha"), false, 1], [join(FX, "llama-mha", "model.safetensors"), false, 1], [join(FX, "llama-gqa"), true, 2], [join(FX, "llama-gqa", "model.safetensors.index.json"), true, 2]] as const) {
+  for (const [arg, sharded, shards] of [
+    [join(FX, "llama-mha"), false, 1],
+    [join(FX, "llama-mha", "model.safetensors"), false, 1],
+    [join(FX, "llama-gqa"), true, 2],
+    [join(FX, "llama-gqa", "model.safetensors.index.json"), true, 2],
+  ] as const) {
     const b = await openBaseModel(arg);
     try {
       assert.equal(b.sharded, sharded, arg);
@@ -50,12 +55,17 @@ test("fixtures/prune regenerate byte for byte from their seeds, and stay small",
   const { dir, done } = tempDir("fx");
   try {
     await makePruneFixtures(dir);
-    const list = (root: string): string[] => readdirSync(root, { recursive: true, encoding: "utf8" }).filter((p) => statSync(join(root, p)).isFile()).sort();
-    const mine = list(dir), committed = list(FX);
+    const list = (root: string): string[] =>
+      readdirSync(root, { recursive: true, encoding: "utf8" })
+        .filter((p) => statSync(join(root, p)).isFile())
+        .sort();
+    const mine = list(dir),
+      committed = list(FX);
     assert.deepEqual(mine, committed);
     let total = 0;
     for (const f of mine) {
-      const a = readFileSync(join(dir, f)), b = readFileSync(join(FX, f));
+      const a = readFileSync(join(dir, f)),
+        b = readFileSync(join(FX, f));
       assert.ok(a.equals(b), `${relative(dir, join(dir, f))} differs from the committed fixture`);
       total += a.length;
     }

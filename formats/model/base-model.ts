@@ -61,11 +61,15 @@ export async function kind(p: string): Promise<"dir" | "file" | null> {
 
 async function readJson(path: string, what: string): Promise<Record<string, unknown>> {
   let text: string;
-  try { text = await readFile(path, "utf8"); } catch (e) {
+  try {
+    text = await readFile(path, "utf8");
+  } catch (e) {
     throw new InvalidInputError(`${path}: cannot read ${what}: ${(e as Error).message}`);
   }
   let v: unknown;
-  try { v = JSON.parse(text); } catch (e) {
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
     throw new InvalidInputError(`${path}: ${what} is not valid JSON (${(e as Error).message})`);
   }
   if (!v || typeof v !== "object" || Array.isArray(v)) throw new InvalidInputError(`${path}: ${what} must be a JSON object`);
@@ -82,7 +86,8 @@ const STEMS: readonly WeightsStem[] = ["model", "diffusion_pytorch_model"];
 /** The weights of a directory: an index or one file, under either stem; the diffusers layout's unet/ as well. */
 async function weightsIn(dir: string): Promise<{ dir: string; stem: WeightsStem; index: string | null; single: string | null } | null> {
   for (const stem of STEMS) {
-    if ((await kind(join(dir, `${stem}.safetensors.index.json`))) === "file") return { dir, stem, index: join(dir, `${stem}.safetensors.index.json`), single: null };
+    if ((await kind(join(dir, `${stem}.safetensors.index.json`))) === "file")
+      return { dir, stem, index: join(dir, `${stem}.safetensors.index.json`), single: null };
     if ((await kind(join(dir, `${stem}.safetensors`))) === "file") return { dir, stem, index: null, single: join(dir, `${stem}.safetensors`) };
   }
   if ((await kind(join(dir, "unet"))) === "dir") return weightsIn(join(dir, "unet"));
@@ -107,7 +112,10 @@ export async function openModel(arg: string, opts: OpenModelOptions = {}): Promi
     const w = await weightsIn(arg);
     if (w === null) {
       const bin = (await kind(join(arg, "pytorch_model.bin"))) === "file" || (await kind(join(arg, "pytorch_model.bin.index.json"))) === "file";
-      throw new InvalidInputError(`${label}: no model.safetensors or model.safetensors.index.json in the directory (nor a diffusers unet/diffusion_pytorch_model.safetensors)${bin ? " (only PyTorch .bin weights; lora reads safetensors)" : ""}`, { hint: "point at a Hugging Face model directory with safetensors weights, or at one .safetensors file" });
+      throw new InvalidInputError(
+        `${label}: no model.safetensors or model.safetensors.index.json in the directory (nor a diffusers unet/diffusion_pytorch_model.safetensors)${bin ? " (only PyTorch .bin weights; lora reads safetensors)" : ""}`,
+        { hint: "point at a Hugging Face model directory with safetensors weights, or at one .safetensors file" },
+      );
     }
     ({ dir, stem, index: indexPath, single } = w);
   } else {
@@ -123,7 +131,9 @@ export async function openModel(arg: string, opts: OpenModelOptions = {}): Promi
   const shards: BaseShard[] = [];
   const tensors = new Map<string, BaseTensor>();
   let indexMetadata: Record<string, unknown> | null = null;
-  const close = async () => { for (const s of shards) await s.file.close().catch(() => {}); };
+  const close = async () => {
+    for (const s of shards) await s.file.close().catch(() => {});
+  };
   try {
     if (single !== null) {
       const file = await SafetensorsFile.open(single);
@@ -138,7 +148,8 @@ export async function openModel(arg: string, opts: OpenModelOptions = {}): Promi
       indexMetadata = md && typeof md === "object" && !Array.isArray(md) ? (md as Record<string, unknown>) : null;
       const files = [...new Set(Object.values(wm as Record<string, string>))];
       for (const f of files) {
-        if (f.includes("/") || f.includes("\\") || f === ".." || f === ".") throw new InvalidInputError(`${indexPath}: shard name ${JSON.stringify(f)} is not a plain file name`);
+        if (f.includes("/") || f.includes("\\") || f === ".." || f === ".")
+          throw new InvalidInputError(`${indexPath}: shard name ${JSON.stringify(f)} is not a plain file name`);
         const file = await SafetensorsFile.open(join(dirname(indexPath!), f));
         shards.push({ name: f, file });
       }
@@ -166,7 +177,10 @@ export async function openBaseModel(arg: string): Promise<BaseModel> {
   const m = await openModel(arg, { label: `--base ${arg}` });
   if (m.config === null || m.configPath === null) {
     await m.close();
-    throw new InvalidInputError(`--base ${arg}: no config.json beside the weights (${join(m.dir, "config.json")}); it is needed for the head counts and sizes`, { hint: "copy the model's config.json next to the weights" });
+    throw new InvalidInputError(
+      `--base ${arg}: no config.json beside the weights (${join(m.dir, "config.json")}); it is needed for the head counts and sizes`,
+      { hint: "copy the model's config.json next to the weights" },
+    );
   }
   return m as BaseModel;
 }

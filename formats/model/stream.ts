@@ -23,7 +23,8 @@ export async function foldInto(t: BaseTensor, label: string, out: Float32Array, 
   onBytes?.(bytes.byteLength);
   const n = out.length;
   const eb = dtypeBits(dt) / 8;
-  const tmp = new Float32Array(BLOCK), tmpBits = new Uint32Array(tmp.buffer);
+  const tmp = new Float32Array(BLOCK),
+    tmpBits = new Uint32Array(tmp.buffer);
   for (let b0 = 0; b0 < n; b0 += BLOCK) {
     const m = Math.min(BLOCK, n - b0);
     let v: Float32Array;
@@ -33,9 +34,24 @@ export async function foldInto(t: BaseTensor, label: string, out: Float32Array, 
       v = tmp;
     } else v = decodeToFloat32(dt, bytes.subarray(b0 * eb, (b0 + m) * eb), { mayAlias: true });
     let bad = -1;
-    if (op === "set") for (let i = 0; i < m; i++) { const x = v[i]!; if (x - x !== 0) bad = i; out[b0 + i] = x; }
-    else if (op === "add") for (let i = 0; i < m; i++) { const x = v[i]!; if (x - x !== 0) bad = i; out[b0 + i] = out[b0 + i]! + x; }
-    else for (let i = 0; i < m; i++) { const x = v[i]!; if (x - x !== 0) bad = i; out[b0 + i] = out[b0 + i]! - x; }
+    if (op === "set")
+      for (let i = 0; i < m; i++) {
+        const x = v[i]!;
+        if (x - x !== 0) bad = i;
+        out[b0 + i] = x;
+      }
+    else if (op === "add")
+      for (let i = 0; i < m; i++) {
+        const x = v[i]!;
+        if (x - x !== 0) bad = i;
+        out[b0 + i] = out[b0 + i]! + x;
+      }
+    else
+      for (let i = 0; i < m; i++) {
+        const x = v[i]!;
+        if (x - x !== 0) bad = i;
+        out[b0 + i] = out[b0 + i]! - x;
+      }
     if (bad >= 0) throw new InvalidInputError(`${label}: tensor ${t.info.name} holds ${v[bad]} at index ${b0 + bad}`);
   }
 }

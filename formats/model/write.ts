@@ -23,7 +23,9 @@ export interface ModelOutput {
 
 /** A fill that writes a text. */
 export function textFill(text: string): (sink: ByteSink) => Promise<void> {
-  return async (sink) => { await sink.write(new TextEncoder().encode(text)); };
+  return async (sink) => {
+    await sink.write(new TextEncoder().encode(text));
+  };
 }
 
 /** A fill that streams a file's bytes (files of any size). */
@@ -35,7 +37,14 @@ function fileFill(path: string): (sink: ByteSink) => Promise<void> {
 
 /** The sink, counting what goes through it. */
 function counted(sink: ByteSink, onBytes: ((n: number) => void) | undefined): ByteSink {
-  return onBytes ? { write: async (c) => { await sink.write(c); onBytes(c.byteLength); } } : sink;
+  return onBytes
+    ? {
+        write: async (c) => {
+          await sink.write(c);
+          onBytes(c.byteLength);
+        },
+      }
+    : sink;
 }
 
 /** Names of the weight files of `m` (shards and index), which are never copied as they are. */
@@ -46,7 +55,11 @@ function weightFiles(m: Model): Set<string> {
 /** Output bytes of every shard, for a progress display. */
 export function modelBytes(m: Model, out: ModelOutput): number {
   let n = 0;
-  for (const s of m.shards) n += layoutSafetensors(s.file.tensors.map((t) => out.specFor(s.file, t)), s.file.metadata).totalBytes;
+  for (const s of m.shards)
+    n += layoutSafetensors(
+      s.file.tensors.map((t) => out.specFor(s.file, t)),
+      s.file.metadata,
+    ).totalBytes;
   return n;
 }
 
@@ -75,7 +88,11 @@ export async function writeModel(target: string, m: Model, out: ModelOutput, opt
     entries.push({ name: m.sharded ? s.name : `${m.stem}.safetensors`, fill: (sink) => writeSafetensors(counted(sink, out.onBytes), specs, meta) });
   }
   if (m.sharded) {
-    const sorted = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]!]));
+    const sorted = Object.fromEntries(
+      Object.keys(weightMap)
+        .sort()
+        .map((k) => [k, weightMap[k]!]),
+    );
     const index = { metadata: { ...(m.indexMetadata ?? {}), total_size: totalSize }, weight_map: sorted };
     entries.push({ name: `${m.stem}.safetensors.index.json`, fill: textFill(JSON.stringify(index, null, 2) + "\n") });
   }

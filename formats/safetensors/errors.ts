@@ -78,7 +78,6 @@ export class SafetensorsError extends InvalidInputError {
   }
 }
 
-
 export function isSafetensorsError(e: unknown, variant?: SafetensorsVariant): e is SafetensorsError {
   return e instanceof SafetensorsError && (variant === undefined || e.variant === variant);
 }

@@ -84,9 +84,7 @@ export function scanHeaderJson(text: string, label: string): ScanResult {
           rootKeyStart = start;
           rootKeyEnd = end;
           rootKeyEscaped = escaped;
-          inMetadata = escaped
-            ? decodeString(text, start, end, true) === "__metadata__"
-            : end - start === 12 && text.startsWith("__metadata__", start);
+          inMetadata = escaped ? decodeString(text, start, end, true) === "__metadata__" : end - start === 12 && text.startsWith("__metadata__", start);
         } else if (depth === 2 && kinds[0] === 1) {
           nestedKeys++;
           if (escaped) {
@@ -124,7 +122,8 @@ export function scanHeaderJson(text: string, label: string): ScanResult {
       if (badNumber === null && depth === 3 && field !== 0 && !inMetadata && kinds[0] === 1 && kinds[1] === 1 && kinds[2] === 2) {
         const n = j - i;
         let ok: boolean;
-        if (c === 0x2d) ok = n === 2 && text.charCodeAt(i + 1) === 0x30; // "-0" reads as 0
+        if (c === 0x2d)
+          ok = n === 2 && text.charCodeAt(i + 1) === 0x30; // "-0" reads as 0
         else if (c === 0x30) ok = n === 1;
         else {
           ok = true;

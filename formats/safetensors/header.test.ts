@@ -185,7 +185,10 @@ test("InvalidOffset: test_json_attack, gaps, overlaps, end before begin", () => 
   throwsVariant(() => parse(two("[4,8]", "[8,12]", 12)), "InvalidOffset", "a");
   // key order does not matter: b written first, a first in the data
   const h = parse(two("[4,8]", "[0,4]", 8));
-  assert.deepEqual(h.tensors.map((t) => t.name), ["b", "a"]);
+  assert.deepEqual(
+    h.tensors.map((t) => t.name),
+    ["b", "a"],
+  );
 });
 
 test("ValidationOverflow: test_validation_overflow (u64 values, products beyond 2^53)", () => {
@@ -248,13 +251,26 @@ test("writer output parses back (round trip through parseHeader), metadata first
   );
   const h = parse(out);
   assert.deepEqual(h.metadata, { format: "pt" });
-  assert.deepEqual(h.tensors.map((t) => [t.name, t.begin, t.end]), [["a", 0, 8], ["b", 8, 14]]);
+  assert.deepEqual(
+    h.tensors.map((t) => [t.name, t.begin, t.end]),
+    [
+      ["a", 0, 8],
+      ["b", 8, 14],
+    ],
+  );
   assert.equal(h.headerSize % 8, 0);
-  assert.ok(out.subarray(8, 8 + h.headerSize).toString("latin1").startsWith('{"__metadata__":{"format":"pt"},'));
+  assert.ok(
+    out
+      .subarray(8, 8 + h.headerSize)
+      .toString("latin1")
+      .startsWith('{"__metadata__":{"format":"pt"},'),
+  );
 });
 
 const badDir = join(fixturesDir, "bad");
-const badFiles = readdirSync(badDir).filter((f) => f.endsWith(".safetensors")).sort();
+const badFiles = readdirSync(badDir)
+  .filter((f) => f.endsWith(".safetensors"))
+  .sort();
 
 test("fixtures/bad covers every variant a file can trigger", () => {
   const seen = new Set(badFiles.map((f) => f.split(".")[0]));
@@ -270,7 +286,10 @@ for (const file of badFiles) {
   test(`fixtures/bad/${file} → ${variant}`, async () => {
     const bytes = readFileSync(join(badDir, file));
     throwsVariant(() => SafetensorsFile.fromBuffer(bytes, file), variant);
-    await assert.rejects(SafetensorsFile.open(join(badDir, file)), (e: unknown) => e instanceof SafetensorsError && e.variant === variant && e.file === join(badDir, file));
+    await assert.rejects(
+      SafetensorsFile.open(join(badDir, file)),
+      (e: unknown) => e instanceof SafetensorsError && e.variant === variant && e.file === join(badDir, file),
+    );
   });
 }
 
@@ -279,7 +298,8 @@ test("fixtures/bad is exactly what make-malformed generates", () => {
   try {
     const files = makeMalformed(dir);
     assert.deepEqual([...files].sort(), badFiles);
-    for (const c of malformedCases()) assert.ok(readFileSync(join(badDir, c.file)).equals(c.bytes), `${c.file} differs; run node dist/fixtures/make-malformed.js`);
+    for (const c of malformedCases())
+      assert.ok(readFileSync(join(badDir, c.file)).equals(c.bytes), `${c.file} differs; run node dist/fixtures/make-malformed.js`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

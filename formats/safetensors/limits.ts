@@ -37,4 +37,3 @@ export const READ_CHUNK_BYTES = 1 << 30;
 
 /** Default chunk of `copyRaw` (passthrough tensors of many GB are streamed, never held whole). */
 export const COPY_CHUNK_BYTES = 16 << 20;
-

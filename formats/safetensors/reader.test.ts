@@ -125,29 +125,47 @@ test("reference byte layouts: test_serialization, test_empty, test_serialization
   assert.deepEqual(
     [...out],
     [
-      64, 0, 0, 0, 0, 0, 0, 0, 123, 34, 97, 116, 116, 110, 46, 48, 34, 58, 123, 34, 100, 116, 121, 112, 101, 34, 58, 34, 70, 51, 50, 34, 44, 34, 115, 104, 97, 112, 101, 34,
-      58, 91, 49, 44, 50, 44, 51, 93, 44, 34, 100, 97, 116, 97, 95, 111, 102, 102, 115, 101, 116, 115, 34, 58, 91, 48, 44, 50, 52, 93, 125, 125, 0, 0, 0, 0, 0, 0, 128, 63, 0,
-      0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64, 0, 0, 160, 64,
+      64, 0, 0, 0, 0, 0, 0, 0, 123, 34, 97, 116, 116, 110, 46, 48, 34, 58, 123, 34, 100, 116, 121, 112, 101, 34, 58, 34, 70, 51, 50, 34, 44, 34, 115, 104, 97,
+      112, 101, 34, 58, 91, 49, 44, 50, 44, 51, 93, 44, 34, 100, 97, 116, 97, 95, 111, 102, 102, 115, 101, 116, 115, 34, 58, 91, 48, 44, 50, 52, 93, 125, 125,
+      0, 0, 0, 0, 0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64, 0, 0, 160, 64,
     ],
   );
   assert.deepEqual([...(await serializeSafetensors([], null))], [8, 0, 0, 0, 0, 0, 0, 0, 123, 125, 32, 32, 32, 32, 32, 32]);
   assert.deepEqual(
     [...(await serializeSafetensors([], { framework: "pt" }))],
-    [40, 0, 0, 0, 0, 0, 0, 0, 123, 34, 95, 95, 109, 101, 116, 97, 100, 97, 116, 97, 95, 95, 34, 58, 123, 34, 102, 114, 97, 109, 101, 119, 111, 114, 107, 34, 58, 34, 112, 116, 34, 125, 125, 32, 32, 32, 32, 32],
+    [
+      40, 0, 0, 0, 0, 0, 0, 0, 123, 34, 95, 95, 109, 101, 116, 97, 100, 97, 116, 97, 95, 95, 34, 58, 123, 34, 102, 114, 97, 109, 101, 119, 111, 114, 107, 34,
+      58, 34, 112, 116, 34, 125, 125, 32, 32, 32, 32, 32,
+    ],
   );
   const forced = await serializeSafetensors([{ name: "attn0", dtype: "F32", shape: [1, 1, 2, 3], data }], null);
   assert.equal(forced.readBigUInt64LE(0), 72n);
   assert.deepEqual([...forced.subarray(8 + 65, 80)], [32, 32, 32, 32, 32, 32, 32]);
-  assert.deepEqual([...(await serializeSafetensors([{ name: "attn.0", dtype: "F4", shape: [1, 2], data: new Uint8Array(1) }], null)).subarray(68)], [32, 32, 32, 32, 0]);
+  assert.deepEqual(
+    [...(await serializeSafetensors([{ name: "attn.0", dtype: "F4", shape: [1, 2], data: new Uint8Array(1) }], null)).subarray(68)],
+    [32, 32, 32, 32, 0],
+  );
 });
 
 test("writer order: dtype alignment descending (reference enum order), then name by UTF-8 bytes", () => {
   const spec = (name: string, dtype: DType): TensorSpec => ({ name, dtype, shape: [0], data: new Uint8Array(0) });
   const { order } = layoutSafetensors(
-    [spec("b", "F16"), spec("a", "BF16"), spec("z", "F64"), spec("y", "I64"), spec("c", "U8"), spec("b2", "F32"), spec("\u{1F600}", "F16"), spec("\uFF01", "F16")],
+    [
+      spec("b", "F16"),
+      spec("a", "BF16"),
+      spec("z", "F64"),
+      spec("y", "I64"),
+      spec("c", "U8"),
+      spec("b2", "F32"),
+      spec("\u{1F600}", "F16"),
+      spec("\uFF01", "F16"),
+    ],
     null,
   );
-  assert.deepEqual(order.map((s) => s.name), ["y", "z", "b2", "a", "b", "\uFF01", "\u{1F600}", "c"]);
+  assert.deepEqual(
+    order.map((s) => s.name),
+    ["y", "z", "b2", "a", "b", "\uFF01", "\u{1F600}", "c"],
+  );
 });
 
 test("writer refuses bad specs with an internal RuntimeFailure", async () => {
@@ -159,7 +177,10 @@ test("writer refuses bad specs with an internal RuntimeFailure", async () => {
   assert.throws(() => layoutSafetensors([{ ...ok, name: "__metadata__" }], null), RuntimeFailure);
   assert.throws(() => layoutSafetensors([{ ...ok, name: "a\uD800" }], null), /lone surrogate/);
   assert.throws(() => layoutSafetensors([ok], { n: 5 as unknown as string }), RuntimeFailure);
-  assert.throws(() => layoutSafetensors([], { big: "x".repeat(100_000_000) }), (e: unknown) => e instanceof SafetensorsError && e.variant === "HeaderTooLarge");
+  assert.throws(
+    () => layoutSafetensors([], { big: "x".repeat(100_000_000) }),
+    (e: unknown) => e instanceof SafetensorsError && e.variant === "HeaderTooLarge",
+  );
   await assert.rejects(
     serializeSafetensors([{ name: "p", dtype: "F32", shape: [3], produce: async () => new Uint8Array(8) }], null),
     (e: unknown) => e instanceof RuntimeFailure && e.message === "internal: produced 8 bytes for p, expected 12",
@@ -188,7 +209,11 @@ test("every dtype round-trips: serialize → fromBuffer, and write → open (pos
   await writeFileAtomic(path, (sink) => writeSafetensors(sink, specs, meta), { force: false, inputs: [] });
   assert.ok(readFileSync(path).equals(buf), "streamed file is byte-identical to the in-memory one");
   const { order } = layoutSafetensors(specs, meta);
-  assert.deepEqual(produced, order.map((s) => s.name), "produce() called lazily, in file order");
+  assert.deepEqual(
+    produced,
+    order.map((s) => s.name),
+    "produce() called lazily, in file order",
+  );
   const f = await SafetensorsFile.open(path);
   try {
     assert.equal(f.size, buf.length);
@@ -223,10 +248,14 @@ test("copyRaw streams a tensor in chunks of the requested size", async () => {
   for (const f of [await SafetensorsFile.open(path), SafetensorsFile.fromBuffer(buf, "mem")]) {
     const sizes: number[] = [];
     const parts: Buffer[] = [];
-    await f.copyRaw("big", async (c) => {
-      sizes.push(c.byteLength);
-      parts.push(Buffer.from(c));
-    }, 3000);
+    await f.copyRaw(
+      "big",
+      async (c) => {
+        sizes.push(c.byteLength);
+        parts.push(Buffer.from(c));
+      },
+      3000,
+    );
     assert.deepEqual(sizes, [3000, 3000, 3000, 1000]);
     assert.ok(Buffer.concat(parts).equals(Buffer.from(big)));
     const all: number[] = [];
@@ -266,12 +295,18 @@ test("a file truncated after open: the short read is reported as MetadataIncompl
   const f = await SafetensorsFile.open(path);
   truncateSync(path, buf.length - 100);
   await assert.rejects(f.readRaw("w"), (e: unknown) => e instanceof SafetensorsError && e.variant === "MetadataIncompleteBuffer" && e.tensor === "w");
-  await assert.rejects(f.copyRaw("w", async () => {}), (e: unknown) => e instanceof SafetensorsError && e.variant === "MetadataIncompleteBuffer");
+  await assert.rejects(
+    f.copyRaw("w", async () => {}),
+    (e: unknown) => e instanceof SafetensorsError && e.variant === "MetadataIncompleteBuffer",
+  );
   await f.close();
 });
 
 test("open: missing file and directory are usage errors", async () => {
-  await assert.rejects(SafetensorsFile.open(join(dir, "nope.safetensors")), (e: unknown) => e instanceof Error && (e as { exitCode?: number }).exitCode === 2 && /no such file/.test(e.message));
+  await assert.rejects(
+    SafetensorsFile.open(join(dir, "nope.safetensors")),
+    (e: unknown) => e instanceof Error && (e as { exitCode?: number }).exitCode === 2 && /no such file/.test(e.message),
+  );
   await assert.rejects(SafetensorsFile.open(dir), (e: unknown) => (e as { exitCode?: number }).exitCode === 2);
 });
 
@@ -283,7 +318,10 @@ test("fromStream buffers a stream (stdin), bounded", async () => {
   assert.equal(f.label, "<stdin>");
   assert.equal(f.size, buf.length);
   await checkFile(f, tensors);
-  await assert.rejects(SafetensorsFile.fromStream(Readable.from(pieces), "<stdin>", 200), (e: unknown) => e instanceof SafetensorsError && e.variant === "StreamTooLarge" && e.code === "SAFETENSORS_STREAM_TOO_LARGE");
+  await assert.rejects(
+    SafetensorsFile.fromStream(Readable.from(pieces), "<stdin>", 200),
+    (e: unknown) => e instanceof SafetensorsError && e.variant === "StreamTooLarge" && e.code === "SAFETENSORS_STREAM_TOO_LARGE",
+  );
   // a header length over the limit is refused at once, without reading the rest
   let pulled = 0;
   const endless = new Readable({
@@ -294,7 +332,10 @@ test("fromStream buffers a stream (stdin), bounded", async () => {
   });
   await assert.rejects(SafetensorsFile.fromStream(endless, "<stdin>"), (e: unknown) => e instanceof SafetensorsError && e.variant === "HeaderTooLarge");
   assert.ok(pulled < 10);
-  await assert.rejects(SafetensorsFile.fromStream(Readable.from([Buffer.from([1, 2, 3])]), "<stdin>"), (e: unknown) => e instanceof SafetensorsError && e.variant === "HeaderTooSmall");
+  await assert.rejects(
+    SafetensorsFile.fromStream(Readable.from([Buffer.from([1, 2, 3])]), "<stdin>"),
+    (e: unknown) => e instanceof SafetensorsError && e.variant === "HeaderTooSmall",
+  );
 });
 
 test("open on a FIFO buffers it like a stream", { skip: process.platform === "win32" ? "no FIFOs" : false }, async () => {
@@ -362,7 +403,12 @@ test("numpy reads our file identically", { skip: hasNumpy ? false : "python3 wit
   await writeFileAtomic(path, (sink) => writeSafetensors(sink, specsOf(tensors), { format: "pt" }), { force: false, inputs: [] });
   const py = spawnSync(
     "python3",
-    ["-c", PY_PRELUDE + `\nmeta, out = read_st(sys.argv[1])\nprint(json.dumps({"meta": meta, "t": {k: [dt, list(a.shape), a.astype(np.float64).ravel().tolist()] for k, (a, dt) in out.items()}}))`, path],
+    [
+      "-c",
+      PY_PRELUDE +
+        `\nmeta, out = read_st(sys.argv[1])\nprint(json.dumps({"meta": meta, "t": {k: [dt, list(a.shape), a.astype(np.float64).ravel().tolist()] for k, (a, dt) in out.items()}}))`,
+      path,
+    ],
     { encoding: "utf8" },
   );
   assert.equal(py.status, 0, py.stderr);
@@ -418,6 +464,8 @@ print(json.dumps({k: a.astype(np.float64).ravel().tolist() for k, (a, dt) in t.i
   }
 });
 
-test("st_numpy.py is where the brief says (informational)", { skip: existsSync(join(stNumpyDir, "st_numpy.py")) ? false : "shared tools not present; the inline reader was used" }, () => {
+test("st_numpy.py is where the brief says (informational)", {
+  skip: existsSync(join(stNumpyDir, "st_numpy.py")) ? false : "shared tools not present; the inline reader was used",
+}, () => {
   assert.ok(existsSync(join(stNumpyDir, "st_numpy.py")));
 });

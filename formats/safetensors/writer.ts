@@ -70,10 +70,12 @@ export function layoutSafetensors(specs: readonly TensorSpec[], metadata: Record
     if (!isDType(s.dtype)) throw internal(`${what()} has unknown dtype ${String(s.dtype)}`);
     if (!Array.isArray(s.shape)) throw internal(`${what()} has invalid shape ${JSON.stringify(s.shape)}`);
     const size = tensorByteLength(s.dtype, s.shape);
-    if (Number.isNaN(size)) throw internal(`${what()}: ${s.dtype} ${JSON.stringify(s.shape)} is an invalid shape, overflows, or is not a whole number of bytes`);
+    if (Number.isNaN(size))
+      throw internal(`${what()}: ${s.dtype} ${JSON.stringify(s.shape)} is an invalid shape, overflows, or is not a whole number of bytes`);
     const sources = (s.data !== undefined ? 1 : 0) + (s.produce !== undefined ? 1 : 0) + (s.copyFrom !== undefined ? 1 : 0);
     if (sources !== 1) throw internal(`${what()} needs exactly one of data, produce, copyFrom (has ${sources})`);
-    if (s.byteLength !== undefined && s.byteLength !== size) throw internal(`${what()}: byteLength ${s.byteLength}, but ${s.dtype} [${s.shape.join(", ")}] is ${size} bytes`);
+    if (s.byteLength !== undefined && s.byteLength !== size)
+      throw internal(`${what()}: byteLength ${s.byteLength}, but ${s.dtype} [${s.shape.join(", ")}] is ${size} bytes`);
     if (s.data !== undefined && s.data.byteLength !== size) throw internal(`${what()}: data is ${s.data.byteLength} bytes, expected ${size}`);
     if (s.copyFrom) {
       const t = s.copyFrom.tensor;

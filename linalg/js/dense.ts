@@ -4,9 +4,15 @@
 
 /** C (m×n) = op(A) · op(B). a is (transA ? k×m : m×k), b is (transB ? n×k : k×n). */
 export function gemm64(
-  a: ArrayLike<number>, aRows: number, aCols: number,
-  b: ArrayLike<number>, bRows: number, bCols: number,
-  transA: boolean, transB: boolean, alpha: number,
+  a: ArrayLike<number>,
+  aRows: number,
+  aCols: number,
+  b: ArrayLike<number>,
+  bRows: number,
+  bCols: number,
+  transA: boolean,
+  transB: boolean,
+  alpha: number,
 ): { data: Float64Array; rows: number; cols: number } {
   const m = transA ? aCols : aRows;
   const k = transA ? aRows : aCols;
@@ -51,7 +57,11 @@ export function qr64(a: ArrayLike<number>, m: number, n: number): { Q: Float64Ar
     for (let i = j; i < m; i++) norm += w[col + i]! * w[col + i]!;
     norm = Math.sqrt(norm);
     const v = new Float64Array(m - j);
-    if (norm === 0) { vs.push(v); betas[j] = 0; continue; }
+    if (norm === 0) {
+      vs.push(v);
+      betas[j] = 0;
+      continue;
+    }
     const x0 = w[col + j]!;
     const alpha = x0 >= 0 ? -norm : norm;
     for (let i = j; i < m; i++) v[i - j] = w[col + i]!;
@@ -116,10 +126,15 @@ function jacobiTall(a: ArrayLike<number>, m: number, n: number): { U: Float64Arr
       const cp = p * m;
       for (let q = p + 1; q < n; q++) {
         const cq = q * m;
-        let alpha = 0, beta = 0, gamma = 0;
+        let alpha = 0,
+          beta = 0,
+          gamma = 0;
         for (let i = 0; i < m; i++) {
-          const x = w[cp + i]!, y = w[cq + i]!;
-          alpha += x * x; beta += y * y; gamma += x * y;
+          const x = w[cp + i]!,
+            y = w[cq + i]!;
+          alpha += x * x;
+          beta += y * y;
+          gamma += x * y;
         }
         if (gamma === 0 || Math.abs(gamma) <= eps * Math.sqrt(alpha * beta)) continue;
         rotated = true;
@@ -128,13 +143,16 @@ function jacobiTall(a: ArrayLike<number>, m: number, n: number): { U: Float64Arr
         const c = 1 / Math.sqrt(1 + t * t);
         const s = c * t;
         for (let i = 0; i < m; i++) {
-          const x = w[cp + i]!, y = w[cq + i]!;
+          const x = w[cp + i]!,
+            y = w[cq + i]!;
           w[cp + i] = c * x - s * y;
           w[cq + i] = s * x + c * y;
         }
-        const vp = p * n, vq = q * n;
+        const vp = p * n,
+          vq = q * n;
         for (let i = 0; i < n; i++) {
-          const x = v[vp + i]!, y = v[vq + i]!;
+          const x = v[vp + i]!,
+            y = v[vq + i]!;
           v[vp + i] = c * x - s * y;
           v[vq + i] = s * x + c * y;
         }
@@ -200,7 +218,8 @@ export function svd64(a: ArrayLike<number>, m: number, n: number): { U: Float64A
       const { Q, R } = qr64(a, m, n);
       const j = jacobiTall(R, n, n);
       U = gemm64(Q, m, n, j.U, n, n, false, false, 1).data;
-      S = j.S; V = j.V;
+      S = j.S;
+      V = j.V;
     } else {
       ({ U, S, V } = jacobiTall(a, m, n));
     }
@@ -223,33 +242,48 @@ export function svd64(a: ArrayLike<number>, m: number, n: number): { U: Float64A
 /** Cyclic Jacobi eigen-decomposition of a symmetric n×n matrix (lower triangle used). Descending. */
 export function eigSym64(a: ArrayLike<number>, n: number): { values: Float64Array; vectors: Float64Array } {
   const w = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) { w[i * n + j] = a[i * n + j]!; w[j * n + i] = a[i * n + j]!; }
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j <= i; j++) {
+      w[i * n + j] = a[i * n + j]!;
+      w[j * n + i] = a[i * n + j]!;
+    }
   const v = new Float64Array(n * n);
   for (let i = 0; i < n; i++) v[i * n + i] = 1;
   for (let sweep = 0; sweep < 100; sweep++) {
-    let off = 0, tot = 0;
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) { const x = w[i * n + j]! ** 2; tot += x; if (i !== j) off += x; }
+    let off = 0,
+      tot = 0;
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) {
+        const x = w[i * n + j]! ** 2;
+        tot += x;
+        if (i !== j) off += x;
+      }
     if (off <= 1e-30 * tot || off === 0) break;
     for (let p = 0; p < n - 1; p++) {
       for (let q = p + 1; q < n; q++) {
         const apq = w[p * n + q]!;
         if (apq === 0) continue;
-        const app = w[p * n + p]!, aqq = w[q * n + q]!;
+        const app = w[p * n + p]!,
+          aqq = w[q * n + q]!;
         const theta = (aqq - app) / (2 * apq);
         const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(1 + theta * theta));
-        const c = 1 / Math.sqrt(1 + t * t), s = t * c;
+        const c = 1 / Math.sqrt(1 + t * t),
+          s = t * c;
         for (let k = 0; k < n; k++) {
-          const akp = w[k * n + p]!, akq = w[k * n + q]!;
+          const akp = w[k * n + p]!,
+            akq = w[k * n + q]!;
           w[k * n + p] = c * akp - s * akq;
           w[k * n + q] = s * akp + c * akq;
         }
         for (let k = 0; k < n; k++) {
-          const apk = w[p * n + k]!, aqk = w[q * n + k]!;
+          const apk = w[p * n + k]!,
+            aqk = w[q * n + k]!;
           w[p * n + k] = c * apk - s * aqk;
           w[q * n + k] = s * apk + c * aqk;
         }
         for (let k = 0; k < n; k++) {
-          const vkp = v[k * n + p]!, vkq = v[k * n + q]!;
+          const vkp = v[k * n + p]!,
+            vkq = v[k * n + q]!;
           v[k * n + p] = c * vkp - s * vkq;
           v[k * n + q] = s * vkp + c * vkq;
         }

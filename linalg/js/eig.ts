@@ -8,9 +8,14 @@ import { EigenvalueDecomposition, Matrix } from "ml-matrix";
 /** Eigenvalues (descending) and eigenvectors (column j belongs to values[j], row-major n×n) of a symmetric n×n matrix (lower triangle used). */
 export function eigSymTql(a: ArrayLike<number>, n: number): { values: Float64Array; vectors: Float64Array } {
   const m = new Matrix(n, n);
-  for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) { m.set(i, j, a[i * n + j]!); m.set(j, i, a[i * n + j]!); }
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j <= i; j++) {
+      m.set(i, j, a[i * n + j]!);
+      m.set(j, i, a[i * n + j]!);
+    }
   const e = new EigenvalueDecomposition(m, { assumeSymmetric: true });
-  const lambda = e.realEigenvalues, V = e.eigenvectorMatrix;
+  const lambda = e.realEigenvalues,
+    V = e.eigenvectorMatrix;
   const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => lambda[y]! - lambda[x]! || x - y);
   const values = new Float64Array(n);
   const vectors = new Float64Array(n * n);

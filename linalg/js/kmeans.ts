@@ -4,27 +4,42 @@
 import type { KmeansLloydOptions, KmeansResult, Mat } from "../types.js";
 
 export function lloyd64(points: Mat<Float64Array>, init: Mat<Float64Array>, opts: KmeansLloydOptions): KmeansResult {
-  const n = points.rows, d = points.cols, k = init.rows;
+  const n = points.rows,
+    d = points.cols,
+    k = init.rows;
   if (init.cols !== d) throw new Error("kmeans: centroid dimension differs from the points'");
   const x = points.data;
   const w = opts.weights ?? new Float64Array(n).fill(1);
   let c = Float64Array.from(init.data);
   const labels = new Int32Array(n);
   const xx = new Float64Array(n);
-  for (let i = 0; i < n; i++) { let s = 0; for (let j = 0; j < d; j++) s += x[i * d + j]! ** 2; xx[i] = s; }
+  for (let i = 0; i < n; i++) {
+    let s = 0;
+    for (let j = 0; j < d; j++) s += x[i * d + j]! ** 2;
+    xx[i] = s;
+  }
   let iterations = 0;
   const assign = (cent: Float64Array): number => {
     const cc = new Float64Array(k);
-    for (let q = 0; q < k; q++) { let s = 0; for (let j = 0; j < d; j++) s += cent[q * d + j]! ** 2; cc[q] = s; }
+    for (let q = 0; q < k; q++) {
+      let s = 0;
+      for (let j = 0; j < d; j++) s += cent[q * d + j]! ** 2;
+      cc[q] = s;
+    }
     let inertia = 0;
     for (let i = 0; i < n; i++) {
-      let best = 0, bestD = Infinity;
+      let best = 0,
+        bestD = Infinity;
       for (let q = 0; q < k; q++) {
         let dot = 0;
-        const xi = i * d, cq = q * d;
+        const xi = i * d,
+          cq = q * d;
         for (let j = 0; j < d; j++) dot += x[xi + j]! * cent[cq + j]!;
         const dist = xx[i]! + cc[q]! - 2 * dot;
-        if (dist < bestD) { bestD = dist; best = q; }
+        if (dist < bestD) {
+          bestD = dist;
+          best = q;
+        }
       }
       labels[i] = best;
       inertia += w[i]! * Math.max(bestD, 0);
@@ -37,7 +52,8 @@ export function lloyd64(points: Mat<Float64Array>, init: Mat<Float64Array>, opts
     const next = new Float64Array(k * d);
     const wsum = new Float64Array(k);
     for (let i = 0; i < n; i++) {
-      const q = labels[i]!, wi = w[i]!;
+      const q = labels[i]!,
+        wi = w[i]!;
       wsum[q] += wi;
       for (let j = 0; j < d; j++) next[q * d + j] += wi * x[i * d + j]!;
     }

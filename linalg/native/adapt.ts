@@ -65,8 +65,7 @@ function checkOutput(backend: BackendName, op: string, arrays: ArrayLike<number>
       const v = a[i]!;
       if (v - v !== 0) {
         throw new RuntimeFailure(
-          `${op} on the ${backend} backend produced a non-finite value (overflow or a numerical failure); ` +
-            `try --backend js, or float64 input`,
+          `${op} on the ${backend} backend produced a non-finite value (overflow or a numerical failure); ` + `try --backend js, or float64 input`,
         );
       }
     }
@@ -100,11 +99,15 @@ function dtypeCode(op: string, d: FactorDType): { code: number; size: number } {
 
 /** Shapes, byte lengths and scale of a module's raw factors, checked before a native call. */
 function checkRawPair(op: string, x: { B: RawFactor; A: RawFactor; scale: number }) {
-  const b = dtypeCode(op, x.B.dtype), a = dtypeCode(op, x.A.dtype);
-  const out = x.B.rows, r = x.B.cols, inn = x.A.cols;
+  const b = dtypeCode(op, x.B.dtype),
+    a = dtypeCode(op, x.A.dtype);
+  const out = x.B.rows,
+    r = x.B.cols,
+    inn = x.A.cols;
   if (x.A.rows !== r) throw new InvalidInputError(`${op}: B is ${out}×${r} but A is ${x.A.rows}×${inn}`);
   if (!(r >= 1 && out >= 1 && inn >= 1)) throw new InvalidInputError(`${op}: empty factors (${out}×${r}, ${x.A.rows}×${inn})`);
-  if (x.B.raw.byteLength !== out * r * b.size || x.A.raw.byteLength !== r * inn * a.size) throw new InvalidInputError(`${op}: raw byte lengths do not match the shapes`);
+  if (x.B.raw.byteLength !== out * r * b.size || x.A.raw.byteLength !== r * inn * a.size)
+    throw new InvalidInputError(`${op}: raw byte lengths do not match the shapes`);
   if (Math.max(out, inn) * r > MAX_ELEMENTS) throw new InvalidInputError(`${op}: factors exceed ${MAX_ELEMENTS} elements, the native backends' limit`);
   if (!Number.isFinite(x.scale)) throw new InvalidInputError(`${op}: scales must be finite (scaleOut ≠ 0)`);
   return { b, a, out, r, inn };
@@ -117,8 +120,10 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     const d = FACTOR_DTYPES[dtype];
     if (!d) throw new InvalidInputError(`factorStats: dtype ${String(dtype)} is not one of F32, F16, BF16, F64`);
     if (!(raw instanceof Uint8Array)) throw new InvalidInputError("factorStats: raw must be a Uint8Array");
-    if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) throw new InvalidInputError(`factorStats: invalid shape ${String(rows)}×${String(cols)}`);
-    if (raw.byteLength !== rows * cols * d.size) throw new InvalidInputError(`factorStats: ${rows}×${cols} ${dtype} needs ${rows * cols * d.size} bytes, got ${raw.byteLength}`);
+    if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0)
+      throw new InvalidInputError(`factorStats: invalid shape ${String(rows)}×${String(cols)}`);
+    if (raw.byteLength !== rows * cols * d.size)
+      throw new InvalidInputError(`factorStats: ${rows}×${cols} ${dtype} needs ${rows * cols * d.size} bytes, got ${raw.byteLength}`);
     if (rows * cols > MAX_ELEMENTS) throw new InvalidInputError(`factorStats: ${rows}×${cols} exceeds ${MAX_ELEMENTS} elements, the native backends' limit`);
     if (side !== "gram-rows" && side !== "gram-cols") throw new InvalidInputError(`factorStats: side must be gram-rows or gram-cols`);
     let r: FactorStats;
@@ -133,7 +138,8 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
   const tf = binding.truncateFactors.bind(binding);
   const truncateFactors = async (x: TruncateFactorsInput): Promise<TruncateFactorsResult> => {
     const { b, a, out, r, inn } = checkRawPair("truncateFactors", x);
-    const o = dtypeCode("truncateFactors", x.outDtype), t = x.rank;
+    const o = dtypeCode("truncateFactors", x.outDtype),
+      t = x.rank;
     if (!(Number.isInteger(t) && t >= 1 && t <= r)) throw new InvalidInputError(`truncateFactors: rank ${String(t)} must be an integer in 1..${r}`);
     if (!Number.isFinite(x.scaleOut) || x.scaleOut === 0) throw new InvalidInputError("truncateFactors: scales must be finite (scaleOut ≠ 0)");
     if (x.grams !== undefined && !(x.grams instanceof Float64Array && x.grams.length === 2 * r * r && x.grams.every(Number.isFinite))) {
@@ -148,7 +154,8 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     if (res.kind === 1) return { kind: "fallback" };
     if (res.kind === 2) return { kind: "non-finite", factor: res.badFactor === 0 ? "A" : "B", index: res.badIndex, value: res.badValue };
     checkOutput(name, "truncateFactors", [res.S]);
-    if (![res.norm2, res.err2, res.resid2].every(Number.isFinite)) throw new RuntimeFailure(`${name} backend: truncateFactors returned a non-finite error measure`);
+    if (![res.norm2, res.err2, res.resid2].every(Number.isFinite))
+      throw new RuntimeFailure(`${name} backend: truncateFactors returned a non-finite error measure`);
     return { kind: "done", B: res.B, A: res.A, S: res.S, norm2: res.norm2, err2: res.err2, resid2: res.resid2, productBits: res.productBits === 32 ? 32 : 64 };
   };
   const fsp = binding.factorSpectrum.bind(binding);
@@ -178,12 +185,14 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     async randomizedSvd<T extends FloatArray>(a: Mat<T>, omega: Mat<T>, powerIters: number, rank: number): Promise<SvdResult<T>> {
       checkMat("randomizedSvd", "A", a);
       checkMat("randomizedSvd", "the test matrix", omega);
-      const l = omega.cols, t = rank;
+      const l = omega.cols,
+        t = rank;
       if (omega.rows !== a.cols) throw new InvalidInputError(`randomizedSvd: the test matrix has ${omega.rows} rows, A has ${a.cols} columns`);
       if (!(Number.isInteger(t) && t >= 1 && t <= l && l <= Math.min(a.rows, a.cols))) {
         throw new InvalidInputError(`randomizedSvd: need 1 ≤ rank (${String(t)}) ≤ ${l} ≤ min(${a.rows}, ${a.cols})`);
       }
-      if (!Number.isInteger(powerIters) || powerIters < 0) throw new InvalidInputError(`randomizedSvd: power iterations must be an integer ≥ 0 (got ${String(powerIters)})`);
+      if (!Number.isInteger(powerIters) || powerIters < 0)
+        throw new InvalidInputError(`randomizedSvd: power iterations must be an integer ≥ 0 (got ${String(powerIters)})`);
       const om = asType(a.data, omega.data);
       let r: { u: FloatArray; s: FloatArray; vt: FloatArray };
       try {
@@ -200,11 +209,14 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
       // A Gram (b is a itself): one finiteness pass is enough.
       if (b.data === a.data) checkShape("gemm", "B", b);
       else checkMat("gemm", "B", b);
-      const transA = !!opts.transA, transB = !!opts.transB;
+      const transA = !!opts.transA,
+        transB = !!opts.transB;
       const alpha = opts.alpha ?? 1;
       if (!Number.isFinite(alpha)) throw new InvalidInputError("gemm: alpha is not finite");
-      const m = transA ? a.cols : a.rows, k = transA ? a.rows : a.cols;
-      const kb = transB ? b.cols : b.rows, n = transB ? b.rows : b.cols;
+      const m = transA ? a.cols : a.rows,
+        k = transA ? a.rows : a.cols;
+      const kb = transB ? b.cols : b.rows,
+        n = transB ? b.rows : b.cols;
       if (k !== kb) {
         throw new InvalidInputError(`gemm: inner dimensions differ (op(A) is ${m}×${k}, op(B) is ${kb}×${n})`);
       }
@@ -281,7 +293,9 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
       if (!(points.data instanceof Float64Array) || !(init.data instanceof Float64Array)) {
         throw new InvalidInputError("kmeans: points and centroids must be Float64Array");
       }
-      const n = points.rows, d = points.cols, k = init.rows;
+      const n = points.rows,
+        d = points.cols,
+        k = init.rows;
       if (init.cols !== d) throw new InvalidInputError(`kmeans: centroids have ${init.cols} dimensions, points have ${d}`);
       if (n === 0 || k === 0 || d === 0) throw new InvalidInputError(`kmeans: empty input (${n} points, ${k} centroids, ${d} dimensions)`);
       if (n * k > MAX_ELEMENTS) throw new InvalidInputError(`kmeans: ${n} points × ${k} centroids exceeds the native backends' limit`);
@@ -316,4 +330,3 @@ function lowerOnly<T extends FloatArray>(data: T, n: number): T {
   for (let i = 0; i < n; i++) out.set(data.subarray(i * n, i * n + i + 1), i * n);
   return out;
 }
-

@@ -6,8 +6,24 @@ import type { LinalgBackend, Mat } from "../types.js";
 import { CUDA_CROSSOVER, routedBackend } from "./auto.js";
 
 function tagged(name: "cpu" | "cuda", calls: string[]): LinalgBackend {
-  const rec = (op: string) => async () => { calls.push(`${name}.${op}`); return undefined as never; };
-  return { name, detail: name, gemm: rec("gemm"), qr: rec("qr"), svd: rec("svd"), eigSym: rec("eigSym"), kmeansLloyd: rec("kmeansLloyd"), randomizedSvd: rec("randomizedSvd"), factorStats: rec("factorStats"), truncateFactors: rec("truncateFactors"), factorSpectrum: rec("factorSpectrum"), withLanes: async (fn) => fn(1) };
+  const rec = (op: string) => async () => {
+    calls.push(`${name}.${op}`);
+    return undefined as never;
+  };
+  return {
+    name,
+    detail: name,
+    gemm: rec("gemm"),
+    qr: rec("qr"),
+    svd: rec("svd"),
+    eigSym: rec("eigSym"),
+    kmeansLloyd: rec("kmeansLloyd"),
+    randomizedSvd: rec("randomizedSvd"),
+    factorStats: rec("factorStats"),
+    truncateFactors: rec("truncateFactors"),
+    factorSpectrum: rec("factorSpectrum"),
+    withLanes: async (fn) => fn(1),
+  };
 }
 const mat = (rows: number, cols: number): Mat<Float64Array> => ({ rows, cols, data: new Float64Array(0) });
 
@@ -16,7 +32,14 @@ describe("routedBackend", () => {
   test("below a crossover on cpu, at or above it on cuda, made once and only when first needed", async () => {
     const calls: string[] = [];
     let made = 0;
-    const be = routedBackend(tagged("cpu", calls), () => { made++; return tagged("cuda", calls); }, table);
+    const be = routedBackend(
+      tagged("cpu", calls),
+      () => {
+        made++;
+        return tagged("cuda", calls);
+      },
+      table,
+    );
     await be.gemm(mat(9, 10), mat(10, 11)); // 9·10·11 = 990 < 1000
     assert.equal(made, 0);
     await be.gemm(mat(10, 10), mat(10, 10)); // 1000

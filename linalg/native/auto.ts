@@ -57,7 +57,9 @@ export function routedBackend(cpu: LinalgBackend, cuda: () => LinalgBackend | un
     if (gpu === null) gpu = cuda();
     return gpu ?? cpu;
   };
-  const routes = Object.entries(table).filter(([k, v]) => k !== "measuredOn" && Number.isFinite(v)).map(([k]) => k);
+  const routes = Object.entries(table)
+    .filter(([k, v]) => k !== "measuredOn" && Number.isFinite(v))
+    .map(([k]) => k);
   const routed: LinalgBackend = {
     name: cpu.name,
     detail: `${cpu.detail}; cuda for ${routes.length ? routes.join(", ") : "nothing"} above the measured crossovers (${table.measuredOn})`,

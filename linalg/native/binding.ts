@@ -12,25 +12,72 @@ export const NATIVE_ABI_VERSION = 2;
 /** The compute calls both addons export. Row-major flat arrays plus dimensions only. */
 export interface ComputeBinding {
   readonly abiVersion: number;
-  gemm(a: FloatArray, aRows: number, aCols: number, b: FloatArray, bRows: number, bCols: number,
-    transA: boolean, transB: boolean, alpha: number): Promise<FloatArray>;
+  gemm(
+    a: FloatArray,
+    aRows: number,
+    aCols: number,
+    b: FloatArray,
+    bRows: number,
+    bCols: number,
+    transA: boolean,
+    transB: boolean,
+    alpha: number,
+  ): Promise<FloatArray>;
   qr(a: FloatArray, rows: number, cols: number): Promise<{ q: FloatArray; r: FloatArray }>;
   svd(a: FloatArray, rows: number, cols: number): Promise<{ u: FloatArray; s: FloatArray; vt: FloatArray }>;
   eigSym(a: FloatArray, n: number): Promise<{ values: FloatArray; vectors: FloatArray }>;
-  kmeansLloyd(x: Float64Array, n: number, d: number, init: Float64Array, k: number, weights: Float64Array | null,
-    maxIter: number, tol: number): Promise<{ centroids: Float64Array; labels: Int32Array; inertia: number; iterations: number }>;
+  kmeansLloyd(
+    x: Float64Array,
+    n: number,
+    d: number,
+    init: Float64Array,
+    k: number,
+    weights: Float64Array | null,
+    maxIter: number,
+    tol: number,
+  ): Promise<{ centroids: Float64Array; labels: Int32Array; inertia: number; iterations: number }>;
   /** dtype 0 F32, 1 F16, 2 BF16, 3 F64. */
   factorStats(raw: Uint8Array, dtype: number, rows: number, cols: number, gramRows: boolean): Promise<FactorStats>;
   /** Codes as factorStats; kind 0 done, 1 fallback, 2 non-finite. */
-  truncateFactors(rawB: Uint8Array, dtypeB: number, rawA: Uint8Array, dtypeA: number, out: number, r: number, inn: number, t: number,
-    scale: number, scaleOut: number, balanced: boolean, outDtype: number, productsInDouble: boolean, grams?: Float64Array): Promise<RawTruncateResult>;
+  truncateFactors(
+    rawB: Uint8Array,
+    dtypeB: number,
+    rawA: Uint8Array,
+    dtypeA: number,
+    out: number,
+    r: number,
+    inn: number,
+    t: number,
+    scale: number,
+    scaleOut: number,
+    balanced: boolean,
+    outDtype: number,
+    productsInDouble: boolean,
+    grams?: Float64Array,
+  ): Promise<RawTruncateResult>;
   /** σ of one module, codes as truncateFactors. */
-  factorSpectrum(rawB: Uint8Array, dtypeB: number, rawA: Uint8Array, dtypeA: number, out: number, r: number, inn: number,
-    scale: number, keepGrams: boolean): Promise<RawSpectrumResult>;
+  factorSpectrum(
+    rawB: Uint8Array,
+    dtypeB: number,
+    rawA: Uint8Array,
+    dtypeA: number,
+    out: number,
+    r: number,
+    inn: number,
+    scale: number,
+    keepGrams: boolean,
+  ): Promise<RawSpectrumResult>;
   /** Randomized SVD with the test matrix omega (cols×l, a's element type) and q power iterations: the leading t triplets. */
-  randomizedSvd(a: FloatArray, rows: number, cols: number, omega: FloatArray, l: number, q: number, t: number): Promise<{ u: FloatArray; s: FloatArray; vt: FloatArray }>;
+  randomizedSvd(
+    a: FloatArray,
+    rows: number,
+    cols: number,
+    omega: FloatArray,
+    l: number,
+    q: number,
+    t: number,
+  ): Promise<{ u: FloatArray; s: FloatArray; vt: FloatArray }>;
 }
-
 
 /** What truncateFactors and factorSpectrum both return: kind 0 done, 1 fallback, 2 non-finite (badFactor 0 = A). */
 interface RawOutcome {
@@ -55,7 +102,12 @@ export interface RawTruncateResult extends RawOutcome {
   productBits: number;
 }
 
-export const FACTOR_DTYPES: Record<FactorDType, { code: number; size: number }> = { F32: { code: 0, size: 4 }, F16: { code: 1, size: 2 }, BF16: { code: 2, size: 2 }, F64: { code: 3, size: 8 } };
+export const FACTOR_DTYPES: Record<FactorDType, { code: number; size: number }> = {
+  F32: { code: 0, size: 4 },
+  F16: { code: 1, size: 2 },
+  BF16: { code: 2, size: 2 },
+  F64: { code: 3, size: 8 },
+};
 
 export interface CpuInfo {
   abiVersion: number;
@@ -156,9 +208,10 @@ export function loadNative(kind: NativeKind, override?: string | CpuBinding | Cu
     try {
       const req = createRequire(import.meta.url);
       const b = req(file) as CpuBinding | CudaBinding;
-      result = b.abiVersion === NATIVE_ABI_VERSION
-        ? b
-        : new Error(`${file} has ABI version ${String(b.abiVersion)}, this lora needs ${NATIVE_ABI_VERSION} (run npm rebuild)`);
+      result =
+        b.abiVersion === NATIVE_ABI_VERSION
+          ? b
+          : new Error(`${file} has ABI version ${String(b.abiVersion)}, this lora needs ${NATIVE_ABI_VERSION} (run npm rebuild)`);
     } catch (e) {
       result = e instanceof Error ? e : new Error(String(e));
     }
@@ -166,4 +219,3 @@ export function loadNative(kind: NativeKind, override?: string | CpuBinding | Cu
   if (override === undefined) cache.set(kind, result);
   return result;
 }
-

@@ -21,7 +21,15 @@ process.on("exit", () => rmSync(work, { recursive: true, force: true }));
 let n = 0;
 const fresh = (name: string) => join(work, `${n++}-${name}`);
 
-interface Mod { path: string; out: number; inn: number; r: number; dtype?: DType; A?: Float64Array; B?: Float64Array }
+interface Mod {
+  path: string;
+  out: number;
+  inn: number;
+  r: number;
+  dtype?: DType;
+  A?: Float64Array;
+  B?: Float64Array;
+}
 const MODS: Mod[] = [
   { path: "model.layers.0.self_attn.q_proj", out: 16, inn: 12, r: 4 },
   { path: "model.layers.0.self_attn.v_proj", out: 16, inn: 12, r: 4 },
@@ -39,7 +47,8 @@ function factorSpecs(rng: Rng, m: Mod, names: [string, string]): TensorSpec[] {
 
 /** A PEFT directory; `edit` may change the tensor list before it is written. */
 async function peft(o: { mods?: Mod[]; config?: Record<string, unknown> | null; edit?: (specs: TensorSpec[]) => TensorSpec[] } = {}): Promise<string> {
-  const rng = new Rng(seed + n), dir = fresh("peft");
+  const rng = new Rng(seed + n),
+    dir = fresh("peft");
   mkdirSync(dir);
   let specs = (o.mods ?? MODS).flatMap((m) => factorSpecs(rng, m, [`base_model.model.${m.path}.lora_A.weight`, `base_model.model.${m.path}.lora_B.weight`]));
   if (o.edit) specs = o.edit(specs);
@@ -50,10 +59,14 @@ async function peft(o: { mods?: Mod[]; config?: Record<string, unknown> | null; 
 }
 
 async function kohya(o: { alpha?: boolean; meta?: Record<string, string> } = {}): Promise<string> {
-  const rng = new Rng(seed + n), file = fresh("kohya.safetensors");
+  const rng = new Rng(seed + n),
+    file = fresh("kohya.safetensors");
   const specs = MODS.flatMap((m) => {
     const stem = "lora_unet_" + m.path.replace(/\./g, "_");
-    return [...factorSpecs(rng, m, [`${stem}.lora_down.weight`, `${stem}.lora_up.weight`]), ...(o.alpha === false ? [] : [{ name: `${stem}.alpha`, dtype: "F32" as DType, shape: [], data: encodeFloats("F32", Float64Array.of(2)) }])];
+    return [
+      ...factorSpecs(rng, m, [`${stem}.lora_down.weight`, `${stem}.lora_up.weight`]),
+      ...(o.alpha === false ? [] : [{ name: `${stem}.alpha`, dtype: "F32" as DType, shape: [], data: encodeFloats("F32", Float64Array.of(2)) }]),
+    ];
   });
   writeFileSync(file, await serializeSafetensors(specs, o.meta ?? { ss_network_dim: "4", ss_network_alpha: "2" }));
   return file;
@@ -64,32 +77,93 @@ const Q = "base_model.model.model.layers.0.self_attn.q_proj";
 
 /** rule → [a file that breaks it, and only it where possible]. */
 const failing: [keyof typeof RULES, () => Promise<string>][] = [
-  ["safetensors", async () => { const p = fresh("junk.safetensors"); writeFileSync(p, Buffer.from("not a safetensors file at all")); return p; }],
-  ["notLora", async () => { const p = fresh("model.safetensors"); writeFileSync(p, await serializeSafetensors([f32("model.embed.weight", [2, 2], [1, 2, 3, 4])], null)); return p; }],
+  [
+    "safetensors",
+    async () => {
+      const p = fresh("junk.safetensors");
+      writeFileSync(p, Buffer.from("not a safetensors file at all"));
+      return p;
+    },
+  ],
+  [
+    "notLora",
+    async () => {
+      const p = fresh("model.safetensors");
+      writeFileSync(p, await serializeSafetensors([f32("model.embed.weight", [2, 2], [1, 2, 3, 4])], null));
+      return p;
+    },
+  ],
   ["unreadable", async () => join(fixturesDir, "diffusers", "bad-duplicate-module.safetensors")],
   ["unpaired", () => peft({ edit: (s) => s.filter((t) => t.name !== `${Q}.lora_B.weight`) })],
   ["rankMismatch", () => peft({ edit: (s) => s.map((t) => (t.name === `${Q}.lora_B.weight` ? f32(t.name, [16, 3], new Array(48).fill(0.5)) : t)) })],
-  ["factorDtype", () => peft({ edit: (s) => s.map((t) => (t.name === `${Q}.lora_A.weight` ? { name: t.name, dtype: "I32", shape: [4, 12], data: new Uint8Array(4 * 48) } : t)) })],
-  ["nonFinite", () => peft({ edit: (s) => s.map((t) => (t.name === `${Q}.lora_B.weight` ? f32(t.name, [16, 4], Array.from({ length: 64 }, (_, i) => (i === 7 ? NaN : 1))) : t)) })],
+  [
+    "factorDtype",
+    () =>
+      peft({ edit: (s) => s.map((t) => (t.name === `${Q}.lora_A.weight` ? { name: t.name, dtype: "I32", shape: [4, 12], data: new Uint8Array(4 * 48) } : t)) }),
+  ],
+  [
+    "nonFinite",
+    () =>
+      peft({
+        edit: (s) =>
+          s.map((t) =>
+            t.name === `${Q}.lora_B.weight`
+              ? f32(
+                  t.name,
+                  [16, 4],
+                  Array.from({ length: 64 }, (_, i) => (i === 7 ? NaN : 1)),
+                )
+              : t,
+          ),
+      }),
+  ],
   ["zeroModule", () => peft({ edit: (s) => s.map((t) => (t.name === `${Q}.lora_B.weight` ? f32(t.name, [16, 4], new Array(64).fill(0)) : t)) })],
   ["mixedDtypes", () => peft({ mods: MODS.map((m, i) => (i === 0 ? { ...m, dtype: "F16" as DType } : m)) })],
   ["peftNoConfig", () => peft({ config: null })],
   ["peftNoTargets", () => peft({ config: { ...CONFIG, target_modules: undefined } })],
   ["peftRank", () => peft({ config: { ...CONFIG, rank_pattern: {} } })],
   ["peftTarget", () => peft({ config: { ...CONFIG, target_modules: ["q_proj"] } })],
-  ["peftPattern", () => peft({ config: { ...CONFIG, alpha_pattern: { "k_proj": 4 } } })],
+  ["peftPattern", () => peft({ config: { ...CONFIG, alpha_pattern: { k_proj: 4 } } })],
   ["peftBias", () => peft({ edit: (s) => [...s, f32(`${Q}.lora_B.bias`, [16], new Array(16).fill(0.1))] })],
   ["peftDora", () => peft({ edit: (s) => [...s, f32(`${Q}.lora_magnitude_vector`, [16], new Array(16).fill(1))] })],
-  ["doraShape", () => peft({ config: { ...CONFIG, use_dora: true }, edit: (s) => [...s, ...MODS.map((m, i) => f32(`base_model.model.${m.path}.lora_magnitude_vector`, [i === 0 ? 12 : 16], new Array(i === 0 ? 12 : 16).fill(1)))] })],
+  [
+    "doraShape",
+    () =>
+      peft({
+        config: { ...CONFIG, use_dora: true },
+        edit: (s) => [
+          ...s,
+          ...MODS.map((m, i) => f32(`base_model.model.${m.path}.lora_magnitude_vector`, [i === 0 ? 12 : 16], new Array(i === 0 ? 12 : 16).fill(1))),
+        ],
+      }),
+  ],
   ["diffusersPrefix", async () => join(fixturesDir, "diffusers", "attn-processor-alphas.safetensors")],
-  ["kohyaCollision", () => peft({ mods: [{ path: "model.a_b.c", out: 8, inn: 8, r: 2 }, { path: "model.a.b_c", out: 8, inn: 8, r: 2 }], config: { ...CONFIG, r: 2, target_modules: ["c", "b_c"], rank_pattern: {} } })],
+  [
+    "kohyaCollision",
+    () =>
+      peft({
+        mods: [
+          { path: "model.a_b.c", out: 8, inn: 8, r: 2 },
+          { path: "model.a.b_c", out: 8, inn: 8, r: 2 },
+        ],
+        config: { ...CONFIG, r: 2, target_modules: ["c", "b_c"], rank_pattern: {} },
+      }),
+  ],
   ["kohyaDim", () => kohya({ meta: { ss_network_dim: "16", ss_network_alpha: "2" } })],
   ["kohyaAlpha", () => kohya({ meta: { ss_network_dim: "4", ss_network_alpha: "8" } })],
   ["kohyaNoAlpha", () => kohya({ alpha: false, meta: {} })],
 ];
 
 test("lint: a clean PEFT directory and a clean kohya file have no findings", async () => {
-  for (const p of [await peft(), await kohya(), await peft({ config: { ...CONFIG, use_dora: true }, edit: (s) => [...s, ...MODS.map((m) => f32(`base_model.model.${m.path}.lora_magnitude_vector`, [16], new Array(16).fill(1)))] }), await peft({ config: { ...CONFIG, lora_bias: true }, edit: (s) => [...s, f32(`${Q}.lora_B.bias`, [16], new Array(16).fill(0.1))] })]) {
+  for (const p of [
+    await peft(),
+    await kohya(),
+    await peft({
+      config: { ...CONFIG, use_dora: true },
+      edit: (s) => [...s, ...MODS.map((m) => f32(`base_model.model.${m.path}.lora_magnitude_vector`, [16], new Array(16).fill(1)))],
+    }),
+    await peft({ config: { ...CONFIG, lora_bias: true }, edit: (s) => [...s, f32(`${Q}.lora_B.bias`, [16], new Array(16).fill(0.1))] }),
+  ]) {
     const r = await lintAdapter(p);
     assert.deepEqual(r.findings, [], `${p}: ${JSON.stringify(r.findings)}`);
     assert.equal(r.errors, 0);
@@ -107,7 +181,10 @@ for (const [key, make] of failing) {
       assert.equal(h.loader, rule.loader);
       assert.ok(h.message.length > 0);
     }
-    assert.equal(r.errors > 0, r.findings.some((f) => f.severity === "error"));
+    assert.equal(
+      r.errors > 0,
+      r.findings.some((f) => f.severity === "error"),
+    );
   });
 }
 
@@ -125,7 +202,9 @@ test("the PEFT files lint passes load under PEFT's own rules with the ΔW we mea
 });
 
 test("lora lint: exit 0 when clean or only warnings, 3 with an error; --json findings document over several inputs", async () => {
-  const good = await peft(), warn = await kohya({ alpha: false, meta: {} }), bad = await peft({ config: null });
+  const good = await peft(),
+    warn = await kohya({ alpha: false, meta: {} }),
+    bad = await peft({ config: null });
   assert.equal((await cli(["lint", good])).code, 0);
   const w = await cli(["lint", warn]);
   assert.equal(w.code, 0);

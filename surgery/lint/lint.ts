@@ -2,7 +2,23 @@
 // every rule of rules.ts it breaks. The lenient view groups keys by the PEFT and kohya suffix tables
 // the readers use; module shapes go through the readers' own buildModule, PEFT's config semantics
 // through peft-config.ts, so lint and the readers cannot disagree on what a file means.
-import { buildModule, KOHYA_ROLES, loadAdapter, type Adapter, kohyaStemFor, openAdapterSource, PEFT_PREFIX, PEFT_ROLES, patternLookup, peftModuleScale, readAdapterConfig, type AdapterSource, type LoraModule, type ModuleParts, type PeftConfig } from "../../formats/adapter/index.js";
+import {
+  buildModule,
+  KOHYA_ROLES,
+  loadAdapter,
+  type Adapter,
+  kohyaStemFor,
+  openAdapterSource,
+  PEFT_PREFIX,
+  PEFT_ROLES,
+  patternLookup,
+  peftModuleScale,
+  readAdapterConfig,
+  type AdapterSource,
+  type LoraModule,
+  type ModuleParts,
+  type PeftConfig,
+} from "../../formats/adapter/index.js";
 import { InvalidInputError, LoraError } from "../../common/errors.js";
 import type { TensorInfo } from "../../formats/safetensors/index.js";
 import { RULES, type Loader, type Rule, type Severity } from "./rules.js";
@@ -40,7 +56,10 @@ const DIFFUSERS_COMPONENTS = /^(unet|text_encoder(_2|_3)?|transformer)\./;
 /** Group tensors into modules by the readers' suffix tables (PEFT first, then kohya). */
 function groupKeys(tensors: TensorInfo[]): Group[] {
   const groups = new Map<string, Group>();
-  const tables: [Family, readonly (readonly [string, string])[]][] = [["peft", PEFT_ROLES], ["kohya", KOHYA_ROLES]];
+  const tables: [Family, readonly (readonly [string, string])[]][] = [
+    ["peft", PEFT_ROLES],
+    ["kohya", KOHYA_ROLES],
+  ];
   for (const t of tensors) {
     for (const [family, roles] of tables) {
       const hit = roles.find(([suffix]) => t.name.endsWith(suffix));
@@ -48,9 +67,13 @@ function groupKeys(tensors: TensorInfo[]): Group[] {
       const stem = t.name.slice(0, -hit[0].length);
       const g = groups.get(`${family}:${stem}`) ?? { stem, family, parts: { extras: {} } };
       const role = hit[1];
-      if (role === "A" || role === "embA") { g.parts.A = t; if (role === "embA") g.parts.embedding = true; }
-      else if (role === "B" || role === "embB") { g.parts.B = t; if (role === "embB") g.parts.embedding = true; }
-      else if (role === "alpha") g.parts.alpha = t;
+      if (role === "A" || role === "embA") {
+        g.parts.A = t;
+        if (role === "embA") g.parts.embedding = true;
+      } else if (role === "B" || role === "embB") {
+        g.parts.B = t;
+        if (role === "embB") g.parts.embedding = true;
+      } else if (role === "alpha") g.parts.alpha = t;
       else g.parts.extras[role] = t;
       groups.set(`${family}:${stem}`, g);
       break;
@@ -63,7 +86,11 @@ function groupKeys(tensors: TensorInfo[]): Group[] {
 function targetMatches(targets: unknown, key: string): boolean {
   if (typeof targets === "string") {
     if (targets === "all-linear") return true;
-    try { return new RegExp(`^(?:${targets})$`).test(key); } catch { return false; }
+    try {
+      return new RegExp(`^(?:${targets})$`).test(key);
+    } catch {
+      return false;
+    }
   }
   if (Array.isArray(targets)) return targets.some((t) => typeof t === "string" && (key === t || key.endsWith(`.${t}`)));
   return false;
@@ -93,7 +120,11 @@ async function checkModules(src: AdapterSource, groups: Group[], f: Findings): P
     if (!A && !B) continue;
     if (!A || !B) {
       const have = (A ?? B)!.name;
-      f.add(RULES.unpaired, g.stem, `${have} has no ${g.family === "peft" ? (A ? "lora_B" : "lora_A") : A ? "lora_up" : "lora_down"} partner; loaders reject or skip the module`);
+      f.add(
+        RULES.unpaired,
+        g.stem,
+        `${have} has no ${g.family === "peft" ? (A ? "lora_B" : "lora_A") : A ? "lora_up" : "lora_down"} partner; loaders reject or skip the module`,
+      );
       continue;
     }
     try {
@@ -107,7 +138,8 @@ async function checkModules(src: AdapterSource, groups: Group[], f: Findings): P
       const v = await src.file.readFloat64(t);
       const bad = firstNonFinite(v);
       if (bad >= 0) f.add(RULES.nonFinite, g.stem, `${t.name} holds ${v[bad]} at element ${bad}`);
-      else if (allZero(v)) f.add(RULES.zeroModule, g.stem, `${t.name} is all zeros, so ΔW = 0${t === B ? " (an untrained PEFT initialisation leaves B = 0)" : ""}`);
+      else if (allZero(v))
+        f.add(RULES.zeroModule, g.stem, `${t.name} is all zeros, so ΔW = 0${t === B ? " (an untrained PEFT initialisation leaves B = 0)" : ""}`);
     }
   }
   const dtypes = new Set(groups.flatMap((g) => [g.parts.A?.dtype, g.parts.B?.dtype]).filter((d) => d !== undefined));
@@ -132,21 +164,28 @@ function checkPeft(config: PeftConfig | null, configProblem: string | null, grou
       if (!(e instanceof LoraError)) throw e;
       f.add(RULES.peftRank, path, e.message);
     }
-    if (targets !== undefined && targets !== null && !targetMatches(targets, path)) f.add(RULES.peftTarget, path, `"${path}" is not matched by target_modules ${JSON.stringify(targets)}`);
+    if (targets !== undefined && targets !== null && !targetMatches(targets, path))
+      f.add(RULES.peftTarget, path, `"${path}" is not matched by target_modules ${JSON.stringify(targets)}`);
     const excl = config["exclude_modules"];
-    if (excl !== undefined && excl !== null && targetMatches(excl, path)) f.add(RULES.peftTarget, path, `"${path}" is excluded by exclude_modules ${JSON.stringify(excl)}`);
+    if (excl !== undefined && excl !== null && targetMatches(excl, path))
+      f.add(RULES.peftTarget, path, `"${path}" is excluded by exclude_modules ${JSON.stringify(excl)}`);
   }
   for (const which of ["rank_pattern", "alpha_pattern"] as const) {
     const pat = config[which];
     if (!pat || typeof pat !== "object" || Array.isArray(pat)) continue;
     for (const key of Object.keys(pat)) {
       let used = false;
-      try { used = mods.some(({ path }) => patternLookup({ [key]: 1 }, path, label) !== undefined); } catch { /* an invalid regex: peft-config-rank reports it */ }
+      try {
+        used = mods.some(({ path }) => patternLookup({ [key]: 1 }, path, label) !== undefined);
+      } catch {
+        /* an invalid regex: peft-config-rank reports it */
+      }
       if (!used) f.add(RULES.peftPattern, null, `${which} key ${JSON.stringify(key)} matches no module`);
     }
   }
   const bias = mods.filter(({ g }) => "lora_B.bias" in g.parts.extras);
-  if (bias.length && config["lora_bias"] !== true) f.add(RULES.peftBias, bias[0]!.path, `${bias.length} module(s) have lora_B.bias but the config does not set lora_bias: true`);
+  if (bias.length && config["lora_bias"] !== true)
+    f.add(RULES.peftBias, bias[0]!.path, `${bias.length} module(s) have lora_B.bias but the config does not set lora_bias: true`);
   const dora = config["use_dora"] === true;
   for (const { g, path } of mods) {
     const mag = g.parts.extras["lora_magnitude_vector"];
@@ -175,11 +214,19 @@ async function checkKohya(src: AdapterSource, groups: Group[], f: Findings): Pro
   const dim = Number(meta["ss_network_dim"]);
   if (meta["ss_network_dim"] !== undefined && Number.isFinite(dim)) {
     const ranks = new Set(mods.map((g) => g.module!.rank));
-    if (ranks.size > 0 && Math.max(...ranks) !== dim) f.add(RULES.kohyaDim, null, `ss_network_dim is ${dim} but the factor ranks are ${[...ranks].sort((a, b) => a - b).join(", ")}`);
+    if (ranks.size > 0 && Math.max(...ranks) !== dim)
+      f.add(RULES.kohyaDim, null, `ss_network_dim is ${dim} but the factor ranks are ${[...ranks].sort((a, b) => a - b).join(", ")}`);
   }
   const alpha = Number(meta["ss_network_alpha"]);
   if (meta["ss_network_alpha"] !== undefined && Number.isFinite(alpha) && alphas.some((a) => Math.abs(a - alpha) > 1e-3 * Math.max(1, Math.abs(alpha)))) {
-    f.add(RULES.kohyaAlpha, null, `ss_network_alpha is ${alpha} but the .alpha tensors hold ${[...new Set(alphas)].sort((a, b) => a - b).slice(0, 5).join(", ")}`);
+    f.add(
+      RULES.kohyaAlpha,
+      null,
+      `ss_network_alpha is ${alpha} but the .alpha tensors hold ${[...new Set(alphas)]
+        .sort((a, b) => a - b)
+        .slice(0, 5)
+        .join(", ")}`,
+    );
   }
 }
 
@@ -226,7 +273,12 @@ async function readerView(arg: string, src: AdapterSource, f: Findings, report: 
     await checkModules(src, groups, f);
     if (a.format === "diffusers") {
       const bare = a.modules.filter((m) => !DIFFUSERS_COMPONENTS.test(m.A.name));
-      if (bare.length) f.add(RULES.diffusersPrefix, bare[0]!.name, `${bare.length} of ${a.modules.length} modules have keys without a component prefix (e.g. ${bare[0]!.A.name}); diffusers ≥ 0.33 loads none of them (lora convert --to diffusers writes prefixed keys)`);
+      if (bare.length)
+        f.add(
+          RULES.diffusersPrefix,
+          bare[0]!.name,
+          `${bare.length} of ${a.modules.length} modules have keys without a component prefix (e.g. ${bare[0]!.A.name}); diffusers ≥ 0.33 loads none of them (lora convert --to diffusers writes prefixed keys)`,
+        );
     }
     return report(a.format, a.modules.length);
   } finally {
@@ -238,7 +290,10 @@ async function readerView(arg: string, src: AdapterSource, f: Findings, report: 
 export async function lintAdapter(arg: string, opts: { stdin?: NodeJS.ReadableStream } = {}): Promise<LintReport> {
   const f = new Findings();
   const report = (format: string | null, modules: number): LintReport => ({
-    path: arg, format, modules, findings: f.list,
+    path: arg,
+    format,
+    modules,
+    findings: f.list,
     errors: f.list.filter((x) => x.severity === "error").length,
     warnings: f.list.filter((x) => x.severity === "warning").length,
   });
@@ -251,8 +306,11 @@ export async function lintAdapter(arg: string, opts: { stdin?: NodeJS.ReadableSt
     return report(null, 0);
   }
   try {
-    let config: PeftConfig | null = null, configProblem: string | null = null;
-    try { config = (await readAdapterConfig(src)).config; } catch (e) {
+    let config: PeftConfig | null = null,
+      configProblem: string | null = null;
+    try {
+      config = (await readAdapterConfig(src)).config;
+    } catch (e) {
       if (!(e instanceof InvalidInputError)) throw e;
       configProblem = e.message;
     }

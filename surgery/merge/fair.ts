@@ -46,7 +46,8 @@ function dot(a: Float64Array, b: Float64Array): number {
 async function regularisedInverse(be: LinalgBackend, G: Mat<Float64Array>, lambda: number): Promise<Mat<Float64Array>> {
   const r = G.rows;
   const e = await be.eigSym(G);
-  const vals = e.values as Float64Array, V = e.vectors.data as Float64Array;
+  const vals = e.values as Float64Array,
+    V = e.vectors.data as Float64Array;
   const maxv = Math.max(0, ...Array.from(vals)) + lambda;
   const cut = maxv * r * 2.220446049250313e-16;
   const inv = new Float64Array(r * r);
@@ -59,11 +60,14 @@ async function regularisedInverse(be: LinalgBackend, G: Mat<Float64Array>, lambd
 }
 
 export async function mergeFair(be: LinalgBackend, terms: MergeTerm[], o: FairOptions): Promise<MergedFactors & { details: FairDetails }> {
-  const out = terms[0]!.B.rows, inn = terms[0]!.A.cols, r = terms[0]!.A.rows;
+  const out = terms[0]!.B.rows,
+    inn = terms[0]!.A.cols,
+    r = terms[0]!.A.rows;
   if (terms.some((t) => t.A.rows !== r)) throw new Error("fair: inputs differ in rank");
   const wsum = terms.reduce((s, t) => s + t.weight, 0);
   if (wsum === 0) throw new Error("fair: the weights sum to 0");
-  const Abar = new Float64Array(r * inn), Bbar = new Float64Array(out * r);
+  const Abar = new Float64Array(r * inn),
+    Bbar = new Float64Array(out * r);
   for (const t of terms) {
     const p = t.weight / wsum;
     for (let i = 0; i < Abar.length; i++) Abar[i] += p * t.A.data[i]!;
@@ -102,17 +106,37 @@ export async function mergeFair(be: LinalgBackend, terms: MergeTerm[], o: FairOp
   return {
     B: { rows: out, cols: r, data: C },
     A: { rows: r, cols: inn, data: Abar },
-    details: { cos: await cosOf(C), residual: await residualOf(C), delta_b_norm: frob(dB), fedit_residual: await residualOf(Bbar), solver: o.solver, lambda: o.lambda },
+    details: {
+      cos: await cosOf(C),
+      residual: await residualOf(C),
+      delta_b_norm: frob(dB),
+      fedit_residual: await residualOf(Bbar),
+      solver: o.solver,
+      lambda: o.lambda,
+    },
   };
 }
 
 /** Adam on 1 − cos(T, CĀ) + λ‖ΔB‖_F from ΔB = 0; returns the best ΔB seen. */
-async function cosineSgd(Bbar: Float64Array, Y: Float64Array, BG: (C: Float64Array) => Promise<Float64Array>, tNorm: number, o: FairOptions): Promise<Float64Array> {
+async function cosineSgd(
+  Bbar: Float64Array,
+  Y: Float64Array,
+  BG: (C: Float64Array) => Promise<Float64Array>,
+  tNorm: number,
+  o: FairOptions,
+): Promise<Float64Array> {
   const n = Bbar.length;
-  const dB = new Float64Array(n), m = new Float64Array(n), v = new Float64Array(n), C = new Float64Array(n);
+  const dB = new Float64Array(n),
+    m = new Float64Array(n),
+    v = new Float64Array(n),
+    C = new Float64Array(n);
   const rms = frob(Bbar) / Math.sqrt(n) || 1e-3;
-  const lr = o.lr * rms, b1 = 0.9, b2 = 0.999, eps = 1e-12;
-  let best = Float64Array.from(dB), bestLoss = Infinity;
+  const lr = o.lr * rms,
+    b1 = 0.9,
+    b2 = 0.999,
+    eps = 1e-12;
+  let best = Float64Array.from(dB),
+    bestLoss = Infinity;
   if (!(tNorm > 0)) return best;
   for (let step = 0; step <= o.steps; step++) {
     for (let i = 0; i < n; i++) C[i] = Bbar[i]! + dB[i]!;
@@ -121,7 +145,10 @@ async function cosineSgd(Bbar: Float64Array, Y: Float64Array, BG: (C: Float64Arr
     const pn = Math.sqrt(Math.max(dot(cg, C), 1e-300));
     const dn = frob(dB);
     const loss = 1 - ty / (tNorm * pn) + o.lambda * dn;
-    if (loss < bestLoss) { bestLoss = loss; best = Float64Array.from(dB); }
+    if (loss < bestLoss) {
+      bestLoss = loss;
+      best = Float64Array.from(dB);
+    }
     if (step === o.steps) break;
     const t = step + 1;
     for (let i = 0; i < n; i++) {
@@ -129,7 +156,8 @@ async function cosineSgd(Bbar: Float64Array, Y: Float64Array, BG: (C: Float64Arr
       const g = -Y[i]! / (tNorm * pn) + (ty * cg[i]!) / (tNorm * pn ** 3) + (dn > 0 ? (o.lambda * dB[i]!) / dn : 0);
       m[i] = b1 * m[i]! + (1 - b1) * g;
       v[i] = b2 * v[i]! + (1 - b2) * g * g;
-      const mh = m[i]! / (1 - b1 ** t), vh = v[i]! / (1 - b2 ** t);
+      const mh = m[i]! / (1 - b1 ** t),
+        vh = v[i]! / (1 - b2 ** t);
       dB[i] -= (lr * mh) / (Math.sqrt(vh) + eps);
     }
   }

@@ -24,7 +24,8 @@ export function sharedADeviation(terms: MergeTerm[]): number {
 /** Exact FFA aggregation: A = A₁, B = Σ wₖ·sₖ·Bₖ (scale 1). */
 export function mergeFfaShared(terms: MergeTerm[]): MergedFactors {
   const A0 = terms[0]!.A;
-  const out = terms[0]!.B.rows, r = A0.rows;
+  const out = terms[0]!.B.rows,
+    r = A0.rows;
   const B = new Float64Array(out * r);
   for (const t of terms) {
     const f = t.weight * t.scale;
@@ -40,7 +41,8 @@ export function projectedRank(k: number, terms: TermShape[]): number {
 
 /** --project: shared orthonormal A* from the weighted stack of A's, each ΔWₖ projected onto it. */
 export async function mergeFfaProjected(be: LinalgBackend, terms: MergeTerm[], k: number): Promise<MergedFactors> {
-  const inn = terms[0]!.A.cols, out = terms[0]!.B.rows;
+  const inn = terms[0]!.A.cols,
+    out = terms[0]!.B.rows;
   const R = terms.reduce((s, t) => s + t.A.rows, 0);
   const stack = new Float64Array(R * inn);
   let off = 0;

@@ -48,21 +48,32 @@ export function legoUnits(terms: TermShape[]): number {
 
 /** The MSU matrix (M × (in+out)), one row [a ; b] per rank unit, and its sample weights. */
 export function msuMatrix(terms: MergeTerm[], signCanonicalize: boolean): { X: Mat<Float64Array>; weights: Float64Array } {
-  const out = terms[0]!.B.rows, inn = terms[0]!.A.cols, D = inn + out;
+  const out = terms[0]!.B.rows,
+    inn = terms[0]!.A.cols,
+    D = inn + out;
   const M = legoUnits(terms);
-  const X = new Float64Array(M * D), weights = new Float64Array(M);
+  const X = new Float64Array(M * D),
+    weights = new Float64Array(M);
   let row = 0;
   for (const t of terms) {
     const r = t.A.rows;
-    const g = Math.sqrt(Math.abs(t.scale)), ga = t.scale < 0 ? -g : g;
+    const g = Math.sqrt(Math.abs(t.scale)),
+      ga = t.scale < 0 ? -g : g;
     for (let i = 0; i < r; i++, row++) {
       const o = row * D;
       for (let j = 0; j < inn; j++) X[o + j] = ga * t.A.data[i * inn + j]!;
       for (let j = 0; j < out; j++) X[o + inn + j] = g * t.B.data[j * r + i]!;
       weights[row] = t.weight;
       if (signCanonicalize) {
-        let best = 0, bestAbs = -1;
-        for (let j = 0; j < inn; j++) { const v = X[o + j]!; if (Math.abs(v) > bestAbs) { bestAbs = Math.abs(v); best = v; } }
+        let best = 0,
+          bestAbs = -1;
+        for (let j = 0; j < inn; j++) {
+          const v = X[o + j]!;
+          if (Math.abs(v) > bestAbs) {
+            bestAbs = Math.abs(v);
+            best = v;
+          }
+        }
         if (best < 0) for (let j = 0; j < D; j++) X[o + j] = -X[o + j]!;
       }
     }
@@ -72,20 +83,27 @@ export function msuMatrix(terms: MergeTerm[], signCanonicalize: boolean): { X: M
 
 function norm(v: Float64Array, off: number, len: number, kind: "inf" | "2"): number {
   let s = 0;
-  if (kind === "inf") { for (let j = 0; j < len; j++) s = Math.max(s, Math.abs(v[off + j]!)); return s; }
+  if (kind === "inf") {
+    for (let j = 0; j < len; j++) s = Math.max(s, Math.abs(v[off + j]!));
+    return s;
+  }
   for (let j = 0; j < len; j++) s += v[off + j]! ** 2;
   return Math.sqrt(s);
 }
 
 export async function mergeLego(be: LinalgBackend, terms: MergeTerm[], o: LegoOptions): Promise<MergedFactors & { details: LegoDetails }> {
-  const out = terms[0]!.B.rows, inn = terms[0]!.A.cols, D = inn + out;
+  const out = terms[0]!.B.rows,
+    inn = terms[0]!.A.cols,
+    D = inn + out;
   const { X, weights } = msuMatrix(terms, o.signCanonicalize);
-  const M = X.rows, k = o.k;
+  const M = X.rows,
+    k = o.k;
   if (k > M) throw new Error(`lego: k = ${k} exceeds the ${M} rank units`);
   const km = await kmeans(be, X, { k, nInit: o.nInit, maxIter: o.maxIter, tol: o.tol, seed: o.seed, weights, ...(o.init ? { init: o.init } : {}) });
   const C = Float64Array.from(km.centroids.data);
   if (o.paramReweight) {
-    const num = new Float64Array(k), den = new Float64Array(k);
+    const num = new Float64Array(k),
+      den = new Float64Array(k);
     for (let i = 0; i < M; i++) {
       const c = km.labels[i]!;
       num[c] += weights[i]! * norm(X.data, i * D, D, o.paramNorm);
@@ -101,7 +119,8 @@ export async function mergeLego(be: LinalgBackend, terms: MergeTerm[], o: LegoOp
   }
   const rRef = o.refRank ?? terms.reduce((s, t) => s + t.A.rows, 0) / terms.length;
   const f = o.outputReweight ? Math.pow(rRef / k, 0.25) : 1;
-  const A = new Float64Array(k * inn), B = new Float64Array(out * k);
+  const A = new Float64Array(k * inn),
+    B = new Float64Array(out * k);
   for (let c = 0; c < k; c++) {
     for (let j = 0; j < inn; j++) A[c * inn + j] = f * C[c * D + j]!;
     for (let j = 0; j < out; j++) B[j * k + c] = f * C[c * D + inn + j]!;

@@ -11,12 +11,16 @@ export function linearRank(terms: TermShape[]): number {
 }
 
 export function mergeLinear(terms: MergeTerm[]): MergedFactors {
-  const out = terms[0]!.B.rows, inn = terms[0]!.A.cols;
+  const out = terms[0]!.B.rows,
+    inn = terms[0]!.A.cols;
   const r = linearRank(terms);
-  const B = new Float64Array(out * r), A = new Float64Array(r * inn);
+  const B = new Float64Array(out * r),
+    A = new Float64Array(r * inn);
   for (const t of terms) {
-    const ri = t.A.rows, f = t.weight * t.scale;
-    const g = Math.sqrt(Math.abs(f)), ga = f < 0 ? -g : g;
+    const ri = t.A.rows,
+      f = t.weight * t.scale;
+    const g = Math.sqrt(Math.abs(f)),
+      ga = f < 0 ? -g : g;
     for (let i = 0; i < out; i++) for (let j = 0; j < ri; j++) B[i * r + j] += g * t.B.data[i * ri + j]!;
     for (let j = 0; j < ri * inn; j++) A[j] += ga * t.A.data[j]!;
   }

@@ -32,18 +32,29 @@ export async function errorOf(be: LinalgBackend, target: LowRankTerm[], got: Mer
   const approx: LowRankTerm[] = got.A.rows > 0 ? [{ B: got.B, A: got.A, scale: -1 }] : [];
   const all = [...target, ...approx];
   const { B, A } = concatTerms(all);
-  const gb = (await be.gemm(B, B, { transA: true })).data, ga = (await be.gemm(A, A, { transB: true })).data;
-  const n = B.cols, R = target.reduce((s, t) => s + t.A.rows, 0);
-  let t2 = 0, d2 = 0, blocks = 0;
+  const gb = (await be.gemm(B, B, { transA: true })).data,
+    ga = (await be.gemm(A, A, { transB: true })).data;
+  const n = B.cols,
+    R = target.reduce((s, t) => s + t.A.rows, 0);
+  let t2 = 0,
+    d2 = 0,
+    blocks = 0;
   let off = 0;
   const starts: number[] = [];
-  for (const t of all) { starts.push(off); off += t.A.rows; }
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
-    const v = gb[i * n + j]! * ga[i * n + j]!;
-    d2 += v;
-    if (i < R && j < R) t2 += v;
+  for (const t of all) {
+    starts.push(off);
+    off += t.A.rows;
   }
-  target.forEach((t, q) => { const o = starts[q]!; for (let i = o; i < o + t.A.rows; i++) for (let j = o; j < o + t.A.rows; j++) blocks += gb[i * n + j]! * ga[i * n + j]!; });
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < n; j++) {
+      const v = gb[i * n + j]! * ga[i * n + j]!;
+      d2 += v;
+      if (i < R && j < R) t2 += v;
+    }
+  target.forEach((t, q) => {
+    const o = starts[q]!;
+    for (let i = o; i < o + t.A.rows; i++) for (let j = o; j < o + t.A.rows; j++) blocks += gb[i * n + j]! * ga[i * n + j]!;
+  });
   let tn = Math.sqrt(Math.max(t2, 0));
   if (!(t2 > 1e-8 * blocks)) tn = await lowRankNorm(be, target);
   let dn = Math.sqrt(Math.max(d2, 0));
@@ -54,19 +65,44 @@ export async function errorOf(be: LinalgBackend, target: LowRankTerm[], got: Mer
 export async function mergeModule(be: LinalgBackend, terms: MergeTerm[], g: Group, o: MergeOptions): Promise<MergedFactors> {
   const K = o.rank ?? Math.max(...terms.map((t) => t.A.rows));
   switch (o.method) {
-    case "cat": return mergeCat(terms);
-    case "svd": return mergeSvd(be, terms, K);
-    case "linear": return mergeLinear(terms);
-    case "ties": case "dare": case "dare_ties": case "magnitude_prune":
-      return mergeTies(be, terms, { method: o.method as DenseMethod, density: o.density, mode: o.tiesMode, majoritySign: o.majoritySign, rank: g.rank, seed: o.seed, moduleKey: g.key, oversample: o.oversample, powerIters: o.powerIters });
+    case "cat":
+      return mergeCat(terms);
+    case "svd":
+      return mergeSvd(be, terms, K);
+    case "linear":
+      return mergeLinear(terms);
+    case "ties":
+    case "dare":
+    case "dare_ties":
+    case "magnitude_prune":
+      return mergeTies(be, terms, {
+        method: o.method as DenseMethod,
+        density: o.density,
+        mode: o.tiesMode,
+        majoritySign: o.majoritySign,
+        rank: g.rank,
+        seed: o.seed,
+        moduleKey: g.key,
+        oversample: o.oversample,
+        powerIters: o.powerIters,
+      });
     case "lego":
       return mergeLego(be, terms, {
-        k: g.rank, paramReweight: o.paramReweight, outputReweight: o.outputReweight, paramNorm: o.paramNorm, signCanonicalize: o.signCanonicalize,
-        nInit: o.nInit, maxIter: o.maxIter, tol: o.tol, seed: o.seed,
+        k: g.rank,
+        paramReweight: o.paramReweight,
+        outputReweight: o.outputReweight,
+        paramNorm: o.paramNorm,
+        signCanonicalize: o.signCanonicalize,
+        nInit: o.nInit,
+        maxIter: o.maxIter,
+        tol: o.tol,
+        seed: o.seed,
         ...(o.refRank !== undefined ? { refRank: o.refRank } : {}),
         ...(o.kmeansInit ? { init: o.kmeansInit } : {}),
       });
-    case "ffa": return g.ffaShared ? mergeFfaShared(terms) : mergeFfaProjected(be, terms, g.rank);
-    case "fair": return mergeFair(be, terms, { solver: o.fairSolver, lambda: o.fairLambda, steps: o.fairSteps, lr: o.fairLr });
+    case "ffa":
+      return g.ffaShared ? mergeFfaShared(terms) : mergeFfaProjected(be, terms, g.rank);
+    case "fair":
+      return mergeFair(be, terms, { solver: o.fairSolver, lambda: o.fairLambda, steps: o.fairSteps, lr: o.fairLr });
   }
 }

@@ -42,7 +42,9 @@ function widestDtype(ds: DType[]): DType {
 
 async function sha256Of(a: Adapter, t: TensorInfo): Promise<string> {
   const h = createHash("sha256");
-  await a.file.copyRaw(t, async (chunk) => { h.update(chunk); });
+  await a.file.copyRaw(t, async (chunk) => {
+    h.update(chunk);
+  });
   return h.digest("hex");
 }
 
@@ -59,16 +61,26 @@ export function pairModules(adapters: Adapter[], weights: number[]): Group[] {
       seen.add(m.matchKey);
       const extras = Object.keys(m.extras);
       if (extras.length) {
-        throw new InvalidInputError(`${label(a.source)}: module "${m.name}" has ${extras.join(", ")}; merging those is not supported`, { hint: "prune or strip them first (lora prune), or merge with PEFT on the base model" });
+        throw new InvalidInputError(`${label(a.source)}: module "${m.name}" has ${extras.join(", ")}; merging those is not supported`, {
+          hint: "prune or strip them first (lora prune), or merge with PEFT on the base model",
+        });
       }
       const kernel = kernelOf(m.A.shape);
       const g = groups.get(m.matchKey);
       if (!g) {
         groups.set(m.matchKey, {
-          key: m.matchKey, name: m.name, path: m.path, kind: m.kind, out: m.out, in: m.in,
+          key: m.matchKey,
+          name: m.name,
+          path: m.path,
+          kind: m.kind,
+          out: m.out,
+          in: m.in,
           ...(kernel ? { kernel } : {}),
           ...(a.format === "kohya" ? { stem: m.name } : {}),
-          members: [{ input: i, module: m }], active: [], dtype: m.A.dtype, rank: 0,
+          members: [{ input: i, module: m }],
+          active: [],
+          dtype: m.A.dtype,
+          rank: 0,
         });
         continue;
       }
@@ -90,12 +102,18 @@ export function pairModules(adapters: Adapter[], weights: number[]): Group[] {
   return [...groups.values()];
 }
 
-export async function resolvePassthrough(adapters: Adapter[], policy: MergeOptions["passthrough"]): Promise<{ kept: { input: number; tensor: TensorInfo }[]; dropped: string[]; conflicts: string[] }> {
+export async function resolvePassthrough(
+  adapters: Adapter[],
+  policy: MergeOptions["passthrough"],
+): Promise<{ kept: { input: number; tensor: TensorInfo }[]; dropped: string[]; conflicts: string[] }> {
   const byName = new Map<string, { input: number; tensor: TensorInfo; hash?: string; conflict: boolean }>();
   for (let i = 0; i < adapters.length; i++) {
     for (const t of adapters[i]!.passthrough) {
       const prev = byName.get(t.name);
-      if (!prev) { byName.set(t.name, { input: i, tensor: t, conflict: false }); continue; }
+      if (!prev) {
+        byName.set(t.name, { input: i, tensor: t, conflict: false });
+        continue;
+      }
       if (prev.conflict) continue;
       let same = prev.tensor.dtype === t.dtype && JSON.stringify(prev.tensor.shape) === JSON.stringify(t.shape);
       if (same) {
@@ -115,7 +133,10 @@ export async function resolvePassthrough(adapters: Adapter[], policy: MergeOptio
   const kept: { input: number; tensor: TensorInfo }[] = [];
   const dropped: string[] = [];
   for (const [name, v] of byName) {
-    if (v.conflict && policy === "drop") { dropped.push(name); continue; }
+    if (v.conflict && policy === "drop") {
+      dropped.push(name);
+      continue;
+    }
     kept.push({ input: v.input, tensor: v.tensor });
   }
   return { kept, dropped, conflicts };
@@ -130,33 +151,58 @@ export async function planRanks(groups: Group[], adapters: Adapter[], o: MergeOp
     const shape = { out: g.out, in: g.in };
     const fake: TermShape[] = g.active.map((m) => ({ A: { rows: m.module.rank, cols: g.in }, B: { rows: g.out, cols: m.module.rank } }));
     switch (o.method) {
-      case "cat": g.rank = catRank(fake); break;
-      case "svd": g.rank = svdRank(K, fake); break;
-      case "linear": g.rank = linearRank(fake); break;
-      case "ties": case "dare": case "dare_ties": case "magnitude_prune": g.rank = denseRank(K, shape.out, shape.in); break;
+      case "cat":
+        g.rank = catRank(fake);
+        break;
+      case "svd":
+        g.rank = svdRank(K, fake);
+        break;
+      case "linear":
+        g.rank = linearRank(fake);
+        break;
+      case "ties":
+      case "dare":
+      case "dare_ties":
+      case "magnitude_prune":
+        g.rank = denseRank(K, shape.out, shape.in);
+        break;
       case "lego": {
         const units = legoUnits(fake);
         if (K > units) {
-          throw new InvalidInputError(`module "${g.name}": k = ${K} clusters but only ${units} rank units among the inputs (Σ rᵢ); k must be ≤ the total number of units`, { hint: `use --rank ${units} or less` });
+          throw new InvalidInputError(
+            `module "${g.name}": k = ${K} clusters but only ${units} rank units among the inputs (Σ rᵢ); k must be ≤ the total number of units`,
+            { hint: `use --rank ${units} or less` },
+          );
         }
         g.rank = K;
         break;
       }
       case "fair": {
         if (new Set(ranks).size > 1) {
-          throw new InvalidInputError(`module "${g.name}": fair averages A, so every input needs the same rank (found ${ranks.join(", ")})`, { hint: "use --method svd or cat for inputs of different ranks" });
+          throw new InvalidInputError(`module "${g.name}": fair averages A, so every input needs the same rank (found ${ranks.join(", ")})`, {
+            hint: "use --method svd or cat for inputs of different ranks",
+          });
         }
         g.rank = ranks[0]!;
         break;
       }
       case "ffa": {
-        const terms = await readTerms(adapters, g, g.active.map(() => 1), true);
+        const terms = await readTerms(
+          adapters,
+          g,
+          g.active.map(() => 1),
+          true,
+        );
         const dev = sharedADeviation(terms);
         g.ffaDeviation = dev;
         g.ffaShared = dev <= o.ffaTol;
         if (!g.ffaShared && !o.project) {
-          const why = Number.isFinite(dev) ? `their A factors differ (max|Aₖ − A₁| = ${dev.toExponential(3)} × max|A₁| > ${o.ffaTol})` : `their ranks differ (${ranks.join(", ")})`;
-          throw new InvalidInputError(`module "${g.name}": ffa needs every input to share A (FFA-LoRA freezes a common A), but ${why}`, { hint: "--project fits each ΔW onto a shared row space (approximate), or use --method svd" });
+          const why = Number.isFinite(dev)
+            ? `their A factors differ (max|Aₖ − A₁| = ${dev.toExponential(3)} × max|A₁| > ${o.ffaTol})`
+            : `their ranks differ (${ranks.join(", ")})`;
+          throw new InvalidInputError(`module "${g.name}": ffa needs every input to share A (FFA-LoRA freezes a common A), but ${why}`, {
+            hint: "--project fits each ΔW onto a shared row space (approximate), or use --method svd",
+          });
         }
         g.rank = g.ffaShared ? ranks[0]! : projectedRank(K, fake);
         break;

@@ -11,7 +11,8 @@ import type { MergedFactors, MergeTerm, TermShape } from "./types.js";
 
 /** Output rank: K, but never more than the rank the sum can have. */
 export function svdRank(k: number, terms: TermShape[]): number {
-  const out = terms[0]!.B.rows, inn = terms[0]!.A.cols;
+  const out = terms[0]!.B.rows,
+    inn = terms[0]!.A.cols;
   return Math.max(1, Math.min(k, catRank(terms), out, inn));
 }
 
@@ -22,10 +23,14 @@ export function useDenseRoute(R: number, out: number, inn: number): boolean {
 
 /** Thin SVD of the exact weighted sum (factor route or dense route), signs normalised. */
 export async function svdOfSum(be: LinalgBackend, terms: MergeTerm[]): Promise<LowRankSvd> {
-  const out = terms[0]!.B.rows, inn = terms[0]!.A.cols;
+  const out = terms[0]!.B.rows,
+    inn = terms[0]!.A.cols;
   const R = catRank(terms);
   if (!useDenseRoute(R, out, inn)) {
-    return lowRankSvd(be, terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale })));
+    return lowRankSvd(
+      be,
+      terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale })),
+    );
   }
   const c = mergeCat(terms);
   const dense = await be.gemm(c.B, c.A);
@@ -44,7 +49,11 @@ export function truncatedFactors(svd: LowRankSvd, t: number): MergedFactors {
 export async function mergeSvd(be: LinalgBackend, terms: MergeTerm[], k: number): Promise<MergedFactors> {
   const t = svdRank(k, terms);
   const svd = await svdOfSum(be, terms);
-  let kept = 0, total = 0;
-  for (let i = 0; i < svd.S.length; i++) { total += svd.S[i]! ** 2; if (i < t) kept += svd.S[i]! ** 2; }
+  let kept = 0,
+    total = 0;
+  for (let i = 0; i < svd.S.length; i++) {
+    total += svd.S[i]! ** 2;
+    if (i < t) kept += svd.S[i]! ** 2;
+  }
   return { ...truncatedFactors(svd, t), details: { retained_energy: total > 0 ? kept / total : 1 } };
 }

@@ -45,7 +45,10 @@ export interface TiesOptions {
 /** 32-bit FNV-1a of a string. */
 export function fnv1a(s: string): number {
   let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 0x01000193) >>> 0; }
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
   return h >>> 0;
 }
 
@@ -63,18 +66,28 @@ export function dareRng(seed: number, moduleKey: string, input: number): Rng {
 
 /** k-th largest of values (0-based), by iterative quickselect; values is reordered. */
 function kthLargest(values: Float64Array, k: number): number {
-  let lo = 0, hi = values.length - 1;
+  let lo = 0,
+    hi = values.length - 1;
   while (true) {
     if (lo === hi) return values[lo]!;
     // median of three as pivot (deterministic)
     const mid = (lo + hi) >>> 1;
-    const a = values[lo]!, b = values[mid]!, c = values[hi]!;
+    const a = values[lo]!,
+      b = values[mid]!,
+      c = values[hi]!;
     const pivot = a > b ? (b > c ? b : a > c ? c : a) : a > c ? a : b > c ? c : b;
-    let i = lo, j = hi;
+    let i = lo,
+      j = hi;
     while (i <= j) {
       while (values[i]! > pivot) i++;
       while (values[j]! < pivot) j--;
-      if (i <= j) { const t = values[i]!; values[i] = values[j]!; values[j] = t; i++; j--; }
+      if (i <= j) {
+        const t = values[i]!;
+        values[i] = values[j]!;
+        values[j] = t;
+        i++;
+        j--;
+      }
     }
     if (k <= j) hi = j;
     else if (k >= i) lo = i;
@@ -87,7 +100,10 @@ export function magnitudePrune(t: Float64Array, density: number): void {
   const n = t.length;
   if (density >= 1) return;
   const keep = Math.floor(density * n);
-  if (keep <= 0) { t.fill(0); return; }
+  if (keep <= 0) {
+    t.fill(0);
+    return;
+  }
   const abs = new Float64Array(n);
   for (let i = 0; i < n; i++) abs[i] = Math.abs(t[i]!);
   const thr = kthLargest(abs, keep - 1);
@@ -97,7 +113,10 @@ export function magnitudePrune(t: Float64Array, density: number): void {
   for (let i = 0; i < n; i++) {
     const a = Math.abs(t[i]!);
     if (a > thr) continue;
-    if (a === thr && tiesLeft > 0) { tiesLeft--; continue; }
+    if (a === thr && tiesLeft > 0) {
+      tiesLeft--;
+      continue;
+    }
     t[i] = 0;
   }
 }
@@ -122,7 +141,9 @@ async function pruned(be: LinalgBackend, t: MergeTerm, o: TiesOptions): Promise<
 
 /** The merged dense matrix (out×in) of the chosen method and mode. */
 export async function mergeDense(be: LinalgBackend, terms: MergeTerm[], o: TiesOptions): Promise<Mat<Float64Array>> {
-  const out = terms[0]!.B.rows, inn = terms[0]!.A.cols, n = out * inn;
+  const out = terms[0]!.B.rows,
+    inn = terms[0]!.A.cols,
+    n = out * inn;
   const merged = new Float64Array(n);
   if (o.method === "dare" || o.method === "magnitude_prune") {
     for (const t of terms) {
@@ -165,12 +186,17 @@ export function denseRank(k: number, out: number, inn: number): number {
 }
 
 export async function mergeTies(be: LinalgBackend, terms: MergeTerm[], o: TiesOptions): Promise<MergedFactors> {
-  const out = terms[0]!.B.rows, inn = terms[0]!.A.cols;
+  const out = terms[0]!.B.rows,
+    inn = terms[0]!.A.cols;
   const dense = await mergeDense(be, terms, o);
   let denseNorm2 = 0;
   for (const v of dense.data) denseNorm2 += v * v;
   const t = denseRank(o.rank, out, inn);
-  const svd = await randomizedSvd(be, dense, t, { seed: deriveSeed(o.seed, "rsvd", o.moduleKey), oversample: o.oversample ?? 10, powerIters: o.powerIters ?? 2 });
+  const svd = await randomizedSvd(be, dense, t, {
+    seed: deriveSeed(o.seed, "rsvd", o.moduleKey),
+    oversample: o.oversample ?? 10,
+    powerIters: o.powerIters ?? 2,
+  });
   let kept = 0;
   for (const s of svd.S) kept += s * s;
   return { ...truncatedFactors(svd, t), details: { retained_energy: denseNorm2 > 0 ? Math.min(1, kept / denseNorm2) : 1 } };

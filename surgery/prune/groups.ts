@@ -55,10 +55,9 @@ export function llamaArch(cfg: Record<string, unknown>, where: string): LlamaArc
   const archs = Array.isArray(cfg["architectures"]) ? (cfg["architectures"] as unknown[]).join(", ") : "";
   const missing = REQUIRED_FIELDS.filter((f) => !posInt(cfg[f]));
   if (missing.length) {
-    throw new InvalidInputError(
-      `${where}: unsupported architecture "${modelType}"${archs ? ` (${archs})` : ""}: missing or invalid ${missing.join(", ")}`,
-      { hint: `loraprune handles LLaMA-style decoders (MHA or GQA); it needs ${FIELDS_SENTENCE}` },
-    );
+    throw new InvalidInputError(`${where}: unsupported architecture "${modelType}"${archs ? ` (${archs})` : ""}: missing or invalid ${missing.join(", ")}`, {
+      hint: `loraprune handles LLaMA-style decoders (MHA or GQA); it needs ${FIELDS_SENTENCE}`,
+    });
   }
   const hidden = cfg["hidden_size"] as number;
   const layers = cfg["num_hidden_layers"] as number;
@@ -68,14 +67,17 @@ export function llamaArch(cfg: Record<string, unknown>, where: string): LlamaArc
   const hdRaw = cfg["head_dim"];
   if (hdRaw !== undefined && hdRaw !== null && !posInt(hdRaw)) throw new InvalidInputError(`${where}: head_dim must be a positive integer`);
   const headDimExplicit = posInt(hdRaw);
-  if (!headDimExplicit && hidden % H !== 0) throw new InvalidInputError(`${where}: hidden_size ${hidden} is not a multiple of num_attention_heads ${H} and no head_dim is given`);
+  if (!headDimExplicit && hidden % H !== 0)
+    throw new InvalidInputError(`${where}: hidden_size ${hidden} is not a multiple of num_attention_heads ${H} and no head_dim is given`);
   const headDim = headDimExplicit ? (hdRaw as number) : hidden / H;
   const heads = perLayer(cfg, "layer_num_attention_heads", layers, H, where);
   const kvHeads = perLayer(cfg, "layer_num_key_value_heads", layers, kv as number, where);
   const inter = perLayer(cfg, "layer_intermediate_size", layers, cfg["intermediate_size"] as number, where);
   for (let i = 0; i < layers; i++) {
     if (heads[i]! % kvHeads[i]! !== 0) {
-      throw new InvalidInputError(`${where}: layer ${i} has ${heads[i]} attention heads and ${kvHeads[i]} key/value heads; the heads must be a multiple of the key/value heads`);
+      throw new InvalidInputError(
+        `${where}: layer ${i} has ${heads[i]} attention heads and ${kvHeads[i]} key/value heads; the heads must be a multiple of the key/value heads`,
+      );
     }
   }
   return { modelType, hidden, layers, headDim, heads, kvHeads, inter, headDimExplicit };
@@ -132,17 +134,28 @@ export function baseLayout(names: Map<string, { info: TensorInfo }>, arch: Llama
   if (prefixes.size === 1) prefix = [...prefixes.keys()][0]!;
   else {
     const fits = [...prefixes].filter(([, n]) => n === arch.layers);
-    if (fits.length !== 1) throw new InvalidInputError(`${where}: several decoder stacks (${[...prefixes.keys()].map((p) => p + "layers").join(", ")}); cannot tell which one config.json describes`);
+    if (fits.length !== 1)
+      throw new InvalidInputError(
+        `${where}: several decoder stacks (${[...prefixes.keys()].map((p) => p + "layers").join(", ")}); cannot tell which one config.json describes`,
+      );
     prefix = fits[0]![0];
   }
   const layers: LayerTensors[] = [];
   for (let i = 0; i < arch.layers; i++) {
     const weight = {} as Record<Proj, string>;
     const bias: Partial<Record<Proj, string>> = {};
-    const qOut = arch.heads[i]! * arch.headDim, kvOut = arch.kvHeads[i]! * arch.headDim, I = arch.inter[i]!, h = arch.hidden;
+    const qOut = arch.heads[i]! * arch.headDim,
+      kvOut = arch.kvHeads[i]! * arch.headDim,
+      I = arch.inter[i]!,
+      h = arch.hidden;
     const want: Record<Proj, [number, number]> = {
-      q_proj: [qOut, h], k_proj: [kvOut, h], v_proj: [kvOut, h], o_proj: [h, qOut],
-      gate_proj: [I, h], up_proj: [I, h], down_proj: [h, I],
+      q_proj: [qOut, h],
+      k_proj: [kvOut, h],
+      v_proj: [kvOut, h],
+      o_proj: [h, qOut],
+      gate_proj: [I, h],
+      up_proj: [I, h],
+      down_proj: [h, I],
     };
     for (const p of [...ATTN_PROJS, ...MLP_PROJS]) {
       const name = `${prefix}layers.${i}.${partOf(p)}.${p}.weight`;
@@ -152,13 +165,16 @@ export function baseLayout(names: Map<string, { info: TensorInfo }>, arch: Llama
       }
       const [o, n] = want[p];
       if (t.info.shape.length !== 2 || t.info.shape[0] !== o || t.info.shape[1] !== n) {
-        throw new InvalidInputError(`${where}: ${name} has shape [${t.info.shape.join(", ")}], but config.json implies [${o}, ${n}] (heads ${arch.heads[i]}, kv heads ${arch.kvHeads[i]}, head_dim ${arch.headDim}, intermediate ${I})`);
+        throw new InvalidInputError(
+          `${where}: ${name} has shape [${t.info.shape.join(", ")}], but config.json implies [${o}, ${n}] (heads ${arch.heads[i]}, kv heads ${arch.kvHeads[i]}, head_dim ${arch.headDim}, intermediate ${I})`,
+        );
       }
       weight[p] = name;
       const b = `${prefix}layers.${i}.${partOf(p)}.${p}.bias`;
       const bt = names.get(b);
       if (bt) {
-        if (bt.info.shape.length !== 1 || bt.info.shape[0] !== o) throw new InvalidInputError(`${where}: ${b} has shape [${bt.info.shape.join(", ")}], expected [${o}]`);
+        if (bt.info.shape.length !== 1 || bt.info.shape[0] !== o)
+          throw new InvalidInputError(`${where}: ${b} has shape [${bt.info.shape.join(", ")}], expected [${o}]`);
         bias[p] = b;
       }
     }
@@ -166,7 +182,10 @@ export function baseLayout(names: Map<string, { info: TensorInfo }>, arch: Llama
   }
   // Any other tensor of a pruned part whose shape carries a pruned dimension would be left inconsistent.
   const known = new Set<string>();
-  for (const l of layers) { for (const n of Object.values(l.weight)) known.add(n); for (const n of Object.values(l.bias)) known.add(n!); }
+  for (const l of layers) {
+    for (const n of Object.values(l.weight)) known.add(n);
+    for (const n of Object.values(l.bias)) known.add(n!);
+  }
   const partRe = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}layers\\.(\\d+)\\.(self_attn|mlp)\\.`);
   for (const [n, t] of names) {
     if (known.has(n)) continue;
@@ -176,7 +195,9 @@ export function baseLayout(names: Map<string, { info: TensorInfo }>, arch: Llama
     if (i >= arch.layers) continue;
     const dims = m[2] === "mlp" ? [arch.inter[i]!] : [arch.heads[i]! * arch.headDim, arch.kvHeads[i]! * arch.headDim];
     if (t.info.shape.some((d) => dims.includes(d) && d !== arch.hidden && d !== arch.headDim)) {
-      throw new InvalidInputError(`${where}: ${n} [${t.info.shape.join(", ")}] depends on the pruned dimensions and is not a known LLaMA tensor; cannot prune this model consistently`);
+      throw new InvalidInputError(
+        `${where}: ${n} [${t.info.shape.join(", ")}] depends on the pruned dimensions and is not a known LLaMA tensor; cannot prune this model consistently`,
+      );
     }
   }
   return { prefix, layers };
@@ -195,7 +216,8 @@ export function sumIntoGroups(v: Float64Array, proj: Proj, arch: LlamaArch, laye
   const part = partOf(proj);
   const G = groupCount(arch, layer, part);
   if (part === "mlp") return Float64Array.from(v);
-  const hd = arch.headDim, rep = arch.heads[layer]! / arch.kvHeads[layer]!;
+  const hd = arch.headDim,
+    rep = arch.heads[layer]! / arch.kvHeads[layer]!;
   const width = proj === "k_proj" || proj === "v_proj" ? hd : rep * hd;
   if (v.length !== G * width) throw new Error(`internal: ${proj} vector of ${v.length} for ${G} groups of ${width}`);
   const out = new Float64Array(G);
@@ -218,7 +240,8 @@ export function l2Normalise(v: Float64Array): Float64Array {
 /** The channel indices of a projection that survive when `keptGroups` (sorted) of its part are kept. */
 export function keptChannels(proj: Proj, keptGroups: readonly number[], arch: LlamaArch, layer: number): Int32Array {
   if (partOf(proj) === "mlp") return Int32Array.from(keptGroups);
-  const hd = arch.headDim, rep = arch.heads[layer]! / arch.kvHeads[layer]!;
+  const hd = arch.headDim,
+    rep = arch.heads[layer]! / arch.kvHeads[layer]!;
   const width = proj === "k_proj" || proj === "v_proj" ? hd : rep * hd;
   const out = new Int32Array(keptGroups.length * width);
   let k = 0;
@@ -257,7 +280,8 @@ export function pruneCount(total: number, ratio: number): number {
 export function selectGroups(scores: Float64Array, nPrune: number, forced: ReadonlySet<number> = new Set()): number[] {
   const n = scores.length;
   const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => {
-    const fa = forced.has(a) ? 1 : 0, fb = forced.has(b) ? 1 : 0;
+    const fa = forced.has(a) ? 1 : 0,
+      fb = forced.has(b) ? 1 : 0;
     if (fa !== fb) return fb - fa; // forced first (pruned first)
     return scores[a]! - scores[b]! || b - a;
   });

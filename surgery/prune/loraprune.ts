@@ -22,7 +22,26 @@ import { lowRankNorm } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import type { ModuleResult } from "../report.js";
 import type { BaseModel } from "../../formats/model/base-model.js";
-import { ATTN_PROJS, baseLayout, defaultSkipLayers, groupCount, keptChannels, l2Normalise, llamaArch, MLP_PROJS, parseModulePath, partOf, pruneCount, ROW_PRUNED, selectGroups, sumIntoGroups, type BaseLayout, type LlamaArch, type Part, type Proj } from "./groups.js";
+import {
+  ATTN_PROJS,
+  baseLayout,
+  defaultSkipLayers,
+  groupCount,
+  keptChannels,
+  l2Normalise,
+  llamaArch,
+  MLP_PROJS,
+  parseModulePath,
+  partOf,
+  pruneCount,
+  ROW_PRUNED,
+  selectGroups,
+  sumIntoGroups,
+  type BaseLayout,
+  type LlamaArch,
+  type Part,
+  type Proj,
+} from "./groups.js";
 import { projectionImportance, type LoraTerms } from "./importance.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -97,45 +116,59 @@ async function readGrad(g: Grads, key: string, shape: number[], where: string): 
     throw new InvalidInputError(`${where}: gradient ${t.info.name} has shape [${t.info.shape.join(", ")}], the factor is [${shape.join(", ")}]`);
   }
   const v = await t.file.readFloat64(t.info);
-  for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i]!)) throw new InvalidInputError(`${where}: gradient ${t.info.name} holds ${v[i]} at element ${i}`);
+  for (let i = 0; i < v.length; i++)
+    if (!Number.isFinite(v[i]!)) throw new InvalidInputError(`${where}: gradient ${t.info.name} holds ${v[i]} at element ${i}`);
   return v;
 }
 
 /** Every prune method refuses DoRA (exit 3): changing the factors invalidates the magnitude vector. */
 export function refuseDora(a: Adapter): void {
   if (isDora(a)) {
-    throw new InvalidInputError(`${a.source}: DoRA adapter; lora prune refuses DoRA (the magnitude vector cannot be kept right without the base weights)`, { hint: "merge the DoRA adapter into the base model with PEFT first" });
+    throw new InvalidInputError(`${a.source}: DoRA adapter; lora prune refuses DoRA (the magnitude vector cannot be kept right without the base weights)`, {
+      hint: "merge the DoRA adapter into the base model with PEFT first",
+    });
   }
 }
 
 /** Adapters loraprune cannot prune: DoRA, and GPT-2 Conv1D (fan_in_fan_out) layouts. */
 export function checkAdapter(a: Adapter): void {
   refuseDora(a);
-  if (a.config?.["fan_in_fan_out"] === true) throw new InvalidInputError(`${a.source}: fan_in_fan_out adapters (GPT-2 Conv1D) are not LLaMA-style; loraprune cannot map them`);
+  if (a.config?.["fan_in_fan_out"] === true)
+    throw new InvalidInputError(`${a.source}: fan_in_fan_out adapters (GPT-2 Conv1D) are not LLaMA-style; loraprune cannot map them`);
 }
 
 /** Adapter modules that are LLaMA projections, checked against the base weights' shapes. */
 function mapModules(a: Adapter, arch: LlamaArch, layout: BaseLayout, base: BaseModel): { mapped: MappedModule[]; other: LoraModule[] } {
-  const mapped: MappedModule[] = [], other: LoraModule[] = [];
+  const mapped: MappedModule[] = [],
+    other: LoraModule[] = [];
   const seen = new Map<string, string>();
   const norm = (p: string) => p.replace(/\./g, "_");
   const basePrefix = norm(layout.prefix);
   for (const m of a.modules) {
     const hit = [m.path, m.name].map((p) => ({ p, id: parseModulePath(p) })).find((x) => x.id);
-    if (!hit) { other.push(m); continue; }
+    if (!hit) {
+      other.push(m);
+      continue;
+    }
     const id = hit.id!;
     // The module's own prefix (before "layers") must name the same decoder stack as the base's
     // (either may carry extra leading components, e.g. base_model.model.); a vision tower's
     // layers are other modules, left as they are.
     const mp = norm(hit.p.slice(0, hit.p.length - `layers.${id.layer}.${id.part}.${id.proj}`.length));
-    if (!(mp.endsWith(basePrefix) || basePrefix.endsWith(mp))) { other.push(m); continue; }
-    if (id.layer >= arch.layers) throw new InvalidInputError(`${a.source}: module "${m.name}" is in layer ${id.layer}, but the base model has ${arch.layers} layers`);
+    if (!(mp.endsWith(basePrefix) || basePrefix.endsWith(mp))) {
+      other.push(m);
+      continue;
+    }
+    if (id.layer >= arch.layers)
+      throw new InvalidInputError(`${a.source}: module "${m.name}" is in layer ${id.layer}, but the base model has ${arch.layers} layers`);
     const key = `${id.layer}.${id.proj}`;
     if (seen.has(key)) throw new InvalidInputError(`${a.source}: modules "${seen.get(key)}" and "${m.name}" both adapt layer ${id.layer} ${id.proj}`);
     seen.set(key, m.name);
     const w = base.tensors.get(layout.layers[id.layer]!.weight[id.proj])!;
     if (m.kind !== "linear" || m.out !== w.info.shape[0] || m.in !== w.info.shape[1]) {
-      throw new InvalidInputError(`${a.source}: module "${m.name}" is ${m.out}×${m.in} (${m.kind}), but the base weight ${w.info.name} is [${w.info.shape.join(", ")}]; is this adapter for this model?`);
+      throw new InvalidInputError(
+        `${a.source}: module "${m.name}" is ${m.out}×${m.in} (${m.kind}), but the base weight ${w.info.name} is [${w.info.shape.join(", ")}]; is this adapter for this model?`,
+      );
     }
     mapped.push({ m, layer: id.layer, proj: id.proj });
   }
@@ -157,7 +190,8 @@ async function maskedGroups(a: Adapter, mm: MappedModule, arch: LlamaArch): Prom
   const t = mm.m.extras["lora_mask"];
   if (!t || !ROW_PRUNED.has(mm.proj)) return { masked: [], partial: false };
   const mask = await a.file.readFloat64(t);
-  if (mask.length !== mm.m.out) throw new InvalidInputError(`${a.source}: ${t.name} has ${mask.length} elements; module "${mm.m.name}" has ${mm.m.out} output channels`);
+  if (mask.length !== mm.m.out)
+    throw new InvalidInputError(`${a.source}: ${t.name} has ${mask.length} elements; module "${mm.m.name}" has ${mm.m.out} output channels`);
   const G = groupCount(arch, mm.layer, partOf(mm.proj));
   const width = mask.length / G;
   const masked: number[] = [];
@@ -172,7 +206,13 @@ async function maskedGroups(a: Adapter, mm: MappedModule, arch: LlamaArch): Prom
 }
 
 /** Score every layer part and choose the kept groups. */
-export async function planLoraPrune(a: Adapter, base: BaseModel, o: LoraPruneOptions, be: LinalgBackend | null, onStep?: (done: number, total: number) => void): Promise<LoraPrunePlan & { mapped: MappedModule[]; other: LoraModule[] }> {
+export async function planLoraPrune(
+  a: Adapter,
+  base: BaseModel,
+  o: LoraPruneOptions,
+  be: LinalgBackend | null,
+  onStep?: (done: number, total: number) => void,
+): Promise<LoraPrunePlan & { mapped: MappedModule[]; other: LoraModule[] }> {
   checkAdapter(a);
   const arch = llamaArch(base.config, base.configPath);
   const layout = baseLayout(base.tensors, arch, `--base ${base.source}`);
@@ -185,11 +225,16 @@ export async function planLoraPrune(a: Adapter, base: BaseModel, o: LoraPruneOpt
   const skip = o.skipLayers ?? defaultSkipLayers(arch.layers);
   for (const l of skip) if (l < 0 || l >= arch.layers) throw new UsageError(`--skip-layers: layer ${l} does not exist (the model has ${arch.layers} layers)`);
   const skipSet = new Set(skip);
-  if (o.grads && o.scoreModules === "all") throw new UsageError("--score-modules all cannot be combined with --grads: projections without a LoRA have no LoRA gradients");
-  for (const l of layout.layers) for (const n of Object.values(l.weight)) {
-    const d = base.tensors.get(n)!.info.dtype;
-    if (!["F64", "F32", "F16", "BF16"].includes(d)) throw new InvalidInputError(`--base ${base.source}: ${n} is ${d}; only F64/F32/F16/BF16 weights can be pruned (quantized checkpoints are not supported)`);
-  }
+  if (o.grads && o.scoreModules === "all")
+    throw new UsageError("--score-modules all cannot be combined with --grads: projections without a LoRA have no LoRA gradients");
+  for (const l of layout.layers)
+    for (const n of Object.values(l.weight)) {
+      const d = base.tensors.get(n)!.info.dtype;
+      if (!["F64", "F32", "F16", "BF16"].includes(d))
+        throw new InvalidInputError(
+          `--base ${base.source}: ${n} is ${d}; only F64/F32/F16/BF16 weights can be pruned (quantized checkpoints are not supported)`,
+        );
+    }
   for (const mm of mapped) {
     if (ROW_PRUNED.has(mm.proj) && mm.m.extras["lora_B.bias"] && !skipSet.has(mm.layer)) {
       throw new InvalidInputError(`${a.source}: module "${mm.m.name}" has a lora_B.bias; pruning its output channels is not supported`);
@@ -232,7 +277,10 @@ export async function planLoraPrune(a: Adapter, base: BaseModel, o: LoraPruneOpt
         const all = Array.from({ length: total }, (_, i) => i);
         if (skipSet.has(l)) return { total, kept: all, scored: false, masked: [] };
         const sc = scores.get(`${l}.${part}`);
-        if (!sc) { unscored[part].push(l); return { total, kept: all, scored: false, masked: [] }; }
+        if (!sc) {
+          unscored[part].push(l);
+          return { total, kept: all, scored: false, masked: [] };
+        }
         const forced = new Set<number>();
         for (const mm of mapped) {
           if (mm.layer !== l || partOf(mm.proj) !== part) continue;
@@ -247,7 +295,9 @@ export async function planLoraPrune(a: Adapter, base: BaseModel, o: LoraPruneOpt
     }
     for (const part of ["self_attn", "mlp"] as const) {
       if (unscored[part].length) {
-        notes.push(`layer(s) ${unscored[part].join(", ")}: no LoRA module in ${part}, so its ${part === "mlp" ? "channels" : "heads"} are kept (--score-modules all scores them by |W|)`);
+        notes.push(
+          `layer(s) ${unscored[part].join(", ")}: no LoRA module in ${part}, so its ${part === "mlp" ? "channels" : "heads"} are kept (--score-modules all scores them by |W|)`,
+        );
       }
     }
     if (partialMasks) notes.push(`${partialMasks} lora_mask tensor(s) zero only part of a group; those partial masks are ignored`);
@@ -286,7 +336,8 @@ function takeRows(M: Float64Array, cols: number, kept: Int32Array): Float64Array
 }
 
 function takeCols(M: Float64Array, rows: number, cols: number, kept: Int32Array): Float64Array {
-  const n = kept.length, out = new Float64Array(rows * n);
+  const n = kept.length,
+    out = new Float64Array(rows * n);
   for (let i = 0; i < rows; i++) for (let k = 0; k < n; k++) out[i * n + k] = M[i * cols + kept[k]!]!;
   return out;
 }
@@ -300,8 +351,14 @@ function complement(kept: Int32Array, n: number): Int32Array {
 }
 
 /** The pruned adapter's modules and their report rows. */
-export async function adapterOutput(a: Adapter, plan: LoraPrunePlan & { mapped: MappedModule[]; other: LoraModule[] }, be: LinalgBackend): Promise<{ out: OutModule[]; results: ModuleResult[]; notes: string[] }> {
-  const out: OutModule[] = [], results: ModuleResult[] = [], notes: string[] = [];
+export async function adapterOutput(
+  a: Adapter,
+  plan: LoraPrunePlan & { mapped: MappedModule[]; other: LoraModule[] },
+  be: LinalgBackend,
+): Promise<{ out: OutModule[]; results: ModuleResult[]; notes: string[] }> {
+  const out: OutModule[] = [],
+    results: ModuleResult[] = [],
+    notes: string[] = [];
   const cuts = new Map<LoraModule, Cut | null>();
   for (const mm of plan.mapped) cuts.set(mm.m, cutFor(plan, mm.layer, mm.proj));
   let masksDropped = 0;
@@ -311,7 +368,10 @@ export async function adapterOutput(a: Adapter, plan: LoraPrunePlan & { mapped: 
     const norm = await lowRankNorm(be, { B: f.B, A: f.A, scale: m.scale });
     const extras: NonNullable<OutModule["extras"]> = {};
     for (const [role, t] of Object.entries(m.extras)) {
-      if (role === "lora_mask" && cut) { masksDropped++; continue; }
+      if (role === "lora_mask" && cut) {
+        masksDropped++;
+        continue;
+      }
       extras[role] = { file: a.file, tensor: t };
     }
     const common = { path: m.path, kind: m.kind, rank: m.rank, alpha: m.alpha, dtype: m.A.dtype, extras, ...(a.format === "kohya" ? { stem: m.name } : {}) };
@@ -321,15 +381,25 @@ export async function adapterOutput(a: Adapter, plan: LoraPrunePlan & { mapped: 
       continue;
     }
     const rows = cut.axis === "rows";
-    const newOut = rows ? cut.kept.length : m.out, newIn = rows ? m.in : cut.kept.length;
+    const newOut = rows ? cut.kept.length : m.out,
+      newIn = rows ? m.in : cut.kept.length;
     // ‖ΔW − ΔW restricted‖ = ‖s·B[dropped rows]·A‖ (rows) or ‖s·B·A[:, dropped cols]‖ (columns)
     const gone = complement(cut.kept, rows ? m.out : m.in);
-    const lost = gone.length === 0 ? 0 : rows
-      ? await lowRankNorm(be, { B: { rows: gone.length, cols: m.rank, data: takeRows(f.B.data as Float64Array, m.rank, gone) }, A: f.A, scale: m.scale })
-      : await lowRankNorm(be, { B: f.B, A: { rows: m.rank, cols: gone.length, data: takeCols(f.A.data as Float64Array, m.rank, m.in, gone) }, scale: m.scale });
+    const lost =
+      gone.length === 0
+        ? 0
+        : rows
+          ? await lowRankNorm(be, { B: { rows: gone.length, cols: m.rank, data: takeRows(f.B.data as Float64Array, m.rank, gone) }, A: f.A, scale: m.scale })
+          : await lowRankNorm(be, {
+              B: f.B,
+              A: { rows: m.rank, cols: gone.length, data: takeCols(f.A.data as Float64Array, m.rank, m.in, gone) },
+              scale: m.scale,
+            });
     const kept = cut.kept;
     out.push({
-      ...common, out: newOut, in: newIn,
+      ...common,
+      out: newOut,
+      in: newIn,
       produce: async () => {
         const ff = await readFactors(a, m, "f64");
         return rows
@@ -337,7 +407,16 @@ export async function adapterOutput(a: Adapter, plan: LoraPrunePlan & { mapped: 
           : { B: ff.B.data, A: takeCols(ff.A.data as Float64Array, m.rank, m.in, kept) };
       },
     });
-    results.push({ name: m.name, rank_in: m.rank, rank: m.rank, relative_error: norm > 0 ? lost / norm : 0, target_norm: norm, shape_in: [m.out, m.in], shape: [newOut, newIn], pruned: rows ? "rows" : "columns" });
+    results.push({
+      name: m.name,
+      rank_in: m.rank,
+      rank: m.rank,
+      relative_error: norm > 0 ? lost / norm : 0,
+      target_norm: norm,
+      shape_in: [m.out, m.in],
+      shape: [newOut, newIn],
+      pruned: rows ? "rows" : "columns",
+    });
   }
   if (masksDropped) notes.push(`${masksDropped} lora_mask tensor(s) of pruned modules are not written: the pruning is now physical`);
   return { out, results, notes };

@@ -45,7 +45,13 @@ function reasons(m: LoraModule, norm: number, share: number, c: ModuleCriteria):
 }
 
 /** rsloraOut: whether the output config uses rsLoRA (alpha is re-derived from the scale when it differs). */
-export async function planModules(a: Adapter, c: ModuleCriteria, rsloraOut: boolean, be: LinalgBackend, onModule?: (i: number, n: number) => void): Promise<ModulesPlanned> {
+export async function planModules(
+  a: Adapter,
+  c: ModuleCriteria,
+  rsloraOut: boolean,
+  be: LinalgBackend,
+  onModule?: (i: number, n: number) => void,
+): Promise<ModulesPlanned> {
   const norms: number[] = [];
   let i = 0;
   for (const m of a.modules) {
@@ -63,15 +69,30 @@ export async function planModules(a: Adapter, c: ModuleCriteria, rsloraOut: bool
     const why = reasons(m, norm, share, c);
     const dropped = why.length > 0;
     res.results.push({
-      name: m.name, rank_in: m.rank, rank: dropped ? 0 : m.rank, relative_error: dropped && norm > 0 ? 1 : 0, target_norm: norm,
-      norm, energy_share: share, ...(dropped ? { dropped_by: why } : {}),
+      name: m.name,
+      rank_in: m.rank,
+      rank: dropped ? 0 : m.rank,
+      relative_error: dropped && norm > 0 ? 1 : 0,
+      target_norm: norm,
+      norm,
+      energy_share: share,
+      ...(dropped ? { dropped_by: why } : {}),
     });
-    if (dropped) { res.dropped.push(m.name); return; }
+    if (dropped) {
+      res.dropped.push(m.name);
+      return;
+    }
     const kernel = kernelOf(m.A.shape);
     const extras: NonNullable<OutModule["extras"]> = {};
     for (const [role, t] of Object.entries(m.extras)) extras[role] = { file: a.file, tensor: t };
     res.out.push({
-      path: m.path, kind: m.kind, rank: m.rank, alpha: m.rslora === rsloraOut ? m.alpha : alphaForScale(m.scale, m.rank, rsloraOut), out: m.out, in: m.in, dtype: m.A.dtype,
+      path: m.path,
+      kind: m.kind,
+      rank: m.rank,
+      alpha: m.rslora === rsloraOut ? m.alpha : alphaForScale(m.scale, m.rank, rsloraOut),
+      out: m.out,
+      in: m.in,
+      dtype: m.A.dtype,
       ...(kernel ? { kernel } : {}),
       ...(a.format === "kohya" ? { stem: m.name } : {}),
       rawFactors: { A: { file: a.file, tensor: m.A }, B: { file: a.file, tensor: m.B } },

@@ -3,7 +3,7 @@
 // chunks), its config.json with the per-layer counts, and pruning_plan.json.
 import { dirname, join, resolve } from "node:path";
 import { InvalidInputError } from "../../common/errors.js";
-import { dtypeBits, SafetensorsFile, type TensorInfo, type TensorSpec } from "../../formats/safetensors/index.js";
+import { dtypeBits, type SafetensorsFile, type TensorInfo, type TensorSpec } from "../../formats/safetensors/index.js";
 import type { BaseModel } from "../../formats/model/base-model.js";
 import { writeModel } from "../../formats/model/write.js";
 import { ATTN_PROJS, keptQueryHeads, MLP_PROJS } from "./groups.js";
@@ -33,21 +33,27 @@ function cutShape(shape: number[], c: Cut): number[] {
 export async function cutBytes(file: SafetensorsFile, info: TensorInfo, c: Cut): Promise<Uint8Array> {
   const eb = dtypeBits(info.dtype) / 8;
   if (!Number.isInteger(eb)) throw new InvalidInputError(`${info.name}: dtype ${info.dtype} is not byte-addressable; cannot prune it`);
-  const rows = info.shape[0]!, cols = info.shape.length > 1 ? info.shape.slice(1).reduce((x, y) => x * y, 1) : 1;
+  const rows = info.shape[0]!,
+    cols = info.shape.length > 1 ? info.shape.slice(1).reduce((x, y) => x * y, 1) : 1;
   const rowBytes = cols * eb;
   const rowsPerChunk = Math.max(1, Math.floor((4 << 20) / rowBytes));
   if (c.axis === "rows") {
     const out = new Uint8Array(c.kept.length * rowBytes);
-    let row = 0, k = 0;
-    await file.copyRaw(info, async (chunk) => {
-      const n = chunk.byteLength / rowBytes;
-      while (k < c.kept.length && c.kept[k]! < row + n) {
-        const r = c.kept[k]! - row;
-        out.set(chunk.subarray(r * rowBytes, (r + 1) * rowBytes), k * rowBytes);
-        k++;
-      }
-      row += n;
-    }, rowsPerChunk * rowBytes);
+    let row = 0,
+      k = 0;
+    await file.copyRaw(
+      info,
+      async (chunk) => {
+        const n = chunk.byteLength / rowBytes;
+        while (k < c.kept.length && c.kept[k]! < row + n) {
+          const r = c.kept[k]! - row;
+          out.set(chunk.subarray(r * rowBytes, (r + 1) * rowBytes), k * rowBytes);
+          k++;
+        }
+        row += n;
+      },
+      rowsPerChunk * rowBytes,
+    );
     return out;
   }
   const n = c.kept.length;
@@ -55,29 +61,44 @@ export async function cutBytes(file: SafetensorsFile, info: TensorInfo, c: Cut):
   let row = 0;
   const copyEl = eb === 2 || eb === 4 || eb === 8;
   const outView = copyEl ? viewOf(out, eb) : null;
-  await file.copyRaw(info, async (chunk) => {
-    const m = chunk.byteLength / rowBytes;
-    if (outView) {
-      const inView = viewOf(chunk, eb);
-      for (let i = 0; i < m; i++) {
-        const src = i * cols, dst = (row + i) * n;
-        for (let k = 0; k < n; k++) outView[dst + k] = inView[src + c.kept[k]!]!;
+  await file.copyRaw(
+    info,
+    async (chunk) => {
+      const m = chunk.byteLength / rowBytes;
+      if (outView) {
+        const inView = viewOf(chunk, eb);
+        for (let i = 0; i < m; i++) {
+          const src = i * cols,
+            dst = (row + i) * n;
+          for (let k = 0; k < n; k++) outView[dst + k] = inView[src + c.kept[k]!]!;
+        }
+      } else {
+        for (let i = 0; i < m; i++)
+          for (let k = 0; k < n; k++) {
+            const s = i * rowBytes + c.kept[k]! * eb,
+              d = ((row + i) * n + k) * eb;
+            for (let b = 0; b < eb; b++) out[d + b] = chunk[s + b]!;
+          }
       }
-    } else {
-      for (let i = 0; i < m; i++) for (let k = 0; k < n; k++) {
-        const s = i * rowBytes + c.kept[k]! * eb, d = ((row + i) * n + k) * eb;
-        for (let b = 0; b < eb; b++) out[d + b] = chunk[s + b]!;
-      }
-    }
-    row += m;
-  }, rowsPerChunk * rowBytes);
+      row += m;
+    },
+    rowsPerChunk * rowBytes,
+  );
   return out;
 }
 
 function viewOf(u: Uint8Array, eb: number): Uint16Array | Uint32Array | Float64Array {
-  if (u.byteOffset % eb !== 0) { const c = new Uint8Array(u.byteLength); c.set(u); u = c; }
+  if (u.byteOffset % eb !== 0) {
+    const c = new Uint8Array(u.byteLength);
+    c.set(u);
+    u = c;
+  }
   const n = u.byteLength / eb;
-  return eb === 2 ? new Uint16Array(u.buffer, u.byteOffset, n) : eb === 4 ? new Uint32Array(u.buffer, u.byteOffset, n) : new Float64Array(u.buffer, u.byteOffset, n);
+  return eb === 2
+    ? new Uint16Array(u.buffer, u.byteOffset, n)
+    : eb === 4
+      ? new Uint32Array(u.buffer, u.byteOffset, n)
+      : new Float64Array(u.buffer, u.byteOffset, n);
 }
 
 function specFor(file: SafetensorsFile, t: TensorInfo, cuts: Map<string, Cut>): TensorSpec {
@@ -88,7 +109,9 @@ function specFor(file: SafetensorsFile, t: TensorInfo, cuts: Map<string, Cut>): 
 
 /** Per-layer counts after pruning. */
 export function prunedCounts(plan: LoraPrunePlan): { heads: number[]; kvHeads: number[]; inter: number[] } {
-  const heads: number[] = [], kvHeads: number[] = [], inter: number[] = [];
+  const heads: number[] = [],
+    kvHeads: number[] = [],
+    inter: number[] = [];
   for (const L of plan.layers) {
     const rep = plan.arch.heads[L.layer]! / plan.arch.kvHeads[L.layer]!;
     kvHeads.push(L.attn.kept.length);
@@ -125,10 +148,15 @@ export function prunedConfig(cfg: Record<string, unknown>, plan: LoraPrunePlan):
 
 /** JSON with 2-space indentation but arrays of numbers on one line. */
 export function prettyJson(v: unknown): string {
-  return JSON.stringify(v, null, 2).replace(/\[([\s\d.,eE+-]*)\]/g, (_, inner: string) => {
-    const parts = inner.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
-    return "[" + parts.join(", ") + "]";
-  }) + "\n";
+  return (
+    JSON.stringify(v, null, 2).replace(/\[([\s\d.,eE+-]*)\]/g, (_, inner: string) => {
+      const parts = inner
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0);
+      return "[" + parts.join(", ") + "]";
+    }) + "\n"
+  );
 }
 
 export function planDocument(plan: LoraPrunePlan, o: LoraPruneOptions): Record<string, unknown> {
@@ -165,13 +193,28 @@ export function planDocument(plan: LoraPrunePlan, o: LoraPruneOptions): Record<s
 }
 
 /** Small non-weight files of a model directory worth carrying into the pruned one. */
-const AUX_FILES = ["generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json"];
+const AUX_FILES = [
+  "generation_config.json",
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "tokenizer.model",
+  "vocab.json",
+  "merges.txt",
+  "added_tokens.json",
+];
 
 /**
  * Write the pruned base model: a directory (the input's shard layout, its index when sharded,
  * config.json, tokenizer files) or one .safetensors file. Tensors are produced one at a time.
  */
-export async function writeBaseOut(target: string, base: BaseModel, plan: LoraPrunePlan, config: Record<string, unknown>, opts: { force: boolean; inputs: string[] }): Promise<void> {
+export async function writeBaseOut(
+  target: string,
+  base: BaseModel,
+  plan: LoraPrunePlan,
+  config: Record<string, unknown>,
+  opts: { force: boolean; inputs: string[] },
+): Promise<void> {
   const cuts = baseCuts(plan);
   await writeModel(target, base, { specFor: (file, t) => specFor(file, t, cuts), replace: { "config.json": prettyJson(config) }, copy: AUX_FILES }, opts);
 }

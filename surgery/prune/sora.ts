@@ -34,11 +34,22 @@ export function keptRanks(g: ArrayLike<number>, threshold: number): number[] {
  * Fold the gate into the kept factors. B is out×r, A is r×in (row-major); returns B' out×r',
  * A' r'×in with B'·A' = B[:, keep]·diag(g[keep])·A[keep, :].
  */
-export function foldGate(B: ArrayLike<number>, A: ArrayLike<number>, out: number, inF: number, r: number, g: ArrayLike<number>, keep: readonly number[], side: FoldSide): { B: Float64Array; A: Float64Array } {
+export function foldGate(
+  B: ArrayLike<number>,
+  A: ArrayLike<number>,
+  out: number,
+  inF: number,
+  r: number,
+  g: ArrayLike<number>,
+  keep: readonly number[],
+  side: FoldSide,
+): { B: Float64Array; A: Float64Array } {
   const k = keep.length;
-  const Bp = new Float64Array(out * k), Ap = new Float64Array(k * inF);
+  const Bp = new Float64Array(out * k),
+    Ap = new Float64Array(k * inF);
   for (let c = 0; c < k; c++) {
-    const i = keep[c]!, gi = g[i]!;
+    const i = keep[c]!,
+      gi = g[i]!;
     const bf = side === "B" ? gi : side === "A" ? 1 : Math.sqrt(Math.abs(gi));
     const af = side === "A" ? gi : side === "B" ? 1 : Math.sign(gi) * Math.sqrt(Math.abs(gi));
     for (let row = 0; row < out; row++) Bp[row * k + c] = B[row * r + i]! * bf;
@@ -84,7 +95,10 @@ async function gateOf(a: Adapter, m: LoraModule): Promise<Float64Array> {
 export async function planSora(a: Adapter, o: SoraOptions, be: LinalgBackend, onModule?: (i: number, n: number) => void): Promise<SoraPlanned> {
   const notes: string[] = [];
   if (!a.modules.some((m) => m.extras["gate"])) {
-    throw new InvalidInputError(`${a.source}: no SoRA gate tensors (<module>.lora.gate, or <module>.lora_gate beside PEFT factors); --method sora needs a SoRA checkpoint`, { hint: "for a plain adapter use --method modules, or lora truncate" });
+    throw new InvalidInputError(
+      `${a.source}: no SoRA gate tensors (<module>.lora.gate, or <module>.lora_gate beside PEFT factors); --method sora needs a SoRA checkpoint`,
+      { hint: "for a plain adapter use --method modules, or lora truncate" },
+    );
   }
   const fromConfig = configHasAlpha(a);
   if (fromConfig && o.loraAlpha !== undefined) notes.push(`--lora-alpha ${o.loraAlpha} overrides the config's lora_alpha`);
@@ -107,7 +121,15 @@ export async function planSora(a: Adapter, o: SoraOptions, be: LinalgBackend, on
     res.gates.push({ name: m.name, total: r, kept: keep.length, zero });
     if (keep.length === 0) {
       const err = await relativeError(be, target, []);
-      res.results.push({ name: m.name, rank_in: r, rank: 0, relative_error: Number.isFinite(err) ? err : 1, target_norm: await normOf(be, target), gates_kept: 0, gates_total: r });
+      res.results.push({
+        name: m.name,
+        rank_in: r,
+        rank: 0,
+        relative_error: Number.isFinite(err) ? err : 1,
+        target_norm: await normOf(be, target),
+        gates_kept: 0,
+        gates_total: r,
+      });
       res.dropped.push(m.name);
       onModule?.(++i, a.modules.length);
       continue;
@@ -120,12 +142,28 @@ export async function planSora(a: Adapter, o: SoraOptions, be: LinalgBackend, on
     const sOut = o.rsloraOut ? alpha / Math.sqrt(k) : alpha / k;
     const approx = [{ B: { rows: m.out, cols: k, data: stored(dtype, folded.B) }, A: { rows: k, cols: m.in, data: stored(dtype, folded.A) }, scale: sOut }];
     const err = await relativeError(be, target, approx);
-    res.results.push({ name: m.name, rank_in: r, rank: k, relative_error: Number.isFinite(err) ? err : 1, target_norm: await normOf(be, target), gates_kept: k, gates_total: r, alpha, scale: sOut });
+    res.results.push({
+      name: m.name,
+      rank_in: r,
+      rank: k,
+      relative_error: Number.isFinite(err) ? err : 1,
+      target_norm: await normOf(be, target),
+      gates_kept: k,
+      gates_total: r,
+      alpha,
+      scale: sOut,
+    });
     const kernel = kernelOf(m.A.shape);
     const extras: NonNullable<OutModule["extras"]> = {};
     for (const [role, t] of Object.entries(m.extras)) if (role !== "gate") extras[role] = { file: a.file, tensor: t };
     res.out.push({
-      path: m.path, kind: m.kind, rank: k, alpha, out: m.out, in: m.in, dtype,
+      path: m.path,
+      kind: m.kind,
+      rank: k,
+      alpha,
+      out: m.out,
+      in: m.in,
+      dtype,
       ...(kernel ? { kernel } : {}),
       ...(a.format === "kohya" ? { stem: m.name } : {}),
       extras,
@@ -138,7 +176,9 @@ export async function planSora(a: Adapter, o: SoraOptions, be: LinalgBackend, on
     onModule?.(++i, a.modules.length);
   }
   if (res.out.length === 0) {
-    throw new InvalidInputError(`${a.source}: every gate is ${o.threshold === 0 ? "zero" : `at most ${o.threshold} in magnitude`}; no rank is left to write`, { hint: o.threshold > 0 ? "lower --threshold" : undefined });
+    throw new InvalidInputError(`${a.source}: every gate is ${o.threshold === 0 ? "zero" : `at most ${o.threshold} in magnitude`}; no rank is left to write`, {
+      hint: o.threshold > 0 ? "lower --threshold" : undefined,
+    });
   }
   return res;
 }

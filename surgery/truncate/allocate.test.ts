@@ -37,13 +37,19 @@ test("energy allocation equals the global greedy top-K and is optimal (brute for
     const kept = (ranks: number[]) => ranks.reduce((s, k, i) => s + mods[i]!.sigma.slice(0, k).reduce((x, y) => x + y * y, 0), 0);
     let best = -1;
     const rec = (i: number, left: number, acc: number[]) => {
-      if (i === mods.length) { if (left === 0 || acc.reduce((s, x) => s + x, 0) === Math.min(K, total)) best = Math.max(best, kept(acc)); return; }
+      if (i === mods.length) {
+        if (left === 0 || acc.reduce((s, x) => s + x, 0) === Math.min(K, total)) best = Math.max(best, kept(acc));
+        return;
+      }
       for (let k = 0; k <= Math.min(mods[i]!.rank, left); k++) rec(i + 1, left - k, [...acc, k]);
     };
     rec(0, K, []);
     const got = kept(mods.map((m) => a.ranks.get(m.name)!));
     assert.ok(Math.abs(got - best) < 1e-12, `trial ${trial}: ${got} vs optimum ${best}`);
-    assert.equal([...a.ranks.values()].reduce((s, x) => s + x, 0), Math.min(K, total));
+    assert.equal(
+      [...a.ranks.values()].reduce((s, x) => s + x, 0),
+      Math.min(K, total),
+    );
   }
 });
 

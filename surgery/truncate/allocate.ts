@@ -45,7 +45,8 @@ export function energyRank(sigma: ArrayLike<number>, fraction: number): number {
 }
 
 function retained(mods: SpectrumInfo[], ranks: Map<string, number>): number {
-  let kept = 0, total = 0;
+  let kept = 0,
+    total = 0;
   for (const m of mods) {
     const k = ranks.get(m.name) ?? 0;
     for (let i = 0; i < m.sigma.length; i++) {
@@ -75,7 +76,11 @@ export function allocate(mods: SpectrumInfo[], req: AllocationRequest): Allocati
     used += f;
   }
   if (used > K) throw new UsageError(`--budget ${K} is smaller than the --min-rank floors (${used} ranks)`);
-  interface Cand { score: number; mod: number; idx: number }
+  interface Cand {
+    score: number;
+    mod: number;
+    idx: number;
+  }
   const cands: Cand[] = [];
   mods.forEach((m, mi) => {
     let total = 0;

@@ -20,7 +20,8 @@ export const KOHYA_MIN_SV = 1e-6;
 
 /** numpy/torch searchsorted(side="left"): the first index i with a[i] ≥ v (a ascending), else a.length. */
 export function searchsortedLeft(a: ArrayLike<number>, v: number): number {
-  let lo = 0, hi = a.length;
+  let lo = 0,
+    hi = a.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
     if (a[mid]! < v) lo = mid + 1;

@@ -3,11 +3,31 @@
 // rank and dtype), is removed (rank 0), or gets new factors: svd by the backend's truncateFactors
 // (linalg/types.ts) or truncate.ts's general route, prefix by prefix.ts. Each fills in its report
 // row (relative error of the factors as written, retained energy).
-import { alphaForScale, kohyaStemInSet, nonFiniteFactor, rawReadable, readFactors, scaleFor, type Adapter, type LoraModule, type ModuleFactors } from "../../formats/adapter/index.js";
+import {
+  alphaForScale,
+  kohyaStemInSet,
+  nonFiniteFactor,
+  rawReadable,
+  readFactors,
+  scaleFor,
+  type Adapter,
+  type LoraModule,
+  type ModuleFactors,
+} from "../../formats/adapter/index.js";
 import type { OutModule } from "../../formats/adapter/write.js";
 import type { DType } from "../../formats/safetensors/index.js";
 import type { SplitMode } from "../../linalg/lowrank.js";
-import { errorReport, gramsFrom, gramsOf, relativeErrorFromFactors, retainedEnergy, roundForDtype, toF64, truncateModule, truncationError } from "../../linalg/truncate.js";
+import {
+  errorReport,
+  gramsFrom,
+  gramsOf,
+  relativeErrorFromFactors,
+  retainedEnergy,
+  roundForDtype,
+  toF64,
+  truncateModule,
+  truncationError,
+} from "../../linalg/truncate.js";
 import type { FactorDType, LinalgBackend, Mat, ModuleGrams, TruncateFactorsResult } from "../../linalg/types.js";
 import { BufferPool } from "../buffer-pool.js";
 import { readFactorsWithGrams, type ModuleFactorsGrams } from "../factors.js";
@@ -70,10 +90,20 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
   const start = (m: LoraModule): Promise<Ahead> => {
     const f = fusedSpec.get(m);
     if (f) {
-      const fused = withRawFactors(a, m, pool, (B, A) => lanes.run(() => be.truncateFactors({
-        B, A, scale: m.scale, rank: f.t, scaleOut: f.scaleOut, split: c.split, outDtype: f.dtype as FactorDType,
-        ...(c.grams?.has(m.name) ? { grams: c.grams.get(m.name)! } : {}),
-      })));
+      const fused = withRawFactors(a, m, pool, (B, A) =>
+        lanes.run(() =>
+          be.truncateFactors({
+            B,
+            A,
+            scale: m.scale,
+            rank: f.t,
+            scaleOut: f.scaleOut,
+            split: c.split,
+            outDtype: f.dtype as FactorDType,
+            ...(c.grams?.has(m.name) ? { grams: c.grams.get(m.name)! } : {}),
+          }),
+        ),
+      );
       return Promise.resolve({ fused });
     }
     return Promise.resolve({ factors: c.method === "svd" ? readFactorsWithGrams(a, m, be) : readFactors(a, m, precisionOf(m)) });
@@ -93,7 +123,16 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
       dropped.push(m.name);
       const f = await readFactors(a, m, "f64"); // NaN/Inf are refused even in dropped modules
       const norm = S ? Math.hypot(...S) : Math.sqrt((await gramsOf(be, m64(f.B.rows, f.B.cols, f.B.data), m64(f.A.rows, f.A.cols, f.A.data), m.scale)).norm2);
-      outcomes.set(m.name, { result: { name: m.name, rank_in: m.rank, rank: 0, relative_error: norm > 0 ? 1 : 0, target_norm: norm, ...(c.method === "svd" ? { retained_energy: S ? retainedEnergy(S, 0) : 0 } : {}) } });
+      outcomes.set(m.name, {
+        result: {
+          name: m.name,
+          rank_in: m.rank,
+          rank: 0,
+          relative_error: norm > 0 ? 1 : 0,
+          target_norm: norm,
+          ...(c.method === "svd" ? { retained_energy: S ? retainedEnergy(S, 0) : 0 } : {}),
+        },
+      });
       tick();
       continue;
     }
@@ -115,7 +154,12 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
     const base: Omit<OutModule, "produce" | "rawFactors"> = {
       path: m.path,
       ...(c.format === "kohya" ? { stem: a.format === "kohya" ? m.name : kohyaStemInSet(m.path, c.te2) } : {}),
-      kind: m.kind, rank: t, alpha, out: m.out, in: m.in, dtype,
+      kind: m.kind,
+      rank: t,
+      alpha,
+      out: m.out,
+      in: m.in,
+      dtype,
       ...(kernel ? { kernel } : {}),
       extras,
     };
@@ -126,7 +170,18 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
       const sameScale = Math.abs(scaleFor(alpha, t, c.rsOut) - m.scale) <= 1e-12 * Math.abs(m.scale);
       if (sameScale) {
         modules.push({ ...base, rawFactors: { A: { file: a.file, tensor: m.A }, B: { file: a.file, tensor: m.B } } });
-        outcomes.set(m.name, { result: { name: m.name, rank_in: m.rank, rank: t, relative_error: 0, target_norm: norm, alpha, ...(c.method === "svd" ? { retained_energy: 1 } : {}) }, route: "copy" });
+        outcomes.set(m.name, {
+          result: {
+            name: m.name,
+            rank_in: m.rank,
+            rank: t,
+            relative_error: 0,
+            target_norm: norm,
+            alpha,
+            ...(c.method === "svd" ? { retained_energy: 1 } : {}),
+          },
+          route: "copy",
+        });
         tick();
         continue;
       }
@@ -140,7 +195,14 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
         if (r.kind === "non-finite") throw nonFiniteFactor(a, m, r);
         if (r.kind === "done") {
           outcomes.set(m.name, {
-            result: { name: m.name, rank_in: m.rank, rank: t, ...errorReport(r.norm2, Math.max(0, r.err2) + r.resid2), alpha, retained_energy: retainedEnergy(S ?? r.S, t) },
+            result: {
+              name: m.name,
+              rank_in: m.rank,
+              rank: t,
+              ...errorReport(r.norm2, Math.max(0, r.err2) + r.resid2),
+              alpha,
+              retained_energy: retainedEnergy(S ?? r.S, t),
+            },
             route: "gram",
           });
           tick();
@@ -149,7 +211,8 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
         // refused by the Gram route's guards: the general route below, from the factors
       }
       const f = await factorsOf(m, got);
-      const B = m64(f.B.rows, f.B.cols, f.B.data), A = m64(f.A.rows, f.A.cols, f.A.data);
+      const B = m64(f.B.rows, f.B.cols, f.B.data),
+        A = m64(f.A.rows, f.A.cols, f.A.data);
       let Bo: Float32Array | Float64Array, Ao: Float32Array | Float64Array, route: string, energy: number | undefined;
       let err: { relative_error: number; target_norm: number };
       if (c.method === "prefix") {
@@ -170,7 +233,15 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
         energy = retainedEnergy(S ?? r.S, t);
       }
       outcomes.set(m.name, {
-        result: { name: m.name, rank_in: m.rank, rank: t, relative_error: err.relative_error, target_norm: err.target_norm, alpha, ...(energy !== undefined ? { retained_energy: energy } : {}) },
+        result: {
+          name: m.name,
+          rank_in: m.rank,
+          rank: t,
+          relative_error: err.relative_error,
+          target_norm: err.target_norm,
+          alpha,
+          ...(energy !== undefined ? { retained_energy: energy } : {}),
+        },
         route,
       });
       tick();

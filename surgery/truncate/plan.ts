@@ -22,7 +22,8 @@ export interface Plan {
 
 /** σ of every module exactly as `lora inspect` computes them (so --budget/--energy ranks agree). */
 async function spectraOf(a: Adapter, be: LinalgBackend): Promise<{ spectra: Map<string, Float64Array>; grams: Map<string, ModuleGrams> }> {
-  const spectra = new Map<string, Float64Array>(), grams = new Map<string, ModuleGrams>();
+  const spectra = new Map<string, Float64Array>(),
+    grams = new Map<string, ModuleGrams>();
   // The Grams are kept for the fused route, which then skips its first pass (2r² floats a module).
   for (const [m, sp] of await moduleSpectra(a, be, { keepGrams: true })) {
     spectra.set(m.name, Float64Array.from(Array.from(sp.S).slice(0, m.rank)));
@@ -44,10 +45,13 @@ export async function plan(o: TruncateOptions, a: Adapter, be: LinalgBackend): P
       method = "prefix";
     } else if (a.dylora && !wantsSpectrum && o.split === undefined) {
       method = "prefix";
-      notes.push(`kohya DyLoRA file (ss_network_module networks.dylora, unit ${a.dylora.unit}): using --method prefix, the nested rank-R adapter it was trained to hold (--method svd gives the optimal rank-R ΔW instead)`);
+      notes.push(
+        `kohya DyLoRA file (ss_network_module networks.dylora, unit ${a.dylora.unit}): using --method prefix, the nested rank-R adapter it was trained to hold (--method svd gives the optimal rank-R ΔW instead)`,
+      );
     } else {
       method = "svd";
-      if (a.dylora) notes.push("kohya DyLoRA file, but these options (--energy/--budget/--dynamic/--split) need --method svd; prefix is what DyLoRA trained for --rank R");
+      if (a.dylora)
+        notes.push("kohya DyLoRA file, but these options (--energy/--budget/--dynamic/--split) need --method svd; prefix is what DyLoRA trained for --rank R");
     }
   }
   const ranks = new Map<string, number>();
@@ -67,7 +71,13 @@ export async function plan(o: TruncateOptions, a: Adapter, be: LinalgBackend): P
   if (o.energy !== undefined || o.budget !== undefined) {
     const alloc = allocate(
       a.modules.map((m) => ({ name: m.name, sigma: spectra.get(m.name)!, in: m.in, out: m.out, rank: m.rank })),
-      { score: o.score, minRank: o.minRank, rho: o.rho, ...(o.budget !== undefined ? { budget: o.budget } : {}), ...(o.energy !== undefined ? { energy: o.energy } : {}) },
+      {
+        score: o.score,
+        minRank: o.minRank,
+        rho: o.rho,
+        ...(o.budget !== undefined ? { budget: o.budget } : {}),
+        ...(o.energy !== undefined ? { energy: o.energy } : {}),
+      },
     );
     for (const [k, v] of alloc.ranks) ranks.set(k, v);
     return { method, ranks, spectra, grams, notes };
@@ -77,7 +87,11 @@ export async function plan(o: TruncateOptions, a: Adapter, be: LinalgBackend): P
     const S = spectra.get(m.name)!;
     let t: number;
     if (o.kohyaCompat) {
-      t = kohyaDynamicRank(S, o.dynamic, o.dynamicParam ?? 0, { ...(o.rank !== undefined ? { cap: o.rank } : {}), scale: m.scale, length: Math.min(m.out, m.in) });
+      t = kohyaDynamicRank(S, o.dynamic, o.dynamicParam ?? 0, {
+        ...(o.rank !== undefined ? { cap: o.rank } : {}),
+        scale: m.scale,
+        length: Math.min(m.out, m.in),
+      });
       if (t > m.rank) padded++;
     } else {
       t = cleanDynamicRank(S, o.dynamic!, o.dynamicParam!);
@@ -86,6 +100,9 @@ export async function plan(o: TruncateOptions, a: Adapter, be: LinalgBackend): P
     }
     ranks.set(m.name, t);
   }
-  if (padded) notes.push(`${padded} module(s) get more ranks than they hold under kohya's rule (its +1 on a full spectrum); the extra components are written as zeros (ΔW unchanged; resize_lora.py's are zero singular values)`);
+  if (padded)
+    notes.push(
+      `${padded} module(s) get more ranks than they hold under kohya's rule (its +1 on a full spectrum); the extra components are written as zeros (ΔW unchanged; resize_lora.py's are zero singular values)`,
+    );
   return { method, ranks, spectra, grams, notes };
 }

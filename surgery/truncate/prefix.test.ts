@@ -12,31 +12,46 @@ const mat = (rows: number, cols: number, data: ArrayLike<number>): Mat<Float64Ar
 
 /** The official DyLoRA forward at rank b (DyLoRA/loralib: A_b, B_b scaled by √(r/b), then alpha/r). */
 function official(B: Mat, A: Mat, alpha: number, b: number): Float64Array {
-  const r = A.rows, out = B.rows, inn = A.cols, f = Math.sqrt(r / b);
+  const r = A.rows,
+    out = B.rows,
+    inn = A.cols,
+    f = Math.sqrt(r / b);
   const dw = new Float64Array(out * inn);
-  for (let i = 0; i < out; i++) for (let j = 0; j < inn; j++) {
-    let v = 0;
-    for (let c = 0; c < b; c++) v += B.data[i * r + c]! * f * (A.data[c * inn + j]! * f);
-    dw[i * inn + j] = (alpha / r) * v;
-  }
+  for (let i = 0; i < out; i++)
+    for (let j = 0; j < inn; j++) {
+      let v = 0;
+      for (let c = 0; c < b; c++) v += B.data[i * r + c]! * f * (A.data[c * inn + j]! * f);
+      dw[i * inn + j] = (alpha / r) * v;
+    }
   return dw;
 }
 
 /** What a loader computes from the written factors: (alpha'/b)·B'A'. */
 function loaded(B: Mat, A: Mat, alpha: number): Float64Array {
-  const b = A.rows, out = B.rows, inn = A.cols;
+  const b = A.rows,
+    out = B.rows,
+    inn = A.cols;
   const dw = new Float64Array(out * inn);
-  for (let i = 0; i < out; i++) for (let j = 0; j < inn; j++) {
-    let v = 0;
-    for (let c = 0; c < b; c++) v += B.data[i * b + c]! * A.data[c * inn + j]!;
-    dw[i * inn + j] = (alpha / b) * v;
-  }
+  for (let i = 0; i < out; i++)
+    for (let j = 0; j < inn; j++) {
+      let v = 0;
+      for (let c = 0; c < b; c++) v += B.data[i * b + c]! * A.data[c * inn + j]!;
+      dw[i * inn + j] = (alpha / b) * v;
+    }
   return dw;
 }
 
 test("golden §9.3: r=4, alpha=8, B=(1..12)/10, A=(1..8)/10 at b = 1, 2, 4", () => {
-  const B = mat(3, 4, Array.from({ length: 12 }, (_, i) => (i + 1) / 10));
-  const A = mat(4, 2, Array.from({ length: 8 }, (_, i) => (i + 1) / 10));
+  const B = mat(
+    3,
+    4,
+    Array.from({ length: 12 }, (_, i) => (i + 1) / 10),
+  );
+  const A = mat(
+    4,
+    2,
+    Array.from({ length: 8 }, (_, i) => (i + 1) / 10),
+  );
   const golden: Record<number, number[]> = {
     1: [0.08, 0.16, 0.4, 0.8, 0.72, 1.44],
     2: [0.28, 0.4, 0.92, 1.36, 1.56, 2.32],
@@ -58,8 +73,12 @@ test("golden §9.3: r=4, alpha=8, B=(1..12)/10, A=(1..8)/10 at b = 1, 2, 4", () 
 test("prefix truncation equals the official forward on random factors; b = r is the identity; nesting holds", () => {
   const rng = new Rng(seed);
   for (let trial = 0; trial < 20; trial++) {
-    const r = 2 + rng.int(10), out = 1 + rng.int(20), inn = 1 + rng.int(20), alpha = 0.5 + rng.uniform() * 16;
-    const B = mat(out, r, rng.normals(out * r)), A = mat(r, inn, rng.normals(r * inn));
+    const r = 2 + rng.int(10),
+      out = 1 + rng.int(20),
+      inn = 1 + rng.int(20),
+      alpha = 0.5 + rng.uniform() * 16;
+    const B = mat(out, r, rng.normals(out * r)),
+      A = mat(r, inn, rng.normals(r * inn));
     const full = loaded(B, A, alpha);
     for (let b = 1; b <= r; b++) {
       const p = prefixFactors(B, A, b);
@@ -72,12 +91,13 @@ test("prefix truncation equals the official forward on random factors; b = r is 
         const bp = 1 + rng.int(b - 1);
         const pp = prefixFactors(B, A, bp);
         const small = loaded(pp.B, pp.A, alpha);
-        for (let i = 0; i < out; i++) for (let j = 0; j < inn; j++) {
-          let tail = 0;
-          for (let c = bp; c < b; c++) tail += B.data[i * r + c]! * A.data[c * inn + j]!;
-          const want = (bp / b) * small[i * inn + j]! + (alpha / b) * tail;
-          assert.ok(Math.abs(got[i * inn + j]! - want) <= 1e-12 * (1 + Math.abs(want)), "nesting");
-        }
+        for (let i = 0; i < out; i++)
+          for (let j = 0; j < inn; j++) {
+            let tail = 0;
+            for (let c = bp; c < b; c++) tail += B.data[i * r + c]! * A.data[c * inn + j]!;
+            const want = (bp / b) * small[i * inn + j]! + (alpha / b) * tail;
+            assert.ok(Math.abs(got[i * inn + j]! - want) <= 1e-12 * (1 + Math.abs(want)), "nesting");
+          }
       }
     }
   }

@@ -10,7 +10,9 @@ export type AlphaMode = "keep" | "kohya-train" | "lycoris";
 
 /** A[:b, :] and B[:, :b], same element type as the input. */
 export function prefixFactors<T extends FloatArray>(B: Mat<T>, A: Mat<T>, b: number): { B: Mat<T>; A: Mat<T> } {
-  const r = A.rows, out = B.rows, inn = A.cols;
+  const r = A.rows,
+    out = B.rows,
+    inn = A.cols;
   if (b > r || b < 0) throw new Error(`prefixFactors: rank ${b} outside 0..${r}`);
   const ctor = A.data.constructor as { new (n: number): T };
   const Bn = new ctor(out * b);
@@ -45,4 +47,3 @@ export function splitPath(output: string, rank: number): string {
   if (ext.toLowerCase() === ".safetensors") return output.slice(0, -ext.length) + tag + ext;
   return output.replace(/[\\/]+$/, "") + tag;
 }
-

@@ -79,9 +79,17 @@ test("convert -o - | inspect - works as a pipeline; binary output refused on a t
 });
 
 test("a closed pipe ends quietly with status 0", { skip: needsReal("gpt2-tigrinya") }, () => {
-  const r = spawnSync("sh", ["-c", `${process.execPath} ${loraBin} inspect ${join(realDir, "gpt2-tigrinya")} --json | head -c 10 >/dev/null; echo "\${PIPESTATUS:-}"`], { encoding: "utf8" });
+  const r = spawnSync(
+    "sh",
+    ["-c", `${process.execPath} ${loraBin} inspect ${join(realDir, "gpt2-tigrinya")} --json | head -c 10 >/dev/null; echo "\${PIPESTATUS:-}"`],
+    { encoding: "utf8" },
+  );
   assert.equal(r.status, 0);
-  const b = spawnSync("bash", ["-c", `set -o pipefail; ${process.execPath} ${loraBin} inspect ${join(realDir, "gpt2-tigrinya")} --json --backend js | head -c 10 >/dev/null`], { encoding: "utf8" });
+  const b = spawnSync(
+    "bash",
+    ["-c", `set -o pipefail; ${process.execPath} ${loraBin} inspect ${join(realDir, "gpt2-tigrinya")} --json --backend js | head -c 10 >/dev/null`],
+    { encoding: "utf8" },
+  );
   assert.equal(b.status, 0, b.stderr);
   assert.equal(b.stderr, "");
 });
@@ -94,7 +102,9 @@ test("outputs are atomic and never overwrite an input", () => {
   assert.equal(f.code, 0);
   assert.equal(JSON.parse(f.stdout).totals.modules, 8);
   assert.equal(lora(["convert", ex, "--to", "kohya", "-o", join(d, "a.safetensors")]).code, 2);
-  const fail = lora(["convert", ex, "--to", "kohya", "-o", join(d, "b.safetensors"), "--force"], { env: { LORA_TEST: "1", LORA_TEST_FAIL_WRITE_AFTER: "100" } });
+  const fail = lora(["convert", ex, "--to", "kohya", "-o", join(d, "b.safetensors"), "--force"], {
+    env: { LORA_TEST: "1", LORA_TEST_FAIL_WRITE_AFTER: "100" },
+  });
   assert.equal(fail.code, 1, fail.stderr);
   assert.ok(!existsSync(join(d, "b.safetensors")));
   assert.deepEqual(readdirSync(d).sort(), ["a.safetensors"]);

@@ -42,8 +42,14 @@ test("one error format: commander's messages and ours start with 'lora: error:' 
   const cases: [string[], RegExp][] = [
     [["inspect", ex, "--no-such-flag"], /^lora: error: unknown option '--no-such-flag'\n  hint: run 'lora inspect --help' for usage\n$/],
     [["frobnicate"], /^lora: error: unknown command 'frobnicate'\n  hint: run 'lora --help' for usage\n$/],
-    [["truncate", ex, "--rank", "x", "-o", "/tmp/never"], /^lora: error: option '--rank <R>' argument 'x' is invalid\. --rank must be an integer, got "x"\n  hint: run 'lora truncate --help' for usage\n$/],
-    [["inspect", ex, "--budget", "4", "--energy", "0.5"], /^lora: error: --budget and --energy are mutually exclusive\n  hint: run 'lora inspect --help' for usage\n$/],
+    [
+      ["truncate", ex, "--rank", "x", "-o", "/tmp/never"],
+      /^lora: error: option '--rank <R>' argument 'x' is invalid\. --rank must be an integer, got "x"\n  hint: run 'lora truncate --help' for usage\n$/,
+    ],
+    [
+      ["inspect", ex, "--budget", "4", "--energy", "0.5"],
+      /^lora: error: --budget and --energy are mutually exclusive\n  hint: run 'lora inspect --help' for usage\n$/,
+    ],
     [["inspect"], /^lora: error: missing required argument 'adapter'\n  hint: run 'lora inspect --help' for usage\n$/],
   ];
   for (const [args, re] of cases) {
@@ -93,7 +99,10 @@ test("piped inspect: the scale rule and the notes reach stderr (why scale is 2, 
 test("DoRA: inspect notes the magnitude vector (JSON notes, piped stderr, terminal table)", () => {
   const dora = join(fixturesDir, "peft-dora");
   const j = JSON.parse(lora(["inspect", dora, "--json"]).stdout);
-  assert.ok(j.notes.some((n: string) => /DoRA adapter: .*magnitude vector/.test(n)), JSON.stringify(j.notes));
+  assert.ok(
+    j.notes.some((n: string) => /DoRA adapter: .*magnitude vector/.test(n)),
+    JSON.stringify(j.notes),
+  );
   assert.deepEqual(j.modules[0].extras, ["lora_magnitude_vector"]);
   assert.match(lora(["inspect", dora]).stderr, /lora: note: DoRA adapter/);
   const plain = JSON.parse(lora(["inspect", ex, "--json"]).stdout);
@@ -145,7 +154,9 @@ test("auto falling back to js because the addon is missing: one note on stderr (
 
 const hasScript = spawnSync("script", ["--version"]).status === 0;
 
-test("colour (chalk) on a terminal only: a red 'error:' and a bold table header; none under NO_COLOR, --no-color or CI", { skip: !hasScript && "util-linux `script` not available (no pseudo-terminal)" }, () => {
+test("colour (chalk) on a terminal only: a red 'error:' and a bold table header; none under NO_COLOR, --no-color or CI", {
+  skip: !hasScript && "util-linux `script` not available (no pseudo-terminal)",
+}, () => {
   const run = (args: string, env: Record<string, string> = {}) => {
     const e: NodeJS.ProcessEnv = { ...process.env, TERM: "xterm-256color", ...env };
     for (const k of ["CI", "NO_COLOR", "FORCE_COLOR"]) if (!(k in env)) delete e[k];
@@ -153,7 +164,11 @@ test("colour (chalk) on a terminal only: a red 'error:' and a bold table header;
   };
   assert.match(run("inspect /nonexistent/adapter"), /lora: \x1b\[31m\x1b\[1merror:/);
   assert.match(run(`inspect ${ex}`), /\x1b\[1mmodule +shape/);
-  for (const [args, env] of [["inspect /nonexistent/adapter", { NO_COLOR: "1" }], ["inspect /nonexistent/adapter --no-color", {}], [`inspect ${ex}`, { CI: "1" }]] as const) {
+  for (const [args, env] of [
+    ["inspect /nonexistent/adapter", { NO_COLOR: "1" }],
+    ["inspect /nonexistent/adapter --no-color", {}],
+    [`inspect ${ex}`, { CI: "1" }],
+  ] as const) {
     assert.ok(!/\x1b\[(31|1)m/.test(run(args, env)), `${args} ${JSON.stringify(env)}`);
   }
 });

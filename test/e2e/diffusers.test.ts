@@ -25,7 +25,11 @@ const skipReal = existsSync(REAL) ? false : `real adapter not found at ${REAL}`;
 const fx = (n: string) => join(fixturesDir, "diffusers", n);
 
 function lora(args: string[], input?: Buffer): { status: number; stdout: string; stderr: string; raw: Buffer } {
-  const r = spawnSync(process.execPath, [loraBin, ...args], { env: { ...process.env, LORA_TEST: "1", NO_COLOR: "1" }, maxBuffer: 256 << 20, ...(input ? { input } : {}) });
+  const r = spawnSync(process.execPath, [loraBin, ...args], {
+    env: { ...process.env, LORA_TEST: "1", NO_COLOR: "1" },
+    maxBuffer: 256 << 20,
+    ...(input ? { input } : {}),
+  });
   return { status: r.status ?? -1, stdout: r.stdout.toString("utf8"), stderr: r.stderr.toString("utf8"), raw: r.stdout };
 }
 
@@ -35,9 +39,30 @@ function implemented(cmd: string): boolean {
   return r.status === 0 && !/not implemented/.test(r.stdout);
 }
 
-interface ModuleJson { name: string; shape: [number, number]; rank: number; alpha: number; scale: number; singular_values: number[]; norm: number }
-interface InspectJson { format: string; config_source: string; notes: string[]; modules: ModuleJson[]; totals: { modules: number; rank: number } }
-interface WriteJson { format: string; output: string; notes: string[]; modules: { name: string; rank: number; relative_error: number }[]; dropped: string[]; totals: { modules: number; rank: number; relative_error: number } }
+interface ModuleJson {
+  name: string;
+  shape: [number, number];
+  rank: number;
+  alpha: number;
+  scale: number;
+  singular_values: number[];
+  norm: number;
+}
+interface InspectJson {
+  format: string;
+  config_source: string;
+  notes: string[];
+  modules: ModuleJson[];
+  totals: { modules: number; rank: number };
+}
+interface WriteJson {
+  format: string;
+  output: string;
+  notes: string[];
+  modules: { name: string; rank: number; relative_error: number }[];
+  dropped: string[];
+  totals: { modules: number; rank: number; relative_error: number };
+}
 
 function inspect(path: string): InspectJson {
   const r = lora(["inspect", path, "--json"]);
@@ -47,7 +72,11 @@ function inspect(path: string): InspectJson {
 
 async function withAdapter<T>(path: string, f: (a: Adapter) => Promise<T>): Promise<T> {
   const a = await loadAdapter(path);
-  try { return await f(a); } finally { await a.file.close(); }
+  try {
+    return await f(a);
+  } finally {
+    await a.file.close();
+  }
 }
 
 async function term(a: Adapter, m: LoraModule, w = 1): Promise<LowRankTerm> {
@@ -78,7 +107,10 @@ test("inspect --json: format diffusers, 128 modules of rank 4, the scale rule na
   assert.equal(r.totals.modules, 128);
   assert.equal(r.totals.rank, 512);
   assert.match(r.config_source, /no network alpha: scale 1/);
-  assert.ok(r.notes.some((n) => /attention-processor/.test(n)), r.notes.join("; "));
+  assert.ok(
+    r.notes.some((n) => /attention-processor/.test(n)),
+    r.notes.join("; "),
+  );
   for (const m of r.modules) {
     assert.deepEqual([m.rank, m.alpha, m.scale, m.singular_values.length], [4, 4, 1, 4], m.name);
     assert.match(m.name, /^(down_blocks|mid_block|up_blocks)\..*\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$/);
@@ -97,13 +129,22 @@ test("inspect: each scale rule is named (metadata, network alphas, alpha = rank)
 });
 
 test("convert diffusers → peft → kohya → diffusers through the CLI: the same spectra, kohya stems, diffusers keys", { skip: skipReal }, () => {
-  const p = join(tmp, "rt-peft"), k = join(tmp, "rt.safetensors"), d = join(tmp, "rt-diffusers.safetensors");
-  for (const [i, o, to] of [[REAL, p, "peft"], [p, k, "kohya"], [k, d, "diffusers"]] as const) {
+  const p = join(tmp, "rt-peft"),
+    k = join(tmp, "rt.safetensors"),
+    d = join(tmp, "rt-diffusers.safetensors");
+  for (const [i, o, to] of [
+    [REAL, p, "peft"],
+    [p, k, "kohya"],
+    [k, d, "diffusers"],
+  ] as const) {
     const r = lora(["convert", i, "--to", to, "-o", o, "--json"]);
     assert.equal(r.status, 0, r.stderr);
     assert.equal((JSON.parse(r.stdout) as { to: string }).to, to);
   }
-  const src = inspect(REAL), pj = inspect(p), kj = inspect(k), dj = inspect(d);
+  const src = inspect(REAL),
+    pj = inspect(p),
+    kj = inspect(k),
+    dj = inspect(d);
   assert.deepEqual([pj.format, kj.format, dj.format], ["peft", "kohya", "diffusers"]);
   const sv = (j: InspectJson, name: (n: string) => string) => new Map(j.modules.map((m) => [name(m.name), m.singular_values]));
   const stem = (n: string) => "lora_unet_" + n.replace(/\./g, "_");
@@ -124,7 +165,10 @@ test("convert --to diffusers -o - | inspect -, and a directory output holding py
   assert.equal(i.status, 0, i.stderr);
   const piped = JSON.parse(i.stdout) as InspectJson;
   assert.equal(piped.format, "diffusers");
-  assert.deepEqual(piped.modules.map((m) => [m.name, m.rank, m.scale]), inspect(src).modules.map((m) => [m.name, m.rank, m.scale]));
+  assert.deepEqual(
+    piped.modules.map((m) => [m.name, m.rank, m.scale]),
+    inspect(src).modules.map((m) => [m.name, m.rank, m.scale]),
+  );
   const dir = join(tmp, "as-dir");
   assert.equal(lora(["convert", fx("attn-processor-alphas.safetensors"), "--to", "diffusers", "-o", dir]).status, 0);
   assert.deepEqual(readdirSync(dir), ["pytorch_lora_weights.safetensors"]);
@@ -159,13 +203,17 @@ test("malformed and half-converted diffusers files exit 3 naming the key, and le
 // ---- truncate, merge, prune --------------------------------------------------------------------
 
 test("truncate --rank 2: the optimal rank-2 ΔW of every module", { skip: skipReal }, async (t) => {
-  if (!implemented("truncate")) { t.skip("lora truncate is not implemented yet"); return; }
+  if (!implemented("truncate")) {
+    t.skip("lora truncate is not implemented yet");
+    return;
+  }
   const out = join(tmp, "trunc-r2.safetensors");
   const r = lora(["truncate", REAL, "--rank", "2", "-o", out, "--json"]);
   assert.equal(r.status, 0, r.stderr);
   const rep = JSON.parse(r.stdout) as WriteJson;
   assert.equal(rep.modules.length, 128);
-  const src = await termsOf(REAL), got = await termsOf(out);
+  const src = await termsOf(REAL),
+    got = await termsOf(out);
   const reported = new Map(rep.modules.map((m) => [m.name, m.relative_error]));
   for (const [k, { m, t: s }] of src) {
     const g = got.get(k);
@@ -203,13 +251,16 @@ async function subset(path: string, name: string): Promise<string> {
       specs.push({ name: t.name, dtype: t.dtype, shape: t.shape, data: await f.readRaw(t) });
     }
     writeFileSync(out, await serializeSafetensors(specs, f.header.metadata ?? null));
-  } finally { await f.close(); }
+  } finally {
+    await f.close();
+  }
   return out;
 }
 
 /** Σ ½ΔW over the real adapter and the second SD LoRA, per matchKey. */
 async function mergeTarget(real: string, second: string, n: number): Promise<Map<string, { name: string; terms: LowRankTerm[] }>> {
-  const a = await termsOf(real, 0.5), b = await termsOf(second, 0.5);
+  const a = await termsOf(real, 0.5),
+    b = await termsOf(second, 0.5);
   assert.equal(a.size, n);
   assert.equal(b.size, n);
   const out = new Map<string, { name: string; terms: LowRankTerm[] }>();
@@ -223,14 +274,26 @@ async function mergeTarget(real: string, second: string, n: number): Promise<Map
 
 /** [method, extra flags, on the 320-channel subset]. */
 const MERGES: [string, string[], boolean][] = [
-  ["cat", [], false], ["svd", [], false], ["svd", ["--rank", "8"], false], ["linear", [], false], ["ties", [], true], ["dare", [], true],
-  ["dare_ties", [], true], ["magnitude_prune", [], true], ["ffa", ["--project"], false], ["fair", [], false], ["lego", [], false],
+  ["cat", [], false],
+  ["svd", [], false],
+  ["svd", ["--rank", "8"], false],
+  ["linear", [], false],
+  ["ties", [], true],
+  ["dare", [], true],
+  ["dare_ties", [], true],
+  ["magnitude_prune", [], true],
+  ["ffa", ["--project"], false],
+  ["fair", [], false],
+  ["lego", [], false],
 ];
 
 for (const [method, extra, small] of MERGES) {
   const what = small ? "the real SD 1.5 LoRA's 320-channel blocks with the second one's" : "the real SD 1.5 LoRA with the generated second one";
   test(`merge --method ${[method, ...extra].join(" ")}: ${what}`, { skip: skipReal }, async (t) => {
-    if (!implemented("merge")) { t.skip("lora merge is not implemented yet"); return; }
+    if (!implemented("merge")) {
+      t.skip("lora merge is not implemented yet");
+      return;
+    }
     const [real, second, n] = small ? [await subset(REAL, "real-320.safetensors"), await subset(SECOND, "second-320.safetensors"), 40] : [REAL, SECOND, 128];
     const out = join(tmp, `merge-${method}${extra.join("")}.safetensors`);
     const r = lora(["merge", real, second, "--method", method, ...extra, "-o", out, "--json"]);
@@ -266,27 +329,38 @@ for (const [method, extra, small] of MERGES) {
 }
 
 test("merge --method ffa: two inputs sharing A (the real adapter twice) merge exactly", { skip: skipReal }, async (t) => {
-  if (!implemented("merge")) { t.skip("lora merge is not implemented yet"); return; }
+  if (!implemented("merge")) {
+    t.skip("lora merge is not implemented yet");
+    return;
+  }
   const out = join(tmp, "merge-ffa-self.safetensors");
   const r = lora(["merge", REAL, REAL, "--method", "ffa", "-o", out, "--json"]);
   assert.equal(r.status, 0, r.stderr);
-  const src = await termsOf(REAL), got = await termsOf(out);
-  for (const [k, { m, t: s }] of src) assert.ok(await relativeError(jsBackend, [s], [got.get(k)!.t]) < 1e-6, m.name);
+  const src = await termsOf(REAL),
+    got = await termsOf(out);
+  for (const [k, { m, t: s }] of src) assert.ok((await relativeError(jsBackend, [s], [got.get(k)!.t])) < 1e-6, m.name);
   expectDiffusers(t, (JSON.parse(r.stdout) as WriteJson).format, "merge");
 });
 
 test("prune --method modules --match attn2: the cross-attention modules go, the rest is untouched", { skip: skipReal }, async (t) => {
-  if (!implemented("prune")) { t.skip("lora prune is not implemented yet"); return; }
+  if (!implemented("prune")) {
+    t.skip("lora prune is not implemented yet");
+    return;
+  }
   const out = join(tmp, "prune-attn2.safetensors");
   const r = lora(["prune", REAL, "--method", "modules", "--match", "attn2", "-o", out, "--json"]);
   assert.equal(r.status, 0, r.stderr);
   const rep = JSON.parse(r.stdout) as WriteJson;
   assert.equal(rep.dropped.length, 64);
-  const src = await termsOf(REAL), got = await termsOf(out);
+  const src = await termsOf(REAL),
+    got = await termsOf(out);
   assert.equal(got.size, 64);
   for (const [k, { m, t: s }] of src) {
     const g = got.get(k);
-    if (/\.attn2\./.test(m.name)) { assert.equal(g, undefined, m.name); continue; }
+    if (/\.attn2\./.test(m.name)) {
+      assert.equal(g, undefined, m.name);
+      continue;
+    }
     assert.ok(g, `${m.name} missing`);
     assert.deepEqual([g.t.A.data, g.t.B.data, g.t.scale], [s.A.data, s.B.data, s.scale], m.name);
   }

@@ -44,26 +44,58 @@ test("every --json output validates against its schema in docs/schemas", async (
   };
   // inspect: plain, budget (every score), energy, kohya, diffusers, SoRA, DoRA, conv/embedding
   for (const args of [
-    [join(F, "example")], [join(F, "example"), "--budget", "20"], [join(F, "distilbert-like-a"), "--budget", "30", "--score", "ratio"],
-    [join(F, "example"), "--budget", "20", "--score", "params", "--min-rank", "1"], [join(F, "peft-rslora"), "--energy", "0.9"],
-    [join(F, "kohya-sd.safetensors")], [join(F, "diffusers", "sd15-second.safetensors")], [join(F, "prune", "sora-checkpoint.safetensors")],
-    [join(F, "peft-dora")], [join(F, "peft-f16-embed-conv")],
-  ]) check(ok(["inspect", ...args]), "inspect.schema.json", `inspect ${args.join(" ")}`);
+    [join(F, "example")],
+    [join(F, "example"), "--budget", "20"],
+    [join(F, "distilbert-like-a"), "--budget", "30", "--score", "ratio"],
+    [join(F, "example"), "--budget", "20", "--score", "params", "--min-rank", "1"],
+    [join(F, "peft-rslora"), "--energy", "0.9"],
+    [join(F, "kohya-sd.safetensors")],
+    [join(F, "diffusers", "sd15-second.safetensors")],
+    [join(F, "prune", "sora-checkpoint.safetensors")],
+    [join(F, "peft-dora")],
+    [join(F, "peft-f16-embed-conv")],
+  ])
+    check(ok(["inspect", ...args]), "inspect.schema.json", `inspect ${args.join(" ")}`);
   // truncate: every selection, both methods, --unit
   let n = 0;
   const out = (ext = "") => join(d, `o${n++}${ext}`);
   for (const args of [
-    [join(F, "example"), "--rank", "4"], [join(F, "example"), "--energy", "0.9", "--split", "all-in-up"], [join(F, "distilbert-like-a"), "--budget", "30", "--score", "ratio"],
-    [join(F, "kohya-sd.safetensors"), "--kohya-compat", "--dynamic", "sv_fro", "--dynamic-param", "0.9", "--rank", "3"], [join(F, "kohya-dylora.safetensors"), "--rank", "4", "--alpha-mode", "kohya-train"],
+    [join(F, "example"), "--rank", "4"],
+    [join(F, "example"), "--energy", "0.9", "--split", "all-in-up"],
+    [join(F, "distilbert-like-a"), "--budget", "30", "--score", "ratio"],
+    [join(F, "kohya-sd.safetensors"), "--kohya-compat", "--dynamic", "sv_fro", "--dynamic-param", "0.9", "--rank", "3"],
+    [join(F, "kohya-dylora.safetensors"), "--rank", "4", "--alpha-mode", "kohya-train"],
     [join(F, "peft-rslora"), "--rank", "2", "--to", "kohya", "--dtype", "BF16"],
-  ]) check(ok(["truncate", ...args, "-o", out(args.includes("kohya") || args[0]!.endsWith(".safetensors") ? ".safetensors" : "")]), "truncate.schema.json", `truncate ${args.join(" ")}`);
+  ])
+    check(
+      ok(["truncate", ...args, "-o", out(args.includes("kohya") || args[0]!.endsWith(".safetensors") ? ".safetensors" : "")]),
+      "truncate.schema.json",
+      `truncate ${args.join(" ")}`,
+    );
   check(ok(["truncate", join(F, "kohya-dylora.safetensors"), "--unit", "2", "-o", out(".safetensors")]), "truncate-unit.schema.json", "truncate --unit");
   // prune: the three methods
   check(ok(["prune", join(F, "prune", "sora-checkpoint.safetensors"), "--method", "sora", "-o", out()]), "prune.schema.json", "prune sora");
   check(ok(["prune", join(F, "example"), "--method", "modules", "--match", "v_proj", "--min-norm", "0.5", "-o", out()]), "prune.schema.json", "prune modules");
   const lp = join(d, "lp");
   mkdirSync(lp);
-  check(ok(["prune", join(F, "prune", "adapter-mha"), "--method", "loraprune", "--base", join(F, "prune", "llama-mha"), "--ratio", "0.5", "--base-out", join(lp, "base"), "-o", join(lp, "adapter")]), "prune.schema.json", "prune loraprune");
+  check(
+    ok([
+      "prune",
+      join(F, "prune", "adapter-mha"),
+      "--method",
+      "loraprune",
+      "--base",
+      join(F, "prune", "llama-mha"),
+      "--ratio",
+      "0.5",
+      "--base-out",
+      join(lp, "base"),
+      "-o",
+      join(lp, "adapter"),
+    ]),
+    "prune.schema.json",
+    "prune loraprune",
+  );
   // merge: every method
   const ab = [join(F, "distilbert-like-a"), join(F, "distilbert-like-b"), "--passthrough", "drop"];
   for (const m of ["cat", "svd", "linear", "ties", "dare", "dare_ties", "magnitude_prune", "lego", "fair"]) {
@@ -72,18 +104,28 @@ test("every --json output validates against its schema in docs/schemas", async (
   check(ok(["merge", ...ab, "--method", "ffa", "--project", "-o", out()]), "merge.schema.json", "merge ffa --project");
   check(ok(["merge", join(F, "example"), join(F, "example"), "--method", "ffa", "-o", out()]), "merge.schema.json", "merge ffa (shared A)");
   // convert, backends
-  for (const to of ["kohya", "peft", "diffusers"]) check(ok(["convert", join(F, "example"), "--to", to, "-o", out(to === "peft" ? "" : ".safetensors")]), "convert.schema.json", `convert --to ${to}`);
+  for (const to of ["kohya", "peft", "diffusers"])
+    check(ok(["convert", join(F, "example"), "--to", to, "-o", out(to === "peft" ? "" : ".safetensors")]), "convert.schema.json", `convert --to ${to}`);
   check(ok(["backends"]), "backends.schema.json", "backends");
   // diff, lint and the catalog modes
   check(ok(["diff", join(F, "example"), join(F, "distilbert-like-a")]), "diff.schema.json", "diff (disjoint modules)");
   check(ok(["diff", join(F, "kohya-sd.safetensors"), join(F, "kohya-sd.safetensors"), "--signs"]), "diff.schema.json", "diff --signs");
   check(ok(["lint", join(F, "example"), join(F, "kohya-sd.safetensors")]), "lint.schema.json", "lint");
   check(ok(["inspect", join(F, "example"), join(F, "kohya-sd.safetensors")]), "inspect-catalog.schema.json", "inspect (catalog)");
-  check(ok(["truncate", join(F, "example"), join(F, "peft-bf16.safetensors"), "--max-bytes", "20KB", "-o", out()]), "truncate-catalog.schema.json", "truncate --max-bytes");
-  check(ok(["truncate", join(F, "example"), join(F, "kohya-sd.safetensors"), "--rank", "2", "-o", out()]), "truncate-catalog.schema.json", "truncate (catalog) --rank");
+  check(
+    ok(["truncate", join(F, "example"), join(F, "peft-bf16.safetensors"), "--max-bytes", "20KB", "-o", out()]),
+    "truncate-catalog.schema.json",
+    "truncate --max-bytes",
+  );
+  check(
+    ok(["truncate", join(F, "example"), join(F, "kohya-sd.safetensors"), "--rank", "2", "-o", out()]),
+    "truncate-catalog.schema.json",
+    "truncate (catalog) --rank",
+  );
   // extract and apply on a small generated Llama-shaped pair
   const spec: PairSpec = { family: "llama", size: { layers: 1, hidden: 32, inter: 48, vocab: 16 }, dtype: "F32", rank: 3, noise: 1e-3, seed: 7 };
-  const base = join(d, "base"), tuned = join(d, "tuned");
+  const base = join(d, "base"),
+    tuned = join(d, "tuned");
   await writeGeneratedModel(base, spec, false, 2);
   await writeGeneratedModel(tuned, spec, true, 2);
   const ad = out();
@@ -91,7 +133,13 @@ test("every --json output validates against its schema in docs/schemas", async (
   check(ok(["extract", base, tuned, "--energy", "0.9", "--exact", "-o", out()]), "extract.schema.json", "extract --energy --exact");
   check(ok(["apply", base, ad, "-o", out()]), "apply.schema.json", "apply");
   // errors: usage, invalid input, unavailable backend, run-time
-  for (const args of [["inspect", join(F, "example"), "--nope"], ["inspect", join(F, "bad-adapters", "nan-factor.safetensors")], ["inspect", join(F, "example"), "--backend", "cuda"], ["inspect", "/nonexistent"], ["merge", ...ab.slice(0, 2), "-o", out()]]) {
+  for (const args of [
+    ["inspect", join(F, "example"), "--nope"],
+    ["inspect", join(F, "bad-adapters", "nan-factor.safetensors")],
+    ["inspect", join(F, "example"), "--backend", "cuda"],
+    ["inspect", "/nonexistent"],
+    ["merge", ...ab.slice(0, 2), "-o", out()],
+  ]) {
     const r = lora([...args, "--json"]);
     assert.notEqual(r.code, 0);
     const doc = JSON.parse(r.stderr) as { error: { exit: number } };
@@ -152,7 +200,11 @@ test("README.md, docs/ and the product's folders name no ../shared path", () => 
 // ---------------------------------------------------------------------------------------------
 // README commands
 
-interface Example { cmd: string; expect: string[]; fails: boolean }
+interface Example {
+  cmd: string;
+  expect: string[];
+  fails: boolean;
+}
 
 /** `lora …` command lines of README's sh and console blocks (continuations joined), with the output the README prints after each. */
 function readmeExamples(): Example[] {
@@ -164,7 +216,10 @@ function readmeExamples(): Example[] {
     for (let i = 0; i < lines.length; i++) {
       let line = lines[i]!;
       const isConsole = m[1] === "console";
-      if (isConsole && !line.startsWith("$ ")) { if (cur && line.trim()) cur.expect.push(line); continue; }
+      if (isConsole && !line.startsWith("$ ")) {
+        if (cur && line.trim()) cur.expect.push(line);
+        continue;
+      }
       if (isConsole) line = line.slice(2);
       while (line.endsWith("\\") && i + 1 < lines.length) line = line.slice(0, -1) + lines[++i]!.trim();
       const code = line.replace(/\s+#.*$/, "").trim();
@@ -178,7 +233,11 @@ function readmeExamples(): Example[] {
   return out;
 }
 
-const mask = (s: string) => s.replace(/-?\d+(\.\d+)?(e[-+]?\d+)?/gi, "#").replace(/\s+/g, " ").trim();
+const mask = (s: string) =>
+  s
+    .replace(/-?\d+(\.\d+)?(e[-+]?\d+)?/gi, "#")
+    .replace(/\s+/g, " ")
+    .trim();
 
 test("every lora command of README.md runs as printed from the repository root", { timeout: 600_000 }, () => {
   const examples = readmeExamples();
@@ -195,18 +254,27 @@ test("every lora command of README.md runs as printed from the repository root",
   const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${bin}:${process.env["PATH"]}`, NO_COLOR: "1", CI: "1", TERM: "xterm" };
   for (const e of examples) {
     if (e.cmd.includes("--tui")) continue; // interactive: covered by test/e2e/ux.test.ts on a pseudo-terminal
-    if (!hasJq && e.cmd.includes("| jq")) { console.log(`skipped (no jq): ${e.cmd}`); continue; }
+    if (!hasJq && e.cmd.includes("| jq")) {
+      console.log(`skipped (no jq): ${e.cmd}`);
+      continue;
+    }
     // zsh lines run in zsh (when it is installed), with $fpath pointing into the scratch folder.
     const zsh = e.cmd.includes("completion zsh");
-    if (zsh && !hasZsh) { console.log(`skipped (no zsh): ${e.cmd}`); continue; }
+    if (zsh && !hasZsh) {
+      console.log(`skipped (no zsh): ${e.cmd}`);
+      continue;
+    }
     const file = join(d, "cmd.sh");
-    const prologue = zsh ? `autoload -Uz compinit && compinit -u -d ${join(d, "zcompdump")}\nfpath=(${join(d, "fpath")} $fpath); mkdir -p ${join(d, "fpath")}\n` : "";
+    const prologue = zsh
+      ? `autoload -Uz compinit && compinit -u -d ${join(d, "zcompdump")}\nfpath=(${join(d, "fpath")} $fpath); mkdir -p ${join(d, "fpath")}\n`
+      : "";
     writeFileSync(file, `set -o pipefail\n${prologue}${e.cmd.replaceAll("/tmp/lora-demo", demo)}\n`);
     const shell = zsh ? "zsh" : "bash";
     // On a pseudo-terminal when possible (the README shows terminal tables), else plainly.
-    const r = hasScript && e.expect.length
-      ? spawnSync("script", ["-qec", `stty cols 200; ${shell} ${file}`, "/dev/null"], { cwd: repoRoot, env, encoding: "utf8", timeout: 120_000 })
-      : spawnSync(shell, [file], { cwd: repoRoot, env, encoding: "utf8", timeout: 120_000 });
+    const r =
+      hasScript && e.expect.length
+        ? spawnSync("script", ["-qec", `stty cols 200; ${shell} ${file}`, "/dev/null"], { cwd: repoRoot, env, encoding: "utf8", timeout: 120_000 })
+        : spawnSync(shell, [file], { cwd: repoRoot, env, encoding: "utf8", timeout: 120_000 });
     const all = `${r.stdout}${r.stderr ?? ""}`.replace(/\r/g, "").replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, ""); // jq colours a terminal whatever NO_COLOR says
     if (e.fails) assert.notEqual(r.status, 0, `README shows an error: ${e.cmd}`);
     else assert.equal(r.status, 0, `${e.cmd}\n${all}`);

@@ -42,14 +42,26 @@ function ref<T>(...args: string[]): T {
   return JSON.parse(r.stdout) as T;
 }
 
-interface ExtractRef { modules: { name: string; rank: number; rel_to_opt: number; err: number; opt_err: number; norm: number }[]; missing: string[] }
+interface ExtractRef {
+  modules: { name: string; rank: number; rel_to_opt: number; err: number; opt_err: number; norm: number }[];
+  missing: string[];
+}
 
 const SIZE = { layers: 2, hidden: 48, inter: 80, vocab: 64, kv: 24 };
-const spec = (family: PairSpec["family"], extra: Partial<PairSpec> = {}): PairSpec => ({ family, size: SIZE, dtype: "F32", rank: 4, noise: 1e-3, seed: SEED, ...extra });
+const spec = (family: PairSpec["family"], extra: Partial<PairSpec> = {}): PairSpec => ({
+  family,
+  size: SIZE,
+  dtype: "F32",
+  rank: 4,
+  noise: 1e-3,
+  seed: SEED,
+  ...extra,
+});
 
 const M: Record<string, { base: string; tuned: string }> = {};
 async function pair(key: string, s: PairSpec, shards: number): Promise<void> {
-  const base = join(tmp, `${key}-base`), tuned = join(tmp, `${key}-tuned`);
+  const base = join(tmp, `${key}-base`),
+    tuned = join(tmp, `${key}-tuned`);
   await writeGeneratedModel(base, s, false, shards);
   await writeGeneratedModel(tuned, s, true, shards);
   M[key] = { base, tuned };
@@ -72,7 +84,8 @@ describe("lora extract against the dense float64 optimum (numpy)", { skip: noNum
       test(`${key}, rank ${rank}: --exact within 1e-5 of the optimum; the default within 0.1% of its error`, () => {
         const { base, tuned } = M[key]!;
         const ext = key === "unet" ? ".safetensors" : "";
-        const exact = join(tmp, `${key}-r${rank}-exact${ext}`), dflt = join(tmp, `${key}-r${rank}${ext}`);
+        const exact = join(tmp, `${key}-r${rank}-exact${ext}`),
+          dflt = join(tmp, `${key}-r${rank}${ext}`);
         let r = lora(["extract", base, tuned, "--rank", String(rank), "--exact", "-o", exact, "--json", "--seed", String(SEED)]);
         assert.equal(r.status, 0, r.stderr);
         const rep = JSON.parse(r.stdout) as { format: string; modules: { name: string; relative_error: number; route: string }[] };
@@ -94,8 +107,14 @@ describe("lora extract against the dense float64 optimum (numpy)", { skip: noNum
         for (const m of d.modules) {
           const mine = byName.get(m.name.replace(/^lora_unet_/, "")) ?? [...byName.values()].find((x) => m.name.endsWith(x.name.replace(/\./g, "_")));
           assert.ok(mine, m.name);
-          assert.ok(Math.abs(mine.relative_error - m.err / m.norm) <= 1e-3 * (m.err / m.norm) + 1e-4, `${m.name}: reported ${mine.relative_error}, true ${m.err / m.norm}`);
-          assert.ok(mine.excess_estimate !== null && mine.excess_estimate >= 0 && mine.excess_estimate <= 1e-3, `${m.name}: excess estimate ${mine.excess_estimate}`);
+          assert.ok(
+            Math.abs(mine.relative_error - m.err / m.norm) <= 1e-3 * (m.err / m.norm) + 1e-4,
+            `${m.name}: reported ${mine.relative_error}, true ${m.err / m.norm}`,
+          );
+          assert.ok(
+            mine.excess_estimate !== null && mine.excess_estimate >= 0 && mine.excess_estimate <= 1e-3,
+            `${m.name}: excess estimate ${mine.excess_estimate}`,
+          );
         }
       });
     }
@@ -111,7 +130,8 @@ describe("lora extract against the dense float64 optimum (numpy)", { skip: noNum
     // the report says so too (measured directly, not as a difference of energies)
     const rep = JSON.parse(r.stdout) as { modules: { name: string; relative_error: number }[] };
     const truth = new Map(e.modules.map((m) => [m.name, m.err / m.norm]));
-    for (const m of rep.modules) assert.ok(Math.abs(m.relative_error - truth.get(m.name)!) <= 1e-7, `${m.name}: reported ${m.relative_error}, true ${truth.get(m.name)}`);
+    for (const m of rep.modules)
+      assert.ok(Math.abs(m.relative_error - truth.get(m.name)!) <= 1e-7, `${m.name}: reported ${m.relative_error}, true ${truth.get(m.name)}`);
     const cfg = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8")) as Record<string, unknown>;
     assert.equal(cfg["base_model_name_or_path"], "test/llama");
     assert.ok((cfg["target_modules"] as string[]).includes("model.layers.1.mlp.down_proj"));
@@ -133,13 +153,30 @@ describe("lora extract against the dense float64 optimum (numpy)", { skip: noNum
 /** A PEFT adapter on some Llama weights: ranks 3 and 5 (rank_pattern), alpha 8 (scales 8/3, 8/5), F32. */
 async function peftAdapter(dir: string): Promise<void> {
   const rng = new Rng(SEED + 9);
-  const H = SIZE.hidden, I = SIZE.inter, kv = SIZE.kv;
-  const mods: [string, number, number, number][] = [["model.layers.0.self_attn.q_proj", H, H, 3], ["model.layers.0.self_attn.v_proj", kv, H, 5], ["model.layers.1.mlp.down_proj", H, I, 3], ["lm_head", SIZE.vocab, H, 5]];
+  const H = SIZE.hidden,
+    I = SIZE.inter,
+    kv = SIZE.kv;
+  const mods: [string, number, number, number][] = [
+    ["model.layers.0.self_attn.q_proj", H, H, 3],
+    ["model.layers.0.self_attn.v_proj", kv, H, 5],
+    ["model.layers.1.mlp.down_proj", H, I, 3],
+    ["lm_head", SIZE.vocab, H, 5],
+  ];
   const modules: OutModule[] = mods.map(([path, out, inn, rank]) => ({
-    path, kind: "linear", rank, alpha: 8, out, in: inn, dtype: "F32",
+    path,
+    kind: "linear",
+    rank,
+    alpha: 8,
+    out,
+    in: inn,
+    dtype: "F32",
     produce: async () => ({ A: Float32Array.from(rng.normals(rank * inn, 0.3)), B: Float32Array.from(rng.normals(out * rank, 0.05)) }),
   }));
-  await writeAdapter(dir, { format: "peft", modules, passthrough: [], metadata: {}, baseConfig: { base_model_name_or_path: "test/llama" } }, { force: true, inputs: [] });
+  await writeAdapter(
+    dir,
+    { format: "peft", modules, passthrough: [], metadata: {}, baseConfig: { base_model_name_or_path: "test/llama" } },
+    { force: true, inputs: [] },
+  );
 }
 
 describe("lora apply: W + s·ΔW as PEFT merges it, one rounding of the base's dtype", { skip: noNumpy }, () => {
@@ -195,14 +232,19 @@ describe("lora apply: W + s·ΔW as PEFT merges it, one rounding of the base's d
 describe("bad input exits 3 before anything is written; SIGINT leaves nothing", () => {
   test("extract: a missing tensor, a shape and a dtype mismatch", async () => {
     const s = spec("llama", { seed: SEED + 30 });
-    const base = join(tmp, "bad-base"), tuned = join(tmp, "bad-tuned-dtype");
+    const base = join(tmp, "bad-base"),
+      tuned = join(tmp, "bad-tuned-dtype");
     await writeGeneratedModel(base, s, false);
     await writeGeneratedModel(tuned, { ...s, dtype: "BF16" }, true);
     const other = join(tmp, "bad-tuned-shape");
     await writeGeneratedModel(other, { ...s, size: { ...SIZE, inter: SIZE.inter + 8 } }, true);
     const fewer = join(tmp, "bad-tuned-names");
     await writeGeneratedModel(fewer, { ...s, size: { ...SIZE, layers: 1 } }, true);
-    for (const [t, re] of [[tuned, /dtype F32 in BASE but BF16/], [other, /shape/], [fewer, /only in BASE/]] as const) {
+    for (const [t, re] of [
+      [tuned, /dtype F32 in BASE but BF16/],
+      [other, /shape/],
+      [fewer, /only in BASE/],
+    ] as const) {
       const out = join(tmp, "bad-out");
       const r = lora(["extract", base, t, "--rank", "2", "-o", out]);
       assert.equal(r.status, 3, r.stderr);
@@ -222,7 +264,10 @@ describe("bad input exits 3 before anything is written; SIGINT leaves nothing", 
     if (!existsSync(gpt)) assert.equal(lora(["extract", M["gpt2"]!.base, M["gpt2"]!.tuned, "--rank", "4", "-o", gpt]).status, 0);
     const adapter = join(tmp, "peft-adapter-bad");
     await peftAdapter(adapter);
-    for (const [b, a, re] of [[base, gpt, /no weight in BASE/], [small, adapter, /is 48×48 but/]] as const) {
+    for (const [b, a, re] of [
+      [base, gpt, /no weight in BASE/],
+      [small, adapter, /is 48×48 but/],
+    ] as const) {
       const out = join(tmp, "bad-apply-out");
       const r = lora(["apply", b, a, "-o", out]);
       assert.equal(r.status, 3, r.stderr);
@@ -236,12 +281,16 @@ describe("bad input exits 3 before anything is written; SIGINT leaves nothing", 
     const big = { layers: 2, hidden: 512, inter: 1024, vocab: 64 };
     const s: PairSpec = { family: "llama", size: big, dtype: "F32", rank: 4, noise: 1e-3, seed: SEED + 40 };
     const dir = mkdtempSync(join(tmp, "sigint-"));
-    const base = join(dir, "base"), tuned = join(dir, "tuned");
+    const base = join(dir, "base"),
+      tuned = join(dir, "tuned");
     await writeGeneratedModel(base, s, false);
     await writeGeneratedModel(tuned, s, true);
     const adapter = join(dir, "a");
     assert.equal(lora(["extract", base, tuned, "--rank", "2", "--modules", "q_proj", "-o", adapter]).status, 0);
-    for (const args of [["extract", base, tuned, "--rank", "64", "--exact", "-o", join(dir, "out")], ["apply", base, adapter, "-o", join(dir, "out")]]) {
+    for (const args of [
+      ["extract", base, tuned, "--rank", "64", "--exact", "-o", join(dir, "out")],
+      ["apply", base, adapter, "-o", join(dir, "out")],
+    ]) {
       const child = spawn(process.execPath, [loraBin, ...args], { env: { ...process.env, NO_COLOR: "1" }, stdio: "ignore" });
       // interrupt once the run has started writing (a scratch or temp file appears), or after 3 s
       const t0 = Date.now();
@@ -250,9 +299,11 @@ describe("bad input exits 3 before anything is written; SIGINT leaves nothing", 
       const code = await new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
       assert.equal(code, 130, `${args[0]}: exit ${code}`);
       assert.ok(!existsSync(join(dir, "out")));
-      assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith(".")), [], `${args[0]} left temp files`);
+      assert.deepEqual(
+        readdirSync(dir).filter((f) => f.startsWith(".")),
+        [],
+        `${args[0]} left temp files`,
+      );
     }
   });
 });
-
-

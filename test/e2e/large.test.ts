@@ -12,7 +12,14 @@ import { encodeFloats, layoutSafetensors, SafetensorsFile, type TensorSpec } fro
 import { Rng } from "../../linalg/random.js";
 
 const BIG = 4.5 * 2 ** 30;
-const free = (() => { try { const s = statfsSync(tmpdir()); return s.bavail * s.bsize; } catch { return 0; } })();
+const free = (() => {
+  try {
+    const s = statfsSync(tmpdir());
+    return s.bavail * s.bsize;
+  } catch {
+    return 0;
+  }
+})();
 const skip = process.env["LORA_SKIP_LARGE"] === "1" ? "LORA_SKIP_LARGE=1" : free < 12e9 ? `only ${(free / 1e9).toFixed(1)} GB free in ${tmpdir()}` : false;
 
 /**
@@ -56,7 +63,10 @@ test("a 4.5 GiB passthrough tensor is carried through truncate with < 1 GB peak 
     const src = join(d, "big.safetensors");
     await makeSparse(src);
     const out = join(d, "out.safetensors");
-    const r = spawnSync(process.execPath, [loraBin, "truncate", src, "--rank", "2", "-o", out, "--backend", "js"], { encoding: "utf8", env: { ...process.env, LORA_REPORT_RSS: "1" } });
+    const r = spawnSync(process.execPath, [loraBin, "truncate", src, "--rank", "2", "-o", out, "--backend", "js"], {
+      encoding: "utf8",
+      env: { ...process.env, LORA_REPORT_RSS: "1" },
+    });
     assert.equal(r.status, 0, r.stderr);
     const rss = Number(/peak_rss_kb=(\d+)/.exec(r.stderr)?.[1]);
     console.log(`truncate with a 4.5 GiB passthrough: peak RSS ${(rss / 1024).toFixed(0)} MB`);
@@ -68,10 +78,19 @@ test("a 4.5 GiB passthrough tensor is carried through truncate with < 1 GB peak 
     assert.equal(f.size, f.header.dataStart + big.end);
     // Spot-check bytes beyond 4 GiB.
     const chunks: Buffer[] = [];
-    await f.copyRaw(big, async (c) => { if (chunks.length < 1) chunks.push(Buffer.from(c.subarray(0, 16))); }, 64 << 20);
+    await f.copyRaw(
+      big,
+      async (c) => {
+        if (chunks.length < 1) chunks.push(Buffer.from(c.subarray(0, 16)));
+      },
+      64 << 20,
+    );
     assert.ok(chunks[0]!.every((x) => x === 0));
     await f.close();
-    const ins = spawnSync(process.execPath, [loraBin, "inspect", src, "--json", "--backend", "js"], { encoding: "utf8", env: { ...process.env, LORA_REPORT_RSS: "1" } });
+    const ins = spawnSync(process.execPath, [loraBin, "inspect", src, "--json", "--backend", "js"], {
+      encoding: "utf8",
+      env: { ...process.env, LORA_REPORT_RSS: "1" },
+    });
     assert.equal(ins.status, 0, ins.stderr);
     assert.deepEqual(JSON.parse(ins.stdout).passthrough, ["zz.big"]);
     assert.ok(Number(/peak_rss_kb=(\d+)/.exec(ins.stderr)?.[1]) < 300 * 1024, "inspect never reads the passthrough");
@@ -83,7 +102,8 @@ test("a 4.5 GiB passthrough tensor is carried through truncate with < 1 GB peak 
 test("merge, prune --method modules and --method loraprune carry a 4.5 GiB passthrough with bounded memory", { skip, timeout: 1_200_000 }, async () => {
   const d = mkdtempSync(join(tmpdir(), "lora-large2-"));
   try {
-    const a = join(d, "a.safetensors"), b = join(d, "b.safetensors");
+    const a = join(d, "a.safetensors"),
+      b = join(d, "b.safetensors");
     await makeSparse(a);
     await makeSparse(b);
     const ad = join(d, "adapter");
@@ -93,7 +113,10 @@ test("merge, prune --method modules and --method loraprune carry a 4.5 GiB passt
     const runs: [string, string[]][] = [
       ["merge --method cat (identical passthrough compared by streaming)", ["merge", a, b, "--method", "cat", "-o", join(d, "m.safetensors")]],
       ["prune --method modules", ["prune", a, "--method", "modules", "--match", "layers\\.1\\.", "-o", join(d, "p.safetensors")]],
-      ["prune --method loraprune", ["prune", ad, "--method", "loraprune", "--base", join(fixturesDir, "prune", "llama-mha"), "--ratio", "0.5", "-o", join(d, "lp.safetensors")]],
+      [
+        "prune --method loraprune",
+        ["prune", ad, "--method", "loraprune", "--base", join(fixturesDir, "prune", "llama-mha"), "--ratio", "0.5", "-o", join(d, "lp.safetensors")],
+      ],
     ];
     for (const [what, args] of runs) {
       const r = spawnSync(process.execPath, [loraBin, ...args, "--backend", "js"], { encoding: "utf8", env: { ...process.env, LORA_REPORT_RSS: "1" } });
@@ -112,36 +135,45 @@ test("merge, prune --method modules and --method loraprune carry a 4.5 GiB passt
   }
 });
 
-for (const signal of ["SIGINT", "SIGTERM"] as const) test(`${signal} during a write: exit 130, no output, no temp file, input untouched`, { skip, timeout: 300_000 }, async () => {
-  const d = mkdtempSync(join(tmpdir(), "lora-sigint-"));
-  try {
-    const src = join(d, "big.safetensors");
-    await makeSparse(src);
-    const outDir = join(d, "out");
-    spawnSync("mkdir", [outDir]);
-    const child = spawn(process.execPath, [loraBin, "convert", src, "--to", "kohya", "-o", join(outDir, "o.safetensors")], { stdio: ["ignore", "ignore", "pipe"] });
-    let stderr = "";
-    child.stderr.on("data", (c) => (stderr += c));
-    await new Promise((res) => setTimeout(res, 1500));
-    // Still writing (4.5 GiB takes longer than 1.5 s)?
-    assert.ok(readdirSync(outDir).length > 0 || child.exitCode === null, "the write should be under way");
-    child.kill(signal);
-    const code = await new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
-    assert.equal(code, 130, stderr);
-    assert.deepEqual(readdirSync(outDir), [], "no output and no temp file");
-    const f = await SafetensorsFile.open(src);
-    assert.equal(f.size, f.header.dataStart + f.tensor("zz.big").end);
-    await f.close();
-  } finally {
-    rmSync(d, { recursive: true, force: true });
-  }
-});
+for (const signal of ["SIGINT", "SIGTERM"] as const)
+  test(`${signal} during a write: exit 130, no output, no temp file, input untouched`, { skip, timeout: 300_000 }, async () => {
+    const d = mkdtempSync(join(tmpdir(), "lora-sigint-"));
+    try {
+      const src = join(d, "big.safetensors");
+      await makeSparse(src);
+      const outDir = join(d, "out");
+      spawnSync("mkdir", [outDir]);
+      const child = spawn(process.execPath, [loraBin, "convert", src, "--to", "kohya", "-o", join(outDir, "o.safetensors")], {
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let stderr = "";
+      child.stderr.on("data", (c) => (stderr += c));
+      await new Promise((res) => setTimeout(res, 1500));
+      // Still writing (4.5 GiB takes longer than 1.5 s)?
+      assert.ok(readdirSync(outDir).length > 0 || child.exitCode === null, "the write should be under way");
+      child.kill(signal);
+      const code = await new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
+      assert.equal(code, 130, stderr);
+      assert.deepEqual(readdirSync(outDir), [], "no output and no temp file");
+      const f = await SafetensorsFile.open(src);
+      assert.equal(f.size, f.header.dataStart + f.tensor("zz.big").end);
+      await f.close();
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
 
 test("an unwritable output directory is a run-time failure (exit 1), nothing created", () => {
   const d = mkdtempSync(join(tmpdir(), "lora-ro-"));
-  const r = spawnSync(process.execPath, [loraBin, "convert", join(d, "..", "nonexistent-dir-xyz", "a"), "--to", "peft", "-o", join(d, "x")], { encoding: "utf8" });
+  const r = spawnSync(process.execPath, [loraBin, "convert", join(d, "..", "nonexistent-dir-xyz", "a"), "--to", "peft", "-o", join(d, "x")], {
+    encoding: "utf8",
+  });
   assert.notEqual(r.status, 0);
-  const r2 = spawnSync(process.execPath, [loraBin, "convert", join(loraBin, "..", "..", "fixtures", "example"), "--to", "kohya", "-o", join(d, "missing-sub", "x.safetensors")], { encoding: "utf8" });
+  const r2 = spawnSync(
+    process.execPath,
+    [loraBin, "convert", join(loraBin, "..", "..", "fixtures", "example"), "--to", "kohya", "-o", join(d, "missing-sub", "x.safetensors")],
+    { encoding: "utf8" },
+  );
   assert.equal(r2.status, 1, r2.stderr);
   assert.deepEqual(readdirSync(d), []);
 });

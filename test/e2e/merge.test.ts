@@ -26,15 +26,17 @@ function lora(args: string[]): { status: number; stdout: string; stderr: string 
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-const imdb = join(realDir, "distilbert-imdb"), emotion = join(realDir, "distilbert-emotion");
+const imdb = join(realDir, "distilbert-imdb"),
+  emotion = join(realDir, "distilbert-emotion");
 const haveReal = existsSync(join(imdb, "adapter_model.safetensors")) && existsSync(join(emotion, "adapter_model.safetensors"));
 
 function dense(B: Float64Array, A: Float64Array, out: number, r: number, inn: number, s: number): Float64Array {
   const c = new Float64Array(out * inn);
-  for (let i = 0; i < out; i++) for (let p = 0; p < r; p++) {
-    const b = s * B[i * r + p]!;
-    if (b !== 0) for (let j = 0; j < inn; j++) c[i * inn + j] += b * A[p * inn + j]!;
-  }
+  for (let i = 0; i < out; i++)
+    for (let p = 0; p < r; p++) {
+      const b = s * B[i * r + p]!;
+      if (b !== 0) for (let j = 0; j < inn; j++) c[i * inn + j] += b * A[p * inn + j]!;
+    }
   return c;
 }
 
@@ -49,25 +51,41 @@ async function denseRelError(inputs: string[], weights: number[], output: string
       const d = dense(f.B.data as Float64Array, f.A.data as Float64Array, m.out, m.rank, m.in, weights[i]! * m.scale);
       T ??= new Float64Array(d.length);
       for (let j = 0; j < d.length; j++) T[j] += d[j]!;
-    } finally { await a.file.close(); }
+    } finally {
+      await a.file.close();
+    }
   }
   const o = await loadAdapter(output);
   try {
     const m = o.modules.find((x) => x.name === module)!;
     const f = await readFactors(o, m, "f64");
     const P = dense(f.B.data as Float64Array, f.A.data as Float64Array, m.out, m.rank, m.in, m.scale);
-    let n = 0, d = 0;
-    for (let j = 0; j < P.length; j++) { n += (P[j]! - T![j]!) ** 2; d += T![j]! ** 2; }
+    let n = 0,
+      d = 0;
+    for (let j = 0; j < P.length; j++) {
+      n += (P[j]! - T![j]!) ** 2;
+      d += T![j]! ** 2;
+    }
     return Math.sqrt(n / d);
-  } finally { await o.file.close(); }
+  } finally {
+    await o.file.close();
+  }
 }
 
 // PEFT's own loader on our outputs (test/peft-check.ts; skipped where its prerequisites are missing).
 const peftCheckWhyNot = peftCheckUnavailable();
 
 const METHODS: [string, string[]][] = [
-  ["cat", []], ["svd", []], ["lego", []], ["linear", []], ["ties", []], ["dare", []], ["dare_ties", []],
-  ["magnitude_prune", []], ["fair", []], ["ffa", ["--project"]],
+  ["cat", []],
+  ["svd", []],
+  ["lego", []],
+  ["linear", []],
+  ["ties", []],
+  ["dare", []],
+  ["dare_ties", []],
+  ["magnitude_prune", []],
+  ["fair", []],
+  ["ffa", ["--project"]],
 ];
 
 describe("real DistilBERT adapters (imdb + emotion)", { skip: haveReal ? false : `no real adapters at ${realDir}` }, () => {
@@ -76,7 +94,12 @@ describe("real DistilBERT adapters (imdb + emotion)", { skip: haveReal ? false :
       const out = join(tmp, `real-${method}`);
       const r = lora(["merge", imdb, emotion, "--method", method, ...extra, "--passthrough", "first", "-o", out, "--json"]);
       assert.equal(r.status, 0, r.stderr);
-      const rep = JSON.parse(r.stdout) as { method: string; modules: { name: string; rank: number; relative_error: number; rank_in: number[] }[]; totals: { modules: number; relative_error: number }; notes: string[] };
+      const rep = JSON.parse(r.stdout) as {
+        method: string;
+        modules: { name: string; rank: number; relative_error: number; rank_in: number[] }[];
+        totals: { modules: number; relative_error: number };
+        notes: string[];
+      };
       assert.equal(rep.method, method);
       assert.equal(rep.modules.length, 12);
       assert.equal(rep.totals.modules, 12);
@@ -94,7 +117,9 @@ describe("real DistilBERT adapters (imdb + emotion)", { skip: haveReal ? false :
           assert.equal(m.rank, rep.modules.find((x) => x.name === m.name)!.rank);
         }
         assert.equal(a.passthrough.length, 4, "classifier heads of the first input");
-      } finally { await a.file.close(); }
+      } finally {
+        await a.file.close();
+      }
       const name = rep.modules[5]!.name;
       const dre = await denseRelError([imdb, emotion], [0.5, 0.5], out, name);
       assert.ok(Math.abs(dre - rep.modules[5]!.relative_error) <= 1e-6, `${name}: reported ${rep.modules[5]!.relative_error}, dense ${dre}`);
@@ -114,8 +139,10 @@ describe("real DistilBERT adapters (imdb + emotion)", { skip: haveReal ? false :
 
   test("same seed ⇒ byte-identical file (lego, dare), whatever the output path", () => {
     for (const method of ["lego", "dare"]) {
-      const o1 = join(tmp, `seed1-${method}.safetensors`), o2 = join(tmp, `seed2-${method}.safetensors`);
-      for (const o of [o1, o2]) assert.equal(lora(["merge", imdb, emotion, "--method", method, "--seed", "3", "--passthrough", "drop", "-o", o, "-q"]).status, 0);
+      const o1 = join(tmp, `seed1-${method}.safetensors`),
+        o2 = join(tmp, `seed2-${method}.safetensors`);
+      for (const o of [o1, o2])
+        assert.equal(lora(["merge", imdb, emotion, "--method", method, "--seed", "3", "--passthrough", "drop", "-o", o, "-q"]).status, 0);
       assert.ok(readFileSync(o1).equals(readFileSync(o2)), method);
     }
   });
@@ -155,7 +182,10 @@ describe("fixtures", () => {
     assert.equal(r.status, 0, r.stderr);
     const rep = JSON.parse(r.stdout) as { modules: { name: string; rank_in: number[]; relative_error: number }[] };
     assert.equal(rep.modules.length, 8);
-    for (const m of rep.modules) { assert.deepEqual(m.rank_in, [8, 8]); assert.ok(m.relative_error < 1e-6); }
+    for (const m of rep.modules) {
+      assert.deepEqual(m.rank_in, [8, 8]);
+      assert.ok(m.relative_error < 1e-6);
+    }
     // ½·ΔW + ½·ΔW of the same adapter is that adapter's ΔW
     const name = rep.modules[0]!.name;
     const e = await denseRelError([example], [1], out, name);
@@ -168,7 +198,9 @@ describe("fixtures", () => {
       assert.equal(a.format, "kohya");
       assert.equal(a.modules.length, 8);
       for (const m of a.modules) assert.equal(m.scale, 1);
-    } finally { await a.file.close(); }
+    } finally {
+      await a.file.close();
+    }
   });
 
   test("usage errors exit 2: no -o, unknown method, wrong --weights count", { skip: existsSync(example) ? false : "no example fixture" }, () => {

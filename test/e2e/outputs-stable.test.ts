@@ -32,7 +32,21 @@ interface Case {
 const FX = "fixtures";
 const P = `${FX}/prune`;
 const D = `${FX}/diffusers`;
-const inspected = [`${FX}/example`, `${FX}/peft-dora`, `${FX}/peft-rslora`, `${FX}/peft-f16-embed-conv`, `${FX}/peft-bf16.safetensors`, `${FX}/kohya-sd.safetensors`, `${FX}/kohya-dylora.safetensors`, `${D}/sd15-second.safetensors`, `${D}/attn-processor-alphas.safetensors`, `${D}/text-encoder-attn-processor.safetensors`, `${D}/peft-style-metadata.safetensors`, `${P}/sora-checkpoint.safetensors`, `${P}/adapter-gqa`];
+const inspected = [
+  `${FX}/example`,
+  `${FX}/peft-dora`,
+  `${FX}/peft-rslora`,
+  `${FX}/peft-f16-embed-conv`,
+  `${FX}/peft-bf16.safetensors`,
+  `${FX}/kohya-sd.safetensors`,
+  `${FX}/kohya-dylora.safetensors`,
+  `${D}/sd15-second.safetensors`,
+  `${D}/attn-processor-alphas.safetensors`,
+  `${D}/text-encoder-attn-processor.safetensors`,
+  `${D}/peft-style-metadata.safetensors`,
+  `${P}/sora-checkpoint.safetensors`,
+  `${P}/adapter-gqa`,
+];
 
 const cases: Case[] = [
   ...inspected.map((a) => ({ name: `inspect ${a}`, args: ["inspect", a, "--json"] })),
@@ -51,36 +65,166 @@ const cases: Case[] = [
   { name: "convert diffusers→diffusers", args: ["convert", `${D}/text-encoder-attn-processor.safetensors`, "--to", "diffusers", "-o", "$OUT/d", "--json"] },
   // truncate
   { name: "truncate --rank", args: ["truncate", `${FX}/example`, "--rank", "4", "-o", "$OUT/a", "--json"] },
-  { name: "truncate --rank all-in-up F16 kohya", args: ["truncate", `${FX}/example`, "--rank", "3", "--split", "all-in-up", "--dtype", "F16", "--to", "kohya", "-o", "$OUT/a.safetensors", "--json"] },
+  {
+    name: "truncate --rank all-in-up F16 kohya",
+    args: ["truncate", `${FX}/example`, "--rank", "3", "--split", "all-in-up", "--dtype", "F16", "--to", "kohya", "-o", "$OUT/a.safetensors", "--json"],
+  },
   { name: "truncate --rank rslora", args: ["truncate", `${FX}/peft-rslora`, "--rank", "2", "-o", "$OUT/a", "--json"] },
   { name: "truncate --rank bf16", args: ["truncate", `${FX}/peft-bf16.safetensors`, "--rank", "2", "-o", "$OUT/a.safetensors", "--json"] },
   { name: "truncate --rank f16 embed conv", args: ["truncate", `${FX}/peft-f16-embed-conv`, "--rank", "2", "-o", "$OUT/a", "--json"] },
   { name: "truncate --energy", args: ["truncate", `${FX}/example`, "--energy", "0.8", "-o", "$OUT/a.safetensors", "--json"] },
-  { name: "truncate --energy min-rank", args: ["truncate", `${FX}/kohya-sd.safetensors`, "--energy", "0.9", "--min-rank", "2", "-o", "$OUT/a.safetensors", "--json"] },
+  {
+    name: "truncate --energy min-rank",
+    args: ["truncate", `${FX}/kohya-sd.safetensors`, "--energy", "0.9", "--min-rank", "2", "-o", "$OUT/a.safetensors", "--json"],
+  },
   { name: "truncate --budget energy", args: ["truncate", `${FX}/example`, "--budget", "20", "-o", "$OUT/a", "--json"] },
   { name: "truncate --budget ratio", args: ["truncate", `${FX}/example`, "--budget", "20", "--score", "ratio", "--rho", "1.5", "-o", "$OUT/a", "--json"] },
-  { name: "truncate --budget params", args: ["truncate", `${FX}/kohya-sd.safetensors`, "--budget", "40", "--score", "params", "-o", "$OUT/a.safetensors", "--json"] },
-  { name: "truncate --kohya-compat --dynamic sv_fro", args: ["truncate", `${FX}/kohya-sd.safetensors`, "--kohya-compat", "--dynamic", "sv_fro", "--dynamic-param", "0.9", "--rank", "32", "-o", "$OUT/a.safetensors", "--json"] },
-  { name: "truncate --dynamic sv_ratio", args: ["truncate", `${FX}/kohya-sd.safetensors`, "--dynamic", "sv_ratio", "--dynamic-param", "4", "-o", "$OUT/a.safetensors", "--json"] },
-  { name: "truncate --dynamic sv_cumulative", args: ["truncate", `${FX}/example`, "--dynamic", "sv_cumulative", "--dynamic-param", "0.7", "-o", "$OUT/a", "--json"] },
+  {
+    name: "truncate --budget params",
+    args: ["truncate", `${FX}/kohya-sd.safetensors`, "--budget", "40", "--score", "params", "-o", "$OUT/a.safetensors", "--json"],
+  },
+  {
+    name: "truncate --kohya-compat --dynamic sv_fro",
+    args: [
+      "truncate",
+      `${FX}/kohya-sd.safetensors`,
+      "--kohya-compat",
+      "--dynamic",
+      "sv_fro",
+      "--dynamic-param",
+      "0.9",
+      "--rank",
+      "32",
+      "-o",
+      "$OUT/a.safetensors",
+      "--json",
+    ],
+  },
+  {
+    name: "truncate --dynamic sv_ratio",
+    args: ["truncate", `${FX}/kohya-sd.safetensors`, "--dynamic", "sv_ratio", "--dynamic-param", "4", "-o", "$OUT/a.safetensors", "--json"],
+  },
+  {
+    name: "truncate --dynamic sv_cumulative",
+    args: ["truncate", `${FX}/example`, "--dynamic", "sv_cumulative", "--dynamic-param", "0.7", "-o", "$OUT/a", "--json"],
+  },
   { name: "truncate diffusers --rank", args: ["truncate", `${D}/sd15-second.safetensors`, "--rank", "2", "-o", "$OUT/a.safetensors", "--json"] },
   { name: "truncate prefix dylora", args: ["truncate", `${FX}/kohya-dylora.safetensors`, "--rank", "4", "-o", "$OUT/a.safetensors", "--json"] },
-  { name: "truncate prefix kohya-train", args: ["truncate", `${FX}/kohya-dylora.safetensors`, "--method", "prefix", "--rank", "4", "--alpha-mode", "kohya-train", "-o", "$OUT/a.safetensors", "--json"] },
-  { name: "truncate prefix lycoris", args: ["truncate", `${FX}/kohya-dylora.safetensors`, "--method", "prefix", "--rank", "2", "--alpha-mode", "lycoris", "-o", "$OUT/a.safetensors", "--json"] },
+  {
+    name: "truncate prefix kohya-train",
+    args: [
+      "truncate",
+      `${FX}/kohya-dylora.safetensors`,
+      "--method",
+      "prefix",
+      "--rank",
+      "4",
+      "--alpha-mode",
+      "kohya-train",
+      "-o",
+      "$OUT/a.safetensors",
+      "--json",
+    ],
+  },
+  {
+    name: "truncate prefix lycoris",
+    args: ["truncate", `${FX}/kohya-dylora.safetensors`, "--method", "prefix", "--rank", "2", "--alpha-mode", "lycoris", "-o", "$OUT/a.safetensors", "--json"],
+  },
   { name: "truncate prefix --unit", args: ["truncate", `${FX}/kohya-dylora.safetensors`, "--unit", "2", "-o", "$OUT/dy.safetensors", "--json"] },
   { name: "truncate prefix peft", args: ["truncate", `${FX}/example`, "--method", "prefix", "--rank", "3", "-o", "$OUT/a", "--json"] },
   // prune
   { name: "prune sora", args: ["prune", `${P}/sora-checkpoint.safetensors`, "--method", "sora", "-o", "$OUT/a", "--json"] },
-  { name: "prune sora threshold fold A keep-other", args: ["prune", `${P}/sora-checkpoint.safetensors`, "--method", "sora", "--threshold", "0.05", "--fold", "A", "--keep-other", "-o", "$OUT/a", "--json"] },
-  { name: "prune sora balanced kohya", args: ["prune", `${P}/sora-checkpoint.safetensors`, "--method", "sora", "--fold", "balanced", "--lora-alpha", "8", "--to", "kohya", "-o", "$OUT/a.safetensors", "--json"] },
+  {
+    name: "prune sora threshold fold A keep-other",
+    args: ["prune", `${P}/sora-checkpoint.safetensors`, "--method", "sora", "--threshold", "0.05", "--fold", "A", "--keep-other", "-o", "$OUT/a", "--json"],
+  },
+  {
+    name: "prune sora balanced kohya",
+    args: [
+      "prune",
+      `${P}/sora-checkpoint.safetensors`,
+      "--method",
+      "sora",
+      "--fold",
+      "balanced",
+      "--lora-alpha",
+      "8",
+      "--to",
+      "kohya",
+      "-o",
+      "$OUT/a.safetensors",
+      "--json",
+    ],
+  },
   { name: "prune sora peft", args: ["prune", `${P}/sora-peft`, "--method", "sora", "-o", "$OUT/a", "--json"] },
-  { name: "prune loraprune mha", args: ["prune", `${P}/adapter-mha`, "--method", "loraprune", "--base", `${P}/llama-mha`, "--ratio", "0.5", "--base-out", "$OUT/model", "-o", "$OUT/adapter", "--json"] },
-  { name: "prune loraprune gqa grads", args: ["prune", `${P}/adapter-gqa`, "--method", "loraprune", "--base", `${P}/llama-gqa`, "--ratio", "0.5", "--grads", `${P}/grads-gqa.safetensors`, "--base-out", "$OUT/model.safetensors", "-o", "$OUT/a.safetensors", "--json"] },
-  { name: "prune loraprune gqa all skip none", args: ["prune", `${P}/adapter-gqa`, "--method", "loraprune", "--base", `${P}/llama-gqa`, "--ratio", "0.25", "--score-modules", "all", "--skip-layers", "none", "-o", "$OUT/adapter", "--json"] },
-  { name: "prune modules match", args: ["prune", `${FX}/kohya-sd.safetensors`, "--method", "modules", "--match", "conv", "-o", "$OUT/k.safetensors", "--json"] },
+  {
+    name: "prune loraprune mha",
+    args: [
+      "prune",
+      `${P}/adapter-mha`,
+      "--method",
+      "loraprune",
+      "--base",
+      `${P}/llama-mha`,
+      "--ratio",
+      "0.5",
+      "--base-out",
+      "$OUT/model",
+      "-o",
+      "$OUT/adapter",
+      "--json",
+    ],
+  },
+  {
+    name: "prune loraprune gqa grads",
+    args: [
+      "prune",
+      `${P}/adapter-gqa`,
+      "--method",
+      "loraprune",
+      "--base",
+      `${P}/llama-gqa`,
+      "--ratio",
+      "0.5",
+      "--grads",
+      `${P}/grads-gqa.safetensors`,
+      "--base-out",
+      "$OUT/model.safetensors",
+      "-o",
+      "$OUT/a.safetensors",
+      "--json",
+    ],
+  },
+  {
+    name: "prune loraprune gqa all skip none",
+    args: [
+      "prune",
+      `${P}/adapter-gqa`,
+      "--method",
+      "loraprune",
+      "--base",
+      `${P}/llama-gqa`,
+      "--ratio",
+      "0.25",
+      "--score-modules",
+      "all",
+      "--skip-layers",
+      "none",
+      "-o",
+      "$OUT/adapter",
+      "--json",
+    ],
+  },
+  {
+    name: "prune modules match",
+    args: ["prune", `${FX}/kohya-sd.safetensors`, "--method", "modules", "--match", "conv", "-o", "$OUT/k.safetensors", "--json"],
+  },
   { name: "prune modules layers", args: ["prune", `${P}/adapter-mha`, "--method", "modules", "--layers", "0", "-o", "$OUT/a", "--json"] },
   { name: "prune modules min-norm", args: ["prune", `${FX}/example`, "--method", "modules", "--min-norm", "0.9", "-o", "$OUT/a", "--json"] },
-  { name: "prune modules energy share", args: ["prune", `${FX}/kohya-sd.safetensors`, "--method", "modules", "--min-energy-share", "0.01", "-o", "$OUT/a.safetensors", "--json"] },
+  {
+    name: "prune modules energy share",
+    args: ["prune", `${FX}/kohya-sd.safetensors`, "--method", "modules", "--min-energy-share", "0.01", "-o", "$OUT/a.safetensors", "--json"],
+  },
   // merge: the second input is example truncated to rank 4 with all-in-up factors (other A and B)
   { name: "merge input", args: ["truncate", `${FX}/example`, "--rank", "4", "--split", "all-in-up", "-o", "$TMP/second", "-q"] },
   { name: "merge input, same rank", args: ["truncate", `${FX}/example`, "--rank", "8", "--split", "all-in-up", "-o", "$TMP/same-rank", "-q"] },
@@ -104,11 +248,38 @@ function mergeCases(): Case[] {
     ["magnitude_prune", ["--density", "0.6", "--rank", "6"]],
     ["ffa", ["--project", "--rank", "6"]],
   ];
-  const out: Case[] = runs.map(([m, extra], i) => ({ name: `merge ${m} #${i}`, args: ["merge", ...two, "--method", m, ...extra, "-o", extra.includes("kohya") ? "$OUT/m.safetensors" : "$OUT/m", "--json"] }));
+  const out: Case[] = runs.map(([m, extra], i) => ({
+    name: `merge ${m} #${i}`,
+    args: ["merge", ...two, "--method", m, ...extra, "-o", extra.includes("kohya") ? "$OUT/m.safetensors" : "$OUT/m", "--json"],
+  }));
   // fair averages A, so its inputs share the rank
-  out.push({ name: "merge fair ridge", args: ["merge", `${FX}/example`, "$TMP/same-rank", "--method", "fair", "--fair-lambda", "0.05", "-o", "$OUT/m", "--json"] });
-  out.push({ name: "merge fair cosine-sgd", args: ["merge", `${FX}/example`, "$TMP/same-rank", "--method", "fair", "--fair-solver", "cosine-sgd", "--fair-steps", "40", "--seed", "4", "-o", "$OUT/m", "--json"] });
-  out.push({ name: "merge ffa shared A", args: ["merge", `${FX}/example`, `${FX}/example`, "--method", "ffa", "--weights", "0.25,0.75", "-o", "$OUT/m", "--json"] });
+  out.push({
+    name: "merge fair ridge",
+    args: ["merge", `${FX}/example`, "$TMP/same-rank", "--method", "fair", "--fair-lambda", "0.05", "-o", "$OUT/m", "--json"],
+  });
+  out.push({
+    name: "merge fair cosine-sgd",
+    args: [
+      "merge",
+      `${FX}/example`,
+      "$TMP/same-rank",
+      "--method",
+      "fair",
+      "--fair-solver",
+      "cosine-sgd",
+      "--fair-steps",
+      "40",
+      "--seed",
+      "4",
+      "-o",
+      "$OUT/m",
+      "--json",
+    ],
+  });
+  out.push({
+    name: "merge ffa shared A",
+    args: ["merge", `${FX}/example`, `${FX}/example`, "--method", "ffa", "--weights", "0.25,0.75", "-o", "$OUT/m", "--json"],
+  });
   return out;
 }
 
@@ -130,7 +301,11 @@ function run(c: Case, i: number): Record<string, string> {
   const out = join(tmp, `case-${i}`);
   mkdirSync(out);
   const args = c.args.map((a) => a.replace("$OUT", out).replace("$TMP", tmp));
-  const r = spawnSync(process.execPath, [bin, ...args, "--backend", backend], { cwd: repoRoot, env: { ...process.env, LORA_TEST: "1", NO_COLOR: "1" }, maxBuffer: 64 << 20 });
+  const r = spawnSync(process.execPath, [bin, ...args, "--backend", backend], {
+    cwd: repoRoot,
+    env: { ...process.env, LORA_TEST: "1", NO_COLOR: "1" },
+    maxBuffer: 64 << 20,
+  });
   assert.equal(r.status, 0, `${c.name}: ${r.stderr}`);
   const hashes: Record<string, string> = {};
   const stdout = r.stdout.toString("utf8");

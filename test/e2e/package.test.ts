@@ -17,7 +17,8 @@ const pkg = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as 
 
 function skipReason(): string | false {
   if (process.env["LORA_SKIP_PACK"] === "1") return "LORA_SKIP_PACK=1";
-  if (spawnSync("git", ["-C", repoRoot, "rev-parse", "--git-dir"], { encoding: "utf8" }).status !== 0) return "not a git checkout (the test packs the tracked files)";
+  if (spawnSync("git", ["-C", repoRoot, "rev-parse", "--git-dir"], { encoding: "utf8" }).status !== 0)
+    return "not a git checkout (the test packs the tracked files)";
   const ping = spawnSync("npm", ["ping"], { encoding: "utf8", timeout: 30_000 });
   if (ping.status !== 0) return "the npm registry is unreachable (npm ping failed); installing needs it for the dependencies";
   return false;
@@ -30,7 +31,8 @@ function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = 
 
 test("npm pack → npm install -g --prefix <empty> → lora --version and lora inspect on the shipped example", { skip: skipReason(), timeout: 1_200_000 }, () => {
   const d = mkdtempSync(join(tmpdir(), "lora-pack-"));
-  const src = join(d, "src"), prefix = join(d, "prefix");
+  const src = join(d, "src"),
+    prefix = join(d, "prefix");
   mkdirSync(src);
   // 1. A clone's files (tracked + new, not ignored): no dist/, no native/build.
   // (node_modules and native/build may be symlinks, which the ignore rules written for folders miss.)
@@ -48,10 +50,28 @@ test("npm pack → npm install -g --prefix <empty> → lora --version and lora i
   assert.equal(p.code, 0, p.stderr);
   const info = JSON.parse(p.stdout.slice(p.stdout.indexOf("["))) as { filename: string; files: { path: string }[] }[];
   const paths = info[0]!.files.map((f) => f.path);
-  for (const must of ["bin/lora.js", "dist/bin/main.js", "dist/commands/index.js", "dist/linalg/js/index.js", "native/binding.gyp", "native/build.js", "native/src/cpu/addon.cc", "docs/cli.md", "docs/algorithms.md", "docs/formats.md", "fixtures/example/adapter_model.safetensors", "fixtures/example/adapter_config.json", "README.md", "LICENSE", "package.json"]) {
+  for (const must of [
+    "bin/lora.js",
+    "dist/bin/main.js",
+    "dist/commands/index.js",
+    "dist/linalg/js/index.js",
+    "native/binding.gyp",
+    "native/build.js",
+    "native/src/cpu/addon.cc",
+    "docs/cli.md",
+    "docs/algorithms.md",
+    "docs/formats.md",
+    "fixtures/example/adapter_model.safetensors",
+    "fixtures/example/adapter_config.json",
+    "README.md",
+    "LICENSE",
+    "package.json",
+  ]) {
     assert.ok(paths.includes(must), `the package has ${must}`);
   }
-  const bad = paths.filter((f) => /\.test\.js$|^test\/|^bench\/|^dist\/(test|bench|fixtures)\/|^fixtures\/(bad|bad-adapters|prune|diffusers)\/|cuda-harness|\.ts$|tsbuildinfo/.test(f));
+  const bad = paths.filter((f) =>
+    /\.test\.js$|^test\/|^bench\/|^dist\/(test|bench|fixtures)\/|^fixtures\/(bad|bad-adapters|prune|diffusers)\/|cuda-harness|\.ts$|tsbuildinfo/.test(f),
+  );
   assert.deepEqual(bad, [], "no tests, benches, bad fixtures, TypeScript sources or the CUDA harness");
   // 3. Install into an empty prefix (the registry provides the dependencies; the install script builds the addon).
   const tgz = join(d, info[0]!.filename);
@@ -76,9 +96,12 @@ test("npm pack → npm install -g --prefix <empty> → lora --version and lora i
   assert.equal(t.code, 0, t.stderr);
   assert.equal(t.stdout.trim().split("\n").length, 8);
   // 5. The addon built on install where the checkout's own build has a working cpu backend.
-  const here = JSON.parse(run(process.execPath, [join(repoRoot, "bin", "lora.js"), "backends", "--json"], repoRoot).stdout) as { backends: { name: string; available: boolean }[] };
+  const here = JSON.parse(run(process.execPath, [join(repoRoot, "bin", "lora.js"), "backends", "--json"], repoRoot).stdout) as {
+    backends: { name: string; available: boolean }[];
+  };
   const there = JSON.parse(run(lora, ["backends", "--json"], d, runEnv).stdout) as { backends: { name: string; available: boolean; reason?: string }[] };
-  const cpuHere = here.backends.find((b) => b.name === "cpu")!.available, cpuThere = there.backends.find((b) => b.name === "cpu")!;
+  const cpuHere = here.backends.find((b) => b.name === "cpu")!.available,
+    cpuThere = there.backends.find((b) => b.name === "cpu")!;
   if (cpuHere) assert.ok(cpuThere.available, `cpu backend in the installed package: ${cpuThere.reason}`);
 });
 

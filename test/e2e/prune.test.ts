@@ -13,7 +13,12 @@ import { peftCheck, peftCheckUnavailable } from "../peft-check.js";
 const FX = join(fixturesDir, "prune");
 
 function lora(args: string[], opts: { input?: Buffer } = {}): { code: number; stdout: string; stderr: string; raw: Buffer } {
-  const r = spawnSync(process.execPath, [loraBin, ...args], { cwd: repoRoot, input: opts.input, env: { ...process.env, NO_COLOR: "1", LORA_TEST: "1" }, maxBuffer: 64 << 20 });
+  const r = spawnSync(process.execPath, [loraBin, ...args], {
+    cwd: repoRoot,
+    input: opts.input,
+    env: { ...process.env, NO_COLOR: "1", LORA_TEST: "1" },
+    maxBuffer: 64 << 20,
+  });
   return { code: r.status ?? -1, stdout: r.stdout.toString("utf8"), stderr: r.stderr.toString("utf8"), raw: r.stdout };
 }
 
@@ -42,7 +47,10 @@ test("sora --json: one JSON document with per-module kept/total ranks; the outpu
     assert.equal(ins.code, 0, ins.stderr);
     const info = JSON.parse(ins.stdout);
     assert.equal(info.format, "peft");
-    assert.deepEqual(info.modules.map((m: { rank: number }) => m.rank), doc.modules.filter((m: { rank: number }) => m.rank > 0).map((m: { rank: number }) => m.rank));
+    assert.deepEqual(
+      info.modules.map((m: { rank: number }) => m.rank),
+      doc.modules.filter((m: { rank: number }) => m.rank > 0).map((m: { rank: number }) => m.rank),
+    );
   } finally {
     done();
   }
@@ -68,13 +76,32 @@ test("sora -o - | inspect -: the stream carries the pruned adapter", () => {
 test("loraprune on the GQA fixture writes the pruned model (shards, index, config), the adapter and pruning_plan.json", () => {
   const { dir, done } = scratch();
   try {
-    const r = lora(["prune", join(FX, "adapter-gqa"), "--method", "loraprune", "--base", join(FX, "llama-gqa"), "--ratio", "0.5", "--base-out", join(dir, "model"), "-o", join(dir, "adapter"), "--json"]);
+    const r = lora([
+      "prune",
+      join(FX, "adapter-gqa"),
+      "--method",
+      "loraprune",
+      "--base",
+      join(FX, "llama-gqa"),
+      "--ratio",
+      "0.5",
+      "--base-out",
+      join(dir, "model"),
+      "-o",
+      join(dir, "adapter"),
+      "--json",
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const doc = JSON.parse(r.stdout);
     assert.equal(doc.method, "loraprune");
     assert.equal(doc.criterion, "magnitude");
     assert.deepEqual(doc.skip_layers, [3]);
-    assert.deepEqual(readdirSync(join(dir, "model")).sort(), ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"]);
+    assert.deepEqual(readdirSync(join(dir, "model")).sort(), [
+      "config.json",
+      "model-00001-of-00002.safetensors",
+      "model-00002-of-00002.safetensors",
+      "model.safetensors.index.json",
+    ]);
     const plan = JSON.parse(readFileSync(join(dir, "pruning_plan.json"), "utf8"));
     assert.equal(plan.layers.length, 4);
     assert.equal(plan.layers[0].num_key_value_heads, 1);
@@ -93,7 +120,21 @@ test("loraprune on the GQA fixture writes the pruned model (shards, index, confi
 test("loraprune with --grads uses the LoRA-guided criterion", () => {
   const { dir, done } = scratch();
   try {
-    const r = lora(["prune", join(FX, "adapter-gqa"), "--method", "loraprune", "--base", join(FX, "llama-gqa"), "--ratio", "0.5", "--grads", join(FX, "grads-gqa.safetensors"), "-o", join(dir, "a.safetensors"), "--json"]);
+    const r = lora([
+      "prune",
+      join(FX, "adapter-gqa"),
+      "--method",
+      "loraprune",
+      "--base",
+      join(FX, "llama-gqa"),
+      "--ratio",
+      "0.5",
+      "--grads",
+      join(FX, "grads-gqa.safetensors"),
+      "-o",
+      join(dir, "a.safetensors"),
+      "--json",
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).criterion, "lora-guided");
     assert.ok(existsSync(join(dir, "config.json")), "config.json beside the adapter without --base-out");
@@ -166,9 +207,29 @@ test("usage errors (exit 2): missing --method, flags of another method, missing 
 test("a failing write (disk full) exits 1 and leaves nothing: no pruned model, adapter, plan or temp file", () => {
   const { dir, done } = scratch();
   try {
-    const r = spawnSync(process.execPath, [loraBin, "prune", join(FX, "adapter-mha"), "--method", "loraprune", "--base", join(FX, "llama-mha"), "--ratio", "0.5", "--base-out", join(dir, "model"), "-o", join(dir, "adapter")], {
-      cwd: repoRoot, env: { ...process.env, LORA_TEST: "1", LORA_TEST_FAIL_WRITE_AFTER: "100000" }, encoding: "utf8",
-    });
+    const r = spawnSync(
+      process.execPath,
+      [
+        loraBin,
+        "prune",
+        join(FX, "adapter-mha"),
+        "--method",
+        "loraprune",
+        "--base",
+        join(FX, "llama-mha"),
+        "--ratio",
+        "0.5",
+        "--base-out",
+        join(dir, "model"),
+        "-o",
+        join(dir, "adapter"),
+      ],
+      {
+        cwd: repoRoot,
+        env: { ...process.env, LORA_TEST: "1", LORA_TEST_FAIL_WRITE_AFTER: "100000" },
+        encoding: "utf8",
+      },
+    );
     assert.equal(r.status, 1, r.stderr);
     assert.deepEqual(readdirSync(dir), []);
   } finally {
@@ -185,7 +246,10 @@ test("PEFT's own loader reads every prune output as intended (sora with rank/alp
       ["sora", ["prune", join(FX, "sora-checkpoint.safetensors"), "--method", "sora", "-o", join(dir, "sora")]],
       ["sora-peft", ["prune", join(FX, "sora-peft"), "--method", "sora", "--fold", "balanced", "--threshold", "0.5", "-o", join(dir, "sora-peft")]],
       ["lp", ["prune", join(FX, "adapter-gqa"), "--method", "loraprune", "--base", join(FX, "llama-gqa"), "--ratio", "0.5", "-o", join(dir, "lp", "adapter")]],
-      ["modules", ["prune", join(fixturesDir, "peft-rslora"), "--method", "modules", "--match", "layers\\.0\\.self_attn\\.q_proj|k_proj", "-o", join(dir, "modules")]],
+      [
+        "modules",
+        ["prune", join(fixturesDir, "peft-rslora"), "--method", "modules", "--match", "layers\\.0\\.self_attn\\.q_proj|k_proj", "-o", join(dir, "modules")],
+      ],
     ];
     const { mkdirSync } = fs;
     mkdirSync(join(dir, "lp"));

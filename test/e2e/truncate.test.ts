@@ -19,7 +19,11 @@ const tmp = mkdtempSync(join(tmpdir(), "lora-truncate-e2e-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 function lora(args: string[], input?: Buffer): { status: number; stdout: string; stderr: string; raw: Buffer } {
-  const r = spawnSync(process.execPath, [loraBin, ...args], { env: { ...process.env, LORA_TEST: "1", NO_COLOR: "1" }, maxBuffer: 256 << 20, ...(input ? { input } : {}) });
+  const r = spawnSync(process.execPath, [loraBin, ...args], {
+    env: { ...process.env, LORA_TEST: "1", NO_COLOR: "1" },
+    maxBuffer: 256 << 20,
+    ...(input ? { input } : {}),
+  });
   return { status: r.status ?? -1, stdout: r.stdout.toString("utf8"), stderr: r.stderr.toString("utf8"), raw: r.stdout };
 }
 
@@ -29,7 +33,14 @@ test("--json: one document with per-module rank in/out, retained energy and rela
   const out = join(tmp, "ex-r4");
   const r = lora(["truncate", example, "--rank", "4", "-o", out, "--json"]);
   assert.equal(r.status, 0, r.stderr);
-  const rep = JSON.parse(r.stdout) as { command: string; method: string; output: string; format: string; modules: { name: string; rank_in: number; rank: number; relative_error: number; retained_energy: number; target_norm: number }[]; totals: { modules: number; rank_in: number; rank: number; relative_error: number } };
+  const rep = JSON.parse(r.stdout) as {
+    command: string;
+    method: string;
+    output: string;
+    format: string;
+    modules: { name: string; rank_in: number; rank: number; relative_error: number; retained_energy: number; target_norm: number }[];
+    totals: { modules: number; rank_in: number; rank: number; relative_error: number };
+  };
   assert.equal(rep.command, "truncate");
   assert.equal(rep.method, "svd");
   assert.equal(rep.format, "peft");
@@ -47,7 +58,10 @@ test("--json: one document with per-module rank in/out, retained energy and rela
 test("human output: TSV rows on a pipe, summary on stderr", () => {
   const r = lora(["truncate", example, "--energy", "0.8", "-o", join(tmp, "ex-e8.safetensors")]);
   assert.equal(r.status, 0, r.stderr);
-  const rows = r.stdout.trim().split("\n").map((l) => l.split("\t"));
+  const rows = r.stdout
+    .trim()
+    .split("\n")
+    .map((l) => l.split("\t"));
   assert.equal(rows.length, 8);
   for (const row of rows) assert.equal(row.length, 5);
   assert.match(r.stderr, /truncate \(svd\): 8 modules, rank 64 → \d+, total relative error/);
@@ -96,7 +110,15 @@ test("exit codes: DoRA and bad files 3, usage 2; errors as JSON on stderr; nothi
     assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
   }
   assert.equal(lora(["truncate", join(fixturesDir, "bad", "HeaderTooSmall.safetensors"), "--rank", "1", "-o", out]).status, 3);
-  for (const args of [["--rank", "0"], [], ["--energy", "1.5"], ["--rank", "2", "--energy", "0.5"], ["--dynamic", "sv_fro"], ["--method", "magic", "--rank", "2"], ["--rank", "2", "--alpha-mode", "lycoris", "--method", "svd"]]) {
+  for (const args of [
+    ["--rank", "0"],
+    [],
+    ["--energy", "1.5"],
+    ["--rank", "2", "--energy", "0.5"],
+    ["--dynamic", "sv_fro"],
+    ["--method", "magic", "--rank", "2"],
+    ["--rank", "2", "--alpha-mode", "lycoris", "--method", "svd"],
+  ]) {
     const r = lora(["truncate", example, ...args, "-o", out]);
     assert.equal(r.status, 2, `${args.join(" ")}: ${r.stderr}`);
   }
@@ -128,14 +150,18 @@ test("kohya DyLoRA: the CLI says it uses prefix; --unit writes kohya's split fil
   const s = lora(["truncate", dy, "--unit", "4", "-o", join(dir, "dy.safetensors"), "--json"]);
   assert.equal(s.status, 0, s.stderr);
   const rep = JSON.parse(s.stdout) as { outputs: { output: string; totals: { rank: number } }[] };
-  assert.deepEqual(rep.outputs.map((o) => o.output), [join(dir, "dy-0004.safetensors")]);
+  assert.deepEqual(
+    rep.outputs.map((o) => o.output),
+    [join(dir, "dy-0004.safetensors")],
+  );
   assert.deepEqual(readdirSync(dir), ["dy-0004.safetensors"]);
 });
 
 // ---------------------------------------------------------------------------------------------
 // Real adapters and PEFT's own loader
 
-const imdb = join(realDir, "distilbert-imdb"), gpt2 = join(realDir, "gpt2-tigrinya");
+const imdb = join(realDir, "distilbert-imdb"),
+  gpt2 = join(realDir, "gpt2-tigrinya");
 const haveReal = existsSync(join(imdb, "adapter_model.safetensors")) && existsSync(join(gpt2, "adapter_model.safetensors"));
 
 const peftSrc = process.env["LORA_PEFT_SRC"] ?? "/tmp/peft-src";
@@ -161,20 +187,28 @@ async function expectedDeltas(dir: string): Promise<{ path: string; modules: num
     const path = join(tmp, `expected-${Math.random().toString(36).slice(2)}.safetensors`);
     writeFileSync(path, await serializeSafetensors(specs, null));
     return { path, modules: a.modules.length };
-  } finally { await a.file.close(); }
+  } finally {
+    await a.file.close();
+  }
 }
 
 function run(cmd: string, args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const p = spawn(cmd, args);
-    let stdout = "", stderr = "";
+    let stdout = "",
+      stderr = "";
     p.stdout.on("data", (d: Buffer) => (stdout += d.toString("utf8")));
     p.stderr.on("data", (d: Buffer) => (stderr += d.toString("utf8")));
     p.on("close", (code) => resolve({ status: code ?? -1, stdout, stderr }));
   });
 }
 
-interface PeftResult { modules: number; expected: number; maxRel: number; missing: string[] }
+interface PeftResult {
+  modules: number;
+  expected: number;
+  maxRel: number;
+  missing: string[];
+}
 
 /** PEFT's ΔW of every module of a PEFT dir against ours: module count and largest relative difference. */
 async function peftCheck(dir: string): Promise<PeftResult> {
@@ -182,7 +216,9 @@ async function peftCheck(dir: string): Promise<PeftResult> {
   const r = await run("/usr/bin/python3", [peftLoad, peftSrc, dir, npz]);
   if (r.status !== 0) throw new Error(`peft_load.py failed on ${dir}: ${r.stderr}`);
   const exp = await expectedDeltas(dir);
-  const cmp = await run("/usr/bin/python3", ["-c", `
+  const cmp = await run("/usr/bin/python3", [
+    "-c",
+    `
 import sys, json, numpy as np
 sys.path.insert(0, ${JSON.stringify(join(sharedDir, "tools", "peft-check"))})
 import st_numpy
@@ -192,7 +228,10 @@ for k in d.files:
     ref = t[k][0].astype(np.float64)
     worst = max(worst, float(np.linalg.norm(d[k] - ref) / max(np.linalg.norm(ref), 1e-300)))
 print(json.dumps({"modules": len(d.files), "maxRel": worst, "missing": missing}))
-`, npz, exp.path]);
+`,
+    npz,
+    exp.path,
+  ]);
   if (cmp.status !== 0) throw new Error(cmp.stderr);
   return { ...(JSON.parse(cmp.stdout) as { modules: number; maxRel: number; missing: string[] }), expected: exp.modules };
 }
@@ -215,8 +254,16 @@ const MODES: [string, string, string[]][] = [
   ["BF16 single-file input, --dtype F32", join(fixturesDir, "peft-bf16.safetensors"), ["--rank", "3", "--dtype", "F32"]],
   ["BF16 kept", join(fixturesDir, "peft-bf16.safetensors"), ["--energy", "0.9"]],
   ["kohya DyLoRA prefix → --to peft", join(fixturesDir, "kohya-dylora.safetensors"), ["--rank", "4", "--to", "peft"]],
-  ["kohya DyLoRA prefix, --alpha-mode kohya-train", join(fixturesDir, "kohya-dylora.safetensors"), ["--rank", "2", "--alpha-mode", "kohya-train", "--to", "peft"]],
-  ["kohya svd, kohya-compat → --to peft", join(fixturesDir, "kohya-dylora.safetensors"), ["--method", "svd", "--kohya-compat", "--dynamic", "sv_fro", "--dynamic-param", "0.9", "--to", "peft"]],
+  [
+    "kohya DyLoRA prefix, --alpha-mode kohya-train",
+    join(fixturesDir, "kohya-dylora.safetensors"),
+    ["--rank", "2", "--alpha-mode", "kohya-train", "--to", "peft"],
+  ],
+  [
+    "kohya svd, kohya-compat → --to peft",
+    join(fixturesDir, "kohya-dylora.safetensors"),
+    ["--method", "svd", "--kohya-compat", "--dynamic", "sv_fro", "--dynamic-param", "0.9", "--to", "peft"],
+  ],
 ];
 if (haveReal) {
   MODES.push(["real DistilBERT, budget", imdb, ["--budget", "40"]]);
@@ -265,6 +312,8 @@ describe("real adapters", { skip: haveReal ? false : `no real adapters at ${real
     try {
       assert.equal(a.config?.["fan_in_fan_out"], true);
       for (const m of a.modules) assert.equal(m.rank, 4);
-    } finally { await a.file.close(); }
+    } finally {
+      await a.file.close();
+    }
   });
 });

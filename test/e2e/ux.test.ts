@@ -166,7 +166,10 @@ if status is None: os.kill(pid, 9)
 print(json.dumps({"seen": seen, "status": status, "tail": buf[-400:].decode("utf-8", "replace")}))
 `;
 
-test("inspect --tui on a pseudo-terminal: first frame, n sorts, + raises the budget, q quits with 0", { skip: !hasPython && "python3 with pty not available", timeout: 120_000 }, () => {
+test("inspect --tui on a pseudo-terminal: first frame, n sorts, + raises the budget, q quits with 0", {
+  skip: !hasPython && "python3 with pty not available",
+  timeout: 120_000,
+}, () => {
   const r = spawnSync("python3", ["-c", DRIVER, node, loraBin, ex], { env: cleanEnv(), encoding: "utf8", timeout: 100_000 });
   assert.equal(r.status, 0, r.stderr);
   const res = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
@@ -243,14 +246,19 @@ test("every command's --help shows an example", () => {
   assert.match(lora(["inspect", "--help"]).stdout, /--plot <file>[\s\S]*--tui/);
 });
 
-test("completion: `source <(lora completion bash)` works in bash and completes commands", { skip: spawnSync("bash", ["-c", "exit 0"]).status !== 0 && "no bash" }, () => {
+test("completion: `source <(lora completion bash)` works in bash and completes commands", {
+  skip: spawnSync("bash", ["-c", "exit 0"]).status !== 0 && "no bash",
+}, () => {
   const d = mkdtempSync(join(tmpdir(), "lora-ux-comp-"));
   const file = join(d, "run.sh");
-  writeFileSync(file, `set -e
+  writeFileSync(
+    file,
+    `set -e
 source <(${sh(node)} ${sh(loraBin)} completion bash)
 COMP_WORDS=(lora in); COMP_CWORD=1; _lora_completion; echo "\${COMPREPLY[*]}"
 COMP_WORDS=(lora inspect x --plot); COMP_CWORD=3; _lora_completion; echo "\${COMPREPLY[*]}"
-`);
+`,
+  );
   const r = spawnSync("bash", ["--norc", "--noprofile", file], { encoding: "utf8", env: cleanEnv() });
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stderr, "");
