@@ -20,6 +20,7 @@ import { encodeFloats } from "../formats/safetensors/index.js";
 import { Rng } from "../linalg/random.js";
 import { arg } from "./args.js";
 import { writeBenchSection } from "./docs.js";
+import { type Timed, timed } from "./timed.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const loraBin = join(here, "..", "..", "bin", "lora.js");
@@ -83,19 +84,6 @@ function files(dir: string): string[] {
     });
 }
 
-interface Timed {
-  seconds: number;
-  rssMb: number;
-  status: number;
-  stderr: string;
-}
-function timed(cmd: string, args: string[]): Timed {
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync("/usr/bin/time", ["-v", cmd, ...args], { encoding: "utf8", maxBuffer: 256 << 20 });
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr);
-  return { seconds, rssMb: m ? Number(m[1]) / 1024 : NaN, status: r.status ?? -1, stderr: r.stderr };
-}
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
 async function main(): Promise<void> {
@@ -133,7 +121,7 @@ async function main(): Promise<void> {
   }
   for (const [k, v] of Object.entries(rows)) for (const t of v) if (t.status !== 0) throw new Error(`${k} failed: ${t.stderr.slice(-2000)}`);
   const med = (k: string) => median(rows[k]!.map((t) => t.seconds));
-  const rss = (k: string) => median(rows[k]!.map((t) => t.rssMb));
+  const rss = (k: string) => median(rows[k]!.map((t) => t.maxRssMb));
   const lines = [
     "## catalog",
     "",

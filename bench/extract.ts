@@ -23,27 +23,11 @@ import { fileURLToPath } from "node:url";
 import { resolveBackend } from "../linalg/backend.js";
 import { familyTensors, writeGeneratedModel, type PairSpec } from "../test/models.js";
 import { arg } from "./args.js";
+import { type Timed, timed } from "./timed.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
 const loraBin = join(root, "bin", "lora.js");
-
-interface Timed {
-  seconds: number;
-  maxRssMb: number;
-  status: number;
-  stdout: string;
-  stderr: string;
-}
-
-function timed(cmd: string, args: string[]): Timed {
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync("/usr/bin/time", ["-v", cmd, ...args], { encoding: "utf8", maxBuffer: 256 << 20 });
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr);
-  if (r.status !== 0) process.stderr.write(`${cmd} ${args.join(" ")} failed:\n${r.stderr.slice(-3000)}\n`);
-  return { seconds, maxRssMb: m ? Number(m[1]) / 1024 : NaN, status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
 
 const f = (x: number, d = 2) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(d));
 

@@ -21,31 +21,11 @@ import { resolveBackend } from "../linalg/backend.js";
 import { generateLlamaAdapter, LLAMA_TARGETS } from "./llama-adapter.js";
 import { writeBenchSection } from "./docs.js";
 import { arg } from "./args.js";
+import { type Timed, timed } from "./timed.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
 const loraBin = join(root, "bin", "lora.js");
-
-interface Timed {
-  seconds: number;
-  cpuSeconds: number;
-  maxRssMb: number;
-  status: number;
-  stderr: string;
-  stdout: string;
-}
-
-/** Runs a command under /usr/bin/time -v: wall seconds (hrtime) and peak RSS. */
-function timed(cmd: string, args: string[]): Timed {
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync("/usr/bin/time", ["-v", cmd, ...args], { encoding: "utf8", maxBuffer: 64 << 20 });
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr);
-  const u = /User time \(seconds\): ([\d.]+)/.exec(r.stderr),
-    sy = /System time \(seconds\): ([\d.]+)/.exec(r.stderr);
-  const cpuSeconds = u && sy ? Number(u[1]) + Number(sy[1]) : NaN;
-  return { seconds, cpuSeconds, maxRssMb: m ? Number(m[1]) / 1024 : NaN, status: r.status ?? -1, stderr: r.stderr, stdout: r.stdout };
-}
 
 /** Self time by category from a V8 CPU profile of one truncate run (where the time goes). */
 function profileBreakdown(dir: string, tmp: string, to: number): { total: number; parts: [string, number][] } | null {
