@@ -1,4 +1,15 @@
-
+// Benchmark of catalog mode (not a test): `node dist/bench/catalog.js [--adapters 2000] [--runs 3]
+// [--dir /tmp/lora-bench-catalog] [--write-docs]`.
+//
+// Generates a catalog of F16 adapters outside the repository (once; reused when present): even
+// ones PEFT directories with Llama-7B-shaped q_proj/v_proj of layer 0 (4096×4096), odd ones kohya
+// files with 16 SD-1.5-shaped attention modules (320…1280 wide, cross-attention inputs 768); ranks
+// drawn from 8, 16, 32, 64. Factor bytes are slices of one random F16 pool (generic spectra;
+// generating fresh Gaussians for gigabytes would dominate the set-up). Then, interleaved, `runs`
+// times each: `cat` of every file to /dev/null (the read floor), `lora inspect DIR --json`, and
+// `lora truncate DIR --max-bytes (half the catalog) -o OUT --force`; wall time and peak RSS from
+// /usr/bin/time -v; and inspect over the first quarter of the catalog, for how peak RSS grows
+// with the number of adapters. Prints a markdown section; --write-docs puts it into docs/BENCHMARKS.md.
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join } from "node:path";

@@ -1,4 +1,20 @@
-
+// Benchmark of `lora extract` and `lora apply` (not a test):
+//   node dist/bench/extract.js [--dir DIR] [--rank 64] [--only 7b|1b] [--python /usr/bin/python3] [--clean]
+//
+// Generates two model pairs (test/models.ts; base and a fine-tune whose every linear weight moved
+// by a rank-128 change with σ decaying as 0.97^c plus full-rank noise 1e-4, then rounded to BF16):
+//   7b: a 2-layer Llama-7B-shaped pair (hidden 4096, MLP 11008, 32 heads; vocab cut to 256 so that
+//       embed_tokens and lm_head stay small), one model.safetensors each, BF16, 0.81 GB per model;
+//   1b: a 16-layer Llama-3.2-1B-shaped pair (hidden 2048, MLP 8192, GQA k/v 512, vocab 256),
+//       4 shards + model.safetensors.index.json, BF16, 1.9 GB per model.
+// Then, one after the other in one run (wall time and peak RSS from /usr/bin/time -v):
+//  1. `lora extract --rank R` on the whole pair;
+//  2. on a subset of weights (one of each shape), `lora extract --rank R --modules …` and the dense
+//     route (bench/extract_dense.py: float32 ΔW + numpy economy SVD per weight, as kohya's and
+//     mergekit's scripts do), side by side, with both errors; the whole dense route is that
+//     subset's SVD time scaled by the number of weights of each shape (stated in the output);
+//  3. `lora apply` of the extracted adapter against `cp -r` of the base directory.
+// Prints markdown; the figures in docs/BENCHMARKS.md were pasted from it.
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join } from "node:path";
@@ -6,7 +22,7 @@ import { fileURLToPath } from "node:url";
 import { resolveBackend } from "../linalg/backend.js";
 import { familyTensors, writeGeneratedModel, type PairSpec } from "../test/models.js";
 import { arg } from "./args.js";
-import { timed } from "./timed.js";
+import { type Timed, timed } from "./timed.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
