@@ -22,6 +22,7 @@ import { randomizedSvd } from "../linalg/randomized-svd.js";
 import type { FactorDType, LinalgBackend, Mat } from "../linalg/types.js";
 import { arg } from "./args.js";
 import { generateLlamaAdapter, LLAMA_TARGETS } from "./llama-adapter.js";
+import { LEGO_DEFAULTS } from "../commands/merge/methods.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const loraBin = join(root, "bin", "lora.js");
@@ -270,17 +271,7 @@ async function main(): Promise<void> {
       for (const [, o, i] of rehearse ? [["", 64, 64] as const] : LLAMA_TARGETS) {
         const terms = legoTerms(l, o, i, adapters, 16);
         const t0 = performance.now();
-        const r = await mergeLego(be, terms, {
-          k: 16,
-          paramReweight: true,
-          outputReweight: true,
-          paramNorm: "inf",
-          signCanonicalize: false,
-          nInit: 10,
-          maxIter: 300,
-          tol: 1e-4,
-          seed: 0,
-        });
+        const r = await mergeLego(be, terms, { k: 16, seed: 0, ...LEGO_DEFAULTS });
         secs += (performance.now() - t0) / 1000;
         inertia += r.details.inertia;
       }

@@ -23,6 +23,7 @@ import { MERGE_DEFAULTS, runMerge, type MergeOptions } from "../commands/merge/r
 import { mergeSvd } from "../surgery/merge/svd.js";
 import { lowRankSingularValues } from "../linalg/lowrank.js";
 import { arg } from "./args.js";
+import { LEGO_DEFAULTS } from "../commands/merge/methods.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
@@ -109,17 +110,7 @@ async function main(): Promise<void> {
       for (const n of names) {
         const terms = await termsOf(adapters, n);
         t0 = performance.now();
-        const r = await mergeLego(backend, terms, {
-          k: rank,
-          paramReweight: true,
-          outputReweight: true,
-          paramNorm: "inf",
-          signCanonicalize: false,
-          nInit: 10,
-          maxIter: 300,
-          tol: 1e-4,
-          seed: 0,
-        });
+        const r = await mergeLego(backend, terms, { k: rank, seed: 0, ...LEGO_DEFAULTS });
         cluster += (performance.now() - t0) / 1000;
         lora[n] = r.details.inertia;
       }

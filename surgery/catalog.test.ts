@@ -6,12 +6,12 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { encodeFloats, serializeSafetensors, type TensorSpec } from "../formats/safetensors/index.js";
 import { Rng } from "../linalg/random.js";
 import { denseDelta, denseSingularValues } from "../test/reference.js";
 import { testBackends } from "../test/backends.js";
 import { expandInputs, summarizeCatalog } from "./catalog.js";
 import { runCli as cli } from "../test/cli.js";
+import { smallModules, type SmallModule, writeSmallAdapter } from "../test/small-adapter.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`catalog.test seed=${seed}`);
@@ -20,50 +20,12 @@ process.on("exit", () => rmSync(work, { recursive: true, force: true }));
 
 interface Made {
   path: string;
-  mods: { B: Float64Array; A: Float64Array; out: number; inn: number; r: number; scale: number }[];
+  mods: SmallModule[];
 }
 
 async function adapter(rng: Rng, path: string, kohya: boolean): Promise<Made> {
-  const mods = Array.from({ length: 2 + rng.int(3) }, () => {
-    const r = 1 + rng.int(6),
-      out = 8 + rng.int(20),
-      inn = 8 + rng.int(20);
-    return {
-      B: Float64Array.from(Float32Array.from(rng.normals(out * r))),
-      A: Float64Array.from(Float32Array.from(rng.normals(r * inn))),
-      out,
-      inn,
-      r,
-      scale: kohya ? 0.5 : 2,
-    };
-  });
-  const specs: TensorSpec[] = mods.flatMap((m, i) => {
-    const names = kohya
-      ? [`lora_unet_blk_${i}_proj.lora_down.weight`, `lora_unet_blk_${i}_proj.lora_up.weight`]
-      : [`base_model.model.blk.${i}.proj.lora_A.weight`, `base_model.model.blk.${i}.proj.lora_B.weight`];
-    return [
-      { name: names[0]!, dtype: "F32" as const, shape: [m.r, m.inn], data: encodeFloats("F32", m.A) },
-      { name: names[1]!, dtype: "F32" as const, shape: [m.out, m.r], data: encodeFloats("F32", m.B) },
-      ...(kohya ? [{ name: `lora_unet_blk_${i}_proj.alpha`, dtype: "F32" as const, shape: [], data: encodeFloats("F32", Float64Array.of(0.5 * m.r)) }] : []),
-    ];
-  });
-  const body = await serializeSafetensors(specs, null);
-  if (kohya) writeFileSync(path, body);
-  else {
-    mkdirSync(path);
-    writeFileSync(join(path, "adapter_model.safetensors"), body);
-    writeFileSync(
-      join(path, "adapter_config.json"),
-      JSON.stringify({
-        peft_type: "LORA",
-        r: 1,
-        lora_alpha: 2,
-        target_modules: ["proj"],
-        rank_pattern: Object.fromEntries(mods.map((m, i) => [`blk.${i}.proj`, m.r])),
-        alpha_pattern: Object.fromEntries(mods.map((m, i) => [`blk.${i}.proj`, 2 * m.r])),
-      }),
-    );
-  }
+  const mods = smallModules(rng, 2 + rng.int(3), kohya, { minDim: 8, spread: 20, maxRank: 6 });
+  await writeSmallAdapter(path, kohya, mods);
   return { path, mods };
 }
 

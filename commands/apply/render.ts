@@ -1,21 +1,15 @@
 // Rendering an apply report: one row per weight changed (table on a terminal, TSV when piped).
 import type { Ctx, GlobalOptions } from "../support/context.js";
-import { fmt, formatTable, formatTsv, summary } from "../support/output.js";
+import { fmt, formatTable, formatTsv, rowsThenSummary } from "../support/output.js";
 import type { ApplyReport } from "./run.js";
 
 export function printApplyReport(ctx: Ctx, g: GlobalOptions, r: ApplyReport): void {
   if (g.quiet) return;
   const tty = !!ctx.stdout.isTTY;
   const rows = r.weights.map((w) => [w.name, w.dtype, w.modules.map((m) => `${m.module} ×${fmt(m.scale)}`).join(" + ")]);
-  const lines = [
-    tty ? formatTable(["weight", "dtype", "added"], rows) : formatTsv(rows),
+  const text = tty ? formatTable(["weight", "dtype", "added"], rows) : formatTsv(rows);
+  rowsThenSummary(ctx, r.output, tty, text, [
     `apply: ${r.totals.weights} weights changed by ${r.totals.modules} adapter modules, ${r.totals.tensors} tensors, ${(r.totals.bytes / 1e6).toFixed(1)} MB → ${r.output}`,
     ...r.notes.map((n) => `note: ${n}`),
-  ];
-  if (tty) {
-    summary(ctx, false, r.output, lines.join("\n"));
-    return;
-  }
-  summary(ctx, false, r.output, lines[0]!);
-  ctx.stderr.write(lines.slice(1).join("\n") + "\n");
+  ]);
 }

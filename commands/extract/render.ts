@@ -1,7 +1,7 @@
 // Rendering an extract report: an aligned table on a terminal, tab-separated rows when piped (the
 // summary and notes on stderr then). JSON is printed by the command itself.
 import type { Ctx, GlobalOptions } from "../support/context.js";
-import { fmt, formatTable, formatTsv, summary } from "../support/output.js";
+import { fmt, formatTable, formatTsv, rowsThenSummary } from "../support/output.js";
 import type { ExtractReport } from "./run.js";
 
 export function printExtractReport(ctx: Ctx, g: GlobalOptions, r: ExtractReport): void {
@@ -17,15 +17,9 @@ export function printExtractReport(ctx: Ctx, g: GlobalOptions, r: ExtractReport)
   ]);
   const header = ["module", "full rank", "rank", "rel. error", "captured energy", "route (excess over optimum)"];
   const t = r.totals;
-  const lines = [
-    tty ? formatTable(header, rows) : formatTsv(rows),
+  const text = tty ? formatTable(header, rows) : formatTsv(rows);
+  rowsThenSummary(ctx, r.output, tty, text, [
     `extract (${r.method}): ${t.modules} modules, total rank ${t.rank}, ${t.params.toLocaleString("en-US")} LoRA parameters, total relative error ${fmt(t.relative_error)} → ${r.output} (${r.format})`,
     ...r.notes.map((n) => `note: ${n}`),
-  ];
-  if (tty) {
-    summary(ctx, false, r.output, lines.join("\n"));
-    return;
-  }
-  summary(ctx, false, r.output, lines[0]!);
-  ctx.stderr.write(lines.slice(1).join("\n") + "\n");
+  ]);
 }

@@ -2,6 +2,17 @@
 // loading the merge code (commands load their run module only when they run).
 import type { MergeOptions } from "../../surgery/merge/types.js";
 
+/** The LoRA-LEGO settings the command line defaults to (the benches use the same). */
+export const LEGO_DEFAULTS = {
+  paramReweight: true,
+  outputReweight: true,
+  paramNorm: "inf",
+  signCanonicalize: false,
+  nInit: 10,
+  maxIter: 300,
+  tol: 1e-4,
+} as const satisfies Partial<MergeOptions>;
+
 /** Defaults of the options docs/cli.md "merge" lists (the command line shows them). */
 export const MERGE_DEFAULTS = {
   seed: 0,
@@ -12,13 +23,7 @@ export const MERGE_DEFAULTS = {
   majoritySign: "total",
   oversample: 10,
   powerIters: 2,
-  paramReweight: true,
-  outputReweight: true,
-  paramNorm: "inf",
-  signCanonicalize: false,
-  nInit: 10,
-  maxIter: 300,
-  tol: 1e-4,
+  ...LEGO_DEFAULTS,
   project: false,
   ffaTol: 1e-6,
   fairSolver: "ridge",

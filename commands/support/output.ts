@@ -77,3 +77,16 @@ export function summary(ctx: Ctx, quiet: boolean, output: string, text: string):
   if (output === "-") ctx.stderr.write(text.endsWith("\n") ? text : text + "\n");
   else writeOut(ctx, text);
 }
+
+/**
+ * A write command's rows and the lines that follow them (summary, notes): together on a terminal;
+ * piped, the rows alone on the data stream (so cut/awk work) and the other lines on stderr.
+ */
+export function rowsThenSummary(ctx: Ctx, output: string, tty: boolean, rows: string, rest: string[]): void {
+  if (tty) {
+    summary(ctx, false, output, [rows, ...rest].join("\n"));
+    return;
+  }
+  summary(ctx, false, output, rows);
+  ctx.stderr.write(rest.join("\n") + "\n");
+}

@@ -2,7 +2,7 @@
 // else a table on a terminal or TSV rows on a pipe, with a summary line.
 import type { WriteReport } from "../../surgery/report.js";
 import type { Ctx, GlobalOptions } from "./context.js";
-import { fmt, formatTable, formatTsv, paint, printJson, summary } from "./output.js";
+import { fmt, formatTable, formatTsv, paint, printJson, rowsThenSummary } from "./output.js";
 
 /** Print the report: JSON with --json; else a table (TTY) or TSV rows, on stdout or (with -o -) stderr. */
 export function printWriteReport(ctx: Ctx, g: GlobalOptions, r: WriteReport): void {
@@ -22,18 +22,11 @@ export function printWriteReport(ctx: Ctx, g: GlobalOptions, r: WriteReport): vo
   const header = ["module", "rank in", "rank out", "rel. error"];
   if (hasEnergy) header.push("retained energy");
   const t = r.totals;
-  const lines = [
-    tty
-      ? formatTable(header, rows, paint(ctx, toStderr ? "stderr" : "stdout").bold)
-      : formatTsv(rows, g.header ? ["module", "rank_in", "rank", "relative_error", ...(hasEnergy ? ["retained_energy"] : [])] : undefined),
+  const text = tty
+    ? formatTable(header, rows, paint(ctx, toStderr ? "stderr" : "stdout").bold)
+    : formatTsv(rows, g.header ? ["module", "rank_in", "rank", "relative_error", ...(hasEnergy ? ["retained_energy"] : [])] : undefined);
+  rowsThenSummary(ctx, r.output, tty, text, [
     `${r.command} (${r.method}): ${t.modules} modules, rank ${t.rank_in} → ${t.rank}, total relative error ${fmt(t.relative_error)}${r.dropped.length ? `, ${r.dropped.length} module(s) dropped` : ""} → ${r.output === "-" ? "standard output" : r.output}`,
     ...r.notes.map((n) => `note: ${n}`),
-  ];
-  if (tty) {
-    summary(ctx, false, r.output, lines.join("\n"));
-    return;
-  }
-  // Piped: rows only on the data stream (so cut/awk work); the summary goes to stderr.
-  summary(ctx, false, r.output, lines[0]!);
-  ctx.stderr.write(lines.slice(1).join("\n") + "\n");
+  ]);
 }

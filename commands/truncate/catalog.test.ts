@@ -3,31 +3,26 @@
 // output's ΔW is the optimal truncation at its allotted ranks, and the outputs fit the budget.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadAdapter, openAdapterSource, readFactors } from "../../formats/adapter/index.js";
-import { encodeFloats, serializeSafetensors, type TensorSpec } from "../../formats/safetensors/index.js";
+import { encodeFloats, type TensorSpec } from "../../formats/safetensors/index.js";
 import { gemm64 } from "../../linalg/js/dense.js";
 import { Rng } from "../../linalg/random.js";
 import { denseDelta, denseSingularValues, optimal, relDiff } from "../../test/reference.js";
 import { testBackends } from "../../test/backends.js";
 import { runCatalogTruncate } from "./catalog.js";
 import { runCli as cli } from "../../test/cli.js";
+import { smallModules, type SmallModule, writeSmallAdapter } from "../../test/small-adapter.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`catalog truncate test seed=${seed}`);
 const work = mkdtempSync(join(tmpdir(), "lora-cattrunc-test-"));
 process.on("exit", () => rmSync(work, { recursive: true, force: true }));
 
-interface M {
+interface M extends SmallModule {
   key: string;
-  B: Float64Array;
-  A: Float64Array;
-  out: number;
-  inn: number;
-  r: number;
-  scale: number;
 }
 interface Made {
   path: string;
@@ -37,54 +32,14 @@ interface Made {
 }
 
 async function make(rng: Rng, path: string, kohya: boolean): Promise<Made> {
-  const mods: M[] = Array.from({ length: 2 }, (_, i) => {
-    const r = 1 + rng.int(3),
-      out = 6 + rng.int(10),
-      inn = 6 + rng.int(10);
-    // Stored as F32: the references use the stored values.
-    return {
-      key: `blk_${i}_proj`,
-      B: Float64Array.from(Float32Array.from(rng.normals(out * r, 1 + rng.int(3)))),
-      A: Float64Array.from(Float32Array.from(rng.normals(r * inn))),
-      out,
-      inn,
-      r,
-      scale: kohya ? 0.5 : 2,
-    };
-  });
-  const specs: TensorSpec[] = mods.flatMap((m, i) => {
-    const n = kohya
-      ? [`lora_unet_blk_${i}_proj.lora_down.weight`, `lora_unet_blk_${i}_proj.lora_up.weight`]
-      : [`base_model.model.blk.${i}.proj.lora_A.weight`, `base_model.model.blk.${i}.proj.lora_B.weight`];
-    return [
-      { name: n[0]!, dtype: "F32" as const, shape: [m.r, m.inn], data: encodeFloats("F32", m.A) },
-      { name: n[1]!, dtype: "F32" as const, shape: [m.out, m.r], data: encodeFloats("F32", m.B) },
-      ...(kohya ? [{ name: `lora_unet_blk_${i}_proj.alpha`, dtype: "F32" as const, shape: [], data: encodeFloats("F32", Float64Array.of(0.5 * m.r)) }] : []),
-    ];
-  });
-  let passthrough = 0;
-  if (!kohya) {
-    specs.push({ name: "base_model.model.head.weight", dtype: "F32", shape: [3], data: encodeFloats("F32", rng.normals(3)) });
-    passthrough = 12;
-  }
-  const body = await serializeSafetensors(specs, null);
-  if (kohya) writeFileSync(path, body);
-  else {
-    mkdirSync(path);
-    writeFileSync(join(path, "adapter_model.safetensors"), body);
-    writeFileSync(
-      join(path, "adapter_config.json"),
-      JSON.stringify({
-        peft_type: "LORA",
-        r: 1,
-        lora_alpha: 2,
-        target_modules: ["proj"],
-        rank_pattern: Object.fromEntries(mods.map((m, i) => [`blk.${i}.proj`, m.r])),
-        alpha_pattern: Object.fromEntries(mods.map((m, i) => [`blk.${i}.proj`, 2 * m.r])),
-      }),
-    );
-  }
-  return { path, kohya, mods, passthrough };
+  // Stored as F32: the references use the stored values.
+  const mods: M[] = smallModules(rng, 2, kohya, { minDim: 6, spread: 10, maxRank: 3, bScale: () => 1 + rng.int(3) }).map((m, i) => ({
+    ...m,
+    key: `blk_${i}_proj`,
+  }));
+  const head: TensorSpec[] = kohya ? [] : [{ name: "base_model.model.head.weight", dtype: "F32", shape: [3], data: encodeFloats("F32", rng.normals(3)) }];
+  await writeSmallAdapter(path, kohya, mods, head);
+  return { path, kohya, mods, passthrough: kohya ? 0 : 12 };
 }
 
 async function tensorBytes(p: string): Promise<number> {
