@@ -1,7 +1,10 @@
 // The modules of an adapter described for another layout (lora convert): the same factors, byte
 // for byte, with each module's scale s kept through alpha' = s·r (kohya, and PEFT/diffusers without
-// rsLoRA) or s·√r (PEFT/diffusers with use_rslora).
-import { alphaForScale, hasTextEncoder2, kohyaStemInSet, type Adapter, type AdapterFormat } from "../formats/adapter/index.js";
+// rsLoRA) or s·√r (PEFT/diffusers with use_rslora). A derived module (LoHa, AdaLoRA, …: its factors
+// computed on read, docs/formats.md "Derived modules") is written as its exact factors in F32 at
+// least, so the conversion stays within float32 rounding of the stored ΔW.
+import { alphaForScale, hasTextEncoder2, kohyaStemInSet, readFactors, type Adapter, type AdapterFormat } from "../formats/adapter/index.js";
+import type { DType } from "../formats/safetensors/index.js";
 import type { OutModule } from "../formats/adapter/write.js";
 import { kernelOf } from "./kernels.js";
 
@@ -29,10 +32,17 @@ export function convertedModules(a: Adapter, to: TargetFormat, useRslora: boolea
       alpha,
       out: m.out,
       in: m.in,
-      dtype: m.A.dtype,
+      dtype: m.family ? derivedOutputDtype(m.family.dtype) : m.A.dtype,
       ...(kernel ? { kernel } : {}),
-      rawFactors: { A: { file: a.file, tensor: m.A }, B: { file: a.file, tensor: m.B } },
+      ...(m.family
+        ? { produce: async () => readFactors(a, m, "f64").then((f) => ({ A: f.A.data, B: f.B.data })) }
+        : { rawFactors: { A: { file: a.file, tensor: m.A }, B: { file: a.file, tensor: m.B } } }),
       extras,
     };
   });
+}
+
+/** The dtype a derived module's exact factors are written in: the stored one when F32/F64, else F32. */
+export function derivedOutputDtype(stored: DType): DType {
+  return stored === "F64" ? "F64" : "F32";
 }

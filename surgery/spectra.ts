@@ -4,6 +4,7 @@
 // call, the float64 Gram route of docs/algorithms.md §2.2), `lanes` modules side
 // by side while the next modules are read; for a module whose factors are not F32/F16/BF16/F64,
 // or that the Gram route refuses (cancelling factors), Householder QR of the factors (linalg/lowrank.ts).
+// A derived module whose family knows its spectrum more cheaply (LoKr: σ products) gives it itself.
 import { nonFiniteFactor, rawReadable, readFactors, type Adapter, type LoraModule } from "../formats/adapter/index.js";
 import { lowRankSingularValues } from "../linalg/lowrank.js";
 import type { FactorSpectrumResult, LinalgBackend, ModuleGrams } from "../linalg/types.js";
@@ -29,7 +30,7 @@ export async function moduleSpectra(
     const pool = new BufferPool();
     const gate = new Lanes(lanes);
     const start = async (m: LoraModule): Promise<FactorSpectrumResult | null> => {
-      if (!rawReadable(m)) return null;
+      if (!rawReadable(m) || m.family?.spectrum) return null;
       return withRawFactors(a, m, pool, (B, A) => gate.run(() => be.factorSpectrum({ B, A, scale: m.scale, ...(opts.keepGrams ? { keepGrams: true } : {}) })));
     };
     const ahead = new ReadAhead(a.modules, start, lanes);
@@ -37,7 +38,8 @@ export async function moduleSpectra(
       const r = await ahead.take(m);
       if (r?.kind === "non-finite") throw nonFiniteFactor(a, m, r);
       // Householder's k = min(r, out, in) values; the Gram route gives r, the extra ones zero.
-      if (r?.kind === "done") out.set(m, { S: r.S.slice(0, Math.min(m.rank, m.out, m.in)), ...(r.grams ? { grams: r.grams } : {}) });
+      if (m.family?.spectrum) out.set(m, { S: await m.family.spectrum() });
+      else if (r?.kind === "done") out.set(m, { S: r.S.slice(0, Math.min(m.rank, m.out, m.in)), ...(r.grams ? { grams: r.grams } : {}) });
       else {
         const f = await readFactors(a, m, "f64");
         out.set(m, { S: await lowRankSingularValues(be, { B: f.B, A: f.A, scale: m.scale }) });

@@ -2,7 +2,7 @@
 // either claims the file or passes, then parses what it claimed into modules.
 import type { SafetensorsFile, TensorInfo } from "../safetensors/index.js";
 import type { PeftConfig } from "./peft-config.js";
-import type { AdapterFormat, LoraModule } from "./types.js";
+import type { AdapterFormat, BaseDependentModule, LoraModule } from "./types.js";
 
 export interface DetectContext {
   file: SafetensorsFile;
@@ -20,6 +20,9 @@ export interface Detected {
   passthrough: TensorInfo[];
   config: PeftConfig | null;
   configSource: string;
+  /** A derived file (derived.ts) that wraps ctx.file when some modules are not stored as B·A. */
+  file?: SafetensorsFile;
+  baseDependent?: BaseDependentModule[];
 }
 
 export interface Detector {

@@ -9,3 +9,4 @@ import "./parse-sora.js"; // registers the SoRA checkpoint detector (lora prune 
 export { PEFT_ROLES } from "./parse-peft.js";
 export { KOHYA_ROLES } from "./parse-kohya.js";
 export { buildModule, type ModuleParts } from "./module.js";
+export { buildDerivedAdapterParts, refuseBaseDependent, type DerivedModuleSpec, type ExactFactors } from "./derived.js";

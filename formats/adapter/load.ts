@@ -111,14 +111,17 @@ async function describe(arg: string, src: AdapterSource): Promise<Adapter> {
     throw new InvalidInputError(`${label}: not a LoRA adapter (no lora_A/lora_B, lora_down/lora_up or diffusers LoRA keys among ${names.length} tensors)`);
   }
   const got = await det.parse(ctx);
-  if (got.modules.length === 0) throw new InvalidInputError(`${label}: no LoRA modules found`);
+  if (got.modules.length === 0 && !got.baseDependent?.length) throw new InvalidInputError(`${label}: no LoRA modules found`);
   got.modules.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const counts = new Map<DType, number>();
-  for (const m of got.modules) counts.set(m.A.dtype, (counts.get(m.A.dtype) ?? 0) + 1);
+  for (const m of got.modules) {
+    const d = m.family?.dtype ?? m.A.dtype;
+    counts.set(d, (counts.get(d) ?? 0) + 1);
+  }
   const dtype = [...counts].sort((a, b) => b[1] - a[1])[0]![0];
   const adapter: Adapter = {
     source: arg,
-    file,
+    file: got.file ?? file,
     format: got.format,
     config: got.config,
     configSource: got.configSource,
@@ -127,6 +130,7 @@ async function describe(arg: string, src: AdapterSource): Promise<Adapter> {
     passthrough: got.passthrough,
     notes,
     dtype,
+    ...(got.baseDependent?.length ? { baseDependent: got.baseDependent } : {}),
   };
   if (metadata["ss_network_module"] === "networks.dylora") {
     let unit = 1;

@@ -30,6 +30,40 @@ export interface LoraModule {
   extras: Record<string, TensorInfo>;
   /** kohya stem prefix kind ("unet", "te", "te1", …) when the input had one. */
   kohyaStem?: string;
+  /**
+   * Set when the file stores this module as something other than B·A (LoHa, LoKr, AdaLoRA, …):
+   * A and B are then its exact factors (float64, scale folded in: scale 1, alpha = rank), computed
+   * on read by the adapter's derived file (derived.ts, docs/formats.md "Derived modules").
+   */
+  family?: ModuleFamily;
+}
+
+/** How a derived module is stored, and the shortcuts its structure allows. */
+export interface ModuleFamily {
+  /** "loha", "lokr", "locon-tucker", "adalora", "lora-xs", … */
+  type: string;
+  /** One line for inspect ("LoHa 8·8 (r1·r2)", "AdaLoRA 5 of 12 live"). */
+  detail: string;
+  /** The tensors as the file stores them. */
+  stored: TensorInfo[];
+  /** The dtype the file stores them in (the adapter's dtype counts this, not F64). */
+  dtype: DType;
+  /** Facts for `inspect --json` (live rank, r1/r2, Kronecker shapes, …). */
+  info?: Record<string, number | string | boolean | number[]>;
+  /** The exact singular values (descending, min(out, in) of them at most), when cheaper than from the factors (LoKr: products σᵢ(w1)·σⱼ(w2)). */
+  spectrum?: () => Promise<Float64Array>;
+  /** The Eckart–Young optimal rank-k factors (B out×k, A k×in, row-major), when cheaper than from the factors. */
+  truncate?: (k: number) => Promise<{ B: Float64Array; A: Float64Array }>;
+}
+
+/** A module whose ΔW cannot be computed from the file alone ((IA)³, bias-only diff, Bone): shown, refused by write commands. */
+export interface BaseDependentModule {
+  name: string;
+  path: string;
+  type: string;
+  tensors: TensorInfo[];
+  /** Why ΔW needs the base weight, in words. */
+  reason: string;
 }
 
 export interface Adapter {
@@ -51,6 +85,8 @@ export interface Adapter {
   dylora?: { unit: number };
   /** Most common factor dtype. */
   dtype: DType;
+  /** Modules whose ΔW needs the base model's weights (not in `modules`). */
+  baseDependent?: BaseDependentModule[];
 }
 
 export function isDora(a: Adapter): boolean {

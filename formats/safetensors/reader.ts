@@ -3,12 +3,18 @@
 // whole since the header offsets need random access).
 import { open as openFile, type FileHandle } from "node:fs/promises";
 import { RuntimeFailure, UsageError } from "../../common/errors.js";
-import { canDecode, decodeToFloat32, decodeToFloat64, DECODABLE_DTYPES } from "../../common/dtype.js";
+import { canDecode, decodeToFloat32, decodeToFloat64, DECODABLE_DTYPES, DTYPE_BITS, type DType } from "../../common/dtype.js";
 import { SafetensorsError, UnsupportedDTypeError } from "./errors.js";
 import { parseHeader, readHeaderLength, type Header, type TensorInfo } from "./header.js";
 import { COPY_CHUNK_BYTES, MAX_BUFFER_BYTES, MAX_STREAM_BYTES, N_LEN, READ_CHUNK_BYTES } from "./limits.js";
 
-type Source = { kind: "file"; fh: FileHandle; path: string } | { kind: "buffer"; buf: Buffer };
+type Source =
+  | { kind: "file"; fh: FileHandle; path: string }
+  | { kind: "buffer"; buf: Buffer }
+  | { kind: "derived"; base: SafetensorsFile | null; produce: Map<string, () => Promise<Uint8Array>> };
+
+/** A tensor of a derived file (SafetensorsFile.derived): its bytes computed on demand, or those of a tensor of the base file. */
+export type DerivedTensor = { name: string; dtype: DType; shape: number[]; produce: () => Promise<Uint8Array> } | { name: string; from: TensorInfo };
 
 export class SafetensorsFile {
   /** What messages call this file: the path as given, or "<stdin>". */
@@ -63,6 +69,41 @@ export class SafetensorsFile {
   static fromBuffer(buf: Buffer, label: string): SafetensorsFile {
     const header = parseHeader(buf, buf.length, label);
     return new SafetensorsFile(label, header, buf.length, { kind: "buffer", buf });
+  }
+
+  /**
+   * A file whose tensors are computed (adapter families stored as something other than B·A: their
+   * exact factors are derived on read; docs/formats.md "Derived modules") or taken from `base`. It
+   * has no bytes of its own: offsets are virtual, `size` is the base's, and close() closes the base.
+   * A producer is called on every read of its tensor and must return exactly the tensor's bytes.
+   */
+  static derived(label: string, base: SafetensorsFile | null, tensors: readonly DerivedTensor[], metadata: Record<string, string> | null): SafetensorsFile {
+    const produce = new Map<string, () => Promise<Uint8Array>>();
+    const infos: TensorInfo[] = [];
+    const byName = new Map<string, TensorInfo>();
+    let at = 0;
+    for (const t of tensors) {
+      if (byName.has(t.name)) throw new RuntimeFailure(`internal: derived file ${label} names tensor ${t.name} twice`);
+      const dtype = "from" in t ? t.from.dtype : t.dtype;
+      const shape = "from" in t ? t.from.shape : t.shape;
+      const bytes = "from" in t ? t.from.end - t.from.begin : (shape.reduce((x, y) => x * y, 1) * DTYPE_BITS[dtype]) / 8;
+      const info: TensorInfo = { name: t.name, dtype, shape: [...shape], begin: at, end: at + bytes };
+      at += bytes;
+      infos.push(info);
+      byName.set(t.name, info);
+      if ("from" in t) {
+        if (!base) throw new RuntimeFailure(`internal: derived file ${label} copies ${t.name} without a base file`);
+        const src = t.from;
+        produce.set(t.name, () => base.readRaw(src));
+      } else produce.set(t.name, t.produce);
+    }
+    const header: Header = { headerSize: 0, dataStart: 0, tensors: infos, byName, metadata };
+    return new SafetensorsFile(label, header, base?.size ?? at, { kind: "derived", base, produce });
+  }
+
+  /** Whether this file's tensors are computed (SafetensorsFile.derived) rather than stored. */
+  get isDerived(): boolean {
+    return this.source?.kind === "derived";
   }
 
   /**
@@ -149,6 +190,10 @@ export class SafetensorsFile {
       src.buf.copy(out, 0, this.header.dataStart + info.begin, this.header.dataStart + info.end);
       return out;
     }
+    if (src.kind === "derived") {
+      out.set(await this.produced(src, info));
+      return out;
+    }
     await readFully(src.fh, out, this.header.dataStart + info.begin, this.label, `tensor ${JSON.stringify(info.name)}`, info.name);
     return out;
   }
@@ -192,6 +237,11 @@ export class SafetensorsFile {
     if (!(chunkSize >= 1)) throw new RangeError(`internal: copyRaw chunk size ${chunkSize}`);
     const step = Math.min(Math.floor(chunkSize), READ_CHUNK_BYTES);
     const src = this.live();
+    if (src.kind === "derived") {
+      const bytes = await this.produced(src, info);
+      for (let at = 0; at < bytes.byteLength; at += step) await write(bytes.subarray(at, Math.min(at + step, bytes.byteLength)));
+      return;
+    }
     const base = this.header.dataStart + info.begin;
     const len = info.end - info.begin;
     for (let at = 0; at < len; at += step) {
@@ -206,11 +256,19 @@ export class SafetensorsFile {
     }
   }
 
+  private async produced(src: Extract<Source, { kind: "derived" }>, info: TensorInfo): Promise<Uint8Array> {
+    const bytes = await src.produce.get(info.name)!();
+    if (bytes.byteLength !== info.end - info.begin)
+      throw new RuntimeFailure(`internal: derived tensor ${info.name} of ${this.label} produced ${bytes.byteLength} bytes, expected ${info.end - info.begin}`);
+    return bytes;
+  }
+
   /** Release the file descriptor (idempotent). */
   async close(): Promise<void> {
     const src = this.source;
     this.source = null;
     if (src?.kind === "file") await src.fh.close();
+    if (src?.kind === "derived") await src.base?.close();
   }
 }
 
