@@ -18,26 +18,38 @@ export const LLAMA_TARGETS: [string, number, number][] = [
 
 /** A ~ N(0, 1/in), B ~ N(0, 0.02²)·0.95^c (a decaying spectrum, like trained adapters). */
 export async function generateLlamaAdapter(dir: string, layers: number, rank: number, seed = 20240601): Promise<void> {
-  const rng = new Rng(seed);
-  const modules: OutModule[] = [];
-  for (let l = 0; l < layers; l++)
-    for (const [t, out, inn] of LLAMA_TARGETS) {
-      modules.push({
-        path: `model.layers.${l}.${t}`,
-        kind: "linear",
-        rank,
-        alpha: 2 * rank,
-        out,
-        in: inn,
-        dtype: "F16",
-        produce: async () => {
-          const A = Float32Array.from(rng.normals(rank * inn, 1 / Math.sqrt(inn)));
-          const B = Float32Array.from(rng.normals(out * rank, 0.02));
-          for (let i = 0; i < out; i++) for (let c = 0; c < rank; c++) B[i * rank + c]! *= 0.95 ** c;
-          return { A, B };
-        },
-      });
-    }
+  const shapes: [string, number, number][] = [];
+  for (let l = 0; l < layers; l++) for (const [t, out, inn] of LLAMA_TARGETS) shapes.push([`model.layers.${l}.${t}`, out, inn]);
+  await writeRandomPeftAdapter(dir, shapes, rank, { seed, dtype: "F16", decay: 0.95 });
+}
+
+/**
+ * A PEFT adapter (alpha = 2r, target_modules from the last path segments) with A ~ N(0, 1/in) and
+ * B ~ N(0, 0.02²)·decay^c, drawn module by module in the order given (A, then B).
+ */
+export async function writeRandomPeftAdapter(
+  dir: string,
+  shapes: [path: string, out: number, inn: number][],
+  rank: number,
+  o: { seed: number; dtype: "F16" | "F32"; decay?: number },
+): Promise<void> {
+  const rng = new Rng(o.seed);
+  const modules: OutModule[] = shapes.map(([path, out, inn]) => ({
+    path,
+    kind: "linear",
+    rank,
+    alpha: 2 * rank,
+    out,
+    in: inn,
+    dtype: o.dtype,
+    produce: async () => {
+      const A = Float32Array.from(rng.normals(rank * inn, 1 / Math.sqrt(inn)));
+      const B = Float32Array.from(rng.normals(out * rank, 0.02));
+      if (o.decay !== undefined) for (let i = 0; i < out; i++) for (let c = 0; c < rank; c++) B[i * rank + c]! *= o.decay ** c;
+      return { A, B };
+    },
+  }));
+  const targets = [...new Set(shapes.map(([p]) => p.split(".").at(-1)!))];
   await writeAdapter(
     dir,
     {
@@ -45,7 +57,7 @@ export async function generateLlamaAdapter(dir: string, layers: number, rank: nu
       modules,
       passthrough: [],
       metadata: {},
-      baseConfig: { peft_type: "LORA", task_type: "CAUSAL_LM", r: rank, lora_alpha: 2 * rank, target_modules: LLAMA_TARGETS.map(([t]) => t.split(".")[1]!) },
+      baseConfig: { peft_type: "LORA", task_type: "CAUSAL_LM", r: rank, lora_alpha: 2 * rank, target_modules: targets },
     },
     { force: true, inputs: [] },
   );

@@ -17,12 +17,11 @@ import { createWriteStream, mkdirSync, mkdtempSync, rmSync, statSync, writeFileS
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { writeAdapter, type OutModule } from "../formats/adapter/write.js";
 import { writeSafetensors, type TensorSpec } from "../formats/safetensors/index.js";
-import { Rng } from "../linalg/random.js";
 import { BLOCK_ELEMENTS } from "../surgery/prune/importance.js";
 import { writeBenchSection } from "./docs.js";
 import { arg } from "./args.js";
+import { writeRandomPeftAdapter } from "./llama-adapter.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
@@ -112,38 +111,9 @@ async function generateModel(dir: string, s: Shape): Promise<number> {
 }
 
 async function generateAdapter(dir: string, s: Shape, rank: number): Promise<void> {
-  const rng = new Rng(7);
-  const modules: OutModule[] = [];
-  for (let l = 0; l < s.layers; l++)
-    for (const [p, out, inn] of projShapes(s)) {
-      modules.push({
-        path: `model.layers.${l}.${p}`,
-        kind: "linear",
-        rank,
-        alpha: 2 * rank,
-        out,
-        in: inn,
-        dtype: "F32",
-        produce: async () => ({ A: Float32Array.from(rng.normals(rank * inn, 1 / Math.sqrt(inn))), B: Float32Array.from(rng.normals(out * rank, 0.02)) }),
-      });
-    }
-  await writeAdapter(
-    dir,
-    {
-      format: "peft",
-      modules,
-      passthrough: [],
-      metadata: {},
-      baseConfig: {
-        peft_type: "LORA",
-        task_type: "CAUSAL_LM",
-        r: rank,
-        lora_alpha: 2 * rank,
-        target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-      },
-    },
-    { force: true, inputs: [] },
-  );
+  const shapes: [string, number, number][] = [];
+  for (let l = 0; l < s.layers; l++) for (const [p, out, inn] of projShapes(s)) shapes.push([`model.layers.${l}.${p}`, out, inn]);
+  await writeRandomPeftAdapter(dir, shapes, rank, { seed: 7, dtype: "F32" });
 }
 
 interface Timed {
@@ -202,43 +172,14 @@ async function main(): Promise<void> {
       const c = timed(`cat ${join(model, "model.safetensors")} > /dev/null`, [], true);
       if (k > 0) cat.push(c); // the first read only warms the page cache
     }
+    const prune = [loraBin, "prune", adapter, "--method", "loraprune", "--base", model, "--ratio", ratio];
     for (let k = 0; k < runs; k++) {
       for (const p of ["out-a", "pruning_plan.json", "config.json", "out-m"]) rmSync(join(work, p), { recursive: true, force: true });
-      const a = timed(process.execPath, [
-        loraBin,
-        "prune",
-        adapter,
-        "--method",
-        "loraprune",
-        "--base",
-        model,
-        "--ratio",
-        ratio,
-        "-o",
-        join(work, "out-a"),
-        "--json",
-        "--force",
-      ]);
+      const a = timed(process.execPath, [...prune, "-o", join(work, "out-a"), "--json", "--force"]);
       if (a.status !== 0) throw new Error(`lora prune failed: ${a.stderr}`);
       score.push(a);
       for (const p of ["out-a", "pruning_plan.json", "config.json"]) rmSync(join(work, p), { recursive: true, force: true });
-      const b = timed(process.execPath, [
-        loraBin,
-        "prune",
-        adapter,
-        "--method",
-        "loraprune",
-        "--base",
-        model,
-        "--ratio",
-        ratio,
-        "--base-out",
-        join(work, "out-m"),
-        "-o",
-        join(work, "out-a"),
-        "--json",
-        "--force",
-      ]);
+      const b = timed(process.execPath, [...prune, "--base-out", join(work, "out-m"), "-o", join(work, "out-a"), "--json", "--force"]);
       if (b.status !== 0) throw new Error(`lora prune --base-out failed: ${b.stderr}`);
       full.push(b);
     }

@@ -2,7 +2,7 @@ import { Command, InvalidArgumentError } from "commander";
 import type { Ctx } from "../support/context.js";
 import { backendFor } from "../support/backend.js";
 import { globals, withGlobalOptions } from "../support/options.js";
-import { printJson } from "../support/output.js";
+import { printReport } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
 import type { ApplyOptions } from "./run.js";
 
@@ -45,11 +45,6 @@ export function applyCommand(ctx: Ctx): Command {
       const backend = await backendFor(ctx, g);
       const { apply } = await import("./run.js");
       const report = await withProgress(ctx, g, "apply", (tick) => apply(o, backend, tick));
-      if (g.json) {
-        printJson(ctx, report);
-        return;
-      }
-      const { printApplyReport } = await import("./render.js");
-      printApplyReport(ctx, g, report);
+      await printReport(ctx, g, report, async () => (await import("./render.js")).printApplyReport);
     });
 }

@@ -2,7 +2,7 @@ import { Command, Option } from "commander";
 import type { Ctx } from "../support/context.js";
 import { backendFor } from "../support/backend.js";
 import { globals, parseFloatArg, parseIntArg, withGlobalOptions } from "../support/options.js";
-import { printJson } from "../support/output.js";
+import { printReport } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
 import type { ExtractOptions } from "./run.js";
 
@@ -52,11 +52,6 @@ export function extractCommand(ctx: Ctx): Command {
       const backend = await backendFor(ctx, g);
       const { extract } = await import("./run.js");
       const report = await withProgress(ctx, g, "extract", (tick) => extract(o, backend, tick));
-      if (g.json) {
-        printJson(ctx, report);
-        return;
-      }
-      const { printExtractReport } = await import("./render.js");
-      printExtractReport(ctx, g, report);
+      await printReport(ctx, g, report, async () => (await import("./render.js")).printExtractReport);
     });
 }

@@ -51,6 +51,17 @@ function globalEnergy(r: InspectReport): { K: number; e: number }[] {
   return pts;
 }
 
+/** One bar per module of the allocation panel: from 0 to the field `name` ("before" or "after"). */
+function rankBar(name: string, fill: string, place: Record<string, unknown>, description: string): Record<string, unknown> {
+  const enter = { x: { scale: "x", value: 0 }, x2: { scale: "x", field: name }, ...place, fill: { value: fill }, description: { signal: description } };
+  return { type: "rect", name, from: { data: "alloc" }, encode: { enter } };
+}
+
+/** A mark of the global energy curve drawn at (K, e), with its own encoding besides. */
+function atEnergyCurve(type: string, data: string, enter: Record<string, unknown>): Record<string, unknown> {
+  return { type, from: { data }, encode: { enter: { x: { scale: "x", field: "K" }, y: { scale: "y", field: "e" }, ...enter } } };
+}
+
 function firstReaching(curve: { K: number; e: number }[], f: number): { K: number; e: number } | undefined {
   return curve.find((p) => p.e >= f - 1e-12);
 }
@@ -225,49 +236,14 @@ export function inspectChartSpec(r: InspectReport): Record<string, unknown> {
       { orient: "left", scale: "y", title: "energy kept", format: "%", grid: true, gridOpacity: 0.3 },
     ],
     marks: [
-      {
-        type: "area",
-        from: { data: "global" },
-        encode: {
-          enter: {
-            x: { scale: "x", field: "K" },
-            y: { scale: "y", field: "e" },
-            y2: { scale: "y", value: 0 },
-            fill: { value: "#4c78a8" },
-            fillOpacity: { value: 0.15 },
-          },
-        },
-      },
-      {
-        type: "line",
-        from: { data: "global" },
-        encode: { enter: { x: { scale: "x", field: "K" }, y: { scale: "y", field: "e" }, stroke: { value: "#4c78a8" }, strokeWidth: { value: 2 } } },
-      },
-      {
-        type: "rule",
-        from: { data: "curveMarks" },
-        encode: {
-          enter: {
-            x: { scale: "x", field: "K" },
-            y: { scale: "y", field: "e" },
-            y2: { scale: "y", value: 0 },
-            stroke: { signal: "datum.kind === 'alloc' ? '#d62728' : '#999'" },
-            strokeDash: { value: [4, 3] },
-          },
-        },
-      },
-      {
-        type: "symbol",
-        from: { data: "curveMarks" },
-        encode: {
-          enter: {
-            x: { scale: "x", field: "K" },
-            y: { scale: "y", field: "e" },
-            size: { value: 40 },
-            fill: { signal: "datum.kind === 'alloc' ? '#d62728' : '#555'" },
-          },
-        },
-      },
+      atEnergyCurve("area", "global", { y2: { scale: "y", value: 0 }, fill: { value: "#4c78a8" }, fillOpacity: { value: 0.15 } }),
+      atEnergyCurve("line", "global", { stroke: { value: "#4c78a8" }, strokeWidth: { value: 2 } }),
+      atEnergyCurve("rule", "curveMarks", {
+        y2: { scale: "y", value: 0 },
+        stroke: { signal: "datum.kind === 'alloc' ? '#d62728' : '#999'" },
+        strokeDash: { value: [4, 3] },
+      }),
+      atEnergyCurve("symbol", "curveMarks", { size: { value: 40 }, fill: { signal: "datum.kind === 'alloc' ? '#d62728' : '#555'" } }),
       {
         // reference levels: written up along their dashed rule, from the axis
         type: "text",
@@ -336,36 +312,13 @@ export function inspectChartSpec(r: InspectReport): Record<string, unknown> {
       ],
       legends: [{ fill: "ba", orient: "bottom", direction: "horizontal", labelFontSize: 10 }],
       marks: [
-        {
-          type: "rect",
-          name: "before",
-          from: { data: "alloc" },
-          encode: {
-            enter: {
-              x: { scale: "x", value: 0 },
-              x2: { scale: "x", field: "before" },
-              y: { scale: "y", field: "label" },
-              height: { scale: "y", band: 1 },
-              fill: { value: "#d9d9d9" },
-              description: { signal: "datum.module + ': rank ' + datum.before" },
-            },
-          },
-        },
-        {
-          type: "rect",
-          name: "after",
-          from: { data: "alloc" },
-          encode: {
-            enter: {
-              x: { scale: "x", value: 0 },
-              x2: { scale: "x", field: "after" },
-              y: { scale: "y", field: "label", offset: { signal: `bandwidth('y') * 0.2` } },
-              height: { scale: "y", band: 0.6 },
-              fill: { value: "#4c78a8" },
-              description: { signal: "datum.module + ': ' + datum.before + ' → ' + datum.after" },
-            },
-          },
-        },
+        rankBar("before", "#d9d9d9", { y: { scale: "y", field: "label" }, height: { scale: "y", band: 1 } }, "datum.module + ': rank ' + datum.before"),
+        rankBar(
+          "after",
+          "#4c78a8",
+          { y: { scale: "y", field: "label", offset: { signal: `bandwidth('y') * 0.2` } }, height: { scale: "y", band: 0.6 } },
+          "datum.module + ': ' + datum.before + ' → ' + datum.after",
+        ),
         ...(labels
           ? [
               {

@@ -35,6 +35,17 @@ export function printJson(ctx: Ctx, value: unknown): void {
   writeOut(ctx, JSON.stringify(value, null, 2));
 }
 
+/** A command's report: one JSON document with --json, else the command's own renderer (imported only then). */
+export async function printReport<R, G extends { json: boolean }>(
+  ctx: Ctx,
+  g: G,
+  report: R,
+  renderer: () => Promise<(ctx: Ctx, g: G, report: R) => void>,
+): Promise<void> {
+  if (g.json) printJson(ctx, report);
+  else (await renderer())(ctx, g, report);
+}
+
 /** Display width of a string (treats every code point as one column; our tables are ASCII plus a few symbols). */
 function width(s: string): number {
   // eslint-disable-next-line no-control-regex
