@@ -129,11 +129,7 @@ export async function writeFileAtomic(target: string, fill: (sink: ByteSink) => 
   pending.set(tmp, { kind: "remove" });
   let fh: FileHandle | null = null;
   try {
-    try {
-      fh = await open(tmp, "wx", 0o666);
-    } catch (e) {
-      throw writeFailure(target, e);
-    }
+    fh = await openNew(tmp, "wx", 0o666, target);
     const writer = new FileWriter(fh);
     await fill(fileSink(writer, target));
     try {
@@ -312,6 +308,15 @@ async function commitDir(tmp: string, abs: string, parent: string, targetDir: st
 
 // ---------------------------------------------------------------------------------------------
 
+/** Create `path` (it must not exist: flags "wx"/"wx+"); a failure is reported against `target`, the path the user named. */
+async function openNew(path: string, flags: string, mode: number, target: string): Promise<FileHandle> {
+  try {
+    return await open(path, flags, mode);
+  } catch (e) {
+    throw writeFailure(target, e);
+  }
+}
+
 /**
  * Run `fn` with a scratch file `.<basename>.scratch-<pid>-<rand>` beside `near` (an output path),
  * open for reading and writing. It is removed afterwards, on error, and (registered like the temp
@@ -325,11 +330,7 @@ export async function withScratchFile<T>(near: string, fn: (fh: FileHandle) => P
   pending.set(path, { kind: "remove" });
   let fh: FileHandle | null = null;
   try {
-    try {
-      fh = await open(path, "wx+", 0o600);
-    } catch (e) {
-      throw writeFailure(near, e);
-    }
+    fh = await openNew(path, "wx+", 0o600, near);
     return await fn(fh);
   } finally {
     if (fh) await fh.close().catch(() => {});

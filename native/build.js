@@ -108,6 +108,21 @@ function tryLoad(file, call) {
   }
 }
 
+/**
+ * After node-gyp ran for one addon: its status (built, or why not) and the line to print.
+ * `failed`: the error to name when the build log has none, and what to add to a failed build's
+ * line; `describe` words what the loaded addon reported.
+ */
+function checkBuilt(kind, res, file, mode, failed, describe) {
+  if (!res.ok || !existsSync(file)) {
+    const reason = `build failed: ${firstError(res.out, failed.fallback)}`;
+    return { status: { built: false, reason }, line: `${kind} addon NOT built (${reason})${failed.tail}` };
+  }
+  const l = tryLoad(file, mode);
+  if (!l.ok) return { status: { built: false, reason: `built but does not load: ${l.why}` }, line: `${kind} addon built but does not load (${l.why})` };
+  return { status: { built: true, reason: "" }, line: describe(l.info) };
+}
+
 function writeStatus() {
   try {
     mkdirSync(buildDir, { recursive: true });
@@ -142,23 +157,14 @@ function main() {
   let cpu = run([gyp, "configure", ...common, "--", "-Dwith_cuda=0"]);
   if (cpu.ok) cpu = run([gyp, "build", ...common]);
   const cpuFile = join(buildDir, "Release", "lora_cpu.node");
-  let cpuLine;
-  if (!cpu.ok || !existsSync(cpuFile)) {
-    status.cpu.reason = `build failed: ${firstError(cpu.out, cpu.error ? String(cpu.error) : "node-gyp failed")}`;
-    cpuLine = `cpu addon NOT built (${status.cpu.reason}); the js backend will be used — see native/build/build.log`;
-  } else {
-    const l = tryLoad(cpuFile, "info");
-    if (!l.ok) {
-      status.cpu.reason = `built but does not load: ${l.why}`;
-      cpuLine = `cpu addon built but does not load (${l.why})`;
-    } else {
-      status.cpu = { built: true, reason: "" };
-      const i = l.info;
-      cpuLine = i.loaded
-        ? `cpu addon built (${String(i.vendor).split(" ").slice(0, 2).join(" ")}, ${i.corename || "?"} kernels, ${i.threads} threads)`
-        : `cpu addon built, but no BLAS/LAPACK at run time (${i.error}); apt-get install libopenblas0-pthread`;
-    }
-  }
+  const cpuFailed = { fallback: cpu.error ? String(cpu.error) : "node-gyp failed", tail: "; the js backend will be used — see native/build/build.log" };
+  const cpuCheck = checkBuilt("cpu", cpu, cpuFile, "info", cpuFailed, (i) =>
+    i.loaded
+      ? `cpu addon built (${String(i.vendor).split(" ").slice(0, 2).join(" ")}, ${i.corename || "?"} kernels, ${i.threads} threads)`
+      : `cpu addon built, but no BLAS/LAPACK at run time (${i.error}); apt-get install libopenblas0-pthread`,
+  );
+  status.cpu = cpuCheck.status;
+  const cpuLine = cpuCheck.line;
 
   // 2. The CUDA addon, when nvcc exists. The CPU target is already built and stays as it is.
   let cudaLine;
@@ -178,20 +184,11 @@ function main() {
       let cu = run([gyp, "configure", ...common, "--", "-Dwith_cuda=1", `-Dcuda_home=${nv.home}`, `-Dcuda_lib=${lib}`]);
       if (cu.ok) cu = run([gyp, "build", ...common]);
       const cudaFile = join(buildDir, "Release", "lora_cuda.node");
-      if (!cu.ok || !existsSync(cudaFile)) {
-        status.cuda.reason = `build failed: ${firstError(cu.out, "node-gyp failed")}`;
-        cudaLine = `cuda addon NOT built (${status.cuda.reason})`;
-      } else {
-        const l = tryLoad(cudaFile, "probe");
-        if (!l.ok) {
-          status.cuda.reason = `built but does not load: ${l.why}`;
-          cudaLine = `cuda addon built but does not load (${l.why})`;
-        } else {
-          status.cuda = { built: true, reason: "" };
-          cudaLine =
-            l.info.deviceCount > 0 && l.info.error === 0 ? `cuda addon built (${l.info.device})` : `cuda addon built (no GPU here: ${l.info.errorString})`;
-        }
-      }
+      const cudaCheck = checkBuilt("cuda", cu, cudaFile, "probe", { fallback: "node-gyp failed", tail: "" }, (i) =>
+        i.deviceCount > 0 && i.error === 0 ? `cuda addon built (${i.device})` : `cuda addon built (no GPU here: ${i.errorString})`,
+      );
+      status.cuda = cudaCheck.status;
+      cudaLine = cudaCheck.line;
     }
   }
   say(`${cpuLine}; ${cudaLine}`);

@@ -4,6 +4,7 @@
 // for one adapter (PEFT's own docstring calls it "a very rough approximation"). Kept for parity
 // with PEFT; the error report says how far it is. PEFT requires equal ranks; here a smaller rank
 // is zero-padded to the largest, which is the same thing for equal ranks.
+import { splitWeight, zeroFactors } from "./term-weights.js";
 import type { MergedFactors, MergeTerm, TermShape } from "./types.js";
 
 export function linearRank(terms: TermShape[]): number {
@@ -11,16 +12,11 @@ export function linearRank(terms: TermShape[]): number {
 }
 
 export function mergeLinear(terms: MergeTerm[]): MergedFactors {
-  const out = terms[0]!.B.rows,
-    inn = terms[0]!.A.cols;
   const r = linearRank(terms);
-  const B = new Float64Array(out * r),
-    A = new Float64Array(r * inn);
+  const { out, inn, B, A } = zeroFactors(terms, r);
   for (const t of terms) {
-    const ri = t.A.rows,
-      f = t.weight * t.scale;
-    const g = Math.sqrt(Math.abs(f)),
-      ga = f < 0 ? -g : g;
+    const ri = t.A.rows;
+    const { g, ga } = splitWeight(t);
     for (let i = 0; i < out; i++) for (let j = 0; j < ri; j++) B[i * r + j] += g * t.B.data[i * ri + j]!;
     for (let j = 0; j < ri * inn; j++) A[j] += ga * t.A.data[j]!;
   }
