@@ -423,61 +423,32 @@ std::vector<Case> buildCases() {
     });
   }
   auto K = [&](std::string name, std::function<KmIn(Rng&)> f) { cs.push_back({Op::Kmeans, name, false, {}, {}, f}); };
-  K("blobs 500x16 k=8, converges", [](Rng& r) {
+  // One k-means case: data x and k initial centroids drawn from its rows.
+  auto km = [](Rng& r, M64 x, int k, int maxIter, double tol = 0) {
     KmIn in;
-    in.x = blobs(r, 500, 16, 8, 1);
-    in.init = pickRows(r, in.x, 8);
-    in.maxIter = 100;
+    in.init = pickRows(r, x, k);
+    in.x = std::move(x);
+    in.maxIter = maxIter;
+    in.tol = tol;
     return in;
-  });
-  K("overlapping 400x6 k=5, maxIter 3", [](Rng& r) {
-    KmIn in;
-    in.x = blobs(r, 400, 6, 3, 3);
-    in.init = pickRows(r, in.x, 5);
-    in.maxIter = 3;
-    return in;
-  });
-  K("weighted 300x10 k=6, tol 1e-4", [](Rng& r) {
-    KmIn in;
-    in.x = blobs(r, 300, 10, 6, 1.5);
+  };
+  K("blobs 500x16 k=8, converges", [=](Rng& r) { return km(r, blobs(r, 500, 16, 8, 1), 8, 100); });
+  K("overlapping 400x6 k=5, maxIter 3", [=](Rng& r) { return km(r, blobs(r, 400, 6, 3, 3), 5, 3); });
+  K("weighted 300x10 k=6, tol 1e-4", [=](Rng& r) {
+    KmIn in = km(r, blobs(r, 300, 10, 6, 1.5), 6, 50, 1e-4);
     in.w.resize(300);
     for (auto& v : in.w) v = 0.1 + r.next();
     in.weighted = true;
-    in.init = pickRows(r, in.x, 6);
-    in.maxIter = 50;
-    in.tol = 1e-4;
     return in;
   });
-  K("empty cluster keeps its centroid, 200x4 k=4", [](Rng& r) {
-    KmIn in;
-    in.x = blobs(r, 200, 4, 3, 0.5);
-    in.init = pickRows(r, in.x, 4);
+  K("empty cluster keeps its centroid, 200x4 k=4", [=](Rng& r) {
+    KmIn in = km(r, blobs(r, 200, 4, 3, 0.5), 4, 30);
     for (int j = 0; j < 4; j++) in.init.at(3, j) = 1e3;
-    in.maxIter = 30;
     return in;
   });
-  K("k=1, 64x3", [](Rng& r) {
-    KmIn in;
-    in.x = gaussian(r, 64, 3);
-    in.init = pickRows(r, in.x, 1);
-    in.maxIter = 10;
-    return in;
-  });
-  K("maxIter 0, 100x5 k=3", [](Rng& r) {
-    KmIn in;
-    in.x = gaussian(r, 100, 5);
-    in.init = pickRows(r, in.x, 3);
-    in.maxIter = 0;
-    return in;
-  });
-  K("larger 1500x200 k=16", [](Rng& r) {
-    KmIn in;
-    in.x = blobs(r, 1500, 200, 16, 3);
-    in.init = pickRows(r, in.x, 16);
-    in.maxIter = 20;
-    in.tol = 1e-6;
-    return in;
-  });
+  K("k=1, 64x3", [=](Rng& r) { return km(r, gaussian(r, 64, 3), 1, 10); });
+  K("maxIter 0, 100x5 k=3", [=](Rng& r) { return km(r, gaussian(r, 100, 5), 3, 0); });
+  K("larger 1500x200 k=16", [=](Rng& r) { return km(r, blobs(r, 1500, 200, 16, 3), 16, 20, 1e-6); });
   return cs;
 }
 
