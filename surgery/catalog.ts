@@ -8,7 +8,8 @@ import { loadAdapter } from "../formats/adapter/index.js";
 import { LoraError, RuntimeFailure, UsageError } from "../common/errors.js";
 import { effectiveRank } from "../linalg/lowrank.js";
 import type { LinalgBackend } from "../linalg/types.js";
-import { moduleSpectra } from "./spectra.js";
+import { Lanes, ReadAhead } from "./schedule.js";
+import { moduleSpectra, type SharedLanes } from "./spectra.js";
 import { solveKnapsack } from "./knapsack.js";
 
 const ADAPTER_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors"];
@@ -112,10 +113,10 @@ export interface CatalogFailure {
   error: string;
 }
 
-export async function summarizeAdapter(path: string, be: LinalgBackend, stdin?: NodeJS.ReadableStream): Promise<AdapterSummary> {
+export async function summarizeAdapter(path: string, be: LinalgBackend, stdin?: NodeJS.ReadableStream, within?: SharedLanes): Promise<AdapterSummary> {
   const a = await loadAdapter(path, stdin ? { stdin } : {});
   try {
-    const spectra = await moduleSpectra(a, be);
+    const spectra = await moduleSpectra(a, be, within ? { within } : {});
     let rank = 0,
       params = 0,
       bytes = 0,
@@ -126,7 +127,7 @@ export async function summarizeAdapter(path: string, be: LinalgBackend, stdin?: 
       const S = spectra.get(m)!.S;
       rank += m.rank;
       params += m.rank * (m.out + m.in);
-      bytes += m.A.end - m.A.begin + (m.B.end - m.B.begin);
+      bytes += m.family ? m.family.stored.reduce((n, t) => n + t.end - t.begin, 0) : m.A.end - m.A.begin + (m.B.end - m.B.begin);
       eff += S.length ? effectiveRank(S) : 0;
       const keep = Math.max(1, Math.floor(m.rank / 2));
       S.forEach((s, i) => {
@@ -150,24 +151,43 @@ export async function summarizeAdapter(path: string, be: LinalgBackend, stdin?: 
   }
 }
 
+/**
+ * Each path through `each`, several adapters side by side (all sharing the backend's lanes, entered
+ * once), results in path order; failures (invalid input or unreadable files) collected, not thrown.
+ */
+async function overCatalog<T>(
+  paths: string[],
+  be: LinalgBackend,
+  each: (path: string, within: SharedLanes) => Promise<T>,
+  onAdapter?: (i: number, n: number) => void,
+): Promise<{ done: T[]; failed: CatalogFailure[] }> {
+  const done: T[] = [],
+    failed: CatalogFailure[] = [];
+  await be.withLanes(async (count) => {
+    const within: SharedLanes = { count, gate: new Lanes(count) };
+    // Opening, header parsing and detection of the next adapters overlap the native work of this one.
+    const ahead = new ReadAhead(paths, (p) => each(p, within), 2 * count + 1);
+    for (const [i, p] of paths.entries()) {
+      try {
+        done.push(await ahead.take(p));
+      } catch (e) {
+        if (!(e instanceof LoraError)) throw e;
+        failed.push({ path: p, exit: e.exitCode, error: e.message });
+      }
+      onAdapter?.(i + 1, paths.length);
+    }
+  });
+  return { done, failed };
+}
+
 /** Summaries of every adapter; failures (invalid input or unreadable files) collected, not thrown. */
 export async function summarizeCatalog(
   paths: string[],
   be: LinalgBackend,
   io: { stdin?: NodeJS.ReadableStream; onAdapter?: (i: number, n: number) => void } = {},
 ): Promise<{ adapters: AdapterSummary[]; failed: CatalogFailure[] }> {
-  const adapters: AdapterSummary[] = [],
-    failed: CatalogFailure[] = [];
-  for (const [i, p] of paths.entries()) {
-    try {
-      adapters.push(await summarizeAdapter(p, be, io.stdin));
-    } catch (e) {
-      if (!(e instanceof LoraError)) throw e;
-      failed.push({ path: p, exit: e.exitCode, error: e.message });
-    }
-    io.onAdapter?.(i + 1, paths.length);
-  }
-  return { adapters, failed };
+  const r = await overCatalog(paths, be, (p, within) => summarizeAdapter(p, be, io.stdin, within), io.onAdapter);
+  return { adapters: r.done, failed: r.failed };
 }
 
 /** Bytes per element of a factor dtype as truncate writes it. */
@@ -187,38 +207,37 @@ export async function catalogItems(
   be: LinalgBackend,
   o: { dtype?: string; to?: string; stdin?: NodeJS.ReadableStream; onAdapter?: (i: number, n: number) => void } = {},
 ): Promise<{ items: CatalogItem[]; failed: CatalogFailure[] }> {
-  const items: CatalogItem[] = [],
-    failed: CatalogFailure[] = [];
-  for (const [i, p] of paths.entries()) {
-    try {
-      const a = await loadAdapter(p, o.stdin ? { stdin: o.stdin } : {});
-      try {
-        const spectra = await moduleSpectra(a, be);
-        // Everything but the factors is carried as it is, except kohya alphas, which a kohya output writes as one F32 each.
-        const rewritten = new Set(a.modules.flatMap((m) => [m.A.name, m.B.name, ...(m.alphaTensor ? [m.alphaTensor.name] : [])]));
-        const kohyaOut = (o.to ?? a.format) === "kohya";
-        const fixedBytes =
-          a.file.header.tensors.filter((t) => !rewritten.has(t.name)).reduce((s, t) => s + (t.end - t.begin), 0) + (kohyaOut ? 4 * a.modules.length : 0);
-        items.push({
-          path: p,
-          fixedBytes,
-          modules: a.modules.map((m) => ({
-            name: m.name,
-            rank: m.rank,
-            cost: (m.out + m.in) * (BYTES[o.dtype ?? m.A.dtype] ?? 4),
-            values: Float64Array.from(spectra.get(m)!.S.slice(0, m.rank), (s) => s * s),
-          })),
-        });
-      } finally {
-        await a.file.close();
-      }
-    } catch (e) {
-      if (!(e instanceof LoraError)) throw e;
-      failed.push({ path: p, exit: e.exitCode, error: e.message });
-    }
-    o.onAdapter?.(i + 1, paths.length);
+  const r = await overCatalog(paths, be, (p, within) => catalogItem(p, be, o, within), o.onAdapter);
+  return { items: r.done, failed: r.failed };
+}
+
+async function catalogItem(
+  p: string,
+  be: LinalgBackend,
+  o: { dtype?: string; to?: string; stdin?: NodeJS.ReadableStream },
+  within: SharedLanes,
+): Promise<CatalogItem> {
+  const a = await loadAdapter(p, o.stdin ? { stdin: o.stdin } : {});
+  try {
+    const spectra = await moduleSpectra(a, be, { within });
+    // Everything but the factors is carried as it is, except kohya alphas, which a kohya output writes as one F32 each.
+    const rewritten = new Set(a.modules.flatMap((m) => [m.A.name, m.B.name, ...(m.alphaTensor ? [m.alphaTensor.name] : [])]));
+    const kohyaOut = (o.to ?? a.format) === "kohya";
+    const fixedBytes =
+      a.file.header.tensors.filter((t) => !rewritten.has(t.name)).reduce((s, t) => s + (t.end - t.begin), 0) + (kohyaOut ? 4 * a.modules.length : 0);
+    return {
+      path: p,
+      fixedBytes,
+      modules: a.modules.map((m) => ({
+        name: m.name,
+        rank: m.rank,
+        cost: (m.out + m.in) * (BYTES[o.dtype ?? m.family?.dtype ?? m.A.dtype] ?? 4),
+        values: Float64Array.from(spectra.get(m)!.S.slice(0, m.rank), (s) => s * s),
+      })),
+    };
+  } finally {
+    await a.file.close();
   }
-  return { items, failed };
 }
 
 export interface ByteAllocation {

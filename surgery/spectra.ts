@@ -12,6 +12,12 @@ import { BufferPool } from "./buffer-pool.js";
 import { withRawFactors } from "./raw-factors.js";
 import { Lanes, ReadAhead } from "./schedule.js";
 
+/** Native lanes entered once (LinalgBackend.withLanes) and shared by several adapters' spectra. */
+export interface SharedLanes {
+  count: number;
+  gate: Lanes;
+}
+
 export interface ModuleSpectrum {
   /** σ, descending; min(rank, out, in) of them, zeros included. */
   S: Float64Array;
@@ -23,12 +29,16 @@ export interface ModuleSpectrum {
 export async function moduleSpectra(
   a: Adapter,
   be: LinalgBackend,
-  opts: { onModule?: (done: number, total: number) => void; keepGrams?: boolean } = {},
+  opts: {
+    onModule?: (done: number, total: number) => void;
+    keepGrams?: boolean;
+    /** Lanes already entered by the caller (be.withLanes), shared with other adapters computed side by side (catalog mode). */
+    within?: SharedLanes;
+  } = {},
 ): Promise<Map<LoraModule, ModuleSpectrum>> {
   const out = new Map<LoraModule, ModuleSpectrum>();
-  const run = async (lanes: number) => {
+  const run = async (lanes: number, gate: Lanes = new Lanes(lanes)) => {
     const pool = new BufferPool();
-    const gate = new Lanes(lanes);
     const start = async (m: LoraModule): Promise<FactorSpectrumResult | null> => {
       if (!rawReadable(m) || m.family?.spectrum) return null;
       return withRawFactors(a, m, pool, (B, A) => gate.run(() => be.factorSpectrum({ B, A, scale: m.scale, ...(opts.keepGrams ? { keepGrams: true } : {}) })));
@@ -47,6 +57,7 @@ export async function moduleSpectra(
       opts.onModule?.(out.size, a.modules.length);
     }
   };
-  await be.withLanes(run);
+  if (opts.within) await run(opts.within.count, opts.within.gate);
+  else await be.withLanes(run);
   return out;
 }
