@@ -60,13 +60,19 @@ export function probeCpu(opts: { threads?: number; binding?: string | CpuBinding
     info = b.info();
   }
   const backend = adaptBinding("cpu", b, cpuDetail(info));
+  // Re-entrant: callers may enter side by side (catalog mode truncates several adapters at once);
+  // BLAS runs single-threaded from the first entry until the last one leaves.
+  let entered = 0,
+    threadsBefore = 1;
   backend.withLanes = async <T>(fn: (lanes: number) => Promise<T>): Promise<T> => {
-    const before = b.info().threads;
-    b.setThreads(1);
+    if (entered++ === 0) {
+      threadsBefore = b.info().threads;
+      b.setThreads(1);
+    }
     try {
-      return await fn(Math.max(1, before));
+      return await fn(Math.max(1, threadsBefore));
     } finally {
-      b.setThreads(before);
+      if (--entered === 0) b.setThreads(threadsBefore);
     }
   };
   return { ok: true, backend };

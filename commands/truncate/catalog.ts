@@ -8,6 +8,7 @@ import { openAdapterSource } from "../../formats/adapter/index.js";
 import { LoraError, UsageError } from "../../common/errors.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { allocateBytes, catalogItems, type CatalogFailure } from "../../surgery/catalog.js";
+import { ReadAhead } from "../../surgery/schedule.js";
 import type { WriteReport } from "../../surgery/report.js";
 import { isSplitReport, runTruncate, type TruncateOptions } from "./run.js";
 
@@ -90,27 +91,28 @@ export async function runCatalogTruncate(
     Object.assign(report, { max_bytes: o.maxBytes, kept_energy: alloc.keptEnergy, total_energy: alloc.totalEnergy, optimal: alloc.optimal });
     todo = items.map((it) => it.path);
   }
-  for (const [i, input] of todo.entries()) {
+  const truncateOne = async (input: string, r0: Map<string, number> | undefined): Promise<CatalogAdapterReport> => {
     const output = join(outDir, basename(input));
-    const r0 = ranks?.get(input);
-    if (r0 && [...r0.values()].every((k) => k === 0)) {
-      report.adapters.push({ input, output: "", rank_in: 0, rank: 0, bytes: 0, relative_error: 1, retained_energy: 0, dropped: true });
-      deps.onAdapter?.(i + 1, todo.length);
-      continue;
-    }
+    if (r0 && [...r0.values()].every((k) => k === 0))
+      return { input, output: "", rank_in: 0, rank: 0, bytes: 0, relative_error: 1, retained_energy: 0, dropped: true };
+    const r = (await runTruncate({ ...base, input, output, ...(r0 ? { ranks: r0 } : {}) }, { backend: deps.backend })) as WriteReport;
+    if (isSplitReport(r)) throw new UsageError("--unit cannot be used on a catalog");
+    const e = energy?.get(input);
+    return {
+      input,
+      output,
+      rank_in: r.totals.rank_in,
+      rank: r.totals.rank,
+      bytes: await tensorBytes(output),
+      relative_error: r.totals.relative_error,
+      ...(e ? { retained_energy: e.total > 0 ? e.kept / e.total : 1 } : {}),
+    };
+  };
+  // Two adapters in flight: one computes and writes while the next is read (each fsync waits on the disk).
+  const ahead = new ReadAhead(todo, (input) => truncateOne(input, ranks?.get(input)), 1);
+  for (const [i, input] of todo.entries()) {
     try {
-      const r = (await runTruncate({ ...base, input, output, ...(ranks ? { ranks: ranks.get(input)! } : {}) }, { backend: deps.backend })) as WriteReport;
-      if (isSplitReport(r)) throw new UsageError("--unit cannot be used on a catalog");
-      const e = energy?.get(input);
-      report.adapters.push({
-        input,
-        output,
-        rank_in: r.totals.rank_in,
-        rank: r.totals.rank,
-        bytes: await tensorBytes(output),
-        relative_error: r.totals.relative_error,
-        ...(e ? { retained_energy: e.total > 0 ? e.kept / e.total : 1 } : {}),
-      });
+      report.adapters.push(await ahead.take(input));
     } catch (err) {
       if (!(err instanceof LoraError) || err instanceof UsageError) throw err;
       failed.push({ path: input, exit: err.exitCode, error: err.message });
