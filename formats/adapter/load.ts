@@ -1,16 +1,20 @@
 // Opening an adapter argument (docs/cli.md "Adapters in and out"): a PEFT directory, a .safetensors
-// file (config from __metadata__["adapter_config"], else a sibling adapter_config.json), or "-"
-// for a safetensors stream on stdin. The format is detected from the keys.
+// file (config from __metadata__["adapter_config"], else a sibling adapter_config.json), a PyTorch
+// checkpoint (.bin/.pt/.pth written by torch.save, recognised from its first bytes and read by
+// formats/torch's restricted unpickler), or "-" for a safetensors stream on stdin. The format is
+// detected from the keys.
 import { readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { InvalidInputError, RuntimeFailure } from "../../common/errors.js";
 import { SafetensorsFile, type DType } from "../safetensors/index.js";
+import { openTorchCheckpoint, sniffCheckpointFile } from "../torch/index.js";
 import { detectors } from "./detect.js";
 import type { DetectContext } from "./detector.js";
 import type { PeftConfig } from "./peft-config.js";
 import type { Adapter } from "./types.js";
 
-const DIR_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors"];
+/** The adapter file of a directory, in order of preference (safetensors first; PyTorch checkpoints from older PEFT and diffusers). */
+const DIR_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors", "adapter_model.bin", "pytorch_lora_weights.bin"];
 
 async function isDir(p: string): Promise<boolean> {
   try {
@@ -44,12 +48,13 @@ export interface OpenOptions {
   stdin?: NodeJS.ReadableStream;
 }
 
-/** Open and validate an adapter; the caller closes it with `adapter.file.close()`. */
-/** The safetensors file an adapter argument names, and the sibling adapter_config.json when one exists. */
+/** The safetensors file an adapter argument names (a PyTorch checkpoint seen as one), and the sibling adapter_config.json when one exists. */
 export interface AdapterSource {
   file: SafetensorsFile;
   label: string;
   siblingConfig: string | null;
+  /** What reading it involved that the user should know (a checkpoint's state dict path, ignored entries). */
+  notes?: string[];
 }
 
 /** Open an adapter argument's safetensors file (validated) without interpreting its keys. */
@@ -62,20 +67,18 @@ export async function openAdapterSource(arg: string, opts: OpenOptions = {}): Pr
   if (await isDir(arg)) {
     const found = [];
     for (const f of DIR_FILES) if (await exists(join(arg, f))) found.push(f);
-    if (found.length === 0) {
-      if (await exists(join(arg, "adapter_model.bin"))) {
-        throw new InvalidInputError(`${arg}: only adapter_model.bin (a pickle) found; lora reads safetensors`, {
-          hint: "convert it with PEFT (save_pretrained(..., safe_serialization=True))",
-        });
-      }
-      throw new InvalidInputError(`${arg}: not an adapter directory (no ${DIR_FILES.join(" or ")})`);
-    }
+    if (found.length === 0) throw new InvalidInputError(`${arg}: not an adapter directory (no ${DIR_FILES.join(" or ")})`);
     path = join(arg, found[0]!);
   } else if (!(await exists(arg))) {
     throw new RuntimeFailure(`${arg}: no such file or directory`);
   }
   const cfg = join(dirname(path), "adapter_config.json");
-  return { file: await SafetensorsFile.open(path), label: arg, siblingConfig: (await exists(cfg)) ? cfg : null };
+  const siblingConfig = (await exists(cfg)) ? cfg : null;
+  if (await sniffCheckpointFile(path)) {
+    const { file, notes } = await openTorchCheckpoint(path, path === arg ? arg : `${arg}/${basename(path)}`);
+    return { file, label: arg, siblingConfig, notes };
+  }
+  return { file: await SafetensorsFile.open(path), label: arg, siblingConfig };
 }
 
 /** The adapter config: __metadata__.adapter_config, else the sibling adapter_config.json, else none. */
@@ -89,6 +92,7 @@ export async function readAdapterConfig(src: AdapterSource): Promise<{ config: P
   return { config: null, configSource: "none" };
 }
 
+/** Open and validate an adapter; the caller closes it with `adapter.file.close()`. */
 export async function loadAdapter(arg: string, opts: OpenOptions = {}): Promise<Adapter> {
   const src = await openAdapterSource(arg, opts);
   try {
@@ -103,7 +107,7 @@ async function describe(arg: string, src: AdapterSource): Promise<Adapter> {
   const { file, label } = src;
   const metadata = file.header.metadata ?? {};
   const { config, configSource } = await readAdapterConfig(src);
-  const notes: string[] = [];
+  const notes: string[] = [...(src.notes ?? [])];
   const ctx: DetectContext = { file, label, metadata, config, configSource, notes };
   const names = file.header.tensors.map((t) => t.name);
   const det = detectors.find((d) => d.claims(names, ctx));
