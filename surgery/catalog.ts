@@ -11,7 +11,7 @@ import type { LinalgBackend } from "../linalg/types.js";
 import { moduleSpectra } from "./spectra.js";
 import { solveKnapsack } from "./knapsack.js";
 
-const ADAPTER_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors"];
+const ADAPTER_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors", "adapter_model.bin", "pytorch_lora_weights.bin"];
 
 async function kind(p: string): Promise<"file" | "dir" | null> {
   try {

@@ -5,9 +5,10 @@
 // detected from the keys.
 import { readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import { Readable } from "node:stream";
 import { InvalidInputError, RuntimeFailure } from "../../common/errors.js";
-import { SafetensorsFile, type DType } from "../safetensors/index.js";
-import { openTorchCheckpoint, sniffCheckpointFile } from "../torch/index.js";
+import { limits, SafetensorsFile, type DType } from "../safetensors/index.js";
+import { openTorchCheckpoint, readCheckpointBuffer, sniffCheckpoint, sniffCheckpointFile } from "../torch/index.js";
 import { detectors } from "./detect.js";
 import type { DetectContext } from "./detector.js";
 import type { PeftConfig } from "./peft-config.js";
@@ -44,6 +45,39 @@ function parseConfigText(text: string, where: string): PeftConfig {
   return v as PeftConfig;
 }
 
+/** The first `n` bytes of a stream (fewer if it ends), and a stream that still yields every byte. */
+async function peekStream(stream: NodeJS.ReadableStream, n: number): Promise<{ head: Uint8Array; rest: NodeJS.ReadableStream }> {
+  const it = (stream as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
+  const seen: Buffer[] = [];
+  let have = 0;
+  while (have < n) {
+    const r = await it.next();
+    if (r.done) break;
+    const c = typeof r.value === "string" ? Buffer.from(r.value) : r.value;
+    seen.push(c);
+    have += c.length;
+  }
+  async function* all() {
+    yield* seen;
+    for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+  }
+  return { head: Buffer.concat(seen).subarray(0, n), rest: Readable.from(all(), { objectMode: false }) };
+}
+
+/** A whole stream in one buffer, up to the largest buffer Node allocates. */
+async function bufferStream(stream: NodeJS.ReadableStream, label: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const c of stream as AsyncIterable<Buffer | string>) {
+    const b = typeof c === "string" ? Buffer.from(c) : c;
+    total += b.length;
+    if (total > limits.MAX_STREAM_BYTES)
+      throw new InvalidInputError(`${label}: more than ${limits.MAX_STREAM_BYTES} bytes arrived`, { hint: "save the stream to a file and pass its path" });
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks, total);
+}
+
 export interface OpenOptions {
   stdin?: NodeJS.ReadableStream;
 }
@@ -61,7 +95,12 @@ export interface AdapterSource {
 export async function openAdapterSource(arg: string, opts: OpenOptions = {}): Promise<AdapterSource> {
   if (arg === "-") {
     if (!opts.stdin) throw new InvalidInputError("-: no standard input available");
-    return { file: await SafetensorsFile.fromStream(opts.stdin, "<stdin>"), label: "<stdin>", siblingConfig: null };
+    const { head, rest } = await peekStream(opts.stdin, 16);
+    if (sniffCheckpoint(head)) {
+      const { file, notes } = await readCheckpointBuffer(await bufferStream(rest, "<stdin>"), "<stdin>");
+      return { file, label: "<stdin>", siblingConfig: null, notes };
+    }
+    return { file: await SafetensorsFile.fromStream(rest, "<stdin>"), label: "<stdin>", siblingConfig: null };
   }
   let path = arg;
   if (await isDir(arg)) {
