@@ -33,12 +33,14 @@ export function findStateDict(root: unknown, where: string): StateDict {
     visited += entries.length;
     if (visited > MAX_WALK_ENTRIES) throw new InvalidInputError(`${where}: more than ${MAX_WALK_ENTRIES} container entries`);
     let direct = false;
+    for (const [k, x] of entries) {
+      if (!(x instanceof TorchTensor)) continue;
+      if (v instanceof PyDict) direct = true;
+      else loose.push(path + step(k));
+    }
     for (let i = entries.length - 1; i >= 0; i--) {
       const [k, x] = entries[i]!;
-      if (x instanceof TorchTensor) {
-        if (v instanceof PyDict) direct = true;
-        else loose.push(path + step(k));
-      } else todo.push({ v: x, path: path + step(k), depth: depth + 1 });
+      if (!(x instanceof TorchTensor)) todo.push({ v: x, path: path + step(k), depth: depth + 1 });
     }
     if (direct) holders.push({ dict: v as PyDict, path });
   }
