@@ -152,12 +152,18 @@ export function torchZip(pkl: Uint8Array, storages: Record<string, Uint8Array> =
 }
 
 /** A small PEFT adapter checkpoint (F32; B stored transposed with a storage offset) and its storages. */
-export function peftCheckpoint(): Buffer {
+export function peftParts(): { pkl: Buffer; storages: Record<string, Uint8Array> } {
   const A = new Float32Array(4 * 8).map((_, i) => Math.sin(i + 1));
   const B = new Float32Array(2 + 4 * 6).map((_, i) => Math.cos(i));
   const p = new Pk().proto(2).global("collections", "OrderedDict").emptyTuple().reduce().mark();
   p.str("base_model.model.layers.0.q_proj.lora_A.weight").tensor("0", "FloatStorage", 32, 0, [4, 8], [8, 1]);
   p.str("base_model.model.layers.0.q_proj.lora_B.weight").tensor("1", "FloatStorage", 26, 2, [6, 4], [1, 6]);
   p.setitems().stop();
-  return torchZip(p.bytes(), { "0": new Uint8Array(A.buffer), "1": new Uint8Array(B.buffer) });
+  return { pkl: p.bytes(), storages: { "0": new Uint8Array(A.buffer), "1": new Uint8Array(B.buffer) } };
+}
+
+/** peftParts as a checkpoint file. */
+export function peftCheckpoint(): Buffer {
+  const { pkl, storages } = peftParts();
+  return torchZip(pkl, storages);
 }
