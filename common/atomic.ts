@@ -338,3 +338,17 @@ export async function withScratchFile<T>(near: string, fn: (fh: FileHandle) => P
     pending.delete(path);
   }
 }
+
+/**
+ * Every output of lora is safetensors (a file, or a directory of safetensors and JSON); a target
+ * named like a PyTorch pickle (.bin, .pt, .pth, .ckpt, .pkl) would be a safetensors file or a
+ * directory under a misleading name, so it is refused before anything is written.
+ */
+export function refusePickleName(target: string): void {
+  const m = /\.(bin|pt|pth|ckpt|pkl|pickle)$/i.exec(target);
+  if (m && target !== "-") {
+    throw new UsageError(`refusing to write ${target}: lora writes safetensors only, never a PyTorch .${m[1]} pickle`, {
+      hint: `name the output ${target.slice(0, -m[0].length)}.safetensors (one file) or give a directory name`,
+    });
+  }
+}

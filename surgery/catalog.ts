@@ -12,7 +12,7 @@ import { Lanes, ReadAhead } from "./schedule.js";
 import { moduleSpectra, type SharedLanes } from "./spectra.js";
 import { solveKnapsack } from "./knapsack.js";
 
-const ADAPTER_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors"];
+const ADAPTER_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors", "adapter_model.bin", "pytorch_lora_weights.bin"];
 
 async function kind(p: string): Promise<"file" | "dir" | null> {
   try {

@@ -8,7 +8,7 @@ import type { TargetFormat } from "./run.js";
 export function convertCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("convert"))
     .description("convert an adapter between PEFT and kohya layouts, keeping every ΔW")
-    .argument("<adapter>", "PEFT directory, .safetensors file, or - for stdin")
+    .argument("<adapter>", "PEFT directory, .safetensors or torch.save .bin/.pt file, or - for stdin")
     .requiredOption("-o, --output <out>", "output: a directory or .safetensors file (PEFT), a .safetensors file (kohya), or - for stdout")
     .addOption(new Option("--to <format>", "output format").choices(["peft", "kohya", "diffusers"]).makeOptionMandatory())
     .addHelpText(

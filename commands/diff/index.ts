@@ -8,7 +8,7 @@ import { backendFor } from "../support/backend.js";
 export function diffCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("diff"))
     .description("compare two adapters of one base module by module: cosine, relative difference, principal angles")
-    .argument("<a>", "first adapter: PEFT directory, .safetensors file, or - for stdin")
+    .argument("<a>", "first adapter: PEFT directory, .safetensors or torch.save .bin/.pt file, or - for stdin")
     .argument("<b>", "second adapter (any format lora reads)")
     .option("--signs", "also the TIES sign-conflict rate (forms each module's dense ΔW, one at a time)", false)
     .addHelpText(

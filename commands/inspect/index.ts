@@ -9,7 +9,10 @@ import { InvalidInputError, RuntimeFailure, UsageError } from "../../common/erro
 export function inspectCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("inspect"))
     .description("show ranks, scales, norms and the exact singular-value spectrum of every module")
-    .argument("[adapter...]", "PEFT directory, .safetensors file, or - for stdin; several (or a directory of adapters, a glob) for one summary row each")
+    .argument(
+      "[adapter...]",
+      "PEFT directory, .safetensors or torch.save .bin/.pt file, or - for stdin; several (or a directory of adapters, a glob) for one summary row each",
+    )
     .option("--from-list <file>", "also inspect the adapters listed in FILE, one path per line (catalog mode)", (v: string, prev: string[] = []) => [
       ...prev,
       v,

@@ -57,7 +57,7 @@ export function pruneCommand(ctx: Ctx): Command {
   return (
     withGlobalOptions(new Command("prune"))
       .description("prune an adapter: SoRA gates (sora), structured heads/channels of base + adapter (loraprune), or whole modules (modules)")
-      .argument("<adapter>", "PEFT directory, .safetensors file (a SoRA checkpoint for --method sora), or - for stdin")
+      .argument("<adapter>", "PEFT directory, .safetensors or torch.save .bin/.pt file (a SoRA checkpoint for --method sora), or - for stdin")
       .requiredOption("-o, --output <out>", "output adapter: a directory or .safetensors file (PEFT), a .safetensors file (kohya), or - for stdout")
       .addOption(new Option("--method <method>", "what to prune").choices(["sora", "loraprune", "modules"]).makeOptionMandatory())
       .addOption(new Option("--to <format>", "output format (default: the input's; PEFT for SoRA checkpoints)").choices(["peft", "kohya", "diffusers"]))

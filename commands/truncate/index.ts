@@ -11,7 +11,10 @@ import type { TruncateOptions } from "./run.js";
 export function truncateCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("truncate"))
     .description("shrink an adapter's ranks from the file alone: optimal SVD truncation, DyLoRA prefixes, global rank budgets")
-    .argument("[adapter...]", "PEFT directory, .safetensors file, or - for stdin; several (a directory of adapters, a glob) for a catalog")
+    .argument(
+      "[adapter...]",
+      "PEFT directory, .safetensors or torch.save .bin/.pt file, or - for stdin; several (a directory of adapters, a glob) for a catalog",
+    )
     .requiredOption(
       "-o, --output <out>",
       "output: a directory or .safetensors file (PEFT), a .safetensors file (kohya), or - for stdout; for a catalog, the directory that receives every output",

@@ -1,16 +1,21 @@
 // Opening an adapter argument (docs/cli.md "Adapters in and out"): a PEFT directory, a .safetensors
-// file (config from __metadata__["adapter_config"], else a sibling adapter_config.json), or "-"
-// for a safetensors stream on stdin. The format is detected from the keys.
+// file (config from __metadata__["adapter_config"], else a sibling adapter_config.json), a PyTorch
+// checkpoint (.bin/.pt/.pth written by torch.save, recognised from its first bytes and read by
+// formats/torch's restricted unpickler), or "-" for a safetensors stream on stdin. The format is
+// detected from the keys.
 import { readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import { Readable } from "node:stream";
 import { InvalidInputError, RuntimeFailure } from "../../common/errors.js";
-import { SafetensorsFile, type DType } from "../safetensors/index.js";
+import { limits, SafetensorsFile, type DType } from "../safetensors/index.js";
+import { openTorchCheckpoint, readCheckpointBuffer, sniffCheckpoint, sniffCheckpointFile } from "../torch/index.js";
 import { detectors } from "./detect.js";
 import type { DetectContext } from "./detector.js";
 import type { PeftConfig } from "./peft-config.js";
 import type { Adapter } from "./types.js";
 
-const DIR_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors"];
+/** The adapter file of a directory, in order of preference (safetensors first; PyTorch checkpoints from older PEFT and diffusers). */
+const DIR_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors", "adapter_model.bin", "pytorch_lora_weights.bin"];
 
 async function isDir(p: string): Promise<boolean> {
   try {
@@ -40,42 +45,79 @@ function parseConfigText(text: string, where: string): PeftConfig {
   return v as PeftConfig;
 }
 
+/** The first `n` bytes of a stream (fewer if it ends), and a stream that still yields every byte. */
+async function peekStream(stream: NodeJS.ReadableStream, n: number): Promise<{ head: Uint8Array; rest: NodeJS.ReadableStream }> {
+  const it = (stream as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
+  const seen: Buffer[] = [];
+  let have = 0;
+  while (have < n) {
+    const r = await it.next();
+    if (r.done) break;
+    const c = typeof r.value === "string" ? Buffer.from(r.value) : r.value;
+    seen.push(c);
+    have += c.length;
+  }
+  async function* all() {
+    yield* seen;
+    for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+  }
+  return { head: Buffer.concat(seen).subarray(0, n), rest: Readable.from(all(), { objectMode: false }) };
+}
+
+/** A whole stream in one buffer, up to the largest buffer Node allocates. */
+async function bufferStream(stream: NodeJS.ReadableStream, label: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const c of stream as AsyncIterable<Buffer | string>) {
+    const b = typeof c === "string" ? Buffer.from(c) : c;
+    total += b.length;
+    if (total > limits.MAX_STREAM_BYTES)
+      throw new InvalidInputError(`${label}: more than ${limits.MAX_STREAM_BYTES} bytes arrived`, { hint: "save the stream to a file and pass its path" });
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks, total);
+}
+
 export interface OpenOptions {
   stdin?: NodeJS.ReadableStream;
 }
 
-/** Open and validate an adapter; the caller closes it with `adapter.file.close()`. */
-/** The safetensors file an adapter argument names, and the sibling adapter_config.json when one exists. */
+/** The safetensors file an adapter argument names (a PyTorch checkpoint seen as one), and the sibling adapter_config.json when one exists. */
 export interface AdapterSource {
   file: SafetensorsFile;
   label: string;
   siblingConfig: string | null;
+  /** What reading it involved that the user should know (a checkpoint's state dict path, ignored entries). */
+  notes?: string[];
 }
 
 /** Open an adapter argument's safetensors file (validated) without interpreting its keys. */
 export async function openAdapterSource(arg: string, opts: OpenOptions = {}): Promise<AdapterSource> {
   if (arg === "-") {
     if (!opts.stdin) throw new InvalidInputError("-: no standard input available");
-    return { file: await SafetensorsFile.fromStream(opts.stdin, "<stdin>"), label: "<stdin>", siblingConfig: null };
+    const { head, rest } = await peekStream(opts.stdin, 16);
+    if (sniffCheckpoint(head)) {
+      const { file, notes } = await readCheckpointBuffer(await bufferStream(rest, "<stdin>"), "<stdin>");
+      return { file, label: "<stdin>", siblingConfig: null, notes };
+    }
+    return { file: await SafetensorsFile.fromStream(rest, "<stdin>"), label: "<stdin>", siblingConfig: null };
   }
   let path = arg;
   if (await isDir(arg)) {
     const found = [];
     for (const f of DIR_FILES) if (await exists(join(arg, f))) found.push(f);
-    if (found.length === 0) {
-      if (await exists(join(arg, "adapter_model.bin"))) {
-        throw new InvalidInputError(`${arg}: only adapter_model.bin (a pickle) found; lora reads safetensors`, {
-          hint: "convert it with PEFT (save_pretrained(..., safe_serialization=True))",
-        });
-      }
-      throw new InvalidInputError(`${arg}: not an adapter directory (no ${DIR_FILES.join(" or ")})`);
-    }
+    if (found.length === 0) throw new InvalidInputError(`${arg}: not an adapter directory (no ${DIR_FILES.join(" or ")})`);
     path = join(arg, found[0]!);
   } else if (!(await exists(arg))) {
     throw new RuntimeFailure(`${arg}: no such file or directory`);
   }
   const cfg = join(dirname(path), "adapter_config.json");
-  return { file: await SafetensorsFile.open(path), label: arg, siblingConfig: (await exists(cfg)) ? cfg : null };
+  const siblingConfig = (await exists(cfg)) ? cfg : null;
+  if (await sniffCheckpointFile(path)) {
+    const { file, notes } = await openTorchCheckpoint(path, path === arg ? arg : `${arg}/${basename(path)}`);
+    return { file, label: arg, siblingConfig, notes };
+  }
+  return { file: await SafetensorsFile.open(path), label: arg, siblingConfig };
 }
 
 /** The adapter config: __metadata__.adapter_config, else the sibling adapter_config.json, else none. */
@@ -89,6 +131,7 @@ export async function readAdapterConfig(src: AdapterSource): Promise<{ config: P
   return { config: null, configSource: "none" };
 }
 
+/** Open and validate an adapter; the caller closes it with `adapter.file.close()`. */
 export async function loadAdapter(arg: string, opts: OpenOptions = {}): Promise<Adapter> {
   const src = await openAdapterSource(arg, opts);
   try {
@@ -103,7 +146,7 @@ async function describe(arg: string, src: AdapterSource): Promise<Adapter> {
   const { file, label } = src;
   const metadata = file.header.metadata ?? {};
   const { config, configSource } = await readAdapterConfig(src);
-  const notes: string[] = [];
+  const notes: string[] = [...(src.notes ?? [])];
   const ctx: DetectContext = { file, label, metadata, config, configSource, notes };
   const names = file.header.tensors.map((t) => t.name);
   const det = detectors.find((d) => d.claims(names, ctx));

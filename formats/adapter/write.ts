@@ -3,7 +3,7 @@
 // the writer's order, one module at a time, and copy passthrough tensors byte for byte.
 import { basename } from "node:path";
 import { UsageError } from "../../common/errors.js";
-import { stdoutSink, writeDirAtomic, writeFileAtomic, type ByteSink } from "../../common/atomic.js";
+import { refusePickleName, stdoutSink, writeDirAtomic, writeFileAtomic, type ByteSink } from "../../common/atomic.js";
 import { encodeFloats, layoutSafetensors, writeSafetensors, type TensorSpec } from "../safetensors/index.js";
 import { kohyaStemFor, PEFT_PREFIX } from "./names.js";
 import { peftPatterns, type PeftConfig } from "./peft-config.js";
@@ -128,6 +128,7 @@ function formatAlpha(a: number): string {
  * Returns the paths written.
  */
 export async function writeAdapter(target: string, out: AdapterOutput, opts: WriteOptions): Promise<string[]> {
+  refusePickleName(target);
   const { specs, metadata, config } = planAdapterFile(out);
   layoutSafetensors(specs, metadata); // validates names/sizes before anything is created
   const fill = (sink: ByteSink) => writeSafetensors(sink, specs, metadata);

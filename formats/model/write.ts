@@ -6,7 +6,7 @@
 import { createReadStream } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { writeDirAtomic, writeFileAtomic, type AtomicOptions, type ByteSink, type DirEntrySpec } from "../../common/atomic.js";
+import { refusePickleName, writeDirAtomic, writeFileAtomic, type AtomicOptions, type ByteSink, type DirEntrySpec } from "../../common/atomic.js";
 import { layoutSafetensors, writeSafetensors, type SafetensorsFile, type TensorInfo, type TensorSpec } from "../safetensors/index.js";
 import type { Model } from "./base-model.js";
 
@@ -69,6 +69,7 @@ export function modelBytes(m: Model, out: ModelOutput): number {
  * planned (and validated) before anything is created.
  */
 export async function writeModel(target: string, m: Model, out: ModelOutput, opts: AtomicOptions): Promise<void> {
+  refusePickleName(target);
   if (target.endsWith(".safetensors")) {
     const specs = m.shards.flatMap((s) => s.file.tensors.map((t) => out.specFor(s.file, t)));
     const meta = m.shards[0]!.file.metadata;

@@ -30,7 +30,7 @@ export interface Header {
 
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-const NOT_SAFETENSORS_HINT = "is this a safetensors file? (PyTorch .bin/.pt and GGUF files are not supported)";
+const NOT_SAFETENSORS_HINT = "is this a safetensors file? (torch.save .bin/.pt checkpoints are read when recognised; GGUF files are not supported)";
 const TRUNCATED_HINT = "the file may be truncated, or written by a non-conforming tool";
 
 /**

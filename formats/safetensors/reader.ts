@@ -11,7 +11,7 @@ import { COPY_CHUNK_BYTES, MAX_BUFFER_BYTES, MAX_STREAM_BYTES, N_LEN, READ_CHUNK
 type Source =
   | { kind: "file"; fh: FileHandle; path: string }
   | { kind: "buffer"; buf: Buffer }
-  | { kind: "derived"; base: SafetensorsFile | null; produce: Map<string, () => Promise<Uint8Array>> };
+  | { kind: "derived"; base: SafetensorsFile | null; produce: Map<string, () => Promise<Uint8Array>>; release?: () => Promise<void> };
 
 /** A tensor of a derived file (SafetensorsFile.derived): its bytes computed on demand, or those of a tensor of the base file. */
 export type DerivedTensor = { name: string; dtype: DType; shape: number[]; produce: () => Promise<Uint8Array> } | { name: string; from: TensorInfo };
@@ -76,8 +76,16 @@ export class SafetensorsFile {
    * exact factors are derived on read; docs/formats.md "Derived modules") or taken from `base`. It
    * has no bytes of its own: offsets are virtual, `size` is the base's, and close() closes the base.
    * A producer is called on every read of its tensor and must return exactly the tensor's bytes.
+   * `opts.close` releases what the producers read from (a PyTorch checkpoint's file) and
+   * `opts.size` is that file's length.
    */
-  static derived(label: string, base: SafetensorsFile | null, tensors: readonly DerivedTensor[], metadata: Record<string, string> | null): SafetensorsFile {
+  static derived(
+    label: string,
+    base: SafetensorsFile | null,
+    tensors: readonly DerivedTensor[],
+    metadata: Record<string, string> | null,
+    opts: { size?: number; close?: () => Promise<void> } = {},
+  ): SafetensorsFile {
     const produce = new Map<string, () => Promise<Uint8Array>>();
     const infos: TensorInfo[] = [];
     const byName = new Map<string, TensorInfo>();
@@ -98,7 +106,12 @@ export class SafetensorsFile {
       } else produce.set(t.name, t.produce);
     }
     const header: Header = { headerSize: 0, dataStart: 0, tensors: infos, byName, metadata };
-    return new SafetensorsFile(label, header, base?.size ?? at, { kind: "derived", base, produce });
+    return new SafetensorsFile(label, header, opts.size ?? base?.size ?? at, {
+      kind: "derived",
+      base,
+      produce,
+      ...(opts.close ? { release: opts.close } : {}),
+    });
   }
 
   /** Whether this file's tensors are computed (SafetensorsFile.derived) rather than stored. */
@@ -268,7 +281,10 @@ export class SafetensorsFile {
     const src = this.source;
     this.source = null;
     if (src?.kind === "file") await src.fh.close();
-    if (src?.kind === "derived") await src.base?.close();
+    if (src?.kind === "derived") {
+      await src.base?.close();
+      await src.release?.();
+    }
   }
 }
 
