@@ -8,6 +8,7 @@ import { SafetensorsFile, type DType } from "../safetensors/index.js";
 import { detectors } from "./detect.js";
 import type { DetectContext } from "./detector.js";
 import type { PeftConfig } from "./peft-config.js";
+import type { Model } from "../model/base-model.js";
 import type { Adapter } from "./types.js";
 
 const DIR_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors"];
@@ -42,6 +43,8 @@ function parseConfigText(text: string, where: string): PeftConfig {
 
 export interface OpenOptions {
   stdin?: NodeJS.ReadableStream;
+  /** The base model (--base) for families whose ΔW needs its weights (MiSS/Bone); the caller closes it. */
+  base?: Model;
 }
 
 /** Open and validate an adapter; the caller closes it with `adapter.file.close()`. */
@@ -50,6 +53,8 @@ export interface AdapterSource {
   file: SafetensorsFile;
   label: string;
   siblingConfig: string | null;
+  /** The file's path on disk (absent for stdin). */
+  path?: string;
 }
 
 /** Open an adapter argument's safetensors file (validated) without interpreting its keys. */
@@ -75,7 +80,7 @@ export async function openAdapterSource(arg: string, opts: OpenOptions = {}): Pr
     throw new RuntimeFailure(`${arg}: no such file or directory`);
   }
   const cfg = join(dirname(path), "adapter_config.json");
-  return { file: await SafetensorsFile.open(path), label: arg, siblingConfig: (await exists(cfg)) ? cfg : null };
+  return { file: await SafetensorsFile.open(path), label: arg, siblingConfig: (await exists(cfg)) ? cfg : null, path };
 }
 
 /** The adapter config: __metadata__.adapter_config, else the sibling adapter_config.json, else none. */
@@ -92,19 +97,31 @@ export async function readAdapterConfig(src: AdapterSource): Promise<{ config: P
 export async function loadAdapter(arg: string, opts: OpenOptions = {}): Promise<Adapter> {
   const src = await openAdapterSource(arg, opts);
   try {
-    return await describe(arg, src);
+    return await describe(arg, src, opts);
   } catch (e) {
     await src.file.close();
     throw e;
   }
 }
 
-async function describe(arg: string, src: AdapterSource): Promise<Adapter> {
+/** config.json beside the adapter file (a trainer's model config), or null; unreadable JSON counts as none. */
+async function readModelConfig(src: AdapterSource): Promise<Record<string, unknown> | null> {
+  if (!src.path) return null;
+  try {
+    const v: unknown = JSON.parse(await readFile(join(dirname(src.path), "config.json"), "utf8"));
+    return v && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+async function describe(arg: string, src: AdapterSource, opts: OpenOptions): Promise<Adapter> {
   const { file, label } = src;
   const metadata = file.header.metadata ?? {};
   const { config, configSource } = await readAdapterConfig(src);
   const notes: string[] = [];
-  const ctx: DetectContext = { file, label, metadata, config, configSource, notes };
+  const modelConfig = await readModelConfig(src);
+  const ctx: DetectContext = { file, label, metadata, config, configSource, notes, modelConfig, ...(opts.base ? { base: opts.base } : {}) };
   const names = file.header.tensors.map((t) => t.name);
   const det = detectors.find((d) => d.claims(names, ctx));
   if (!det) {
@@ -118,7 +135,8 @@ async function describe(arg: string, src: AdapterSource): Promise<Adapter> {
     const d = m.family?.dtype ?? m.A.dtype;
     counts.set(d, (counts.get(d) ?? 0) + 1);
   }
-  const dtype = [...counts].sort((a, b) => b[1] - a[1])[0]![0];
+  // Only base-dependent modules (MiSS/Bone without --base): the dtype their tensors are stored in.
+  const dtype = [...counts].sort((a, b) => b[1] - a[1])[0]?.[0] ?? got.baseDependent?.[0]?.tensors[0]?.dtype ?? "F32";
   const adapter: Adapter = {
     source: arg,
     file: got.file ?? file,
