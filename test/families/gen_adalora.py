@@ -52,9 +52,19 @@ for step in range(total):
     x = torch.randn(4, 24)
     loss = (model(x) ** 2) * 1e-4
     loss.backward()
-    model.base_model.update_and_allocate(step)
     opt.step()
+    model.base_model.update_and_allocate(step)  # after the step, as PEFT's AdaLoRA docs order it
     opt.zero_grad()
 model.create_or_update_model_card = lambda *a, **k: None  # the hub stand-in has no model cards
 model.save_pretrained(out, safe_serialization=True)
 print(sum(sum(v) for v in model.peft_config["default"].rank_pattern.values()))
+# PEFT's own ΔW of every AdaLoRA layer (SVDLinear.get_delta_weight, after the in-place E masking):
+# the reference the test compares `lora` with.
+import numpy as np  # noqa: E402
+from peft.tuners.adalora import AdaLoraLayer  # noqa: E402
+
+ref = {}
+for n, m in model.named_modules():
+    if isinstance(m, AdaLoraLayer) and "default" in m.lora_A:
+        ref[n.split("base_model.model.", 1)[-1]] = m.get_delta_weight("default").detach().double().numpy()
+np.savez(os.path.join(out, "peft_delta.npz"), **ref)

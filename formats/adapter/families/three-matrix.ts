@@ -1,7 +1,7 @@
 // Three-matrix adapters ΔW = s·B·R·A with a small trained r×r core (docs/formats.md "Three-matrix
 // adapters"): LoRA-XS and LoRA-SB (MohammadrezaBanaei/LoRA-XS, RaghavSinghal10/lora-sb
 // utils/latent_utils.py get_delta_weight: B @ latent @ A · scaling; the PEFT save glues the core's
-// key to the module: `<m>_lora_latent_mapping.weight`) and SLoRA/NLoRA/IntTune (TracyGuo2001/NLoRA
+// key to the module: `<m>_lora_latent_mapping.weight`; PEFT ≥ 0.14 keeps `<m>.default_lora_latent_mapping.weight`) and SLoRA/NLoRA/IntTune (TracyGuo2001/NLoRA
 // peft/src/peft/tuners/lora/layer.py get_delta_weight: B @ lora_N @ A · scaling; `<m>.lora_N.weight`).
 // A and B are the stock PEFT keys, the scale is PEFT's (lora_alpha/r, or /√r with use_rslora).
 // The exact factors split R's SVD √Σ into both halves: B' = B·U·√(sΣ), A' = √(sΣ)·Vᵀ·A.
@@ -40,7 +40,10 @@ async function parse(ctx: DetectContext): Promise<Detected> {
   if (!cfg) ctx.notes.push("no adapter_config found: alpha = rank assumed for every module (scale 1)");
   const { groups, rest } = groupPeftKeys(rest0, ctx.label);
   const specs: DerivedModuleSpec[] = [];
-  for (const [base, core] of cores) {
+  for (const [key, core] of cores) {
+    // PEFT 0.10 (LoRA-XS's pin) drops ".default" and glues `<m>_lora_latent_mapping`; newer PEFT keeps
+    // `<m>.default_lora_latent_mapping`: the module is then the key's parent.
+    const base = groups.has(key) || !key.includes(".") ? key : key.slice(0, key.lastIndexOf("."));
     const g = groups.get(base);
     if (!g?.A || !g.B)
       throw new InvalidInputError(`${ctx.label}: core ${core.name} has no lora_A/lora_B beside it (expected ${base}.lora_A.weight and ${base}.lora_B.weight)`);
