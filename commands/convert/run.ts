@@ -55,17 +55,25 @@ export async function runConvert(o: ConvertOptions, deps: { stdin?: NodeJS.Reada
         return await convertOne(a, o, deps);
       }
       if (o.expert === undefined)
-        throw new UsageError(`${o.input}: MeteoRA checkpoint with ${experts} experts per module; choose one with --expert I (0…${experts - 1}) or --expert all`);
+        throw new UsageError(
+          `${o.input}: MeteoRA checkpoint with ${experts} experts per module; choose one with --expert I (0…${experts - 1}) or --expert all`,
+        );
       if (o.expert === "all") {
         if (o.output === "-") throw new UsageError("--expert all writes one adapter per expert: -o must be a directory");
         await mkdir(o.output, { recursive: true });
         const ext = o.to === "kohya" ? ".safetensors" : "";
         const reps = [];
         for (let i = 0; i < experts; i++) reps.push(await convertOne(expertView(a, i), { ...o, output: join(o.output, `expert-${i}${ext}`) }, deps));
-        return { ...reps[0]!, output: o.output, modules: reps.flatMap((r) => r.modules), totals: { modules: reps.reduce((s, r) => s + r.totals.modules, 0), rank: reps.reduce((s, r) => s + r.totals.rank, 0) } };
+        return {
+          ...reps[0]!,
+          output: o.output,
+          modules: reps.flatMap((r) => r.modules),
+          totals: { modules: reps.reduce((s, r) => s + r.totals.modules, 0), rank: reps.reduce((s, r) => s + r.totals.rank, 0) },
+        };
       }
       const i = Number(o.expert);
-      if (!Number.isInteger(i) || i < 0 || i >= experts) throw new UsageError(`--expert must be an integer in 0…${experts - 1} or "all" (got ${JSON.stringify(o.expert)})`);
+      if (!Number.isInteger(i) || i < 0 || i >= experts)
+        throw new UsageError(`--expert must be an integer in 0…${experts - 1} or "all" (got ${JSON.stringify(o.expert)})`);
       return await convertOne(expertView(a, i), o, deps);
     } finally {
       await a.file.close();

@@ -27,7 +27,13 @@ export async function deltas(input: string): Promise<Map<string, Float64Array>> 
 }
 
 /** Every reference module present with ΔW within `tol` (relative Frobenius). */
-export function assertDeltas(got: Map<string, Float64Array>, refs: Map<string, Ref>, tol: number, what: string, rename: (n: string) => string = (n) => n): void {
+export function assertDeltas(
+  got: Map<string, Float64Array>,
+  refs: Map<string, Ref>,
+  tol: number,
+  what: string,
+  rename: (n: string) => string = (n) => n,
+): void {
   for (const [name, ref] of refs) {
     const W = got.get(rename(name));
     assert.ok(W, `${what}: module ${rename(name)} missing (have ${[...got.keys()].join(", ")})`);

@@ -37,14 +37,17 @@ function peftLoaded(dir: string, names: string[]): Map<string, Float64Array> | n
 /** The whole round: factors, spectrum, convert (peft + kohya, PEFT loading), truncate, merge. */
 async function roundTrip(f: FamilyFile, label: string, extra: string[] = []) {
   assertDeltas(await deltas(f.input), f.refs, 1e-12, `${label} exact factors`);
-  const insp = JSON.parse((await cli(["inspect", f.input, "--json"])).out) as { modules: { name: string; singular_values: number[]; family?: { type: string } }[] };
+  const insp = JSON.parse((await cli(["inspect", f.input, "--json"])).out) as {
+    modules: { name: string; singular_values: number[]; family?: { type: string } }[];
+  };
   for (const [name, r] of f.refs) {
     const m = insp.modules.find((x) => x.name === name)!;
     assert.ok(m?.family, `${label}: inspect shows ${name} with its family`);
     const want = refSpectrum(r);
     const top = want[0]!;
     m.singular_values.forEach((s, i) => assert.ok(Math.abs(s - want[i]!) <= 1e-6 * top, `${label} ${name} σ${i + 1} ${s} vs ${want[i]}`));
-    for (let i = m.singular_values.length; i < want.length; i++) assert.ok(want[i]! <= 1e-6 * top, `${label} ${name}: σ${i + 1} ${want[i]} beyond the stored rank`);
+    for (let i = m.singular_values.length; i < want.length; i++)
+      assert.ok(want[i]! <= 1e-6 * top, `${label} ${name}: σ${i + 1} ${want[i]} beyond the stored rank`);
   }
   const dir = tmp();
   await cli(["convert", f.input, "--to", "peft", "-o", join(dir, "peft"), ...extra]);
@@ -67,11 +70,17 @@ async function roundTrip(f: FamilyFile, label: string, extra: string[] = []) {
 test(`AdaLoRA (PEFT layout): exact factors, spectra, convert, truncate, merge (seed ${seed})`, async () => {
   const f = await adaloraFile(join(tmp(), "ada"), new Rng(seed));
   await roundTrip(f, "adalora");
-  const insp = JSON.parse((await cli(["inspect", f.input, "--json"])).out) as { modules: { name: string; rank: number; family: { info: Record<string, number> } }[]; notes: string[] };
+  const insp = JSON.parse((await cli(["inspect", f.input, "--json"])).out) as {
+    modules: { name: string; rank: number; family: { info: Record<string, number> } }[];
+    notes: string[];
+  };
   const v = insp.modules.find((m) => m.name.endsWith("v_proj"))!;
   assert.equal(v.rank, 4, "zero E entries are not live");
   assert.equal(v.family.info["init_r"], 6);
-  assert.ok(insp.notes.some((n) => /live rank per layer: 0:8 1:2/.test(n)), insp.notes.join("\n"));
+  assert.ok(
+    insp.notes.some((n) => /live rank per layer: 0:8 1:2/.test(n)),
+    insp.notes.join("\n"),
+  );
   const dir = tmp();
   await cli(["convert", f.input, "--to", "peft", "-o", join(dir, "p")]);
   const cfg = JSON.parse(await import("node:fs").then((fs) => fs.readFileSync(join(dir, "p", "adapter_config.json"), "utf8"))) as Record<string, unknown>;
@@ -102,7 +111,10 @@ test(`MeteoRA: one module per expert; convert --expert I and all; truncate refus
   await cli(["convert", f.input, "--to", "peft", "-o", join(dir, "e1"), "--expert", "1"]);
   const one = new Map([...f.refs].filter(([n]) => n.endsWith(".experts.1")));
   assertDeltas(await deltas(join(dir, "e1")), one, 1e-6, "meteora --expert 1", (n) => n.replace(/\.experts\.1$/, ""));
-  const loaded = peftLoaded(join(dir, "e1"), [...one.keys()].map((n) => n.replace(/\.experts\.1$/, "")));
+  const loaded = peftLoaded(
+    join(dir, "e1"),
+    [...one.keys()].map((n) => n.replace(/\.experts\.1$/, "")),
+  );
   if (loaded) assertDeltas(loaded, one, 1e-6, "meteora expert 1 loaded by PEFT", (n) => n.replace(/\.experts\.1$/, ""));
   await cli(["convert", f.input, "--to", "peft", "-o", join(dir, "all"), "--expert", "all"]);
   for (let i = 0; i < f.experts; i++) {

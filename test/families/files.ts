@@ -19,7 +19,12 @@ export interface FamilyFile {
 }
 
 const f32 = (x: Float64Array) => Float64Array.from(x, Math.fround);
-const t = (name: string, shape: number[], data: Float64Array): TensorSpec => ({ name, dtype: "F32", shape, data: encodeFloats("F32", Float32Array.from(data)) });
+const t = (name: string, shape: number[], data: Float64Array): TensorSpec => ({
+  name,
+  dtype: "F32",
+  shape,
+  data: encodeFloats("F32", Float32Array.from(data)),
+});
 
 /** Dense Σ_k B[:, k]·c_k·A[k, :] (c = 1 when absent): B out×r, A r×in. */
 function bda(B: Float64Array, A: Float64Array, out: number, r: number, inn: number, c?: ArrayLike<number>): Float64Array {
@@ -50,10 +55,30 @@ export async function adaloraFile(dir: string, rng: Rng): Promise<FamilyFile> {
       B = f32(rng.normals(out * r)),
       E = f32(Float64Array.from(e));
     specs.push(t(`base_model.model.${p}.lora_A`, [r, inn], A), t(`base_model.model.${p}.lora_E`, [r, 1], E), t(`base_model.model.${p}.lora_B`, [out, r], B));
-    refs.set(p, { out, in: inn, W: bda(B, A, out, r, inn, Array.from(E, (x) => x * s)) });
+    refs.set(p, {
+      out,
+      in: inn,
+      W: bda(
+        B,
+        A,
+        out,
+        r,
+        inn,
+        Array.from(E, (x) => x * s),
+      ),
+    });
   }
   await save(join(dir, "adapter_model.safetensors"), specs);
-  const cfg = { peft_type: "ADALORA", init_r: initR, target_r: 3, lora_alpha: alpha, total_step: 100, target_modules: ["q_proj", "v_proj"], rank_pattern: null, r: 8 };
+  const cfg = {
+    peft_type: "ADALORA",
+    init_r: initR,
+    target_r: 3,
+    lora_alpha: alpha,
+    total_step: 100,
+    target_modules: ["q_proj", "v_proj"],
+    rank_pattern: null,
+    r: 8,
+  };
   writeFileSync(join(dir, "adapter_config.json"), JSON.stringify(cfg));
   return { input: dir, refs };
 }
@@ -86,7 +111,14 @@ export async function increloraFile(dir: string, rng: Rng): Promise<FamilyFile> 
     const W = new Float64Array(out * inn);
     let at = 0;
     chunks.forEach((e, j) => {
-      const part = bda(Bs[j]!, As[j]!, out, e.length, inn, Es.slice(at, at + e.length).map((x) => x * s));
+      const part = bda(
+        Bs[j]!,
+        As[j]!,
+        out,
+        e.length,
+        inn,
+        Es.slice(at, at + e.length).map((x) => x * s),
+      );
       for (let i = 0; i < W.length; i++) W[i]! += part[i]!;
       at += e.length;
     });
@@ -158,7 +190,13 @@ export async function missFile(dir: string, rng: Rng, variant: "default" | "bat"
   const specs: TensorSpec[] = [],
     baseSpecs: TensorSpec[] = [];
   const refs = new Map<string, Ref>();
-  const mods: [string, number, number][] = variant === "bat" ? [["model.layers.0.self_attn.q_proj", 8, 12]] : [["model.layers.0.self_attn.q_proj", 8, 12], ["model.layers.0.self_attn.o_proj", 6, 10]];
+  const mods: [string, number, number][] =
+    variant === "bat"
+      ? [["model.layers.0.self_attn.q_proj", 8, 12]]
+      : [
+          ["model.layers.0.self_attn.q_proj", 8, 12],
+          ["model.layers.0.self_attn.o_proj", 6, 10],
+        ];
   for (const [p, out, inn] of mods) {
     const Wb = f32(rng.normals(out * inn));
     baseSpecs.push(t(`${p}.weight`, [out, inn], Wb));
@@ -181,7 +219,10 @@ export async function missFile(dir: string, rng: Rng, variant: "default" | "bat"
     refs.set(p, { out, in: inn, W: D });
   }
   await save(join(dir, "adapter", "adapter_model.safetensors"), specs);
-  writeFileSync(join(dir, "adapter", "adapter_config.json"), JSON.stringify({ peft_type: "MISS", r, init_weights: variant === "bat" ? "bat" : true, target_modules: ["q_proj", "o_proj"] }));
+  writeFileSync(
+    join(dir, "adapter", "adapter_config.json"),
+    JSON.stringify({ peft_type: "MISS", r, init_weights: variant === "bat" ? "bat" : true, target_modules: ["q_proj", "o_proj"] }),
+  );
   await save(join(dir, "base", "model.safetensors"), baseSpecs);
   writeFileSync(join(dir, "base", "config.json"), JSON.stringify({ model_type: "llama" }));
   return { input: join(dir, "adapter"), refs, base: join(dir, "base") };

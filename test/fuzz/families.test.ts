@@ -35,12 +35,49 @@ async function consume(path: string): Promise<"ok" | "invalid"> {
 const M = "base_model.model.layers.0.q_proj";
 /** Each family's keys (suffixes to a module), and the configs it reads. */
 const FAMILIES: { roles: string[]; configs: Record<string, unknown>[]; file: string; cfgName: string }[] = [
-  { roles: [".lora_A", ".lora_E", ".lora_B"], configs: [{ peft_type: "ADALORA", init_r: 4, lora_alpha: 8 }, { peft_type: "ADALORA", init_r: "x" }, {}], file: "adapter_model.safetensors", cfgName: "adapter_config.json" },
-  { roles: [".lora_A.0", ".lora_E.0", ".lora_B.0", ".lora_A.1", ".lora_E.1", ".lora_B.1", ".ranknum"], configs: [{ lora_alpha: 16 }, { lora_alpha: null }], file: "model.safetensors", cfgName: "config.json" },
-  { roles: [".lora_A.weight", ".lora_B.weight", "_lora_latent_mapping.weight"], configs: [{ peft_type: "LORA", r: 3, lora_alpha: 6 }, { peft_type: "LORA", r: 2 }], file: "adapter_model.safetensors", cfgName: "adapter_config.json" },
-  { roles: [".lora_A.weight", ".lora_B.weight", ".lora_N.weight"], configs: [{ peft_type: "LORA", r: 3, lora_alpha: 6, use_rslora: true }], file: "adapter_model.safetensors", cfgName: "adapter_config.json" },
-  { roles: [".lora_A.weight", ".lora_B.weight", ".moe_gate.weight"], configs: [{ r: 2, lora_alpha: 4 }, { r: 3, lora_alpha: 4 }, {}], file: "model.safetensors", cfgName: "adapter_config.json" },
-  { roles: [".miss_block", ".bone_block"], configs: [{ peft_type: "MISS", r: 2, init_weights: true }, { peft_type: "BONE", init_weights: "bat" }, { peft_type: "MISS", init_weights: "mini", mini_r: 2 }], file: "adapter_model.safetensors", cfgName: "adapter_config.json" },
+  {
+    roles: [".lora_A", ".lora_E", ".lora_B"],
+    configs: [{ peft_type: "ADALORA", init_r: 4, lora_alpha: 8 }, { peft_type: "ADALORA", init_r: "x" }, {}],
+    file: "adapter_model.safetensors",
+    cfgName: "adapter_config.json",
+  },
+  {
+    roles: [".lora_A.0", ".lora_E.0", ".lora_B.0", ".lora_A.1", ".lora_E.1", ".lora_B.1", ".ranknum"],
+    configs: [{ lora_alpha: 16 }, { lora_alpha: null }],
+    file: "model.safetensors",
+    cfgName: "config.json",
+  },
+  {
+    roles: [".lora_A.weight", ".lora_B.weight", "_lora_latent_mapping.weight"],
+    configs: [
+      { peft_type: "LORA", r: 3, lora_alpha: 6 },
+      { peft_type: "LORA", r: 2 },
+    ],
+    file: "adapter_model.safetensors",
+    cfgName: "adapter_config.json",
+  },
+  {
+    roles: [".lora_A.weight", ".lora_B.weight", ".lora_N.weight"],
+    configs: [{ peft_type: "LORA", r: 3, lora_alpha: 6, use_rslora: true }],
+    file: "adapter_model.safetensors",
+    cfgName: "adapter_config.json",
+  },
+  {
+    roles: [".lora_A.weight", ".lora_B.weight", ".moe_gate.weight"],
+    configs: [{ r: 2, lora_alpha: 4 }, { r: 3, lora_alpha: 4 }, {}],
+    file: "model.safetensors",
+    cfgName: "adapter_config.json",
+  },
+  {
+    roles: [".miss_block", ".bone_block"],
+    configs: [
+      { peft_type: "MISS", r: 2, init_weights: true },
+      { peft_type: "BONE", init_weights: "bat" },
+      { peft_type: "MISS", init_weights: "mini", mini_r: 2 },
+    ],
+    file: "adapter_model.safetensors",
+    cfgName: "adapter_config.json",
+  },
 ];
 
 const shape = fc.array(fc.nat(5), { minLength: 0, maxLength: 3 });

@@ -57,7 +57,9 @@ async function parse(ctx: DetectContext): Promise<Detected> {
       B = g[".lora_B"]!;
     const rk = A.shape[0]!;
     if (A.shape.length !== 2 || B.shape.length !== 2 || B.shape[1] !== rk || E.shape[0] !== rk || E.shape.reduce((x, y) => x * y, 1) !== rk)
-      throw new InvalidInputError(`${ctx.label}: AdaLoRA module "${base}": shapes A [${A.shape}], E [${E.shape}], B [${B.shape}] are not [r, in], [r, 1], [out, r]`);
+      throw new InvalidInputError(
+        `${ctx.label}: AdaLoRA module "${base}": shapes A [${A.shape}], E [${E.shape}], B [${B.shape}] are not [r, in], [r, 1], [out, r]`,
+      );
     if (rk > initR) throw new InvalidInputError(`${ctx.label}: AdaLoRA module "${base}" has ${rk} triplets, more than init_r ${initR}`);
     const path = stripPeftPrefix(base);
     const e = await readF64(ctx.file, E);

@@ -56,7 +56,8 @@ async function parse(ctx: DetectContext): Promise<Detected> {
       throw new InvalidInputError(`${ctx.label}: IncreLoRA module "${path}" has ${c.A.size} lora_A, ${c.E.size} lora_E and ${c.B.size} lora_B chunks`);
     const out = parts[0]!.B.shape[0]!,
       inn = parts[0]!.A.shape[1]!;
-    if (parts.some((p) => p.B.shape[0] !== out || p.A.shape[1] !== inn)) throw new InvalidInputError(`${ctx.label}: IncreLoRA module "${path}": chunks differ in shape`);
+    if (parts.some((p) => p.B.shape[0] !== out || p.A.shape[1] !== inn))
+      throw new InvalidInputError(`${ctx.label}: IncreLoRA module "${path}": chunks differ in shape`);
     const [ranknum] = await readF64(ctx.file, c.ranknum);
     const e = new Float64Array(parts.reduce((s, p) => s + p.r, 0));
     let at = 0;
@@ -95,7 +96,15 @@ async function parse(ctx: DetectContext): Promise<Detected> {
           for (let i = 0; i < out; i++) for (let k = 0; k < p.r; k++) B[i * R + row + k] = b[i * p.r + k]!;
           row += p.r;
         }
-        return foldDiagonal(B, Array.from(e, (x) => x * scale), A, out, R, inn, keep);
+        return foldDiagonal(
+          B,
+          Array.from(e, (x) => x * scale),
+          A,
+          out,
+          R,
+          inn,
+          keep,
+        );
       },
     });
   }

@@ -46,7 +46,15 @@ async function parse(ctx: DetectContext): Promise<Detected> {
     for (const x of [t, A, B]) used.add(x.name);
     const n = t.shape[0]!;
     const [out, inn] = [B.shape[0]!, A.shape[1]!];
-    if (t.shape.length !== 2 || A.shape.length !== 2 || B.shape.length !== 2 || A.shape[0] !== B.shape[1] || t.shape[1] !== inn || n < 1 || A.shape[0]! % n !== 0)
+    if (
+      t.shape.length !== 2 ||
+      A.shape.length !== 2 ||
+      B.shape.length !== 2 ||
+      A.shape[0] !== B.shape[1] ||
+      t.shape[1] !== inn ||
+      n < 1 ||
+      A.shape[0]! % n !== 0
+    )
       throw new InvalidInputError(
         `${ctx.label}: MeteoRA module "${base}": gate [${t.shape}], lora_A [${A.shape}], lora_B [${B.shape}] are not [N, in], [N·r, in], [out, N·r]`,
       );
@@ -92,12 +100,14 @@ async function parse(ctx: DetectContext): Promise<Detected> {
 
 export const meteoraDetector: Detector = { format: "peft", claims: (names) => hasMeteoraKeys(names), parse };
 
-
 /** Exit 3 for a write command other than convert on a MeteoRA adapter: its experts share module paths. */
 export function refuseExperts(a: { source: string; modules: { family?: { type: string; info?: Record<string, unknown> } }[] }, what: string): void {
   const e = a.modules.map(meteoraExpert).find((x) => x);
   if (!e) return;
-  throw new InvalidInputError(`${a.source}: MeteoRA checkpoint (${e.experts} experts per module behind a per-token gate); ${what} works on one LoRA at a time`, {
-    hint: "write the experts as standard LoRAs first: lora convert --to peft --expert I (or --expert all -o DIR)",
-  });
+  throw new InvalidInputError(
+    `${a.source}: MeteoRA checkpoint (${e.experts} experts per module behind a per-token gate); ${what} works on one LoRA at a time`,
+    {
+      hint: "write the experts as standard LoRAs first: lora convert --to peft --expert I (or --expert all -o DIR)",
+    },
+  );
 }

@@ -44,9 +44,12 @@ async function parse(ctx: DetectContext): Promise<Detected> {
   const cfg = ctx.config;
   const pt = cfg?.["peft_type"];
   if (pt !== "MISS" && pt !== "BONE")
-    throw new InvalidInputError(`${ctx.label}: MiSS/Bone blocks but no MiSS/Bone adapter_config (peft_type ${JSON.stringify(pt ?? null)}); init_weights picks the formula`, {
-      hint: "keep the adapter_config.json that PEFT saved beside adapter_model.safetensors",
-    });
+    throw new InvalidInputError(
+      `${ctx.label}: MiSS/Bone blocks but no MiSS/Bone adapter_config (peft_type ${JSON.stringify(pt ?? null)}); init_weights picks the formula`,
+      {
+        hint: "keep the adapter_config.json that PEFT saved beside adapter_model.safetensors",
+      },
+    );
   const variant = variantOf(cfg);
   const miniR = Number(cfg?.["mini_r"] ?? 1);
   const rest: TensorInfo[] = [];
@@ -61,7 +64,8 @@ async function parse(ctx: DetectContext): Promise<Detected> {
     const path = stripPeftPrefix(t.name.slice(0, -suf.length));
     const where = `${ctx.label}: ${pt} module "${path}"`;
     const bad = (want: string) => new InvalidInputError(`${where}: block [${t.shape}] is not ${want} (init_weights ${JSON.stringify(cfg?.["init_weights"])})`);
-    if (variant === "bat" ? t.shape.length !== 3 || t.shape[1] !== t.shape[2] : t.shape.length !== 2) throw bad(variant === "bat" ? "[out/r, r, r]" : "[r, out]");
+    if (variant === "bat" ? t.shape.length !== 3 || t.shape[1] !== t.shape[2] : t.shape.length !== 2)
+      throw bad(variant === "bat" ? "[out/r, r, r]" : "[r, out]");
     if (variant === "mini" && t.shape[1] !== miniR) throw bad(`[r, mini_r = ${miniR}]`);
     const r = variant === "bat" ? t.shape[1]! : t.shape[0]!;
     const w = baseWeight(ctx, path);

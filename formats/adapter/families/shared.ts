@@ -46,7 +46,17 @@ export function foldCore(B: Float64Array, R: Float64Array, A: Float64Array, out:
 }
 
 /** PEFT LoraConfig keys a converted output may keep from a family's config (everything else is the family's own). */
-const KEPT = ["base_model_name_or_path", "revision", "task_type", "target_modules", "modules_to_save", "fan_in_fan_out", "bias", "layers_to_transform", "layers_pattern"];
+const KEPT = [
+  "base_model_name_or_path",
+  "revision",
+  "task_type",
+  "target_modules",
+  "modules_to_save",
+  "fan_in_fan_out",
+  "bias",
+  "layers_to_transform",
+  "layers_pattern",
+];
 
 /** The config a converted standard-LoRA output starts from (peft_type LORA, r/alpha set by the writer). */
 export function loraBaseConfig(cfg: PeftConfig | null): PeftConfig | null {

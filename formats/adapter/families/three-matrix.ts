@@ -36,7 +36,9 @@ async function parse(ctx: DetectContext): Promise<Detected> {
   }
   const cfg = ctx.config;
   if (cfg && cfg["peft_type"] !== undefined && cfg["peft_type"] !== "LORA")
-    throw new InvalidInputError(`${ctx.label}: ${type === "nlora" ? "lora_N" : "lora_latent_mapping"} cores with peft_type ${JSON.stringify(cfg["peft_type"])}; these adapters are PEFT LoRA configs`);
+    throw new InvalidInputError(
+      `${ctx.label}: ${type === "nlora" ? "lora_N" : "lora_latent_mapping"} cores with peft_type ${JSON.stringify(cfg["peft_type"])}; these adapters are PEFT LoRA configs`,
+    );
   if (!cfg) ctx.notes.push("no adapter_config found: alpha = rank assumed for every module (scale 1)");
   const { groups, rest } = groupPeftKeys(rest0, ctx.label);
   const specs: DerivedModuleSpec[] = [];
@@ -58,7 +60,8 @@ async function parse(ctx: DetectContext): Promise<Detected> {
     if (sc.rank !== r) throw new InvalidInputError(`${ctx.label}: config says rank ${sc.rank} for module "${path}" but its tensors have rank ${r}`);
     const [out, inn] = [B.shape[0]!, A.shape[1]!];
     const extras = Object.values(g.extras);
-    if (extras.length) throw new InvalidInputError(`${ctx.label}: module "${path}" carries ${extras.map((t) => t.name).join(", ")} beside its core; not supported`);
+    if (extras.length)
+      throw new InvalidInputError(`${ctx.label}: module "${path}" carries ${extras.map((t) => t.name).join(", ")} beside its core; not supported`);
     specs.push({
       name: path,
       path,
@@ -81,8 +84,13 @@ async function parse(ctx: DetectContext): Promise<Detected> {
     });
   }
   // Plain B·A modules beside the cores are not expected in these files; keep them as passthrough-free LoRA would need the generic reader.
-  if (groups.size) throw new InvalidInputError(`${ctx.label}: ${groups.size} module(s) have lora_A/lora_B without the ${type === "nlora" ? "lora_N" : "latent"} core (e.g. ${[...groups.keys()][0]})`);
-  ctx.notes.push(`${type === "nlora" ? "SLoRA/NLoRA/IntTune" : "LoRA-XS/LoRA-SB"}: ΔW = s·B·R·A with an r×r core per module; read as exact factors (R's SVD split √Σ into both halves)`);
+  if (groups.size)
+    throw new InvalidInputError(
+      `${ctx.label}: ${groups.size} module(s) have lora_A/lora_B without the ${type === "nlora" ? "lora_N" : "latent"} core (e.g. ${[...groups.keys()][0]})`,
+    );
+  ctx.notes.push(
+    `${type === "nlora" ? "SLoRA/NLoRA/IntTune" : "LoRA-XS/LoRA-SB"}: ΔW = s·B·R·A with an r×r core per module; read as exact factors (R's SVD split √Σ into both halves)`,
+  );
   const parts = buildDerivedAdapterParts(ctx.file, specs, [], rest);
   const base = loraBaseConfig(cfg);
   return { format: "peft", ...parts, config: base, configSource: cfg ? ctx.configSource : "none (alpha = rank)" };
