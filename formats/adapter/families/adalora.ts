@@ -1,4 +1,4 @@
-// AdaLoRA as PEFT saves it (docs/formats.md "AdaLoRA"; huggingface/peft tuners/adalora/layer.py
+// AdaLoRA as PEFT saves it (docs/formats.md "Adapter families"; huggingface/peft tuners/adalora/layer.py
 // SVDLinear.get_delta_weight, model.py resize_state_dict_by_rank_pattern): per module the
 // ParameterDict keys `<m>.lora_A` [r_k, in], `<m>.lora_E` [r_k, 1], `<m>.lora_B` [out, r_k] (no
 // `.weight`), r_k the triplets kept by the final budget (init_r when rank_pattern is null).
@@ -25,7 +25,7 @@ function num(cfg: Record<string, unknown>, key: string, label: string, fallback?
 
 async function parse(ctx: DetectContext): Promise<Detected> {
   const cfg = ctx.config;
-  if (!cfg || cfg["peft_type"] !== "ADALORA")
+  if (cfg?.["peft_type"] !== "ADALORA")
     throw new InvalidInputError(
       `${ctx.label}: AdaLoRA triplets (lora_A/lora_E/lora_B) but no AdaLoRA adapter_config (peft_type ${JSON.stringify(cfg?.["peft_type"] ?? null)}); init_r and lora_alpha set ΔW's scale`,
       { hint: "keep the adapter_config.json that PEFT saved beside adapter_model.safetensors" },

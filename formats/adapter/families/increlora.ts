@@ -1,4 +1,4 @@
-// IncreLoRA checkpoints (docs/formats.md "IncreLoRA"; FeiyuZhang98/IncreLoRA loralib/increlora.py
+// IncreLoRA checkpoints (docs/formats.md "Adapter families"; FeiyuZhang98/IncreLoRA loralib/increlora.py
 // SVDLinear, loraW.forward): nn.ParameterList chunks `<m>.lora_A.<j>` [r_j, in], `<m>.lora_E.<j>`
 // [r_j, 1], `<m>.lora_B.<j>` [out, r_j] (chunk 0 the initial rank, later ones the rank-1 chunks added
 // while training) and `<m>.ranknum` [1]. ΔW = lora_alpha/(ranknum + 1e-5) · Σ_j B_j·diag(E_j)·A_j; the
@@ -28,7 +28,11 @@ async function parse(ctx: DetectContext): Promise<Detected> {
       hint: "keep the config.json that IncreLoRA's trainer saved beside the checkpoint (it carries lora_alpha), or add an adapter_config.json with lora_alpha",
     });
   const mods = new Map<string, Chunks>();
-  const get = (b: string) => mods.get(b) ?? (mods.set(b, { A: new Map(), E: new Map(), B: new Map() }), mods.get(b)!);
+  const get = (b: string): Chunks => {
+    let c = mods.get(b);
+    if (!c) mods.set(b, (c = { A: new Map(), E: new Map(), B: new Map() }));
+    return c;
+  };
   let other = 0;
   const names = new Set(ctx.file.header.tensors.map((t) => t.name));
   for (const t of ctx.file.header.tensors) {

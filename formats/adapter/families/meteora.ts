@@ -1,4 +1,4 @@
-// MeteoRA checkpoints (docs/formats.md "MeteoRA"; NJUDeepEngine/meteora MoELoRA/layer.py
+// MeteoRA checkpoints (docs/formats.md "Adapter families"; NJUDeepEngine/meteora MoELoRA/layer.py
 // MoELoraLayer.update_layer / MoELinear.forward, peft_model.py merge_lora_weights): N LoRA experts
 // packed per module, `<m>.lora_A.weight` [N·r, in] (expert i = rows i·r…), `<m>.lora_B.weight`
 // [out, N·r] (columns i·r…) and the router `<m>.moe_gate.weight` [N, in]. The mixture is chosen per

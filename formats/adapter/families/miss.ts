@@ -1,4 +1,4 @@
-// MiSS and Bone as PEFT saves them (docs/formats.md "MiSS / Bone"; huggingface/peft
+// MiSS and Bone as PEFT saves them (docs/formats.md "Adapter families"; huggingface/peft
 // tuners/miss/layer.py MissLinear.get_delta_weight_miss / get_delta_weight / forward; Bone is the
 // same code under `bone_`): one key `<m>.miss_block` (`.bone_block`) per Linear, config
 // peft_type MISS|BONE with r, init_weights (true/false, "mini", "bat") and mini_r.

@@ -30,7 +30,7 @@ export function foldDiagonal(B: Float64Array, d: ArrayLike<number>, A: Float64Ar
 
 /**
  * ΔW = s·B·R·A with a full r×r core (LoRA-XS/SB, NLoRA): R's SVD U·Σ·Vᵀ split √Σ into both halves,
- * B' = B·U·√Σ and A' = √Σ·Vᵀ·A (the form `convert` writes; docs/formats.md "Three-matrix adapters").
+ * B' = B·U·√Σ and A' = √Σ·Vᵀ·A (the form `convert` writes; docs/formats.md "Adapter families").
  */
 export function foldCore(B: Float64Array, R: Float64Array, A: Float64Array, out: number, r: number, inn: number, s: number) {
   const { U, S, V } = smallSvd(R, r);

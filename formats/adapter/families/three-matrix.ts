@@ -1,5 +1,5 @@
-// Three-matrix adapters ΔW = s·B·R·A with a small trained r×r core (docs/formats.md "Three-matrix
-// adapters"): LoRA-XS and LoRA-SB (MohammadrezaBanaei/LoRA-XS, RaghavSinghal10/lora-sb
+// Three-matrix adapters ΔW = s·B·R·A with a small trained r×r core (docs/formats.md "Adapter
+// families"): LoRA-XS and LoRA-SB (MohammadrezaBanaei/LoRA-XS, RaghavSinghal10/lora-sb
 // utils/latent_utils.py get_delta_weight: B @ latent @ A · scaling; the PEFT save glues the core's
 // key to the module: `<m>_lora_latent_mapping.weight`; PEFT ≥ 0.14 keeps `<m>.default_lora_latent_mapping.weight`) and SLoRA/NLoRA/IntTune (TracyGuo2001/NLoRA
 // peft/src/peft/tuners/lora/layer.py get_delta_weight: B @ lora_N @ A · scaling; `<m>.lora_N.weight`).
