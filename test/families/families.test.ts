@@ -63,6 +63,8 @@ async function roundTrip(f: FamilyFile, label: string, extra: string[] = []) {
     const e = relDiff(tr.get(name)!, opt);
     assert.ok(e <= 1e-5, `${label} truncate ${name}: ${e} from the dense optimum`);
   }
+  await cli(["lint", f.input]);
+  assert.match((await cli(["diff", f.input, join(dir, "peft"), "--json"])).out, /"modules"/);
   await cli(["merge", f.input, f.input, "--method", "cat", "-o", join(dir, "m"), ...extra]);
   assertDeltas(await deltas(join(dir, "m")), f.refs, 1e-6, `${label} merge cat (½ + ½)`);
 }

@@ -98,7 +98,7 @@ async function parse(ctx: DetectContext): Promise<Detected> {
   );
   if (dead) ctx.notes.push(`${dead} AdaLoRA module(s) fully pruned (ΔW = 0): not listed, not written`);
   const parts = buildDerivedAdapterParts(ctx.file, specs, [], rest);
-  return { format: "peft", ...parts, config: loraBaseConfig(cfg), configSource: `${ctx.configSource} (AdaLoRA: init_r, lora_alpha)` };
+  return { format: "peft", ...parts, config: loraBaseConfig(cfg), configSource: `${ctx.configSource} (AdaLoRA init_r, lora_alpha)` };
 }
 
 export const adaloraDetector: Detector = {
