@@ -127,9 +127,14 @@ test(`MeteoRA: one module per expert; convert --expert I and all; truncate refus
   assert.match((await cli(["truncate", f.input, "--rank", "1", "-o", join(dir, "y")], 3)).err, /MeteoRA/);
 });
 
-test(`MiSS default and bat: base-dependent without --base (inspect lists, convert exits 3); exact with --base (seed ${seed})`, async () => {
-  for (const variant of ["default", "bat"] as const) {
-    const f = await missFile(join(tmp(), `miss-${variant}`), new Rng(seed + 4), variant);
+test(`MiSS default, mini, bat and Bone: base-dependent without --base (inspect lists, convert exits 3); exact with --base (seed ${seed})`, async () => {
+  for (const [variant, bone] of [
+    ["default", false],
+    ["mini", false],
+    ["bat", false],
+    ["default", true],
+  ] as const) {
+    const f = await missFile(join(tmp(), `miss-${variant}`), new Rng(seed + 4), variant, bone);
     const insp = JSON.parse((await cli(["inspect", f.input, "--json"])).out) as { modules: unknown[]; base_dependent: { name: string }[] };
     assert.equal(insp.modules.length, 0);
     assert.deepEqual(insp.base_dependent.map((d) => d.name).sort(), [...f.refs.keys()].sort());

@@ -182,8 +182,10 @@ export async function meteoraFile(dir: string, rng: Rng, n = 3): Promise<FamilyF
   return { input: join(dir, "model.safetensors"), refs, experts: n };
 }
 
-/** MiSS (default: block [r, out], in % r ≠ 0 in one module; or bat: [out/r, r, r]) and the base model it needs. */
-export async function missFile(dir: string, rng: Rng, variant: "default" | "bat"): Promise<FamilyFile & { base: string }> {
+/** MiSS (default: block [r, out], in % r ≠ 0 in one module; mini: [r, mini_r]; bat: [out/r, r, r]) or Bone (`bone_block`), and the base model it needs. */
+export async function missFile(dir: string, rng: Rng, variant: "default" | "bat" | "mini", bone = false): Promise<FamilyFile & { base: string }> {
+  const key = bone ? "bone_block" : "miss_block";
+  const miniR = 2;
   mkdirSync(join(dir, "adapter"), { recursive: true });
   mkdirSync(join(dir, "base"), { recursive: true });
   const r = 4;
@@ -203,11 +205,15 @@ export async function missFile(dir: string, rng: Rng, variant: "default" | "bat"
     const D = new Float64Array(out * inn);
     if (variant === "default") {
       const M = f32(rng.normals(r * out));
-      specs.push(t(`base_model.model.${p}.miss_block`, [r, out], M));
+      specs.push(t(`base_model.model.${p}.${key}`, [r, out], M));
       for (let o = 0; o < out; o++) for (let c = 0; c < inn; c++) D[o * inn + c] = M[(c % r) * out + o]!;
+    } else if (variant === "mini") {
+      const M = f32(rng.normals(r * miniR));
+      specs.push(t(`base_model.model.${p}.${key}`, [r, miniR], M));
+      for (let o = 0; o < out; o++) for (let c = 0; c < inn; c++) D[o * inn + c] = M[(c % r) * miniR + (o % miniR)]!;
     } else {
       const M = f32(rng.normals((out / r) * r * r).map((x) => 0.3 * x));
-      specs.push(t(`base_model.model.${p}.miss_block`, [out / r, r, r], M));
+      specs.push(t(`base_model.model.${p}.${key}`, [out / r, r, r], M));
       for (let o = 0; o < out; o++)
         for (let c = 0; c < inn; c++) {
           const [i, a, j, b] = [Math.floor(o / r), o % r, Math.floor(c / r), c % r];
@@ -221,7 +227,7 @@ export async function missFile(dir: string, rng: Rng, variant: "default" | "bat"
   await save(join(dir, "adapter", "adapter_model.safetensors"), specs);
   writeFileSync(
     join(dir, "adapter", "adapter_config.json"),
-    JSON.stringify({ peft_type: "MISS", r, init_weights: variant === "bat" ? "bat" : true, target_modules: ["q_proj", "o_proj"] }),
+    JSON.stringify({ peft_type: bone ? "BONE" : "MISS", r, mini_r: miniR, init_weights: variant === "default" ? true : variant, target_modules: ["q_proj", "o_proj"] }),
   );
   await save(join(dir, "base", "model.safetensors"), baseSpecs);
   writeFileSync(join(dir, "base", "config.json"), JSON.stringify({ model_type: "llama" }));
