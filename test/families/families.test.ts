@@ -4,7 +4,7 @@
 // of σ₁); convert --to peft|kohya writes the same ΔW (≤ 1e-6) and PEFT loads it so (peft-check);
 // truncate lands within 1e-5 of the dense optimum; merge takes them; the refusals exit 3.
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -12,11 +12,20 @@ import { Rng } from "../../linalg/random.js";
 import { runCli } from "../cli.js";
 import { peftCheckUnavailable, peftDeltas } from "../peft-check.js";
 import { numpy, relDiff } from "../reference.js";
+import { validate } from "../json-schema.js";
+import { repoRoot } from "../paths.js";
 import { assertDeltas, deltas, refOptimum, refSpectrum } from "./check.js";
 import { adaloraFile, increloraFile, meteoraFile, missFile, threeMatrixFile, type FamilyFile } from "./files.js";
 
 const seed = Number(process.env["LORA_SEED"] ?? Date.now() % 1e9);
 const tmp = () => mkdtempSync(join(tmpdir(), "lora-families-"));
+
+const schemas = join(repoRoot, "docs", "schemas");
+/** inspect --json of a family file keeps docs/schemas/inspect.schema.json. */
+function schemaOk(doc: unknown, what: string): void {
+  const errs = validate(doc, JSON.parse(readFileSync(join(schemas, "inspect.schema.json"), "utf8")) as Record<string, unknown>, schemas);
+  assert.deepEqual(errs, [], `${what}: inspect --json against its schema:\n${errs.slice(0, 10).join("\n")}`);
+}
 
 async function cli(args: string[], want = 0) {
   const r = await runCli([...args, "--backend", "js"]);
@@ -136,6 +145,7 @@ test(`MiSS default, mini, bat and Bone: base-dependent without --base (inspect l
   ] as const) {
     const f = await missFile(join(tmp(), `miss-${variant}`), new Rng(seed + 4), variant, bone);
     const insp = JSON.parse((await cli(["inspect", f.input, "--json"])).out) as { modules: unknown[]; base_dependent: { name: string }[] };
+    schemaOk(insp, `miss ${variant}`);
     assert.equal(insp.modules.length, 0);
     assert.deepEqual(insp.base_dependent.map((d) => d.name).sort(), [...f.refs.keys()].sort());
     const dir = tmp();

@@ -227,7 +227,13 @@ export async function missFile(dir: string, rng: Rng, variant: "default" | "bat"
   await save(join(dir, "adapter", "adapter_model.safetensors"), specs);
   writeFileSync(
     join(dir, "adapter", "adapter_config.json"),
-    JSON.stringify({ peft_type: bone ? "BONE" : "MISS", r, mini_r: miniR, init_weights: variant === "default" ? true : variant, target_modules: ["q_proj", "o_proj"] }),
+    JSON.stringify({
+      peft_type: bone ? "BONE" : "MISS",
+      r,
+      mini_r: miniR,
+      init_weights: variant === "default" ? true : variant,
+      target_modules: ["q_proj", "o_proj"],
+    }),
   );
   await save(join(dir, "base", "model.safetensors"), baseSpecs);
   writeFileSync(join(dir, "base", "config.json"), JSON.stringify({ model_type: "llama" }));
