@@ -5,7 +5,7 @@
 // block of rows at a time, never as a whole dense ΔW. Every adapter module is matched to a base
 // weight of the same shape and a float dtype before anything is written (else exit 3).
 import { join } from "node:path";
-import { isDora, loadAdapter, readFactors, type Adapter, type LoraModule } from "../formats/adapter/index.js";
+import { isDora, loadAdapter, readFactors, refuseBaseDependent, refuseExperts, type Adapter, type LoraModule } from "../formats/adapter/index.js";
 import { InvalidInputError, UsageError } from "../common/errors.js";
 import { openModel, type BaseTensor, type Model } from "../formats/model/base-model.js";
 import { encodeInPlace, foldInto, MODEL_DTYPES, Scratch } from "../formats/model/stream.js";
@@ -101,6 +101,10 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
   const adapters: Adapter[] = [];
   try {
     for (const p of o.adapters) adapters.push(await loadAdapter(p));
+    for (const a of adapters) {
+      refuseBaseDependent(a, "apply");
+      refuseExperts(a, "apply");
+    }
     const conv1d = usesConv1D(base) || adapters.some((a) => a.config?.["fan_in_fan_out"] === true);
     const byStem = new Map<string, string>();
     for (const [name, t] of base.tensors) {

@@ -1,3 +1,4 @@
+import { FAMILY_HELP } from "../support/families-help.js";
 import { Command, Option } from "commander";
 import type { Ctx } from "../support/context.js";
 import { globals, parseFloatArg, parseIntArg, withGlobalOptions } from "../support/options.js";
@@ -26,7 +27,8 @@ export function inspectCommand(ctx: Ctx): Command {
     .option("--tui", "browse modules interactively and preview a --budget (needs a terminal)", false)
     .addHelpText(
       "after",
-      "\nExamples:\n  lora inspect ./my-adapter\n  lora inspect adapter.safetensors --json | jq '.modules[0].singular_values'\n  lora inspect ./my-adapter --budget 64 --score energy\n  lora inspect ./my-adapter --budget 64 --plot spectra.png\n  lora inspect ./my-adapter --tui",
+      "\nExamples:\n  lora inspect ./my-adapter\n  lora inspect adapter.safetensors --json | jq '.modules[0].singular_values'\n  lora inspect ./my-adapter --budget 64 --score energy\n  lora inspect ./my-adapter --budget 64 --plot spectra.png\n  lora inspect ./my-adapter --tui\n" +
+        FAMILY_HELP,
     )
     .action(async (inputs: string[], opts: Record<string, unknown>) => {
       const g = globals(opts);

@@ -52,10 +52,12 @@ export function scaleRule(r: InspectReport): string {
 
 export function renderInspectTable(r: InspectReport, opts: { width?: number; emphasis?: (s: string) => string } = {}): string {
   const alloc = r.redistribution?.ranks;
+  const families = r.modules.some((m) => m.family);
   const build = (withEnergy: boolean) => {
     const header = ["module", "shape", "rank", "alpha", "scale", "dtype", "norm", "σ1", "eff.rank", "r@90%", "spectrum"];
     if (withEnergy) header.push("energy");
     if (alloc) header.push("→ rank");
+    if (families) header.push("stored as");
     const rows = r.modules.map((m) => {
       const row = [
         m.name,
@@ -72,6 +74,7 @@ export function renderInspectTable(r: InspectReport, opts: { width?: number; emp
       ];
       if (withEnergy) row.push(m.norm > 0 ? energyCurve(m.energy) : "");
       if (alloc) row.push(String(alloc[m.name] ?? 0));
+      if (families) row.push(m.family?.detail ?? "B·A");
       return row;
     });
     return formatTable(header, rows);
@@ -95,6 +98,10 @@ export function renderInspectTable(r: InspectReport, opts: { width?: number; emp
   const [head, ...body] = table.split("\n");
   lines.push(opts.emphasis ? opts.emphasis(head!) : head!, ...body);
   if (r.passthrough.length) lines.push("", `passthrough tensors (${r.passthrough.length}): ${r.passthrough.join(", ")}`);
+  if (r.base_dependent?.length) {
+    lines.push("", `ΔW needs the base model's weights for ${r.base_dependent.length} module(s) (not in the table; write commands refuse them):`);
+    for (const d of r.base_dependent) lines.push(`  ${d.name}: ${d.reason} (${d.tensors.join(", ")})`);
+  }
   const gated = r.modules.filter((m) => m.gate);
   if (gated.length) {
     const z = gated.reduce((s, m) => s + m.gate!.zero, 0),

@@ -30,6 +30,8 @@ export interface ModuleReport {
   effective_rank: number;
   extras?: string[];
   gate?: { total: number; zero: number };
+  /** How the file stores a module other than B·A (docs/formats.md "Adapter families"): its exact factors are what the spectrum is of. */
+  family?: { type: string; detail: string; info?: Record<string, number | string | boolean | number[]> };
 }
 
 export interface InspectReport {
@@ -42,6 +44,8 @@ export interface InspectReport {
   modules: ModuleReport[];
   passthrough: string[];
   totals: { modules: number; rank: number; params: number };
+  /** Modules whose ΔW needs the base model's weights (shown, not in `modules`). */
+  base_dependent?: { name: string; type: string; reason: string; tensors: string[] }[];
   redistribution?: { budget?: number; energy?: number; score: Score; ranks: Record<string, number>; retained_energy: number };
 }
 
@@ -58,7 +62,7 @@ export async function inspectAdapter(adapter: Adapter, be: LinalgBackend, onModu
       rank: m.rank,
       alpha: m.alpha,
       scale: m.scale,
-      dtype: m.A.dtype,
+      dtype: m.family?.dtype ?? m.A.dtype,
       norm,
       singular_values: S,
       energy: cumulativeEnergy(S),
@@ -66,6 +70,7 @@ export async function inspectAdapter(adapter: Adapter, be: LinalgBackend, onModu
     };
     const extras = Object.keys(m.extras);
     if (extras.length) rep.extras = extras;
+    if (m.family) rep.family = { type: m.family.type, detail: m.family.detail, ...(m.family.info ? { info: m.family.info } : {}) };
     if (m.extras["gate"]) {
       const g = await adapter.file.readFloat64(m.extras["gate"]);
       rep.gate = { total: g.length, zero: g.reduce((n, x) => n + (x === 0 ? 1 : 0), 0) };
@@ -95,6 +100,9 @@ export async function runInspect(
       notes: isDora(adapter) ? [...adapter.notes, DORA_NOTE] : adapter.notes,
       modules,
       passthrough: adapter.passthrough.map((t) => t.name),
+      ...(adapter.baseDependent?.length
+        ? { base_dependent: adapter.baseDependent.map((d) => ({ name: d.name, type: d.type, reason: d.reason, tensors: d.tensors.map((t) => t.name) })) }
+        : {}),
       totals: {
         modules: modules.length,
         rank: modules.reduce((s, m) => s + m.rank, 0),

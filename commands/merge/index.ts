@@ -1,3 +1,4 @@
+import { FAMILY_HELP } from "../support/families-help.js";
 import { Command, Option } from "commander";
 import type { Ctx } from "../support/context.js";
 import { globals, parseFloatArg, parseIntArg, parseWeights, withGlobalOptions } from "../support/options.js";
@@ -102,6 +103,7 @@ export function mergeCommand(ctx: Ctx): Command {
         "  lora merge a/ b/ --method cat -o merged/",
         "  lora merge a/ b/ c/ --method lego --rank 16 --seed 1 -o merged/",
         "  lora merge a/ b/ --method ties --density 0.3 --weights 0.7,0.3 -o merged/ --json",
+        FAMILY_HELP,
       ].join("\n"),
     )
     .action(async (inputs: string[], opts: Record<string, unknown>, cmd: Command) => {

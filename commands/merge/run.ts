@@ -11,7 +11,7 @@
 // checks everything that can refuse the merge (DoRA, extras, shapes, passthrough conflicts, k >
 // units, fair's equal ranks, ffa's shared A) so that a refusal writes nothing; the write pass
 // computes one module at a time inside the writer's lazy `produce`.
-import { isDora, loadAdapter, type Adapter } from "../../formats/adapter/index.js";
+import { isDora, loadAdapter, refuseBaseDependent, refuseExperts, type Adapter } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
 import type { PeftConfig } from "../../formats/adapter/peft-config.js";
 import { InvalidInputError, UsageError } from "../../common/errors.js";
@@ -72,6 +72,8 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
   try {
     for (const input of o.inputs) adapters.push(await loadAdapter(input, deps.stdin ? { stdin: deps.stdin } : {}));
     for (const a of adapters) {
+      refuseBaseDependent(a, "merge");
+      refuseExperts(a, "merge");
       if (isDora(a)) {
         throw new InvalidInputError(
           `${label(a.source)}: DoRA adapter; merging changes the factors and the magnitude vector cannot be kept right without the base weights`,

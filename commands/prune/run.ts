@@ -3,7 +3,7 @@
 // module at a time). Bad inputs fail in the plan pass, before anything is created.
 import { lstat, rm, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { loadAdapter, type Adapter } from "../../formats/adapter/index.js";
+import { loadAdapter, refuseBaseDependent, refuseExperts, type Adapter } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
 import { writeFileAtomic } from "../../common/atomic.js";
 import { RuntimeFailure, UsageError } from "../../common/errors.js";
@@ -126,6 +126,8 @@ export async function runPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteR
   if (o.method === "loraprune") return runLoraPrune(o, deps);
   const a = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
   try {
+    refuseBaseDependent(a, "prune");
+    refuseExperts(a, "prune");
     refuseDora(a);
     const fmt = outFormat(a, o.to);
     if (o.output !== "-") await preflight([o.output], o.force);
@@ -190,6 +192,8 @@ async function runLoraPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteRepo
   };
   const a = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
   try {
+    refuseBaseDependent(a, "prune");
+    refuseExperts(a, "prune");
     checkAdapter(a);
     const base = await openBaseModel(o.base);
     try {

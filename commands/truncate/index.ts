@@ -1,3 +1,4 @@
+import { FAMILY_HELP } from "../support/families-help.js";
 import { Command, Option } from "commander";
 import type { Ctx } from "../support/context.js";
 import { backendFor } from "../support/backend.js";
@@ -82,6 +83,7 @@ export function truncateCommand(ctx: Ctx): Command {
         "  lora truncate sd.safetensors --kohya-compat --dynamic sv_fro --dynamic-param 0.9 --rank 32 -o sd-resized.safetensors",
         "  lora truncate dylora.safetensors --unit 4 -o dylora.safetensors      # dylora-0004.safetensors, -0008, …",
         "  lora truncate ./my-adapter --energy 0.9 -o - | lora inspect -",
+        FAMILY_HELP,
       ].join("\n"),
     )
     .action(async (inputs: string[], opts: Record<string, unknown>) => {

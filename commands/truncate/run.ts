@@ -13,7 +13,7 @@
 // needs them), every output shape is then known, and each module's new factors are computed
 // lazily while the writer streams the file, one module at a time. A rank of 0 removes the module.
 import { existsSync } from "node:fs";
-import { hasTextEncoder2, isDora, loadAdapter, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
+import { hasTextEncoder2, isDora, loadAdapter, refuseBaseDependent, refuseExperts, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput } from "../../formats/adapter/write.js";
 import { InvalidInputError, UsageError } from "../../common/errors.js";
 import type { SplitMode } from "../../linalg/lowrank.js";
@@ -185,6 +185,8 @@ export async function runTruncate(o: TruncateOptions, deps: TruncateDeps): Promi
   checkOptions(o);
   const a = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
   try {
+    refuseBaseDependent(a, "truncate");
+    refuseExperts(a, "truncate");
     if (isDora(a)) {
       throw new InvalidInputError(
         `${o.input}: DoRA adapter (lora_magnitude_vector / use_dora): truncating its factors would leave the magnitude vector normalising a different direction, and the base weights needed to recompute it are not in the file`,

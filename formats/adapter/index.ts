@@ -6,6 +6,7 @@ export type { Detector, DetectContext, Detected } from "./detector.js";
 export * from "./names.js";
 export * from "./peft-config.js";
 import "./parse-sora.js"; // registers the SoRA checkpoint detector (lora prune --method sora)
+export { meteoraExpert, refuseExperts } from "./families/index.js"; // registers the family detectors (docs/formats.md "Adapter families")
 export { PEFT_ROLES } from "./parse-peft.js";
 export { KOHYA_ROLES } from "./parse-kohya.js";
 export { buildModule, type ModuleParts } from "./module.js";

@@ -12,6 +12,7 @@ import { openTorchCheckpoint, readCheckpointBuffer, sniffCheckpoint, sniffCheckp
 import { detectors } from "./detect.js";
 import type { DetectContext } from "./detector.js";
 import type { PeftConfig } from "./peft-config.js";
+import type { Model } from "../model/base-model.js";
 import type { Adapter } from "./types.js";
 
 /** The adapter file of a directory, in order of preference (safetensors first; PyTorch checkpoints from older PEFT and diffusers). */
@@ -80,6 +81,8 @@ async function bufferStream(stream: NodeJS.ReadableStream, label: string): Promi
 
 export interface OpenOptions {
   stdin?: NodeJS.ReadableStream;
+  /** The base model (--base) for families whose ΔW needs its weights (MiSS/Bone); the caller closes it. */
+  base?: Model;
 }
 
 /** The safetensors file an adapter argument names (a PyTorch checkpoint seen as one), and the sibling adapter_config.json when one exists. */
@@ -89,6 +92,8 @@ export interface AdapterSource {
   siblingConfig: string | null;
   /** What reading it involved that the user should know (a checkpoint's state dict path, ignored entries). */
   notes?: string[];
+  /** The file's path on disk (absent for stdin). */
+  path?: string;
 }
 
 /** Open an adapter argument's safetensors file (validated) without interpreting its keys. */
@@ -115,9 +120,9 @@ export async function openAdapterSource(arg: string, opts: OpenOptions = {}): Pr
   const siblingConfig = (await exists(cfg)) ? cfg : null;
   if (await sniffCheckpointFile(path)) {
     const { file, notes } = await openTorchCheckpoint(path, path === arg ? arg : `${arg}/${basename(path)}`);
-    return { file, label: arg, siblingConfig, notes };
+    return { file, label: arg, siblingConfig, notes, path };
   }
-  return { file: await SafetensorsFile.open(path), label: arg, siblingConfig };
+  return { file: await SafetensorsFile.open(path), label: arg, siblingConfig, path };
 }
 
 /** The adapter config: __metadata__.adapter_config, else the sibling adapter_config.json, else none. */
@@ -135,19 +140,31 @@ export async function readAdapterConfig(src: AdapterSource): Promise<{ config: P
 export async function loadAdapter(arg: string, opts: OpenOptions = {}): Promise<Adapter> {
   const src = await openAdapterSource(arg, opts);
   try {
-    return await describe(arg, src);
+    return await describe(arg, src, opts);
   } catch (e) {
     await src.file.close();
     throw e;
   }
 }
 
-async function describe(arg: string, src: AdapterSource): Promise<Adapter> {
+/** config.json beside the adapter file (a trainer's model config), or null; unreadable JSON counts as none. */
+async function readModelConfig(src: AdapterSource): Promise<Record<string, unknown> | null> {
+  if (!src.path) return null;
+  try {
+    const v: unknown = JSON.parse(await readFile(join(dirname(src.path), "config.json"), "utf8"));
+    return v && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+async function describe(arg: string, src: AdapterSource, opts: OpenOptions): Promise<Adapter> {
   const { file, label } = src;
   const metadata = file.header.metadata ?? {};
   const { config, configSource } = await readAdapterConfig(src);
   const notes: string[] = [...(src.notes ?? [])];
-  const ctx: DetectContext = { file, label, metadata, config, configSource, notes };
+  const modelConfig = await readModelConfig(src);
+  const ctx: DetectContext = { file, label, metadata, config, configSource, notes, modelConfig, ...(opts.base ? { base: opts.base } : {}) };
   const names = file.header.tensors.map((t) => t.name);
   const det = detectors.find((d) => d.claims(names, ctx));
   if (!det) {
@@ -161,7 +178,8 @@ async function describe(arg: string, src: AdapterSource): Promise<Adapter> {
     const d = m.family?.dtype ?? m.A.dtype;
     counts.set(d, (counts.get(d) ?? 0) + 1);
   }
-  const dtype = [...counts].sort((a, b) => b[1] - a[1])[0]![0];
+  // Only base-dependent modules (MiSS/Bone without --base): the dtype their tensors are stored in.
+  const dtype = [...counts].sort((a, b) => b[1] - a[1])[0]?.[0] ?? got.baseDependent?.[0]?.tensors[0]?.dtype ?? "F32";
   const adapter: Adapter = {
     source: arg,
     file: got.file ?? file,

@@ -270,7 +270,8 @@ async function readerView(arg: string, src: AdapterSource, f: Findings, report: 
   }
   try {
     const groups: Group[] = a.modules.map((m) => ({ stem: m.name, family: "peft", parts: { A: m.A, B: m.B, extras: m.extras } }));
-    await checkModules(src, groups, f);
+    // The adapter's own file: for a derived one (AdaLoRA, LoHa, …) the factors are computed, not stored.
+    await checkModules({ ...src, file: a.file }, groups, f);
     if (a.format === "diffusers") {
       const bare = a.modules.filter((m) => !DIFFUSERS_COMPONENTS.test(m.A.name));
       if (bare.length)

@@ -1,0 +1,80 @@
+// What the family readers share (docs/formats.md "Adapter families"): folding a module's core into
+// its two factors exactly (float64, scale included), the config a converted output starts from, and
+// the one-line summary of how a rank budget was spread over the layers.
+import { matmul, smallSvd } from "../../../common/small-core.js";
+import type { SafetensorsFile, TensorInfo } from "../../safetensors/index.js";
+import { PEFT_PREFIX } from "../names.js";
+import type { PeftConfig } from "../peft-config.js";
+
+export const stripPeftPrefix = (base: string) => (base.startsWith(PEFT_PREFIX) ? base.slice(PEFT_PREFIX.length) : base);
+
+export const readF64 = (file: SafetensorsFile, t: TensorInfo) => file.readFloat64(t);
+
+/**
+ * ΔW = B·diag(d)·A with only the columns `keep` of B (rows of A): B' = B·diag(sign(d)·√|d|),
+ * A' = diag(√|d|)·A, so both halves carry the same magnitude (B out×r, A r×in, d length r).
+ */
+export function foldDiagonal(B: Float64Array, d: ArrayLike<number>, A: Float64Array, out: number, r: number, inn: number, keep: readonly number[]) {
+  const k = keep.length;
+  const Bp = new Float64Array(out * k),
+    Ap = new Float64Array(k * inn);
+  keep.forEach((l, c) => {
+    const v = d[l]!,
+      root = Math.sqrt(Math.abs(v)),
+      sb = Math.sign(v) * root;
+    for (let i = 0; i < out; i++) Bp[i * k + c] = B[i * r + l]! * sb;
+    for (let j = 0; j < inn; j++) Ap[c * inn + j] = A[l * inn + j]! * root;
+  });
+  return { B: Bp, A: Ap };
+}
+
+/**
+ * ΔW = s·B·R·A with a full r×r core (LoRA-XS/SB, NLoRA): R's SVD U·Σ·Vᵀ split √Σ into both halves,
+ * B' = B·U·√Σ and A' = √Σ·Vᵀ·A (the form `convert` writes; docs/formats.md "Adapter families").
+ */
+export function foldCore(B: Float64Array, R: Float64Array, A: Float64Array, out: number, r: number, inn: number, s: number) {
+  const { U, S, V } = smallSvd(R, r);
+  const left = new Float64Array(r * r),
+    right = new Float64Array(r * r);
+  for (let i = 0; i < r; i++)
+    for (let k = 0; k < r; k++) {
+      const root = Math.sqrt(Math.abs(s) * S[k]!);
+      left[i * r + k] = U[i * r + k]! * root * Math.sign(s || 1);
+      right[k * r + i] = V[i * r + k]! * root; // (√Σ·Vᵀ)[k, i]
+    }
+  return { B: matmul(B, left, out, r, r), A: matmul(right, A, r, r, inn) };
+}
+
+/** PEFT LoraConfig keys a converted output may keep from a family's config (everything else is the family's own). */
+const KEPT = [
+  "base_model_name_or_path",
+  "revision",
+  "task_type",
+  "target_modules",
+  "modules_to_save",
+  "fan_in_fan_out",
+  "bias",
+  "layers_to_transform",
+  "layers_pattern",
+];
+
+/** The config a converted standard-LoRA output starts from (peft_type LORA, r/alpha set by the writer). */
+export function loraBaseConfig(cfg: PeftConfig | null): PeftConfig | null {
+  if (!cfg) return null;
+  const out: PeftConfig = { peft_type: "LORA" };
+  for (const k of KEPT) if (cfg[k] !== undefined) out[k] = cfg[k];
+  return out;
+}
+
+/** The layer index of a module path (first purely numeric component), or "-" when none. */
+export function layerOf(path: string): string {
+  return path.split(".").find((p) => /^\d+$/.test(p)) ?? "-";
+}
+
+/** "live ranks per layer: 0:18 1:12 …" for the given per-module live ranks. */
+export function budgetByLayer(mods: readonly { path: string; live: number }[]): string {
+  const per = new Map<string, number>();
+  for (const m of mods) per.set(layerOf(m.path), (per.get(layerOf(m.path)) ?? 0) + m.live);
+  const keys = [...per.keys()].sort((a, b) => (a === "-" ? 1 : b === "-" ? -1 : Number(a) - Number(b)));
+  return keys.map((k) => `${k}:${per.get(k)}`).join(" ");
+}
