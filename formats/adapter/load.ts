@@ -118,7 +118,8 @@ async function describe(arg: string, src: AdapterSource): Promise<Adapter> {
     const d = m.family?.dtype ?? m.A.dtype;
     counts.set(d, (counts.get(d) ?? 0) + 1);
   }
-  const dtype = [...counts].sort((a, b) => b[1] - a[1])[0]![0];
+  // A file of base-dependent modules only ((IA)³): their dtype.
+  const dtype = [...counts].sort((a, b) => b[1] - a[1])[0]?.[0] ?? got.baseDependent?.[0]?.tensors[0]?.dtype ?? "F32";
   const adapter: Adapter = {
     source: arg,
     file: got.file ?? file,
