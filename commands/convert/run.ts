@@ -4,7 +4,8 @@
 // use_rslora). diffusers output is the PEFT-style layout with lora_adapter_metadata
 // (formats/adapter/write-diffusers.ts); kohya stems are lora_unet_…/lora_te_… (lora_te1_/lora_te2_
 // for SDXL's two text encoders) as kohya and ComfyUI name them.
-import { isDora, loadAdapter, readFactors, type Adapter } from "../../formats/adapter/index.js";
+import { isDora, readFactors, type Adapter } from "../../formats/adapter/index.js";
+import { loadForWrite } from "../support/load.js";
 import { writeAdapter, type AdapterOutput } from "../../formats/adapter/write.js";
 import { InvalidInputError } from "../../common/errors.js";
 import type { PeftConfig } from "../../formats/adapter/peft-config.js";
@@ -35,7 +36,7 @@ function baseConfigFor(a: Adapter): PeftConfig | null {
 }
 
 export async function runConvert(o: ConvertOptions, deps: { stdin?: NodeJS.ReadableStream; stdout?: NodeJS.WritableStream }): Promise<ConvertReport> {
-  const a = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
+  const a = await loadForWrite(o.input, deps.stdin, "convert");
   try {
     if (isDora(a) && !sameLayoutFamily(a.format, o.to)) {
       throw new InvalidInputError(`${o.input}: DoRA adapter; its magnitude vector has a different layout in ${o.to} files, so it cannot be converted`, {

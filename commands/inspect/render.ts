@@ -52,8 +52,10 @@ export function scaleRule(r: InspectReport): string {
 
 export function renderInspectTable(r: InspectReport, opts: { width?: number; emphasis?: (s: string) => string } = {}): string {
   const alloc = r.redistribution?.ranks;
+  const families = r.modules.some((m) => m.family);
   const build = (withEnergy: boolean) => {
     const header = ["module", "shape", "rank", "alpha", "scale", "dtype", "norm", "σ1", "eff.rank", "r@90%", "spectrum"];
+    if (families) header.splice(1, 0, "family");
     if (withEnergy) header.push("energy");
     if (alloc) header.push("→ rank");
     const rows = r.modules.map((m) => {
@@ -70,6 +72,7 @@ export function renderInspectTable(r: InspectReport, opts: { width?: number; emp
         String(rank90(m)),
         spectrumBars(m.singular_values),
       ];
+      if (families) row.splice(1, 0, m.family?.detail ?? "LoRA");
       if (withEnergy) row.push(m.norm > 0 ? energyCurve(m.energy) : "");
       if (alloc) row.push(String(alloc[m.name] ?? 0));
       return row;
@@ -94,6 +97,10 @@ export function renderInspectTable(r: InspectReport, opts: { width?: number; emp
       .join("\n");
   const [head, ...body] = table.split("\n");
   lines.push(opts.emphasis ? opts.emphasis(head!) : head!, ...body);
+  if (r.base_dependent?.length) {
+    lines.push("", `need the base model's weights (${r.base_dependent.length}, not computed; write commands refuse them):`);
+    for (const b of r.base_dependent) lines.push(`  ${b.name}  ${b.type}: ${b.reason}`);
+  }
   if (r.passthrough.length) lines.push("", `passthrough tensors (${r.passthrough.length}): ${r.passthrough.join(", ")}`);
   const gated = r.modules.filter((m) => m.gate);
   if (gated.length) {
@@ -116,6 +123,7 @@ export const TSV_COLUMNS = ["module", "shape", "rank", "alpha", "scale", "dtype"
 /** Piped output: one row per module: name, out×in, rank, alpha, scale, dtype, norm, effective rank, σ list[, allocated rank]. */
 export function renderInspectTsv(r: InspectReport, opts: { header?: boolean } = {}): string {
   const alloc = r.redistribution?.ranks;
+  const families = r.modules.some((m) => m.family);
   const header = opts.header ? [...TSV_COLUMNS, ...(alloc ? ["allocated_rank"] : [])] : undefined;
   return formatTsv(
     r.modules.map((m) => {
@@ -131,8 +139,9 @@ export function renderInspectTsv(r: InspectReport, opts: { header?: boolean } = 
         m.singular_values.join(","),
       ];
       if (alloc) row.push(String(alloc[m.name] ?? 0));
+      if (families) row.push(m.family?.type ?? "lora");
       return row;
     }),
-    header,
+    header && families ? [...header, "family"] : header,
   );
 }

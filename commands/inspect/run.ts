@@ -30,6 +30,16 @@ export interface ModuleReport {
   effective_rank: number;
   extras?: string[];
   gate?: { total: number; zero: number };
+  /** How the file stores a derived module (LoHa, LoKr, …: docs/formats.md "Derived modules"); dtype is then the stored one. */
+  family?: { type: string; detail: string; info?: Record<string, number | string | boolean | number[]> };
+}
+
+/** A module whose ΔW needs the base weights ((IA)³, bias-only diff, OFT): listed, not computed. */
+export interface BaseDependentReport {
+  name: string;
+  type: string;
+  reason: string;
+  tensors: string[];
 }
 
 export interface InspectReport {
@@ -41,6 +51,7 @@ export interface InspectReport {
   notes: string[];
   modules: ModuleReport[];
   passthrough: string[];
+  base_dependent?: BaseDependentReport[];
   totals: { modules: number; rank: number; params: number };
   redistribution?: { budget?: number; energy?: number; score: Score; ranks: Record<string, number>; retained_energy: number };
 }
@@ -58,7 +69,7 @@ export async function inspectAdapter(adapter: Adapter, be: LinalgBackend, onModu
       rank: m.rank,
       alpha: m.alpha,
       scale: m.scale,
-      dtype: m.A.dtype,
+      dtype: m.family?.dtype ?? m.A.dtype,
       norm,
       singular_values: S,
       energy: cumulativeEnergy(S),
@@ -66,6 +77,7 @@ export async function inspectAdapter(adapter: Adapter, be: LinalgBackend, onModu
     };
     const extras = Object.keys(m.extras);
     if (extras.length) rep.extras = extras;
+    if (m.family) rep.family = { type: m.family.type, detail: m.family.detail, ...(m.family.info ? { info: m.family.info } : {}) };
     if (m.extras["gate"]) {
       const g = await adapter.file.readFloat64(m.extras["gate"]);
       rep.gate = { total: g.length, zero: g.reduce((n, x) => n + (x === 0 ? 1 : 0), 0) };
@@ -95,6 +107,9 @@ export async function runInspect(
       notes: isDora(adapter) ? [...adapter.notes, DORA_NOTE] : adapter.notes,
       modules,
       passthrough: adapter.passthrough.map((t) => t.name),
+      ...(adapter.baseDependent?.length
+        ? { base_dependent: adapter.baseDependent.map((b) => ({ name: b.name, type: b.type, reason: b.reason, tensors: b.tensors.map((t) => t.name) })) }
+        : {}),
       totals: {
         modules: modules.length,
         rank: modules.reduce((s, m) => s + m.rank, 0),

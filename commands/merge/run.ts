@@ -11,7 +11,8 @@
 // checks everything that can refuse the merge (DoRA, extras, shapes, passthrough conflicts, k >
 // units, fair's equal ranks, ffa's shared A) so that a refusal writes nothing; the write pass
 // computes one module at a time inside the writer's lazy `produce`.
-import { isDora, loadAdapter, type Adapter } from "../../formats/adapter/index.js";
+import { isDora, type Adapter } from "../../formats/adapter/index.js";
+import { loadForWrite } from "../support/load.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
 import type { PeftConfig } from "../../formats/adapter/peft-config.js";
 import { InvalidInputError, UsageError } from "../../common/errors.js";
@@ -70,7 +71,7 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
   const be = deps.backend;
   const adapters: Adapter[] = [];
   try {
-    for (const input of o.inputs) adapters.push(await loadAdapter(input, deps.stdin ? { stdin: deps.stdin } : {}));
+    for (const input of o.inputs) adapters.push(await loadForWrite(input, deps.stdin, "merge"));
     for (const a of adapters) {
       if (isDora(a)) {
         throw new InvalidInputError(

@@ -3,7 +3,8 @@
 // module at a time). Bad inputs fail in the plan pass, before anything is created.
 import { lstat, rm, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { loadAdapter, type Adapter } from "../../formats/adapter/index.js";
+import { type Adapter } from "../../formats/adapter/index.js";
+import { loadForWrite } from "../support/load.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
 import { writeFileAtomic } from "../../common/atomic.js";
 import { RuntimeFailure, UsageError } from "../../common/errors.js";
@@ -124,7 +125,7 @@ function adapterOut(a: Adapter, fmt: OutFormat, modules: OutModule[], passthroug
 
 export async function runPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteReport> {
   if (o.method === "loraprune") return runLoraPrune(o, deps);
-  const a = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
+  const a = await loadForWrite(o.input, deps.stdin, "prune");
   try {
     refuseDora(a);
     const fmt = outFormat(a, o.to);
@@ -188,7 +189,7 @@ async function runLoraPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteRepo
     ...(o.baseOut !== undefined ? { baseOut: o.baseOut } : {}),
     ...(o.skipLayers !== undefined ? { skipLayers: o.skipLayers } : {}),
   };
-  const a = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
+  const a = await loadForWrite(o.input, deps.stdin, "prune");
   try {
     checkAdapter(a);
     const base = await openBaseModel(o.base);

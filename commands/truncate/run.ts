@@ -13,7 +13,8 @@
 // needs them), every output shape is then known, and each module's new factors are computed
 // lazily while the writer streams the file, one module at a time. A rank of 0 removes the module.
 import { existsSync } from "node:fs";
-import { hasTextEncoder2, isDora, loadAdapter, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
+import { hasTextEncoder2, isDora, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
+import { loadForWrite } from "../support/load.js";
 import { writeAdapter, type AdapterOutput } from "../../formats/adapter/write.js";
 import { InvalidInputError, UsageError } from "../../common/errors.js";
 import type { SplitMode } from "../../linalg/lowrank.js";
@@ -183,7 +184,7 @@ async function writeOneWith(c: BuildContext, output: string, notes: string[], de
 
 export async function runTruncate(o: TruncateOptions, deps: TruncateDeps): Promise<TruncateResult> {
   checkOptions(o);
-  const a = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
+  const a = await loadForWrite(o.input, deps.stdin, "truncate");
   try {
     if (isDora(a)) {
       throw new InvalidInputError(
