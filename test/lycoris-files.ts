@@ -23,7 +23,7 @@ export interface LyDense {
 const prod = (k: number[] | undefined) => (k ?? []).reduce((x, y) => x * y, 1);
 
 /** The tensors of one module (random values, scaled so ΔW entries are O(1)). */
-function tensorsOf(rng: Rng, s: LySpec): [string, number[]][] {
+function tensorsOf(s: LySpec): [string, number[]][] {
   const K = prod("kernel" in s ? s.kernel : undefined);
   switch (s.kind) {
     case "loha":
@@ -85,11 +85,12 @@ function tensorsOf(rng: Rng, s: LySpec): [string, number[]][] {
 export async function lycorisFile(rng: Rng, specs: LySpec[], dtype: DType, metadata: Record<string, string> = { ss_network_module: "lycoris.kohya" }) {
   const ts: TensorSpec[] = [];
   for (const s of specs) {
-    for (const [p, shape] of tensorsOf(rng, s)) {
+    for (const [p, shape] of tensorsOf(s)) {
       const n = shape.reduce((x, y) => x * y, 1);
       ts.push({ name: `${s.stem}.${p}`, dtype, shape, data: encodeFloats(dtype, rng.normals(n, 1 / Math.sqrt(Math.max(2, shape[0]!)))) });
     }
-    if ("alpha" in s && s.alpha !== undefined) ts.push({ name: `${s.stem}.alpha`, dtype: "F32", shape: [], data: encodeFloats("F32", Float64Array.of(s.alpha)) });
+    if ("alpha" in s && s.alpha !== undefined)
+      ts.push({ name: `${s.stem}.alpha`, dtype: "F32", shape: [], data: encodeFloats("F32", Float64Array.of(s.alpha)) });
     if (s.kind === "ia3") ts.push({ name: `${s.stem}.on_input`, dtype: "I64", shape: [], data: new Uint8Array(8) });
   }
   const bytes = await serializeSafetensors(ts, metadata);

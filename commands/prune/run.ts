@@ -3,7 +3,7 @@
 // module at a time). Bad inputs fail in the plan pass, before anything is created.
 import { lstat, rm, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { type Adapter } from "../../formats/adapter/index.js";
+import type { Adapter } from "../../formats/adapter/index.js";
 import { loadForWrite } from "../support/load.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
 import { writeFileAtomic } from "../../common/atomic.js";

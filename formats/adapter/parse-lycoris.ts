@@ -74,7 +74,13 @@ export async function parseLycoris(ctx: DetectContext): Promise<Detected> {
     }
     const scaleOf = scaleReader(ctx, g);
     const spec =
-      algo === "loha" ? lohaSpec(c, id, g, scaleOf) : algo === "lokr" ? lokrSpec(c, id, g, scaleOf) : algo === "locon-tucker" ? loconTuckerSpec(c, id, g, scaleOf) : fullSpec(c, id, g);
+      algo === "loha"
+        ? lohaSpec(c, id, g, scaleOf)
+        : algo === "lokr"
+          ? lokrSpec(c, id, g, scaleOf)
+          : algo === "locon-tucker"
+            ? loconTuckerSpec(c, id, g, scaleOf)
+            : fullSpec(c, id, g);
     const dora = g.get("dora_scale");
     if (dora) spec.extras = { ...spec.extras, dora_scale: dora };
     specs.push(spec);
@@ -84,7 +90,8 @@ export async function parseLycoris(ctx: DetectContext): Promise<Detected> {
   const summary = [...counts].map(([k, v]) => `${v} ${k}`).join(", ");
   ctx.notes.push(`LyCORIS modules: ${summary}${plain.modules.length ? `, ${plain.modules.length} plain LoRA` : ""} (docs/formats.md "LyCORIS")`);
   if (inferred) ctx.notes.push(`${inferred} LyCORIS conv module(s) store flattened factors: kernel 3×3 taken from the module name`);
-  if (baseDependent.length) ctx.notes.push(`${baseDependent.length} module(s) need the base model's weights for ΔW (${[...new Set(baseDependent.map((b) => b.type))].join(", ")})`);
+  if (baseDependent.length)
+    ctx.notes.push(`${baseDependent.length} module(s) need the base model's weights for ΔW (${[...new Set(baseDependent.map((b) => b.type))].join(", ")})`);
   const parts = buildDerivedAdapterParts(ctx.file, specs, plain.modules, [...rest, ...plain.passthrough]);
   return {
     format: "kohya",

@@ -13,7 +13,13 @@ import type { BuildContext, ModuleOutcome } from "./modules.js";
 export const hasFamilyTruncation = (m: LoraModule): boolean => m.family?.truncate !== undefined && m.family.spectrum !== undefined;
 
 /** The output module (null when t = 0: removed) and, once written, its outcome. */
-export async function familyTruncation(c: BuildContext, m: LoraModule, t: number, outcomes: Map<string, ModuleOutcome>, tick: () => void): Promise<OutModule | null> {
+export async function familyTruncation(
+  c: BuildContext,
+  m: LoraModule,
+  t: number,
+  outcomes: Map<string, ModuleOutcome>,
+  tick: () => void,
+): Promise<OutModule | null> {
   const fam = m.family!;
   const scaleIn = m.scale !== 0 ? m.scale : 1;
   if (t === 0) {

@@ -8,7 +8,17 @@ import type { ExactFactors } from "../derived.js";
  * (P1·Q1) ⊙ (P2·Q2) · s = B·A with B[o, i·r2+j] = P1[o,i]·P2[o,j] and A[i·r2+j, c] = s·Q1[i,c]·Q2[j,c]:
  * rank r1·r2 (P out×r, Q r×n, row-major).
  */
-export function faceSplit(P1: Float64Array, Q1: Float64Array, r1: number, P2: Float64Array, Q2: Float64Array, r2: number, out: number, n: number, s: number): ExactFactors {
+export function faceSplit(
+  P1: Float64Array,
+  Q1: Float64Array,
+  r1: number,
+  P2: Float64Array,
+  Q2: Float64Array,
+  r2: number,
+  out: number,
+  n: number,
+  s: number,
+): ExactFactors {
   const R = r1 * r2;
   const B = new Float64Array(out * R),
     A = new Float64Array(R * n);
@@ -26,7 +36,17 @@ export function faceSplit(P1: Float64Array, Q1: Float64Array, r1: number, P2: Fl
 }
 
 /** (P1·Q1) ⊙ (P2·Q2) · s, dense out×n. */
-export function hadamardDense(P1: Float64Array, Q1: Float64Array, r1: number, P2: Float64Array, Q2: Float64Array, r2: number, out: number, n: number, s: number): Float64Array {
+export function hadamardDense(
+  P1: Float64Array,
+  Q1: Float64Array,
+  r1: number,
+  P2: Float64Array,
+  Q2: Float64Array,
+  r2: number,
+  out: number,
+  n: number,
+  s: number,
+): Float64Array {
   const F1 = matmul(P1, out, r1, Q1, n),
     F2 = matmul(P2, out, r2, Q2, n);
   for (let i = 0; i < F1.length; i++) F1[i] = s * F1[i]! * F2[i]!;

@@ -36,7 +36,20 @@ const PARAMS = [
 export type LycorisParam = (typeof PARAMS)[number] | "weight";
 
 /** Keys only LyCORIS writes: one of them makes a file LyCORIS (a plain kohya LoRA has none). */
-const CLAIMING = new Set<string>(["hada_w1_a", "hada_w1_b", "lokr_w1", "lokr_w1_a", "lokr_w2", "lokr_w2_a", "lora_mid.weight", "diff", "diff_b", "on_input", "oft_blocks", "oft_diag"]);
+const CLAIMING = new Set<string>([
+  "hada_w1_a",
+  "hada_w1_b",
+  "lokr_w1",
+  "lokr_w1_a",
+  "lokr_w2",
+  "lokr_w2_a",
+  "lora_mid.weight",
+  "diff",
+  "diff_b",
+  "on_input",
+  "oft_blocks",
+  "oft_diag",
+]);
 
 function split(name: string): [stem: string, param: string] | null {
   for (const p of PARAMS) if (name.endsWith(`.${p}`)) return [name.slice(0, -p.length - 1), p];

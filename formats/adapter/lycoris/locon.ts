@@ -61,7 +61,13 @@ export function fullSpec(c: ReadCtx, id: ModuleId, g: Group): DerivedModuleSpec 
     in: n,
     ...(kernel ? { kernel } : {}),
     rank: denseRank(out, n),
-    family: { type: "full", detail: `full ΔW stored dense [${diff.shape}]${bias ? " + bias" : ""}`, stored: [diff, ...(bias ? [bias] : [])], dtype: diff.dtype, info: { dense: true } },
+    family: {
+      type: "full",
+      detail: `full ΔW stored dense [${diff.shape}]${bias ? " + bias" : ""}`,
+      stored: [diff, ...(bias ? [bias] : [])],
+      dtype: diff.dtype,
+      info: { dense: true },
+    },
     factors: async () => denseFactors(await read64(c, diff), out, n),
     ...(bias ? { extras: { "lora_B.bias": bias } } : {}),
   };

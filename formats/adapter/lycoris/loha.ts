@@ -52,7 +52,12 @@ export function lohaSpec(c: ReadCtx, id: ModuleId, g: Group, scaleOf: ScaleOf): 
       w2a.shape[1] === out &&
       w2b.shape[1] === inCh &&
       t2.shape.slice(2).join() === kernel.join();
-    if (!ok) throw mismatch(c.label, id.name, `LoHa Tucker shapes do not fit: t1 [${t1.shape}], w1_a [${w1a.shape}], w1_b [${w1b.shape}], t2 [${t2.shape}], w2_a [${w2a.shape}], w2_b [${w2b.shape}]`);
+    if (!ok)
+      throw mismatch(
+        c.label,
+        id.name,
+        `LoHa Tucker shapes do not fit: t1 [${t1.shape}], w1_a [${w1a.shape}], w1_b [${w1b.shape}], t2 [${t2.shape}], w2_a [${w2a.shape}], w2_b [${w2b.shape}]`,
+      );
   } else {
     for (const t of [w1a, w2a]) checkTensor(c.label, t, [2, 4], "LoHa up factors");
     for (const t of [w1b, w2b]) checkTensor(c.label, t, [2, 3, 4, 5], "LoHa down factors");

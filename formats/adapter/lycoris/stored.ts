@@ -16,7 +16,9 @@ export async function read64(c: ReadCtx, t: TensorInfo): Promise<Float64Array> {
   for (let i = 0; i < x.length; i++) {
     const v = x[i]!;
     if (v - v !== 0)
-      throw new InvalidInputError(`${c.label}: tensor ${t.name} holds ${Number.isNaN(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"} at element ${i}; factors must be finite`);
+      throw new InvalidInputError(
+        `${c.label}: tensor ${t.name} holds ${Number.isNaN(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"} at element ${i}; factors must be finite`,
+      );
   }
   return x;
 }
@@ -24,7 +26,8 @@ export async function read64(c: ReadCtx, t: TensorInfo): Promise<Float64Array> {
 /** Refuse a non-float or wrongly-ranked tensor, naming it. */
 export function checkTensor(label: string, t: TensorInfo, ndims: number[], what: string): void {
   if (!FLOATS.has(t.dtype)) throw new InvalidInputError(`${label}: tensor ${t.name} has dtype ${t.dtype}; ${what} must be F64, F32, F16 or BF16`);
-  if (!ndims.includes(t.shape.length)) throw new InvalidInputError(`${label}: tensor ${t.name} has shape [${t.shape}]; ${what} must have ${ndims.join(" or ")} dimensions`);
+  if (!ndims.includes(t.shape.length))
+    throw new InvalidInputError(`${label}: tensor ${t.name} has shape [${t.shape}]; ${what} must have ${ndims.join(" or ")} dimensions`);
   if (t.shape.some((d) => d === 0)) throw new InvalidInputError(`${label}: tensor ${t.name} has an empty shape [${t.shape}]`);
 }
 
