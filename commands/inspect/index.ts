@@ -8,7 +8,9 @@ import { InvalidInputError, RuntimeFailure, UsageError } from "../../common/erro
 
 export function inspectCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("inspect"))
-    .description("show ranks, scales, norms and the exact singular-value spectrum of every module")
+    .description(
+      "show ranks, scales, norms and the exact singular-value spectrum of every module (LoRA; LyCORIS LoHa, LoKr, LoCon Tucker and full as their exact factors)",
+    )
     .argument("[adapter...]", "PEFT directory, .safetensors file, or - for stdin; several (or a directory of adapters, a glob) for one summary row each")
     .option("--from-list <file>", "also inspect the adapters listed in FILE, one path per line (catalog mode)", (v: string, prev: string[] = []) => [
       ...prev,
