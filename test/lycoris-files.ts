@@ -82,7 +82,13 @@ function tensorsOf(s: LySpec): [string, number[]][] {
 }
 
 /** A LyCORIS file of these modules in `dtype`, its bytes and each module's dense ΔW (ia3: none). */
-export async function lycorisFile(rng: Rng, specs: LySpec[], dtype: DType, metadata: Record<string, string> = { ss_network_module: "lycoris.kohya" }) {
+export async function lycorisFile(
+  rng: Rng,
+  specs: LySpec[],
+  dtype: DType,
+  metadata: Record<string, string> = { ss_network_module: "lycoris.kohya" },
+  opts: { dense?: boolean } = {},
+) {
   const ts: TensorSpec[] = [];
   for (const s of specs) {
     for (const [p, shape] of tensorsOf(s)) {
@@ -96,6 +102,7 @@ export async function lycorisFile(rng: Rng, specs: LySpec[], dtype: DType, metad
   const bytes = await serializeSafetensors(ts, metadata);
   const f = SafetensorsFile.fromBuffer(bytes, "gen");
   const dense = new Map<string, LyDense>();
+  if (opts.dense === false) return { bytes, dense };
   for (const s of specs) {
     if (s.kind === "ia3") continue;
     const get = (p: string) => f.readFloat64(`${s.stem}.${p}`);
