@@ -3,21 +3,35 @@
 // its exact factors. The report row comes from the family's spectrum: the exact truncation's error
 // is its tail, Σ_{i≥t} σᵢ², plus what rounding to the output dtype adds (linalg/truncate.ts
 // truncationError). Called from modules.ts buildModules for `--method svd`.
-import { alphaForScale, kohyaStemInSet, type LoraModule } from "../../formats/adapter/index.js";
+import { type Adapter, alphaForScale, kohyaStemInSet, type LoraModule } from "../../formats/adapter/index.js";
 import type { OutModule } from "../../formats/adapter/write.js";
 import type { DType } from "../../formats/safetensors/index.js";
 import { retainedEnergy, roundForDtype, toF64, truncationError } from "../../linalg/truncate.js";
+import type { SplitMode } from "../../linalg/lowrank.js";
+import type { LinalgBackend } from "../../linalg/types.js";
 import { kernelOf } from "../kernels.js";
-import type { BuildContext, ModuleOutcome } from "./modules.js";
+import type { ModuleResult } from "../report.js";
+
+/** What of modules.ts's BuildContext this needs (declared here: modules.ts imports this file). */
+export interface FamilyContext {
+  o: { dtype?: DType };
+  a: Adapter;
+  be: LinalgBackend;
+  spectra?: Map<string, Float64Array>;
+  format: string;
+  rsOut: boolean;
+  te2: boolean;
+  split: SplitMode;
+}
 
 export const hasFamilyTruncation = (m: LoraModule): boolean => m.family?.truncate !== undefined && m.family.spectrum !== undefined;
 
 /** The output module (null when t = 0: removed) and, once written, its outcome. */
 export async function familyTruncation(
-  c: BuildContext,
+  c: FamilyContext,
   m: LoraModule,
   t: number,
-  outcomes: Map<string, ModuleOutcome>,
+  outcomes: Map<string, { result: ModuleResult; route?: string }>,
   tick: () => void,
 ): Promise<OutModule | null> {
   const fam = m.family!;
