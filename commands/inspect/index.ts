@@ -9,7 +9,9 @@ import { InvalidInputError, RuntimeFailure, UsageError } from "../../common/erro
 
 export function inspectCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("inspect"))
-    .description("show ranks, scales, norms and the exact singular-value spectrum of every module")
+    .description(
+      "show ranks, scales, norms and the exact singular-value spectrum of every module (LoRA; LyCORIS and the other adapter families as their exact factors)",
+    )
     .argument(
       "[adapter...]",
       "PEFT directory, .safetensors or torch.save .bin/.pt file, or - for stdin; several (or a directory of adapters, a glob) for one summary row each",

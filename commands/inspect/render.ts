@@ -55,6 +55,7 @@ export function renderInspectTable(r: InspectReport, opts: { width?: number; emp
   const families = r.modules.some((m) => m.family);
   const build = (withEnergy: boolean) => {
     const header = ["module", "shape", "rank", "alpha", "scale", "dtype", "norm", "σ1", "eff.rank", "r@90%", "spectrum"];
+    if (families) header.splice(1, 0, "family");
     if (withEnergy) header.push("energy");
     if (alloc) header.push("→ rank");
     if (families) header.push("stored as");
@@ -72,6 +73,7 @@ export function renderInspectTable(r: InspectReport, opts: { width?: number; emp
         String(rank90(m)),
         spectrumBars(m.singular_values),
       ];
+      if (families) row.splice(1, 0, m.family?.detail ?? "LoRA");
       if (withEnergy) row.push(m.norm > 0 ? energyCurve(m.energy) : "");
       if (alloc) row.push(String(alloc[m.name] ?? 0));
       if (families) row.push(m.family?.detail ?? "B·A");
@@ -99,7 +101,7 @@ export function renderInspectTable(r: InspectReport, opts: { width?: number; emp
   lines.push(opts.emphasis ? opts.emphasis(head!) : head!, ...body);
   if (r.passthrough.length) lines.push("", `passthrough tensors (${r.passthrough.length}): ${r.passthrough.join(", ")}`);
   if (r.base_dependent?.length) {
-    lines.push("", `ΔW needs the base model's weights for ${r.base_dependent.length} module(s) (not in the table; write commands refuse them):`);
+    lines.push("", `ΔW needs the base model's weights for ${r.base_dependent.length} module(s) (not in the table; write commands without --base refuse them):`);
     for (const d of r.base_dependent) lines.push(`  ${d.name}: ${d.reason} (${d.tensors.join(", ")})`);
   }
   const gated = r.modules.filter((m) => m.gate);
@@ -123,6 +125,7 @@ export const TSV_COLUMNS = ["module", "shape", "rank", "alpha", "scale", "dtype"
 /** Piped output: one row per module: name, out×in, rank, alpha, scale, dtype, norm, effective rank, σ list[, allocated rank]. */
 export function renderInspectTsv(r: InspectReport, opts: { header?: boolean } = {}): string {
   const alloc = r.redistribution?.ranks;
+  const families = r.modules.some((m) => m.family);
   const header = opts.header ? [...TSV_COLUMNS, ...(alloc ? ["allocated_rank"] : [])] : undefined;
   return formatTsv(
     r.modules.map((m) => {
@@ -138,8 +141,9 @@ export function renderInspectTsv(r: InspectReport, opts: { header?: boolean } = 
         m.singular_values.join(","),
       ];
       if (alloc) row.push(String(alloc[m.name] ?? 0));
+      if (families) row.push(m.family?.type ?? "lora");
       return row;
     }),
-    header,
+    header && families ? [...header, "family"] : header,
   );
 }

@@ -30,8 +30,16 @@ export interface ModuleReport {
   effective_rank: number;
   extras?: string[];
   gate?: { total: number; zero: number };
-  /** How the file stores a module other than B·A (docs/formats.md "Adapter families"): its exact factors are what the spectrum is of. */
+  /** How the file stores a derived module (LoHa, LoKr, …: docs/formats.md "Derived modules"); dtype is then the stored one. */
   family?: { type: string; detail: string; info?: Record<string, number | string | boolean | number[]> };
+}
+
+/** A module whose ΔW needs the base weights ((IA)³, bias-only diff, OFT): listed, not computed. */
+export interface BaseDependentReport {
+  name: string;
+  type: string;
+  reason: string;
+  tensors: string[];
 }
 
 export interface InspectReport {
@@ -43,9 +51,9 @@ export interface InspectReport {
   notes: string[];
   modules: ModuleReport[];
   passthrough: string[];
-  totals: { modules: number; rank: number; params: number };
   /** Modules whose ΔW needs the base model's weights (shown, not in `modules`). */
-  base_dependent?: { name: string; type: string; reason: string; tensors: string[] }[];
+  base_dependent?: BaseDependentReport[];
+  totals: { modules: number; rank: number; params: number };
   redistribution?: { budget?: number; energy?: number; score: Score; ranks: Record<string, number>; retained_energy: number };
 }
 
@@ -101,7 +109,7 @@ export async function runInspect(
       modules,
       passthrough: adapter.passthrough.map((t) => t.name),
       ...(adapter.baseDependent?.length
-        ? { base_dependent: adapter.baseDependent.map((d) => ({ name: d.name, type: d.type, reason: d.reason, tensors: d.tensors.map((t) => t.name) })) }
+        ? { base_dependent: adapter.baseDependent.map((b) => ({ name: b.name, type: b.type, reason: b.reason, tensors: b.tensors.map((t) => t.name) })) }
         : {}),
       totals: {
         modules: modules.length,

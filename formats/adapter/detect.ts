@@ -3,6 +3,7 @@
 import { diffusersDetector } from "./parse-diffusers.js";
 import { hasKohyaKeys, parseKohya } from "./parse-kohya.js";
 import { hasPeftKeys, parsePeft } from "./parse-peft.js";
+import { lycorisDetector } from "./parse-lycoris.js";
 import type { Detector } from "./detector.js";
 import type { PeftConfig } from "./peft-config.js";
 
@@ -36,9 +37,10 @@ const peft: Detector = {
 /**
  * Detectors tried in order; other formats (SoRA) register themselves at the front. diffusers comes
  * before kohya and PEFT: its PEFT-style keys (`unet.….lora_A.weight`, no adapter_config) would
- * otherwise be read as PEFT without a config.
+ * otherwise be read as PEFT without a config. LyCORIS (LoHa, LoKr, …: parse-lycoris.ts) comes before
+ * kohya, whose naming it shares: it claims only files with a key kohya LoRA never has.
  */
-export const detectors: Detector[] = [diffusersDetector, kohya, peft];
+export const detectors: Detector[] = [diffusersDetector, lycorisDetector, kohya, peft];
 
 export function registerDetector(d: Detector): void {
   detectors.unshift(d);

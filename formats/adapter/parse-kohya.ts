@@ -39,12 +39,14 @@ export async function parseKohya(
   meta: Record<string, string>,
   label: string,
   notes: string[],
+  /** The tensors to read (default: all of the file's; the LyCORIS reader passes its plain modules'). */
+  tensors: readonly TensorInfo[] = file.header.tensors,
 ): Promise<{ modules: LoraModule[]; passthrough: TensorInfo[] }> {
   const names = jsonMap(meta, "lora_module_names", label);
   const kinds = jsonMap(meta, "lora_module_kinds", label);
   const groups = new Map<string, ModuleParts>();
   const rest: TensorInfo[] = [];
-  for (const t of file.header.tensors) {
+  for (const t of tensors) {
     const hit = KOHYA_ROLES.find(([s]) => t.name.endsWith(s));
     if (!hit) {
       rest.push(t);

@@ -36,6 +36,7 @@ import { withRawFactors } from "../raw-factors.js";
 import type { ModuleResult } from "../report.js";
 import { Lanes, ReadAhead } from "../schedule.js";
 import type { OutFormat, TruncateOptions } from "./options.js";
+import { familyTruncation, hasFamilyTruncation } from "./family.js";
 import { prefixAlpha, prefixFactors } from "./prefix.js";
 
 export interface ModuleOutcome {
@@ -119,6 +120,13 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
   for (const m of a.modules) {
     const t = c.ranks.get(m.name)!;
     const S = c.spectra?.get(m.name);
+    if (c.method === "svd" && hasFamilyTruncation(m)) {
+      // A family with its own optimal truncation (LoKr): its exact factors are never formed (family.ts).
+      const out = await familyTruncation(c, m, t, outcomes, tick);
+      if (out) modules.push(out);
+      else dropped.push(m.name);
+      continue;
+    }
     if (t === 0) {
       dropped.push(m.name);
       const f = await readFactors(a, m, "f64"); // NaN/Inf are refused even in dropped modules
@@ -136,7 +144,8 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
       tick();
       continue;
     }
-    const dtype: DType = o.dtype ?? m.A.dtype;
+    // A derived module (its factors computed in F64 on read) is written in the dtype the file stores it in.
+    const dtype: DType = o.dtype ?? m.family?.dtype ?? m.A.dtype;
     const kernel = kernelOf(m.A.shape);
     const extras: NonNullable<OutModule["extras"]> = {};
     for (const [role, tensor] of Object.entries(m.extras)) extras[role] = { file: a.file, tensor };

@@ -1,0 +1,131 @@
+// Small dense float64 matrices (row-major) for the readers that derive exact factors on read
+// (formats/adapter/lycoris/): a product and a one-sided Jacobi SVD. They serve matrices of a few
+// hundred rows at most (LyCORIS's Kronecker factors and Tucker cores); the big linear algebra
+// stays in linalg/, which formats/ may not import (test/layers.test.ts).
+
+/** C = A·B with A m×k and B k×n, row-major. */
+export function matmul(A: Float64Array, m: number, k: number, B: Float64Array, n: number): Float64Array {
+  const C = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    const ci = i * n;
+    for (let p = 0; p < k; p++) {
+      const a = A[i * k + p]!;
+      if (a === 0) continue;
+      const bp = p * n;
+      for (let j = 0; j < n; j++) C[ci + j]! += a * B[bp + j]!;
+    }
+  }
+  return C;
+}
+
+/** The transpose of an m×n row-major matrix. */
+export function transpose(A: Float64Array, m: number, n: number): Float64Array {
+  const T = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) T[j * m + i] = A[i * n + j]!;
+  return T;
+}
+
+/** A thin SVD: U m×k, S (descending), V n×k, k = min(m, n), all row-major. */
+export interface SmallSvd {
+  U: Float64Array;
+  S: Float64Array;
+  V: Float64Array;
+  k: number;
+}
+
+/**
+ * The thin SVD of an m×n matrix by one-sided Jacobi (Hestenes): columns are rotated pairwise until
+ * orthogonal; σ are their norms. High relative accuracy, O(m·n²) a sweep; for small matrices.
+ * A left vector of a zero singular value is left zero.
+ */
+export function jacobiSvd(M: Float64Array, m: number, n: number): SmallSvd {
+  if (m < n) {
+    const t = jacobiSvd(transpose(M, m, n), n, m);
+    return { U: t.V, S: t.S, V: t.U, k: t.k };
+  }
+  // Column-major working copies: W (m×n) and V (n×n).
+  const W = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) W[j * m + i] = M[i * n + j]!;
+  const Vc = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) Vc[j * n + j] = 1;
+  const eps = 2.220446049250313e-16;
+  for (let sweep = 0; sweep < 60; sweep++) {
+    let rotated = false;
+    for (let p = 0; p < n - 1; p++) {
+      for (let q = p + 1; q < n; q++) {
+        let a = 0,
+          b = 0,
+          g = 0;
+        const op = p * m,
+          oq = q * m;
+        for (let i = 0; i < m; i++) {
+          const x = W[op + i]!,
+            y = W[oq + i]!;
+          a += x * x;
+          b += y * y;
+          g += x * y;
+        }
+        if (g === 0 || Math.abs(g) <= eps * Math.sqrt(a * b)) continue;
+        rotated = true;
+        const zeta = (b - a) / (2 * g);
+        const t = (zeta >= 0 ? 1 : -1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
+        const c = 1 / Math.sqrt(1 + t * t),
+          s = c * t;
+        for (let i = 0; i < m; i++) {
+          const x = W[op + i]!,
+            y = W[oq + i]!;
+          W[op + i] = c * x - s * y;
+          W[oq + i] = s * x + c * y;
+        }
+        const vp = p * n,
+          vq = q * n;
+        for (let i = 0; i < n; i++) {
+          const x = Vc[vp + i]!,
+            y = Vc[vq + i]!;
+          Vc[vp + i] = c * x - s * y;
+          Vc[vq + i] = s * x + c * y;
+        }
+      }
+    }
+    if (!rotated) break;
+  }
+  const norms = Array.from({ length: n }, (_, j) => {
+    let s = 0;
+    for (let i = 0; i < m; i++) s += W[j * m + i]! ** 2;
+    return Math.sqrt(s);
+  });
+  const order = norms.map((_, j) => j).sort((x, y) => norms[y]! - norms[x]!);
+  const k = n;
+  const U = new Float64Array(m * k),
+    S = new Float64Array(k),
+    V = new Float64Array(n * k);
+  order.forEach((j, c) => {
+    const s = norms[j]!;
+    S[c] = s;
+    for (let i = 0; i < m; i++) U[i * k + c] = s > 0 ? W[j * m + i]! / s : 0;
+    for (let i = 0; i < n; i++) V[i * k + c] = Vc[j * n + i]!;
+  });
+  return { U, S, V, k };
+}
+
+/**
+ * The thin SVD of P·Q (P m×r, Q r×n) from those of P and Qᵀ and of the small core between them:
+ * P = Up·Sp·Vpᵀ, Qᵀ = Uq·Sq·Vqᵀ, C = Sp·Vpᵀ·Vq·Sq = Uc·Sc·Vcᵀ, so P·Q = (Up·Uc)·Sc·(Uq·Vc)ᵀ.
+ * O((m + n)·r²) instead of O(m·n·min(m, n)).
+ */
+export function lowRankSvd(P: Float64Array, m: number, r: number, Q: Float64Array, n: number): SmallSvd {
+  const p = jacobiSvd(P, m, r),
+    q = jacobiSvd(transpose(Q, r, n), n, r);
+  const kp = p.k,
+    kq = q.k;
+  // C = diag(Sp)·Vpᵀ·Vq·diag(Sq): kp×kq
+  const C = new Float64Array(kp * kq);
+  for (let i = 0; i < kp; i++)
+    for (let j = 0; j < kq; j++) {
+      let s = 0;
+      for (let l = 0; l < r; l++) s += p.V[l * kp + i]! * q.V[l * kq + j]!;
+      C[i * kq + j] = p.S[i]! * s * q.S[j]!;
+    }
+  const c = jacobiSvd(C, kp, kq);
+  return { U: matmul(p.U, m, kp, c.U, c.k), S: c.S, V: matmul(q.U, n, kq, c.V, c.k), k: c.k };
+}
