@@ -99,7 +99,7 @@ function searchLeft(cum: Float64Array, v: number): number {
 /**
  * Greedy k-means++ (sklearn `_kmeans_plusplus`): the indices of the k points chosen as initial
  * centres. The first is drawn ∝ w; each next one is the best of `nLocalTrials` candidates drawn
- * ∝ w·D² (best = lowest resulting potential Σ w·min D²; the first on ties). With `gram` (XXᵀ)
+ * ∝ w·D² (best = lowest resulting potential Σ w·min D²; the first among potentials equal to 1e-12 relative, so that both distance routes agree on exact ties). With `gram` (XXᵀ)
  * the distances come from it, which makes every seeding O(n) per candidate instead of O(n·d).
  */
 export function kmeansPlusPlus(
@@ -150,7 +150,10 @@ export function kmeansPlusPlus(
         cand[i] = v;
         p += w[i]! * v;
       }
-      if (p < bestPot) {
+      // Strictly better beyond rounding: candidates whose potentials tie in exact arithmetic (two
+      // mutually nearest points, each improving only the pair) keep the first, whichever distance
+      // route (exact differences or the Gram identity) computed them.
+      if (p < bestPot * (1 - 1e-12)) {
         bestPot = p;
         bestId = id;
         best.set(cand);
