@@ -1,0 +1,30 @@
+// The fields every truncated module's output spec shares, whichever route computed its factors:
+// its names in the output format (a kohya input keeps its stems; others get the kohya stem of
+// their path, lora_te1_ in SDXL sets), rank, alpha, shape, dtype and carried extras.
+import { type Adapter, kohyaStemInSet, type LoraModule } from "../../formats/adapter/index.js";
+import type { OutModule } from "../../formats/adapter/write.js";
+import type { DType } from "../../formats/safetensors/index.js";
+import { kernelOf } from "../kernels.js";
+
+export function outFields(
+  c: { a: Adapter; format: string; te2: boolean },
+  m: LoraModule,
+  rank: number,
+  alpha: number,
+  dtype: DType,
+  extras: OutModule["extras"],
+): Omit<OutModule, "produce" | "rawFactors"> {
+  const kernel = kernelOf(m.A.shape);
+  return {
+    path: m.path,
+    ...(c.format === "kohya" ? { stem: c.a.format === "kohya" ? m.name : kohyaStemInSet(m.path, c.te2) } : {}),
+    kind: m.kind,
+    rank,
+    alpha,
+    out: m.out,
+    in: m.in,
+    dtype,
+    ...(kernel ? { kernel } : {}),
+    extras,
+  };
+}
