@@ -135,7 +135,9 @@ export function updateKohyaMetadata(metadata: Record<string, string>, out: Adapt
   const meta = { ...metadata };
   const kohya = out.format === "kohya";
   const rslora = !kohya && out.baseConfig?.["use_rslora"] === true;
-  const mods = out.modules;
+  // sd-scripts sizes 3×3 conv modules by conv_dim/conv_alpha (ss_network_args), the rest by network_dim/alpha.
+  const linear = out.modules.filter((m) => !isKernelConv(m));
+  const mods = linear.length ? linear : out.modules;
   const has = (k: string) => meta[k] !== undefined;
   if (mods.length && (kohya || has("ss_network_dim")))
     meta["ss_network_dim"] = uniform(
@@ -157,7 +159,7 @@ export function updateKohyaMetadata(metadata: Record<string, string>, out: Adapt
     argsChanged = true;
     meta["ss_training_comment"] = `written as plain LoRA by lora from lycoris.kohya (algo ${algo}); ${meta["ss_training_comment"] ?? ""}`;
   } else if (kohya) meta["ss_network_module"] ??= "networks.lora";
-  const convs = mods.filter(isKernelConv);
+  const convs = out.modules.filter(isKernelConv);
   if (args && convs.length) {
     const set = (k: string, v: string) => {
       if (k in args && args[k] !== v) [args[k], argsChanged] = [v, true];
