@@ -37,7 +37,7 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
  * published keys are `<module>.processor.<to_q|to_k|to_v|to_out>_lora.<down|up>.weight` with scale 1.
  * Prints {modules, worst, missing, extra}.
  */
-const COMPARE = String.raw`
+const COMPARE = `
 import json, struct, sys
 import numpy as np
 src, npz, R = sys.argv[1], sys.argv[2], int(sys.argv[3])

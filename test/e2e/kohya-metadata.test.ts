@@ -189,7 +189,16 @@ test("convert to kohya (file and standard output), PEFT and diffusers, and merge
   // the same bytes when written to standard output (the data is held until the hashes are known)
   const { main } = await import("../../commands/index.js");
   const chunks: Buffer[] = [];
-  const sink = { write: (s: string | Uint8Array) => (chunks.push(Buffer.from(s)), true), isTTY: false, on() {}, once() {}, removeListener() {} };
+  const sink = {
+    write: (s: string | Uint8Array) => {
+      chunks.push(Buffer.from(s));
+      return true;
+    },
+    isTTY: false,
+    on() {},
+    once() {},
+    removeListener() {},
+  };
   const code = await main(["convert", input, "--to", "kohya", "-o", "-"], {
     stdout: sink,
     stderr: { write: () => true, isTTY: false },
