@@ -167,6 +167,13 @@ test("truncate --rank / --energy of a kohya file: every field kept, dim/alpha/co
   assert.ok(ref.ss_header_bytes + ref.data_bytes > 0x110000, "the legacy slice lies in the data");
   assert.match(ref.meta["ss_training_comment"]!, /^dimension is resized from 32 to 24; trained for the test$/);
   assert.equal(ref.meta["ss_network_dim"], "24");
+  // lint reads the fields as sd-scripts means them (3×3 conv modules by conv_dim/conv_alpha): no finding
+  const l = await runCli(["lint", r24, "--json"]);
+  assert.deepEqual(
+    (JSON.parse(l.out) as { findings: { rule: string }[] }).findings.filter((x) => x.rule.startsWith("kohya-metadata")),
+    [],
+    "lint on the output",
+  );
   const en = join(tmp, "energy.safetensors");
   assert.equal((await runCli(["truncate", input, "--energy", "0.5", "-o", en])).code, 0);
   const e = checkOutput(en, INPUT_META, "truncate --energy 0.5", { changed: ["ss_training_comment"] });
