@@ -231,6 +231,31 @@ test("convert to kohya (file and standard output), PEFT and diffusers, and merge
   assert.equal(rm.meta["ss_network_dim"], "64");
 });
 
+test("a header over 1 MiB (a huge ss_tag_frequency): the legacy slice starts inside the ss_*-only header and is hashed from it", { skip: skipPy }, async () => {
+  console.log(`seed ${seed + 5}`);
+  const big = await kohyaInput(new Rng(seed + 5));
+  const huge = JSON.stringify({ "5_set": Object.fromEntries(Array.from({ length: 60000 }, (_, i) => [`a rather long tag name ${i}`, i])) });
+  assert.ok(huge.length > 0x110000);
+  const withHuge = join(tmp, "huge-meta.safetensors");
+  assert.equal((await runCli(["convert", big, "--to", "kohya", "-o", withHuge])).code, 0);
+  // re-write the input with the huge field, then convert it: the output's header holds it too
+  const src = readFileSync(withHuge);
+  const n = Number(src.readBigUInt64LE(0));
+  const header = JSON.parse(src.subarray(8, 8 + n).toString("utf8")) as Record<string, unknown> & { __metadata__: Record<string, string> };
+  header.__metadata__ = { ...INPUT_META, ss_tag_frequency: huge };
+  let json = Buffer.from(JSON.stringify(header));
+  json = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)]);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  const input = join(tmp, "huge-in.safetensors");
+  writeFileSync(input, Buffer.concat([len, json, src.subarray(8 + n)]));
+  const out = join(tmp, "huge-out.safetensors");
+  const c = await runCli(["truncate", input, "--rank", "16", "-o", out]);
+  assert.equal(c.code, 0, c.err);
+  const r = checkOutput(out, { ...INPUT_META, ss_tag_frequency: huge }, "huge header", { changed: ["ss_training_comment"] });
+  assert.ok(r.ss_header_bytes > 0x100000, "the legacy slice starts in the header");
+});
+
 test("a LoHa file written as plain LoRA: ss_network_module becomes networks.lora, algo leaves ss_network_args, the comment says so", {
   skip: skipPy,
 }, async () => {
