@@ -823,6 +823,9 @@ function fake(over: Partial<ComputeBinding>): ComputeBinding {
     truncateFactors: no,
     factorSpectrum: no,
     randomizedSvd: no,
+    mergeWeight: no,
+    weightDelta: no,
+    sketch: no,
     ...over,
   };
 }
