@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <vector>
 
@@ -52,40 +53,109 @@ inline int64_t firstBad(const float* v, int64_t n) {
   return -1;
 }
 
-/** Floats of one row block: the block's ΔW product stays in L2/L3 (~8 MB). */
-constexpr int64_t kBlockFloats = int64_t(1) << 21;
+/**
+ * Rows of B multiplied at a time, as linalg/streamed.ts: OpenBLAS's sgemm rounds a few elements
+ * differently for other row counts (edge tiles), and the output must not depend on the backend route.
+ */
+constexpr int kMergeRows = 1024;
+
+/**
+ * Scratch kept from call to call (one call at a time holds it): fresh pages cost more than the
+ * arithmetic on them on virtual machines (a page fault per 4 KB of a 45 MB block).
+ */
+struct Reused {
+  std::mutex lock;
+  std::vector<float> W, D;
+  static Reused& get() {
+    static Reused r;
+    return r;
+  }
+};
+
+inline void fit(std::vector<float>& v, size_t n) {
+  if (v.size() < n) {
+    v.clear();
+    v.shrink_to_fit();
+    v.resize(n);
+  }
+}
+
+/** One term, W stored out×in: rows [0, n) of raw += D, decoded, summed and encoded element by element. */
+inline int64_t addEncodeRows(uint8_t* raw, int dtype, const float* D, int64_t len, float* row, int64_t rowLen) {
+  const size_t es = dtype == 0 ? 4 : 2;
+  for (int64_t b0 = 0; b0 < len; b0 += rowLen) {
+    const int64_t m = std::min(rowLen, len - b0);
+    uint8_t* r = raw + b0 * es;
+    decode(r, dtype, m, row);
+    bool ok = true;
+    for (int64_t j = 0; j < m; j++) {
+      row[j] = row[j] + D[b0 + j];
+      ok &= finite(row[j]);
+    }
+    if (!ok) return b0 + firstBad(row, m);
+    encode(row, dtype, m, r);
+  }
+  return -1;
+}
 
 template <class O>
 Status mergeWeight(const MergeArgs& a, MergeOutcome* o) {
   const int out = a.out, inn = a.in;
   const int64_t total = int64_t(out) * inn;
   const size_t es = a.dtype == 0 ? 4 : 2;
+  Reused& scratch = Reused::get();
+  std::lock_guard<std::mutex> hold(scratch.lock);
   try {
     if (!a.transposed) {
       // Rows [i0, i0 + n) of W (stored out×in): decode, add each term's rows of coef·B·A, encode in place.
-      const int rowsPer = int(std::max<int64_t>(1, std::min<int64_t>(out, kBlockFloats / std::max(1, inn))));
-      std::vector<float> W(size_t(rowsPer) * inn), D(size_t(rowsPer) * inn);
+      const int rowsPer = std::min(out, kMergeRows);
+      fit(scratch.D, size_t(rowsPer) * inn);
+      fit(scratch.W, a.nTerms == 1 ? size_t(16384) : size_t(rowsPer) * inn);
+      float* W = scratch.W.data();
+      float* D = scratch.D.data();
+      if (a.nTerms == 1) {
+        // The common case in one pass over the block: the base is checked as it is decoded.
+        const MergeTerm& t = a.terms[0];
+        for (int i0 = 0; i0 < out; i0 += rowsPer) {
+          const int n = std::min(rowsPer, out - i0);
+          const int64_t len = int64_t(n) * inn, off = int64_t(i0) * inn;
+          Status st = O::template gemm<float>(t.B + int64_t(i0) * t.r, n, t.r, t.A, t.r, inn, false, false, t.coef, D);
+          if (!st.ok()) return st;
+          const int64_t bad = addEncodeRows(a.data + off * es, a.dtype, D, len, W, 16384);
+          if (bad >= 0) {
+            float base;
+            decode(a.data + (off + bad) * es, a.dtype, 1, &base);
+            if (!finite(base))
+              o->kind = MergeOutcome::BaseNonFinite, o->index = off + bad, o->value = base;
+            else
+              o->kind = MergeOutcome::Overflow, o->index = off + bad;
+            return {};
+          }
+        }
+        o->kind = MergeOutcome::Done;
+        return {};
+      }
       for (int i0 = 0; i0 < out; i0 += rowsPer) {
         const int n = std::min(rowsPer, out - i0);
         const int64_t len = int64_t(n) * inn, off = int64_t(i0) * inn;
-        decode(a.data + off * es, a.dtype, len, W.data());
-        int64_t bad = firstBad(W.data(), len);
+        decode(a.data + off * es, a.dtype, len, W);
+        int64_t bad = firstBad(W, len);
         if (bad >= 0) {
           o->kind = MergeOutcome::BaseNonFinite, o->index = off + bad, o->value = W[bad];
           return {};
         }
         for (int k = 0; k < a.nTerms; k++) {
           const MergeTerm& t = a.terms[k];
-          Status st = O::template gemm<float>(t.B + int64_t(i0) * t.r, n, t.r, t.A, t.r, inn, false, false, t.coef, D.data());
+          Status st = O::template gemm<float>(t.B + int64_t(i0) * t.r, n, t.r, t.A, t.r, inn, false, false, t.coef, D);
           if (!st.ok()) return st;
           for (int64_t j = 0; j < len; j++) W[j] = W[j] + D[j];
         }
-        bad = firstBad(W.data(), len);
+        bad = firstBad(W, len);
         if (bad >= 0) {
           o->kind = MergeOutcome::Overflow, o->index = off + bad;
           return {};
         }
-        encode(W.data(), a.dtype, len, a.data + off * es);
+        encode(W, a.dtype, len, a.data + off * es);
       }
     } else {
       // W stored in×out: the whole weight in float32, each term's product (out×in, a block of rows
@@ -97,7 +167,7 @@ Status mergeWeight(const MergeArgs& a, MergeOutcome* o) {
         o->kind = MergeOutcome::BaseNonFinite, o->index = bad, o->value = W[bad];
         return {};
       }
-      const int rowsPer = int(std::max<int64_t>(1, std::min<int64_t>(out, kBlockFloats / std::max(1, inn))));
+      const int rowsPer = std::min(out, kMergeRows);
       std::vector<float> D(size_t(rowsPer) * inn);
       for (int k = 0; k < a.nTerms; k++) {
         const MergeTerm& t = a.terms[k];
