@@ -881,7 +881,14 @@ for (const be of backends) {
       const nan = await be.mergeWeight({ data: encodeFloats("F32", v), dtype: "F32", out, in: inn, transposed: false, terms: [term] });
       assert.equal(nan.kind, "base-non-finite");
       if (nan.kind === "base-non-finite") assert.equal(nan.index, 47);
-      const big = await be.mergeWeight({ data: encodeFloats("F32", new Float32Array(out * inn).fill(3e38)), dtype: "F32", out, in: inn, transposed: false, terms: [{ ...term, coef: 1e38 }] });
+      const big = await be.mergeWeight({
+        data: encodeFloats("F32", new Float32Array(out * inn).fill(3e38)),
+        dtype: "F32",
+        out,
+        in: inn,
+        transposed: false,
+        terms: [{ ...term, coef: 1e38 }],
+      });
       assert.equal(big.kind, "overflow");
     });
     for (const dtype of MODEL_DTYPES)
@@ -932,7 +939,10 @@ for (const be of backends) {
       if (be.name !== "js") {
         const ts = await sketchOn(be, x);
         assert.equal(ts.iters, r.iters, "iterations");
-        assert.ok(Buffer.from(ts.Q.data.buffer).equals(Buffer.from(r.Q.data.buffer)) && Buffer.from(ts.sigma.buffer).equals(Buffer.from(r.sigma.buffer)), "native sketch differs from linalg/streamed.ts");
+        assert.ok(
+          Buffer.from(ts.Q.data.buffer).equals(Buffer.from(r.Q.data.buffer)) && Buffer.from(ts.sigma.buffer).equals(Buffer.from(r.sigma.buffer)),
+          "native sketch differs from linalg/streamed.ts",
+        );
       }
     });
   });

@@ -151,7 +151,10 @@ async function difference(be: LinalgBackend, p: Pair, work: Scratches, onBytes: 
     const from = k * CHUNK_BYTES,
       len = Math.min(CHUNK_BYTES, total - from);
     const [tb, bb] = work.chunks[k % 2]!;
-    return Promise.all([p.tuned.file.readRawRangeInto(p.tuned.info, from, tb.subarray(0, len)), p.base.file.readRawRangeInto(p.base.info, from, bb.subarray(0, len))]);
+    return Promise.all([
+      p.tuned.file.readRawRangeInto(p.tuned.info, from, tb.subarray(0, len)),
+      p.base.file.readRawRangeInto(p.base.info, from, bb.subarray(0, len)),
+    ]);
   };
   const chunks = Math.ceil(total / CHUNK_BYTES);
   let norm2 = 0;

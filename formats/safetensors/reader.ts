@@ -215,7 +215,8 @@ export class SafetensorsFile {
   async readRawRangeInto(t: string | TensorInfo, from: number, out: Uint8Array): Promise<Uint8Array> {
     const info = this.resolve(t);
     const len = this.rawLength(info);
-    if (!(from >= 0 && from + out.byteLength <= len)) throw new RuntimeFailure(`internal: readRawRangeInto ${info.name} [${from}, +${out.byteLength}) of ${len}`);
+    if (!(from >= 0 && from + out.byteLength <= len))
+      throw new RuntimeFailure(`internal: readRawRangeInto ${info.name} [${from}, +${out.byteLength}) of ${len}`);
     const src = this.live();
     const at = this.header.dataStart + info.begin + from;
     if (src.kind === "buffer") src.buf.copy(out, 0, at, at + out.byteLength);
