@@ -80,8 +80,14 @@ inline void fit(std::vector<float>& v, size_t n) {
   }
 }
 
-/** One term, W stored out×in: rows [0, n) of raw += D, decoded, summed and encoded element by element. */
-inline int64_t addEncodeRows(uint8_t* raw, int dtype, const float* D, int64_t len, float* row, int64_t rowLen) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(LORA_NO_CLONES)
+#define LORA_STREAM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define LORA_STREAM_CLONES
+#endif
+
+/** One term, W stored out×in: rows [0, n) of raw += D, decoded, summed and encoded element by element (AVX2 where present). */
+LORA_STREAM_CLONES static int64_t addEncodeRows(uint8_t* raw, int dtype, const float* D, int64_t len, float* row, int64_t rowLen) {
   const size_t es = dtype == 0 ? 4 : 2;
   for (int64_t b0 = 0; b0 < len; b0 += rowLen) {
     const int64_t m = std::min(rowLen, len - b0);
