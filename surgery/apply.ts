@@ -187,7 +187,9 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
       deps.onBytes?.(done, total);
     };
     const inputs = [o.base, ...o.adapters, ...base.shards.map((s) => join(base.dir, s.name))];
-    await writeModel(o.output, base, out, { force: o.force, inputs });
+    // BLAS on one thread (cpu backend): the merge of the next weight takes one core while the
+    // previous one is written from the other, and no idle BLAS thread spins between products.
+    await deps.backend.withLanes(() => writeModel(o.output, base, out, { force: o.force, inputs }));
     const weights = [...plan].map(([name, e]) => ({
       name,
       dtype: base.tensors.get(name)!.info.dtype,
