@@ -44,7 +44,8 @@ async function best(n: number, fn: () => Promise<unknown>): Promise<number> {
   return b;
 }
 
-type Op = Exclude<keyof CrossoverTable, "measuredOn">;
+/** The streamed full-model operations are not in the ladder yet (their crossover stays Infinity: cpu). */
+type Op = Exclude<keyof CrossoverTable, "measuredOn" | "mergeWeight" | "weightDelta" | "sketch">;
 
 function rawOf(rng: Rng, n: number, dtype: FactorDType): Uint8Array {
   const v = rng.normals(n, 0.02);

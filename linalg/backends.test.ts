@@ -1,7 +1,8 @@
 // The parity table: one table of cases run on every backend available on this machine (js
 // always; cpu when lora_cpu.node is built and BLAS/LAPACK loads; cuda only where a GPU is
 // present), covering every operation of LinalgBackend (gemm, qr, svd, eigSym, kmeansLloyd,
-// factorStats, truncateFactors, factorSpectrum, withLanes), each checked against references that
+// factorStats, truncateFactors, factorSpectrum, withLanes, and the streamed mergeWeight,
+// weightDelta, sketch), each checked against references that
 // share no code with the backends.
 //
 // Data are fresh per run: every case draws from its own stream of a seeded generator; the seed
@@ -30,6 +31,7 @@ import { listBackends, resolveBackend } from "./backend.js";
 import { adaptBinding, probeCpu, probeCuda, type ComputeBinding } from "./native.js";
 import type { FloatArray, KmeansLloydOptions, LinalgBackend, Mat, RawFactor } from "./types.js";
 import { Rng } from "./random.js";
+import { mergeWeightOn, sketchOn } from "./streamed.js";
 import { hasNumpy, numpy } from "../test/reference.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -808,6 +810,145 @@ for (const be of backends) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Streamed full-model operations (lora apply / extract): mergeWeight against W + Σ coef·B·A in
+// float64 (within one rounding of the dtype plus float32 accumulation: u_dtype·|ref| +
+// 4·2⁻²⁴·(|W| + Σ|coef|·(|B||A|)) per element); weightDelta exactly equal to the float64
+// difference rounded once to float32, ‖·‖² within 1e-12; sketch's σ within 1e-4·σ₁ of a built
+// spectrum and Q orthonormal to float32 precision. On native backends the one-call kernels must
+// give the very bytes of linalg/streamed.ts composed over the same backend's dense operations.
+
+const MODEL_DTYPES = ["F32", "F16", "BF16"] as const;
+const UNIT: Record<(typeof MODEL_DTYPES)[number], number> = { F32: 2 ** -24, F16: 2 ** -11, BF16: 2 ** -8 };
+
+function randomWeight(rng: Rng, n: number, dtype: (typeof MODEL_DTYPES)[number]): Uint8Array {
+  const v = new Float32Array(n);
+  for (let i = 0; i < n; i++) v[i] = rng.normal() * 0.05;
+  return encodeFloats(dtype, v);
+}
+
+for (const be of backends) {
+  describe(`streamed operations on ${be.name}`, () => {
+    for (const dtype of MODEL_DTYPES)
+      for (const transposed of [false, true])
+        test(`mergeWeight ${dtype}${transposed ? " (stored in×out)" : ""}: W + Σ coef·B·A within one rounding; native = the TS steps byte for byte`, async () => {
+          const rng = new Rng(caseSeed(3000 + MODEL_DTYPES.indexOf(dtype) * 2 + (transposed ? 1 : 0)));
+          const out = be.name === "js" ? 70 : 1100, // > 1024 rows: more than one block on native backends
+            inn = 37;
+          const terms = [3, 5].map((r, k) => ({
+            B: Float32Array.from(gaussian(rng, out, r).data),
+            A: Float32Array.from(gaussian(rng, r, inn).data, (x) => x * 0.01),
+            r,
+            coef: k === 0 ? 0.7 : -1.3,
+          }));
+          const raw = randomWeight(rng, out * inn, dtype);
+          const W = decodeToFloat64(dtype, raw);
+          const data = Uint8Array.from(raw);
+          const res = await be.mergeWeight({ data, dtype, out, in: inn, transposed, terms });
+          assert.equal(res.kind, "done");
+          const got = decodeToFloat64(dtype, data);
+          let worst = 0;
+          for (let i = 0; i < out; i++)
+            for (let j = 0; j < inn; j++) {
+              const at = transposed ? j * out + i : i * inn + j;
+              let ref = W[at]!,
+                mag = Math.abs(W[at]!);
+              for (const t of terms) {
+                let s = 0,
+                  a = 0;
+                for (let c = 0; c < t.r; c++) {
+                  s += t.B[i * t.r + c]! * t.A[c * inn + j]!;
+                  a += Math.abs(t.B[i * t.r + c]! * t.A[c * inn + j]!);
+                }
+                ref += t.coef * s;
+                mag += Math.abs(t.coef) * a;
+              }
+              worst = Math.max(worst, Math.abs(got[at]! - ref) / (UNIT[dtype] * Math.abs(ref) + 4 * 2 ** -24 * mag + 6e-8 * (dtype === "F16" ? 1 : 0)));
+            }
+          leq("max |W' − ref| / (one rounding + float32 accumulation)", worst, 1);
+          if (be.name !== "js") {
+            const again = Uint8Array.from(raw);
+            await mergeWeightOn(be, { data: again, dtype, out, in: inn, transposed, terms });
+            assert.ok(Buffer.from(again).equals(Buffer.from(data)), "the native kernel's bytes differ from linalg/streamed.ts over the same backend");
+          }
+        });
+    test("mergeWeight: a NaN in the base and an overflowing sum are reported, not written as values", async () => {
+      const rng = new Rng(caseSeed(3010));
+      const out = 20,
+        inn = 9;
+      const term = { B: Float32Array.from(gaussian(rng, out, 2).data), A: Float32Array.from(gaussian(rng, 2, inn).data), r: 2, coef: 1 };
+      const v = new Float32Array(out * inn).fill(0.5);
+      v[47] = Number.NaN;
+      const nan = await be.mergeWeight({ data: encodeFloats("F32", v), dtype: "F32", out, in: inn, transposed: false, terms: [term] });
+      assert.equal(nan.kind, "base-non-finite");
+      if (nan.kind === "base-non-finite") assert.equal(nan.index, 47);
+      const big = await be.mergeWeight({
+        data: encodeFloats("F32", new Float32Array(out * inn).fill(3e38)),
+        dtype: "F32",
+        out,
+        in: inn,
+        transposed: false,
+        terms: [{ ...term, coef: 1e38 }],
+      });
+      assert.equal(big.kind, "overflow");
+    });
+    for (const dtype of MODEL_DTYPES)
+      test(`weightDelta ${dtype}: tuned − base exactly, ‖·‖² accumulated across chunks; the first non-finite value named`, async () => {
+        const rng = new Rng(caseSeed(3020 + MODEL_DTYPES.indexOf(dtype)));
+        const n = 5000;
+        const t = randomWeight(rng, n, dtype),
+          b = randomWeight(rng, n, dtype);
+        const tv = decodeToFloat64(dtype, t),
+          bv = decodeToFloat64(dtype, b);
+        const delta = new Float32Array(n);
+        const es = dtype === "F32" ? 4 : 2;
+        const first = await be.weightDelta(t.subarray(0, 3000 * es), b.subarray(0, 3000 * es), dtype, delta.subarray(0, 3000), 0);
+        const r = await be.weightDelta(t.subarray(3000 * es), b.subarray(3000 * es), dtype, delta.subarray(3000), first.norm2);
+        assert.equal(r.firstNonFinite, -1);
+        let norm2 = 0,
+          wrong = 0;
+        for (let i = 0; i < n; i++) {
+          const d = Math.fround(tv[i]! - bv[i]!);
+          if (delta[i] !== d) wrong++;
+          norm2 += d * d;
+        }
+        assert.equal(wrong, 0, "values of tuned − base differ from the float64 difference rounded once");
+        leq("|norm2 − Σd²|/Σd²", Math.abs(r.norm2 - norm2) / norm2, 1e-12);
+        const bad = new Float32Array(10).fill(1);
+        bad[6] = Number.POSITIVE_INFINITY;
+        const r2 = await be.weightDelta(encodeFloats("F32", new Float32Array(10)), encodeFloats("F32", bad), "F32", new Float32Array(10), 0);
+        assert.deepEqual([r2.firstNonFinite, r2.which, r2.value], [6, "base", Number.POSITIVE_INFINITY]);
+      });
+    test("sketch: σ of a built spectrum within 1e-4·σ₁, Q orthonormal, iterations adapt; native = the TS steps", async () => {
+      const rng = new Rng(caseSeed(3030));
+      const sigma = Array.from({ length: 40 }, (_, i) => 0.8 ** i);
+      const m64 = withSpectrum(rng, 300, 120, sigma);
+      const m: Mat<Float32Array> = { rows: 300, cols: 120, data: Float32Array.from(m64.data) };
+      const t = 8,
+        l = 18;
+      const omega: Mat<Float32Array> = { rows: 120, cols: l, data: Float32Array.from(gaussian(rng, 120, l).data) };
+      let norm2 = 0;
+      for (const x of m.data) norm2 += x * x;
+      const x = { m, omega, t, allowed: (1 + 1e-3) ** 2 - 1, floor: 1e-6 * norm2, norm2, maxIters: 12 };
+      const r = await be.sketch(x);
+      leq("max|σ̃ − σ|/σ₁ (leading t)", maxAbsDiff(r.sigma.subarray(0, t), sigma.slice(0, t)), 1e-4);
+      const QtQ = mul(r.Q, r.Q, true);
+      let off = 0;
+      for (let i = 0; i < l; i++) for (let j = 0; j < l; j++) off = Math.max(off, Math.abs(QtQ.data[i * l + j]! - (i === j ? 1 : 0)));
+      leq("max|QᵀQ − I|", off, 1e-5);
+      assert.ok(r.iters >= 1 && r.iters <= 12, `iterations ${r.iters}`);
+      if (be.name !== "js") {
+        const ts = await sketchOn(be, x);
+        assert.equal(ts.iters, r.iters, "iterations");
+        assert.ok(
+          Buffer.from(ts.Q.data.buffer).equals(Buffer.from(r.Q.data.buffer)) && Buffer.from(ts.sigma.buffer).equals(Buffer.from(r.sigma.buffer)),
+          "native sketch differs from linalg/streamed.ts",
+        );
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Adapter behaviour (with a fake binding, so it runs everywhere) and resolution
 
 function fake(over: Partial<ComputeBinding>): ComputeBinding {
@@ -823,6 +964,9 @@ function fake(over: Partial<ComputeBinding>): ComputeBinding {
     truncateFactors: no,
     factorSpectrum: no,
     randomizedSvd: no,
+    mergeWeight: no,
+    weightDelta: no,
+    sketch: no,
     ...over,
   };
 }

@@ -7,6 +7,7 @@
 import { dtypeBits, decodeToFloat64, encodeFloats } from "../common/dtype.js";
 import { InvalidInputError } from "../common/errors.js";
 import { lowRankSingularValues } from "./lowrank.js";
+import { mergeWeightOn, sketchOn, weightDeltaTs } from "./streamed.js";
 import { gramRoute, gramsFrom, roundForDtype, roundingResidual2, toF64 } from "./truncate.js";
 import type {
   FactorDType,
@@ -22,7 +23,7 @@ import type {
   TruncateFactorsResult,
 } from "./types.js";
 
-type FusedOp = "factorStats" | "truncateFactors" | "factorSpectrum" | "withLanes";
+type FusedOp = "factorStats" | "truncateFactors" | "factorSpectrum" | "withLanes" | "mergeWeight" | "weightDelta" | "sketch";
 
 /** A backend's dense operations, with whichever fused ones it implements natively. */
 export type DenseBackend = Omit<LinalgBackend, FusedOp> & Partial<Pick<LinalgBackend, FusedOp>>;
@@ -44,6 +45,9 @@ export function withFusedOps(dense: DenseBackend): LinalgBackend {
     TS_ROUTES.add(be.truncateFactors);
   }
   be.factorSpectrum ??= (input) => factorSpectrumOn(be, input);
+  be.mergeWeight ??= (input) => mergeWeightOn(be, input);
+  be.weightDelta ??= async (tuned, base, dtype, delta, norm2In) => weightDeltaTs(tuned, base, dtype, delta, norm2In);
+  be.sketch ??= (input) => sketchOn(be, input);
   // One call at a time: the dense operations already use the whole device.
   be.withLanes ??= (fn) => fn(1);
   return be;

@@ -1,7 +1,7 @@
 // The best rank-t approximation of a dense matrix to a stated accuracy (lora extract): exact by a
 // full SVD, or by randomized subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4 + 5.1)
-// with as many power iterations as the accuracy needs. The one place extract's SVD is composed
-// from backend calls (gemm, qr, svd); a backend-level routine can replace the composition here.
+// with as many power iterations as the accuracy needs. The iterations are the backend's sketch
+// operation; the final factors and the error measure are composed here from gemm and svd.
 //
 // Accuracy (README "extract"): with Q the orthonormal basis of the
 // sketch and B = QᵀM = Ũ Σ̃ Vᵀ, the approximation Q Ũ_t Σ̃_t V_tᵀ is the orthogonal projection of M
@@ -11,10 +11,12 @@
 // a-posteriori estimate of the excess: δ_q·ρ/(1−ρ), ρ = δ_q/δ_{q−1} (ρ taken ≥ ½). Iterations stop
 // when that estimate is below half the allowed excess, (1+tol)² − 1 times the squared error.
 // Each half-step's Z = MᵀQ is Bᵀ itself, so the check costs one SVD of a k×ℓ matrix, no extra pass.
+// The iterations run in the backend's sketch operation (linalg/streamed.ts on js, one native call
+// on cpu/cuda: common/streamed.h), the same steps on every backend.
 import { toF64 } from "./lowrank.js";
 import { Rng } from "./random.js";
 import { flipSigns } from "./signs.js";
-import type { FloatArray, LinalgBackend, Mat } from "./types.js";
+import type { LinalgBackend, Mat, SketchResult } from "./types.js";
 
 export interface TruncatedSvdOptions {
   /** Target rank t (capped at min(rows, cols)). One of rank or energy. */
@@ -139,18 +141,8 @@ export async function truncatedSvd(be: LinalgBackend, m: Mat, o: TruncatedSvdOpt
   }
 }
 
-interface Sketch {
-  /** d×ℓ, float64 */
-  Q: Mat<Float64Array>;
-  /** SVD of Z = MᵀQ = Bᵀ (k×ℓ): Z = Uz Σ Vzᵀ, so B = Vz Σ Uzᵀ. */
-  Uz: Mat<Float64Array>;
-  VzT: Mat<Float64Array>;
-  sigma: Float64Array;
-  iters: number;
-  excess2: number;
-  /** Stopped because the captured energy's changes were below rounding, not below the tolerance. */
-  floorLimited: boolean;
-}
+/** Q (d×ℓ), the SVD of Z = MᵀQ = Bᵀ (k×ℓ): Z = Uz Σ Vzᵀ, so B = Vz Σ Uzᵀ; iterations and the excess estimate. */
+type Sketch = SketchResult;
 
 /**
  * ‖m − U·diag(S)·Vt‖²_F formed a block of rows at a time in float64: for small errors, where
@@ -196,6 +188,7 @@ async function cut(be: LinalgBackend, m: Mat, r: Sketch, t: number, norm2: numbe
   return { ...f, norm2, err2, excess2, sigma: r.sigma, powerIters: r.iters, exact: false };
 }
 
+/** The range finder of the header, by the backend's sketch operation (one native call on cpu/cuda for float32 M). */
 async function sketch(
   be: LinalgBackend,
   m: Mat,
@@ -205,39 +198,7 @@ async function sketch(
   c: { allowed: number; floor: number; norm2: number; maxIters: number },
 ): Promise<Sketch> {
   const k = m.cols;
-  const f32 = m.data instanceof Float32Array;
-  const conv = (x: Float64Array): FloatArray => (f32 ? Float32Array.from(x) : x);
-  const omega: Mat = { rows: k, cols: l, data: conv(rng.normals(k * l)) };
-  let Q = (await be.qr(await be.gemm(m, omega))).Q;
-  let prev: number | null = null,
-    prevDelta: number | null = null;
-  for (let q = 0; ; q++) {
-    const Z = await be.gemm(m, Q, { transA: true }); // k×ℓ = Bᵀ
-    const s = await be.svd(toF64(Z));
-    const sigma = Float64Array.from(s.S, (x) => Math.max(x, 0));
-    let e = 0;
-    for (let i = 0; i < t; i++) e += sigma[i]! ** 2;
-    const err2 = Math.max(c.norm2 - e, 0);
-    let excess = Infinity;
-    if (prev !== null) {
-      const delta = Math.max(e - prev, 0);
-      const rho = prevDelta !== null && prevDelta > 0 ? Math.min(Math.max(delta / prevDelta, 0.5), 0.99) : 0.5;
-      excess = (delta * rho) / (1 - rho);
-      prevDelta = delta;
-    }
-    prev = e;
-    if (excess <= 0.5 * c.allowed * err2 + c.floor || q >= c.maxIters) {
-      const floorLimited = excess > 0.5 * c.allowed * err2;
-      return {
-        Q: toF64(Q),
-        Uz: s.U as Mat<Float64Array>,
-        VzT: s.Vt as Mat<Float64Array>,
-        sigma,
-        iters: q,
-        excess2: Number.isFinite(excess) ? excess : err2,
-        floorLimited,
-      };
-    }
-    Q = (await be.qr(await be.gemm(m, (await be.qr(Z)).Q))).Q;
-  }
+  const normals = rng.normals(k * l);
+  const omega: Mat = { rows: k, cols: l, data: m.data instanceof Float32Array ? Float32Array.from(normals) : normals };
+  return be.sketch({ m, omega, t, allowed: c.allowed, floor: c.floor, norm2: c.norm2, maxIters: c.maxIters });
 }

@@ -138,6 +138,71 @@ export interface FactorStats {
   firstNonFinite: number;
 }
 
+/** Element types of full-model weights (lora apply and extract). */
+export type ModelDType = "F32" | "F16" | "BF16";
+
+/** One term coef·B·A of a merge: B out×r, A r×in, float32 row-major. */
+export interface MergeTerm {
+  B: Float32Array;
+  A: Float32Array;
+  r: number;
+  coef: number;
+}
+
+export interface MergeWeightInput {
+  /** The stored weight's bytes, rewritten in place with the merged weight. */
+  data: Uint8Array;
+  dtype: ModelDType;
+  /** ΔW is out×in; the weight is stored out×in, or in×out when transposed (GPT-2 Conv1D). */
+  out: number;
+  in: number;
+  transposed: boolean;
+  terms: MergeTerm[];
+}
+
+/** base-non-finite: the stored weight holds `value` at `index`; overflow: the merged weight is not finite at `index` (the bytes are then partly rewritten). */
+export type MergeWeightResult = { kind: "done" } | { kind: "base-non-finite"; index: number; value: number } | { kind: "overflow"; index: number };
+
+export interface WeightDeltaResult {
+  /** norm2In + Σ ΔW² (float64, element by element in order). */
+  norm2: number;
+  /** First index where tuned, base or their difference is NaN/±Inf, -1 if none. */
+  firstNonFinite: number;
+  which: "tuned" | "base" | "difference" | null;
+  /** The offending value (decoded, or the difference). */
+  value: number;
+}
+
+export interface SketchInput {
+  /** rows×cols */
+  m: Mat;
+  /** cols×l Gaussian test matrix, m's element type. */
+  omega: Mat;
+  /** Target rank (t ≤ l ≤ min(rows, cols)). */
+  t: number;
+  /** Allowed relative excess of the squared error, (1 + tol)² − 1. */
+  allowed: number;
+  /** Rounding floor of the captured energy. */
+  floor: number;
+  norm2: number;
+  maxIters: number;
+}
+
+export interface SketchResult {
+  /** rows×l, orthonormal columns. */
+  Q: Mat<Float64Array>;
+  /** SVD of Z = MᵀQ (cols×l): Z = Uz Σ Vzᵀ. */
+  Uz: Mat<Float64Array>;
+  VzT: Mat<Float64Array>;
+  /** l values, descending, ≥ 0. */
+  sigma: Float64Array;
+  iters: number;
+  /** A-posteriori estimate of the error's excess over the optimum (squared). */
+  excess2: number;
+  /** Stopped because the captured energy's changes were below rounding, not below the tolerance. */
+  floorLimited: boolean;
+}
+
 /**
  * Every backend implements these with the same semantics; parity tests in linalg/backends.test.ts
  * run one case table against each. The output precision follows the input precision
@@ -188,6 +253,25 @@ export interface LinalgBackend {
    * min(m, n)), signs not normalised.
    */
   randomizedSvd?<T extends FloatArray>(a: Mat<T>, omega: Mat<T>, powerIters: number, rank: number): Promise<SvdResult<T>>;
+  /**
+   * `lora apply`'s fused kernel (docs/algorithms.md "apply"): the stored weight decoded to float32,
+   * coef·B·A of each term added in order (the product by this backend's float32 gemm with alpha =
+   * coef, then one float32 add), encoded back in place, ties to even. cpu and cuda: one native call
+   * (common/streamed.h) a block of rows at a time; js: linalg/streamed.ts, the same steps.
+   */
+  mergeWeight(input: MergeWeightInput): Promise<MergeWeightResult>;
+  /**
+   * `lora extract`'s fold: delta = tuned − base (float32) for raw values of one dtype, and
+   * norm2In + ‖delta‖² (float64); called chunk by chunk, so the norm accumulates across calls.
+   */
+  weightDelta(tuned: Uint8Array, base: Uint8Array, dtype: ModelDType, delta: Float32Array, norm2In: number): Promise<WeightDeltaResult>;
+  /**
+   * Randomized range finder with adaptive power iterations (linalg/truncated-svd.ts, Halko et al.
+   * Alg. 4.4 with the a-posteriori stopping rule described there): cpu and cuda run it as one
+   * native call for a float32 M (no per-step validation of M); js and float64 M: linalg/streamed.ts
+   * over the dense operations, the same steps.
+   */
+  sketch(input: SketchInput): Promise<SketchResult>;
   /**
    * Runs fn with the backend set up for `lanes` single-threaded calls side by side (cpu: every
    * BLAS call on one thread, lanes = its thread count, restored after; elsewhere lanes = 1). Only

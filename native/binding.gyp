@@ -16,7 +16,7 @@
   "targets": [
     {
       "target_name": "lora_cpu",
-      "sources": ["src/cpu/addon.cc", "src/cpu/blas.cc", "src/cpu/ops.cc", "src/cpu/kernels.cc", "src/cpu/truncate.cc", "src/cpu/rsvd.cc"],
+      "sources": ["src/cpu/addon.cc", "src/cpu/blas.cc", "src/cpu/ops.cc", "src/cpu/kernels.cc", "src/cpu/truncate.cc", "src/cpu/rsvd.cc", "src/cpu/streamed.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags_cc": ["-O3", "-std=c++17", "-fexceptions", "-Wno-psabi"],
@@ -27,7 +27,7 @@
       "target_name": "lora_cuda",
       "conditions": [
         ["with_cuda==1", {
-          "sources": ["src/cuda/addon.cc", "src/cuda/kernels.cu", "src/cuda/fused.cu", "src/cuda/cublas.cc",
+          "sources": ["src/cuda/addon.cc", "src/cuda/kernels.cu", "src/cuda/fused.cu", "src/cuda/cublas.cc", "src/cuda/streamed.cc",
                       "src/cpu/blas.cc", "src/cpu/ops.cc", "src/cpu/kernels.cc", "src/cpu/truncate.cc"],
           "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<(cuda_home)/include"],
           "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -24,23 +24,23 @@ obj="$(mktemp -d)"
 trap 'rm -rf "$obj"' EXIT
 pids=()
 cc() { "${CXX:-g++}" "${flags[@]}" -c "$1" -o "$2" >>"$log" 2>&1; }
-for f in addon blas ops kernels truncate rsvd; do cc "$src/cpu/$f.cc" "$obj/cpu_$f.o" & pids+=($!); done
+for f in addon blas ops kernels truncate rsvd streamed; do cc "$src/cpu/$f.cc" "$obj/cpu_$f.o" & pids+=($!); done
 want_cuda=0
 if [ "${LORA_CUDA:-1}" != 0 ] && [ -x "$cuda/bin/nvcc" ]; then
   want_cuda=1
   for f in kernels fused; do
     "$cuda/bin/nvcc" -O3 -std=c++17 -Xcompiler -fPIC $arch -c "$src/cuda/$f.cu" -o "$obj/cuda_$f.o" >>"$log" 2>&1 & pids+=($!)
   done
-  for f in addon cublas; do cc "$src/cuda/$f.cc" "$obj/cuda_$f.o" & pids+=($!); done
+  for f in addon cublas streamed; do cc "$src/cuda/$f.cc" "$obj/cuda_$f.o" & pids+=($!); done
 fi
 fail=0
 for p in "${pids[@]}"; do wait "$p" || fail=1; done
 cpu_ok=false cuda_ok=false
 if [ "$fail" = 0 ] || [ -f "$obj/cpu_rsvd.o" ]; then
-  "${CXX:-g++}" -shared -o "$out/lora_cpu.node" "$obj"/cpu_{addon,blas,ops,kernels,truncate,rsvd}.o -ldl -lpthread >>"$log" 2>&1 && cpu_ok=true
+  "${CXX:-g++}" -shared -o "$out/lora_cpu.node" "$obj"/cpu_{addon,blas,ops,kernels,truncate,rsvd,streamed}.o -ldl -lpthread >>"$log" 2>&1 && cpu_ok=true
 fi
 if [ "$want_cuda" = 1 ]; then
-  "${CXX:-g++}" -shared -o "$out/lora_cuda.node" "$obj"/cuda_{addon,kernels,fused,cublas}.o "$obj"/cpu_{blas,ops,kernels,truncate}.o \
+  "${CXX:-g++}" -shared -o "$out/lora_cuda.node" "$obj"/cuda_{addon,kernels,fused,cublas,streamed}.o "$obj"/cpu_{blas,ops,kernels,truncate}.o \
     "$cuda/lib64/libcudart_static.a" -ldl -lpthread -lrt >>"$log" 2>&1 && cuda_ok=true
 fi
 reason() { if [ "$1" = true ]; then echo ""; else echo "build failed (native/build-direct.sh; see build.log)"; fi; }

@@ -1,17 +1,18 @@
 // lora apply: a base model with adapters baked in, W' = W ± Σⱼ cⱼ·sⱼ·Bⱼ·Aⱼ (cⱼ the --scale, sⱼ the
 // adapter's own scale; GPT-2 Conv1D weights take the transpose, as PEFT's merge does with
 // fan_in_fan_out), written shard by shard in the base's layout and dtype: each merged weight is
-// accumulated in float32 and rounded once to its dtype (nearest even). The product is formed a
-// block of rows at a time, never as a whole dense ΔW. Every adapter module is matched to a base
+// accumulated in float32 and rounded once to its dtype (nearest even), by the backend's mergeWeight
+// (one native call per weight on cpu: decode, add the product a block of rows at a time, never a
+// whole dense ΔW, encode in place), the next weight merged while the previous one is written. Every adapter module is matched to a base
 // weight of the same shape and a float dtype before anything is written (else exit 3).
 import { join } from "node:path";
 import { isDora, loadAdapter, readFactors, refuseBaseDependent, refuseExperts, type Adapter, type LoraModule } from "../formats/adapter/index.js";
 import { InvalidInputError, UsageError } from "../common/errors.js";
 import { openModel, type BaseTensor, type Model } from "../formats/model/base-model.js";
-import { encodeInPlace, foldInto, MODEL_DTYPES, Scratch } from "../formats/model/stream.js";
-import { modelBytes, writeModel, type ModelOutput } from "../formats/model/write.js";
+import { MODEL_DTYPES, Scratch } from "../formats/model/stream.js";
+import { modelBytes, writeModel, writeOrder, type ModelOutput } from "../formats/model/write.js";
 import type { TensorSpec } from "../formats/safetensors/index.js";
-import type { LinalgBackend, Mat } from "../linalg/types.js";
+import type { LinalgBackend, MergeTerm, ModelDType } from "../linalg/types.js";
 import { kohyaStemOf, usesConv1D, weightTarget, type WeightTarget } from "./weights.js";
 
 export interface ApplyOptions {
@@ -46,9 +47,6 @@ interface Term {
   coef: number;
 }
 
-/** Rows of B multiplied at a time: bounds the dense block to ROWS×in floats. */
-const ROWS = 1024;
-
 /** Which base weight an adapter module stands for: its path + .weight, the path without a pipeline component, or its kohya stem. */
 function matchModule(base: Model, byStem: Map<string, string>, m: LoraModule): string | null {
   const cands = [m.path, m.path.replace(/^(unet|transformer|text_encoder(_\d)?)\./, ""), m.path.replace(/^model\./, "")];
@@ -56,35 +54,54 @@ function matchModule(base: Model, byStem: Map<string, string>, m: LoraModule): s
   return byStem.get(m.name) ?? byStem.get(m.kohyaStem !== undefined ? m.name : kohyaStemOf(base, m.path)) ?? null;
 }
 
-/** W (float32, stored layout) += coef·B·A, a block of rows of B at a time; transposed: W is in×out. */
-async function addProduct(be: LinalgBackend, W: Float32Array, w: WeightTarget, B: Mat<Float32Array>, A: Mat<Float32Array>, coef: number): Promise<void> {
-  const r = B.cols,
-    out = w.out,
-    inn = w.in;
-  for (let i0 = 0; i0 < out; i0 += ROWS) {
-    const n = Math.min(ROWS, out - i0);
-    const Bb: Mat<Float32Array> = { rows: n, cols: r, data: B.data.subarray(i0 * r, (i0 + n) * r) };
-    const D = (await be.gemm(Bb, A, { alpha: coef })).data; // n×in
-    if (!w.transposed) {
-      const off = i0 * inn;
-      for (let k = 0; k < n * inn; k++) W[off + k] = W[off + k]! + D[k]!;
-    } else {
-      for (let i = 0; i < n; i++) for (let j = 0; j < inn; j++) W[j * out + i0 + i] = W[j * out + i0 + i]! + D[i * inn + j]!;
-    }
-  }
-}
-
-async function merged(be: LinalgBackend, t: BaseTensor, w: WeightTarget, terms: Term[], work: { W: Scratch; raw: Scratch }): Promise<Uint8Array> {
-  const W = work.W.floats(t.info.shape.reduce((x, y) => x * y, 1));
-  await foldInto(t, "BASE", W, "set", work.raw);
+/** One weight merged in place in `buf`: read, then the backend's mergeWeight (decode, + Σ coef·B·A in float32, encode). */
+async function merged(be: LinalgBackend, t: BaseTensor, w: WeightTarget, terms: Term[], buf: Scratch): Promise<Uint8Array> {
+  const data = await t.file.readRawInto(t.info, buf.bytes(t.info.end - t.info.begin));
+  const products: MergeTerm[] = [];
   for (const term of terms) {
     const f = await readFactors(term.adapter, term.module, "f32");
-    await addProduct(be, W, w, f.B as Mat<Float32Array>, f.A as Mat<Float32Array>, term.coef);
+    products.push({ B: f.B.data as Float32Array, A: f.A.data as Float32Array, r: f.B.cols, coef: term.coef });
   }
-  for (let i = 0; i < W.length; i++) {
-    if (!Number.isFinite(W[i]!)) throw new InvalidInputError(`${t.info.name}: the merged weight overflows float32 at element ${i}`);
+  const r = await be.mergeWeight({ data, dtype: t.info.dtype as ModelDType, out: w.out, in: w.in, transposed: w.transposed, terms: products });
+  if (r.kind === "base-non-finite") throw new InvalidInputError(`BASE: tensor ${t.info.name} holds ${r.value} at index ${r.index}`);
+  if (r.kind === "overflow") throw new InvalidInputError(`${t.info.name}: the merged weight overflows float32 at element ${r.index}`);
+  return data;
+}
+
+/**
+ * The merged weights in the order the writer asks for them, one ahead: while weight i is written
+ * from one buffer, weight i + 1 is read and merged into the other (the writer awaits each write
+ * before it asks for the next weight, so a buffer is never overwritten while in flight).
+ */
+class MergeAhead {
+  private readonly bufs: [Scratch, Scratch];
+  private readonly pending = new Map<string, Promise<Uint8Array>>();
+  private next = 0;
+  constructor(
+    private readonly order: readonly string[],
+    private readonly compute: (name: string, buf: Scratch) => Promise<Uint8Array>,
+    capacity: number,
+  ) {
+    this.bufs = [new Scratch(capacity), new Scratch(capacity)];
   }
-  return encodeInPlace(t.info.dtype, W); // written before the next weight takes the scratch
+  private start(): void {
+    if (this.next >= this.order.length) return;
+    const name = this.order[this.next]!;
+    const p = this.compute(name, this.bufs[this.next % 2]!);
+    p.catch(() => {}); // awaited by produce; a failure ahead must not be an unhandled rejection meanwhile
+    this.pending.set(name, p);
+    this.next++;
+  }
+  produce(name: string): Promise<Uint8Array> {
+    if (!this.pending.has(name)) {
+      if (this.order[this.next] !== name) throw new Error(`internal: apply asked for ${name} out of order`);
+      this.start();
+    }
+    const p = this.pending.get(name)!;
+    this.pending.delete(name);
+    this.start();
+    return p;
+  }
 }
 
 export function checkApplyOptions(o: ApplyOptions): void {
@@ -147,18 +164,22 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
     if (base.stem === "diffusion_pytorch_model" && base.dir !== o.base && !o.base.endsWith(".safetensors"))
       notes.push(`BASE is a diffusers pipeline: the output is its ${base.dir.slice(o.base.length).replace(/^\//, "")} folder`);
     const changed = [...plan.keys()].map((n) => base.tensors.get(n)!.info);
-    const work = {
-      W: new Scratch(4 * Math.max(0, ...changed.map((t) => t.shape.reduce((x, y) => x * y, 1)))),
-      raw: new Scratch(Math.max(0, ...changed.map((t) => t.end - t.begin))),
-    };
+    let ahead: MergeAhead | null = null;
     const out: ModelOutput = {
       specFor: (file, t): TensorSpec => {
-        const e = plan.get(t.name);
-        if (!e) return { name: t.name, dtype: t.dtype, shape: t.shape, copyFrom: { file, tensor: t } };
-        return { name: t.name, dtype: t.dtype, shape: t.shape, produce: () => merged(deps.backend, base.tensors.get(t.name)!, e.target, e.terms, work) };
+        if (!plan.has(t.name)) return { name: t.name, dtype: t.dtype, shape: t.shape, copyFrom: { file, tensor: t } };
+        return { name: t.name, dtype: t.dtype, shape: t.shape, produce: () => ahead!.produce(t.name) };
       },
       copy: "all",
     };
+    ahead = new MergeAhead(
+      writeOrder(base, out).filter((n) => plan.has(n)),
+      (name, buf) => {
+        const e = plan.get(name)!;
+        return merged(deps.backend, base.tensors.get(name)!, e.target, e.terms, buf);
+      },
+      Math.max(0, ...changed.map((t) => t.end - t.begin)),
+    );
     const total = modelBytes(base, out);
     let done = 0;
     out.onBytes = (n) => {
@@ -166,7 +187,9 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
       deps.onBytes?.(done, total);
     };
     const inputs = [o.base, ...o.adapters, ...base.shards.map((s) => join(base.dir, s.name))];
-    await writeModel(o.output, base, out, { force: o.force, inputs });
+    // BLAS on one thread (cpu backend): the merge of the next weight takes one core while the
+    // previous one is written from the other, and no idle BLAS thread spins between products.
+    await deps.backend.withLanes(() => writeModel(o.output, base, out, { force: o.force, inputs }));
     const weights = [...plan].map(([name, e]) => ({
       name,
       dtype: base.tensors.get(name)!.info.dtype,

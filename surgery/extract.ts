@@ -1,7 +1,7 @@
 // lora extract: the optimal rank-t LoRA of a full fine-tune, ΔW = tuned − base per weight
 // (Eckart–Young: the best rank-t approximation in Frobenius norm is the truncated SVD), streamed
 // weight by weight. Per weight: ΔW is folded chunk by chunk from both files into one float32
-// array, its truncated SVD computed (linalg/truncated-svd.ts: randomized to 0.1% of the optimum,
+// array (the backend's weightDelta, the next chunk read meanwhile), its truncated SVD computed (linalg/truncated-svd.ts: randomized to 0.1% of the optimum,
 // or exact), and the factors B = U√Σ, A = √Σ Vᵀ (alpha = t, so the scale is 1) encoded and spilled
 // to a scratch file beside the output; the adapter is written from the spill at the end. Memory:
 // one ΔW and one module's factors at a time, whatever the model's size.
@@ -13,10 +13,10 @@ import { writeAdapter } from "../formats/adapter/write.js";
 import { withScratchFile } from "../common/atomic.js";
 import { InvalidInputError, UsageError } from "../common/errors.js";
 import { openModel, type BaseTensor, type Model } from "../formats/model/base-model.js";
-import { foldInto, MODEL_DTYPES, Scratch } from "../formats/model/stream.js";
-import { encodeFloats, type DType } from "../formats/safetensors/index.js";
+import { MODEL_DTYPES, Scratch } from "../formats/model/stream.js";
+import { dtypeBits, encodeFloats, type DType } from "../formats/safetensors/index.js";
 import { truncatedSvd, type TruncatedSvd } from "../linalg/truncated-svd.js";
-import type { LinalgBackend } from "../linalg/types.js";
+import type { LinalgBackend, ModelDType } from "../linalg/types.js";
 import { allocate } from "./truncate/allocate.js";
 import { kohyaStemOf, usesConv1D, weightTarget, type WeightTarget } from "./weights.js";
 
@@ -122,48 +122,77 @@ function pairModels(base: Model, tuned: Model, o: ExtractOptions): Pair[] {
   return pairs;
 }
 
-/** The run's two reused buffers: ΔW in float32, and one stored tensor's bytes. */
+/** Stored bytes of each model's tensor read at a time: two chunks of each in flight (one read while the other is folded). */
+const CHUNK_BYTES = 1 << 20;
+
+/** The run's reused buffers: ΔW in float32, and two (tuned, base) pairs of chunk buffers. */
 interface Scratches {
   delta: Scratch;
-  raw: Scratch;
+  chunks: [[Uint8Array, Uint8Array], [Uint8Array, Uint8Array]];
 }
 
-/** tuned − base in float32 (the stored difference, rows×cols as stored) and its ‖·‖² in float64. */
-async function difference(p: Pair, work: Scratches, onBytes: (n: number) => void): Promise<{ data: Float32Array; norm2: number }> {
+function scratches(largestElements: number): Scratches {
+  const pair = (): [Uint8Array, Uint8Array] => [new Uint8Array(CHUNK_BYTES), new Uint8Array(CHUNK_BYTES)];
+  return { delta: new Scratch(4 * largestElements), chunks: [pair(), pair()] };
+}
+
+/**
+ * tuned − base in float32 (the stored difference, rows×cols as stored) and its ‖·‖² in float64, by
+ * the backend's weightDelta a chunk at a time; the next chunk of both files is read while one is
+ * folded, so memory holds one float32 ΔW and four chunks, never a whole stored tensor.
+ */
+async function difference(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: number) => void): Promise<{ data: Float32Array; norm2: number }> {
   const n = p.base.info.shape.reduce((x, y) => x * y, 1);
   const data = work.delta.floats(n);
-  await foldInto(p.tuned, "TUNED", data, "set", work.raw, onBytes);
-  await foldInto(p.base, "BASE", data, "sub", work.raw, onBytes);
+  const dtype = p.base.info.dtype as ModelDType; // pairModels keeps F32/F16/BF16 weights only
+  const es = dtypeBits(dtype) / 8;
+  const total = n * es;
+  const read = (k: number) => {
+    const from = k * CHUNK_BYTES,
+      len = Math.min(CHUNK_BYTES, total - from);
+    const [tb, bb] = work.chunks[k % 2]!;
+    return Promise.all([
+      p.tuned.file.readRawRangeInto(p.tuned.info, from, tb.subarray(0, len)),
+      p.base.file.readRawRangeInto(p.base.info, from, bb.subarray(0, len)),
+    ]);
+  };
+  const chunks = Math.ceil(total / CHUNK_BYTES);
   let norm2 = 0;
-  for (let i = 0; i < n; i++) norm2 += data[i]! * data[i]!;
+  let next: ReturnType<typeof read> | null = chunks > 0 ? read(0) : null;
+  for (let k = 0; k < chunks; k++) {
+    const [t, b] = await next!;
+    onBytes(t.byteLength + b.byteLength);
+    next = k + 1 < chunks ? read(k + 1) : null; // into the other pair: chunk k − 1 is folded already
+    next?.catch(() => {}); // awaited next round; a failure meanwhile must not be an unhandled rejection
+    const at = (k * CHUNK_BYTES) / es;
+    const r = await be.weightDelta(t, b, dtype, data.subarray(at, at + t.byteLength / es), norm2);
+    if (r.firstNonFinite >= 0) {
+      const i = at + r.firstNonFinite;
+      if (r.which === "difference") throw new InvalidInputError(`tensor ${p.name}: TUNED − BASE overflows float32 at index ${i}`);
+      throw new InvalidInputError(`${r.which === "tuned" ? "TUNED" : "BASE"}: tensor ${p.name} holds ${r.value} at index ${i}`);
+    }
+    norm2 = r.norm2;
+  }
   return { data, norm2 };
 }
 
-/** Whether two tensors hold the same bytes, compared chunk by chunk. */
-async function sameBytes(p: Pair, onBytes: (n: number) => void): Promise<boolean> {
-  const chunks: Uint8Array[] = [];
-  await p.base.file.copyRaw(p.base.info, async (c) => {
-    chunks.push(c);
-    onBytes(c.byteLength);
-  });
-  let i = 0,
-    off = 0,
-    same = true;
-  await p.tuned.file.copyRaw(p.tuned.info, async (c) => {
-    onBytes(c.byteLength);
-    if (!same) return;
-    for (let j = 0; j < c.length; j++) {
-      if (off === chunks[i]!.length) {
-        i++;
-        off = 0;
-      }
-      if (chunks[i]![off++] !== c[j]) {
-        same = false;
-        return;
-      }
+/** Whether two tensors hold the same bytes, compared chunk by chunk (the chunk buffers of `work`). */
+async function sameBytes(p: Pair, work: Scratches, onBytes: (n: number) => void): Promise<boolean> {
+  const total = p.base.info.end - p.base.info.begin;
+  const [tb, bb] = work.chunks[0];
+  for (let from = 0; from < total; from += CHUNK_BYTES) {
+    const len = Math.min(CHUNK_BYTES, total - from);
+    const [t, b] = await Promise.all([
+      p.tuned.file.readRawRangeInto(p.tuned.info, from, tb.subarray(0, len)),
+      p.base.file.readRawRangeInto(p.base.info, from, bb.subarray(0, len)),
+    ]);
+    onBytes(2 * len);
+    if (Buffer.compare(t, b) !== 0) {
+      onBytes(2 * (total - from - len)); // the rest is not read
+      return false;
     }
-  });
-  return same;
+  }
+  return true;
 }
 
 interface Spilled {
@@ -241,10 +270,7 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         deps.onBytes?.(read, total);
       };
       const notes: string[] = [];
-      const work: Scratches = {
-        delta: new Scratch(4 * Math.max(...targets.map((p) => p.base.info.shape.reduce((x, y) => x * y, 1)))),
-        raw: new Scratch(Math.max(...targets.map((p) => p.base.info.end - p.base.info.begin))),
-      };
+      const work = scratches(Math.max(...targets.map((p) => p.base.info.shape.reduce((x, y) => x * y, 1))));
 
       // --budget: a first pass for each weight's leading σ, then ranks as `truncate --budget` shares them.
       const ranks = new Map<string, number>();
@@ -252,7 +278,7 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         const cap = Math.max(1, Math.min(o.budget, 4 * Math.ceil(o.budget / targets.length)));
         const spectra = [];
         for (const p of targets) {
-          const { data, norm2 } = await difference(p, work, onBytes);
+          const { data, norm2 } = await difference(be, p, work, onBytes);
           const w = p.target!;
           const rows = w.transposed ? w.in : w.out,
             cols = w.transposed ? w.out : w.in;
@@ -270,7 +296,7 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
 
       const dtypeFor = (p: Pair): DType => o.dtype ?? p.base.info.dtype;
       const changedOther: string[] = [];
-      for (const p of others) if (!(await sameBytes(p, onBytes))) changedOther.push(p.name);
+      for (const p of others) if (!(await sameBytes(p, work, onBytes))) changedOther.push(p.name);
       if (changedOther.length)
         notes.push(
           `${changedOther.length} other tensor(s) changed (biases, norms, embeddings) and are not in the adapter: ${changedOther.slice(0, 6).join(", ")}${changedOther.length > 6 ? ", …" : ""}`,
@@ -289,7 +315,7 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
             deps.onBytes?.(read, total);
             continue;
           }
-          const { data, norm2 } = await difference(p, work, onBytes);
+          const { data, norm2 } = await difference(be, p, work, onBytes);
           if (norm2 === 0) {
             unchanged.push(w.path);
             continue;

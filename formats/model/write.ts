@@ -52,6 +52,16 @@ function weightFiles(m: Model): Set<string> {
   return new Set([...m.shards.map((s) => s.name), `${m.stem}.safetensors`, `${m.stem}.safetensors.index.json`]);
 }
 
+/** Names of the tensors in the order writeModel writes them (shard by shard, each in its layout's order). */
+export function writeOrder(m: Model, out: ModelOutput): string[] {
+  return m.shards.flatMap((s) =>
+    layoutSafetensors(
+      s.file.tensors.map((t) => out.specFor(s.file, t)),
+      s.file.metadata,
+    ).order.map((sp) => sp.name),
+  );
+}
+
 /** Output bytes of every shard, for a progress display. */
 export function modelBytes(m: Model, out: ModelOutput): number {
   let n = 0;

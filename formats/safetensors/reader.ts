@@ -211,6 +211,20 @@ export class SafetensorsFile {
     return out;
   }
 
+  /** Bytes [from, from + out.byteLength) of a tensor's stored data into `out` (streamed reads in chunks of reused buffers). */
+  async readRawRangeInto(t: string | TensorInfo, from: number, out: Uint8Array): Promise<Uint8Array> {
+    const info = this.resolve(t);
+    const len = this.rawLength(info);
+    if (!(from >= 0 && from + out.byteLength <= len))
+      throw new RuntimeFailure(`internal: readRawRangeInto ${info.name} [${from}, +${out.byteLength}) of ${len}`);
+    const src = this.live();
+    const at = this.header.dataStart + info.begin + from;
+    if (src.kind === "buffer") src.buf.copy(out, 0, at, at + out.byteLength);
+    else if (src.kind === "derived") out.set((await this.produced(src, info)).subarray(from, from + out.byteLength));
+    else await readFully(src.fh, out, at, this.label, `tensor ${JSON.stringify(info.name)}`, info.name);
+    return out;
+  }
+
   private rawLength(info: TensorInfo): number {
     const len = info.end - info.begin;
     if (len > MAX_BUFFER_BYTES) {

@@ -20,10 +20,20 @@ import type {
   SvdResult,
   TruncateFactorsInput,
   TruncateFactorsResult,
+  MergeWeightInput,
+  MergeWeightResult,
+  ModelDType,
+  SketchInput,
+  SketchResult,
+  WeightDeltaResult,
 } from "../types.js";
+import { decodeToFloat32 } from "../../common/dtype.js";
+import { sketchOn } from "../streamed.js";
 import { FACTOR_DTYPES, type ComputeBinding, type RawSpectrumResult, type RawTruncateResult } from "./binding.js";
 
 export const MAX_ELEMENTS = 2 ** 31 - 1; // LAPACK's LP64 int
+
+const MODEL_CODES: Record<ModelDType, number> = { F32: 0, F16: 1, BF16: 2 };
 
 function isFloatArray(x: unknown): x is FloatArray {
   return x instanceof Float32Array || x instanceof Float64Array;
@@ -173,7 +183,7 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     if (!Number.isFinite(res.norm2)) throw new RuntimeFailure(`${name} backend: factorSpectrum returned a non-finite norm`);
     return { kind: "done", S: res.S, norm2: res.norm2, ...(x.keepGrams && res.grams ? { grams: res.grams } : {}) };
   };
-  return {
+  const backend: LinalgBackend = {
     name,
     detail,
     factorStats,
@@ -202,6 +212,79 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
       }
       checkOutput(name, "randomizedSvd", [r.u, r.s, r.vt]);
       return { U: { rows: a.rows, cols: t, data: r.u as T }, S: r.s as T, Vt: { rows: t, cols: a.cols, data: r.vt as T } };
+    },
+
+    async mergeWeight(x: MergeWeightInput): Promise<MergeWeightResult> {
+      const d = MODEL_CODES[x.dtype];
+      if (d === undefined) throw new InvalidInputError(`mergeWeight: dtype ${String(x.dtype)} is not one of F32, F16, BF16`);
+      if (!(Number.isInteger(x.out) && Number.isInteger(x.in) && x.out >= 1 && x.in >= 1) || x.out * x.in > MAX_ELEMENTS)
+        throw new InvalidInputError(`mergeWeight: invalid shape ${String(x.out)}×${String(x.in)}`);
+      if (!(x.data instanceof Uint8Array) || x.data.byteLength !== x.out * x.in * (d === 0 ? 4 : 2))
+        throw new InvalidInputError(`mergeWeight: ${x.out}×${x.in} ${x.dtype} needs ${x.out * x.in * (d === 0 ? 4 : 2)} bytes`);
+      for (const t of x.terms) {
+        checkMat("mergeWeight", "B", { rows: x.out, cols: t.r, data: t.B });
+        checkMat("mergeWeight", "A", { rows: t.r, cols: x.in, data: t.A });
+        if (!(t.B instanceof Float32Array && t.A instanceof Float32Array)) throw new InvalidInputError("mergeWeight: factors must be Float32Array");
+        if (!Number.isFinite(t.coef)) throw new InvalidInputError("mergeWeight: coefficients must be finite");
+      }
+      let r: { kind: number; index: number; value: number };
+      try {
+        r = await binding.mergeWeight(x.data, d, x.out, x.in, x.transposed, x.terms);
+      } catch (e) {
+        fail(name, "mergeWeight", e);
+      }
+      if (r.kind === 1) return { kind: "base-non-finite", index: r.index, value: r.value };
+      if (r.kind === 2) return { kind: "overflow", index: r.index };
+      return { kind: "done" };
+    },
+
+    async weightDelta(tuned: Uint8Array, base: Uint8Array, dtype: ModelDType, delta: Float32Array, norm2In: number): Promise<WeightDeltaResult> {
+      const d = MODEL_CODES[dtype];
+      if (d === undefined) throw new InvalidInputError(`weightDelta: dtype ${String(dtype)} is not one of F32, F16, BF16`);
+      const need = delta.length * (d === 0 ? 4 : 2);
+      if (!(tuned instanceof Uint8Array && base instanceof Uint8Array) || tuned.byteLength !== need || base.byteLength !== need)
+        throw new InvalidInputError(`weightDelta: ${delta.length} ${dtype} values need ${need} bytes each`);
+      let r: { norm2: number; firstNonFinite: number; which: number };
+      try {
+        r = await binding.weightDelta(tuned, base, d, delta, norm2In);
+      } catch (e) {
+        fail(name, "weightDelta", e);
+      }
+      if (r.firstNonFinite < 0) return { norm2: r.norm2, firstNonFinite: -1, which: null, value: 0 };
+      const i = r.firstNonFinite;
+      const which = r.which === 0 ? "tuned" : r.which === 1 ? "base" : "difference";
+      const one = (raw: Uint8Array) => decodeToFloat32(dtype, raw.subarray(i * (d === 0 ? 4 : 2), (i + 1) * (d === 0 ? 4 : 2)))[0]!;
+      const value = which === "tuned" ? one(tuned) : which === "base" ? one(base) : delta[i]!;
+      return { norm2: r.norm2, firstNonFinite: i, which, value };
+    },
+
+    async sketch(x: SketchInput): Promise<SketchResult> {
+      const { m, omega } = x;
+      checkShape("sketch", "M", m);
+      checkShape("sketch", "the test matrix", omega);
+      const l = omega.cols;
+      if (omega.rows !== m.cols) throw new InvalidInputError(`sketch: the test matrix has ${omega.rows} rows, M has ${m.cols} columns`);
+      if (!(Number.isInteger(x.t) && x.t >= 1 && x.t <= l && l <= Math.min(m.rows, m.cols)))
+        throw new InvalidInputError(`sketch: need 1 ≤ t (${String(x.t)}) ≤ ${l} ≤ min(${m.rows}, ${m.cols})`);
+      if (!(m.data instanceof Float32Array)) return sketchOn(backend, x); // float64 M: the composed route
+      checkFinite("sketch", "the test matrix", omega.data, omega.cols);
+      let r: Awaited<ReturnType<ComputeBinding["sketch"]>>;
+      try {
+        r = await binding.sketch(m.data, m.rows, m.cols, asType(m.data, omega.data), l, x.t, x.allowed, x.floor, x.norm2, x.maxIters);
+      } catch (e) {
+        fail(name, "sketch", e);
+      }
+      if (r.firstNonFinite >= 0) checkFinite("sketch", "M", m.data, m.cols); // names the value and where
+      checkOutput(name, "sketch", [r.Q, r.Uz, r.VzT, r.sigma]);
+      return {
+        Q: { rows: m.rows, cols: l, data: r.Q },
+        Uz: { rows: m.cols, cols: l, data: r.Uz },
+        VzT: { rows: l, cols: l, data: r.VzT },
+        sigma: r.sigma,
+        iters: r.iters,
+        excess2: r.excess2,
+        floorLimited: r.floorLimited,
+      };
     },
 
     async gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Promise<Mat<T>> {
@@ -322,6 +405,7 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
       return { centroids: { rows: k, cols: d, data: r.centroids }, labels: r.labels, inertia: r.inertia, iterations: r.iterations };
     },
   };
+  return backend;
 }
 
 /** A copy with the strict upper triangle zeroed (the addons read only the lower one anyway). */

@@ -22,6 +22,9 @@ function tagged(name: "cpu" | "cuda", calls: string[]): LinalgBackend {
     factorStats: rec("factorStats"),
     truncateFactors: rec("truncateFactors"),
     factorSpectrum: rec("factorSpectrum"),
+    mergeWeight: rec("mergeWeight"),
+    weightDelta: rec("weightDelta"),
+    sketch: rec("sketch"),
     withLanes: async (fn) => fn(1),
   };
 }

@@ -25,6 +25,12 @@ export interface CrossoverTable {
   factorSpectrum: number;
   /** m · n · l (one pass of the test matrix). */
   randomizedSvd: number;
+  /** out · in of the weight. */
+  mergeWeight: number;
+  /** values of the chunk. */
+  weightDelta: number;
+  /** m · n · l, as randomizedSvd. */
+  sketch: number;
 }
 
 /**
@@ -46,6 +52,10 @@ export const CUDA_CROSSOVER: CrossoverTable = {
   truncateFactors: Infinity,
   factorSpectrum: Infinity,
   randomizedSvd: 13_631_488,
+  // Not measured on a GPU yet (the cuda kernels of common/streamed.h are untested on a device): cpu.
+  mergeWeight: Infinity,
+  weightDelta: Infinity,
+  sketch: Infinity,
 };
 const dims = (m: Mat) => [m.rows, m.cols] as const;
 
@@ -76,6 +86,9 @@ export function routedBackend(cpu: LinalgBackend, cuda: () => LinalgBackend | un
     truncateFactors: (x) => pick("truncateFactors", (x.B.rows + x.A.cols) * x.B.cols).truncateFactors(x),
     factorSpectrum: (x) => pick("factorSpectrum", (x.B.rows + x.A.cols) * x.B.cols).factorSpectrum(x),
     randomizedSvd: (a, omega, q, t) => pick("randomizedSvd", a.rows * a.cols * omega.cols).randomizedSvd!(a, omega, q, t),
+    mergeWeight: (x) => pick("mergeWeight", x.out * x.in).mergeWeight(x),
+    weightDelta: (tuned, base, dtype, delta, n2) => pick("weightDelta", delta.length).weightDelta(tuned, base, dtype, delta, n2),
+    sketch: (x) => pick("sketch", x.m.rows * x.m.cols * x.omega.cols).sketch(x),
     // Lanes are the cpu's (modules side by side, BLAS on one thread each); routed GPU calls are unaffected.
     withLanes: (fn) => cpu.withLanes(fn),
   };

@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import type { FactorDType, FactorStats, FloatArray } from "../types.js";
 
 /** Bumped with any change of the raw signatures below; the addons export the same number. */
-export const NATIVE_ABI_VERSION = 2;
+export const NATIVE_ABI_VERSION = 3;
 
 /** The compute calls both addons export. Row-major flat arrays plus dimensions only. */
 export interface ComputeBinding {
@@ -77,6 +77,45 @@ export interface ComputeBinding {
     q: number,
     t: number,
   ): Promise<{ u: FloatArray; s: FloatArray; vt: FloatArray }>;
+  /** apply's kernel (dtype 0 F32, 1 F16, 2 BF16): data rewritten in place; kind 0 done, 1 base non-finite, 2 overflow. */
+  mergeWeight(
+    data: Uint8Array,
+    dtype: number,
+    out: number,
+    inn: number,
+    transposed: boolean,
+    terms: { B: Float32Array; A: Float32Array; r: number; coef: number }[],
+  ): Promise<{ kind: number; index: number; value: number }>;
+  /** delta = tuned − base; which 0 tuned, 1 base, 2 the difference (when firstNonFinite ≥ 0). */
+  weightDelta(
+    tuned: Uint8Array,
+    base: Uint8Array,
+    dtype: number,
+    delta: Float32Array,
+    norm2In: number,
+  ): Promise<{ norm2: number; firstNonFinite: number; which: number }>;
+  /** The adaptive range finder on a float32 M (firstNonFinite ≥ 0: M holds NaN/±Inf there, nothing computed). */
+  sketch(
+    m: Float32Array,
+    rows: number,
+    cols: number,
+    omega: Float32Array,
+    l: number,
+    t: number,
+    allowed: number,
+    floor: number,
+    norm2: number,
+    maxIters: number,
+  ): Promise<{
+    Q: Float64Array;
+    Uz: Float64Array;
+    VzT: Float64Array;
+    sigma: Float64Array;
+    iters: number;
+    excess2: number;
+    floorLimited: boolean;
+    firstNonFinite: number;
+  }>;
 }
 
 /** What truncateFactors and factorSpectrum both return: kind 0 done, 1 fallback, 2 non-finite (badFactor 0 = A). */

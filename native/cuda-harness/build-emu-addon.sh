@@ -20,6 +20,6 @@ for f in blas ops kernels truncate; do  # the cpu code the fused operations reus
   objs+=("$out/cpu_$f.o")
 done
 "${CXX:-g++}" "${flags[@]}" -shared -DLORA_CUDA_EMU -include "$here/emu/cuda_emu.h" \
-  -x c++ "$src/cuda/kernels.cu" -x c++ "$src/cuda/fused.cu" -x c++ "$src/cuda/cublas.cc" -x c++ "$src/cuda/addon.cc" \
+  -x c++ "$src/cuda/kernels.cu" -x c++ "$src/cuda/fused.cu" -x c++ "$src/cuda/cublas.cc" -x c++ "$src/cuda/addon.cc" -x c++ "$src/cuda/streamed.cc" \
   -x none "${objs[@]}" -o "$out/lora_cuda.node" -ldl -lpthread
 echo "$out/lora_cuda.node"

@@ -4,6 +4,7 @@
 #pragma once
 #include <algorithm>
 #include <memory>
+#include <vector>
 
 #include "napi_ops.h"
 
@@ -192,6 +193,125 @@ Napi::Value RandomizedSvd(const Napi::CallbackInfo& info) {
   return queue(w, {a, om});
 }
 
+// mergeWeight(data: Uint8Array (the stored weight, rewritten in place), dtype 0|1|2, out, in, transposed,
+//             terms: [{B: Float32Array (out×r), A: Float32Array (r×in), r, coef}])
+//   → Promise<{kind: 0 done | 1 base non-finite | 2 overflow, index, value}>
+template <class Ops>
+Napi::Value MergeWeight(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MergeArgs a;
+  a.dtype = dim(info, 1, "dtype", 0);
+  a.out = dim(info, 2, "out"), a.in = dim(info, 3, "in");
+  a.transposed = info[4].ToBoolean();
+  if (a.dtype > 2) typeError(env, "mergeWeight: dtype codes are 0 (F32), 1 (F16), 2 (BF16)");
+  Napi::TypedArray data;
+  bytesArg(info, 0, "data", size_t(a.out) * a.in * dtypeBytes(a.dtype), data);
+  a.data = const_cast<uint8_t*>(bytesOf(data));
+  if (!info[5].IsArray()) typeError(env, "mergeWeight: terms must be an array");
+  Napi::Array list = info[5].As<Napi::Array>();
+  auto terms = std::make_shared<std::vector<MergeTerm>>(list.Length());
+  std::vector<Napi::Value> keep{data};
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value v = list[i];
+    if (!v.IsObject()) typeError(env, "mergeWeight: each term must be an object");
+    Napi::Object t = v.As<Napi::Object>();
+    Napi::Value r = t.Get("r"), coef = t.Get("coef"), B = t.Get("B"), A = t.Get("A");
+    if (!r.IsNumber() || !coef.IsNumber()) typeError(env, "mergeWeight: term r and coef must be numbers");
+    double rv = r.As<Napi::Number>().DoubleValue();
+    if (!(rv >= 1) || rv > 2147483647.0 || std::floor(rv) != rv) typeError(env, "mergeWeight: term r must be an integer ≥ 1");
+    MergeTerm& mt = (*terms)[i];
+    mt.r = int(rv);
+    mt.coef = float(coef.As<Napi::Number>().DoubleValue());
+    auto check = [&](Napi::Value val, size_t need, const char* what) {
+      if (!val.IsTypedArray()) typeError(env, std::string("mergeWeight: term ") + what + " must be a Float32Array");
+      Napi::TypedArray ta = val.As<Napi::TypedArray>();
+      if (ta.TypedArrayType() != napi_float32_array || ta.ElementLength() != need)
+        typeError(env, std::string("mergeWeight: term ") + what + " must be a Float32Array of " + std::to_string(need) + " values");
+      keep.push_back(val);
+    };
+    check(B, size_t(a.out) * mt.r, "B");
+    check(A, size_t(mt.r) * a.in, "A");
+    mt.B = ptr<float>(B.As<Napi::TypedArray>());
+    mt.A = ptr<float>(A.As<Napi::TypedArray>());
+  }
+  a.terms = terms->data();
+  a.nTerms = int(terms->size());
+  auto res = std::make_shared<MergeOutcome>();
+  auto run = [a, terms, res] { return Ops::mergeWeight(a, res.get()); };
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".mergeWeight")).c_str(), run, objectOf(std::make_shared<Outs>(), [res](Napi::Object o) {
+                           o.Set("kind", res->kind);
+                           o.Set("index", double(res->index));
+                           o.Set("value", res->value);
+                         }));
+  for (auto& v : keep) w->Keep(v);
+  return queue(w, {});
+}
+
+// weightDelta(tuned: Uint8Array, base: Uint8Array, dtype 0|1|2, delta: Float32Array (n), norm2In)
+//   → Promise<{norm2 (norm2In + Σ ΔW²), firstNonFinite, which: 0 tuned | 1 base | 2 difference}>
+template <class Ops>
+Napi::Value WeightDelta(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int dtype = dim(info, 2, "dtype", 0);
+  if (dtype > 2) typeError(env, "weightDelta: dtype codes are 0 (F32), 1 (F16), 2 (BF16)");
+  if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    typeError(env, "weightDelta: delta must be a Float32Array");
+  auto delta = info[3].As<Napi::TypedArray>();
+  size_t n = delta.ElementLength();
+  Napi::TypedArray tuned, base;
+  bytesArg(info, 0, "tuned", n * dtypeBytes(dtype), tuned);
+  bytesArg(info, 1, "base", n * dtypeBytes(dtype), base);
+  struct R {
+    double norm2 = 0;
+    int64_t bad = -1;
+    int which = -1;
+  };
+  auto res = std::make_shared<R>();
+  res->norm2 = numberArg(info, 4, "norm2In");
+  auto run = [=, pt = bytesOf(tuned), pb = bytesOf(base), pd = ptr<float>(delta)] {
+    return Ops::weightDelta(pt, pb, dtype, int64_t(n), pd, &res->norm2, &res->bad, &res->which);
+  };
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".weightDelta")).c_str(), run, objectOf(std::make_shared<Outs>(), [res](Napi::Object o) {
+                           o.Set("norm2", res->norm2);
+                           o.Set("firstNonFinite", double(res->bad));
+                           o.Set("which", res->which);
+                         }));
+  return queue(w, {tuned, base, delta});
+}
+
+// sketch(m: Float32Array (rows×cols), rows, cols, omega: Float32Array (cols×l), l, t, allowed, floor, norm2, maxIters)
+//   → Promise<{Q (rows×l), Uz (cols×l), VzT (l×l), sigma (l): Float64Array; iters, excess2, floorLimited, firstNonFinite}>
+template <class Ops>
+Napi::Value Sketch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  SketchArgs a;
+  a.rows = dim(info, 1, "rows"), a.cols = dim(info, 2, "cols"), a.l = dim(info, 4, "l"), a.t = dim(info, 5, "t");
+  a.allowed = numberArg(info, 6, "allowed"), a.floor = numberArg(info, 7, "floor"), a.norm2 = numberArg(info, 8, "norm2");
+  a.maxIters = dim(info, 9, "maxIters", 0);
+  auto m = floatArray(info, 0, "m", size_t(a.rows) * a.cols);
+  auto om = floatArray(info, 3, "omega", size_t(a.cols) * a.l);
+  if (!isF32(m) || !isF32(om)) typeError(env, "sketch: m and omega must be Float32Array");
+  if (a.l > std::min(a.rows, a.cols) || a.t > a.l) typeError(env, "sketch: need t ≤ l ≤ min(rows, cols)");
+  auto Q = Napi::Float64Array::New(env, size_t(a.rows) * a.l), Uz = Napi::Float64Array::New(env, size_t(a.cols) * a.l);
+  auto VzT = Napi::Float64Array::New(env, size_t(a.l) * a.l), sigma = Napi::Float64Array::New(env, size_t(a.l));
+  auto res = std::make_shared<SketchOut>();
+  res->Q = ptr<double>(Q), res->Uz = ptr<double>(Uz), res->VzT = ptr<double>(VzT), res->sigma = ptr<double>(sigma);
+  a.m = ptr<float>(m), a.omega = ptr<float>(om);
+  auto run = [a, res] { return Ops::sketch(a, res.get()); };
+  auto outs = std::make_shared<Outs>();
+  outs->add("Q", Q);
+  outs->add("Uz", Uz);
+  outs->add("VzT", VzT);
+  outs->add("sigma", sigma);
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".sketch")).c_str(), run, objectOf(outs, [res](Napi::Object o) {
+                           o.Set("iters", res->iters);
+                           o.Set("excess2", res->excess2);
+                           o.Set("floorLimited", res->floorLimited);
+                           o.Set("firstNonFinite", double(res->firstNonFinite));
+                         }));
+  return queue(w, {m, om});
+}
+
 /** Every compute function of an addon (the same list for cpu and cuda). */
 template <class Ops>
 void exportOps(Napi::Env env, Napi::Object exports) {
@@ -204,6 +324,9 @@ void exportOps(Napi::Env env, Napi::Object exports) {
   exports.Set("truncateFactors", Napi::Function::New(env, TruncateFactors<Ops>, "truncateFactors"));
   exports.Set("factorSpectrum", Napi::Function::New(env, FactorSpectrum<Ops>, "factorSpectrum"));
   exports.Set("randomizedSvd", Napi::Function::New(env, RandomizedSvd<Ops>, "randomizedSvd"));
+  exports.Set("mergeWeight", Napi::Function::New(env, MergeWeight<Ops>, "mergeWeight"));
+  exports.Set("weightDelta", Napi::Function::New(env, WeightDelta<Ops>, "weightDelta"));
+  exports.Set("sketch", Napi::Function::New(env, Sketch<Ops>, "sketch"));
 }
 
 }  // namespace napi

@@ -42,6 +42,54 @@ struct TruncateOutcome {
   int productBits = 64;
 };
 
+/** One term coef·B·A of `lora apply`'s merge: B out×r, A r×in, float32 row-major. */
+struct MergeTerm {
+  const float* B = nullptr;
+  const float* A = nullptr;
+  int r = 0;
+  float coef = 1;
+};
+
+/** One weight of `lora apply` (docs/algorithms.md "apply"): W' = encode(decode(W) + Σ coef·B·A). */
+struct MergeArgs {
+  uint8_t* data = nullptr;  // the stored weight's bytes (dtype 0 F32, 1 F16, 2 BF16), overwritten by W'
+  int dtype = 0;
+  int out = 0, in = 0;      // ΔW is out×in; W is stored out×in, or in×out when transposed (GPT-2 Conv1D)
+  bool transposed = false;
+  const MergeTerm* terms = nullptr;
+  int nTerms = 0;
+};
+
+struct MergeOutcome {
+  enum Kind { Done = 0, BaseNonFinite = 1, Overflow = 2 };
+  int kind = Done;
+  int64_t index = -1;  // stored element index of the first bad value
+  double value = 0;    // the base's value (BaseNonFinite)
+};
+
+/**
+ * Randomized range finder with adaptive power iterations (lora extract; linalg/truncated-svd.ts
+ * sketch(), the same steps and stopping rule): M is rows×cols float32, Ω cols×l float32.
+ */
+struct SketchArgs {
+  const float* m = nullptr;
+  const float* omega = nullptr;
+  int rows = 0, cols = 0, l = 0, t = 0;
+  double allowed = 0, floor = 0, norm2 = 0;
+  int maxIters = 12;
+};
+
+struct SketchOut {
+  double* Q = nullptr;    // rows×l
+  double* Uz = nullptr;   // cols×l  (Z = MᵀQ = Uz Σ Vzᵀ)
+  double* VzT = nullptr;  // l×l
+  double* sigma = nullptr;  // l
+  int iters = 0;
+  double excess2 = 0;
+  bool floorLimited = false;
+  int64_t firstNonFinite = -1;  // M holds NaN/±Inf at this index: nothing else is written
+};
+
 template <class Device>
 struct Ops {
   /** "lora_cpu" / "lora_cuda": names the worker in errors. */
@@ -96,6 +144,25 @@ struct Ops {
   template <typename T>
   static Status randomizedSvd(const T* m, int rows, int cols, const T* omega, int l, int q, int t, T* u, T* s,
                               T* vt);
+
+  /**
+   * `lora apply`'s fused kernel (common/streamed.h): decode a block of rows of W to float32, add
+   * coef·B·A for each term (the product by gemm<float> with alpha = coef, then one float32 add per
+   * term, the order linalg/js merges in), check finiteness, encode back in place (ties to even).
+   * A non-finite base value or sum is reported in `o`, the bytes then partly rewritten.
+   */
+  static Status mergeWeight(const MergeArgs& a, MergeOutcome* o);
+
+  /**
+   * ΔW = tuned − base for n raw values of one dtype (0 F32, 1 F16, 2 BF16) into float32 `delta`,
+   * and *norm2 += Σ ΔW² in float64 (element by element, in order); *firstNonFinite = the first index where either input or the difference
+   * is NaN/±Inf (-1 if none), *which = 0 tuned, 1 base, 2 the difference.
+   */
+  static Status weightDelta(const uint8_t* tuned, const uint8_t* base, int dtype, int64_t n, float* delta,
+                            double* norm2, int64_t* firstNonFinite, int* which);
+
+  /** The adaptive range finder of SketchArgs (common/streamed.h). */
+  static Status sketch(const SketchArgs& a, SketchOut* o);
 };
 
 using CpuOps = Ops<Cpu>;

@@ -1,0 +1,293 @@
+// The streamed full-model kernels of `lora apply` and `lora extract` (ops.h mergeWeight,
+// weightDelta, sketch), written once over any Ops<Device>: the products and factorizations go
+// through Ops<Device>::gemm/qr/svd (host buffers), the decode/add/encode loops run on the host.
+// cpu/streamed.cc and cuda/streamed.cc instantiate them. Semantics mirror the TS routes that the js
+// backend runs (linalg/js/streamed.ts), so that the cpu backend writes the bytes it wrote before.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include "halfs.h"
+#include "ops.h"
+
+namespace lora {
+namespace streamed {
+
+inline bool finite(float x) { return x - x == 0; }
+
+/** n stored values (dtype 0 F32, 1 F16, 2 BF16) → float32, exact. */
+inline void decode(const uint8_t* raw, int dtype, int64_t n, float* dst) {
+  if (dtype == 0) {
+    std::memcpy(dst, raw, size_t(n) * 4);
+  } else if (dtype == 2) {
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(raw);
+    uint32_t* d = reinterpret_cast<uint32_t*>(dst);
+    for (int64_t i = 0; i < n; i++) d[i] = uint32_t(h[i]) << 16;
+  } else {
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(raw);
+    for (int64_t i = 0; i < n; i++) dst[i] = halfToFloat(h[i]);
+  }
+}
+
+/** n float32 values → stored dtype bytes, ties to even (common/half.ts f32BitsTo*Bits). */
+inline void encode(const float* v, int dtype, int64_t n, uint8_t* raw) {
+  if (dtype == 0) {
+    std::memmove(raw, v, size_t(n) * 4);
+  } else if (dtype == 2) {
+    const uint32_t* x = reinterpret_cast<const uint32_t*>(v);
+    uint16_t* h = reinterpret_cast<uint16_t*>(raw);
+    for (int64_t i = 0; i < n; i++) h[i] = uint16_t((x[i] + 0x7fffu + ((x[i] >> 16) & 1u)) >> 16);  // finite values only
+  } else {
+    uint16_t* h = reinterpret_cast<uint16_t*>(raw);
+    for (int64_t i = 0; i < n; i++) h[i] = floatToHalf(v[i]);
+  }
+}
+
+inline int64_t firstBad(const float* v, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (!finite(v[i])) return i;
+  return -1;
+}
+
+/**
+ * Rows of B multiplied at a time, as linalg/streamed.ts: OpenBLAS's sgemm rounds a few elements
+ * differently for other row counts (edge tiles), and the output must not depend on the backend route.
+ */
+constexpr int kMergeRows = 1024;
+
+/**
+ * Scratch kept from call to call (one call at a time holds it): fresh pages cost more than the
+ * arithmetic on them on virtual machines (a page fault per 4 KB of a 45 MB block).
+ */
+struct Reused {
+  std::mutex lock;
+  std::vector<float> W, D;
+  static Reused& get() {
+    static Reused r;
+    return r;
+  }
+};
+
+inline void fit(std::vector<float>& v, size_t n) {
+  if (v.size() < n) {
+    v.clear();
+    v.shrink_to_fit();
+    v.resize(n);
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(LORA_NO_CLONES)
+#define LORA_STREAM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define LORA_STREAM_CLONES
+#endif
+
+/** One term, W stored out×in: rows [0, n) of raw += D, decoded, summed and encoded element by element (AVX2 where present). */
+LORA_STREAM_CLONES static int64_t addEncodeRows(uint8_t* raw, int dtype, const float* D, int64_t len, float* row, int64_t rowLen) {
+  const size_t es = dtype == 0 ? 4 : 2;
+  for (int64_t b0 = 0; b0 < len; b0 += rowLen) {
+    const int64_t m = std::min(rowLen, len - b0);
+    uint8_t* r = raw + b0 * es;
+    decode(r, dtype, m, row);
+    bool ok = true;
+    for (int64_t j = 0; j < m; j++) {
+      row[j] = row[j] + D[b0 + j];
+      ok &= finite(row[j]);
+    }
+    if (!ok) return b0 + firstBad(row, m);
+    encode(row, dtype, m, r);
+  }
+  return -1;
+}
+
+template <class O>
+Status mergeWeight(const MergeArgs& a, MergeOutcome* o) {
+  const int out = a.out, inn = a.in;
+  const int64_t total = int64_t(out) * inn;
+  const size_t es = a.dtype == 0 ? 4 : 2;
+  Reused& scratch = Reused::get();
+  std::lock_guard<std::mutex> hold(scratch.lock);
+  try {
+    if (!a.transposed) {
+      // Rows [i0, i0 + n) of W (stored out×in): decode, add each term's rows of coef·B·A, encode in place.
+      const int rowsPer = std::min(out, kMergeRows);
+      fit(scratch.D, size_t(rowsPer) * inn);
+      fit(scratch.W, a.nTerms == 1 ? size_t(16384) : size_t(rowsPer) * inn);
+      float* W = scratch.W.data();
+      float* D = scratch.D.data();
+      if (a.nTerms == 1) {
+        // The common case in one pass over the block: the base is checked as it is decoded.
+        const MergeTerm& t = a.terms[0];
+        for (int i0 = 0; i0 < out; i0 += rowsPer) {
+          const int n = std::min(rowsPer, out - i0);
+          const int64_t len = int64_t(n) * inn, off = int64_t(i0) * inn;
+          Status st = O::template gemm<float>(t.B + int64_t(i0) * t.r, n, t.r, t.A, t.r, inn, false, false, t.coef, D);
+          if (!st.ok()) return st;
+          const int64_t bad = addEncodeRows(a.data + off * es, a.dtype, D, len, W, 16384);
+          if (bad >= 0) {
+            float base;
+            decode(a.data + (off + bad) * es, a.dtype, 1, &base);
+            if (!finite(base))
+              o->kind = MergeOutcome::BaseNonFinite, o->index = off + bad, o->value = base;
+            else
+              o->kind = MergeOutcome::Overflow, o->index = off + bad;
+            return {};
+          }
+        }
+        o->kind = MergeOutcome::Done;
+        return {};
+      }
+      for (int i0 = 0; i0 < out; i0 += rowsPer) {
+        const int n = std::min(rowsPer, out - i0);
+        const int64_t len = int64_t(n) * inn, off = int64_t(i0) * inn;
+        decode(a.data + off * es, a.dtype, len, W);
+        int64_t bad = firstBad(W, len);
+        if (bad >= 0) {
+          o->kind = MergeOutcome::BaseNonFinite, o->index = off + bad, o->value = W[bad];
+          return {};
+        }
+        for (int k = 0; k < a.nTerms; k++) {
+          const MergeTerm& t = a.terms[k];
+          Status st = O::template gemm<float>(t.B + int64_t(i0) * t.r, n, t.r, t.A, t.r, inn, false, false, t.coef, D);
+          if (!st.ok()) return st;
+          for (int64_t j = 0; j < len; j++) W[j] = W[j] + D[j];
+        }
+        bad = firstBad(W, len);
+        if (bad >= 0) {
+          o->kind = MergeOutcome::Overflow, o->index = off + bad;
+          return {};
+        }
+        encode(W, a.dtype, len, a.data + off * es);
+      }
+    } else {
+      // W stored in×out: the whole weight in float32, each term's product (out×in, a block of rows
+      // at a time) added transposed.
+      std::vector<float> W(static_cast<size_t>(total));
+      decode(a.data, a.dtype, total, W.data());
+      int64_t bad = firstBad(W.data(), total);
+      if (bad >= 0) {
+        o->kind = MergeOutcome::BaseNonFinite, o->index = bad, o->value = W[bad];
+        return {};
+      }
+      const int rowsPer = std::min(out, kMergeRows);
+      std::vector<float> D(size_t(rowsPer) * inn);
+      for (int k = 0; k < a.nTerms; k++) {
+        const MergeTerm& t = a.terms[k];
+        for (int i0 = 0; i0 < out; i0 += rowsPer) {
+          const int n = std::min(rowsPer, out - i0);
+          Status st = O::template gemm<float>(t.B + int64_t(i0) * t.r, n, t.r, t.A, t.r, inn, false, false, t.coef, D.data());
+          if (!st.ok()) return st;
+          for (int i = 0; i < n; i++)
+            for (int j = 0; j < inn; j++) {
+              float& w = W[int64_t(j) * out + i0 + i];
+              w = w + D[int64_t(i) * inn + j];
+            }
+        }
+      }
+      bad = firstBad(W.data(), total);
+      if (bad >= 0) {
+        o->kind = MergeOutcome::Overflow, o->index = bad;
+        return {};
+      }
+      encode(W.data(), a.dtype, total, a.data);
+    }
+  } catch (const std::bad_alloc&) {
+    return Status::fail("ALLOC", "mergeWeight: out of memory");
+  }
+  o->kind = MergeOutcome::Done;
+  return {};
+}
+
+inline Status weightDelta(const uint8_t* tuned, const uint8_t* base, int dtype, int64_t n, float* delta, double* norm2,
+                          int64_t* firstNonFinite, int* which) {
+  constexpr int64_t B = 4096;
+  float tb[B], bb[B];
+  const size_t es = dtype == 0 ? 4 : 2;
+  double s = *norm2;  // accumulated element by element, in order, as the TS route does
+  *firstNonFinite = -1;
+  for (int64_t b0 = 0; b0 < n; b0 += B) {
+    const int64_t m = std::min(B, n - b0);
+    decode(tuned + b0 * es, dtype, m, tb);
+    decode(base + b0 * es, dtype, m, bb);
+    float* d = delta + b0;
+    bool ok = true;
+    for (int64_t i = 0; i < m; i++) {
+      d[i] = tb[i] - bb[i];
+      ok &= finite(d[i]);
+    }
+    if (!ok) {
+      for (int64_t i = 0; i < m; i++) {
+        int w = !finite(tb[i]) ? 0 : !finite(bb[i]) ? 1 : !finite(d[i]) ? 2 : -1;
+        if (w >= 0) {
+          *firstNonFinite = b0 + i, *which = w;
+          return {};
+        }
+      }
+    }
+    for (int64_t i = 0; i < m; i++) s += double(d[i]) * double(d[i]);
+  }
+  *norm2 = s;
+  return {};
+}
+
+template <class O>
+Status sketch(const SketchArgs& a, SketchOut* o) {
+  const int d = a.rows, k = a.cols, l = a.l;
+  const int64_t n = int64_t(d) * k;
+  o->firstNonFinite = firstBad(a.m, n);
+  if (o->firstNonFinite >= 0) return {};
+  try {
+    std::vector<float> Y(size_t(d) * l), Q(size_t(d) * l), Z(size_t(k) * l), Zq(size_t(k) * l), R(size_t(l) * l);
+    std::vector<double> Zd(size_t(k) * l), S(l);
+    Status st;
+    auto ok = [&](Status x) {
+      st = std::move(x);
+      return st.ok();
+    };
+    // Q = qr(M Ω).Q
+    if (!ok(O::template gemm<float>(a.m, d, k, a.omega, k, l, false, false, 1.f, Y.data())) ||
+        !ok(O::template qr<float>(Y.data(), d, l, Q.data(), R.data())))
+      return st;
+    double prev = 0, prevDelta = 0;
+    bool havePrev = false, havePrevDelta = false;
+    for (int q = 0;; q++) {
+      // Z = MᵀQ (= Bᵀ), its SVD in float64: the captured energy of the leading t.
+      if (!ok(O::template gemm<float>(a.m, d, k, Q.data(), d, l, true, false, 1.f, Z.data()))) return st;
+      for (size_t i = 0; i < Zd.size(); i++) Zd[i] = Z[i];
+      if (!ok(O::template svd<double>(Zd.data(), k, l, o->Uz, S.data(), o->VzT))) return st;
+      double e = 0;
+      for (int i = 0; i < l; i++) o->sigma[i] = std::max(S[i], 0.0);
+      for (int i = 0; i < a.t; i++) e += o->sigma[i] * o->sigma[i];
+      const double err2 = std::max(a.norm2 - e, 0.0);
+      double excess = HUGE_VAL;
+      if (havePrev) {
+        const double delta = std::max(e - prev, 0.0);
+        const double rho = havePrevDelta && prevDelta > 0 ? std::min(std::max(delta / prevDelta, 0.5), 0.99) : 0.5;
+        excess = (delta * rho) / (1 - rho);
+        prevDelta = delta, havePrevDelta = true;
+      }
+      prev = e, havePrev = true;
+      if (excess <= 0.5 * a.allowed * err2 + a.floor || q >= a.maxIters) {
+        o->floorLimited = excess > 0.5 * a.allowed * err2;
+        o->iters = q;
+        o->excess2 = std::isfinite(excess) ? excess : err2;
+        for (size_t i = 0; i < Q.size(); i++) o->Q[i] = Q[i];
+        return {};
+      }
+      // Q = qr(M · qr(Z).Q).Q
+      if (!ok(O::template qr<float>(Z.data(), k, l, Zq.data(), R.data())) ||
+          !ok(O::template gemm<float>(a.m, d, k, Zq.data(), k, l, false, false, 1.f, Y.data())) ||
+          !ok(O::template qr<float>(Y.data(), d, l, Q.data(), R.data())))
+        return st;
+    }
+  } catch (const std::bad_alloc&) {
+    return Status::fail("ALLOC", "sketch: out of memory");
+  }
+}
+
+}  // namespace streamed
+}  // namespace lora
