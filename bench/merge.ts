@@ -7,6 +7,7 @@
 //  2. svd merge of 3 of them (factor route, docs/algorithms.md §2.3) against the dense route PEFT takes (dense ΔW +
 //     full SVD in numpy), timed on one module of each shape and scaled to all modules.
 // Prints a markdown section; --write-docs replaces the "## merge" section of docs/BENCHMARKS.md.
+// --lego-only: part 1 alone, printed as one line (docs untouched).
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
@@ -134,6 +135,17 @@ async function main(): Promise<void> {
       sumN += b;
       if (Math.abs(a - b) <= 1e-9 * b) ties++;
       else if (a < b) wins++;
+    }
+
+    if (process.argv.includes("--lego-only")) {
+      // The lego half alone (no dense SVDs, docs untouched): one line of figures for a side-by-side run.
+      process.stdout.write(
+        `lego ${N} × r${rank}, ${names.length} modules, best of ${repeat}: clustering lora ${s(legoCluster)} s, numpy ${s(npCluster)} s (${(npCluster / legoCluster).toFixed(2)}×); ` +
+          `whole run lora ${s(legoCmd)} s, numpy ${s(npTotal)} s; Σ inertia lora ${sumL.toPrecision(10)}, numpy ${sumN.toPrecision(10)} ` +
+          `(${(((sumL - sumN) / sumN) * 100).toFixed(4)}%); lower/equal/higher ${wins}/${ties}/${names.length - wins - ties}; load at start ${load0.toFixed(1)}, now ${loadavg()[0]!.toFixed(1)}; numpy ${npVersion}\n`,
+      );
+      for (const a of adapters) await a.file.close();
+      return;
     }
 
     // ---- svd: 3 adapters, factor route vs dense route

@@ -3,20 +3,9 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { LoraError, UsageError } from "../common/errors.js";
-import { applyCommand } from "./apply/index.js";
-import { backendsCommand } from "./backends/index.js";
-import { completionCommand } from "./completion/index.js";
-import { convertCommand } from "./convert/index.js";
-import { diffCommand } from "./diff/index.js";
-import { extractCommand } from "./extract/index.js";
-import { inspectCommand } from "./inspect/index.js";
-import { lintCommand } from "./lint/index.js";
-import { mergeCommand } from "./merge/index.js";
-import { pruneCommand } from "./prune/index.js";
-import { truncateCommand } from "./truncate/index.js";
 import type { Ctx } from "./support/context.js";
 import { globalOptionsLast } from "./support/options.js";
-import { errorText } from "./support/output.js";
+import { errorText, loadColour } from "./support/output.js";
 
 /** The version of the package this file ships in (package.json two levels up, in the source tree and in dist/). */
 function packageVersion(): string {
@@ -35,29 +24,42 @@ export const VERSION = packageVersion();
 
 type CommandFactory = (ctx: Ctx) => Command;
 
-/** Commands register here (one file each under commands/<name>/). */
-export const commandFactories: CommandFactory[] = [
-  inspectCommand,
-  truncateCommand,
-  pruneCommand,
-  mergeCommand,
-  convertCommand,
-  diffCommand,
-  lintCommand,
-  extractCommand,
-  applyCommand,
-  backendsCommand,
-  completionCommand,
-];
+/**
+ * Commands register here (one folder each under commands/<name>/), in the order help lists them.
+ * Each definition is imported only when needed: a command line naming one command loads that
+ * one alone (start-up, issue 19); help, completion and unknown commands load them all.
+ */
+export const commandFactories: Record<string, () => Promise<CommandFactory>> = {
+  inspect: async () => (await import("./inspect/index.js")).inspectCommand,
+  truncate: async () => (await import("./truncate/index.js")).truncateCommand,
+  prune: async () => (await import("./prune/index.js")).pruneCommand,
+  merge: async () => (await import("./merge/index.js")).mergeCommand,
+  convert: async () => (await import("./convert/index.js")).convertCommand,
+  diff: async () => (await import("./diff/index.js")).diffCommand,
+  lint: async () => (await import("./lint/index.js")).lintCommand,
+  extract: async () => (await import("./extract/index.js")).extractCommand,
+  apply: async () => (await import("./apply/index.js")).applyCommand,
+  backends: async () => (await import("./backends/index.js")).backendsCommand,
+  completion: async () => (await import("./completion/index.js")).completionCommand,
+};
 
-export function buildProgram(ctx: Ctx): Command {
+/** The one command a command line runs, when building it alone gives the same behaviour (completion reads the whole program). */
+function soleCommand(argv: string[]): string | undefined {
+  const first = argv.find((a) => !a.startsWith("-"));
+  return first !== undefined && first !== "completion" && Object.hasOwn(commandFactories, first) ? first : undefined;
+}
+
+/** The program with every command, or with `only` alone. */
+export async function buildProgram(ctx: Ctx, only?: string): Promise<Command> {
   const program = new Command("lora")
     .description("LoRA adapter surgery from the shell: inspect, truncate, prune, merge and convert adapters without the base model")
     .version(VERSION, "-V, --version")
     .option("--no-color", "disable colour")
     .exitOverride()
     .configureOutput(outputs(ctx));
-  for (const make of commandFactories) {
+  const names = only !== undefined ? [only] : Object.keys(commandFactories);
+  const factories = await Promise.all(names.map((n) => commandFactories[n]!()));
+  for (const make of factories) {
     const cmd = globalOptionsLast(make(ctx));
     cmd.exitOverride().configureOutput(outputs(ctx));
     program.addCommand(cmd);
@@ -98,7 +100,8 @@ export function describeError(e: unknown): ErrorInfo {
 
 /** Run the CLI; returns the exit code. */
 export async function main(argv: string[], ctx: Ctx): Promise<number> {
-  const program = buildProgram(ctx);
+  await loadColour(ctx);
+  const program = await buildProgram(ctx, soleCommand(argv));
   const json = argv.includes("--json");
   // No command at all (or only global flags): the usage on stderr, exit 2 (docs/cli.md "Exit codes").
   if (!argv.some((a) => !a.startsWith("-")) && !argv.some((a) => ["-h", "--help", "-V", "--version"].includes(a))) {

@@ -125,6 +125,38 @@ describe("kmeans on each backend", async () => {
       assert.equal(one.inertia, r.inertias[0], "run 0 of n_init 8 is the n_init 1 run (one stream)");
     });
 
+    test(`${be.name}: the n_init runs side by side give what runs one after another give`, async () => {
+      const rng = new Rng(SEED + 6);
+      const n = 96,
+        d = 40,
+        k = 7;
+      const X: Mat<Float64Array> = { rows: n, cols: d, data: rng.normals(n * d) };
+      const w = Float64Array.from({ length: n }, () => 0.25 + rng.uniform());
+      const r = await kmeans(be, X, { k, seed: SEED, nInit: 6, weights: w });
+      // Reference: each seeding from one stream, then Lloyd, strictly one run after another.
+      const seeds = new Rng(SEED);
+      const tol = sklearnTolerance(X, 1e-4);
+      const inertias: number[] = [];
+      let bestLabels: Int32Array | null = null,
+        bestInertia = Infinity,
+        bestCentroids: Float64Array | null = null;
+      for (let run = 0; run < 6; run++) {
+        const idx = kmeansPlusPlus(X, k, seeds, w);
+        const start = new Float64Array(k * d);
+        idx.forEach((p, c) => start.set(X.data.subarray(p * d, (p + 1) * d), c * d));
+        const one = await be.kmeansLloyd(X, { rows: k, cols: d, data: start }, { maxIter: 300, tol, weights: w });
+        inertias.push(one.inertia);
+        if (one.inertia < bestInertia) {
+          bestInertia = one.inertia;
+          bestLabels = one.labels;
+          bestCentroids = one.centroids.data as Float64Array;
+        }
+      }
+      assert.deepEqual(r.inertias, inertias, `seed ${SEED}`);
+      assert.deepEqual(Array.from(r.labels), Array.from(bestLabels!));
+      assert.deepEqual(Array.from(r.centroids.data), Array.from(bestCentroids!));
+    });
+
     test(`${be.name}: an integer sample weight equals repeating the point`, async () => {
       const rng = new Rng(SEED + 5);
       const base: Mat<Float64Array> = { rows: 12, cols: 3, data: rng.normals(36) };

@@ -197,23 +197,31 @@ export async function kmeans(be: LinalgBackend, points: Mat<Float64Array>, o: Km
   // One Gram matrix on the backend serves every k-means++ draw of every restart (n² ≤ GRAM_MAX).
   const gram = init === "k-means++" && n * n <= GRAM_MAX ? ((await be.gemm(points, points, { transB: true })) as Mat<Float64Array>) : undefined;
   const lloydOpts = { maxIter, tol: tolAbs, ...(o.weights ? { weights: o.weights } : {}) };
-  let best: KmeansResult | null = null;
-  let bestRun = 0;
-  const inertias: number[] = [];
+  // Every seeding first, from the one Rng in run order (Lloyd draws nothing, so these are the
+  // centroids a run-by-run loop would start from), then the Lloyd runs side by side in the
+  // backend's lanes: the same results as one after another, in less time (issue 19).
+  const starts: Mat<Float64Array>[] = [];
   for (let run = 0; run < nInit; run++) {
-    let start: Mat<Float64Array>;
-    if (init === "k-means++") start = gather(points, kmeansPlusPlus(points, k, rng, o.weights, undefined, gram));
+    if (init === "k-means++") starts.push(gather(points, kmeansPlusPlus(points, k, rng, o.weights, undefined, gram)));
     else if (init === "first")
-      start = gather(
-        points,
-        Array.from({ length: k }, (_, i) => i),
+      starts.push(
+        gather(
+          points,
+          Array.from({ length: k }, (_, i) => i),
+        ),
       );
     else {
       if (init.rows !== k || init.cols !== points.cols)
         throw new Error(`kmeans: initial centroids are ${init.rows}×${init.cols}, expected ${k}×${points.cols}`);
-      start = { rows: k, cols: init.cols, data: Float64Array.from(init.data) };
+      starts.push({ rows: k, cols: init.cols, data: Float64Array.from(init.data) });
     }
-    const r = await be.kmeansLloyd(points, start, lloydOpts);
+  }
+  const results = await inLanes(be, starts, (start) => be.kmeansLloyd(points, start, lloydOpts));
+  let best: KmeansResult | null = null;
+  let bestRun = 0;
+  const inertias: number[] = [];
+  for (let run = 0; run < results.length; run++) {
+    const r = results[run]!;
     inertias.push(r.inertia);
     if (best === null || r.inertia < best.inertia) {
       best = r;
@@ -221,4 +229,22 @@ export async function kmeans(be: LinalgBackend, points: Mat<Float64Array>, o: Km
     }
   }
   return { ...best!, runs: nInit, bestRun, inertias, tolAbs };
+}
+
+/** fn over every item, at most the backend's lane count at a time (one at a time without withLanes); results in item order. */
+async function inLanes<I, R>(be: LinalgBackend, items: I[], fn: (item: I) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  const run = async (lanes: number) => {
+    let next = 0;
+    const lane = async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]!);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(lanes, items.length)) }, lane));
+  };
+  if (be.withLanes && items.length > 1) await be.withLanes(run);
+  else await run(1);
+  return out;
 }

@@ -29,7 +29,7 @@ function fakeCtx(): Ctx & { out: () => string; err: () => string } {
   };
 }
 
-const program = buildProgram(fakeCtx());
+const program = await buildProgram(fakeCtx());
 const model = describeProgram(program);
 const dir = mkdtempSync(join(tmpdir(), "lora-completion-"));
 const has = (shell: string) => spawnSync(shell, ["-c", "exit 0"]).status === 0;
@@ -129,7 +129,7 @@ test("zsh script: every command described, choices and file values in the _argum
 test("lora completion bash|zsh prints the script on stdout; another shell is a usage error (2)", async () => {
   const b = fakeCtx();
   assert.equal(await main(["completion", "bash"], b), 0);
-  assert.equal(b.out(), bashScript(buildProgram(fakeCtx())));
+  assert.equal(b.out(), bashScript(await buildProgram(fakeCtx())));
   const z = fakeCtx();
   assert.equal(await main(["completion", "zsh"], z), 0);
   assert.match(z.out(), /^#compdef lora/);

@@ -5,7 +5,7 @@ import { isDora, loadAdapter, parseKohyaMetadata, type Adapter, type KohyaMetada
 import { cumulativeEnergy, effectiveRank } from "../../linalg/lowrank.js";
 import { moduleSpectra } from "../../surgery/spectra.js";
 import type { LinalgBackend } from "../../linalg/types.js";
-import { allocate, type AllocationRequest, type Score } from "../../surgery/truncate/allocate.js";
+import type { AllocationRequest, Score } from "../../surgery/truncate/allocate.js";
 
 export interface InspectOptions {
   input: string;
@@ -133,6 +133,7 @@ export async function runInspect(
         ...(o.budget !== undefined ? { budget: o.budget } : {}),
         ...(o.energy !== undefined ? { energy: o.energy } : {}),
       };
+      const { allocate } = await import("../../surgery/truncate/allocate.js"); // only for a preview
       const alloc = allocate(
         modules.map((m) => ({ name: m.name, sigma: m.singular_values, in: m.shape[1], out: m.shape[0], rank: m.rank })),
         req,

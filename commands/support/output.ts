@@ -2,15 +2,32 @@
 // tables on a terminal, tab-separated rows (a header row with --header) when piped, one JSON
 // document with --json. Colour (chalk) only on a terminal, never under NO_COLOR, --no-color
 // (bin/ sets FORCE_COLOR=0), TERM=dumb or CI.
-import { Chalk, type ChalkInstance } from "chalk";
+// chalk itself is imported only when some stream can show colour (loadColour, called by main()):
+// piped and scripted runs never load it (start-up, issue 19).
+import type { ChalkInstance } from "chalk";
 import type { Ctx } from "./context.js";
 
-/** A chalk for one of the context's streams: colour only where that stream is a terminal and the rules allow it. */
-export function paint(ctx: Ctx, stream: "stdout" | "stderr"): ChalkInstance {
+let chalk: typeof import("chalk") | undefined;
+
+/** Whether a stream of the context may be coloured: a terminal, and the rules above allow it. */
+function colourable(ctx: Ctx, stream: "stdout" | "stderr"): boolean {
   const e = ctx.env;
   const allowed = (e["NO_COLOR"] ?? "") === "" && e["FORCE_COLOR"] !== "0" && e["TERM"] !== "dumb" && !e["CI"];
   const tty = stream === "stdout" ? ctx.color && !!ctx.stdout.isTTY : !!ctx.stderr.isTTY;
-  return new Chalk({ level: allowed && tty ? 1 : 0 });
+  return allowed && tty;
+}
+
+/** Loads chalk when either stream of the context may be coloured; before paint() is first asked for colour. */
+export async function loadColour(ctx: Ctx): Promise<void> {
+  if (chalk === undefined && (colourable(ctx, "stdout") || colourable(ctx, "stderr"))) chalk = await import("chalk");
+}
+
+/** The styler of an uncoloured stream: every style (chained too) returns its text unchanged, as chalk at level 0 does. */
+const plain: ChalkInstance = new Proxy((...text: unknown[]) => text.join(" "), { get: () => plain }) as unknown as ChalkInstance;
+
+/** A chalk for one of the context's streams: colour only where that stream is a terminal and the rules allow it. */
+export function paint(ctx: Ctx, stream: "stdout" | "stderr"): ChalkInstance {
+  return chalk !== undefined && colourable(ctx, stream) ? new chalk.Chalk({ level: 1 }) : plain;
 }
 
 /** An error as printed on stderr: `lora: error: message`, then the hint on its own line. */

@@ -3,8 +3,8 @@
 import { diffusersDetector } from "./parse-diffusers.js";
 import { hasKohyaKeys, parseKohya } from "./parse-kohya.js";
 import { hasPeftKeys, parsePeft } from "./parse-peft.js";
-import { lycorisDetector } from "./parse-lycoris.js";
-import type { Detector } from "./detector.js";
+import { hasLycorisKeys } from "./lycoris/keys.js";
+import type { Detected, DetectContext, Detector } from "./detector.js";
 import type { PeftConfig } from "./peft-config.js";
 
 const kohya: Detector = {
@@ -32,6 +32,13 @@ const peft: Detector = {
     const r = parsePeft(ctx.file.header.tensors, ctx.config, ctx.label, ctx.notes);
     return { format: "peft", ...r, config: ctx.config, configSource: ctx.config ? ctx.configSource : "none (alpha = rank)" };
   },
+};
+
+/** LyCORIS (parse-lycoris.ts): claimed by its keys; the reader (LoHa, LoKr, … kernels) is loaded only for such a file. */
+const lycorisDetector: Detector = {
+  format: "kohya",
+  claims: (names) => hasLycorisKeys(names),
+  parse: async (ctx: DetectContext): Promise<Detected> => (await import("./parse-lycoris.js")).lycorisDetector.parse(ctx),
 };
 
 /**

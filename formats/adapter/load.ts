@@ -8,7 +8,7 @@ import { basename, dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { InvalidInputError, RuntimeFailure } from "../../common/errors.js";
 import { limits, SafetensorsFile, type DType } from "../safetensors/index.js";
-import { openTorchCheckpoint, readCheckpointBuffer, sniffCheckpoint, sniffCheckpointFile } from "../torch/index.js";
+import { sniffCheckpoint, sniffCheckpointFile } from "../torch/sniff.js";
 import { detectors } from "./detect.js";
 import type { DetectContext } from "./detector.js";
 import type { PeftConfig } from "./peft-config.js";
@@ -102,6 +102,7 @@ export async function openAdapterSource(arg: string, opts: OpenOptions = {}): Pr
     if (!opts.stdin) throw new InvalidInputError("-: no standard input available");
     const { head, rest } = await peekStream(opts.stdin, 16);
     if (sniffCheckpoint(head)) {
+      const { readCheckpointBuffer } = await import("../torch/index.js");
       const { file, notes } = await readCheckpointBuffer(await bufferStream(rest, "<stdin>"), "<stdin>");
       return { file, label: "<stdin>", siblingConfig: null, notes };
     }
@@ -119,6 +120,7 @@ export async function openAdapterSource(arg: string, opts: OpenOptions = {}): Pr
   const cfg = join(dirname(path), "adapter_config.json");
   const siblingConfig = (await exists(cfg)) ? cfg : null;
   if (await sniffCheckpointFile(path)) {
+    const { openTorchCheckpoint } = await import("../torch/index.js");
     const { file, notes } = await openTorchCheckpoint(path, path === arg ? arg : `${arg}/${basename(path)}`);
     return { file, label: arg, siblingConfig, notes, path };
   }

@@ -3,7 +3,6 @@
 // and presented as a SafetensorsFile of its state dict's tensors (SafetensorsFile.derived), each
 // produced on read as its exact contiguous little-endian bytes. Recognised from content, never
 // from the file name.
-import { open } from "node:fs/promises";
 import { InvalidInputError } from "../../common/errors.js";
 import { type DerivedTensor, SafetensorsFile } from "../safetensors/index.js";
 import { torchPolicy } from "./globals.js";
@@ -13,41 +12,8 @@ import { unpickle } from "./pickle.js";
 import { bufferSource, type ByteSource, fileSource } from "./source.js";
 import { findStateDict } from "./state-dict.js";
 import { materialize, STORAGE_DTYPES, TorchStorage, type Unpickled } from "./tensor.js";
+import { type CheckpointKind, sniffCheckpoint } from "./sniff.js";
 import { ZipArchive, type ZipEntry } from "./zip.js";
-
-export type CheckpointKind = "zip" | "legacy" | "pickle";
-
-/** torch/serialization.py MAGIC_NUMBER 0x1950a86a20f9469cfc6c as pickled by protocol ≥ 2 (PROTO n, LONG1 10 bytes). */
-const LEGACY_MAGIC = [0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
-
-/**
- * What the first bytes of a file say it is: a zip (torch.save), torch's legacy stream, some other
- * pickle, or null (safetensors or anything else). A safetensors file has "{" at byte 8, which
- * neither a zip local header (compression method) nor a pickle has there.
- */
-export function sniffCheckpoint(head: Uint8Array): CheckpointKind | null {
-  if (head.length >= 9 && head[8] === 0x7b) return null;
-  if (ZipArchive.sniff(head)) return "zip";
-  if (head.length >= 2 + LEGACY_MAGIC.length && head[0] === 0x80 && LEGACY_MAGIC.every((b, i) => head[2 + i] === b)) return "legacy";
-  if (head.length >= 2 && head[0] === 0x80 && head[1]! <= 5) return "pickle";
-  return null;
-}
-
-/** sniffCheckpoint on the first 16 bytes of a regular file (a FIFO is never sniffed: it would lose them). */
-export async function sniffCheckpointFile(path: string): Promise<CheckpointKind | null> {
-  let fh: Awaited<ReturnType<typeof open>> | undefined;
-  try {
-    fh = await open(path, "r");
-    if (!(await fh.stat()).isFile()) return null;
-    const head = Buffer.alloc(16);
-    const { bytesRead } = await fh.read(head, 0, 16, 0);
-    return sniffCheckpoint(head.subarray(0, bytesRead));
-  } catch {
-    return null; // the safetensors reader reports it
-  } finally {
-    await fh?.close();
-  }
-}
 
 export interface Checkpoint {
   file: SafetensorsFile;

@@ -6,6 +6,7 @@
 import { crc32, inflateRawSync } from "node:zlib";
 import { InvalidInputError } from "../../common/errors.js";
 import { MAX_BUFFER_BYTES, MAX_CENTRAL_DIRECTORY_BYTES, MAX_DEFLATE_RATIO, MAX_ZIP_ENTRIES } from "./limits.js";
+import { isZipHead } from "./sniff.js";
 import type { ByteSource } from "./source.js";
 
 const EOCD_SIG = 0x06054b50;
@@ -35,7 +36,7 @@ export class ZipArchive {
 
   /** Whether `bytes` start like a zip local file header ("PK\3\4"). */
   static sniff(bytes: Uint8Array): boolean {
-    return bytes.length >= 4 && bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04;
+    return isZipHead(bytes);
   }
 
   static async open(source: ByteSource): Promise<ZipArchive> {

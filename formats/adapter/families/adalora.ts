@@ -9,12 +9,9 @@ import type { TensorInfo } from "../../safetensors/index.js";
 import { buildDerivedAdapterParts, type DerivedModuleSpec } from "../derived.js";
 import type { DetectContext, Detected, Detector } from "../detector.js";
 import { budgetByLayer, foldDiagonal, loraBaseConfig, readF64, stripPeftPrefix, linearModule } from "./shared.js";
+import { claimsAdalora } from "./claims.js";
 
 const ROLES = [".lora_A", ".lora_E", ".lora_B"] as const;
-
-export function hasAdaloraKeys(names: string[]): boolean {
-  return names.some((n) => n.endsWith(".lora_E"));
-}
 
 function num(cfg: Record<string, unknown>, key: string, label: string, fallback?: number): number {
   const v = cfg[key] ?? fallback;
@@ -101,6 +98,6 @@ async function parse(ctx: DetectContext): Promise<Detected> {
 
 export const adaloraDetector: Detector = {
   format: "peft",
-  claims: (names, ctx) => hasAdaloraKeys(names) || (ctx.config?.["peft_type"] === "ADALORA" && names.some((n) => n.endsWith(".lora_A"))),
+  claims: claimsAdalora,
   parse,
 };

@@ -10,12 +10,9 @@ import type { TensorInfo } from "../../safetensors/index.js";
 import { buildDerivedAdapterParts, type DerivedModuleSpec } from "../derived.js";
 import type { DetectContext, Detected, Detector } from "../detector.js";
 import { budgetByLayer, foldDiagonal, readF64, linearModule } from "./shared.js";
+import { hasIncreloraKeys } from "./claims.js";
 
 const CHUNK = /^(.*)\.lora_([AEB])\.(\d+)$/;
-
-export function hasIncreloraKeys(names: string[]): boolean {
-  return names.some((n) => /\.lora_E\.\d+$/.test(n));
-}
 
 type Chunks = { A: Map<number, TensorInfo>; E: Map<number, TensorInfo>; B: Map<number, TensorInfo>; ranknum?: TensorInfo };
 
@@ -119,4 +116,4 @@ async function parse(ctx: DetectContext): Promise<Detected> {
   return { format: "peft", ...parts, config: null, configSource: `lora_alpha ${alphaRaw} from ${ctx.config ? ctx.configSource : "config.json"}` };
 }
 
-export const increloraDetector: Detector = { format: "peft", claims: (names) => hasIncreloraKeys(names), parse };
+export const increloraDetector: Detector = { format: "peft", claims: hasIncreloraKeys, parse };

@@ -8,21 +8,9 @@
 import { InvalidInputError } from "../../../common/errors.js";
 import { buildDerivedAdapterParts, type DerivedModuleSpec } from "../derived.js";
 import type { DetectContext, Detected, Detector } from "../detector.js";
+import { GATE, hasMeteoraKeys } from "./claims.js";
 import { scaleFor } from "../peft-config.js";
 import { foldDiagonal, loraBaseConfig, readF64, stripPeftPrefix, linearModule } from "./shared.js";
-
-const GATE = ".moe_gate.weight";
-
-export function hasMeteoraKeys(names: string[]): boolean {
-  return names.some((n) => n.endsWith(GATE));
-}
-
-/** The module path and expert index of a MeteoRA expert module (`<m>.experts.<i>`), or null. */
-export function meteoraExpert(m: { family?: { type: string; info?: Record<string, unknown> } }): { module: string; expert: number; experts: number } | null {
-  if (m.family?.type !== "meteora") return null;
-  const i = m.family.info!;
-  return { module: String(i["module"]), expert: Number(i["expert"]), experts: Number(i["experts"]) };
-}
 
 async function parse(ctx: DetectContext): Promise<Detected> {
   const cfg = ctx.config;
@@ -96,16 +84,4 @@ async function parse(ctx: DetectContext): Promise<Detected> {
   return { format: "peft", ...parts, config: base, configSource: `${ctx.configSource} (MeteoRA experts' lora_alpha, r)` };
 }
 
-export const meteoraDetector: Detector = { format: "peft", claims: (names) => hasMeteoraKeys(names), parse };
-
-/** Exit 3 for a write command other than convert on a MeteoRA adapter: its experts share module paths. */
-export function refuseExperts(a: { source: string; modules: { family?: { type: string; info?: Record<string, unknown> } }[] }, what: string): void {
-  const e = a.modules.map(meteoraExpert).find((x) => x);
-  if (!e) return;
-  throw new InvalidInputError(
-    `${a.source}: MeteoRA checkpoint (${e.experts} experts per module behind a per-token gate); ${what} works on one LoRA at a time`,
-    {
-      hint: "write the experts as standard LoRAs first: lora convert --to peft --expert I (or --expert all -o DIR)",
-    },
-  );
-}
+export const meteoraDetector: Detector = { format: "peft", claims: hasMeteoraKeys, parse };

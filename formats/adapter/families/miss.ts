@@ -13,14 +13,9 @@ import { InvalidInputError } from "../../../common/errors.js";
 import type { TensorInfo } from "../../safetensors/index.js";
 import { buildDerivedAdapterParts, type DerivedModuleSpec } from "../derived.js";
 import type { DetectContext, Detected, Detector } from "../detector.js";
+import { hasMissKeys, MISS_SUFFIXES as SUFFIXES } from "./claims.js";
 import type { BaseDependentModule } from "../types.js";
 import { readF64, stripPeftPrefix, linearModule } from "./shared.js";
-
-const SUFFIXES = [".miss_block", ".bone_block"];
-
-export function hasMissKeys(names: string[]): boolean {
-  return names.some((n) => SUFFIXES.some((s) => n.endsWith(s)));
-}
 
 type Variant = "default" | "mini" | "bat";
 
@@ -129,4 +124,4 @@ function batFactors(M: Float64Array, W: Float64Array, out: number, inn: number, 
   return out <= inn ? { B: I, A: D } : { B: D, A: I };
 }
 
-export const missDetector: Detector = { format: "peft", claims: (names) => hasMissKeys(names), parse };
+export const missDetector: Detector = { format: "peft", claims: hasMissKeys, parse };

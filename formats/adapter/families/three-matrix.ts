@@ -9,16 +9,10 @@ import { InvalidInputError } from "../../../common/errors.js";
 import type { TensorInfo } from "../../safetensors/index.js";
 import { buildDerivedAdapterParts, type DerivedModuleSpec } from "../derived.js";
 import type { DetectContext, Detected, Detector } from "../detector.js";
+import { hasThreeMatrixKeys, N, XS } from "./claims.js";
 import { groupPeftKeys } from "../parse-peft.js";
 import { peftModuleScale } from "../peft-config.js";
 import { foldCore, loraBaseConfig, readF64, stripPeftPrefix, linearModule } from "./shared.js";
-
-const XS = "_lora_latent_mapping.weight";
-const N = ".lora_N.weight";
-
-export function hasThreeMatrixKeys(names: string[]): boolean {
-  return names.some((n) => n.endsWith(XS) || n.endsWith(N));
-}
 
 async function parse(ctx: DetectContext): Promise<Detected> {
   const cores = new Map<string, TensorInfo>();
@@ -94,4 +88,4 @@ async function parse(ctx: DetectContext): Promise<Detected> {
   return { format: "peft", ...parts, config: base, configSource: cfg ? ctx.configSource : "none (alpha = rank)" };
 }
 
-export const threeMatrixDetector: Detector = { format: "peft", claims: (names) => hasThreeMatrixKeys(names), parse };
+export const threeMatrixDetector: Detector = { format: "peft", claims: hasThreeMatrixKeys, parse };

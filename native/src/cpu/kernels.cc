@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -67,7 +68,8 @@ LORA_INLINE void gramTile(const T* X, int rows, int ld, int a0, int b0, double* 
     vd xb[kNB];
     for (int b = 0; b < kNB; b++) xb[b] = load4(x + b0 + 4 * b);
     for (int a = 0; a < kTA; a++) {
-      vd xa = vd{} + double(x[a0 + a]);
+      const double s = double(x[a0 + a]);
+      const vd xa = {s, s, s, s};  // a broadcast (no "0 + s": acc starts at +0 and is never −0, so the sums are the same bits)
       for (int b = 0; b < kNB; b++) acc[a][b] += xa * xb[b];
     }
   }
@@ -78,14 +80,29 @@ LORA_INLINE void gramTile(const T* X, int rows, int ld, int a0, int b0, double* 
     }
 }
 
+// Every entry of G gets, per chunk, the float64 sum of its row products in row order, added to G:
+// the chunk boundaries (≈ 32 KiB of X as given) fix the rounding, so they never depend on how a
+// chunk is then processed. A float chunk is widened to float64 once (exact) and the tiles read the
+// doubles: one conversion per element instead of one per element and tile.
 template <typename T>
 LORA_INLINE void gramBody(const T* X, int64_t n, int ld, double* G) {
   const int64_t chunk = std::max<int64_t>(kTA, (int64_t(32) << 10) / (int64_t(std::max(ld, 1)) * int64_t(sizeof(T))));  // ≈ 32 KiB of X
+  static thread_local std::vector<double> wide;
   for (int64_t c0 = 0; c0 < n; c0 += chunk) {
     int rows = int(std::min<int64_t>(chunk, n - c0));
-    const T* Xc = X + c0 * ld;
-    for (int a0 = 0; a0 < ld; a0 += kTA)
-      for (int b0 = (a0 / kTB) * kTB; b0 < ld; b0 += kTB) gramTile<T>(Xc, rows, ld, a0, b0, G);
+    const double* Xc;
+    if constexpr (sizeof(T) == 4) {
+      if (wide.size() < size_t(rows) * ld) wide.resize(size_t(rows) * ld);
+      const T* src = X + c0 * ld;
+      double* w = wide.data();
+      for (int64_t i = 0; i < int64_t(rows) * ld; i += 4) store(w + i, load4(src + i));  // ld is a multiple of 16
+      Xc = w;
+    } else {
+      Xc = X + c0 * ld;
+    }
+    // Column blocks outermost: a block's 16 columns of the chunk stay in L1 while every tile row meets them.
+    for (int b0 = 0; b0 < ld; b0 += kTB)
+      for (int a0 = 0; a0 < std::min(ld, b0 + kTB); a0 += kTA) gramTile<double>(Xc, rows, ld, a0, b0, G);
   }
 }
 
@@ -135,8 +152,11 @@ __attribute__((target("avx2,f16c"))) void halfRunF16C(const uint8_t* s, int n, f
   for (; j + 8 <= n; j += 8) _mm256_storeu_ps(d + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 2 * j))));
   for (; j < n; j++) { uint16_t h; std::memcpy(&h, s + 2 * j, 2); d[j] = halfToFloat(h); }
 }
+// LORA_KERNELS=portable turns these paths off (the portable loops give the same bytes: both round
+// to nearest even; test/e2e/kernels.test.ts compares the two routes' outputs).
 bool haveF16C() {
-  static const bool yes = (__builtin_cpu_init(), __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"));
+  static const bool yes = (__builtin_cpu_init(), __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) &&
+                          !(std::getenv("LORA_KERNELS") && std::strcmp(std::getenv("LORA_KERNELS"), "portable") == 0);
   return yes;
 }
 #endif
@@ -198,6 +218,59 @@ LORA_INLINE void transpose8(const float* src, int sld, float* dst, int dld) {
     store(dst + (k + 4) * dld, __builtin_shufflevector(v[k], v[k + 4], 4, 5, 6, 7, 12, 13, 14, 15));
   }
 }
+#endif
+
+#ifdef LORA_F16C
+// float → binary16 with F16C (vcvtps2ph, round to nearest even: the bits floatToHalf and _Float16 give).
+__attribute__((target("avx2,f16c"))) void encodeHalfRowsF16C(const float* Y, int64_t n, int t, int tp, uint8_t* dst) {
+  for (int64_t i = 0; i < n; i++) {
+    const float* y = Y + i * tp;
+    uint8_t* d = dst + i * t * 2;
+    int c = 0;
+    for (; c + 8 <= t; c += 8) _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 2 * c), _mm256_cvtps_ph(_mm256_loadu_ps(y + c), _MM_FROUND_TO_NEAREST_INT));
+    for (; c < t; c++) { uint16_t h = floatToHalf(y[c]); std::memcpy(d + 2 * c, &h, 2); }
+  }
+}
+
+// Rounding to binary16 and back (exact round trip of the rounded value), stacking as roundAndStack.
+__attribute__((target("avx2,f16c"))) void roundStackHalfF16C(float* Y, int64_t n, int t, int tp, const float* sign, bool roundedFirst, float* S, int ld2) {
+  for (int64_t i = 0; i < n; i++) {
+    float* y = Y + i * tp;
+    float* s = S + i * ld2;
+    int c = 0;
+    for (; c + 8 <= t; c += 8) {
+      __m256 v = _mm256_mul_ps(_mm256_loadu_ps(sign + c), _mm256_loadu_ps(y + c));
+      __m256 r = _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+      _mm256_storeu_ps(s + c, roundedFirst ? r : v);
+      _mm256_storeu_ps(s + t + c, _mm256_sub_ps(r, v));
+      _mm256_storeu_ps(y + c, r);
+    }
+    for (; c < t; c++) {
+      float v = sign[c] * y[c], r = halfToFloat(floatToHalf(v));
+      s[c] = roundedFirst ? r : v;
+      s[t + c] = r - v;
+      y[c] = r;
+    }
+    for (c = 2 * t; c < ld2; c++) s[c] = 0.0f;
+  }
+}
+
+#ifdef LORA_HAVE_SHUFFLEVECTOR
+// Columns of Y (n×t, stride tp, a multiple of 8) → binary16 rows at dst + c·stride: 8×8 blocks
+// transposed in registers, then one vcvtps2ph per destination row segment.
+__attribute__((target("avx2,f16c"))) void encodeHalfColumnsF16C(const float* Y, int n, int t, int tp, uint8_t* dst, int64_t stride) {
+  alignas(32) float blk[64];
+  int j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int c0 = 0; c0 < t; c0 += 8) {
+      transpose8(Y + int64_t(j) * tp + c0, tp, blk, 8);  // blk[k·8 + i] = Y[j + i][c0 + k]
+      for (int k = 0; k < 8 && c0 + k < t; k++)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (int64_t(c0 + k) * stride + j) * 2), _mm256_cvtps_ph(_mm256_load_ps(blk + 8 * k), _MM_FROUND_TO_NEAREST_INT));
+    }
+  for (; j < n; j++)
+    for (int c = 0; c < t; c++) { uint16_t h = floatToHalf(Y[int64_t(j) * tp + c]); std::memcpy(dst + (int64_t(c) * stride + j) * 2, &h, 2); }
+}
+#endif
 #endif
 
 template <typename T, int D>
@@ -409,11 +482,26 @@ LORA_EACH(LORA_OUT)
 #undef LORA_OUT
 
 
-template <> void roundAndStack<float>(float* Y, int64_t n, int t, int tp, int dtype, const float* sign, bool roundedFirst, float* S, int ld2) { LORA_BY_DTYPE(stack, f, Y, n, t, tp, sign, roundedFirst, S, ld2) }
+template <> void roundAndStack<float>(float* Y, int64_t n, int t, int tp, int dtype, const float* sign, bool roundedFirst, float* S, int ld2) {
+#ifdef LORA_F16C
+  if (dtype == F16 && haveF16C()) return roundStackHalfF16C(Y, n, t, tp, sign, roundedFirst, S, ld2);
+#endif
+  LORA_BY_DTYPE(stack, f, Y, n, t, tp, sign, roundedFirst, S, ld2)
+}
 template <> void roundAndStack<double>(double* Y, int64_t n, int t, int tp, int dtype, const double* sign, bool roundedFirst, double* S, int ld2) { LORA_BY_DTYPE(stack, d, Y, n, t, tp, sign, roundedFirst, S, ld2) }
-template <> void encodeRows<float>(const float* Y, int64_t n, int t, int tp, int dtype, uint8_t* dst) { LORA_BY_DTYPE(encR, f, Y, n, t, tp, dst) }
+template <> void encodeRows<float>(const float* Y, int64_t n, int t, int tp, int dtype, uint8_t* dst) {
+#ifdef LORA_F16C
+  if (dtype == F16 && haveF16C()) return encodeHalfRowsF16C(Y, n, t, tp, dst);
+#endif
+  LORA_BY_DTYPE(encR, f, Y, n, t, tp, dst)
+}
 template <> void encodeRows<double>(const double* Y, int64_t n, int t, int tp, int dtype, uint8_t* dst) { LORA_BY_DTYPE(encR, d, Y, n, t, tp, dst) }
-template <> void encodeColumns<float>(const float* Y, int n, int t, int tp, int dtype, uint8_t* dst, int64_t stride) { LORA_BY_DTYPE(encC, f, Y, n, t, tp, dst, stride) }
+template <> void encodeColumns<float>(const float* Y, int n, int t, int tp, int dtype, uint8_t* dst, int64_t stride) {
+#if defined(LORA_F16C) && defined(LORA_HAVE_SHUFFLEVECTOR)
+  if (dtype == F16 && haveF16C()) return encodeHalfColumnsF16C(Y, n, t, tp, dst, stride);
+#endif
+  LORA_BY_DTYPE(encC, f, Y, n, t, tp, dst, stride)
+}
 template <> void encodeColumns<double>(const double* Y, int n, int t, int tp, int dtype, uint8_t* dst, int64_t stride) { LORA_BY_DTYPE(encC, d, Y, n, t, tp, dst, stride) }
 #undef LORA_BY_DTYPE
 #undef LORA_EACH

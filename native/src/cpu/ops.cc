@@ -322,7 +322,13 @@ template <>
 Status Ops<Cpu>::kmeansLloyd(const double* x, int n, int d, const double* init, int k, const double* weights, int maxIter,
                    double tol, double* centroids, int32_t* labels, KmeansOut* out) {
   if (!blas().loaded) return noBlas();
-  std::vector<double> xx, cc, g, next, wsum;
+  // Scratch kept per thread between calls: n_init runs call this back to back, and fresh
+  // multi-megabyte buffers would be page-faulted in on every call.
+  // (Named through references: the parallelFor lambdas run on other threads, where the
+  // thread_local names would denote those threads' own, empty, vectors.)
+  struct Scratch { std::vector<double> xx, cc, g, next, wsum; };
+  static thread_local Scratch scratch;
+  std::vector<double>&xx = scratch.xx, &cc = scratch.cc, &g = scratch.g, &next = scratch.next, &wsum = scratch.wsum;
   try {
     xx.resize(n);
     cc.resize(k);
