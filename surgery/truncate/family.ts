@@ -3,7 +3,7 @@
 // its exact factors. The report row comes from the family's spectrum: the exact truncation's error
 // is its tail, Σ_{i≥t} σᵢ², plus what rounding to the output dtype adds (linalg/truncate.ts
 // truncationError). Called from modules.ts buildModules for `--method svd`.
-import { type Adapter, alphaForScale, kohyaStemInSet, type LoraModule } from "../../formats/adapter/index.js";
+import { type Adapter, alphaForScale, type LoraModule } from "../../formats/adapter/index.js";
 import type { OutModule } from "../../formats/adapter/write.js";
 import type { DType } from "../../formats/safetensors/index.js";
 import { retainedEnergy, roundForDtype, toF64, truncationError } from "../../linalg/truncate.js";
@@ -84,7 +84,7 @@ export async function familyTruncation(
   };
   return {
     path: m.path,
-    ...(c.format === "kohya" ? { stem: c.a.format === "kohya" ? m.name : kohyaStemInSet(m.path, c.te2) } : {}),
+    ...(c.format === "kohya" && c.a.format === "kohya" ? { stem: m.name } : {}),
     kind: m.kind,
     rank: t,
     alpha,

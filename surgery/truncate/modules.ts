@@ -5,7 +5,6 @@
 // row (relative error of the factors as written, retained energy).
 import {
   alphaForScale,
-  kohyaStemInSet,
   nonFiniteFactor,
   rawReadable,
   readFactors,
@@ -162,7 +161,7 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
     }
     const base: Omit<OutModule, "produce" | "rawFactors"> = {
       path: m.path,
-      ...(c.format === "kohya" ? { stem: a.format === "kohya" ? m.name : kohyaStemInSet(m.path, c.te2) } : {}),
+      ...(c.format === "kohya" && a.format === "kohya" ? { stem: m.name } : {}),
       kind: m.kind,
       rank: t,
       alpha,
