@@ -1,4 +1,4 @@
-// Where diffusers (v0.40, measured with ../shared/tools/diffusers-check; docs/formats.md "Naming
+// Where diffusers (v0.40, measured by running its own loading code; docs/formats.md "Naming
 // maps") would drop or mis-scale a module of a file we are about to write, so `convert` can say so.
 // kohya files go through diffusers' kohya converters (lora_conversion_utils.py); our diffusers files
 // are PEFT-style keys with lora_adapter_metadata, which diffusers reads as written except for the
@@ -29,7 +29,9 @@ export function diffusersLoadWarnings(out: AdapterOutput): string[] {
     if (family === "flux") {
       const outside = stems.filter((s) => /^lora_unet_(img_in|txt_in|time_in_|vector_in_|guidance_in_|final_layer_)/.test(s));
       if (outside.length)
-        w.push(`diffusers drops ${outside.length} module(s) of a kohya Flux file (${list(outside)}): its converter names them without "transformer."; --to diffusers keeps them`);
+        w.push(
+          `diffusers drops ${outside.length} module(s) of a kohya Flux file (${list(outside)}): its converter names them without "transformer."; --to diffusers keeps them`,
+        );
       const t5 = stems.filter((s) => s.startsWith("lora_te3_"));
       if (t5.length) w.push(`diffusers drops the ${t5.length} T5 (lora_te3_) module(s) of a kohya Flux file (${list(t5)})`);
     }

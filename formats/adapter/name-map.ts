@@ -8,7 +8,29 @@ import { fluxFromBfl, fluxFromDiffusers, fluxFromKohya, looksFluxKohya } from ".
 import { clipPathFromKohya, isSgmStem, t5PathFromKohya, unetPathFromKohya } from "./names-sdxl.js";
 import { kohyaPrefixOf, kohyaStemFor, matchKeyFor } from "./names.js";
 
-export type ModelFamily = "sd" | "sdxl" | "flux" | "other";
+export type ModelFamily = "sd" | "sdxl" | "flux" | "dit" | "other";
+
+/** Top-level children of diffusers transformer models (Flux, SD3, PixArt, …): `transformer.<root>.…` is one of those, not an LLM's `transformer.h.…`. */
+const DIT_ROOTS = new Set([
+  "transformer_blocks",
+  "single_transformer_blocks",
+  "x_embedder",
+  "context_embedder",
+  "time_text_embed",
+  "pos_embed",
+  "norm_out",
+  "proj_out",
+  "caption_projection",
+  "adaln_single",
+  "double_blocks",
+  "single_blocks",
+  "img_in",
+  "txt_in",
+  "time_in",
+  "vector_in",
+  "guidance_in",
+  "final_layer",
+]);
 
 /** Family of a kohya file from its tensor names or stems (`lora_unet_double_blocks_…` Flux; te1/te2 or sgm blocks SDXL). */
 export function kohyaFamily(names: Iterable<string>): ModelFamily {
@@ -69,8 +91,8 @@ const COMPONENT = /^(unet|transformer|text_encoder(?:_\d+)?)\./;
 
 /** Family of an output module set from its paths. */
 export function pathFamily(paths: readonly string[]): ModelFamily {
-  const tr = paths.filter((p) => p.startsWith("transformer."));
-  if (tr.length && tr.every((p) => fluxFromBfl(p.slice(12)) || fluxFromDiffusers(p.slice(12)))) return "flux";
+  const tr = paths.filter((p) => p.startsWith("transformer.") && DIT_ROOTS.has(p.split(".")[1]!));
+  if (tr.length) return tr.every((p) => fluxFromBfl(p.slice(12)) || fluxFromDiffusers(p.slice(12))) ? "flux" : "dit";
   if (paths.some((p) => p.startsWith("text_encoder_2.") || p.startsWith("unet.") || p.startsWith("text_encoder."))) {
     return paths.some((p) => p.startsWith("text_encoder_2.")) ? "sdxl" : "sd";
   }
@@ -91,6 +113,7 @@ export function kohyaStemOfPath(path: string, family: ModelFamily): string | und
     case "unet":
       return `lora_unet_${rest}`;
     case "transformer":
+      if (family === "other") return kohyaStemFor(path); // an LLM's transformer.h.… (GPT-2, Falcon)
       return family === "flux" && fluxFromBfl(path.slice(m[0].length)) ? `lora_unet_${rest}` : undefined;
     case "text_encoder":
       return `lora_${family === "sdxl" || family === "flux" ? "te1" : "te"}_${rest}`;
@@ -105,8 +128,8 @@ export function kohyaStemOfPath(path: string, family: ModelFamily): string | und
 
 /** exit 3 for a module that no naming map covers, naming it. */
 export function unmappedName(name: string, family: ModelFamily, to: string): InvalidInputError {
-  const fam = { sd: "Stable Diffusion 1.x/2.x", sdxl: "SDXL", flux: "Flux", other: "this adapter's" }[family];
+  const fam = { sd: "Stable Diffusion 1.x/2.x", sdxl: "SDXL", flux: "Flux", dit: "diffusers transformer (not Flux)", other: "Stable Diffusion" }[family];
   return new InvalidInputError(`module "${name}": no ${to} name: it is no module the ${fam} naming maps know`, {
-    hint: "docs/formats.md \"Naming maps\" lists the module names read and written; convert within the same format keeps names as they are",
+    hint: 'docs/formats.md "Naming maps" lists the module names read and written; convert within the same format keeps names as they are',
   });
 }

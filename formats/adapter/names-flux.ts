@@ -23,7 +23,11 @@ const SINGLE = "single_transformer_blocks.{n}";
 
 export const FLUX_TABLE: FluxEntry[] = [
   { bfl: "double_blocks.{n}.img_attn.qkv", diffusers: [`${DOUBLE}.attn.to_q`, `${DOUBLE}.attn.to_k`, `${DOUBLE}.attn.to_v`], split: "thirds" },
-  { bfl: "double_blocks.{n}.txt_attn.qkv", diffusers: [`${DOUBLE}.attn.add_q_proj`, `${DOUBLE}.attn.add_k_proj`, `${DOUBLE}.attn.add_v_proj`], split: "thirds" },
+  {
+    bfl: "double_blocks.{n}.txt_attn.qkv",
+    diffusers: [`${DOUBLE}.attn.add_q_proj`, `${DOUBLE}.attn.add_k_proj`, `${DOUBLE}.attn.add_v_proj`],
+    split: "thirds",
+  },
   { bfl: "double_blocks.{n}.img_attn.proj", diffusers: [`${DOUBLE}.attn.to_out.0`] },
   { bfl: "double_blocks.{n}.txt_attn.proj", diffusers: [`${DOUBLE}.attn.to_add_out`] },
   { bfl: "double_blocks.{n}.img_mlp.0", diffusers: [`${DOUBLE}.ff.net.0.proj`] },

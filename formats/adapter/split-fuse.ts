@@ -159,7 +159,8 @@ async function fuseFlux(parts: { m: OutModule; part: number }[], hit: FluxHit): 
   const P = hit.entry.diffusers.length;
   for (const { m } of parts) {
     if (m.kind !== "linear") throw new InvalidInputError(`module "${m.path}": Flux ${bfl} parts must be linear, this one is ${m.kind}`);
-    if (m.extras && Object.keys(m.extras).length) throw new InvalidInputError(`module "${m.path}" has ${Object.keys(m.extras).join(", ")}; it cannot be fused into ${stem}`);
+    if (m.extras && Object.keys(m.extras).length)
+      throw new InvalidInputError(`module "${m.path}" has ${Object.keys(m.extras).join(", ")}; it cannot be fused into ${stem}`);
   }
   const rows = fluxRowsFromPart(hit.entry, first.part, first.m.out);
   for (const { m, part } of parts) {

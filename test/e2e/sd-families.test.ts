@@ -113,7 +113,12 @@ function flux(h: number, inn: number, outside: boolean): Entry[] {
   const S = "transformer.single_transformer_blocks";
   const i = (n: number) => (inn > 0 ? inn : n);
   const e: Entry[] = [
-    split({ stem: "lora_unet_double_blocks_0_img_attn_qkv", out: 3 * h, in: i(h), r: 4, alpha: 8 }, [`${D}.0.attn.to_q`, `${D}.0.attn.to_k`, `${D}.0.attn.to_v`], [h, h, h], 4),
+    split(
+      { stem: "lora_unet_double_blocks_0_img_attn_qkv", out: 3 * h, in: i(h), r: 4, alpha: 8 },
+      [`${D}.0.attn.to_q`, `${D}.0.attn.to_k`, `${D}.0.attn.to_v`],
+      [h, h, h],
+      4,
+    ),
     split(
       { stem: "lora_unet_double_blocks_0_txt_attn_qkv", out: 3 * h, in: i(h), r: 6, alpha: 3, blocks: [h, h, h] },
       [`${D}.0.attn.add_q_proj`, `${D}.0.attn.add_k_proj`, `${D}.0.attn.add_v_proj`],
@@ -176,7 +181,13 @@ async function deltas(path: string, by: "path" | "name"): Promise<Map<string, De
     const out = new Map<string, Dense & { rank: number; format: string }>();
     for (const m of a.modules) {
       const f = await readFactors(a, m, "f64");
-      out.set(by === "path" ? m.path : m.name, { out: m.out, in: m.in, rank: m.rank, format: a.format, D: product(f.B.data, f.A.data, m.out, m.rank, m.in, m.scale) });
+      out.set(by === "path" ? m.path : m.name, {
+        out: m.out,
+        in: m.in,
+        rank: m.rank,
+        format: a.format,
+        D: product(f.B.data, f.A.data, m.out, m.rank, m.in, m.scale),
+      });
     }
     return out;
   } finally {
@@ -257,7 +268,9 @@ test("kohya → diffusers → kohya and kohya → PEFT → kohya: stems kept (SD
         for (const e of entries) {
           // SDXL sgm stems come back in the diffusers-style spelling kohya and diffusers both read.
           const stem =
-            fam === "SDXL sgm" && e.spec.stem.startsWith("lora_unet_") ? "lora_unet_" + e.parts[0]!.path.slice("unet.".length).replace(/\./g, "_") : e.spec.stem;
+            fam === "SDXL sgm" && e.spec.stem.startsWith("lora_unet_")
+              ? "lora_unet_" + e.parts[0]!.path.slice("unet.".length).replace(/\./g, "_")
+              : e.spec.stem;
           want.set(stem, dense.get(e.spec.stem)!);
         }
         assertSameDeltas(got, want, `${fam} ${dtype} via ${via}`);
@@ -336,7 +349,10 @@ test("diffusers Flux parts of different ranks and scales, one missing, fuse into
     assert.equal(lora(["convert", k, "--to", "diffusers", "-o", d]).status, 0);
     const back = await deltas(d, "path");
     for (const [p, w] of dense) assert.ok(relDiff(back.get(p)!.D, w.D) <= 1e-6, `${p} after fuse and split`);
-    assert.equal(back.get(`${S}.attn.to_k`)!.D.every((x) => x === 0), true);
+    assert.equal(
+      back.get(`${S}.attn.to_k`)!.D.every((x) => x === 0),
+      true,
+    );
   }
 });
 
@@ -352,7 +368,12 @@ test("a module no naming map covers exits 3 naming it, and nothing is written", 
       "diffusers",
       "lora_unet_double_blocks_0_img_attn_norm",
     ],
-    ["sd-unknown", [{ stem: "lora_unet_down_blocks_0_attentions_0_bogus_layer", out: 8, in: 8, r: 2 }], "peft", "lora_unet_down_blocks_0_attentions_0_bogus_layer"],
+    [
+      "sd-unknown",
+      [{ stem: "lora_unet_down_blocks_0_attentions_0_bogus_layer", out: 8, in: 8, r: 2 }],
+      "peft",
+      "lora_unet_down_blocks_0_attentions_0_bogus_layer",
+    ],
     ["flux-linear1-rows", [{ stem: "lora_unet_single_blocks_0_linear1", out: 20, in: 8, r: 2 }], "diffusers", "lora_unet_single_blocks_0_linear1"],
   ];
   for (const [name, specs, to, key] of cases) {
@@ -396,8 +417,14 @@ test("convert warns where diffusers would drop or mis-scale a module of the writ
     { stem: "lora_te3_encoder_block_0_layer_0_SelfAttention_q", out: 16, in: 16, r: 2 },
   ];
   const wk = await run("warn-flux", fluxSpecs, "kohya");
-  assert.ok(wk.some((x) => /drops 2 module\(s\).*lora_unet_img_in/.test(x)), JSON.stringify(wk));
-  assert.ok(wk.some((x) => /T5 \(lora_te3_\)/.test(x)), JSON.stringify(wk));
+  assert.ok(
+    wk.some((x) => /drops 2 module\(s\).*lora_unet_img_in/.test(x)),
+    JSON.stringify(wk),
+  );
+  assert.ok(
+    wk.some((x) => /T5 \(lora_te3_\)/.test(x)),
+    JSON.stringify(wk),
+  );
   const wd = await run("warn-flux", fluxSpecs, "diffusers");
   assert.deepEqual(
     wd.map((x) => /text_encoder_2 \(T5\)/.test(x)),
@@ -412,11 +439,20 @@ test("convert warns where diffusers would drop or mis-scale a module of the writ
     { stem: "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_v", out: 8, in: 8, r: 2, alpha: 2 },
   ];
   const ws = await run("warn-sd", sd, "kohya");
-  assert.ok(ws.some((x) => /q\/k\/v module\(s\).*out_proj/.test(x)), JSON.stringify(ws));
-  assert.ok(ws.some((x) => /alpha 1 .* lora_unet_ attention module\(s\).*attn1_to_v/.test(x)), JSON.stringify(ws));
+  assert.ok(
+    ws.some((x) => /q\/k\/v module\(s\).*out_proj/.test(x)),
+    JSON.stringify(ws),
+  );
+  assert.ok(
+    ws.some((x) => /alpha 1 .* lora_unet_ attention module\(s\).*attn1_to_v/.test(x)),
+    JSON.stringify(ws),
+  );
   assert.deepEqual(await run("warn-sd", sd, "diffusers"), []);
   const mlpOnly = await run("warn-mlp", [{ stem: "lora_te_text_model_encoder_layers_0_mlp_fc1", out: 16, in: 16, r: 2 }], "diffusers");
-  assert.ok(mlpOnly.some((x) => /rejects text_encoder LoRAs without an attention module/.test(x)), JSON.stringify(mlpOnly));
+  assert.ok(
+    mlpOnly.some((x) => /rejects text_encoder LoRAs without an attention module/.test(x)),
+    JSON.stringify(mlpOnly),
+  );
 });
 
 test("a PEFT fan_in_fan_out (GPT-2 Conv1D) adapter in kohya: lora_up·lora_down is the weight's in×out layout, and back", async () => {
@@ -439,18 +475,25 @@ test("a PEFT fan_in_fan_out (GPT-2 Conv1D) adapter in kohya: lora_up·lora_down 
     writeFileSync(join(dir, "adapter_model.safetensors"), await serializeSafetensors(specs, { format: "pt" }));
     writeFileSync(
       join(dir, "adapter_config.json"),
-      JSON.stringify({ peft_type: "LORA", r: 4, lora_alpha: 8, rank_pattern: { "transformer\\.h\\.0\\.mlp\\.c_fc": 2 }, fan_in_fan_out: true, target_modules: ["c_attn", "c_fc"] }),
+      JSON.stringify({
+        peft_type: "LORA",
+        r: 4,
+        lora_alpha: 8,
+        rank_pattern: { "transformer\\.h\\.0\\.mlp\\.c_fc": 2 },
+        fan_in_fan_out: true,
+        target_modules: ["c_attn", "c_fc"],
+      }),
     );
     // PEFT's ΔW in the Conv1D weight layout: (s·B·A)ᵀ, in×out (get_delta_weight with fan_in_fan_out).
     const peft = await deltas(dir, "path");
     for (const [p, d] of peft) {
       const T = new Float64Array(d.D.length);
       for (let i = 0; i < d.out; i++) for (let j = 0; j < d.in; j++) T[j * d.out + i] = d.D[i * d.in + j]!;
-      want.set(`lora_${p.replace(/\./g, "_")}`, { out: d.in, in: d.out, D: T });
+      want.set(p, { out: d.in, in: d.out, D: T });
     }
     const k = join(tmp, `ffo-${dtype}.safetensors`);
     assert.equal(lora(["convert", dir, "--to", "kohya", "-o", k]).status, 0);
-    assertSameDeltas(await deltas(k, "name"), want, `fan_in_fan_out ${dtype} → kohya`);
+    assertSameDeltas(await deltas(k, "path"), want, `fan_in_fan_out ${dtype} → kohya`);
     const back = join(tmp, `ffo-${dtype}-back`);
     assert.equal(lora(["convert", k, "--to", "peft", "-o", back]).status, 0);
     assertSameDeltas(await deltas(back, "path"), peft, `fan_in_fan_out ${dtype} → kohya → peft`);
@@ -474,7 +517,10 @@ function diffusersCheckUnavailable(): string | false {
 /** Run diffusers-check on `file`; compare its ΔW per module with `want` (written as F64 tensors for the comparer). */
 async function diffusersReads(file: string, model: string, want: Map<string, Dense>, what: string): Promise<void> {
   const npz = `${file}.npz`;
-  const r = spawnSync(PY, [checkTool, file, "--model", model, "--json", "--out", npz, "--diffusers-src", diffusersSrc], { encoding: "utf8", maxBuffer: 64 << 20 });
+  const r = spawnSync(PY, [checkTool, file, "--model", model, "--json", "--out", npz, "--diffusers-src", diffusersSrc], {
+    encoding: "utf8",
+    maxBuffer: 64 << 20,
+  });
   assert.equal(r.status, 0, `${what}: diffusers-check exit ${r.status}:\n${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`);
   const specs: TensorSpec[] = [...want].map(([k, d]) => ({ name: k, dtype: "F64", shape: [d.out, d.in], data: encodeFloats("F64", d.D) }));
   const exp = `${file}.expected.safetensors`;
@@ -487,7 +533,9 @@ async function diffusersReads(file: string, model: string, want: Map<string, Den
   assert.ok(res.max_rel <= 1e-6, `${what}: diffusers' ΔW of ${res.worst} differs by ${res.max_rel}`);
 }
 
-test("diffusers reads every SD 1.5, SDXL and Flux file convert --to diffusers and --to kohya writes with the ΔW we meant", { skip: diffusersCheckUnavailable() }, async () => {
+test("diffusers reads every SD 1.5, SDXL and Flux file convert --to diffusers and --to kohya writes with the ΔW we meant", {
+  skip: diffusersCheckUnavailable(),
+}, async () => {
   const rng = new Rng(seed + 6);
   const cases: [string, Entry[], string, DType][] = [
     ["SD 1.5", SD15, "sd15", "F16"],
