@@ -108,7 +108,7 @@ const SMALL: LySpec[] = [
   { kind: "lokr", stem: "lora_unet_down_blocks_2_to_v", a: 4, b: 8, c: 6, d: 5, alpha: 3, w1r: 2, w2r: 2 },
   { kind: "lokr", stem: "lora_unet_down_blocks_2_to_out_0", a: 3, b: 10, c: 4, d: 9, alpha: 0, w2r: 3 },
   { kind: "lokr", stem: "lora_unet_down_blocks_3_conv", a: 4, b: 8, c: 2, d: 4, alpha: 3, w2r: 2, kernel: [3, 3], tucker: true },
-  { kind: "lokr", stem: "lora_unet_down_blocks_3_op", a: 4, b: 8, c: 2, d: 4, alpha: -1.5, w2r: 2, kernel: [3, 3] },
+  { kind: "lokr", stem: "lora_unet_input_blocks_3_0_op", a: 4, b: 8, c: 2, d: 4, alpha: -1.5, w2r: 2, kernel: [3, 3] },
   { kind: "lokr", stem: "lora_unet_down_blocks_4_conv2", a: 2, b: 6, c: 2, d: 3, kernel: [3, 3] },
   { kind: "locon-tucker", stem: "lora_unet_down_blocks_5_conv1", out: 12, inCh: 6, r: 3, kernel: [3, 3], alpha: 1.5 },
   { kind: "full", stem: "lora_unet_down_blocks_6_proj_in", out: 10, in: 7, bias: true },
