@@ -4,25 +4,16 @@ module (kohya resize_lora.py-style): form the dense ΔW in float32 by LyCORIS's 
 (numpy), keep RANK. usage: lycoris_dense.py FILE RANK STEM [STEM ...]; prints one JSON object: per
 stem the seconds (ΔW + SVD + factors) and the relative error ‖ΔW − ΔW_k‖/‖ΔW‖ (from the spectrum)."""
 import json, struct, sys, time
+import os
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from truncate_baseline import load, read_header  # noqa: E402  (the one safetensors reader of the benches)
 
 
 def tensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        h = json.loads(f.read(n))
-    base = 8 + n
-
-    def load(key):
-        v = h[key]
-        s, e = v["data_offsets"]
-        dt = {"F16": np.float16, "F32": np.float32, "BF16": np.uint16}[v["dtype"]]
-        a = np.fromfile(path, dtype=dt, count=(e - s) // np.dtype(dt).itemsize, offset=base + s)
-        if v["dtype"] == "BF16":
-            a = (a.astype(np.uint32) << 16).view(np.float32)
-        return a.reshape(v["shape"]).astype(np.float32)
-
-    return h, load
+    base, h = read_header(path)
+    return h, lambda key: load(path, base, h, key)
 
 
 def main():
@@ -57,4 +48,5 @@ def main():
     print(json.dumps(out))
 
 
-main()
+if __name__ == "__main__":
+    main()

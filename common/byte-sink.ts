@@ -9,6 +9,12 @@ export const WRITE_BATCH_BYTES = 8 << 20;
 /** Where output bytes go: a temp file, stdout, memory. `write` resolves when the chunk may be reused. */
 export interface ByteSink {
   write(chunk: Uint8Array): Promise<void>;
+  /**
+   * Overwrite bytes already written, at `position` from the start (file sinks only; a stream has
+   * none). The safetensors writer uses it to fill content hashes into the header once the data is
+   * written (formats/safetensors/content-hash.ts).
+   */
+  rewrite?(position: number, bytes: Uint8Array): Promise<void>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -81,6 +87,16 @@ export class FileWriter implements ByteSink {
     this.used = 0;
     await this.writeAll(this.batch.subarray(0, n));
   }
+  /** Overwrite `bytes` at `position` (everything batched is flushed first; the write position is kept). */
+  async rewrite(position: number, bytes: Uint8Array): Promise<void> {
+    await this.flush();
+    if (position + bytes.byteLength > this.position) throw new RuntimeFailure("internal: rewrite past the bytes written");
+    let done = 0;
+    while (done < bytes.byteLength) {
+      const { bytesWritten } = await this.fh.write(bytes, done, bytes.byteLength - done, position + done);
+      done += bytesWritten;
+    }
+  }
   private async writeAll(data: Uint8Array): Promise<void> {
     let done = 0;
     while (done < data.byteLength) {
@@ -98,6 +114,13 @@ export function fileSink(writer: FileWriter, shown: string): ByteSink {
     async write(chunk) {
       try {
         await raw.write(chunk);
+      } catch (e) {
+        throw writeFailure(shown, e);
+      }
+    },
+    async rewrite(position, bytes) {
+      try {
+        await writer.rewrite(position, bytes);
       } catch (e) {
         throw writeFailure(shown, e);
       }

@@ -1,6 +1,7 @@
 // Small dense float64 matrices (row-major) for the readers that derive exact factors on read
-// (formats/adapter/lycoris/): a product and a one-sided Jacobi SVD. They serve matrices of a few
-// hundred rows at most (LyCORIS's Kronecker factors and Tucker cores); the big linear algebra
+// (formats/adapter/lycoris/ and families/): a product and a one-sided Jacobi SVD. They serve matrices
+// of a few hundred rows at most (LyCORIS's Kronecker factors and Tucker cores, the r×r cores of
+// LoRA-XS/NLoRA); the big linear algebra
 // stays in linalg/, which formats/ may not import (test/layers.test.ts).
 
 /** C = A·B with A m×k and B k×n, row-major. */
@@ -48,6 +49,56 @@ export function jacobiSvd(M: Float64Array, m: number, n: number): SmallSvd {
   for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) W[j * m + i] = M[i * n + j]!;
   const Vc = new Float64Array(n * n);
   for (let j = 0; j < n; j++) Vc[j * n + j] = 1;
+  jacobiSweeps(W, Vc, m, n);
+  const norms = Array.from({ length: n }, (_, j) => {
+    let s = 0;
+    for (let i = 0; i < m; i++) s += W[j * m + i]! ** 2;
+    return Math.sqrt(s);
+  });
+  const order = norms.map((_, j) => j).sort((x, y) => norms[y]! - norms[x]!);
+  const k = n;
+  const U = new Float64Array(m * k),
+    S = new Float64Array(k),
+    V = new Float64Array(n * k);
+  order.forEach((j, c) => {
+    const s = norms[j]!;
+    S[c] = s;
+    for (let i = 0; i < m; i++) U[i * k + c] = s > 0 ? W[j * m + i]! / s : 0;
+    for (let i = 0; i < n; i++) V[i * k + c] = Vc[j * n + i]!;
+  });
+  return { U, S, V, k };
+}
+
+/**
+ * The thin SVD of P·Q (P m×r, Q r×n) from those of P and Qᵀ and of the small core between them:
+ * P = Up·Sp·Vpᵀ, Qᵀ = Uq·Sq·Vqᵀ, C = Sp·Vpᵀ·Vq·Sq = Uc·Sc·Vcᵀ, so P·Q = (Up·Uc)·Sc·(Uq·Vc)ᵀ.
+ * O((m + n)·r²) instead of O(m·n·min(m, n)).
+ */
+export function lowRankSvd(P: Float64Array, m: number, r: number, Q: Float64Array, n: number): SmallSvd {
+  const p = jacobiSvd(P, m, r),
+    q = jacobiSvd(transpose(Q, r, n), n, r);
+  const kp = p.k,
+    kq = q.k;
+  // C = diag(Sp)·Vpᵀ·Vq·diag(Sq): kp×kq
+  const C = new Float64Array(kp * kq);
+  for (let i = 0; i < kp; i++)
+    for (let j = 0; j < kq; j++) {
+      let s = 0;
+      for (let l = 0; l < r; l++) s += p.V[l * kp + i]! * q.V[l * kq + j]!;
+      C[i * kq + j] = p.S[i]! * s * q.S[j]!;
+    }
+  const c = jacobiSvd(C, kp, kq);
+  return { U: matmul(p.U, m, kp, c.U, c.k), S: c.S, V: matmul(q.U, n, kq, c.V, c.k), k: c.k };
+}
+
+/**
+ * One-sided Jacobi (Hestenes) sweeps in place: the n columns of W (m×n, column-major) are rotated
+ * pairwise until mutually orthogonal to rounding, and the same rotations applied to the n columns
+ * of Vc (n×n, column-major; start from the identity). Afterwards σⱼ = ‖W[:, j]‖ and
+ * W[:, j]/σⱼ, Vc[:, j] are the singular pairs. The one copy of the rotation both the readers'
+ * small SVD (jacobiSvd) and the js backend's SVD (linalg/js/dense.ts) run.
+ */
+export function jacobiSweeps(W: Float64Array, Vc: Float64Array, m: number, n: number): void {
   const eps = 2.220446049250313e-16;
   for (let sweep = 0; sweep < 60; sweep++) {
     let rotated = false;
@@ -89,43 +140,4 @@ export function jacobiSvd(M: Float64Array, m: number, n: number): SmallSvd {
     }
     if (!rotated) break;
   }
-  const norms = Array.from({ length: n }, (_, j) => {
-    let s = 0;
-    for (let i = 0; i < m; i++) s += W[j * m + i]! ** 2;
-    return Math.sqrt(s);
-  });
-  const order = norms.map((_, j) => j).sort((x, y) => norms[y]! - norms[x]!);
-  const k = n;
-  const U = new Float64Array(m * k),
-    S = new Float64Array(k),
-    V = new Float64Array(n * k);
-  order.forEach((j, c) => {
-    const s = norms[j]!;
-    S[c] = s;
-    for (let i = 0; i < m; i++) U[i * k + c] = s > 0 ? W[j * m + i]! / s : 0;
-    for (let i = 0; i < n; i++) V[i * k + c] = Vc[j * n + i]!;
-  });
-  return { U, S, V, k };
-}
-
-/**
- * The thin SVD of P·Q (P m×r, Q r×n) from those of P and Qᵀ and of the small core between them:
- * P = Up·Sp·Vpᵀ, Qᵀ = Uq·Sq·Vqᵀ, C = Sp·Vpᵀ·Vq·Sq = Uc·Sc·Vcᵀ, so P·Q = (Up·Uc)·Sc·(Uq·Vc)ᵀ.
- * O((m + n)·r²) instead of O(m·n·min(m, n)).
- */
-export function lowRankSvd(P: Float64Array, m: number, r: number, Q: Float64Array, n: number): SmallSvd {
-  const p = jacobiSvd(P, m, r),
-    q = jacobiSvd(transpose(Q, r, n), n, r);
-  const kp = p.k,
-    kq = q.k;
-  // C = diag(Sp)·Vpᵀ·Vq·diag(Sq): kp×kq
-  const C = new Float64Array(kp * kq);
-  for (let i = 0; i < kp; i++)
-    for (let j = 0; j < kq; j++) {
-      let s = 0;
-      for (let l = 0; l < r; l++) s += p.V[l * kp + i]! * q.V[l * kq + j]!;
-      C[i * kq + j] = p.S[i]! * s * q.S[j]!;
-    }
-  const c = jacobiSvd(C, kp, kq);
-  return { U: matmul(p.U, m, kp, c.U, c.k), S: c.S, V: matmul(q.U, n, kq, c.V, c.k), k: c.k };
 }

@@ -7,6 +7,7 @@
 // iterations run on the backend (native where available).
 import { Rng } from "./random.js";
 import type { KmeansResult, LinalgBackend, Mat } from "./types.js";
+import { searchsortedLeft } from "./search-sorted.js";
 
 /** "k-means++" (default), "first" (the first k points: for golden examples), or explicit centroids. */
 export type KmeansInit = "k-means++" | "first" | Mat<Float64Array>;
@@ -85,16 +86,7 @@ function distancesTo(points: Mat<Float64Array>, c: number, out: Float64Array, gr
 }
 
 /** First index whose cumulative sum is ≥ v (numpy searchsorted side="left"), clipped to n−1. */
-function searchLeft(cum: Float64Array, v: number): number {
-  let lo = 0,
-    hi = cum.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (cum[mid]! < v) lo = mid + 1;
-    else hi = mid;
-  }
-  return Math.min(lo, cum.length - 1);
-}
+const searchLeft = (cum: Float64Array, v: number): number => Math.min(searchsortedLeft(cum, v), cum.length - 1);
 
 /**
  * Greedy k-means++ (sklearn `_kmeans_plusplus`): the indices of the k points chosen as initial

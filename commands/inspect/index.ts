@@ -68,12 +68,13 @@ export function inspectCommand(ctx: Ctx): Command {
         await runTui(report, { score: opts["score"] as "energy", minRank: opts["minRank"] as number, rho: opts["rho"] as number }, ctx);
       } else if (g.json) printJson(ctx, report);
       else {
-        const { renderInspectTable, renderInspectTsv, scaleRule } = await import("./render.js");
+        const { kohyaLines, renderInspectTable, renderInspectTsv, scaleRule } = await import("./render.js");
         if (ctx.stdout.isTTY)
           writeOut(ctx, renderInspectTable(report, { ...(ctx.stdout.columns ? { width: ctx.stdout.columns } : {}), emphasis: paint(ctx, "stdout").bold }));
         else {
           // Piped: rows on stdout; what the table's header lines say goes to stderr.
           note(ctx, g.quiet, scaleRule(report));
+          if (report.kohya_metadata) for (const l of kohyaLines(report.kohya_metadata)) note(ctx, g.quiet, l);
           for (const n of report.notes) note(ctx, g.quiet, `note: ${n}`);
           writeOut(ctx, renderInspectTsv(report, { header: !!g.header }));
         }

@@ -1,6 +1,7 @@
 // Rendering an inspect report: an aligned table with spectrum bars on a terminal, tab-separated
 // rows when piped (a header row with --header; the scale rule and notes go to stderr then). JSON
 // is printed by the command itself.
+import { summariseField, type KohyaMetadata } from "../../formats/adapter/index.js";
 import { fmt, formatTable, formatTsv } from "../support/output.js";
 import type { InspectReport, ModuleReport } from "./run.js";
 
@@ -50,6 +51,46 @@ export function scaleRule(r: InspectReport): string {
   return `scale from ${r.config_source}${rule ? `: ${rule}` : ""}`;
 }
 
+/** A field value on one line: long ones summarised (summariseField), the rest cut at `max` characters. */
+function short(key: string, v: string, max = 48): string {
+  const t = summariseField(key, v).replace(/\s+/g, " ");
+  return t.length > max ? `${t.slice(0, max - 1)}…` : t;
+}
+
+/**
+ * The header lines of a file's kohya metadata (docs/formats.md "kohya metadata"): base model,
+ * network module/dim/alpha/args, title and comment, then every other field by name with its
+ * value summarised (whole in --json).
+ */
+export function kohyaLines(k: KohyaMetadata): string[] {
+  const net = [k.network_module, k.network_dim !== undefined ? `dim ${k.network_dim}` : "", k.network_alpha !== undefined ? `alpha ${k.network_alpha}` : ""]
+    .filter(Boolean)
+    .join(" ");
+  const args =
+    k.network_args === undefined
+      ? ""
+      : typeof k.network_args === "string"
+        ? short("ss_network_args", k.network_args)
+        : Object.entries(k.network_args)
+            .map(([a, v]) => `${a}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+            .join(" ");
+  const parts = [
+    `base ${k.base_model_version ?? k.architecture ?? "not stated"}`,
+    ...(k.architecture && k.base_model_version ? [`architecture ${k.architecture}`] : []),
+    ...(net ? [net] : []),
+    ...(args ? [`args ${args}`] : []),
+    ...(k.title ? [`title "${short("modelspec.title", k.title)}"`] : []),
+  ];
+  const lines = [`kohya metadata: ${parts.join(", ")}`];
+  const comment = k.training_comment ?? k.description;
+  if (comment !== undefined) lines.push(`kohya comment: ${short("ss_training_comment", comment, 160)}`);
+  if (k.description !== undefined && k.training_comment !== undefined) lines.push(`kohya description: ${short("modelspec.description", k.description, 160)}`);
+  if (k.model_hash !== undefined) lines.push(`kohya hashes: sshs_model_hash ${k.model_hash}, sshs_legacy_hash ${k.legacy_hash ?? "none"}`);
+  const rest = Object.entries(k.fields);
+  if (rest.length) lines.push(`kohya fields (${rest.length}, whole in --json): ${rest.map(([f, v]) => `${f} ${short(f, v)}`).join("; ")}`);
+  return lines;
+}
+
 export function renderInspectTable(r: InspectReport, opts: { width?: number; emphasis?: (s: string) => string } = {}): string {
   const alloc = r.redistribution?.ranks;
   const families = r.modules.some((m) => m.family);
@@ -89,6 +130,7 @@ export function renderInspectTable(r: InspectReport, opts: { width?: number; emp
     `${r.path}: ${r.format} adapter, ${r.totals.modules} modules, total rank ${r.totals.rank}, ${r.totals.params.toLocaleString("en-US")} LoRA parameters, ${r.dtype}`,
   );
   lines.push(`scale from: ${r.config_source}${scaleRule(r).includes(": ") ? ` (${scaleRule(r).split(": ")[1]})` : ""}`);
+  if (r.kohya_metadata) lines.push(...kohyaLines(r.kohya_metadata));
   for (const n of r.notes) lines.push(`note: ${n}`);
   lines.push("");
   let table = fits ? wide : build(false);

@@ -1,7 +1,7 @@
 // lora inspect: per module rank, alpha, scale, shape, dtype, ‖ΔW‖_F and the exact singular values
 // of ΔW = s·B·A from the factors (docs/algorithms.md §2; never the dense ΔW), cumulative energy and
 // effective rank; optionally the --budget / --energy allocation truncate would make.
-import { isDora, loadAdapter, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
+import { isDora, loadAdapter, parseKohyaMetadata, type Adapter, type KohyaMetadata, type LoraModule } from "../../formats/adapter/index.js";
 import { cumulativeEnergy, effectiveRank } from "../../linalg/lowrank.js";
 import { moduleSpectra } from "../../surgery/spectra.js";
 import type { LinalgBackend } from "../../linalg/types.js";
@@ -53,6 +53,8 @@ export interface InspectReport {
   passthrough: string[];
   /** Modules whose ΔW needs the base model's weights (shown, not in `modules`). */
   base_dependent?: BaseDependentReport[];
+  /** The file's kohya sd-scripts / ModelSpec metadata (docs/formats.md "kohya metadata"), when it has any. */
+  kohya_metadata?: KohyaMetadata;
   totals: { modules: number; rank: number; params: number };
   redistribution?: { budget?: number; energy?: number; score: Score; ranks: Record<string, number>; retained_energy: number };
 }
@@ -92,6 +94,11 @@ export async function inspectAdapter(adapter: Adapter, be: LinalgBackend, onModu
 export const DORA_NOTE =
   "DoRA adapter: each module also has a magnitude vector (lora_magnitude_vector); the spectra shown are of s·B·A, not of the DoRA update, which rescales every column of W + s·B·A by magnitude/column norm and needs the base weights";
 
+function kohyaField(meta: Record<string, string>): { kohya_metadata?: KohyaMetadata } {
+  const k = parseKohyaMetadata(meta);
+  return k ? { kohya_metadata: k } : {};
+}
+
 export async function runInspect(
   o: InspectOptions,
   deps: { backend: LinalgBackend; stdin?: NodeJS.ReadableStream; onModule?: (i: number, n: number) => void },
@@ -111,6 +118,7 @@ export async function runInspect(
       ...(adapter.baseDependent?.length
         ? { base_dependent: adapter.baseDependent.map((b) => ({ name: b.name, type: b.type, reason: b.reason, tensors: b.tensors.map((t) => t.name) })) }
         : {}),
+      ...kohyaField(adapter.metadata),
       totals: {
         modules: modules.length,
         rank: modules.reduce((s, m) => s + m.rank, 0),

@@ -102,11 +102,6 @@ function outputFormat(o: TruncateOptions, a: Adapter, notes: string[]): OutForma
   return "peft";
 }
 
-/** Input metadata worth carrying: everything but content hashes, which no longer match. */
-function carriedMetadata(meta: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(Object.entries(meta).filter(([k]) => !k.startsWith("sshs_")));
-}
-
 function kohyaComment(o: TruncateOptions, a: Adapter, method: "svd" | "prefix", maxRank: number, rank: number): string {
   const prev = a.metadata["ss_training_comment"] ?? "";
   const from = a.metadata["ss_network_dim"] ?? String(maxRank);
@@ -133,7 +128,7 @@ async function writeOneWith(c: BuildContext, output: string, notes: string[], de
     modules,
     passthrough: a.passthrough.map((t) => ({ file: a.file, tensor: t })),
     baseConfig: a.config,
-    metadata: carriedMetadata(a.metadata),
+    metadata: a.metadata, // kohya fields and hashes are brought up to date by the writer
     keepTargetModules: a.format === c.format && c.format !== "kohya" && dropped.length === 0,
     ...(c.format === "kohya" ? { extraMetadata: { ss_training_comment: kohyaComment(o, a, c.method, maxRank, kohyaRank) } } : {}),
   };

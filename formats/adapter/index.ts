@@ -11,3 +11,4 @@ export { PEFT_ROLES } from "./parse-peft.js";
 export { KOHYA_ROLES } from "./parse-kohya.js";
 export { buildModule, type ModuleParts } from "./module.js";
 export { buildDerivedAdapterParts, refuseBaseDependent, type DerivedModuleSpec, type ExactFactors } from "./derived.js";
+export { parseKohyaMetadata, summariseField, type KohyaMetadata } from "./kohya-metadata.js";

@@ -19,20 +19,10 @@ import { moduleTensorSpecs } from "./module-specs.js";
 import { sortedJson } from "./json.js";
 
 /**
- * Metadata keys never carried over from the input: the ones the writer owns, and kohya's network
- * bookkeeping (dim/alpha/module), which describes a kohya file and would go stale here.
+ * Metadata keys never carried over from the input: the ones the writer owns. kohya's fields are
+ * carried and brought up to date by write.ts (kohya-metadata.ts).
  */
-const MANAGED_META = [
-  "format",
-  "adapter_config",
-  "lora_module_names",
-  "lora_module_kinds",
-  "lora_peft_config",
-  DIFFUSERS_METADATA_KEY,
-  "ss_network_dim",
-  "ss_network_alpha",
-  "ss_network_module",
-];
+const MANAGED_META = ["format", "adapter_config", "lora_module_names", "lora_module_kinds", "lora_peft_config", DIFFUSERS_METADATA_KEY];
 
 /**
  * The diffusers key base of a module: its dotted path with the pipeline component in front

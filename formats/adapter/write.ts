@@ -4,7 +4,7 @@
 import { basename } from "node:path";
 import { UsageError } from "../../common/errors.js";
 import { refusePickleName, stdoutSink, writeDirAtomic, writeFileAtomic, type ByteSink } from "../../common/atomic.js";
-import { encodeFloats, layoutSafetensors, writeSafetensors, type TensorSpec } from "../safetensors/index.js";
+import { encodeFloats, layoutSafetensors, writeSafetensors, writeSafetensorsHashed, type HashFields, type TensorSpec } from "../safetensors/index.js";
 import { kohyaStemFor, PEFT_PREFIX } from "./names.js";
 import { kohyaFamily, kohyaModuleId } from "./name-map.js";
 import { applyNameMap } from "./split-fuse.js";
@@ -14,6 +14,7 @@ import { DIFFUSERS_FILE, planDiffusersFile } from "./write-diffusers.js";
 import type { AdapterOutput } from "./output.js";
 import { moduleTensorSpecs } from "./module-specs.js";
 import { sortedJson } from "./json.js";
+import { updateKohyaMetadata } from "./kohya-metadata.js";
 
 export type { AdapterOutput, OutFactors, OutModule } from "./output.js";
 
@@ -86,9 +87,21 @@ function moduleSpecs(out: AdapterOutput): TensorSpec[] {
   return specs;
 }
 
-/** Tensor specs and metadata of the output file (also used for `-o -`). */
-export function planAdapterFile(out: AdapterOutput): { specs: TensorSpec[]; metadata: Record<string, string>; config: PeftConfig | null } {
-  if (out.format === "diffusers") return planDiffusersFile(out);
+/**
+ * Tensor specs and metadata of the output file (also used for `-o -`), the kohya metadata brought
+ * up to date (kohya-metadata.ts) and the hash fields the writer fills from the written bytes.
+ */
+export function planAdapterFile(out: AdapterOutput): {
+  specs: TensorSpec[];
+  metadata: Record<string, string>;
+  config: PeftConfig | null;
+  hashFields: HashFields;
+} {
+  const plan = out.format === "diffusers" ? planDiffusersFile(out) : planLoraFile(out);
+  return { ...plan, ...updateKohyaMetadata(plan.metadata, out) };
+}
+
+function planLoraFile(out: AdapterOutput): { specs: TensorSpec[]; metadata: Record<string, string>; config: PeftConfig | null } {
   const specs = moduleSpecs(out);
   for (const p of out.passthrough) specs.push({ name: p.tensor.name, dtype: p.tensor.dtype, shape: p.tensor.shape, copyFrom: p });
   const metadata = carriedMetadata(out);
@@ -98,11 +111,6 @@ export function planAdapterFile(out: AdapterOutput): { specs: TensorSpec[]; meta
     metadata["format"] = "pt";
     metadata["adapter_config"] = sortedJson(config);
   } else {
-    const ranks = new Set(out.modules.map((m) => m.rank));
-    const alphas = new Set(out.modules.map((m) => m.alpha));
-    metadata["ss_network_dim"] = ranks.size === 1 ? String([...ranks][0]) : "Dynamic";
-    metadata["ss_network_alpha"] = alphas.size === 1 ? formatAlpha([...alphas][0]!) : "Dynamic";
-    metadata["ss_network_module"] ??= "networks.lora";
     const names: Record<string, string> = {};
     const kinds: Record<string, string> = {};
     const family = kohyaFamily(out.modules.map((m) => m.stem ?? kohyaStemFor(m.path)));
@@ -123,10 +131,6 @@ export function planAdapterFile(out: AdapterOutput): { specs: TensorSpec[]; meta
   return { specs, metadata, config };
 }
 
-function formatAlpha(a: number): string {
-  return Number.isInteger(a) ? a.toFixed(1) : String(a);
-}
-
 /**
  * Write the adapter to `target`: "-" (stdout stream), a path ending in .safetensors (one file,
  * config embedded), or (PEFT) a directory with adapter_model.safetensors + adapter_config.json.
@@ -135,9 +139,11 @@ function formatAlpha(a: number): string {
 export async function writeAdapter(target: string, given: AdapterOutput, opts: WriteOptions): Promise<string[]> {
   refusePickleName(target);
   const out = await applyNameMap(orientForTarget(given));
-  const { specs, metadata, config } = planAdapterFile(out);
+  const { specs, metadata, config, hashFields } = planAdapterFile(out);
   layoutSafetensors(specs, metadata); // validates names/sizes before anything is created
-  const fill = (sink: ByteSink) => writeSafetensors(sink, specs, metadata);
+  const hashed = Object.keys(hashFields).length > 0;
+  const fill = (sink: ByteSink) =>
+    hashed ? writeSafetensorsHashed(sink, specs, metadata, hashFields).then(() => {}) : writeSafetensors(sink, specs, metadata);
   if (target === "-") {
     const stream = opts.stdout ?? process.stdout;
     if ((stream as { isTTY?: boolean }).isTTY) {

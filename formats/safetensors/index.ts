@@ -40,3 +40,11 @@ export { SafetensorsFile, type DerivedTensor } from "./reader.js";
 export { layoutSafetensors, writeSafetensors, serializeSafetensors, compareNames, type TensorSpec, type SafetensorsLayout } from "./writer.js";
 export * as limits from "./limits.js";
 export type { ByteSink } from "../../common/atomic.js";
+export {
+  writeSafetensorsHashed,
+  hashedMetadata,
+  LEGACY_HASH_START,
+  LEGACY_HASH_BYTES,
+  type ContentHashes,
+  type HashFields,
+} from "./content-hash.js";

@@ -1,6 +1,7 @@
 // Plain float64 dense kernels of the pure-TS backend. Row-major throughout. These favour
 // accuracy and simplicity over speed: the js backend is the fallback and the reference that
 // the native backends are tested against.
+import { jacobiSweeps } from "../../common/dense.js";
 
 /** C (m×n) = op(A) · op(B). a is (transA ? k×m : m×k), b is (transB ? n×k : k×n). */
 export function gemm64(
@@ -119,47 +120,7 @@ function jacobiTall(a: ArrayLike<number>, m: number, n: number): { U: Float64Arr
   for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) w[j * m + i] = a[i * n + j]!;
   const v = new Float64Array(n * n);
   for (let j = 0; j < n; j++) v[j * n + j] = 1;
-  const eps = 2.220446049250313e-16;
-  for (let sweep = 0; sweep < 60; sweep++) {
-    let rotated = false;
-    for (let p = 0; p < n - 1; p++) {
-      const cp = p * m;
-      for (let q = p + 1; q < n; q++) {
-        const cq = q * m;
-        let alpha = 0,
-          beta = 0,
-          gamma = 0;
-        for (let i = 0; i < m; i++) {
-          const x = w[cp + i]!,
-            y = w[cq + i]!;
-          alpha += x * x;
-          beta += y * y;
-          gamma += x * y;
-        }
-        if (gamma === 0 || Math.abs(gamma) <= eps * Math.sqrt(alpha * beta)) continue;
-        rotated = true;
-        const zeta = (beta - alpha) / (2 * gamma);
-        const t = Math.sign(zeta || 1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
-        const c = 1 / Math.sqrt(1 + t * t);
-        const s = c * t;
-        for (let i = 0; i < m; i++) {
-          const x = w[cp + i]!,
-            y = w[cq + i]!;
-          w[cp + i] = c * x - s * y;
-          w[cq + i] = s * x + c * y;
-        }
-        const vp = p * n,
-          vq = q * n;
-        for (let i = 0; i < n; i++) {
-          const x = v[vp + i]!,
-            y = v[vq + i]!;
-          v[vp + i] = c * x - s * y;
-          v[vq + i] = s * x + c * y;
-        }
-      }
-    }
-    if (!rotated) break;
-  }
+  jacobiSweeps(w, v, m, n);
   const S = new Float64Array(n);
   for (let j = 0; j < n; j++) {
     let s = 0;

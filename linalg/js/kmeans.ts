@@ -12,20 +12,10 @@ export function lloyd64(points: Mat<Float64Array>, init: Mat<Float64Array>, opts
   const w = opts.weights ?? new Float64Array(n).fill(1);
   let c = Float64Array.from(init.data);
   const labels = new Int32Array(n);
-  const xx = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    let s = 0;
-    for (let j = 0; j < d; j++) s += x[i * d + j]! ** 2;
-    xx[i] = s;
-  }
+  const xx = rowSquares(x, n, d);
   let iterations = 0;
   const assign = (cent: Float64Array): number => {
-    const cc = new Float64Array(k);
-    for (let q = 0; q < k; q++) {
-      let s = 0;
-      for (let j = 0; j < d; j++) s += cent[q * d + j]! ** 2;
-      cc[q] = s;
-    }
+    const cc = rowSquares(cent, k, d);
     let inertia = 0;
     for (let i = 0; i < n; i++) {
       let best = 0,
@@ -69,4 +59,15 @@ export function lloyd64(points: Mat<Float64Array>, init: Mat<Float64Array>, opts
   // Final labels and inertia are those of the returned centroids (as sklearn's final E-step).
   const inertia = assign(c);
   return { centroids: { rows: k, cols: d, data: c }, labels, inertia, iterations };
+}
+
+/** ‖row‖² of each of the `rows` rows of a row-major rows×d matrix. */
+function rowSquares(a: Float64Array, rows: number, d: number): Float64Array {
+  const out = new Float64Array(rows);
+  for (let i = 0; i < rows; i++) {
+    let s = 0;
+    for (let j = 0; j < d; j++) s += a[i * d + j]! ** 2;
+    out[i] = s;
+  }
+  return out;
 }

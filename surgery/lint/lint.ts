@@ -200,6 +200,14 @@ function checkPeft(config: PeftConfig | null, configProblem: string | null, grou
 
 async function checkKohya(src: AdapterSource, groups: Group[], f: Findings): Promise<void> {
   const mods = groups.filter((g) => g.module);
+  // sd-scripts sizes 3×3 conv modules by conv_dim/conv_alpha (ss_network_args), the rest by
+  // ss_network_dim/alpha (docs/formats.md "kohya metadata"): those are checked against the rest.
+  const kernelConv = (g: Group) => {
+    const s = g.module!.A.shape;
+    return s.length === 4 && s[2]! * s[3]! > 1;
+  };
+  const sized = mods.some((g) => !kernelConv(g)) ? mods.filter((g) => !kernelConv(g)) : mods;
+  const sizedSet = new Set(sized);
   const alphas: number[] = [];
   for (const g of mods) {
     if (!g.parts.alpha) {
@@ -208,12 +216,12 @@ async function checkKohya(src: AdapterSource, groups: Group[], f: Findings): Pro
     }
     const a = (await src.file.readFloat64(g.parts.alpha))[0]!;
     if (!Number.isFinite(a)) f.add(RULES.nonFinite, g.stem, `${g.parts.alpha.name} is ${a}`);
-    else alphas.push(a);
+    else if (sizedSet.has(g)) alphas.push(a);
   }
   const meta = src.file.header.metadata ?? {};
   const dim = Number(meta["ss_network_dim"]);
   if (meta["ss_network_dim"] !== undefined && Number.isFinite(dim)) {
-    const ranks = new Set(mods.map((g) => g.module!.rank));
+    const ranks = new Set(sized.map((g) => g.module!.rank));
     if (ranks.size > 0 && Math.max(...ranks) !== dim)
       f.add(RULES.kohyaDim, null, `ss_network_dim is ${dim} but the factor ranks are ${[...ranks].sort((a, b) => a - b).join(", ")}`);
   }

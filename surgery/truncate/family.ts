@@ -9,8 +9,8 @@ import type { DType } from "../../formats/safetensors/index.js";
 import { retainedEnergy, roundForDtype, toF64, truncationError } from "../../linalg/truncate.js";
 import type { SplitMode } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
-import { kernelOf } from "../kernels.js";
 import type { ModuleResult } from "../report.js";
+import { outFields } from "./out-fields.js";
 
 /** What of modules.ts's BuildContext this needs (declared here: modules.ts imports this file). */
 export interface FamilyContext {
@@ -48,7 +48,6 @@ export async function familyTruncation(
   }
   const dtype: DType = c.o.dtype ?? fam.dtype;
   const alpha = alphaForScale(scaleIn, t, c.rsOut);
-  const kernel = kernelOf(m.A.shape);
   const extras: NonNullable<OutModule["extras"]> = {};
   for (const [role, tensor] of Object.entries(m.extras)) extras[role] = { file: c.a.file, tensor };
   const produce = async () => {
@@ -82,17 +81,5 @@ export async function familyTruncation(
     tick();
     return { A: Ao, B: Bo };
   };
-  return {
-    path: m.path,
-    ...(c.format === "kohya" && c.a.format === "kohya" ? { stem: m.name } : {}),
-    kind: m.kind,
-    rank: t,
-    alpha,
-    out: m.out,
-    in: m.in,
-    dtype,
-    ...(kernel ? { kernel } : {}),
-    extras,
-    produce,
-  };
+  return { ...outFields(c, m, t, alpha, dtype, extras), produce };
 }

@@ -11,6 +11,7 @@
 //
 // kohya takes S from a dense SVD of the un-scaled up@down, so len(S) = min(out, in) (trailing
 // zeros included) and the MIN_SV test sees σ/scale. Ratios do not depend on the scale.
+import { searchsortedLeft } from "../../linalg/search-sorted.js";
 
 export type DynamicMethod = "sv_ratio" | "sv_cumulative" | "sv_fro";
 export const DYNAMIC_METHODS: readonly DynamicMethod[] = ["sv_ratio", "sv_cumulative", "sv_fro"];
@@ -18,17 +19,7 @@ export const DYNAMIC_METHODS: readonly DynamicMethod[] = ["sv_ratio", "sv_cumula
 /** kohya's MIN_SV: a matrix whose largest singular value is at most this is "zero" (rank 1). */
 export const KOHYA_MIN_SV = 1e-6;
 
-/** numpy/torch searchsorted(side="left"): the first index i with a[i] ≥ v (a ascending), else a.length. */
-export function searchsortedLeft(a: ArrayLike<number>, v: number): number {
-  let lo = 0,
-    hi = a.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (a[mid]! < v) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
+export { searchsortedLeft };
 
 function cumulativeFractions(S: ArrayLike<number>, squared: boolean): number[] {
   let total = 0;

@@ -30,12 +30,12 @@ import {
 import type { FactorDType, LinalgBackend, Mat, ModuleGrams, TruncateFactorsResult } from "../../linalg/types.js";
 import { BufferPool } from "../buffer-pool.js";
 import { readFactorsWithGrams, type ModuleFactorsGrams } from "../factors.js";
-import { kernelOf } from "../kernels.js";
 import { withRawFactors } from "../raw-factors.js";
 import type { ModuleResult } from "../report.js";
 import { Lanes, ReadAhead } from "../schedule.js";
 import type { OutFormat, TruncateOptions } from "./options.js";
 import { familyTruncation, hasFamilyTruncation } from "./family.js";
+import { outFields } from "./out-fields.js";
 import { prefixAlpha, prefixFactors } from "./prefix.js";
 
 export interface ModuleOutcome {
@@ -145,7 +145,6 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
     }
     // A derived module (its factors computed in F64 on read) is written in the dtype the file stores it in.
     const dtype: DType = o.dtype ?? m.family?.dtype ?? m.A.dtype;
-    const kernel = kernelOf(m.A.shape);
     const extras: NonNullable<OutModule["extras"]> = {};
     for (const [role, tensor] of Object.entries(m.extras)) extras[role] = { file: a.file, tensor };
     // Target scale and alpha of the output module.
@@ -159,18 +158,7 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
       scaleOut = m.scale !== 0 ? m.scale : 1;
       alpha = alphaForScale(scaleOut, t, c.rsOut);
     }
-    const base: Omit<OutModule, "produce" | "rawFactors"> = {
-      path: m.path,
-      ...(c.format === "kohya" && a.format === "kohya" ? { stem: m.name } : {}),
-      kind: m.kind,
-      rank: t,
-      alpha,
-      out: m.out,
-      in: m.in,
-      dtype,
-      ...(kernel ? { kernel } : {}),
-      extras,
-    };
+    const base = outFields(c, m, t, alpha, dtype, extras);
     if (t === m.rank && dtype === m.A.dtype && m.B.dtype === m.A.dtype) {
       // Same rank, same dtype: the factors are copied byte for byte (ΔW exact). Read once for NaN/Inf.
       const f = await readFactors(a, m, "f64");

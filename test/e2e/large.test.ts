@@ -148,9 +148,10 @@ for (const signal of ["SIGINT", "SIGTERM"] as const)
       });
       let stderr = "";
       child.stderr.on("data", (c) => (stderr += c));
-      await new Promise((res) => setTimeout(res, 1500));
-      // Still writing (4.5 GiB takes longer than 1.5 s)?
-      assert.ok(readdirSync(outDir).length > 0 || child.exitCode === null, "the write should be under way");
+      // Wait until the temp output exists (the write is under way), however loaded the machine is:
+      // a fixed delay could signal a process that has not yet set up its handlers.
+      for (let t = 0; t < 1200 && readdirSync(outDir).length === 0 && child.exitCode === null; t++) await new Promise((res) => setTimeout(res, 100));
+      assert.ok(readdirSync(outDir).length > 0 && child.exitCode === null, "the write should be under way");
       child.kill(signal);
       const code = await new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
       assert.equal(code, 130, stderr);

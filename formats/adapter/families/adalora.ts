@@ -8,8 +8,7 @@ import { InvalidInputError } from "../../../common/errors.js";
 import type { TensorInfo } from "../../safetensors/index.js";
 import { buildDerivedAdapterParts, type DerivedModuleSpec } from "../derived.js";
 import type { DetectContext, Detected, Detector } from "../detector.js";
-import { matchKeyFor } from "../names.js";
-import { budgetByLayer, foldDiagonal, loraBaseConfig, readF64, stripPeftPrefix } from "./shared.js";
+import { budgetByLayer, foldDiagonal, loraBaseConfig, readF64, stripPeftPrefix, linearModule } from "./shared.js";
 
 const ROLES = [".lora_A", ".lora_E", ".lora_B"] as const;
 
@@ -68,27 +67,26 @@ async function parse(ctx: DetectContext): Promise<Detected> {
     live.push({ path, live: keep.length });
     if (keep.length === 0) continue; // fully pruned: ΔW = 0
     const [out, inn] = [B.shape[0]!, A.shape[1]!];
-    specs.push({
-      name: path,
-      path,
-      matchKey: matchKeyFor(path),
-      kind: "linear",
-      out,
-      in: inn,
-      rank: keep.length,
-      family: {
-        type: "adalora",
-        detail: `AdaLoRA ${keep.length} of ${initR} live`,
-        stored: [A, E, B],
-        dtype: A.dtype,
-        info: { live_rank: keep.length, stored_rank: rk, init_r: initR, lora_alpha: alpha, ranknum: initR },
-      },
-      factors: async () => {
-        const [a, b] = await Promise.all([readF64(ctx.file, A), readF64(ctx.file, B)]);
-        const d = Array.from(e, (x) => x * scale);
-        return foldDiagonal(b, d, a, out, rk, inn, keep);
-      },
-    });
+    specs.push(
+      linearModule(
+        path,
+        out,
+        inn,
+        keep.length,
+        {
+          type: "adalora",
+          detail: `AdaLoRA ${keep.length} of ${initR} live`,
+          stored: [A, E, B],
+          dtype: A.dtype,
+          info: { live_rank: keep.length, stored_rank: rk, init_r: initR, lora_alpha: alpha, ranknum: initR },
+        },
+        async () => {
+          const [a, b] = await Promise.all([readF64(ctx.file, A), readF64(ctx.file, B)]);
+          const d = Array.from(e, (x) => x * scale);
+          return foldDiagonal(b, d, a, out, rk, inn, keep);
+        },
+      ),
+    );
   }
   const total = live.reduce((s, m) => s + m.live, 0);
   const dead = live.filter((m) => m.live === 0).length;

@@ -9,8 +9,7 @@ import { InvalidInputError } from "../../../common/errors.js";
 import type { TensorInfo } from "../../safetensors/index.js";
 import { buildDerivedAdapterParts, type DerivedModuleSpec } from "../derived.js";
 import type { DetectContext, Detected, Detector } from "../detector.js";
-import { matchKeyFor } from "../names.js";
-import { budgetByLayer, foldDiagonal, readF64 } from "./shared.js";
+import { budgetByLayer, foldDiagonal, readF64, linearModule } from "./shared.js";
 
 const CHUNK = /^(.*)\.lora_([AEB])\.(\d+)$/;
 
@@ -75,42 +74,41 @@ async function parse(ctx: DetectContext): Promise<Detected> {
     // ranknum is float32 in the model: the sum ranknum + 1e-5 rounds to float32 there.
     const scale = alphaRaw / Math.fround(ranknum! + 1e-5);
     const R = e.length;
-    specs.push({
-      name: path,
-      path,
-      matchKey: matchKeyFor(path),
-      kind: "linear",
-      out,
-      in: inn,
-      rank: keep.length,
-      family: {
-        type: "increlora",
-        detail: `IncreLoRA ${keep.length} of ${R} live (ranknum ${ranknum})`,
-        stored: parts.flatMap((p) => [p.A, p.E, p.B]).concat(c.ranknum),
-        dtype: parts[0]!.A.dtype,
-        info: { live_rank: keep.length, stored_rank: R, chunks: parts.length, ranknum: ranknum!, lora_alpha: alphaRaw },
-      },
-      factors: async () => {
-        const A = new Float64Array(R * inn),
-          B = new Float64Array(out * R);
-        let row = 0;
-        for (const p of parts) {
-          A.set(await readF64(ctx.file, p.A), row * inn);
-          const b = await readF64(ctx.file, p.B);
-          for (let i = 0; i < out; i++) for (let k = 0; k < p.r; k++) B[i * R + row + k] = b[i * p.r + k]!;
-          row += p.r;
-        }
-        return foldDiagonal(
-          B,
-          Array.from(e, (x) => x * scale),
-          A,
-          out,
-          R,
-          inn,
-          keep,
-        );
-      },
-    });
+    specs.push(
+      linearModule(
+        path,
+        out,
+        inn,
+        keep.length,
+        {
+          type: "increlora",
+          detail: `IncreLoRA ${keep.length} of ${R} live (ranknum ${ranknum})`,
+          stored: parts.flatMap((p) => [p.A, p.E, p.B]).concat(c.ranknum),
+          dtype: parts[0]!.A.dtype,
+          info: { live_rank: keep.length, stored_rank: R, chunks: parts.length, ranknum: ranknum!, lora_alpha: alphaRaw },
+        },
+        async () => {
+          const A = new Float64Array(R * inn),
+            B = new Float64Array(out * R);
+          let row = 0;
+          for (const p of parts) {
+            A.set(await readF64(ctx.file, p.A), row * inn);
+            const b = await readF64(ctx.file, p.B);
+            for (let i = 0; i < out; i++) for (let k = 0; k < p.r; k++) B[i * R + row + k] = b[i * p.r + k]!;
+            row += p.r;
+          }
+          return foldDiagonal(
+            B,
+            Array.from(e, (x) => x * scale),
+            A,
+            out,
+            R,
+            inn,
+            keep,
+          );
+        },
+      ),
+    );
   }
   ctx.notes.push(
     `IncreLoRA: ${live.reduce((s, m) => s + m.live, 0)} live ranks over ${live.length} modules; scale = lora_alpha/(ranknum + 1e-5), lora_alpha ${alphaRaw}`,

@@ -8,9 +8,8 @@
 import { InvalidInputError } from "../../../common/errors.js";
 import { buildDerivedAdapterParts, type DerivedModuleSpec } from "../derived.js";
 import type { DetectContext, Detected, Detector } from "../detector.js";
-import { matchKeyFor } from "../names.js";
 import { scaleFor } from "../peft-config.js";
-import { foldDiagonal, loraBaseConfig, readF64, stripPeftPrefix } from "./shared.js";
+import { foldDiagonal, loraBaseConfig, readF64, stripPeftPrefix, linearModule } from "./shared.js";
 
 const GATE = ".moe_gate.weight";
 
@@ -65,26 +64,25 @@ async function parse(ctx: DetectContext): Promise<Detected> {
     for (let i = 0; i < n; i++) {
       const name = `${path}.experts.${i}`;
       const keep = Array.from({ length: rr }, (_, k) => i * rr + k);
-      specs.push({
-        name,
-        path: name,
-        matchKey: matchKeyFor(name),
-        kind: "linear",
-        out,
-        in: inn,
-        rank: rr,
-        family: {
-          type: "meteora",
-          detail: `MeteoRA expert ${i} of ${n}`,
-          stored: [A, B, t],
-          dtype: A.dtype,
-          info: { module: path, expert: i, experts: n, lora_alpha: alpha, scale: s },
-        },
-        factors: async () => {
-          const [a, b] = await Promise.all([readF64(ctx.file, A), readF64(ctx.file, B)]);
-          return foldDiagonal(b, new Array<number>(n * rr).fill(s), a, out, n * rr, inn, keep);
-        },
-      });
+      specs.push(
+        linearModule(
+          name,
+          out,
+          inn,
+          rr,
+          {
+            type: "meteora",
+            detail: `MeteoRA expert ${i} of ${n}`,
+            stored: [A, B, t],
+            dtype: A.dtype,
+            info: { module: path, expert: i, experts: n, lora_alpha: alpha, scale: s },
+          },
+          async () => {
+            const [a, b] = await Promise.all([readF64(ctx.file, A), readF64(ctx.file, B)]);
+            return foldDiagonal(b, new Array<number>(n * rr).fill(s), a, out, n * rr, inn, keep);
+          },
+        ),
+      );
     }
   }
   for (const t of ctx.file.header.tensors) if (!used.has(t.name)) other++;

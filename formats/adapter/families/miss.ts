@@ -13,9 +13,8 @@ import { InvalidInputError } from "../../../common/errors.js";
 import type { TensorInfo } from "../../safetensors/index.js";
 import { buildDerivedAdapterParts, type DerivedModuleSpec } from "../derived.js";
 import type { DetectContext, Detected, Detector } from "../detector.js";
-import { matchKeyFor } from "../names.js";
 import type { BaseDependentModule } from "../types.js";
-import { readF64, stripPeftPrefix } from "./shared.js";
+import { readF64, stripPeftPrefix, linearModule } from "./shared.js";
 
 const SUFFIXES = [".miss_block", ".bone_block"];
 
@@ -87,27 +86,26 @@ async function parse(ctx: DetectContext): Promise<Detected> {
     const outOk = variant === "bat" ? out === t.shape[0]! * r && inn % r === 0 : variant === "mini" ? out % miniR === 0 : t.shape[1] === out;
     if (!outOk) throw new InvalidInputError(`${where}: block [${t.shape}] does not fit the base weight ${w.info.name} [${w.info.shape}]`);
     const rank = variant === "bat" ? Math.min(out, inn) : Math.min(r, inn);
-    specs.push({
-      name: path,
-      path,
-      matchKey: matchKeyFor(path),
-      kind: "linear",
-      out,
-      in: inn,
-      rank,
-      family: { type: pt.toLowerCase(), detail: `${pt} ${variant} r ${r}`, stored: [t], dtype: t.dtype, info: { variant, block: r, base_weight: w.info.name } },
-      factors: async () => {
-        const M = await readF64(ctx.file, t);
-        if (variant === "bat") return batFactors(M, await w.file.readFloat64(w.info), out, inn, r);
-        // B' = M_fullᵀ (out × r), A' = the tiling T (r × in); only the first `rank` rows when in < r.
-        const cols = variant === "mini" ? miniR : out;
-        const B = new Float64Array(out * rank),
-          A = new Float64Array(rank * inn);
-        for (let o = 0; o < out; o++) for (let j = 0; j < rank; j++) B[o * rank + j] = M[j * cols + (o % cols)]!;
-        for (let c = 0; c < inn; c++) A[(c % r) * inn + c] = 1;
-        return { B, A };
-      },
-    });
+    specs.push(
+      linearModule(
+        path,
+        out,
+        inn,
+        rank,
+        { type: pt.toLowerCase(), detail: `${pt} ${variant} r ${r}`, stored: [t], dtype: t.dtype, info: { variant, block: r, base_weight: w.info.name } },
+        async () => {
+          const M = await readF64(ctx.file, t);
+          if (variant === "bat") return batFactors(M, await w.file.readFloat64(w.info), out, inn, r);
+          // B' = M_fullᵀ (out × r), A' = the tiling T (r × in); only the first `rank` rows when in < r.
+          const cols = variant === "mini" ? miniR : out;
+          const B = new Float64Array(out * rank),
+            A = new Float64Array(rank * inn);
+          for (let o = 0; o < out; o++) for (let j = 0; j < rank; j++) B[o * rank + j] = M[j * cols + (o % cols)]!;
+          for (let c = 0; c < inn; c++) A[(c % r) * inn + c] = 1;
+          return { B, A };
+        },
+      ),
+    );
   }
   if (deps.length) ctx.notes.push(`${pt} (${variant}): ΔW depends on the base weights; pass --base <model> to read it (inspect lists the blocks without it)`);
   const parts = buildDerivedAdapterParts(ctx.file, specs, [], rest);

@@ -1,12 +1,26 @@
 // What the family readers share (docs/formats.md "Adapter families"): folding a module's core into
 // its two factors exactly (float64, scale included), the config a converted output starts from, and
 // the one-line summary of how a rank budget was spread over the layers.
-import { matmul, smallSvd } from "../../../common/small-core.js";
+import { jacobiSvd, matmul } from "../../../common/dense.js";
 import type { SafetensorsFile, TensorInfo } from "../../safetensors/index.js";
-import { PEFT_PREFIX } from "../names.js";
+import type { DerivedModuleSpec, ExactFactors } from "../derived.js";
+import { matchKeyFor, PEFT_PREFIX } from "../names.js";
 import type { PeftConfig } from "../peft-config.js";
+import type { ModuleFamily } from "../types.js";
 
 export const stripPeftPrefix = (base: string) => (base.startsWith(PEFT_PREFIX) ? base.slice(PEFT_PREFIX.length) : base);
+
+/** A Linear module of a family file, named by its dotted path, with its exact factors computed on read. */
+export function linearModule(
+  path: string,
+  out: number,
+  inn: number,
+  rank: number,
+  family: ModuleFamily,
+  factors: () => Promise<ExactFactors>,
+): DerivedModuleSpec {
+  return { name: path, path, matchKey: matchKeyFor(path), kind: "linear", out, in: inn, rank, family, factors };
+}
 
 export const readF64 = (file: SafetensorsFile, t: TensorInfo) => file.readFloat64(t);
 
@@ -33,7 +47,7 @@ export function foldDiagonal(B: Float64Array, d: ArrayLike<number>, A: Float64Ar
  * B' = B·U·√Σ and A' = √Σ·Vᵀ·A (the form `convert` writes; docs/formats.md "Adapter families").
  */
 export function foldCore(B: Float64Array, R: Float64Array, A: Float64Array, out: number, r: number, inn: number, s: number) {
-  const { U, S, V } = smallSvd(R, r);
+  const { U, S, V } = jacobiSvd(R, r, r);
   const left = new Float64Array(r * r),
     right = new Float64Array(r * r);
   for (let i = 0; i < r; i++)
@@ -42,7 +56,7 @@ export function foldCore(B: Float64Array, R: Float64Array, A: Float64Array, out:
       left[i * r + k] = U[i * r + k]! * root * Math.sign(s || 1);
       right[k * r + i] = V[i * r + k]! * root; // (√Σ·Vᵀ)[k, i]
     }
-  return { B: matmul(B, left, out, r, r), A: matmul(right, A, r, r, inn) };
+  return { B: matmul(B, out, r, left, r), A: matmul(right, r, r, A, inn) };
 }
 
 /** PEFT LoraConfig keys a converted output may keep from a family's config (everything else is the family's own). */

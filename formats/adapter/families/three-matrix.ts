@@ -9,10 +9,9 @@ import { InvalidInputError } from "../../../common/errors.js";
 import type { TensorInfo } from "../../safetensors/index.js";
 import { buildDerivedAdapterParts, type DerivedModuleSpec } from "../derived.js";
 import type { DetectContext, Detected, Detector } from "../detector.js";
-import { matchKeyFor } from "../names.js";
 import { groupPeftKeys } from "../parse-peft.js";
 import { peftModuleScale } from "../peft-config.js";
-import { foldCore, loraBaseConfig, readF64, stripPeftPrefix } from "./shared.js";
+import { foldCore, loraBaseConfig, readF64, stripPeftPrefix, linearModule } from "./shared.js";
 
 const XS = "_lora_latent_mapping.weight";
 const N = ".lora_N.weight";
@@ -62,26 +61,25 @@ async function parse(ctx: DetectContext): Promise<Detected> {
     const extras = Object.values(g.extras);
     if (extras.length)
       throw new InvalidInputError(`${ctx.label}: module "${path}" carries ${extras.map((t) => t.name).join(", ")} beside its core; not supported`);
-    specs.push({
-      name: path,
-      path,
-      matchKey: matchKeyFor(path),
-      kind: "linear",
-      out,
-      in: inn,
-      rank: r,
-      family: {
-        type,
-        detail: `${type === "nlora" ? "NLoRA/SLoRA B·N·A" : "LoRA-XS/SB B·R·A"} r ${r}`,
-        stored: [A, core, B],
-        dtype: core.dtype,
-        info: { core: `${r}×${r}`, lora_alpha: sc.alpha, scale: sc.scale },
-      },
-      factors: async () => {
-        const [a, R, b] = await Promise.all([readF64(ctx.file, A), readF64(ctx.file, core), readF64(ctx.file, B)]);
-        return foldCore(b, R, a, out, r, inn, sc.scale);
-      },
-    });
+    specs.push(
+      linearModule(
+        path,
+        out,
+        inn,
+        r,
+        {
+          type,
+          detail: `${type === "nlora" ? "NLoRA/SLoRA B·N·A" : "LoRA-XS/SB B·R·A"} r ${r}`,
+          stored: [A, core, B],
+          dtype: core.dtype,
+          info: { core: `${r}×${r}`, lora_alpha: sc.alpha, scale: sc.scale },
+        },
+        async () => {
+          const [a, R, b] = await Promise.all([readF64(ctx.file, A), readF64(ctx.file, core), readF64(ctx.file, B)]);
+          return foldCore(b, R, a, out, r, inn, sc.scale);
+        },
+      ),
+    );
   }
   // Plain B·A modules beside the cores are not expected in these files; keep them as passthrough-free LoRA would need the generic reader.
   if (groups.size)

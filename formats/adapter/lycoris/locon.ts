@@ -7,7 +7,7 @@ import type { TensorInfo } from "../../safetensors/index.js";
 import type { DerivedModuleSpec } from "../derived.js";
 import { denseFactors, denseRank } from "./exact.js";
 import type { Group } from "./keys.js";
-import type { ModuleId, ScaleOf } from "./loha.js";
+import { type ModuleId, moduleShape, type ScaleOf } from "./module-id.js";
 import { checkTensor, flat2, mismatch, type ReadCtx, read64, storedDtype } from "./stored.js";
 import { tuckerRight } from "./tucker.js";
 
@@ -30,12 +30,7 @@ export function loconTuckerSpec(c: ReadCtx, id: ModuleId, g: Group, scaleOf: Sca
   const R = mid.shape[0]!;
   const stored = [down, mid, up];
   return {
-    ...id,
-    kind: "conv",
-    out,
-    in: inCh * K,
-    kernel,
-    rank: R,
+    ...moduleShape(id, out, inCh * K, kernel, R),
     family: { type: "locon-tucker", detail: `LoCon Tucker ${R}, core ${kernel.join("×")}`, stored, dtype: storedDtype(stored), info: { rank: R, kernel } },
     factors: async () => {
       const { scale } = await scaleOf(r);
@@ -55,12 +50,7 @@ export function fullSpec(c: ReadCtx, id: ModuleId, g: Group): DerivedModuleSpec 
   const kernel = diff.shape.length > 2 ? diff.shape.slice(2) : undefined;
   const bias = g.get("diff_b");
   return {
-    ...id,
-    kind: kernel ? "conv" : "linear",
-    out,
-    in: n,
-    ...(kernel ? { kernel } : {}),
-    rank: denseRank(out, n),
+    ...moduleShape(id, out, n, kernel, denseRank(out, n)),
     family: {
       type: "full",
       detail: `full ΔW stored dense [${diff.shape}]${bias ? " + bias" : ""}`,

@@ -9,17 +9,9 @@ import type { DerivedModuleSpec } from "../derived.js";
 import { denseFactors, denseRank, faceSplit, hadamardDense } from "./exact.js";
 import { inferKernel } from "./kernel.js";
 import type { Group } from "./keys.js";
+import { type ModuleId, moduleShape, type ScaleOf } from "./module-id.js";
 import { checkTensor, flat2, mismatch, type ReadCtx, read64, storedDtype } from "./stored.js";
 import { tuckerRight } from "./tucker.js";
-
-export interface ModuleId {
-  name: string;
-  path: string;
-  matchKey: string;
-  kohyaStem?: string;
-}
-
-export type ScaleOf = (dim: number) => Promise<{ scale: number; alpha: number; dim: number }>;
 
 export function lohaSpec(c: ReadCtx, id: ModuleId, g: Group, scaleOf: ScaleOf): DerivedModuleSpec {
   const need = (p: "hada_w1_a" | "hada_w1_b" | "hada_w2_a" | "hada_w2_b"): TensorInfo => {
@@ -70,12 +62,7 @@ export function lohaSpec(c: ReadCtx, id: ModuleId, g: Group, scaleOf: ScaleOf): 
   const R = Math.min(r1 * r2, denseRank(out, n));
   const dense = r1 * r2 > R;
   return {
-    ...id,
-    kind: kernel ? "conv" : "linear",
-    out,
-    in: n,
-    ...(kernel ? { kernel } : {}),
-    rank: R,
+    ...moduleShape(id, out, n, kernel, R),
     family: {
       type: "loha",
       detail: `LoHa ${r1}·${r2}${t1 ? " Tucker" : ""}${dense ? " (dense: r1·r2 ≥ min(out, in))" : ""}`,

@@ -11,7 +11,7 @@ import type { TensorInfo } from "../../safetensors/index.js";
 import type { DerivedModuleSpec, ExactFactors } from "../derived.js";
 import { inferKernel } from "./kernel.js";
 import type { Group } from "./keys.js";
-import type { ModuleId, ScaleOf } from "./loha.js";
+import { type ModuleId, moduleShape, type ScaleOf } from "./module-id.js";
 import { checkTensor, flat2, mismatch, type ReadCtx, read64, storedDtype } from "./stored.js";
 import { tuckerRight } from "./tucker.js";
 
@@ -155,12 +155,7 @@ export function lokrSpec(c: ReadCtx, id: ModuleId, g: Group, scaleOf: ScaleOf): 
     return kronFactors(a, w1, b, w2, s, k);
   };
   return {
-    ...id,
-    kind: kernel ? "conv" : "linear",
-    out,
-    in: n,
-    ...(kernel ? { kernel } : {}),
-    rank: R,
+    ...moduleShape(id, out, n, kernel, R),
     family: {
       type: "lokr",
       detail: `LoKr [${w1.rows}×${w1.cols}]⊗[${w2.rows}×${w2.cols}]${g.has("lokr_w1_a") ? " w1 low-rank" : ""}${w2t ? "" : t2 ? " w2 Tucker" : " w2 low-rank"}`,
