@@ -3,7 +3,7 @@
 // rsLoRA) or s·√r (PEFT/diffusers with use_rslora). A derived module (LoHa, AdaLoRA, …: its factors
 // computed on read, docs/formats.md "Derived modules") is written as its exact factors in F32 at
 // least, so the conversion stays within float32 rounding of the stored ΔW.
-import { alphaForScale, hasTextEncoder2, kohyaStemInSet, readFactors, type Adapter, type AdapterFormat } from "../formats/adapter/index.js";
+import { alphaForScale, readFactors, type Adapter, type AdapterFormat } from "../formats/adapter/index.js";
 import type { DType } from "../formats/safetensors/index.js";
 import type { OutModule } from "../formats/adapter/write.js";
 import { kernelOf } from "./kernels.js";
@@ -17,7 +17,6 @@ export function sameLayoutFamily(from: AdapterFormat, to: TargetFormat): boolean
 }
 
 export function convertedModules(a: Adapter, to: TargetFormat, useRslora: boolean): OutModule[] {
-  const te2 = hasTextEncoder2(a.modules.map((m) => m.path));
   return a.modules.map((m) => {
     const rs = to !== "kohya" && useRslora;
     const alpha = m.rslora === rs ? m.alpha : alphaForScale(m.scale, m.rank, rs);
@@ -26,7 +25,7 @@ export function convertedModules(a: Adapter, to: TargetFormat, useRslora: boolea
     for (const [role, t] of Object.entries(m.extras)) extras[role] = { file: a.file, tensor: t };
     return {
       path: m.path,
-      ...(to === "kohya" ? { stem: a.format === "kohya" ? m.name : kohyaStemInSet(m.path, te2) } : {}),
+      ...(to === "kohya" && a.format === "kohya" ? { stem: m.name } : {}),
       kind: m.kind,
       rank: m.rank,
       alpha,

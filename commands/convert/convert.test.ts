@@ -51,11 +51,16 @@ for (const src of [
         dk = await deltas(k),
         db = await deltas(b);
       assert.deepEqual([...db.keys()].sort(), [...da.keys()].sort(), "module paths restored");
+      // fan_in_fan_out (GPT-2 Conv1D): kohya holds lora_up = Aᵀ, lora_down = Bᵀ (docs/formats.md "Naming maps").
+      const ffo = a.config?.["fan_in_fan_out"] === true;
+      const tr = (x: Float32Array | Float64Array, r: number, c: number) => Array.from({ length: x.length }, (_, i) => x[(i % r) * c + Math.floor(i / r)]!);
       for (const [p, x] of da) {
+        const m = a.modules.find((q) => q.path === p)!;
         for (const y of [dk.get(p)!, db.get(p)!]) {
           // Factors are copied byte for byte; the scale is reproduced within float32 rounding of alpha.
-          assert.deepEqual(Array.from(y.A), Array.from(x.A));
-          assert.deepEqual(Array.from(y.B), Array.from(x.B));
+          const flip = ffo && y === dk.get(p);
+          assert.deepEqual(Array.from(y.A), flip ? tr(x.B, m.out, m.rank) : Array.from(x.A));
+          assert.deepEqual(Array.from(y.B), flip ? tr(x.A, m.rank, m.in) : Array.from(x.B));
           assert.ok(Math.abs(y.s - x.s) <= 1e-6 * x.s, `${p}: scale ${y.s} vs ${x.s}`);
         }
       }

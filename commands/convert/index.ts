@@ -35,6 +35,7 @@ export function convertCommand(ctx: Ctx): Command {
         },
         { stdin: ctx.stdin, stdout: ctx.stdout },
       );
+      for (const w of rep.warnings) ctx.stderr.write(`lora: warning: ${w}\n`);
       if (g.json) printJson(ctx, rep);
       else
         summary(

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { isDora, loadAdapter, meteoraExpert, readFactors, refuseBaseDependent, type Adapter } from "../../formats/adapter/index.js";
 import { openModel, type Model } from "../../formats/model/base-model.js";
 import { writeAdapter, type AdapterOutput } from "../../formats/adapter/write.js";
+import { diffusersLoadWarnings } from "../../formats/adapter/diffusers-warnings.js";
 import { InvalidInputError, UsageError } from "../../common/errors.js";
 import type { PeftConfig } from "../../formats/adapter/peft-config.js";
 import { convertedModules, sameLayoutFamily, type TargetFormat } from "../../surgery/convert.js";
@@ -36,6 +37,8 @@ export interface ConvertReport {
   modules: { name: string; rank: number; alpha: number; scale: number; relative_error: number }[];
   passthrough: number;
   totals: { modules: number; rank: number };
+  /** Where diffusers would drop or mis-scale a module of the written file (docs/formats.md "Naming maps"). */
+  warnings: string[];
 }
 
 /** The config the output starts from: the input's, or the one a kohya file of ours carried. */
@@ -69,6 +72,7 @@ export async function runConvert(o: ConvertOptions, deps: { stdin?: NodeJS.Reada
           output: o.output,
           modules: reps.flatMap((r) => r.modules),
           totals: { modules: reps.reduce((s, r) => s + r.totals.modules, 0), rank: reps.reduce((s, r) => s + r.totals.rank, 0) },
+          warnings: [...new Set(reps.flatMap((r) => r.warnings))],
         };
       }
       const i = Number(o.expert);
@@ -119,6 +123,7 @@ async function convertOne(a: Adapter, o: ConvertOptions, deps: { stdin?: NodeJS.
       metadata: a.metadata,
       keepTargetModules: a.format === "peft",
     };
+    const warnings = diffusersLoadWarnings(out);
     await writeAdapter(o.output, out, { force: o.force, inputs: o.input === "-" ? [] : [o.input], ...(deps.stdout ? { stdout: deps.stdout } : {}) });
     return {
       input: o.input,
@@ -134,6 +139,7 @@ async function convertOne(a: Adapter, o: ConvertOptions, deps: { stdin?: NodeJS.
       })),
       passthrough: a.passthrough.length,
       totals: { modules: a.modules.length, rank: a.modules.reduce((s, m) => s + m.rank, 0) },
+      warnings,
     };
   }
 }

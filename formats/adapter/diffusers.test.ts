@@ -18,6 +18,7 @@ import { InvalidInputError } from "../../common/errors.js";
 import { encodeFloats, serializeSafetensors, type TensorSpec } from "../safetensors/index.js";
 import { loadAdapter, readFactors, type Adapter, type LoraModule } from "./index.js";
 import { diffusersPathFromKohya, hasTextEncoder2, kohyaStemFor, kohyaStemInSet, matchKeyFor } from "./names.js";
+import { pathOfKohyaStem } from "./name-map.js";
 import { hasDiffusersKeys, splitAdapterMetadata } from "./parse-diffusers.js";
 import { diffusersAdapterMetadata, diffusersKeyBase } from "./write-diffusers.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "./write.js";
@@ -397,7 +398,8 @@ test("names: kohya stems as kohya/ComfyUI spell them, and back to diffusers path
   assert.equal(diffusersPathFromKohya("model_layers_0_q_proj"), undefined);
   assert.equal(diffusersKeyBase("unet.a.to_k"), "unet.a.to_k");
   assert.equal(diffusersKeyBase("down_blocks.0.attentions.0.proj_in"), "unet.down_blocks.0.attentions.0.proj_in");
-  assert.equal(diffusersKeyBase("unet_mid_block_attentions_0_proj_out"), "unet.mid_block.attentions.0.proj_out");
+  // A kohya stem is mapped when read (name-map.ts), so the writer never sees an undotted UNet path.
+  assert.equal(pathOfKohyaStem("lora_unet_mid_block_attentions_0_proj_out", "sd"), "unet.mid_block.attentions.0.proj_out");
   assert.equal(diffusersKeyBase("model.layers.0.self_attn.q_proj"), "model.layers.0.self_attn.q_proj");
 });
 

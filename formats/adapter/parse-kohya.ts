@@ -5,7 +5,8 @@
 import { InvalidInputError } from "../../common/errors.js";
 import type { SafetensorsFile, TensorInfo } from "../safetensors/index.js";
 import { buildModule, type ModuleParts } from "./module.js";
-import { kohyaPrefixOf, matchKeyFor } from "./names.js";
+import { kohyaPrefixOf } from "./names.js";
+import { kohyaFamily, kohyaModuleId } from "./name-map.js";
 import type { LoraModule } from "./types.js";
 
 /** kohya key suffixes and the role each plays in a module. */
@@ -62,6 +63,8 @@ export async function parseKohya(
   }
   const modules: LoraModule[] = [];
   let defaulted = 0;
+  const family = kohyaFamily(file.header.tensors.map((t) => t.name));
+  const unmapped: string[] = [];
   for (const [stem, g] of groups) {
     if (!g.A && !g.B) {
       rest.push(...(g.alpha ? [g.alpha] : []), ...Object.values(g.extras));
@@ -72,8 +75,8 @@ export async function parseKohya(
         `${label}: module "${stem}" has ${g.A ? "lora_down" : "lora_up"} but no ${g.A ? "lora_up" : "lora_down"} tensor (${(g.A ?? g.B)!.name})`,
       );
     if (kinds[stem] === "embedding") g.embedding = true;
-    const path = names[stem] ?? stem.replace(/^lora_/, "");
-    const matchKey = names[stem] !== undefined ? matchKeyFor(path) : stem.replace(/^lora_/, "");
+    const { path, matchKey, mapped } = kohyaModuleId(stem, family, names);
+    if (!mapped) unmapped.push(stem);
     const prefix = kohyaPrefixOf(stem);
     const mod = buildModule(g, { name: stem, path, matchKey, label, ...(prefix !== undefined ? { kohyaStem: prefix } : {}) });
     let alpha = mod.rank;
@@ -88,6 +91,13 @@ export async function parseKohya(
     Object.assign(mod, { alpha, scale: alpha / mod.rank });
     modules.push(mod);
   }
+  if (unmapped.length) notes.push(unmappedNote(unmapped, family));
   if (defaulted) notes.push(`${defaulted} module(s) without alpha (or alpha 0): alpha = rank, scale 1 (kohya's rule)`);
   return { modules, passthrough: rest };
+}
+
+/** What inspect says about kohya stems the naming maps do not cover (a conversion refuses them). */
+export function unmappedNote(stems: string[], family: string): string {
+  const shown = stems.slice(0, 3).join(", ") + (stems.length > 3 ? ` and ${stems.length - 3} more` : "");
+  return `${stems.length} module(s) no ${family} naming map covers (${shown}): names kept as kohya stems; --to peft/diffusers refuses them`;
 }

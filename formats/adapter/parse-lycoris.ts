@@ -13,6 +13,7 @@ import type { ModuleId, ScaleOf } from "./lycoris/module-id.js";
 import { lokrSpec } from "./lycoris/lokr.js";
 import { fullSpec, loconTuckerSpec } from "./lycoris/locon.js";
 import { kohyaPrefixOf } from "./names.js";
+import { kohyaFamily, kohyaModuleId, type ModelFamily } from "./name-map.js";
 import { parseKohya } from "./parse-kohya.js";
 import type { BaseDependentModule } from "./types.js";
 
@@ -24,10 +25,10 @@ const BASE_REASON = {
 } as const;
 
 /** The same naming as the kohya reader's for a stem without our lora_module_names map. */
-function idOf(stem: string, names: Record<string, string>): ModuleId {
+function idOf(stem: string, names: Record<string, string>, family: ModelFamily): ModuleId {
   const prefix = kohyaPrefixOf(stem);
-  const path = names[stem] ?? stem.replace(/^lora_/, "");
-  return { name: stem, path, matchKey: stem.replace(/^lora_/, ""), ...(prefix !== undefined ? { kohyaStem: prefix } : {}) };
+  const { path, matchKey } = kohyaModuleId(stem, family, names);
+  return { name: stem, path, matchKey, ...(prefix !== undefined ? { kohyaStem: prefix } : {}) };
 }
 
 function moduleNames(meta: Record<string, string>): Record<string, string> {
@@ -55,6 +56,7 @@ function scaleReader(ctx: DetectContext, g: Group): ScaleOf {
 export async function parseLycoris(ctx: DetectContext): Promise<Detected> {
   const { groups, rest } = groupLycoris(ctx.file.header.tensors);
   const names = moduleNames(ctx.metadata);
+  const family = kohyaFamily(ctx.file.header.tensors.map((t) => t.name));
   const c = { file: ctx.file, label: ctx.label };
   const specs: DerivedModuleSpec[] = [];
   const plainTensors: TensorInfo[] = [];
@@ -68,7 +70,7 @@ export async function parseLycoris(ctx: DetectContext): Promise<Detected> {
       continue;
     }
     counts.set(algo, (counts.get(algo) ?? 0) + 1);
-    const id = idOf(stem, names);
+    const id = idOf(stem, names, family);
     if (algo === "ia3" || algo === "bias-only" || algo === "oft") {
       baseDependent.push({ name: stem, path: id.path, type: algo, tensors: [...g.values()], reason: BASE_REASON[algo] });
       continue;

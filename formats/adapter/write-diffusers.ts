@@ -12,7 +12,6 @@
 // and diffusers itself converts it to this layout on load. Factors are written as they come (their
 // bytes are copied when unchanged), so ΔW is the same either way.
 import type { TensorSpec } from "../safetensors/index.js";
-import { diffusersPathFromKohya } from "./names.js";
 import { COMPONENT_RE, componentOf, DIFFUSERS_METADATA_KEY } from "./parse-diffusers.js";
 import { peftPatterns, type PeftConfig } from "./peft-config.js";
 import type { AdapterOutput, OutModule } from "./output.js";
@@ -27,15 +26,10 @@ const MANAGED_META = ["format", "adapter_config", "lora_module_names", "lora_mod
 
 /**
  * The diffusers key base of a module: its dotted path with the pipeline component in front
- * (`unet.` added to UNet paths that lack it); a kohya stem known only in flattened form
- * (`unet_down_blocks_0_…`) is turned back into the dotted diffusers path first.
+ * (`unet.` added to UNet paths that lack it). Names are mapped before (split-fuse.ts).
  */
 export function diffusersKeyBase(path: string): string {
   if (COMPONENT_RE.test(path)) return path;
-  if (!path.includes(".")) {
-    const p = diffusersPathFromKohya(path);
-    if (p) return p;
-  }
   const c = componentOf(path);
   return c ? `${c}.${path}` : path;
 }

@@ -6,6 +6,9 @@ import { UsageError } from "../../common/errors.js";
 import { refusePickleName, stdoutSink, writeDirAtomic, writeFileAtomic, type ByteSink } from "../../common/atomic.js";
 import { encodeFloats, layoutSafetensors, writeSafetensors, writeSafetensorsHashed, type HashFields, type TensorSpec } from "../safetensors/index.js";
 import { kohyaStemFor, PEFT_PREFIX } from "./names.js";
+import { kohyaFamily, kohyaModuleId } from "./name-map.js";
+import { applyNameMap } from "./split-fuse.js";
+import { orientForTarget } from "./fan-in-fan-out.js";
 import { peftPatterns, type PeftConfig } from "./peft-config.js";
 import { DIFFUSERS_FILE, planDiffusersFile } from "./write-diffusers.js";
 import type { AdapterOutput } from "./output.js";
@@ -110,9 +113,11 @@ function planLoraFile(out: AdapterOutput): { specs: TensorSpec[]; metadata: Reco
   } else {
     const names: Record<string, string> = {};
     const kinds: Record<string, string> = {};
+    const family = kohyaFamily(out.modules.map((m) => m.stem ?? kohyaStemFor(m.path)));
     for (const m of out.modules) {
       const stem = m.stem ?? kohyaStemFor(m.path);
-      if (stem !== "lora_" + m.path) names[stem] = m.path;
+      // Only the paths the naming maps would not give back (docs/formats.md "Naming maps").
+      if (kohyaModuleId(stem, family, {}).path !== m.path) names[stem] = m.path;
       if (m.kind === "embedding") kinds[stem] = "embedding";
     }
     metadata["lora_module_names"] = sortedJson(names);
@@ -131,8 +136,9 @@ function planLoraFile(out: AdapterOutput): { specs: TensorSpec[]; metadata: Reco
  * config embedded), or (PEFT) a directory with adapter_model.safetensors + adapter_config.json.
  * Returns the paths written.
  */
-export async function writeAdapter(target: string, out: AdapterOutput, opts: WriteOptions): Promise<string[]> {
+export async function writeAdapter(target: string, given: AdapterOutput, opts: WriteOptions): Promise<string[]> {
   refusePickleName(target);
+  const out = await applyNameMap(orientForTarget(given));
   const { specs, metadata, config, hashFields } = planAdapterFile(out);
   layoutSafetensors(specs, metadata); // validates names/sizes before anything is created
   const hashed = Object.keys(hashFields).length > 0;

@@ -1,7 +1,7 @@
 // The fields every truncated module's output spec shares, whichever route computed its factors:
-// its names in the output format (a kohya input keeps its stems; others get the kohya stem of
-// their path, lora_te1_ in SDXL sets), rank, alpha, shape, dtype and carried extras.
-import { type Adapter, kohyaStemInSet, type LoraModule } from "../../formats/adapter/index.js";
+// its names in the output format (a kohya input keeps its stems; others get theirs from the naming
+// maps on write), rank, alpha, shape, dtype and carried extras.
+import { type Adapter, type LoraModule } from "../../formats/adapter/index.js";
 import type { OutModule } from "../../formats/adapter/write.js";
 import type { DType } from "../../formats/safetensors/index.js";
 import { kernelOf } from "../kernels.js";
@@ -17,7 +17,8 @@ export function outFields(
   const kernel = kernelOf(m.A.shape);
   return {
     path: m.path,
-    ...(c.format === "kohya" ? { stem: c.a.format === "kohya" ? m.name : kohyaStemInSet(m.path, c.te2) } : {}),
+    // Other inputs get their kohya stem from the naming maps on write (formats/adapter/split-fuse.ts).
+    ...(c.format === "kohya" && c.a.format === "kohya" ? { stem: m.name } : {}),
     kind: m.kind,
     rank,
     alpha,

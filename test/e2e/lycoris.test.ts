@@ -100,20 +100,20 @@ async function checkTruncation(path: string, ref: Map<string, LyDense>, S: Map<s
 }
 
 const SMALL: LySpec[] = [
-  { kind: "loha", stem: "lora_unet_blk_0_attn1_to_q", out: 40, in: 30, r1: 4, r2: 3, alpha: 2 },
-  { kind: "loha", stem: "lora_unet_blk_0_ff_net_2", out: 12, in: 20, r1: 4, r2: 4, alpha: 8 },
-  { kind: "loha", stem: "lora_unet_blk_1_conv1", out: 16, in: 8, r1: 2, r2: 3, alpha: 1, kernel: [3, 3] },
-  { kind: "loha", stem: "lora_unet_blk_1_conv2", out: 16, in: 8, r1: 2, r2: 3, alpha: 1, kernel: [3, 3], tucker: true },
-  { kind: "lokr", stem: "lora_unet_blk_2_to_k", a: 4, b: 8, c: 6, d: 5, alpha: 3 },
-  { kind: "lokr", stem: "lora_unet_blk_2_to_v", a: 4, b: 8, c: 6, d: 5, alpha: 3, w1r: 2, w2r: 2 },
-  { kind: "lokr", stem: "lora_unet_blk_2_to_out_0", a: 3, b: 10, c: 4, d: 9, alpha: 0, w2r: 3 },
-  { kind: "lokr", stem: "lora_unet_blk_3_conv", a: 4, b: 8, c: 2, d: 4, alpha: 3, w2r: 2, kernel: [3, 3], tucker: true },
-  { kind: "lokr", stem: "lora_unet_blk_3_op", a: 4, b: 8, c: 2, d: 4, alpha: -1.5, w2r: 2, kernel: [3, 3] },
-  { kind: "lokr", stem: "lora_unet_blk_4_conv2", a: 2, b: 6, c: 2, d: 3, kernel: [3, 3] },
-  { kind: "locon-tucker", stem: "lora_unet_blk_5_conv1", out: 12, inCh: 6, r: 3, kernel: [3, 3], alpha: 1.5 },
-  { kind: "full", stem: "lora_unet_blk_6_proj_in", out: 10, in: 7, bias: true },
-  { kind: "full", stem: "lora_unet_blk_6_conv_out", out: 6, in: 4, kernel: [3, 3] },
-  { kind: "plain", stem: "lora_unet_blk_7_proj_out", out: 10, in: 7, r: 2, alpha: 1 },
+  { kind: "loha", stem: "lora_unet_down_blocks_0_attn1_to_q", out: 40, in: 30, r1: 4, r2: 3, alpha: 2 },
+  { kind: "loha", stem: "lora_unet_down_blocks_0_ff_net_2", out: 12, in: 20, r1: 4, r2: 4, alpha: 8 },
+  { kind: "loha", stem: "lora_unet_down_blocks_1_conv1", out: 16, in: 8, r1: 2, r2: 3, alpha: 1, kernel: [3, 3] },
+  { kind: "loha", stem: "lora_unet_down_blocks_1_conv2", out: 16, in: 8, r1: 2, r2: 3, alpha: 1, kernel: [3, 3], tucker: true },
+  { kind: "lokr", stem: "lora_unet_down_blocks_2_to_k", a: 4, b: 8, c: 6, d: 5, alpha: 3 },
+  { kind: "lokr", stem: "lora_unet_down_blocks_2_to_v", a: 4, b: 8, c: 6, d: 5, alpha: 3, w1r: 2, w2r: 2 },
+  { kind: "lokr", stem: "lora_unet_down_blocks_2_to_out_0", a: 3, b: 10, c: 4, d: 9, alpha: 0, w2r: 3 },
+  { kind: "lokr", stem: "lora_unet_down_blocks_3_conv", a: 4, b: 8, c: 2, d: 4, alpha: 3, w2r: 2, kernel: [3, 3], tucker: true },
+  { kind: "lokr", stem: "lora_unet_input_blocks_3_0_op", a: 4, b: 8, c: 2, d: 4, alpha: -1.5, w2r: 2, kernel: [3, 3] },
+  { kind: "lokr", stem: "lora_unet_down_blocks_4_conv2", a: 2, b: 6, c: 2, d: 3, kernel: [3, 3] },
+  { kind: "locon-tucker", stem: "lora_unet_down_blocks_5_conv1", out: 12, inCh: 6, r: 3, kernel: [3, 3], alpha: 1.5 },
+  { kind: "full", stem: "lora_unet_down_blocks_6_proj_in", out: 10, in: 7, bias: true },
+  { kind: "full", stem: "lora_unet_down_blocks_6_conv_out", out: 6, in: 4, kernel: [3, 3] },
+  { kind: "plain", stem: "lora_unet_down_blocks_7_proj_out", out: 10, in: 7, r: 2, alpha: 1 },
 ];
 
 for (const dtype of ["F32", "F16", "BF16"] as DType[]) {
@@ -232,7 +232,7 @@ test(`LyCORIS real-shaped: SDXL LoHa (attention, ff, 3×3 conv) and a Flux LoKr 
 
 test(`merge of a kohya LoRA, a LoHa and a LoKr of one base equals the merge of their dense-converted files (seed ${seed})`, async () => {
   const rng = new Rng(seed + 11);
-  const stems = ["lora_unet_blk_0_to_q", "lora_unet_blk_1_to_k"];
+  const stems = ["lora_unet_down_blocks_0_to_q", "lora_unet_down_blocks_1_to_k"];
   const files: string[] = [];
   const converted: string[] = [];
   const sets: LySpec[][] = [
