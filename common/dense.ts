@@ -3,6 +3,7 @@
 // of a few hundred rows at most (LyCORIS's Kronecker factors and Tucker cores, the r×r cores of
 // LoRA-XS/NLoRA); the big linear algebra
 // stays in linalg/, which formats/ may not import (test/layers.test.ts).
+import { eigSymTql } from "./eig-sym.js";
 
 /** C = A·B with A m×k and B k×n, row-major. */
 export function matmul(A: Float64Array, m: number, k: number, B: Float64Array, n: number): Float64Array {
@@ -140,4 +141,36 @@ export function jacobiSweeps(W: Float64Array, Vc: Float64Array, m: number, n: nu
     }
     if (!rotated) break;
   }
+}
+
+/**
+ * The thin SVD of an m×n matrix from the eigen-decomposition of its Gram MᵀM (n ≤ m; else of MMᵀ):
+ * σ = √λ, V the eigenvectors, U = M·V/σ. ~10× cheaper than Jacobi for LoKr's 768×192 factors. σ
+ * carry an absolute error ≈ ε·σ₁²/σ (relative 1e-8 at σ = 1e-4·σ₁): enough for spectra, energies
+ * and the leading pairs a truncation keeps; and Σ σ·u·vᵀ = M·V·Vᵀ = M, so keeping every pair is
+ * still exact. Pairs with σ = 0 get a zero u.
+ */
+export function gramSvd(M: Float64Array, m: number, n: number): SmallSvd {
+  if (m < n) {
+    const t = gramSvd(transpose(M, m, n), n, m);
+    return { U: t.V, S: t.S, V: t.U, k: t.k };
+  }
+  const G = new Float64Array(n * n);
+  for (let i = 0; i < m; i++) {
+    const o = i * n;
+    for (let a = 0; a < n; a++) {
+      const x = M[o + a]!;
+      if (x === 0) continue;
+      const ga = a * n;
+      for (let b = 0; b <= a; b++) G[ga + b]! += x * M[o + b]!;
+    }
+  }
+  const { values, vectors: V } = eigSymTql(G, n);
+  const S = Float64Array.from(values, (l) => Math.sqrt(Math.max(l, 0)));
+  const U = matmul(M, m, n, V, n);
+  for (let k = 0; k < n; k++) {
+    const inv = S[k]! > 0 ? 1 / S[k]! : 0;
+    for (let i = 0; i < m; i++) U[i * n + k]! *= inv;
+  }
+  return { U, S, V, k: n };
 }

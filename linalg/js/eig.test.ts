@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Rng } from "../random.js";
 import { eigSym64 } from "./dense.js";
-import { eigSymTql } from "./eig.js";
+import { eigSymTql } from "../../common/eig-sym.js";
 
 const SEED = process.env.LORA_TEST_SEED !== undefined ? Number(process.env.LORA_TEST_SEED) >>> 0 : (Date.now() ^ (process.pid << 16)) >>> 0;
 console.log(`eig parity: seed ${SEED} (LORA_TEST_SEED=${SEED} replays this run)`);

@@ -4,7 +4,7 @@
 import { withFusedOps } from "../fused.js";
 import type { FloatArray, KmeansLloydOptions, KmeansResult, LinalgBackend, Mat } from "../types.js";
 import { gemm64, qr64, svd64 } from "./dense.js";
-import { eigSymTql } from "./eig.js";
+import { eigSymTql } from "../../common/eig-sym.js";
 import { lloyd64 } from "./kmeans.js";
 
 function like<T extends FloatArray>(proto: T, data: Float64Array): T {

@@ -6,7 +6,7 @@
 // forces alpha = lora_dim). With W1 = U1·S1·V1ᵀ and W2 = U2·S2·V2ᵀ, kron(W1, W2) =
 // Σ σ1ᵢσ2ⱼ (u1ᵢ⊗u2ⱼ)(v1ᵢ⊗v2ⱼ)ᵀ is an SVD: the spectrum is every product σ1ᵢ·σ2ⱼ and the
 // Eckart–Young rank-k truncation keeps the k largest pairs, all from two small SVDs.
-import { jacobiSvd, lowRankSvd, type SmallSvd, transpose } from "../../../common/dense.js";
+import { gramSvd, jacobiSvd, lowRankSvd, type SmallSvd, transpose } from "../../../common/dense.js";
 import type { TensorInfo } from "../../safetensors/index.js";
 import type { DerivedModuleSpec, ExactFactors } from "../derived.js";
 import { inferKernel } from "./kernel.js";
@@ -105,7 +105,7 @@ export function lokrSpec(c: ReadCtx, id: ModuleId, g: Group, scaleOf: ScaleOf): 
     stored.push(w2t);
     const [b, n] = flat2(w2t);
     if (w2t.shape.length > 2) kernel = w2t.shape.slice(2);
-    w2 = { rows: b, cols: n, rankBound: Math.min(b, n), svd: async () => jacobiSvd(await read64(c, w2t), b, n) };
+    w2 = { rows: b, cols: n, rankBound: Math.min(b, n), svd: async () => (Math.min(b, n) >= 32 ? gramSvd : jacobiSvd)(await read64(c, w2t), b, n) };
   } else if (t2) {
     const wa = need(c, id, g, "lokr_w2_a"),
       wb = need(c, id, g, "lokr_w2_b");

@@ -1,4 +1,4 @@
-// The js backend's symmetric eigen-decomposition (the r×r eigenproblem of the Gram route,
+// The symmetric eigen-decomposition of the js backend (the r×r eigenproblem of the Gram route,
 // docs/algorithms.md §2.2): ml-matrix's Householder tridiagonalisation + implicit
 // QL (the EISPACK tred2/tql2 pair). Measured against the cyclic Jacobi of dense.ts it is as exact
 // or better (residual ‖Sv − λv‖/λ₁ and ‖VᵀV − I‖ within 20 ε up to r = 128; docs/algorithms.md
