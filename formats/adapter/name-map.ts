@@ -6,31 +6,12 @@
 import { InvalidInputError } from "../../common/errors.js";
 import { fluxFromBfl, fluxFromDiffusers, fluxFromKohya, looksFluxKohya } from "./names-flux.js";
 import { clipPathFromKohya, isSgmStem, t5PathFromKohya, unetPathFromKohya } from "./names-sdxl.js";
-import { kohyaPrefixOf, kohyaStemFor, matchKeyFor } from "./names.js";
+import { DIT_ROOT_NAMES, kohyaPrefixOf, kohyaStemFor, matchKeyFor } from "./names.js";
 
 export type ModelFamily = "sd" | "sdxl" | "flux" | "dit" | "other";
 
 /** Top-level children of diffusers transformer models (Flux, SD3, PixArt, …): `transformer.<root>.…` is one of those, not an LLM's `transformer.h.…`. */
-const DIT_ROOTS = new Set([
-  "transformer_blocks",
-  "single_transformer_blocks",
-  "x_embedder",
-  "context_embedder",
-  "time_text_embed",
-  "pos_embed",
-  "norm_out",
-  "proj_out",
-  "caption_projection",
-  "adaln_single",
-  "double_blocks",
-  "single_blocks",
-  "img_in",
-  "txt_in",
-  "time_in",
-  "vector_in",
-  "guidance_in",
-  "final_layer",
-]);
+const DIT_ROOTS = new Set([...DIT_ROOT_NAMES, "double_blocks", "single_blocks", "img_in", "txt_in", "time_in", "vector_in", "guidance_in", "final_layer"]);
 
 /** Family of a kohya file from its tensor names or stems (`lora_unet_double_blocks_…` Flux; te1/te2 or sgm blocks SDXL). */
 export function kohyaFamily(names: Iterable<string>): ModelFamily {

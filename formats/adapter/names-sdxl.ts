@@ -5,6 +5,7 @@
 // (`lora_te_`, SDXL `lora_te1_`/`lora_te2_`). Turning `_` back into `.` needs the identifiers that
 // contain `_` themselves; a stem with a token no UNet or CLIP module has maps to nothing (undefined),
 // so a caller can refuse it instead of inventing a name.
+import { CLIP_IDENTIFIERS } from "./names.js";
 
 /** Split `tokens` into identifiers: multi-token words first, then single known tokens or numbers. */
 function joinTokens(tokens: string[], compounds: string[][], singles: ReadonlySet<string>): string[] | undefined {
@@ -64,20 +65,7 @@ const SGM_WORDS = words([
 const SGM_SINGLES = new Set([...TRANSFORMER_SINGLES, "op", "conv", "out"]);
 
 /** HF CLIPTextModel(WithProjection) identifiers. */
-const CLIP_WORDS = words([
-  "text_model",
-  "self_attn",
-  "q_proj",
-  "k_proj",
-  "v_proj",
-  "out_proj",
-  "final_layer_norm",
-  "layer_norm1",
-  "layer_norm2",
-  "token_embedding",
-  "position_embedding",
-  "text_projection",
-]);
+const CLIP_WORDS = words(CLIP_IDENTIFIERS);
 const CLIP_SINGLES = new Set(["encoder", "layers", "mlp", "fc1", "fc2", "embeddings"]);
 
 /** HF T5EncoderModel identifiers (Flux / SD3 `lora_te3_`). */

@@ -63,6 +63,36 @@ const KOHYA_TO_COMPONENT: [string, string][] = [
   ["te_", "text_encoder"],
 ];
 
+/** Multi-word identifiers of HF CLIP text models (CLIPTextModel, …WithProjection). */
+export const CLIP_IDENTIFIERS = [
+  "text_model",
+  "self_attn",
+  "q_proj",
+  "k_proj",
+  "v_proj",
+  "out_proj",
+  "final_layer_norm",
+  "layer_norm1",
+  "layer_norm2",
+  "token_embedding",
+  "position_embedding",
+  "text_projection",
+];
+
+/** Top-level children of diffusers transformer models (SD3, Flux, PixArt, …). */
+export const DIT_ROOT_NAMES = [
+  "transformer_blocks",
+  "single_transformer_blocks",
+  "x_embedder",
+  "context_embedder",
+  "time_text_embed",
+  "pos_embed",
+  "norm_out",
+  "proj_out",
+  "caption_projection",
+  "adaln_single",
+];
+
 /** Multi-word identifiers of diffusers UNets/transformers and CLIP text models (kohya flattens their `_`). */
 const COMPOUNDS = [
   "single_transformer_blocks",
@@ -99,18 +129,7 @@ const COMPOUNDS = [
   "timestep_embedder",
   "guidance_embedder",
   "text_embedder",
-  "text_model",
-  "self_attn",
-  "q_proj",
-  "k_proj",
-  "v_proj",
-  "out_proj",
-  "final_layer_norm",
-  "layer_norm1",
-  "layer_norm2",
-  "token_embedding",
-  "position_embedding",
-  "text_projection",
+  ...CLIP_IDENTIFIERS,
 ]
   .map((c) => c.split("_"))
   .sort((a, b) => b.length - a.length);

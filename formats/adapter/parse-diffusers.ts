@@ -24,7 +24,7 @@ import { InvalidInputError } from "../../common/errors.js";
 import type { TensorInfo } from "../safetensors/index.js";
 import type { Detected, DetectContext, Detector } from "./detector.js";
 import { buildModule, type ModuleParts } from "./module.js";
-import { matchKeyFor, PEFT_PREFIX } from "./names.js";
+import { DIT_ROOT_NAMES, matchKeyFor, PEFT_PREFIX } from "./names.js";
 import { peftModuleScale, type PeftConfig } from "./peft-config.js";
 import { groupPeftKeys } from "./parse-peft.js";
 import type { LoraModule } from "./types.js";
@@ -49,18 +49,7 @@ const UNET_ROOTS = new Set([
   "encoder_hid_proj",
 ]);
 /** Top-level children of diffusers transformer models (SD3, Flux, PixArt, …). */
-const TRANSFORMER_ROOTS = new Set([
-  "transformer_blocks",
-  "single_transformer_blocks",
-  "x_embedder",
-  "context_embedder",
-  "time_text_embed",
-  "pos_embed",
-  "norm_out",
-  "proj_out",
-  "caption_projection",
-  "adaln_single",
-]);
+const TRANSFORMER_ROOTS = new Set(DIT_ROOT_NAMES);
 
 /** The component a module name belongs to: its own prefix, or a guess from its root. */
 export function componentOf(name: string, fallback?: string): string | undefined {
