@@ -1,20 +1,25 @@
 // A module's factors as stored, read into pooled buffers for one native call (truncateFactors,
-// factorSpectrum); the buffers go back to the pool once the call settles.
+// factorSpectrum); the buffers go back to the pool once the call settles. A derived file's
+// computed factors are used as produced (no pooled copy).
 import type { Adapter, LoraModule } from "../formats/adapter/index.js";
 import type { FactorDType, RawFactor } from "../linalg/types.js";
 import type { BufferPool } from "./buffer-pool.js";
 
 export async function withRawFactors<T>(a: Adapter, m: LoraModule, pool: BufferPool, fn: (B: RawFactor, A: RawFactor) => Promise<T>): Promise<T> {
-  const rawB = pool.take(m.B.end - m.B.begin),
-    rawA = pool.take(m.A.end - m.A.begin);
+  const taken: Uint8Array[] = [];
+  const take = (n: number) => {
+    const b = pool.take(n);
+    taken.push(b);
+    return b;
+  };
   try {
-    await Promise.all([a.file.readRawInto(m.B, rawB), a.file.readRawInto(m.A, rawA)]);
+    // Read only here: a derived file's computed factors are passed on as they are, not copied.
+    const [rawB, rawA] = await Promise.all([a.file.readRawShared(m.B, take), a.file.readRawShared(m.A, take)]);
     return await fn(
       { raw: rawB, dtype: m.B.dtype as FactorDType, rows: m.out, cols: m.rank },
       { raw: rawA, dtype: m.A.dtype as FactorDType, rows: m.rank, cols: m.in },
     );
   } finally {
-    pool.give(rawB);
-    pool.give(rawA);
+    for (const b of taken) pool.give(b);
   }
 }

@@ -37,3 +37,9 @@ export const READ_CHUNK_BYTES = 1 << 30;
 
 /** Default chunk of `copyRaw` (passthrough tensors of many GB are streamed, never held whole). */
 export const COPY_CHUNK_BYTES = 16 << 20;
+
+/**
+ * Files up to this size are read whole when opened (one read instead of one per tensor); larger
+ * ones are read tensor by tensor, so memory stays bounded by the largest tensor, not the file.
+ */
+export const WHOLE_READ_BYTES = 32 << 20;

@@ -292,7 +292,8 @@ test("a file truncated after open: the short read is reported as MetadataIncompl
   const buf = await serializeSafetensors([{ name: "w", dtype: "F32", shape: [1024], data: new Uint8Array(4096) }], null);
   const path = join(dir, "trunc.safetensors");
   writeFileSync(path, buf);
-  const f = await SafetensorsFile.open(path);
+  // Read tensor by tensor (a small file is otherwise read whole when opened: see the next test).
+  const f = await SafetensorsFile.open(path, path, { wholeReadBytes: 0 });
   truncateSync(path, buf.length - 100);
   await assert.rejects(f.readRaw("w"), (e: unknown) => e instanceof SafetensorsError && e.variant === "MetadataIncompleteBuffer" && e.tensor === "w");
   await assert.rejects(
@@ -300,6 +301,25 @@ test("a file truncated after open: the short read is reported as MetadataIncompl
     (e: unknown) => e instanceof SafetensorsError && e.variant === "MetadataIncompleteBuffer",
   );
   await f.close();
+});
+
+test("a small file is read whole when opened: the same tensors, and later changes to the file are not seen", async () => {
+  const seed = Date.now() % 100000;
+  console.log(`seed ${seed}`);
+  const r = rng(seed);
+  const data = new Uint8Array(4096);
+  for (let i = 0; i < data.length; i++) data[i] = Math.floor(r() * 256);
+  const buf = await serializeSafetensors([{ name: "w", dtype: "U8", shape: [4096], data }], null);
+  const path = join(dir, "whole.safetensors");
+  writeFileSync(path, buf);
+  const whole = await SafetensorsFile.open(path);
+  const streamed = await SafetensorsFile.open(path, path, { wholeReadBytes: 0 });
+  assert.deepEqual(await whole.readRaw("w"), await streamed.readRaw("w"));
+  truncateSync(path, buf.length - 100);
+  assert.deepEqual(new Uint8Array(await whole.readRaw("w")), data);
+  await assert.rejects(streamed.readRaw("w"), (e: unknown) => e instanceof SafetensorsError && e.variant === "MetadataIncompleteBuffer");
+  await whole.close();
+  await streamed.close();
 });
 
 test("open: missing file and directory are usage errors", async () => {
