@@ -1,12 +1,12 @@
 // Reading safetensors: a file (fs.open + positional reads: 8 bytes, then the header, then tensor
-// bytes on demand, never the whole file; a small file in one read) or an in-memory buffer (stdin, which must be buffered
+// bytes on demand, never the whole file; a small file of small tensors in one read) or an in-memory buffer (stdin, which must be buffered
 // whole since the header offsets need random access).
 import { open as openFile, type FileHandle } from "node:fs/promises";
 import { RuntimeFailure, UsageError } from "../../common/errors.js";
 import { canDecode, decodeToFloat32, decodeToFloat64, DECODABLE_DTYPES, DTYPE_BITS, type DType } from "../../common/dtype.js";
 import { SafetensorsError, UnsupportedDTypeError } from "./errors.js";
 import { parseHeader, readHeaderLength, type Header, type TensorInfo } from "./header.js";
-import { COPY_CHUNK_BYTES, MAX_BUFFER_BYTES, MAX_STREAM_BYTES, N_LEN, READ_CHUNK_BYTES, WHOLE_READ_BYTES } from "./limits.js";
+import { COPY_CHUNK_BYTES, MAX_BUFFER_BYTES, MAX_STREAM_BYTES, N_LEN, READ_CHUNK_BYTES, SMALL_TENSOR_BYTES, WHOLE_READ_BYTES } from "./limits.js";
 
 type Source =
   | { kind: "file"; fh: FileHandle; path: string }
@@ -33,7 +33,8 @@ export class SafetensorsFile {
 
   /**
    * Open a file and validate its header, reading only 8 + N bytes (a file of at most
-   * `opts.wholeReadBytes`, by default WHOLE_READ_BYTES, is read whole, in one read). A FIFO or character device
+   * `opts.wholeReadBytes`, by default WHOLE_READ_BYTES, whose tensors average at most
+   * SMALL_TENSOR_BYTES is read whole, in one more read). A FIFO or character device
    * (`<(…)`, /dev/stdin) cannot be read positionally and is buffered like a stream instead.
    */
   static async open(path: string, label: string = path, opts: { wholeReadBytes?: number } = {}): Promise<SafetensorsFile> {
@@ -52,14 +53,6 @@ export class SafetensorsFile {
         return f;
       }
       const size = st.size;
-      if (size <= (opts.wholeReadBytes ?? WHOLE_READ_BYTES)) {
-        // A small file (most LoRAs people share) in one read: hundreds of positional reads of a
-        // few KB each cost more in thread-pool round trips than the bytes themselves.
-        const buf = Buffer.allocUnsafeSlow(size);
-        await readFully(fh, buf, 0, label, "the file");
-        await fh.close();
-        return SafetensorsFile.fromBuffer(buf, label);
-      }
       const prefix = Buffer.alloc(Math.min(N_LEN, size));
       await readFully(fh, prefix, 0, label, "the header length");
       const n = readHeaderLength(prefix, size, label);
@@ -67,6 +60,17 @@ export class SafetensorsFile {
       prefix.copy(head, 0);
       await readFully(fh, head.subarray(N_LEN), N_LEN, label, "the header");
       const header = parseHeader(head, size, label);
+      const count = header.tensors.length;
+      if (size <= (opts.wholeReadBytes ?? WHOLE_READ_BYTES) && count > 0 && (size - head.length) / count <= SMALL_TENSOR_BYTES) {
+        // Many small tensors (a LyCORIS or kohya SD file): the rest of the file in one read, since
+        // hundreds of positional reads of a few KB each cost more in thread-pool round trips than
+        // their bytes.
+        const buf = Buffer.allocUnsafeSlow(size);
+        head.copy(buf, 0);
+        await readFully(fh, buf.subarray(head.length), head.length, label, "the tensors");
+        await fh.close();
+        return new SafetensorsFile(label, header, size, { kind: "buffer", buf });
+      }
       return new SafetensorsFile(label, header, size, { kind: "file", fh, path });
     } catch (e) {
       await fh.close().catch(() => {});
@@ -222,14 +226,16 @@ export class SafetensorsFile {
 
   /**
    * The bytes of a tensor for reading only: a computed tensor's bytes as its producer returned
-   * them (no copy: the derived LyCORIS factors are the largest buffers of their commands), any
-   * other tensor read into the buffer `take` gives (exactly its byte length) as readRawInto does.
+   * them (no copy: the derived LyCORIS factors are the largest buffers of their commands), a view
+   * of a file held in memory (possibly unaligned), any other tensor read into the buffer `take`
+   * gives (exactly its byte length) as readRawInto does.
    * The caller must not write to the result.
    */
   async readRawShared(t: string | TensorInfo, take: (bytes: number) => Uint8Array): Promise<Uint8Array> {
     const info = this.resolve(t);
     const src = this.live();
     if (src.kind === "derived") return this.produced(src, info);
+    if (src.kind === "buffer") return src.buf.subarray(this.header.dataStart + info.begin, this.header.dataStart + info.end);
     return this.readRawInto(info, take(this.rawLength(info)));
   }
 
