@@ -131,14 +131,18 @@ export async function writeFileAtomic(target: string, fill: (sink: ByteSink) => 
   try {
     fh = await openNew(tmp, "wx", 0o666, target);
     const writer = new FileWriter(fh);
-    await fill(fileSink(writer, target));
     try {
-      await writer.flush();
-      await fh.sync();
-      await fh.close();
-      fh = null;
-    } catch (e) {
-      throw writeFailure(target, e);
+      await fill(fileSink(writer, target));
+      try {
+        await writer.flush();
+        await fh.sync();
+        await fh.close();
+        fh = null;
+      } catch (e) {
+        throw writeFailure(target, e);
+      }
+    } finally {
+      writer.release();
     }
     await commitFile(tmp, abs, target, opts.force);
     pending.delete(tmp);
@@ -254,12 +258,16 @@ export async function writeDirAtomic(targetDir: string, files: readonly DirEntry
       }
       try {
         const writer = new FileWriter(fh);
-        await f.fill(fileSink(writer, shown));
         try {
-          await writer.flush();
-          await fh.sync();
-        } catch (e) {
-          throw writeFailure(shown, e);
+          await f.fill(fileSink(writer, shown));
+          try {
+            await writer.flush();
+            await fh.sync();
+          } catch (e) {
+            throw writeFailure(shown, e);
+          }
+        } finally {
+          writer.release();
         }
       } finally {
         await fh.close().catch(() => {});

@@ -64,6 +64,8 @@ export async function runCatalogTruncate(
   await mkdir(outDir, { recursive: true });
   const failed: CatalogFailure[] = [];
   let ranks: Map<string, Map<string, number>> | undefined, energy: Map<string, { kept: number; total: number }> | undefined;
+  // σ of each module from the allocation's pass: modules kept whole or removed are not read again.
+  let spectra: Map<string, Map<string, Float64Array>> | undefined;
   const report: CatalogTruncateReport = { command: "truncate", catalog: true, output_dir: outDir, bytes: 0, adapters: [], failed };
   let todo = paths;
   if (o.maxBytes !== undefined) {
@@ -74,6 +76,7 @@ export async function runCatalogTruncate(
     failed.push(...bad);
     const alloc = allocateBytes(items, o.maxBytes);
     ranks = new Map(items.map((it, i) => [it.path, alloc.ranks[i]!]));
+    spectra = new Map(items.map((it) => [it.path, new Map(it.modules.map((m) => [m.name, m.values.map(Math.sqrt)]))]));
     energy = new Map(
       items.map((it, i) => {
         let kept = 0,
@@ -91,11 +94,11 @@ export async function runCatalogTruncate(
     Object.assign(report, { max_bytes: o.maxBytes, kept_energy: alloc.keptEnergy, total_energy: alloc.totalEnergy, optimal: alloc.optimal });
     todo = items.map((it) => it.path);
   }
-  const truncateOne = async (input: string, r0: Map<string, number> | undefined): Promise<CatalogAdapterReport> => {
+  const truncateOne = async (input: string, r0: Map<string, number> | undefined, s0: Map<string, Float64Array> | undefined): Promise<CatalogAdapterReport> => {
     const output = join(outDir, basename(input));
     if (r0 && [...r0.values()].every((k) => k === 0))
       return { input, output: "", rank_in: 0, rank: 0, bytes: 0, relative_error: 1, retained_energy: 0, dropped: true };
-    const r = (await runTruncate({ ...base, input, output, ...(r0 ? { ranks: r0 } : {}) }, { backend: deps.backend })) as WriteReport;
+    const r = (await runTruncate({ ...base, input, output, ...(r0 ? { ranks: r0 } : {}), ...(s0 ? { spectra: s0 } : {}) }, { backend: deps.backend })) as WriteReport;
     if (isSplitReport(r)) throw new UsageError("--unit cannot be used on a catalog");
     const e = energy?.get(input);
     return {
@@ -109,7 +112,7 @@ export async function runCatalogTruncate(
     };
   };
   // Two adapters in flight: one computes and writes while the next is read (each fsync waits on the disk).
-  const ahead = new ReadAhead(todo, (input) => truncateOne(input, ranks?.get(input)), 1);
+  const ahead = new ReadAhead(todo, (input) => truncateOne(input, ranks?.get(input), spectra?.get(input)), 1);
   for (const [i, input] of todo.entries()) {
     try {
       report.adapters.push(await ahead.take(input));

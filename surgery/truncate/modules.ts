@@ -69,6 +69,16 @@ function m64(rows: number, cols: number, data: Float32Array | Float64Array): Mat
   return { rows, cols, data: toF64(data) };
 }
 
+/**
+ * ‖s·B·A‖_F of a module kept whole or removed: from its spectrum when the plan has one (that pass
+ * refused NaN/Inf factors), else from its factors, read once here to refuse NaN/Inf.
+ */
+async function moduleNorm(c: BuildContext, m: LoraModule, S: Float64Array | undefined): Promise<number> {
+  if (S && S.every(Number.isFinite)) return Math.hypot(...S);
+  const f = await readFactors(c.a, m, "f64");
+  return S ? Math.hypot(...S) : Math.sqrt((await gramsOf(c.be, m64(f.B.rows, f.B.cols, f.B.data), m64(f.A.rows, f.A.cols, f.A.data), m.scale)).norm2);
+}
+
 /** Output modules (with lazy `produce`) and the outcomes they fill in as the writer runs them. */
 export async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; outcomes: Map<string, ModuleOutcome>; dropped: string[] }> {
   const { o, a, be } = c;
@@ -128,8 +138,7 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
     }
     if (t === 0) {
       dropped.push(m.name);
-      const f = await readFactors(a, m, "f64"); // NaN/Inf are refused even in dropped modules
-      const norm = S ? Math.hypot(...S) : Math.sqrt((await gramsOf(be, m64(f.B.rows, f.B.cols, f.B.data), m64(f.A.rows, f.A.cols, f.A.data), m.scale)).norm2);
+      const norm = await moduleNorm(c, m, S); // NaN/Inf are refused even in dropped modules
       outcomes.set(m.name, {
         result: {
           name: m.name,
@@ -160,9 +169,8 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
     }
     const base = outFields(c, m, t, alpha, dtype, extras);
     if (t === m.rank && dtype === m.A.dtype && m.B.dtype === m.A.dtype) {
-      // Same rank, same dtype: the factors are copied byte for byte (ΔW exact). Read once for NaN/Inf.
-      const f = await readFactors(a, m, "f64");
-      const norm = S ? Math.hypot(...S) : Math.sqrt((await gramsOf(be, m64(f.B.rows, f.B.cols, f.B.data), m64(f.A.rows, f.A.cols, f.A.data), m.scale)).norm2);
+      // Same rank, same dtype: the factors are copied byte for byte (ΔW exact).
+      const norm = await moduleNorm(c, m, S);
       const sameScale = Math.abs(scaleFor(alpha, t, c.rsOut) - m.scale) <= 1e-12 * Math.abs(m.scale);
       if (sameScale) {
         modules.push({ ...base, rawFactors: { A: { file: a.file, tensor: m.A }, B: { file: a.file, tensor: m.B } } });

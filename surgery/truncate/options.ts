@@ -31,4 +31,9 @@ export interface TruncateOptions {
   force: boolean;
   /** Ranks decided by the caller (catalog --max-bytes), per module name; missing = 0. Method svd. */
   ranks?: ReadonlyMap<string, number>;
+  /**
+   * With `ranks`: σ per module name from the caller's spectrum pass over the same file (which
+   * refused NaN/Inf factors), for the report and for the modules kept whole or removed.
+   */
+  spectra?: ReadonlyMap<string, Float64Array>;
 }

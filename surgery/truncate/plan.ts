@@ -36,7 +36,7 @@ export async function plan(o: TruncateOptions, a: Adapter, be: LinalgBackend): P
   const notes: string[] = [];
   if (o.ranks) {
     const ranks = new Map(a.modules.map((m) => [m.name, Math.min(o.ranks!.get(m.name) ?? 0, m.rank)]));
-    return { method: "svd", ranks, notes };
+    return { method: "svd", ranks, ...(o.spectra ? { spectra: new Map(o.spectra) } : {}), notes };
   }
   let method = o.method;
   const wantsSpectrum = o.energy !== undefined || o.budget !== undefined || o.dynamic !== undefined || o.kohyaCompat;
