@@ -136,6 +136,8 @@ export function truncateCommand(ctx: Ctx): Command {
       const report = await withProgress(ctx, g, "truncate", (tick) =>
         runTruncate(o, { backend, stdin: ctx.stdin, stdout: ctx.stdout, onModule: (i, n) => tick(i, n, "modules") }),
       );
+      for (const w of new Set((isSplitReport(report) ? report.outputs : [report]).flatMap((r) => (r["warnings"] as string[] | undefined) ?? [])))
+        ctx.stderr.write(`lora: warning: ${w}\n`);
       if (!isSplitReport(report)) {
         printWriteReport(ctx, g, report);
         return;

@@ -12,6 +12,7 @@
 // Plan, then write: ranks are decided first (spectra only when the selection
 // needs them), every output shape is then known, and each module's new factors are computed
 // lazily while the writer streams the file, one module at a time. A rank of 0 removes the module.
+import { diffusersLoadWarnings } from "../../formats/adapter/diffusers-warnings.js";
 import { existsSync } from "node:fs";
 import { hasTextEncoder2, isDora, loadAdapter, refuseBaseDependent, refuseExperts, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput } from "../../formats/adapter/write.js";
@@ -132,6 +133,9 @@ async function writeOneWith(c: BuildContext, output: string, notes: string[], de
     keepTargetModules: a.format === c.format && c.format !== "kohya" && dropped.length === 0,
     ...(c.format === "kohya" ? { extraMetadata: { ss_training_comment: kohyaComment(o, a, c.method, maxRank, kohyaRank) } } : {}),
   };
+  // Where diffusers would drop or mis-scale a module of this output (e.g. kohya attention modules
+  // whose alphas now differ, since ranks vary): the warnings convert gives.
+  const warnings = diffusersLoadWarnings(out);
   await writeAdapter(output, out, { force: o.force, inputs: o.input === "-" ? [] : [o.input], ...(deps.stdout ? { stdout: deps.stdout } : {}) });
   const results = a.modules.map((m) => outcomes.get(m.name)!.result);
   const totals = totalsOf(results);
@@ -173,6 +177,7 @@ async function writeOneWith(c: BuildContext, output: string, notes: string[], de
     dropped,
     totals: { ...totals, params_in: params((m) => m.rank), params: params((_m, r) => r.rank) },
     notes: allNotes,
+    warnings,
   };
 }
 

@@ -93,3 +93,36 @@ for (const to of ["diffusers", "kohya"] as const) {
     }
   });
 }
+
+test("truncate --energy 0.9 of the real SD 1.5 LoRA: the kohya output's warning names exactly the modules diffusers mis-scales; the diffusers output loads them all as written", {
+  skip,
+}, async () => {
+  const judge = (file: string) => {
+    const d = spawnSync(PY, [TOOL, file, "--model", "sd15", "--json", "--diffusers-src", DIFFUSERS_SRC], { encoding: "utf8", maxBuffer: 1 << 28 });
+    assert.ok(d.status === 0 || d.status === 3, `diffusers-check exit ${d.status}: ${d.stderr.slice(-2000)}`);
+    return JSON.parse(d.stdout) as { modules: number; problems: { scale_mismatch?: string[] } & Record<string, unknown> };
+  };
+  const run = async (to: "kohya" | "diffusers") => {
+    const out = join(tmp, `e90-${to}.safetensors`);
+    const c = await runCli(["truncate", join(realDir, "sd15-pokemon"), "--energy", "0.9", "--to", to, "-o", out, "--json"]);
+    assert.equal(c.code, 0, c.err);
+    const warnings = (JSON.parse(c.out) as { warnings: string[] }).warnings;
+    for (const w of warnings) assert.ok(c.err.includes(`lora: warning: ${w}`), "each warning is also on stderr");
+    return { out, warnings };
+  };
+  const k = await run("kohya");
+  const mis = judge(k.out).problems.scale_mismatch ?? [];
+  const stems = mis.map((x) => x.slice(0, x.indexOf(":")));
+  const alphaWarning = k.warnings.find((w) => /^diffusers applies alpha /.test(w));
+  assert.ok(alphaWarning, `a warning about differing alphas: ${JSON.stringify(k.warnings)}`);
+  const count = Number(/ to (\d+) lora_unet_ attention module/.exec(alphaWarning)![1]);
+  console.log(`kohya output: ${count} modules warned, ${stems.length} mis-scaled by diffusers`);
+  assert.ok(count > 0);
+  assert.equal(count, stems.length, "the warning counts the modules diffusers mis-scales");
+  for (const named of /with another alpha \(([^)]*)\)/.exec(alphaWarning)![1]!.replace(/ and \d+ more$/, "").split(", ")) assert.ok(stems.includes(named), named);
+  const d = await run("diffusers");
+  assert.deepEqual(d.warnings, []);
+  const rep = judge(d.out);
+  assert.equal(rep.modules, 128);
+  assert.deepEqual(rep.problems, {});
+});
