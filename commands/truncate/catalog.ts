@@ -98,7 +98,10 @@ export async function runCatalogTruncate(
     const output = join(outDir, basename(input));
     if (r0 && [...r0.values()].every((k) => k === 0))
       return { input, output: "", rank_in: 0, rank: 0, bytes: 0, relative_error: 1, retained_energy: 0, dropped: true };
-    const r = (await runTruncate({ ...base, input, output, ...(r0 ? { ranks: r0 } : {}), ...(s0 ? { spectra: s0 } : {}) }, { backend: deps.backend })) as WriteReport;
+    const r = (await runTruncate(
+      { ...base, input, output, ...(r0 ? { ranks: r0 } : {}), ...(s0 ? { spectra: s0 } : {}) },
+      { backend: deps.backend },
+    )) as WriteReport;
     if (isSplitReport(r)) throw new UsageError("--unit cannot be used on a catalog");
     const e = energy?.get(input);
     return {

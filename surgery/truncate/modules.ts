@@ -74,7 +74,7 @@ function m64(rows: number, cols: number, data: Float32Array | Float64Array): Mat
  * refused NaN/Inf factors), else from its factors, read once here to refuse NaN/Inf.
  */
 async function moduleNorm(c: BuildContext, m: LoraModule, S: Float64Array | undefined): Promise<number> {
-  if (S && S.every(Number.isFinite)) return Math.hypot(...S);
+  if (S?.every(Number.isFinite)) return Math.hypot(...S);
   const f = await readFactors(c.a, m, "f64");
   return S ? Math.hypot(...S) : Math.sqrt((await gramsOf(c.be, m64(f.B.rows, f.B.cols, f.B.data), m64(f.A.rows, f.A.cols, f.A.data), m.scale)).norm2);
 }

@@ -119,7 +119,11 @@ test("truncate --energy 0.9 of the real SD 1.5 LoRA: the kohya output's warning 
   console.log(`kohya output: ${count} modules warned, ${stems.length} mis-scaled by diffusers`);
   assert.ok(count > 0);
   assert.equal(count, stems.length, "the warning counts the modules diffusers mis-scales");
-  for (const named of /with another alpha \(([^)]*)\)/.exec(alphaWarning)![1]!.replace(/ and \d+ more$/, "").split(", ")) assert.ok(stems.includes(named), named);
+  for (const named of /with another alpha \(([^)]*)\)/
+    .exec(alphaWarning)![1]!
+    .replace(/ and \d+ more$/, "")
+    .split(", "))
+    assert.ok(stems.includes(named), named);
   const d = await run("diffusers");
   assert.deepEqual(d.warnings, []);
   const rep = judge(d.out);
