@@ -3,7 +3,8 @@
 // checkpoint (.bin/.pt/.pth written by torch.save, recognised from its first bytes and read by
 // formats/torch's restricted unpickler), or "-" for a safetensors stream on stdin. The format is
 // detected from the keys.
-import { readFile, stat } from "node:fs/promises";
+import { statSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { InvalidInputError, RuntimeFailure } from "../../common/errors.js";
@@ -18,22 +19,17 @@ import type { Adapter } from "./types.js";
 /** The adapter file of a directory, in order of preference (safetensors first; PyTorch checkpoints from older PEFT and diffusers). */
 const DIR_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors", "adapter_model.bin", "pytorch_lora_weights.bin"];
 
-async function isDir(p: string): Promise<boolean> {
+// Path probes are synchronous: a stat takes microseconds, while an awaited one waits its turn in
+// the thread pool behind reads (a catalog probes thousands of paths; docs/BENCHMARKS.md "catalog").
+function statOrNull(p: string): ReturnType<typeof statSync> | null {
   try {
-    return (await stat(p)).isDirectory();
+    return statSync(p);
   } catch {
-    return false;
+    return null;
   }
 }
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const isDir = (p: string) => statOrNull(p)?.isDirectory() ?? false;
+const exists = (p: string) => statOrNull(p) !== null;
 
 function parseConfigText(text: string, where: string): PeftConfig {
   let v: unknown;
@@ -109,16 +105,16 @@ export async function openAdapterSource(arg: string, opts: OpenOptions = {}): Pr
     return { file: await SafetensorsFile.fromStream(rest, "<stdin>"), label: "<stdin>", siblingConfig: null };
   }
   let path = arg;
-  if (await isDir(arg)) {
+  if (isDir(arg)) {
     const found = [];
-    for (const f of DIR_FILES) if (await exists(join(arg, f))) found.push(f);
+    for (const f of DIR_FILES) if (exists(join(arg, f))) found.push(f);
     if (found.length === 0) throw new InvalidInputError(`${arg}: not an adapter directory (no ${DIR_FILES.join(" or ")})`);
     path = join(arg, found[0]!);
-  } else if (!(await exists(arg))) {
+  } else if (!exists(arg)) {
     throw new RuntimeFailure(`${arg}: no such file or directory`);
   }
   const cfg = join(dirname(path), "adapter_config.json");
-  const siblingConfig = (await exists(cfg)) ? cfg : null;
+  const siblingConfig = exists(cfg) ? cfg : null;
   if (await sniffCheckpointFile(path)) {
     const { openTorchCheckpoint } = await import("../torch/index.js");
     const { file, notes } = await openTorchCheckpoint(path, path === arg ? arg : `${arg}/${basename(path)}`);

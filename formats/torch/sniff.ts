@@ -1,7 +1,7 @@
 // Recognising a torch.save file from its first bytes (docs/formats.md "PyTorch checkpoints"),
 // apart from the readers: the adapter loader asks this of every input and loads the checkpoint
 // readers only for a file that is one.
-import { open } from "node:fs/promises";
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 
 /** A zip local file header's signature "PK\x03\x04" (APPNOTE.TXT §4.3.7). */
 export function isZipHead(bytes: Uint8Array): boolean {
@@ -26,18 +26,21 @@ export function sniffCheckpoint(head: Uint8Array): CheckpointKind | null {
   return null;
 }
 
-/** sniffCheckpoint on the first 16 bytes of a regular file (a FIFO is never sniffed: it would lose them). */
+/**
+ * sniffCheckpoint on the first 16 bytes of a regular file (a FIFO is never sniffed: it would lose
+ * them). Synchronous: 16 bytes cost less than a thread-pool round trip.
+ */
 export async function sniffCheckpointFile(path: string): Promise<CheckpointKind | null> {
-  let fh: Awaited<ReturnType<typeof open>> | undefined;
+  let fd: number | undefined;
   try {
-    fh = await open(path, "r");
-    if (!(await fh.stat()).isFile()) return null;
+    fd = openSync(path, "r");
+    if (!fstatSync(fd).isFile()) return null;
     const head = Buffer.alloc(16);
-    const { bytesRead } = await fh.read(head, 0, 16, 0);
-    return sniffCheckpoint(head.subarray(0, bytesRead));
+    const n = readSync(fd, head, 0, 16, 0);
+    return sniffCheckpoint(head.subarray(0, n));
   } catch {
     return null; // the safetensors reader reports it
   } finally {
-    await fh?.close();
+    if (fd !== undefined) closeSync(fd);
   }
 }
