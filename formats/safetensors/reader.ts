@@ -3,6 +3,7 @@
 // whole since the header offsets need random access).
 import { open as openFile, type FileHandle } from "node:fs/promises";
 import { RuntimeFailure, UsageError } from "../../common/errors.js";
+import { countRead } from "../../common/io-meter.js";
 import { canDecode, decodeToFloat32, decodeToFloat64, DECODABLE_DTYPES, DTYPE_BITS, type DType } from "../../common/dtype.js";
 import { SafetensorsError, UnsupportedDTypeError } from "./errors.js";
 import { parseHeader, readHeaderLength, type Header, type TensorInfo } from "./header.js";
@@ -359,5 +360,6 @@ async function readFully(fh: FileHandle, buf: Uint8Array, position: number, labe
       });
     }
     done += bytesRead;
+    countRead(bytesRead);
   }
 }
