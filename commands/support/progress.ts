@@ -22,7 +22,8 @@ function bytes(n: number): string {
  */
 export function progressText(label: string, d: number, n: number, what: string | undefined, elapsed: number, read: number): string {
   const rate = (x: number) => (elapsed > 0 ? `  ${bytes(x / elapsed)}/s` : "");
-  const count = what === "bytes" ? `${bytes(d)}/${bytes(n)}${rate(d)}` : `${d}/${n}${what ? ` ${what}` : ""}${read > 0 ? `  ${bytes(read)} read${rate(read)}` : ""}`;
+  const count =
+    what === "bytes" ? `${bytes(d)}/${bytes(n)}${rate(d)}` : `${d}/${n}${what ? ` ${what}` : ""}${read > 0 ? `  ${bytes(read)} read${rate(read)}` : ""}`;
   const eta = d > 0 ? (elapsed / d) * (n - d) : 0;
   return `${label} ${count}${d > 0 && d < n ? `  ETA ${eta.toFixed(1)}s` : ""}`;
 }
