@@ -91,7 +91,8 @@ void load() {
   ok = ok && both(lapackH, "gesdd_", [](auto& r) -> auto& { return r.gesdd; });
   ok = ok && both(lapackH, "syevd_", [](auto& r) -> auto& { return r.syevd; });
   if (!ok) {
-    b.error = b.library + " lacks a needed BLAS/LAPACK routine (" + std::string(dlerror() ? dlerror() : "?") + ")";
+    const char* e = dlerror();  // once: a second call returns null (it clears the message)
+    b.error = b.library + " lacks a needed BLAS/LAPACK routine (" + std::string(e ? e : "?") + ")";
     return;
   }
   sym(blasH, "dsyrk_", b.dsyrk);
