@@ -22,9 +22,12 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "../src/common/gram_schmidt.h"
 #include "../src/cuda/ops.h"
 
 #ifdef LORA_CUDA_EMU
@@ -135,16 +138,7 @@ M64 orthonormal(Rng& r, int rows, int cols) {
   M64 q = transpose(gaussian(r, rows, cols));  // row j = column j
   for (int j = 0; j < cols; j++) {
     double* qj = &q.d[size_t(j) * rows];
-    for (int pass = 0; pass < 2; pass++)
-      for (int p = 0; p < j; p++) {
-        const double* qp = &q.d[size_t(p) * rows];
-        double d = 0;
-        for (int i = 0; i < rows; i++) d += qp[i] * qj[i];
-        for (int i = 0; i < rows; i++) qj[i] -= d * qp[i];
-      }
-    double nr = 0;
-    for (int i = 0; i < rows; i++) nr += qj[i] * qj[i];
-    nr = std::sqrt(nr);
+    const double nr = lora::orthogonalizeTwice(qj, rows, q.d.data(), j, [](int) { return true; });
     for (int i = 0; i < rows; i++) qj[i] /= nr;
   }
   return transpose(q);
@@ -368,7 +362,6 @@ std::vector<Case> buildCases() {
       };
     };
     auto G = [&](std::string name, std::function<GemmIn(Rng&)> f) { cs.push_back({Op::Gemm, name, f32, f, {}, {}}); };
-    auto Mt = [&](Op op, std::string name, std::function<M64(Rng&)> f) { cs.push_back({op, name, f32, {}, f, {}}); };
     G("1x1 . 1x1", g(1, 1, 1, false, false, 1));
     G("tall 300x16 . 16x40", g(300, 16, 40, false, false, 1));
     G("A^T: (64x37)^T . 64x300, alpha 0.5", g(37, 64, 300, true, false, 0.5));
@@ -380,47 +373,47 @@ std::vector<Case> buildCases() {
       in.b = gaussian(r, 128, 128);
       return in;
     });
-    double cq = f32 ? 1e5 : 1e12, cs6 = f32 ? 1e6 : 1e12;
-    Mt(Op::Qr, "tall 300x16", [](Rng& r) { return gaussian(r, 300, 16); });
-    Mt(Op::Qr, "tall 1024x64", [](Rng& r) { return gaussian(r, 1024, 64); });
-    Mt(Op::Qr, "square 64x64", [](Rng& r) { return gaussian(r, 64, 64); });
-    Mt(Op::Qr, "wide 16x100", [](Rng& r) { return gaussian(r, 16, 100); });
-    Mt(Op::Qr, "rank-deficient 200x32 rank 5", [](Rng& r) { return lowRank(r, 200, 32, 5); });
-    Mt(Op::Qr, "rank 1, 500x8", [](Rng& r) { return lowRank(r, 500, 8, 1); });
-    Mt(Op::Qr, "ill-conditioned 128x32", [=](Rng& r) { return withSpectrum(r, 128, 32, geometric(32, cq)); });
-    Mt(Op::Qr, "zero column, 50x6", [](Rng& r) {
-      M64 m = gaussian(r, 50, 6);
-      for (int i = 0; i < 50; i++) m.at(i, 2) = 0;
-      return m;
-    });
-    Mt(Op::Qr, "1x1", [](Rng& r) { return gaussian(r, 1, 1); });
-    Mt(Op::Svd, "tall 120x40", [](Rng& r) { return gaussian(r, 120, 40); });
-    Mt(Op::Svd, "wide 30x100", [](Rng& r) { return gaussian(r, 30, 100); });
-    Mt(Op::Svd, "square 64x64", [](Rng& r) { return gaussian(r, 64, 64); });
-    Mt(Op::Svd, "square 96x96 rank 64", [](Rng& r) { return lowRank(r, 96, 96, 64); });
-    Mt(Op::Svd, "rank-deficient 80x60 rank 7", [](Rng& r) { return lowRank(r, 80, 60, 7); });
-    Mt(Op::Svd, "rank 1, 50x50", [](Rng& r) { return lowRank(r, 50, 50, 1); });
-    Mt(Op::Svd, "ill-conditioned 64x48", [=](Rng& r) { return withSpectrum(r, 64, 48, geometric(48, cs6)); });
-    Mt(Op::Svd, "repeated sigma, 40x20", [](Rng& r) {
-      std::vector<double> s = {3, 3, 3, 2, 2, 1};
-      s.resize(20, 0.5);
-      return withSpectrum(r, 40, 20, s);
-    });
-    Mt(Op::Svd, "tall 1024x32 (QR route)", [](Rng& r) { return gaussian(r, 1024, 32); });
-    Mt(Op::Svd, "1x7", [](Rng& r) { return gaussian(r, 1, 7); });
-    Mt(Op::Eig, "1x1", [](Rng& r) { return gaussian(r, 1, 1); });
-    Mt(Op::Eig, "random 5x5", [](Rng& r) { return symmetric(r, 5, false); });
-    Mt(Op::Eig, "random 64x64", [](Rng& r) { return symmetric(r, 64, false); });
-    Mt(Op::Eig, "lower triangle only 32x32", [](Rng& r) { return symmetric(r, 32, true); });
-    Mt(Op::Eig, "PSD rank 3 of 40", [](Rng& r) {
-      M64 b = gaussian(r, 40, 3);
-      return mul(b, b, false, true);
-    });
-    double ce = f32 ? 1e2 : 1e5;
-    Mt(Op::Eig, "Gram of ill-conditioned 100x16", [=](Rng& r) {
-      M64 b = withSpectrum(r, 100, 16, geometric(16, ce));
-      return mul(b, b, true, false);
-    });
+    // The QR, SVD and eigSym inputs, one table an op (name, generator), in the TS table's order:
+    // a Gaussian m×n, a product of rank k, a given spectrum, or a generator of its own.
+    using MatFn = std::function<M64(Rng&)>;
+    auto Mt = [&](Op op, std::initializer_list<std::pair<const char*, MatFn>> table) {
+      for (const auto& [name, f] : table) cs.push_back({op, name, f32, {}, f, {}});
+    };
+    auto gauss = [](int m, int n) -> MatFn { return [=](Rng& r) { return gaussian(r, m, n); }; };
+    auto rank = [](int m, int n, int k) -> MatFn { return [=](Rng& r) { return lowRank(r, m, n, k); }; };
+    auto spectrum = [](int m, int n, std::vector<double> s) -> MatFn {
+      return [=](Rng& r) { return withSpectrum(r, m, n, s); };
+    };
+    auto sym = [](int n, bool garbage) -> MatFn { return [=](Rng& r) { return symmetric(r, n, garbage); }; };
+    const double cq = f32 ? 1e5 : 1e12, cs6 = f32 ? 1e6 : 1e12, ce = f32 ? 1e2 : 1e5;
+    std::vector<double> repeated = {3, 3, 3, 2, 2, 1};
+    repeated.resize(20, 0.5);
+    Mt(Op::Qr, {{"tall 300x16", gauss(300, 16)}, {"tall 1024x64", gauss(1024, 64)}, {"square 64x64", gauss(64, 64)},
+                {"wide 16x100", gauss(16, 100)}, {"rank-deficient 200x32 rank 5", rank(200, 32, 5)},
+                {"rank 1, 500x8", rank(500, 8, 1)}, {"ill-conditioned 128x32", spectrum(128, 32, geometric(32, cq))},
+                {"zero column, 50x6",
+                 [](Rng& r) {
+                   M64 m = gaussian(r, 50, 6);
+                   for (int i = 0; i < 50; i++) m.at(i, 2) = 0;
+                   return m;
+                 }},
+                {"1x1", gauss(1, 1)}});
+    Mt(Op::Svd, {{"tall 120x40", gauss(120, 40)}, {"wide 30x100", gauss(30, 100)}, {"square 64x64", gauss(64, 64)},
+                 {"square 96x96 rank 64", rank(96, 96, 64)}, {"rank-deficient 80x60 rank 7", rank(80, 60, 7)},
+                 {"rank 1, 50x50", rank(50, 50, 1)}, {"ill-conditioned 64x48", spectrum(64, 48, geometric(48, cs6))},
+                 {"repeated sigma, 40x20", spectrum(40, 20, repeated)},
+                 {"tall 1024x32 (QR route)", gauss(1024, 32)}, {"1x7", gauss(1, 7)}});
+    Mt(Op::Eig, {{"1x1", gauss(1, 1)}, {"random 5x5", sym(5, false)}, {"random 64x64", sym(64, false)},
+                 {"lower triangle only 32x32", sym(32, true)},
+                 {"PSD rank 3 of 40",
+                  [](Rng& r) {
+                    M64 b = gaussian(r, 40, 3);
+                    return mul(b, b, false, true);
+                  }},
+                 {"Gram of ill-conditioned 100x16", [=](Rng& r) {
+                    M64 b = withSpectrum(r, 100, 16, geometric(16, ce));
+                    return mul(b, b, true, false);
+                  }}});
   }
   auto K = [&](std::string name, std::function<KmIn(Rng&)> f) { cs.push_back({Op::Kmeans, name, false, {}, {}, f}); };
   // One k-means case: data x and k initial centroids drawn from its rows.
@@ -627,6 +620,18 @@ struct Row {
   std::string what, size, time, rate, note;
 };
 
+// Seconds of one device-resident N×N·N×N GEMM of T (random operands), best of 3.
+template <typename T>
+double timeGemm(int N) {
+  Dev<T> A(size_t(N) * N), B(size_t(N) * N), C(size_t(N) * N);
+  die(cu::dev::randn<T>(A.p, size_t(N) * N, 1));
+  die(cu::dev::randn<T>(B.p, size_t(N) * N, 2));
+  return best(3, [&] {
+    die(cu::dev::gemm<T>(A.p, N, N, B.p, N, N, false, false, T(1), C.p));
+    die(cu::dev::synchronize());
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -701,24 +706,7 @@ int main(int argc, char** argv) {
     // GEMM at a size that fills the chip.
     for (int f = 0; f < 2; f++) {
       int N = quick ? 128 : 8192;
-      double secs;
-      if (f == 0) {
-        Dev<float> A(size_t(N) * N), B(size_t(N) * N), C(size_t(N) * N);
-        die(cu::dev::randn<float>(A.p, size_t(N) * N, 1));
-        die(cu::dev::randn<float>(B.p, size_t(N) * N, 2));
-        secs = best(3, [&] {
-          die(cu::dev::gemm<float>(A.p, N, N, B.p, N, N, false, false, 1.f, C.p));
-          die(cu::dev::synchronize());
-        });
-      } else {
-        Dev<double> A(size_t(N) * N), B(size_t(N) * N), C(size_t(N) * N);
-        die(cu::dev::randn<double>(A.p, size_t(N) * N, 1));
-        die(cu::dev::randn<double>(B.p, size_t(N) * N, 2));
-        secs = best(3, [&] {
-          die(cu::dev::gemm<double>(A.p, N, N, B.p, N, N, false, false, 1.0, C.p));
-          die(cu::dev::synchronize());
-        });
-      }
+      double secs = f == 0 ? timeGemm<float>(N) : timeGemm<double>(N);
       std::snprintf(a, sizeof a, "%d^3", N);
       std::snprintf(b, sizeof b, "%.3f s", secs);
       std::snprintf(c, sizeof c, "%.1f TFLOP/s", 2.0 * N * N * double(N) / secs / 1e12);

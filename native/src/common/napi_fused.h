@@ -4,6 +4,7 @@
 #pragma once
 #include <algorithm>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "napi_ops.h"
@@ -312,21 +313,17 @@ Napi::Value Sketch(const Napi::CallbackInfo& info) {
   return queue(w, {m, om});
 }
 
-/** Every compute function of an addon (the same list for cpu and cuda). */
+/** Every compute function of an addon (the same list for cpu and cuda), exported under its name. */
 template <class Ops>
 void exportOps(Napi::Env env, Napi::Object exports) {
-  exports.Set("gemm", Napi::Function::New(env, Gemm<Ops>, "gemm"));
-  exports.Set("qr", Napi::Function::New(env, Qr<Ops>, "qr"));
-  exports.Set("svd", Napi::Function::New(env, Svd<Ops>, "svd"));
-  exports.Set("eigSym", Napi::Function::New(env, EigSym<Ops>, "eigSym"));
-  exports.Set("kmeansLloyd", Napi::Function::New(env, KmeansLloyd<Ops>, "kmeansLloyd"));
-  exports.Set("factorStats", Napi::Function::New(env, FactorStats<Ops>, "factorStats"));
-  exports.Set("truncateFactors", Napi::Function::New(env, TruncateFactors<Ops>, "truncateFactors"));
-  exports.Set("factorSpectrum", Napi::Function::New(env, FactorSpectrum<Ops>, "factorSpectrum"));
-  exports.Set("randomizedSvd", Napi::Function::New(env, RandomizedSvd<Ops>, "randomizedSvd"));
-  exports.Set("mergeWeight", Napi::Function::New(env, MergeWeight<Ops>, "mergeWeight"));
-  exports.Set("weightDelta", Napi::Function::New(env, WeightDelta<Ops>, "weightDelta"));
-  exports.Set("sketch", Napi::Function::New(env, Sketch<Ops>, "sketch"));
+  using Fn = Napi::Value (*)(const Napi::CallbackInfo&);
+  const std::pair<const char*, Fn> fns[] = {
+      {"gemm", Gemm<Ops>}, {"qr", Qr<Ops>}, {"svd", Svd<Ops>}, {"eigSym", EigSym<Ops>}, {"kmeansLloyd", KmeansLloyd<Ops>},
+      {"factorStats", FactorStats<Ops>}, {"truncateFactors", TruncateFactors<Ops>},
+      {"factorSpectrum", FactorSpectrum<Ops>}, {"randomizedSvd", RandomizedSvd<Ops>},
+      {"mergeWeight", MergeWeight<Ops>}, {"weightDelta", WeightDelta<Ops>}, {"sketch", Sketch<Ops>},
+  };
+  for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));
 }
 
 }  // namespace napi

@@ -12,8 +12,13 @@
 
 namespace lora {
 
-struct Cpu;
-struct Cuda;
+/** The two backends; each names its addon, as errors name the worker. */
+struct Cpu {
+  static constexpr const char* label = "lora_cpu";
+};
+struct Cuda {
+  static constexpr const char* label = "lora_cuda";
+};
 
 /** One module's raw factors and what truncateFactors / factorSpectrum should make of them. */
 struct TruncateArgs {
@@ -93,7 +98,7 @@ struct SketchOut {
 template <class Device>
 struct Ops {
   /** "lora_cpu" / "lora_cuda": names the worker in errors. */
-  static const char* label();
+  static const char* label() { return Device::label; }
 
   /** C (m×n) = alpha · op(A) · op(B); op(A) is m×kk, op(B) is kk×n. */
   template <typename T>
@@ -164,6 +169,16 @@ struct Ops {
   /** The adaptive range finder of SketchArgs (common/streamed.h). */
   static Status sketch(const SketchArgs& a, SketchOut* o);
 };
+
+/**
+ * The explicit instantiations of Ops<D>'s typed dense operations for T (float, double), in the file
+ * of each backend that defines them (cpu/ops.cc, cuda/kernels.cu): one list for both.
+ */
+#define LORA_INSTANTIATE_DENSE_OPS(D, T)                                                      \
+  template Status Ops<D>::gemm<T>(const T*, int, int, const T*, int, int, bool, bool, T, T*); \
+  template Status Ops<D>::qr<T>(const T*, int, int, T*, T*);                                  \
+  template Status Ops<D>::svd<T>(const T*, int, int, T*, T*, T*);                             \
+  template Status Ops<D>::eigSym<T>(const T*, int, T*, T*);
 
 using CpuOps = Ops<Cpu>;
 using CudaOps = Ops<Cuda>;

@@ -1,6 +1,6 @@
 // The streamed full-model kernels of `lora apply` and `lora extract` (ops.h mergeWeight,
-// weightDelta, sketch), written once over any Ops<Device>: the products and factorizations go
-// through Ops<Device>::gemm/qr/svd (host buffers), the decode/add/encode loops run on the host.
+// weightDelta, sketch), defined once as members of any Ops<Device>: the products and factorizations
+// go through Ops<Device>::gemm/qr/svd (host buffers), the decode/add/encode loops run on the host.
 // cpu/streamed.cc and cuda/streamed.cc instantiate them. Semantics mirror the TS routes that the js
 // backend runs (linalg/js/streamed.ts), so that the cpu backend writes the bytes it wrote before.
 #pragma once
@@ -19,32 +19,44 @@ namespace streamed {
 
 inline bool finite(float x) { return x - x == 0; }
 
+/** The 16-bit storage formats element by element: get → float32 exact, put ← float32 ties to even. */
+struct F16 {
+  static float get(uint16_t h) { return halfToFloat(h); }
+  static uint16_t put(float f) { return floatToHalf(f); }
+};
+struct BF16 {
+  static float get(uint16_t h) { return bf16ToFloat(h); }
+  static uint16_t put(float f) {  // finite values only (callers check first), so no NaN case
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    return uint16_t((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+  }
+};
+
+template <class Format>
+void decode16(const uint8_t* raw, int64_t n, float* dst) {
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(raw);
+  for (int64_t i = 0; i < n; i++) dst[i] = Format::get(h[i]);
+}
+
+template <class Format>
+void encode16(const float* v, int64_t n, uint8_t* raw) {
+  uint16_t* h = reinterpret_cast<uint16_t*>(raw);
+  for (int64_t i = 0; i < n; i++) h[i] = Format::put(v[i]);
+}
+
 /** n stored values (dtype 0 F32, 1 F16, 2 BF16) → float32, exact. */
 inline void decode(const uint8_t* raw, int dtype, int64_t n, float* dst) {
-  if (dtype == 0) {
-    std::memcpy(dst, raw, size_t(n) * 4);
-  } else if (dtype == 2) {
-    const uint16_t* h = reinterpret_cast<const uint16_t*>(raw);
-    uint32_t* d = reinterpret_cast<uint32_t*>(dst);
-    for (int64_t i = 0; i < n; i++) d[i] = uint32_t(h[i]) << 16;
-  } else {
-    const uint16_t* h = reinterpret_cast<const uint16_t*>(raw);
-    for (int64_t i = 0; i < n; i++) dst[i] = halfToFloat(h[i]);
-  }
+  if (dtype == 0) std::memcpy(dst, raw, size_t(n) * 4);
+  else if (dtype == 2) decode16<BF16>(raw, n, dst);
+  else decode16<F16>(raw, n, dst);
 }
 
 /** n float32 values → stored dtype bytes, ties to even (common/half.ts f32BitsTo*Bits). */
 inline void encode(const float* v, int dtype, int64_t n, uint8_t* raw) {
-  if (dtype == 0) {
-    std::memmove(raw, v, size_t(n) * 4);
-  } else if (dtype == 2) {
-    const uint32_t* x = reinterpret_cast<const uint32_t*>(v);
-    uint16_t* h = reinterpret_cast<uint16_t*>(raw);
-    for (int64_t i = 0; i < n; i++) h[i] = uint16_t((x[i] + 0x7fffu + ((x[i] >> 16) & 1u)) >> 16);  // finite values only
-  } else {
-    uint16_t* h = reinterpret_cast<uint16_t*>(raw);
-    for (int64_t i = 0; i < n; i++) h[i] = floatToHalf(v[i]);
-  }
+  if (dtype == 0) std::memmove(raw, v, size_t(n) * 4);
+  else if (dtype == 2) encode16<BF16>(v, n, raw);
+  else encode16<F16>(v, n, raw);
 }
 
 inline int64_t firstBad(const float* v, int64_t n) {
@@ -104,8 +116,11 @@ LORA_STREAM_CLONES static int64_t addEncodeRows(uint8_t* raw, int dtype, const f
   return -1;
 }
 
-template <class O>
-Status mergeWeight(const MergeArgs& a, MergeOutcome* o) {
+}  // namespace streamed
+
+template <class Device>
+Status Ops<Device>::mergeWeight(const MergeArgs& a, MergeOutcome* o) {
+  using namespace streamed;
   const int out = a.out, inn = a.in;
   const int64_t total = int64_t(out) * inn;
   const size_t es = a.dtype == 0 ? 4 : 2;
@@ -125,7 +140,7 @@ Status mergeWeight(const MergeArgs& a, MergeOutcome* o) {
         for (int i0 = 0; i0 < out; i0 += rowsPer) {
           const int n = std::min(rowsPer, out - i0);
           const int64_t len = int64_t(n) * inn, off = int64_t(i0) * inn;
-          Status st = O::template gemm<float>(t.B + int64_t(i0) * t.r, n, t.r, t.A, t.r, inn, false, false, t.coef, D);
+          Status st = gemm<float>(t.B + int64_t(i0) * t.r, n, t.r, t.A, t.r, inn, false, false, t.coef, D);
           if (!st.ok()) return st;
           const int64_t bad = addEncodeRows(a.data + off * es, a.dtype, D, len, W, 16384);
           if (bad >= 0) {
@@ -152,7 +167,7 @@ Status mergeWeight(const MergeArgs& a, MergeOutcome* o) {
         }
         for (int k = 0; k < a.nTerms; k++) {
           const MergeTerm& t = a.terms[k];
-          Status st = O::template gemm<float>(t.B + int64_t(i0) * t.r, n, t.r, t.A, t.r, inn, false, false, t.coef, D);
+          Status st = gemm<float>(t.B + int64_t(i0) * t.r, n, t.r, t.A, t.r, inn, false, false, t.coef, D);
           if (!st.ok()) return st;
           for (int64_t j = 0; j < len; j++) W[j] = W[j] + D[j];
         }
@@ -179,7 +194,7 @@ Status mergeWeight(const MergeArgs& a, MergeOutcome* o) {
         const MergeTerm& t = a.terms[k];
         for (int i0 = 0; i0 < out; i0 += rowsPer) {
           const int n = std::min(rowsPer, out - i0);
-          Status st = O::template gemm<float>(t.B + int64_t(i0) * t.r, n, t.r, t.A, t.r, inn, false, false, t.coef, D.data());
+          Status st = gemm<float>(t.B + int64_t(i0) * t.r, n, t.r, t.A, t.r, inn, false, false, t.coef, D.data());
           if (!st.ok()) return st;
           for (int i = 0; i < n; i++)
             for (int j = 0; j < inn; j++) {
@@ -202,8 +217,10 @@ Status mergeWeight(const MergeArgs& a, MergeOutcome* o) {
   return {};
 }
 
-inline Status weightDelta(const uint8_t* tuned, const uint8_t* base, int dtype, int64_t n, float* delta, double* norm2,
-                          int64_t* firstNonFinite, int* which) {
+template <class Device>
+Status Ops<Device>::weightDelta(const uint8_t* tuned, const uint8_t* base, int dtype, int64_t n, float* delta,
+                                double* norm2, int64_t* firstNonFinite, int* which) {
+  using namespace streamed;
   constexpr int64_t B = 4096;
   float tb[B], bb[B];
   const size_t es = dtype == 0 ? 4 : 2;
@@ -234,8 +251,9 @@ inline Status weightDelta(const uint8_t* tuned, const uint8_t* base, int dtype, 
   return {};
 }
 
-template <class O>
-Status sketch(const SketchArgs& a, SketchOut* o) {
+template <class Device>
+Status Ops<Device>::sketch(const SketchArgs& a, SketchOut* o) {
+  using streamed::firstBad;
   const int d = a.rows, k = a.cols, l = a.l;
   const int64_t n = int64_t(d) * k;
   o->firstNonFinite = firstBad(a.m, n);
@@ -249,16 +267,16 @@ Status sketch(const SketchArgs& a, SketchOut* o) {
       return st.ok();
     };
     // Q = qr(M Ω).Q
-    if (!ok(O::template gemm<float>(a.m, d, k, a.omega, k, l, false, false, 1.f, Y.data())) ||
-        !ok(O::template qr<float>(Y.data(), d, l, Q.data(), R.data())))
+    if (!ok(gemm<float>(a.m, d, k, a.omega, k, l, false, false, 1.f, Y.data())) ||
+        !ok(qr<float>(Y.data(), d, l, Q.data(), R.data())))
       return st;
     double prev = 0, prevDelta = 0;
     bool havePrev = false, havePrevDelta = false;
     for (int q = 0;; q++) {
       // Z = MᵀQ (= Bᵀ), its SVD in float64: the captured energy of the leading t.
-      if (!ok(O::template gemm<float>(a.m, d, k, Q.data(), d, l, true, false, 1.f, Z.data()))) return st;
+      if (!ok(gemm<float>(a.m, d, k, Q.data(), d, l, true, false, 1.f, Z.data()))) return st;
       for (size_t i = 0; i < Zd.size(); i++) Zd[i] = Z[i];
-      if (!ok(O::template svd<double>(Zd.data(), k, l, o->Uz, S.data(), o->VzT))) return st;
+      if (!ok(svd<double>(Zd.data(), k, l, o->Uz, S.data(), o->VzT))) return st;
       double e = 0;
       for (int i = 0; i < l; i++) o->sigma[i] = std::max(S[i], 0.0);
       for (int i = 0; i < a.t; i++) e += o->sigma[i] * o->sigma[i];
@@ -279,9 +297,9 @@ Status sketch(const SketchArgs& a, SketchOut* o) {
         return {};
       }
       // Q = qr(M · qr(Z).Q).Q
-      if (!ok(O::template qr<float>(Z.data(), k, l, Zq.data(), R.data())) ||
-          !ok(O::template gemm<float>(a.m, d, k, Zq.data(), k, l, false, false, 1.f, Y.data())) ||
-          !ok(O::template qr<float>(Y.data(), d, l, Q.data(), R.data())))
+      if (!ok(qr<float>(Z.data(), k, l, Zq.data(), R.data())) ||
+          !ok(gemm<float>(a.m, d, k, Zq.data(), k, l, false, false, 1.f, Y.data())) ||
+          !ok(qr<float>(Y.data(), d, l, Q.data(), R.data())))
         return st;
     }
   } catch (const std::bad_alloc&) {
@@ -289,5 +307,4 @@ Status sketch(const SketchArgs& a, SketchOut* o) {
   }
 }
 
-}  // namespace streamed
 }  // namespace lora

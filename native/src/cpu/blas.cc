@@ -80,13 +80,19 @@ void load() {
     b.error = "no BLAS/LAPACK library could be opened (" + why + ")";
     return;
   }
-  bool ok = sym(blasH, "sgemm_", b.sgemm) && sym(blasH, "dgemm_", b.dgemm);
-  ok = ok && sym(lapackH, "sgeqrf_", b.sgeqrf) && sym(lapackH, "dgeqrf_", b.dgeqrf);
-  ok = ok && sym(lapackH, "sorgqr_", b.sorgqr) && sym(lapackH, "dorgqr_", b.dorgqr);
-  ok = ok && sym(lapackH, "sgesdd_", b.sgesdd) && sym(lapackH, "dgesdd_", b.dgesdd);
-  ok = ok && sym(lapackH, "ssyevd_", b.ssyevd) && sym(lapackH, "dsyevd_", b.dsyevd);
+  // Each routine in both precisions, s… then d…: pick(routines) names the member to fill.
+  auto both = [&](void* h, const char* routine, auto pick) {
+    return sym(h, (std::string(Routines<float>::prefix) + routine).c_str(), pick(b.s)) &&
+           sym(h, (std::string(Routines<double>::prefix) + routine).c_str(), pick(b.d));
+  };
+  bool ok = both(blasH, "gemm_", [](auto& r) -> auto& { return r.gemm; });
+  ok = ok && both(lapackH, "geqrf_", [](auto& r) -> auto& { return r.geqrf; });
+  ok = ok && both(lapackH, "orgqr_", [](auto& r) -> auto& { return r.orgqr; });
+  ok = ok && both(lapackH, "gesdd_", [](auto& r) -> auto& { return r.gesdd; });
+  ok = ok && both(lapackH, "syevd_", [](auto& r) -> auto& { return r.syevd; });
   if (!ok) {
-    b.error = b.library + " lacks a needed BLAS/LAPACK routine (" + std::string(dlerror() ? dlerror() : "?") + ")";
+    const char* e = dlerror();  // once: a second call returns null (it clears the message)
+    b.error = b.library + " lacks a needed BLAS/LAPACK routine (" + std::string(e ? e : "?") + ")";
     return;
   }
   sym(blasH, "dsyrk_", b.dsyrk);

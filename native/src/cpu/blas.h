@@ -12,25 +12,26 @@ namespace lora {
 using fchar = const char;
 using flen = size_t;  // gfortran hidden string length
 
+/** The BLAS/LAPACK routines lora calls, of one precision: T = float (s…) or double (d…). */
+template <typename T>
+struct Routines {
+  static constexpr const char* prefix = sizeof(T) == 4 ? "s" : "d";
+  typedef void (*gemm_t)(fchar*, fchar*, const int*, const int*, const int*, const T*, const T*, const int*, const T*,
+                         const int*, const T*, T*, const int*, flen, flen);
+  typedef void (*geqrf_t)(const int*, const int*, T*, const int*, T*, T*, const int*, int*);
+  typedef void (*orgqr_t)(const int*, const int*, const int*, T*, const int*, const T*, T*, const int*, int*);
+  typedef void (*gesdd_t)(fchar*, const int*, const int*, T*, const int*, T*, T*, const int*, T*, const int*, T*,
+                          const int*, int*, int*, flen);
+  typedef void (*syevd_t)(fchar*, fchar*, const int*, T*, const int*, T*, T*, const int*, int*, const int*, int*, flen,
+                          flen);
+  gemm_t gemm = nullptr;
+  geqrf_t geqrf = nullptr;
+  orgqr_t orgqr = nullptr;
+  gesdd_t gesdd = nullptr;
+  syevd_t syevd = nullptr;
+};
+
 extern "C" {
-typedef void (*sgemm_t)(fchar*, fchar*, const int*, const int*, const int*, const float*, const float*, const int*,
-                        const float*, const int*, const float*, float*, const int*, flen, flen);
-typedef void (*dgemm_t)(fchar*, fchar*, const int*, const int*, const int*, const double*, const double*,
-                        const int*, const double*, const int*, const double*, double*, const int*, flen, flen);
-typedef void (*sgeqrf_t)(const int*, const int*, float*, const int*, float*, float*, const int*, int*);
-typedef void (*dgeqrf_t)(const int*, const int*, double*, const int*, double*, double*, const int*, int*);
-typedef void (*sorgqr_t)(const int*, const int*, const int*, float*, const int*, const float*, float*, const int*,
-                         int*);
-typedef void (*dorgqr_t)(const int*, const int*, const int*, double*, const int*, const double*, double*,
-                         const int*, int*);
-typedef void (*sgesdd_t)(fchar*, const int*, const int*, float*, const int*, float*, float*, const int*, float*,
-                         const int*, float*, const int*, int*, int*, flen);
-typedef void (*dgesdd_t)(fchar*, const int*, const int*, double*, const int*, double*, double*, const int*,
-                         double*, const int*, double*, const int*, int*, int*, flen);
-typedef void (*ssyevd_t)(fchar*, fchar*, const int*, float*, const int*, float*, float*, const int*, int*,
-                         const int*, int*, flen, flen);
-typedef void (*dsyevd_t)(fchar*, fchar*, const int*, double*, const int*, double*, double*, const int*, int*,
-                         const int*, int*, flen, flen);
 typedef void (*dsyrk_t)(fchar*, fchar*, const int*, const int*, const double*, const double*, const int*,
                         const double*, double*, const int*, flen, flen);
 typedef void (*set_threads_t)(int);
@@ -46,20 +47,25 @@ struct Blas {
   std::string corename;    // OpenBLAS core actually in use, "" when unknown
   std::string coretype;    // value of OPENBLAS_CORETYPE at load time ("" when unset)
   std::string coretypeSource;  // "user" | "lora" | "" (unset)
-  sgemm_t sgemm = nullptr;
-  dgemm_t dgemm = nullptr;
-  sgeqrf_t sgeqrf = nullptr;
-  dgeqrf_t dgeqrf = nullptr;
-  sorgqr_t sorgqr = nullptr;
-  dorgqr_t dorgqr = nullptr;
-  sgesdd_t sgesdd = nullptr;
-  dgesdd_t dgesdd = nullptr;
-  ssyevd_t ssyevd = nullptr;
-  dsyevd_t dsyevd = nullptr;
+  Routines<float> s;
+  Routines<double> d;
   dsyrk_t dsyrk = nullptr;  // optional (factorStats falls back to dgemm)
   set_threads_t setThreads = nullptr;
   get_threads_t getThreads = nullptr;
+
+  /** The routines of precision T. */
+  template <typename T>
+  const Routines<T>& of() const;
 };
+
+template <>
+inline const Routines<float>& Blas::of<float>() const {
+  return s;
+}
+template <>
+inline const Routines<double>& Blas::of<double>() const {
+  return d;
+}
 
 /** Opens the library once (thread-safe); later calls return the same object. */
 const Blas& blas();

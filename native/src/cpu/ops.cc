@@ -1,4 +1,3 @@
-// Longer than 400 lines: the five LAPACK-backed operations share the row-major/column-major plumbing above them.
 // Ops<Cpu> (common/ops.h) on BLAS/LAPACK opened at run time (blas.cc): the dense operations,
 // k-means and factorStats. The fused truncation is in truncate.cc, the randomized SVD in rsvd.cc.
 #include "../common/ops.h"
@@ -65,67 +64,11 @@ Status lapackFail(const char* routine, int info, const std::string& what) {
   return Status::fail("LAPACK_INFO", m, info);
 }
 
-// Typed dispatch onto the s/d routines.
-template <typename T> struct L;
-template <> struct L<float> {
-  static constexpr const char* p = "s";
-  static void gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k, const float* al,
-                   const float* a, const int* lda, const float* b, const int* ldb, const float* be, float* c,
-                   const int* ldc) {
-    blas().sgemm(ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc, 1, 1);
-  }
-  static void geqrf(const int* m, const int* n, float* a, const int* lda, float* tau, float* w, const int* lw,
-                    int* info) {
-    blas().sgeqrf(m, n, a, lda, tau, w, lw, info);
-  }
-  static void orgqr(const int* m, const int* n, const int* k, float* a, const int* lda, const float* tau, float* w,
-                    const int* lw, int* info) {
-    blas().sorgqr(m, n, k, a, lda, tau, w, lw, info);
-  }
-  static void gesdd(const char* jobz, const int* m, const int* n, float* a, const int* lda, float* s, float* u,
-                    const int* ldu, float* vt, const int* ldvt, float* w, const int* lw, int* iw, int* info) {
-    blas().sgesdd(jobz, m, n, a, lda, s, u, ldu, vt, ldvt, w, lw, iw, info, 1);
-  }
-  static void syevd(const char* jobz, const char* uplo, const int* n, float* a, const int* lda, float* wv, float* w,
-                    const int* lw, int* iw, const int* liw, int* info) {
-    blas().ssyevd(jobz, uplo, n, a, lda, wv, w, lw, iw, liw, info, 1, 1);
-  }
-};
-template <> struct L<double> {
-  static constexpr const char* p = "d";
-  static void gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k, const double* al,
-                   const double* a, const int* lda, const double* b, const int* ldb, const double* be, double* c,
-                   const int* ldc) {
-    blas().dgemm(ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc, 1, 1);
-  }
-  static void geqrf(const int* m, const int* n, double* a, const int* lda, double* tau, double* w, const int* lw,
-                    int* info) {
-    blas().dgeqrf(m, n, a, lda, tau, w, lw, info);
-  }
-  static void orgqr(const int* m, const int* n, const int* k, double* a, const int* lda, const double* tau,
-                    double* w, const int* lw, int* info) {
-    blas().dorgqr(m, n, k, a, lda, tau, w, lw, info);
-  }
-  static void gesdd(const char* jobz, const int* m, const int* n, double* a, const int* lda, double* s, double* u,
-                    const int* ldu, double* vt, const int* ldvt, double* w, const int* lw, int* iw, int* info) {
-    blas().dgesdd(jobz, m, n, a, lda, s, u, ldu, vt, ldvt, w, lw, iw, info, 1);
-  }
-  static void syevd(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* wv,
-                    double* w, const int* lw, int* iw, const int* liw, int* info) {
-    blas().dsyevd(jobz, uplo, n, a, lda, wv, w, lw, iw, liw, info, 1, 1);
-  }
-};
-
 std::string name(const char* p, const char* r) { return std::string(p) + r; }
 
 int lworkOf(double w) { return std::max(1, static_cast<int>(std::ceil(w))); }
 
 }  // namespace
-
-template <>
-const char* Ops<Cpu>::label() {
-  return "lora_cpu";
-}
 
 template <>
 template <typename T>
@@ -143,7 +86,7 @@ Status Ops<Cpu>::gemm(const T* a, int aRows, int aCols, const T* b, int bRows, i
     std::fill(c, c + int64_t(m) * n, T(0));
     return {};
   }
-  L<T>::gemm(transB ? "T" : "N", transA ? "T" : "N", &n, &m, &kk, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
+  blas().of<T>().gemm(transB ? "T" : "N", transA ? "T" : "N", &n, &m, &kk, &alpha, b, &ldb, a, &lda, &beta, c, &ldc, 1, 1);
   return {};
 }
 
@@ -162,26 +105,26 @@ Status Ops<Cpu>::qr(const T* a, int m, int n, T* q, T* r) {
   transpose(a, m, n, w.data());  // column-major copy, lda = m
   int lda = std::max(1, m), info = 0, lw = -1;
   T wq = 0;
-  L<T>::geqrf(&m, &n, w.data(), &lda, tau.data(), &wq, &lw, &info);
+  blas().of<T>().geqrf(&m, &n, w.data(), &lda, tau.data(), &wq, &lw, &info);
   int lwork = lworkOf(double(wq));
   {
     int lw2 = -1;
     T wq2 = 0;
-    L<T>::orgqr(&m, &k, &k, w.data(), &lda, tau.data(), &wq2, &lw2, &info);
+    blas().of<T>().orgqr(&m, &k, &k, w.data(), &lda, tau.data(), &wq2, &lw2, &info);
     lwork = std::max(lwork, lworkOf(double(wq2)));
   }
   std::vector<T> work(lwork);
   info = 0;
-  L<T>::geqrf(&m, &n, w.data(), &lda, tau.data(), work.data(), &lwork, &info);
-  if (info != 0) return lapackFail(name(L<T>::p, "geqrf").c_str(), info, "QR factorisation failed");
+  blas().of<T>().geqrf(&m, &n, w.data(), &lda, tau.data(), work.data(), &lwork, &info);
+  if (info != 0) return lapackFail(name(Routines<T>::prefix, "geqrf").c_str(), info, "QR factorisation failed");
   // R: the upper trapezoid of the first k rows.
   for (int i = 0; i < k; i++) {
     T* ri = r + int64_t(i) * n;
     for (int j = 0; j < i; j++) ri[j] = 0;
     for (int j = i; j < n; j++) ri[j] = w[int64_t(j) * m + i];
   }
-  L<T>::orgqr(&m, &k, &k, w.data(), &lda, tau.data(), work.data(), &lwork, &info);
-  if (info != 0) return lapackFail(name(L<T>::p, "orgqr").c_str(), info, "forming Q failed");
+  blas().of<T>().orgqr(&m, &k, &k, w.data(), &lda, tau.data(), work.data(), &lwork, &info);
+  if (info != 0) return lapackFail(name(Routines<T>::prefix, "orgqr").c_str(), info, "forming Q failed");
   transpose(w.data(), k, m, q);  // column-major m×k (= row-major k×m) → row-major m×k
   // Sign convention shared by every backend (linalg/js too): R's diagonal ≥ 0.
   for (int i = 0; i < k; i++) {
@@ -210,7 +153,7 @@ Status Ops<Cpu>::svd(const T* a, int m, int n, T* u, T* s, T* vt) {
   }
   int M = n, N = m, lda = std::max(1, n), ldu = std::max(1, n), ldvt = std::max(1, k), info = 0, lw = -1;
   T wq = 0;
-  L<T>::gesdd("S", &M, &N, w.data(), &lda, s, vt, &ldu, u, &ldvt, &wq, &lw, iw.data(), &info);
+  blas().of<T>().gesdd("S", &M, &N, w.data(), &lda, s, vt, &ldu, u, &ldvt, &wq, &lw, iw.data(), &info, 1);
   int lwork = lworkOf(double(wq));
   std::vector<T> work;
   try {
@@ -219,9 +162,9 @@ Status Ops<Cpu>::svd(const T* a, int m, int n, T* u, T* s, T* vt) {
     return Status::fail("ALLOC", "svd: out of memory");
   }
   info = 0;
-  L<T>::gesdd("S", &M, &N, w.data(), &lda, s, vt, &ldu, u, &ldvt, work.data(), &lwork, iw.data(), &info);
+  blas().of<T>().gesdd("S", &M, &N, w.data(), &lda, s, vt, &ldu, u, &ldvt, work.data(), &lwork, iw.data(), &info, 1);
   if (info != 0)
-    return lapackFail(name(L<T>::p, "gesdd").c_str(), info,
+    return lapackFail(name(Routines<T>::prefix, "gesdd").c_str(), info,
                       info > 0 ? "the divide-and-conquer SVD did not converge" : "");
   return {};
 }
@@ -234,14 +177,14 @@ Status Ops<Cpu>::eigSym(const T* a, int n, T* values, T* vectors) {
   // Row-major lower triangle = column-major upper triangle.
   int lda = std::max(1, n), info = 0, lw = -1, liw = -1, iwq = 0;
   T wq = 0;
-  L<T>::syevd("V", "U", &n, w.data(), &lda, ev.data(), &wq, &lw, &iwq, &liw, &info);
+  blas().of<T>().syevd("V", "U", &n, w.data(), &lda, ev.data(), &wq, &lw, &iwq, &liw, &info, 1, 1);
   int lwork = lworkOf(double(wq)), liwork = std::max(1, iwq);
   std::vector<T> work(lwork);
   std::vector<int> iwork(liwork);
   info = 0;
-  L<T>::syevd("V", "U", &n, w.data(), &lda, ev.data(), work.data(), &lwork, iwork.data(), &liwork, &info);
+  blas().of<T>().syevd("V", "U", &n, w.data(), &lda, ev.data(), work.data(), &lwork, iwork.data(), &liwork, &info, 1, 1);
   if (info != 0)
-    return lapackFail(name(L<T>::p, "syevd").c_str(), info, "the symmetric eigensolver did not converge");
+    return lapackFail(name(Routines<T>::prefix, "syevd").c_str(), info, "the symmetric eigensolver did not converge");
   // LAPACK: ascending, eigenvector j in column j (column-major). Ours: descending, row-major.
   for (int j = 0; j < n; j++) {
     values[j] = ev[n - 1 - j];
@@ -251,14 +194,8 @@ Status Ops<Cpu>::eigSym(const T* a, int n, T* values, T* vectors) {
   return {};
 }
 
-template Status Ops<Cpu>::gemm<float>(const float*, int, int, const float*, int, int, bool, bool, float, float*);
-template Status Ops<Cpu>::gemm<double>(const double*, int, int, const double*, int, int, bool, bool, double, double*);
-template Status Ops<Cpu>::qr<float>(const float*, int, int, float*, float*);
-template Status Ops<Cpu>::qr<double>(const double*, int, int, double*, double*);
-template Status Ops<Cpu>::svd<float>(const float*, int, int, float*, float*, float*);
-template Status Ops<Cpu>::svd<double>(const double*, int, int, double*, double*, double*);
-template Status Ops<Cpu>::eigSym<float>(const float*, int, float*, float*);
-template Status Ops<Cpu>::eigSym<double>(const double*, int, double*, double*);
+LORA_INSTANTIATE_DENSE_OPS(Cpu, float)
+LORA_INSTANTIATE_DENSE_OPS(Cpu, double)
 
 
 template <>
@@ -311,9 +248,9 @@ Status Ops<Cpu>::factorStats(const uint8_t* raw, int dtype, int rows, int cols, 
     for (int j = 0; j < g; j++)
       for (int i = 0; i < j; i++) gram[int64_t(i) * g + j] = gram[int64_t(j) * g + i];
   } else if (gramRows) {
-    L<double>::gemm("T", "N", &rows, &rows, &cols, &one, data, &ld, data, &ld, &zero, gram, &rows);
+    b.of<double>().gemm("T", "N", &rows, &rows, &cols, &one, data, &ld, data, &ld, &zero, gram, &rows, 1, 1);
   } else {
-    L<double>::gemm("N", "T", &cols, &cols, &rows, &one, data, &ld, data, &ld, &zero, gram, &cols);
+    b.of<double>().gemm("N", "T", &cols, &cols, &rows, &one, data, &ld, data, &ld, &zero, gram, &cols, 1, 1);
   }
   return {};
 }

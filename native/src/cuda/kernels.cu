@@ -16,6 +16,7 @@
 // round-robin ordering, one block per column pair, preceded by a QR when m ≥ 2n; eigSym as Jacobi
 // on A + ‖A‖_F·I with Rayleigh-quotient eigenvalues; Lloyd k-means with GEMM distances.
 #include "device.h"
+#include "../common/gram_schmidt.h"
 #include "../common/kmeans_assign.h"
 
 #include <dlfcn.h>
@@ -455,17 +456,7 @@ void finishColumns(std::vector<double>& U, int M, int N, std::vector<double>& si
     for (; e < M; e++) {
       std::fill(u, u + M, 0.0);
       u[e] = 1;
-      for (int pass = 0; pass < 2; pass++)
-        for (int c = 0; c < N; c++) {
-          if (!done[c]) continue;
-          const double* v = U.data() + size_t(c) * M;
-          double d = 0;
-          for (int i = 0; i < M; i++) d += v[i] * u[i];
-          for (int i = 0; i < M; i++) u[i] -= d * v[i];
-        }
-      double nr = 0;
-      for (int i = 0; i < M; i++) nr += u[i] * u[i];
-      nr = std::sqrt(nr);
+      const double nr = orthogonalizeTwice(u, M, U.data(), N, [&](int c) { return done[c] != 0; });
       if (nr > 0.5) {
         for (int i = 0; i < M; i++) u[i] /= nr;
         done[j] = 1;
@@ -725,11 +716,6 @@ namespace lora {
 using namespace cuda;
 
 template <>
-const char* Ops<Cuda>::label() {
-  return "lora_cuda";
-}
-
-template <>
 template <typename T>
 Status Ops<Cuda>::gemm(const T* a, int aRows, int aCols, const T* b, int bRows, int bCols, bool transA, bool transB, T alpha,
             T* c) {
@@ -855,14 +841,8 @@ Status Ops<Cuda>::kmeansLloyd(const double* x, int n, int d, const double* init,
   return guard("kmeans", [&] { C.download(centroids, C.n); });
 }
 
-template Status Ops<Cuda>::gemm<float>(const float*, int, int, const float*, int, int, bool, bool, float, float*);
-template Status Ops<Cuda>::gemm<double>(const double*, int, int, const double*, int, int, bool, bool, double, double*);
-template Status Ops<Cuda>::qr<float>(const float*, int, int, float*, float*);
-template Status Ops<Cuda>::qr<double>(const double*, int, int, double*, double*);
-template Status Ops<Cuda>::svd<float>(const float*, int, int, float*, float*, float*);
-template Status Ops<Cuda>::svd<double>(const double*, int, int, double*, double*, double*);
-template Status Ops<Cuda>::eigSym<float>(const float*, int, float*, float*);
-template Status Ops<Cuda>::eigSym<double>(const double*, int, double*, double*);
+LORA_INSTANTIATE_DENSE_OPS(Cuda, float)
+LORA_INSTANTIATE_DENSE_OPS(Cuda, double)
 
 
 }  // namespace lora
