@@ -3,10 +3,11 @@
 // checkpoint (.bin/.pt/.pth written by torch.save, recognised from its first bytes and read by
 // formats/torch's restricted unpickler), or "-" for a safetensors stream on stdin. The format is
 // detected from the keys.
-import { readFile, stat } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { InvalidInputError, RuntimeFailure } from "../../common/errors.js";
+import { statQuiet } from "../../common/paths.js";
 import { limits, SafetensorsFile, type DType } from "../safetensors/index.js";
 import { sniffCheckpoint, sniffCheckpointFile } from "../torch/sniff.js";
 import { detectors } from "./detect.js";
@@ -18,22 +19,8 @@ import type { Adapter } from "./types.js";
 /** The adapter file of a directory, in order of preference (safetensors first; PyTorch checkpoints from older PEFT and diffusers). */
 const DIR_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors", "adapter_model.bin", "pytorch_lora_weights.bin"];
 
-async function isDir(p: string): Promise<boolean> {
-  try {
-    return (await stat(p)).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const isDir = async (p: string) => (await statQuiet(p))?.isDirectory() ?? false;
+const exists = async (p: string) => (await statQuiet(p)) !== null;
 
 function parseConfigText(text: string, where: string): PeftConfig {
   let v: unknown;
