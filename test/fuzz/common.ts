@@ -1,6 +1,7 @@
 // What the fuzz tests share: the verdict on one case (it completes, or it ends in an
 // InvalidInputError, exit 3, with a non-empty first line; any other exception is a finding and
 // propagates), and the random tensors of a structured case.
+import fc from "fast-check";
 import { InvalidInputError } from "../../common/errors.js";
 import type { Adapter, LoraModule } from "../../formats/adapter/index.js";
 import { dtypeAlignment, type TensorSpec } from "../../formats/safetensors/index.js";
@@ -25,6 +26,12 @@ export async function eachModule(a: Adapter, each: (m: LoraModule) => Promise<un
     await a.file.close();
   }
 }
+
+/** The case fields randomTensors reads: which of up to 7 roles to keep, and a shape for each (rank ≤ maxRank, dims ≤ 5). */
+export const tensorFields = (maxRank: number) => ({
+  keep: fc.array(fc.boolean(), { minLength: 7, maxLength: 7 }),
+  shapes: fc.array(fc.array(fc.nat(5), { minLength: 0, maxLength: maxRank }), { minLength: 7, maxLength: 7 }),
+});
 
 /**
  * One tensor a role, named `name(role)`, with the case's shape for it and random bytes of its

@@ -13,7 +13,7 @@ import { loadAdapter, readFactors } from "../../formats/adapter/index.js";
 import { serializeSafetensors } from "../../formats/safetensors/index.js";
 import { Rng } from "../../linalg/random.js";
 import { adaloraFile, increloraFile, meteoraFile, missFile, threeMatrixFile } from "../families/files.js";
-import { eachModule, randomTensors, verdict } from "./common.js";
+import { eachModule, randomTensors, tensorFields, verdict } from "./common.js";
 
 const dir = mkdtempSync(join(tmpdir(), "lora-fuzz-families-"));
 
@@ -71,11 +71,9 @@ const FAMILIES: { roles: string[]; configs: Record<string, unknown>[]; file: str
   },
 ];
 
-const shape = fc.array(fc.nat(5), { minLength: 0, maxLength: 3 });
 const caseArb = fc.record({
   fam: fc.nat(FAMILIES.length - 1),
-  keep: fc.array(fc.boolean(), { minLength: 7, maxLength: 7 }),
-  shapes: fc.array(shape, { minLength: 7, maxLength: 7 }),
+  ...tensorFields(3),
   dtype: fc.constantFrom("F32", "F16", "BF16", "I32", "F64"),
   cfg: fc.nat(5),
   seed: fc.nat(),

@@ -14,7 +14,7 @@ import { loadAdapter, readFactors } from "../../formats/adapter/index.js";
 import { serializeSafetensors } from "../../formats/safetensors/index.js";
 import { Rng } from "../../linalg/random.js";
 import { type LySpec, lycorisFile } from "../lycoris-files.js";
-import { eachModule, randomTensors, verdict } from "./common.js";
+import { eachModule, randomTensors, tensorFields, verdict } from "./common.js";
 
 const dir = mkdtempSync(join(tmpdir(), "lora-fuzz-lycoris-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -43,11 +43,9 @@ const TYPES: string[][] = [
   ["weight", "on_input"],
 ];
 
-const shape = fc.array(fc.nat(5), { minLength: 0, maxLength: 4 });
 const caseArb = fc.record({
   type: fc.nat(TYPES.length - 1),
-  keep: fc.array(fc.boolean(), { minLength: 7, maxLength: 7 }),
-  shapes: fc.array(shape, { minLength: 7, maxLength: 7 }),
+  ...tensorFields(4),
   dtype: fc.constantFrom("F32", "F16", "BF16", "I64", "F64"),
   alpha: fc.option(fc.oneof(fc.double({ noNaN: false }), fc.constant(0)), { nil: undefined }),
   seed: fc.nat(),
