@@ -4,7 +4,7 @@
 import { writeAdapter, type OutModule } from "../formats/adapter/write.js";
 import { Rng } from "../linalg/random.js";
 
-const HIDDEN = 4096,
+export const HIDDEN = 4096,
   MLP = 11008;
 export const LLAMA_TARGETS: [string, number, number][] = [
   ["self_attn.q_proj", HIDDEN, HIDDEN],

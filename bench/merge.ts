@@ -24,29 +24,18 @@ import { MERGE_DEFAULTS, runMerge, type MergeOptions } from "../commands/merge/r
 import { mergeSvd } from "../surgery/merge/svd.js";
 import { lowRankSingularValues } from "../linalg/lowrank.js";
 import { arg } from "./args.js";
+import { HIDDEN, LLAMA_TARGETS, MLP } from "./llama-adapter.js";
 import { LEGO_DEFAULTS } from "../commands/merge/methods.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
-
-const HIDDEN = 4096,
-  MLP = 11008;
-const TARGETS: [string, number, number][] = [
-  ["self_attn.q_proj", HIDDEN, HIDDEN],
-  ["self_attn.k_proj", HIDDEN, HIDDEN],
-  ["self_attn.v_proj", HIDDEN, HIDDEN],
-  ["self_attn.o_proj", HIDDEN, HIDDEN],
-  ["mlp.gate_proj", MLP, HIDDEN],
-  ["mlp.up_proj", MLP, HIDDEN],
-  ["mlp.down_proj", HIDDEN, MLP],
-];
 
 async function generate(dir: string, seed: number, layers: number, rank: number): Promise<void> {
   const rng = new Rng(seed);
   const specs: TensorSpec[] = [];
   const targets: string[] = [];
   for (let l = 0; l < layers; l++)
-    for (const [t, out, inn] of TARGETS) {
+    for (const [t, out, inn] of LLAMA_TARGETS) {
       const p = `base_model.model.model.layers.${l}.${t}`;
       specs.push({ name: `${p}.lora_A.weight`, dtype: "F32", shape: [rank, inn], data: encodeFloats("F32", rng.normals(rank * inn, 1 / Math.sqrt(inn))) });
       specs.push({ name: `${p}.lora_B.weight`, dtype: "F32", shape: [out, rank], data: encodeFloats("F32", rng.normals(out * rank, 0.02)) });

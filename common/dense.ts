@@ -123,23 +123,21 @@ export function jacobiSweeps(W: Float64Array, Vc: Float64Array, m: number, n: nu
         const t = (zeta >= 0 ? 1 : -1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
         const c = 1 / Math.sqrt(1 + t * t),
           s = c * t;
-        for (let i = 0; i < m; i++) {
-          const x = W[op + i]!,
-            y = W[oq + i]!;
-          W[op + i] = c * x - s * y;
-          W[oq + i] = s * x + c * y;
-        }
-        const vp = p * n,
-          vq = q * n;
-        for (let i = 0; i < n; i++) {
-          const x = Vc[vp + i]!,
-            y = Vc[vq + i]!;
-          Vc[vp + i] = c * x - s * y;
-          Vc[vq + i] = s * x + c * y;
-        }
+        rotate(W, op, oq, m, c, s);
+        rotate(Vc, p * n, q * n, n, c, s);
       }
     }
     if (!rotated) break;
+  }
+}
+
+/** The two `len`-long columns of X (column-major) at op and oq turned by the plane rotation [c −s; s c]: jacobiSweeps' step. */
+function rotate(X: Float64Array, op: number, oq: number, len: number, c: number, s: number): void {
+  for (let i = 0; i < len; i++) {
+    const x = X[op + i]!,
+      y = X[oq + i]!;
+    X[op + i] = c * x - s * y;
+    X[oq + i] = s * x + c * y;
   }
 }
 

@@ -188,15 +188,10 @@ export function decodeToFloat64(dtype: DType, bytes: Uint8Array, opts: DecodeOpt
       const v = view(Float64Array, bytes);
       return opts.mayAlias ? v : v.slice();
     }
-    case "F16": {
-      const src = view(Uint16Array, bytes);
-      const out = new Float64Array(src.length);
-      const f = new Float32Array(f16Table().buffer);
-      for (let i = 0; i < src.length; i++) out[i] = f[src[i]];
-      return out;
-    }
     case "F32":
+    case "F16":
     case "BF16":
+      // every F32/F16/BF16 value is an f32: decoded once, widened exactly
       return Float64Array.from(decodeToFloat32(dtype, bytes, { mayAlias: true }));
     default:
       return Float64Array.from(decodeGeneric(dtype, bytes));

@@ -114,37 +114,35 @@ function roundHalfEven(v: number): number {
 }
 
 /**
- * Any number (f64 or f32 value) → binary16 bits, one rounding, RNE. Fast path for the normal
- * range, on the double's bits: keep the top 10 fraction bits, round on the 42 below (ties to
- * even; a carry into the exponent, or to 0x7c00 = inf, is the correct result). Subnormals,
- * overflow, inf and NaN go through roundDouble.
+ * Any number (f64 or f32 value) → the bits of a binary format with `expBits` exponent and
+ * `mantBits` fraction bits, one rounding, RNE. Fast path for the normal range, on the double's
+ * bits: keep the top `mantBits` fraction bits, round on the 52 − mantBits below (ties to even; a
+ * carry into the exponent, or to inf, is the correct result). Subnormals, overflow, inf and NaN go
+ * through roundDouble.
  */
-export function numberToF16Bits(x: number): number {
+function numberToNarrowBits(x: number, expBits: number, mantBits: number): number {
   F64_SCRATCH[0] = x;
   const hi = U32x2_SCRATCH[1]!,
     lo = U32x2_SCRATCH[0]!;
+  const bias = (1 << (expBits - 1)) - 1;
   const e = ((hi >>> 20) & 0x7ff) - 1023;
-  if (e >= -14 && e <= 15) {
-    let h = ((e + 15) << 10) | ((hi >>> 10) & 0x3ff);
-    const rem = hi & 0x3ff;
-    if (rem > 0x200 || (rem === 0x200 && (lo !== 0 || (h & 1) !== 0))) h++;
+  if (e >= 1 - bias && e <= bias) {
+    const shift = 20 - mantBits; // the fraction bits of `hi` below the kept ones
+    let h = ((e + bias) << mantBits) | ((hi >>> shift) & ((1 << mantBits) - 1));
+    const rem = hi & ((1 << shift) - 1),
+      half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (lo !== 0 || (h & 1) !== 0))) h++;
     return ((hi >>> 16) & 0x8000) | h;
   }
-  return roundDouble(x, 5, 10);
+  return roundDouble(x, expBits, mantBits);
+}
+
+/** Any number (f64 or f32 value) → binary16 bits, one rounding, RNE. */
+export function numberToF16Bits(x: number): number {
+  return numberToNarrowBits(x, 5, 10);
 }
 
 /** Any number (f64 or f32 value) → bfloat16 bits, one rounding, RNE. */
 export function numberToBf16Bits(x: number): number {
-  // Fast path for the normal range, as numberToF16Bits: top 7 fraction bits, RNE on the 45 below.
-  F64_SCRATCH[0] = x;
-  const hi = U32x2_SCRATCH[1]!,
-    lo = U32x2_SCRATCH[0]!;
-  const e = ((hi >>> 20) & 0x7ff) - 1023;
-  if (e >= -126 && e <= 127) {
-    let h = ((e + 127) << 7) | ((hi >>> 13) & 0x7f);
-    const rem = hi & 0x1fff;
-    if (rem > 0x1000 || (rem === 0x1000 && (lo !== 0 || (h & 1) !== 0))) h++;
-    return ((hi >>> 16) & 0x8000) | h;
-  }
-  return roundDouble(x, 8, 7);
+  return numberToNarrowBits(x, 8, 7);
 }

@@ -2,30 +2,16 @@
 ΔW a test meant (a safetensors file of F64 tensors [out, in·kh·kw] named by module path).
 Prints JSON {only_diffusers, only_expected, max_rel, worst}. numpy only."""
 import json
-import struct
 import sys
 
 import numpy as np
 
-
-def read_f64_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    base = 8 + n
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        out[name] = np.frombuffer(data[base + b : base + e], dtype="<f8").reshape(info["shape"])
-    return out
+from model_reference import read_st  # beside this file: the safetensors reader of the numpy references
 
 
 def main():
     got = np.load(sys.argv[1])
-    want = read_f64_safetensors(sys.argv[2])
+    want = {k: v for k, (v, _, _) in read_st(sys.argv[2])[1].items()}
     names = set(got.files)
     res = {"only_diffusers": sorted(names - set(want)), "only_expected": sorted(set(want) - names), "max_rel": 0.0, "worst": ""}
     for k in sorted(names & set(want)):

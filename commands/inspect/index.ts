@@ -1,7 +1,7 @@
 import { FAMILY_HELP } from "../support/families-help.js";
 import { Command, Option } from "commander";
 import type { Ctx } from "../support/context.js";
-import { globals, parseFloatArg, parseIntArg, withGlobalOptions } from "../support/options.js";
+import { adaptersHelp, fromListOption, globals, parseFloatArg, parseIntArg, withGlobalOptions } from "../support/options.js";
 import { note, paint, printJson, writeOut } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
 import { backendFor } from "../support/backend.js";
@@ -12,14 +12,8 @@ export function inspectCommand(ctx: Ctx): Command {
     .description(
       "show ranks, scales, norms and the exact singular-value spectrum of every module (LoRA; LyCORIS and the other adapter families as their exact factors)",
     )
-    .argument(
-      "[adapter...]",
-      "PEFT directory, .safetensors or torch.save .bin/.pt file, or - for stdin; several (or a directory of adapters, a glob) for one summary row each",
-    )
-    .option("--from-list <file>", "also inspect the adapters listed in FILE, one path per line (catalog mode)", (v: string, prev: string[] = []) => [
-      ...prev,
-      v,
-    ])
+    .argument("[adapter...]", adaptersHelp("several (or a directory of adapters, a glob) for one summary row each"))
+    .addOption(fromListOption("inspect", " (catalog mode)"))
     .option("--budget <K>", "preview a global rank budget: K ranks in total over all modules", parseIntArg("--budget", 0))
     .option("--energy <F>", "preview per-module truncation keeping fraction F of each module's energy", parseFloatArg("--energy", 0, 1, true))
     .addOption(new Option("--score <score>", "how --budget ranks components").choices(["energy", "ratio", "params"]).default("energy"))

@@ -9,7 +9,8 @@ import { fixturesDir, needsReal, realDir } from "../../test/paths.js";
 import { jsBackend } from "../../linalg/js/index.js";
 import { LoraError } from "../../common/errors.js";
 import { runInspect, type InspectReport } from "./run.js";
-import { commonPrefix, inspectChartSpec, plotFormat, renderChart, writePlot } from "./plot.js";
+import { commonPrefix, inspectChartSpec } from "./chart-spec.js";
+import { plotFormat, renderChart, writePlot } from "./plot.js";
 import { energyCurve, renderInspectTable, renderInspectTsv } from "./render.js";
 
 const ex = join(fixturesDir, "example");

@@ -1,6 +1,6 @@
 import { Command } from "commander";
 import type { Ctx } from "../support/context.js";
-import { globals, withGlobalOptions } from "../support/options.js";
+import { fromListOption, globals, withGlobalOptions } from "../support/options.js";
 import { note, printJson, writeOut } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
 import { InvalidInputError } from "../../common/errors.js";
@@ -15,7 +15,7 @@ export function lintCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("lint"))
     .description("check adapters against the rules PEFT, kohya and diffusers loaders enforce (exit 3 on an error-level finding)")
     .argument("[adapter...]", "PEFT directories, .safetensors files, directories of adapters, globs, or - for stdin")
-    .option("--from-list <file>", "also lint the adapters listed in FILE, one path per line", (v: string, prev: string[] = []) => [...prev, v])
+    .addOption(fromListOption("lint"))
     .addHelpText(
       "after",
       `${rulesHelp()}\n\nExamples:\n  lora lint ./my-adapter\n  lora lint *.safetensors --json | jq '.findings[] | select(.severity == "error")'`,

@@ -1,16 +1,18 @@
 // lora prune: three kinds of pruning, each a plan pass (read and check every input, decide what
 // survives, compute the report) followed by a write pass (atomic outputs, factors produced one
 // module at a time). Bad inputs fail in the plan pass, before anything is created.
-import { lstat, rm, stat } from "node:fs/promises";
+import { lstat, rm } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { loadAdapter, refuseBaseDependent, refuseExperts, type Adapter } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
 import { writeFileAtomic } from "../../common/atomic.js";
 import { RuntimeFailure, UsageError } from "../../common/errors.js";
+import { statQuiet } from "../../common/paths.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../../surgery/report.js";
 import { openBaseModel } from "../../formats/model/base-model.js";
-import { adapterOutput, checkAdapter, refuseDora, planLoraPrune, type LoraPruneOptions } from "../../surgery/prune/loraprune.js";
+import { checkAdapter, refuseDora, planLoraPrune, type LoraPruneOptions } from "../../surgery/prune/loraprune.js";
+import { adapterOutput } from "../../surgery/prune/loraprune-cut.js";
 import { planDocument, prettyJson, prunedConfig, prunedCounts, sidePaths, writeBaseOut } from "../../surgery/prune/pruned-base.js";
 import { planModules, type ModuleCriteria } from "../../surgery/prune/modules.js";
 import { planSora, type FoldSide } from "../../surgery/prune/sora.js";
@@ -73,14 +75,8 @@ function report(
   return { command: "prune", method: o.method, inputs, output: o.output, format: fmt, modules: results, dropped, totals: totalsOf(results), notes, ...extra };
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** Anything at p, a dangling link included. */
+const exists = async (p: string) => (await statQuiet(p, lstat)) !== null;
 
 /**
  * Refuse, before any work, outputs that exist (without --force), collide, or have no parent
@@ -96,12 +92,7 @@ async function preflight(paths: string[], force: boolean, createdDirs: string[] 
     seen.add(abs);
     if (!force && (await exists(abs))) throw new UsageError(`output exists: ${p} (use --force to overwrite)`);
     if (made.some((d) => dirname(abs) === d)) continue;
-    let parent: import("node:fs").Stats | null = null;
-    try {
-      parent = await stat(dirname(abs));
-    } catch {
-      /* reported below */
-    }
+    const parent = await statQuiet(dirname(abs));
     if (!parent?.isDirectory()) throw new RuntimeFailure(`cannot write ${p}: directory ${dirname(abs)} does not exist`);
   }
 }

@@ -30,6 +30,17 @@ export function parseWeights(v: string): number[] {
   return ws;
 }
 
+/** The help of an `[adapter...]` argument: the forms one adapter takes, then what several mean to the command. */
+export const adaptersHelp = (several: string) => `PEFT directory, .safetensors or torch.save .bin/.pt file, or - for stdin; ${several}`;
+
+/** --from-list <file>, repeatable: more adapters to `verb`, one path a line (`note` after that in the help). */
+export function fromListOption(verb: string, note = ""): Option {
+  return new Option("--from-list <file>", `also ${verb} the adapters listed in FILE, one path per line${note}`).argParser((v: string, prev: string[] = []) => [
+    ...prev,
+    v,
+  ]);
+}
+
 /** The help heading of the options every command shares (docs/cli.md "Global options"). */
 export const GLOBAL_HEADING = "Global options:";
 

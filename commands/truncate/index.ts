@@ -2,7 +2,7 @@ import { FAMILY_HELP } from "../support/families-help.js";
 import { Command, Option } from "commander";
 import type { Ctx } from "../support/context.js";
 import { backendFor } from "../support/backend.js";
-import { globals, parseFloatArg, parseIntArg, withGlobalOptions } from "../support/options.js";
+import { adaptersHelp, fromListOption, globals, parseFloatArg, parseIntArg, withGlobalOptions } from "../support/options.js";
 import { printJson } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
 import { printWriteReport } from "../support/report.js";
@@ -12,10 +12,7 @@ import type { TruncateOptions } from "./run.js";
 export function truncateCommand(ctx: Ctx): Command {
   return withGlobalOptions(new Command("truncate"))
     .description("shrink an adapter's ranks from the file alone: optimal SVD truncation, DyLoRA prefixes, global rank budgets")
-    .argument(
-      "[adapter...]",
-      "PEFT directory, .safetensors or torch.save .bin/.pt file, or - for stdin; several (a directory of adapters, a glob) for a catalog",
-    )
+    .argument("[adapter...]", adaptersHelp("several (a directory of adapters, a glob) for a catalog"))
     .requiredOption(
       "-o, --output <out>",
       "output: a directory or .safetensors file (PEFT), a .safetensors file (kohya), or - for stdout; for a catalog, the directory that receives every output",
@@ -24,10 +21,7 @@ export function truncateCommand(ctx: Ctx): Command {
       "--max-bytes <SIZE>",
       "catalog: fit every output together into SIZE bytes of tensors (500MB, 24GiB …), keeping the most energy overall (one exact global allocation)",
     )
-    .option("--from-list <file>", "also truncate the adapters listed in FILE, one path per line (catalog mode)", (v: string, prev: string[] = []) => [
-      ...prev,
-      v,
-    ])
+    .addOption(fromListOption("truncate", " (catalog mode)"))
     .option("--rank <R>", "keep at most R ranks in every module", parseIntArg("--rank", 1))
     .option("--energy <F>", "per module, keep the fewest ranks holding fraction F of its energy (Σσ²)", parseFloatArg("--energy", 0, 1, true))
     .option("--budget <K>", "K ranks in total over all modules, allocated by --score (a module may drop to 0 and is removed)", parseIntArg("--budget", 0))

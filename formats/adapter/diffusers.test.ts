@@ -68,44 +68,48 @@ function denseDW(B: ArrayLike<number>, A: ArrayLike<number>, out: number, r: num
   return d;
 }
 
-/** Eigenvalues of a small symmetric matrix by cyclic Jacobi rotations (descending). */
-function jacobiEigenvalues(g: Float64Array, n: number): number[] {
-  const a = Float64Array.from(g);
-  for (let sweep = 0; sweep < 100; sweep++) {
-    let off = 0;
-    for (let p = 0; p < n; p++) for (let q = p + 1; q < n; q++) off += a[p * n + q]! ** 2;
-    if (off < 1e-30) break;
-    for (let p = 0; p < n; p++)
-      for (let q = p + 1; q < n; q++) {
-        const apq = a[p * n + q]!;
-        if (apq === 0) continue;
-        const theta = (a[q * n + q]! - a[p * n + p]!) / (2 * apq);
-        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
-        const c = 1 / Math.sqrt(t * t + 1),
-          s = t * c;
-        for (let k = 0; k < n; k++) {
-          // rotate columns p, q
-          const akp = a[k * n + p]!,
-            akq = a[k * n + q]!;
-          a[k * n + p] = c * akp - s * akq;
-          a[k * n + q] = s * akp + c * akq;
-        }
-        for (let k = 0; k < n; k++) {
-          // rotate rows p, q
-          const apk = a[p * n + k]!,
-            aqk = a[q * n + k]!;
-          a[p * n + k] = c * apk - s * aqk;
-          a[q * n + k] = s * apk + c * aqk;
-        }
+/**
+ * Eigenvalues of a small symmetric positive definite matrix by the unshifted QR algorithm
+ * (A ← R·Q with A = Q·R by Gram–Schmidt; A tends to diagonal), descending. Not Jacobi: the library's
+ * js backend rotates, so the reference does not.
+ */
+function qrEigenvalues(g: Float64Array, n: number): number[] {
+  let a = Float64Array.from(g);
+  const at = (m: Float64Array, i: number, j: number) => m[i * n + j]!;
+  for (let it = 0; it < 200_000; it++) {
+    const Q = new Float64Array(n * n),
+      R = new Float64Array(n * n);
+    for (let j = 0; j < n; j++) {
+      const v = Float64Array.from({ length: n }, (_, i) => at(a, i, j));
+      for (let p = 0; p < j; p++) {
+        let d = 0;
+        for (let i = 0; i < n; i++) d += at(Q, i, p) * v[i]!;
+        R[p * n + j] = d;
+        for (let i = 0; i < n; i++) v[i] -= d * at(Q, i, p);
       }
+      const norm = Math.hypot(...v);
+      R[j * n + j] = norm;
+      for (let i = 0; i < n; i++) Q[i * n + j] = norm > 0 ? v[i]! / norm : 0;
+    }
+    const next = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) for (let k = i; k < n; k++) next[i * n + j] += at(R, i, k) * at(Q, k, j);
+    a = next;
+    let off = 0,
+      diag = 0;
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) {
+        if (i === j) diag += at(a, i, j) ** 2;
+        else off += at(a, i, j) ** 2;
+      }
+    if (off <= 1e-26 * diag) break;
   }
-  return Array.from({ length: n }, (_, i) => a[i * n + i]!).sort((x, y) => y - x);
+  return Array.from({ length: n }, (_, i) => at(a, i, i)).sort((x, y) => y - x);
 }
 
 /**
  * Singular values of a dense out×in matrix of rank ≤ k without the library: Y = M·X for a random
  * in×k X spans the range of M; Q = Gram–Schmidt(Y) (twice); the σ² are the eigenvalues of
- * (QᵀM)(QᵀM)ᵀ (k×k, Jacobi).
+ * (QᵀM)(QᵀM)ᵀ (k×k, QR algorithm).
  */
 function referenceSigma(M: Float64Array, out: number, inn: number, k: number, rng: Rng): number[] {
   const X = rng.normals(inn * k, 1);
@@ -146,7 +150,7 @@ function referenceSigma(M: Float64Array, out: number, inn: number, k: number, rn
       for (let j = 0; j < inn; j++) s += C[a * inn + j]! * C[b * inn + j]!;
       G[a * q + b] = s;
     }
-  return jacobiEigenvalues(G, q).map((x) => Math.sqrt(Math.max(x, 0)));
+  return qrEigenvalues(G, q).map((x) => Math.sqrt(Math.max(x, 0)));
 }
 
 /**
@@ -641,7 +645,7 @@ test("real sd15-pokemon: singular values (inspect) match independent float64 com
   assert.equal(rep.modules.length, 128);
   assert.equal(rep.totals.rank, 512);
   const np = numpySigma(REAL);
-  console.log(np ? "diffusers.test: numpy reference available" : "diffusers.test: python3/numpy unavailable; dense + Jacobi reference only");
+  console.log(np ? "diffusers.test: numpy reference available" : "diffusers.test: python3/numpy unavailable; dense + QR-algorithm reference only");
   const rng = new Rng(2024);
   await withAdapter(REAL, async (a) => {
     const mods = byName(a);
@@ -651,7 +655,7 @@ test("real sd15-pokemon: singular values (inspect) match independent float64 com
       const ref = referenceSigma(denseDW(f.B.data, f.A.data, m.out, m.rank, m.in, m.scale), m.out, m.in, 8, rng);
       const tol = 1e-9 * ref[0]! + 1e-12;
       assert.equal(r.singular_values.length, 4);
-      closeSigma(r.singular_values, ref.slice(0, 4), tol, `${r.name} (dense+Jacobi)`);
+      closeSigma(r.singular_values, ref.slice(0, 4), tol, `${r.name} (dense+QR algorithm)`);
       for (let i = 4; i < ref.length; i++) assert.ok(ref[i]! <= 1e-9 * ref[0]!, `${r.name}: rank > 4 in the reference`);
       if (np) closeSigma(r.singular_values, np.get(r.name)!, tol, `${r.name} (numpy)`);
       const norm = Math.hypot(...ref.slice(0, 4));

@@ -1,5 +1,6 @@
-// Building one LoraModule from its tensors: shape checks shared by every format.
-// A is r×in (conv: r×in×kh×kw, flattened), B is out×r (conv: out×r×1×1).
+// Building one LoraModule from its tensors: grouping a file's keys into modules by suffix, and the
+// shape checks shared by every format. A is r×in (conv: r×in×kh×kw, flattened), B is out×r (conv:
+// out×r×1×1).
 import { InvalidInputError } from "../../common/errors.js";
 import type { TensorInfo } from "../safetensors/index.js";
 import type { LoraModule } from "./types.js";
@@ -10,6 +11,44 @@ export interface ModuleParts {
   alpha?: TensorInfo;
   embedding?: boolean;
   extras: Record<string, TensorInfo>;
+}
+
+/**
+ * The tensors of a file sorted by key suffix (the first of `roles` a name ends with): per stem (the
+ * name less its suffix) the tensor of each role, stems and roles in the order the file names them;
+ * `rest` the tensors no suffix matches, in file order.
+ */
+export function groupByRole<R extends string>(
+  tensors: readonly TensorInfo[],
+  roles: readonly (readonly [suffix: string, role: R])[],
+): { groups: Map<string, Partial<Record<R, TensorInfo>>>; rest: TensorInfo[] } {
+  const groups = new Map<string, Partial<Record<R, TensorInfo>>>();
+  const rest: TensorInfo[] = [];
+  for (const t of tensors) {
+    const hit = roles.find(([suffix]) => t.name.endsWith(suffix));
+    if (!hit) {
+      rest.push(t);
+      continue;
+    }
+    const stem = t.name.slice(0, -hit[0].length);
+    const g: Partial<Record<R, TensorInfo>> = groups.get(stem) ?? {};
+    g[hit[1]] = t;
+    groups.set(stem, g);
+  }
+  return { groups, rest };
+}
+
+/** A module's parts from its tensors by role, in file order: A/embA and B/embB the factors (emb*: an embedding), alpha, any other an extra. */
+export function partsOf(roles: Partial<Record<string, TensorInfo>>): ModuleParts {
+  const g: ModuleParts = { extras: {} };
+  for (const [role, t] of Object.entries(roles) as [string, TensorInfo][]) {
+    if (role === "A" || role === "embA") g.A = t;
+    else if (role === "B" || role === "embB") g.B = t;
+    else if (role === "alpha") g.alpha = t;
+    else g.extras[role] = t;
+    if (role === "embA" || role === "embB") g.embedding = true;
+  }
+  return g;
 }
 
 const FLOAT_DTYPES = new Set(["F64", "F32", "F16", "BF16"]);

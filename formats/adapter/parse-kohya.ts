@@ -4,7 +4,7 @@
 // __metadata__["lora_module_names"] so a conversion back restores them.
 import { InvalidInputError } from "../../common/errors.js";
 import type { SafetensorsFile, TensorInfo } from "../safetensors/index.js";
-import { buildModule, type ModuleParts } from "./module.js";
+import { buildModule, groupByRole, partsOf } from "./module.js";
 import { kohyaPrefixOf } from "./names.js";
 import { kohyaFamily, kohyaModuleId } from "./name-map.js";
 import type { LoraModule } from "./types.js";
@@ -45,22 +45,8 @@ export async function parseKohya(
 ): Promise<{ modules: LoraModule[]; passthrough: TensorInfo[] }> {
   const names = jsonMap(meta, "lora_module_names", label);
   const kinds = jsonMap(meta, "lora_module_kinds", label);
-  const groups = new Map<string, ModuleParts>();
-  const rest: TensorInfo[] = [];
-  for (const t of tensors) {
-    const hit = KOHYA_ROLES.find(([s]) => t.name.endsWith(s));
-    if (!hit) {
-      rest.push(t);
-      continue;
-    }
-    const stem = t.name.slice(0, -hit[0].length);
-    const g = groups.get(stem) ?? { extras: {} };
-    if (hit[1] === "A") g.A = t;
-    else if (hit[1] === "B") g.B = t;
-    else if (hit[1] === "alpha") g.alpha = t;
-    else g.extras[hit[1]] = t;
-    groups.set(stem, g);
-  }
+  const { groups: found, rest } = groupByRole(tensors, KOHYA_ROLES);
+  const groups = new Map([...found].map(([stem, roles]) => [stem, partsOf(roles)]));
   const modules: LoraModule[] = [];
   let defaulted = 0;
   const family = kohyaFamily(file.header.tensors.map((t) => t.name));

@@ -5,7 +5,7 @@ import { InvalidInputError } from "../../common/errors.js";
 import type { TensorInfo } from "../safetensors/index.js";
 import { matchKeyFor, PEFT_PREFIX } from "./names.js";
 import { peftModuleScale, type PeftConfig } from "./peft-config.js";
-import { buildModule, type ModuleParts } from "./module.js";
+import { buildModule, groupByRole, partsOf, type ModuleParts } from "./module.js";
 import type { LoraModule } from "./types.js";
 
 /** PEFT key suffixes and the role each plays in a module. */
@@ -25,26 +25,9 @@ export function hasPeftKeys(names: string[]): boolean {
 
 /** Group PEFT-style keys into modules; stripPrefix removes base_model.model. when present. */
 export function groupPeftKeys(tensors: TensorInfo[], label: string): { groups: Map<string, ModuleParts>; rest: TensorInfo[] } {
-  const groups = new Map<string, ModuleParts>();
-  const rest: TensorInfo[] = [];
-  for (const t of tensors) {
-    const hit = PEFT_ROLES.find(([suffix]) => t.name.endsWith(suffix));
-    if (!hit) {
-      rest.push(t);
-      continue;
-    }
-    const base = t.name.slice(0, -hit[0].length);
-    const g = groups.get(base) ?? { extras: {} };
-    const role = hit[1];
-    if (role === "A" || role === "embA") {
-      g.A = t;
-      if (role === "embA") g.embedding = true;
-    } else if (role === "B" || role === "embB") {
-      g.B = t;
-      if (role === "embB") g.embedding = true;
-    } else g.extras[role] = t;
-    groups.set(base, g);
-  }
+  const found = groupByRole(tensors, PEFT_ROLES);
+  const rest = found.rest;
+  const groups = new Map([...found.groups].map(([base, roles]) => [base, partsOf(roles)]));
   // Extras without factors (e.g. a lone lora_mask) are not modules: an up without its down is an error.
   for (const [base, g] of groups) {
     if (!g.A && !g.B) {

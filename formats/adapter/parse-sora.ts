@@ -9,7 +9,7 @@ import { InvalidInputError } from "../../common/errors.js";
 import { elementCount, type TensorInfo } from "../safetensors/index.js";
 import { registerDetector } from "./detect.js";
 import type { DetectContext, Detected, Detector } from "./detector.js";
-import { buildModule, type ModuleParts } from "./module.js";
+import { buildModule, groupByRole } from "./module.js";
 import { matchKeyFor, PEFT_PREFIX } from "./names.js";
 import { groupPeftKeys } from "./parse-peft.js";
 import { peftModuleScale, scaleFor } from "./peft-config.js";
@@ -78,21 +78,7 @@ function applyScale(mod: LoraModule, ctx: DetectContext): boolean {
 }
 
 async function parseNative(ctx: DetectContext): Promise<Detected> {
-  const groups = new Map<string, ModuleParts & { gate?: TensorInfo }>();
-  const rest: TensorInfo[] = [];
-  for (const t of ctx.file.header.tensors) {
-    const hit = NATIVE.find(([s]) => t.name.endsWith(s));
-    if (!hit) {
-      rest.push(t);
-      continue;
-    }
-    const base = t.name.slice(0, -hit[0].length);
-    const g = groups.get(base) ?? { extras: {} };
-    if (hit[1] === "A") g.A = t;
-    else if (hit[1] === "B") g.B = t;
-    else g.gate = t;
-    groups.set(base, g);
-  }
+  const { groups, rest } = groupByRole(ctx.file.header.tensors, NATIVE);
   const modules: LoraModule[] = [];
   let fromConfig = false,
     ungated = 0;

@@ -7,7 +7,7 @@ import { InvalidInputError } from "../../common/errors.js";
 import { type DerivedTensor, SafetensorsFile } from "../safetensors/index.js";
 import { torchPolicy } from "./globals.js";
 import { readLegacy } from "./legacy.js";
-import { EXPANSION_SLACK_BYTES, MAX_EXPANSION, MAX_PICKLE_BYTES, MAX_TENSORS } from "./limits.js";
+import { PICKLE, TENSORS } from "./limits.js";
 import { unpickle } from "./pickle.js";
 import { bufferSource, type ByteSource, fileSource } from "./source.js";
 import { findStateDict } from "./state-dict.js";
@@ -69,7 +69,7 @@ async function readZipCheckpoint(zip: ZipArchive): Promise<Unpickled> {
     if (text !== "little")
       throw new InvalidInputError(`${label}: saved with byte order ${JSON.stringify(text.slice(0, 20))}; lora reads little-endian checkpoints only`);
   }
-  if (pkl.size > MAX_PICKLE_BYTES) throw new InvalidInputError(`${label}: data.pkl is ${pkl.size} bytes, more than the ${MAX_PICKLE_BYTES} accepted`);
+  if (pkl.size > PICKLE.maxBytes) throw new InvalidInputError(`${label}: data.pkl is ${pkl.size} bytes, more than the ${PICKLE.maxBytes} accepted`);
   const data = await zip.read(pkl);
   const storages = new Map<string, TorchStorage>();
   let extraBytes = 0;
@@ -111,13 +111,13 @@ async function readZipCheckpoint(zip: ZipArchive): Promise<Unpickled> {
 function finish(source: ByteSource, u: Unpickled, what: string): Checkpoint {
   const label = source.label;
   const sd = findStateDict(u.root, label);
-  if (sd.tensors.length > MAX_TENSORS) throw new InvalidInputError(`${label}: ${sd.tensors.length} tensors, more than the ${MAX_TENSORS} accepted`);
-  const budget = source.size * MAX_EXPANSION + EXPANSION_SLACK_BYTES;
+  if (sd.tensors.length > TENSORS.maxCount) throw new InvalidInputError(`${label}: ${sd.tensors.length} tensors, more than the ${TENSORS.maxCount} accepted`);
+  const budget = source.size * TENSORS.maxExpansion + TENSORS.expansionSlackBytes;
   let total = u.extraBytes;
   for (const { tensor } of sd.tensors) total += tensor.byteLength;
   if (total > budget) {
     throw new InvalidInputError(
-      `${label}: the tensors would take ${total} bytes in memory, more than ${MAX_EXPANSION}× the file's ${source.size} bytes (+${EXPANSION_SLACK_BYTES}); refused as a decompression bomb`,
+      `${label}: the tensors would take ${total} bytes in memory, more than ${TENSORS.maxExpansion}× the file's ${source.size} bytes (+${TENSORS.expansionSlackBytes}); refused as a decompression bomb`,
       { hint: "expanded views (stride 0) or deflated records that claim far more than the file holds" },
     );
   }

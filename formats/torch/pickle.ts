@@ -3,7 +3,7 @@
 // policy, which admits a short list of names and refuses the rest before anything could run.
 // Nothing here executes code: a REDUCE is a call of the policy with data, never of Python.
 import { InvalidInputError, LoraError } from "../../common/errors.js";
-import { MAX_LONG_BYTES, MAX_MARK_DEPTH, MAX_MEMO_ENTRIES, MAX_STACK_ITEMS, MAX_STRING_BYTES } from "./limits.js";
+import { PICKLE } from "./limits.js";
 import { parseFloatText, parseIntText, parseLongText, parseRawUnicodeEscape, parseStringRepr } from "./pickle-text.js";
 import { describe, keyOf, PyBytes, PyDict, PyFloat, PyList, PyTuple } from "./values.js";
 
@@ -36,7 +36,7 @@ export function unpickle(data: Uint8Array, start: number, policy: PicklePolicy, 
     if (n < 0 || p + n > data.length) fail(`the pickle ends inside an opcode argument (${n} bytes wanted, ${data.length - p} left)`);
   };
   const bytes = (n: number): Uint8Array => {
-    if (n > MAX_STRING_BYTES) fail(`a string of ${n} bytes, more than the ${MAX_STRING_BYTES} accepted`);
+    if (n > PICKLE.maxStringBytes) fail(`a string of ${n} bytes, more than the ${PICKLE.maxStringBytes} accepted`);
     need(n);
     p += n;
     return data.subarray(p - n, p);
@@ -63,7 +63,7 @@ export function unpickle(data: Uint8Array, start: number, policy: PicklePolicy, 
   };
   const line = (): string => {
     const end = data.indexOf(0x0a, p);
-    if (end < 0 || end - p > MAX_STRING_BYTES) fail("a text argument without its newline");
+    if (end < 0 || end - p > PICKLE.maxStringBytes) fail("a text argument without its newline");
     const s = Buffer.from(data.subarray(p, end)).toString("latin1");
     p = end + 1;
     return s;
@@ -76,7 +76,7 @@ export function unpickle(data: Uint8Array, start: number, policy: PicklePolicy, 
     }
   };
   const push = (v: unknown) => {
-    if (stack.length >= MAX_STACK_ITEMS) fail(`more than ${MAX_STACK_ITEMS} values on the stack`);
+    if (stack.length >= PICKLE.maxStackItems) fail(`more than ${PICKLE.maxStackItems} values on the stack`);
     stack.push(v);
   };
   const floor = () => (marks.length ? marks[marks.length - 1]! : 0);
@@ -87,7 +87,7 @@ export function unpickle(data: Uint8Array, start: number, policy: PicklePolicy, 
     return stack.splice(marks.pop()!);
   };
   const memoPut = (k: number) => {
-    if (!memo.has(k) && memo.size >= MAX_MEMO_ENTRIES) fail(`more than ${MAX_MEMO_ENTRIES} memo entries`);
+    if (!memo.has(k) && memo.size >= PICKLE.maxMemoEntries) fail(`more than ${PICKLE.maxMemoEntries} memo entries`);
     memo.set(k, top());
   };
   const memoGet = (k: number) => (memo.has(k) ? push(memo.get(k)) : fail(`memo entry ${k} is read before it is written`));
@@ -97,9 +97,23 @@ export function unpickle(data: Uint8Array, start: number, policy: PicklePolicy, 
     (d as PyDict).set(k, v);
   };
   const list = (v: unknown, kind: PyList["kind"], op: string): PyList => (v instanceof PyList && v.kind === kind ? v : fail(`${op} on ${describe(v)}`));
+  /** APPENDS, ADDITEMS: the items above the mark added to the list or set below it. */
+  const extend = (kind: PyList["kind"], op: string) => {
+    const items = popMark();
+    const l = list(top(), kind, op);
+    for (const v of items) l.items.push(v);
+  };
+  /** DICT, SETITEMS: the key, value pairs above the mark set on `target()` (evaluated after they are counted), which is returned. */
+  const setPairs = (op: string, target: () => unknown): unknown => {
+    const items = popMark();
+    if (items.length % 2) fail(`${op} with an odd number of items`);
+    const d = target();
+    for (let i = 0; i < items.length; i += 2) setItem(d, items[i], items[i + 1]);
+    return d;
+  };
   const stringArg = (v: unknown, what: string): string => (typeof v === "string" ? v : fail(`${what} is ${describe(v)}, not a str`));
   const long = (n: number): number | bigint => {
-    if (n > MAX_LONG_BYTES) fail(`an integer of ${n} bytes`);
+    if (n > PICKLE.maxLongBytes) fail(`an integer of ${n} bytes`);
     const b = bytes(n);
     if (n === 0) return 0;
     let v = 0n;
@@ -125,7 +139,7 @@ export function unpickle(data: Uint8Array, start: number, policy: PicklePolicy, 
         case ".": // STOP
           return { value: pop(), end: p };
         case "(":
-          if (marks.length >= MAX_MARK_DEPTH) fail(`MARKs nested deeper than ${MAX_MARK_DEPTH}`);
+          if (marks.length >= PICKLE.maxMarkDepth) fail(`MARKs nested deeper than ${PICKLE.maxMarkDepth}`);
           marks.push(stack.length);
           break;
         case "0": // POP: Python pops the mark itself when the stack above it is empty
@@ -260,73 +274,51 @@ export function unpickle(data: Uint8Array, start: number, policy: PicklePolicy, 
           list(top(), "list", "APPEND").items.push(v);
           break;
         }
-        case "e": {
-          const items = popMark();
-          const l = list(top(), "list", "APPENDS");
-          for (const v of items) l.items.push(v);
+        case "e":
+          extend("list", "APPENDS");
           break;
-        }
         case "}":
           push(new PyDict());
           break;
-        case "d": {
-          const items = popMark();
-          if (items.length % 2) fail("DICT with an odd number of items");
-          const d = new PyDict();
-          for (let i = 0; i < items.length; i += 2) setItem(d, items[i], items[i + 1]);
-          push(d);
+        case "d":
+          push(setPairs("DICT", () => new PyDict()));
           break;
-        }
         case "s": {
           const v = pop();
           const k = pop();
           setItem(top(), k, v);
           break;
         }
-        case "u": {
-          const items = popMark();
-          if (items.length % 2) fail("SETITEMS with an odd number of items");
-          const d = top();
-          for (let i = 0; i < items.length; i += 2) setItem(d, items[i], items[i + 1]);
+        case "u":
+          setPairs("SETITEMS", top);
           break;
-        }
         case "\x8f":
           push(new PyList([], "set"));
           break;
-        case "\x90": {
-          const items = popMark();
-          const s = list(top(), "set", "ADDITEMS");
-          for (const v of items) s.items.push(v);
+        case "\x90":
+          extend("set", "ADDITEMS");
           break;
-        }
         case "\x91":
           push(new PyList(popMark(), "frozenset"));
           break;
-        // memo
-        case "p": {
+        // memo: PUT and GET take the index as a text line, BINPUT and BINGET as a byte, LONG_BINPUT and LONG_BINGET as a u32
+        case "p":
+        case "g": {
           const k = parseIntText(line());
-          memoPut(typeof k === "number" && k >= 0 ? k : fail("a malformed PUT index"));
+          if (op === "p") memoPut(typeof k === "number" && k >= 0 ? k : fail("a malformed PUT index"));
+          else memoGet(typeof k === "number" ? k : fail("a malformed GET index"));
           break;
         }
         case "q":
-          memoPut(u8());
+        case "h":
+          (op === "q" ? memoPut : memoGet)(u8());
           break;
         case "r":
-          memoPut(u32());
-          break;
-        case "\x94":
-          memoPut(memo.size);
-          break;
-        case "g": {
-          const k = parseIntText(line());
-          memoGet(typeof k === "number" ? k : fail("a malformed GET index"));
-          break;
-        }
-        case "h":
-          memoGet(u8());
-          break;
         case "j":
-          memoGet(u32());
+          (op === "r" ? memoPut : memoGet)(u32());
+          break;
+        case "\x94": // MEMOIZE
+          memoPut(memo.size);
           break;
         // globals, calls and objects: all through the policy
         case "c": {

@@ -3,7 +3,7 @@
 // are taken from the one dict that holds tensors directly; when tensors sit in more than one place
 // (a model and its optimizer state, a list of tensors) the choice is the user's, and lora says so.
 import { InvalidInputError } from "../../common/errors.js";
-import { MAX_NESTING, MAX_WALK_ENTRIES } from "./limits.js";
+import { WALK } from "./limits.js";
 import { TorchTensor } from "./tensor.js";
 import { describe, PyDict, PyList, PyTuple } from "./values.js";
 
@@ -28,10 +28,10 @@ export function findStateDict(root: unknown, where: string): StateDict {
     const { v, path, depth } = todo.pop()!;
     if (!(v instanceof PyDict || v instanceof PyList || v instanceof PyTuple) || seen.has(v)) continue;
     seen.add(v);
-    if (depth >= MAX_NESTING) throw new InvalidInputError(`${where}: containers nested deeper than ${MAX_NESTING} levels`);
+    if (depth >= WALK.maxNesting) throw new InvalidInputError(`${where}: containers nested deeper than ${WALK.maxNesting} levels`);
     const entries: [unknown, unknown][] = v instanceof PyDict ? v.keys.map((k, i) => [k, v.values[i]]) : v.items.map((x, i) => [i, x]);
     visited += entries.length;
-    if (visited > MAX_WALK_ENTRIES) throw new InvalidInputError(`${where}: more than ${MAX_WALK_ENTRIES} container entries`);
+    if (visited > WALK.maxEntries) throw new InvalidInputError(`${where}: more than ${WALK.maxEntries} container entries`);
     let direct = false;
     for (const [k, x] of entries) {
       if (!(x instanceof TorchTensor)) continue;

@@ -4,7 +4,7 @@
 // its storage before any byte is read.
 import { InvalidInputError } from "../../common/errors.js";
 import type { DType } from "../../common/dtype.js";
-import { MAX_BUFFER_BYTES, MAX_TENSOR_RANK } from "./limits.js";
+import { MAX_BUFFER_BYTES, TENSORS } from "./limits.js";
 import { describe, PyTuple, safeInt } from "./values.js";
 
 /** torch.<X>Storage (torch/storage.py `_dtype_to_storage_type_map`) → our dtype and its element size. */
@@ -99,7 +99,7 @@ export function makeTensor(storage: unknown, offset: unknown, size: unknown, str
 
 function intTuple(v: unknown, what: string, bad: (m: string) => never): number[] {
   if (!(v instanceof PyTuple)) return bad(`has a ${what} that is ${describe(v)}, not a tuple`);
-  if (v.items.length > MAX_TENSOR_RANK) return bad(`has ${v.items.length} dimensions (at most ${MAX_TENSOR_RANK})`);
+  if (v.items.length > TENSORS.maxRank) return bad(`has ${v.items.length} dimensions (at most ${TENSORS.maxRank})`);
   return v.items.map((x) => {
     const i = safeInt(x);
     return i === null || i < 0 ? bad(`has ${what} entry ${describe(x)}`) : i;

@@ -1,7 +1,7 @@
 // The values an unpickled torch checkpoint is made of (pickletools: the Python objects the opcodes
 // build). Only plain data: no Python object is ever constructed, and a global is a name that the
 // policy (globals.ts) has admitted, never a callable.
-import { MAX_NESTING } from "./limits.js";
+import { WALK } from "./limits.js";
 
 /** A Python tuple (immutable; TUPLE*, EMPTY_TUPLE). */
 export class PyTuple {
@@ -78,7 +78,7 @@ export function keyOf(v: unknown, depth = 0): string | null {
   if (v instanceof PyFloat) return Number.isInteger(v.value) ? "n" + v.value : "f" + v.value;
   if (v instanceof PyBytes) return "b" + Buffer.from(v.data).toString("hex");
   if (v instanceof PyGlobal) return "g" + v.qualified;
-  if (v instanceof PyTuple && depth < MAX_NESTING) {
+  if (v instanceof PyTuple && depth < WALK.maxNesting) {
     const parts: string[] = [];
     for (const x of v.items) {
       const k = keyOf(x, depth + 1);

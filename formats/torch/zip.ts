@@ -5,7 +5,7 @@
 // (torch's own choice: method 0, data 64-byte aligned by padding extras) or deflated (method 8).
 import { crc32, inflateRawSync } from "node:zlib";
 import { InvalidInputError } from "../../common/errors.js";
-import { MAX_BUFFER_BYTES, MAX_CENTRAL_DIRECTORY_BYTES, MAX_DEFLATE_RATIO, MAX_ZIP_ENTRIES } from "./limits.js";
+import { MAX_BUFFER_BYTES, ZIP } from "./limits.js";
 import { isZipHead } from "./sniff.js";
 import type { ByteSource } from "./source.js";
 
@@ -73,8 +73,8 @@ export class ZipArchive {
       cdOffset = u64(rec, 48, bad);
       cdLimit = recPos;
     }
-    if (count > MAX_ZIP_ENTRIES) throw bad(`${count} entries, more than the ${MAX_ZIP_ENTRIES} accepted`);
-    if (cdSize > MAX_CENTRAL_DIRECTORY_BYTES) throw bad(`a central directory of ${cdSize} bytes, more than the ${MAX_CENTRAL_DIRECTORY_BYTES} accepted`);
+    if (count > ZIP.maxEntries) throw bad(`${count} entries, more than the ${ZIP.maxEntries} accepted`);
+    if (cdSize > ZIP.maxCentralDirectoryBytes) throw bad(`a central directory of ${cdSize} bytes, more than the ${ZIP.maxCentralDirectoryBytes} accepted`);
     if (cdOffset + cdSize > cdLimit) throw bad(`the central directory (bytes ${cdOffset}…${cdOffset + cdSize}) overlaps its end record`);
     const cd = Buffer.from(await source.read(cdOffset, cdSize));
     const entries = new Map<string, ZipEntry>();
@@ -110,7 +110,7 @@ export class ZipArchive {
         if (localOffset === 0xffffffff) localOffset = next();
       }
       if (method === 0 && size !== compressedSize) throw bad(`${name} is stored with ${compressedSize} bytes but declares ${size}`);
-      if (method === 8 && size > compressedSize * MAX_DEFLATE_RATIO + 1024)
+      if (method === 8 && size > compressedSize * ZIP.maxDeflateRatio + 1024)
         throw bad(`${name} claims ${size} bytes from ${compressedSize} deflated (impossible ratio)`);
       if (localOffset + 30 + compressedSize > cdOffset) throw bad(`${name}: data lies outside the file's entries area`);
       if (entries.has(name)) throw bad(`${name} appears twice`);

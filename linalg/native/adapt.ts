@@ -1,7 +1,7 @@
 // Adapts a raw addon (binding.ts) to LinalgBackend: shapes, lengths and finiteness are checked
-// here before any call goes in (C++ trusts them), native failures come back as LoraErrors, and a
-// non-finite output becomes a RuntimeFailure instead of a silent NaN.
-import { InvalidInputError, LoraError, RuntimeFailure } from "../../common/errors.js";
+// (checks.ts) before any call goes in (C++ trusts them), native failures come back as LoraErrors,
+// and a non-finite output becomes a RuntimeFailure instead of a silent NaN.
+import { InvalidInputError, RuntimeFailure } from "../../common/errors.js";
 import type {
   BackendName,
   EigResult,
@@ -16,7 +16,6 @@ import type {
   LinalgBackend,
   Mat,
   QrResult,
-  RawFactor,
   SvdResult,
   TruncateFactorsInput,
   TruncateFactorsResult,
@@ -30,64 +29,7 @@ import type {
 import { decodeToFloat32 } from "../../common/dtype.js";
 import { sketchOn } from "../streamed.js";
 import { FACTOR_DTYPES, type ComputeBinding, type RawSpectrumResult, type RawTruncateResult } from "./binding.js";
-
-export const MAX_ELEMENTS = 2 ** 31 - 1; // LAPACK's LP64 int
-
-const MODEL_CODES: Record<ModelDType, number> = { F32: 0, F16: 1, BF16: 2 };
-
-function isFloatArray(x: unknown): x is FloatArray {
-  return x instanceof Float32Array || x instanceof Float64Array;
-}
-
-function checkShape(op: string, what: string, m: Mat): void {
-  if (m === null || typeof m !== "object") throw new InvalidInputError(`${op}: ${what} is not a matrix`);
-  const { rows, cols, data } = m;
-  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) {
-    throw new InvalidInputError(`${op}: ${what} has an invalid shape ${String(rows)}×${String(cols)}`);
-  }
-  if (!isFloatArray(data)) throw new InvalidInputError(`${op}: ${what} must hold a Float32Array or Float64Array`);
-  if (data.length !== rows * cols) {
-    throw new InvalidInputError(`${op}: ${what} is ${rows}×${cols} but holds ${data.length} values (expected ${rows * cols})`);
-  }
-  if (rows * cols > MAX_ELEMENTS) {
-    throw new InvalidInputError(`${op}: ${what} (${rows}×${cols}) exceeds ${MAX_ELEMENTS} elements, the native backends' limit`);
-  }
-}
-
-function checkMat(op: string, what: string, m: Mat): void {
-  checkShape(op, what, m);
-  checkFinite(op, what, m.data, m.cols);
-}
-
-function checkFinite(op: string, what: string, data: ArrayLike<number>, cols: number): void {
-  for (let i = 0; i < data.length; i++) {
-    const v = data[i]!;
-    if (v - v !== 0) {
-      const where = cols > 0 ? ` (row ${Math.floor(i / cols)}, column ${i % cols})` : ` (index ${i})`;
-      throw new InvalidInputError(`${op}: ${what} contains ${Number.isNaN(v) ? "NaN" : "Inf"}${where}`);
-    }
-  }
-}
-
-function checkOutput(backend: BackendName, op: string, arrays: ArrayLike<number>[]): void {
-  for (const a of arrays) {
-    for (let i = 0; i < a.length; i++) {
-      const v = a[i]!;
-      if (v - v !== 0) {
-        throw new RuntimeFailure(
-          `${op} on the ${backend} backend produced a non-finite value (overflow or a numerical failure); ` + `try --backend js, or float64 input`,
-        );
-      }
-    }
-  }
-}
-
-function fail(backend: BackendName, op: string, e: unknown): never {
-  if (e instanceof LoraError) throw e;
-  const err = e as { message?: string; code?: string };
-  const msg = err?.message ?? String(e);
-  throw new RuntimeFailure(`${op} failed on the ${backend} backend: ${msg}`, { cause: e });
-}
+import { checkFinite, checkMat, checkOutput, checkRawPair, checkShape, dtypeCode, fail, MAX_ELEMENTS, MODEL_CODES } from "./checks.js";
 
 function zeros<T extends FloatArray>(proto: T, n: number): T {
   return (proto instanceof Float32Array ? new Float32Array(n) : new Float64Array(n)) as T;
@@ -100,28 +42,6 @@ function asType<T extends FloatArray>(proto: T, x: FloatArray): T {
 
 // ---------------------------------------------------------------------------------------------
 // Adapter
-
-function dtypeCode(op: string, d: FactorDType): { code: number; size: number } {
-  const c = FACTOR_DTYPES[d];
-  if (!c) throw new InvalidInputError(`${op}: dtype ${String(d)} is not one of F32, F16, BF16, F64`);
-  return c;
-}
-
-/** Shapes, byte lengths and scale of a module's raw factors, checked before a native call. */
-function checkRawPair(op: string, x: { B: RawFactor; A: RawFactor; scale: number }) {
-  const b = dtypeCode(op, x.B.dtype),
-    a = dtypeCode(op, x.A.dtype);
-  const out = x.B.rows,
-    r = x.B.cols,
-    inn = x.A.cols;
-  if (x.A.rows !== r) throw new InvalidInputError(`${op}: B is ${out}×${r} but A is ${x.A.rows}×${inn}`);
-  if (!(r >= 1 && out >= 1 && inn >= 1)) throw new InvalidInputError(`${op}: empty factors (${out}×${r}, ${x.A.rows}×${inn})`);
-  if (x.B.raw.byteLength !== out * r * b.size || x.A.raw.byteLength !== r * inn * a.size)
-    throw new InvalidInputError(`${op}: raw byte lengths do not match the shapes`);
-  if (Math.max(out, inn) * r > MAX_ELEMENTS) throw new InvalidInputError(`${op}: factors exceed ${MAX_ELEMENTS} elements, the native backends' limit`);
-  if (!Number.isFinite(x.scale)) throw new InvalidInputError(`${op}: scales must be finite (scaleOut ≠ 0)`);
-  return { b, a, out, r, inn };
-}
 
 /** Wraps a raw binding as a LinalgBackend (exported for tests with fake bindings). */
 export function adaptBinding(name: BackendName, binding: ComputeBinding, detail: string): LinalgBackend {
@@ -147,7 +67,7 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
   };
   const tf = binding.truncateFactors.bind(binding);
   const truncateFactors = async (x: TruncateFactorsInput): Promise<TruncateFactorsResult> => {
-    const { b, a, out, r, inn } = checkRawPair("truncateFactors", x);
+    const { args, r } = checkRawPair("truncateFactors", x);
     const o = dtypeCode("truncateFactors", x.outDtype),
       t = x.rank;
     if (!(Number.isInteger(t) && t >= 1 && t <= r)) throw new InvalidInputError(`truncateFactors: rank ${String(t)} must be an integer in 1..${r}`);
@@ -157,7 +77,7 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     }
     let res: RawTruncateResult;
     try {
-      res = await tf(x.B.raw, b.code, x.A.raw, a.code, out, r, inn, t, x.scale, x.scaleOut, x.split === "balanced", o.code, !!x.productsInDouble, x.grams);
+      res = await tf(...args, t, x.scale, x.scaleOut, x.split === "balanced", o.code, !!x.productsInDouble, x.grams);
     } catch (e) {
       fail(name, "truncateFactors", e);
     }
@@ -170,10 +90,10 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
   };
   const fsp = binding.factorSpectrum.bind(binding);
   const factorSpectrum = async (x: FactorSpectrumInput): Promise<FactorSpectrumResult> => {
-    const { b, a, out, r, inn } = checkRawPair("factorSpectrum", x);
+    const { args } = checkRawPair("factorSpectrum", x);
     let res: RawSpectrumResult;
     try {
-      res = await fsp(x.B.raw, b.code, x.A.raw, a.code, out, r, inn, x.scale, !!x.keepGrams);
+      res = await fsp(...args, x.scale, !!x.keepGrams);
     } catch (e) {
       fail(name, "factorSpectrum", e);
     }

@@ -9,6 +9,9 @@ import type { FactorDType, FactorStats, FloatArray } from "../types.js";
 /** Bumped with any change of the raw signatures below; the addons export the same number. */
 export const NATIVE_ABI_VERSION = 3;
 
+/** The arguments truncateFactors and factorSpectrum start with: a module's raw factors B (out×r) and A (r×inn), dtypes as factorStats. */
+export type RawPairArgs = [rawB: Uint8Array, dtypeB: number, rawA: Uint8Array, dtypeA: number, out: number, r: number, inn: number];
+
 /** The compute calls both addons export. Row-major flat arrays plus dimensions only. */
 export interface ComputeBinding {
   readonly abiVersion: number;
@@ -40,33 +43,10 @@ export interface ComputeBinding {
   factorStats(raw: Uint8Array, dtype: number, rows: number, cols: number, gramRows: boolean): Promise<FactorStats>;
   /** Codes as factorStats; kind 0 done, 1 fallback, 2 non-finite. */
   truncateFactors(
-    rawB: Uint8Array,
-    dtypeB: number,
-    rawA: Uint8Array,
-    dtypeA: number,
-    out: number,
-    r: number,
-    inn: number,
-    t: number,
-    scale: number,
-    scaleOut: number,
-    balanced: boolean,
-    outDtype: number,
-    productsInDouble: boolean,
-    grams?: Float64Array,
+    ...args: [...RawPairArgs, t: number, scale: number, scaleOut: number, balanced: boolean, outDtype: number, productsInDouble: boolean, grams?: Float64Array]
   ): Promise<RawTruncateResult>;
   /** σ of one module, codes as truncateFactors. */
-  factorSpectrum(
-    rawB: Uint8Array,
-    dtypeB: number,
-    rawA: Uint8Array,
-    dtypeA: number,
-    out: number,
-    r: number,
-    inn: number,
-    scale: number,
-    keepGrams: boolean,
-  ): Promise<RawSpectrumResult>;
+  factorSpectrum(...args: [...RawPairArgs, scale: number, keepGrams: boolean]): Promise<RawSpectrumResult>;
   /** Randomized SVD with the test matrix omega (cols×l, a's element type) and q power iterations: the leading t triplets. */
   randomizedSvd(
     a: FloatArray,

@@ -7,7 +7,8 @@ import { dtypeBits, type SafetensorsFile, type TensorInfo, type TensorSpec } fro
 import type { BaseModel } from "../../formats/model/base-model.js";
 import { writeModel } from "../../formats/model/write.js";
 import { ATTN_PROJS, keptQueryHeads, MLP_PROJS } from "./groups.js";
-import { cutFor, type Cut, type LoraPruneOptions, type LoraPrunePlan } from "./loraprune.js";
+import type { LoraPruneOptions, LoraPrunePlan } from "./loraprune.js";
+import { cutFor, type Cut } from "./loraprune-cut.js";
 
 /** Per tensor of the base model: its cut, when pruned. */
 export function baseCuts(plan: LoraPrunePlan): Map<string, Cut> {

@@ -9,28 +9,19 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import fc from "fast-check";
-import { InvalidInputError } from "../../common/errors.js";
 import { loadAdapter, readFactors } from "../../formats/adapter/index.js";
-import { serializeSafetensors, type TensorSpec } from "../../formats/safetensors/index.js";
+import { serializeSafetensors } from "../../formats/safetensors/index.js";
 import { Rng } from "../../linalg/random.js";
 import { adaloraFile, increloraFile, meteoraFile, missFile, threeMatrixFile } from "../families/files.js";
+import { eachModule, randomTensors, tensorFields, verdict } from "./common.js";
 
 const dir = mkdtempSync(join(tmpdir(), "lora-fuzz-families-"));
 
-async function consume(path: string): Promise<"ok" | "invalid"> {
-  try {
+const consume = (path: string) =>
+  verdict(async () => {
     const a = await loadAdapter(path);
-    try {
-      for (const m of a.modules) await readFactors(a, m, "f64");
-    } finally {
-      await a.file.close();
-    }
-    return "ok";
-  } catch (e) {
-    if (e instanceof InvalidInputError && e.message.split("\n")[0]!.length > 0) return "invalid";
-    throw e;
-  }
-}
+    await eachModule(a, (m) => readFactors(a, m, "f64"));
+  });
 
 const M = "base_model.model.layers.0.q_proj";
 /** Each family's keys (suffixes to a module), and the configs it reads. */
@@ -80,11 +71,9 @@ const FAMILIES: { roles: string[]; configs: Record<string, unknown>[]; file: str
   },
 ];
 
-const shape = fc.array(fc.nat(5), { minLength: 0, maxLength: 3 });
 const caseArb = fc.record({
   fam: fc.nat(FAMILIES.length - 1),
-  keep: fc.array(fc.boolean(), { minLength: 7, maxLength: 7 }),
-  shapes: fc.array(shape, { minLength: 7, maxLength: 7 }),
+  ...tensorFields(3),
   dtype: fc.constantFrom("F32", "F16", "BF16", "I32", "F64"),
   cfg: fc.nat(5),
   seed: fc.nat(),
@@ -97,16 +86,7 @@ test("fuzz: 2,000 structured family files (random shapes, dtypes, missing keys, 
     fc.asyncProperty(caseArb, async (c) => {
       const f = FAMILIES[c.fam]!;
       const rng = new Rng(c.seed);
-      const specs: TensorSpec[] = [];
-      f.roles.forEach((role, i) => {
-        if (!c.keep[i] && c.keep[6]) return;
-        const shp = c.shapes[i]!;
-        const count = shp.reduce((x, y) => x * y, 1);
-        const bytes = c.dtype === "F64" ? 8 : c.dtype === "F32" || c.dtype === "I32" ? 4 : 2;
-        const data = new Uint8Array(count * bytes);
-        for (let k = 0; k < data.length; k++) data[k] = Math.floor(rng.uniform() * 256);
-        specs.push({ name: M + role, dtype: c.dtype as TensorSpec["dtype"], shape: shp, data });
-      });
+      const specs = randomTensors(f.roles, (role) => M + role, c, rng);
       if (specs.length === 0) return;
       const d = join(dir, `s${n++}`);
       rmSync(d, { recursive: true, force: true });

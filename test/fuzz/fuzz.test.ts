@@ -14,6 +14,7 @@ import { fixturesDir, loraBin } from "../paths.js";
 import { SafetensorsFile } from "../../formats/safetensors/index.js";
 import { loadAdapter, readFactors } from "../../formats/adapter/index.js";
 import { InvalidInputError } from "../../common/errors.js";
+import { verdict } from "./common.js";
 
 const seeds = [
   join(fixturesDir, "example", "adapter_model.safetensors"),
@@ -63,8 +64,8 @@ const mutated = fc.tuple(fc.nat(seeds.length - 1), fc.array(fc.tuple(fc.nat(6), 
   return b;
 });
 
-async function consume(buf: Buffer): Promise<"ok" | "invalid"> {
-  try {
+const consume = (buf: Buffer) =>
+  verdict(async () => {
     const a = await loadAdapter("-", { stdin: Readable.from([buf]) });
     try {
       for (const m of a.modules) await readFactors(a, m, "f32");
@@ -72,12 +73,7 @@ async function consume(buf: Buffer): Promise<"ok" | "invalid"> {
     } finally {
       await a.file.close();
     }
-    return "ok";
-  } catch (e) {
-    if (e instanceof InvalidInputError && e.exitCode === 3 && e.message.split("\n")[0]!.length > 0) return "invalid";
-    throw e;
-  }
-}
+  });
 
 test("fuzz: 10,000 random and mutated files through the reader and adapter layer", async () => {
   const counts = { ok: 0, invalid: 0 };

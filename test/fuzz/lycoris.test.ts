@@ -10,34 +10,25 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import fc from "fast-check";
-import { InvalidInputError } from "../../common/errors.js";
 import { loadAdapter, readFactors } from "../../formats/adapter/index.js";
-import { serializeSafetensors, type TensorSpec } from "../../formats/safetensors/index.js";
+import { serializeSafetensors } from "../../formats/safetensors/index.js";
 import { Rng } from "../../linalg/random.js";
 import { type LySpec, lycorisFile } from "../lycoris-files.js";
+import { eachModule, randomTensors, tensorFields, verdict } from "./common.js";
 
 const dir = mkdtempSync(join(tmpdir(), "lora-fuzz-lycoris-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 const META = { ss_network_module: "lycoris.kohya" };
 
-async function consume(path: string): Promise<"ok" | "invalid"> {
-  try {
+const consume = (path: string) =>
+  verdict(async () => {
     const a = await loadAdapter(path);
-    try {
-      for (const m of a.modules) {
-        await readFactors(a, m, "f64");
-        if (m.family?.spectrum) await m.family.spectrum();
-        if (m.family?.truncate) await m.family.truncate(1);
-      }
-    } finally {
-      await a.file.close();
-    }
-    return "ok";
-  } catch (e) {
-    if (e instanceof InvalidInputError && e.message.split("\n")[0]!.length > 0) return "invalid";
-    throw e;
-  }
-}
+    await eachModule(a, async (m) => {
+      await readFactors(a, m, "f64");
+      if (m.family?.spectrum) await m.family.spectrum();
+      if (m.family?.truncate) await m.family.truncate(1);
+    });
+  });
 
 const STEM = "lora_unet_down_blocks_0_attentions_0_proj_in";
 /** Each LyCORIS module type's key suffixes (beside `alpha`). */
@@ -52,11 +43,9 @@ const TYPES: string[][] = [
   ["weight", "on_input"],
 ];
 
-const shape = fc.array(fc.nat(5), { minLength: 0, maxLength: 4 });
 const caseArb = fc.record({
   type: fc.nat(TYPES.length - 1),
-  keep: fc.array(fc.boolean(), { minLength: 7, maxLength: 7 }),
-  shapes: fc.array(shape, { minLength: 7, maxLength: 7 }),
+  ...tensorFields(4),
   dtype: fc.constantFrom("F32", "F16", "BF16", "I64", "F64"),
   alpha: fc.option(fc.oneof(fc.double({ noNaN: false }), fc.constant(0)), { nil: undefined }),
   seed: fc.nat(),
@@ -69,17 +58,7 @@ test("fuzz: 2,000 structured LyCORIS files (random shapes, dtypes, missing keys,
     fc.asyncProperty(caseArb, async (c) => {
       const roles = TYPES[c.type]!;
       const rng = new Rng(c.seed);
-      const specs: TensorSpec[] = [];
-      roles.forEach((role, i) => {
-        // Drop a key only in some cases, so that complete modules with wrong shapes are common too.
-        if (!c.keep[i] && c.keep[6]) return;
-        const shp = c.shapes[i]!;
-        const count = shp.reduce((x, y) => x * y, 1);
-        const bytes = c.dtype === "F64" || c.dtype === "I64" ? 8 : c.dtype === "F32" ? 4 : 2;
-        const data = new Uint8Array(count * bytes);
-        for (let k = 0; k < data.length; k++) data[k] = Math.floor(rng.uniform() * 256);
-        specs.push({ name: `${STEM}.${role}`, dtype: c.dtype as TensorSpec["dtype"], shape: shp, data });
-      });
+      const specs = randomTensors(roles, (role) => `${STEM}.${role}`, c, rng);
       if (c.alpha !== undefined) {
         const a = new Uint8Array(4);
         new DataView(a.buffer).setFloat32(0, c.alpha, true);

@@ -9,11 +9,11 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { test } from "node:test";
 import fc from "fast-check";
-import { InvalidInputError } from "../../common/errors.js";
 import { loadAdapter, readFactors } from "../../formats/adapter/index.js";
 import { readCheckpointBuffer } from "../../formats/torch/index.js";
 import { peftCheckpoint, peftParts, torchZip } from "../torch-build.js";
 import { torchCheckpoints, torchUnavailable } from "../torch-save.js";
+import { eachModule, verdict } from "./common.js";
 
 function seeds(): Buffer[] {
   const out = [peftCheckpoint()];
@@ -53,8 +53,8 @@ function mutator(all: Buffer[]) {
   });
 }
 
-async function consume(buf: Buffer): Promise<"ok" | "invalid"> {
-  try {
+const consume = (buf: Buffer) =>
+  verdict(async () => {
     const { file } = await readCheckpointBuffer(buf, "fuzz");
     try {
       for (const t of file.tensors) await file.readRaw(t);
@@ -62,17 +62,8 @@ async function consume(buf: Buffer): Promise<"ok" | "invalid"> {
       await file.close();
     }
     const a = await loadAdapter("-", { stdin: Readable.from([buf]) });
-    try {
-      for (const m of a.modules) await readFactors(a, m, "f32");
-    } finally {
-      await a.file.close();
-    }
-    return "ok";
-  } catch (e) {
-    if (e instanceof InvalidInputError && e.exitCode === 3 && e.message.split("\n")[0]!.length > 0) return "invalid";
-    throw e;
-  }
-}
+    await eachModule(a, (m) => readFactors(a, m, "f32"));
+  });
 
 test("fuzz: mutated torch.save checkpoints end in success or exit 3", async () => {
   const all = seeds();

@@ -5,10 +5,10 @@
 // ΔW = B·diag(E)·A · α/(ranknum + 1e-5), ranknum = init_r even after pruning (PEFT copies it back).
 // The live rank is the count of non-zero E; pruned triplets are dropped from the exact factors.
 import { InvalidInputError } from "../../../common/errors.js";
-import type { TensorInfo } from "../../safetensors/index.js";
 import { buildDerivedAdapterParts, type DerivedModuleSpec } from "../derived.js";
+import { groupByRole } from "../module.js";
 import type { DetectContext, Detected, Detector } from "../detector.js";
-import { budgetByLayer, foldDiagonal, loraBaseConfig, readF64, stripPeftPrefix, linearModule } from "./shared.js";
+import { budgetByLayer, liveTriplets, loraBaseConfig, readF64, stripPeftPrefix, tripletModule } from "./shared.js";
 import { claimsAdalora } from "./claims.js";
 
 const ROLES = [".lora_A", ".lora_E", ".lora_B"] as const;
@@ -31,17 +31,10 @@ async function parse(ctx: DetectContext): Promise<Detected> {
   const alpha = alphaCfg > 0 ? alphaCfg : initR;
   // ranknum is a float32 Parameter in PEFT: α/(ranknum + 1e-5) with the sum rounded to float32.
   const scale = alpha / Math.fround(initR + 1e-5);
-  const groups = new Map<string, Partial<Record<(typeof ROLES)[number], TensorInfo>>>();
-  const rest: TensorInfo[] = [];
-  for (const t of ctx.file.header.tensors) {
-    const role = ROLES.find((r) => t.name.endsWith(r));
-    if (!role) {
-      rest.push(t);
-      continue;
-    }
-    const base = t.name.slice(0, -role.length);
-    groups.set(base, { ...groups.get(base), [role]: t });
-  }
+  const { groups, rest } = groupByRole(
+    ctx.file.header.tensors,
+    ROLES.map((r) => [r, r] as const),
+  );
   const specs: DerivedModuleSpec[] = [];
   const live: { path: string; live: number }[] = [];
   let stored = 0;
@@ -59,30 +52,23 @@ async function parse(ctx: DetectContext): Promise<Detected> {
     if (rk > initR) throw new InvalidInputError(`${ctx.label}: AdaLoRA module "${base}" has ${rk} triplets, more than init_r ${initR}`);
     const path = stripPeftPrefix(base);
     const e = await readF64(ctx.file, E);
-    const keep = [...e.keys()].filter((i) => e[i] !== 0);
+    const keep = liveTriplets(e);
     stored += rk;
     live.push({ path, live: keep.length });
     if (keep.length === 0) continue; // fully pruned: ΔW = 0
     const [out, inn] = [B.shape[0]!, A.shape[1]!];
+    const family = {
+      type: "adalora",
+      detail: `AdaLoRA ${keep.length} of ${initR} live`,
+      stored: [A, E, B],
+      dtype: A.dtype,
+      info: { live_rank: keep.length, stored_rank: rk, init_r: initR, lora_alpha: alpha, ranknum: initR },
+    };
     specs.push(
-      linearModule(
-        path,
-        out,
-        inn,
-        keep.length,
-        {
-          type: "adalora",
-          detail: `AdaLoRA ${keep.length} of ${initR} live`,
-          stored: [A, E, B],
-          dtype: A.dtype,
-          info: { live_rank: keep.length, stored_rank: rk, init_r: initR, lora_alpha: alpha, ranknum: initR },
-        },
-        async () => {
-          const [a, b] = await Promise.all([readF64(ctx.file, A), readF64(ctx.file, B)]);
-          const d = Array.from(e, (x) => x * scale);
-          return foldDiagonal(b, d, a, out, rk, inn, keep);
-        },
-      ),
+      tripletModule({ path, out, inn, r: rk, e, scale, keep }, family, async () => {
+        const [a, b] = await Promise.all([readF64(ctx.file, A), readF64(ctx.file, B)]);
+        return { B: b, A: a };
+      }),
     );
   }
   const total = live.reduce((s, m) => s + m.live, 0);

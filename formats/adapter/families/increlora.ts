@@ -9,7 +9,7 @@ import { InvalidInputError } from "../../../common/errors.js";
 import type { TensorInfo } from "../../safetensors/index.js";
 import { buildDerivedAdapterParts, type DerivedModuleSpec } from "../derived.js";
 import type { DetectContext, Detected, Detector } from "../detector.js";
-import { budgetByLayer, foldDiagonal, readF64, linearModule } from "./shared.js";
+import { budgetByLayer, liveTriplets, readF64, tripletModule } from "./shared.js";
 import { hasIncreloraKeys } from "./claims.js";
 
 const CHUNK = /^(.*)\.lora_([AEB])\.(\d+)$/;
@@ -65,46 +65,32 @@ async function parse(ctx: DetectContext): Promise<Detected> {
       e.set(await readF64(ctx.file, p.E), at);
       at += p.r;
     }
-    const keep = [...e.keys()].filter((i) => e[i] !== 0);
+    const keep = liveTriplets(e);
     live.push({ path, live: keep.length });
     if (keep.length === 0) continue;
     // ranknum is float32 in the model: the sum ranknum + 1e-5 rounds to float32 there.
     const scale = alphaRaw / Math.fround(ranknum! + 1e-5);
     const R = e.length;
+    const family = {
+      type: "increlora",
+      detail: `IncreLoRA ${keep.length} of ${R} live (ranknum ${ranknum})`,
+      stored: parts.flatMap((p) => [p.A, p.E, p.B]).concat(c.ranknum),
+      dtype: parts[0]!.A.dtype,
+      info: { live_rank: keep.length, stored_rank: R, chunks: parts.length, ranknum: ranknum!, lora_alpha: alphaRaw },
+    };
     specs.push(
-      linearModule(
-        path,
-        out,
-        inn,
-        keep.length,
-        {
-          type: "increlora",
-          detail: `IncreLoRA ${keep.length} of ${R} live (ranknum ${ranknum})`,
-          stored: parts.flatMap((p) => [p.A, p.E, p.B]).concat(c.ranknum),
-          dtype: parts[0]!.A.dtype,
-          info: { live_rank: keep.length, stored_rank: R, chunks: parts.length, ranknum: ranknum!, lora_alpha: alphaRaw },
-        },
-        async () => {
-          const A = new Float64Array(R * inn),
-            B = new Float64Array(out * R);
-          let row = 0;
-          for (const p of parts) {
-            A.set(await readF64(ctx.file, p.A), row * inn);
-            const b = await readF64(ctx.file, p.B);
-            for (let i = 0; i < out; i++) for (let k = 0; k < p.r; k++) B[i * R + row + k] = b[i * p.r + k]!;
-            row += p.r;
-          }
-          return foldDiagonal(
-            B,
-            Array.from(e, (x) => x * scale),
-            A,
-            out,
-            R,
-            inn,
-            keep,
-          );
-        },
-      ),
+      tripletModule({ path, out, inn, r: R, e, scale, keep }, family, async () => {
+        const A = new Float64Array(R * inn),
+          B = new Float64Array(out * R);
+        let row = 0;
+        for (const p of parts) {
+          A.set(await readF64(ctx.file, p.A), row * inn);
+          const b = await readF64(ctx.file, p.B);
+          for (let i = 0; i < out; i++) for (let k = 0; k < p.r; k++) B[i * R + row + k] = b[i * p.r + k]!;
+          row += p.r;
+        }
+        return { B, A };
+      }),
     );
   }
   ctx.notes.push(

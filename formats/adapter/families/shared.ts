@@ -42,6 +42,36 @@ export function foldDiagonal(B: Float64Array, d: ArrayLike<number>, A: Float64Ar
   return { B: Bp, A: Ap };
 }
 
+/** The live triplets of an SVD-style module (AdaLoRA, IncreLoRA): the indices of the non-zero E. */
+export const liveTriplets = (e: Float64Array): number[] => [...e.keys()].filter((i) => e[i] !== 0);
+
+/** ΔW = B·diag(scale·e)·A (B out×r, A r×in, e length r) kept to the live triplets `keep`. */
+export interface Triplets {
+  path: string;
+  out: number;
+  inn: number;
+  r: number;
+  e: Float64Array;
+  scale: number;
+  keep: readonly number[];
+}
+
+/** The Linear module of `t` (AdaLoRA, IncreLoRA): rank keep.length, its factors B and A (read on demand) folded with the diagonal. */
+export function tripletModule(t: Triplets, family: ModuleFamily, read: () => Promise<{ B: Float64Array; A: Float64Array }>): DerivedModuleSpec {
+  return linearModule(t.path, t.out, t.inn, t.keep.length, family, async () => {
+    const { B, A } = await read();
+    return foldDiagonal(
+      B,
+      Array.from(t.e, (x) => x * t.scale),
+      A,
+      t.out,
+      t.r,
+      t.inn,
+      t.keep,
+    );
+  });
+}
+
 /**
  * ΔW = s·B·R·A with a full r×r core (LoRA-XS/SB, NLoRA): R's SVD U·Σ·Vᵀ split √Σ into both halves,
  * B' = B·U·√Σ and A' = √Σ·Vᵀ·A (the form `convert` writes; docs/formats.md "Adapter families").

@@ -4,21 +4,22 @@
 import { matmul } from "../../../common/dense.js";
 import type { ExactFactors } from "../derived.js";
 
-/**
- * (P1·Q1) ⊙ (P2·Q2) · s = B·A with B[o, i·r2+j] = P1[o,i]·P2[o,j] and A[i·r2+j, c] = s·Q1[i,c]·Q2[j,c]:
- * rank r1·r2 (P out×r, Q r×n, row-major).
- */
-export function faceSplit(
-  P1: Float64Array,
-  Q1: Float64Array,
-  r1: number,
-  P2: Float64Array,
-  Q2: Float64Array,
-  r2: number,
-  out: number,
-  n: number,
-  s: number,
-): ExactFactors {
+/** (P1·Q1) ⊙ (P2·Q2) · s, a LoHa ΔW in its pieces: P out×r, Q r×n, row-major. */
+export interface HadamardPair {
+  P1: Float64Array;
+  Q1: Float64Array;
+  r1: number;
+  P2: Float64Array;
+  Q2: Float64Array;
+  r2: number;
+  out: number;
+  n: number;
+  s: number;
+}
+
+/** h = B·A with B[o, i·r2+j] = P1[o,i]·P2[o,j] and A[i·r2+j, c] = s·Q1[i,c]·Q2[j,c]: rank r1·r2. */
+export function faceSplit(h: HadamardPair): ExactFactors {
+  const { P1, Q1, r1, P2, Q2, r2, out, n, s } = h;
   const R = r1 * r2;
   const B = new Float64Array(out * R),
     A = new Float64Array(R * n);
@@ -35,18 +36,9 @@ export function faceSplit(
   return { B, A };
 }
 
-/** (P1·Q1) ⊙ (P2·Q2) · s, dense out×n. */
-export function hadamardDense(
-  P1: Float64Array,
-  Q1: Float64Array,
-  r1: number,
-  P2: Float64Array,
-  Q2: Float64Array,
-  r2: number,
-  out: number,
-  n: number,
-  s: number,
-): Float64Array {
+/** h dense, out×n. */
+export function hadamardDense(h: HadamardPair): Float64Array {
+  const { P1, Q1, r1, P2, Q2, r2, out, n, s } = h;
   const F1 = matmul(P1, out, r1, Q1, n),
     F2 = matmul(P2, out, r2, Q2, n);
   for (let i = 0; i < F1.length; i++) F1[i] = s * F1[i]! * F2[i]!;

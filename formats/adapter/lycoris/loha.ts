@@ -85,8 +85,8 @@ export function lohaSpec(c: ReadCtx, id: ModuleId, g: Group, scaleOf: ScaleOf): 
         Q1 = tuckerRight(await read64(c, t1), r1, r1, K, b1, inCh);
         Q2 = tuckerRight(await read64(c, t2), r2, r2, K, b2, inCh);
       }
-      if (!dense) return faceSplit(P1, Q1, r1, P2, Q2, r2, out, n, scale);
-      return denseFactors(hadamardDense(P1, Q1, r1, P2, Q2, r2, out, n, scale), out, n);
+      const h = { P1, Q1, r1, P2, Q2, r2, out, n, s: scale };
+      return dense ? denseFactors(hadamardDense(h), out, n) : faceSplit(h);
     },
   };
 }
