@@ -22,7 +22,7 @@ import { fileURLToPath } from "node:url";
 import { resolveBackend } from "../linalg/backend.js";
 import { familyTensors, writeGeneratedModel, type PairSpec } from "../test/models.js";
 import { arg } from "./args.js";
-import { type Timed, timed } from "./timed.js";
+import { timed } from "./timed.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");

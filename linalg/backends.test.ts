@@ -449,7 +449,7 @@ print(json.dumps(out))`,
 })();
 console.log(`backends parity: σ/λ references: built spectra${NUMPY ? " and numpy" : " (numpy not found: python3 -c 'import numpy' failed)"}`);
 
-function references(c: Case, built: M64, index: number): [string, number[]][] {
+function references(_c: Case, built: M64, index: number): [string, number[]][] {
   const out: [string, number[]][] = [];
   const known = KNOWN.get(built);
   if (known) out.push(["built", known]);

@@ -517,7 +517,7 @@ describe("ties / dare / dare_ties / magnitude_prune", () => {
       const o1 = fresh(method),
         o2 = fresh(method),
         o3 = fresh(method);
-      const rep = await run(opts([fa.dir, fb.dir], o1, { method, weights: w, rank: 8, density: 0.4, seed: 5 }));
+      await run(opts([fa.dir, fb.dir], o1, { method, weights: w, rank: 8, density: 0.4, seed: 5 }));
       await run(opts([fa.dir, fb.dir], o2, { method, weights: w, rank: 8, density: 0.4, seed: 5 }));
       await run(opts([fa.dir, fb.dir], o3, { method, weights: w, rank: 8, density: 0.4, seed: 6 }));
       const ref = refMerge(tasks, w, { method, density: 0.4, mode: "peft", sign: "total", seed: 5, key: "m_q", inputs: [0, 1] });

@@ -231,13 +231,6 @@ function checkMetadata(value: unknown, label: string): Record<string, string> | 
   return meta as Record<string, string>;
 }
 
-/** A JSON integer literal ≥ 0 that fits a u64 (what serde accepts for usize). */
-function isU64Literal(lit: string): boolean {
-  if (lit === "-0") return true;
-  if (!/^(?:0|[1-9][0-9]*)$/.test(lit)) return false;
-  return lit.length < 20 || (lit.length === 20 && lit <= "18446744073709551615");
-}
-
 function checkEntry(name: string, value: unknown, label: string, bad: BadNumber | null): TensorInfo {
   const fail = (detail: string): never => {
     throw new SafetensorsError("InvalidHeaderDeserialization", label, { tensor: name, detail });

@@ -12,7 +12,7 @@ import { unpickle } from "./pickle.js";
 import { bufferSource, type ByteSource, fileSource } from "./source.js";
 import { findStateDict } from "./state-dict.js";
 import { materialize, STORAGE_DTYPES, TorchStorage, type Unpickled } from "./tensor.js";
-import { type CheckpointKind, sniffCheckpoint } from "./sniff.js";
+import { sniffCheckpoint } from "./sniff.js";
 import { ZipArchive, type ZipEntry } from "./zip.js";
 
 export interface Checkpoint {

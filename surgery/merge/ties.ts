@@ -75,7 +75,7 @@ function kthLargest(values: Float64Array, k: number): number {
     const a = values[lo]!,
       b = values[mid]!,
       c = values[hi]!;
-    const pivot = a > b ? (b > c ? b : a > c ? c : a) : a > c ? a : b > c ? c : b;
+    const pivot = a > b ? (b > c ? b : Math.min(a, c)) : a > c ? a : Math.min(b, c);
     let i = lo,
       j = hi;
     while (i <= j) {

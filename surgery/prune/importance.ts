@@ -45,7 +45,7 @@ export class ImportanceAccumulator {
     this.rows = want.rows ? new Float64Array(out) : null;
     this.cols = want.cols ? new Float64Array(inF) : null;
     this.tmp = new Float64Array(inF);
-    this.guided = !!(lora && lora.GA && lora.GB);
+    this.guided = !!(lora?.GA && lora.GB);
     if (this.guided) {
       const r = lora!.r,
         A = lora!.A,

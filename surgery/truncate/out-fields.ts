@@ -1,7 +1,7 @@
 // The fields every truncated module's output spec shares, whichever route computed its factors:
 // its names in the output format (a kohya input keeps its stems; others get theirs from the naming
 // maps on write), rank, alpha, shape, dtype and carried extras.
-import { type Adapter, type LoraModule } from "../../formats/adapter/index.js";
+import type { Adapter, LoraModule } from "../../formats/adapter/index.js";
 import type { OutModule } from "../../formats/adapter/write.js";
 import type { DType } from "../../formats/safetensors/index.js";
 import { kernelOf } from "../kernels.js";
