@@ -13,6 +13,17 @@ export interface ExactFactors {
   A: Float64Array;
 }
 
+/** n float64 values, contents undefined. */
+export type Float64Alloc = (n: number) => Float64Array;
+
+/** Float64 arrays in the byte buffers `take` hands out (pooled buffers start 8-byte aligned). */
+function float64From(take: (bytes: number) => Uint8Array): Float64Alloc {
+  return (n) => {
+    const b = take(n * 8);
+    return b.byteOffset % 8 === 0 ? new Float64Array(b.buffer, b.byteOffset, n) : new Float64Array(n);
+  };
+}
+
 export interface DerivedModuleSpec {
   name: string;
   path: string;
@@ -27,7 +38,12 @@ export interface DerivedModuleSpec {
   /** R, the number of columns of B (rows of A) that `factors` returns. */
   rank: number;
   family: ModuleFamily;
-  factors: () => Promise<ExactFactors>;
+  /**
+   * Computes the factors. `alloc`, when given, hands out scratch arrays that the reader gives back
+   * to its pool after one use (contents undefined: every element must be written); families whose
+   * factors are large (LoHa's face-splitting) build them there instead of in fresh memory.
+   */
+  factors: (alloc?: Float64Alloc) => Promise<ExactFactors>;
   /** The module's own extras carried through (e.g. "lora_B.bias"). */
   extras?: Record<string, TensorInfo>;
 }
@@ -59,12 +75,16 @@ export function buildDerivedAdapterParts(
   for (const t of passthrough) carry(t);
   for (const s of specs) {
     for (const t of Object.values(s.extras ?? {})) carry(t);
-    // One computation serves both factors: kept until both were read, then dropped.
+    // One computation serves both factors: kept until both were read, then dropped. Computed in
+    // the reader's pooled buffers, it serves only reads from that same reader (one module's pair
+    // read together); any other read computes anew.
     let cached: Promise<ExactFactors> | null = null;
+    let cachedFor: ((bytes: number) => Uint8Array) | undefined;
     let pending = 0;
-    const take = async (f: "A" | "B"): Promise<Uint8Array> => {
-      if (!cached) {
-        cached = s.factors();
+    const take = async (f: "A" | "B", from?: (bytes: number) => Uint8Array): Promise<Uint8Array> => {
+      if (!cached || cachedFor !== from) {
+        cached = s.factors(from ? float64From(from) : undefined);
+        cachedFor = from;
         pending = 2;
       }
       const got = await cached;
@@ -77,8 +97,8 @@ export function buildDerivedAdapterParts(
     const kprod = (s.kernel ?? []).reduce((x, y) => x * y, 1);
     const aShape = s.kind === "conv" && s.kernel ? [s.rank, s.in / kprod, ...s.kernel] : [s.rank, s.in];
     const bShape = s.kind === "conv" && s.kernel ? [s.out, s.rank, ...s.kernel.map(() => 1)] : [s.out, s.rank];
-    tensors.push({ name: derivedKey(s.name, "A"), dtype: "F64", shape: aShape, produce: () => take("A") });
-    tensors.push({ name: derivedKey(s.name, "B"), dtype: "F64", shape: bShape, produce: () => take("B") });
+    tensors.push({ name: derivedKey(s.name, "A"), dtype: "F64", shape: aShape, produce: (from) => take("A", from) });
+    tensors.push({ name: derivedKey(s.name, "B"), dtype: "F64", shape: bShape, produce: (from) => take("B", from) });
   }
   const file = SafetensorsFile.derived(base.label, base, tensors, base.metadata);
   const same = (t: TensorInfo) => file.tensor(t.name);

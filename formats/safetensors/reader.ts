@@ -12,10 +12,16 @@ import { COPY_CHUNK_BYTES, MAX_BUFFER_BYTES, MAX_STREAM_BYTES, N_LEN, READ_CHUNK
 type Source =
   | { kind: "file"; fh: FileHandle; path: string }
   | { kind: "buffer"; buf: Buffer }
-  | { kind: "derived"; base: SafetensorsFile | null; produce: Map<string, () => Promise<Uint8Array>>; release?: () => Promise<void> };
+  | { kind: "derived"; base: SafetensorsFile | null; produce: Map<string, Producer>; release?: () => Promise<void> };
 
 /** A tensor of a derived file (SafetensorsFile.derived): its bytes computed on demand, or those of a tensor of the base file. */
-export type DerivedTensor = { name: string; dtype: DType; shape: number[]; produce: () => Promise<Uint8Array> } | { name: string; from: TensorInfo };
+/**
+ * Computes a derived tensor's bytes. `take`, when given (readRawShared's), hands out buffers the
+ * caller gives back to its pool once done with the bytes: a producer may build its result in them
+ * instead of fresh memory; without it the result must be memory of its own.
+ */
+export type Producer = (take?: (bytes: number) => Uint8Array) => Promise<Uint8Array>;
+export type DerivedTensor = { name: string; dtype: DType; shape: number[]; produce: Producer } | { name: string; from: TensorInfo };
 
 export class SafetensorsFile {
   /** What messages call this file: the path as given, or "<stdin>". */
@@ -100,7 +106,7 @@ export class SafetensorsFile {
     metadata: Record<string, string> | null,
     opts: { size?: number; close?: () => Promise<void> } = {},
   ): SafetensorsFile {
-    const produce = new Map<string, () => Promise<Uint8Array>>();
+    const produce = new Map<string, Producer>();
     const infos: TensorInfo[] = [];
     const byName = new Map<string, TensorInfo>();
     let at = 0;
@@ -227,7 +233,8 @@ export class SafetensorsFile {
 
   /**
    * The bytes of a tensor for reading only: a computed tensor's bytes as its producer returned
-   * them (no copy: the derived LyCORIS factors are the largest buffers of their commands), a view
+   * them (no copy: the derived LyCORIS factors are the largest buffers of their commands; the
+   * producer may build them in buffers from `take`, which the caller gives back), a view
    * of a file held in memory (possibly unaligned), any other tensor read into the buffer `take`
    * gives (exactly its byte length) as readRawInto does.
    * The caller must not write to the result.
@@ -235,7 +242,7 @@ export class SafetensorsFile {
   async readRawShared(t: string | TensorInfo, take: (bytes: number) => Uint8Array): Promise<Uint8Array> {
     const info = this.resolve(t);
     const src = this.live();
-    if (src.kind === "derived") return this.produced(src, info);
+    if (src.kind === "derived") return this.produced(src, info, take);
     if (src.kind === "buffer") return src.buf.subarray(this.header.dataStart + info.begin, this.header.dataStart + info.end);
     return this.readRawInto(info, take(this.rawLength(info)));
   }
@@ -312,8 +319,8 @@ export class SafetensorsFile {
     }
   }
 
-  private async produced(src: Extract<Source, { kind: "derived" }>, info: TensorInfo): Promise<Uint8Array> {
-    const bytes = await src.produce.get(info.name)!();
+  private async produced(src: Extract<Source, { kind: "derived" }>, info: TensorInfo, take?: (bytes: number) => Uint8Array): Promise<Uint8Array> {
+    const bytes = await src.produce.get(info.name)!(take);
     if (bytes.byteLength !== info.end - info.begin)
       throw new RuntimeFailure(`internal: derived tensor ${info.name} of ${this.label} produced ${bytes.byteLength} bytes, expected ${info.end - info.begin}`);
     return bytes;

@@ -2,7 +2,7 @@
 // face-splitting (row-wise Khatri–Rao) form of a Hadamard product of two low-rank matrices, and
 // the dense form (ΔW against an identity) when that is the smaller one.
 import { matmul } from "../../../common/dense.js";
-import type { ExactFactors } from "../derived.js";
+import type { ExactFactors, Float64Alloc } from "../derived.js";
 
 /** (P1·Q1) ⊙ (P2·Q2) · s, a LoHa ΔW in its pieces: P out×r, Q r×n, row-major. */
 export interface HadamardPair {
@@ -17,12 +17,15 @@ export interface HadamardPair {
   s: number;
 }
 
-/** h = B·A with B[o, i·r2+j] = P1[o,i]·P2[o,j] and A[i·r2+j, c] = s·Q1[i,c]·Q2[j,c]: rank r1·r2. */
-export function faceSplit(h: HadamardPair): ExactFactors {
+/**
+ * h = B·A with B[o, i·r2+j] = P1[o,i]·P2[o,j] and A[i·r2+j, c] = s·Q1[i,c]·Q2[j,c]: rank r1·r2.
+ * Every element is written, so `alloc` may hand out reused memory.
+ */
+export function faceSplit(h: HadamardPair, alloc: Float64Alloc = (k) => new Float64Array(k)): ExactFactors {
   const { P1, Q1, r1, P2, Q2, r2, out, n, s } = h;
   const R = r1 * r2;
-  const B = new Float64Array(out * R),
-    A = new Float64Array(R * n);
+  const B = alloc(out * R),
+    A = alloc(R * n);
   for (let o = 0; o < out; o++)
     for (let i = 0; i < r1; i++) {
       const p = P1[o * r1 + i]!;

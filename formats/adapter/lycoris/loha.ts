@@ -70,7 +70,7 @@ export function lohaSpec(c: ReadCtx, id: ModuleId, g: Group, scaleOf: ScaleOf): 
       dtype: storedDtype(stored),
       info: { r1, r2, tucker: !!t1 },
     },
-    factors: async () => {
+    factors: async (alloc) => {
       const { scale } = await scaleOf(r1);
       const [a1, b1, a2, b2] = await Promise.all([read64(c, w1a), read64(c, w1b), read64(c, w2a), read64(c, w2b)]);
       let P1 = a1,
@@ -86,7 +86,7 @@ export function lohaSpec(c: ReadCtx, id: ModuleId, g: Group, scaleOf: ScaleOf): 
         Q2 = tuckerRight(await read64(c, t2), r2, r2, K, b2, inCh);
       }
       const h = { P1, Q1, r1, P2, Q2, r2, out, n, s: scale };
-      return dense ? denseFactors(hadamardDense(h), out, n) : faceSplit(h);
+      return dense ? denseFactors(hadamardDense(h), out, n) : faceSplit(h, alloc);
     },
   };
 }
