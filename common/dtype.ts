@@ -3,7 +3,7 @@
 // encoding, and decoders of the integer types. Dtypes without a decoder (F8_*, F6_*, F4, C64, …)
 // are carried byte for byte. Node 20 has no Float16Array, so this file owns half precision.
 import { RuntimeFailure, UnsupportedDTypeError } from "./errors.js";
-import { f16Table, f32BitsToF16Bits, numberToBf16Bits, numberToF16Bits } from "./half.js";
+import { bf16Table, f16Table, f32BitsToF16Bits, numberToBf16Bits, numberToF16Bits } from "./half.js";
 
 export { bf16BitsToNumber, f16BitsToNumber, f32BitsToBf16Bits, f32BitsToF16Bits, numberToBf16Bits, numberToF16Bits } from "./half.js";
 
@@ -188,11 +188,17 @@ export function decodeToFloat64(dtype: DType, bytes: Uint8Array, opts: DecodeOpt
       const v = view(Float64Array, bytes);
       return opts.mayAlias ? v : v.slice();
     }
-    case "F32":
     case "F16":
-    case "BF16":
-      // every F32/F16/BF16 value is an f32: decoded once, widened exactly
-      return Float64Array.from(decodeToFloat32(dtype, bytes, { mayAlias: true }));
+    case "BF16": {
+      // every F16/BF16 value is an f32: looked up in the f32 table of the 65536 patterns, widened exactly
+      const src = view(Uint16Array, bytes);
+      const out = new Float64Array(src.length);
+      const t = new Float32Array((dtype === "F16" ? f16Table() : bf16Table()).buffer);
+      for (let i = 0; i < src.length; i++) out[i] = t[src[i]!]!;
+      return out;
+    }
+    case "F32":
+      return Float64Array.from(view(Float32Array, bytes));
     default:
       return Float64Array.from(decodeGeneric(dtype, bytes));
   }

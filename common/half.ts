@@ -26,6 +26,18 @@ export function f16Table(): Uint32Array {
   return t;
 }
 
+const BF16_TO_F32_BITS = /* built on first use */ { table: null as Uint32Array | null };
+
+/** The f32 bits of each bfloat16 pattern (its upper half). */
+export function bf16Table(): Uint32Array {
+  let t = BF16_TO_F32_BITS.table;
+  if (t) return t;
+  t = new Uint32Array(65536);
+  for (let h = 0; h < 65536; h++) t[h] = (h << 16) >>> 0;
+  BF16_TO_F32_BITS.table = t;
+  return t;
+}
+
 /** Exact value of an IEEE binary16 bit pattern (subnormals, ±0, ±inf, NaN). */
 export function f16BitsToNumber(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
