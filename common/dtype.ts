@@ -150,6 +150,8 @@ export interface DecodeOptions {
    * F64 → Float64Array) and `bytes` is aligned. Off by default: the result is always fresh.
    */
   mayAlias?: boolean;
+  /** decodeToFloat64 only: write the values here (exactly their count) instead of a fresh array; it is returned. */
+  into?: Float64Array;
 }
 
 /** Little-endian tensor bytes → Float32Array (F64 and 64-bit integers are rounded to f32). */
@@ -183,24 +185,33 @@ export function decodeToFloat32(dtype: DType, bytes: Uint8Array, opts: DecodeOpt
 
 /** Little-endian tensor bytes → Float64Array (exact for every decodable dtype except 64-bit integers beyond 2^53). */
 export function decodeToFloat64(dtype: DType, bytes: Uint8Array, opts: DecodeOptions = {}): Float64Array {
+  const { into } = opts;
+  const fill = (src: ArrayLike<number>): Float64Array => {
+    if (!into) return Float64Array.from(src);
+    if (into.length !== src.length) throw new RangeError(`internal: decoding ${src.length} values into ${into.length}`);
+    for (let i = 0; i < src.length; i++) into[i] = src[i]!;
+    return into;
+  };
   switch (dtype) {
     case "F64": {
       const v = view(Float64Array, bytes);
+      if (into) return fill(v);
       return opts.mayAlias ? v : v.slice();
     }
     case "F16":
     case "BF16": {
       // every F16/BF16 value is an f32: looked up in the f32 table of the 65536 patterns, widened exactly
       const src = view(Uint16Array, bytes);
-      const out = new Float64Array(src.length);
+      if (into && into.length !== src.length) throw new RangeError(`internal: decoding ${src.length} values into ${into.length}`);
+      const out = into ?? new Float64Array(src.length);
       const t = new Float32Array((dtype === "F16" ? f16Table() : bf16Table()).buffer);
       for (let i = 0; i < src.length; i++) out[i] = t[src[i]!]!;
       return out;
     }
     case "F32":
-      return Float64Array.from(view(Float32Array, bytes));
+      return fill(view(Float32Array, bytes));
     default:
-      return Float64Array.from(decodeGeneric(dtype, bytes));
+      return fill(decodeGeneric(dtype, bytes));
   }
 }
 

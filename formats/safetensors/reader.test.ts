@@ -103,6 +103,18 @@ async function checkFile(f: SafetensorsFile, tensors: Expected[]): Promise<void>
     }
     const f32 = await f.readFloat32(info);
     const f64 = await f.readFloat64(info);
+    // decoded into a given (pooled, dirty) array: the same values, in that array
+    const into = new Float64Array(f64.length).fill(Number.NaN);
+    const got = await f.readFloat64(info, into);
+    assert.equal(got, into);
+    assert.deepEqual([...got], [...f64], `${e.name} decoded into a given array`);
+    // a fresh result never shares the file's memory, even for F64 held in memory
+    if (f64.length > 0) {
+      f64[0] = 12345;
+      assert.notEqual((await f.readFloat64(info))[0], 12345, `${e.name}: readFloat64 aliased the file`);
+      f64[0] = got[0]!;
+    }
+    await assert.rejects(f.readFloat64(info, new Float64Array(f64.length + 1)), RangeError);
     if (e.values && (e.dtype === "F16" || e.dtype === "BF16")) {
       const tol = e.dtype === "F16" ? 2 ** -11 : 2 ** -8;
       e.values.forEach((v, i) => {

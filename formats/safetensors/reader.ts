@@ -278,10 +278,17 @@ export class SafetensorsFile {
     return decodeToFloat32(info.dtype, await this.readRaw(info), { mayAlias: true });
   }
 
-  /** A tensor decoded to Float64Array. */
-  async readFloat64(t: string | TensorInfo): Promise<Float64Array> {
+  /**
+   * A tensor decoded to Float64Array: a fresh one (never sharing the file's memory), or `into`
+   * (exactly the tensor's element count; a pooled scratch array) when given.
+   */
+  async readFloat64(t: string | TensorInfo, into?: Float64Array): Promise<Float64Array> {
     const info = this.decodable(t);
-    return decodeToFloat64(info.dtype, await this.readRaw(info), { mayAlias: true });
+    const src = this.live();
+    // a file held in memory is decoded from its own bytes (no copy first)
+    if (src.kind === "buffer")
+      return decodeToFloat64(info.dtype, src.buf.subarray(this.header.dataStart + info.begin, this.header.dataStart + info.end), into ? { into } : {});
+    return decodeToFloat64(info.dtype, await this.readRaw(info), into ? { into } : { mayAlias: true });
   }
 
   private decodable(t: string | TensorInfo): TensorInfo {

@@ -72,7 +72,9 @@ export function lohaSpec(c: ReadCtx, id: ModuleId, g: Group, scaleOf: ScaleOf): 
     },
     factors: async (alloc) => {
       const { scale } = await scaleOf(r1);
-      const [a1, b1, a2, b2] = await Promise.all([read64(c, w1a), read64(c, w1b), read64(c, w2a), read64(c, w2b)]);
+      // the stored pieces only feed the face-splitting: pooled scratch like the factors themselves
+      const scratch = dense ? undefined : alloc;
+      const [a1, b1, a2, b2] = await Promise.all([read64(c, w1a, scratch), read64(c, w1b, scratch), read64(c, w2a, scratch), read64(c, w2b, scratch)]);
       let P1 = a1,
         P2 = a2,
         Q1 = b1,

@@ -3,6 +3,7 @@
 // checks that name the tensor when a file is malformed.
 import { InvalidInputError } from "../../../common/errors.js";
 import type { SafetensorsFile, TensorInfo } from "../../safetensors/index.js";
+import type { Float64Alloc } from "../derived.js";
 
 const FLOATS = new Set(["F64", "F32", "F16", "BF16"]);
 
@@ -11,8 +12,9 @@ export interface ReadCtx {
   label: string;
 }
 
-export async function read64(c: ReadCtx, t: TensorInfo): Promise<Float64Array> {
-  const x = await c.file.readFloat64(t);
+/** A stored tensor as float64, finite-checked; in an array from `alloc` (pooled scratch) when given. */
+export async function read64(c: ReadCtx, t: TensorInfo, alloc?: Float64Alloc): Promise<Float64Array> {
+  const x = await c.file.readFloat64(t, alloc?.(t.shape.reduce((p, d) => p * d, 1)));
   for (let i = 0; i < x.length; i++) {
     const v = x[i]!;
     if (v - v !== 0)
