@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { Rng } from "../linalg/random.js";
 import { denseDelta, denseSingularValues } from "../test/reference.js";
 import { testBackends } from "../test/backends.js";
-import { expandInputs, summarizeCatalog } from "./catalog.js";
+import { summarizeCatalog } from "./catalog.js";
+import { expandInputs } from "./catalog-inputs.js";
 import { runCli as cli } from "../test/cli.js";
 import { smallModules, type SmallModule, writeSmallAdapter } from "../test/small-adapter.js";
 

@@ -1,95 +1,13 @@
-// Catalog mode: many adapters at once (docs/cli.md "Catalogs"). Inputs are expanded (files,
-// directories of adapters, `*`/`?` globs in the last path component, --from-list files) and each
-// adapter is summarised in one row from its exact spectra; a file that cannot be read is reported
+// Catalog mode: many adapters at once (docs/cli.md "Catalogs"; the inputs are expanded by
+// catalog-inputs.ts). Each adapter is summarised in one row from its exact spectra; a file that cannot be read is reported
 // and skipped, never stopping the others.
-import { readdir, readFile, stat } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
 import { loadAdapter } from "../formats/adapter/index.js";
-import { LoraError, RuntimeFailure, UsageError } from "../common/errors.js";
+import { LoraError, UsageError } from "../common/errors.js";
 import { effectiveRank } from "../linalg/lowrank.js";
 import type { LinalgBackend } from "../linalg/types.js";
 import { Lanes, ReadAhead } from "./schedule.js";
 import { moduleSpectra, type SharedLanes } from "./spectra.js";
 import { solveKnapsack } from "./knapsack.js";
-
-const ADAPTER_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors", "adapter_model.bin", "pytorch_lora_weights.bin"];
-
-async function kind(p: string): Promise<"file" | "dir" | null> {
-  try {
-    const s = await stat(p);
-    return s.isDirectory() ? "dir" : "file";
-  } catch {
-    return null;
-  }
-}
-
-async function isAdapterDir(p: string): Promise<boolean> {
-  for (const f of ADAPTER_FILES) if ((await kind(join(p, f))) === "file") return true;
-  return false;
-}
-
-function globToRegExp(g: string): RegExp {
-  return new RegExp(
-    "^" +
-      g
-        .replace(/[.+^${}()|\\]/g, "\\$&")
-        .replace(/\*/g, "[^/]*")
-        .replace(/\?/g, "[^/]") +
-      "$",
-  );
-}
-
-/** One argument → the adapters it names, in name order. */
-async function expandOne(arg: string): Promise<string[]> {
-  if (arg === "-") return [arg];
-  const k = await kind(arg);
-  if (k === "file") return [arg];
-  if (k === "dir") {
-    if (await isAdapterDir(arg)) return [arg];
-    const out: string[] = [];
-    for (const name of (await readdir(arg)).sort()) {
-      const p = join(arg, name);
-      const pk = await kind(p);
-      if ((pk === "file" && name.endsWith(".safetensors")) || (pk === "dir" && (await isAdapterDir(p)))) out.push(p);
-    }
-    return out;
-  }
-  if (/[*?]/.test(basename(arg))) {
-    const dir = dirname(arg),
-      re = globToRegExp(basename(arg));
-    if ((await kind(dir)) !== "dir") return [];
-    return (await readdir(dir))
-      .sort()
-      .filter((n) => re.test(n))
-      .map((n) => join(dir, n));
-  }
-  return [arg]; // not there: reported when it is read
-}
-
-/** Every adapter named by the arguments and the --from-list files (one path per line, # comments). */
-export async function expandInputs(args: string[], fromList: string[] = []): Promise<string[]> {
-  if (args.length === 0 && fromList.length === 0) throw new UsageError("missing required argument 'adapter'");
-  const all = [...args];
-  for (const list of fromList) {
-    let text: string;
-    try {
-      text = await readFile(list, "utf8");
-    } catch (e) {
-      throw new RuntimeFailure(`--from-list ${list}: ${(e as Error).message}`);
-    }
-    all.push(
-      ...text
-        .split(/\r?\n/)
-        .map((l) => l.trim())
-        .filter((l) => l !== "" && !l.startsWith("#")),
-    );
-  }
-  const out: string[] = [];
-  for (const a of all) out.push(...(await expandOne(a)));
-  if (out.length === 0) throw new UsageError("no adapters found in the inputs given");
-  if (out.filter((p) => p === "-").length > 1) throw new UsageError("standard input (-) can be given once");
-  return out;
-}
 
 export interface AdapterSummary {
   path: string;
@@ -272,15 +190,4 @@ export function allocateBytes(items: CatalogItem[], maxBytes: number): ByteAlloc
       ),
   );
   return { ranks, keptEnergy: r.value, totalEnergy: total, bytes: r.bytes + fixed, optimal: r.optimal, bound: r.bound };
-}
-
-/** "500MB", "1.5GiB", "2e9", "24G": bytes (K/M/G/T decimal, Ki/Mi/Gi/Ti binary; a trailing B optional). */
-export function parseSize(v: string): number {
-  const m = /^\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmgt]i?)?b?\s*$/i.exec(v);
-  if (!m) throw new UsageError(`--max-bytes must be a size such as 500MB, 1.5GiB or 2e9, got "${v}"`);
-  const unit = (m[2] ?? "").toLowerCase();
-  const pow = { "": 0, k: 1, m: 2, g: 3, t: 4 }[unit[0] ?? ""] ?? 0;
-  const n = Number(m[1]) * (unit.endsWith("i") ? 1024 : 1000) ** pow;
-  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--max-bytes: "${v}" is not a byte count`);
-  return Math.floor(n);
 }

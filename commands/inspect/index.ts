@@ -28,7 +28,7 @@ export function inspectCommand(ctx: Ctx): Command {
     )
     .action(async (inputs: string[], opts: Record<string, unknown>) => {
       const g = globals(opts);
-      const { expandInputs } = await import("../../surgery/catalog.js");
+      const { expandInputs } = await import("../../surgery/catalog-inputs.js");
       const fromList = (opts["fromList"] as string[] | undefined) ?? [];
       const expanded = await expandInputs(inputs, fromList);
       if (inputs.length > 1 || fromList.length > 0 || expanded.length !== 1 || expanded[0] !== inputs[0]) return inspectCatalog(ctx, expanded, opts);

@@ -23,7 +23,7 @@ export function lintCommand(ctx: Ctx): Command {
     .action(async (inputs: string[], opts: Record<string, unknown>) => {
       const g = globals(opts);
       const { runLint } = await import("./run.js");
-      const { expandInputs } = await import("../../surgery/catalog.js");
+      const { expandInputs } = await import("../../surgery/catalog-inputs.js");
       const paths = await expandInputs(inputs, (opts["fromList"] as string[] | undefined) ?? []);
       const rep = await withProgress(ctx, g, "lint", (tick) => runLint(paths, { stdin: ctx.stdin, onAdapter: (i, n) => tick(i, n, "adapters") }));
       const { lintSummary, renderLintTable, renderLintTsv } = await import("./render.js");

@@ -83,7 +83,7 @@ export function truncateCommand(ctx: Ctx): Command {
     .action(async (inputs: string[], opts: Record<string, unknown>) => {
       const g = globals(opts);
       const output = opts["output"] as string;
-      const { expandInputs, parseSize } = await import("../../surgery/catalog.js");
+      const { expandInputs, parseSize } = await import("../../surgery/catalog-inputs.js");
       const fromList = (opts["fromList"] as string[] | undefined) ?? [];
       const maxBytes = opts["maxBytes"] !== undefined ? parseSize(opts["maxBytes"] as string) : undefined;
       const expanded = await expandInputs(inputs, fromList);

@@ -1,7 +1,7 @@
 // Format detection by keys, never by file name (docs/formats.md). Each detector looks at the tensor names
 // and either claims the file or passes. Order matters: the more specific layouts come first.
 import { diffusersDetector } from "./parse-diffusers.js";
-import { hasKohyaKeys, parseKohya } from "./parse-kohya.js";
+import { hasKohyaKeys } from "./kohya-keys.js";
 import { hasPeftKeys, parsePeft } from "./parse-peft.js";
 import { hasLycorisKeys } from "./lycoris/keys.js";
 import type { Detected, DetectContext, Detector } from "./detector.js";
@@ -11,6 +11,8 @@ const kohya: Detector = {
   format: "kohya",
   claims: (names) => hasKohyaKeys(names),
   async parse(ctx) {
+    // the reader and its SD/SDXL/Flux name maps load only for a kohya file
+    const { parseKohya } = await import("./parse-kohya.js");
     const r = await parseKohya(ctx.file, ctx.metadata, ctx.label, ctx.notes);
     const cfgRaw = ctx.metadata["lora_peft_config"];
     let config: PeftConfig | null = null;

@@ -8,7 +8,7 @@ export * from "./peft-config.js";
 import "./parse-sora.js"; // registers the SoRA checkpoint detector (lora prune --method sora)
 export { meteoraExpert, refuseExperts } from "./families/index.js"; // registers the family detectors (docs/formats.md "Adapter families")
 export { PEFT_ROLES } from "./parse-peft.js";
-export { KOHYA_ROLES } from "./parse-kohya.js";
+export { KOHYA_ROLES } from "./kohya-keys.js";
 export { buildModule, type ModuleParts } from "./module.js";
 export { buildDerivedAdapterParts, refuseBaseDependent, type DerivedModuleSpec, type ExactFactors } from "./derived.js";
 export { parseKohyaMetadata, summariseField, type KohyaMetadata } from "./kohya-metadata.js";

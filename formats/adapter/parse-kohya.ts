@@ -8,20 +8,7 @@ import { buildModule, groupByRole, partsOf } from "./module.js";
 import { kohyaPrefixOf } from "./names.js";
 import { kohyaFamily, kohyaModuleId } from "./name-map.js";
 import type { LoraModule } from "./types.js";
-
-/** kohya key suffixes and the role each plays in a module. */
-export const KOHYA_ROLES: [string, string][] = [
-  [".lora_down.weight", "A"],
-  [".lora_up.weight", "B"],
-  [".alpha", "alpha"],
-  [".dora_scale", "dora_scale"],
-  [".lora_up.bias", "lora_B.bias"],
-  [".lora_mask", "lora_mask"],
-];
-
-export function hasKohyaKeys(names: string[]): boolean {
-  return names.some((n) => n.endsWith(".lora_down.weight") || n.endsWith(".lora_up.weight"));
-}
+import { KOHYA_ROLES } from "./kohya-keys.js";
 
 function jsonMap(meta: Record<string, string>, key: string, label: string): Record<string, string> {
   const raw = meta[key];

@@ -9,7 +9,7 @@
 // the header, which is written before the data: the header is written with placeholders of the
 // same length and rewritten once the data is out (file sinks), or the data is held in memory until
 // then (standard output).
-import { createHash } from "node:crypto";
+import type { Hash } from "node:crypto";
 import type { ByteSink } from "../../common/atomic.js";
 import { RuntimeFailure } from "../../common/errors.js";
 import { layoutSafetensors, writeSafetensors, type TensorSpec } from "./writer.js";
@@ -36,13 +36,15 @@ export function hashedMetadata(meta: Record<string, string>): Record<string, str
 
 /** Collects sha256 of the data region and the legacy slice while the file streams through. */
 class HashTap {
-  private readonly model = createHash("sha256");
-  private readonly legacy = createHash("sha256");
+  private readonly model: Hash;
+  private readonly legacy: Hash;
   private at = 0;
   /** The legacy slice in data-region offsets; where it starts in the header, those header bytes are hashed first. */
   private readonly from: number;
   private readonly to: number;
-  constructor(hashedHeader: Uint8Array) {
+  constructor(hashedHeader: Uint8Array, createHash: (algorithm: string) => Hash) {
+    this.model = createHash("sha256");
+    this.legacy = createHash("sha256");
     const h = hashedHeader.byteLength;
     if (LEGACY_HASH_START < h) this.legacy.update(hashedHeader.subarray(LEGACY_HASH_START, LEGACY_HASH_START + LEGACY_HASH_BYTES));
     this.from = Math.max(0, LEGACY_HASH_START - h);
@@ -79,7 +81,9 @@ export async function writeSafetensorsHashed(
 ): Promise<ContentHashes> {
   const placeholder = withHashes(metadata, fields, ZERO);
   const { header } = layoutSafetensors(specs, placeholder);
-  const tap = new HashTap(layoutSafetensors(specs, hashedMetadata(placeholder)).header);
+  // node:crypto is loaded only here: it costs every command's start-up (OpenSSL and ~17 modules) otherwise
+  const { createHash } = await import("node:crypto");
+  const tap = new HashTap(layoutSafetensors(specs, hashedMetadata(placeholder)).header, createHash);
   const held: Uint8Array[] = [];
   let seen = 0;
   const tapped: ByteSink = {
@@ -90,9 +94,16 @@ export async function writeSafetensorsHashed(
         if (sink.rewrite) await sink.write(chunk);
         return;
       }
-      tap.data(chunk);
-      if (sink.rewrite) await sink.write(chunk);
-      else held.push(new Uint8Array(chunk)); // a copy: the chunk may be reused once write resolves
+      if (sink.rewrite) {
+        // hashed while the write is under way (both only read the chunk): the sha256 of a large
+        // file then costs little more wall time than the write itself
+        const written = sink.write(chunk);
+        tap.data(chunk);
+        await written;
+      } else {
+        tap.data(chunk);
+        held.push(new Uint8Array(chunk)); // a copy: the chunk may be reused once write resolves
+      }
     },
   };
   await writeSafetensors(tapped, specs, placeholder);

@@ -27,7 +27,6 @@ import type {
   WeightDeltaResult,
 } from "../types.js";
 import { decodeToFloat32 } from "../../common/dtype.js";
-import { sketchOn } from "../streamed.js";
 import { FACTOR_DTYPES, type ComputeBinding, type RawSpectrumResult, type RawTruncateResult } from "./binding.js";
 import { checkFinite, checkMat, checkOutput, checkRawPair, checkShape, dtypeCode, fail, MAX_ELEMENTS, MODEL_CODES } from "./checks.js";
 
@@ -186,7 +185,7 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
       if (omega.rows !== m.cols) throw new InvalidInputError(`sketch: the test matrix has ${omega.rows} rows, M has ${m.cols} columns`);
       if (!(Number.isInteger(x.t) && x.t >= 1 && x.t <= l && l <= Math.min(m.rows, m.cols)))
         throw new InvalidInputError(`sketch: need 1 ≤ t (${String(x.t)}) ≤ ${l} ≤ min(${m.rows}, ${m.cols})`);
-      if (!(m.data instanceof Float32Array)) return sketchOn(backend, x); // float64 M: the composed route
+      if (!(m.data instanceof Float32Array)) return (await import("../streamed.js")).sketchOn(backend, x); // float64 M: the composed route (loaded only then)
       checkFinite("sketch", "the test matrix", omega.data, omega.cols);
       let r: Awaited<ReturnType<ComputeBinding["sketch"]>>;
       try {
