@@ -12,6 +12,7 @@ import {
   f16BitsToNumber,
   f32BitsToBf16Bits,
   f32BitsToF16Bits,
+  firstNonFinite,
   numberToBf16Bits,
   numberToF16Bits,
   tensorByteLength,
@@ -247,4 +248,34 @@ test("numberToF16Bits / numberToBf16Bits fast paths agree with the f32-bit conve
   assert.equal(d.numberToBf16Bits(1 + 2 ** -8 + 2 ** -45), 0x3f81);
   assert.equal(d.numberToF16Bits(65520), 0x7c00);
   assert.equal(d.numberToF16Bits(65519.99), 0x7bff);
+});
+
+test("firstNonFinite: every F16/BF16 pattern as decoding says; random F32/F64 with one NaN/±Inf planted", () => {
+  for (const dtype of ["F16", "BF16"] as const) {
+    for (let h = 0; h < 65536; h++) {
+      const bytes = new Uint8Array(Uint16Array.of(0, h).buffer);
+      const want = Number.isFinite(decodeToFloat64(dtype, bytes)[1]!) ? -1 : 1;
+      if (firstNonFinite(dtype, bytes) !== want) assert.fail(`${dtype} pattern ${h.toString(16)}`);
+    }
+  }
+  let seed = Date.now() >>> 0 || 1;
+  console.log(`firstNonFinite seed=${seed}`);
+  const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  for (let trial = 0; trial < 200; trial++) {
+    const n = 1 + Math.floor(rnd() * 300);
+    const at = Math.floor(rnd() * n);
+    const bad = [Number.NaN, Infinity, -Infinity][trial % 3]!;
+    // finite values of every magnitude, the largest finite ones included
+    const f32 = Float32Array.from({ length: n }, () => (rnd() - 0.5) * 2 ** Math.floor(rnd() * 250 - 125));
+    const f64 = Float64Array.from({ length: n }, () => (rnd() - 0.5) * 2 ** Math.floor(rnd() * 2040 - 1020));
+    f32[(at + 1) % n] = 3.4028234663852886e38;
+    f64[(at + 1) % n] = Number.MAX_VALUE;
+    assert.equal(firstNonFinite("F32", new Uint8Array(f32.buffer)), -1);
+    assert.equal(firstNonFinite("F64", new Uint8Array(f64.buffer)), -1);
+    f32[at] = bad;
+    f64[at] = bad;
+    assert.equal(firstNonFinite("F32", new Uint8Array(f32.buffer)), at, `F32 trial ${trial}`);
+    assert.equal(firstNonFinite("F64", new Uint8Array(f64.buffer)), at, `F64 trial ${trial}`);
+  }
+  assert.equal(firstNonFinite("I32", new Uint8Array(Int32Array.of(-1, 0x7fffffff).buffer)), -1);
 });

@@ -154,6 +154,35 @@ export interface DecodeOptions {
   into?: Float64Array;
 }
 
+/**
+ * Index of the first NaN or ±Inf in little-endian float tensor bytes, or -1 (integer and bool
+ * tensors never hold one). Reads only the exponent bits (all ones: Inf or NaN); nothing is decoded.
+ */
+export function firstNonFinite(dtype: DType, bytes: Uint8Array): number {
+  switch (dtype) {
+    case "F16":
+    case "BF16": {
+      const u = view(Uint16Array, bytes);
+      const e = dtype === "F16" ? 0x7c00 : 0x7f80;
+      for (let i = 0; i < u.length; i++) if ((u[i]! & e) === e) return i;
+      return -1;
+    }
+    case "F32": {
+      const u = view(Uint32Array, bytes);
+      for (let i = 0; i < u.length; i++) if ((u[i]! & 0x7f800000) === 0x7f800000) return i;
+      return -1;
+    }
+    case "F64": {
+      // the high word of element k is word 2k + 1
+      const u = view(Uint32Array, bytes);
+      for (let i = 1; i < u.length; i += 2) if ((u[i]! & 0x7ff00000) === 0x7ff00000) return (i - 1) >> 1;
+      return -1;
+    }
+    default:
+      return -1;
+  }
+}
+
 /** Little-endian tensor bytes → Float32Array (F64 and 64-bit integers are rounded to f32). */
 export function decodeToFloat32(dtype: DType, bytes: Uint8Array, opts: DecodeOptions = {}): Float32Array {
   switch (dtype) {

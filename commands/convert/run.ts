@@ -8,7 +8,7 @@
 // time (--expert), MiSS/Bone with the base weights (--base).
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { isDora, loadAdapter, meteoraExpert, readFactors, refuseBaseDependent, type Adapter } from "../../formats/adapter/index.js";
+import { checkFactorsFinite, isDora, loadAdapter, meteoraExpert, refuseBaseDependent, type Adapter } from "../../formats/adapter/index.js";
 import { openModel, type Model } from "../../formats/model/base-model.js";
 import { writeAdapter, type AdapterOutput } from "../../formats/adapter/write.js";
 import { diffusersLoadWarnings } from "../../formats/adapter/diffusers-warnings.js";
@@ -111,8 +111,8 @@ async function convertOne(a: Adapter, o: ConvertOptions, deps: { stdin?: NodeJS.
         hint: "convert within the same format only, or merge DoRA into the base model with PEFT",
       });
     }
-    // Read every factor once: NaN/Inf are refused (exit 3) even though the bytes are copied as they are.
-    for (const m of a.modules) await readFactors(a, m, "f32");
+    // Every factor scanned first: NaN/Inf are refused (exit 3, nothing written) even though the bytes are copied as they are.
+    for (const m of a.modules) await checkFactorsFinite(a, m);
     const base = baseConfigFor(a);
     const useRslora = o.to !== "kohya" && base?.["use_rslora"] === true;
     const out: AdapterOutput = {

@@ -116,21 +116,23 @@ test("bad adapters are InvalidInputError (exit 3) naming the tensor", async () =
     ["not-lora", /not a LoRA adapter/],
     ["kohya-nan-alpha", /alpha is NaN|alpha must be finite/],
   ];
-  const { readFactors } = await import("./factors.js");
-  for (const [name, re] of cases) {
-    await assert.rejects(
-      async () => {
-        const a = await loadAdapter(join(fixturesDir, "bad-adapters", `${name}.safetensors`));
-        try {
-          for (const m of a.modules) await readFactors(a, m);
-        } finally {
-          await a.file.close();
-        }
-      },
-      (e: unknown) => e instanceof InvalidInputError && e.exitCode === 3 && re.test(e.message),
-      name,
-    );
-  }
+  const { checkFactorsFinite, readFactors } = await import("./factors.js");
+  // the decoding read and the byte scan (convert's) refuse alike, with the same message
+  for (const check of [readFactors, checkFactorsFinite])
+    for (const [name, re] of cases) {
+      await assert.rejects(
+        async () => {
+          const a = await loadAdapter(join(fixturesDir, "bad-adapters", `${name}.safetensors`));
+          try {
+            for (const m of a.modules) await check(a, m);
+          } finally {
+            await a.file.close();
+          }
+        },
+        (e: unknown) => e instanceof InvalidInputError && e.exitCode === 3 && re.test(e.message),
+        `${name} (${check.name})`,
+      );
+    }
 });
 
 test("kohya stems and match keys", () => {

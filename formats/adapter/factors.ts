@@ -1,5 +1,6 @@
 // Reading a module's factors as matrices: A r×in (conv kernels flattened), B out×r, every value
 // checked finite (docs/cli.md "Exit codes": NaN/Inf in a factor is exit 3, naming the tensor).
+import { decodeToFloat64, dtypeBits, firstNonFinite, isFloatDType } from "../../common/dtype.js";
 import { InvalidInputError } from "../../common/errors.js";
 import type { TensorInfo } from "../safetensors/index.js";
 import type { Adapter, LoraModule } from "./types.js";
@@ -44,6 +45,37 @@ export async function readFactors(adapter: Adapter, m: LoraModule, precision: "f
   checkFinite(a, m.A, label);
   checkFinite(b, m.B, label);
   return { A: { rows: m.rank, cols: m.in, data: a }, B: { rows: m.out, cols: m.rank, data: b } };
+}
+
+/**
+ * Refuse (exit 3, naming the tensor and element) a NaN/±Inf in m's factors by scanning their stored
+ * bytes, nothing decoded: the check for commands that copy factors as they are (convert). The
+ * bytes go through one scratch buffer, reused across calls.
+ */
+export async function checkFactorsFinite(adapter: Adapter, m: LoraModule): Promise<void> {
+  // computed factors (LyCORIS, families) are built from checked pieces in buffers of their own
+  if (m.family) {
+    await readFactors(adapter, m, "f32");
+    return;
+  }
+  for (const t of [m.A, m.B]) {
+    if (!isFloatDType(t.dtype)) {
+      await adapter.file.readFloat32(t); // integer factors are finite; an undecodable dtype is refused as readFactors does
+      continue;
+    }
+    const bytes = await adapter.file.readRawShared(t, takeScratch);
+    const i = firstNonFinite(t.dtype, bytes);
+    if (i >= 0) {
+      const size = dtypeBits(t.dtype) / 8;
+      throw nonFinite(t, labelOf(adapter), decodeToFloat64(t.dtype, bytes.subarray(i * size, (i + 1) * size))[0]!, i);
+    }
+  }
+}
+
+let scratch: Buffer | null = null;
+function takeScratch(n: number): Uint8Array {
+  if (!scratch || scratch.length < n) scratch = Buffer.allocUnsafeSlow(Math.max(n, 2 * (scratch?.length ?? 0)));
+  return scratch.subarray(0, n);
 }
 
 const RAW_DTYPES: readonly string[] = ["F32", "F16", "BF16", "F64"];

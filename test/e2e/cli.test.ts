@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fixturesDir, loraBin, needsReal, realDir } from "../paths.js";
@@ -42,6 +42,16 @@ test("exit codes: 0 help/version, 2 usage, 3 invalid input, 4 unavailable backen
   assert.equal(bad.code, 3);
   assert.equal(bad.stdout, "");
   assert.equal(JSON.parse(bad.stderr).error.code, "INVALID_INPUT");
+  // convert copies factors as stored but still refuses a NaN/Inf in them, writing nothing
+  const outDir = mkdtempSync(join(tmpdir(), "lora-nan-"));
+  for (const [name, to] of [["nan-factor", "kohya"], ["inf-factor", "peft"]]) {
+    const target = join(outDir, `${name}.safetensors`);
+    const c = lora(["convert", join(fixturesDir, "bad-adapters", `${name}.safetensors`), "--to", to!, "-o", target, "--json"]);
+    assert.equal(c.code, 3, c.stderr);
+    assert.match(JSON.parse(c.stderr).error.message, /holds (NaN|\+Inf) at element \d+; factors must be finite/);
+    assert.deepEqual(readdirSync(outDir), [], `${name}: nothing written`);
+  }
+  rmSync(outDir, { recursive: true, force: true });
   assert.equal(lora(["inspect", ex, "--backend", "cuda"]).code, 4);
   assert.ok(!/at .*\.js:\d+/.test(bad.stderr), "no stack trace");
   assert.notEqual(lora(["inspect", "/nonexistent/adapter"]).code, 0);
