@@ -260,7 +260,7 @@ test("firstNonFinite: every F16/BF16 pattern as decoding says; random F32/F64 wi
   }
   let seed = Date.now() >>> 0 || 1;
   console.log(`firstNonFinite seed=${seed}`);
-  const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const rnd = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32;
   for (let trial = 0; trial < 200; trial++) {
     const n = 1 + Math.floor(rnd() * 300);
     const at = Math.floor(rnd() * n);

@@ -44,7 +44,10 @@ test("exit codes: 0 help/version, 2 usage, 3 invalid input, 4 unavailable backen
   assert.equal(JSON.parse(bad.stderr).error.code, "INVALID_INPUT");
   // convert copies factors as stored but still refuses a NaN/Inf in them, writing nothing
   const outDir = mkdtempSync(join(tmpdir(), "lora-nan-"));
-  for (const [name, to] of [["nan-factor", "kohya"], ["inf-factor", "peft"]]) {
+  for (const [name, to] of [
+    ["nan-factor", "kohya"],
+    ["inf-factor", "peft"],
+  ]) {
     const target = join(outDir, `${name}.safetensors`);
     const c = lora(["convert", join(fixturesDir, "bad-adapters", `${name}.safetensors`), "--to", to!, "-o", target, "--json"]);
     assert.equal(c.code, 3, c.stderr);
