@@ -215,11 +215,17 @@ export function decodeToFloat32(dtype: DType, bytes: Uint8Array, opts: DecodeOpt
 /** Little-endian tensor bytes → Float64Array (exact for every decodable dtype except 64-bit integers beyond 2^53). */
 export function decodeToFloat64(dtype: DType, bytes: Uint8Array, opts: DecodeOptions = {}): Float64Array {
   const { into } = opts;
+  /** Where n values go: `into` (checked to hold exactly n) or a fresh array. */
+  const target = (n: number): Float64Array => {
+    if (!into) return new Float64Array(n);
+    if (into.length !== n) throw new RangeError(`internal: decoding ${n} values into ${into.length}`);
+    return into;
+  };
   const fill = (src: ArrayLike<number>): Float64Array => {
     if (!into) return Float64Array.from(src);
-    if (into.length !== src.length) throw new RangeError(`internal: decoding ${src.length} values into ${into.length}`);
-    for (let i = 0; i < src.length; i++) into[i] = src[i]!;
-    return into;
+    const out = target(src.length);
+    for (let i = 0; i < src.length; i++) out[i] = src[i]!;
+    return out;
   };
   switch (dtype) {
     case "F64": {
@@ -231,8 +237,7 @@ export function decodeToFloat64(dtype: DType, bytes: Uint8Array, opts: DecodeOpt
     case "BF16": {
       // every F16/BF16 value is an f32: looked up in the f32 table of the 65536 patterns, widened exactly
       const src = view(Uint16Array, bytes);
-      if (into && into.length !== src.length) throw new RangeError(`internal: decoding ${src.length} values into ${into.length}`);
-      const out = into ?? new Float64Array(src.length);
+      const out = target(src.length);
       const t = new Float32Array((dtype === "F16" ? f16Table() : bf16Table()).buffer);
       for (let i = 0; i < src.length; i++) out[i] = t[src[i]!]!;
       return out;

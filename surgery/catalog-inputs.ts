@@ -5,8 +5,7 @@
 import { readdir, readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { RuntimeFailure, UsageError } from "../common/errors.js";
-
-const ADAPTER_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors", "adapter_model.bin", "pytorch_lora_weights.bin"];
+import { DIR_FILES } from "../formats/adapter/load.js";
 
 async function kind(p: string): Promise<"file" | "dir" | null> {
   try {
@@ -18,7 +17,7 @@ async function kind(p: string): Promise<"file" | "dir" | null> {
 }
 
 async function isAdapterDir(p: string): Promise<boolean> {
-  for (const f of ADAPTER_FILES) if ((await kind(join(p, f))) === "file") return true;
+  for (const f of DIR_FILES) if ((await kind(join(p, f))) === "file") return true;
   return false;
 }
 

@@ -17,7 +17,7 @@ import type { Model } from "../model/base-model.js";
 import type { Adapter } from "./types.js";
 
 /** The adapter file of a directory, in order of preference (safetensors first; PyTorch checkpoints from older PEFT and diffusers). */
-const DIR_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors", "adapter_model.bin", "pytorch_lora_weights.bin"];
+export const DIR_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors", "adapter_model.bin", "pytorch_lora_weights.bin"];
 
 // Path probes are synchronous: a stat takes microseconds, while an awaited one waits its turn in
 // the thread pool behind reads (a catalog probes thousands of paths; docs/BENCHMARKS.md "catalog").
