@@ -3,11 +3,13 @@
 // trials per centre, each candidate drawn ∝ w·D², the one that lowers the potential most kept),
 // n_init restarts keeping the lowest inertia, sample weights, and an absolute tolerance of
 // tol × (mean per-feature variance of the points) (sklearn's `_tolerance`). Seeding runs here in
-// TypeScript from a seeded Rng, so every backend starts from the same centroids; the Lloyd
-// iterations run on the backend (native where available).
+// TypeScript from a seeded Rng, so every backend starts from the same centroids. Lloyd runs in
+// Gram form here when there are fewer points than k·d (LoRA-LEGO's case: linalg/kmeans-gram.ts),
+// else on the backend (native where available); both routes make the same decisions.
 import { Rng } from "./random.js";
 import type { KmeansResult, LinalgBackend, Mat } from "./types.js";
 import { searchsortedLeft } from "./search-sorted.js";
+import { centroidsOf, clustersAtPoints, exactInertia, lloydOnGram, type PointClusters } from "./kmeans-gram.js";
 
 /** "k-means++" (default), "first" (the first k points: for golden examples), or explicit centroids. */
 export type KmeansInit = "k-means++" | "first" | Mat<Float64Array>;
@@ -45,11 +47,35 @@ export function sklearnTolerance(points: Mat<Float64Array>, tol: number): number
     x = points.data;
   if (n === 0 || d === 0) return 0;
   // Two row-major passes (column means, then squared deviations): cache-friendly for wide points.
+  // Four rows at a time, each column's sum still taken in row order (the same numbers, a quarter
+  // of the loads and stores of the sums).
   const mean = new Float64Array(d),
     ss = new Float64Array(d);
-  for (let i = 0; i < n; i++) for (let j = 0, o = i * d; j < d; j++) mean[j] += x[o + j]!;
+  const n4 = n - (n % 4);
+  for (let i = 0; i < n4; i += 4) {
+    const o0 = i * d,
+      o1 = o0 + d,
+      o2 = o1 + d,
+      o3 = o2 + d;
+    for (let j = 0; j < d; j++) mean[j] = mean[j]! + x[o0 + j]! + x[o1 + j]! + x[o2 + j]! + x[o3 + j]!;
+  }
+  for (let i = n4; i < n; i++) for (let j = 0, o = i * d; j < d; j++) mean[j] += x[o + j]!;
   for (let j = 0; j < d; j++) mean[j] /= n;
-  for (let i = 0; i < n; i++)
+  for (let i = 0; i < n4; i += 4) {
+    const o0 = i * d,
+      o1 = o0 + d,
+      o2 = o1 + d,
+      o3 = o2 + d;
+    for (let j = 0; j < d; j++) {
+      const m = mean[j]!,
+        t0 = x[o0 + j]! - m,
+        t1 = x[o1 + j]! - m,
+        t2 = x[o2 + j]! - m,
+        t3 = x[o3 + j]! - m;
+      ss[j] = ss[j]! + t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3;
+    }
+  }
+  for (let i = n4; i < n; i++)
     for (let j = 0, o = i * d; j < d; j++) {
       const t = x[o + j]! - mean[j]!;
       ss[j] += t * t;
@@ -194,28 +220,25 @@ export async function kmeans(be: LinalgBackend, points: Mat<Float64Array>, o: Km
   const tolAbs = sklearnTolerance(points, o.tol ?? 1e-4);
   const nInit = init === "k-means++" ? (o.nInit ?? 10) : 1;
   const rng = new Rng(o.seed ?? 0);
-  // One Gram matrix on the backend serves every k-means++ draw of every restart (n² ≤ GRAM_MAX).
-  const gram = init === "k-means++" && n * n <= GRAM_MAX ? ((await be.gemm(points, points, { transB: true })) as Mat<Float64Array>) : undefined;
-  const lloydOpts = { maxIter, tol: tolAbs, ...(o.weights ? { weights: o.weights } : {}) };
+  // One Gram matrix on the backend serves every k-means++ draw of every restart (n² ≤ GRAM_MAX),
+  // and Lloyd itself when it is the cheaper route (n ≤ k·d: an iteration costs n² on G, n·k·d on X).
+  const pointStarts = init === "k-means++" || init === "first";
+  const gram = pointStarts && n * n <= GRAM_MAX ? ((await be.gemm(points, points, { transB: true })) as Mat<Float64Array>) : undefined;
   // Every seeding first, from the one Rng in run order (Lloyd draws nothing, so these are the
-  // centroids a run-by-run loop would start from), then the Lloyd runs side by side in the
-  // backend's lanes: the same results as one after another, in less time (issue 19).
-  const starts: Mat<Float64Array>[] = [];
-  for (let run = 0; run < nInit; run++) {
-    if (init === "k-means++") starts.push(gather(points, kmeansPlusPlus(points, k, rng, o.weights, undefined, gram)));
-    else if (init === "first")
-      starts.push(
-        gather(
-          points,
-          Array.from({ length: k }, (_, i) => i),
-        ),
-      );
-    else {
-      if (init.rows !== k || init.cols !== points.cols)
-        throw new Error(`kmeans: initial centroids are ${init.rows}×${init.cols}, expected ${k}×${points.cols}`);
-      starts.push({ rows: k, cols: init.cols, data: Float64Array.from(init.data) });
-    }
+  // centroids a run-by-run loop would start from).
+  const startIdx: Int32Array[] = [];
+  for (let run = 0; run < nInit && pointStarts; run++)
+    startIdx.push(init === "k-means++" ? kmeansPlusPlus(points, k, rng, o.weights, undefined, gram) : Int32Array.from({ length: k }, (_, i) => i));
+  if (gram && n <= k * points.cols) return kmeansOnGram(points, gram.data, startIdx, o.weights ?? new Float64Array(n).fill(1), maxIter, tolAbs);
+  const lloydOpts = { maxIter, tol: tolAbs, ...(o.weights ? { weights: o.weights } : {}) };
+  let starts: Mat<Float64Array>[];
+  if (pointStarts) starts = startIdx.map((idx) => gather(points, idx));
+  else {
+    const c = init as Mat<Float64Array>;
+    if (c.rows !== k || c.cols !== points.cols) throw new Error(`kmeans: initial centroids are ${c.rows}×${c.cols}, expected ${k}×${points.cols}`);
+    starts = [{ rows: k, cols: c.cols, data: Float64Array.from(c.data) }];
   }
+  // The Lloyd runs side by side in the backend's lanes: the same results as one after another.
   const results = await inLanes(be, starts, (start) => be.kmeansLloyd(points, start, lloydOpts));
   let best: KmeansResult | null = null;
   let bestRun = 0;
@@ -229,6 +252,64 @@ export async function kmeans(be: LinalgBackend, points: Mat<Float64Array>, o: Km
     }
   }
   return { ...best!, runs: nInit, bestRun, inertias, tolAbs };
+}
+
+/**
+ * Every run's Lloyd in Gram form (linalg/kmeans-gram.ts), then the exact inertia (d-space, as the
+ * backends sum it) of every run whose Gram-form inertia is within rounding of the lowest, so that
+ * the run kept is the one the d-space loop keeps (lowest exact inertia, earliest on ties).
+ */
+function kmeansOnGram(points: Mat<Float64Array>, G: Float64Array, startIdx: Int32Array[], w: Float64Array, maxIter: number, tolAbs: number): KmeansRun {
+  const n = points.rows,
+    d = points.cols;
+  const runs = startIdx.map((idx) => lloydOnGram(G, points, clustersAtPoints(idx), w, maxIter, tolAbs));
+  const inertias = runs.map((r) => r.inertia);
+  let scale = 0;
+  for (let i = 0; i < n; i++) scale += w[i]! * G[i * n + i]!;
+  const lowest = Math.min(...inertias);
+  let best = -1,
+    bestInertia = Infinity,
+    bestCentroids: Float64Array | null = null;
+  const exact: { run: number; inertia: number; centroids: Float64Array }[] = [];
+  for (let run = 0; run < runs.length; run++) {
+    if (!(inertias[run]! <= lowest + 1e-9 * scale)) continue;
+    const r = runs[run]!;
+    const same = exact.find((e) => sameLabels(runs[e.run]!.labels, r.labels) && sameClusters(runs[e.run]!.clusters, r.clusters));
+    const centroids = same ? same.centroids : centroidsOf(points, r.clusters);
+    const inertia = same ? same.inertia : exactInertia(points, centroids, r.labels, w);
+    exact.push({ run, inertia, centroids });
+    inertias[run] = inertia;
+    if (inertia < bestInertia) {
+      bestInertia = inertia;
+      best = run;
+      bestCentroids = centroids;
+    }
+  }
+  const r = runs[best]!;
+  return {
+    centroids: { rows: r.clusters.wsum.length, cols: d, data: bestCentroids! },
+    labels: r.labels,
+    inertia: bestInertia,
+    iterations: r.iterations,
+    runs: runs.length,
+    bestRun: best,
+    inertias,
+    tolAbs,
+  };
+}
+
+function sameLabels(a: Int32Array, b: Int32Array): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function sameClusters(a: PointClusters, b: PointClusters): boolean {
+  const eq = (x: ArrayLike<number>, y: ArrayLike<number>) => {
+    if (x.length !== y.length) return false;
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+    return true;
+  };
+  return eq(a.idx, b.idx) && eq(a.coef, b.coef) && eq(a.off, b.off) && eq(a.wsum, b.wsum);
 }
 
 /** fn over every item, at most the backend's lane count at a time (one at a time without withLanes); results in item order. */

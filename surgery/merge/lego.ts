@@ -13,6 +13,14 @@
 import { kmeans, type KmeansInit } from "../../linalg/kmeans.js";
 import type { LinalgBackend, Mat } from "../../linalg/types.js";
 import type { MergedFactors, MergeTerm, TermShape } from "./types.js";
+import { BufferPool } from "../buffer-pool.js";
+
+/**
+ * MSU matrices of equal size reused from one module to the next (they are 10–15 MB for 7B shapes,
+ * and fresh ones cost more in page faults than building them). A buffer is in use by one merge at
+ * a time: taken in mergeLego, given back when its module is done.
+ */
+const msuBuffers = new BufferPool();
 
 export interface LegoOptions {
   /** Number of clusters = output rank. */
@@ -47,24 +55,35 @@ export function legoUnits(terms: TermShape[]): number {
 }
 
 /** The MSU matrix (M × (in+out)), one row [a ; b] per rank unit, and its sample weights. */
-export function msuMatrix(terms: MergeTerm[], signCanonicalize: boolean): { X: Mat<Float64Array>; weights: Float64Array } {
+export function msuMatrix(terms: MergeTerm[], signCanonicalize: boolean, pool?: BufferPool): { X: Mat<Float64Array>; weights: Float64Array } {
   const out = terms[0]!.B.rows,
     inn = terms[0]!.A.cols,
     D = inn + out;
   const M = legoUnits(terms);
-  const X = new Float64Array(M * D),
+  // Every element is written below, so a pooled buffer needs no clearing.
+  const X = pool ? new Float64Array(pool.take(M * D * 8).buffer, 0, M * D) : new Float64Array(M * D),
     weights = new Float64Array(M);
   let row = 0;
   for (const t of terms) {
-    const r = t.A.rows;
+    const r = t.A.rows,
+      a = t.A.data,
+      b = t.B.data;
     const g = Math.sqrt(Math.abs(t.scale)),
       ga = t.scale < 0 ? -g : g;
-    for (let i = 0; i < r; i++, row++) {
-      const o = row * D;
-      for (let j = 0; j < inn; j++) X[o + j] = ga * t.A.data[i * inn + j]!;
-      for (let j = 0; j < out; j++) X[o + inn + j] = g * t.B.data[j * r + i]!;
-      weights[row] = t.weight;
-      if (signCanonicalize) {
+    for (let i = 0; i < r; i++) {
+      const o = (row + i) * D;
+      for (let j = 0; j < inn; j++) X[o + j] = ga * a[i * inn + j]!;
+      weights[row + i] = t.weight;
+    }
+    // B's columns become the rows' second halves: B is read row by row (r values at a time).
+    for (let j = 0; j < out; j++) {
+      const bo = j * r,
+        xo = row * D + inn + j;
+      for (let i = 0; i < r; i++) X[xo + i * D] = g * b[bo + i]!;
+    }
+    if (signCanonicalize)
+      for (let i = 0; i < r; i++) {
+        const o = (row + i) * D;
         let best = 0,
           bestAbs = -1;
         for (let j = 0; j < inn; j++) {
@@ -76,7 +95,7 @@ export function msuMatrix(terms: MergeTerm[], signCanonicalize: boolean): { X: M
         }
         if (best < 0) for (let j = 0; j < D; j++) X[o + j] = -X[o + j]!;
       }
-    }
+    row += r;
   }
   return { X: { rows: M, cols: D, data: X }, weights };
 }
@@ -92,10 +111,24 @@ function norm(v: Float64Array, off: number, len: number, kind: "inf" | "2"): num
 }
 
 export async function mergeLego(be: LinalgBackend, terms: MergeTerm[], o: LegoOptions): Promise<MergedFactors & { details: LegoDetails }> {
+  const { X, weights } = msuMatrix(terms, o.signCanonicalize, msuBuffers);
+  try {
+    return await legoFromUnits(be, terms, X, weights, o);
+  } finally {
+    msuBuffers.give(new Uint8Array(X.data.buffer));
+  }
+}
+
+async function legoFromUnits(
+  be: LinalgBackend,
+  terms: MergeTerm[],
+  X: Mat<Float64Array>,
+  weights: Float64Array,
+  o: LegoOptions,
+): Promise<MergedFactors & { details: LegoDetails }> {
   const out = terms[0]!.B.rows,
     inn = terms[0]!.A.cols,
     D = inn + out;
-  const { X, weights } = msuMatrix(terms, o.signCanonicalize);
   const M = X.rows,
     k = o.k;
   if (k > M) throw new Error(`lego: k = ${k} exceeds the ${M} rank units`);
