@@ -8,6 +8,10 @@ import type { LinalgBackend } from "../linalg/types.js";
 import { Lanes, ReadAhead } from "./schedule.js";
 import { moduleSpectra, type SharedLanes } from "./spectra.js";
 import { solveKnapsack } from "./knapsack.js";
+import { BufferPool } from "../common/buffer-pool.js";
+
+/** Bytes of read buffers a catalog keeps for reuse at most (the adapters in flight need fewer). */
+const CATALOG_POOL_BYTES = 256 << 20;
 
 export interface AdapterSummary {
   path: string;
@@ -32,7 +36,7 @@ export interface CatalogFailure {
 }
 
 export async function summarizeAdapter(path: string, be: LinalgBackend, stdin?: NodeJS.ReadableStream, within?: SharedLanes): Promise<AdapterSummary> {
-  const a = await loadAdapter(path, stdin ? { stdin } : {});
+  const a = await loadAdapter(path, { ...(stdin ? { stdin } : {}), ...(within?.pool ? { buffers: within.pool } : {}) });
   try {
     const spectra = await moduleSpectra(a, be, within ? { within } : {});
     let rank = 0,
@@ -82,7 +86,8 @@ async function overCatalog<T>(
   const done: T[] = [],
     failed: CatalogFailure[] = [];
   await be.withLanes(async (count) => {
-    const within: SharedLanes = { count, gate: new Lanes(count) };
+    // One buffer pool for every adapter's reads: fresh pages for each file cost more than reading it.
+    const within: SharedLanes = { count, gate: new Lanes(count), pool: new BufferPool(CATALOG_POOL_BYTES) };
     // Opening, header parsing and detection of the next adapters overlap the native work of this one.
     const ahead = new ReadAhead(paths, (p) => each(p, within), 2 * count + 1);
     for (const [i, p] of paths.entries()) {
@@ -135,7 +140,7 @@ async function catalogItem(
   o: { dtype?: string; to?: string; stdin?: NodeJS.ReadableStream },
   within: SharedLanes,
 ): Promise<CatalogItem> {
-  const a = await loadAdapter(p, o.stdin ? { stdin: o.stdin } : {});
+  const a = await loadAdapter(p, { ...(o.stdin ? { stdin: o.stdin } : {}), ...(within.pool ? { buffers: within.pool } : {}) });
   try {
     const spectra = await moduleSpectra(a, be, { within });
     // Everything but the factors is carried as it is, except kohya alphas, which a kohya output writes as one F32 each.

@@ -3,7 +3,7 @@
 // computed factors are used as produced (no pooled copy).
 import type { Adapter, LoraModule } from "../formats/adapter/index.js";
 import type { FactorDType, RawFactor } from "../linalg/types.js";
-import type { BufferPool } from "./buffer-pool.js";
+import type { BufferPool } from "../common/buffer-pool.js";
 
 export async function withRawFactors<T>(a: Adapter, m: LoraModule, pool: BufferPool, fn: (B: RawFactor, A: RawFactor) => Promise<T>): Promise<T> {
   const taken: Uint8Array[] = [];

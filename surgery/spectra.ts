@@ -8,7 +8,7 @@
 import { nonFiniteFactor, rawReadable, readFactors, type Adapter, type LoraModule } from "../formats/adapter/index.js";
 import { lowRankSingularValues } from "../linalg/lowrank.js";
 import type { FactorSpectrumResult, LinalgBackend, ModuleGrams } from "../linalg/types.js";
-import { BufferPool } from "./buffer-pool.js";
+import { BufferPool } from "../common/buffer-pool.js";
 import { withRawFactors } from "./raw-factors.js";
 import { Lanes, ReadAhead } from "./schedule.js";
 
@@ -16,6 +16,8 @@ import { Lanes, ReadAhead } from "./schedule.js";
 export interface SharedLanes {
   count: number;
   gate: Lanes;
+  /** Buffers shared by those adapters' reads (files read whole and factors). */
+  pool?: BufferPool;
 }
 
 export interface ModuleSpectrum {
@@ -38,7 +40,7 @@ export async function moduleSpectra(
 ): Promise<Map<LoraModule, ModuleSpectrum>> {
   const out = new Map<LoraModule, ModuleSpectrum>();
   const run = async (lanes: number, gate: Lanes = new Lanes(lanes)) => {
-    const pool = new BufferPool();
+    const pool = opts.within?.pool ?? new BufferPool();
     const start = async (m: LoraModule): Promise<FactorSpectrumResult | null> => {
       if (!rawReadable(m) || m.family?.spectrum) return null;
       return withRawFactors(a, m, pool, (B, A) => gate.run(() => be.factorSpectrum({ B, A, scale: m.scale, ...(opts.keepGrams ? { keepGrams: true } : {}) })));

@@ -3,6 +3,7 @@
 // checkpoint (.bin/.pt/.pth written by torch.save, recognised from its first bytes and read by
 // formats/torch's restricted unpickler), or "-" for a safetensors stream on stdin. The format is
 // detected from the keys.
+import type { BufferPool } from "../../common/buffer-pool.js";
 import { statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
@@ -79,6 +80,8 @@ export interface OpenOptions {
   stdin?: NodeJS.ReadableStream;
   /** The base model (--base) for families whose ΔW needs its weights (MiSS/Bone); the caller closes it. */
   base?: Model;
+  /** Buffers for a file read whole (catalog mode shares one pool across adapters); close() gives the buffer back. */
+  buffers?: BufferPool;
 }
 
 /** The safetensors file an adapter argument names (a PyTorch checkpoint seen as one), and the sibling adapter_config.json when one exists. */
@@ -120,7 +123,7 @@ export async function openAdapterSource(arg: string, opts: OpenOptions = {}): Pr
     const { file, notes } = await openTorchCheckpoint(path, path === arg ? arg : `${arg}/${basename(path)}`);
     return { file, label: arg, siblingConfig, notes, path };
   }
-  return { file: await SafetensorsFile.open(path), label: arg, siblingConfig, path };
+  return { file: await SafetensorsFile.open(path, path, opts.buffers ? { buffers: opts.buffers } : {}), label: arg, siblingConfig, path };
 }
 
 /** The adapter config: __metadata__.adapter_config, else the sibling adapter_config.json, else none. */

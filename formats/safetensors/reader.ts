@@ -2,6 +2,7 @@
 // bytes on demand, never the whole file; a small file of small tensors in one read) or an in-memory buffer (stdin, which must be buffered
 // whole since the header offsets need random access).
 import { open as openFile, type FileHandle } from "node:fs/promises";
+import type { BufferPool } from "../../common/buffer-pool.js";
 import { RuntimeFailure, UsageError } from "../../common/errors.js";
 import { countRead } from "../../common/io-meter.js";
 import { canDecode, decodeToFloat32, decodeToFloat64, DECODABLE_DTYPES, DTYPE_BITS, type DType } from "../../common/dtype.js";
@@ -11,7 +12,7 @@ import { COPY_CHUNK_BYTES, MAX_BUFFER_BYTES, MAX_STREAM_BYTES, N_LEN, READ_CHUNK
 
 type Source =
   | { kind: "file"; fh: FileHandle; path: string }
-  | { kind: "buffer"; buf: Buffer }
+  | { kind: "buffer"; buf: Buffer; pool?: BufferPool }
   | { kind: "derived"; base: SafetensorsFile | null; produce: Map<string, Producer>; release?: () => Promise<void> };
 
 /** A tensor of a derived file (SafetensorsFile.derived): its bytes computed on demand, or those of a tensor of the base file. */
@@ -41,10 +42,11 @@ export class SafetensorsFile {
   /**
    * Open a file and validate its header, reading only 8 + N bytes (a file of at most
    * `opts.wholeReadBytes`, by default WHOLE_READ_BYTES, whose tensors average at most
-   * SMALL_TENSOR_BYTES is read whole, in one more read). A FIFO or character device
+   * SMALL_TENSOR_BYTES is read whole, in one more read: into a buffer of `opts.buffers` when given,
+   * which close() gives back, so nothing may use the file's bytes after close). A FIFO or character device
    * (`<(…)`, /dev/stdin) cannot be read positionally and is buffered like a stream instead.
    */
-  static async open(path: string, label: string = path, opts: { wholeReadBytes?: number } = {}): Promise<SafetensorsFile> {
+  static async open(path: string, label: string = path, opts: { wholeReadBytes?: number; buffers?: BufferPool } = {}): Promise<SafetensorsFile> {
     let fh: FileHandle;
     try {
       fh = await openFile(path, "r");
@@ -72,11 +74,17 @@ export class SafetensorsFile {
         // Many small tensors (a LyCORIS or kohya SD file): the rest of the file in one read, since
         // hundreds of positional reads of a few KB each cost more in thread-pool round trips than
         // their bytes.
-        const buf = Buffer.allocUnsafeSlow(size);
-        head.copy(buf, 0);
-        await readFully(fh, buf.subarray(head.length), head.length, label, "the tensors");
+        const pool = opts.buffers;
+        const buf = pool ? pool.take(size) : Buffer.allocUnsafeSlow(size);
+        try {
+          head.copy(buf, 0);
+          await readFully(fh, buf.subarray(head.length), head.length, label, "the tensors");
+        } catch (e) {
+          pool?.give(buf);
+          throw e;
+        }
         await fh.close();
-        return new SafetensorsFile(label, header, size, { kind: "buffer", buf });
+        return new SafetensorsFile(label, header, size, pool ? { kind: "buffer", buf, pool } : { kind: "buffer", buf });
       }
       return new SafetensorsFile(label, header, size, { kind: "file", fh, path });
     } catch (e) {
@@ -338,6 +346,7 @@ export class SafetensorsFile {
     const src = this.source;
     this.source = null;
     if (src?.kind === "file") await src.fh.close();
+    if (src?.kind === "buffer") src.pool?.give(src.buf);
     if (src?.kind === "derived") {
       await src.base?.close();
       await src.release?.();

@@ -13,7 +13,7 @@
 import { kmeans, type KmeansInit } from "../../linalg/kmeans.js";
 import type { LinalgBackend, Mat } from "../../linalg/types.js";
 import type { MergedFactors, MergeTerm, TermShape } from "./types.js";
-import { BufferPool } from "../buffer-pool.js";
+import { BufferPool } from "../../common/buffer-pool.js";
 
 /**
  * MSU matrices of equal size reused from one module to the next (they are 10–15 MB for 7B shapes,

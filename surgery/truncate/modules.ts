@@ -28,7 +28,7 @@ import {
   truncationError,
 } from "../../linalg/truncate.js";
 import type { FactorDType, LinalgBackend, Mat, ModuleGrams, TruncateFactorsResult } from "../../linalg/types.js";
-import { BufferPool } from "../buffer-pool.js";
+import { BufferPool } from "../../common/buffer-pool.js";
 import { readFactorsWithGrams, type ModuleFactorsGrams } from "../factors.js";
 import { withRawFactors } from "../raw-factors.js";
 import type { ModuleResult } from "../report.js";
