@@ -19,6 +19,17 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 
+// V8's gc() made callable at first use (a runtime flag, then the function from a fresh context).
+let gc: (() => void) | null = null;
+const collectGarbage = async (): Promise<void> => {
+  if (!gc) {
+    const [v8, vm] = await Promise.all([import("node:v8"), import("node:vm")]);
+    v8.setFlagsFromString("--expose-gc");
+    gc = vm.runInNewContext("gc") as () => void;
+  }
+  gc();
+};
+
 const { main } = await import("../commands/index.js");
 const code = await main(argv, {
   stdin: process.stdin,
@@ -26,6 +37,7 @@ const code = await main(argv, {
   stderr: process.stderr,
   env,
   color: !noColor && !!process.stdout.isTTY,
+  collectGarbage,
 });
 process.exitCode = code;
 if (env["LORA_REPORT_RSS"] === "1") process.stderr.write(`lora: peak_rss_kb=${process.resourceUsage().maxRSS}\n`);

@@ -97,10 +97,12 @@ export async function sketchOn(be: LinalgBackend, x: SketchInput): Promise<Sketc
     prevDelta: number | null = null;
   for (let q = 0; ; q++) {
     const Z = await be.gemm(m, Q, { transA: true }); // k×ℓ = Bᵀ
-    const s = await be.svd(toF64(Z));
-    const sigma = Float64Array.from(s.S, (v) => Math.max(v, 0));
+    // The captured energy of the leading t from the eigenvalues of ZᵀZ (ℓ×ℓ, float64); the SVD of
+    // Z itself (k×ℓ) only once the iterations stop.
+    const Zd = toF64(Z);
+    const lambda = (await be.eigSym(await be.gemm(Zd, Zd, { transA: true }))).values;
     let e = 0;
-    for (let i = 0; i < t; i++) e += sigma[i]! ** 2;
+    for (let i = 0; i < t; i++) e += Math.max(lambda[i]!, 0);
     const err2 = Math.max(norm2 - e, 0);
     let excess = Infinity;
     if (prev !== null) {
@@ -111,6 +113,8 @@ export async function sketchOn(be: LinalgBackend, x: SketchInput): Promise<Sketc
     }
     prev = e;
     if (excess <= 0.5 * allowed * err2 + floor || q >= maxIters) {
+      const s = await be.svd(Zd);
+      const sigma = Float64Array.from(s.S, (v) => Math.max(v, 0));
       return {
         Q: toF64(Q),
         Uz: s.U as Mat<Float64Array>,

@@ -175,7 +175,8 @@ const DIRECT_BELOW = 1e-4;
 async function cut(be: LinalgBackend, m: Mat, r: Sketch, t: number, norm2: number): Promise<TruncatedSvd> {
   const l = r.sigma.length,
     k = r.Uz.rows;
-  const U = leadingCols(await be.gemm(r.Q, r.VzT, { transB: true }), t);
+  // Q·Vz[:, :t] directly (the first t rows of Vzᵀ), not the rows×l product and then a copy of its columns.
+  const U = (await be.gemm(r.Q, { rows: t, cols: r.VzT.cols, data: r.VzT.data.subarray(0, t * r.VzT.cols) }, { transB: true })) as Mat<Float64Array>;
   const Vt = new Float64Array(t * k);
   for (let j = 0; j < k; j++) for (let c = 0; c < t; c++) Vt[c * k + j] = r.Uz.data[j * l + c]!;
   const f = finish(U, r.sigma.slice(0, t), { rows: t, cols: k, data: Vt });

@@ -43,7 +43,12 @@ export interface ExtractDeps {
   backend: LinalgBackend;
   /** Bytes of the two models read so far, of the total to read. */
   onBytes?: (done: number, total: number) => void;
+  /** A full garbage collection (Ctx.collectGarbage), run after each large weight: keeps peak RSS near the working set. */
+  releaseMemory?: () => Promise<void>;
 }
+
+/** Weights of at least this many elements are followed by deps.releaseMemory (their float32 ΔW is ≥ 16 MiB). */
+const RELEASE_AFTER_ELEMENTS = 1 << 22;
 
 export interface ExtractModule {
   name: string;
@@ -80,6 +85,8 @@ interface Pair {
   base: BaseTensor;
   tuned: BaseTensor;
   target: WeightTarget | null;
+  /** A weight that --modules leaves out: neither extracted nor compared (the note is about biases, norms and embeddings). */
+  deselected?: boolean;
 }
 
 /** Option combinations that do not need the files (usage errors, exit 2). */
@@ -115,9 +122,9 @@ function pairModels(base: Model, tuned: Model, o: ExtractOptions): Pair[] {
     if (b.info.shape.join("×") !== t.info.shape.join("×"))
       throw new InvalidInputError(`tensor ${name}: shape ${b.info.shape.join("×")} in BASE but ${t.info.shape.join("×")} in TUNED`);
     if (b.info.dtype !== t.info.dtype) throw new InvalidInputError(`tensor ${name}: dtype ${b.info.dtype} in BASE but ${t.info.dtype} in TUNED`);
-    let target = MODEL_DTYPES.includes(b.info.dtype) ? weightTarget(name, b.info.shape, conv1d) : null;
-    if (target && select && !select.test(target.path)) target = null;
-    pairs.push({ name, base: b, tuned: t, target });
+    const target = MODEL_DTYPES.includes(b.info.dtype) ? weightTarget(name, b.info.shape, conv1d) : null;
+    if (target && select && !select.test(target.path)) pairs.push({ name, base: b, tuned: t, target: null, deselected: true });
+    else pairs.push({ name, base: b, tuned: t, target });
   }
   return pairs;
 }
@@ -260,7 +267,7 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
       const format = o.to ?? (base.stem === "diffusion_pytorch_model" ? "kohya" : "peft");
       const conv1d = targets.some((p) => p.target!.transposed);
       if (format === "kohya" && conv1d) throw new UsageError("GPT-2 Conv1D weights need PEFT's fan_in_fan_out; use --to peft");
-      const others = pairs.filter((p) => p.target === null);
+      const others = pairs.filter((p) => p.target === null && !p.deselected);
       const passes = o.budget !== undefined ? 2 : 1;
       const bytesOf = (ps: Pair[]) => ps.reduce((s, p) => s + 2 * (p.base.info.end - p.base.info.begin), 0);
       const total = passes * bytesOf(targets) + bytesOf(others);
@@ -288,6 +295,7 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
               : (await truncatedSvd(be, { rows, cols, data }, { rank: Math.min(cap, rows, cols), exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 }))
                   .sigma;
           spectra.push({ name: p.name, sigma: sv, in: w.in, out: w.out, rank: Math.min(cap, rows, cols) });
+          if (rows * cols >= RELEASE_AFTER_ELEMENTS) await deps.releaseMemory?.();
         }
         const alloc = allocate(spectra, { budget: o.budget, score: "energy", minRank: 0, rho: 2 });
         for (const [k, v] of alloc.ranks) ranks.set(k, v);
@@ -329,6 +337,7 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
           await writeSpill(fh, at, f.A);
           await writeSpill(fh, at + f.A.length, f.B);
           spilled.push({ target: w, rank: svd.S.length, dtype, at, aBytes: f.A.length, bBytes: f.B.length });
+          if (rows * cols >= RELEASE_AFTER_ELEMENTS) await deps.releaseMemory?.();
           at += f.A.length + f.B.length;
           const err = Math.sqrt(svd.err2 / norm2);
           const opt2 = svd.excess2 === null ? 0 : svd.err2 - svd.excess2;

@@ -51,7 +51,7 @@ export function extractCommand(ctx: Ctx): Command {
       };
       const backend = await backendFor(ctx, g);
       const { extract } = await import("./run.js");
-      const report = await withProgress(ctx, g, "extract", (tick) => extract(o, backend, tick));
+      const report = await withProgress(ctx, g, "extract", (tick) => extract(o, backend, tick, ctx.collectGarbage));
       await printReport(ctx, g, report, async () => (await import("./render.js")).printExtractReport);
     });
 }

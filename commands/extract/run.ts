@@ -5,6 +5,6 @@ import type { Tick } from "../support/progress.js";
 
 export type { ExtractOptions, ExtractReport };
 
-export function extract(o: ExtractOptions, backend: LinalgBackend, tick: Tick): Promise<ExtractReport> {
-  return runExtract(o, { backend, onBytes: (d, n) => tick(d, n, "bytes") });
+export function extract(o: ExtractOptions, backend: LinalgBackend, tick: Tick, collectGarbage?: () => Promise<void>): Promise<ExtractReport> {
+  return runExtract(o, { backend, onBytes: (d, n) => tick(d, n, "bytes"), ...(collectGarbage ? { releaseMemory: collectGarbage } : {}) });
 }

@@ -7,6 +7,12 @@ export interface Ctx {
   env: Record<string, string | undefined>;
   /** Colour allowed on stdout / stderr (TTY, no NO_COLOR/--no-color/CI/TERM=dumb). */
   color: boolean;
+  /**
+   * A full garbage collection now, where bin/ provides one: a command that handles one large
+   * tensor after another calls it between them, so that the buffers it let go of are freed
+   * instead of piling up until the engine's own heuristics collect them (peak RSS).
+   */
+  collectGarbage?: () => Promise<void>;
 }
 
 /** Options every command accepts (docs/cli.md "Global options"). */

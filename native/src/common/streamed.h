@@ -260,7 +260,7 @@ Status Ops<Device>::sketch(const SketchArgs& a, SketchOut* o) {
   if (o->firstNonFinite >= 0) return {};
   try {
     std::vector<float> Y(size_t(d) * l), Q(size_t(d) * l), Z(size_t(k) * l), Zq(size_t(k) * l), R(size_t(l) * l);
-    std::vector<double> Zd(size_t(k) * l), S(l);
+    std::vector<double> Zd(size_t(k) * l), S(l), G(size_t(l) * l), Gv(size_t(l) * l);
     Status st;
     auto ok = [&](Status x) {
       st = std::move(x);
@@ -273,13 +273,15 @@ Status Ops<Device>::sketch(const SketchArgs& a, SketchOut* o) {
     double prev = 0, prevDelta = 0;
     bool havePrev = false, havePrevDelta = false;
     for (int q = 0;; q++) {
-      // Z = MᵀQ (= Bᵀ), its SVD in float64: the captured energy of the leading t.
+      // Z = MᵀQ (= Bᵀ) in float64; the captured energy of the leading t from the eigenvalues of ZᵀZ
+      // (ℓ×ℓ): the SVD of Z, k×ℓ, is computed once, when the iterations stop (linalg/streamed.ts).
       if (!ok(gemm<float>(a.m, d, k, Q.data(), d, l, true, false, 1.f, Z.data()))) return st;
       for (size_t i = 0; i < Zd.size(); i++) Zd[i] = Z[i];
-      if (!ok(svd<double>(Zd.data(), k, l, o->Uz, S.data(), o->VzT))) return st;
+      if (!ok(gemm<double>(Zd.data(), k, l, Zd.data(), k, l, true, false, 1.0, G.data())) ||
+          !ok(eigSym<double>(G.data(), l, S.data(), Gv.data())))
+        return st;
       double e = 0;
-      for (int i = 0; i < l; i++) o->sigma[i] = std::max(S[i], 0.0);
-      for (int i = 0; i < a.t; i++) e += o->sigma[i] * o->sigma[i];
+      for (int i = 0; i < a.t; i++) e += std::max(S[i], 0.0);
       const double err2 = std::max(a.norm2 - e, 0.0);
       double excess = HUGE_VAL;
       if (havePrev) {
@@ -290,6 +292,8 @@ Status Ops<Device>::sketch(const SketchArgs& a, SketchOut* o) {
       }
       prev = e, havePrev = true;
       if (excess <= 0.5 * a.allowed * err2 + a.floor || q >= a.maxIters) {
+        if (!ok(svd<double>(Zd.data(), k, l, o->Uz, S.data(), o->VzT))) return st;
+        for (int i = 0; i < l; i++) o->sigma[i] = std::max(S[i], 0.0);
         o->floorLimited = excess > 0.5 * a.allowed * err2;
         o->iters = q;
         o->excess2 = std::isfinite(excess) ? excess : err2;

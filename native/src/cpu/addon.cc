@@ -4,7 +4,11 @@
 // `CpuBinding` in linalg/native.ts (bump kAbiVersion with any change); that file validates
 // shapes and finiteness before calling in.
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "../common/napi_fused.h"
 #include "blas.h"
@@ -39,6 +43,14 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+#if defined(__GLIBC__)
+  // glibc gives every thread that allocates an arena of its own (up to 8 per core): the thread
+  // pool's workers allocating and freeing multi-megabyte scratch in turn then keep several arenas'
+  // worth of freed memory resident (extract's peak RSS: 288 → 251 MB on 15 weights of the
+  // 1B-shaped pair with 2 arenas, docs/BENCHMARKS.md "extract and apply"). The user's
+  // MALLOC_ARENA_MAX wins.
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
+#endif
   exports.Set("abiVersion", Napi::Number::New(env, kAbiVersion));
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
