@@ -168,6 +168,8 @@ struct Ops {
 
   /** The adaptive range finder of SketchArgs (common/streamed.h). */
   static Status sketch(const SketchArgs& a, SketchOut* o);
+  /** sketch's steps; sketch then gives the freed scratch back to the system. */
+  static Status sketchSteps(const SketchArgs& a, SketchOut* o);
 };
 
 /**
