@@ -29,7 +29,7 @@ import { BackendUnavailableError, InvalidInputError, RuntimeFailure } from "../c
 import { decodeToFloat64, encodeFloats } from "../common/dtype.js";
 import { listBackends, resolveBackend } from "./backend.js";
 import { adaptBinding, probeCpu, probeCuda, type ComputeBinding } from "./native.js";
-import type { FloatArray, KmeansLloydOptions, LinalgBackend, Mat, RawFactor } from "./types.js";
+import type { FactorSpectrumInput, FloatArray, KmeansLloydOptions, LinalgBackend, Mat, RawFactor } from "./types.js";
 import { Rng } from "./random.js";
 import { mergeWeightOn, sketchOn } from "./streamed.js";
 import { hasNumpy, numpy } from "../test/reference.js";
@@ -793,6 +793,36 @@ for (const be of backends) {
         leq("‖G_A − AAᵀ‖/‖A‖²", diffFro(r.grams.subarray(k.r * k.r), mul(A, A, false, true).data) / fro(A.data) ** 2, TOL.f64);
       }
     });
+    test("factorSpectra: every module's result is factorSpectrum's, bit for bit (done with and without Grams, non-finite), in order", async () => {
+      const rng = new Rng(caseSeed(2014));
+      const a = knownFactors(rng, 83, 129, sigma, 2),
+        b = knownFactors(rng, 40, 25, [5, 4, 3], 1);
+      const bad = decodeToFloat64("F64", b.A.raw);
+      bad[7] = NaN;
+      const poisoned = { ...b.A, raw: encodeFloats("F64", bad) };
+      const inputs: FactorSpectrumInput[] = [
+        { B: a.B, A: a.A, scale: a.scale },
+        { B: b.B, A: b.A, scale: b.scale, keepGrams: true },
+        { B: b.B, A: poisoned, scale: 1 },
+        { B: a.B, A: a.A, scale: -0.5, keepGrams: true },
+      ];
+      const batch = await be.factorSpectra(inputs);
+      assert.equal(batch.length, inputs.length);
+      for (const [i, x] of inputs.entries()) {
+        const one = await be.factorSpectrum(x);
+        const got = batch[i]!;
+        assert.equal(got.kind, one.kind, `module ${i}`);
+        if (got.kind === "done" && one.kind === "done") {
+          assert.ok(
+            Buffer.from(got.S.buffer, got.S.byteOffset, got.S.byteLength).equals(Buffer.from(one.S.buffer, one.S.byteOffset, one.S.byteLength)),
+            `module ${i}: σ`,
+          );
+          assert.equal(got.norm2, one.norm2);
+          assert.deepEqual(got.grams ? Array.from(got.grams) : null, one.grams ? Array.from(one.grams) : null, `module ${i}: Grams`);
+        } else assert.deepEqual(got, one, `module ${i}`);
+      }
+      assert.deepEqual(await be.factorSpectra([]), []);
+    });
     test("withLanes: fn gets a whole number of lanes ≥ 1, its value comes back, and the dense ops work inside and after", async () => {
       const rng = new Rng(caseSeed(2013));
       const a = gaussian(rng, 33, 17),
@@ -963,6 +993,7 @@ function fake(over: Partial<ComputeBinding>): ComputeBinding {
     factorStats: no,
     truncateFactors: no,
     factorSpectrum: no,
+    factorSpectra: no,
     randomizedSvd: no,
     mergeWeight: no,
     weightDelta: no,

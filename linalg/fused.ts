@@ -23,7 +23,7 @@ import type {
   TruncateFactorsResult,
 } from "./types.js";
 
-type FusedOp = "factorStats" | "truncateFactors" | "factorSpectrum" | "withLanes" | "mergeWeight" | "weightDelta" | "sketch";
+type FusedOp = "factorStats" | "truncateFactors" | "factorSpectrum" | "factorSpectra" | "withLanes" | "mergeWeight" | "weightDelta" | "sketch";
 
 /** A backend's dense operations, with whichever fused ones it implements natively. */
 export type DenseBackend = Omit<LinalgBackend, FusedOp> & Partial<Pick<LinalgBackend, FusedOp>>;
@@ -45,6 +45,11 @@ export function withFusedOps(dense: DenseBackend): LinalgBackend {
     TS_ROUTES.add(be.truncateFactors);
   }
   be.factorSpectrum ??= (input) => factorSpectrumOn(be, input);
+  be.factorSpectra ??= async (inputs) => {
+    const out: FactorSpectrumResult[] = [];
+    for (const x of inputs) out.push(await be.factorSpectrum(x));
+    return out;
+  };
   be.mergeWeight ??= (input) => mergeWeightOn(be, input);
   be.weightDelta ??= async (tuned, base, dtype, delta, norm2In) => weightDeltaTs(tuned, base, dtype, delta, norm2In);
   be.sketch ??= (input) => sketchOn(be, input);

@@ -245,6 +245,12 @@ export interface LinalgBackend {
    */
   factorSpectrum(input: FactorSpectrumInput): Promise<FactorSpectrumResult>;
   /**
+   * factorSpectrum of several modules, results in order and the same as one call each (cpu, cuda:
+   * one native call for them all, so that an adapter of many small modules costs one thread-pool
+   * round trip, not one per module; catalog mode).
+   */
+  factorSpectra(inputs: FactorSpectrumInput[]): Promise<FactorSpectrumResult[]>;
+  /**
    * Optional (cpu, cuda; linalg/randomized-svd.ts runs the same steps on any backend without it):
    * randomized SVD (docs/algorithms.md §2.4; Halko, Martinsson & Tropp 2011, Alg. 4.4 + 5.1) of A
    * (m×n) with the Gaussian test matrix Ω (n×l, drawn by the caller so that every backend gets the

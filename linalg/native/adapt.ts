@@ -88,6 +88,13 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     return { kind: "done", B: res.B, A: res.A, S: res.S, norm2: res.norm2, err2: res.err2, resid2: res.resid2, productBits: res.productBits === 32 ? 32 : 64 };
   };
   const fsp = binding.factorSpectrum.bind(binding);
+  const spectrumOf = (x: FactorSpectrumInput, res: RawSpectrumResult, op: string): FactorSpectrumResult => {
+    if (res.kind === 1) return { kind: "fallback" };
+    if (res.kind === 2) return { kind: "non-finite", factor: res.badFactor === 0 ? "A" : "B", index: res.badIndex, value: res.badValue };
+    checkOutput(name, op, [res.S]);
+    if (!Number.isFinite(res.norm2)) throw new RuntimeFailure(`${name} backend: ${op} returned a non-finite norm`);
+    return { kind: "done", S: res.S, norm2: res.norm2, ...(x.keepGrams && res.grams ? { grams: res.grams } : {}) };
+  };
   const factorSpectrum = async (x: FactorSpectrumInput): Promise<FactorSpectrumResult> => {
     const { args } = checkRawPair("factorSpectrum", x);
     let res: RawSpectrumResult;
@@ -96,11 +103,19 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     } catch (e) {
       fail(name, "factorSpectrum", e);
     }
-    if (res.kind === 1) return { kind: "fallback" };
-    if (res.kind === 2) return { kind: "non-finite", factor: res.badFactor === 0 ? "A" : "B", index: res.badIndex, value: res.badValue };
-    checkOutput(name, "factorSpectrum", [res.S]);
-    if (!Number.isFinite(res.norm2)) throw new RuntimeFailure(`${name} backend: factorSpectrum returned a non-finite norm`);
-    return { kind: "done", S: res.S, norm2: res.norm2, ...(x.keepGrams && res.grams ? { grams: res.grams } : {}) };
+    return spectrumOf(x, res, "factorSpectrum");
+  };
+  const fsps = binding.factorSpectra.bind(binding);
+  const factorSpectra = async (xs: FactorSpectrumInput[]): Promise<FactorSpectrumResult[]> => {
+    if (xs.length === 0) return [];
+    const args = xs.map((x) => [...checkRawPair("factorSpectra", x).args, x.scale, !!x.keepGrams] as Parameters<typeof fsps>[0][number]);
+    let res: RawSpectrumResult[];
+    try {
+      res = await fsps(args);
+    } catch (e) {
+      fail(name, "factorSpectra", e);
+    }
+    return res.map((r, i) => spectrumOf(xs[i]!, r, "factorSpectra"));
   };
   const backend: LinalgBackend = {
     name,
@@ -108,6 +123,7 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     factorStats,
     truncateFactors,
     factorSpectrum,
+    factorSpectra,
     // One lane until the caller (linalg/native.ts) sets the backend's own.
     withLanes: async <T>(fn: (lanes: number) => Promise<T>): Promise<T> => fn(1),
 

@@ -22,6 +22,7 @@ function tagged(name: "cpu" | "cuda", calls: string[]): LinalgBackend {
     factorStats: rec("factorStats"),
     truncateFactors: rec("truncateFactors"),
     factorSpectrum: rec("factorSpectrum"),
+    factorSpectra: rec("factorSpectra"),
     mergeWeight: rec("mergeWeight"),
     weightDelta: rec("weightDelta"),
     sketch: rec("sketch"),

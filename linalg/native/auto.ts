@@ -85,6 +85,8 @@ export function routedBackend(cpu: LinalgBackend, cuda: () => LinalgBackend | un
     factorStats: (raw, dtype, rows, cols, side) => pick("factorStats", rows * cols).factorStats(raw, dtype, rows, cols, side),
     truncateFactors: (x) => pick("truncateFactors", (x.B.rows + x.A.cols) * x.B.cols).truncateFactors(x),
     factorSpectrum: (x) => pick("factorSpectrum", (x.B.rows + x.A.cols) * x.B.cols).factorSpectrum(x),
+    // One side for the whole batch: the largest module's size decides (the calls are small or the batch would not be one).
+    factorSpectra: (xs) => pick("factorSpectrum", Math.max(0, ...xs.map((x) => (x.B.rows + x.A.cols) * x.B.cols))).factorSpectra(xs),
     randomizedSvd: (a, omega, q, t) => pick("randomizedSvd", a.rows * a.cols * omega.cols).randomizedSvd!(a, omega, q, t),
     mergeWeight: (x) => pick("mergeWeight", x.out * x.in).mergeWeight(x),
     weightDelta: (tuned, base, dtype, delta, n2) => pick("weightDelta", delta.length).weightDelta(tuned, base, dtype, delta, n2),

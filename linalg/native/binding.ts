@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import type { FactorDType, FactorStats, FloatArray } from "../types.js";
 
 /** Bumped with any change of the raw signatures below; the addons export the same number. */
-export const NATIVE_ABI_VERSION = 3;
+export const NATIVE_ABI_VERSION = 4;
 
 /** The arguments truncateFactors and factorSpectrum start with: a module's raw factors B (out×r) and A (r×inn), dtypes as factorStats. */
 export type RawPairArgs = [rawB: Uint8Array, dtypeB: number, rawA: Uint8Array, dtypeA: number, out: number, r: number, inn: number];
@@ -47,6 +47,8 @@ export interface ComputeBinding {
   ): Promise<RawTruncateResult>;
   /** σ of one module, codes as truncateFactors. */
   factorSpectrum(...args: [...RawPairArgs, scale: number, keepGrams: boolean]): Promise<RawSpectrumResult>;
+  /** factorSpectrum of several modules in one call, results in order. */
+  factorSpectra(modules: [...RawPairArgs, scale: number, keepGrams: boolean][]): Promise<RawSpectrumResult[]>;
   /** Randomized SVD with the test matrix omega (cols×l, a's element type) and q power iterations: the leading t triplets. */
   randomizedSvd(
     a: FloatArray,

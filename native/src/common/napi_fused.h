@@ -14,17 +14,26 @@ namespace napi {
 
 constexpr size_t dtypeBytes(int dtype) { return dtype == 0 ? 4 : dtype == 3 ? 8 : 2; }
 
-inline void bytesArg(const Napi::CallbackInfo& info, size_t i, const char* what, size_t need, Napi::TypedArray& out) {
-  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+// The arguments of one module in a batched call (factorSpectra), read as a call's arguments are.
+struct ArrayArgs {
+  Napi::Array a;
+  Napi::Value operator[](size_t i) const { return a.Get(uint32_t(i)); }
+  Napi::Env Env() const { return a.Env(); }
+};
+
+template <class Args>
+void bytesArg(const Args& info, size_t i, const char* what, size_t need, Napi::TypedArray& out) {
+  if (!info[i].IsTypedArray() || info[i].template As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
     typeError(info.Env(), std::string(what) + " must be a Uint8Array");
-  out = info[i].As<Napi::TypedArray>();
+  out = info[i].template As<Napi::TypedArray>();
   if (out.ByteLength() != need)
     typeError(info.Env(), std::string(what) + " holds " + std::to_string(out.ByteLength()) + " bytes, expected " + std::to_string(need));
 }
 
-inline double numberArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+template <class Args>
+double numberArg(const Args& info, size_t i, const char* what) {
   if (!info[i].IsNumber()) typeError(info.Env(), std::string(what) + " must be a number");
-  return info[i].As<Napi::Number>().DoubleValue();
+  return info[i].template As<Napi::Number>().DoubleValue();
 }
 
 inline const uint8_t* bytesOf(const Napi::TypedArray& a) { return static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset(); }
@@ -62,7 +71,8 @@ struct RawPair {
   TruncateArgs a;
   Napi::TypedArray rawB, rawA;
 };
-inline RawPair rawPairArgs(const Napi::CallbackInfo& info, size_t scaleAt) {
+template <class Args>
+RawPair rawPairArgs(const Args& info, size_t scaleAt) {
   RawPair p;
   TruncateArgs& a = p.a;
   a.dtypeB = dim(info, 1, "dtypeB", 0);
@@ -167,6 +177,69 @@ Napi::Value FactorSpectrum(const Napi::CallbackInfo& info) {
   auto* w = new OpWorker(env, (Ops::label() + std::string(".factorSpectrum")).c_str(), run,
                          objectOf(outs, [res](Napi::Object o) { setOutcome(o, *res); }));
   return queue(w, {in.rawB, in.rawA});
+}
+
+// factorSpectra(modules: [[rawB, dtypeB, rawA, dtypeA, out, r, in, scale, keepGrams], ...])
+//   → Promise<[{S, grams?, kind, norm2, badFactor, badIndex, badValue}, ...]>: factorSpectrum of
+//   every module, one after another in one worker (catalog mode: one thread-pool round trip per
+//   adapter instead of one per module). A failing module fails the call.
+template <class Ops>
+Napi::Value FactorSpectra(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) typeError(env, "factorSpectra: modules must be an array");
+  Napi::Array list = info[0].As<Napi::Array>();
+  struct Item {
+    TruncateArgs a;
+    double* S;
+    double* G;
+    std::shared_ptr<TruncateOutcome> res;
+  };
+  std::vector<Item> items;
+  std::vector<Napi::Value> keep;
+  struct Out {
+    Napi::Reference<Napi::Value> S, G;
+    bool keepGrams;
+  };
+  auto outs = std::make_shared<std::vector<Out>>();
+  auto results = std::make_shared<std::vector<std::shared_ptr<TruncateOutcome>>>();
+  const uint32_t n = list.Length();
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value v = list.Get(i);
+    if (!v.IsArray()) typeError(env, "factorSpectra: each module's arguments must be an array");
+    ArrayArgs args{v.As<Napi::Array>()};
+    RawPair in = rawPairArgs(args, 7);
+    const bool keepGrams = args[8].ToBoolean();
+    auto S = Napi::Float64Array::New(env, size_t(in.a.r));
+    auto G = Napi::Float64Array::New(env, keepGrams ? 2 * size_t(in.a.r) * in.a.r : 0);
+    auto res = std::make_shared<TruncateOutcome>();
+    items.push_back({in.a, ptr<double>(S), keepGrams ? ptr<double>(G) : nullptr, res});
+    keep.push_back(in.rawB);
+    keep.push_back(in.rawA);
+    outs->push_back({Napi::Persistent(Napi::Value(S)), Napi::Persistent(Napi::Value(G)), keepGrams});
+    results->push_back(res);
+  }
+  auto run = [items = std::move(items)] {
+    for (const Item& it : items) {
+      Status st = Ops::factorSpectrum(it.a, it.S, it.G, it.res.get());
+      if (!st.ok()) return st;
+    }
+    return Status{};
+  };
+  auto* w = new OpWorker(env, (Ops::label() + std::string(".factorSpectra")).c_str(), run, [outs, results](Napi::Env e) -> Napi::Value {
+    Napi::Array arr = Napi::Array::New(e, outs->size());
+    for (size_t i = 0; i < outs->size(); i++) {
+      Napi::Object o = Napi::Object::New(e);
+      o.Set("S", (*outs)[i].S.Value());
+      if ((*outs)[i].keepGrams) o.Set("grams", (*outs)[i].G.Value());
+      setOutcome(o, *(*results)[i]);
+      arr.Set(uint32_t(i), o);
+    }
+    return arr;
+  });
+  for (const Napi::Value& v : keep) w->Keep(v);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
 }
 
 // randomizedSvd(a (m×n), m, n, omega (n×l, a's element type), l, q, t) → Promise<{u (m×t), s (t), vt (t×n)}>
@@ -320,7 +393,7 @@ void exportOps(Napi::Env env, Napi::Object exports) {
   const std::pair<const char*, Fn> fns[] = {
       {"gemm", Gemm<Ops>}, {"qr", Qr<Ops>}, {"svd", Svd<Ops>}, {"eigSym", EigSym<Ops>}, {"kmeansLloyd", KmeansLloyd<Ops>},
       {"factorStats", FactorStats<Ops>}, {"truncateFactors", TruncateFactors<Ops>},
-      {"factorSpectrum", FactorSpectrum<Ops>}, {"randomizedSvd", RandomizedSvd<Ops>},
+      {"factorSpectrum", FactorSpectrum<Ops>}, {"factorSpectra", FactorSpectra<Ops>}, {"randomizedSvd", RandomizedSvd<Ops>},
       {"mergeWeight", MergeWeight<Ops>}, {"weightDelta", WeightDelta<Ops>}, {"sketch", Sketch<Ops>},
   };
   for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));

@@ -81,9 +81,11 @@ inline Napi::Value queue(OpWorker* w, std::initializer_list<Napi::Value> inputs)
 
 [[noreturn]] inline void typeError(Napi::Env env, const std::string& m) { throw Napi::TypeError::New(env, m); }
 
-inline int dim(const Napi::CallbackInfo& info, size_t i, const char* what, int min = 1) {
+// Args: Napi::CallbackInfo, or ArrayArgs (napi_fused.h: one module's arguments of a batched call).
+template <class Args>
+int dim(const Args& info, size_t i, const char* what, int min = 1) {
   if (!info[i].IsNumber()) typeError(info.Env(), std::string(what) + " must be a number");
-  double v = info[i].As<Napi::Number>().DoubleValue();
+  double v = info[i].template As<Napi::Number>().DoubleValue();
   if (!(v >= min) || v > 2147483647.0 || std::floor(v) != v)
     typeError(info.Env(), std::string(what) + " must be an integer ≥ " + std::to_string(min));
   return static_cast<int>(v);
