@@ -102,3 +102,26 @@ test("lora inspect with several inputs: TSV rows, --json adapters[], skipped fil
   const u = await cli(["inspect", a.path, b.path, "--budget", "4"]);
   assert.equal(u.code, 2);
 });
+
+test("catalog inspect: a non-finite value in one module of a batched adapter fails that adapter (exit 3, the module named), the others are summarised", async () => {
+  const rng = new Rng(seed + 7);
+  const dir = join(work, "catalog-nan");
+  mkdirSync(dir);
+  const good = await adapter(rng, join(dir, "good.safetensors"), true);
+  const mods = smallModules(rng, 4, true, { minDim: 8, spread: 20, maxRank: 6 });
+  mods[2]!.A[3] = Number.NaN; // the third of four modules: inside the batch of one factorSpectra call
+  const bad = join(dir, "nan.safetensors");
+  await writeSmallAdapter(bad, true, mods);
+  for (const be of await testBackends()) {
+    const rep = await summarizeCatalog([bad, good.path], be);
+    assert.deepEqual(
+      rep.adapters.map((a) => a.path),
+      [good.path],
+      be.name,
+    );
+    assert.equal(rep.failed.length, 1);
+    assert.equal(rep.failed[0]!.path, bad);
+    assert.equal(rep.failed[0]!.exit, 3);
+    assert.match(rep.failed[0]!.error, /lora_unet_blk_2_proj\.lora_down\.weight holds NaN at element 3/, be.name);
+  }
+});
