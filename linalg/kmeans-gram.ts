@@ -38,19 +38,21 @@ export function clustersAtPoints(points: ArrayLike<number>): PointClusters {
   };
 }
 
+/** c_q·c'_q from G: Σ_{a∈x_q} Σ_{b∈y_q} coef_a coef_b G[idx_a, idx_b] / (W_q W'_q). */
+function centroidDot(G: Float64Array, n: number, x: PointClusters, y: PointClusters, q: number): number {
+  let s = 0;
+  for (let a = x.off[q]!; a < x.off[q + 1]!; a++) {
+    const row = x.idx[a]! * n;
+    let t = 0;
+    for (let b = y.off[q]!; b < y.off[q + 1]!; b++) t += y.coef[b]! * G[row + y.idx[b]!]!;
+    s += x.coef[a]! * t;
+  }
+  return s / (x.wsum[q]! * y.wsum[q]!);
+}
+
 /** ‖c_q‖² of every centroid from G. */
 function centroidSquares(G: Float64Array, n: number, c: PointClusters, out: Float64Array): void {
-  const k = c.wsum.length;
-  for (let q = 0; q < k; q++) {
-    let s = 0;
-    for (let a = c.off[q]!; a < c.off[q + 1]!; a++) {
-      const row = c.idx[a]! * n;
-      let t = 0;
-      for (let b = c.off[q]!; b < c.off[q + 1]!; b++) t += c.coef[b]! * G[row + c.idx[b]!]!;
-      s += c.coef[a]! * t;
-    }
-    out[q] = s / (c.wsum[q]! * c.wsum[q]!);
-  }
+  for (let q = 0; q < c.wsum.length; q++) out[q] = centroidDot(G, n, c, c, q);
 }
 
 /** Nearest centroid of every point (ties to the lowest q); returns Σ wᵢ·max(dᵢ, 0). */
@@ -175,14 +177,7 @@ function shiftOf(G: Float64Array, n: number, points: Mat<Float64Array>, next: Po
     scale = 0;
   for (let q = 0; q < k; q++) {
     if (sameCentroid(next, prev, q)) continue;
-    let cross = 0;
-    for (let a = next.off[q]!; a < next.off[q + 1]!; a++) {
-      const row = next.idx[a]! * n;
-      let t = 0;
-      for (let b = prev.off[q]!; b < prev.off[q + 1]!; b++) t += prev.coef[b]! * G[row + prev.idx[b]!]!;
-      cross += next.coef[a]! * t;
-    }
-    cross /= next.wsum[q]! * prev.wsum[q]!;
+    const cross = centroidDot(G, n, next, prev, q);
     shift += ccN[q]! + ccP[q]! - 2 * cross;
     scale += ccN[q]! + ccP[q]!;
   }

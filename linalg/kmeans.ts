@@ -274,7 +274,7 @@ function kmeansOnGram(points: Mat<Float64Array>, G: Float64Array, startIdx: Int3
   for (let run = 0; run < runs.length; run++) {
     if (!(inertias[run]! <= lowest + 1e-9 * scale)) continue;
     const r = runs[run]!;
-    const same = exact.find((e) => sameLabels(runs[e.run]!.labels, r.labels) && sameClusters(runs[e.run]!.clusters, r.clusters));
+    const same = exact.find((e) => sameValues(runs[e.run]!.labels, r.labels) && sameClusters(runs[e.run]!.clusters, r.clusters));
     const centroids = same ? same.centroids : centroidsOf(points, r.clusters);
     const inertia = same ? same.inertia : exactInertia(points, centroids, r.labels, w);
     exact.push({ run, inertia, centroids });
@@ -298,18 +298,14 @@ function kmeansOnGram(points: Mat<Float64Array>, G: Float64Array, startIdx: Int3
   };
 }
 
-function sameLabels(a: Int32Array, b: Int32Array): boolean {
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+function sameValues(x: ArrayLike<number>, y: ArrayLike<number>): boolean {
+  if (x.length !== y.length) return false;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
   return true;
 }
 
 function sameClusters(a: PointClusters, b: PointClusters): boolean {
-  const eq = (x: ArrayLike<number>, y: ArrayLike<number>) => {
-    if (x.length !== y.length) return false;
-    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
-    return true;
-  };
-  return eq(a.idx, b.idx) && eq(a.coef, b.coef) && eq(a.off, b.off) && eq(a.wsum, b.wsum);
+  return sameValues(a.idx, b.idx) && sameValues(a.coef, b.coef) && sameValues(a.off, b.off) && sameValues(a.wsum, b.wsum);
 }
 
 /** fn over every item, at most the backend's lane count at a time (one at a time without withLanes); results in item order. */

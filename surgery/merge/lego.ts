@@ -18,9 +18,9 @@ import { BufferPool } from "../../common/buffer-pool.js";
 /**
  * MSU matrices of equal size reused from one module to the next (they are 10–15 MB for 7B shapes,
  * and fresh ones cost more in page faults than building them). A buffer is in use by one merge at
- * a time: taken in mergeLego, given back when its module is done.
+ * a time: taken in mergeLego, given back when its module is done; at most 64 MiB are kept.
  */
-const msuBuffers = new BufferPool();
+const msuBuffers = new BufferPool(64 << 20);
 
 export interface LegoOptions {
   /** Number of clusters = output rank. */
