@@ -4,8 +4,7 @@
 // formats/torch's restricted unpickler), or "-" for a safetensors stream on stdin. The format is
 // detected from the keys.
 import type { BufferPool } from "../../common/buffer-pool.js";
-import { statSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { readFileSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { InvalidInputError, RuntimeFailure } from "../../common/errors.js";
@@ -20,8 +19,9 @@ import type { Adapter } from "./types.js";
 /** The adapter file of a directory, in order of preference (safetensors first; PyTorch checkpoints from older PEFT and diffusers). */
 export const DIR_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors", "adapter_model.bin", "pytorch_lora_weights.bin"];
 
-// Path probes are synchronous: a stat takes microseconds, while an awaited one waits its turn in
-// the thread pool behind reads (a catalog probes thousands of paths; docs/BENCHMARKS.md "catalog").
+// Path probes and the small JSON configs are read synchronously: a stat or a read of a few KB from
+// the page cache takes microseconds, while an awaited one waits its turn in the thread pool behind
+// reads and costs two thread wake-ups (a catalog probes thousands of paths; docs/BENCHMARKS.md "catalog").
 function statOrNull(p: string): ReturnType<typeof statSync> | null {
   try {
     return statSync(p);
@@ -133,7 +133,7 @@ export async function readAdapterConfig(src: AdapterSource): Promise<{ config: P
     return { config: parseConfigText(metadata["adapter_config"], `${src.label} (__metadata__.adapter_config)`), configSource: "__metadata__.adapter_config" };
   }
   if (src.siblingConfig)
-    return { config: parseConfigText(await readFile(src.siblingConfig, "utf8"), src.siblingConfig), configSource: basename(src.siblingConfig) };
+    return { config: parseConfigText(readFileSync(src.siblingConfig, "utf8"), src.siblingConfig), configSource: basename(src.siblingConfig) };
   return { config: null, configSource: "none" };
 }
 
@@ -152,7 +152,7 @@ export async function loadAdapter(arg: string, opts: OpenOptions = {}): Promise<
 async function readModelConfig(src: AdapterSource): Promise<Record<string, unknown> | null> {
   if (!src.path) return null;
   try {
-    const v: unknown = JSON.parse(await readFile(join(dirname(src.path), "config.json"), "utf8"));
+    const v: unknown = JSON.parse(readFileSync(join(dirname(src.path), "config.json"), "utf8"));
     return v && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
   } catch {
     return null;

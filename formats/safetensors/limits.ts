@@ -35,6 +35,13 @@ export const MAX_STREAM_BYTES: number = MAX_BUFFER_BYTES;
  */
 export const READ_CHUNK_BYTES = 1 << 30;
 
+/**
+ * Reads of at most this many bytes are synchronous: from the page cache a read of a few MB takes
+ * well under a millisecond, less than a thread-pool round trip (two thread wake-ups); larger
+ * reads go to the thread pool so the event loop keeps dispatching native work meanwhile.
+ */
+export const SYNC_READ_BYTES = 4 << 20;
+
 /** Default chunk of `copyRaw` (passthrough tensors of many GB are streamed, never held whole). */
 export const COPY_CHUNK_BYTES = 16 << 20;
 

@@ -1,17 +1,26 @@
 // Reading safetensors: a file (fs.open + positional reads: 8 bytes, then the header, then tensor
 // bytes on demand, never the whole file; a small file of small tensors in one read) or an in-memory buffer (stdin, which must be buffered
 // whole since the header offsets need random access).
-import { open as openFile, type FileHandle } from "node:fs/promises";
+import { closeSync, createReadStream, fstatSync, openSync, read as readAsync, readSync } from "node:fs";
 import type { BufferPool } from "../../common/buffer-pool.js";
 import { RuntimeFailure, UsageError } from "../../common/errors.js";
 import { countRead } from "../../common/io-meter.js";
 import { canDecode, decodeToFloat32, decodeToFloat64, DECODABLE_DTYPES, DTYPE_BITS, type DType } from "../../common/dtype.js";
 import { SafetensorsError, UnsupportedDTypeError } from "./errors.js";
 import { parseHeader, readHeaderLength, type Header, type TensorInfo } from "./header.js";
-import { COPY_CHUNK_BYTES, MAX_BUFFER_BYTES, MAX_STREAM_BYTES, N_LEN, READ_CHUNK_BYTES, SMALL_TENSOR_BYTES, WHOLE_READ_BYTES } from "./limits.js";
+import {
+  COPY_CHUNK_BYTES,
+  MAX_BUFFER_BYTES,
+  MAX_STREAM_BYTES,
+  N_LEN,
+  READ_CHUNK_BYTES,
+  SMALL_TENSOR_BYTES,
+  SYNC_READ_BYTES,
+  WHOLE_READ_BYTES,
+} from "./limits.js";
 
 type Source =
-  | { kind: "file"; fh: FileHandle; path: string }
+  | { kind: "file"; fd: number; path: string; inFlight: Set<Promise<unknown>> }
   | { kind: "buffer"; buf: Buffer; pool?: BufferPool }
   | { kind: "derived"; base: SafetensorsFile | null; produce: Map<string, Producer>; release?: () => Promise<void> };
 
@@ -47,48 +56,55 @@ export class SafetensorsFile {
    * (`<(…)`, /dev/stdin) cannot be read positionally and is buffered like a stream instead.
    */
   static async open(path: string, label: string = path, opts: { wholeReadBytes?: number; buffers?: BufferPool } = {}): Promise<SafetensorsFile> {
-    let fh: FileHandle;
+    // Opening, the header and small reads are synchronous: from the page cache they take
+    // microseconds, while each thread-pool round trip costs two thread wake-ups (catalog mode
+    // opens thousands of files; docs/BENCHMARKS.md "catalog").
+    let fd: number;
     try {
-      fh = await openFile(path, "r");
+      fd = openSync(path, "r");
     } catch (e) {
       throw openError(e, label);
     }
     try {
-      const st = await fh.stat();
+      const st = fstatSync(fd);
       if (st.isDirectory()) throw new UsageError(`${label}: is a directory, expected a .safetensors file`);
       if (!st.isFile()) {
-        const f = await SafetensorsFile.fromStream(fh.createReadStream({ autoClose: false }), label);
-        await fh.close();
+        const stream = createReadStream("", { fd, autoClose: false });
+        const f = await SafetensorsFile.fromStream(stream, label);
+        closeSync(fd);
         return f;
       }
       const size = st.size;
       const prefix = Buffer.alloc(Math.min(N_LEN, size));
-      await readFully(fh, prefix, 0, label, "the header length");
+      await readFully(fd, prefix, 0, label, "the header length");
       const n = readHeaderLength(prefix, size, label);
       const head = Buffer.allocUnsafe(N_LEN + n);
       prefix.copy(head, 0);
-      await readFully(fh, head.subarray(N_LEN), N_LEN, label, "the header");
+      await readFully(fd, head.subarray(N_LEN), N_LEN, label, "the header");
       const header = parseHeader(head, size, label);
       const count = header.tensors.length;
       if (size <= (opts.wholeReadBytes ?? WHOLE_READ_BYTES) && count > 0 && (size - head.length) / count <= SMALL_TENSOR_BYTES) {
         // Many small tensors (a LyCORIS or kohya SD file): the rest of the file in one read, since
-        // hundreds of positional reads of a few KB each cost more in thread-pool round trips than
-        // their bytes.
+        // hundreds of positional reads of a few KB each cost more than their bytes.
         const pool = opts.buffers;
         const buf = pool ? pool.take(size) : Buffer.allocUnsafeSlow(size);
         try {
           head.copy(buf, 0);
-          await readFully(fh, buf.subarray(head.length), head.length, label, "the tensors");
+          await readFully(fd, buf.subarray(head.length), head.length, label, "the tensors");
         } catch (e) {
           pool?.give(buf);
           throw e;
         }
-        await fh.close();
+        closeSync(fd);
         return new SafetensorsFile(label, header, size, pool ? { kind: "buffer", buf, pool } : { kind: "buffer", buf });
       }
-      return new SafetensorsFile(label, header, size, { kind: "file", fh, path });
+      return new SafetensorsFile(label, header, size, { kind: "file", fd, path, inFlight: new Set() });
     } catch (e) {
-      await fh.close().catch(() => {});
+      try {
+        closeSync(fd);
+      } catch {
+        /* already closed */
+      }
       throw e;
     }
   }
@@ -235,7 +251,7 @@ export class SafetensorsFile {
       out.set(await this.produced(src, info));
       return out;
     }
-    await readFully(src.fh, out, this.header.dataStart + info.begin, this.label, `tensor ${JSON.stringify(info.name)}`, info.name);
+    await tracked(src, readFully(src.fd, out, this.header.dataStart + info.begin, this.label, `tensor ${JSON.stringify(info.name)}`, info.name));
     return out;
   }
 
@@ -265,7 +281,7 @@ export class SafetensorsFile {
     const at = this.header.dataStart + info.begin + from;
     if (src.kind === "buffer") src.buf.copy(out, 0, at, at + out.byteLength);
     else if (src.kind === "derived") out.set((await this.produced(src, info)).subarray(from, from + out.byteLength));
-    else await readFully(src.fh, out, at, this.label, `tensor ${JSON.stringify(info.name)}`, info.name);
+    else await tracked(src, readFully(src.fd, out, at, this.label, `tensor ${JSON.stringify(info.name)}`, info.name));
     return out;
   }
 
@@ -328,7 +344,7 @@ export class SafetensorsFile {
         await write(src.buf.subarray(base + at, base + at + n));
       } else {
         const chunk = Buffer.allocUnsafeSlow(n);
-        await readFully(src.fh, chunk, base + at, this.label, `tensor ${JSON.stringify(info.name)}`, info.name);
+        await tracked(src, readFully(src.fd, chunk, base + at, this.label, `tensor ${JSON.stringify(info.name)}`, info.name));
         await write(chunk);
       }
     }
@@ -345,12 +361,26 @@ export class SafetensorsFile {
   async close(): Promise<void> {
     const src = this.source;
     this.source = null;
-    if (src?.kind === "file") await src.fh.close();
+    if (src?.kind === "file") {
+      // A read still in flight on the thread pool would otherwise read whatever file reuses the descriptor.
+      await Promise.allSettled(src.inFlight);
+      closeSync(src.fd);
+    }
     if (src?.kind === "buffer") src.pool?.give(src.buf);
     if (src?.kind === "derived") {
       await src.base?.close();
       await src.release?.();
     }
+  }
+}
+
+/** `read`, remembered in the file's in-flight set until it settles (close() waits for them). */
+async function tracked<T>(src: { inFlight: Set<Promise<unknown>> }, read: Promise<T>): Promise<T> {
+  src.inFlight.add(read);
+  try {
+    return await read;
+  } finally {
+    src.inFlight.delete(read);
   }
 }
 
@@ -365,13 +395,13 @@ function openError(e: unknown, label: string): Error {
  * Fill `buf` from `position`, in reads of at most READ_CHUNK_BYTES. A read that comes back empty
  * means the file is shorter than its header said (truncated after it was opened).
  */
-async function readFully(fh: FileHandle, buf: Uint8Array, position: number, label: string, what: string, tensor?: string): Promise<void> {
+async function readFully(fd: number, buf: Uint8Array, position: number, label: string, what: string, tensor?: string): Promise<void> {
   let done = 0;
   while (done < buf.length) {
     const want = Math.min(buf.length - done, READ_CHUNK_BYTES);
     let bytesRead: number;
     try {
-      ({ bytesRead } = await fh.read(buf, done, want, position + done));
+      bytesRead = want <= SYNC_READ_BYTES ? readSync(fd, buf, done, want, position + done) : await readAt(fd, buf, done, want, position + done);
     } catch (e) {
       throw new RuntimeFailure(`${label}: cannot read ${what}: ${(e as Error).message}`, { cause: e });
     }
@@ -385,4 +415,8 @@ async function readFully(fh: FileHandle, buf: Uint8Array, position: number, labe
     done += bytesRead;
     countRead(bytesRead);
   }
+}
+
+function readAt(fd: number, buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => readAsync(fd, buf, offset, length, position, (e, n) => (e ? reject(e) : resolve(n))));
 }

@@ -110,7 +110,11 @@ struct Ops {
   /** Thin SVD: A (m×n) = U (m×k) diag(S) Vt (k×n), k = min(m, n), S descending. */
   template <typename T>
   static Status svd(const T* a, int m, int n, T* u, T* s, T* vt);
-  /** Symmetric eigen-decomposition (lower triangle read): values descending, column j of V ↔ values[j]. */
+  /**
+   * Symmetric eigen-decomposition (lower triangle read): values descending, column j of V ↔ values[j].
+   * vectors == nullptr: the values alone (the cpu backend then skips the eigenvectors' work; the
+   * values may differ from those computed with vectors in the last bits).
+   */
   template <typename T>
   static Status eigSym(const T* a, int n, T* values, T* vectors);
 

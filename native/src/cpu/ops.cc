@@ -177,17 +177,21 @@ Status Ops<Cpu>::eigSym(const T* a, int n, T* values, T* vectors) {
   // Row-major lower triangle = column-major upper triangle.
   int lda = std::max(1, n), info = 0, lw = -1, liw = -1, iwq = 0;
   T wq = 0;
-  blas().of<T>().syevd("V", "U", &n, w.data(), &lda, ev.data(), &wq, &lw, &iwq, &liw, &info, 1, 1);
+  // Values only: tridiagonalisation and the root-free QL/QR of dsterf, several times less work
+  // than the divide and conquer with vectors for the r ≤ 64 matrices of factorSpectrum.
+  const char* jobz = vectors ? "V" : "N";
+  blas().of<T>().syevd(jobz, "U", &n, w.data(), &lda, ev.data(), &wq, &lw, &iwq, &liw, &info, 1, 1);
   int lwork = lworkOf(double(wq)), liwork = std::max(1, iwq);
   std::vector<T> work(lwork);
   std::vector<int> iwork(liwork);
   info = 0;
-  blas().of<T>().syevd("V", "U", &n, w.data(), &lda, ev.data(), work.data(), &lwork, iwork.data(), &liwork, &info, 1, 1);
+  blas().of<T>().syevd(jobz, "U", &n, w.data(), &lda, ev.data(), work.data(), &lwork, iwork.data(), &liwork, &info, 1, 1);
   if (info != 0)
     return lapackFail(name(Routines<T>::prefix, "syevd").c_str(), info, "the symmetric eigensolver did not converge");
   // LAPACK: ascending, eigenvector j in column j (column-major). Ours: descending, row-major.
   for (int j = 0; j < n; j++) {
     values[j] = ev[n - 1 - j];
+    if (!vectors) continue;
     const T* z = w.data() + int64_t(n - 1 - j) * n;
     for (int i = 0; i < n; i++) vectors[int64_t(i) * n + j] = z[i];
   }

@@ -92,7 +92,9 @@ struct Core {
   std::vector<double> R, UN;
 };
 
-Status spectrumCore(const std::vector<double>& GB, const std::vector<double>& GA, int r, double s, double* S, Core* c) {
+// withVectors = false (factorSpectrum): σ alone, c->UN left empty.
+Status spectrumCore(const std::vector<double>& GB, const std::vector<double>& GA, int r, double s, double* S, Core* c,
+                    bool withVectors = true) {
   double normB2 = 0, normA2 = 0;
   for (int i = 0; i < r; i++) normB2 += GB[int64_t(i) * r + i], normA2 += GA[int64_t(i) * r + i];
   c->scale2 = s * s * normB2 * normA2;
@@ -122,8 +124,8 @@ Status spectrumCore(const std::vector<double>& GB, const std::vector<double>& GA
       N[int64_t(i) * r + j] = N[int64_t(j) * r + i] = s * s * x;
     }
   std::vector<double> lambda(r);
-  c->UN.assign(int64_t(r) * r, 0.0);
-  st = Ops<Cpu>::eigSym<double>(N.data(), r, lambda.data(), c->UN.data());
+  if (withVectors) c->UN.assign(int64_t(r) * r, 0.0);
+  st = Ops<Cpu>::eigSym<double>(N.data(), r, lambda.data(), withVectors ? c->UN.data() : nullptr);
   if (!st.ok()) return st;
   for (int i = 0; i < r; i++) S[i] = std::sqrt(std::max(0.0, lambda[i]));
   c->ok = true;
@@ -254,6 +256,30 @@ void grams(const TruncateArgs& a, X* buf, std::vector<double>& gb, std::vector<d
   });
 }
 
+// NaN/±Inf are refused, naming the factor and element (A first, as formats/adapter/factors.ts).
+bool refuseNonFinite(const TruncateArgs& a, TruncateOutcome* o) {
+  double v = 0;
+  int64_t bad = kernels::firstNonFinite(a.rawA, a.dtypeA, int64_t(a.r) * a.in, &v);
+  if (bad >= 0) {
+    o->kind = TruncateOutcome::NonFinite, o->badFactor = 0, o->badIndex = bad, o->badValue = v;
+    return true;
+  }
+  bad = kernels::firstNonFinite(a.rawB, a.dtypeB, int64_t(a.out) * a.r, &v);
+  if (bad >= 0) {
+    o->kind = TruncateOutcome::NonFinite, o->badFactor = 1, o->badIndex = bad, o->badValue = v;
+    return true;
+  }
+  return false;
+}
+
+// Whether the diagonal of a w×w Gram is finite: a NaN or ±Inf anywhere in a factor reaches the
+// diagonal (x² is NaN or +Inf, and a sum of squares never cancels it).
+bool finiteDiagonal(const std::vector<double>& g, int w) {
+  double d = 0;
+  for (int i = 0; i < w; i++) d += g[int64_t(i) * w + i];
+  return std::isfinite(d);
+}
+
 // σ of sBA (factorSpectrum): the Grams and spectrumCore, σ below the noise floor set to 0.
 template <typename X>
 Status spectrum(const TruncateArgs& a, double* S, double* gramsOut, TruncateOutcome* o) {
@@ -261,19 +287,23 @@ Status spectrum(const TruncateArgs& a, double* S, double* gramsOut, TruncateOutc
   Scratch<X, X>& w = scratchOf<X, X>();
   std::vector<double> GB, GA;
   if (a.grams) {  // formed elsewhere (the cuda addon's GPU Grams)
+    if (refuseNonFinite(a, o)) return {};
     GB.assign(a.grams, a.grams + int64_t(a.r) * a.r);
     GA.assign(a.grams + int64_t(a.r) * a.r, a.grams + 2 * int64_t(a.r) * a.r);
   } else {
     std::vector<double> gb, ga;
     grams<X>(a, scratch(w.chunk, int64_t(kChunk) * ld), gb, ga);
     GB = symmetricGram(gb, ld, a.r), GA = symmetricGram(ga, ld, a.r);
+    // The scan for NaN/±Inf (which names the first one) only when the Grams show there is one:
+    // a separate pass over the bytes otherwise.
+    if (!(finiteDiagonal(GB, a.r) && finiteDiagonal(GA, a.r)) && refuseNonFinite(a, o)) return {};
   }
   if (gramsOut) {  // kept by the caller for a later truncateFactors of the same bytes
     std::copy(GB.begin(), GB.end(), gramsOut);
     std::copy(GA.begin(), GA.end(), gramsOut + GB.size());
   }
   Core core;
-  Status st = spectrumCore(GB, GA, a.r, a.scale, S, &core);
+  Status st = spectrumCore(GB, GA, a.r, a.scale, S, &core, false);
   if (!st.ok()) return st;
   o->norm2 = core.norm2;
   if (!core.ok) {
@@ -384,23 +414,6 @@ Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, Tru
 
 }  // namespace
 
-namespace {
-// NaN/±Inf are refused, naming the factor and element (A first, as formats/adapter/factors.ts).
-bool refuseNonFinite(const TruncateArgs& a, TruncateOutcome* o) {
-  double v = 0;
-  int64_t bad = kernels::firstNonFinite(a.rawA, a.dtypeA, int64_t(a.r) * a.in, &v);
-  if (bad >= 0) {
-    o->kind = TruncateOutcome::NonFinite, o->badFactor = 0, o->badIndex = bad, o->badValue = v;
-    return true;
-  }
-  bad = kernels::firstNonFinite(a.rawB, a.dtypeB, int64_t(a.out) * a.r, &v);
-  if (bad >= 0) {
-    o->kind = TruncateOutcome::NonFinite, o->badFactor = 1, o->badIndex = bad, o->badValue = v;
-    return true;
-  }
-  return false;
-}
-}  // namespace
 
 template <>
 Status Ops<Cpu>::truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, TruncateOutcome* o) {
@@ -423,7 +436,6 @@ template <>
 Status Ops<Cpu>::factorSpectrum(const TruncateArgs& a, double* S, double* gramsOut, TruncateOutcome* o) {
   *o = TruncateOutcome();
   if (a.r < 1 || a.out < 1 || a.in < 1) return Status::fail("BAD_SHAPE", "factorSpectrum: need non-empty factors");
-  if (refuseNonFinite(a, o)) return {};
   try {
     if (a.dtypeA == F64 || a.dtypeB == F64) return spectrum<double>(a, S, gramsOut, o);
     return spectrum<float>(a, S, gramsOut, o);
