@@ -13,6 +13,7 @@ import {
   MAX_BUFFER_BYTES,
   MAX_STREAM_BYTES,
   N_LEN,
+  POOLED_WHOLE_READ_BYTES,
   READ_CHUNK_BYTES,
   SMALL_TENSOR_BYTES,
   SYNC_READ_BYTES,
@@ -51,7 +52,8 @@ export class SafetensorsFile {
   /**
    * Open a file and validate its header, reading only 8 + N bytes (a file of at most
    * `opts.wholeReadBytes`, by default WHOLE_READ_BYTES, whose tensors average at most
-   * SMALL_TENSOR_BYTES is read whole, in one more read: into a buffer of `opts.buffers` when given,
+   * SMALL_TENSOR_BYTES, or with `opts.buffers` any file of at most POOLED_WHOLE_READ_BYTES, is read
+   * whole, in one more read: into a buffer of `opts.buffers` when given,
    * which close() gives back, so nothing may use the file's bytes after close). A FIFO or character device
    * (`<(…)`, /dev/stdin) cannot be read positionally and is buffered like a stream instead.
    */
@@ -83,7 +85,7 @@ export class SafetensorsFile {
       await readFully(fd, head.subarray(N_LEN), N_LEN, label, "the header");
       const header = parseHeader(head, size, label);
       const count = header.tensors.length;
-      if (size <= (opts.wholeReadBytes ?? WHOLE_READ_BYTES) && count > 0 && (size - head.length) / count <= SMALL_TENSOR_BYTES) {
+      if (size <= (opts.wholeReadBytes ?? WHOLE_READ_BYTES) && count > 0 && ((opts.buffers && size <= POOLED_WHOLE_READ_BYTES) || (size - head.length) / count <= SMALL_TENSOR_BYTES)) {
         // Many small tensors (a LyCORIS or kohya SD file): the rest of the file in one read, since
         // hundreds of positional reads of a few KB each cost more than their bytes.
         const pool = opts.buffers;
