@@ -87,7 +87,10 @@ async function overCatalog<T>(
     failed: CatalogFailure[] = [];
   await be.withLanes(async (count) => {
     // One buffer pool for every adapter's reads: fresh pages for each file cost more than reading it.
-    const within: SharedLanes = { count, gate: new Lanes(count), pool: new BufferPool(CATALOG_POOL_BYTES) };
+    // Twice as many native calls in flight as lanes: the reads are synchronous, so while the main
+    // thread opens and reads the next adapter it cannot hand a freed lane its next call; the calls
+    // already queued keep the thread pool busy meanwhile (catalog inspect 0.96× wall, same peak RSS).
+    const within: SharedLanes = { count, gate: new Lanes(2 * count), pool: new BufferPool(CATALOG_POOL_BYTES) };
     // Opening, header parsing and detection of the next adapters overlap the native work of this one.
     const ahead = new ReadAhead(paths, (p) => each(p, within), 2 * count + 1);
     for (const [i, p] of paths.entries()) {
