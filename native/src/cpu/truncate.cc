@@ -111,6 +111,18 @@ Status spectrumCore(const std::vector<double>& GB, const std::vector<double>& GA
   const std::vector<double>& R = c->R;
   // RG = R·G_A (r×r), N = s²·RG·Rᵀ (symmetrised).
   std::vector<double> RG(int64_t(r) * r, 0.0), N(int64_t(r) * r, 0.0);
+  std::vector<double> lambda(r);
+  if (!withVectors) {
+    // σ alone (factorSpectrum): both products by BLAS, whose sums run in another order than the
+    // loops below (the truncation's route keeps those, so its output bytes do not move).
+    st = Ops<Cpu>::gemm<double>(R.data(), r, r, GA.data(), r, r, false, false, 1.0, RG.data());
+    if (st.ok()) st = Ops<Cpu>::gemm<double>(RG.data(), r, r, R.data(), r, r, false, true, s * s, N.data());
+    if (st.ok()) st = Ops<Cpu>::eigSym<double>(N.data(), r, lambda.data(), nullptr);  // lower triangle read
+    if (!st.ok()) return st;
+    for (int i = 0; i < r; i++) S[i] = std::sqrt(std::max(0.0, lambda[i]));
+    c->ok = true;
+    return {};
+  }
   for (int i = 0; i < r; i++)
     for (int k = 0; k < r; k++) {
       double x = R[int64_t(i) * r + k];
@@ -123,9 +135,8 @@ Status spectrumCore(const std::vector<double>& GB, const std::vector<double>& GA
       for (int k = 0; k < r; k++) x += RG[int64_t(i) * r + k] * R[int64_t(j) * r + k];
       N[int64_t(i) * r + j] = N[int64_t(j) * r + i] = s * s * x;
     }
-  std::vector<double> lambda(r);
-  if (withVectors) c->UN.assign(int64_t(r) * r, 0.0);
-  st = Ops<Cpu>::eigSym<double>(N.data(), r, lambda.data(), withVectors ? c->UN.data() : nullptr);
+  c->UN.assign(int64_t(r) * r, 0.0);
+  st = Ops<Cpu>::eigSym<double>(N.data(), r, lambda.data(), c->UN.data());
   if (!st.ok()) return st;
   for (int i = 0; i < r; i++) S[i] = std::sqrt(std::max(0.0, lambda[i]));
   c->ok = true;
