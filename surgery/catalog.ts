@@ -5,7 +5,7 @@ import { loadAdapter } from "../formats/adapter/index.js";
 import { LoraError, UsageError } from "../common/errors.js";
 import { effectiveRank } from "../linalg/lowrank.js";
 import type { LinalgBackend } from "../linalg/types.js";
-import { Lanes, ReadAhead } from "./schedule.js";
+import { Lanes } from "./schedule.js";
 import { moduleSpectra, type SharedLanes } from "./spectra.js";
 import { solveKnapsack } from "./knapsack.js";
 import { BufferPool } from "../common/buffer-pool.js";
@@ -83,25 +83,40 @@ async function overCatalog<T>(
   each: (path: string, within: SharedLanes) => Promise<T>,
   onAdapter?: (i: number, n: number) => void,
 ): Promise<{ done: T[]; failed: CatalogFailure[] }> {
-  const done: T[] = [],
-    failed: CatalogFailure[] = [];
+  const outcomes: ({ ok: T } | { err: LoraError })[] = new Array(paths.length);
   await be.withLanes(async (count) => {
-    // One buffer pool for every adapter's reads: fresh pages for each file cost more than reading it.
     // Twice as many native calls in flight as lanes: the reads are synchronous, so while the main
     // thread opens and reads the next adapter it cannot hand a freed lane its next call; the calls
-    // already queued keep the thread pool busy meanwhile (catalog inspect 0.96× wall, same peak RSS).
+    // already queued keep the thread pool busy meanwhile.
     const within: SharedLanes = { count, gate: new Lanes(2 * count), pool: new BufferPool(CATALOG_POOL_BYTES) };
-    // Opening, header parsing and detection of the next adapters overlap the native work of this one.
-    const ahead = new ReadAhead(paths, (p) => each(p, within), 2 * count + 1);
-    for (const [i, p] of paths.entries()) {
-      try {
-        done.push(await ahead.take(p));
-      } catch (e) {
-        if (!(e instanceof LoraError)) throw e;
-        failed.push({ path: p, exit: e.exitCode, error: e.message });
+    // A fixed number of adapters in flight, the next one started as soon as any finishes (not in
+    // path order: one slow adapter does not hold the others back); opening, header parsing and
+    // detection of the next adapters overlap the native work of the others.
+    let next = 0,
+      finished = 0,
+      stopped = false;
+    const lane = async () => {
+      while (!stopped && next < paths.length) {
+        const i = next++;
+        try {
+          outcomes[i] = { ok: await each(paths[i]!, within) };
+        } catch (e) {
+          if (!(e instanceof LoraError)) {
+            stopped = true;
+            throw e;
+          }
+          outcomes[i] = { err: e };
+        }
+        onAdapter?.(++finished, paths.length);
       }
-      onAdapter?.(i + 1, paths.length);
-    }
+    };
+    await Promise.all(Array.from({ length: Math.min(paths.length, 2 * count + 1) }, lane));
+  });
+  const done: T[] = [],
+    failed: CatalogFailure[] = [];
+  outcomes.forEach((o, i) => {
+    if ("ok" in o) done.push(o.ok);
+    else failed.push({ path: paths[i]!, exit: o.err.exitCode, error: o.err.message });
   });
   return { done, failed };
 }
