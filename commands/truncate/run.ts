@@ -16,6 +16,7 @@ import { diffusersLoadWarnings } from "../../formats/adapter/diffusers-warnings.
 import { existsSync } from "node:fs";
 import { hasTextEncoder2, isDora, loadAdapter, refuseBaseDependent, refuseExperts, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
 import { writeAdapter, type AdapterOutput } from "../../formats/adapter/write.js";
+import type { BufferPool } from "../../common/buffer-pool.js";
 import { InvalidInputError, UsageError } from "../../common/errors.js";
 import type { SplitMode } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
@@ -32,6 +33,8 @@ export interface TruncateDeps {
   stdin?: NodeJS.ReadableStream;
   stdout?: NodeJS.WritableStream & { isTTY?: boolean };
   onModule?: (done: number, total: number) => void;
+  /** Read buffers shared with other adapters (catalog mode): files of a few MB are read whole into them. */
+  buffers?: BufferPool;
 }
 
 /** `--unit` writes several files: one report per file. */
@@ -183,7 +186,7 @@ async function writeOneWith(c: BuildContext, output: string, notes: string[], de
 
 export async function runTruncate(o: TruncateOptions, deps: TruncateDeps): Promise<TruncateResult> {
   checkOptions(o);
-  const a = await loadAdapter(o.input, deps.stdin ? { stdin: deps.stdin } : {});
+  const a = await loadAdapter(o.input, { ...(deps.stdin ? { stdin: deps.stdin } : {}), ...(deps.buffers ? { buffers: deps.buffers } : {}) });
   try {
     refuseBaseDependent(a, "truncate");
     refuseExperts(a, "truncate");
