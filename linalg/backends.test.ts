@@ -747,6 +747,21 @@ for (const be of backends) {
           if (r.kind === "non-finite") assert.deepEqual([r.factor, r.index], [factor, index]);
         }
       }
+      // F16 factors (the native spectrum scans for them only when its Grams' diagonal is not finite).
+      const f16 = (f: RawFactor, at?: number, v?: number): RawFactor => {
+        const x = decodeToFloat64("F64", f.raw);
+        if (at !== undefined) x[at] = v!;
+        return { ...f, dtype: "F16", raw: encodeFloats("F16", x) };
+      };
+      for (const [B, A, factor, index] of [
+        [f16(k.B), f16(k.A, 29, Infinity), "A", 29],
+        [f16(k.B, 0, NaN), f16(k.A), "B", 0],
+        [f16(k.B, 59, -Infinity), f16(k.A, 0, NaN), "A", 0],
+      ] as const) {
+        const r = await be.factorSpectrum({ B, A, scale: 1 });
+        assert.equal(r.kind, "non-finite");
+        if (r.kind === "non-finite") assert.deepEqual([r.factor, r.index], [factor, index]);
+      }
     });
     test("truncateFactors refuses cancelling factors (the Gram route's guard): fallback", async () => {
       const rng = new Rng(caseSeed(2011));
