@@ -11,7 +11,7 @@ import { writeFileAtomic } from "../../common/atomic.js";
 import { DTYPES, DTYPE_BITS, canDecode, encodeFloats, dtypeAlignment, type DType } from "../../common/dtype.js";
 import { SafetensorsError, UnsupportedDTypeError } from "./errors.js";
 import { parseHeader } from "./header.js";
-import { MAX_BUFFER_BYTES } from "./limits.js";
+import { MAX_BUFFER_BYTES, SYNC_READ_BYTES } from "./limits.js";
 import { SafetensorsFile } from "./reader.js";
 import { layoutSafetensors, serializeSafetensors, writeSafetensors, type TensorSpec } from "./writer.js";
 import { sharedDir } from "../../test/paths.js";
@@ -500,4 +500,24 @@ test("st_numpy.py is where the brief says (informational)", {
   skip: existsSync(join(stNumpyDir, "st_numpy.py")) ? false : "shared tools not present; the inline reader was used",
 }, () => {
   assert.ok(existsSync(join(stNumpyDir, "st_numpy.py")));
+});
+
+test("close() while a large read is in flight: the read completes with the file's bytes, then the descriptor closes", async () => {
+  const seed = Date.now() % 100000;
+  console.log(`seed ${seed}`);
+  const r = rng(seed);
+  // Above SYNC_READ_BYTES, so the read goes to the thread pool and is still pending when close() is called.
+  const n = SYNC_READ_BYTES + 4096;
+  const data = new Uint8Array(n);
+  for (let i = 0; i < n; i += 4096) data[i] = Math.floor(r() * 256);
+  const path = join(dir, "inflight.safetensors");
+  writeFileSync(path, await serializeSafetensors([{ name: "w", dtype: "U8", shape: [n], data }], null));
+  for (let k = 0; k < 5; k++) {
+    const f = await SafetensorsFile.open(path);
+    const reading = f.readRaw("w");
+    const closing = f.close();
+    assert.deepEqual(new Uint8Array(await reading), data);
+    await closing;
+    await assert.rejects(f.readRaw("w"), /read after close/);
+  }
 });
