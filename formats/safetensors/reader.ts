@@ -85,7 +85,11 @@ export class SafetensorsFile {
       await readFully(fd, head.subarray(N_LEN), N_LEN, label, "the header");
       const header = parseHeader(head, size, label);
       const count = header.tensors.length;
-      if (size <= (opts.wholeReadBytes ?? WHOLE_READ_BYTES) && count > 0 && ((opts.buffers && size <= POOLED_WHOLE_READ_BYTES) || (size - head.length) / count <= SMALL_TENSOR_BYTES)) {
+      if (
+        size <= (opts.wholeReadBytes ?? WHOLE_READ_BYTES) &&
+        count > 0 &&
+        ((opts.buffers && size <= POOLED_WHOLE_READ_BYTES) || (size - head.length) / count <= SMALL_TENSOR_BYTES)
+      ) {
         // Many small tensors (a LyCORIS or kohya SD file): the rest of the file in one read, since
         // hundreds of positional reads of a few KB each cost more than their bytes.
         const pool = opts.buffers;
