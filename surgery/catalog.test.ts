@@ -50,6 +50,16 @@ test("catalog inspect: expansion, one row per adapter equal to dense float64 fig
 
   for (const be of await testBackends()) {
     const rep = await summarizeCatalog(all, be);
+    // Adapters finish in any order (a fixed number in flight), rows come back in input order.
+    assert.deepEqual(
+      rep.adapters.map((a) => a.path),
+      all.filter((p) => !p.endsWith("broken.safetensors")),
+    );
+    const reversed = await summarizeCatalog([...all].reverse(), be);
+    assert.deepEqual(
+      reversed.adapters.map((a) => a.path),
+      [...all].reverse().filter((p) => !p.endsWith("broken.safetensors")),
+    );
     assert.equal(rep.failed.length, 1);
     assert.equal(rep.failed[0]!.path, join(dir, "broken.safetensors"));
     assert.equal(rep.failed[0]!.exit, 3);
