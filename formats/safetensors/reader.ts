@@ -257,7 +257,7 @@ export class SafetensorsFile {
       out.set(await this.produced(src, info));
       return out;
     }
-    await tracked(src, readFully(src.fd, out, this.header.dataStart + info.begin, this.label, `tensor ${JSON.stringify(info.name)}`, info.name));
+    await readFully(src.fd, out, this.header.dataStart + info.begin, this.label, `tensor ${JSON.stringify(info.name)}`, info.name, src.inFlight);
     return out;
   }
 
@@ -287,7 +287,7 @@ export class SafetensorsFile {
     const at = this.header.dataStart + info.begin + from;
     if (src.kind === "buffer") src.buf.copy(out, 0, at, at + out.byteLength);
     else if (src.kind === "derived") out.set((await this.produced(src, info)).subarray(from, from + out.byteLength));
-    else await tracked(src, readFully(src.fd, out, at, this.label, `tensor ${JSON.stringify(info.name)}`, info.name));
+    else await readFully(src.fd, out, at, this.label, `tensor ${JSON.stringify(info.name)}`, info.name, src.inFlight);
     return out;
   }
 
@@ -350,7 +350,7 @@ export class SafetensorsFile {
         await write(src.buf.subarray(base + at, base + at + n));
       } else {
         const chunk = Buffer.allocUnsafeSlow(n);
-        await tracked(src, readFully(src.fd, chunk, base + at, this.label, `tensor ${JSON.stringify(info.name)}`, info.name));
+        await readFully(src.fd, chunk, base + at, this.label, `tensor ${JSON.stringify(info.name)}`, info.name, src.inFlight);
         await write(chunk);
       }
     }
@@ -380,16 +380,6 @@ export class SafetensorsFile {
   }
 }
 
-/** `read`, remembered in the file's in-flight set until it settles (close() waits for them). */
-async function tracked<T>(src: { inFlight: Set<Promise<unknown>> }, read: Promise<T>): Promise<T> {
-  src.inFlight.add(read);
-  try {
-    return await read;
-  } finally {
-    src.inFlight.delete(read);
-  }
-}
-
 function openError(e: unknown, label: string): Error {
   const code = (e as NodeJS.ErrnoException)?.code;
   if (code === "ENOENT" || code === "ENOTDIR") return new UsageError(`${label}: no such file`, { cause: e });
@@ -401,13 +391,31 @@ function openError(e: unknown, label: string): Error {
  * Fill `buf` from `position`, in reads of at most READ_CHUNK_BYTES. A read that comes back empty
  * means the file is shorter than its header said (truncated after it was opened).
  */
-async function readFully(fd: number, buf: Uint8Array, position: number, label: string, what: string, tensor?: string): Promise<void> {
+async function readFully(
+  fd: number,
+  buf: Uint8Array,
+  position: number,
+  label: string,
+  what: string,
+  tensor?: string,
+  /** The file's reads on the thread pool, which close() waits for (a reused descriptor must not be read). */
+  inFlight?: Set<Promise<unknown>>,
+): Promise<void> {
   let done = 0;
   while (done < buf.length) {
     const want = Math.min(buf.length - done, READ_CHUNK_BYTES);
     let bytesRead: number;
     try {
-      bytesRead = want <= SYNC_READ_BYTES ? readSync(fd, buf, done, want, position + done) : await readAt(fd, buf, done, want, position + done);
+      if (want <= SYNC_READ_BYTES) bytesRead = readSync(fd, buf, done, want, position + done);
+      else {
+        const read = readAt(fd, buf, done, want, position + done);
+        inFlight?.add(read);
+        try {
+          bytesRead = await read;
+        } finally {
+          inFlight?.delete(read);
+        }
+      }
     } catch (e) {
       throw new RuntimeFailure(`${label}: cannot read ${what}: ${(e as Error).message}`, { cause: e });
     }

@@ -425,7 +425,6 @@ Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, Tru
 
 }  // namespace
 
-
 template <>
 Status Ops<Cpu>::truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, TruncateOutcome* o) {
   *o = TruncateOutcome();
