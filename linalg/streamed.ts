@@ -85,18 +85,41 @@ export function weightDeltaTs(tuned: Uint8Array, base: Uint8Array, dtype: ModelD
 }
 
 /**
+ * The products by M that the range finder needs, whatever holds M: a dense matrix in memory
+ * (denseProducts), or rows read a block at a time (linalg/row-panels.ts, lora extract's ΔW).
+ */
+export interface MatrixProducts {
+  readonly rows: number;
+  readonly cols: number;
+  /** M·X (rows×ℓ) for X cols×ℓ, in M's precision. */
+  times(X: Mat): Promise<Mat>;
+  /** Mᵀ·Q (cols×ℓ) for Q rows×ℓ, in M's precision. */
+  timesT(Q: Mat): Promise<Mat>;
+}
+
+export function denseProducts(be: LinalgBackend, m: Mat): MatrixProducts {
+  return { rows: m.rows, cols: m.cols, times: (X) => be.gemm(m, X), timesT: (Q) => be.gemm(m, Q, { transA: true }) };
+}
+
+/**
  * The adaptive range finder (linalg/truncated-svd.ts explains the stopping rule): Q = qr(MΩ);
  * then, until the estimated excess is below half the allowed one (or maxIters), Z = MᵀQ, its SVD
  * in float64, Q = qr(M·qr(Z).Q). Products in M's precision.
  */
 export async function sketchOn(be: LinalgBackend, x: SketchInput): Promise<SketchResult> {
-  const { m, t, allowed, floor, norm2, maxIters } = x;
   const omega: Mat = { rows: x.omega.rows, cols: x.omega.cols, data: x.omega.data as FloatArray };
-  let Q = (await be.qr(await be.gemm(m, omega))).Q;
+  const M = denseProducts(be, x.m);
+  return sketchFrom(be, M, await M.times(omega), x);
+}
+
+/** The range finder from its first product Y = MΩ (sketchOn; row-panels.ts, whose first pass also yields ‖M‖²). */
+export async function sketchFrom(be: LinalgBackend, M: MatrixProducts, Y: Mat, x: Omit<SketchInput, "m" | "omega">): Promise<SketchResult> {
+  const { t, allowed, floor, norm2, maxIters } = x;
+  let Q = (await be.qr(Y)).Q;
   let prev: number | null = null,
     prevDelta: number | null = null;
   for (let q = 0; ; q++) {
-    const Z = await be.gemm(m, Q, { transA: true }); // k×ℓ = Bᵀ
+    const Z = await M.timesT(Q); // k×ℓ = Bᵀ
     // The captured energy of the leading t from the eigenvalues of ZᵀZ (ℓ×ℓ, float64); the SVD of
     // Z itself (k×ℓ) only once the iterations stop.
     const Zd = toF64(Z);
@@ -125,6 +148,6 @@ export async function sketchOn(be: LinalgBackend, x: SketchInput): Promise<Sketc
         floorLimited: excess > 0.5 * allowed * err2,
       };
     }
-    Q = (await be.qr(await be.gemm(m, (await be.qr(Z)).Q))).Q;
+    Q = (await be.qr(await M.times((await be.qr(Z)).Q))).Q;
   }
 }

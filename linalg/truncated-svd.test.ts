@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { gemm64, qr64 } from "./js/dense.js";
 import { Rng } from "./random.js";
+import type { RowPanelSource } from "./row-panels.js";
 import { truncatedSvd } from "./truncated-svd.js";
 import type { Mat } from "./types.js";
 import { testBackends } from "../test/backends.js";
@@ -27,6 +28,29 @@ function withSpectrum(rng: Rng, d: number, k: number, sig: number[]): Float64Arr
     V = orthonormal(rng, k, r);
   for (let i = 0; i < d; i++) for (let j = 0; j < r; j++) U[i * r + j] *= sig[j]!;
   return gemm64(U, d, r, V, k, r, false, true, 1).data;
+}
+
+/** A float32 matrix handed out `rows` rows at a time (the last block shorter), counting the passes. */
+function panelsOf(M: Float32Array, d: number, k: number, rows: number): RowPanelSource & { passes: number } {
+  const src = {
+    rows: d,
+    cols: k,
+    passes: 0,
+    async each(fn: (r0: number, block: Mat<Float32Array>) => Promise<void>): Promise<number> {
+      src.passes++;
+      let norm2 = 0;
+      for (let r0 = 0; r0 < d; r0 += rows) {
+        const n = Math.min(rows, d - r0);
+        // a copy: the consumer may not keep a block past its call
+        const data = M.slice(r0 * k, (r0 + n) * k);
+        for (const v of data) norm2 += v * v;
+        await fn(r0, { rows: n, cols: k, data });
+        data.fill(Number.NaN);
+      }
+      return norm2;
+    },
+  };
+  return src;
 }
 
 const tail2 = (sig: number[], t: number) => sig.slice(t).reduce((s, x) => s + x * x, 0);
@@ -102,6 +126,43 @@ describe("truncatedSvd", async () => {
       const M = Float32Array.from(withSpectrum(rng, d, k, [5, 4, 3, 2, 1, 0.5]));
       const r = await truncatedSvd(be, { rows: d, cols: k, data: M }, { rank: 6, seed: SEED });
       assert.ok(Math.sqrt(residual2(M, d, k, r.U, r.S, r.Vt) / r.norm2) < 1e-6);
+    });
+
+    test(`${be.name}: row panels (7 rows a block, read once a product): the dense route's accuracy, σ and err2; low rank, energy and exact`, async () => {
+      const rng = new Rng(SEED + 13);
+      const d = 260,
+        k = 180,
+        t = 20;
+      const sig = SPECTRA["slow power law"]!(k);
+      const M = Float32Array.from(withSpectrum(rng, d, k, sig));
+      const src = panelsOf(M, d, k, 7);
+      const r = await truncatedSvd(be, src, { rank: t, seed: SEED });
+      const dense = await truncatedSvd(be, { rows: d, cols: k, data: M }, { rank: t, seed: SEED });
+      const got = Math.sqrt(residual2(M, d, k, r.U, r.S, r.Vt));
+      const opt = Math.sqrt(tail2(sig, t));
+      assert.ok(got <= opt * 1.001 + 1e-6 * Math.sqrt(r.norm2), `error ${got} vs optimum ${opt}`);
+      assert.ok(Math.abs(Math.sqrt(r.err2) - got) <= 1e-4 * Math.sqrt(r.norm2), `reported ${Math.sqrt(r.err2)} vs dense ${got}`);
+      // ‖M‖² of the float32 values, float64 sums in another order than the reference's
+      assert.ok(Math.abs(r.norm2 / M.reduce((s, v) => s + v * v, 0) - 1) < 1e-12);
+      // The same steps as the matrix in memory: float32 products summed in another order
+      for (let i = 0; i < t; i++) assert.ok(Math.abs(r.S[i]! / dense.S[i]! - 1) < 1e-4, `σ${i} ${r.S[i]} vs ${dense.S[i]}`);
+      assert.equal(r.powerIters, dense.powerIters);
+      // one pass for ‖M‖², one for MΩ, two a power iteration, one for the last MᵀQ
+      assert.equal(src.passes, 1 + 1 + 2 * r.powerIters + 1);
+
+      const L = Float32Array.from(withSpectrum(rng, 300, 200, [5, 4, 3, 2, 1, 0.5]));
+      const low = await truncatedSvd(be, panelsOf(L, 300, 200, 11), { rank: 6, seed: SEED });
+      assert.ok(Math.sqrt(residual2(L, 300, 200, low.U, low.S, low.Vt) / low.norm2) < 1e-6);
+      assert.ok(low.err2 < 1e-10 * low.norm2, `err2 ${low.err2} measured directly, block by block`);
+
+      const ex = await truncatedSvd(be, panelsOf(M, d, k, 7), { rank: 10, exact: true });
+      assert.ok(ex.exact);
+      assert.ok(Math.abs(Math.sqrt(residual2(M, d, k, ex.U, ex.S, ex.Vt)) - Math.sqrt(tail2(sig, 10))) <= 1e-5 * sig[0]!);
+      const total = sig.reduce((s, x) => s + x * x, 0);
+      const e = await truncatedSvd(be, panelsOf(M, d, k, 7), { energy: 0.5, seed: SEED });
+      let acc = 0;
+      for (let i = 0; i < e.S.length; i++) acc += e.S[i]! ** 2;
+      assert.ok(acc >= 0.5 * total * (1 - 1e-4), `energy 0.5: kept ${acc / total}`);
     });
   }
 });

@@ -15,7 +15,9 @@
 // on cpu/cuda: common/streamed.h), the same steps on every backend.
 import { toF64 } from "./lowrank.js";
 import { Rng } from "./random.js";
+import { densePanels, isRowPanelSource, panelProducts, type RowPanelSource } from "./row-panels.js";
 import { flipSigns } from "./signs.js";
+import { sketchFrom } from "./streamed.js";
 import type { LinalgBackend, Mat, SketchResult } from "./types.js";
 
 export interface TruncatedSvdOptions {
@@ -108,26 +110,30 @@ async function exactRoute(be: LinalgBackend, m: Mat, o: TruncatedSvdOptions, nor
 /**
  * Best rank-t approximation of the rows×cols matrix m (float32 or float64; the products run in
  * its precision, the small SVDs in float64). With `energy`, t is the fewest components holding
- * that fraction of ‖m‖² (the sketch grows until its σ̃ reach it).
+ * that fraction of ‖m‖² (the sketch grows until its σ̃ reach it). m may be a float32 matrix read a
+ * block of rows at a time (linalg/row-panels.ts): every product is then one pass over its rows,
+ * and only the exact route, or a sketch as wide as the matrix, holds it whole.
  */
-export async function truncatedSvd(be: LinalgBackend, m: Mat, o: TruncatedSvdOptions): Promise<TruncatedSvd> {
+export async function truncatedSvd(be: LinalgBackend, m: Mat | RowPanelSource, o: TruncatedSvdOptions): Promise<TruncatedSvd> {
   if ((o.rank === undefined) === (o.energy === undefined)) throw new Error("truncatedSvd: give exactly one of rank and energy");
   if (o.rank !== undefined && !(Number.isInteger(o.rank) && o.rank >= 1)) throw new Error(`truncatedSvd: rank must be a positive integer (got ${o.rank})`);
   const d = m.rows,
     k = m.cols,
     minDim = Math.min(d, k);
-  const norm2 = o.norm2 ?? frob2(m);
-  if (o.exact) return exactRoute(be, m, o, norm2);
+  const panels = isRowPanelSource(m) ? m : null;
+  const norm2 = o.norm2 ?? (panels ? await panels.each(async () => {}) : frob2(m as Mat));
+  const dense = async (): Promise<Mat> => (panels ? densePanels(panels) : (m as Mat));
+  if (o.exact) return exactRoute(be, await dense(), o, norm2);
   const tol = o.tolerance ?? 1e-3;
   const allowed = (1 + tol) ** 2 - 1;
   // Rounding floor of the captured energy: products in the matrix's precision.
-  const floor = (m.data instanceof Float32Array ? 1e-6 : 1e-13) * norm2;
+  const floor = (panels || (m as Mat).data instanceof Float32Array ? 1e-6 : 1e-13) * norm2;
   let t = o.rank !== undefined ? Math.min(o.rank, minDim) : Math.min(minDim, 16);
   const rng = new Rng(o.seed ?? 0);
   for (;;) {
     const p = o.oversample ?? Math.max(10, Math.ceil(t / 4));
     const l = Math.min(t + p, minDim);
-    if (l >= minDim) return exactRoute(be, m, o, norm2);
+    if (l >= minDim) return exactRoute(be, await dense(), o, norm2);
     const r = await sketch(be, m, t, l, rng, { allowed, floor, norm2, maxIters: o.maxPowerIters ?? 12 });
     if (o.energy !== undefined) {
       const te = rankForEnergy(r.sigma.subarray(0, l - p), o.energy, norm2);
@@ -144,27 +150,36 @@ export async function truncatedSvd(be: LinalgBackend, m: Mat, o: TruncatedSvdOpt
 /** Q (d×ℓ), the SVD of Z = MᵀQ = Bᵀ (k×ℓ): Z = Uz Σ Vzᵀ, so B = Vz Σ Uzᵀ; iterations and the excess estimate. */
 type Sketch = SketchResult;
 
+/** Every block of rows of m, in order (a dense matrix ROWS rows at a time). */
+async function eachBlock(m: Mat | RowPanelSource, fn: (r0: number, block: Mat) => Promise<void>): Promise<void> {
+  if (isRowPanelSource(m)) {
+    await m.each(fn);
+    return;
+  }
+  const ROWS = 256;
+  for (let i0 = 0; i0 < m.rows; i0 += ROWS) {
+    const n = Math.min(ROWS, m.rows - i0);
+    await fn(i0, { rows: n, cols: m.cols, data: m.data.subarray(i0 * m.cols, (i0 + n) * m.cols) });
+  }
+}
+
 /**
  * ‖m − U·diag(S)·Vt‖²_F formed a block of rows at a time in float64: for small errors, where
  * ‖m‖² − Σσ̃² would lose every digit to cancellation (products in float32 leave ~1e-7‖m‖²).
  */
-async function residual2(be: LinalgBackend, m: Mat, U: Mat<Float64Array>, S: Float64Array, Vt: Mat<Float64Array>): Promise<number> {
-  const d = m.rows,
-    k = m.cols,
-    t = S.length,
-    ROWS = 256;
+async function residual2(be: LinalgBackend, m: Mat | RowPanelSource, U: Mat<Float64Array>, S: Float64Array, Vt: Mat<Float64Array>): Promise<number> {
+  const t = S.length;
   let sum = 0;
-  for (let i0 = 0; i0 < d; i0 += ROWS) {
-    const n = Math.min(ROWS, d - i0);
+  await eachBlock(m, async (i0, block) => {
+    const n = block.rows;
     const US = new Float64Array(n * t);
     for (let i = 0; i < n; i++) for (let c = 0; c < t; c++) US[i * t + c] = U.data[(i0 + i) * t + c]! * S[c]!;
     const R = (await be.gemm({ rows: n, cols: t, data: US }, Vt)).data;
-    const off = i0 * k;
-    for (let j = 0; j < n * k; j++) {
-      const x = m.data[off + j]! - R[j]!;
+    for (let j = 0; j < n * block.cols; j++) {
+      const x = block.data[j]! - R[j]!;
       sum += x * x;
     }
-  }
+  });
   return sum;
 }
 
@@ -172,7 +187,7 @@ async function residual2(be: LinalgBackend, m: Mat, U: Mat<Float64Array>, S: Flo
 const DIRECT_BELOW = 1e-4;
 
 /** Keep t components: U = Q·Vz[:, :t], Vt = Uz[:, :t]ᵀ. */
-async function cut(be: LinalgBackend, m: Mat, r: Sketch, t: number, norm2: number): Promise<TruncatedSvd> {
+async function cut(be: LinalgBackend, m: Mat | RowPanelSource, r: Sketch, t: number, norm2: number): Promise<TruncatedSvd> {
   const l = r.sigma.length,
     k = r.Uz.rows;
   // Q·Vz[:, :t] directly (the first t rows of Vzᵀ), not the rows×l product and then a copy of its columns.
@@ -189,10 +204,13 @@ async function cut(be: LinalgBackend, m: Mat, r: Sketch, t: number, norm2: numbe
   return { ...f, norm2, err2, excess2, sigma: r.sigma, powerIters: r.iters, exact: false };
 }
 
-/** The range finder of the header, by the backend's sketch operation (one native call on cpu/cuda for float32 M). */
+/**
+ * The range finder of the header: by the backend's sketch operation for a matrix in memory (one
+ * native call on cpu/cuda for float32 M), or over row panels (linalg/streamed.ts, one pass a product).
+ */
 async function sketch(
   be: LinalgBackend,
-  m: Mat,
+  m: Mat | RowPanelSource,
   t: number,
   l: number,
   rng: Rng,
@@ -200,6 +218,11 @@ async function sketch(
 ): Promise<Sketch> {
   const k = m.cols;
   const normals = rng.normals(k * l);
+  if (isRowPanelSource(m)) {
+    const M = panelProducts(be, m);
+    const omega: Mat<Float32Array> = { rows: k, cols: l, data: Float32Array.from(normals) };
+    return sketchFrom(be, M, await M.times(omega), { t, ...c });
+  }
   const omega: Mat = { rows: k, cols: l, data: m.data instanceof Float32Array ? Float32Array.from(normals) : normals };
   return be.sketch({ m, omega, t, allowed: c.allowed, floor: c.floor, norm2: c.norm2, maxIters: c.maxIters });
 }

@@ -212,8 +212,11 @@ export interface LinalgBackend {
   readonly name: BackendName;
   /** Human-readable: BLAS name and core type, threads, device name… */
   readonly detail: string;
-  /** C = alpha · op(A) · op(B), op = transpose when the flag is set. */
-  gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts?: { transA?: boolean; transB?: boolean; alpha?: number }): Promise<Mat<T>>;
+  /**
+   * C = alpha · op(A) · op(B), op = transpose when the flag is set. `finite`: the caller knows both
+   * operands hold no NaN/±Inf (products of its own checked data), so the input scan is skipped.
+   */
+  gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts?: { transA?: boolean; transB?: boolean; alpha?: number; finite?: boolean }): Promise<Mat<T>>;
   /** Thin Householder QR. */
   qr<T extends FloatArray>(a: Mat<T>): Promise<QrResult<T>>;
   /** Thin SVD (all min(rows, cols) triplets). Signs are not normalised here (see linalg/signs.ts). */

@@ -15,8 +15,9 @@ import { InvalidInputError, UsageError } from "../common/errors.js";
 import { openModel, type BaseTensor, type Model } from "../formats/model/base-model.js";
 import { MODEL_DTYPES, Scratch } from "../formats/model/stream.js";
 import { dtypeBits, encodeFloats, type DType } from "../formats/safetensors/index.js";
+import type { RowPanelSource } from "../linalg/row-panels.js";
 import { truncatedSvd, type TruncatedSvd } from "../linalg/truncated-svd.js";
-import type { LinalgBackend, ModelDType } from "../linalg/types.js";
+import type { LinalgBackend, Mat, ModelDType } from "../linalg/types.js";
 import { allocate } from "./truncate/allocate.js";
 import { kohyaStemOf, usesConv1D, weightTarget, type WeightTarget } from "./weights.js";
 
@@ -28,6 +29,8 @@ export interface ExtractOptions {
   energy?: number;
   budget?: number;
   exact: boolean;
+  /** Stream large weights (deltaPanels) instead of holding their float32 ΔW: less memory, more time. */
+  lowMemory?: boolean;
   /** Relative excess of the Frobenius error allowed over the optimum (randomized route). */
   tolerance: number;
   /** Regular expression a module path must match (search, not anchored). */
@@ -45,6 +48,10 @@ export interface ExtractDeps {
   onBytes?: (done: number, total: number) => void;
   /** A full garbage collection (Ctx.collectGarbage), run after each large weight: keeps peak RSS near the working set. */
   releaseMemory?: () => Promise<void>;
+  /** Stream weights of at least this many elements (default STREAM_FROM_ELEMENTS; tests set it lower). */
+  streamFromElements?: number;
+  /** Stored bytes of each tensor in one row panel of a streamed weight (default PANEL_BYTES; tests set it lower). */
+  panelBytes?: number;
 }
 
 /** Weights of at least this many elements are followed by deps.releaseMemory (their float32 ΔW is ≥ 16 MiB). */
@@ -132,15 +139,89 @@ function pairModels(base: Model, tuned: Model, o: ExtractOptions): Pair[] {
 /** Stored bytes of each model's tensor read at a time: two chunks of each in flight (one read while the other is folded). */
 const CHUNK_BYTES = 1 << 20;
 
-/** The run's reused buffers: ΔW in float32, and two (tuned, base) pairs of chunk buffers. */
+/**
+ * Weights of at least this many elements are streamed (deltaPanels): ΔW is re-read from both models
+ * for every product instead of kept whole in float32 (which would take twice the stored bytes).
+ */
+const STREAM_FROM_ELEMENTS = 1 << 22;
+
+/** Stored bytes of each model's tensor in one row panel of a streamed weight (its float32 panel is twice that of BF16/F16). */
+const PANEL_BYTES = 4 << 20;
+
+/** The run's reused buffers: ΔW in float32 (weights held whole), two (tuned, base) pairs of chunk buffers, and a streamed weight's panel buffers. */
 interface Scratches {
   delta: Scratch;
   chunks: [[Uint8Array, Uint8Array], [Uint8Array, Uint8Array]];
+  panels: { raw: [[Scratch, Scratch], [Scratch, Scratch]]; block: Scratch; bytes: number } | null;
 }
 
-function scratches(largestElements: number): Scratches {
+function scratches(largestDense: number, largestRowBytes: number | null, panelBytes: number): Scratches {
   const pair = (): [Uint8Array, Uint8Array] => [new Uint8Array(CHUNK_BYTES), new Uint8Array(CHUNK_BYTES)];
-  return { delta: new Scratch(4 * largestElements), chunks: [pair(), pair()] };
+  const rawBytes = largestRowBytes === null ? 0 : Math.max(panelBytes, largestRowBytes);
+  const raw = (): [Scratch, Scratch] => [new Scratch(rawBytes), new Scratch(rawBytes)];
+  return {
+    delta: new Scratch(4 * largestDense),
+    chunks: [pair(), pair()],
+    panels: largestRowBytes === null ? null : { raw: [raw(), raw()], block: new Scratch(2 * rawBytes), bytes: panelBytes }, // float32 of ≥ 2-byte values
+  };
+}
+
+/** The weight's stored matrix (rows×cols as stored) and bytes per element. */
+function storedShape(p: Pair): { rows: number; cols: number; es: number } {
+  const w = p.target!;
+  return { rows: w.transposed ? w.in : w.out, cols: w.transposed ? w.out : w.in, es: dtypeBits(p.base.info.dtype as ModelDType) / 8 };
+}
+
+function nonFinite(p: Pair, r: { which: string | null; value: number }, i: number): InvalidInputError {
+  if (r.which === "difference") return new InvalidInputError(`tensor ${p.name}: TUNED − BASE overflows float32 at index ${i}`);
+  return new InvalidInputError(`${r.which === "tuned" ? "TUNED" : "BASE"}: tensor ${p.name} holds ${r.value} at index ${i}`);
+}
+
+/**
+ * tuned − base of a streamed weight, a panel of rows at a time: each pass reads both tensors again
+ * (the next panel read while one is multiplied), folds the panel into float32 by the backend's
+ * weightDelta and hands it on. Memory: two pairs of stored panels and one float32 panel. The
+ * model bytes are counted for progress on the first pass only.
+ */
+function deltaPanels(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: number) => void): RowPanelSource {
+  const { rows, cols, es } = storedShape(p);
+  const dtype = p.base.info.dtype as ModelDType;
+  const bufs = work.panels!;
+  const perPanel = Math.max(1, Math.floor(bufs.bytes / (cols * es)));
+  const panels = Math.ceil(rows / perPanel);
+  let passes = 0;
+  const read = (k: number) => {
+    const r0 = k * perPanel,
+      n = Math.min(perPanel, rows - r0);
+    const from = r0 * cols * es,
+      len = n * cols * es;
+    const [tb, bb] = bufs.raw[k % 2]!;
+    return Promise.all([p.tuned.file.readRawRangeInto(p.tuned.info, from, tb.bytes(len)), p.base.file.readRawRangeInto(p.base.info, from, bb.bytes(len))]);
+  };
+  return {
+    rows,
+    cols,
+    async each(fn) {
+      const first = passes++ === 0;
+      let norm2 = 0;
+      let next: ReturnType<typeof read> | null = read(0);
+      for (let k = 0; k < panels; k++) {
+        const [t, b] = await next!;
+        if (first) onBytes(t.byteLength + b.byteLength);
+        const r0 = k * perPanel,
+          n = t.byteLength / es / cols;
+        const block = bufs.block.floats(n * cols);
+        const folded = be.weightDelta(t, b, dtype, block, norm2);
+        next = k + 1 < panels ? read(k + 1) : null; // into the other pair while this one is folded
+        next?.catch(() => {}); // awaited next round; a failure meanwhile must not be an unhandled rejection
+        const r = await folded;
+        if (r.firstNonFinite >= 0) throw nonFinite(p, r, r0 * cols + r.firstNonFinite);
+        norm2 = r.norm2;
+        await fn(r0, { rows: n, cols, data: block });
+      }
+      return norm2;
+    },
+  };
 }
 
 /**
@@ -173,14 +254,39 @@ async function difference(be: LinalgBackend, p: Pair, work: Scratches, onBytes: 
     next?.catch(() => {}); // awaited next round; a failure meanwhile must not be an unhandled rejection
     const at = (k * CHUNK_BYTES) / es;
     const r = await be.weightDelta(t, b, dtype, data.subarray(at, at + t.byteLength / es), norm2);
-    if (r.firstNonFinite >= 0) {
-      const i = at + r.firstNonFinite;
-      if (r.which === "difference") throw new InvalidInputError(`tensor ${p.name}: TUNED − BASE overflows float32 at index ${i}`);
-      throw new InvalidInputError(`${r.which === "tuned" ? "TUNED" : "BASE"}: tensor ${p.name} holds ${r.value} at index ${i}`);
-    }
+    if (r.firstNonFinite >= 0) throw nonFinite(p, r, at + r.firstNonFinite);
     norm2 = r.norm2;
   }
   return { data, norm2 };
+}
+
+/** Whether a weight is streamed (deltaPanels) rather than held whole: with --low-memory, large ones, by the randomized route, on the host. */
+function streams(p: Pair, o: ExtractOptions, deps: ExtractDeps): boolean {
+  // cuda keeps the one-call device sketch: ΔW uploaded once, every product on the device.
+  return (
+    !!o.lowMemory &&
+    !o.exact &&
+    deps.backend.name !== "cuda" &&
+    p.base.info.shape.reduce((x, y) => x * y, 1) >= (deps.streamFromElements ?? STREAM_FROM_ELEMENTS)
+  );
+}
+
+/** ΔW of one weight as truncatedSvd takes it (whole, or row panels) and ‖ΔW‖² (a first pass for a streamed one). */
+async function deltaOf(
+  deps: ExtractDeps,
+  p: Pair,
+  o: ExtractOptions,
+  work: Scratches,
+  onBytes: (n: number) => void,
+): Promise<{ m: Mat | RowPanelSource; norm2: number }> {
+  const be = deps.backend;
+  if (streams(p, o, deps)) {
+    const m = deltaPanels(be, p, work, onBytes);
+    return { m, norm2: await m.each(async () => {}) };
+  }
+  const { rows, cols } = storedShape(p);
+  const { data, norm2 } = await difference(be, p, work, onBytes);
+  return { m: { rows, cols, data }, norm2 };
 }
 
 /** Whether two tensors hold the same bytes, compared chunk by chunk (the chunk buffers of `work`). */
@@ -277,7 +383,14 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         deps.onBytes?.(read, total);
       };
       const notes: string[] = [];
-      const work = scratches(Math.max(...targets.map((p) => p.base.info.shape.reduce((x, y) => x * y, 1))));
+      const held = targets.filter((p) => !streams(p, o, deps)),
+        streamed = targets.filter((p) => streams(p, o, deps));
+      const elements = (p: Pair) => p.base.info.shape.reduce((x, y) => x * y, 1);
+      const work = scratches(
+        Math.max(0, ...held.map(elements)),
+        streamed.length ? Math.max(...streamed.map((p) => storedShape(p).cols * storedShape(p).es)) : null,
+        deps.panelBytes ?? PANEL_BYTES,
+      );
 
       // --budget: a first pass for each weight's leading σ, then ranks as `truncate --budget` shares them.
       const ranks = new Map<string, number>();
@@ -285,15 +398,13 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         const cap = Math.max(1, Math.min(o.budget, 4 * Math.ceil(o.budget / targets.length)));
         const spectra = [];
         for (const p of targets) {
-          const { data, norm2 } = await difference(be, p, work, onBytes);
+          const { m, norm2 } = await deltaOf(deps, p, o, work, onBytes);
           const w = p.target!;
-          const rows = w.transposed ? w.in : w.out,
-            cols = w.transposed ? w.out : w.in;
+          const { rows, cols } = m;
           const sv =
             norm2 === 0
               ? new Float64Array(0)
-              : (await truncatedSvd(be, { rows, cols, data }, { rank: Math.min(cap, rows, cols), exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 }))
-                  .sigma;
+              : (await truncatedSvd(be, m, { rank: Math.min(cap, rows, cols), exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 })).sigma;
           spectra.push({ name: p.name, sigma: sv, in: w.in, out: w.out, rank: Math.min(cap, rows, cols) });
           if (rows * cols >= RELEASE_AFTER_ELEMENTS) await deps.releaseMemory?.();
         }
@@ -323,15 +434,14 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
             deps.onBytes?.(read, total);
             continue;
           }
-          const { data, norm2 } = await difference(be, p, work, onBytes);
+          const { m, norm2 } = await deltaOf(deps, p, o, work, onBytes);
           if (norm2 === 0) {
             unchanged.push(w.path);
             continue;
           }
-          const rows = w.transposed ? w.in : w.out,
-            cols = w.transposed ? w.out : w.in;
+          const { rows, cols } = m;
           const want = budgetRank !== undefined ? { rank: budgetRank } : o.rank !== undefined ? { rank: Math.min(o.rank, rows, cols) } : { energy: o.energy! };
-          const svd = await truncatedSvd(be, { rows, cols, data }, { ...want, exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 });
+          const svd = await truncatedSvd(be, m, { ...want, exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 });
           const dtype = dtypeFor(p);
           const f = encodeFactors(svd, w, dtype);
           await writeSpill(fh, at, f.A);

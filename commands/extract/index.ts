@@ -16,6 +16,7 @@ export function extractCommand(ctx: Ctx): Command {
     .option("--energy <F>", "per weight, the fewest ranks holding fraction F of ‖ΔW‖²", parseFloatArg("--energy", 0, 1, true))
     .option("--budget <K>", "K ranks in total, shared by energy across the weights (two passes)", parseIntArg("--budget", 1))
     .option("--exact", "full SVD of every ΔW (the dense route) instead of the randomized one", false)
+    .option("--low-memory", "re-read each large ΔW from both models for every product instead of holding it in float32 (slower)", false)
     .option("--tolerance <T>", "randomized route: Frobenius error within (1+T)× the optimum", parseFloatArg("--tolerance", 0, 1, true), 1e-3)
     .option("--modules <regex>", "only weights whose module path matches")
     .option("--base-name <name>", "base_model_name_or_path of the PEFT config")
@@ -38,6 +39,7 @@ export function extractCommand(ctx: Ctx): Command {
         tuned,
         output: opts["output"] as string,
         exact: !!opts["exact"],
+        lowMemory: !!opts["lowMemory"],
         tolerance: opts["tolerance"] as number,
         seed: g.seed,
         force: g.force,
@@ -51,7 +53,7 @@ export function extractCommand(ctx: Ctx): Command {
       };
       const backend = await backendFor(ctx, g);
       const { extract } = await import("./run.js");
-      const report = await withProgress(ctx, g, "extract", (tick) => extract(o, backend, tick, ctx.collectGarbage));
+      const report = await withProgress(ctx, g, "extract", (tick) => extract(o, backend, tick, ctx.env, ctx.collectGarbage));
       await printReport(ctx, g, report, async () => (await import("./render.js")).printExtractReport);
     });
 }

@@ -222,11 +222,16 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
       };
     },
 
-    async gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Promise<Mat<T>> {
-      checkMat("gemm", "A", a);
-      // A Gram (b is a itself): one finiteness pass is enough.
-      if (b.data === a.data) checkShape("gemm", "B", b);
-      else checkMat("gemm", "B", b);
+    async gemm<T extends FloatArray>(
+      a: Mat<T>,
+      b: Mat<T>,
+      opts: { transA?: boolean; transB?: boolean; alpha?: number; finite?: boolean } = {},
+    ): Promise<Mat<T>> {
+      // A Gram (b is a itself): one finiteness pass is enough; none where the caller vouches for both.
+      checkShape("gemm", "A", a);
+      if (!opts.finite) checkFinite("gemm", "A", a.data, a.cols);
+      checkShape("gemm", "B", b);
+      if (!opts.finite && b.data !== a.data) checkFinite("gemm", "B", b.data, b.cols);
       const transA = !!opts.transA,
         transB = !!opts.transB;
       const alpha = opts.alpha ?? 1;
