@@ -490,6 +490,14 @@ async function runCase(be: LinalgBackend, c: Case, seed: number, index: number):
     for (let i = 0; i < ref.data.length; i++) ref.data[i] *= alpha;
     assert.deepEqual([got.rows, got.cols], [ref.rows, ref.cols]);
     leq("‖C − C_ref‖/(‖A‖‖B‖)", rel(diffFro(got.data, ref.data), Math.abs(alpha) * fro(A.data) * fro(B.data)), TOL[c.dt]);
+    // `into` (an array longer than C, NaN-filled): the same values; cpu and cuda write them there
+    const into = c.dt === "f64" ? new Float64Array(got.data.length + 3).fill(Number.NaN) : new Float32Array(got.data.length + 3).fill(Number.NaN);
+    const again = await be.gemm(A, B, { transA, transB, alpha, finite: true, into });
+    assert.deepEqual(Array.from(again.data), Array.from(got.data));
+    if (be.name !== "js" && got.data.length > 0) {
+      assert.equal(again.data.buffer, into.buffer, "C written into the array given");
+      assert.ok(Number.isNaN(into[got.data.length]!), "nothing written past m·n");
+    }
     return;
   }
   if (c.op === "qr") {

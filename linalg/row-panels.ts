@@ -22,7 +22,8 @@ export function isRowPanelSource(m: Mat | RowPanelSource): m is RowPanelSource {
 /**
  * M·X a block of rows at a time; Mᵀ·Q as the sum over blocks of Mᵢᵀ·Qᵢ (float32, like the dense
  * product). The source's blocks are finite (its contract) and X, Q come from checked products, so
- * the gemm input scans are skipped.
+ * the gemm input scans are skipped; the products are written into arrays of the pass (no garbage a
+ * panel, which would otherwise pile up between collections).
  */
 export function panelProducts(be: LinalgBackend, src: RowPanelSource): MatrixProducts {
   const f32 = (m: Mat): Mat<Float32Array> => {
@@ -37,17 +38,20 @@ export function panelProducts(be: LinalgBackend, src: RowPanelSource): MatrixPro
         l = x.cols;
       const Y = new Float32Array(src.rows * l);
       await src.each(async (r0, block) => {
-        Y.set((await be.gemm(block, x, { finite: true })).data, r0 * l);
+        const rows = Y.subarray(r0 * l, (r0 + block.rows) * l);
+        const y = (await be.gemm(block, x, { finite: true, into: rows })).data;
+        if (y.buffer !== rows.buffer || y.byteOffset !== rows.byteOffset) rows.set(y); // a backend that returned a new array
       });
       return { rows: src.rows, cols: l, data: Y };
     },
     async timesT(Q: Mat): Promise<Mat> {
       const q = f32(Q),
         l = q.cols;
-      const Z = new Float32Array(src.cols * l);
+      const Z = new Float32Array(src.cols * l),
+        scratch = new Float32Array(src.cols * l);
       await src.each(async (r0, block) => {
-        const part = (await be.gemm(block, { rows: block.rows, cols: l, data: q.data.subarray(r0 * l, (r0 + block.rows) * l) }, { transA: true, finite: true }))
-          .data;
+        const qi = { rows: block.rows, cols: l, data: q.data.subarray(r0 * l, (r0 + block.rows) * l) };
+        const part = (await be.gemm(block, qi, { transA: true, finite: true, into: scratch })).data;
         for (let i = 0; i < Z.length; i++) Z[i] = Z[i]! + part[i]!;
       });
       return { rows: src.cols, cols: l, data: Z };

@@ -215,8 +215,10 @@ export interface LinalgBackend {
   /**
    * C = alpha · op(A) · op(B), op = transpose when the flag is set. `finite`: the caller knows both
    * operands hold no NaN/±Inf (products of its own checked data), so the input scan is skipped.
+   * `into`: an array of at least m·n elements of A's type, not overlapping A or B, that the backend
+   * may write C to (cpu, cuda do: no new array per call); use the returned data either way.
    */
-  gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts?: { transA?: boolean; transB?: boolean; alpha?: number; finite?: boolean }): Promise<Mat<T>>;
+  gemm<T extends FloatArray>(a: Mat<T>, b: Mat<T>, opts?: { transA?: boolean; transB?: boolean; alpha?: number; finite?: boolean; into?: T }): Promise<Mat<T>>;
   /** Thin Householder QR. */
   qr<T extends FloatArray>(a: Mat<T>): Promise<QrResult<T>>;
   /** Thin SVD (all min(rows, cols) triplets). Signs are not normalised here (see linalg/signs.ts). */

@@ -183,7 +183,7 @@ function nonFinite(p: Pair, r: { which: string | null; value: number }, i: numbe
  * weightDelta and hands it on. Memory: two pairs of stored panels and one float32 panel. The
  * model bytes are counted for progress on the first pass only.
  */
-function deltaPanels(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: number) => void): RowPanelSource {
+function deltaPanels(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: number) => void, release?: () => Promise<void>): RowPanelSource {
   const { rows, cols, es } = storedShape(p);
   const dtype = p.base.info.dtype as ModelDType;
   const bufs = work.panels!;
@@ -203,6 +203,9 @@ function deltaPanels(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: n
     cols,
     async each(fn) {
       const first = passes++ === 0;
+      // The sketch's float32/float64 intermediates of the last pass (a few MB each) are garbage now:
+      // collected here, they do not pile up across the passes before V8 would get to them.
+      if (!first) await release?.();
       let norm2 = 0;
       let next: ReturnType<typeof read> | null = read(0);
       for (let k = 0; k < panels; k++) {
@@ -281,7 +284,7 @@ async function deltaOf(
 ): Promise<{ m: Mat | RowPanelSource; norm2: number }> {
   const be = deps.backend;
   if (streams(p, o, deps)) {
-    const m = deltaPanels(be, p, work, onBytes);
+    const m = deltaPanels(be, p, work, onBytes, deps.releaseMemory);
     return { m, norm2: await m.each(async () => {}) };
   }
   const { rows, cols } = storedShape(p);

@@ -225,7 +225,7 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     async gemm<T extends FloatArray>(
       a: Mat<T>,
       b: Mat<T>,
-      opts: { transA?: boolean; transB?: boolean; alpha?: number; finite?: boolean } = {},
+      opts: { transA?: boolean; transB?: boolean; alpha?: number; finite?: boolean; into?: T } = {},
     ): Promise<Mat<T>> {
       // A Gram (b is a itself): one finiteness pass is enough; none where the caller vouches for both.
       checkShape("gemm", "A", a);
@@ -248,7 +248,8 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
       const bData = asType(a.data, b.data);
       let c: FloatArray;
       try {
-        c = await binding.gemm(a.data, a.rows, a.cols, bData, b.rows, b.cols, transA, transB, alpha);
+        const into = opts.into && opts.into.constructor === a.data.constructor && opts.into.length >= m * n ? opts.into.subarray(0, m * n) : undefined;
+        c = await binding.gemm(a.data, a.rows, a.cols, bData, b.rows, b.cols, transA, transB, alpha, ...(into ? [into] : []));
       } catch (e) {
         fail(name, "gemm", e);
       }

@@ -25,6 +25,8 @@ export interface ComputeBinding {
     transA: boolean,
     transB: boolean,
     alpha: number,
+    /** Where to write the result (m×n, a's element type; an addon built before this argument ignores it). */
+    c?: FloatArray,
   ): Promise<FloatArray>;
   qr(a: FloatArray, rows: number, cols: number): Promise<{ q: FloatArray; r: FloatArray }>;
   svd(a: FloatArray, rows: number, cols: number): Promise<{ u: FloatArray; s: FloatArray; vt: FloatArray }>;

@@ -140,7 +140,8 @@ inline Napi::Value start(Napi::Env env, const std::string& name, std::function<S
   return queue(new OpWorker(env, name.c_str(), std::move(run), objectOf(outs)), inputs);
 }
 
-// gemm(a, aRows, aCols, b, bRows, bCols, transA, transB, alpha) → Promise<TypedArray (m×n)>
+// gemm(a, aRows, aCols, b, bRows, bCols, transA, transB, alpha[, c]) → Promise<TypedArray (m×n)>:
+// the result in c when given (≥ m·n elements of a's type, not overlapping a or b), else a new array.
 template <class Ops>
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -154,7 +155,9 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   int m = ta ? ac : ar, kk = ta ? ar : ac, kb = tb ? bc : br, n = tb ? br : bc;
   if (kk != kb) typeError(env, "gemm: inner dimensions differ");
   bool f32 = isF32(a);
-  auto c = newLike(env, f32, size_t(m) * n);
+  bool into = info.Length() > 9 && info[9].IsTypedArray();
+  auto c = into ? floatArray(info, 9, "c", size_t(m) * n) : newLike(env, f32, size_t(m) * n);
+  if (isF32(c) != f32) typeError(env, "c must have the element type of a and b");
   auto run = perType(f32, [&](auto z) -> std::function<Status()> {
     using T = decltype(z);
     return [=, pa = ptr<T>(a), pb = ptr<T>(b), pc = ptr<T>(c)] { return Ops::template gemm<T>(pa, ar, ac, pb, br, bc, ta, tb, T(alpha), pc); };
