@@ -174,6 +174,39 @@ const peftCheckWhyNot: string | null = (() => {
   return null;
 })();
 
+test("F64 factors whose products overflow float64 (‖A‖ ≈ 1e200): exit 3 naming the module, on every backend, nothing written", async () => {
+  const dir = join(tmp, "f64-huge");
+  mkdirSync(dir);
+  const r = 4,
+    n = 16;
+  // finite values whose squares are not: A ~ 1e200, B ~ 1
+  const A = Float64Array.from({ length: r * n }, (_, i) => (i % 3 === 0 ? -1 : 1) * (1 + (i % 5)) * 1e200);
+  const B = Float64Array.from({ length: n * r }, (_, i) => 1 + (i % 7) / 7);
+  const specs: TensorSpec[] = [
+    { name: "base_model.model.layers.0.q_proj.lora_A.weight", dtype: "F64", shape: [r, n], data: encodeFloats("F64", A) },
+    { name: "base_model.model.layers.0.q_proj.lora_B.weight", dtype: "F64", shape: [n, r], data: encodeFloats("F64", B) },
+  ];
+  writeFileSync(join(dir, "adapter_model.safetensors"), await serializeSafetensors(specs, null));
+  writeFileSync(join(dir, "adapter_config.json"), JSON.stringify({ peft_type: "LORA", r, lora_alpha: r, target_modules: ["q_proj"] }));
+  const backends = lora(["backends"])
+    .stdout.split("\n")
+    .filter((l) => /\tyes\t/.test(l))
+    .map((l) => l.split("\t")[0]!);
+  assert.ok(backends.includes("js"));
+  for (const be of backends) {
+    const out = join(tmp, `f64-huge-out-${be}`);
+    for (const args of [
+      ["truncate", dir, "--rank", "2", "-o", out],
+      ["inspect", dir],
+    ]) {
+      const res = lora([...args, "--backend", be]);
+      assert.equal(res.status, 3, `${be} ${args[0]}: ${res.stderr}`);
+      assert.match(res.stderr, /layers\.0\.q_proj: factor values too large for float64/);
+    }
+    assert.ok(!existsSync(out), `${be}: nothing written`);
+  }
+});
+
 /** Our loader's ΔW = scale·B·A of every module of a PEFT dir, as an F64 safetensors file keyed by module path. */
 async function expectedDeltas(dir: string): Promise<{ path: string; modules: number }> {
   const a = await loadAdapter(dir);
