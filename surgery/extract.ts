@@ -4,7 +4,9 @@
 // array (the backend's weightDelta, the next chunk read meanwhile), its truncated SVD computed (linalg/truncated-svd.ts: randomized to 0.1% of the optimum,
 // or exact), and the factors B = U√Σ, A = √Σ Vᵀ (alpha = t, so the scale is 1) encoded and spilled
 // to a scratch file beside the output; the adapter is written from the spill at the end. Memory:
-// one ΔW and one module's factors at a time, whatever the model's size.
+// one ΔW and one module's factors at a time, whatever the model's size; with --low-memory a large
+// weight's ΔW is not held either, but re-read a panel of rows at a time for every product
+// (deltaPanels; docs/algorithms.md §13).
 import { existsSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
@@ -179,7 +181,7 @@ function nonFinite(p: Pair, r: { which: string | null; value: number }, i: numbe
 
 /**
  * tuned − base of a streamed weight, a panel of rows at a time: each pass reads both tensors again
- * (the next panel read while one is multiplied), folds the panel into float32 by the backend's
+ * (the next panel read while one is folded), folds the panel into float32 by the backend's
  * weightDelta and hands it on. Memory: two pairs of stored panels and one float32 panel. The
  * model bytes are counted for progress on the first pass only.
  */
