@@ -3,7 +3,7 @@
 // factors are F32/F16/BF16/F64 (decode, finiteness and Gram in one pass per factor).
 import { nonFiniteFactor, rawReadable, readFactors, type Adapter, type LoraModule, type ModuleFactors } from "../formats/adapter/index.js";
 import type { FactorDType, LinalgBackend, Mat } from "../linalg/types.js";
-import { refuseOverflowingF64 } from "./raw-factors.js";
+import { refuseOverflowingRaw } from "./raw-factors.js";
 
 export interface ModuleFactorsGrams extends ModuleFactors<Float64Array> {
   /** Bᵀ·B (r×r, float64, as the backend computed it: not yet symmetrized). */
@@ -23,7 +23,7 @@ export async function readFactorsWithGrams(adapter: Adapter, m: LoraModule, be: 
     return { A, B, GB: gb.data, GA: ga.data };
   }
   const [rawA, rawB] = await Promise.all([adapter.file.readRaw(m.A), adapter.file.readRaw(m.B)]);
-  refuseOverflowingF64(
+  refuseOverflowingRaw(
     m,
     { raw: rawB, dtype: m.B.dtype as FactorDType, rows: m.out, cols: m.rank },
     { raw: rawA, dtype: m.A.dtype as FactorDType, rows: m.rank, cols: m.in },

@@ -19,6 +19,37 @@ export function nonFiniteFactor(adapter: Adapter, m: LoraModule, bad: { factor: 
   return nonFinite(bad.factor === "A" ? m.A : m.B, labelOf(adapter), bad.value, bad.index);
 }
 
+/** Largest ‖A‖_F, ‖B‖_F and ‖B‖_F·‖A‖_F whose squares (Grams, ‖ΔW‖²) stay well inside float64. */
+const F64_NORM_LIMIT = 1e150;
+
+/** ‖x‖_F of n values (NaN/±Inf skipped: refused elsewhere, by name), scaled by the largest so that it cannot overflow. */
+export function scaledNorm(n: number, at: (i: number) => number): number {
+  let max = 0;
+  for (let i = 0; i < n; i++) {
+    const x = Math.abs(at(i));
+    if (x > max && x !== Number.POSITIVE_INFINITY) max = x;
+  }
+  if (max === 0) return 0;
+  let s = 0;
+  for (let i = 0; i < n; i++) {
+    const x = at(i) / max;
+    if (x - x === 0) s += x * x;
+  }
+  return max * Math.sqrt(s);
+}
+
+/**
+ * F64 factors can hold finite values whose products overflow float64 (F32/F16/BF16 values stay
+ * below 3.4e38, so only F64 gets there): such a module would come out as ±Inf or NaN, so it is
+ * refused (exit 3) by name. normB, normA: the factors' ‖·‖_F (scaledNorm), 0 for a non-F64 factor.
+ */
+export function refuseOverflowingF64(m: LoraModule, normB: number, normA: number): void {
+  if (normB > F64_NORM_LIMIT || normA > F64_NORM_LIMIT || (normB > 1 && normA > 1 && normB * normA > F64_NORM_LIMIT))
+    throw new InvalidInputError(
+      `module ${m.name}: factor values too large for float64 arithmetic (‖B‖ ≈ ${normB.toPrecision(3)}, ‖A‖ ≈ ${normA.toPrecision(3)}; their products overflow)`,
+    );
+}
+
 function checkFinite(data: Float32Array | Float64Array, t: TensorInfo, label: string): void {
   for (let i = 0; i < data.length; i++) {
     const v = data[i]!;
@@ -44,6 +75,12 @@ export async function readFactors(adapter: Adapter, m: LoraModule, precision: "f
   const [a, b] = await Promise.all([read(m.A), read(m.B)]);
   checkFinite(a, m.A, label);
   checkFinite(b, m.B, label);
+  if (m.A.dtype === "F64" || m.B.dtype === "F64")
+    refuseOverflowingF64(
+      m,
+      scaledNorm(b.length, (i) => b[i]!),
+      scaledNorm(a.length, (i) => a[i]!),
+    );
   return { A: { rows: m.rank, cols: m.in, data: a }, B: { rows: m.out, cols: m.rank, data: b } };
 }
 

@@ -1,6 +1,15 @@
 export * from "./types.js";
 export { loadAdapter, openAdapterSource, readAdapterConfig, type AdapterSource } from "./load.js";
-export { checkFactorsFinite, nonFiniteFactor, rawReadable, readFactors, type FactorMatrix, type ModuleFactors } from "./factors.js";
+export {
+  checkFactorsFinite,
+  nonFiniteFactor,
+  rawReadable,
+  readFactors,
+  refuseOverflowingF64,
+  scaledNorm,
+  type FactorMatrix,
+  type ModuleFactors,
+} from "./factors.js";
 export { registerDetector } from "./detect.js";
 export type { Detector, DetectContext, Detected } from "./detector.js";
 export * from "./names.js";

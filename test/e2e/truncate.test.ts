@@ -174,7 +174,7 @@ const peftCheckWhyNot: string | null = (() => {
   return null;
 })();
 
-test("F64 factors whose products overflow float64 (‖A‖ ≈ 1e200): exit 3 naming the module, on every backend, nothing written", async () => {
+test("F64 factors whose products overflow float64 (‖A‖ ≈ 1e200): truncate, inspect and diff exit 3 naming the module, on every backend, nothing written", async () => {
   const dir = join(tmp, "f64-huge");
   mkdirSync(dir);
   const r = 4,
@@ -198,6 +198,7 @@ test("F64 factors whose products overflow float64 (‖A‖ ≈ 1e200): exit 3 na
     for (const args of [
       ["truncate", dir, "--rank", "2", "-o", out],
       ["inspect", dir],
+      ["diff", dir, dir],
     ]) {
       const res = lora([...args, "--backend", be]);
       assert.equal(res.status, 3, `${be} ${args[0]}: ${res.stderr}`);
