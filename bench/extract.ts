@@ -8,7 +8,7 @@
 //   1b: a 16-layer Llama-3.2-1B-shaped pair (hidden 2048, MLP 8192, GQA k/v 512, vocab 256),
 //       4 shards + model.safetensors.index.json, BF16, 1.9 GB per model.
 // Then, one after the other in one run (wall time and peak RSS from /usr/bin/time -v):
-//  1. `lora extract --rank R` on the whole pair;
+//  1. `lora extract --rank R` on the whole pair, and with --low-memory;
 //  2. on a subset of weights (one of each shape), `lora extract --rank R --modules …` and the dense
 //     route (bench/extract_dense.py: float32 ΔW + numpy economy SVD per weight, as kohya's and
 //     mergekit's scripts do), side by side, with both errors; the whole dense route is that
@@ -98,6 +98,11 @@ async function main(): Promise<void> {
     const adapter = join(dir, `${p.key}-r${rank}`);
     rmSync(adapter, { recursive: true, force: true });
     const whole = timed(process.execPath, [loraBin, "extract", base, tuned, "--rank", String(rank), "-o", adapter, "--json"]);
+    // --low-memory: large weights re-read for every product instead of held (docs/algorithms.md §13).
+    const lowOut = join(dir, `${p.key}-r${rank}-low`);
+    rmSync(lowOut, { recursive: true, force: true });
+    const low = timed(process.execPath, [loraBin, "extract", base, tuned, "--rank", String(rank), "--low-memory", "-o", lowOut, "-q"]);
+    rmSync(lowOut, { recursive: true, force: true });
     // The process's own floor: the same command on the smallest weight of the pair (Node, the
     // command's modules, BLAS and the models' headers), to tell what grows with the tensors.
     const floorOut = join(dir, `${p.key}-floor`);
@@ -145,6 +150,9 @@ async function main(): Promise<void> {
     );
     out.push(
       `| all ${tensors.length} | ${f(whole.seconds)} | ${f(denseWhole)} (SVD time only, scaled from the subset by shape, ${scaled} weights; ${tensors.length - scaled} smaller ones not counted) | ${f(denseWhole / whole.seconds)}× | total ${rep.modules ? Math.sqrt(rep.modules.reduce((s, m) => s + m.relative_error ** 2, 0) / rep.modules.length).toFixed(5) : "?"} (rms) | | ${f(whole.maxRssMb, 0)} / — |`,
+    );
+    out.push(
+      `| all ${tensors.length}, \`--low-memory\` | ${f(low.seconds)} | | ${f(denseWhole / low.seconds)}× | | | ${f(low.maxRssMb, 0)} / — (${((low.maxRssMb * 2 ** 20) / largest).toFixed(2)} × the largest weight) |`,
     );
     out.push(
       "",
