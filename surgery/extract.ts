@@ -388,6 +388,8 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         deps.onBytes?.(read, total);
       };
       const notes: string[] = [];
+      if (o.lowMemory && (o.exact || be.name === "cuda"))
+        notes.push(`--low-memory has no effect ${o.exact ? "with --exact (a full SVD needs the whole ΔW)" : "on the cuda backend (ΔW is held on the device)"}`);
       const held = targets.filter((p) => !streams(p, o, deps)),
         streamed = targets.filter((p) => streams(p, o, deps));
       const elements = (p: Pair) => p.base.info.shape.reduce((x, y) => x * y, 1);

@@ -162,6 +162,12 @@ describe("lora extract against the dense float64 optimum (numpy)", { skip: noNum
         if (key === "llama-lowrank") assert.ok(m.err <= 1e-5 * m.norm, `${key} ${m.name}: ${m.err / m.norm}`);
         else assert.ok(m.err <= 1.001 * m.opt_err, `${key} ${m.name}: error ${m.err} vs optimum ${m.opt_err}`);
       }
+      if (key === "llama-lowrank") {
+        // with --exact the flag says it changes nothing
+        const ex = lora(["extract", base, tuned, "--rank", "4", "--low-memory", "--exact", "-o", join(tmp, "low-exact"), "--json"], hooks);
+        assert.equal(ex.status, 0, ex.stderr);
+        assert.ok((JSON.parse(ex.stdout) as { notes: string[] }).notes.some((n) => /--low-memory has no effect with --exact/.test(n)));
+      }
       for (const m of rl.modules) {
         const h = held.get(m.name)!;
         assert.ok(Math.abs(m.relative_error - h) <= 1e-4 * h + 1e-6, `${key} ${m.name}: ${m.relative_error} streamed, ${h} held`);
