@@ -1,6 +1,7 @@
 // Adapts a raw addon (binding.ts) to LinalgBackend: shapes, lengths and finiteness are checked
 // (checks.ts) before any call goes in (C++ trusts them), native failures come back as LoraErrors,
-// and a non-finite output becomes a RuntimeFailure instead of a silent NaN.
+// and a non-finite output becomes a RuntimeFailure instead of a silent NaN (an InvalidInputError
+// for the raw-factor operations, whose finite inputs can only overflow: checks.ts checkFusedOutput).
 import { InvalidInputError } from "../../common/errors.js";
 import type {
   BackendName,
@@ -28,7 +29,7 @@ import type {
 } from "../types.js";
 import { decodeToFloat32 } from "../../common/dtype.js";
 import { FACTOR_DTYPES, type ComputeBinding, type RawSpectrumResult, type RawTruncateResult } from "./binding.js";
-import { checkFinite, checkMat, checkOutput, checkRawPair, checkShape, dtypeCode, fail, MAX_ELEMENTS, MODEL_CODES } from "./checks.js";
+import { checkFinite, checkFusedOutput, checkMat, checkOutput, checkRawPair, checkShape, dtypeCode, fail, MAX_ELEMENTS, MODEL_CODES } from "./checks.js";
 
 function zeros<T extends FloatArray>(proto: T, n: number): T {
   return (proto instanceof Float32Array ? new Float32Array(n) : new Float64Array(n)) as T;
@@ -44,17 +45,6 @@ function asType<T extends FloatArray>(proto: T, x: FloatArray): T {
 
 /** Wraps a raw binding as a LinalgBackend (exported for tests with fake bindings). */
 export function adaptBinding(name: BackendName, binding: ComputeBinding, detail: string): LinalgBackend {
-  // The raw-factor operations refuse NaN/±Inf in their inputs themselves (kind "non-finite"), so a
-  // non-finite result from finite factors is float64 overflow: values whose squares pass ~1.8e308
-  // (only F64 factors can hold them). That is the input's fault (exit 3), not the backend's.
-  const checkFused = (op: string, arrays: ArrayLike<number>[]): void => {
-    for (const a of arrays)
-      for (let i = 0; i < a.length; i++)
-        if (!Number.isFinite(a[i]!))
-          throw new InvalidInputError(
-            `${op}: the factors' products overflow float64 (factor values too large, e.g. beyond ±1e154); the adapter cannot be used`,
-          );
-  };
   const fs = binding.factorStats.bind(binding);
   const factorStats = async (raw: Uint8Array, dtype: FactorDType, rows: number, cols: number, side: GramSide): Promise<FactorStats> => {
     const d = FACTOR_DTYPES[dtype];
@@ -72,7 +62,7 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     } catch (e) {
       fail(name, "factorStats", e);
     }
-    if (r.firstNonFinite < 0) checkFused("factorStats", [r.gram]);
+    if (r.firstNonFinite < 0) checkFusedOutput("factorStats", [r.gram]);
     return { data: r.data, gram: r.gram, firstNonFinite: r.firstNonFinite };
   };
   const tf = binding.truncateFactors.bind(binding);
@@ -93,14 +83,14 @@ export function adaptBinding(name: BackendName, binding: ComputeBinding, detail:
     }
     if (res.kind === 1) return { kind: "fallback" };
     if (res.kind === 2) return { kind: "non-finite", factor: res.badFactor === 0 ? "A" : "B", index: res.badIndex, value: res.badValue };
-    checkFused("truncateFactors", [res.S, [res.norm2, res.err2, res.resid2]]);
+    checkFusedOutput("truncateFactors", [res.S, [res.norm2, res.err2, res.resid2]]);
     return { kind: "done", B: res.B, A: res.A, S: res.S, norm2: res.norm2, err2: res.err2, resid2: res.resid2, productBits: res.productBits === 32 ? 32 : 64 };
   };
   const fsp = binding.factorSpectrum.bind(binding);
   const spectrumOf = (x: FactorSpectrumInput, res: RawSpectrumResult, op: string): FactorSpectrumResult => {
     if (res.kind === 1) return { kind: "fallback" };
     if (res.kind === 2) return { kind: "non-finite", factor: res.badFactor === 0 ? "A" : "B", index: res.badIndex, value: res.badValue };
-    checkFused(op, [res.S, [res.norm2]]);
+    checkFusedOutput(op, [res.S, [res.norm2]]);
     return { kind: "done", S: res.S, norm2: res.norm2, ...(x.keepGrams && res.grams ? { grams: res.grams } : {}) };
   };
   const factorSpectrum = async (x: FactorSpectrumInput): Promise<FactorSpectrumResult> => {

@@ -55,6 +55,18 @@ export function checkOutput(backend: BackendName, op: string, arrays: ArrayLike<
   }
 }
 
+/**
+ * checkOutput for the raw-factor operations, which refuse NaN/±Inf in their inputs themselves
+ * (kind "non-finite"): a non-finite result from finite factors is float64 overflow, values whose
+ * squares pass ~1.8e308 (only F64 factors can hold them). That is the input's fault (exit 3).
+ */
+export function checkFusedOutput(op: string, arrays: ArrayLike<number>[]): void {
+  for (const a of arrays)
+    for (let i = 0; i < a.length; i++)
+      if (!Number.isFinite(a[i]!))
+        throw new InvalidInputError(`${op}: the factors' products overflow float64 (factor values too large, e.g. beyond ±1e154); the adapter cannot be used`);
+}
+
 export function fail(backend: BackendName, op: string, e: unknown): never {
   if (e instanceof LoraError) throw e;
   const err = e as { message?: string; code?: string };
