@@ -119,6 +119,28 @@ describe("truncatedSvd", async () => {
       }
     });
 
+    test(`${be.name}: a seed gives the same result when its first Ω is kept from an earlier call (rank; energy, which draws again)`, async () => {
+      const rng = new Rng(SEED + 17);
+      const d = 120,
+        k = 90;
+      const M = Float32Array.from(withSpectrum(rng, d, k, SPECTRA["slow power law"]!(k)));
+      const m: Mat = { rows: d, cols: k, data: M };
+      const seed = SEED + 101;
+      // Energy 0.9 of this spectrum needs ~54 components: t grows 16 → 32 → 64, three draws of Ω.
+      const first = await truncatedSvd(be, m, { energy: 0.9, seed }); // draws Ω afresh
+      const again = await truncatedSvd(be, m, { energy: 0.9, seed }); // first Ω kept, the later ones replayed
+      assert.ok(first.S.length > 32, `energy 0.9 took ${first.S.length} components (the test wants a third draw)`);
+      assert.deepEqual(again.S, first.S);
+      assert.deepEqual(again.U.data, first.U.data);
+      const r1 = await truncatedSvd(be, m, { rank: 8, seed: seed + 1 });
+      const r2 = await truncatedSvd(be, m, { rank: 8, seed: seed + 1 });
+      assert.deepEqual(r2.Vt.data, r1.Vt.data);
+      // and another seed gives another Ω
+      const r3 = await truncatedSvd(be, m, { rank: 8, seed: seed + 2, maxPowerIters: 0 });
+      const r4 = await truncatedSvd(be, m, { rank: 8, seed: seed + 1, maxPowerIters: 0 });
+      assert.notDeepEqual(r3.S, r4.S);
+    });
+
     test(`${be.name}: an exactly rank-6 float32 matrix is recovered to rounding at rank 6`, async () => {
       const rng = new Rng(SEED + 11);
       const d = 300,

@@ -129,12 +129,12 @@ export async function truncatedSvd(be: LinalgBackend, m: Mat | RowPanelSource, o
   // Rounding floor of the captured energy: products in the matrix's precision.
   const floor = (panels || (m as Mat).data instanceof Float32Array ? 1e-6 : 1e-13) * norm2;
   let t = o.rank !== undefined ? Math.min(o.rank, minDim) : Math.min(minDim, 16);
-  const rng = new Rng(o.seed ?? 0);
+  const draws = new TestMatrices(o.seed ?? 0);
   for (;;) {
     const p = o.oversample ?? Math.max(10, Math.ceil(t / 4));
     const l = Math.min(t + p, minDim);
     if (l >= minDim) return exactRoute(be, await dense(), o, norm2);
-    const r = await sketch(be, m, t, l, rng, { allowed, floor, norm2, maxIters: o.maxPowerIters ?? 12 });
+    const r = await sketch(be, m, t, l, draws, { allowed, floor, norm2, maxIters: o.maxPowerIters ?? 12 });
     if (o.energy !== undefined) {
       const te = rankForEnergy(r.sigma.subarray(0, l - p), o.energy, norm2);
       if (te === null) {
@@ -213,16 +213,54 @@ async function sketch(
   m: Mat | RowPanelSource,
   t: number,
   l: number,
-  rng: Rng,
+  draws: TestMatrices,
   c: { allowed: number; floor: number; norm2: number; maxIters: number },
 ): Promise<Sketch> {
   const k = m.cols;
-  const normals = rng.normals(k * l);
   if (isRowPanelSource(m)) {
     const M = panelProducts(be, m);
-    const omega: Mat<Float32Array> = { rows: k, cols: l, data: Float32Array.from(normals) };
+    const omega: Mat<Float32Array> = { rows: k, cols: l, data: draws.next(k * l, true) as Float32Array };
     return sketchFrom(be, M, await M.times(omega), { t, ...c });
   }
-  const omega: Mat = { rows: k, cols: l, data: m.data instanceof Float32Array ? Float32Array.from(normals) : normals };
+  const omega: Mat = { rows: k, cols: l, data: draws.next(k * l, m.data instanceof Float32Array) };
   return be.sketch({ m, omega, t, allowed: c.allowed, floor: c.floor, norm2: c.norm2, maxIters: c.maxIters });
+}
+
+/** First draws kept: (seed, size, precision) → the normals, read-only (the sketches only read Ω). */
+const firstDraws: { seed: number; n: number; f32: boolean; data: Float32Array | Float64Array }[] = [];
+
+/**
+ * The Gaussian test matrices of one truncatedSvd call: draw i is the next n normals of Rng(seed),
+ * so a seed gives the same Ω on every run. The first draw of the last two (seed, size, precision)
+ * is kept: every weight of one shape starts from the same Ω, and drawing it costs ~20 ms for an
+ * 8192×74 one (lora extract draws one per weight).
+ */
+class TestMatrices {
+  private rng: Rng | null = null;
+  private drawn: number[] = [];
+
+  constructor(private readonly seed: number) {}
+
+  next(n: number, f32: boolean): Float32Array | Float64Array {
+    if (this.drawn.length === 0) {
+      const hit = firstDraws.find((d) => d.seed === this.seed && d.n === n && d.f32 === f32);
+      if (hit) {
+        this.drawn.push(n);
+        return hit.data;
+      }
+    }
+    if (this.rng === null) {
+      // A first draw served from the cache: replay it to reach this draw's place in the sequence.
+      this.rng = new Rng(this.seed);
+      for (const d of this.drawn) this.rng.normals(d);
+    }
+    const x = this.rng.normals(n);
+    const data = f32 ? Float32Array.from(x) : x;
+    if (this.drawn.length === 0) {
+      firstDraws.unshift({ seed: this.seed, n, f32, data });
+      firstDraws.length = Math.min(firstDraws.length, 2);
+    }
+    this.drawn.push(n);
+    return data;
+  }
 }

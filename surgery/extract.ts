@@ -331,15 +331,14 @@ function encodeFactors(svd: TruncatedSvd, target: WeightTarget, dtype: DType): {
     inn = target.in;
   const B = new Float32Array(out * t),
     A = new Float32Array(t * inn);
-  for (let c = 0; c < t; c++) {
-    const r = Math.sqrt(svd.S[c]!);
-    if (left) {
-      for (let i = 0; i < out; i++) B[i * t + c] = left.data[i * t + c]! * r;
-      for (let j = 0; j < inn; j++) A[c * inn + j] = svd.Vt.data[c * inn + j]! * r;
-    } else {
-      for (let i = 0; i < out; i++) B[i * t + c] = svd.Vt.data[c * out + i]! * r;
-      for (let j = 0; j < inn; j++) A[c * inn + j] = svd.U.data[j * t + c]! * r;
-    }
+  const root = Float64Array.from(svd.S, Math.sqrt);
+  // Row-major B (out×t) and A (t×in), each filled in its own order where the source allows.
+  if (left) {
+    for (let i = 0; i < out; i++) for (let c = 0; c < t; c++) B[i * t + c] = left.data[i * t + c]! * root[c]!;
+    for (let c = 0; c < t; c++) for (let j = 0; j < inn; j++) A[c * inn + j] = svd.Vt.data[c * inn + j]! * root[c]!;
+  } else {
+    for (let c = 0; c < t; c++) for (let i = 0; i < out; i++) B[i * t + c] = svd.Vt.data[c * out + i]! * root[c]!;
+    for (let j = 0; j < inn; j++) for (let c = 0; c < t; c++) A[c * inn + j] = svd.U.data[j * t + c]! * root[c]!;
   }
   return { A: encodeFloats(dtype, A), B: encodeFloats(dtype, B) };
 }
