@@ -1,7 +1,7 @@
 // A matrix too large to hold, read a block of rows at a time (lora extract's ΔW = tuned − base,
 // re-read from the two models for every pass instead of kept whole in float32: docs/algorithms.md
 // §13), and the products by it that the range finder needs (linalg/streamed.ts sketchFrom).
-import type { MatrixProducts } from "./streamed.js";
+import type { PairedProducts } from "./streamed.js";
 import type { LinalgBackend, Mat } from "./types.js";
 
 export interface RowPanelSource {
@@ -25,11 +25,12 @@ export function isRowPanelSource(m: Mat | RowPanelSource): m is RowPanelSource {
  * the gemm input scans are skipped; the products are written into arrays of the pass (no garbage a
  * panel, which would otherwise pile up between collections).
  */
-export function panelProducts(be: LinalgBackend, src: RowPanelSource): MatrixProducts {
+export function panelProducts(be: LinalgBackend, src: RowPanelSource): PairedProducts {
   const f32 = (m: Mat): Mat<Float32Array> => {
     if (!(m.data instanceof Float32Array)) throw new Error("internal: row panels multiply float32 operands");
     return m as Mat<Float32Array>;
   };
+  let pair: { l: number; Y: Float32Array; G: Float32Array; scratch: Float32Array } | null = null;
   return {
     rows: src.rows,
     cols: src.cols,
@@ -43,6 +44,25 @@ export function panelProducts(be: LinalgBackend, src: RowPanelSource): MatrixPro
         if (y.buffer !== rows.buffer || y.byteOffset !== rows.byteOffset) rows.set(y); // a backend that returned a new array
       });
       return { rows: src.rows, cols: l, data: Y };
+    },
+    async timesAndGram(X: Mat) {
+      const x = f32(X),
+        l = x.cols;
+      // One set of arrays for every call of a sketch (its Y and G are used before the next call):
+      // fresh ones each pass would leave the heap holding the old ones' pages.
+      if (pair === null || pair.l !== l)
+        pair = { l, Y: new Float32Array(src.rows * l), G: new Float32Array(src.cols * l), scratch: new Float32Array(src.cols * l) };
+      const { Y, G, scratch } = pair;
+      G.fill(0);
+      const norm2 = await src.each(async (r0, block) => {
+        const rows = Y.subarray(r0 * l, (r0 + block.rows) * l);
+        const y = (await be.gemm(block, x, { finite: true, into: rows })).data;
+        if (y.buffer !== rows.buffer || y.byteOffset !== rows.byteOffset) rows.set(y);
+        const yi = { rows: block.rows, cols: l, data: rows };
+        const part = (await be.gemm(block, yi, { transA: true, finite: true, into: scratch })).data;
+        for (let i = 0; i < G.length; i++) G[i] = G[i]! + part[i]!;
+      });
+      return { Y: { rows: src.rows, cols: l, data: Y }, G: { rows: src.cols, cols: l, data: G }, norm2 };
     },
     async timesT(Q: Mat): Promise<Mat> {
       const q = f32(Q),
@@ -59,11 +79,11 @@ export function panelProducts(be: LinalgBackend, src: RowPanelSource): MatrixPro
   };
 }
 
-/** The whole matrix in memory (the exact route, and sketches as wide as the matrix). */
-export async function densePanels(src: RowPanelSource): Promise<Mat<Float32Array>> {
+/** The whole matrix in memory (the exact route, and sketches as wide as the matrix), with ‖M‖² of the pass. */
+export async function densePanels(src: RowPanelSource): Promise<{ m: Mat<Float32Array>; norm2: number }> {
   const data = new Float32Array(src.rows * src.cols);
-  await src.each(async (r0, block) => {
+  const norm2 = await src.each(async (r0, block) => {
     data.set(block.data, r0 * src.cols);
   });
-  return { rows: src.rows, cols: src.cols, data };
+  return { m: { rows: src.rows, cols: src.cols, data }, norm2 };
 }

@@ -17,7 +17,7 @@ import { toF64 } from "./lowrank.js";
 import { Rng } from "./random.js";
 import { densePanels, isRowPanelSource, panelProducts, type RowPanelSource } from "./row-panels.js";
 import { flipSigns } from "./signs.js";
-import { sketchFrom } from "./streamed.js";
+import { sketchPaired } from "./streamed.js";
 import type { LinalgBackend, Mat, SketchResult } from "./types.js";
 
 export interface TruncatedSvdOptions {
@@ -121,20 +121,26 @@ export async function truncatedSvd(be: LinalgBackend, m: Mat | RowPanelSource, o
     k = m.cols,
     minDim = Math.min(d, k);
   const panels = isRowPanelSource(m) ? m : null;
-  const norm2 = o.norm2 ?? (panels ? await panels.each(async () => {}) : frob2(m as Mat));
-  const dense = async (): Promise<Mat> => (panels ? densePanels(panels) : (m as Mat));
-  if (o.exact) return exactRoute(be, await dense(), o, norm2);
+  // A streamed matrix's ‖M‖² comes with its first pass: the sketch's, or the exact route's read.
+  let norm2: number | null = o.norm2 ?? (panels ? null : frob2(m as Mat));
+  const exact = async (): Promise<TruncatedSvd> => {
+    if (!panels) return exactRoute(be, m as Mat, o, norm2!);
+    const whole = await densePanels(panels);
+    return exactRoute(be, whole.m, o, norm2 ?? whole.norm2);
+  };
+  if (o.exact) return exact();
   const tol = o.tolerance ?? 1e-3;
   const allowed = (1 + tol) ** 2 - 1;
-  // Rounding floor of the captured energy: products in the matrix's precision.
-  const floor = (panels || (m as Mat).data instanceof Float32Array ? 1e-6 : 1e-13) * norm2;
+  // Rounding floor of the captured energy, relative to ‖M‖²: products in the matrix's precision.
+  const floorRel = panels || (m as Mat).data instanceof Float32Array ? 1e-6 : 1e-13;
   let t = o.rank !== undefined ? Math.min(o.rank, minDim) : Math.min(minDim, 16);
   const draws = new TestMatrices(o.seed ?? 0);
   for (;;) {
     const p = o.oversample ?? Math.max(10, Math.ceil(t / 4));
     const l = Math.min(t + p, minDim);
-    if (l >= minDim) return exactRoute(be, await dense(), o, norm2);
-    const r = await sketch(be, m, t, l, draws, { allowed, floor, norm2, maxIters: o.maxPowerIters ?? 12 });
+    if (l >= minDim) return exact();
+    const r = await sketch(be, m, t, l, draws, { allowed, floorRel, norm2, maxIters: o.maxPowerIters ?? 12 });
+    norm2 = r.norm2;
     if (o.energy !== undefined) {
       const te = rankForEnergy(r.sigma.subarray(0, l - p), o.energy, norm2);
       if (te === null) {
@@ -214,16 +220,18 @@ async function sketch(
   t: number,
   l: number,
   draws: TestMatrices,
-  c: { allowed: number; floor: number; norm2: number; maxIters: number },
-): Promise<Sketch> {
+  c: { allowed: number; floorRel: number; norm2: number | null; maxIters: number },
+): Promise<Sketch & { norm2: number }> {
   const k = m.cols;
   if (isRowPanelSource(m)) {
     const M = panelProducts(be, m);
     const omega: Mat<Float32Array> = { rows: k, cols: l, data: draws.next(k * l, true) as Float32Array };
-    return sketchFrom(be, M, await M.times(omega), { t, ...c });
+    return sketchPaired(be, M, omega, { t, allowed: c.allowed, floorRel: c.floorRel, maxIters: c.maxIters, ...(c.norm2 !== null ? { norm2: c.norm2 } : {}) });
   }
+  const norm2 = c.norm2!;
   const omega: Mat = { rows: k, cols: l, data: draws.next(k * l, m.data instanceof Float32Array) };
-  return be.sketch({ m, omega, t, allowed: c.allowed, floor: c.floor, norm2: c.norm2, maxIters: c.maxIters });
+  const r = await be.sketch({ m, omega, t, allowed: c.allowed, floor: c.floorRel * norm2, norm2, maxIters: c.maxIters });
+  return { ...r, norm2 };
 }
 
 /** First draws kept: (seed, size, precision) → the normals, read-only (the sketches only read Ω). */

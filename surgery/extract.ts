@@ -276,19 +276,19 @@ function streams(p: Pair, o: ExtractOptions, deps: ExtractDeps): boolean {
   );
 }
 
-/** ΔW of one weight as truncatedSvd takes it (whole, or row panels) and ‖ΔW‖² (a first pass for a streamed one). */
+/**
+ * ΔW of one weight as truncatedSvd takes it (whole, or row panels) and ‖ΔW‖²: for a streamed one
+ * undefined, as its first pass yields it (truncatedSvd's norm2; 0 for a weight that did not change).
+ */
 async function deltaOf(
   deps: ExtractDeps,
   p: Pair,
   o: ExtractOptions,
   work: Scratches,
   onBytes: (n: number) => void,
-): Promise<{ m: Mat | RowPanelSource; norm2: number }> {
+): Promise<{ m: Mat | RowPanelSource; norm2?: number }> {
   const be = deps.backend;
-  if (streams(p, o, deps)) {
-    const m = deltaPanels(be, p, work, onBytes, deps.releaseMemory);
-    return { m, norm2: await m.each(async () => {}) };
-  }
+  if (streams(p, o, deps)) return { m: deltaPanels(be, p, work, onBytes, deps.releaseMemory) };
   const { rows, cols } = storedShape(p);
   const { data, norm2 } = await difference(be, p, work, onBytes);
   return { m: { rows, cols, data }, norm2 };
@@ -407,10 +407,9 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
           const { m, norm2 } = await deltaOf(deps, p, o, work, onBytes);
           const w = p.target!;
           const { rows, cols } = m;
-          const sv =
-            norm2 === 0
-              ? new Float64Array(0)
-              : (await truncatedSvd(be, m, { rank: Math.min(cap, rows, cols), exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 })).sigma;
+          const svd =
+            norm2 === 0 ? null : await truncatedSvd(be, m, { rank: Math.min(cap, rows, cols), exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 });
+          const sv = svd === null || svd.norm2 === 0 ? new Float64Array(0) : svd.sigma;
           spectra.push({ name: p.name, sigma: sv, in: w.in, out: w.out, rank: Math.min(cap, rows, cols) });
           if (rows * cols >= RELEASE_AFTER_ELEMENTS) await deps.releaseMemory?.();
         }
@@ -440,14 +439,15 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
             deps.onBytes?.(read, total);
             continue;
           }
-          const { m, norm2 } = await deltaOf(deps, p, o, work, onBytes);
-          if (norm2 === 0) {
+          const { m, norm2: known } = await deltaOf(deps, p, o, work, onBytes);
+          const { rows, cols } = m;
+          const want = budgetRank !== undefined ? { rank: budgetRank } : o.rank !== undefined ? { rank: Math.min(o.rank, rows, cols) } : { energy: o.energy! };
+          const svd = known === 0 ? null : await truncatedSvd(be, m, { ...want, exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2: known });
+          if (svd === null || svd.norm2 === 0) {
             unchanged.push(w.path);
             continue;
           }
-          const { rows, cols } = m;
-          const want = budgetRank !== undefined ? { rank: budgetRank } : o.rank !== undefined ? { rank: Math.min(o.rank, rows, cols) } : { energy: o.energy! };
-          const svd = await truncatedSvd(be, m, { ...want, exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 });
+          const norm2 = svd.norm2;
           const dtype = dtypeFor(p);
           const f = encodeFactors(svd, w, dtype);
           await writeSpill(fh, at, f.A);

@@ -76,6 +76,7 @@ before(async () => {
   await pair("llama-lowrank", spec("llama", { noise: 0, seed: SEED + 1 }), 1);
   await pair("gpt2", spec("gpt2", { seed: SEED + 2 }), 1);
   await pair("unet", spec("unet", { seed: SEED + 3 }), 2);
+  await pair("llama-partial", spec("llama", { seed: SEED + 4, changes: (name) => !/q_proj|up_proj/.test(name) }), 1);
 });
 
 function tempLeft(dir: string): string[] {
@@ -172,6 +173,32 @@ describe("lora extract against the dense float64 optimum (numpy)", { skip: noNum
         const h = held.get(m.name)!;
         assert.ok(Math.abs(m.relative_error - h) <= 1e-4 * h + 1e-6, `${key} ${m.name}: ${m.relative_error} streamed, ${h} held`);
       }
+    }
+  });
+
+  test("weights identical in both models are left out (held and --low-memory); identical models exit 3 with nothing written", () => {
+    const { base, tuned } = M["llama-partial"]!;
+    const hooks = { LORA_TEST_STREAM_FROM: "1", LORA_TEST_PANEL_BYTES: "600" };
+    for (const low of [false, true]) {
+      const out = join(tmp, `partial-${low}`);
+      const r = lora(["extract", base, tuned, "--rank", "4", "-o", out, "--json", ...(low ? ["--low-memory"] : [])], low ? hooks : {});
+      assert.equal(r.status, 0, r.stderr);
+      const rep = JSON.parse(r.stdout) as { modules: { name: string }[]; unchanged: string[] };
+      const same = rep.unchanged.slice().sort();
+      assert.deepEqual(same, [
+        "model.layers.0.mlp.up_proj",
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.1.mlp.up_proj",
+        "model.layers.1.self_attn.q_proj",
+      ]);
+      assert.ok(!rep.modules.some((m) => /q_proj|up_proj/.test(m.name)) && rep.modules.length > 0);
+      const e = ref<ExtractRef>("extract", base, tuned, out, "4");
+      for (const m of e.modules) assert.ok(m.err <= 1.001 * m.opt_err, `${m.name}: error ${m.err} vs optimum ${m.opt_err}`);
+      const same2 = join(tmp, `same-${low}`);
+      const s = lora(["extract", base, base, "--rank", "4", "-o", same2, ...(low ? ["--low-memory"] : [])], low ? hooks : {});
+      assert.equal(s.status, 3, s.stderr);
+      assert.match(s.stderr, /identical in every selected weight/);
+      assert.ok(!existsSync(same2));
     }
   });
 
