@@ -1,6 +1,7 @@
 // A matrix too large to hold, read a block of rows at a time (lora extract's ΔW = tuned − base,
 // re-read from the two models for every pass instead of kept whole in float32: docs/algorithms.md
-// §13), and the products by it that the range finder needs (linalg/streamed.ts sketchFrom).
+// §13), and the products by it that the range finder needs (linalg/streamed.ts sketchPaired: M·X
+// and Mᵀ·(M·X) from one read).
 import type { PairedProducts } from "./streamed.js";
 import type { LinalgBackend, Mat } from "./types.js";
 

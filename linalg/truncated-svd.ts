@@ -12,7 +12,8 @@
 // when that estimate is below half the allowed excess, (1+tol)² − 1 times the squared error.
 // Each half-step's Z = MᵀQ is Bᵀ itself, so the check costs one SVD of a k×ℓ matrix, no extra pass.
 // The iterations run in the backend's sketch operation (linalg/streamed.ts on js, one native call
-// on cpu/cuda: common/streamed.h), the same steps on every backend.
+// on cpu/cuda: common/streamed.h), the same steps on every backend; for a matrix read in row panels
+// they take one pass an iteration (streamed.ts sketchPaired: Z = G·R⁻¹, docs/algorithms.md §13).
 import { toF64 } from "./lowrank.js";
 import { Rng } from "./random.js";
 import { densePanels, isRowPanelSource, panelProducts, type RowPanelSource } from "./row-panels.js";
@@ -111,8 +112,9 @@ async function exactRoute(be: LinalgBackend, m: Mat, o: TruncatedSvdOptions, nor
  * Best rank-t approximation of the rows×cols matrix m (float32 or float64; the products run in
  * its precision, the small SVDs in float64). With `energy`, t is the fewest components holding
  * that fraction of ‖m‖² (the sketch grows until its σ̃ reach it). m may be a float32 matrix read a
- * block of rows at a time (linalg/row-panels.ts): every product is then one pass over its rows,
- * and only the exact route, or a sketch as wide as the matrix, holds it whole.
+ * block of rows at a time (linalg/row-panels.ts): each iteration is then one pass over its rows
+ * (the first also gives ‖m‖² when o.norm2 is not given), and only the exact route, or a sketch as
+ * wide as the matrix, holds it whole.
  */
 export async function truncatedSvd(be: LinalgBackend, m: Mat | RowPanelSource, o: TruncatedSvdOptions): Promise<TruncatedSvd> {
   if ((o.rank === undefined) === (o.energy === undefined)) throw new Error("truncatedSvd: give exactly one of rank and energy");
@@ -212,7 +214,7 @@ async function cut(be: LinalgBackend, m: Mat | RowPanelSource, r: Sketch, t: num
 
 /**
  * The range finder of the header: by the backend's sketch operation for a matrix in memory (one
- * native call on cpu/cuda for float32 M), or over row panels (linalg/streamed.ts, one pass a product).
+ * native call on cpu/cuda for float32 M), or over row panels (linalg/streamed.ts sketchPaired, one pass an iteration).
  */
 async function sketch(
   be: LinalgBackend,
