@@ -201,7 +201,8 @@ async function cut(be: LinalgBackend, m: Mat | RowPanelSource, r: Sketch, t: num
   // Q·Vz[:, :t] directly (the first t rows of Vzᵀ), not the rows×l product and then a copy of its columns.
   const U = (await be.gemm(r.Q, { rows: t, cols: r.VzT.cols, data: r.VzT.data.subarray(0, t * r.VzT.cols) }, { transB: true })) as Mat<Float64Array>;
   const Vt = new Float64Array(t * k);
-  for (let j = 0; j < k; j++) for (let c = 0; c < t; c++) Vt[c * k + j] = r.Uz.data[j * l + c]!;
+  // Row by row of Vt (written in order, Uz read with a stride of ℓ): the other order writes with a stride of k.
+  for (let c = 0; c < t; c++) for (let j = 0; j < k; j++) Vt[c * k + j] = r.Uz.data[j * l + c]!;
   const f = finish(U, r.sigma.slice(0, t), { rows: t, cols: k, data: Vt });
   let err2 = Math.max(norm2 - (tailSum2(r.sigma, 0) - tailSum2(r.sigma, t)), 0);
   let excess2: number | null = r.excess2;
