@@ -180,10 +180,36 @@ function nonFinite(p: Pair, r: { which: string | null; value: number }, i: numbe
 }
 
 /**
+ * Byte ranges k = 0…n−1 of a weight in both models, handed to fold(k, tuned, base) in order, read
+ * into two pairs of buffers in turn (pick(k, len) gives range k's pair): range k + 1 is read while
+ * range k is folded, and memory holds four ranges whatever the tensor's size.
+ */
+async function foldRanges(
+  p: Pair,
+  n: number,
+  range: (k: number) => { from: number; len: number },
+  pick: (k: number, len: number) => [Uint8Array, Uint8Array],
+  fold: (k: number, tuned: Uint8Array, base: Uint8Array) => Promise<void>,
+): Promise<void> {
+  const read = (k: number) => {
+    const { from, len } = range(k);
+    const [tb, bb] = pick(k, len);
+    return Promise.all([p.tuned.file.readRawRangeInto(p.tuned.info, from, tb), p.base.file.readRawRangeInto(p.base.info, from, bb)]);
+  };
+  let next = n > 0 ? read(0) : null;
+  for (let k = 0; k < n; k++) {
+    const [t, b] = await next!;
+    next = k + 1 < n ? read(k + 1) : null; // into the other pair: range k − 1 is folded already
+    next?.catch(() => {}); // awaited next round; a failure meanwhile must not be an unhandled rejection
+    await fold(k, t, b);
+  }
+}
+
+/**
  * tuned − base of a streamed weight, a panel of rows at a time: each pass reads both tensors again
- * (the next panel read while one is folded), folds the panel into float32 by the backend's
- * weightDelta and hands it on. Memory: two pairs of stored panels and one float32 panel. The
- * model bytes are counted for progress on the first pass only.
+ * (foldRanges), folds the panel into float32 by the backend's weightDelta and hands it on. Memory:
+ * two pairs of stored panels and one float32 panel. The model bytes are counted for progress on
+ * the first pass only.
  */
 function deltaPanels(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: number) => void, release?: () => Promise<void>): RowPanelSource {
   const { rows, cols, es } = storedShape(p);
@@ -192,13 +218,10 @@ function deltaPanels(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: n
   const perPanel = Math.max(1, Math.floor(bufs.bytes / (cols * es)));
   const panels = Math.ceil(rows / perPanel);
   let passes = 0;
-  const read = (k: number) => {
-    const r0 = k * perPanel,
-      n = Math.min(perPanel, rows - r0);
-    const from = r0 * cols * es,
-      len = n * cols * es;
+  const range = (k: number) => ({ from: k * perPanel * cols * es, len: Math.min(perPanel, rows - k * perPanel) * cols * es });
+  const pick = (k: number, len: number): [Uint8Array, Uint8Array] => {
     const [tb, bb] = bufs.raw[k % 2]!;
-    return Promise.all([p.tuned.file.readRawRangeInto(p.tuned.info, from, tb.bytes(len)), p.base.file.readRawRangeInto(p.base.info, from, bb.bytes(len))]);
+    return [tb.bytes(len), bb.bytes(len)];
   };
   return {
     rows,
@@ -209,21 +232,16 @@ function deltaPanels(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: n
       // collected here, they do not pile up across the passes before V8 would get to them.
       if (!first) await release?.();
       let norm2 = 0;
-      let next: ReturnType<typeof read> | null = read(0);
-      for (let k = 0; k < panels; k++) {
-        const [t, b] = await next!;
+      await foldRanges(p, panels, range, pick, async (k, t, b) => {
         if (first) onBytes(t.byteLength + b.byteLength);
         const r0 = k * perPanel,
           n = t.byteLength / es / cols;
         const block = bufs.block.floats(n * cols);
-        const folded = be.weightDelta(t, b, dtype, block, norm2);
-        next = k + 1 < panels ? read(k + 1) : null; // into the other pair while this one is folded
-        next?.catch(() => {}); // awaited next round; a failure meanwhile must not be an unhandled rejection
-        const r = await folded;
+        const r = await be.weightDelta(t, b, dtype, block, norm2);
         if (r.firstNonFinite >= 0) throw nonFinite(p, r, r0 * cols + r.firstNonFinite);
         norm2 = r.norm2;
         await fn(r0, { rows: n, cols, data: block });
-      }
+      });
       return norm2;
     },
   };
@@ -231,8 +249,8 @@ function deltaPanels(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: n
 
 /**
  * tuned − base in float32 (the stored difference, rows×cols as stored) and its ‖·‖² in float64, by
- * the backend's weightDelta a chunk at a time; the next chunk of both files is read while one is
- * folded, so memory holds one float32 ΔW and four chunks, never a whole stored tensor.
+ * the backend's weightDelta a chunk at a time (foldRanges), so memory holds one float32 ΔW and four
+ * chunks, never a whole stored tensor.
  */
 async function difference(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: number) => void): Promise<{ data: Float32Array; norm2: number }> {
   const n = p.base.info.shape.reduce((x, y) => x * y, 1);
@@ -240,28 +258,23 @@ async function difference(be: LinalgBackend, p: Pair, work: Scratches, onBytes: 
   const dtype = p.base.info.dtype as ModelDType; // pairModels keeps F32/F16/BF16 weights only
   const es = dtypeBits(dtype) / 8;
   const total = n * es;
-  const read = (k: number) => {
-    const from = k * CHUNK_BYTES,
-      len = Math.min(CHUNK_BYTES, total - from);
-    const [tb, bb] = work.chunks[k % 2]!;
-    return Promise.all([
-      p.tuned.file.readRawRangeInto(p.tuned.info, from, tb.subarray(0, len)),
-      p.base.file.readRawRangeInto(p.base.info, from, bb.subarray(0, len)),
-    ]);
-  };
-  const chunks = Math.ceil(total / CHUNK_BYTES);
   let norm2 = 0;
-  let next: ReturnType<typeof read> | null = chunks > 0 ? read(0) : null;
-  for (let k = 0; k < chunks; k++) {
-    const [t, b] = await next!;
-    onBytes(t.byteLength + b.byteLength);
-    next = k + 1 < chunks ? read(k + 1) : null; // into the other pair: chunk k − 1 is folded already
-    next?.catch(() => {}); // awaited next round; a failure meanwhile must not be an unhandled rejection
-    const at = (k * CHUNK_BYTES) / es;
-    const r = await be.weightDelta(t, b, dtype, data.subarray(at, at + t.byteLength / es), norm2);
-    if (r.firstNonFinite >= 0) throw nonFinite(p, r, at + r.firstNonFinite);
-    norm2 = r.norm2;
-  }
+  await foldRanges(
+    p,
+    Math.ceil(total / CHUNK_BYTES),
+    (k) => ({ from: k * CHUNK_BYTES, len: Math.min(CHUNK_BYTES, total - k * CHUNK_BYTES) }),
+    (k, len) => {
+      const [tb, bb] = work.chunks[k % 2]!;
+      return [tb.subarray(0, len), bb.subarray(0, len)];
+    },
+    async (k, t, b) => {
+      onBytes(t.byteLength + b.byteLength);
+      const at = (k * CHUNK_BYTES) / es;
+      const r = await be.weightDelta(t, b, dtype, data.subarray(at, at + t.byteLength / es), norm2);
+      if (r.firstNonFinite >= 0) throw nonFinite(p, r, at + r.firstNonFinite);
+      norm2 = r.norm2;
+    },
+  );
   return { data, norm2 };
 }
 
