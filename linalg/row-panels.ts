@@ -21,10 +21,11 @@ export function isRowPanelSource(m: Mat | RowPanelSource): m is RowPanelSource {
 }
 
 /**
- * M·X a block of rows at a time; Mᵀ·Q as the sum over blocks of Mᵢᵀ·Qᵢ (float32, like the dense
- * product). The source's blocks are finite (its contract) and X, Q come from checked products, so
- * the gemm input scans are skipped; the products are written into arrays of the pass (no garbage a
- * panel, which would otherwise pile up between collections).
+ * In one pass, Y = M·X a block of rows at a time (Yᵢ = Mᵢ·X) and G = Mᵀ·Y as the sum over blocks of
+ * Mᵢᵀ·Yᵢ; in a pass of its own, Mᵀ·Q likewise (float32 sums, like the dense products). The source's
+ * blocks are finite (its contract) and X, Q come from checked products, so the gemm input scans are
+ * skipped; the products are written into arrays of the pass (no garbage a panel, which would
+ * otherwise pile up between collections).
  */
 export function panelProducts(be: LinalgBackend, src: RowPanelSource): PairedProducts {
   const f32 = (m: Mat): Mat<Float32Array> => {
@@ -35,17 +36,6 @@ export function panelProducts(be: LinalgBackend, src: RowPanelSource): PairedPro
   return {
     rows: src.rows,
     cols: src.cols,
-    async times(X: Mat): Promise<Mat> {
-      const x = f32(X),
-        l = x.cols;
-      const Y = new Float32Array(src.rows * l);
-      await src.each(async (r0, block) => {
-        const rows = Y.subarray(r0 * l, (r0 + block.rows) * l);
-        const y = (await be.gemm(block, x, { finite: true, into: rows })).data;
-        if (y.buffer !== rows.buffer || y.byteOffset !== rows.byteOffset) rows.set(y); // a backend that returned a new array
-      });
-      return { rows: src.rows, cols: l, data: Y };
-    },
     async timesAndGram(X: Mat) {
       const x = f32(X),
         l = x.cols;

@@ -90,8 +90,8 @@ export function weightDeltaTs(tuned: Uint8Array, base: Uint8Array, dtype: ModelD
 }
 
 /**
- * The products by M that the range finder needs, whatever holds M: a dense matrix in memory
- * (denseProducts), or rows read a block at a time (linalg/row-panels.ts, lora extract's ΔW).
+ * The products by M that sketchFrom's steps take, one pass over M each (denseProducts: a matrix in
+ * memory; a matrix read in row panels takes sketchPaired's PairedProducts instead).
  */
 export interface MatrixProducts {
   readonly rows: number;
@@ -164,7 +164,7 @@ async function finishSketch(
   };
 }
 
-/** The range finder from its first product Y = MΩ (sketchOn; row-panels.ts, whose first pass also yields ‖M‖²). */
+/** The range finder from its first product Y = MΩ (sketchOn). */
 export async function sketchFrom(be: LinalgBackend, M: MatrixProducts, Y: Mat, x: Omit<SketchInput, "m" | "omega">): Promise<SketchResult> {
   let Q = (await be.qr(Y)).Q;
   const rule = new Convergence(x);
@@ -180,9 +180,13 @@ export async function sketchFrom(be: LinalgBackend, M: MatrixProducts, Y: Mat, x
 }
 
 /** Products by M that come two to a pass: Y = M·X and G = Mᵀ·Y from one read of M (row-panels.ts). */
-export interface PairedProducts extends MatrixProducts {
+export interface PairedProducts {
+  readonly rows: number;
+  readonly cols: number;
   /** Y = M·X (rows×ℓ) and G = Mᵀ·Y (cols×ℓ), in M's precision, both valid until the next call; ‖M‖² (float64) of the pass. */
   timesAndGram(X: Mat): Promise<{ Y: Mat; G: Mat; norm2: number }>;
+  /** Mᵀ·Q (cols×ℓ) for Q rows×ℓ, in M's precision (a pass of its own). */
+  timesT(Q: Mat): Promise<Mat>;
 }
 
 /**
@@ -194,23 +198,21 @@ const MAX_COND_R = 1e3;
 /**
  * The same iterates as sketchFrom, one pass over M per iteration instead of two (docs/algorithms.md
  * §13), for a matrix re-read for every product: with X = Ω, then X = qr(Z).Q, one pass gives
- * Y = M·X and G = Mᵀ·Y; Y = Q·R, and Z = MᵀQ = Mᵀ·Y·R⁻¹ = G·R⁻¹ (float64 triangular solve). When R
- * is too ill-conditioned for that (MAX_COND_R: M of lower rank than ℓ, say), Z is a pass of its own.
- * Returns the sketch and the number of passes.
+ * Y = M·X and G = Mᵀ·Y; Y = Q·R, and Z = MᵀQ = Mᵀ·Y·R⁻¹ = G·R⁻¹ (R⁻¹ in float64, the product in
+ * M's precision). When R is too ill-conditioned for that (MAX_COND_R: M of lower rank than ℓ, say),
+ * Z is a pass of its own. ‖M‖² is x.norm2, or the first pass's; it is returned with the sketch.
  */
 export async function sketchPaired(
   be: LinalgBackend,
   M: PairedProducts,
   omega: Mat,
   x: Omit<SketchInput, "m" | "omega" | "norm2" | "floor"> & { norm2?: number; floorRel: number },
-): Promise<SketchResult & { passes: number; norm2: number }> {
+): Promise<SketchResult & { norm2: number }> {
   let rule: Convergence | null = null,
     norm2 = x.norm2 ?? 0;
-  let X = omega,
-    passes = 0;
+  let X = omega;
   for (let q = 0; ; q++) {
     const { Y, G, norm2: passNorm2 } = await M.timesAndGram(X);
-    passes++;
     if (rule === null) {
       // ‖M‖² from the first pass when the caller did not have it.
       norm2 = x.norm2 ?? passNorm2;
@@ -221,20 +223,17 @@ export async function sketchPaired(
     if (norm2 === 0) {
       // M = 0: nothing to iterate on (Z = MᵀQ = 0).
       const Zd: Mat<Float64Array> = { rows: M.cols, cols: l, data: new Float64Array(M.cols * l) };
-      return { ...(await finishSketch(be, Q, Zd, q, { excess: 0, err2: 0 }, x.allowed)), passes, norm2 };
+      return { ...(await finishSketch(be, Q, Zd, q, { excess: 0, err2: 0 }, x.allowed)), norm2 };
     }
     const Rd = toF64(R);
     const sv = (await be.svd(Rd)).S;
     let Z: Mat;
     if (sv[l - 1]! > 0 && sv[0]! <= MAX_COND_R * sv[l - 1]!) Z = await solveUpperRight(be, G, Rd);
-    else {
-      Z = await M.timesT(Q);
-      passes++;
-    }
+    else Z = await M.timesT(Q);
     // From here the steps of sketchFrom: the check on ZᵀZ, the SVD of Z at the end, X = qr(Z).Q.
     const Zd = toF64(Z);
     const c = rule.check((await be.eigSym(await be.gemm(Zd, Zd, { transA: true }))).values, q);
-    if (c.stop) return { ...(await finishSketch(be, Q, Zd, q, c, x.allowed)), passes, norm2 };
+    if (c.stop) return { ...(await finishSketch(be, Q, Zd, q, c, x.allowed)), norm2 };
     X = (await be.qr(Z)).Q;
   }
 }
