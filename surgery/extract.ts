@@ -168,6 +168,11 @@ function scratches(largestDense: number, largestRowBytes: number | null, panelBy
   };
 }
 
+/** Elements of the weight (of the stored tensor, conv kernels included). */
+function elementsOf(p: Pair): number {
+  return p.base.info.shape.reduce((x, y) => x * y, 1);
+}
+
 /** The weight's stored matrix (rows×cols as stored) and bytes per element. */
 function storedShape(p: Pair): { rows: number; cols: number; es: number } {
   const w = p.target!;
@@ -253,7 +258,7 @@ function deltaPanels(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: n
  * chunks, never a whole stored tensor.
  */
 async function difference(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: number) => void): Promise<{ data: Float32Array; norm2: number }> {
-  const n = p.base.info.shape.reduce((x, y) => x * y, 1);
+  const n = elementsOf(p);
   const data = work.delta.floats(n);
   const dtype = p.base.info.dtype as ModelDType; // pairModels keeps F32/F16/BF16 weights only
   const es = dtypeBits(dtype) / 8;
@@ -281,12 +286,7 @@ async function difference(be: LinalgBackend, p: Pair, work: Scratches, onBytes: 
 /** Whether a weight is streamed (deltaPanels) rather than held whole: with --low-memory, large ones, by the randomized route, on the host. */
 function streams(p: Pair, o: ExtractOptions, deps: ExtractDeps): boolean {
   // cuda keeps the one-call device sketch: ΔW uploaded once, every product on the device.
-  return (
-    !!o.lowMemory &&
-    !o.exact &&
-    deps.backend.name !== "cuda" &&
-    p.base.info.shape.reduce((x, y) => x * y, 1) >= (deps.streamFromElements ?? STREAM_FROM_ELEMENTS)
-  );
+  return !!o.lowMemory && !o.exact && deps.backend.name !== "cuda" && elementsOf(p) >= (deps.streamFromElements ?? STREAM_FROM_ELEMENTS);
 }
 
 /**
@@ -404,9 +404,8 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         notes.push(`--low-memory has no effect ${o.exact ? "with --exact (a full SVD needs the whole ΔW)" : "on the cuda backend (ΔW is held on the device)"}`);
       const held = targets.filter((p) => !streams(p, o, deps)),
         streamed = targets.filter((p) => streams(p, o, deps));
-      const elements = (p: Pair) => p.base.info.shape.reduce((x, y) => x * y, 1);
       const work = scratches(
-        Math.max(0, ...held.map(elements)),
+        Math.max(0, ...held.map(elementsOf)),
         streamed.length ? Math.max(...streamed.map((p) => storedShape(p).cols * storedShape(p).es)) : null,
         deps.panelBytes ?? PANEL_BYTES,
       );
