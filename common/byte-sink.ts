@@ -6,6 +6,13 @@ import { LoraError, RuntimeFailure } from "./errors.js";
 /** Writes to an output file are batched into buffers of this size. */
 export const WRITE_BATCH_BYTES = 8 << 20;
 
+/**
+ * Every this many bytes written, the file's data so far is handed to the disk (an fdatasync left
+ * running while the writer goes on), so that the fsync that ends every output finds little left:
+ * on a large output the writeback then overlaps the computing instead of following it.
+ */
+export const WRITEBACK_BYTES = 64 << 20;
+
 /** Where output bytes go: a temp file, stdout, memory. `write` resolves when the chunk may be reused. */
 export interface ByteSink {
   write(chunk: Uint8Array): Promise<void>;
@@ -69,6 +76,9 @@ export class FileWriter implements ByteSink {
   private batch: Buffer;
   private used = 0;
   private position = 0;
+  /** The running early writeback, if any, and where the next one starts. */
+  private writeback: Promise<void> | null = null;
+  private nextWriteback = WRITEBACK_BYTES;
   constructor(private readonly fh: FileHandle) {
     this.batch = spareBatches.pop() ?? Buffer.allocUnsafeSlow(WRITE_BATCH_BYTES);
   }
@@ -94,11 +104,19 @@ export class FileWriter implements ByteSink {
       this.used = chunk.byteLength;
     }
   }
+  /** Write out the batch; also waits for a running early writeback (its failure is reported here). */
   async flush(): Promise<void> {
-    if (this.used === 0) return;
-    const n = this.used;
-    this.used = 0;
-    await this.writeAll(this.batch.subarray(0, n));
+    if (this.used > 0) {
+      const n = this.used;
+      this.used = 0;
+      await this.writeAll(this.batch.subarray(0, n));
+    }
+    await this.settle();
+  }
+  private async settle(): Promise<void> {
+    const w = this.writeback;
+    this.writeback = null;
+    if (w) await w;
   }
   /** Overwrite `bytes` at `position` (everything batched is flushed first; the write position is kept). */
   async rewrite(position: number, bytes: Uint8Array): Promise<void> {
@@ -116,6 +134,12 @@ export class FileWriter implements ByteSink {
       const { bytesWritten } = await this.fh.write(data, done, Math.min(data.byteLength - done, 1 << 30), this.position);
       done += bytesWritten;
       this.position += bytesWritten;
+    }
+    if (this.position >= this.nextWriteback && this.writeback === null) {
+      this.nextWriteback = this.position + WRITEBACK_BYTES;
+      const w = this.fh.datasync();
+      w.catch(() => {}); // awaited by settle(); not an unhandled rejection meanwhile
+      this.writeback = w;
     }
   }
 }

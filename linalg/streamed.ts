@@ -7,8 +7,8 @@ import { f32BitsToBf16Bits, f32BitsToF16Bits } from "../common/half.js";
 import { toF64 } from "./lowrank.js";
 import type { FloatArray, LinalgBackend, Mat, MergeWeightInput, MergeWeightResult, ModelDType, SketchInput, SketchResult, WeightDeltaResult } from "./types.js";
 
-/** Rows of B multiplied at a time: bounds the dense block to ROWS×in floats. */
-const ROWS = 1024;
+/** Rows of B multiplied at a time: bounds the dense block to ROWS×in floats (the native kernel's kMergeRows). */
+const ROWS = 64;
 
 function decodeModel(dtype: ModelDType, bytes: Uint8Array): Float32Array {
   if (dtype === "BF16") {

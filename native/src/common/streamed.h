@@ -62,7 +62,20 @@ inline void encode(const float* v, int dtype, int64_t n, uint8_t* raw) {
   else encode16<F16>(v, n, raw);
 }
 
+/** The largest exponent field among n float32 values: 0x7f800000 when one of them is ±Inf or NaN. */
+inline uint32_t topExponent(const float* v, int64_t n) {
+  uint32_t top = 0;
+  for (int64_t j = 0; j < n; j++) {
+    uint32_t u;
+    std::memcpy(&u, v + j, 4);
+    top = std::max(top, u & 0x7f800000u);  // a max reduction, vectorised (a NaN-aware compare is not)
+  }
+  return top;
+}
+
+/** The index of the first ±Inf or NaN among n values, or -1. */
 inline int64_t firstBad(const float* v, int64_t n) {
+  if (topExponent(v, n) != 0x7f800000u) return -1;
   for (int64_t i = 0; i < n; i++)
     if (!finite(v[i])) return i;
   return -1;
@@ -71,8 +84,10 @@ inline int64_t firstBad(const float* v, int64_t n) {
 /**
  * Rows of B multiplied at a time, as linalg/streamed.ts: OpenBLAS's sgemm rounds a few elements
  * differently for other row counts (edge tiles), and the output must not depend on the backend route.
+ * 64 rows keep the product block (64×in floats, ≤ 2.8 MB for in = 11008) near the cache while it
+ * is added to the weight; OpenBLAS packs A once per block, 1/64 of the block's arithmetic.
  */
-constexpr int kMergeRows = 1024;
+constexpr int kMergeRows = 64;
 
 /**
  * Scratch kept from call to call (one call at a time holds it): fresh pages cost more than the
@@ -101,19 +116,30 @@ inline void fit(std::vector<float>& v, size_t n) {
 #define LORA_STREAM_CLONES
 #endif
 
-/** One term, W stored out×in: rows [0, n) of raw += D, decoded, summed and encoded element by element (AVX2 where present). */
+/** row[j] = decode(raw[j]) + D[j] for j < m, in one pass (BF16 and F32 inline, F16 through decode). */
+template <class Format>
+inline void decodeAdd16(const uint8_t* raw, const float* D, int64_t m, float* row) {
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(raw);
+  for (int64_t j = 0; j < m; j++) row[j] = Format::get(h[j]) + D[j];
+}
+
+/** One term, W stored out×in: rows [0, n) of raw += D, decoded and summed a run of rowLen at a time, checked, encoded (AVX2 where present). */
 LORA_STREAM_CLONES static int64_t addEncodeRows(uint8_t* raw, int dtype, const float* D, int64_t len, float* row, int64_t rowLen) {
   const size_t es = dtype == 0 ? 4 : 2;
   for (int64_t b0 = 0; b0 < len; b0 += rowLen) {
     const int64_t m = std::min(rowLen, len - b0);
     uint8_t* r = raw + b0 * es;
-    decode(r, dtype, m, row);
-    bool ok = true;
-    for (int64_t j = 0; j < m; j++) {
-      row[j] = row[j] + D[b0 + j];
-      ok &= finite(row[j]);
+    if (dtype == 2) {
+      decodeAdd16<BF16>(r, D + b0, m, row);
+    } else if (dtype == 0) {
+      const float* f = reinterpret_cast<const float*>(r);
+      for (int64_t j = 0; j < m; j++) row[j] = f[j] + D[b0 + j];
+    } else {
+      decode(r, dtype, m, row);
+      for (int64_t j = 0; j < m; j++) row[j] = row[j] + D[b0 + j];
     }
-    if (!ok) return b0 + firstBad(row, m);
+    const int64_t bad = firstBad(row, m);
+    if (bad >= 0) return b0 + bad;
     encode(row, dtype, m, r);
   }
   return -1;
@@ -238,12 +264,8 @@ Status Ops<Device>::weightDelta(const uint8_t* tuned, const uint8_t* base, int d
     decode(tuned + b0 * es, dtype, m, tb);
     decode(base + b0 * es, dtype, m, bb);
     float* d = delta + b0;
-    bool ok = true;
-    for (int64_t i = 0; i < m; i++) {
-      d[i] = tb[i] - bb[i];
-      ok &= finite(d[i]);
-    }
-    if (!ok) {
+    for (int64_t i = 0; i < m; i++) d[i] = tb[i] - bb[i];
+    if (topExponent(d, m) == 0x7f800000u) {
       for (int64_t i = 0; i < m; i++) {
         int w = !finite(tb[i]) ? 0 : !finite(bb[i]) ? 1 : !finite(d[i]) ? 2 : -1;
         if (w >= 0) {
