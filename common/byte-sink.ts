@@ -91,27 +91,32 @@ export class FileWriter implements ByteSink {
   }
   async write(chunk: Uint8Array): Promise<void> {
     if (chunk.byteLength === 0) return;
+    if (chunk.byteLength >= this.batch.length / 2) {
+      // a large chunk goes out as it is (the caller keeps it until this resolves), not copied into the batch
+      await this.flushBatch();
+      await this.writeAll(chunk);
+      return;
+    }
     if (this.used + chunk.byteLength <= this.batch.length) {
       this.batch.set(chunk, this.used);
       this.used += chunk.byteLength;
-      if (this.used === this.batch.length) await this.flush();
+      if (this.used === this.batch.length) await this.flushBatch();
       return;
     }
-    await this.flush();
-    if (chunk.byteLength >= this.batch.length) await this.writeAll(chunk);
-    else {
-      this.batch.set(chunk, 0);
-      this.used = chunk.byteLength;
-    }
+    await this.flushBatch();
+    this.batch.set(chunk, 0);
+    this.used = chunk.byteLength;
   }
   /** Write out the batch; also waits for a running early writeback (its failure is reported here). */
   async flush(): Promise<void> {
-    if (this.used > 0) {
-      const n = this.used;
-      this.used = 0;
-      await this.writeAll(this.batch.subarray(0, n));
-    }
+    await this.flushBatch();
     await this.settle();
+  }
+  private async flushBatch(): Promise<void> {
+    if (this.used === 0) return;
+    const n = this.used;
+    this.used = 0;
+    await this.writeAll(this.batch.subarray(0, n));
   }
   private async settle(): Promise<void> {
     const w = this.writeback;

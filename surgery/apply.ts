@@ -54,53 +54,106 @@ function matchModule(base: Model, byStem: Map<string, string>, m: LoraModule): s
   return byStem.get(m.name) ?? byStem.get(m.kohyaStem !== undefined ? m.name : kohyaStemOf(base, m.path)) ?? null;
 }
 
-/** One weight merged in place in `buf`: read, then the backend's mergeWeight (decode, + Σ coef·B·A in float32, encode). */
-async function merged(be: LinalgBackend, t: BaseTensor, w: WeightTarget, terms: Term[], buf: Scratch): Promise<Uint8Array> {
-  const data = await t.file.readRawInto(t.info, buf.bytes(t.info.end - t.info.begin));
-  const products: MergeTerm[] = [];
-  for (const term of terms) {
-    const f = await readFactors(term.adapter, term.module, "f32");
-    products.push({ B: f.B.data as Float32Array, A: f.A.data as Float32Array, r: f.B.cols, coef: term.coef });
+/**
+ * Rows of a weight merged and written at a time: about PIECE_BYTES of it, a multiple of the
+ * backends' 64-row product blocks (linalg/streamed.ts), so that the bytes are those of one
+ * whole-weight call. Small reused buffers stay in the cache between the merge and the write, and
+ * are never touched fresh (docs/BENCHMARKS.md "extract and apply").
+ */
+const PIECE_BYTES = 8 << 20;
+const BLOCK_ROWS = 64;
+
+/** Rows [row0, row0 + rows) of one weight (the whole weight when stored transposed). */
+interface Piece {
+  name: string;
+  row0: number;
+  rows: number;
+  bytes: number;
+}
+
+function piecesOf(name: string, t: BaseTensor, w: WeightTarget): Piece[] {
+  const whole = t.info.end - t.info.begin;
+  if (w.transposed) return [{ name, row0: 0, rows: w.out, bytes: whole }];
+  const rowBytes = whole / w.out;
+  const per = Math.max(BLOCK_ROWS, Math.floor(PIECE_BYTES / rowBytes / BLOCK_ROWS) * BLOCK_ROWS);
+  const out: Piece[] = [];
+  for (let row0 = 0; row0 < w.out; row0 += per) {
+    const rows = Math.min(per, w.out - row0);
+    out.push({ name, row0, rows, bytes: rows * rowBytes });
   }
-  const r = await be.mergeWeight({ data, dtype: t.info.dtype as ModelDType, out: w.out, in: w.in, transposed: w.transposed, terms: products });
-  if (r.kind === "base-non-finite") throw new InvalidInputError(`BASE: tensor ${t.info.name} holds ${r.value} at index ${r.index}`);
-  if (r.kind === "overflow") throw new InvalidInputError(`${t.info.name}: the merged weight overflows float32 at element ${r.index}`);
+  return out;
+}
+
+/** One piece's stored bytes, read into `buf`. */
+function readPiece(t: BaseTensor, p: Piece, buf: Scratch): Promise<Uint8Array> {
+  return t.file.readRawRangeInto(t.info, p.row0 * (p.bytes / p.rows), buf.bytes(p.bytes));
+}
+
+/** One piece merged in place: the backend's mergeWeight (decode, + Σ coef·B·A in float32, encode) on its rows. */
+async function mergePiece(be: LinalgBackend, t: BaseTensor, w: WeightTarget, p: Piece, terms: MergeTerm[], data: Uint8Array): Promise<Uint8Array> {
+  const rows = terms.map((x) => ({ ...x, B: x.B.subarray(p.row0 * x.r, (p.row0 + p.rows) * x.r) }));
+  const r = await be.mergeWeight({ data, dtype: t.info.dtype as ModelDType, out: p.rows, in: w.in, transposed: w.transposed, terms: rows });
+  const at = (i: number) => p.row0 * w.in + i;
+  if (r.kind === "base-non-finite") throw new InvalidInputError(`BASE: tensor ${t.info.name} holds ${r.value} at index ${at(r.index)}`);
+  if (r.kind === "overflow") throw new InvalidInputError(`${t.info.name}: the merged weight overflows float32 at element ${at(r.index)}`);
   return data;
 }
 
+/** The factors of a weight's adapter modules in float32, each with its coefficient. */
+async function termsOf(terms: Term[]): Promise<MergeTerm[]> {
+  const out: MergeTerm[] = [];
+  for (const term of terms) {
+    const f = await readFactors(term.adapter, term.module, "f32");
+    out.push({ B: f.B.data as Float32Array, A: f.A.data as Float32Array, r: f.B.cols, coef: term.coef });
+  }
+  return out;
+}
+
+/** Pieces computed ahead of the one being written: one merged while the next one is read. */
+const AHEAD = 2;
+
 /**
- * The merged weights in the order the writer asks for them, one ahead: while weight i is written
- * from one buffer, weight i + 1 is read and merged into the other (the writer awaits each write
- * before it asks for the next weight, so a buffer is never overwritten while in flight).
+ * The merged weights' pieces in the order the writer asks for them, AHEAD of them in flight: while
+ * piece i is written from one buffer, piece i + 1 (of this weight or the next merged one) is merged
+ * and piece i + 2 read, each into a buffer of its own. The writer writes each piece before it asks
+ * for the next, so a buffer is never overwritten while in flight.
  */
 class MergeAhead {
-  private readonly bufs: [Scratch, Scratch];
-  private readonly pending = new Map<string, Promise<Uint8Array>>();
+  private readonly bufs: Scratch[];
+  private readonly pieces: Piece[];
   private next = 0;
+  /** The pieces in flight, oldest first: [index, its bytes]. */
+  private readonly inFlight: [number, Promise<Uint8Array>][] = [];
+  /** Merges run one after another (each takes the backend's BLAS lane); reads overlap them. */
+  private lastMerge: Promise<unknown> = Promise.resolve();
   constructor(
-    private readonly order: readonly string[],
-    private readonly compute: (name: string, buf: Scratch) => Promise<Uint8Array>,
-    capacity: number,
+    order: readonly { name: string; pieces: Piece[] }[],
+    private readonly read: (p: Piece, buf: Scratch) => Promise<Uint8Array>,
+    private readonly merge: (p: Piece, data: Uint8Array) => Promise<Uint8Array>,
   ) {
-    this.bufs = [new Scratch(capacity), new Scratch(capacity)];
+    this.pieces = order.flatMap((w) => w.pieces);
+    const capacity = Math.max(0, ...this.pieces.map((p) => p.bytes));
+    this.bufs = Array.from({ length: AHEAD + 1 }, () => new Scratch(capacity));
   }
-  private start(): void {
-    if (this.next >= this.order.length) return;
-    const name = this.order[this.next]!;
-    const p = this.compute(name, this.bufs[this.next % 2]!);
-    p.catch(() => {}); // awaited by produce; a failure ahead must not be an unhandled rejection meanwhile
-    this.pending.set(name, p);
-    this.next++;
-  }
-  produce(name: string): Promise<Uint8Array> {
-    if (!this.pending.has(name)) {
-      if (this.order[this.next] !== name) throw new Error(`internal: apply asked for ${name} out of order`);
-      this.start();
+  private fill(): void {
+    while (this.inFlight.length < AHEAD && this.next < this.pieces.length) {
+      const i = this.next++;
+      const piece = this.pieces[i]!;
+      const read = this.read(piece, this.bufs[i % this.bufs.length]!);
+      const p = Promise.all([read, this.lastMerge]).then(([data]) => this.merge(piece, data));
+      p.catch(() => {}); // awaited by weight(); a failure ahead must not be an unhandled rejection meanwhile
+      this.lastMerge = p.catch(() => {});
+      this.inFlight.push([i, p]);
     }
-    const p = this.pending.get(name)!;
-    this.pending.delete(name);
-    this.start();
-    return p;
+  }
+  /** The pieces of weight `name`, in order. */
+  async *weight(name: string): AsyncIterable<Uint8Array> {
+    this.fill();
+    while (this.inFlight.length && this.pieces[this.inFlight[0]![0]]!.name === name) {
+      const data = await this.inFlight.shift()![1];
+      this.fill();
+      yield data;
+    }
   }
 }
 
@@ -168,17 +221,25 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
     const out: ModelOutput = {
       specFor: (file, t): TensorSpec => {
         if (!plan.has(t.name)) return { name: t.name, dtype: t.dtype, shape: t.shape, copyFrom: { file, tensor: t } };
-        return { name: t.name, dtype: t.dtype, shape: t.shape, produce: () => ahead!.produce(t.name) };
+        return { name: t.name, dtype: t.dtype, shape: t.shape, pieces: () => ahead!.weight(t.name) };
       },
       copy: "all",
     };
+    // Each weight's factors are read once, at its first piece, and dropped after its last.
+    const factors = new Map<string, Promise<MergeTerm[]>>();
+    const order = writeOrder(base, out)
+      .filter((n) => plan.has(n))
+      .map((name) => ({ name, pieces: piecesOf(name, base.tensors.get(name)!, plan.get(name)!.target) }));
     ahead = new MergeAhead(
-      writeOrder(base, out).filter((n) => plan.has(n)),
-      (name, buf) => {
-        const e = plan.get(name)!;
-        return merged(deps.backend, base.tensors.get(name)!, e.target, e.terms, buf);
+      order,
+      (p, buf) => readPiece(base.tensors.get(p.name)!, p, buf),
+      async (p, data) => {
+        const e = plan.get(p.name)!;
+        let terms = factors.get(p.name);
+        if (!terms) factors.set(p.name, (terms = termsOf(e.terms)));
+        if (p.row0 + p.rows === e.target.out) factors.delete(p.name);
+        return mergePiece(deps.backend, base.tensors.get(p.name)!, e.target, p, await terms, data);
       },
-      Math.max(0, ...changed.map((t) => t.end - t.begin)),
     );
     const total = modelBytes(base, out);
     let done = 0;

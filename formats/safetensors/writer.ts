@@ -11,7 +11,7 @@ import type { TensorInfo } from "./header.js";
 import { HEADER_ALIGNMENT, MAX_HEADER_SIZE, N_LEN } from "./limits.js";
 import type { SafetensorsFile } from "./reader.js";
 
-/** One output tensor. Exactly one source: `data`, `produce` or `copyFrom`. */
+/** One output tensor. Exactly one source: `data`, `produce`, `pieces` or `copyFrom`. */
 export interface TensorSpec {
   name: string;
   dtype: DType;
@@ -22,6 +22,11 @@ export interface TensorSpec {
   data?: Uint8Array;
   /** Called once, lazily, when the writer reaches this tensor (in file order). */
   produce?: () => Promise<Uint8Array>;
+  /**
+   * Called once, lazily, like `produce`: the bytes in consecutive pieces (a large tensor computed a
+   * block at a time). Each piece is written before the next is asked for, so its buffer may be reused then.
+   */
+  pieces?: () => AsyncIterable<Uint8Array>;
   /** Bytes copied from a tensor of an open input, streamed in chunks (passthrough). */
   copyFrom?: { file: SafetensorsFile; tensor: TensorInfo };
 }
@@ -72,8 +77,8 @@ export function layoutSafetensors(specs: readonly TensorSpec[], metadata: Record
     const size = tensorByteLength(s.dtype, s.shape);
     if (Number.isNaN(size))
       throw internal(`${what()}: ${s.dtype} ${JSON.stringify(s.shape)} is an invalid shape, overflows, or is not a whole number of bytes`);
-    const sources = (s.data !== undefined ? 1 : 0) + (s.produce !== undefined ? 1 : 0) + (s.copyFrom !== undefined ? 1 : 0);
-    if (sources !== 1) throw internal(`${what()} needs exactly one of data, produce, copyFrom (has ${sources})`);
+    const sources = [s.data, s.produce, s.pieces, s.copyFrom].filter((x) => x !== undefined).length;
+    if (sources !== 1) throw internal(`${what()} needs exactly one of data, produce, pieces, copyFrom (has ${sources})`);
     if (s.byteLength !== undefined && s.byteLength !== size)
       throw internal(`${what()}: byteLength ${s.byteLength}, but ${s.dtype} [${s.shape.join(", ")}] is ${size} bytes`);
     if (s.data !== undefined && s.data.byteLength !== size) throw internal(`${what()}: data is ${s.data.byteLength} bytes, expected ${size}`);
@@ -123,8 +128,9 @@ export function layoutSafetensors(specs: readonly TensorSpec[], metadata: Record
 }
 
 /**
- * Write a safetensors file to `sink`: the header, then each tensor in file order. `produce()` is
- * called lazily in that order and its length checked; `copyFrom` tensors are streamed in chunks.
+ * Write a safetensors file to `sink`: the header, then each tensor in file order. `produce()` and
+ * `pieces()` are called lazily in that order and their lengths checked; `copyFrom` tensors are
+ * streamed in chunks.
  */
 export async function writeSafetensors(sink: ByteSink, specs: readonly TensorSpec[], metadata: Record<string, string> | null): Promise<void> {
   const { header, order, tensors } = layoutSafetensors(specs, metadata);
@@ -140,6 +146,14 @@ export async function writeSafetensors(sink: ByteSink, specs: readonly TensorSpe
         throw internal(`produced ${data instanceof Uint8Array ? data.byteLength : String(data)} bytes for ${s.name}, expected ${size}`);
       }
       if (size > 0) await sink.write(data);
+    } else if (s.pieces !== undefined) {
+      let written = 0;
+      for await (const piece of s.pieces()) {
+        if (!(piece instanceof Uint8Array) || written + piece.byteLength > size) throw internal(`produced more than the ${size} bytes of ${s.name}`);
+        written += piece.byteLength;
+        if (piece.byteLength > 0) await sink.write(piece);
+      }
+      if (written !== size) throw internal(`produced ${written} bytes for ${s.name}, expected ${size}`);
     } else {
       const { file, tensor } = s.copyFrom!;
       let copied = 0;
