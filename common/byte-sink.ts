@@ -76,8 +76,10 @@ export class FileWriter implements ByteSink {
   private batch: Buffer;
   private used = 0;
   private position = 0;
-  /** The running early writeback, if any, and where the next one starts. */
-  private writeback: Promise<void> | null = null;
+  /** The latest early writeback (settled or not), whether it still runs, its failure, and where the next one starts. */
+  private writeback: Promise<void> = Promise.resolve();
+  private writebackRunning = false;
+  private writebackFailure: unknown = null;
   private nextWriteback = WRITEBACK_BYTES;
   constructor(private readonly fh: FileHandle) {
     this.batch = spareBatches.pop() ?? Buffer.allocUnsafeSlow(WRITE_BATCH_BYTES);
@@ -119,9 +121,10 @@ export class FileWriter implements ByteSink {
     await this.writeAll(this.batch.subarray(0, n));
   }
   private async settle(): Promise<void> {
-    const w = this.writeback;
-    this.writeback = null;
-    if (w) await w;
+    await this.writeback;
+    const e = this.writebackFailure;
+    this.writebackFailure = null;
+    if (e !== null) throw e;
   }
   /** Overwrite `bytes` at `position` (everything batched is flushed first; the write position is kept). */
   async rewrite(position: number, bytes: Uint8Array): Promise<void> {
@@ -140,11 +143,19 @@ export class FileWriter implements ByteSink {
       done += bytesWritten;
       this.position += bytesWritten;
     }
-    if (this.position >= this.nextWriteback && this.writeback === null) {
+    if (this.position >= this.nextWriteback && !this.writebackRunning) {
       this.nextWriteback = this.position + WRITEBACK_BYTES;
-      const w = this.fh.datasync();
-      w.catch(() => {}); // awaited by settle(); not an unhandled rejection meanwhile
-      this.writeback = w;
+      this.writebackRunning = true;
+      // never rejects: a failure is kept for settle() to throw
+      this.writeback = this.fh.datasync().then(
+        () => {
+          this.writebackRunning = false;
+        },
+        (e) => {
+          this.writebackRunning = false;
+          this.writebackFailure ??= e;
+        },
+      );
     }
   }
 }
