@@ -2,9 +2,10 @@
 // adapter's own scale; GPT-2 Conv1D weights take the transpose, as PEFT's merge does with
 // fan_in_fan_out), written shard by shard in the base's layout and dtype: each merged weight is
 // accumulated in float32 and rounded once to its dtype (nearest even), by the backend's mergeWeight
-// (one native call per weight on cpu: decode, add the product a block of rows at a time, never a
-// whole dense ΔW, encode in place), the next weight merged while the previous one is written. Every adapter module is matched to a base
-// weight of the same shape and a float dtype before anything is written (else exit 3).
+// (one native call per piece of ~8 MB on cpu: decode, add the product a block of rows at a time,
+// never a whole dense ΔW, encode in place), one piece merged while the previous one is written
+// (docs/algorithms.md §13). Every adapter module is matched to a base weight of the same shape and
+// a float dtype before anything is written (else exit 3).
 import { join } from "node:path";
 import { isDora, loadAdapter, readFactors, refuseBaseDependent, refuseExperts, type Adapter, type LoraModule } from "../formats/adapter/index.js";
 import { InvalidInputError, UsageError } from "../common/errors.js";
@@ -28,6 +29,8 @@ export interface ApplyOptions {
 export interface ApplyDeps {
   backend: LinalgBackend;
   onBytes?: (done: number, total: number) => void;
+  /** Bytes of a weight merged and written at a time (default PIECE_BYTES; tests make it small). */
+  pieceBytes?: number;
 }
 
 export interface ApplyReport {
@@ -71,11 +74,11 @@ interface Piece {
   bytes: number;
 }
 
-function piecesOf(name: string, t: BaseTensor, w: WeightTarget): Piece[] {
+function piecesOf(name: string, t: BaseTensor, w: WeightTarget, pieceBytes: number): Piece[] {
   const whole = t.info.end - t.info.begin;
   if (w.transposed) return [{ name, row0: 0, rows: w.out, bytes: whole }];
   const rowBytes = whole / w.out;
-  const per = Math.max(BLOCK_ROWS, Math.floor(PIECE_BYTES / rowBytes / BLOCK_ROWS) * BLOCK_ROWS);
+  const per = Math.max(BLOCK_ROWS, Math.floor(pieceBytes / rowBytes / BLOCK_ROWS) * BLOCK_ROWS);
   const out: Piece[] = [];
   for (let row0 = 0; row0 < w.out; row0 += per) {
     const rows = Math.min(per, w.out - row0);
@@ -216,7 +219,6 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
     const notes: string[] = [];
     if (base.stem === "diffusion_pytorch_model" && base.dir !== o.base && !o.base.endsWith(".safetensors"))
       notes.push(`BASE is a diffusers pipeline: the output is its ${base.dir.slice(o.base.length).replace(/^\//, "")} folder`);
-    const changed = [...plan.keys()].map((n) => base.tensors.get(n)!.info);
     let ahead: MergeAhead | null = null;
     const out: ModelOutput = {
       specFor: (file, t): TensorSpec => {
@@ -229,7 +231,7 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
     const factors = new Map<string, Promise<MergeTerm[]>>();
     const order = writeOrder(base, out)
       .filter((n) => plan.has(n))
-      .map((name) => ({ name, pieces: piecesOf(name, base.tensors.get(name)!, plan.get(name)!.target) }));
+      .map((name) => ({ name, pieces: piecesOf(name, base.tensors.get(name)!, plan.get(name)!.target, deps.pieceBytes ?? PIECE_BYTES) }));
     ahead = new MergeAhead(
       order,
       (p, buf) => readPiece(base.tensors.get(p.name)!, p, buf),

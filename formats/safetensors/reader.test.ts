@@ -197,6 +197,18 @@ test("writer refuses bad specs with an internal RuntimeFailure", async () => {
     serializeSafetensors([{ name: "p", dtype: "F32", shape: [3], produce: async () => new Uint8Array(8) }], null),
     (e: unknown) => e instanceof RuntimeFailure && e.message === "internal: produced 8 bytes for p, expected 12",
   );
+  const parts = (...n: number[]) =>
+    async function* () {
+      for (const k of n) yield new Uint8Array(k).fill(k);
+    };
+  await assert.rejects(
+    serializeSafetensors([{ name: "p", dtype: "F32", shape: [3], pieces: parts(4, 4) }], null),
+    (e: unknown) => e instanceof RuntimeFailure && e.message === "internal: produced 8 bytes for p, expected 12",
+  );
+  await assert.rejects(serializeSafetensors([{ name: "p", dtype: "F32", shape: [3], pieces: parts(8, 8) }], null), /produced more than the 12 bytes of p/);
+  // pieces are written in order, back to back
+  const whole = await serializeSafetensors([{ name: "p", dtype: "U8", shape: [7], pieces: parts(3, 0, 4) }], null);
+  assert.deepEqual([...whole.subarray(whole.length - 7)], [3, 3, 3, 4, 4, 4, 4]);
 });
 
 test("every dtype round-trips: serialize → fromBuffer, and write → open (positional reads)", async () => {
