@@ -2,8 +2,8 @@
 // (docs/cli.md "Adapters in and out"): an error, a full disk or Ctrl-C leaves nothing new beside the
 // target: no partial file, no empty directory, no temp file. An input is never overwritten
 // unless --force. bin/ calls cleanupTempFilesSync() on SIGINT/SIGTERM.
-import { existsSync, renameSync, rmSync } from "node:fs";
-import { link, lstat, mkdir, open, realpath, rename, rm, stat, unlink, type FileHandle } from "node:fs/promises";
+import { existsSync, linkSync, lstatSync, mkdirSync, realpathSync, renameSync, rmSync, statSync, unlinkSync, type Stats } from "node:fs";
+import { open, rm, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { FileWriter, fileSink, writeFailure, type ByteSink } from "./byte-sink.js";
 import { RuntimeFailure, UsageError } from "./errors.js";
@@ -56,13 +56,26 @@ const isMissing = (e: unknown): boolean => {
   return c === "ENOENT" || c === "ENOTDIR";
 };
 
-/** stat (or lstat: the link itself) of p, or null where nothing is there. */
-async function statOrNull(p: string, how: typeof stat | typeof lstat = stat): Promise<import("node:fs").Stats | null> {
+/**
+ * stat (or lstat: the link itself) of p, or null where nothing is there. Synchronous, as are the
+ * realpath calls below: metadata the kernel answers at once, where a thread-pool round trip costs
+ * more than the call (a catalog's thousands of outputs: docs/BENCHMARKS.md "catalog").
+ */
+async function statOrNull(p: string, how: typeof statSync | typeof lstatSync = statSync): Promise<Stats | null> {
   try {
-    return await how(p);
+    return how(p);
   } catch (e) {
     if (isMissing(e)) return null;
     throw e;
+  }
+}
+
+/** realpath of p, or `otherwise` where it cannot be resolved. */
+function realOr(p: string, otherwise: string): string {
+  try {
+    return realpathSync(p);
+  } catch {
+    return otherwise;
   }
 }
 
@@ -111,7 +124,7 @@ export async function writeFileAtomic(target: string, fill: (sink: ByteSink) => 
   const dir = dirname(abs);
   await checkParent(target, dir);
 
-  const existing = await statOrNull(abs, lstat).catch((e) => {
+  const existing = await statOrNull(abs, lstatSync).catch((e) => {
     throw writeFailure(target, e);
   });
   if (existing) {
@@ -160,8 +173,12 @@ async function commitFile(tmp: string, abs: string, target: string, force: boole
   try {
     if (!force) {
       try {
-        await link(tmp, abs); // fails with EEXIST instead of replacing
-        await unlink(tmp).catch(() => {});
+        linkSync(tmp, abs); // fails with EEXIST instead of replacing
+        try {
+          unlinkSync(tmp);
+        } catch {
+          // the output is in place; a leftover temp name is harmless
+        }
         return;
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
@@ -169,7 +186,7 @@ async function commitFile(tmp: string, abs: string, target: string, force: boole
         // no hard links on this file system: fall back to rename
       }
     }
-    await rename(tmp, abs);
+    renameSync(tmp, abs);
   } catch (e) {
     throw writeFailure(target, e);
   }
@@ -212,7 +229,7 @@ export async function writeDirAtomic(targetDir: string, files: readonly DirEntry
   }
   await checkParent(targetDir, parent);
 
-  const existing = await statOrNull(abs, lstat).catch((e) => {
+  const existing = await statOrNull(abs, lstatSync).catch((e) => {
     throw writeFailure(targetDir, e);
   });
   if (existing) {
@@ -221,10 +238,10 @@ export async function writeDirAtomic(targetDir: string, files: readonly DirEntry
         hint: "a path without .safetensors names an output directory; remove the file or choose another path",
       });
     }
-    const realAbs = await realpath(abs).catch(() => abs);
+    const realAbs = realOr(abs, abs);
     for (const inp of opts.inputs) {
       if (inp === "-" || inp === "") continue;
-      const r = await realpath(inp).catch(() => resolve(inp));
+      const r = realOr(inp, resolve(inp));
       if ((r === realAbs || r.startsWith(realAbs + sep)) && !opts.force) throw refuseInput(targetDir, inp);
     }
     const idents = await inputIdentities(opts.inputs);
@@ -243,7 +260,7 @@ export async function writeDirAtomic(targetDir: string, files: readonly DirEntry
   pending.set(tmp, { kind: "remove" });
   try {
     try {
-      await mkdir(tmp, { mode: 0o777 });
+      mkdirSync(tmp, { mode: 0o777 });
     } catch (e) {
       throw writeFailure(targetDir, e);
     }
@@ -287,7 +304,7 @@ export async function writeDirAtomic(targetDir: string, files: readonly DirEntry
 async function commitDir(tmp: string, abs: string, parent: string, targetDir: string, replace: boolean): Promise<void> {
   if (!replace) {
     try {
-      await rename(tmp, abs);
+      renameSync(tmp, abs);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === "ENOTEMPTY" || code === "EEXIST" || code === "ENOTDIR") throw outputExists(targetDir);
@@ -297,15 +314,19 @@ async function commitDir(tmp: string, abs: string, parent: string, targetDir: st
   }
   const old = tempName(parent, basename(abs), "old");
   try {
-    await rename(abs, old);
+    renameSync(abs, old);
   } catch (e) {
     throw writeFailure(targetDir, e);
   }
   pending.set(old, { kind: "restore", to: abs });
   try {
-    await rename(tmp, abs);
+    renameSync(tmp, abs);
   } catch (e) {
-    await rename(old, abs).catch(() => {});
+    try {
+      renameSync(old, abs);
+    } catch {
+      // nothing more to try: the old output stays under its .old name
+    }
     pending.delete(old);
     throw writeFailure(targetDir, e);
   }
