@@ -3,7 +3,7 @@
 // fan_in_fan_out), written shard by shard in the base's layout and dtype: each merged weight is
 // accumulated in float32 and rounded once to its dtype (nearest even), by the backend's mergeWeight
 // (one native call per piece of ~8 MB on cpu: decode, add the product a block of rows at a time,
-// never a whole dense ΔW, encode in place), one piece merged while the previous one is written
+// never a whole dense ΔW, encode in place), pieces merged side by side while the previous one is written
 // (docs/algorithms.md §13). Every adapter module is matched to a base weight of the same shape and
 // a float dtype before anything is written (else exit 3).
 import { join } from "node:path";
@@ -112,40 +112,43 @@ async function termsOf(terms: Term[]): Promise<MergeTerm[]> {
   return out;
 }
 
-/** Pieces computed ahead of the one being written: one merged while the next one is read. */
-const AHEAD = 2;
-
 /**
- * The merged weights' pieces in the order the writer asks for them, AHEAD of them in flight: while
- * piece i is written from one buffer, piece i + 1 (of this weight or the next merged one) is merged
- * and piece i + 2 read, each into a buffer of its own. The writer writes each piece before it asks
- * for the next, so a buffer is never overwritten while in flight.
+ * The merged weights' pieces in the order the writer asks for them, `lanes` + 1 of them in flight:
+ * while piece i is written from one buffer, the next `lanes` pieces (of this weight or the next
+ * merged ones) are merged side by side, one BLAS thread each, and the one after them is read, each
+ * into a buffer of its own. The writer writes each piece before it asks for the next, so a buffer
+ * is never overwritten while in flight.
  */
 class MergeAhead {
   private readonly bufs: Scratch[];
   private readonly pieces: Piece[];
+  private readonly ahead: number;
   private next = 0;
   /** The pieces in flight, oldest first: [index, its bytes]. */
   private readonly inFlight: [number, Promise<Uint8Array>][] = [];
-  /** Merges run one after another (each takes the backend's BLAS lane); reads overlap them. */
-  private lastMerge: Promise<unknown> = Promise.resolve();
+  /** The last merge of each lane: a lane's merges run one after another; reads overlap them. */
+  private readonly lanes: Promise<unknown>[];
   constructor(
     order: readonly { name: string; pieces: Piece[] }[],
+    lanes: number,
     private readonly read: (p: Piece, buf: Scratch) => Promise<Uint8Array>,
     private readonly merge: (p: Piece, data: Uint8Array) => Promise<Uint8Array>,
   ) {
     this.pieces = order.flatMap((w) => w.pieces);
+    this.lanes = Array.from({ length: Math.max(1, lanes) }, () => Promise.resolve());
+    this.ahead = this.lanes.length + 1;
     const capacity = Math.max(0, ...this.pieces.map((p) => p.bytes));
-    this.bufs = Array.from({ length: AHEAD + 1 }, () => new Scratch(capacity));
+    this.bufs = Array.from({ length: this.ahead + 1 }, () => new Scratch(capacity));
   }
   private fill(): void {
-    while (this.inFlight.length < AHEAD && this.next < this.pieces.length) {
+    while (this.inFlight.length < this.ahead && this.next < this.pieces.length) {
       const i = this.next++;
       const piece = this.pieces[i]!;
+      const lane = i % this.lanes.length;
       const read = this.read(piece, this.bufs[i % this.bufs.length]!);
-      const p = Promise.all([read, this.lastMerge]).then(([data]) => this.merge(piece, data));
+      const p = Promise.all([read, this.lanes[lane]]).then(([data]) => this.merge(piece, data));
       p.catch(() => {}); // awaited by weight(); a failure ahead must not be an unhandled rejection meanwhile
-      this.lastMerge = p.catch(() => {});
+      this.lanes[lane] = p.catch(() => {});
       this.inFlight.push([i, p]);
     }
   }
@@ -227,22 +230,28 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
       },
       copy: "all",
     };
-    // Each weight's factors are read once, at its first piece, and dropped after its last.
-    const factors = new Map<string, Promise<MergeTerm[]>>();
     const order = writeOrder(base, out)
       .filter((n) => plan.has(n))
       .map((name) => ({ name, pieces: piecesOf(name, base.tensors.get(name)!, plan.get(name)!.target, deps.pieceBytes ?? PIECE_BYTES) }));
-    ahead = new MergeAhead(
-      order,
-      (p, buf) => readPiece(base.tensors.get(p.name)!, p, buf),
-      async (p, data) => {
-        const e = plan.get(p.name)!;
-        let terms = factors.get(p.name);
-        if (!terms) factors.set(p.name, (terms = termsOf(e.terms)));
-        if (p.row0 + p.rows === e.target.out) factors.delete(p.name);
-        return mergePiece(deps.backend, base.tensors.get(p.name)!, e.target, p, await terms, data);
-      },
-    );
+    // Each weight's factors are read once, by its first piece merged, and dropped when its last piece is merged.
+    const factors = new Map<string, { terms: Promise<MergeTerm[]>; left: number }>();
+    const piecesLeft = new Map(order.map((w) => [w.name, w.pieces.length]));
+    const merging = (lanes: number) =>
+      new MergeAhead(
+        order,
+        lanes,
+        (p, buf) => readPiece(base.tensors.get(p.name)!, p, buf),
+        async (p, data) => {
+          const e = plan.get(p.name)!;
+          let f = factors.get(p.name);
+          if (!f) factors.set(p.name, (f = { terms: termsOf(e.terms), left: piecesLeft.get(p.name)! }));
+          try {
+            return await mergePiece(deps.backend, base.tensors.get(p.name)!, e.target, p, await f.terms, data);
+          } finally {
+            if (--f.left === 0) factors.delete(p.name);
+          }
+        },
+      );
     const total = modelBytes(base, out);
     let done = 0;
     out.onBytes = (n) => {
@@ -250,9 +259,12 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
       deps.onBytes?.(done, total);
     };
     const inputs = [o.base, ...o.adapters, ...base.shards.map((s) => join(base.dir, s.name))];
-    // BLAS on one thread (cpu backend): the merge of the next weight takes one core while the
-    // previous one is written from the other, and no idle BLAS thread spins between products.
-    await deps.backend.withLanes(() => writeModel(o.output, base, out, { force: o.force, inputs }));
+    // BLAS on one thread per lane (cpu backend: one lane per core): pieces are merged side by side
+    // while the previous one is written, and no idle BLAS thread spins between products.
+    await deps.backend.withLanes((lanes) => {
+      ahead = merging(lanes);
+      return writeModel(o.output, base, out, { force: o.force, inputs });
+    });
     const weights = [...plan].map(([name, e]) => ({
       name,
       dtype: base.tensors.get(name)!.info.dtype,
