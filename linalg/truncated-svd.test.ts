@@ -137,13 +137,14 @@ describe("truncatedSvd", async () => {
         // float32 products: the energy difference carries ~1e-7·‖M‖² (1e-3 of this err2)
         assert.ok(Math.abs(Math.sqrt(r.err2) / got - 1) <= 1e-3, `s=${s}: reported ${Math.sqrt(r.err2)} vs dense ${got}`);
         // s = 4: cond(R) ≥ σ₁/σ_ℓ > 1e3 at every check, so Z is always a pass of its own; s = 4.5: once the
-        // iterate has turned towards the leading subspace cond(R) ≈ σ₁/σ_ℓ < 1e3 and Z = G·R⁻¹ (the first
-        // check, from Ω, may still need its own pass).
+        // iterate has turned towards the leading subspace cond(R) ≈ σ₁/σ_ℓ < 1e3 and Z = G·R⁻¹, so at least
+        // the last check saves its pass (the checks before it, from Ω and early iterates, may need their own:
+        // how many depends on the draw).
         const direct = r.err2 < 1e-4 * r.norm2 ? 1 : 0; // and the error measured by a pass of its own
         if (s === 4) assert.equal(src.passes, 2 * (r.powerIters + 1) + direct, `s=${s}: passes`);
         else
           assert.ok(
-            src.passes >= r.powerIters + 1 && src.passes <= 2 * (r.powerIters + 1) - r.powerIters + direct,
+            src.passes >= r.powerIters + 1 && src.passes <= 2 * (r.powerIters + 1) - 1 + direct,
             `s=${s}: ${src.passes} passes, ${r.powerIters} iterations`,
           );
       }
