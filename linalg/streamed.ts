@@ -142,6 +142,11 @@ class Convergence {
   }
 }
 
+/** A check of the stopping rule: the captured energy from the eigenvalues of ZᵀZ (ℓ×ℓ, float64). */
+async function checkZ(be: LinalgBackend, rule: Convergence, Zd: Mat<Float64Array>, q: number): Promise<{ stop: boolean; excess: number; err2: number }> {
+  return rule.check((await be.eigSym(await be.gemm(Zd, Zd, { transA: true }))).values, q);
+}
+
 /** The sketch's result from its last Q and Z = MᵀQ (float64): the SVD of Z, once. */
 async function finishSketch(
   be: LinalgBackend,
@@ -173,7 +178,7 @@ export async function sketchFrom(be: LinalgBackend, M: MatrixProducts, Y: Mat, x
     // The captured energy of the leading t from the eigenvalues of ZᵀZ (ℓ×ℓ, float64); the SVD of
     // Z itself (k×ℓ) only once the iterations stop.
     const Zd = toF64(Z);
-    const c = rule.check((await be.eigSym(await be.gemm(Zd, Zd, { transA: true }))).values, q);
+    const c = await checkZ(be, rule, Zd, q);
     if (c.stop) return finishSketch(be, Q, Zd, q, c, x.allowed);
     Q = (await be.qr(await M.times((await be.qr(Z)).Q))).Q;
   }
@@ -232,7 +237,7 @@ export async function sketchPaired(
     else Z = await M.timesT(Q);
     // From here the steps of sketchFrom: the check on ZᵀZ, the SVD of Z at the end, X = qr(Z).Q.
     const Zd = toF64(Z);
-    const c = rule.check((await be.eigSym(await be.gemm(Zd, Zd, { transA: true }))).values, q);
+    const c = await checkZ(be, rule, Zd, q);
     if (c.stop) return { ...(await finishSketch(be, Q, Zd, q, c, x.allowed)), norm2 };
     X = (await be.qr(Z)).Q;
   }

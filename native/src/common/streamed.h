@@ -114,7 +114,7 @@ inline void fit(std::vector<float>& v, size_t n) {
 #define LORA_STREAM_CLONES
 #endif
 
-/** row[j] = decode(raw[j]) + D[j] for j < m, in one pass (BF16 and F32 inline, F16 through decode). */
+/** row[j] = decode(raw[j]) + D[j] for j < m, in one pass (16-bit formats). */
 template <class Format>
 inline void decodeAdd16(const uint8_t* raw, const float* D, int64_t m, float* row) {
   const uint16_t* h = reinterpret_cast<const uint16_t*>(raw);
@@ -127,14 +127,13 @@ LORA_STREAM_CLONES static int64_t addEncodeRows(uint8_t* raw, int dtype, const f
   for (int64_t b0 = 0; b0 < len; b0 += rowLen) {
     const int64_t m = std::min(rowLen, len - b0);
     uint8_t* r = raw + b0 * es;
-    if (dtype == 2) {
-      decodeAdd16<BF16>(r, D + b0, m, row);
-    } else if (dtype == 0) {
+    if (dtype == 0) {
       const float* f = reinterpret_cast<const float*>(r);
       for (int64_t j = 0; j < m; j++) row[j] = f[j] + D[b0 + j];
+    } else if (dtype == 2) {
+      decodeAdd16<BF16>(r, D + b0, m, row);
     } else {
-      decode(r, dtype, m, row);
-      for (int64_t j = 0; j < m; j++) row[j] = row[j] + D[b0 + j];
+      decodeAdd16<F16>(r, D + b0, m, row);
     }
     const int64_t bad = firstBad(row, m);
     if (bad >= 0) return b0 + bad;
