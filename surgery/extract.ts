@@ -4,9 +4,10 @@
 // array (the backend's weightDelta, the next chunk read meanwhile), its truncated SVD computed (linalg/truncated-svd.ts: randomized to 0.1% of the optimum,
 // or exact), and the factors B = U√Σ, A = √Σ Vᵀ (alpha = t, so the scale is 1) encoded and spilled
 // to a scratch file beside the output; the adapter is written from the spill at the end. Memory:
-// one ΔW and one module's factors at a time, whatever the model's size; with --low-memory a large
-// weight's ΔW is not held either, but re-read a panel of rows at a time for every product
-// (deltaPanels; docs/algorithms.md §13).
+// one ΔW and one module's factors per lane (weights side by side on the cpu backend, laneCap),
+// whatever the model's size; with --low-memory one weight at a time, and a large weight's ΔW is
+// not held either, but re-read a panel of rows at a time for every product (deltaPanels;
+// docs/algorithms.md §13).
 import { existsSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
@@ -21,6 +22,7 @@ import type { RowPanelSource } from "../linalg/row-panels.js";
 import { truncatedSvd, type TruncatedSvd } from "../linalg/truncated-svd.js";
 import type { LinalgBackend, Mat, ModelDType } from "../linalg/types.js";
 import { allocate } from "./truncate/allocate.js";
+import { mapInLanes } from "./schedule.js";
 import { kohyaStemOf, usesConv1D, weightTarget, type WeightTarget } from "./weights.js";
 
 export interface ExtractOptions {
@@ -54,6 +56,8 @@ export interface ExtractDeps {
   streamFromElements?: number;
   /** Stored bytes of each tensor in one row panel of a streamed weight (default PANEL_BYTES; tests set it lower). */
   panelBytes?: number;
+  /** Bytes the float32 ΔW of weights extracted side by side may take together (laneCap); without it, one weight at a time. */
+  laneBytes?: number;
 }
 
 /** Weights of at least this many elements are followed by deps.releaseMemory (their float32 ΔW is ≥ 16 MiB). */
@@ -326,6 +330,22 @@ async function sameBytes(p: Pair, work: Scratches, onBytes: (n: number) => void)
   return true;
 }
 
+/** One weight's outcome in the extraction pass: its factors spilled and its report row, unchanged, or left out by --budget (null). */
+type Extracted = { spilled: Spilled; module: ExtractModule } | { unchanged: string } | null;
+
+/**
+ * How many weights may be extracted side by side: on the cpu backend, as many as fit
+ * deps.laneBytes with their float32 ΔW (each then runs its products on one BLAS thread, a core
+ * each: on 2 cores 0.6× the time of one weight at a time on two BLAS threads, which spend a
+ * quarter of their time waiting on each other, while the reads and ΔW folds of one weight overlap
+ * the products of the other; docs/BENCHMARKS.md). One at a time with --low-memory (memory is the
+ * point), on cuda (one device) and js (one thread).
+ */
+function laneCap(o: ExtractOptions, deps: ExtractDeps, held: Pair[]): number {
+  if (o.lowMemory || deps.backend.name !== "cpu" || held.length < 2 || !deps.laneBytes) return 1;
+  return Math.max(1, Math.floor(deps.laneBytes / (4 * Math.max(...held.map(elementsOf)))));
+}
+
 interface Spilled {
   target: WeightTarget;
   rank: number;
@@ -410,21 +430,30 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         deps.panelBytes ?? PANEL_BYTES,
       );
 
+      // Every weight's pass runs in lanes (laneCap), weights side by side, each lane with its own ΔW
+      // and chunk buffers; results in target order.
+      const lanes = laneCap(o, deps, held);
+      const laneWork: Scratches[] = [work];
+      const workOf = (l: number) => (laneWork[l] ??= scratches(Math.max(0, ...held.map(elementsOf)), null, deps.panelBytes ?? PANEL_BYTES));
+      const eachWeight = <R>(fn: (p: Pair, work: Scratches) => Promise<R>): Promise<R[]> => {
+        const run = (count: number) => mapInLanes(targets, count, (p, l) => fn(p, workOf(l)));
+        return lanes > 1 ? be.withLanes((count) => run(Math.min(lanes, count))) : run(1);
+      };
+
       // --budget: a first pass for each weight's leading σ, then ranks as `truncate --budget` shares them.
       const ranks = new Map<string, number>();
       if (o.budget !== undefined) {
         const cap = Math.max(1, Math.min(o.budget, 4 * Math.ceil(o.budget / targets.length)));
-        const spectra = [];
-        for (const p of targets) {
+        const spectra = await eachWeight(async (p, work) => {
           const { m, norm2 } = await deltaOf(deps, p, o, work, onBytes);
           const w = p.target!;
           const { rows, cols } = m;
           const svd =
             norm2 === 0 ? null : await truncatedSvd(be, m, { rank: Math.min(cap, rows, cols), exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2 });
           const sv = svd === null || svd.norm2 === 0 ? new Float64Array(0) : svd.sigma;
-          spectra.push({ name: p.name, sigma: sv, in: w.in, out: w.out, rank: Math.min(cap, rows, cols) });
           if (rows * cols >= RELEASE_AFTER_ELEMENTS) await deps.releaseMemory?.();
-        }
+          return { name: p.name, sigma: sv, in: w.in, out: w.out, rank: Math.min(cap, rows, cols) };
+        });
         const alloc = allocate(spectra, { budget: o.budget, score: "energy", minRank: 0, rho: 2 });
         for (const [k, v] of alloc.ranks) ranks.set(k, v);
         notes.push(`--budget ${o.budget}: each weight's leading ${cap} σ computed in a first pass, ranks shared by energy (${targets.length} weights)`);
@@ -439,47 +468,54 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         );
 
       return await withScratchFile(o.output, async (fh) => {
-        const spilled: Spilled[] = [];
-        const modules: ExtractModule[] = [];
-        const unchanged: string[] = [];
         let at = 0;
-        for (const p of targets) {
+        const outcomes = await eachWeight(async (p, work): Promise<Extracted> => {
           const w = p.target!;
           const budgetRank = ranks.get(p.name);
           if (budgetRank === 0) {
-            read += 2 * (p.base.info.end - p.base.info.begin);
-            deps.onBytes?.(read, total);
-            continue;
+            onBytes(2 * (p.base.info.end - p.base.info.begin));
+            return null;
           }
           const { m, norm2: known } = await deltaOf(deps, p, o, work, onBytes);
           const { rows, cols } = m;
           const want = budgetRank !== undefined ? { rank: budgetRank } : o.rank !== undefined ? { rank: Math.min(o.rank, rows, cols) } : { energy: o.energy! };
           const svd = known === 0 ? null : await truncatedSvd(be, m, { ...want, exact: o.exact, tolerance: o.tolerance, seed: o.seed, norm2: known });
-          if (svd === null || svd.norm2 === 0) {
-            unchanged.push(w.path);
-            continue;
-          }
+          if (svd === null || svd.norm2 === 0) return { unchanged: w.path };
           const norm2 = svd.norm2;
           const dtype = dtypeFor(p);
           const f = encodeFactors(svd, w, dtype);
-          await writeSpill(fh, at, f.A);
-          await writeSpill(fh, at + f.A.length, f.B);
-          spilled.push({ target: w, rank: svd.S.length, dtype, at, aBytes: f.A.length, bBytes: f.B.length });
+          const mine = at;
+          at += f.A.length + f.B.length; // this weight's place in the spill, taken before any other lane writes
+          await writeSpill(fh, mine, f.A);
+          await writeSpill(fh, mine + f.A.length, f.B);
           if (rows * cols >= RELEASE_AFTER_ELEMENTS) await deps.releaseMemory?.();
-          at += f.A.length + f.B.length;
           const err = Math.sqrt(svd.err2 / norm2);
           const opt2 = svd.excess2 === null ? 0 : svd.err2 - svd.excess2;
-          modules.push({
-            name: w.path,
-            rank_in: Math.min(rows, cols),
-            rank: svd.S.length,
-            relative_error: err,
-            retained_energy: 1 - svd.err2 / norm2,
-            target_norm: Math.sqrt(norm2),
-            route: svd.exact ? "exact" : "randomized",
-            power_iterations: svd.powerIters,
-            excess_estimate: svd.exact ? 0 : svd.excess2 === null ? null : opt2 > 0 ? Math.sqrt(svd.err2 / opt2) - 1 : 0,
-          });
+          return {
+            spilled: { target: w, rank: svd.S.length, dtype, at: mine, aBytes: f.A.length, bBytes: f.B.length },
+            module: {
+              name: w.path,
+              rank_in: Math.min(rows, cols),
+              rank: svd.S.length,
+              relative_error: err,
+              retained_energy: 1 - svd.err2 / norm2,
+              target_norm: Math.sqrt(norm2),
+              route: svd.exact ? "exact" : "randomized",
+              power_iterations: svd.powerIters,
+              excess_estimate: svd.exact ? 0 : svd.excess2 === null ? null : opt2 > 0 ? Math.sqrt(svd.err2 / opt2) - 1 : 0,
+            },
+          };
+        });
+        const spilled: Spilled[] = [];
+        const modules: ExtractModule[] = [];
+        const unchanged: string[] = [];
+        for (const x of outcomes) {
+          if (x === null) continue;
+          if ("unchanged" in x) unchanged.push(x.unchanged);
+          else {
+            spilled.push(x.spilled);
+            modules.push(x.module);
+          }
         }
         if (unchanged.length) notes.push(`${unchanged.length} weight(s) identical in both models, left out`);
         if (!spilled.length) throw new InvalidInputError("the models are identical in every selected weight: there is nothing to extract");

@@ -1,4 +1,5 @@
 // lora extract, the command's side: options in, the domain's run (surgery/extract.ts), report out.
+import { totalmem } from "node:os";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { runExtract, type ExtractOptions, type ExtractReport } from "../../surgery/extract.js";
 import type { Tick } from "../support/progress.js";
@@ -22,6 +23,8 @@ export function extract(
     panelBytes = hook("LORA_TEST_PANEL_BYTES");
   return runExtract(o, {
     backend,
+    // Weights extracted side by side (one per core on cpu) while their float32 ΔW fit an eighth of the machine's memory.
+    laneBytes: totalmem() / 8,
     onBytes: (d, n) => tick(d, n, "bytes"),
     ...(collectGarbage ? { releaseMemory: collectGarbage } : {}),
     ...(streamFrom !== undefined ? { streamFromElements: streamFrom } : {}),
