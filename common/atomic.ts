@@ -63,9 +63,9 @@ const isMissing = (e: unknown): boolean => {
  */
 async function statOrNull(p: string, how: typeof statSync | typeof lstatSync = statSync): Promise<Stats | null> {
   try {
-    return how(p);
+    return how(p, { throwIfNoEntry: false }) ?? null; // ENOENT answered without an exception (new outputs miss)
   } catch (e) {
-    if (isMissing(e)) return null;
+    if (isMissing(e)) return null; // ENOTDIR
     throw e;
   }
 }

@@ -424,17 +424,19 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         notes.push(`--low-memory has no effect ${o.exact ? "with --exact (a full SVD needs the whole ΔW)" : "on the cuda backend (ΔW is held on the device)"}`);
       const held = targets.filter((p) => !streams(p, o, deps)),
         streamed = targets.filter((p) => streams(p, o, deps));
-      const work = scratches(
-        Math.max(0, ...held.map(elementsOf)),
-        streamed.length ? Math.max(...streamed.map((p) => storedShape(p).cols * storedShape(p).es)) : null,
-        deps.panelBytes ?? PANEL_BYTES,
-      );
+      const newScratches = () =>
+        scratches(
+          Math.max(0, ...held.map(elementsOf)),
+          streamed.length ? Math.max(...streamed.map((p) => storedShape(p).cols * storedShape(p).es)) : null,
+          deps.panelBytes ?? PANEL_BYTES,
+        );
+      const work = newScratches();
 
       // Every weight's pass runs in lanes (laneCap), weights side by side, each lane with its own ΔW
       // and chunk buffers; results in target order.
       const lanes = laneCap(o, deps, held);
       const laneWork: Scratches[] = [work];
-      const workOf = (l: number) => (laneWork[l] ??= scratches(Math.max(0, ...held.map(elementsOf)), null, deps.panelBytes ?? PANEL_BYTES));
+      const workOf = (l: number) => (laneWork[l] ??= newScratches());
       const eachWeight = <R>(fn: (p: Pair, work: Scratches) => Promise<R>): Promise<R[]> => {
         const run = (count: number) => mapInLanes(targets, count, (p, l) => fn(p, workOf(l)));
         return lanes > 1 ? be.withLanes((count) => run(Math.min(lanes, count))) : run(1);

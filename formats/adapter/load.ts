@@ -24,7 +24,7 @@ export const DIR_FILES = ["adapter_model.safetensors", "pytorch_lora_weights.saf
 // reads and costs two thread wake-ups (a catalog probes thousands of paths; docs/BENCHMARKS.md "catalog").
 function statOrNull(p: string): ReturnType<typeof statSync> | null {
   try {
-    return statSync(p);
+    return statSync(p, { throwIfNoEntry: false }) ?? null; // a missing path answered without an exception (most probes miss)
   } catch {
     return null;
   }

@@ -30,8 +30,21 @@ export interface KohyaModuleId {
   mapped: boolean;
 }
 
+/** Stems already mapped, per family: a catalog's adapters of one base repeat the same few hundred stems. */
+const stemPaths = new Map<string, string | undefined>();
+const STEM_CACHE_MAX = 1 << 16;
+
 /** The dotted path of a kohya stem in a file of the given family, or undefined when no map covers it. */
 export function pathOfKohyaStem(stem: string, family: ModelFamily): string | undefined {
+  const key = `${family} ${stem}`;
+  if (stemPaths.has(key)) return stemPaths.get(key);
+  const p = mapKohyaStem(stem, family);
+  if (stemPaths.size >= STEM_CACHE_MAX) stemPaths.clear();
+  stemPaths.set(key, p);
+  return p;
+}
+
+function mapKohyaStem(stem: string, family: ModelFamily): string | undefined {
   const s = stem.replace(/^lora_/, "");
   const prefix = kohyaPrefixOf("lora_" + s);
   if (prefix === undefined) return undefined;
