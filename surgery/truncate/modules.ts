@@ -71,10 +71,17 @@ function m64(rows: number, cols: number, data: Float32Array | Float64Array): Mat
 
 /**
  * ‖s·B·A‖_F of a module kept whole or removed: from its spectrum when the plan has one (that pass
- * refused NaN/Inf factors), else from its factors, read once here to refuse NaN/Inf.
+ * refused NaN/Inf factors), else from its factors, read once here to refuse NaN/Inf: by the
+ * backend's factorSpectrum from the stored bytes where it can (decoded and multiplied off the main
+ * thread), else decoded here.
  */
-async function moduleNorm(c: BuildContext, m: LoraModule, S: Float64Array | undefined): Promise<number> {
+async function moduleNorm(c: BuildContext, m: LoraModule, S: Float64Array | undefined, pool: BufferPool): Promise<number> {
   if (S?.every(Number.isFinite)) return Math.hypot(...S);
+  if (rawReadable(m)) {
+    const r = await withRawFactors(c.a, m, pool, (B, A) => c.be.factorSpectrum({ B, A, scale: m.scale }));
+    if (r.kind === "non-finite") throw nonFiniteFactor(c.a, m, r);
+    if (r.kind === "done") return S ? Math.hypot(...S) : Math.sqrt(r.norm2);
+  }
   const f = await readFactors(c.a, m, "f64");
   return S ? Math.hypot(...S) : Math.sqrt((await gramsOf(c.be, m64(f.B.rows, f.B.cols, f.B.data), m64(f.A.rows, f.A.cols, f.A.data), m.scale)).norm2);
 }
@@ -138,7 +145,7 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
     }
     if (t === 0) {
       dropped.push(m.name);
-      const norm = await moduleNorm(c, m, S); // NaN/Inf are refused even in dropped modules
+      const norm = await moduleNorm(c, m, S, pool); // NaN/Inf are refused even in dropped modules
       outcomes.set(m.name, {
         result: {
           name: m.name,
@@ -170,7 +177,7 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
     const base = outFields(c, m, t, alpha, dtype, extras);
     if (t === m.rank && dtype === m.A.dtype && m.B.dtype === m.A.dtype) {
       // Same rank, same dtype: the factors are copied byte for byte (ΔW exact).
-      const norm = await moduleNorm(c, m, S);
+      const norm = await moduleNorm(c, m, S, pool);
       const sameScale = Math.abs(scaleFor(alpha, t, c.rsOut) - m.scale) <= 1e-12 * Math.abs(m.scale);
       if (sameScale) {
         modules.push({ ...base, rawFactors: { A: { file: a.file, tensor: m.A }, B: { file: a.file, tensor: m.B } } });
