@@ -61,12 +61,30 @@ const isMissing = (e: unknown): boolean => {
  * realpath calls below: metadata the kernel answers at once, where a thread-pool round trip costs
  * more than the call (a catalog's thousands of outputs: docs/BENCHMARKS.md "catalog").
  */
-async function statOrNull(p: string, how: typeof statSync | typeof lstatSync = statSync): Promise<Stats | null> {
+function statOrNull(p: string, how: typeof statSync | typeof lstatSync = statSync): Stats | null {
   try {
     return how(p, { throwIfNoEntry: false }) ?? null; // ENOENT answered without an exception (new outputs miss)
   } catch (e) {
     if (isMissing(e)) return null; // ENOTDIR
     throw e;
+  }
+}
+
+/** lstat of an output path (null where nothing is there); other errors as the write's failure. */
+function statOrThrow(target: string, abs: string): Stats | null {
+  try {
+    return statOrNull(abs, lstatSync);
+  } catch (e) {
+    throw writeFailure(target, e);
+  }
+}
+
+/** f(), or null where it throws (a probe whose failure means "not that file"). */
+function orNull<T>(f: () => T | null): T | null {
+  try {
+    return f();
+  } catch {
+    return null;
   }
 }
 
@@ -80,10 +98,10 @@ function realOr(p: string, otherwise: string): string {
 }
 
 /** The parent directory must exist and be a directory (RuntimeFailure, exit 1, naming it). */
-async function checkParent(target: string, dir: string): Promise<void> {
-  let st: import("node:fs").Stats | null;
+function checkParent(target: string, dir: string): void {
+  let st: Stats | null;
   try {
-    st = await statOrNull(dir);
+    st = statOrNull(dir);
   } catch (e) {
     throw writeFailure(target, e);
   }
@@ -92,11 +110,11 @@ async function checkParent(target: string, dir: string): Promise<void> {
 }
 
 /** (dev, ino) of every input that exists; "-" and missing paths are skipped. */
-async function inputIdentities(inputs: readonly string[]): Promise<{ path: string; dev: number; ino: number }[]> {
+function inputIdentities(inputs: readonly string[]): { path: string; dev: number; ino: number }[] {
   const out: { path: string; dev: number; ino: number }[] = [];
   for (const p of inputs) {
     if (p === "-" || p === "") continue;
-    const st = await statOrNull(p).catch(() => null);
+    const st = orNull(() => statOrNull(p));
     if (st) out.push({ path: p, dev: st.dev, ino: st.ino });
   }
   return out;
@@ -122,16 +140,14 @@ function outputExists(target: string): UsageError {
 export async function writeFileAtomic(target: string, fill: (sink: ByteSink) => Promise<void>, opts: AtomicOptions): Promise<void> {
   const abs = resolve(target);
   const dir = dirname(abs);
-  await checkParent(target, dir);
+  checkParent(target, dir);
 
-  const existing = await statOrNull(abs, lstatSync).catch((e) => {
-    throw writeFailure(target, e);
-  });
+  const existing = statOrThrow(target, abs);
   if (existing) {
-    const resolved = existing.isSymbolicLink() ? await statOrNull(abs).catch(() => null) : existing;
+    const resolved = existing.isSymbolicLink() ? orNull(() => statOrNull(abs)) : existing;
     if (resolved?.isDirectory()) throw new UsageError(`output ${target} is a directory; give a file path ending in .safetensors`);
     if (resolved) {
-      for (const inp of await inputIdentities(opts.inputs)) {
+      for (const inp of inputIdentities(opts.inputs)) {
         if (inp.dev === resolved.dev && inp.ino === resolved.ino && !opts.force) throw refuseInput(target, inp.path);
       }
     }
@@ -227,11 +243,9 @@ export async function writeDirAtomic(targetDir: string, files: readonly DirEntry
     }
     names.add(f.name);
   }
-  await checkParent(targetDir, parent);
+  checkParent(targetDir, parent);
 
-  const existing = await statOrNull(abs, lstatSync).catch((e) => {
-    throw writeFailure(targetDir, e);
-  });
+  const existing = statOrThrow(targetDir, abs);
   if (existing) {
     if (!existing.isDirectory()) {
       throw new UsageError(`output ${targetDir} exists and is not a directory`, {
@@ -244,11 +258,11 @@ export async function writeDirAtomic(targetDir: string, files: readonly DirEntry
       const r = realOr(inp, resolve(inp));
       if ((r === realAbs || r.startsWith(realAbs + sep)) && !opts.force) throw refuseInput(targetDir, inp);
     }
-    const idents = await inputIdentities(opts.inputs);
+    const idents = inputIdentities(opts.inputs);
     if (idents.length > 0 && !opts.force) {
       // an input reached through a symlink or hard link inside the directory
       for (const name of names) {
-        const st = await statOrNull(join(abs, name)).catch(() => null);
+        const st = orNull(() => statOrNull(join(abs, name)));
         const hit = st && idents.find((i) => i.dev === st.dev && i.ino === st.ino);
         if (hit) throw refuseInput(targetDir, hit.path);
       }
@@ -354,7 +368,7 @@ async function openNew(path: string, flags: string, mode: number, target: string
 export async function withScratchFile<T>(near: string, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
   const abs = resolve(near);
   const dir = dirname(abs);
-  await checkParent(near, dir);
+  checkParent(near, dir);
   const path = tempName(dir, basename(abs), "scratch");
   pending.set(path, { kind: "remove" });
   let fh: FileHandle | null = null;
