@@ -174,6 +174,12 @@ test("--rank on PEFT (mixed ranks, alpha_pattern): optimal ΔW per module, confi
         const ks = src.modules.find((m) => m.name === k.name)!;
         assert.deepEqual(await a.file.readRaw(k.A), await src.file.readRaw(ks.A));
         assert.deepEqual(await a.file.readRaw(k.B), await src.file.readRaw(ks.B));
+        // The report's norm of each module kept whole (no spectrum pass with --rank): ‖s·B·A‖_F, dense float64.
+        for (const m of rep.modules.filter((x) => x.name.endsWith("k_proj"))) {
+          const sm = src.modules.find((x) => x.name === m.name)!;
+          const norm = Math.hypot(...(await deltaW(src, sm)));
+          assert.ok(Math.abs(m.target_norm - norm) <= 1e-10 * norm, `${m.name}: target_norm ${m.target_norm}, dense ${norm}`);
+        }
         // Passthrough (the classifier head) byte for byte.
         assert.deepEqual(await a.file.readRaw("base_model.model.score.weight"), await src.file.readRaw("base_model.model.score.weight"));
         // Scale convention kept: alpha' = s·t.
