@@ -6,6 +6,7 @@
 // TypeScript from a seeded Rng, so every backend starts from the same centroids. Lloyd runs in
 // Gram form here when there are fewer points than k·d (LoRA-LEGO's case: linalg/kmeans-gram.ts),
 // else on the backend (native where available); both routes make the same decisions.
+import { mapInLanes } from "../common/map-in-lanes.js";
 import { Rng } from "./random.js";
 import type { KmeansResult, LinalgBackend, Mat } from "./types.js";
 import { searchsortedLeft } from "./search-sorted.js";
@@ -310,18 +311,7 @@ function sameClusters(a: PointClusters, b: PointClusters): boolean {
 
 /** fn over every item, at most the backend's lane count at a time (one at a time without withLanes); results in item order. */
 async function inLanes<I, R>(be: LinalgBackend, items: I[], fn: (item: I) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  const run = async (lanes: number) => {
-    let next = 0;
-    const lane = async () => {
-      while (next < items.length) {
-        const i = next++;
-        out[i] = await fn(items[i]!);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.max(1, Math.min(lanes, items.length)) }, lane));
-  };
-  if (be.withLanes && items.length > 1) await be.withLanes(run);
-  else await run(1);
-  return out;
+  const run = (lanes: number) => mapInLanes(items, lanes, (item) => fn(item));
+  if (be.withLanes && items.length > 1) return be.withLanes(run);
+  return run(1);
 }

@@ -14,6 +14,7 @@ import { join } from "node:path";
 import type { AdapterOutput, OutModule } from "../formats/adapter/write.js";
 import { writeAdapter } from "../formats/adapter/write.js";
 import { withScratchFile } from "../common/atomic.js";
+import { mapInLanes } from "../common/map-in-lanes.js";
 import { InvalidInputError, UsageError } from "../common/errors.js";
 import { openModel, type BaseTensor, type Model } from "../formats/model/base-model.js";
 import { MODEL_DTYPES, Scratch } from "../formats/model/stream.js";
@@ -22,7 +23,6 @@ import type { RowPanelSource } from "../linalg/row-panels.js";
 import { truncatedSvd, type TruncatedSvd } from "../linalg/truncated-svd.js";
 import type { LinalgBackend, Mat, ModelDType } from "../linalg/types.js";
 import { allocate } from "./truncate/allocate.js";
-import { mapInLanes } from "./schedule.js";
 import { kohyaStemOf, usesConv1D, weightTarget, type WeightTarget } from "./weights.js";
 
 export interface ExtractOptions {
@@ -341,9 +341,9 @@ type Extracted = { spilled: Spilled; module: ExtractModule } | { unchanged: stri
  * the products of the other; docs/BENCHMARKS.md). One at a time with --low-memory (memory is the
  * point), on cuda (one device) and js (one thread).
  */
-function laneCap(o: ExtractOptions, deps: ExtractDeps, held: Pair[]): number {
-  if (o.lowMemory || deps.backend.name !== "cpu" || held.length < 2 || !deps.laneBytes) return 1;
-  return Math.max(1, Math.floor(deps.laneBytes / (4 * Math.max(...held.map(elementsOf)))));
+function laneCap(o: ExtractOptions, deps: ExtractDeps, held: number, largestHeld: number): number {
+  if (o.lowMemory || deps.backend.name !== "cpu" || held < 2 || !deps.laneBytes) return 1;
+  return Math.max(1, Math.floor(deps.laneBytes / (4 * largestHeld)));
 }
 
 interface Spilled {
@@ -424,17 +424,14 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         notes.push(`--low-memory has no effect ${o.exact ? "with --exact (a full SVD needs the whole ΔW)" : "on the cuda backend (ΔW is held on the device)"}`);
       const held = targets.filter((p) => !streams(p, o, deps)),
         streamed = targets.filter((p) => streams(p, o, deps));
-      const newScratches = () =>
-        scratches(
-          Math.max(0, ...held.map(elementsOf)),
-          streamed.length ? Math.max(...streamed.map((p) => storedShape(p).cols * storedShape(p).es)) : null,
-          deps.panelBytes ?? PANEL_BYTES,
-        );
+      const largestHeld = Math.max(0, ...held.map(elementsOf)),
+        largestRow = streamed.length ? Math.max(...streamed.map((p) => storedShape(p).cols * storedShape(p).es)) : null;
+      const newScratches = () => scratches(largestHeld, largestRow, deps.panelBytes ?? PANEL_BYTES);
       const work = newScratches();
 
       // Every weight's pass runs in lanes (laneCap), weights side by side, each lane with its own ΔW
       // and chunk buffers; results in target order.
-      const lanes = laneCap(o, deps, held);
+      const lanes = laneCap(o, deps, held.length, largestHeld);
       const laneWork: Scratches[] = [work];
       const workOf = (l: number) => (laneWork[l] ??= newScratches());
       const eachWeight = <R>(fn: (p: Pair, work: Scratches) => Promise<R>): Promise<R[]> => {
