@@ -70,10 +70,10 @@ function statOrNull(p: string, how: typeof statSync | typeof lstatSync = statSyn
   }
 }
 
-/** lstat of an output path (null where nothing is there); other errors as the write's failure. */
-function statOrThrow(target: string, abs: string): Stats | null {
+/** stat (or lstat) of a path of the output `target` (null where nothing is there); other errors as the write's failure. */
+function statOrThrow(target: string, p: string, how: typeof statSync | typeof lstatSync): Stats | null {
   try {
-    return statOrNull(abs, lstatSync);
+    return statOrNull(p, how);
   } catch (e) {
     throw writeFailure(target, e);
   }
@@ -99,12 +99,7 @@ function realOr(p: string, otherwise: string): string {
 
 /** The parent directory must exist and be a directory (RuntimeFailure, exit 1, naming it). */
 function checkParent(target: string, dir: string): void {
-  let st: Stats | null;
-  try {
-    st = statOrNull(dir);
-  } catch (e) {
-    throw writeFailure(target, e);
-  }
+  const st = statOrThrow(target, dir, statSync);
   if (!st) throw new RuntimeFailure(`cannot write ${target}: directory ${dir} does not exist`);
   if (!st.isDirectory()) throw new RuntimeFailure(`cannot write ${target}: ${dir} is not a directory`);
 }
@@ -142,7 +137,7 @@ export async function writeFileAtomic(target: string, fill: (sink: ByteSink) => 
   const dir = dirname(abs);
   checkParent(target, dir);
 
-  const existing = statOrThrow(target, abs);
+  const existing = statOrThrow(target, abs, lstatSync);
   if (existing) {
     const resolved = existing.isSymbolicLink() ? orNull(() => statOrNull(abs)) : existing;
     if (resolved?.isDirectory()) throw new UsageError(`output ${target} is a directory; give a file path ending in .safetensors`);
@@ -245,7 +240,7 @@ export async function writeDirAtomic(targetDir: string, files: readonly DirEntry
   }
   checkParent(targetDir, parent);
 
-  const existing = statOrThrow(targetDir, abs);
+  const existing = statOrThrow(targetDir, abs, lstatSync);
   if (existing) {
     if (!existing.isDirectory()) {
       throw new UsageError(`output ${targetDir} exists and is not a directory`, {
