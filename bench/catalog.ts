@@ -8,8 +8,9 @@
 // generating fresh Gaussians for gigabytes would dominate the set-up). Then, interleaved, `runs`
 // times each: `cat` of every file to /dev/null (the read floor), `lora inspect DIR --json`, and
 // `lora truncate DIR --max-bytes (half the catalog) -o OUT --force`; wall time and peak RSS from
-// /usr/bin/time -v; and inspect over the first quarter of the catalog, for how peak RSS grows
-// with the number of adapters. Prints a markdown section; --write-docs puts it into docs/BENCHMARKS.md.
+// /usr/bin/time -v; truncate's I/O floor (bench/catalog-floor.ts: every file read twice, half of
+// it written atomically with the same fsyncs and renames, nothing computed); and inspect over the
+// first quarter of the catalog, for how peak RSS grows with the number of adapters. Prints a markdown section; --write-docs puts it into docs/BENCHMARKS.md.
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join } from "node:path";
@@ -101,6 +102,15 @@ async function main(): Promise<void> {
   const totalBytes = all.reduce((s, f) => s + statSync(f).size, 0);
   const maxBytes = Math.floor(totalBytes / 2);
   const quarter = join(`${dir}-quarter.txt`);
+  const everyInput = `${dir}-inputs.txt`;
+  writeFileSync(
+    everyInput,
+    readdirSync(dir)
+      .filter((n) => n !== ".complete")
+      .sort()
+      .map((n) => join(dir, n))
+      .join("\n"),
+  );
   writeFileSync(
     quarter,
     readdirSync(dir)
@@ -110,12 +120,13 @@ async function main(): Promise<void> {
       .map((n) => join(dir, n))
       .join("\n"),
   );
-  const rows: Record<string, Timed[]> = { cat: [], inspect: [], truncate: [], inspectQuarter: [] };
+  const rows: Record<string, Timed[]> = { cat: [], inspect: [], truncate: [], floor: [], inspectQuarter: [] };
   timed("sh", ["-c", `cat ${dir}/*.safetensors ${dir}/*/* > /dev/null`]); // warm the page cache
   for (let i = 0; i < runs; i++) {
     rows["cat"]!.push(timed("sh", ["-c", `cat ${dir}/*.safetensors ${dir}/*/* > /dev/null`]));
     rows["inspect"]!.push(timed(process.execPath, [loraBin, "inspect", dir, "--json", "--quiet"]));
     rows["truncate"]!.push(timed(process.execPath, [loraBin, "truncate", dir, "--max-bytes", String(maxBytes), "-o", out, "--force", "--json", "--quiet"]));
+    rows["floor"]!.push(timed(process.execPath, [join(here, "catalog-floor.js"), everyInput, `${dir}-floor-out`]));
     rows["inspectQuarter"]!.push(timed(process.execPath, [loraBin, "inspect", "--from-list", quarter, "--json", "--quiet"]));
   }
   for (const [k, v] of Object.entries(rows)) for (const t of v) if (t.status !== 0) throw new Error(`${k} failed: ${t.stderr.slice(-2000)}`);
@@ -132,7 +143,10 @@ async function main(): Promise<void> {
     `| cat of every file > /dev/null | ${med("cat").toFixed(2)} | | 1 | ${rss("cat").toFixed(0)} |`,
     `| lora inspect DIR --json | ${med("inspect").toFixed(2)} | ${(count / med("inspect")).toFixed(0)} | ${(med("inspect") / med("cat")).toFixed(1)} | ${rss("inspect").toFixed(0)} |`,
     `| lora truncate DIR --max-bytes ${maxBytes} (half) -o OUT | ${med("truncate").toFixed(2)} | ${(count / med("truncate")).toFixed(0)} | ${(med("truncate") / med("cat")).toFixed(1)} | ${rss("truncate").toFixed(0)} |`,
+    `| I/O floor of that truncate (every file read twice, half written atomically; bench/catalog-floor.ts) | ${med("floor").toFixed(2)} | ${(count / med("floor")).toFixed(0)} | ${(med("floor") / med("cat")).toFixed(1)} | ${rss("floor").toFixed(0)} |`,
     `| lora inspect (first ${count / 4} adapters only) | ${med("inspectQuarter").toFixed(2)} | ${(count / 4 / med("inspectQuarter")).toFixed(0)} | | ${rss("inspectQuarter").toFixed(0)} |`,
+    "",
+    `truncate against its I/O floor: ${(med("truncate") / med("floor")).toFixed(2)}×.`,
     "",
   ];
   const text = lines.join("\n");

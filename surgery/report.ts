@@ -26,13 +26,25 @@ export interface WriteReport {
   modules: ModuleResult[];
   /** Modules dropped from the output (rank 0 / pruned). */
   dropped: string[];
-  totals: { modules: number; rank_in: number; rank: number; relative_error: number; params_in?: number; params?: number };
+  totals: {
+    modules: number;
+    rank_in: number;
+    rank: number;
+    relative_error: number;
+    params_in?: number;
+    params?: number;
+    /** Bytes of the written file's tensor data (formats/adapter/write.ts WrittenAdapter.tensorBytes). */
+    bytes?: number;
+  };
   notes: string[];
   [extra: string]: unknown;
 }
 
-/** Totals: overall relative error √(Σ errᵢ²‖Tᵢ‖²) / √(Σ ‖Tᵢ‖²) (the error of the whole adapter). */
-export function totalsOf(mods: ModuleResult[]): WriteReport["totals"] {
+/**
+ * Totals: overall relative error √(Σ errᵢ²‖Tᵢ‖²) / √(Σ ‖Tᵢ‖²) (the error of the whole adapter), and
+ * the tensor bytes written, where given.
+ */
+export function totalsOf(mods: ModuleResult[], bytes?: number): WriteReport["totals"] {
   let num = 0,
     den = 0;
   for (const m of mods) {
@@ -45,5 +57,6 @@ export function totalsOf(mods: ModuleResult[]): WriteReport["totals"] {
     rank_in: mods.reduce((s, m) => s + rin(m), 0),
     rank: mods.reduce((s, m) => s + m.rank, 0),
     relative_error: den > 0 ? Math.sqrt(num / den) : 0,
+    ...(bytes !== undefined ? { bytes } : {}),
   };
 }

@@ -145,7 +145,7 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
       metadata: first.metadata,
       extraMetadata: { lora_merge: provenance(o, weights) },
     };
-    await writeAdapter(o.output, out, { force: o.force, inputs: o.inputs.filter((x) => x !== "-"), ...(deps.stdout ? { stdout: deps.stdout } : {}) });
+    const written = await writeAdapter(o.output, out, { force: o.force, inputs: o.inputs.filter((x) => x !== "-"), ...(deps.stdout ? { stdout: deps.stdout } : {}) });
     const mods = live.map((g) => results.get(g.key)!);
     const report: MergeReport = {
       command: "merge",
@@ -155,7 +155,7 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
       format,
       modules: mods,
       dropped,
-      totals: totalsOf(mods),
+      totals: totalsOf(mods, written.tensorBytes),
       notes,
       weights,
       seed: o.seed,

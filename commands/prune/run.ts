@@ -70,9 +70,10 @@ function report(
   results: ModuleResult[],
   dropped: string[],
   notes: string[],
+  bytes: number,
   extra: Record<string, unknown> = {},
 ): WriteReport {
-  return { command: "prune", method: o.method, inputs, output: o.output, format: fmt, modules: results, dropped, totals: totalsOf(results), notes, ...extra };
+  return { command: "prune", method: o.method, inputs, output: o.output, format: fmt, modules: results, dropped, totals: totalsOf(results, bytes), notes, ...extra };
 }
 
 /** Anything at p, a dangling link included. */
@@ -97,9 +98,10 @@ async function preflight(paths: string[], force: boolean, createdDirs: string[] 
   }
 }
 
-async function writeAdapterOut(o: PruneOptions, out: AdapterOutput, deps: PruneDeps, extraInputs: string[] = []): Promise<void> {
+/** Writes the pruned adapter; returns its tensor bytes. */
+async function writeAdapterOut(o: PruneOptions, out: AdapterOutput, deps: PruneDeps, extraInputs: string[] = []): Promise<number> {
   const inputs = [...(o.input === "-" ? [] : [o.input]), ...extraInputs];
-  await writeAdapter(o.output, out, { force: o.force, inputs, ...(deps.stdout ? { stdout: deps.stdout } : {}) });
+  return (await writeAdapter(o.output, out, { force: o.force, inputs, ...(deps.stdout ? { stdout: deps.stdout } : {}) })).tensorBytes;
 }
 
 function adapterOut(a: Adapter, fmt: OutFormat, modules: OutModule[], passthrough: boolean, keepTargets: boolean): AdapterOutput {
@@ -134,9 +136,9 @@ export async function runPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteR
       if (native && o.keepOther && a.passthrough.length)
         p.notes.push(`--keep-other: ${a.passthrough.length} other tensor(s) of the checkpoint carried byte for byte`);
       const out = adapterOut(a, fmt, p.out, carry, p.dropped.length === 0);
-      await writeAdapterOut(o, out, deps);
+      const bytes = await writeAdapterOut(o, out, deps);
       const gates = p.gates.reduce((s, g) => ({ total: s.total + g.total, kept: s.kept + g.kept }), { total: 0, kept: 0 });
-      return report(o, fmt, [o.input], p.results, p.dropped, [...a.notes, ...p.notes], {
+      return report(o, fmt, [o.input], p.results, p.dropped, [...a.notes, ...p.notes], bytes, {
         gates: { ...gates, threshold: o.threshold ?? 0, fold: o.fold ?? "B" },
       });
     }
@@ -161,8 +163,8 @@ export async function runPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteR
       const p = await planModules(a, c, rsloraOut(a, fmt), deps.backend, (i, n) => deps.onStep?.(i, n, "modules"));
       if (p.out.length === 0) throw new UsageError(`these options drop every module of ${o.input} (${a.modules.length}); nothing would be left`);
       const out = adapterOut(a, fmt, p.out, true, p.dropped.length === 0);
-      await writeAdapterOut(o, out, deps);
-      return report(o, fmt, [o.input], p.results, p.dropped, [...a.notes, ...p.notes]);
+      const bytes = await writeAdapterOut(o, out, deps);
+      return report(o, fmt, [o.input], p.results, p.dropped, [...a.notes, ...p.notes], bytes);
     }
     throw new UsageError(`unknown --method ${String(o.method)}`);
   } finally {
@@ -210,16 +212,18 @@ async function runLoraPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteRepo
 
       // Write: the big one first; anything created by this run is removed if a later write fails.
       const created: string[] = [];
-      const track = async (p: string, write: () => Promise<void>) => {
+      const track = async <T>(p: string, write: () => Promise<T>): Promise<T> => {
         const had = await exists(p);
-        await write();
+        const r = await write();
         if (!had) created.push(p);
+        return r;
       };
+      let bytes: number;
       try {
         if (o.baseOut !== undefined) await track(o.baseOut, () => writeBaseOut(o.baseOut!, base, plan, config, { force: o.force, inputs }));
         const out = adapterOut(a, fmt, ad.out, true, true);
-        if (o.output === "-") await writeAdapterOut(o, out, deps, inputs);
-        else await track(o.output, () => writeAdapterOut(o, out, deps, inputs));
+        if (o.output === "-") bytes = await writeAdapterOut(o, out, deps, inputs);
+        else bytes = await track(o.output, () => writeAdapterOut(o, out, deps, inputs));
         await track(side.plan, () =>
           writeFileAtomic(
             side.plan,
@@ -264,7 +268,7 @@ async function runLoraPrune(o: PruneOptions, deps: PruneDeps): Promise<WriteRepo
       notes.push(
         `${plan.criterion} criterion, ratio ${o.ratio}: ${pruned} of ${plan.arch.layers} layers pruned (skipped: ${plan.skip.join(", ") || "none"}); plan in ${written.plan}, config in ${written.config}${o.baseOut !== undefined ? `, pruned model in ${o.baseOut}` : " (no --base-out: base weights not written)"}`,
       );
-      return report(o, fmt, [o.input, o.base, ...(o.grads ? [o.grads] : [])], ad.results, [], notes, {
+      return report(o, fmt, [o.input, o.base, ...(o.grads ? [o.grads] : [])], ad.results, [], notes, bytes, {
         criterion: plan.criterion,
         ratio: o.ratio,
         skip_layers: plan.skip,

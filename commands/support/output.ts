@@ -91,6 +91,17 @@ export function formatTsv(rows: string[][], header?: string[]): string {
 }
 
 /** Short human number: 3 significant digits, exponent when tiny or huge. */
+/** A byte count for people: 950 B, 16.9 kB, 12.3 MB (powers of 1000). */
+export function formatBytes(n: number): string {
+  const u = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < u.length - 1) {
+    n /= 1000;
+    i++;
+  }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${u[i]}`;
+}
+
 export function fmt(x: number, digits = 4): string {
   if (x === 0) return "0";
   if (!Number.isFinite(x)) return String(x);

@@ -2,19 +2,10 @@
 // nothing (or one line per step with --verbose). ora is imported lazily: start-up time matters.
 import { bytesRead } from "../../common/io-meter.js";
 import { interactive, type Ctx, type GlobalOptions } from "./context.js";
+import { formatBytes as bytes } from "./output.js";
 
 /** what = "bytes": done and total are byte counts, shown with the rate (bytes/s); otherwise the input read rate is shown. */
 export type Tick = (done: number, total: number, what?: string) => void;
-
-function bytes(n: number): string {
-  const u = ["B", "kB", "MB", "GB", "TB"];
-  let i = 0;
-  while (n >= 1000 && i < u.length - 1) {
-    n /= 1000;
-    i++;
-  }
-  return `${n.toFixed(i === 0 ? 0 : 1)} ${u[i]}`;
-}
 
 /**
  * The progress line: done/total (bytes with their rate when `what` is "bytes", else the input read

@@ -2,7 +2,7 @@
 // else a table on a terminal or TSV rows on a pipe, with a summary line.
 import type { WriteReport } from "../../surgery/report.js";
 import type { Ctx, GlobalOptions } from "./context.js";
-import { fmt, formatTable, formatTsv, paint, printJson, rowsThenSummary } from "./output.js";
+import { fmt, formatBytes, formatTable, formatTsv, paint, printJson, rowsThenSummary } from "./output.js";
 
 /** Print the report: JSON with --json; else a table (TTY) or TSV rows, on stdout or (with -o -) stderr. */
 export function printWriteReport(ctx: Ctx, g: GlobalOptions, r: WriteReport): void {
@@ -26,7 +26,7 @@ export function printWriteReport(ctx: Ctx, g: GlobalOptions, r: WriteReport): vo
     ? formatTable(header, rows, paint(ctx, toStderr ? "stderr" : "stdout").bold)
     : formatTsv(rows, g.header ? ["module", "rank_in", "rank", "relative_error", ...(hasEnergy ? ["retained_energy"] : [])] : undefined);
   rowsThenSummary(ctx, r.output, tty, text, [
-    `${r.command} (${r.method}): ${t.modules} modules, rank ${t.rank_in} → ${t.rank}, total relative error ${fmt(t.relative_error)}${r.dropped.length ? `, ${r.dropped.length} module(s) dropped` : ""} → ${r.output === "-" ? "standard output" : r.output}`,
+    `${r.command} (${r.method}): ${t.modules} modules, rank ${t.rank_in} → ${t.rank}, total relative error ${fmt(t.relative_error)}${r.dropped.length ? `, ${r.dropped.length} module(s) dropped` : ""} → ${r.output === "-" ? "standard output" : r.output}${t.bytes !== undefined ? ` (${formatBytes(t.bytes)})` : ""}`,
     ...r.notes.map((n) => `note: ${n}`),
   ]);
 }

@@ -5,7 +5,6 @@
 import { mkdir } from "node:fs/promises";
 import { BufferPool } from "../../common/buffer-pool.js";
 import { basename, join } from "node:path";
-import { openAdapterSource } from "../../formats/adapter/index.js";
 import { LoraError, UsageError } from "../../common/errors.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { allocateBytes, catalogItems, type CatalogFailure } from "../../surgery/catalog.js";
@@ -40,15 +39,6 @@ export interface CatalogTruncateReport {
   optimal?: boolean;
   adapters: CatalogAdapterReport[];
   failed: CatalogFailure[];
-}
-
-async function tensorBytes(path: string): Promise<number> {
-  const src = await openAdapterSource(path);
-  try {
-    return src.file.header.tensors.reduce((s, t) => s + (t.end - t.begin), 0);
-  } finally {
-    await src.file.close();
-  }
 }
 
 export async function runCatalogTruncate(
@@ -112,7 +102,7 @@ export async function runCatalogTruncate(
       output,
       rank_in: r.totals.rank_in,
       rank: r.totals.rank,
-      bytes: await tensorBytes(output),
+      bytes: r.totals.bytes!,
       relative_error: r.totals.relative_error,
       ...(e ? { retained_energy: e.total > 0 ? e.kept / e.total : 1 } : {}),
     };

@@ -131,16 +131,24 @@ function planLoraFile(out: AdapterOutput): { specs: TensorSpec[]; metadata: Reco
   return { specs, metadata, config };
 }
 
+/** What writeAdapter wrote. */
+export interface WrittenAdapter {
+  /** The paths written ("-" for standard output). */
+  paths: string[];
+  /** Bytes of the tensors' data in the safetensors file (the header not counted). */
+  tensorBytes: number;
+}
+
 /**
  * Write the adapter to `target`: "-" (stdout stream), a path ending in .safetensors (one file,
  * config embedded), or (PEFT) a directory with adapter_model.safetensors + adapter_config.json.
- * Returns the paths written.
  */
-export async function writeAdapter(target: string, given: AdapterOutput, opts: WriteOptions): Promise<string[]> {
+export async function writeAdapter(target: string, given: AdapterOutput, opts: WriteOptions): Promise<WrittenAdapter> {
   refusePickleName(target);
   const out = await applyNameMap(orientForTarget(given));
   const { specs, metadata, config, hashFields } = planAdapterFile(out);
-  layoutSafetensors(specs, metadata); // validates names/sizes before anything is created
+  const layout = layoutSafetensors(specs, metadata); // validates names/sizes before anything is created
+  const tensorBytes = layout.totalBytes - layout.header.byteLength;
   const hashed = Object.keys(hashFields).length > 0;
   const fill = (sink: ByteSink) =>
     hashed ? writeSafetensorsHashed(sink, specs, metadata, hashFields).then(() => {}) : writeSafetensors(sink, specs, metadata);
@@ -150,18 +158,18 @@ export async function writeAdapter(target: string, given: AdapterOutput, opts: W
       throw new UsageError("refusing to write binary safetensors data to a terminal; use -o FILE or redirect standard output");
     }
     await fill(stdoutSink(stream));
-    return ["-"];
+    return { paths: ["-"], tensorBytes };
   }
   if (out.format === "kohya" || target.endsWith(".safetensors")) {
     if (!target.endsWith(".safetensors") && out.format === "kohya") {
       throw new UsageError(`kohya output must be a .safetensors file (got ${basename(target)})`);
     }
     await writeFileAtomic(target, fill, { force: opts.force, inputs: opts.inputs });
-    return [target];
+    return { paths: [target], tensorBytes };
   }
   if (out.format === "diffusers") {
     await writeDirAtomic(target, [{ name: DIFFUSERS_FILE, fill }], { force: opts.force, inputs: opts.inputs });
-    return [target];
+    return { paths: [target], tensorBytes };
   }
   await writeDirAtomic(
     target,
@@ -176,5 +184,5 @@ export async function writeAdapter(target: string, given: AdapterOutput, opts: W
     ],
     { force: opts.force, inputs: opts.inputs },
   );
-  return [target];
+  return { paths: [target], tensorBytes };
 }

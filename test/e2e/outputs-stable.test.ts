@@ -5,7 +5,9 @@
 // The hashes were recorded from the code before the layers were moved (issue 16), so a moved or
 // refactored line that changes one byte of an output fails here. Re-recorded since: the --json
 // reports of "merge lego #5/#6" (k-means in Gram form: the js backend now reports the inertia from
-// exact differences, as the native one does; last digits only, every tensor byte unchanged).
+// exact differences, as the native one does; last digits only, every tensor byte unchanged), and
+// every truncate, prune and merge report when `totals.bytes` (the output's tensor bytes) was added
+// (session 15: the reports otherwise identical field for field, every file hash unchanged).
 // LORA_STABLE_WRITE=FILE writes the hashes to FILE instead of comparing (record anew, or compare two
 // builds by hand); LORA_STABLE_BIN=PATH runs another build's bin/lora.js; LORA_STABLE_BACKEND=cpu
 // runs another backend (its hashes depend on the machine's BLAS, so they are only compared by hand).

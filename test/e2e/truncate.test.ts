@@ -6,7 +6,7 @@
 // loads the output of every mode and must compute the ΔW our loader computes (≤ 1e-6 relative).
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -53,6 +53,37 @@ test("--json: one document with per-module rank in/out, retained energy and rela
   }
   assert.deepEqual([rep.totals.modules, rep.totals.rank_in, rep.totals.rank], [8, 64, 32]);
   assert.equal(r.stderr, "");
+});
+
+/** Σ (end − begin) over the tensors of a safetensors file, from its header read here by hand. */
+function tensorDataBytes(path: string): number {
+  const file = statSync(path).isDirectory() ? join(path, "adapter_model.safetensors") : path;
+  const raw = readFileSync(file);
+  const n = Number(raw.readBigUInt64LE(0));
+  const header = JSON.parse(raw.subarray(8, 8 + n).toString("utf8")) as Record<string, { data_offsets?: [number, number] }>;
+  let sum = 0;
+  for (const [k, v] of Object.entries(header)) if (k !== "__metadata__") sum += v.data_offsets![1] - v.data_offsets![0];
+  assert.equal(sum, raw.length - 8 - n, `${file}: the data section is the tensors' bytes`);
+  return sum;
+}
+
+test("write reports: totals.bytes is the output's tensor data, as its header gives it (truncate, prune, merge)", () => {
+  const kohya = join(fixturesDir, "kohya-sd.safetensors");
+  const runs: [string, string[]][] = [
+    [join(tmp, "bytes-tr"), ["truncate", example, "--rank", "3"]],
+    [join(tmp, "bytes-tr-kohya.safetensors"), ["truncate", kohya, "--energy", "0.7"]],
+    [join(tmp, "bytes-prune"), ["prune", example, "--method", "modules", "--match", "q_proj"]],
+    [join(tmp, "bytes-merge"), ["merge", example, example, "--method", "svd", "--rank", "5"]],
+  ];
+  for (const [out, args] of runs) {
+    const r = lora([...args, "-o", out, "--json"]);
+    assert.equal(r.status, 0, r.stderr);
+    const rep = JSON.parse(r.stdout) as { totals: { bytes: number } };
+    assert.equal(rep.totals.bytes, tensorDataBytes(out), args.join(" "));
+    const human = lora([...args, "-o", out, "--force"]);
+    assert.equal(human.status, 0, human.stderr);
+    assert.match(human.stderr, new RegExp(`\\(${(rep.totals.bytes / 1000).toFixed(1).replace(".", "\\.")} kB\\)`), args.join(" "));
+  }
 });
 
 test("human output: TSV rows on a pipe, summary on stderr", () => {
