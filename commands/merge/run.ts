@@ -145,7 +145,11 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
       metadata: first.metadata,
       extraMetadata: { lora_merge: provenance(o, weights) },
     };
-    const written = await writeAdapter(o.output, out, { force: o.force, inputs: o.inputs.filter((x) => x !== "-"), ...(deps.stdout ? { stdout: deps.stdout } : {}) });
+    const written = await writeAdapter(o.output, out, {
+      force: o.force,
+      inputs: o.inputs.filter((x) => x !== "-"),
+      ...(deps.stdout ? { stdout: deps.stdout } : {}),
+    });
     const mods = live.map((g) => results.get(g.key)!);
     const report: MergeReport = {
       command: "merge",

@@ -73,7 +73,18 @@ function report(
   bytes: number,
   extra: Record<string, unknown> = {},
 ): WriteReport {
-  return { command: "prune", method: o.method, inputs, output: o.output, format: fmt, modules: results, dropped, totals: totalsOf(results, bytes), notes, ...extra };
+  return {
+    command: "prune",
+    method: o.method,
+    inputs,
+    output: o.output,
+    format: fmt,
+    modules: results,
+    dropped,
+    totals: totalsOf(results, bytes),
+    notes,
+    ...extra,
+  };
 }
 
 /** Anything at p, a dangling link included. */

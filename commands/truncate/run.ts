@@ -139,7 +139,11 @@ async function writeOneWith(c: BuildContext, output: string, notes: string[], de
   // Where diffusers would drop or mis-scale a module of this output (e.g. kohya attention modules
   // whose alphas now differ, since ranks vary): the warnings convert gives.
   const warnings = diffusersLoadWarnings(out);
-  const written = await writeAdapter(output, out, { force: o.force, inputs: o.input === "-" ? [] : [o.input], ...(deps.stdout ? { stdout: deps.stdout } : {}) });
+  const written = await writeAdapter(output, out, {
+    force: o.force,
+    inputs: o.input === "-" ? [] : [o.input],
+    ...(deps.stdout ? { stdout: deps.stdout } : {}),
+  });
   const results = a.modules.map((m) => outcomes.get(m.name)!.result);
   const totals = totalsOf(results, written.tensorBytes);
   const params = (pick: (m: LoraModule, r: ModuleResult) => number) => a.modules.reduce((s, m, i) => s + pick(m, results[i]!) * (m.in + m.out), 0);
