@@ -279,3 +279,57 @@ test("firstNonFinite: every F16/BF16 pattern as decoding says; random F32/F64 wi
   }
   assert.equal(firstNonFinite("I32", new Uint8Array(Int32Array.of(-1, 0x7fffffff).buffer)), -1);
 });
+
+test("firstNonFinite: long tensors at every byte offset, non-finite values planted in and across blocks, against decoding", () => {
+  let seed = (Date.now() ^ 0x5bd1e995) >>> 0 || 1;
+  console.log(`firstNonFinite blocks seed=${seed}`);
+  const rnd = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+  const sizes = { F16: 2, BF16: 2, F32: 4, F64: 8 } as const;
+  const exponent = { F16: [0x7c00, 10], BF16: [0x7f80, 7], F32: [0x7f800000, 23], F64: [0x7ff00000, 20] } as const;
+  for (const dtype of ["F16", "BF16", "F32", "F64"] as const) {
+    const size = sizes[dtype];
+    for (let trial = 0; trial < 60; trial++) {
+      const n = 1 + Math.floor(rnd() * 5000);
+      const offset = trial % 8; // within the buffer: aligned, 2-byte, odd
+      const buf = new Uint8Array(offset + n * size);
+      for (let i = 0; i < buf.length; i++) buf[i] = Math.floor(rnd() * 256);
+      const bytes = buf.subarray(offset);
+      const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      // the word holding the exponent: the element itself, or F64's high word
+      const at = (i: number) => (size === 8 ? 8 * i + 4 : size * i);
+      const get = (i: number) => (size === 2 ? dv.getUint16(at(i), true) : dv.getUint32(at(i), true));
+      const set = (i: number, v: number) => (size === 2 ? dv.setUint16(at(i), v, true) : dv.setUint32(at(i), v >>> 0, true));
+      const [mask, shift] = exponent[dtype];
+      // random patterns hit an all-ones exponent now and then; clear one exponent bit of those
+      for (let i = 0; i < n; i++) if ((get(i) & mask) === mask) set(i, get(i) & ~(1 << shift));
+      const plants = Math.floor(rnd() * 3);
+      for (let k = 0; k < plants; k++) {
+        const i = Math.floor(rnd() * n);
+        set(i, get(i) | mask);
+      }
+      const values = decodeToFloat64(dtype, bytes);
+      const want = values.findIndex((v) => !Number.isFinite(v));
+      assert.equal(firstNonFinite(dtype, bytes), want, `${dtype} n=${n} offset=${offset} plants=${plants}`);
+    }
+  }
+});
+
+test("firstNonFinite: a non-finite value first, last or alone, for lengths around the word, group and block sizes", () => {
+  const ones = { F16: [2, 0x7c00], BF16: [2, 0x7f80], F32: [4, 0x7f800000], F64: [8, 0x7ff00000] } as const;
+  const lengths = [1, 2, 3, 4, 5, 6, 7, 8, 9, 1023, 1024, 1025, 2047, 2048, 2049, 4095, 4097];
+  for (const dtype of ["F16", "BF16", "F32", "F64"] as const) {
+    const [size, mask] = ones[dtype];
+    for (const n of lengths) {
+      for (const offset of [0, 2, 4, 6]) {
+        for (const where of [0, n - 1, n >> 1]) {
+          const bytes = new Uint8Array(offset + n * size).subarray(offset); // zeros: finite
+          const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+          if (size === 2) dv.setUint16(2 * where, mask, true);
+          else dv.setUint32(size * where + (size === 8 ? 4 : 0), mask, true);
+          assert.equal(firstNonFinite(dtype, bytes), where, `${dtype} n=${n} offset=${offset} at ${where}`);
+          assert.equal(firstNonFinite(dtype, new Uint8Array(offset + n * size).subarray(offset)), -1);
+        }
+      }
+    }
+  }
+});

@@ -157,30 +157,74 @@ export interface DecodeOptions {
 /**
  * Index of the first NaN or ±Inf in little-endian float tensor bytes, or -1 (integer and bool
  * tensors never hold one). Reads only the exponent bits (all ones: Inf or NaN); nothing is decoded.
+ * 32-bit words are tested a block at a time: for an exponent field E of a word's element,
+ * (E + its lowest bit) carries into the bit above the field exactly when E is all ones, so OR-ing
+ * those sums over a block shows whether the block holds one (then it is scanned element by element).
  */
 export function firstNonFinite(dtype: DType, bytes: Uint8Array): number {
   switch (dtype) {
     case "F16":
-    case "BF16": {
-      const u = view(Uint16Array, bytes);
-      const e = dtype === "F16" ? 0x7c00 : 0x7f80;
-      for (let i = 0; i < u.length; i++) if ((u[i]! & e) === e) return i;
-      return -1;
-    }
-    case "F32": {
-      const u = view(Uint32Array, bytes);
-      for (let i = 0; i < u.length; i++) if ((u[i]! & 0x7f800000) === 0x7f800000) return i;
-      return -1;
-    }
-    case "F64": {
-      // the high word of element k is word 2k + 1
-      const u = view(Uint32Array, bytes);
-      for (let i = 1; i < u.length; i += 2) if ((u[i]! & 0x7ff00000) === 0x7ff00000) return (i - 1) >> 1;
-      return -1;
-    }
+      return firstAllOnes16(bytes, 0x7c00, 0x7c007c00, 0x04000400);
+    case "BF16":
+      return firstAllOnes16(bytes, 0x7f80, 0x7f807f80, 0x00800080);
+    case "F32":
+      return firstAllOnes32(view(Int32Array, bytes), 0, 1, 0x7f800000, 0x00800000);
+    case "F64": // the high word of element k is word 2k + 1
+      return firstAllOnes32(view(Int32Array, bytes), 1, 2, 0x7ff00000, 0x00100000);
     default:
       return -1;
   }
+}
+
+/** Words tested together before a block is scanned element by element (firstNonFinite); a multiple of 4. */
+const FINITE_BLOCK = 512;
+
+/**
+ * First 16-bit element whose `mask` bits are all ones, two elements to a 32-bit word: m2 is the
+ * mask in both halves, c2 the mask's lowest bit in both halves (firstNonFinite).
+ */
+function firstAllOnes16(bytes: Uint8Array, mask: number, m2: number, c2: number): number {
+  const u = view(Uint16Array, bytes);
+  const n = u.length;
+  let s = 0; // elements before the first 4-byte boundary
+  if (u.byteOffset & 3 && n > 0) {
+    if ((u[0]! & mask) === mask) return 0;
+    s = 1;
+  }
+  const words = (n - s) >> 1;
+  const w = new Int32Array(u.buffer, u.byteOffset + 2 * s, words);
+  const blocks = words - (words % 4);
+  for (let b = 0; b < blocks; b += FINITE_BLOCK) {
+    const end = Math.min(blocks, b + FINITE_BLOCK);
+    let acc = 0;
+    for (let i = b; i < end; i += 4) acc |= ((w[i]! & m2) + c2) | ((w[i + 1]! & m2) + c2) | ((w[i + 2]! & m2) + c2) | ((w[i + 3]! & m2) + c2);
+    if (acc & 0x80008000) for (let i = s + 2 * b; i < s + 2 * end; i++) if ((u[i]! & mask) === mask) return i;
+  }
+  for (let i = s + 2 * blocks; i < n; i++) if ((u[i]! & mask) === mask) return i;
+  return -1;
+}
+
+/**
+ * First element k (word from + k·step of w) whose `mask` bits are all ones (`low`: the mask's
+ * lowest bit; the field ends at bit 30, so the carry lands in the sign bit), or -1.
+ */
+function firstAllOnes32(w: Int32Array, from: number, step: 1 | 2, mask: number, low: number): number {
+  const count = w.length > from ? Math.floor((w.length - from - 1) / step) + 1 : 0;
+  const groups = count - (count % 4);
+  for (let g = 0; g < groups; g += FINITE_BLOCK) {
+    const end = Math.min(groups, g + FINITE_BLOCK);
+    let acc = 0;
+    if (step === 1) {
+      for (let i = from + g; i < from + end; i += 4)
+        acc |= ((w[i]! & mask) + low) | ((w[i + 1]! & mask) + low) | ((w[i + 2]! & mask) + low) | ((w[i + 3]! & mask) + low);
+    } else {
+      for (let i = from + 2 * g; i < from + 2 * end; i += 8)
+        acc |= ((w[i]! & mask) + low) | ((w[i + 2]! & mask) + low) | ((w[i + 4]! & mask) + low) | ((w[i + 6]! & mask) + low);
+    }
+    if (acc < 0) for (let k = g; k < end; k++) if ((w[from + k * step]! & mask) === mask) return k;
+  }
+  for (let k = groups; k < count; k++) if ((w[from + k * step]! & mask) === mask) return k;
+  return -1;
 }
 
 /** Little-endian tensor bytes → Float32Array (F64 and 64-bit integers are rounded to f32). */

@@ -3,8 +3,8 @@
 // rsLoRA) or s·√r (PEFT/diffusers with use_rslora). A derived module (LoHa, AdaLoRA, …: its factors
 // computed on read, docs/formats.md "Derived modules") is written as its exact factors in F32 at
 // least, so the conversion stays within float32 rounding of the stored ΔW.
-import { alphaForScale, readFactors, type Adapter, type AdapterFormat } from "../formats/adapter/index.js";
-import type { DType } from "../formats/safetensors/index.js";
+import { alphaForScale, checkableWhileCopied, finiteWhileCopied, readFactors, type Adapter, type AdapterFormat } from "../formats/adapter/index.js";
+import type { CopySource, DType, TensorInfo } from "../formats/safetensors/index.js";
 import type { OutModule } from "../formats/adapter/write.js";
 import { kernelOf } from "./kernels.js";
 
@@ -16,7 +16,11 @@ export function sameLayoutFamily(from: AdapterFormat, to: TargetFormat): boolean
   return from === to || (peftLike(from) && peftLike(to));
 }
 
-export function convertedModules(a: Adapter, to: TargetFormat, useRslora: boolean): OutModule[] {
+/**
+ * checkWhileCopying: stored float factors are checked finite as they are copied (one read each;
+ * for an atomic output, which a refusal leaves unwritten); the caller checks the other modules first.
+ */
+export function convertedModules(a: Adapter, to: TargetFormat, useRslora: boolean, checkWhileCopying = false): OutModule[] {
   return a.modules.map((m) => {
     const rs = to !== "kohya" && useRslora;
     const alpha = m.rslora === rs ? m.alpha : alphaForScale(m.scale, m.rank, rs);
@@ -35,10 +39,14 @@ export function convertedModules(a: Adapter, to: TargetFormat, useRslora: boolea
       ...(kernel ? { kernel } : {}),
       ...(m.family
         ? { produce: async () => readFactors(a, m, "f64").then((f) => ({ A: f.A.data, B: f.B.data })) }
-        : { rawFactors: { A: { file: a.file, tensor: m.A }, B: { file: a.file, tensor: m.B } } }),
+        : { rawFactors: { A: copied(a, m.A, checkWhileCopying && checkableWhileCopied(m)), B: copied(a, m.B, checkWhileCopying && checkableWhileCopied(m)) } }),
       extras,
     };
   });
+}
+
+function copied(a: Adapter, t: TensorInfo, check: boolean): CopySource {
+  return { file: a.file, tensor: t, ...(check ? { check: finiteWhileCopied(a, t) } : {}) };
 }
 
 /** The dtype a derived module's exact factors are written in: the stored one when F32/F64, else F32. */

@@ -3,11 +3,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { Writable } from "node:stream";
 import { tmpdir } from "node:os";
 import { fixturesDir, needsReal, realDir } from "../../test/paths.js";
 import { loadAdapter, readFactors, type Adapter } from "../../formats/adapter/index.js";
 import { runConvert } from "./run.js";
+import { bytesRead } from "../../common/io-meter.js";
+import { InvalidInputError } from "../../common/errors.js";
+import { serializeSafetensors, type TensorSpec } from "../../formats/safetensors/index.js";
+import { Rng } from "../../linalg/random.js";
 
 const tmp = () => mkdtempSync(join(tmpdir(), "lora-convert-"));
 
@@ -120,4 +125,77 @@ test("same-format rewrite is canonical and refuses to overwrite without --force"
   assert.ok(readFileSync(join(d, "x", "adapter_model.safetensors")).equals(readFileSync(join(d, "y", "adapter_model.safetensors"))));
   await assert.rejects(runConvert({ input: join(fixturesDir, "example"), output: join(d, "x"), to: "peft", force: false }, {}), /exists/);
   await runConvert({ input: join(fixturesDir, "example"), output: join(d, "x"), to: "peft", force: true }, {});
+});
+
+// ---------------------------------------------------------------------------------------------
+// One read per factor: stored float factors are checked finite as they are copied.
+
+const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
+
+/** A PEFT directory of `mods` modules whose F32 factors are each too large to be read with the file (128 KiB). */
+async function bigFactorAdapter(dir: string, mods: number, rng: Rng, poison?: { module: number; factor: "A" | "B"; element: number }): Promise<number> {
+  const r = 16,
+    n = 2048;
+  const specs: TensorSpec[] = [];
+  for (let i = 0; i < mods; i++) {
+    const key = `base_model.model.model.layers.${i}.self_attn.q_proj`;
+    const A = Float32Array.from(rng.normals(r * n, 0.02)),
+      B = Float32Array.from(rng.normals(n * r, 0.02));
+    if (poison?.module === i) (poison.factor === "A" ? A : B)[poison.element] = Number.NaN;
+    specs.push({ name: `${key}.lora_A.weight`, dtype: "F32", shape: [r, n], data: new Uint8Array(A.buffer) });
+    specs.push({ name: `${key}.lora_B.weight`, dtype: "F32", shape: [n, r], data: new Uint8Array(B.buffer) });
+  }
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "adapter_config.json"), JSON.stringify({ peft_type: "LORA", r, lora_alpha: r, target_modules: ["q_proj"] }));
+  writeFileSync(join(dir, "adapter_model.safetensors"), await serializeSafetensors(specs, { format: "pt" }));
+  return mods * 2 * r * n * 4;
+}
+
+test(`convert reads each stored factor once, into a file (seed ${seed})`, async () => {
+  const d = tmp();
+  const src = join(d, "in");
+  const tensorBytes = await bigFactorAdapter(src, 6, new Rng(seed));
+  for (const to of ["kohya", "peft"] as const) {
+    const before = bytesRead();
+    await runConvert({ input: src, output: join(d, to === "kohya" ? "out.safetensors" : "out"), to, force: false }, {});
+    const read = bytesRead() - before;
+    // the factors once, plus the header (a scan before copying would read them twice)
+    assert.ok(read >= tensorBytes && read < tensorBytes + (64 << 10), `${to}: ${read} bytes read for ${tensorBytes} of factors`);
+  }
+  // what was copied is what was stored
+  const a = await loadAdapter(src),
+    b = await loadAdapter(join(d, "out.safetensors"));
+  try {
+    for (const m of a.modules) {
+      const n = b.modules.find((x) => x.path === m.path)!;
+      assert.deepEqual(await b.file.readRaw(n.A), await a.file.readRaw(m.A));
+      assert.deepEqual(await b.file.readRaw(n.B), await a.file.readRaw(m.B));
+    }
+  } finally {
+    await a.file.close();
+    await b.file.close();
+  }
+});
+
+test(`convert refuses a NaN found while copying (the element named, nothing written), and before writing to standard output (seed ${seed})`, async () => {
+  const d = tmp();
+  const src = join(d, "nan");
+  const element = 2048 * 16 - 3; // late in the last factor written of module 4
+  await bigFactorAdapter(src, 5, new Rng(seed + 1), { module: 4, factor: "B", element });
+  const out = join(d, "out");
+  await assert.rejects(
+    runConvert({ input: src, output: out, to: "peft", force: false }, {}).then(() => undefined),
+    (e: Error) => e instanceof InvalidInputError && e.message.includes(`holds NaN at element ${element}; factors must be finite`),
+  );
+  await assert.rejects(runConvert({ input: src, output: join(d, "out.safetensors"), to: "kohya", force: false }, {}), InvalidInputError);
+  assert.deepEqual(readdirSync(d).sort(), ["nan"], "no output and no temp file");
+  const chunks: Buffer[] = [];
+  const stdout = new Writable({
+    write(c: Buffer, _e, cb) {
+      chunks.push(c);
+      cb();
+    },
+  });
+  await assert.rejects(runConvert({ input: src, output: "-", to: "kohya", force: false }, { stdout }), InvalidInputError);
+  assert.equal(Buffer.concat(chunks).length, 0, "nothing on standard output");
 });

@@ -8,7 +8,15 @@
 // time (--expert), MiSS/Bone with the base weights (--base).
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { checkFactorsFinite, isDora, loadAdapter, meteoraExpert, refuseBaseDependent, type Adapter } from "../../formats/adapter/index.js";
+import {
+  checkableWhileCopied,
+  checkFactorsFinite,
+  isDora,
+  loadAdapter,
+  meteoraExpert,
+  refuseBaseDependent,
+  type Adapter,
+} from "../../formats/adapter/index.js";
 import { openModel, type Model } from "../../formats/model/base-model.js";
 import { writeAdapter, type AdapterOutput } from "../../formats/adapter/write.js";
 import { diffusersLoadWarnings } from "../../formats/adapter/diffusers-warnings.js";
@@ -111,13 +119,17 @@ async function convertOne(a: Adapter, o: ConvertOptions, deps: { stdin?: NodeJS.
         hint: "convert within the same format only, or merge DoRA into the base model with PEFT",
       });
     }
-    // Every factor scanned first: NaN/Inf are refused (exit 3, nothing written) even though the bytes are copied as they are.
-    for (const m of a.modules) await checkFactorsFinite(a, m);
+    // NaN/Inf are refused (exit 3, nothing written) even though the bytes are copied as they are:
+    // into a file, stored float factors are checked in the read that copies them (the atomic
+    // output is removed on a refusal); on standard output, and for the other modules, every
+    // factor is scanned before anything is written.
+    const whileCopying = o.output !== "-";
+    for (const m of a.modules) if (!(whileCopying && checkableWhileCopied(m))) await checkFactorsFinite(a, m);
     const base = baseConfigFor(a);
     const useRslora = o.to !== "kohya" && base?.["use_rslora"] === true;
     const out: AdapterOutput = {
       format: o.to,
-      modules: convertedModules(a, o.to, useRslora),
+      modules: convertedModules(a, o.to, useRslora, whileCopying),
       passthrough: a.passthrough.map((t) => ({ file: a.file, tensor: t })),
       baseConfig: base,
       metadata: a.metadata,

@@ -109,6 +109,28 @@ export async function checkFactorsFinite(adapter: Adapter, m: LoraModule): Promi
   }
 }
 
+/**
+ * Whether m's factors can be checked finite while they are copied (finiteWhileCopied): stored
+ * factors of a float dtype. A derived module's factors are computed, and an integer or undecodable
+ * dtype goes through checkFactorsFinite, which refuses what cannot be decoded.
+ */
+export function checkableWhileCopied(m: LoraModule): boolean {
+  return !m.family && isFloatDType(m.A.dtype) && isFloatDType(m.B.dtype);
+}
+
+/**
+ * The check a copied factor's bytes go through on their way to the output (CopySource.check): a
+ * NaN/±Inf refused (exit 3) with the tensor and element, as checkFactorsFinite would. For an atomic
+ * output only: the refusal comes after earlier bytes were written, which the writer then removes.
+ */
+export function finiteWhileCopied(adapter: Adapter, t: TensorInfo): (chunk: Uint8Array, at: number) => void {
+  const size = dtypeBits(t.dtype) / 8;
+  return (chunk, at) => {
+    const i = firstNonFinite(t.dtype, chunk);
+    if (i >= 0) throw nonFinite(t, labelOf(adapter), decodeToFloat64(t.dtype, chunk.subarray(i * size, (i + 1) * size))[0]!, at / size + i);
+  };
+}
+
 let scratch: Buffer | null = null;
 function takeScratch(n: number): Uint8Array {
   if (!scratch || scratch.length < n) scratch = Buffer.allocUnsafeSlow(Math.max(n, 2 * (scratch?.length ?? 0)));

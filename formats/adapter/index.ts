@@ -1,7 +1,9 @@
 export * from "./types.js";
 export { loadAdapter, openAdapterSource, readAdapterConfig, type AdapterSource } from "./load.js";
 export {
+  checkableWhileCopied,
   checkFactorsFinite,
+  finiteWhileCopied,
   nonFiniteFactor,
   rawReadable,
   readFactors,

@@ -1,6 +1,6 @@
 // What a command hands the adapter writer (write.ts): the output modules, each with its factors
 // computed lazily or copied byte for byte, the passthrough tensors, and the config and metadata.
-import type { DType, SafetensorsFile, TensorInfo } from "../safetensors/index.js";
+import type { CopySource, DType, SafetensorsFile, TensorInfo } from "../safetensors/index.js";
 import type { PeftConfig } from "./peft-config.js";
 import type { ModuleKind } from "./types.js";
 
@@ -26,8 +26,8 @@ export interface OutModule {
   dtype: DType;
   /** Called once, in write order; the result is released after both factors are written. */
   produce?: () => Promise<OutFactors>;
-  /** Instead of produce: copy the factor tensors byte for byte (same dtype and layout as the source). */
-  rawFactors?: { A: { file: SafetensorsFile; tensor: TensorInfo }; B: { file: SafetensorsFile; tensor: TensorInfo } };
+  /** Instead of produce: copy the factor tensors byte for byte (same dtype and layout as the source), each checked as it is copied where given. */
+  rawFactors?: { A: CopySource; B: CopySource };
   /** Extra tensors of the module carried as they are (role → tensor), e.g. "lora_B.bias". */
   extras?: Record<string, { file: SafetensorsFile; tensor: TensorInfo }>;
 }

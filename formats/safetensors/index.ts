@@ -37,7 +37,7 @@ export {
 } from "./errors.js";
 export { parseHeader, readHeaderLength, type Header, type TensorInfo } from "./header.js";
 export { SafetensorsFile, type DerivedTensor } from "./reader.js";
-export { layoutSafetensors, writeSafetensors, serializeSafetensors, compareNames, type TensorSpec, type SafetensorsLayout } from "./writer.js";
+export { layoutSafetensors, writeSafetensors, serializeSafetensors, compareNames, type CopySource, type TensorSpec, type SafetensorsLayout } from "./writer.js";
 export * as limits from "./limits.js";
 export type { ByteSink } from "../../common/atomic.js";
 export {

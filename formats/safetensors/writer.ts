@@ -27,8 +27,20 @@ export interface TensorSpec {
    * block at a time). Each piece is written before the next is asked for, so its buffer may be reused then.
    */
   pieces?: () => AsyncIterable<Uint8Array>;
-  /** Bytes copied from a tensor of an open input, streamed in chunks (passthrough). */
-  copyFrom?: { file: SafetensorsFile; tensor: TensorInfo };
+  /** Bytes copied from a tensor of an open input, streamed in chunks (passthrough, factors copied as stored). */
+  copyFrom?: CopySource;
+}
+
+/** A tensor of an open input to copy, and what to check in its bytes on the way. */
+export interface CopySource {
+  file: SafetensorsFile;
+  tensor: TensorInfo;
+  /**
+   * Called with each chunk before it is written (`at`: the chunk's byte offset in the tensor, a
+   * multiple of the element size). Throwing stops the write, so an atomic output leaves nothing
+   * behind: the tensor is checked in the one read that copies it.
+   */
+  check?: (chunk: Uint8Array, at: number) => void;
 }
 
 export interface SafetensorsLayout {
@@ -155,9 +167,10 @@ export async function writeSafetensors(sink: ByteSink, specs: readonly TensorSpe
       }
       if (written !== size) throw internal(`produced ${written} bytes for ${s.name}, expected ${size}`);
     } else {
-      const { file, tensor } = s.copyFrom!;
+      const { file, tensor, check } = s.copyFrom!;
       let copied = 0;
       await file.copyRaw(tensor, async (chunk) => {
+        check?.(chunk, copied);
         copied += chunk.byteLength;
         await sink.write(chunk);
       });
