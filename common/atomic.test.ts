@@ -235,7 +235,7 @@ test("cleanupTempFilesSync removes temp files of writes in flight", async () => 
   );
 });
 
-test("stdoutSink honours backpressure and keeps order", async () => {
+test("stdoutSink honours backpressure, keeps order, and is done with a chunk when its write resolves", async () => {
   const got: Buffer[] = [];
   let pending = 0;
   let maxPending = 0;
@@ -258,6 +258,25 @@ test("stdoutSink honours backpressure and keeps order", async () => {
   await new Promise<void>((r) => slow.end(r));
   assert.ok(drains > 0, "waited for drain");
   assert.equal(Buffer.concat(got).toString(), Array.from({ length: 50 }, (_, i) => `chunk ${String(i).padStart(3, "0")} `.repeat(10)).join(""));
+  // a chunk's buffer may be reused once its write resolves, even where the stream buffers it
+  const kept: Buffer[] = [];
+  const buffering = new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Buffer, _enc, cb) {
+      setTimeout(() => {
+        kept.push(Buffer.from(chunk));
+        cb();
+      }, 1);
+    },
+  });
+  const reusing = stdoutSink(buffering);
+  const one = Buffer.alloc(16);
+  for (let i = 0; i < 20; i++) {
+    one.fill(65 + i);
+    await reusing.write(one);
+  }
+  await new Promise<void>((r) => buffering.end(r));
+  assert.equal(Buffer.concat(kept).toString(), Array.from({ length: 20 }, (_, i) => String.fromCharCode(65 + i).repeat(16)).join(""));
   // a failing stream rejects the write
   const broken = new Writable({
     highWaterMark: 1,

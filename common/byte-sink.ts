@@ -198,9 +198,9 @@ export function writeFailure(target: string, e: unknown): LoraError {
 // ---------------------------------------------------------------------------------------------
 
 /**
- * A sink over a writable stream (stdout) that honours backpressure: `write` resolves at once when
- * the stream accepts more, else on 'drain'; it rejects if the stream errors or is closed. The
- * stream keeps a reference to each chunk until it is flushed, so chunks must not be modified.
+ * A sink over a writable stream (stdout): `write` resolves once the stream has handed the chunk on
+ * (its callback), which also honours backpressure, so the caller may then reuse the chunk's
+ * buffer; it rejects if the stream errors or is closed.
  */
 export function stdoutSink(stream: NodeJS.WritableStream): ByteSink {
   const s = stream as NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean; errored?: Error | null };
@@ -210,15 +210,11 @@ export function stdoutSink(stream: NodeJS.WritableStream): ByteSink {
       if (failure) return Promise.reject(failure);
       if (s.destroyed || s.writableEnded) return Promise.reject(s.errored ?? new RuntimeFailure("cannot write to standard output: it is closed"));
       if (chunk.byteLength === 0) return Promise.resolve();
+      // Resolved by the write's callback, once the stream has handed the chunk on: until then a
+      // stream may hold the chunk itself, and writers reuse a buffer once its write resolves.
       return new Promise<void>((resolvePromise, reject) => {
         const onError = (e: unknown): void => {
-          failure = e;
-          cleanup();
-          reject(e);
-        };
-        const onDrain = (): void => {
-          cleanup();
-          resolvePromise();
+          failure ??= e;
         };
         const onClose = (): void => {
           cleanup();
@@ -226,19 +222,17 @@ export function stdoutSink(stream: NodeJS.WritableStream): ByteSink {
         };
         const cleanup = (): void => {
           s.removeListener("error", onError);
-          s.removeListener("drain", onDrain);
           s.removeListener("close", onClose);
         };
-        const ok = s.write(chunk, (e?: Error | null) => {
-          if (e) failure ??= e;
-        });
-        if (ok) {
-          resolvePromise();
-          return;
-        }
         s.once("error", onError);
-        s.once("drain", onDrain);
         s.once("close", onClose);
+        s.write(chunk, (e?: Error | null) => {
+          cleanup();
+          if (e) {
+            failure ??= e;
+            reject(failure);
+          } else resolvePromise();
+        });
       });
     },
   };

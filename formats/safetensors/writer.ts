@@ -56,6 +56,9 @@ export interface SafetensorsLayout {
 
 const internal = (msg: string): RuntimeFailure => new RuntimeFailure(`internal: ${msg}`);
 
+/** Copied tensors up to this size are read whole into one reused buffer (writeSafetensors); larger ones are streamed in chunks. */
+const WHOLE_COPY_BYTES = 4 << 20;
+
 /** Rust `String` order: by UTF-8 bytes, which is code point order (JS `<` compares UTF-16 units). */
 export function compareNames(a: string, b: string): number {
   const n = Math.min(a.length, b.length);
@@ -142,10 +145,15 @@ export function layoutSafetensors(specs: readonly TensorSpec[], metadata: Record
 /**
  * Write a safetensors file to `sink`: the header, then each tensor in file order. `produce()` and
  * `pieces()` are called lazily in that order and their lengths checked; `copyFrom` tensors are
- * streamed in chunks.
+ * read whole into one buffer reused for the file (up to WHOLE_COPY_BYTES), larger ones streamed in chunks.
  */
 export async function writeSafetensors(sink: ByteSink, specs: readonly TensorSpec[], metadata: Record<string, string> | null): Promise<void> {
   const { header, order, tensors } = layoutSafetensors(specs, metadata);
+  let spare: Buffer | null = null;
+  const copyBuffer = (n: number): Uint8Array => {
+    if (!spare || spare.length < n) spare = Buffer.allocUnsafeSlow(Math.max(n, Math.min(2 * (spare?.length ?? 0), WHOLE_COPY_BYTES)));
+    return spare.subarray(0, n);
+  };
   await sink.write(header);
   for (let i = 0; i < order.length; i++) {
     const s = order[i];
@@ -168,6 +176,15 @@ export async function writeSafetensors(sink: ByteSink, specs: readonly TensorSpe
       if (written !== size) throw internal(`produced ${written} bytes for ${s.name}, expected ${size}`);
     } else {
       const { file, tensor, check } = s.copyFrom!;
+      if (size <= WHOLE_COPY_BYTES) {
+        // read whole into this file's copy buffer, reused from tensor to tensor (a sink is done with
+        // a chunk once its write resolves): no fresh pages to fault in for every tensor
+        const bytes = await file.readRawShared(tensor, copyBuffer);
+        if (bytes.byteLength !== size) throw internal(`copied ${bytes.byteLength} bytes for ${s.name}, expected ${size}`);
+        check?.(bytes, 0);
+        if (size > 0) await sink.write(bytes);
+        continue;
+      }
       let copied = 0;
       await file.copyRaw(tensor, async (chunk) => {
         check?.(chunk, copied);
