@@ -10,7 +10,8 @@
 // Only --signs forms the dense ΔW, one module at a time.
 import { isDora, readFactors, type Adapter, type LoraModule } from "../formats/adapter/index.js";
 import { InvalidInputError } from "../common/errors.js";
-import { lowRankSvd, relativeError, type LowRankTerm } from "../linalg/lowrank.js";
+import { lowRankNorm, lowRankSvd, type LowRankTerm } from "../linalg/lowrank.js";
+import { mapInLanes } from "../common/map-in-lanes.js";
 import type { LinalgBackend, Mat } from "../linalg/types.js";
 
 /** Singular values at or below this fraction of σ₁ do not span the column/row space (numerical rank). */
@@ -93,7 +94,10 @@ export async function principalAngles(be: LinalgBackend, X: Mat<Float64Array>, Y
   const back = await be.gemm(wide, proj); // rows × narrow.cols
   const res = new Float64Array(narrow.data.length);
   for (let i = 0; i < res.length; i++) res[i] = narrow.data[i]! - back.data[i]!;
-  const sinDesc = (await be.svd({ rows: narrow.rows, cols: narrow.cols, data: res })).S;
+  // σ(res) = σ(R) for res = QR (Householder, backward stable like a dense SVD): the small SVD
+  // replaces one of the tall residual, whose singular vectors are not needed
+  const { R } = await be.qr({ rows: narrow.rows, cols: narrow.cols, data: res });
+  const sinDesc = (await be.svd(R)).S;
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
     const c = Math.min(1, Math.max(0, cos[i]!));
@@ -158,7 +162,8 @@ export async function diffModule(
     anglesOut = await principalAngles(be, Ua, Ub, P);
     anglesIn = await principalAngles(be, Va, Vb, Q);
   }
-  const rel = na > 0 ? await relativeError(be, [ta], [tb]) : null;
+  // ‖ΔW_a − ΔW_b‖ from the core of [ΔW_a, −ΔW_b] (no cancellation); ‖ΔW_a‖ = ‖σ_a‖ is known
+  const rel = na > 0 ? (await lowRankNorm(be, [ta, { ...tb, scale: -tb.scale }])) / na : null;
   return {
     name,
     shape: [ma.out, ma.in],
@@ -198,12 +203,16 @@ export async function diffAdapters(a: Adapter, b: Adapter, be: LinalgBackend, o:
       throw new InvalidInputError(`module ${ma.name}: ${a.source} has ΔW ${ma.out}×${ma.in}, ${b.source} has ${mb.out}×${mb.in}: not adapters of one base`);
     }
   }
-  const modules: ModuleDiff[] = [];
-  for (const [i, [ma, mb]] of pairs.entries()) {
-    const [fa, fb] = [await readFactors(a, ma, "f64"), await readFactors(b, mb, "f64")];
-    modules.push(await diffModule(be, ma.name, ma, fa, mb, fb, o.signs));
-    o.onModule?.(i + 1, pairs.length);
-  }
+  // Modules side by side, each on one BLAS thread (its QRs and SVDs are too small for two).
+  let done = 0;
+  const modules = await be.withLanes((lanes) =>
+    mapInLanes(pairs, lanes, async ([ma, mb]) => {
+      const [fa, fb] = [await readFactors(a, ma, "f64"), await readFactors(b, mb, "f64")];
+      const d = await diffModule(be, ma.name, ma, fa, mb, fb, o.signs);
+      o.onModule?.(++done, pairs.length);
+      return d;
+    }),
+  );
   const cos = modules.map((m) => m.cosine).filter((c): c is number => c !== null);
   const rel = modules.map((m) => m.relative_difference).filter((c): c is number => c !== null);
   const sc = modules.map((m) => m.sign_conflict).filter((c): c is number => c !== undefined);

@@ -6,8 +6,9 @@ export async function runCli(argv: string[]): Promise<{ code: number; out: strin
     err = "";
   const sink = (f: (s: string) => void) =>
     ({
-      write: (s: string) => {
+      write: (s: string, cb?: () => void) => {
         f(s);
+        cb?.(); // as a stream does once it has taken the chunk
         return true;
       },
       isTTY: false,

@@ -197,8 +197,10 @@ test("convert to kohya (file and standard output), PEFT and diffusers, and merge
   const { main } = await import("../../commands/index.js");
   const chunks: Buffer[] = [];
   const sink = {
-    write: (s: string | Uint8Array) => {
+    // a stream's write calls back once the chunk is taken (stdoutSink waits for it)
+    write: (s: string | Uint8Array, cb?: () => void) => {
       chunks.push(Buffer.from(s));
+      cb?.();
       return true;
     },
     isTTY: false,
