@@ -3,12 +3,12 @@
 // energy ‖ΔW_m‖² / Σ ‖ΔW‖² below a floor. A module is dropped when any given criterion selects it.
 // Kept modules are copied byte for byte; the writer rewrites target_modules, rank_pattern,
 // alpha_pattern and the kohya metadata for the modules that remain.
-import { alphaForScale, readFactors, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
+import { alphaForScale, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
 import type { OutModule } from "../../formats/adapter/write.js";
-import { lowRankNorm } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import type { ModuleResult } from "../report.js";
 import { kernelOf } from "../kernels.js";
+import { moduleSpectra } from "../spectra.js";
 
 export interface ModuleCriteria {
   match?: RegExp;
@@ -52,13 +52,10 @@ export async function planModules(
   be: LinalgBackend,
   onModule?: (i: number, n: number) => void,
 ): Promise<ModulesPlanned> {
-  const norms: number[] = [];
-  let i = 0;
-  for (const m of a.modules) {
-    const f = await readFactors(a, m, "f64"); // also refuses NaN/Inf (exit 3)
-    norms.push(await lowRankNorm(be, { B: f.B, A: f.A, scale: m.scale }));
-    onModule?.(++i, a.modules.length);
-  }
+  // ‖ΔW‖_F = ‖σ‖ from each module's spectrum (inspect's: on cpu one native call per module from
+  // its stored bytes, modules side by side); NaN/Inf in a factor is refused there (exit 3).
+  const spectra = await moduleSpectra(a, be, { ...(onModule ? { onModule } : {}) });
+  const norms = a.modules.map((m) => Math.hypot(...spectra.get(m)!.S));
   const total = norms.reduce((s, x) => s + x * x, 0);
   const res: ModulesPlanned = { out: [], results: [], dropped: [], notes: [] };
   let unindexed = 0;

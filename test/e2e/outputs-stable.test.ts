@@ -7,7 +7,9 @@
 // reports of "merge lego #5/#6" (k-means in Gram form: the js backend now reports the inertia from
 // exact differences, as the native one does; last digits only, every tensor byte unchanged), and
 // every truncate, prune and merge report when `totals.bytes` (the output's tensor bytes) was added
-// (session 15: the reports otherwise identical field for field, every file hash unchanged).
+// (session 15: the reports otherwise identical field for field, every file hash unchanged), and
+// the four "prune modules" reports when their norms came from the module spectra instead of a QR
+// of the factors (last digits only, ≤ 1.2e-15 relative; every tensor byte unchanged).
 // LORA_STABLE_WRITE=FILE writes the hashes to FILE instead of comparing (record anew, or compare two
 // builds by hand); LORA_STABLE_BIN=PATH runs another build's bin/lora.js; LORA_STABLE_BACKEND=cpu
 // runs another backend (its hashes depend on the machine's BLAS, so they are only compared by hand).
