@@ -85,6 +85,11 @@ export async function lowRankSingularValues(be: LinalgBackend, terms: LowRankTer
 /** ‖Σ sᵢBᵢAᵢ‖_F via the r×r core (exact up to rounding; no cancellation). */
 export async function lowRankNorm(be: LinalgBackend, terms: LowRankTerm | LowRankTerm[]): Promise<number> {
   const { B, A } = concatTerms(Array.isArray(terms) ? terms : [terms]);
+  return stackedNorm(be, B, A);
+}
+
+/** ‖B·A‖_F of factors already stacked (concatTerms) via the core, as lowRankNorm. */
+export async function stackedNorm(be: LinalgBackend, B: Mat<Float64Array>, A: Mat<Float64Array>): Promise<number> {
   const { M } = await cores(be, B, A);
   let s = 0;
   for (let i = 0; i < M.data.length; i++) s += M.data[i]! ** 2;

@@ -20,6 +20,7 @@ import { totalsOf, type ModuleResult, type WriteReport } from "../../surgery/rep
 import { errorOf, mergeModule, roundTo } from "../../surgery/merge/module.js";
 import { label, pairModules, planRanks, readTerms, resolvePassthrough } from "../../surgery/merge/plan.js";
 import type { MergeMethod, MergeOptions } from "../../surgery/merge/types.js";
+import { ReadAhead } from "../../surgery/schedule.js";
 export { MERGE_DEFAULTS } from "./methods.js";
 export type { MergeMethod, MergeOptions };
 
@@ -65,6 +66,9 @@ function checkOptions(o: MergeOptions): number[] {
   return w;
 }
 
+/** Methods whose modules are merged ahead of the writer, side by side (runMerge). */
+const AHEAD_METHODS: ReadonlySet<MergeMethod> = new Set<MergeMethod>(["cat", "linear", "svd"]);
+
 export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeReport> {
   const weights = checkOptions(o);
   const be = deps.backend;
@@ -102,54 +106,81 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
     const format: "peft" | "kohya" | "diffusers" = o.to ?? (firstFormat === "kohya" || firstFormat === "diffusers" ? firstFormat : "peft");
     const results = new Map<string, ModuleResult>();
     let done = 0;
-    const modules: OutModule[] = live.map((g) => ({
-      path: g.path,
-      ...(format === "kohya" && g.stem !== undefined ? { stem: g.stem } : {}),
-      kind: g.kind,
-      rank: g.rank,
-      alpha: g.rank,
-      out: g.out,
-      in: g.in,
-      dtype: g.dtype,
-      ...(g.kernel ? { kernel: g.kernel } : {}),
-      produce: async () => {
-        const terms = await readTerms(adapters, g, weights);
-        const res = await mergeModule(be, terms, g, o);
-        if (res.A.rows !== g.rank || res.B.cols !== g.rank)
-          throw new Error(`internal: ${o.method} produced rank ${res.A.rows} for module ${g.name}, planned ${g.rank}`);
-        const A = roundTo(g.dtype, res.A.data),
-          B = roundTo(g.dtype, res.B.data);
-        const target = terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale }));
-        const err = await errorOf(be, target, { A: { ...res.A, data: A }, B: { ...res.B, data: B } });
-        const rankIn = adapters.map((_, i) => g.members.find((m) => m.input === i)?.module.rank ?? 0);
-        const mr: ModuleResult = { name: g.name, rank_in: rankIn, rank: g.rank, relative_error: err.rel, target_norm: err.norm };
-        const det = { ...(res.details ?? {}) };
-        delete det["labels"];
-        if (typeof det["retained_energy"] === "number") {
-          mr.retained_energy = det["retained_energy"];
-          delete det["retained_energy"];
-        }
-        if (g.ffaDeviation !== undefined) Object.assign(det, { shared_a_deviation: g.ffaDeviation, projected: !g.ffaShared });
-        Object.assign(mr, det);
-        results.set(g.key, mr);
-        deps.onModule?.(++done, live.length);
-        return { A, B };
-      },
-    }));
-    const first = adapters[0]!;
-    const out: AdapterOutput = {
-      format,
-      modules,
-      passthrough: passthrough.kept.map(({ input, tensor }) => ({ file: adapters[input]!.file, tensor })),
-      baseConfig: baseConfigOf(first),
-      metadata: first.metadata,
-      extraMetadata: { lora_merge: provenance(o, weights) },
+    const mergeOne = async (g: (typeof live)[number]): Promise<{ A: Float64Array; B: Float64Array }> => {
+      const terms = await readTerms(adapters, g, weights);
+      const res = await mergeModule(be, terms, g, o);
+      if (res.A.rows !== g.rank || res.B.cols !== g.rank)
+        throw new Error(`internal: ${o.method} produced rank ${res.A.rows} for module ${g.name}, planned ${g.rank}`);
+      const A = roundTo(g.dtype, res.A.data),
+        B = roundTo(g.dtype, res.B.data);
+      const target = terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale }));
+      const err = await errorOf(be, target, { A: { ...res.A, data: A }, B: { ...res.B, data: B } });
+      const rankIn = adapters.map((_, i) => g.members.find((m) => m.input === i)?.module.rank ?? 0);
+      const mr: ModuleResult = { name: g.name, rank_in: rankIn, rank: g.rank, relative_error: err.rel, target_norm: err.norm };
+      const det = { ...(res.details ?? {}) };
+      delete det["labels"];
+      if (typeof det["retained_energy"] === "number") {
+        mr.retained_energy = det["retained_energy"];
+        delete det["retained_energy"];
+      }
+      if (g.ffaDeviation !== undefined) Object.assign(det, { shared_a_deviation: g.ffaDeviation, projected: !g.ffaShared });
+      Object.assign(mr, det);
+      results.set(g.key, mr);
+      deps.onModule?.(++done, live.length);
+      return { A, B };
     };
-    const written = await writeAdapter(o.output, out, {
-      force: o.force,
-      inputs: o.inputs.filter((x) => x !== "-"),
-      ...(deps.stdout ? { stdout: deps.stdout } : {}),
-    });
+    const first = adapters[0]!;
+    const write = (produce: (g: (typeof live)[number]) => Promise<{ A: Float64Array; B: Float64Array }>) => {
+      const modules: OutModule[] = live.map((g) => ({
+        path: g.path,
+        ...(format === "kohya" && g.stem !== undefined ? { stem: g.stem } : {}),
+        kind: g.kind,
+        rank: g.rank,
+        alpha: g.rank,
+        out: g.out,
+        in: g.in,
+        dtype: g.dtype,
+        ...(g.kernel ? { kernel: g.kernel } : {}),
+        produce: () => produce(g),
+      }));
+      const out: AdapterOutput = {
+        format,
+        modules,
+        passthrough: passthrough.kept.map(({ input, tensor }) => ({ file: adapters[input]!.file, tensor })),
+        baseConfig: baseConfigOf(first),
+        metadata: first.metadata,
+        extraMetadata: { lora_merge: provenance(o, weights) },
+      };
+      return writeAdapter(o.output, out, {
+        force: o.force,
+        inputs: o.inputs.filter((x) => x !== "-"),
+        ...(deps.stdout ? { stdout: deps.stdout } : {}),
+      });
+    };
+    // The factor-space methods merge the next modules while one is written, side by side on
+    // single-threaded BLAS lanes (one module's JS runs while another's products run in the pool).
+    // The dense methods (ΔW of out×in per module) and the clustering ones (lanes of their own) go
+    // one module at a time.
+    const written = AHEAD_METHODS.has(o.method)
+      ? await be.withLanes(async (lanes) => {
+          const running = new Set<Promise<unknown>>();
+          const track = (g: (typeof live)[number]) => {
+            const p = mergeOne(g);
+            running.add(p);
+            p.then(
+              () => running.delete(p),
+              () => running.delete(p),
+            );
+            return p;
+          };
+          const ahead = new ReadAhead(live, track, lanes - 1); // `lanes` modules in flight: the one written and those ahead
+          try {
+            return await write((g) => ahead.take(g));
+          } finally {
+            await Promise.allSettled([...running]); // no native call in flight when the lanes end
+          }
+        })
+      : await write(mergeOne);
     const mods = live.map((g) => results.get(g.key)!);
     const report: MergeReport = {
       command: "merge",

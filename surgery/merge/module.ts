@@ -1,7 +1,7 @@
 // One module merged (merge's write pass): the method chosen by --method, the factors rounded to
 // what the file will hold, and their error against the target T = Σ wᵢ·ΔWᵢ.
 import { decodeToFloat64, encodeFloats, type DType } from "../../formats/safetensors/index.js";
-import { concatTerms, lowRankNorm, type LowRankTerm } from "../../linalg/lowrank.js";
+import { concatTerms, lowRankNorm, stackedNorm, type LowRankTerm } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { mergeCat } from "./cat.js";
 import { mergeFair } from "./fair.js";
@@ -58,7 +58,7 @@ export async function errorOf(be: LinalgBackend, target: LowRankTerm[], got: Mer
   let tn = Math.sqrt(Math.max(t2, 0));
   if (!(t2 > 1e-8 * blocks)) tn = await lowRankNorm(be, target);
   let dn = Math.sqrt(Math.max(d2, 0));
-  if (!(d2 > 1e-10 * Math.max(t2, 0))) dn = await lowRankNorm(be, all);
+  if (!(d2 > 1e-10 * Math.max(t2, 0))) dn = await stackedNorm(be, B, A);
   return { norm: tn, rel: tn > 0 ? dn / tn : dn === 0 ? 0 : Infinity };
 }
 

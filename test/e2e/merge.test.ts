@@ -166,6 +166,32 @@ describe("fixtures", () => {
   const example = join(fixturesDir, "example");
   const dora = join(fixturesDir, "peft-dora");
 
+  const cpu = (JSON.parse(lora(["backends", "--json"]).stdout) as { backends: { name: string; available: boolean }[] }).backends.find((x) => x.name === "cpu");
+  test("modules merged ahead on two lanes write what one lane writes (cat, linear, svd; cpu backend)", {
+    skip: cpu?.available ? false : "no cpu backend",
+  }, () => {
+    const a = join(fixturesDir, "distilbert-like-a"),
+      b = join(fixturesDir, "distilbert-like-b");
+    for (const [method, extra] of [
+      ["cat", []],
+      ["linear", []],
+      ["svd", ["--rank", "6"]],
+    ] as const) {
+      const run = (threads: string) => {
+        const out = join(tmp, `lanes-${method}-${threads}`);
+        const r = lora(["merge", a, b, "--method", method, ...extra, "--passthrough", "drop", "--backend", "cpu", "--threads", threads, "-o", out, "--json"]);
+        assert.equal(r.status, 0, r.stderr);
+        const rep = JSON.parse(r.stdout) as { output: string };
+        rep.output = "";
+        return { rep, bytes: readFileSync(join(out, "adapter_model.safetensors")) };
+      };
+      const one = run("1"),
+        two = run("2");
+      assert.deepEqual(two.rep, one.rep, method);
+      assert.ok(two.bytes.equals(one.bytes), `${method}: the same bytes`);
+    }
+  });
+
   test("DoRA input: exit 3, nothing written", { skip: existsSync(dora) ? false : "no DoRA fixture" }, () => {
     const out = join(tmp, "dora");
     const r = lora(["merge", dora, dora, "--method", "cat", "-o", out]);
