@@ -12,6 +12,7 @@ import {
   f16BitsToNumber,
   f32BitsToBf16Bits,
   f32BitsToF16Bits,
+  allZeroFloats,
   firstNonFinite,
   numberToBf16Bits,
   numberToF16Bits,
@@ -330,6 +331,30 @@ test("firstNonFinite: a non-finite value first, last or alone, for lengths aroun
           assert.equal(firstNonFinite(dtype, new Uint8Array(offset + n * size).subarray(offset)), -1);
         }
       }
+    }
+  }
+});
+
+test("allZeroFloats: ±0 everywhere is zero; the smallest subnormal or a NaN anywhere is not (every float dtype, odd offsets)", () => {
+  let seed = (Date.now() ^ 0x27d4eb2f) >>> 0 || 1;
+  console.log(`allZeroFloats seed=${seed}`);
+  const rnd = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+  const sign = { F16: [2, 0x8000], BF16: [2, 0x8000], F32: [4, 0x80000000], F64: [8, 0x80000000] } as const;
+  for (const dtype of ["F16", "BF16", "F32", "F64"] as const) {
+    const [size, bit] = sign[dtype];
+    for (let trial = 0; trial < 40; trial++) {
+      const n = 1 + Math.floor(rnd() * 700);
+      const offset = trial % 3 === 0 ? 1 : 0;
+      const bytes = new Uint8Array(offset + n * size).subarray(offset);
+      const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const hi = (i: number) => size * i + (size === 8 ? 4 : 0); // the word (or half) holding the sign
+      for (let i = 0; i < n; i++) if (rnd() < 0.5) size === 2 ? dv.setUint16(hi(i), bit, true) : dv.setUint32(hi(i), bit >>> 0, true);
+      assert.equal(allZeroFloats(dtype, bytes), true, `${dtype} ±0 n=${n}`);
+      assert.ok(decodeToFloat64(dtype, bytes).every((v) => v === 0));
+      const i = Math.floor(rnd() * n);
+      bytes[size * i] |= 1; // the smallest subnormal magnitude (the lowest mantissa bit)
+      assert.equal(allZeroFloats(dtype, bytes), false, `${dtype} subnormal at ${i} of ${n}`);
+      assert.ok(decodeToFloat64(dtype, bytes).some((v) => v !== 0));
     }
   }
 });

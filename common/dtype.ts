@@ -176,6 +176,21 @@ export function firstNonFinite(dtype: DType, bytes: Uint8Array): number {
   }
 }
 
+/** Whether every value of little-endian float tensor bytes is ±0: every bit but the sign clear (nothing decoded). */
+export function allZeroFloats(dtype: FloatDType, bytes: Uint8Array): boolean {
+  let acc = 0;
+  if (dtype === "F16" || dtype === "BF16") {
+    const u = view(Uint16Array, bytes);
+    for (let i = 0; i < u.length; i++) acc |= u[i]! & 0x7fff;
+  } else {
+    const w = view(Int32Array, bytes);
+    // F64: the low word whole, the high word but its sign bit
+    if (dtype === "F64") for (let i = 0; i < w.length; i += 2) acc |= w[i]! | (w[i + 1]! & 0x7fffffff);
+    else for (let i = 0; i < w.length; i++) acc |= w[i]! & 0x7fffffff;
+  }
+  return acc === 0;
+}
+
 /** Words tested together before a block is scanned element by element (firstNonFinite); a multiple of 4. */
 const FINITE_BLOCK = 512;
 

@@ -20,6 +20,7 @@ import {
   type PeftConfig,
 } from "../../formats/adapter/index.js";
 import { InvalidInputError, LoraError } from "../../common/errors.js";
+import { allZeroFloats, decodeToFloat64, dtypeBits, firstNonFinite, isFloatDType } from "../../common/dtype.js";
 import type { TensorInfo } from "../../formats/safetensors/index.js";
 import { RULES, type Loader, type Rule, type Severity } from "./rules.js";
 
@@ -108,13 +109,37 @@ function allZero(x: Float64Array): boolean {
   return true;
 }
 
-function firstNonFinite(x: Float64Array): number {
+function firstNonFiniteValue(x: Float64Array): number {
   for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i]!)) return i;
   return -1;
 }
 
+/**
+ * NaN/±Inf (its index and value) or all zeros in a factor: float factors from their stored bytes
+ * (exponent and value bits tested, nothing decoded; read into one reused buffer), others decoded.
+ */
+async function factorValues(src: AdapterSource, t: TensorInfo, take: (n: number) => Uint8Array): Promise<{ bad: number; value: number; zero: boolean }> {
+  if (isFloatDType(t.dtype)) {
+    const bytes = await src.file.readRawShared(t, take);
+    const bad = firstNonFinite(t.dtype, bytes);
+    if (bad >= 0) {
+      const size = dtypeBits(t.dtype) / 8;
+      return { bad, value: decodeToFloat64(t.dtype, bytes.subarray(bad * size, (bad + 1) * size))[0]!, zero: false };
+    }
+    return { bad: -1, value: 0, zero: allZeroFloats(t.dtype, bytes) };
+  }
+  const v = await src.file.readFloat64(t);
+  const bad = firstNonFiniteValue(v);
+  return { bad, value: bad >= 0 ? v[bad]! : 0, zero: bad < 0 && allZero(v) };
+}
+
 /** Shapes, dtypes and values of every module. */
 async function checkModules(src: AdapterSource, groups: Group[], f: Findings): Promise<void> {
+  let scratch: Buffer | null = null;
+  const take = (n: number): Uint8Array => {
+    if (!scratch || scratch.length < n) scratch = Buffer.allocUnsafeSlow(Math.max(n, 2 * (scratch?.length ?? 0)));
+    return scratch.subarray(0, n);
+  };
   for (const g of groups) {
     const { A, B } = g.parts;
     if (!A && !B) continue;
@@ -135,11 +160,9 @@ async function checkModules(src: AdapterSource, groups: Group[], f: Findings): P
       continue;
     }
     for (const t of [A, B]) {
-      const v = await src.file.readFloat64(t);
-      const bad = firstNonFinite(v);
-      if (bad >= 0) f.add(RULES.nonFinite, g.stem, `${t.name} holds ${v[bad]} at element ${bad}`);
-      else if (allZero(v))
-        f.add(RULES.zeroModule, g.stem, `${t.name} is all zeros, so ΔW = 0${t === B ? " (an untrained PEFT initialisation leaves B = 0)" : ""}`);
+      const { bad, value, zero } = await factorValues(src, t, take);
+      if (bad >= 0) f.add(RULES.nonFinite, g.stem, `${t.name} holds ${value} at element ${bad}`);
+      else if (zero) f.add(RULES.zeroModule, g.stem, `${t.name} is all zeros, so ΔW = 0${t === B ? " (an untrained PEFT initialisation leaves B = 0)" : ""}`);
     }
   }
   const dtypes = new Set(groups.flatMap((g) => [g.parts.A?.dtype, g.parts.B?.dtype]).filter((d) => d !== undefined));
