@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { BufferPool } from "./buffer-pool.js";
+import { BufferPool, growingBuffer } from "./buffer-pool.js";
 import { SafetensorsFile, serializeSafetensors } from "../formats/safetensors/index.js";
 
 const dir = mkdtempSync(join(tmpdir(), "lora-pool-"));
@@ -60,4 +60,20 @@ test("a file read whole into a pooled buffer reads the same bytes and gives the 
   await f.close();
   await assert.rejects(f.readFloat64("t"), /after close/);
   assert.equal(pool.take(bytes.byteLength).buffer, seed.buffer, "close() gave it back");
+});
+
+test("growingBuffer: one buffer reused while requests fit, grown to the request or by doubling up to its cap", () => {
+  const take = growingBuffer(1000);
+  const a = take(100);
+  assert.equal(a.length, 100);
+  const b = take(60);
+  assert.equal(b.buffer, a.buffer, "a smaller request reuses the buffer");
+  const c = take(150);
+  assert.notEqual(c.buffer, a.buffer);
+  assert.equal(c.buffer.byteLength >= 200, true, "grown by doubling");
+  const d = take(900);
+  assert.equal(d.length, 900);
+  const e = take(950);
+  assert.equal(e.buffer.byteLength < 2 * 900, true, "doubling stops at the cap");
+  assert.equal(take(5000).length, 5000, "a request above the cap is met");
 });

@@ -43,3 +43,16 @@ function classOf(n: number): number {
   const step = Math.max(64, p / 8);
   return Math.ceil(n / step) * step;
 }
+
+/**
+ * take(n) for one user at a time: a view of n bytes of one buffer, reused by every call and grown
+ * when n does not fit (to n, or twice its size up to `growTo`); a caller is done with one view
+ * before it takes the next.
+ */
+export function growingBuffer(growTo = Infinity): (n: number) => Buffer {
+  let buf: Buffer | null = null;
+  return (n) => {
+    if (!buf || buf.length < n) buf = Buffer.allocUnsafeSlow(Math.max(n, Math.min(2 * (buf?.length ?? 0), growTo)));
+    return buf.subarray(0, n);
+  };
+}

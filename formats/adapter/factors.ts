@@ -2,6 +2,7 @@
 // checked finite (docs/cli.md "Exit codes": NaN/Inf in a factor is exit 3, naming the tensor).
 import { decodeToFloat64, dtypeBits, firstNonFinite, isFloatDType } from "../../common/dtype.js";
 import { InvalidInputError } from "../../common/errors.js";
+import { growingBuffer } from "../../common/buffer-pool.js";
 import type { TensorInfo } from "../safetensors/index.js";
 import type { Adapter, LoraModule } from "./types.js";
 
@@ -131,11 +132,7 @@ export function finiteWhileCopied(adapter: Adapter, t: TensorInfo): (chunk: Uint
   };
 }
 
-let scratch: Buffer | null = null;
-function takeScratch(n: number): Uint8Array {
-  if (!scratch || scratch.length < n) scratch = Buffer.allocUnsafeSlow(Math.max(n, 2 * (scratch?.length ?? 0)));
-  return scratch.subarray(0, n);
-}
+const takeScratch = growingBuffer();
 
 const RAW_DTYPES: readonly string[] = ["F32", "F16", "BF16", "F64"];
 

@@ -5,6 +5,7 @@
 // bytes are then produced, or copied, one tensor at a time, in file order.
 import type { ByteSink } from "../../common/atomic.js";
 import { RuntimeFailure } from "../../common/errors.js";
+import { growingBuffer } from "../../common/buffer-pool.js";
 import { dtypeRank, isDType, tensorByteLength, type DType } from "../../common/dtype.js";
 import { SafetensorsError } from "./errors.js";
 import type { TensorInfo } from "./header.js";
@@ -149,11 +150,7 @@ export function layoutSafetensors(specs: readonly TensorSpec[], metadata: Record
  */
 export async function writeSafetensors(sink: ByteSink, specs: readonly TensorSpec[], metadata: Record<string, string> | null): Promise<void> {
   const { header, order, tensors } = layoutSafetensors(specs, metadata);
-  let spare: Buffer | null = null;
-  const copyBuffer = (n: number): Uint8Array => {
-    if (!spare || spare.length < n) spare = Buffer.allocUnsafeSlow(Math.max(n, Math.min(2 * (spare?.length ?? 0), WHOLE_COPY_BYTES)));
-    return spare.subarray(0, n);
-  };
+  const copyBuffer = growingBuffer(WHOLE_COPY_BYTES);
   await sink.write(header);
   for (let i = 0; i < order.length; i++) {
     const s = order[i];

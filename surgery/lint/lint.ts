@@ -21,6 +21,7 @@ import {
 } from "../../formats/adapter/index.js";
 import { InvalidInputError, LoraError } from "../../common/errors.js";
 import { allZeroFloats, decodeToFloat64, dtypeBits, firstNonFinite, isFloatDType } from "../../common/dtype.js";
+import { growingBuffer } from "../../common/buffer-pool.js";
 import type { TensorInfo } from "../../formats/safetensors/index.js";
 import { RULES, type Loader, type Rule, type Severity } from "./rules.js";
 
@@ -135,11 +136,7 @@ async function factorValues(src: AdapterSource, t: TensorInfo, take: (n: number)
 
 /** Shapes, dtypes and values of every module. */
 async function checkModules(src: AdapterSource, groups: Group[], f: Findings): Promise<void> {
-  let scratch: Buffer | null = null;
-  const take = (n: number): Uint8Array => {
-    if (!scratch || scratch.length < n) scratch = Buffer.allocUnsafeSlow(Math.max(n, 2 * (scratch?.length ?? 0)));
-    return scratch.subarray(0, n);
-  };
+  const take = growingBuffer();
   for (const g of groups) {
     const { A, B } = g.parts;
     if (!A && !B) continue;
