@@ -23,6 +23,26 @@ test("ReadAhead starts each item once, `window` items ahead of the one taken, in
   assert.equal(await ra.take(9), 90, "an item outside the order is started on demand");
 });
 
+test("ReadAhead taken out of order starts no item before the one taken, and at most `window` after it", async () => {
+  const started: number[] = [];
+  const ra = new ReadAhead(
+    [1, 2, 3, 4, 5, 6],
+    async (k) => {
+      started.push(k);
+      return k;
+    },
+    1,
+  );
+  assert.equal(await ra.take(6), 6);
+  assert.deepEqual(started, [6]);
+  assert.equal(await ra.take(5), 5);
+  assert.deepEqual(started, [6, 5], "6 was taken: not started again");
+  assert.equal(await ra.take(1), 1);
+  assert.deepEqual(started, [6, 5, 1, 2]);
+  for (const k of [2, 3, 4]) assert.equal(await ra.take(k), k);
+  assert.deepEqual(started, [6, 5, 1, 2, 3, 4], "each item started once");
+});
+
 test("ReadAhead: a failure of work started ahead surfaces when its item is taken", async () => {
   const ra = new ReadAhead(
     ["a", "b"],

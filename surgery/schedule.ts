@@ -3,13 +3,14 @@
 
 /**
  * Work started ahead of its use, in a known order: take(k) returns k's promise and makes sure the
- * `window` items after k have started. A rejection of work started ahead surfaces when its item is
- * taken, not before.
+ * `window` items after k have started. Taken out of order, an item starts only itself and the ones
+ * after it, never those before (so at most window + 1 items are started and not yet taken, whatever
+ * the order of takes). A rejection of work started ahead surfaces when its item is taken, not before.
  */
 export class ReadAhead<K, V> {
   private readonly index = new Map<K, number>();
   private readonly started = new Map<K, Promise<V>>();
-  private next = 0;
+  private readonly taken = new Set<number>();
 
   constructor(
     private readonly order: readonly K[],
@@ -22,19 +23,19 @@ export class ReadAhead<K, V> {
   take(k: K): Promise<V> {
     const i = this.index.get(k);
     if (i === undefined) return this.start(k);
-    this.launchThrough(i + this.window);
     const p = this.started.get(k) ?? this.start(k);
     this.started.delete(k);
+    this.taken.add(i);
+    for (let j = i + 1; j <= i + this.window && j < this.order.length; j++) this.launch(j);
     return p;
   }
 
-  private launchThrough(last: number): void {
-    for (; this.next <= last && this.next < this.order.length; this.next++) {
-      const k = this.order[this.next]!;
-      const p = this.start(k);
-      p.catch(() => {}); // surfaces through take(k)
-      this.started.set(k, p);
-    }
+  private launch(j: number): void {
+    const k = this.order[j]!;
+    if (this.taken.has(j) || this.started.has(k)) return;
+    const p = this.start(k);
+    p.catch(() => {}); // surfaces through take(k)
+    this.started.set(k, p);
   }
 }
 
