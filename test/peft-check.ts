@@ -2,10 +2,10 @@
 // wrote, and comparing PEFT's ΔW with ours. Available only where Debian's python3-torch is installed
 // and a PEFT src/ checkout is found (LORA_PEFT_SRC, or /tmp/peft-src); tests skip otherwise.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loraBin, repoRoot, sharedDir } from "./paths.js";
+import { tempDir } from "./temp-dir.js";
 
 const PY = "/usr/bin/python3";
 const toolDir = join(sharedDir, "tools", "peft-check");
@@ -21,7 +21,7 @@ export function peftCheckUnavailable(): string | false {
 /** Load `dir` with PEFT; returns the worst relative difference between PEFT's ΔW and ours. */
 export function peftCheck(dir: string): { modules: number; max_rel: number; peft_extra: string[] } {
   const src = process.env["LORA_PEFT_SRC"] ?? "/tmp/peft-src";
-  const work = mkdtempSync(join(tmpdir(), "lora-peftcheck-"));
+  const work = tempDir("lora-peftcheck-");
   const npz = join(work, "delta.npz");
   const load = spawnSync(PY, [join(toolDir, "peft_load.py"), src, dir, npz], { encoding: "utf8" });
   if (load.status !== 0) throw new Error(`PEFT failed to load ${dir}:\n${load.stderr.slice(-2000)}`);
@@ -40,7 +40,7 @@ export function peftCheck(dir: string): { modules: number; max_rel: number; peft
 /** Run PEFT's loader on `dir` and return the .npz of its ΔW per module (keys: module names). */
 export function peftDeltas(dir: string): string {
   const src = process.env["LORA_PEFT_SRC"] ?? "/tmp/peft-src";
-  const npz = join(mkdtempSync(join(tmpdir(), "lora-peftdelta-")), "delta.npz");
+  const npz = join(tempDir("lora-peftdelta-"), "delta.npz");
   const load = spawnSync(PY, [join(toolDir, "peft_load.py"), src, dir, npz], { encoding: "utf8" });
   if (load.status !== 0) throw new Error(`PEFT failed to load ${dir}:\n${load.stderr.slice(-2000)}`);
   return npz;

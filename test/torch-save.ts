@@ -2,10 +2,10 @@
 // (test/torch_checkpoints.py) once per test process into a temporary folder, with manifest.json
 // holding each tensor's exact bytes as torch computes them. Tests skip where torch is missing.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { repoRoot } from "./paths.js";
+import { tempDir } from "./temp-dir.js";
 
 const PY = "/usr/bin/python3";
 
@@ -22,7 +22,7 @@ let made: { dir: string; manifest: Manifest } | undefined;
 /** The folder of checkpoints (written on first use) and their manifest. */
 export function torchCheckpoints(): { dir: string; manifest: Manifest } {
   if (made) return made;
-  const dir = mkdtempSync(join(tmpdir(), "lora-torch-"));
+  const dir = tempDir("lora-torch-");
   const r = spawnSync(PY, [join(repoRoot, "test", "torch_checkpoints.py"), dir], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`torch_checkpoints.py failed:\n${r.stderr.slice(-2000)}`);
   made = { dir, manifest: JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as Manifest };

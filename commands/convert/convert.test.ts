@@ -3,9 +3,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { Writable } from "node:stream";
-import { tmpdir } from "node:os";
 import { fixturesDir, needsReal, realDir } from "../../test/paths.js";
 import { loadAdapter, readFactors, type Adapter } from "../../formats/adapter/index.js";
 import { runConvert } from "./run.js";
@@ -13,8 +12,9 @@ import { bytesRead } from "../../common/io-meter.js";
 import { InvalidInputError } from "../../common/errors.js";
 import { serializeSafetensors, type TensorSpec } from "../../formats/safetensors/index.js";
 import { Rng } from "../../linalg/random.js";
+import { tempDir } from "../../test/temp-dir.js";
 
-const tmp = () => mkdtempSync(join(tmpdir(), "lora-convert-"));
+const tmp = () => tempDir("lora-convert-");
 
 /** Every module's (path → s·B·A as dense float64) — small adapters only. */
 async function deltas(a: Adapter): Promise<Map<string, { s: number; A: Float32Array | Float64Array; B: Float32Array | Float64Array }>> {

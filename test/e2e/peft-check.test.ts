@@ -3,11 +3,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+
 import { join } from "node:path";
 import { fixturesDir, loraBin, realDir } from "../paths.js";
 import { peftCheck, peftCheckUnavailable } from "../peft-check.js";
+import { tempDir } from "../temp-dir.js";
 
 const skip = peftCheckUnavailable();
 
@@ -17,7 +17,7 @@ function lora(...args: string[]): void {
 }
 
 test("PEFT loads converted adapters with the intended ΔW (rsLoRA, patterns, fan_in_fan_out, kohya round trip)", { skip }, () => {
-  const d = mkdtempSync(join(tmpdir(), "lora-e2e-peft-"));
+  const d = tempDir("lora-e2e-peft-");
   lora("convert", join(fixturesDir, "peft-rslora"), "--to", "peft", "-o", join(d, "rs"));
   lora("convert", join(realDir, "gpt2-tigrinya"), "--to", "kohya", "-o", join(d, "g.safetensors"));
   lora("convert", join(d, "g.safetensors"), "--to", "peft", "-o", join(d, "g"));

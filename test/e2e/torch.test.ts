@@ -4,13 +4,13 @@
 // (each payload would create a marker file); an output named .bin is refused.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { serializeSafetensors, type DType, SafetensorsFile } from "../../formats/safetensors/index.js";
 import { loraBin } from "../paths.js";
 import { torchCheckpoints, torchUnavailable } from "../torch-save.js";
+import { tempDir } from "../temp-dir.js";
 
 const skip = torchUnavailable();
 const CONFIG = { peft_type: "LORA", task_type: "CAUSAL_LM", r: 4, lora_alpha: 8, target_modules: ["q_proj", "v_proj"], base_model_name_or_path: "x" };
@@ -22,7 +22,7 @@ function lora(args: string[], input?: Buffer) {
 /** adapter_model.bin and, beside it, the same tensors as adapter_model.safetensors (from torch's bytes), each with the config. */
 async function dirs(): Promise<{ bin: string; st: string }> {
   const { dir, manifest } = torchCheckpoints();
-  const root = mkdtempSync(join(tmpdir(), "lora-torch-e2e-"));
+  const root = tempDir("lora-torch-e2e-");
   const bin = join(root, "bin");
   const st = join(root, "st");
   for (const d of [bin, st]) {
@@ -63,7 +63,7 @@ test("inspect: adapter_model.bin reports exactly what the safetensors directory 
 
 test("convert --to kohya and --to peft: the same tensors, bit for bit, from .bin as from .safetensors", { skip }, async () => {
   const { bin, st } = await dirs();
-  const out = mkdtempSync(join(tmpdir(), "lora-torch-out-"));
+  const out = tempDir("lora-torch-out-");
   for (const to of ["kohya", "peft"]) {
     const files: SafetensorsFile[] = [];
     for (const [tag, src] of [
@@ -89,7 +89,7 @@ test("convert --to kohya and --to peft: the same tensors, bit for bit, from .bin
 
 test("an output named .bin (or .pt) is refused with exit 2 and nothing is written", { skip }, async () => {
   const { bin } = await dirs();
-  const out = mkdtempSync(join(tmpdir(), "lora-torch-out-"));
+  const out = tempDir("lora-torch-out-");
   for (const name of ["out.bin", "out.pt"]) {
     const r = lora(["convert", bin, "--to", "peft", "-o", join(out, name)]);
     assert.equal(r.status, 2, r.stderr);

@@ -4,8 +4,7 @@
 // of σ₁); convert --to peft|kohya writes the same ΔW (≤ 1e-6) and PEFT loads it so (peft-check);
 // truncate lands within 1e-5 of the dense optimum; merge takes them; the refusals exit 3.
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { Rng } from "../../linalg/random.js";
@@ -16,9 +15,10 @@ import { validate } from "../json-schema.js";
 import { repoRoot } from "../paths.js";
 import { assertDeltas, deltas, refOptimum, refSpectrum } from "./check.js";
 import { adaloraFile, increloraFile, meteoraFile, missFile, threeMatrixFile, type FamilyFile } from "./files.js";
+import { tempDir } from "../temp-dir.js";
 
 const seed = Number(process.env["LORA_SEED"] ?? Date.now() % 1e9);
-const tmp = () => mkdtempSync(join(tmpdir(), "lora-families-"));
+const tmp = () => tempDir("lora-families-");
 
 const schemas = join(repoRoot, "docs", "schemas");
 /** inspect --json of a family file keeps docs/schemas/inspect.schema.json. */

@@ -7,8 +7,7 @@
 // nothing of theirs is part of this repository. Each test skips with one line when a piece is absent.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { runCli } from "../cli.js";
@@ -17,6 +16,7 @@ import { repoRoot, sharedDir } from "../paths.js";
 import { numpy } from "../reference.js";
 import { assertDeltas, deltas, refSpectrum } from "./check.js";
 import type { Ref } from "./files.js";
+import { tempDir } from "../temp-dir.js";
 
 const peftSrc = process.env["LORA_PEFT_SRC"] ?? "/tmp/peft-src";
 const familySrc = process.env["LORA_FAMILY_SRC"] ?? "/tmp/family-src";
@@ -63,7 +63,7 @@ async function check(input: string, refs: Map<string, Ref>, label: string): Prom
     }
     m.singular_values.forEach((s, i) => assert.ok(Math.abs(s - want[i]!) <= 1e-6 * want[0]!, `${label} ${name} σ${i + 1}: ${s} vs ${want[i]}`));
   }
-  const out = join(mkdtempSync(join(tmpdir(), "lora-official-")), "peft");
+  const out = join(tempDir("lora-official-"), "peft");
   const c = await runCli(["convert", input, "--to", "peft", "-o", out, "--backend", "js"]);
   assert.equal(c.code, 0, c.err);
   assertDeltas(await deltas(out), live, 1e-6, `${label} → peft`);
@@ -72,19 +72,19 @@ async function check(input: string, refs: Map<string, Ref>, label: string): Prom
 }
 
 test("AdaLoRA saved by PEFT itself (budget allocation, rank_pattern)", { skip: unavailable() }, async () => {
-  const dir = join(mkdtempSync(join(tmpdir(), "lora-adalora-")), "ada");
+  const dir = join(tempDir("lora-adalora-"), "ada");
   run([gen("gen_adalora.py"), peftSrc, checkDir, dir, "7"]);
   await check(dir, npzRefs(join(dir, "peft_delta.npz")), "PEFT AdaLoRA");
 });
 
 test("IncreLoRA checkpoint from IncreLoRA's own SVDLinear (grown chunks)", { skip: unavailable("IncreLoRA") }, async () => {
-  const dir = join(mkdtempSync(join(tmpdir(), "lora-increlora-")), "inc");
+  const dir = join(tempDir("lora-increlora-"), "inc");
   run([gen("gen_increlora.py"), join(familySrc, "IncreLoRA"), checkDir, dir, "7"]);
   await check(join(dir, "model.safetensors"), npzRefs(join(dir, "ref_delta.npz")), "IncreLoRA");
 });
 
 test("LoRA-XS adapter from LoRA-XS's own initialisation, saved by PEFT", { skip: unavailable("LoRA-XS") }, async () => {
-  const dir = join(mkdtempSync(join(tmpdir(), "lora-loraxs-")), "xs");
+  const dir = join(tempDir("lora-loraxs-"), "xs");
   run([gen("gen_loraxs.py"), join(familySrc, "LoRA-XS"), peftSrc, checkDir, dir, "7"]);
   await check(dir, npzRefs(join(dir, "ref_delta.npz")), "LoRA-XS");
 });
