@@ -7,11 +7,11 @@
 // Skips with one line when git or the registry is unreachable; LORA_SKIP_PACK=1 skips it too.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { repoRoot } from "../paths.js";
+import { tempDir } from "../temp-dir.js";
 
 const pkg = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { name: string; version: string };
 
@@ -30,7 +30,7 @@ function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = 
 }
 
 test("npm pack → npm install -g --prefix <empty> → lora --version and lora inspect on the shipped example", { skip: skipReason(), timeout: 1_200_000 }, () => {
-  const d = mkdtempSync(join(tmpdir(), "lora-pack-"));
+  const d = tempDir("lora-pack-");
   const src = join(d, "src"),
     prefix = join(d, "prefix");
   mkdirSync(src);
@@ -107,7 +107,7 @@ test("npm pack → npm install -g --prefix <empty> → lora --version and lora i
 
 test("the install script without a working compiler: exit 0, one line on stderr saying why, the reason in status.json", () => {
   // A copy of native/ (the script cleans and rebuilds native/build, which must stay untouched here).
-  const d = mkdtempSync(join(tmpdir(), "lora-nocc-"));
+  const d = tempDir("lora-nocc-");
   const tar = spawnSync("sh", ["-c", `tar -cf - --exclude=build native package.json | tar -xf - -C '${d}'`], { cwd: repoRoot, encoding: "utf8" });
   assert.equal(tar.status, 0, tar.stderr);
   symlinkSync(join(repoRoot, "node_modules"), join(d, "node_modules"));
