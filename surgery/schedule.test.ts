@@ -43,6 +43,36 @@ test("ReadAhead taken out of order starts no item before the one taken, and at m
   assert.deepEqual(started, [6, 5, 1, 2, 3, 4], "each item started once");
 });
 
+test("ReadAhead.settled waits for the work started ahead and not taken, failed or not", async () => {
+  const gates = new Map<number, () => void>();
+  const finished: number[] = [];
+  const ra = new ReadAhead(
+    [1, 2, 3],
+    (k) =>
+      new Promise<number>((resolve, reject) =>
+        gates.set(k, () => {
+          finished.push(k);
+          if (k === 3) reject(new Error("bad 3"));
+          else resolve(k);
+        }),
+      ),
+    2,
+  );
+  const first = ra.take(1); // starts 2 and 3 ahead
+  gates.get(1)!();
+  assert.equal(await first, 1);
+  let done = false;
+  const all = ra.settled().then(() => (done = true));
+  await tick();
+  assert.equal(done, false, "2 and 3 still run");
+  gates.get(2)!();
+  await tick();
+  assert.equal(done, false, "3 still runs");
+  gates.get(3)!();
+  await all;
+  assert.deepEqual(finished, [1, 2, 3]);
+});
+
 test("ReadAhead: a failure of work started ahead surfaces when its item is taken", async () => {
   const ra = new ReadAhead(
     ["a", "b"],

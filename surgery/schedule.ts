@@ -30,6 +30,11 @@ export class ReadAhead<K, V> {
     return p;
   }
 
+  /** Resolves once all work started ahead and not taken has settled (before lanes end after a failure). */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.started.values()]);
+  }
+
   private launch(j: number): void {
     const k = this.order[j]!;
     if (this.taken.has(j) || this.started.has(k)) return;

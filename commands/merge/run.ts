@@ -163,21 +163,11 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
     // one module at a time.
     const written = AHEAD_METHODS.has(o.method)
       ? await be.withLanes(async (lanes) => {
-          const running = new Set<Promise<unknown>>();
-          const track = (g: (typeof live)[number]) => {
-            const p = mergeOne(g);
-            running.add(p);
-            p.then(
-              () => running.delete(p),
-              () => running.delete(p),
-            );
-            return p;
-          };
-          const ahead = new ReadAhead(live, track, lanes - 1); // `lanes` modules in flight: the one written and those ahead
+          const ahead = new ReadAhead(live, mergeOne, lanes - 1); // `lanes` modules in flight: the one written and those ahead
           try {
             return await write((g) => ahead.take(g));
           } finally {
-            await Promise.allSettled([...running]); // no native call in flight when the lanes end
+            await ahead.settled(); // no native call in flight when the lanes end
           }
         })
       : await write(mergeOne);

@@ -110,14 +110,10 @@ function allZero(x: Float64Array): boolean {
   return true;
 }
 
-function firstNonFiniteValue(x: Float64Array): number {
-  for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i]!)) return i;
-  return -1;
-}
-
 /**
  * NaN/±Inf (its index and value) or all zeros in a factor: float factors from their stored bytes
- * (exponent and value bits tested, nothing decoded; read into one reused buffer), others decoded.
+ * (exponent and value bits tested, nothing decoded; read into one reused buffer); others decoded,
+ * which refuses an undecodable dtype, and integers are always finite.
  */
 async function factorValues(src: AdapterSource, t: TensorInfo, take: (n: number) => Uint8Array): Promise<{ bad: number; value: number; zero: boolean }> {
   if (isFloatDType(t.dtype)) {
@@ -129,9 +125,7 @@ async function factorValues(src: AdapterSource, t: TensorInfo, take: (n: number)
     }
     return { bad: -1, value: 0, zero: allZeroFloats(t.dtype, bytes) };
   }
-  const v = await src.file.readFloat64(t);
-  const bad = firstNonFiniteValue(v);
-  return { bad, value: bad >= 0 ? v[bad]! : 0, zero: bad < 0 && allZero(v) };
+  return { bad: -1, value: 0, zero: allZero(await src.file.readFloat64(t)) };
 }
 
 /** Shapes, dtypes and values of every module. */
