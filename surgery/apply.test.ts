@@ -4,13 +4,14 @@
 // within one rounding of the dtype plus float32 accumulation (a float64 reference built here from
 // the generated factors); a NaN in the base is reported at its index in the whole weight.
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { decodeToFloat64 } from "../common/dtype.js";
 import { writeAdapter, type OutModule } from "../formats/adapter/write.js";
 import { Rng } from "../linalg/random.js";
+import type { LinalgBackend } from "../linalg/types.js";
 import { testBackends } from "../test/backends.js";
 import { writeGeneratedModel, type PairSpec } from "../test/models.js";
 import { runApply } from "./apply.js";
@@ -146,5 +147,46 @@ describe("apply in pieces", async () => {
         (e: Error) => e.message.includes(`${GATE}.weight holds NaN at index ${index}`),
       );
     }
+  });
+
+  test("a failed merge waits for the pieces merged ahead before the lanes end, and writes nothing", async () => {
+    const spec: PairSpec = { family: "llama", size: SIZE, dtype: "F32", rank: 4, noise: 1e-3, seed: SEED };
+    const base = join(tmp, "ahead-base");
+    await writeGeneratedModel(base, spec, false, 1);
+    await adapter(join(tmp, "ahead-a"), new Rng(SEED + 9), 2);
+    const [be] = backends;
+    let calls = 0,
+      inFlight = 0,
+      atEnd = -1;
+    // The first piece's merge fails at once; the pieces merged ahead of it are still running then.
+    const slow: LinalgBackend = {
+      ...be!,
+      mergeWeight: async (args) => {
+        const k = calls++;
+        inFlight++;
+        try {
+          if (k === 0) throw new Error("injected failure");
+          await new Promise((r) => setTimeout(r, 40));
+          return await be!.mergeWeight(args);
+        } finally {
+          inFlight--;
+        }
+      },
+      withLanes: async (fn) => {
+        try {
+          return await fn(2);
+        } finally {
+          atEnd = inFlight;
+        }
+      },
+    };
+    const output = join(tmp, "ahead-out.safetensors");
+    await assert.rejects(
+      runApply({ base, adapters: [join(tmp, "ahead-a")], output, scales: [1], subtract: false, force: true }, { backend: slow, pieceBytes: 1 }),
+      /injected failure/,
+    );
+    assert.ok(calls > 1, `pieces were merged ahead (${calls} calls)`);
+    assert.equal(atEnd, 0, "no merge in flight when the lanes ended");
+    assert.ok(!existsSync(output), "nothing written");
   });
 });

@@ -152,6 +152,10 @@ class MergeAhead {
       this.inFlight.push([i, p]);
     }
   }
+  /** Resolves once every piece in flight has settled (before the lanes end after a failed write). */
+  async settled(): Promise<void> {
+    await Promise.allSettled(this.inFlight.map(([, p]) => p));
+  }
   /** The pieces of weight `name`, in order. */
   async *weight(name: string): AsyncIterable<Uint8Array> {
     this.fill();
@@ -261,9 +265,14 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
     const inputs = [o.base, ...o.adapters, ...base.shards.map((s) => join(base.dir, s.name))];
     // BLAS on one thread per lane (cpu backend: one lane per core): pieces are merged side by side
     // while the previous one is written, and no idle BLAS thread spins between products.
-    await deps.backend.withLanes((lanes) => {
-      ahead = merging(lanes);
-      return writeModel(o.output, base, out, { force: o.force, inputs });
+    await deps.backend.withLanes(async (lanes) => {
+      const pieces = merging(lanes);
+      ahead = pieces;
+      try {
+        return await writeModel(o.output, base, out, { force: o.force, inputs });
+      } finally {
+        await pieces.settled(); // no merge in flight when the lanes end
+      }
     });
     const weights = [...plan].map(([name, e]) => ({
       name,

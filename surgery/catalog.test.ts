@@ -7,6 +7,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Rng } from "../linalg/random.js";
+import type { LinalgBackend } from "../linalg/types.js";
 import { denseDelta, denseSingularValues } from "../test/reference.js";
 import { testBackends } from "../test/backends.js";
 import { summarizeCatalog } from "./catalog.js";
@@ -134,4 +135,46 @@ test("catalog inspect: a non-finite value in one module of a batched adapter fai
     assert.equal(rep.failed[0]!.exit, 3);
     assert.match(rep.failed[0]!.error, /lora_unet_blk_2_proj\.lora_down\.weight holds NaN at element 3/, be.name);
   }
+});
+
+test("catalog: an unexpected failure in one adapter waits for the others' native calls before the lanes end", async () => {
+  const rng = new Rng(seed + 11);
+  const dir = join(work, "catalog-throw");
+  mkdirSync(dir);
+  const paths: string[] = [];
+  for (let i = 0; i < 4; i++) paths.push((await adapter(rng, join(dir, `a${i}.safetensors`), true)).path);
+  const [be] = await testBackends();
+  let calls = 0,
+    inFlight = 0,
+    atEnd = -1;
+  // The first call fails at once with an error that is not a refusal of one adapter (which stops the
+  // catalog); the other adapters' calls are still running then.
+  const timed =
+    <A extends unknown[], R>(f: (...a: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      const k = calls++;
+      inFlight++;
+      try {
+        if (k === 0) throw new Error("injected failure");
+        await new Promise((r) => setTimeout(r, 40));
+        return await f(...args);
+      } finally {
+        inFlight--;
+      }
+    };
+  const slow: LinalgBackend = {
+    ...be!,
+    factorSpectrum: timed(be!.factorSpectrum.bind(be)),
+    factorSpectra: timed(be!.factorSpectra.bind(be)),
+    withLanes: async (fn) => {
+      try {
+        return await fn(2);
+      } finally {
+        atEnd = inFlight;
+      }
+    },
+  };
+  await assert.rejects(summarizeCatalog(paths, slow), /injected failure/);
+  assert.ok(calls > 1, `adapters were in flight side by side (${calls} calls)`);
+  assert.equal(atEnd, 0, "no call in flight when the lanes ended");
 });

@@ -110,7 +110,10 @@ async function overCatalog<T>(
         onAdapter?.(++finished, paths.length);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(paths.length, 2 * count + 1) }, lane));
+    // Every lane settles before the backend's lanes end (no native call in flight then), even when one throws.
+    const ends = await Promise.allSettled(Array.from({ length: Math.min(paths.length, 2 * count + 1) }, lane));
+    const thrown = ends.find((e) => e.status === "rejected");
+    if (thrown) throw thrown.reason;
   });
   const done: T[] = [],
     failed: CatalogFailure[] = [];

@@ -58,20 +58,24 @@ export async function moduleSpectra(
       return withRawFactorsOf(a, u, pool, (pairs) => gate.run(() => be.factorSpectra(pairs.map(([B, A], i) => spectrum(B, A, u[i]!)))));
     };
     const ahead = new ReadAhead(units, start, lanes);
-    for (const u of units) {
-      const rs = await ahead.take(u);
-      for (const [i, m] of u.entries()) {
-        const r = rs[i] ?? null;
-        if (r?.kind === "non-finite") throw nonFiniteFactor(a, m, r);
-        // Householder's k = min(r, out, in) values; the Gram route gives r, the extra ones zero.
-        if (m.family?.spectrum) out.set(m, { S: await m.family.spectrum() });
-        else if (r?.kind === "done") out.set(m, { S: r.S.slice(0, Math.min(m.rank, m.out, m.in)), ...(r.grams ? { grams: r.grams } : {}) });
-        else {
-          const f = await readFactors(a, m, "f64");
-          out.set(m, { S: await lowRankSingularValues(be, { B: f.B, A: f.A, scale: m.scale }) });
+    try {
+      for (const u of units) {
+        const rs = await ahead.take(u);
+        for (const [i, m] of u.entries()) {
+          const r = rs[i] ?? null;
+          if (r?.kind === "non-finite") throw nonFiniteFactor(a, m, r);
+          // Householder's k = min(r, out, in) values; the Gram route gives r, the extra ones zero.
+          if (m.family?.spectrum) out.set(m, { S: await m.family.spectrum() });
+          else if (r?.kind === "done") out.set(m, { S: r.S.slice(0, Math.min(m.rank, m.out, m.in)), ...(r.grams ? { grams: r.grams } : {}) });
+          else {
+            const f = await readFactors(a, m, "f64");
+            out.set(m, { S: await lowRankSingularValues(be, { B: f.B, A: f.A, scale: m.scale }) });
+          }
+          opts.onModule?.(out.size, a.modules.length);
         }
-        opts.onModule?.(out.size, a.modules.length);
       }
+    } finally {
+      await ahead.settled(); // no call in flight when the lanes end, after a refusal too
     }
   };
   if (opts.within) await run(opts.within.count, opts.within.gate);

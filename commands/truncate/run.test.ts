@@ -576,3 +576,41 @@ test("the fused native route (cpu) writes what the TS route (js) writes: F16 Lla
     }),
   );
 });
+
+test("a failed write waits for the modules computed ahead before the lanes end", async () => {
+  const rng = new Rng(seed + 19);
+  const mods: Mod[] = [0, 1, 2, 3, 4, 5].map((i) => ({ path: `model.layers.${i}.self_attn.q_proj`, out: 24, in: 20, r: 8 }));
+  const input = await makePeft(rng, mods);
+  const dir = fresh("ahead");
+  mkdirSync(dir);
+  const out = join(dir, "out.safetensors");
+  let calls = 0,
+    inFlight = 0,
+    atEnd = -1;
+  // The first module's call fails at once; the ones started ahead of it are still running then.
+  const slow: LinalgBackend = {
+    ...be,
+    truncateFactors: async (args) => {
+      const k = calls++;
+      inFlight++;
+      try {
+        if (k === 0) throw new Error("injected failure");
+        await new Promise((r) => setTimeout(r, 40));
+        return await be.truncateFactors(args);
+      } finally {
+        inFlight--;
+      }
+    },
+    withLanes: async (fn) => {
+      try {
+        return await fn(2);
+      } finally {
+        atEnd = inFlight;
+      }
+    },
+  };
+  await assert.rejects(runTruncate({ ...defaults, input, output: out, rank: 2 }, { backend: slow }), /injected failure/);
+  assert.ok(calls > 1, `modules were started ahead (${calls} calls)`);
+  assert.equal(atEnd, 0, "no call in flight when the lanes ended");
+  assert.deepEqual(readdirSync(dir), [], "nothing written");
+});

@@ -123,8 +123,23 @@ async function writeOne(c: BuildContext, output: string, notes: string[], deps: 
 }
 
 async function writeOneWith(c: BuildContext, output: string, notes: string[], deps: TruncateDeps, kohyaRank: number): Promise<WriteReport> {
+  const built = await buildModules(c);
+  try {
+    return await writeBuilt(c, built, output, notes, deps, kohyaRank);
+  } finally {
+    await built.settled(); // no native call in flight when the lanes end (after a failed write too)
+  }
+}
+
+async function writeBuilt(
+  c: BuildContext,
+  { modules, outcomes, dropped }: Awaited<ReturnType<typeof buildModules>>,
+  output: string,
+  notes: string[],
+  deps: TruncateDeps,
+  kohyaRank: number,
+): Promise<WriteReport> {
   const { o, a } = c;
-  const { modules, outcomes, dropped } = await buildModules(c);
   if (modules.length === 0) throw new UsageError("these options remove every module; nothing would be left to write");
   const maxRank = Math.max(...a.modules.map((m) => m.rank));
   const out: AdapterOutput = {

@@ -87,7 +87,9 @@ async function moduleNorm(c: BuildContext, m: LoraModule, S: Float64Array | unde
 }
 
 /** Output modules (with lazy `produce`) and the outcomes they fill in as the writer runs them. */
-export async function buildModules(c: BuildContext): Promise<{ modules: OutModule[]; outcomes: Map<string, ModuleOutcome>; dropped: string[] }> {
+export async function buildModules(
+  c: BuildContext,
+): Promise<{ modules: OutModule[]; outcomes: Map<string, ModuleOutcome>; dropped: string[]; settled: () => Promise<void> }> {
   const { o, a, be } = c;
   const outcomes = new Map<string, ModuleOutcome>();
   const modules: OutModule[] = [];
@@ -104,26 +106,36 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
   const lanes = new Lanes(c.lanes ?? 1);
   const pool = new BufferPool();
   type Ahead = { factors: Promise<ModuleFactors | ModuleFactorsGrams> } | { fused: Promise<TruncateFactorsResult> };
+  // Work started and not yet settled (native calls among it), awaited by settled() before the lanes end.
+  const running = new Set<Promise<unknown>>();
+  const track = <T>(p: Promise<T>): Promise<T> => {
+    running.add(p);
+    const forget = () => running.delete(p);
+    p.then(forget, forget);
+    return p;
+  };
   const start = (m: LoraModule): Promise<Ahead> => {
     const f = fusedSpec.get(m);
     if (f) {
-      const fused = withRawFactors(a, m, pool, (B, A) =>
-        lanes.run(() =>
-          be.truncateFactors({
-            B,
-            A,
-            scale: m.scale,
-            rank: f.t,
-            scaleOut: f.scaleOut,
-            split: c.split,
-            outDtype: f.dtype as FactorDType,
-            ...(c.grams?.has(m.name) ? { grams: c.grams.get(m.name)! } : {}),
-          }),
+      const fused = track(
+        withRawFactors(a, m, pool, (B, A) =>
+          lanes.run(() =>
+            be.truncateFactors({
+              B,
+              A,
+              scale: m.scale,
+              rank: f.t,
+              scaleOut: f.scaleOut,
+              split: c.split,
+              outDtype: f.dtype as FactorDType,
+              ...(c.grams?.has(m.name) ? { grams: c.grams.get(m.name)! } : {}),
+            }),
+          ),
         ),
       );
       return Promise.resolve({ fused });
     }
-    return Promise.resolve({ factors: c.method === "svd" ? readFactorsWithGrams(a, m, be) : readFactors(a, m, precisionOf(m)) });
+    return Promise.resolve({ factors: track(c.method === "svd" ? readFactorsWithGrams(a, m, be) : readFactors(a, m, precisionOf(m))) });
   };
   const lazy: LoraModule[] = [];
   let ahead: ReadAhead<LoraModule, Ahead> | null = null;
@@ -260,5 +272,8 @@ export async function buildModules(c: BuildContext): Promise<{ modules: OutModul
     };
     modules.push({ ...base, produce });
   }
-  return { modules, outcomes, dropped };
+  const settled = async () => {
+    await Promise.allSettled([...running]);
+  };
+  return { modules, outcomes, dropped, settled };
 }
