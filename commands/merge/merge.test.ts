@@ -203,7 +203,9 @@ describe("exact and optimal merges against dense float64 references", () => {
       );
       const mr = rep.modules.find((m) => m.name === path)!;
       assert.deepEqual(mr.rank_in, ranks);
-      assert.ok(mr.relative_error <= 1e-6);
+      // The reported error is the written factors' (their rounding to F32), as a dense float64 difference gives it.
+      const dense = relErr(g.dw, t.T);
+      assert.ok(Math.abs(mr.relative_error - dense) <= 1e-6 * dense + 1e-14, `${path}: reported ${mr.relative_error}, dense ${dense}`);
     }
     assert.ok(rep.notes.some((n) => /only some inputs/.test(n)));
   });

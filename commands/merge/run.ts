@@ -17,7 +17,7 @@ import type { PeftConfig } from "../../formats/adapter/peft-config.js";
 import { InvalidInputError, UsageError } from "../../common/errors.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../../surgery/report.js";
-import { errorOf, mergeModule, roundTo } from "../../surgery/merge/module.js";
+import { errorOf, mergeModule, roundingErrorOf, roundTo } from "../../surgery/merge/module.js";
 import { label, pairModules, planRanks, readTerms, resolvePassthrough } from "../../surgery/merge/plan.js";
 import type { MergeMethod, MergeOptions } from "../../surgery/merge/types.js";
 import { ReadAhead } from "../../surgery/schedule.js";
@@ -114,7 +114,9 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
       const A = roundTo(g.dtype, res.A.data),
         B = roundTo(g.dtype, res.B.data);
       const target = terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale }));
-      const err = await errorOf(be, target, { A: { ...res.A, data: A }, B: { ...res.B, data: B } });
+      const err = res.exact
+        ? await roundingErrorOf(be, target, res, { A, B })
+        : await errorOf(be, target, { A: { ...res.A, data: A }, B: { ...res.B, data: B } });
       const rankIn = adapters.map((_, i) => g.members.find((m) => m.input === i)?.module.rank ?? 0);
       const mr: ModuleResult = { name: g.name, rank_in: rankIn, rank: g.rank, relative_error: err.rel, target_norm: err.norm };
       const det = { ...(res.details ?? {}) };

@@ -20,5 +20,5 @@ export function mergeCat(terms: MergeTerm[]): MergedFactors {
     for (let j = 0; j < r * inn; j++) A[off * inn + j] = ga * t.A.data[j]!;
     off += r;
   }
-  return { B: { rows: out, cols: R, data: B }, A: { rows: R, cols: inn, data: A } };
+  return { B: { rows: out, cols: R, data: B }, A: { rows: R, cols: inn, data: A }, exact: true };
 }

@@ -38,7 +38,8 @@ export async function errorOf(be: LinalgBackend, target: LowRankTerm[], got: Mer
     R = target.reduce((s, t) => s + t.A.rows, 0);
   let t2 = 0,
     d2 = 0,
-    blocks = 0;
+    blocks = 0,
+    blocksAll = 0;
   let off = 0;
   const starts: number[] = [];
   for (const t of all) {
@@ -51,15 +52,86 @@ export async function errorOf(be: LinalgBackend, target: LowRankTerm[], got: Mer
       d2 += v;
       if (i < R && j < R) t2 += v;
     }
-  target.forEach((t, q) => {
+  // ‖termᵢ‖² of each term (the diagonal blocks): the size of what the sums above cancelled.
+  all.forEach((t, q) => {
     const o = starts[q]!;
-    for (let i = o; i < o + t.A.rows; i++) for (let j = o; j < o + t.A.rows; j++) blocks += gb[i * n + j]! * ga[i * n + j]!;
+    let b = 0;
+    for (let i = o; i < o + t.A.rows; i++) for (let j = o; j < o + t.A.rows; j++) b += gb[i * n + j]! * ga[i * n + j]!;
+    blocksAll += b;
+    if (q < target.length) blocks += b;
   });
   let tn = Math.sqrt(Math.max(t2, 0));
   if (!(t2 > 1e-8 * blocks)) tn = await lowRankNorm(be, target);
   let dn = Math.sqrt(Math.max(d2, 0));
-  if (!(d2 > 1e-10 * Math.max(t2, 0))) dn = await stackedNorm(be, B, A);
+  if (!(d2 > 1e-10 * blocksAll)) dn = await stackedNorm(be, B, A);
   return { norm: tn, rel: tn > 0 ? dn / tn : dn === 0 ? 0 : Infinity };
+}
+
+/**
+ * ‖T‖ and ‖P − T‖/‖T‖ for an exact merge (cat: B₀·A₀ = T) whose factors were rounded to the file's
+ * dtype (B̃, Ã): P − T = B̃Ã − B₀A₀ = δB·Ã + B₀·δA with δB = B̃ − B₀, δA = Ã − A₀, so
+ * ‖P − T‖² = ⟨δBᵀδB, ÃÃᵀ⟩ + 2⟨δBᵀB₀, ÃδAᵀ⟩ + ⟨B₀ᵀB₀, δAδAᵀ⟩ from R×R products, with no
+ * cancellation to recompute through QR cores (docs/algorithms.md §5.1). ‖T‖² = ⟨B₀ᵀB₀, A₀A₀ᵀ⟩,
+ * A₀A₀ᵀ = ÃÃᵀ − ÃδAᵀ − δAÃᵀ + δAδAᵀ, through the core only when T's terms cancel (as errorOf).
+ */
+export async function roundingErrorOf(
+  be: LinalgBackend,
+  target: LowRankTerm[],
+  exact: MergedFactors,
+  rounded: { B: Float64Array; A: Float64Array },
+): Promise<{ norm: number; rel: number }> {
+  const R = exact.A.rows,
+    out = exact.B.rows,
+    inn = exact.A.cols;
+  if (target.length === 0 || R === 0) return errorOf(be, target, { B: { ...exact.B, data: rounded.B }, A: { ...exact.A, data: rounded.A } });
+  const B0 = exact.B,
+    Bt = { rows: out, cols: R, data: rounded.B },
+    At = { rows: R, cols: inn, data: rounded.A };
+  const dB = { rows: out, cols: R, data: minus(rounded.B, exact.B.data) },
+    dA = { rows: R, cols: inn, data: minus(rounded.A, exact.A.data) };
+  const [bb, db, dd, aa, ad, ee] = await Promise.all([
+    be.gemm(B0, B0, { transA: true }),
+    be.gemm(dB, B0, { transA: true }),
+    be.gemm(dB, dB, { transA: true }),
+    be.gemm(At, At, { transB: true }),
+    be.gemm(At, dA, { transB: true }),
+    be.gemm(dA, dA, { transB: true }),
+  ]).then((ms) => ms.map((m) => m.data));
+  let d2 = 0,
+    t2 = 0,
+    blocks = 0,
+    dBlocks = 0;
+  const block = new Int32Array(R);
+  let off = 0;
+  target.forEach((t, q) => {
+    block.fill(q, off, off + t.A.rows);
+    off += t.A.rows;
+  });
+  for (let i = 0; i < R; i++)
+    for (let j = 0; j < R; j++) {
+      const k = i * R + j;
+      const d = dd[k]! * aa[k]! + 2 * db[k]! * ad[k]! + bb[k]! * ee[k]!;
+      const v = bb[k]! * (aa[k]! - ad[k]! - ad[j * R + i]! + ee[k]!);
+      d2 += d;
+      t2 += v;
+      if (block[i] === block[j]) {
+        blocks += v;
+        dBlocks += d;
+      }
+    }
+  // Each term's rounding error ‖(δB·Ã + B₀·δA)ᵢ‖² is a diagonal block: when the terms' errors cancel
+  // (an adapter merged with its negation), the sum above lost digits, and the general route decides.
+  if (dBlocks === 0) return { norm: t2 > 1e-8 * blocks ? Math.sqrt(t2) : await lowRankNorm(be, target), rel: 0 };
+  if (!(d2 > 1e-4 * dBlocks)) return errorOf(be, target, { B: Bt, A: At });
+  const tn = t2 > 1e-8 * blocks ? Math.sqrt(t2) : await lowRankNorm(be, target);
+  const dn = Math.sqrt(d2);
+  return { norm: tn, rel: tn > 0 ? dn / tn : Infinity };
+}
+
+function minus(x: Float64Array, y: Float64Array): Float64Array {
+  const d = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) d[i] = x[i]! - y[i]!;
+  return d;
 }
 
 export async function mergeModule(be: LinalgBackend, terms: MergeTerm[], g: Group, o: MergeOptions): Promise<MergedFactors> {

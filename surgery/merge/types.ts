@@ -30,6 +30,8 @@ export interface TermShape {
 export interface MergedFactors {
   B: Mat<Float64Array>;
   A: Mat<Float64Array>;
+  /** B·A equals the target T in exact arithmetic (cat): only rounding to the file's dtype makes an error. */
+  exact?: boolean;
   details?: Record<string, unknown>;
 }
 

@@ -9,7 +9,9 @@
 // every truncate, prune and merge report when `totals.bytes` (the output's tensor bytes) was added
 // (session 15: the reports otherwise identical field for field, every file hash unchanged), and
 // the four "prune modules" reports when their norms came from the module spectra instead of a QR
-// of the factors (last digits only, ≤ 1.2e-15 relative; every tensor byte unchanged).
+// of the factors (last digits only, ≤ 1.2e-15 relative; every tensor byte unchanged), and the
+// "merge cat #0" report when cat's error came from the rounding of its factors alone (session 16:
+// 0 where the QR cores had reported ~3e-16 of float64 noise; every tensor byte unchanged).
 // LORA_STABLE_WRITE=FILE writes the hashes to FILE instead of comparing (record anew, or compare two
 // builds by hand); LORA_STABLE_BIN=PATH runs another build's bin/lora.js; LORA_STABLE_BACKEND=cpu
 // runs another backend (its hashes depend on the machine's BLAS, so they are only compared by hand).
