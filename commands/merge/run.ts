@@ -17,7 +17,7 @@ import type { PeftConfig } from "../../formats/adapter/peft-config.js";
 import { InvalidInputError, UsageError } from "../../common/errors.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../../surgery/report.js";
-import { errorOf, mergeModule, roundingErrorOf, roundTo } from "../../surgery/merge/module.js";
+import { errorOf, mergeModule, rounded, roundingErrorOf } from "../../surgery/merge/module.js";
 import { label, pairModules, planRanks, readTerms, resolvePassthrough } from "../../surgery/merge/plan.js";
 import type { MergeMethod, MergeOptions } from "../../surgery/merge/types.js";
 import { ReadAhead } from "../../surgery/schedule.js";
@@ -106,13 +106,15 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
     const format: "peft" | "kohya" | "diffusers" = o.to ?? (firstFormat === "kohya" || firstFormat === "diffusers" ? firstFormat : "peft");
     const results = new Map<string, ModuleResult>();
     let done = 0;
-    const mergeOne = async (g: (typeof live)[number]): Promise<{ A: Float64Array; B: Float64Array }> => {
+    const mergeOne = async (g: (typeof live)[number]): Promise<{ A: Uint8Array; B: Uint8Array }> => {
       const terms = await readTerms(adapters, g, weights);
       const res = await mergeModule(be, terms, g, o);
       if (res.A.rows !== g.rank || res.B.cols !== g.rank)
         throw new Error(`internal: ${o.method} produced rank ${res.A.rows} for module ${g.name}, planned ${g.rank}`);
-      const A = roundTo(g.dtype, res.A.data),
-        B = roundTo(g.dtype, res.B.data);
+      const Ar = rounded(g.dtype, res.A.data),
+        Br = rounded(g.dtype, res.B.data);
+      const A = Ar.values,
+        B = Br.values;
       const target = terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale }));
       const err = res.exact
         ? await roundingErrorOf(be, target, res, { A, B })
@@ -129,10 +131,10 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
       Object.assign(mr, det);
       results.set(g.key, mr);
       deps.onModule?.(++done, live.length);
-      return { A, B };
+      return { A: Ar.bytes, B: Br.bytes };
     };
     const first = adapters[0]!;
-    const write = (produce: (g: (typeof live)[number]) => Promise<{ A: Float64Array; B: Float64Array }>) => {
+    const write = (produce: (g: (typeof live)[number]) => Promise<{ A: Uint8Array; B: Uint8Array }>) => {
       const modules: OutModule[] = live.map((g) => ({
         path: g.path,
         ...(format === "kohya" && g.stem !== undefined ? { stem: g.stem } : {}),

@@ -7,7 +7,7 @@ import { Rng } from "../../linalg/random.js";
 import { testBackends } from "../../test/backends.js";
 import { denseDelta } from "../../test/reference.js";
 import { mergeCat } from "./cat.js";
-import { errorOf, roundingErrorOf, roundTo } from "./module.js";
+import { errorOf, rounded as roundedTo, roundingErrorOf } from "./module.js";
 import type { MergeTerm } from "./types.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
@@ -60,7 +60,7 @@ test("cat's error after rounding to each dtype equals the dense difference, canc
         }
         const got = mergeCat(terms);
         const R = got.A.rows;
-        const rounded = { B: roundTo(dtype, got.B.data), A: roundTo(dtype, got.A.data) };
+        const rounded = { B: roundedTo(dtype, got.B.data).values, A: roundedTo(dtype, got.A.data).values };
         const target = terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale }));
         const r = await roundingErrorOf(be, target, got, rounded);
         const ref = dense(terms, rounded.B, rounded.A, R, out, inn);

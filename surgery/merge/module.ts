@@ -13,17 +13,21 @@ import { mergeSvd } from "./svd.js";
 import { mergeTies, type DenseMethod } from "./ties.js";
 import type { MergedFactors, MergeOptions, MergeTerm } from "./types.js";
 
-/** Round to what the file will hold, so the reported error is the error of the written factors. */
-export function roundTo(dtype: DType, x: Float64Array): Float64Array {
-  if (dtype === "F64") return x;
-  if (dtype === "F32") return Float64Array.from(Float32Array.from(x));
-  return decodeToFloat64(dtype, encodeFloats(dtype, x));
+/**
+ * A factor as the file will hold it: its bytes in `dtype`, and the values they decode to (so the
+ * reported error is the error of the written factors).
+ */
+export function rounded(dtype: DType, x: Float64Array): { values: Float64Array; bytes: Uint8Array } {
+  if (dtype === "F64") return { values: x, bytes: new Uint8Array(x.buffer, x.byteOffset, x.byteLength) };
+  const bytes = encodeFloats(dtype, x);
+  return { values: decodeToFloat64(dtype, bytes), bytes };
 }
 
 /**
- * ‖T‖ and ‖P − T‖/‖T‖ from the factors. One stacked product [T, −P] = B_cat·A_cat and its Gram
- * matrices give both norms at once (‖Σ BᵢAᵢ‖² = Σ (B_catᵀB_cat) ⊙ (A_cat A_catᵀ), two R×R products,
- * docs/algorithms.md §2.3). That route loses accuracy to cancellation when P ≈ T (or when T's terms
+ * ‖T‖ and ‖P − T‖/‖T‖ from the factors. The terms of [T, −P] (each s·B·A) give both norms at once
+ * through their pairwise inner products ⟨sₚBₚAₚ, s_qB_qA_q⟩ = sₚs_q⟨BₚᵀB_q, AₚA_qᵀ⟩, small products of
+ * the factors (the Grams of the stacked B_cat·A_cat, block by block, docs/algorithms.md §2.3,
+ * without stacking them). That route loses accuracy to cancellation when P ≈ T (or when T's terms
  * cancel), so there the norms are recomputed through the QR core (docs/algorithms.md §2.1), which has no cancellation:
  * exact merges report ~1e-16, not the Gram route's ~1e-8 floor.
  */
@@ -31,39 +35,41 @@ export async function errorOf(be: LinalgBackend, target: LowRankTerm[], got: Mer
   if (target.length === 0) return { norm: 0, rel: 0 };
   const approx: LowRankTerm[] = got.A.rows > 0 ? [{ B: got.B, A: got.A, scale: -1 }] : [];
   const all = [...target, ...approx];
-  const { B, A } = concatTerms(all);
-  const gb = (await be.gemm(B, B, { transA: true })).data,
-    ga = (await be.gemm(A, A, { transB: true })).data;
-  const n = B.cols,
-    R = target.reduce((s, t) => s + t.A.rows, 0);
+  const nT = target.length;
+  // inner[p][q] = ⟨term p, term q⟩ for p ≤ q; the target's factors were checked when read.
+  const pairs: [number, number][] = [];
+  for (let p = 0; p < all.length; p++) for (let q = p; q < all.length; q++) pairs.push([p, q]);
+  const inner = await Promise.all(
+    pairs.map(async ([p, q]) => {
+      const a = all[p]!,
+        b = all[q]!;
+      const finite = q < nT;
+      const [gb, ga] = await Promise.all([be.gemm(a.B, b.B, { transA: true, finite }), be.gemm(a.A, b.A, { transB: true, finite })]);
+      let v = 0;
+      for (let k = 0; k < gb.data.length; k++) v += gb.data[k]! * ga.data[k]!;
+      return a.scale * b.scale * v;
+    }),
+  );
   let t2 = 0,
     d2 = 0,
     blocks = 0,
     blocksAll = 0;
-  let off = 0;
-  const starts: number[] = [];
-  for (const t of all) {
-    starts.push(off);
-    off += t.A.rows;
-  }
-  for (let i = 0; i < n; i++)
-    for (let j = 0; j < n; j++) {
-      const v = gb[i * n + j]! * ga[i * n + j]!;
-      d2 += v;
-      if (i < R && j < R) t2 += v;
+  pairs.forEach(([p, q], k) => {
+    const v = (p === q ? 1 : 2) * inner[k]!;
+    d2 += v;
+    if (q < nT) t2 += v;
+    if (p === q) {
+      blocksAll += v; // ‖termₚ‖²: the size of what the sums cancelled
+      if (p < nT) blocks += v;
     }
-  // ‖termᵢ‖² of each term (the diagonal blocks): the size of what the sums above cancelled.
-  all.forEach((t, q) => {
-    const o = starts[q]!;
-    let b = 0;
-    for (let i = o; i < o + t.A.rows; i++) for (let j = o; j < o + t.A.rows; j++) b += gb[i * n + j]! * ga[i * n + j]!;
-    blocksAll += b;
-    if (q < target.length) blocks += b;
   });
   let tn = Math.sqrt(Math.max(t2, 0));
   if (!(t2 > 1e-8 * blocks)) tn = await lowRankNorm(be, target);
   let dn = Math.sqrt(Math.max(d2, 0));
-  if (!(d2 > 1e-10 * blocksAll)) dn = await stackedNorm(be, B, A);
+  if (!(d2 > 1e-10 * blocksAll)) {
+    const { B, A } = concatTerms(all);
+    dn = await stackedNorm(be, B, A);
+  }
   return { norm: tn, rel: tn > 0 ? dn / tn : dn === 0 ? 0 : Infinity };
 }
 
