@@ -111,14 +111,19 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
       const res = await mergeModule(be, terms, g, o);
       if (res.A.rows !== g.rank || res.B.cols !== g.rank)
         throw new Error(`internal: ${o.method} produced rank ${res.A.rows} for module ${g.name}, planned ${g.rank}`);
-      const Ar = rounded(g.dtype, res.A.data),
-        Br = rounded(g.dtype, res.B.data);
-      const A = Ar.values,
-        B = Br.values;
       const target = terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale }));
-      const err = res.exact
-        ? await roundingErrorOf(be, target, res, { A, B })
-        : await errorOf(be, target, { A: { ...res.A, data: A }, B: { ...res.B, data: B } });
+      let bytes: { A: Uint8Array; B: Uint8Array }, err: { norm: number; rel: number };
+      if (res.written) {
+        bytes = res.written;
+        err = res.written;
+      } else {
+        const Ar = rounded(g.dtype, res.A.data),
+          Br = rounded(g.dtype, res.B.data);
+        const A = Ar.values,
+          B = Br.values;
+        bytes = { A: Ar.bytes, B: Br.bytes };
+        err = res.exact ? await roundingErrorOf(be, target, res, { A, B }) : await errorOf(be, target, { A: { ...res.A, data: A }, B: { ...res.B, data: B } });
+      }
       const rankIn = adapters.map((_, i) => g.members.find((m) => m.input === i)?.module.rank ?? 0);
       const mr: ModuleResult = { name: g.name, rank_in: rankIn, rank: g.rank, relative_error: err.rel, target_norm: err.norm };
       const det = { ...(res.details ?? {}) };
@@ -131,7 +136,7 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
       Object.assign(mr, det);
       results.set(g.key, mr);
       deps.onModule?.(++done, live.length);
-      return { A: Ar.bytes, B: Br.bytes };
+      return bytes;
     };
     const first = adapters[0]!;
     const write = (produce: (g: (typeof live)[number]) => Promise<{ A: Uint8Array; B: Uint8Array }>) => {

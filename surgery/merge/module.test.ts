@@ -7,6 +7,7 @@ import { Rng } from "../../linalg/random.js";
 import { testBackends } from "../../test/backends.js";
 import { denseDelta } from "../../test/reference.js";
 import { mergeCat } from "./cat.js";
+import { mergeSvd } from "./svd.js";
 import { errorOf, rounded as roundedTo, roundingErrorOf } from "./module.js";
 import type { MergeTerm } from "./types.js";
 
@@ -87,5 +88,44 @@ test("errorOf on an inexact merge (one term's factors dropped) equals the dense 
     const r = await errorOf(be, target, got);
     const ref = dense(terms, got.B.data, got.A.data, got.A.rows, out, inn);
     assert.ok(Math.abs(r.rel - ref.diff / ref.norm) <= 1e-9 * (ref.diff / ref.norm), `${be.name}: reported ${r.rel}, dense ${ref.diff / ref.norm}`);
+  }
+});
+
+test("svd's written factors (Gram route, or QR where its guards refuse): error of those bytes as the dense difference gives it, cancelling terms included", async () => {
+  const rng = new Rng(seed + 2);
+  for (const be of await testBackends()) {
+    for (const dtype of ["F16", "F32"] as const) {
+      for (const cancel of [false, true]) {
+        const out = 40 + rng.int(20),
+          inn = 35 + rng.int(20);
+        const terms = [term(rng, 0, out, inn, 4, 0.3 + rng.uniform()), term(rng, 1, out, inn, 3, 0.2 + rng.uniform())];
+        if (cancel) {
+          const t0 = terms[0]!;
+          terms[1] = { ...t0, input: 1, weight: -t0.weight };
+          terms.push(term(rng, 2, out, inn, 3, 1e-7));
+        }
+        const k = 3;
+        const got = await mergeSvd(be, terms, k, dtype);
+        assert.equal(got.A.rows, k);
+        const { written } = got;
+        const label = `${be.name} ${dtype}${cancel ? " cancelling" : ""} (seed ${seed + 2})`;
+        // The error of what is written: from the bytes' values (B, A), whichever route ran.
+        const ref = dense(terms, got.B.data, got.A.data, k, out, inn);
+        const r =
+          written ??
+          (await errorOf(
+            be,
+            terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale })),
+            got,
+          ));
+        if (written) {
+          assert.deepEqual(Array.from(roundedTo(dtype, got.B.data).bytes), Array.from(written.B), `${label}: B holds the written bytes' values`);
+        }
+        assert.ok(Math.abs(r.norm - ref.norm) <= 1e-9 * ref.norm + ref.slack * ref.norm, `${label}: ‖T‖ ${r.norm} vs dense ${ref.norm}`);
+        // First order in the rounding (δB·δA left out): within 1e-3 of the error for F16, far closer for F32.
+        const rel = ref.diff / ref.norm;
+        assert.ok(Math.abs(r.rel - rel) <= (dtype === "F16" ? 1e-3 : 1e-6) * rel + ref.slack, `${label}: reported ${r.rel}, dense ${rel}`);
+      }
+    }
   }
 });

@@ -146,7 +146,7 @@ export async function mergeModule(be: LinalgBackend, terms: MergeTerm[], g: Grou
     case "cat":
       return mergeCat(terms);
     case "svd":
-      return mergeSvd(be, terms, K);
+      return mergeSvd(be, terms, K, g.dtype);
     case "linear":
       return mergeLinear(terms);
     case "ties":

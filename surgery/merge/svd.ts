@@ -3,9 +3,10 @@
 // (docs/algorithms.md §2.1, §2.3: QR of B_cat and A_catᵀ, SVD of the R×R core), switching to the dense
 // route only past the crossover R ≥ min(out, in)/3 where the core is no longer small. Written
 // back balanced (B = U√Σ, A = √ΣVᵀ, scale 1; docs/algorithms.md §1.3).
-import { lowRankSvd, splitFactors, type LowRankSvd } from "../../linalg/lowrank.js";
+import { decodeToFloat64, type DType } from "../../formats/safetensors/index.js";
+import { concatTerms, lowRankSvd, splitFactors, type LowRankSvd } from "../../linalg/lowrank.js";
 import { flipSigns } from "../../linalg/signs.js";
-import type { LinalgBackend, Mat } from "../../linalg/types.js";
+import type { FactorDType, LinalgBackend, Mat } from "../../linalg/types.js";
 import { catRank, mergeCat } from "./cat.js";
 import type { MergedFactors, MergeTerm, TermShape } from "./types.js";
 
@@ -46,8 +47,52 @@ export function truncatedFactors(svd: LowRankSvd, t: number): MergedFactors {
   return { B, A };
 }
 
-export async function mergeSvd(be: LinalgBackend, terms: MergeTerm[], k: number): Promise<MergedFactors> {
+/** Output dtypes the Gram route writes directly (F64 outputs take the QR route). */
+const GRAM_OUT: readonly DType[] = ["F32", "F16", "BF16"];
+
+/**
+ * The Gram route (docs/algorithms.md §2.2, §3.1): the stacked factors (§2.3) handed to the
+ * backend's truncateFactors as one LoRA of rank R, which returns the balanced rank-t factors already
+ * in `dtype`, the σ, and the error of those bytes (the σ tail plus their rounding). null where its
+ * guards refuse (terms that cancel, ill-conditioned stacks): the QR route then runs.
+ */
+async function gramRoute(be: LinalgBackend, terms: MergeTerm[], t: number, dtype: DType): Promise<MergedFactors | null> {
+  const { B, A } = concatTerms(terms.map((x) => ({ B: x.B, A: x.A, scale: x.weight * x.scale })));
+  const raw = (m: Mat<Float64Array>) => ({
+    raw: new Uint8Array(m.data.buffer, m.data.byteOffset, m.data.byteLength),
+    dtype: "F64" as const,
+    rows: m.rows,
+    cols: m.cols,
+  });
+  const r = await be.truncateFactors({ B: raw(B), A: raw(A), scale: 1, rank: t, scaleOut: 1, split: "balanced", outDtype: dtype as FactorDType });
+  if (r.kind !== "done") return null;
+  let kept = 0,
+    total = 0;
+  for (let i = 0; i < r.S.length; i++) {
+    total += r.S[i]! ** 2;
+    if (i < t) kept += r.S[i]! ** 2;
+  }
+  const norm = Math.sqrt(r.norm2);
+  const diff = Math.sqrt(Math.max(0, r.err2) + r.resid2);
+  return {
+    B: { rows: B.rows, cols: t, data: decodeToFloat64(dtype, r.B) },
+    A: { rows: t, cols: A.cols, data: decodeToFloat64(dtype, r.A) },
+    written: { B: r.B, A: r.A, norm, rel: norm > 0 ? diff / norm : diff === 0 ? 0 : Number.POSITIVE_INFINITY },
+    details: { retained_energy: total > 0 ? kept / total : 1 },
+  };
+}
+
+/**
+ * The best rank-k approximation of the weighted sum. `dtype`: the file's dtype, when the factors
+ * may come back already written in it (the Gram route, where the sum is in the factor route's range).
+ */
+export async function mergeSvd(be: LinalgBackend, terms: MergeTerm[], k: number, dtype?: DType): Promise<MergedFactors> {
   const t = svdRank(k, terms);
+  const R = catRank(terms);
+  if (dtype && GRAM_OUT.includes(dtype) && !useDenseRoute(R, terms[0]!.B.rows, terms[0]!.A.cols)) {
+    const g = await gramRoute(be, terms, t, dtype);
+    if (g) return g;
+  }
   const svd = await svdOfSum(be, terms);
   let kept = 0,
     total = 0;

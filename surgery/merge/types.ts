@@ -32,7 +32,17 @@ export interface MergedFactors {
   A: Mat<Float64Array>;
   /** B·A equals the target T in exact arithmetic (cat): only rounding to the file's dtype makes an error. */
   exact?: boolean;
+  /** The factors already in the file's dtype (B and A above are their values), with their error against T. */
+  written?: WrittenFactors;
   details?: Record<string, unknown>;
+}
+
+/** A method's factors as the file will hold them, and ‖T‖ and ‖ΔW_out − T‖/‖T‖ of those bytes. */
+export interface WrittenFactors {
+  B: Uint8Array;
+  A: Uint8Array;
+  norm: number;
+  rel: number;
 }
 
 export interface MergeOptions {

@@ -13,7 +13,9 @@
 // "merge cat #0" report when cat's error came from the rounding of its factors alone (session 16:
 // 0 where the QR cores had reported ~3e-16 of float64 noise; every tensor byte unchanged), and every
 // other merge report when errorOf took the stacked Grams block by block (session 16: errors and
-// norms within 1.5e-14 relative of before; every tensor byte unchanged).
+// norms within 1.5e-14 relative of before; every tensor byte unchanged), and the three "merge svd"
+// reports when svd's factors and error came from the Gram route (truncateFactors on the stacked
+// factors: errors within 1.5e-9 relative, norms and energies equal; every tensor byte unchanged).
 // LORA_STABLE_WRITE=FILE writes the hashes to FILE instead of comparing (record anew, or compare two
 // builds by hand); LORA_STABLE_BIN=PATH runs another build's bin/lora.js; LORA_STABLE_BACKEND=cpu
 // runs another backend (its hashes depend on the machine's BLAS, so they are only compared by hand).
