@@ -111,9 +111,18 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
       const res = await mergeModule(be, terms, g, o);
       if (res.A.rows !== g.rank || res.B.cols !== g.rank)
         throw new Error(`internal: ${o.method} produced rank ${res.A.rows} for module ${g.name}, planned ${g.rank}`);
+      // A value past the dtype's range is written as ±Inf: refused, naming the module (exit 3).
+      const overflow = (x: Float64Array) => {
+        if (!x.every(Number.isFinite))
+          throw new InvalidInputError(
+            `module ${g.name}: the merged factors do not fit in ${g.dtype} (a value overflows to ±Inf); lower the --weights or merge adapters stored in F32`,
+          );
+      };
       const target = terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale }));
       let bytes: { A: Uint8Array; B: Uint8Array }, err: { norm: number; rel: number };
       if (res.written) {
+        overflow(res.B.data);
+        overflow(res.A.data);
         bytes = res.written;
         err = res.written;
       } else {
@@ -121,6 +130,8 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
           Br = rounded(g.dtype, res.B.data);
         const A = Ar.values,
           B = Br.values;
+        overflow(B);
+        overflow(A);
         bytes = { A: Ar.bytes, B: Br.bytes };
         err = res.exact ? await roundingErrorOf(be, target, res, { A, B }) : await errorOf(be, target, { A: { ...res.A, data: A }, B: { ...res.B, data: B } });
       }

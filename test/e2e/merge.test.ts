@@ -165,6 +165,7 @@ describe("real DistilBERT adapters (imdb + emotion)", { skip: haveReal ? false :
 describe("fixtures", () => {
   const example = join(fixturesDir, "example");
   const dora = join(fixturesDir, "peft-dora");
+  const f16 = join(fixturesDir, "peft-f16-embed-conv");
 
   const cpu = (JSON.parse(lora(["backends", "--json"]).stdout) as { backends: { name: string; available: boolean }[] }).backends.find((x) => x.name === "cpu");
   test("modules merged ahead on two lanes write what one lane writes (cat, linear, svd; cpu backend)", {
@@ -189,6 +190,18 @@ describe("fixtures", () => {
         two = run("2");
       assert.deepEqual(two.rep, one.rep, method);
       assert.ok(two.bytes.equals(one.bytes), `${method}: the same bytes`);
+    }
+  });
+
+  test("factors that overflow the output dtype: exit 3 naming the module, nothing written (cat, svd, linear)", {
+    skip: existsSync(f16) ? false : "no F16 fixture",
+  }, () => {
+    for (const method of ["cat", "svd", "linear"]) {
+      const out = join(tmp, `overflow-${method}`);
+      const r = lora(["merge", f16, f16, "--method", method, "--weights", "1e12,1e12", "-o", out]);
+      assert.equal(r.status, 3, `${method}: ${r.stderr}`);
+      assert.match(r.stderr, /module \S+: the merged factors do not fit in F16/, method);
+      assert.ok(!existsSync(out), method);
     }
   });
 
