@@ -162,8 +162,26 @@ export async function diffModule(
     anglesOut = await principalAngles(be, Ua, Ub, P);
     anglesIn = await principalAngles(be, Va, Vb, Q);
   }
-  // ‖ΔW_a − ΔW_b‖ from the core of [ΔW_a, −ΔW_b] (no cancellation); ‖ΔW_a‖ = ‖σ_a‖ is known
-  const rel = na > 0 ? (await lowRankNorm(be, [ta, { ...tb, scale: -tb.scale }])) / na : null;
+  // ‖ΔW_a − ΔW_b‖² = ‖ΔW_a‖² + ‖ΔW_b‖² − 2⟨ΔW_a, ΔW_b⟩, the inner product over every singular
+  // pair (U_aᵀU_b and V_aᵀV_b in full, so no σ is left out). It keeps ~10 digits while the
+  // difference is above 1e-4 of ‖ΔW_a‖² + ‖ΔW_b‖²; below that (nearly equal adapters) it is taken
+  // from the core of the stacked [ΔW_a, −ΔW_b], which does not cancel (docs/algorithms.md §11).
+  let rel: number | null = null;
+  if (na > 0) {
+    const size2 = na * na + nb * nb;
+    let d2 = size2;
+    if (nb > 0) {
+      const P = await be.gemm(sa.U, sb.U, { transA: true, finite: true }),
+        Q = await be.gemm(sa.Vt, sb.Vt, { transB: true, finite: true });
+      const ra = sa.S.length,
+        rb = sb.S.length;
+      let dot = 0;
+      for (let i = 0; i < ra; i++) for (let j = 0; j < rb; j++) dot += sa.S[i]! * P.data[i * rb + j]! * sb.S[j]! * Q.data[i * rb + j]!;
+      d2 -= 2 * dot;
+    }
+    const dn = d2 > 1e-4 * size2 ? Math.sqrt(d2) : await lowRankNorm(be, [ta, { ...tb, scale: -tb.scale }]);
+    rel = dn / na;
+  }
   return {
     name,
     shape: [ma.out, ma.in],
