@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync, linkSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync, linkSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { after, beforeEach, test } from "node:test";
 import { cleanupTempFilesSync, liveTempPaths, stdoutSink, writeDirAtomic, writeFileAtomic, type ByteSink } from "./atomic.js";
 import { RuntimeFailure, UsageError } from "./errors.js";
+import { tempDir } from "../test/temp-dir.js";
 
-const root = mkdtempSync(join(tmpdir(), "lora-atomic-"));
+const root = tempDir("lora-atomic-");
 after(() => rmSync(root, { recursive: true, force: true }));
 let n = 0;
 let dir = root;

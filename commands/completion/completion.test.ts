@@ -3,13 +3,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { buildProgram, main } from "../index.js";
 import type { Ctx } from "../support/context.js";
 import { bashScript, describeProgram, zshScript } from "./index.js";
+import { tempDir } from "../../test/temp-dir.js";
 
 function fakeCtx(): Ctx & { out: () => string; err: () => string } {
   const stdout = new PassThrough(),
@@ -31,7 +31,7 @@ function fakeCtx(): Ctx & { out: () => string; err: () => string } {
 
 const program = await buildProgram(fakeCtx());
 const model = describeProgram(program);
-const dir = mkdtempSync(join(tmpdir(), "lora-completion-"));
+const dir = tempDir("lora-completion-");
 const has = (shell: string) => spawnSync(shell, ["-c", "exit 0"]).status === 0;
 
 /** Run bash's completion function for a command line (the last word is the one being completed). */

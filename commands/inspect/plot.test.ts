@@ -2,8 +2,7 @@
 // unicode energy column of the terminal table (the piped TSV stays 9 columns).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fixturesDir, needsReal, realDir } from "../../test/paths.js";
 import { jsBackend } from "../../linalg/js/index.js";
@@ -12,6 +11,7 @@ import { runInspect, type InspectReport } from "./run.js";
 import { commonPrefix, inspectChartSpec } from "./chart-spec.js";
 import { plotFormat, renderChart, writePlot } from "./plot.js";
 import { energyCurve, renderInspectTable, renderInspectTsv } from "./render.js";
+import { tempDir } from "../../test/temp-dir.js";
 
 const ex = join(fixturesDir, "example");
 const base = { score: "energy" as const, minRank: 0, rho: 2 };
@@ -106,7 +106,7 @@ test("plotFormat: .svg/.png (any case), everything else a usage error", () => {
 });
 
 test("writePlot: atomic, refuses an existing file without --force and an input even with the same name", async () => {
-  const d = mkdtempSync(join(tmpdir(), "lora-plot-"));
+  const d = tempDir("lora-plot-");
   const r = await inspect(ex);
   const out = join(d, "chart.svg");
   await writePlot(out, r, { force: false, inputs: [ex] });

@@ -3,14 +3,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { fixturesDir, needsReal, realDir } from "../../test/paths.js";
 import { loadAdapter } from "./load.js";
 import { patternLookup, peftModuleScale, peftPatterns } from "./peft-config.js";
 import { InvalidInputError } from "../../common/errors.js";
 import { kohyaStemFor, matchKeyFor } from "./names.js";
 import { main as makeFixtures } from "../../fixtures/make-fixtures.js";
+import { tempDir } from "../../test/temp-dir.js";
 
 test("real PEFT adapters: module count, ranks, scales, passthrough", { skip: needsReal("distilbert-imdb", "gpt2-tigrinya") }, async () => {
   const imdb = await loadAdapter(join(realDir, "distilbert-imdb"));
@@ -143,7 +143,7 @@ test("kohya stems and match keys", () => {
 });
 
 test("fixtures regenerate byte for byte", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "lora-fixtures-"));
+  const dir = tempDir("lora-fixtures-");
   await makeFixtures(dir);
   for (const f of [
     "example/adapter_model.safetensors",

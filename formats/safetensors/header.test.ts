@@ -1,8 +1,7 @@
 // One test per reader error variant, from literal bytes as in tensor.rs's tests, then the
 // fixtures/bad/*.safetensors loop (expected variant = basename up to the first dot).
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { InvalidInputError } from "../../common/errors.js";
@@ -12,6 +11,7 @@ import { SafetensorsFile } from "./reader.js";
 import { serializeSafetensors } from "./writer.js";
 import { fixturesDir } from "../../test/paths.js";
 import { main as makeMalformed, malformedCases } from "../../fixtures/make-malformed.js";
+import { tempDir } from "../../test/temp-dir.js";
 
 /** A `b"…"` literal of tensor.rs (bytes as latin1 characters). */
 const b = (s: string): Uint8Array => Buffer.from(s, "latin1");
@@ -294,7 +294,7 @@ for (const file of badFiles) {
 }
 
 test("fixtures/bad is exactly what make-malformed generates", () => {
-  const dir = mkdtempSync(join(tmpdir(), "lora-bad-"));
+  const dir = tempDir("lora-bad-");
   try {
     const files = makeMalformed(dir);
     assert.deepEqual([...files].sort(), badFiles);

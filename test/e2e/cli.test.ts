@@ -3,10 +3,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fixturesDir, loraBin, needsReal, realDir } from "../paths.js";
+import { tempDir } from "../temp-dir.js";
 
 function lora(args: string[], opts: { input?: Buffer | string; env?: Record<string, string> } = {}) {
   const r = spawnSync(process.execPath, [loraBin, ...args], { input: opts.input, env: { ...process.env, ...opts.env }, maxBuffer: 1 << 28 });
@@ -43,7 +43,7 @@ test("exit codes: 0 help/version, 2 usage, 3 invalid input, 4 unavailable backen
   assert.equal(bad.stdout, "");
   assert.equal(JSON.parse(bad.stderr).error.code, "INVALID_INPUT");
   // convert copies factors as stored but still refuses a NaN/Inf in them, writing nothing
-  const outDir = mkdtempSync(join(tmpdir(), "lora-nan-"));
+  const outDir = tempDir("lora-nan-");
   for (const [name, to] of [
     ["nan-factor", "kohya"],
     ["inf-factor", "peft"],
@@ -61,7 +61,7 @@ test("exit codes: 0 help/version, 2 usage, 3 invalid input, 4 unavailable backen
 });
 
 test("every malformed safetensors file exits 3 with its own error name, and writes nothing", () => {
-  const out = mkdtempSync(join(tmpdir(), "lora-bad-"));
+  const out = tempDir("lora-bad-");
   const files = readdirSync(join(fixturesDir, "bad")).filter((f) => f.endsWith(".safetensors"));
   assert.ok(files.length >= 11);
   for (const f of files) {
@@ -108,7 +108,7 @@ test("a closed pipe ends quietly with status 0", { skip: needsReal("gpt2-tigriny
 });
 
 test("outputs are atomic and never overwrite an input", () => {
-  const d = mkdtempSync(join(tmpdir(), "lora-atomic-"));
+  const d = tempDir("lora-atomic-");
   const r = lora(["convert", ex, "--to", "peft", "-o", ex]);
   assert.equal(r.code, 2, r.stderr);
   const f = lora(["convert", ex, "--to", "kohya", "-o", join(d, "a.safetensors"), "--json"]);

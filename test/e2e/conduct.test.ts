@@ -6,10 +6,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fixturesDir, loraBin, repoRoot } from "../paths.js";
+import { tempDir } from "../temp-dir.js";
 
 const ex = join(fixturesDir, "example");
 
@@ -134,7 +135,7 @@ test("--header: a header row on tab-separated output (inspect, backends, write r
   assert.equal(i[1]!.split("\t").length, 10);
   assert.ok(!lora(["inspect", ex]).stdout.startsWith("module\t"));
   assert.equal(lora(["backends", "--header"]).stdout.split("\n")[0], "backend\tavailable\tdetail_or_reason");
-  const d = mkdtempSync(join(tmpdir(), "lora-header-"));
+  const d = tempDir("lora-header-");
   const t = lora(["truncate", ex, "--rank", "4", "-o", join(d, "out"), "--header"]).stdout.split("\n");
   assert.deepEqual(t[0]!.split("\t"), ["module", "rank_in", "rank", "relative_error", "retained_energy"]);
   assert.equal(t.filter((l) => l !== "").length, 9);

@@ -9,13 +9,13 @@
 //    terminal, prints the lines the README shows (numbers masked, spacing collapsed).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { validate } from "../json-schema.js";
 import { writeGeneratedModel, type PairSpec } from "../models.js";
 import { fixturesDir, loraBin, repoRoot } from "../paths.js";
+import { tempDir } from "../temp-dir.js";
 
 const schemas = join(repoRoot, "docs", "schemas");
 const F = fixturesDir;
@@ -36,7 +36,7 @@ function check(doc: unknown, name: string, what: string): void {
 }
 
 test("every --json output validates against its schema in docs/schemas", async () => {
-  const d = mkdtempSync(join(tmpdir(), "lora-docs-json-"));
+  const d = tempDir("lora-docs-json-");
   const ok = (args: string[]) => {
     const r = lora([...args, "--json"]);
     assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
@@ -242,7 +242,7 @@ const mask = (s: string) =>
 test("every lora command of README.md runs as printed from the repository root", { timeout: 600_000 }, () => {
   const examples = readmeExamples();
   assert.ok(examples.length >= 25, `found ${examples.length} commands`);
-  const d = mkdtempSync(join(tmpdir(), "lora-readme-"));
+  const d = tempDir("lora-readme-");
   const bin = join(d, "bin");
   mkdirSync(bin);
   writeFileSync(join(bin, "lora"), `#!/bin/sh\nexec '${process.execPath}' '${loraBin}' "$@"\n`);

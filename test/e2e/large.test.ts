@@ -4,12 +4,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statfsSync, writeFileSync, writeSync, ftruncateSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statfsSync, writeFileSync, writeSync, ftruncateSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fixturesDir, loraBin } from "../paths.js";
 import { encodeFloats, layoutSafetensors, SafetensorsFile, type TensorSpec } from "../../formats/safetensors/index.js";
 import { Rng } from "../../linalg/random.js";
+import { tempDir } from "../temp-dir.js";
 
 const BIG = 4.5 * 2 ** 30;
 const free = (() => {
@@ -58,7 +59,7 @@ async function makeSparse(path: string, from?: string): Promise<void> {
 }
 
 test("a 4.5 GiB passthrough tensor is carried through truncate with < 1 GB peak RSS", { skip, timeout: 900_000 }, async () => {
-  const d = mkdtempSync(join(tmpdir(), "lora-large-"));
+  const d = tempDir("lora-large-");
   try {
     const src = join(d, "big.safetensors");
     await makeSparse(src);
@@ -100,7 +101,7 @@ test("a 4.5 GiB passthrough tensor is carried through truncate with < 1 GB peak 
 });
 
 test("merge, prune --method modules and --method loraprune carry a 4.5 GiB passthrough with bounded memory", { skip, timeout: 1_200_000 }, async () => {
-  const d = mkdtempSync(join(tmpdir(), "lora-large2-"));
+  const d = tempDir("lora-large2-");
   try {
     const a = join(d, "a.safetensors"),
       b = join(d, "b.safetensors");
@@ -137,7 +138,7 @@ test("merge, prune --method modules and --method loraprune carry a 4.5 GiB passt
 
 for (const signal of ["SIGINT", "SIGTERM"] as const)
   test(`${signal} during a write: exit 130, no output, no temp file, input untouched`, { skip, timeout: 300_000 }, async () => {
-    const d = mkdtempSync(join(tmpdir(), "lora-sigint-"));
+    const d = tempDir("lora-sigint-");
     try {
       const src = join(d, "big.safetensors");
       await makeSparse(src);
@@ -165,7 +166,7 @@ for (const signal of ["SIGINT", "SIGTERM"] as const)
   });
 
 test("an unwritable output directory is a run-time failure (exit 1), nothing created", () => {
-  const d = mkdtempSync(join(tmpdir(), "lora-ro-"));
+  const d = tempDir("lora-ro-");
   const r = spawnSync(process.execPath, [loraBin, "convert", join(d, "..", "nonexistent-dir-xyz", "a"), "--to", "peft", "-o", join(d, "x")], {
     encoding: "utf8",
   });

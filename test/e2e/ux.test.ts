@@ -5,8 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fixturesDir, loraBin } from "../paths.js";
 
@@ -41,7 +40,7 @@ const SPINNER = /\x1b\[\?25l|[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]/;
 // --plot
 
 test("inspect --plot writes an SVG or a PNG chart atomically, next to the normal output", () => {
-  const d = mkdtempSync(join(tmpdir(), "lora-ux-plot-"));
+  const d = tempDir("lora-ux-plot-");
   const svg = join(d, "chart.svg");
   const r = lora(["inspect", ex, "--budget", "16", "--plot", svg]);
   assert.equal(r.code, 0, r.stderr);
@@ -66,7 +65,7 @@ test("inspect --plot writes an SVG or a PNG chart atomically, next to the normal
 });
 
 test("inspect --plot: a bad extension is a usage error before any work; an input is never overwritten", () => {
-  const d = mkdtempSync(join(tmpdir(), "lora-ux-plot-"));
+  const d = tempDir("lora-ux-plot-");
   const bad = lora(["inspect", ex, "--plot", join(d, "chart.pdf")]);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /\.svg or \.png/);
@@ -98,7 +97,7 @@ test("vega, resvg, ink and React load only with --plot / --tui", () => {
     assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
   }
   // the guard works: --plot does import vega
-  const d = mkdtempSync(join(tmpdir(), "lora-ux-lazy-"));
+  const d = tempDir("lora-ux-lazy-");
   const p = lora(["inspect", ex, "--plot", join(d, "c.svg")], { nodeArgs: guard });
   assert.notEqual(p.code, 0);
   assert.match(p.stderr, /eagerly imported: vega|vega/);
@@ -165,6 +164,7 @@ while time.time() < end:
 if status is None: os.kill(pid, 9)
 print(json.dumps({"seen": seen, "status": status, "tail": buf[-400:].decode("utf-8", "replace")}))
 `;
+import { tempDir } from "../temp-dir.js";
 
 test("inspect --tui on a pseudo-terminal: first frame, n sorts, + raises the budget, q quits with 0", {
   skip: !hasPython && "python3 with pty not available",
@@ -193,7 +193,7 @@ test("a terminal with CI=1: no spinner (inspect and truncate), the table still d
   assert.equal(t.code, 0, t.out);
   assert.match(t.out, /module\s+shape\s+rank/, "the terminal table");
   assert.ok(!SPINNER.test(t.out), JSON.stringify(t.out.slice(0, 300)));
-  const d = mkdtempSync(join(tmpdir(), "lora-ux-ci-"));
+  const d = tempDir("lora-ux-ci-");
   const w = onTerminal(`${node} ${sh(loraBin)} truncate ${sh(ex)} --rank 2 -o ${sh(join(d, "out"))}`, cleanEnv({ CI: "1" }));
   assert.equal(w.code, 0, w.out);
   assert.ok(!SPINNER.test(w.out), JSON.stringify(w.out.slice(0, 300)));
@@ -201,7 +201,7 @@ test("a terminal with CI=1: no spinner (inspect and truncate), the table still d
 });
 
 test("a terminal without CI: the spinner is drawn on stderr only; stdout stays clean", { skip: !hasScript && "no script(1)" }, () => {
-  const d = mkdtempSync(join(tmpdir(), "lora-ux-spin-"));
+  const d = tempDir("lora-ux-spin-");
   const out = join(d, "stdout.txt");
   // stdout to a file, stderr on the terminal
   const t = onTerminal(`${node} ${sh(loraBin)} inspect ${sh(ex)} > ${sh(out)}`, cleanEnv());
@@ -249,7 +249,7 @@ test("every command's --help shows an example", () => {
 test("completion: `source <(lora completion bash)` works in bash and completes commands", {
   skip: spawnSync("bash", ["-c", "exit 0"]).status !== 0 && "no bash",
 }, () => {
-  const d = mkdtempSync(join(tmpdir(), "lora-ux-comp-"));
+  const d = tempDir("lora-ux-comp-");
   const file = join(d, "run.sh");
   writeFileSync(
     file,

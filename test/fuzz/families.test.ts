@@ -4,8 +4,7 @@
 // family. Every case must load and compute its factors, or end in an InvalidInputError (exit 3)
 // with a non-empty first line — never another exception. The case counts are printed.
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import fc from "fast-check";
@@ -14,8 +13,9 @@ import { serializeSafetensors } from "../../formats/safetensors/index.js";
 import { Rng } from "../../linalg/random.js";
 import { adaloraFile, increloraFile, meteoraFile, missFile, threeMatrixFile } from "../families/files.js";
 import { eachModule, randomTensors, tensorFields, verdict } from "./common.js";
+import { tempDir } from "../temp-dir.js";
 
-const dir = mkdtempSync(join(tmpdir(), "lora-fuzz-families-"));
+const dir = tempDir("lora-fuzz-families-");
 
 const consume = (path: string) =>
   verdict(async () => {

@@ -5,9 +5,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Readable } from "node:stream";
-import { readFileSync, readdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { fixturesDir, loraBin } from "../paths.js";
@@ -15,6 +14,7 @@ import { SafetensorsFile } from "../../formats/safetensors/index.js";
 import { loadAdapter, readFactors } from "../../formats/adapter/index.js";
 import { InvalidInputError } from "../../common/errors.js";
 import { verdict } from "./common.js";
+import { tempDir } from "../temp-dir.js";
 
 const seeds = [
   join(fixturesDir, "example", "adapter_model.safetensors"),
@@ -134,8 +134,8 @@ test("fuzz: header parse never allocates from a lying length (fromBuffer on 8-by
 });
 
 test("fuzz sample through the real CLI: exit 0 or 3, one-line message, nothing written", () => {
-  const dir = mkdtempSync(join(tmpdir(), "lora-fuzzcli-"));
-  const outDir = mkdtempSync(join(tmpdir(), "lora-fuzzout-"));
+  const dir = tempDir("lora-fuzzcli-");
+  const outDir = tempDir("lora-fuzzout-");
   const samples = fc.sample(mutated, { numRuns: 25, seed: 7 });
   let i = 0;
   for (const b of samples) {
