@@ -345,6 +345,9 @@ Status route(const TruncateArgs& a, uint8_t* outB, uint8_t* outA, double* S, Tru
     std::vector<double> gb, ga;
     grams<X>(a, buf, gb, ga);
     GB = symmetricGram(gb, ld, r), GA = symmetricGram(ga, ld, r);
+    // The scan for NaN/±Inf (which names the first one) only when the Grams show there may be one,
+    // as spectrum() does: no separate pass over the bytes otherwise.
+    if (!(finiteDiagonal(GB, r) && finiteDiagonal(GA, r)) && refuseNonFinite(a, o)) return {};
   }
   Small sm;
   bool accepted = false;
@@ -430,7 +433,7 @@ Status Ops<Cpu>::truncateFactors(const TruncateArgs& a, uint8_t* outB, uint8_t* 
   *o = TruncateOutcome();
   if (a.r < 1 || a.t < 1 || a.t > a.r || a.out < 1 || a.in < 1)
     return Status::fail("BAD_SHAPE", "truncateFactors: need 1 ≤ t ≤ r and non-empty factors");
-  if (refuseNonFinite(a, o)) return {};
+  if (a.grams && refuseNonFinite(a, o)) return {};  // otherwise route() scans when its Grams are not finite
   const bool wide = a.dtypeA == F64 || a.dtypeB == F64;
   const bool narrowOut = (a.outDtype == kernels::F16 || a.outDtype == kernels::BF16) && !a.productsInDouble;
   try {
