@@ -9,6 +9,7 @@ import {
   dtypeAlignment,
   dtypeRank,
   encodeFloats,
+  encodeFloatsWithResidual,
   f16BitsToNumber,
   f32BitsToBf16Bits,
   f32BitsToF16Bits,
@@ -355,6 +356,30 @@ test("allZeroFloats: ±0 everywhere is zero; the smallest subnormal or a NaN any
       bytes[size * i] |= 1; // the smallest subnormal magnitude (the lowest mantissa bit)
       assert.equal(allZeroFloats(dtype, bytes), false, `${dtype} subnormal at ${i} of ${n}`);
       assert.ok(decodeToFloat64(dtype, bytes).some((v) => v !== 0));
+    }
+  }
+});
+
+test("encodeFloatsWithResidual: the bytes of encodeFloats, and the residual = stored value − value exactly (subnormals, zeros, overflow)", () => {
+  const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
+  let s = seed >>> 0;
+  const next = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+  const values = new Float64Array(20000);
+  for (let i = 0; i < values.length; i++) values[i] = (next() - 0.5) * 2 ** Math.floor(next() * 300 - 170); // 2^-170 … 2^130
+  values.set([0, -0, 65504, 65520, -70000, 2 ** -25, 3 * 2 ** -26, 1e-300, 3.4e38, 3.5e38]);
+  for (const dtype of ["F16", "BF16", "F32", "F64"] as const) {
+    const { bytes, residual } = encodeFloatsWithResidual(dtype, values);
+    assert.deepEqual(Buffer.from(bytes), Buffer.from(encodeFloats(dtype, values)), `${dtype} bytes (seed ${seed})`);
+    const stored = decodeToFloat64(dtype, bytes);
+    if (dtype === "F64") {
+      assert.equal(residual, null);
+      continue;
+    }
+    for (let i = 0; i < values.length; i++) {
+      const want = stored[i]! - values[i]!;
+      assert.ok(Object.is(residual![i], want) || residual![i] === want, `${dtype} [${i}] ${values[i]}: ${residual![i]} vs ${want} (seed ${seed})`);
+      // exact: the value plus its residual is the stored value
+      if (Number.isFinite(stored[i]!)) assert.ok(values[i]! + residual![i]! === stored[i], `${dtype} [${i}] ${values[i]} not exact`);
     }
   }
 });

@@ -341,6 +341,40 @@ function decodeGeneric(dtype: DType, bytes: Uint8Array): ArrayLike<number> {
 }
 
 /**
+ * encodeFloats of float64 values, and what the rounding did to each: residual[i] = (the stored
+ * value) − values[i], exact in float64 (the two are within a factor 2 of each other, or the stored
+ * value is 0), ±Inf where the dtype overflows. F64 stores the values as they are: residual null.
+ */
+export function encodeFloatsWithResidual(dtype: DType, values: Float64Array): { bytes: Uint8Array; residual: Float64Array | null } {
+  const n = values.length;
+  switch (dtype) {
+    case "F64":
+      return { bytes: encodeFloats(dtype, values), residual: null };
+    case "F32": {
+      const out = Float32Array.from(values);
+      const residual = new Float64Array(n);
+      for (let i = 0; i < n; i++) residual[i] = out[i]! - values[i]!;
+      return { bytes: new Uint8Array(out.buffer), residual };
+    }
+    case "F16":
+    case "BF16": {
+      const out = new Uint16Array(n);
+      const residual = new Float64Array(n);
+      const t = new Float32Array((dtype === "F16" ? f16Table() : bf16Table()).buffer);
+      const bitsOf = dtype === "F16" ? numberToF16Bits : numberToBf16Bits;
+      for (let i = 0; i < n; i++) {
+        const h = bitsOf(values[i]!);
+        out[i] = h;
+        residual[i] = t[h]! - values[i]!;
+      }
+      return { bytes: new Uint8Array(out.buffer), residual };
+    }
+    default:
+      throw new UnsupportedDTypeError(dtype, FLOAT_DTYPES, undefined, "encoded from numbers");
+  }
+}
+
+/**
  * Numbers → little-endian bytes of a float dtype (F64, F32, F16 or BF16; F16/BF16 rounded to
  * nearest even, once, overflow → ±inf, NaN kept). The result is a fresh buffer.
  */

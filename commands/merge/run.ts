@@ -15,6 +15,7 @@ import { isDora, loadAdapter, refuseBaseDependent, refuseExperts, type Adapter }
 import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/adapter/write.js";
 import type { PeftConfig } from "../../formats/adapter/peft-config.js";
 import { InvalidInputError, UsageError } from "../../common/errors.js";
+import { encodeFloatsWithResidual } from "../../formats/safetensors/index.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../../surgery/report.js";
 import { errorOf, mergeModule, rounded, roundingErrorOf } from "../../surgery/merge/module.js";
@@ -125,6 +126,14 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
         overflow(res.A.data);
         bytes = res.written;
         err = res.written;
+      } else if (res.exact) {
+        // Exact merges: the error is what rounding to the dtype did (an infinite residual: overflow).
+        const Br = encodeFloatsWithResidual(g.dtype, res.B.data),
+          Ar = encodeFloatsWithResidual(g.dtype, res.A.data);
+        if (Br.residual) overflow(Br.residual);
+        if (Ar.residual) overflow(Ar.residual);
+        bytes = { A: Ar.bytes, B: Br.bytes };
+        err = await roundingErrorOf(be, target, res, { A: Ar.residual, B: Br.residual });
       } else {
         const Ar = rounded(g.dtype, res.A.data),
           Br = rounded(g.dtype, res.B.data);
@@ -133,7 +142,7 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
         overflow(B);
         overflow(A);
         bytes = { A: Ar.bytes, B: Br.bytes };
-        err = res.exact ? await roundingErrorOf(be, target, res, { A, B }) : await errorOf(be, target, { A: { ...res.A, data: A }, B: { ...res.B, data: B } });
+        err = await errorOf(be, target, { A: { ...res.A, data: A }, B: { ...res.B, data: B } });
       }
       const rankIn = adapters.map((_, i) => g.members.find((m) => m.input === i)?.module.rank ?? 0);
       const mr: ModuleResult = { name: g.name, rank_in: rankIn, rank: g.rank, relative_error: err.rel, target_norm: err.norm };

@@ -22,6 +22,7 @@ export {
   decodeToFloat32,
   decodeToFloat64,
   encodeFloats,
+  encodeFloatsWithResidual,
   type DType,
   type FloatDType,
   type DecodeOptions,

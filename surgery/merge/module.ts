@@ -75,32 +75,32 @@ export async function errorOf(be: LinalgBackend, target: LowRankTerm[], got: Mer
 
 /**
  * ‖T‖ and ‖P − T‖/‖T‖ for an exact merge (cat: B₀·A₀ = T) whose factors were rounded to the file's
- * dtype (B̃, Ã): P − T = B̃Ã − B₀A₀ = δB·Ã + B₀·δA with δB = B̃ − B₀, δA = Ã − A₀, so
- * ‖P − T‖² = ⟨δBᵀδB, ÃÃᵀ⟩ + 2⟨δBᵀB₀, ÃδAᵀ⟩ + ⟨B₀ᵀB₀, δAδAᵀ⟩ from R×R products, with no
- * cancellation to recompute through QR cores (docs/algorithms.md §5.1). ‖T‖² = ⟨B₀ᵀB₀, A₀A₀ᵀ⟩,
- * A₀A₀ᵀ = ÃÃᵀ − ÃδAᵀ − δAÃᵀ + δAδAᵀ, through the core only when T's terms cancel (as errorOf).
+ * dtype, given what the rounding did (δB = B̃ − B₀, δA = Ã − A₀; null: nothing rounded): P − T =
+ * B̃Ã − B₀A₀ = δB·Ã + B₀·δA, so ‖P − T‖² = ⟨δBᵀδB, ÃÃᵀ⟩ + 2⟨δBᵀB₀, ÃδAᵀ⟩ + ⟨B₀ᵀB₀, δAδAᵀ⟩ with
+ * Ã = A₀ + δA, from six R×R products and no cancellation to recompute through QR cores
+ * (docs/algorithms.md §5.1). ‖T‖² = ⟨B₀ᵀB₀, A₀A₀ᵀ⟩, through the core only when T's terms cancel (as errorOf).
  */
 export async function roundingErrorOf(
   be: LinalgBackend,
   target: LowRankTerm[],
   exact: MergedFactors,
-  rounded: { B: Float64Array; A: Float64Array },
+  rounding: { B: Float64Array | null; A: Float64Array | null },
 ): Promise<{ norm: number; rel: number }> {
   const R = exact.A.rows,
     out = exact.B.rows,
     inn = exact.A.cols;
-  if (target.length === 0 || R === 0) return errorOf(be, target, { B: { ...exact.B, data: rounded.B }, A: { ...exact.A, data: rounded.A } });
+  const dB = { rows: out, cols: R, data: rounding.B ?? new Float64Array(out * R) },
+    dA = { rows: R, cols: inn, data: rounding.A ?? new Float64Array(R * inn) };
+  if (target.length === 0 || R === 0)
+    return errorOf(be, target, { B: { ...exact.B, data: plus(exact.B.data, dB.data) }, A: { ...exact.A, data: plus(exact.A.data, dA.data) } });
   const B0 = exact.B,
-    Bt = { rows: out, cols: R, data: rounded.B },
-    At = { rows: R, cols: inn, data: rounded.A };
-  const dB = { rows: out, cols: R, data: minus(rounded.B, exact.B.data) },
-    dA = { rows: R, cols: inn, data: minus(rounded.A, exact.A.data) };
+    A0 = exact.A;
   const [bb, db, dd, aa, ad, ee] = await Promise.all([
     be.gemm(B0, B0, { transA: true }),
     be.gemm(dB, B0, { transA: true }),
     be.gemm(dB, dB, { transA: true }),
-    be.gemm(At, At, { transB: true }),
-    be.gemm(At, dA, { transB: true }),
+    be.gemm(A0, A0, { transB: true }),
+    be.gemm(A0, dA, { transB: true }),
     be.gemm(dA, dA, { transB: true }),
   ]).then((ms) => ms.map((m) => m.data));
   let d2 = 0,
@@ -115,9 +115,11 @@ export async function roundingErrorOf(
   });
   for (let i = 0; i < R; i++)
     for (let j = 0; j < R; j++) {
-      const k = i * R + j;
-      const d = dd[k]! * aa[k]! + 2 * db[k]! * ad[k]! + bb[k]! * ee[k]!;
-      const v = bb[k]! * (aa[k]! - ad[k]! - ad[j * R + i]! + ee[k]!);
+      const k = i * R + j,
+        kt = j * R + i;
+      // ÃÃᵀ = A₀A₀ᵀ + A₀δAᵀ + δAA₀ᵀ + δAδAᵀ and ÃδAᵀ = A₀δAᵀ + δAδAᵀ
+      const d = dd[k]! * (aa[k]! + ad[k]! + ad[kt]! + ee[k]!) + 2 * db[k]! * (ad[k]! + ee[k]!) + bb[k]! * ee[k]!;
+      const v = bb[k]! * aa[k]!;
       d2 += d;
       t2 += v;
       if (block[i] === block[j]) {
@@ -128,15 +130,16 @@ export async function roundingErrorOf(
   // Each term's rounding error ‖(δB·Ã + B₀·δA)ᵢ‖² is a diagonal block: when the terms' errors cancel
   // (an adapter merged with its negation), the sum above lost digits, and the general route decides.
   if (dBlocks === 0) return { norm: t2 > 1e-8 * blocks ? Math.sqrt(t2) : await lowRankNorm(be, target), rel: 0 };
-  if (!(d2 > 1e-4 * dBlocks)) return errorOf(be, target, { B: Bt, A: At });
+  if (!(d2 > 1e-4 * dBlocks)) return errorOf(be, target, { B: { ...B0, data: plus(B0.data, dB.data) }, A: { ...A0, data: plus(A0.data, dA.data) } });
   const tn = t2 > 1e-8 * blocks ? Math.sqrt(t2) : await lowRankNorm(be, target);
   const dn = Math.sqrt(d2);
   return { norm: tn, rel: tn > 0 ? dn / tn : Infinity };
 }
 
-function minus(x: Float64Array, y: Float64Array): Float64Array {
+/** x + y, elementwise (the rounded factors from the exact ones and their rounding). */
+function plus(x: Float64Array, y: Float64Array): Float64Array {
   const d = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) d[i] = x[i]! - y[i]!;
+  for (let i = 0; i < x.length; i++) d[i] = x[i]! + y[i]!;
   return d;
 }
 
