@@ -361,12 +361,9 @@ export function encodeFloatsWithResidual(dtype: DType, values: Float64Array): { 
       const out = new Uint16Array(n);
       const residual = new Float64Array(n);
       const t = new Float32Array((dtype === "F16" ? f16Table() : bf16Table()).buffer);
-      const bitsOf = dtype === "F16" ? numberToF16Bits : numberToBf16Bits;
-      for (let i = 0; i < n; i++) {
-        const h = bitsOf(values[i]!);
-        out[i] = h;
-        residual[i] = t[h]! - values[i]!;
-      }
+      if (dtype === "F16") for (let i = 0; i < n; i++) out[i] = numberToF16Bits(values[i]!);
+      else for (let i = 0; i < n; i++) out[i] = numberToBf16Bits(values[i]!);
+      for (let i = 0; i < n; i++) residual[i] = t[out[i]!]! - values[i]!;
       return { bytes: new Uint8Array(out.buffer), residual };
     }
     default:

@@ -114,7 +114,9 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
         throw new Error(`internal: ${o.method} produced rank ${res.A.rows} for module ${g.name}, planned ${g.rank}`);
       // A value past the dtype's range is written as ±Inf: refused, naming the module (exit 3).
       const overflow = (x: Float64Array) => {
-        if (!x.every(Number.isFinite))
+        let sum = 0;
+        for (let i = 0; i < x.length; i++) sum += x[i]! * 0; // NaN exactly when some value is ±Inf or NaN
+        if (sum !== 0)
           throw new InvalidInputError(
             `module ${g.name}: the merged factors do not fit in ${g.dtype} (a value overflows to ±Inf); lower the --weights or merge adapters stored in F32`,
           );
