@@ -11,10 +11,10 @@ import { after, describe, test } from "node:test";
 import { decodeToFloat64 } from "../common/dtype.js";
 import { writeAdapter, type OutModule } from "../formats/adapter/write.js";
 import { Rng } from "../linalg/random.js";
-import type { LinalgBackend } from "../linalg/types.js";
 import { testBackends } from "../test/backends.js";
 import { writeGeneratedModel, type PairSpec } from "../test/models.js";
 import { runApply } from "./apply.js";
+import { slowedBackend } from "../test/slowed-backend.js";
 
 const SEED = process.env.LORA_TEST_SEED !== undefined ? Number(process.env.LORA_TEST_SEED) >>> 0 : (Date.now() ^ (process.pid << 16)) >>> 0;
 console.log(`apply pieces: seed ${SEED} (LORA_TEST_SEED=${SEED} replays this run)`);
@@ -155,38 +155,15 @@ describe("apply in pieces", async () => {
     await writeGeneratedModel(base, spec, false, 1);
     await adapter(join(tmp, "ahead-a"), new Rng(SEED + 9), 2);
     const [be] = backends;
-    let calls = 0,
-      inFlight = 0,
-      atEnd = -1;
     // The first piece's merge fails at once; the pieces merged ahead of it are still running then.
-    const slow: LinalgBackend = {
-      ...be!,
-      mergeWeight: async (args) => {
-        const k = calls++;
-        inFlight++;
-        try {
-          if (k === 0) throw new Error("injected failure");
-          await new Promise((r) => setTimeout(r, 40));
-          return await be!.mergeWeight(args);
-        } finally {
-          inFlight--;
-        }
-      },
-      withLanes: async (fn) => {
-        try {
-          return await fn(2);
-        } finally {
-          atEnd = inFlight;
-        }
-      },
-    };
+    const { backend, stats } = slowedBackend(be!, ["mergeWeight"], "fail");
     const output = join(tmp, "ahead-out.safetensors");
     await assert.rejects(
-      runApply({ base, adapters: [join(tmp, "ahead-a")], output, scales: [1], subtract: false, force: true }, { backend: slow, pieceBytes: 1 }),
+      runApply({ base, adapters: [join(tmp, "ahead-a")], output, scales: [1], subtract: false, force: true }, { backend, pieceBytes: 1 }),
       /injected failure/,
     );
-    assert.ok(calls > 1, `pieces were merged ahead (${calls} calls)`);
-    assert.equal(atEnd, 0, "no merge in flight when the lanes ended");
+    assert.ok(stats.calls > 1, `pieces were merged ahead (${stats.calls} calls)`);
+    assert.equal(stats.atEnd, 0, "no merge in flight when the lanes ended");
     assert.ok(!existsSync(output), "nothing written");
   });
 });

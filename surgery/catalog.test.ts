@@ -7,13 +7,13 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Rng } from "../linalg/random.js";
-import type { LinalgBackend } from "../linalg/types.js";
 import { denseDelta, denseSingularValues } from "../test/reference.js";
 import { testBackends } from "../test/backends.js";
 import { summarizeCatalog } from "./catalog.js";
 import { expandInputs } from "./catalog-inputs.js";
 import { runCli as cli } from "../test/cli.js";
 import { smallModules, type SmallModule, writeSmallAdapter } from "../test/small-adapter.js";
+import { slowedBackend } from "../test/slowed-backend.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`catalog.test seed=${seed}`);
@@ -144,37 +144,10 @@ test("catalog: an unexpected failure in one adapter waits for the others' native
   const paths: string[] = [];
   for (let i = 0; i < 4; i++) paths.push((await adapter(rng, join(dir, `a${i}.safetensors`), true)).path);
   const [be] = await testBackends();
-  let calls = 0,
-    inFlight = 0,
-    atEnd = -1;
   // The first call fails at once with an error that is not a refusal of one adapter (which stops the
   // catalog); the other adapters' calls are still running then.
-  const timed =
-    <A extends unknown[], R>(f: (...a: A) => Promise<R>) =>
-    async (...args: A): Promise<R> => {
-      const k = calls++;
-      inFlight++;
-      try {
-        if (k === 0) throw new Error("injected failure");
-        await new Promise((r) => setTimeout(r, 40));
-        return await f(...args);
-      } finally {
-        inFlight--;
-      }
-    };
-  const slow: LinalgBackend = {
-    ...be!,
-    factorSpectrum: timed(be!.factorSpectrum.bind(be)),
-    factorSpectra: timed(be!.factorSpectra.bind(be)),
-    withLanes: async (fn) => {
-      try {
-        return await fn(2);
-      } finally {
-        atEnd = inFlight;
-      }
-    },
-  };
-  await assert.rejects(summarizeCatalog(paths, slow), /injected failure/);
-  assert.ok(calls > 1, `adapters were in flight side by side (${calls} calls)`);
-  assert.equal(atEnd, 0, "no call in flight when the lanes ended");
+  const { backend, stats } = slowedBackend(be!, ["factorSpectrum", "factorSpectra"], "fail");
+  await assert.rejects(summarizeCatalog(paths, backend), /injected failure/);
+  assert.ok(stats.calls > 1, `adapters were in flight side by side (${stats.calls} calls)`);
+  assert.equal(stats.atEnd, 0, "no call in flight when the lanes ended");
 });

@@ -8,10 +8,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadAdapter } from "../formats/adapter/index.js";
 import { Rng } from "../linalg/random.js";
-import type { LinalgBackend } from "../linalg/types.js";
 import { testBackends } from "../test/backends.js";
 import { smallModules, writeSmallAdapter } from "../test/small-adapter.js";
 import { moduleSpectra } from "./spectra.js";
+import { slowedBackend } from "../test/slowed-backend.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`spectra.test seed=${seed}`);
@@ -25,36 +25,14 @@ test("a NaN in the first module: the spectra started ahead settle before the lan
   const path = join(work, "nan-first");
   await writeSmallAdapter(path, false, mods);
   for (const be of await testBackends()) {
-    let calls = 0,
-      inFlight = 0,
-      atEnd = -1;
-    const slow: LinalgBackend = {
-      ...be,
-      factorSpectrum: async (args) => {
-        const k = calls++;
-        inFlight++;
-        try {
-          if (k > 0) await new Promise((r) => setTimeout(r, 40));
-          return await be.factorSpectrum(args);
-        } finally {
-          inFlight--;
-        }
-      },
-      withLanes: async (fn) => {
-        try {
-          return await fn(2);
-        } finally {
-          atEnd = inFlight;
-        }
-      },
-    };
+    const { backend, stats } = slowedBackend(be, ["factorSpectrum"], "fast");
     const a = await loadAdapter(path);
     try {
-      await assert.rejects(moduleSpectra(a, slow), (e: Error) => /holds NaN at element 2/.test(e.message), be.name);
+      await assert.rejects(moduleSpectra(a, backend), (e: Error) => /holds NaN at element 2/.test(e.message), be.name);
     } finally {
       await a.file.close();
     }
-    assert.ok(calls > 1, `${be.name}: modules were started ahead (${calls} calls)`);
-    assert.equal(atEnd, 0, `${be.name}: no call in flight when the lanes ended`);
+    assert.ok(stats.calls > 1, `${be.name}: modules were started ahead (${stats.calls} calls)`);
+    assert.equal(stats.atEnd, 0, `${be.name}: no call in flight when the lanes ended`);
   }
 });

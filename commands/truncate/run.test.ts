@@ -19,6 +19,7 @@ import { optimal, relDiff } from "../../test/reference.js";
 import { runInspect } from "../inspect/run.js";
 import type { WriteReport } from "../../surgery/report.js";
 import { isSplitReport, runTruncate, type TruncateOptions } from "./run.js";
+import { slowedBackend } from "../../test/slowed-backend.js";
 
 const seed = Number(process.env["LORA_TEST_SEED"] ?? Date.now() % 1_000_000);
 console.log(`truncate run.test seed=${seed}`);
@@ -584,33 +585,10 @@ test("a failed write waits for the modules computed ahead before the lanes end",
   const dir = fresh("ahead");
   mkdirSync(dir);
   const out = join(dir, "out.safetensors");
-  let calls = 0,
-    inFlight = 0,
-    atEnd = -1;
   // The first module's call fails at once; the ones started ahead of it are still running then.
-  const slow: LinalgBackend = {
-    ...be,
-    truncateFactors: async (args) => {
-      const k = calls++;
-      inFlight++;
-      try {
-        if (k === 0) throw new Error("injected failure");
-        await new Promise((r) => setTimeout(r, 40));
-        return await be.truncateFactors(args);
-      } finally {
-        inFlight--;
-      }
-    },
-    withLanes: async (fn) => {
-      try {
-        return await fn(2);
-      } finally {
-        atEnd = inFlight;
-      }
-    },
-  };
-  await assert.rejects(runTruncate({ ...defaults, input, output: out, rank: 2 }, { backend: slow }), /injected failure/);
-  assert.ok(calls > 1, `modules were started ahead (${calls} calls)`);
-  assert.equal(atEnd, 0, "no call in flight when the lanes ended");
+  const { backend, stats } = slowedBackend(be, ["truncateFactors"], "fail");
+  await assert.rejects(runTruncate({ ...defaults, input, output: out, rank: 2 }, { backend }), /injected failure/);
+  assert.ok(stats.calls > 1, `modules were started ahead (${stats.calls} calls)`);
+  assert.equal(stats.atEnd, 0, "no call in flight when the lanes ended");
   assert.deepEqual(readdirSync(dir), [], "nothing written");
 });
