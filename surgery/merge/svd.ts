@@ -1,8 +1,9 @@
 // svd: the Eckart–Young optimal rank-K approximation of Σ wᵢ·sᵢ·Bᵢ·Aᵢ (PEFT's
-// combination_type="svd", FlexLoRA), computed from the stacked factors without the dense ΔW
-// (docs/algorithms.md §2.1, §2.3: QR of B_cat and A_catᵀ, SVD of the R×R core), switching to the dense
-// route only past the crossover R ≥ min(out, in)/3 where the core is no longer small. Written
-// back balanced (B = U√Σ, A = √ΣVᵀ, scale 1; docs/algorithms.md §1.3).
+// combination_type="svd", FlexLoRA), computed from the stacked factors without the dense ΔW: into
+// F32/F16/BF16 by truncate's Gram route (the backend's truncateFactors, docs/algorithms.md §5.2),
+// else (F64, or sums the Gram route refuses) by QR of B_cat and A_catᵀ and the SVD of the R×R core
+// (§2.1, §2.3); the dense route only past the crossover R ≥ min(out, in)/3 where the core is no
+// longer small. Written back balanced (B = U√Σ, A = √ΣVᵀ, scale 1; docs/algorithms.md §1.3).
 import { decodeToFloat64, type DType } from "../../formats/safetensors/index.js";
 import { concatTerms, lowRankSvd, splitFactors, type LowRankSvd } from "../../linalg/lowrank.js";
 import { flipSigns } from "../../linalg/signs.js";
