@@ -72,6 +72,13 @@ function leadingCols(m: Mat<Float64Array>, k: number): Mat<Float64Array> {
   return { rows: m.rows, cols: k, data: d };
 }
 
+/** The leading k1×k2 block of a row-major matrix. */
+function leadingBlock(m: Mat<Float64Array>, k1: number, k2: number): Mat<Float64Array> {
+  const d = new Float64Array(k1 * k2);
+  for (let i = 0; i < k1; i++) d.set(m.data.subarray(i * m.cols, i * m.cols + k2), i * k2);
+  return { rows: k1, cols: k2, data: d };
+}
+
 /** The first k rows, transposed: Vt (k'×in) → V_k (in×k). */
 function leadingRowsT(m: Mat<Float64Array>, k: number): Mat<Float64Array> {
   const d = new Float64Array(m.cols * k);
@@ -153,32 +160,32 @@ export async function diffModule(
   let cosine: number | null = null;
   let anglesOut: number[] = [],
     anglesIn: number[] = [];
-  if (ka > 0 && kb > 0) {
-    const P = await be.gemm(Ua, Ub, { transA: true }); // ka×kb
-    const Q = await be.gemm(Va, Vb, { transA: true });
+  // ⟨ΔW_a, ΔW_b⟩ over every singular pair (U_aᵀU_b and V_aᵀV_b in full, ra×rb, so no σ is left out)
+  // for the difference's norm; the cosine and the angles take the leading ka×kb block of the same products.
+  let dot = 0;
+  if (na > 0 && nb > 0) {
+    const ra = sa.S.length,
+      rb = sb.S.length;
+    const Pf = await be.gemm(sa.U, sb.U, { transA: true, finite: true }),
+      Qf = await be.gemm(sa.Vt, sb.Vt, { transB: true, finite: true });
     let inner = 0;
-    for (let i = 0; i < ka; i++) for (let j = 0; j < kb; j++) inner += sa.S[i]! * P.data[i * kb + j]! * sb.S[j]! * Q.data[i * kb + j]!;
+    for (let i = 0; i < ra; i++)
+      for (let j = 0; j < rb; j++) {
+        const v = sa.S[i]! * Pf.data[i * rb + j]! * sb.S[j]! * Qf.data[i * rb + j]!;
+        dot += v;
+        if (i < ka && j < kb) inner += v;
+      }
     cosine = Math.max(-1, Math.min(1, inner / (na * nb)));
-    anglesOut = await principalAngles(be, Ua, Ub, P);
-    anglesIn = await principalAngles(be, Va, Vb, Q);
+    anglesOut = await principalAngles(be, Ua, Ub, leadingBlock(Pf, ka, kb));
+    anglesIn = await principalAngles(be, Va, Vb, leadingBlock(Qf, ka, kb));
   }
-  // ‖ΔW_a − ΔW_b‖² = ‖ΔW_a‖² + ‖ΔW_b‖² − 2⟨ΔW_a, ΔW_b⟩, the inner product over every singular
-  // pair (U_aᵀU_b and V_aᵀV_b in full, so no σ is left out). It keeps ~10 digits while the
-  // difference is above 1e-4 of ‖ΔW_a‖² + ‖ΔW_b‖²; below that (nearly equal adapters) it is taken
-  // from the core of the stacked [ΔW_a, −ΔW_b], which does not cancel (docs/algorithms.md §11).
+  // ‖ΔW_a − ΔW_b‖² = ‖ΔW_a‖² + ‖ΔW_b‖² − 2⟨ΔW_a, ΔW_b⟩ keeps ~10 digits while the difference is above
+  // 1e-4 of ‖ΔW_a‖² + ‖ΔW_b‖²; below that (nearly equal adapters) it is taken from the core of the
+  // stacked [ΔW_a, −ΔW_b], which does not cancel (docs/algorithms.md §11).
   let rel: number | null = null;
   if (na > 0) {
     const size2 = na * na + nb * nb;
-    let d2 = size2;
-    if (nb > 0) {
-      const P = await be.gemm(sa.U, sb.U, { transA: true, finite: true }),
-        Q = await be.gemm(sa.Vt, sb.Vt, { transB: true, finite: true });
-      const ra = sa.S.length,
-        rb = sb.S.length;
-      let dot = 0;
-      for (let i = 0; i < ra; i++) for (let j = 0; j < rb; j++) dot += sa.S[i]! * P.data[i * rb + j]! * sb.S[j]! * Q.data[i * rb + j]!;
-      d2 -= 2 * dot;
-    }
+    const d2 = size2 - 2 * dot;
     const dn = d2 > 1e-4 * size2 ? Math.sqrt(d2) : await lowRankNorm(be, [ta, { ...tb, scale: -tb.scale }]);
     rel = dn / na;
   }
