@@ -7,6 +7,7 @@
 import { decodeToFloat64, type DType } from "../../formats/safetensors/index.js";
 import { concatTerms, lowRankSvd, splitFactors, type LowRankSvd } from "../../linalg/lowrank.js";
 import { flipSigns } from "../../linalg/signs.js";
+import { retainedEnergy } from "../../linalg/truncate.js";
 import type { FactorDType, LinalgBackend, Mat } from "../../linalg/types.js";
 import { catRank, mergeCat } from "./cat.js";
 import type { MergedFactors, MergeTerm, TermShape } from "./types.js";
@@ -67,19 +68,13 @@ async function gramRoute(be: LinalgBackend, terms: MergeTerm[], t: number, dtype
   });
   const r = await be.truncateFactors({ B: raw(B), A: raw(A), scale: 1, rank: t, scaleOut: 1, split: "balanced", outDtype: dtype as FactorDType });
   if (r.kind !== "done") return null;
-  let kept = 0,
-    total = 0;
-  for (let i = 0; i < r.S.length; i++) {
-    total += r.S[i]! ** 2;
-    if (i < t) kept += r.S[i]! ** 2;
-  }
   const norm = Math.sqrt(r.norm2);
   const diff = Math.sqrt(Math.max(0, r.err2) + r.resid2);
   return {
     B: { rows: B.rows, cols: t, data: decodeToFloat64(dtype, r.B) },
     A: { rows: t, cols: A.cols, data: decodeToFloat64(dtype, r.A) },
     written: { B: r.B, A: r.A, norm, rel: norm > 0 ? diff / norm : diff === 0 ? 0 : Number.POSITIVE_INFINITY },
-    details: { retained_energy: total > 0 ? kept / total : 1 },
+    details: { retained_energy: retainedEnergy(r.S, t) },
   };
 }
 
