@@ -90,11 +90,5 @@ export async function mergeSvd(be: LinalgBackend, terms: MergeTerm[], k: number,
     if (g) return g;
   }
   const svd = await svdOfSum(be, terms);
-  let kept = 0,
-    total = 0;
-  for (let i = 0; i < svd.S.length; i++) {
-    total += svd.S[i]! ** 2;
-    if (i < t) kept += svd.S[i]! ** 2;
-  }
-  return { ...truncatedFactors(svd, t), details: { retained_energy: total > 0 ? kept / total : 1 } };
+  return { ...truncatedFactors(svd, t), details: { retained_energy: retainedEnergy(svd.S, t) } };
 }
