@@ -89,20 +89,27 @@ export async function roundingErrorOf(
   const R = exact.A.rows,
     out = exact.B.rows,
     inn = exact.A.cols;
-  const dB = { rows: out, cols: R, data: rounding.B ?? new Float64Array(out * R) },
-    dA = { rows: R, cols: inn, data: rounding.A ?? new Float64Array(R * inn) };
-  if (target.length === 0 || R === 0)
-    return errorOf(be, target, { B: { ...exact.B, data: plus(exact.B.data, dB.data) }, A: { ...exact.A, data: plus(exact.A.data, dA.data) } });
+  // The written factors B₀ + δB, A₀ + δA (δ = null: nothing rounded).
+  const written = (): MergedFactors => ({
+    B: rounding.B ? { ...exact.B, data: plus(exact.B.data, rounding.B) } : exact.B,
+    A: rounding.A ? { ...exact.A, data: plus(exact.A.data, rounding.A) } : exact.A,
+  });
+  if (target.length === 0 || R === 0) return errorOf(be, target, written());
+  // Nothing rounded (F64 outputs): the four products with δB or δA are zero and are not formed.
+  const exactOut = rounding.B === null && rounding.A === null;
+  const dB = { rows: out, cols: R, data: rounding.B ?? (exactOut ? new Float64Array(0) : new Float64Array(out * R)) },
+    dA = { rows: R, cols: inn, data: rounding.A ?? (exactOut ? new Float64Array(0) : new Float64Array(R * inn)) };
   const B0 = exact.B,
     A0 = exact.A;
+  const zero = new Float64Array(R * R);
   const [bb, db, dd, aa, ad, ee] = await Promise.all([
     be.gemm(B0, B0, { transA: true }),
-    be.gemm(dB, B0, { transA: true }),
-    be.gemm(dB, dB, { transA: true }),
+    exactOut ? null : be.gemm(dB, B0, { transA: true }),
+    exactOut ? null : be.gemm(dB, dB, { transA: true }),
     be.gemm(A0, A0, { transB: true }),
-    be.gemm(A0, dA, { transB: true }),
-    be.gemm(dA, dA, { transB: true }),
-  ]).then((ms) => ms.map((m) => m.data));
+    exactOut ? null : be.gemm(A0, dA, { transB: true }),
+    exactOut ? null : be.gemm(dA, dA, { transB: true }),
+  ]).then((ms) => ms.map((m) => m?.data ?? zero));
   let d2 = 0,
     t2 = 0,
     blocks = 0,
@@ -130,7 +137,7 @@ export async function roundingErrorOf(
   // Each term's rounding error ‖(δB·Ã + B₀·δA)ᵢ‖² is a diagonal block: when the terms' errors cancel
   // (an adapter merged with its negation), the sum above lost digits, and the general route decides.
   if (dBlocks === 0) return { norm: t2 > 1e-8 * blocks ? Math.sqrt(t2) : await lowRankNorm(be, target), rel: 0 };
-  if (!(d2 > 1e-4 * dBlocks)) return errorOf(be, target, { B: { ...B0, data: plus(B0.data, dB.data) }, A: { ...A0, data: plus(A0.data, dA.data) } });
+  if (!(d2 > 1e-4 * dBlocks)) return errorOf(be, target, written());
   const tn = t2 > 1e-8 * blocks ? Math.sqrt(t2) : await lowRankNorm(be, target);
   const dn = Math.sqrt(d2);
   return { norm: tn, rel: tn > 0 ? dn / tn : Infinity };
