@@ -117,7 +117,7 @@ function inputIdentities(inputs: readonly string[]): { path: string; dev: number
 
 function refuseInput(target: string, input: string): UsageError {
   return new UsageError(`refusing to overwrite input ${input} with output ${target}`, {
-    hint: "choose another output path, or pass --force to replace the input",
+    hint: "choose another output path, or pass --force to replace the input once it has been read",
   });
 }
 

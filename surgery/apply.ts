@@ -11,7 +11,7 @@ import { isDora, loadAdapter, readFactors, refuseBaseDependent, refuseExperts, t
 import { InvalidInputError, UsageError } from "../common/errors.js";
 import { openModel, type BaseTensor, type Model } from "../formats/model/base-model.js";
 import { MODEL_DTYPES, Scratch } from "../formats/model/stream.js";
-import { modelBytes, writeModel, writeOrder, type ModelOutput } from "../formats/model/write.js";
+import { MODEL_SIDE_FILES, modelBytes, writeModel, writeOrder, type ModelOutput } from "../formats/model/write.js";
 import type { TensorSpec } from "../formats/safetensors/index.js";
 import type { LinalgBackend, MergeTerm, ModelDType } from "../linalg/types.js";
 import { kohyaStemOf, usesConv1D, weightTarget, type WeightTarget } from "./weights.js";
@@ -232,7 +232,9 @@ export async function runApply(o: ApplyOptions, deps: ApplyDeps): Promise<ApplyR
         if (!plan.has(t.name)) return { name: t.name, dtype: t.dtype, shape: t.shape, copyFrom: { file, tensor: t } };
         return { name: t.name, dtype: t.dtype, shape: t.shape, pieces: () => ahead!.weight(t.name) };
       },
-      copy: "all",
+      // A base named as a directory brings all its files; one named as a weights or index file brings
+      // only the model's own side files beside it (not whatever else shares that folder).
+      copy: base.namedDir ? "all" : ["config.json", ...MODEL_SIDE_FILES],
     };
     const order = writeOrder(base, out)
       .filter((n) => plan.has(n))

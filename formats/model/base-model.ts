@@ -29,6 +29,8 @@ export interface Model {
   source: string;
   /** The directory holding the weights (for the diffusers layout, the unet/ folder). */
   dir: string;
+  /** Named as a directory (its other files belong to the model), not as one weights or index file. */
+  namedDir: boolean;
   /** File stem of the weights: <stem>.safetensors, <stem>.safetensors.index.json. */
   stem: WeightsStem;
   /** config.json beside the weights, when there is one. */
@@ -169,7 +171,7 @@ export async function openModel(arg: string, opts: OpenModelOptions = {}): Promi
     await close();
     throw e;
   }
-  return { source: arg, dir, stem, config, configPath: hasConfig ? configPath : null, shards, sharded: single === null, indexMetadata, tensors, close };
+  return { source: arg, dir, namedDir: k === "dir", stem, config, configPath: hasConfig ? configPath : null, shards, sharded: single === null, indexMetadata, tensors, close };
 }
 
 /** Open a base model for prune --method loraprune, which needs its config.json (head counts, sizes). */

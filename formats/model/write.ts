@@ -21,6 +21,18 @@ export interface ModelOutput {
   onBytes?: (n: number) => void;
 }
 
+/** The small non-weight files of a Hugging Face model besides config.json: what a model written from one is given. */
+export const MODEL_SIDE_FILES: readonly string[] = [
+  "generation_config.json",
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "tokenizer.model",
+  "vocab.json",
+  "merges.txt",
+  "added_tokens.json",
+];
+
 /** A fill that writes a text. */
 export function textFill(text: string): (sink: ByteSink) => Promise<void> {
   return async (sink) => {

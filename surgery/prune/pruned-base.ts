@@ -5,7 +5,7 @@ import { dirname, join, resolve } from "node:path";
 import { InvalidInputError } from "../../common/errors.js";
 import { dtypeBits, type SafetensorsFile, type TensorInfo, type TensorSpec } from "../../formats/safetensors/index.js";
 import type { BaseModel } from "../../formats/model/base-model.js";
-import { writeModel } from "../../formats/model/write.js";
+import { MODEL_SIDE_FILES, writeModel } from "../../formats/model/write.js";
 import { ATTN_PROJS, keptQueryHeads, MLP_PROJS } from "./groups.js";
 import type { LoraPruneOptions, LoraPrunePlan } from "./loraprune.js";
 import { cutFor, type Cut } from "./loraprune-cut.js";
@@ -193,18 +193,6 @@ export function planDocument(plan: LoraPrunePlan, o: LoraPruneOptions): Record<s
   };
 }
 
-/** Small non-weight files of a model directory worth carrying into the pruned one. */
-const AUX_FILES = [
-  "generation_config.json",
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-  "tokenizer.model",
-  "vocab.json",
-  "merges.txt",
-  "added_tokens.json",
-];
-
 /**
  * Write the pruned base model: a directory (the input's shard layout, its index when sharded,
  * config.json, tokenizer files) or one .safetensors file. Tensors are produced one at a time.
@@ -217,7 +205,7 @@ export async function writeBaseOut(
   opts: { force: boolean; inputs: string[] },
 ): Promise<void> {
   const cuts = baseCuts(plan);
-  await writeModel(target, base, { specFor: (file, t) => specFor(file, t, cuts), replace: { "config.json": prettyJson(config) }, copy: AUX_FILES }, opts);
+  await writeModel(target, base, { specFor: (file, t) => specFor(file, t, cuts), replace: { "config.json": prettyJson(config) }, copy: MODEL_SIDE_FILES }, opts);
 }
 
 /** Where the side files go: pruning_plan.json beside the adapter output; config.json with the weights. */

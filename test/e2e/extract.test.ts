@@ -12,7 +12,7 @@
 // Fresh seed per run, printed (LORA_TEST_SEED replays).
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -313,6 +313,22 @@ describe("lora apply: W + s·ΔW as PEFT merges it, one rounding of the base's d
       assert.ok(same.worst <= 1, `subtract: worst ${same.worst} ulp of |W| + |ΔW|`);
     });
   }
+
+  test("a base named as its weights file brings only the model's side files, not the rest of its folder", async () => {
+    const base = join(tmp, "apply-file-base");
+    await writeGeneratedModel(base, spec("llama", { seed: SEED + 21 }), false, 1);
+    const modelFiles = readdirSync(base).sort();
+    assert.ok(modelFiles.includes("config.json") && modelFiles.includes("model.safetensors"), modelFiles.join(", "));
+    writeFileSync(join(base, "notes.txt"), "not part of the model");
+    const out = join(tmp, "apply-file-out");
+    const r = lora(["apply", join(base, "model.safetensors"), adapter, "-o", out]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(readdirSync(out).sort(), modelFiles, "the weights and the model's side files, no notes.txt");
+    // Named as a directory, every file of it belongs to the model and comes along.
+    const outDir = join(tmp, "apply-dir-out");
+    assert.equal(lora(["apply", base, adapter, "-o", outDir]).status, 0);
+    assert.deepEqual(readdirSync(outDir).sort(), [...modelFiles, "notes.txt"].sort());
+  });
 
   test("GPT-2 (Conv1D, fan_in_fan_out) and an SD UNet (kohya, diffusers layout): extract then apply round-trips ΔW", () => {
     for (const key of ["gpt2", "unet"]) {

@@ -163,6 +163,28 @@ test("exit codes: DoRA and bad files 3, usage 2; errors as JSON on stderr; nothi
   assert.equal(lora(["truncate", example, "--rank", "2", "-o", out, "--force"]).status, 0);
 });
 
+test("an output that is the input: refused without --force (exit 2, untouched), replaced in place with it", () => {
+  const dir = join(tmp, "in-place");
+  mkdirSync(dir);
+  const copy = join(dir, "ad");
+  mkdirSync(copy);
+  for (const f of readdirSync(example)) writeFileSync(join(copy, f), readFileSync(join(example, f)));
+  const before = readFileSync(join(copy, "adapter_model.safetensors"));
+  const elsewhere = join(dir, "r2");
+  assert.equal(lora(["truncate", example, "--rank", "2", "-o", elsewhere]).status, 0);
+  for (const target of [copy, `${copy}/`, join(dir, ".", "ad")]) {
+    const r = lora(["truncate", copy, "--rank", "2", "-o", target]);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /refusing to overwrite input/);
+    assert.doesNotMatch(r.stderr, /pass --force to replace the input,/);
+    assert.ok(readFileSync(join(copy, "adapter_model.safetensors")).equals(before), "the input is untouched");
+  }
+  assert.equal(lora(["truncate", copy, "--rank", "2", "-o", copy, "--force"]).status, 0);
+  // The input was read whole before it was replaced: the same bytes as the truncation written elsewhere.
+  assert.ok(readFileSync(join(copy, "adapter_model.safetensors")).equals(readFileSync(join(elsewhere, "adapter_model.safetensors"))));
+  assert.deepEqual(readdirSync(dir).sort(), ["ad", "r2"], "no temp file left beside it");
+});
+
 test("same inputs and options give a byte-identical file, whatever the output path", () => {
   const a = lora(["truncate", example, "--budget", "30", "-o", "-"]);
   const b = lora(["truncate", example, "--budget", "30", "-o", join(tmp, "det.safetensors")]);
