@@ -171,7 +171,19 @@ export async function openModel(arg: string, opts: OpenModelOptions = {}): Promi
     await close();
     throw e;
   }
-  return { source: arg, dir, namedDir: k === "dir", stem, config, configPath: hasConfig ? configPath : null, shards, sharded: single === null, indexMetadata, tensors, close };
+  return {
+    source: arg,
+    dir,
+    namedDir: k === "dir",
+    stem,
+    config,
+    configPath: hasConfig ? configPath : null,
+    shards,
+    sharded: single === null,
+    indexMetadata,
+    tensors,
+    close,
+  };
 }
 
 /** Open a base model for prune --method loraprune, which needs its config.json (head counts, sizes). */

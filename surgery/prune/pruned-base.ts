@@ -205,7 +205,12 @@ export async function writeBaseOut(
   opts: { force: boolean; inputs: string[] },
 ): Promise<void> {
   const cuts = baseCuts(plan);
-  await writeModel(target, base, { specFor: (file, t) => specFor(file, t, cuts), replace: { "config.json": prettyJson(config) }, copy: MODEL_SIDE_FILES }, opts);
+  await writeModel(
+    target,
+    base,
+    { specFor: (file, t) => specFor(file, t, cuts), replace: { "config.json": prettyJson(config) }, copy: MODEL_SIDE_FILES },
+    opts,
+  );
 }
 
 /** Where the side files go: pruning_plan.json beside the adapter output; config.json with the weights. */
