@@ -173,7 +173,27 @@ test("writeDirAtomic: creates, refuses, force-replaces; never a partial director
     writeDirAtomic(out, files("2"), { force: false, inputs: [join(out, "adapter_model.safetensors")] }),
     (e: unknown) => e instanceof UsageError && /refusing to overwrite input/.test(e.message),
   );
-  writeFileSync(join(out, "stale.txt"), "old file");
+  // --force replaces a directory of lora's own outputs only: a foreign file, a subdirectory, or an
+  // input that this write does not rewrite under its own name is refused, and everything is kept.
+  const foreignCases: [string, () => void, () => void][] = [
+    ["notes.txt", () => writeFileSync(join(out, "notes.txt"), "mine"), () => rmSync(join(out, "notes.txt"))],
+    ["sub/", () => mkdirSync(join(out, "sub")), () => rmSync(join(out, "sub"), { recursive: true })],
+    ["in.safetensors", () => writeFileSync(join(out, "in.safetensors"), "an input"), () => rmSync(join(out, "in.safetensors"))],
+  ];
+  for (const [name, make, remove] of foreignCases) {
+    make();
+    const before = ls(out);
+    await assert.rejects(
+      writeDirAtomic(out, files("x"), { force: true, inputs: [join(out, "in.safetensors")] }),
+      (e: unknown) => e instanceof UsageError && e.message.includes(`(${name})`) && /not replaced, even with --force/.test(e.message),
+    );
+    assert.deepEqual(ls(out), before, `${name}: the directory is untouched`);
+    assert.deepEqual(ls(dir), ["adapter"], `${name}: no temp directory`);
+    remove();
+  }
+  // an earlier output's weights under other names (a shard of a longer layout) go; an input that is
+  // rewritten under its own name is replaced after it was read
+  writeFileSync(join(out, "model-00002-of-00002.safetensors"), "old shard");
   await writeDirAtomic(out, files("3"), { force: true, inputs: [join(out, "adapter_model.safetensors")] });
   assert.deepEqual(ls(dir), ["adapter"]);
   assert.deepEqual(ls(out), ["adapter_config.json", "adapter_model.safetensors"]);

@@ -2,7 +2,20 @@
 // (docs/cli.md "Adapters in and out"): an error, a full disk or Ctrl-C leaves nothing new beside the
 // target: no partial file, no empty directory, no temp file. An input is never overwritten
 // unless --force. bin/ calls cleanupTempFilesSync() on SIGINT/SIGTERM.
-import { existsSync, linkSync, lstatSync, mkdirSync, realpathSync, renameSync, rmSync, statSync, unlinkSync, type Stats } from "node:fs";
+import {
+  existsSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  type Dirent,
+  type Stats,
+} from "node:fs";
 import { open, rm, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { FileWriter, fileSink, writeFailure, type ByteSink } from "./byte-sink.js";
@@ -113,6 +126,33 @@ function inputIdentities(inputs: readonly string[]): { path: string; dev: number
     if (st) out.push({ path: p, dev: st.dev, ino: st.ino });
   }
   return out;
+}
+
+/**
+ * What replacing the directory `abs` with the files `names` would destroy: with --force, a directory
+ * is replaced only when it holds lora's own outputs, i.e. the files this write puts there and the
+ * weights (.safetensors, .safetensors.index.json) of an earlier output under other names. Any other
+ * file, a subdirectory, or an input that this write does not rewrite under its own name is foreign
+ * (names listed, subdirectories with a trailing /).
+ */
+function foreignEntries(abs: string, names: ReadonlySet<string>, inputs: readonly { dev: number; ino: number }[]): string[] {
+  let entries: Dirent[];
+  try {
+    entries = readdirSync(abs, { withFileTypes: true });
+  } catch (e) {
+    throw writeFailure(abs, e);
+  }
+  const foreign: string[] = [];
+  for (const e of entries.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0))) {
+    const fileLike = e.isFile() || e.isSymbolicLink();
+    if (fileLike && names.has(e.name)) continue; // rewritten (an input of that name was read before)
+    if (e.isFile() && /\.safetensors(\.index\.json)?$/.test(e.name)) {
+      const st = orNull(() => statOrNull(join(abs, e.name), lstatSync));
+      if (st && !inputs.some((i) => i.dev === st.dev && i.ino === st.ino)) continue; // an earlier output's weights
+    }
+    foreign.push(e.isDirectory() ? `${e.name}/` : e.name);
+  }
+  return foreign;
 }
 
 function refuseInput(target: string, input: string): UsageError {
@@ -263,6 +303,13 @@ export async function writeDirAtomic(targetDir: string, files: readonly DirEntry
       }
     }
     if (!opts.force) throw outputExists(targetDir);
+    const foreign = foreignEntries(abs, names, inputIdentities(opts.inputs));
+    if (foreign.length > 0) {
+      const shown = foreign.slice(0, 3).join(", ") + (foreign.length > 3 ? ` and ${foreign.length - 3} more` : "");
+      throw new UsageError(`output ${targetDir} holds what this command does not write (${shown}): not replaced, even with --force`, {
+        hint: "--force replaces a directory of lora's own outputs only; move those files away or choose another directory",
+      });
+    }
   }
 
   const tmp = tempName(parent, basename(abs), "tmp");
