@@ -26,7 +26,7 @@ export function diffCommand(ctx: Ctx): Command {
       const { diffSummary, renderDiffTable, renderDiffTsv } = await import("./render.js");
       if (ctx.stdout.isTTY) writeOut(ctx, renderDiffTable(rep));
       else {
-        if (rep.modules.length) writeOut(ctx, renderDiffTsv(rep));
+        if (rep.modules.length) writeOut(ctx, renderDiffTsv(rep, g.header));
         note(ctx, g.quiet, diffSummary(rep));
       }
     });

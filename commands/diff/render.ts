@@ -49,7 +49,9 @@ export function renderDiffTable(r: DiffReport): string {
 }
 
 /** Piped: one row per compared module; angles as comma-separated radians. */
-export function renderDiffTsv(r: DiffReport): string {
+export function renderDiffTsv(r: DiffReport, header = false): string {
+  const signs = r.summary.mean_sign_conflict !== undefined;
+  const names = ["module", "shape", "rank_a", "rank_b", "cosine", "relative_difference", "principal_angles_out", "principal_angles_in"];
   return formatTsv(
     r.modules.map((m) => [
       m.name,
@@ -62,5 +64,6 @@ export function renderDiffTsv(r: DiffReport): string {
       m.principal_angles_in.join(","),
       ...(m.sign_conflict !== undefined ? [String(m.sign_conflict)] : []),
     ]),
+    header ? [...names, ...(signs ? ["sign_conflict"] : [])] : undefined,
   );
 }

@@ -17,7 +17,9 @@ export function printExtractReport(ctx: Ctx, g: GlobalOptions, r: ExtractReport)
   ]);
   const header = ["module", "full rank", "rank", "rel. error", "captured energy", "route (excess over optimum)"];
   const t = r.totals;
-  const text = tty ? formatTable(header, rows) : formatTsv(rows);
+  const text = tty
+    ? formatTable(header, rows)
+    : formatTsv(rows, g.header ? ["module", "rank_in", "rank", "relative_error", "retained_energy", "route"] : undefined);
   rowsThenSummary(ctx, r.output, tty, text, [
     `extract (${r.method}): ${t.modules} modules, total rank ${t.rank}, ${t.params.toLocaleString("en-US")} LoRA parameters, total relative error ${fmt(t.relative_error)} → ${r.output} (${r.format})`,
     ...r.notes.map((n) => `note: ${n}`),

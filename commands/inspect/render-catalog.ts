@@ -21,6 +21,12 @@ export function renderCatalogTable(rows: AdapterSummary[]): string {
   );
 }
 
-export function renderCatalogTsv(rows: AdapterSummary[]): string {
-  return formatTsv(rows.map((a) => cells(a, false)));
+/** Column names of the piped rows (printed with --header). */
+export const CATALOG_TSV_COLUMNS = ["adapter", "format", "dtype", "modules", "total_rank", "parameters", "bytes", "effective_rank", "energy_at_half_rank"];
+
+export function renderCatalogTsv(rows: AdapterSummary[], header = false): string {
+  return formatTsv(
+    rows.map((a) => cells(a, false)),
+    header ? CATALOG_TSV_COLUMNS : undefined,
+  );
 }

@@ -31,7 +31,7 @@ export function lintCommand(ctx: Ctx): Command {
         printJson(ctx, { adapters: rep.adapters.map(({ findings: _f, ...a }) => a), findings: rep.findings, errors: rep.errors, warnings: rep.warnings });
       else if (ctx.stdout.isTTY) writeOut(ctx, renderLintTable(rep));
       else {
-        if (rep.findings.length) writeOut(ctx, renderLintTsv(rep));
+        if (rep.findings.length) writeOut(ctx, renderLintTsv(rep, g.header));
         note(ctx, g.quiet, lintSummary(rep));
       }
       if (rep.errors > 0)

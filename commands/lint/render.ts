@@ -15,6 +15,9 @@ export function renderLintTable(r: LintRun): string {
   return (rows.length ? formatTable(header, rows) + "\n\n" : "") + lintSummary(r);
 }
 
-export function renderLintTsv(r: LintRun): string {
-  return formatTsv(r.findings.map((f) => [f.path, f.severity, f.rule, f.loader, f.module ?? "", f.message]));
+export function renderLintTsv(r: LintRun, header = false): string {
+  return formatTsv(
+    r.findings.map((f) => [f.path, f.severity, f.rule, f.loader, f.module ?? "", f.message]),
+    header ? ["adapter", "severity", "rule", "loader", "module", "message"] : undefined,
+  );
 }

@@ -22,7 +22,11 @@ export function printCatalogReport(ctx: Ctx, g: GlobalOptions, r: CatalogTruncat
   ]);
   if (ctx.stdout.isTTY)
     writeOut(ctx, formatTable(["adapter", "output", "rank in", "rank out", "bytes", "rel. error", ...(energy ? ["retained energy"] : [])], rows));
-  else if (rows.length) writeOut(ctx, formatTsv(rows));
+  else if (rows.length)
+    writeOut(
+      ctx,
+      formatTsv(rows, g.header ? ["adapter", "output", "rank_in", "rank", "bytes", "relative_error", ...(energy ? ["retained_energy"] : [])] : undefined),
+    );
   const parts = [
     `${r.adapters.length} adapters written to ${r.output_dir}`,
     `${r.bytes} bytes of tensors${r.max_bytes !== undefined ? ` (budget ${r.max_bytes})` : ""}`,

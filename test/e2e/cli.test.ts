@@ -28,6 +28,38 @@ test("inspect: TSV rows when piped, no ANSI, one JSON document with --json", () 
   assert.equal(j.stderr, "");
 });
 
+test("--header: every piped table starts with a row of column names as wide as its rows", () => {
+  const d = tempDir("lora-header-");
+  const two = [ex, join(fixturesDir, "peft-rslora")];
+  const cases: [string, string[]][] = [
+    ["inspect", ["inspect", ex]],
+    ["inspect (catalog)", ["inspect", ...two]],
+    ["diff", ["diff", ex, ex]],
+    ["diff --signs", ["diff", ex, ex, "--signs"]],
+    ["lint", ["lint", join(fixturesDir, "bad-adapters")]],
+    ["truncate", ["truncate", ex, "--rank", "2", "-o", join(d, "t")]],
+    ["truncate (catalog)", ["truncate", ...two, "--rank", "2", "-o", join(d, "c")]],
+    ["backends", ["backends"]],
+  ];
+  for (const [label, args] of cases) {
+    const clean = () => {
+      for (const dir of ["t", "c"]) rmSync(join(d, dir), { recursive: true, force: true });
+    };
+    const plain = lora(args);
+    clean();
+    const headed = lora([...args, "--header"]);
+    clean();
+    assert.ok(plain.code === 0 || plain.code === 3, `${label}: ${plain.stderr}`);
+    const rows = plain.stdout.trimEnd().split("\n");
+    const hrows = headed.stdout.trimEnd().split("\n");
+    assert.ok(rows.length > 0 && rows[0] !== "", `${label}: rows to head`);
+    assert.equal(hrows.length, rows.length + 1, `${label}: one row more with --header`);
+    assert.deepEqual(hrows.slice(1), rows, `${label}: the same rows after the header`);
+    assert.equal(hrows[0]!.split("\t").length, rows[0]!.split("\t").length, `${label}: header as wide as a row: ${hrows[0]}`);
+    assert.match(hrows[0]!, /^[a-z_]+(\t[a-z_]+)*$/, `${label}: column names`);
+  }
+});
+
 test("exit codes: 0 help/version, 2 usage, 3 invalid input, 4 unavailable backend, 1 missing file", () => {
   assert.equal(lora(["--help"]).code, 0);
   assert.equal(lora(["--version"]).code, 0);
