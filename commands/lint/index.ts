@@ -3,7 +3,7 @@ import type { Ctx } from "../support/context.js";
 import { fromListOption, globals, withGlobalOptions } from "../support/options.js";
 import { note, printJson, writeOut } from "../support/output.js";
 import { withProgress } from "../support/progress.js";
-import { InvalidInputError } from "../../common/errors.js";
+import { InvalidInputError, RuntimeFailure } from "../../common/errors.js";
 import { RULES } from "../../surgery/lint/rules.js";
 
 function rulesHelp(): string {
@@ -28,15 +28,26 @@ export function lintCommand(ctx: Ctx): Command {
       const rep = await withProgress(ctx, g, "lint", (tick) => runLint(paths, { stdin: ctx.stdin, onAdapter: (i, n) => tick(i, n, "adapters") }));
       const { lintSummary, renderLintTable, renderLintTsv } = await import("./render.js");
       if (g.json)
-        printJson(ctx, { adapters: rep.adapters.map(({ findings: _f, ...a }) => a), findings: rep.findings, errors: rep.errors, warnings: rep.warnings });
+        printJson(ctx, {
+          adapters: rep.adapters.map(({ findings: _f, ...a }) => a),
+          findings: rep.findings,
+          errors: rep.errors,
+          warnings: rep.warnings,
+          failed: rep.failed,
+        });
       else if (ctx.stdout.isTTY) writeOut(ctx, renderLintTable(rep));
       else {
         if (rep.findings.length) writeOut(ctx, renderLintTsv(rep, g.header));
         note(ctx, g.quiet, lintSummary(rep));
       }
+      for (const f of rep.failed) if (!g.json) ctx.stderr.write(`lora: ${f.path}: skipped: ${f.error}\n`);
       if (rep.errors > 0)
         throw new InvalidInputError(
           `${rep.errors} error-level finding${rep.errors === 1 ? "" : "s"}: ${[...new Set(rep.findings.filter((f) => f.severity === "error").map((f) => f.rule))].join(", ")}`,
         );
+      if (rep.failed.length) {
+        const msg = `${rep.failed.length} of ${paths.length} inputs could not be linted`;
+        throw rep.failed.some((f) => f.exit === 3) ? new InvalidInputError(msg) : new RuntimeFailure(msg);
+      }
     });
 }

@@ -60,6 +60,31 @@ test("--header: every piped table starts with a row of column names as wide as i
   }
 });
 
+test("lint over several inputs: a missing path is skipped and reported, the others are linted", () => {
+  const bad = join(fixturesDir, "bad-adapters", "inf-factor.safetensors");
+  const missing = join(fixturesDir, "no-such-adapter");
+  const r = lora(["lint", bad, missing, ex]);
+  assert.equal(r.code, 3, "the error-level finding of the linted input decides");
+  assert.match(r.stdout, /inf-factor\.safetensors\terror\tnon-finite/);
+  assert.match(r.stderr, new RegExp(`lora: ${missing}: skipped: .*no such file`));
+  const j = lora(["lint", missing, ex, "--json"]);
+  assert.equal(j.code, 1, "only the missing input failed: the exit of its failure");
+  const doc = JSON.parse(j.stdout) as { adapters: { path: string; errors: number }[]; failed: { path: string; exit: number }[] };
+  assert.deepEqual(
+    doc.adapters.map((a) => [a.path, a.errors]),
+    [[ex, 0]],
+  );
+  assert.deepEqual(
+    doc.failed.map((f) => [f.path, f.exit]),
+    [[missing, 1]],
+  );
+  // One input alone fails as before: its own message, nothing on stdout.
+  const one = lora(["lint", missing]);
+  assert.equal(one.code, 1);
+  assert.equal(one.stdout, "");
+  assert.match(one.stderr, /no such file or directory/);
+});
+
 test("exit codes: 0 help/version, 2 usage, 3 invalid input, 4 unavailable backend, 1 missing file", () => {
   assert.equal(lora(["--help"]).code, 0);
   assert.equal(lora(["--version"]).code, 0);
