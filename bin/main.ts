@@ -5,10 +5,14 @@ const env = process.env;
 const noColor = argv.includes("--no-color") || (env["NO_COLOR"] ?? "") !== "" || env["TERM"] === "dumb" || !!env["CI"];
 if (noColor) env["FORCE_COLOR"] = "0";
 
-process.stdout.on("error", (e: NodeJS.ErrnoException) => {
-  if (e.code === "EPIPE") process.exit(0);
-  throw e;
-});
+// A reader that went away (`lora … | head -1`, or `2>&1 | head -1`, where the notes on stderr meet
+// the closed pipe first) ends the program quietly with status 0.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EPIPE") process.exit(0);
+    throw e;
+  });
+}
 
 const { cleanupTempFilesSync } = await import("../common/atomic.js");
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
