@@ -2,7 +2,7 @@
 // rows when piped (a header row with --header; the scale rule and notes go to stderr then). JSON
 // is printed by the command itself.
 import { summariseField, type KohyaMetadata } from "../../formats/adapter/index.js";
-import { fmt, formatTable, formatTsv } from "../support/output.js";
+import { fmt, formatTable, formatTsv, visible } from "../support/output.js";
 import type { InspectReport, ModuleReport } from "./run.js";
 
 const BARS = " ▁▂▃▄▅▆▇█";
@@ -85,10 +85,13 @@ export function kohyaLines(k: KohyaMetadata): string[] {
   const comment = k.training_comment ?? k.description;
   if (comment !== undefined) lines.push(`kohya comment: ${short("ss_training_comment", comment, 160)}`);
   if (k.description !== undefined && k.training_comment !== undefined) lines.push(`kohya description: ${short("modelspec.description", k.description, 160)}`);
-  if (k.model_hash !== undefined) lines.push(`kohya hashes: sshs_model_hash ${k.model_hash}, sshs_legacy_hash ${k.legacy_hash ?? "none"}`);
+  if (k.model_hash !== undefined)
+    lines.push(
+      `kohya hashes: sshs_model_hash ${short("sshs_model_hash", k.model_hash, 80)}, sshs_legacy_hash ${short("sshs_legacy_hash", k.legacy_hash ?? "none", 80)}`,
+    );
   const rest = Object.entries(k.fields);
   if (rest.length) lines.push(`kohya fields (${rest.length}, whole in --json): ${rest.map(([f, v]) => `${f} ${short(f, v)}`).join("; ")}`);
-  return lines;
+  return lines.map(visible); // the file's own text: no control characters reach the terminal
 }
 
 export function renderInspectTable(r: InspectReport, opts: { width?: number; emphasis?: (s: string) => string } = {}): string {
@@ -127,11 +130,11 @@ export function renderInspectTable(r: InspectReport, opts: { width?: number; emp
   const fits = !opts.width || wide.split("\n").every((l) => [...l].length <= opts.width!);
   const lines: string[] = [];
   lines.push(
-    `${r.path}: ${r.format} adapter, ${r.totals.modules} modules, total rank ${r.totals.rank}, ${r.totals.params.toLocaleString("en-US")} LoRA parameters, ${r.dtype}`,
+    `${visible(r.path)}: ${r.format} adapter, ${r.totals.modules} modules, total rank ${r.totals.rank}, ${r.totals.params.toLocaleString("en-US")} LoRA parameters, ${r.dtype}`,
   );
   lines.push(`scale from: ${r.config_source}${scaleRule(r).includes(": ") ? ` (${scaleRule(r).split(": ")[1]})` : ""}`);
   if (r.kohya_metadata) lines.push(...kohyaLines(r.kohya_metadata));
-  for (const n of r.notes) lines.push(`note: ${n}`);
+  for (const n of r.notes) lines.push(`note: ${visible(n)}`);
   lines.push("");
   let table = fits ? wide : build(false);
   if (opts.width)
@@ -141,10 +144,10 @@ export function renderInspectTable(r: InspectReport, opts: { width?: number; emp
       .join("\n");
   const [head, ...body] = table.split("\n");
   lines.push(opts.emphasis ? opts.emphasis(head!) : head!, ...body);
-  if (r.passthrough.length) lines.push("", `passthrough tensors (${r.passthrough.length}): ${r.passthrough.join(", ")}`);
+  if (r.passthrough.length) lines.push("", visible(`passthrough tensors (${r.passthrough.length}): ${r.passthrough.join(", ")}`));
   if (r.base_dependent?.length) {
     lines.push("", `ΔW needs the base model's weights for ${r.base_dependent.length} module(s) (not in the table; write commands without --base refuse them):`);
-    for (const d of r.base_dependent) lines.push(`  ${d.name}: ${d.reason} (${d.tensors.join(", ")})`);
+    for (const d of r.base_dependent) lines.push(visible(`  ${d.name}: ${d.reason} (${d.tensors.join(", ")})`));
   }
   const gated = r.modules.filter((m) => m.gate);
   if (gated.length) {

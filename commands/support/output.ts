@@ -30,10 +30,19 @@ export function paint(ctx: Ctx, stream: "stdout" | "stderr"): ChalkInstance {
   return chalk !== undefined && colourable(ctx, stream) ? new chalk.Chalk({ level: 1 }) : plain;
 }
 
+// Control characters (ESC, CR, backspace, C1) and bidirectional overrides, which a file's names and
+// metadata may carry to move the cursor, clear or recolour the screen, or reverse what is read.
+const UNSAFE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+
+/** Text from a file made safe to print: each control character or bidi override as a visible \u{…} escape (tabs and newlines kept). */
+export function visible(s: string): string {
+  return s.replace(UNSAFE, (ch) => `\\u{${ch.codePointAt(0)!.toString(16)}}`);
+}
+
 /** An error as printed on stderr: `lora: error: message`, then the hint on its own line. */
 export function errorText(ctx: Ctx, message: string, hint?: string): string {
   const c = paint(ctx, "stderr");
-  return `lora: ${c.red.bold("error:")} ${message}\n${hint ? `  ${c.dim("hint:")} ${hint}\n` : ""}`;
+  return `lora: ${c.red.bold("error:")} ${visible(message)}\n${hint ? `  ${c.dim("hint:")} ${visible(hint)}\n` : ""}`;
 }
 
 export function writeOut(ctx: Ctx, text: string): void {
@@ -41,11 +50,11 @@ export function writeOut(ctx: Ctx, text: string): void {
 }
 
 export function note(ctx: Ctx, quiet: boolean, text: string): void {
-  if (!quiet) ctx.stderr.write(`lora: ${text}\n`);
+  if (!quiet) ctx.stderr.write(`lora: ${visible(text)}\n`);
 }
 
 export function warn(ctx: Ctx, text: string): void {
-  ctx.stderr.write(`lora: ${paint(ctx, "stderr").yellow("warning:")} ${text}\n`);
+  ctx.stderr.write(`lora: ${paint(ctx, "stderr").yellow("warning:")} ${visible(text)}\n`);
 }
 
 export function printJson(ctx: Ctx, value: unknown): void {
@@ -71,7 +80,7 @@ function width(s: string): number {
 
 /** Aligned columns; numeric-looking columns right-aligned; `emphasis` styles the header row. */
 export function formatTable(header: string[], rows: string[][], emphasis: (s: string) => string = (s) => s): string {
-  const all = [header, ...rows];
+  const all = [header, ...rows.map((r) => r.map(visible))];
   const widths = header.map((_, c) => Math.max(...all.map((r) => width(r[c] ?? ""))));
   const numeric = header.map((_, c) => rows.length > 0 && rows.every((r) => /^[-+]?[\d.,e×x%-]*$/i.test(r[c] ?? "")));
   const line = (r: string[]) =>
@@ -87,7 +96,7 @@ export function formatTable(header: string[], rows: string[][], emphasis: (s: st
 
 /** Tab-separated rows; `header` (--header) puts the column names first. */
 export function formatTsv(rows: string[][], header?: string[]): string {
-  return (header ? [header, ...rows] : rows).map((r) => r.map((c) => c.replace(/[\t\n]/g, " ")).join("\t")).join("\n");
+  return (header ? [header, ...rows] : rows).map((r) => r.map((c) => visible(c.replace(/[\t\n]/g, " "))).join("\t")).join("\n");
 }
 
 /** Short human number: 3 significant digits, exponent when tiny or huge. */

@@ -3,7 +3,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { encodeFloats, serializeSafetensors, type TensorSpec } from "../../formats/safetensors/index.js";
 import { join } from "node:path";
 import { fixturesDir, loraBin, needsReal, realDir } from "../paths.js";
 import { tempDir } from "../temp-dir.js";
@@ -83,6 +84,49 @@ test("lint over several inputs: a missing path is skipped and reported, the othe
   assert.equal(one.code, 1);
   assert.equal(one.stdout, "");
   assert.match(one.stderr, /no such file or directory/);
+});
+
+test("a file's names and metadata never put control characters or bidi overrides on the terminal", async () => {
+  const d = tempDir("lora-escapes-");
+  const r = 2,
+    n = 8;
+  const stem = "lora_te_text_model_encoder_layers_0_self_attn_q_proj\x1b[2J";
+  const specs: TensorSpec[] = [
+    {
+      name: `${stem}.lora_down.weight`,
+      dtype: "F32",
+      shape: [r, n],
+      data: encodeFloats(
+        "F32",
+        Float64Array.from({ length: r * n }, (_, i) => 1 + (i % 3)),
+      ),
+    },
+    {
+      name: `${stem}.lora_up.weight`,
+      dtype: "F32",
+      shape: [n, r],
+      data: encodeFloats(
+        "F32",
+        Float64Array.from({ length: n * r }, (_, i) => 1 - (i % 5) / 4),
+      ),
+    },
+  ];
+  const file = join(d, "escapes.safetensors");
+  writeFileSync(file, await serializeSafetensors(specs, { "modelspec.title": "\u202eevil\x1b[31mred", ss_training_comment: "a\rb\bc" }));
+  for (const args of [
+    ["inspect", file],
+    ["lint", file],
+    ["inspect", file, "--header"],
+  ]) {
+    const out = lora(args);
+    const all = out.stdout + out.stderr;
+    assert.ok(!/[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]/.test(all), `${args.join(" ")}: raw control characters in ${JSON.stringify(all)}`);
+  }
+  const shown = lora(["inspect", file]);
+  assert.match(shown.stderr, /title "\\u\{202e\}evil\\u\{1b\}\[31mred"/, "the title, escaped visibly");
+  // --json keeps the exact strings (JSON escapes them itself).
+  const j = JSON.parse(lora(["inspect", file, "--json"]).stdout) as { kohya_metadata: { title: string } };
+  assert.equal(j.kohya_metadata.title, "\u202eevil\x1b[31mred");
 });
 
 test("exit codes: 0 help/version, 2 usage, 3 invalid input, 4 unavailable backend, 1 missing file", () => {
