@@ -89,7 +89,7 @@ async function inspectCatalog(ctx: Ctx, paths: string[], opts: Record<string, un
   const { renderCatalogTable, renderCatalogTsv } = await import("./render-catalog.js");
   if (g.json) printJson(ctx, rep);
   else writeOut(ctx, ctx.stdout.isTTY ? renderCatalogTable(rep.adapters) : renderCatalogTsv(rep.adapters, g.header));
-  for (const f of rep.failed) if (!g.json) ctx.stderr.write(`lora: ${f.path}: skipped: ${f.error}\n`);
+  for (const f of rep.failed) if (!g.json) note(ctx, false, `${f.path}: skipped: ${f.error}`);
   if (rep.failed.length) {
     const worst = rep.failed.some((f) => f.exit === 3) ? 3 : Math.max(...rep.failed.map((f) => f.exit));
     const msg = `${rep.failed.length} of ${paths.length} adapters could not be inspected`;

@@ -40,7 +40,7 @@ export function lintCommand(ctx: Ctx): Command {
         if (rep.findings.length) writeOut(ctx, renderLintTsv(rep, g.header));
         note(ctx, g.quiet, lintSummary(rep));
       }
-      for (const f of rep.failed) if (!g.json) ctx.stderr.write(`lora: ${f.path}: skipped: ${f.error}\n`);
+      for (const f of rep.failed) if (!g.json) note(ctx, false, `${f.path}: skipped: ${f.error}`);
       if (rep.errors > 0)
         throw new InvalidInputError(
           `${rep.errors} error-level finding${rep.errors === 1 ? "" : "s"}: ${[...new Set(rep.findings.filter((f) => f.severity === "error").map((f) => f.rule))].join(", ")}`,

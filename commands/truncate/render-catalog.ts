@@ -1,6 +1,6 @@
 // The catalog truncate report: one row per adapter (table on a terminal, TSV when piped), a summary line.
 import type { Ctx, GlobalOptions } from "../support/context.js";
-import { fmt, formatTable, formatTsv, printJson, writeOut } from "../support/output.js";
+import { fmt, formatTable, formatTsv, note, printJson, writeOut } from "../support/output.js";
 import type { CatalogTruncateReport } from "./catalog.js";
 
 export function printCatalogReport(ctx: Ctx, g: GlobalOptions, r: CatalogTruncateReport): void {
@@ -8,7 +8,7 @@ export function printCatalogReport(ctx: Ctx, g: GlobalOptions, r: CatalogTruncat
     printJson(ctx, r);
     return;
   }
-  for (const f of r.failed) ctx.stderr.write(`lora: ${f.path}: skipped: ${f.error}\n`);
+  for (const f of r.failed) note(ctx, false, `${f.path}: skipped: ${f.error}`);
   if (g.quiet) return;
   const energy = r.kept_energy !== undefined;
   const rows = r.adapters.map((a) => [
