@@ -671,3 +671,47 @@ describe("refusals write nothing", () => {
     );
   });
 });
+
+describe("a target that cancels (an adapter merged with its negation)", () => {
+  // T = ΔW − ΔW is 0 exactly; computed from the factors it is rounding noise (~1e-16 of the terms).
+  // Reported: target_norm 0 and relative error 0 where the output is 0 too (every method but
+  // dare's, whose masks differ per input), infinite (null in JSON) where it is not, with a note.
+  test("target_norm 0, relative error 0 (or ∞ → null for dare), a note, and a report the schema accepts", async () => {
+    const rng = new Rng(SEED + 20);
+    const a = await writeFake(fresh("neg"), false, [
+      randomMod(rng, "model.layers.0.q_proj", 24, 20, 4, 8),
+      randomMod(rng, "model.layers.0.v_proj", 16, 20, 3, 6),
+    ]);
+    const { validate } = await import("../../test/json-schema.js");
+    const { repoRoot } = await import("../../test/paths.js");
+    const schemas = join(repoRoot, "docs", "schemas");
+    const schema = JSON.parse(readFileSync(join(schemas, "merge.schema.json"), "utf8")) as Record<string, unknown>;
+    for (const method of ["cat", "svd", "linear", "ties", "magnitude_prune", "dare"] as const) {
+      const rep = await run(opts([a.dir, a.dir], fresh(`neg-${method}`), { method, weights: [1, -1] }));
+      const zero = method !== "dare";
+      for (const m of rep.modules) {
+        assert.equal(m.target_norm, 0, `${method} ${m.name}: target_norm`);
+        assert.equal(m.relative_error, zero ? 0 : Infinity, `${method} ${m.name}: relative_error`);
+      }
+      assert.equal(rep.totals.relative_error, zero ? 0 : Infinity, `${method}: total`);
+      const note = rep.notes.find((n) => /cancels to the rounding level/.test(n));
+      assert.ok(note, `${method}: a note says so (${rep.notes.join(" | ")})`);
+      if (!zero) assert.match(note, /infinite \(null in --json\) for the 2/);
+      const doc = JSON.parse(JSON.stringify(rep)) as { modules: { relative_error: unknown }[] };
+      if (!zero) assert.equal(doc.modules[0]!.relative_error, null);
+      assert.deepEqual(validate(doc, schema, schemas), [], `${method}: report against merge.schema.json`);
+    }
+  });
+
+  test("a small target that does not cancel to rounding level (T = 10⁻⁹·ΔW) keeps its norm and error", async () => {
+    const rng = new Rng(SEED + 21);
+    const a = await writeFake(fresh("near"), false, [randomMod(rng, "model.layers.0.q_proj", 24, 20, 4, 8)]);
+    const weights = [1, -(1 - 1e-9)];
+    const rep = await run(opts([a.dir, a.dir], fresh("near-cat"), { method: "cat", weights }));
+    const T = target([a, a], weights).get("model.layers.0.q_proj")!;
+    const ref = Math.sqrt(T.T.reduce((s, v) => s + v * v, 0));
+    const m = rep.modules[0]!;
+    assert.ok(Math.abs(m.target_norm - ref) <= 1e-5 * ref, `target_norm ${m.target_norm} vs dense ${ref}`);
+    assert.ok(!rep.notes.some((n) => /cancels/.test(n)), rep.notes.join(" | "));
+  });
+});

@@ -18,7 +18,7 @@ import { InvalidInputError, UsageError } from "../../common/errors.js";
 import { encodeFloatsWithResidual } from "../../formats/safetensors/index.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../../surgery/report.js";
-import { errorOf, mergeModule, rounded, roundingErrorOf } from "../../surgery/merge/module.js";
+import { errorOf, mergeModule, rounded, roundingErrorOf, type ErrorReport } from "../../surgery/merge/module.js";
 import { label, pairModules, planRanks, readTerms, resolvePassthrough } from "../../surgery/merge/plan.js";
 import type { MergeMethod, MergeOptions } from "../../surgery/merge/types.js";
 import { ReadAhead } from "../../surgery/schedule.js";
@@ -106,6 +106,8 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
     const firstFormat = adapters[0]!.format;
     const format: "peft" | "kohya" | "diffusers" = o.to ?? (firstFormat === "kohya" || firstFormat === "diffusers" ? firstFormat : "peft");
     const results = new Map<string, ModuleResult>();
+    /** Modules whose target cancelled to rounding level (reported as 0), with their ‖ΔW_out − T‖. */
+    const cancelled = new Map<string, number>();
     let done = 0;
     const mergeOne = async (g: (typeof live)[number]): Promise<{ A: Uint8Array; B: Uint8Array }> => {
       const terms = await readTerms(adapters, g, weights);
@@ -122,7 +124,7 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
           );
       };
       const target = terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale }));
-      let bytes: { A: Uint8Array; B: Uint8Array }, err: { norm: number; rel: number };
+      let bytes: { A: Uint8Array; B: Uint8Array }, err: ErrorReport;
       if (res.written) {
         overflow(res.B.data);
         overflow(res.A.data);
@@ -147,6 +149,8 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
         err = await errorOf(be, target, { A: { ...res.A, data: A }, B: { ...res.B, data: B } });
       }
       const rankIn = adapters.map((_, i) => g.members.find((m) => m.input === i)?.module.rank ?? 0);
+      if (err.cancelled) cancelled.set(g.key, err.diff);
+      // relative_error Infinity (T at rounding level, the output not) is null in the JSON report.
       const mr: ModuleResult = { name: g.name, rank_in: rankIn, rank: g.rank, relative_error: err.rel, target_norm: err.norm };
       const det = { ...(res.details ?? {}) };
       delete det["labels"];
@@ -203,6 +207,24 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
         })
       : await write(mergeOne);
     const mods = live.map((g) => results.get(g.key)!);
+    const totals = totalsOf(mods, written.tensorBytes);
+    if (cancelled.size) {
+      const nonzero = [...cancelled.values()].filter((d) => d > 0).length;
+      notes.push(
+        `${cancelled.size} module(s) have a target Σ wᵢ·ΔWᵢ that cancels to the rounding level of its terms: reported as target_norm 0, with relative error 0${nonzero ? `, or infinite (null in --json) for the ${nonzero} whose output is not 0` : " (the output is 0 too)"}`,
+      );
+      // The total √(Σ‖ΔW_out − Tᵢ‖²)/√(Σ‖Tᵢ‖²) with those modules' ‖ΔW_out − T‖ (totalsOf would take ∞·0).
+      if (nonzero) {
+        let num = 0,
+          den = 0;
+        for (const g of live) {
+          const m = results.get(g.key)!;
+          num += cancelled.has(g.key) ? cancelled.get(g.key)! ** 2 : (m.relative_error * m.target_norm) ** 2;
+          den += m.target_norm ** 2;
+        }
+        totals.relative_error = den > 0 ? Math.sqrt(num / den) : Infinity;
+      }
+    }
     const report: MergeReport = {
       command: "merge",
       method: o.method,
@@ -211,7 +233,7 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
       format,
       modules: mods,
       dropped,
-      totals: totalsOf(mods, written.tensorBytes),
+      totals,
       notes,
       weights,
       seed: o.seed,

@@ -23,6 +23,38 @@ export function rounded(dtype: DType, x: Float64Array): { values: Float64Array; 
   return { values: decodeToFloat64(dtype, bytes), bytes };
 }
 
+/** An error report: ‖T‖ and ‖P − T‖/‖T‖ as reported, and the absolute ‖P − T‖. */
+export interface ErrorReport {
+  norm: number;
+  /** 0 when P and T are both 0 (or at rounding level); Infinity (JSON null) when only T is. */
+  rel: number;
+  /** ‖P − T‖, for totals over modules whose ratio is infinite. */
+  diff: number;
+  /** T cancelled to the rounding level of its terms and is reported as 0 (docs/algorithms.md §5). */
+  cancelled?: boolean;
+}
+
+/**
+ * The rounding level of a sum T = Σ tᵢ computed in float64: its value is only known to within a few
+ * ε·Σ‖tᵢ‖, and the norms here add the error of the route that computes them (the QR core of the
+ * stacked factors, backward stable: its error is a modest multiple, growing like √R, of ε times
+ * the sizes of the stacked terms). 2⁻⁴⁴ = 256ε leaves room for that multiple for ranks into the
+ * thousands, and stays ten million times below the smallest real cancellation the tests merge
+ * (T = t − t + 10⁻⁷·t', at 10⁻⁷ of its terms).
+ */
+export const ROUNDING_LEVEL = 256 * Number.EPSILON;
+
+/**
+ * The report of ‖T‖ = tn and ‖P − T‖ = dn given `size` = Σ‖wᵢΔWᵢ‖ (the terms of T) and `outNorm` =
+ * ‖P‖: a T at the rounding level of its terms is reported as 0, and its ratio as 0 when P − T is at
+ * that level too (of the terms and of P), else as infinite (docs/algorithms.md §5).
+ */
+export function reported(tn: number, dn: number, size: number, outNorm: number): ErrorReport {
+  if (tn > 0 && tn > ROUNDING_LEVEL * size) return { norm: tn, rel: dn / tn, diff: dn };
+  const zero = dn === 0 || dn <= ROUNDING_LEVEL * (size + outNorm);
+  return { norm: 0, rel: zero ? 0 : Infinity, diff: zero ? 0 : dn, cancelled: size > 0 };
+}
+
 /**
  * ‖T‖ and ‖P − T‖/‖T‖ from the factors. The terms of [T, −P] (each s·B·A) give both norms at once
  * through their pairwise inner products ⟨sₚBₚAₚ, s_qB_qA_q⟩ = sₚs_q⟨BₚᵀB_q, AₚA_qᵀ⟩, small products of
@@ -31,8 +63,8 @@ export function rounded(dtype: DType, x: Float64Array): { values: Float64Array; 
  * cancel), so there the norms are recomputed through the QR core (docs/algorithms.md §2.1), which has no cancellation:
  * exact merges report ~1e-16, not the Gram route's ~1e-8 floor.
  */
-export async function errorOf(be: LinalgBackend, target: LowRankTerm[], got: MergedFactors): Promise<{ norm: number; rel: number }> {
-  if (target.length === 0) return { norm: 0, rel: 0 };
+export async function errorOf(be: LinalgBackend, target: LowRankTerm[], got: MergedFactors): Promise<ErrorReport> {
+  if (target.length === 0) return { norm: 0, rel: 0, diff: 0 };
   const approx: LowRankTerm[] = got.A.rows > 0 ? [{ B: got.B, A: got.A, scale: -1 }] : [];
   const all = [...target, ...approx];
   const nT = target.length;
@@ -53,14 +85,19 @@ export async function errorOf(be: LinalgBackend, target: LowRankTerm[], got: Mer
   let t2 = 0,
     d2 = 0,
     blocks = 0,
-    blocksAll = 0;
+    blocksAll = 0,
+    size = 0,
+    outNorm = 0;
   pairs.forEach(([p, q], k) => {
     const v = (p === q ? 1 : 2) * inner[k]!;
     d2 += v;
     if (q < nT) t2 += v;
     if (p === q) {
       blocksAll += v; // ‖termₚ‖²: the size of what the sums cancelled
-      if (p < nT) blocks += v;
+      if (p < nT) {
+        blocks += v;
+        size += Math.sqrt(Math.max(v, 0));
+      } else outNorm = Math.sqrt(Math.max(v, 0));
     }
   });
   let tn = Math.sqrt(Math.max(t2, 0));
@@ -70,7 +107,7 @@ export async function errorOf(be: LinalgBackend, target: LowRankTerm[], got: Mer
     const { B, A } = concatTerms(all);
     dn = await stackedNorm(be, B, A);
   }
-  return { norm: tn, rel: tn > 0 ? dn / tn : dn === 0 ? 0 : Infinity };
+  return reported(tn, dn, size, outNorm);
 }
 
 /**
@@ -85,7 +122,7 @@ export async function roundingErrorOf(
   target: LowRankTerm[],
   exact: MergedFactors,
   rounding: { B: Float64Array | null; A: Float64Array | null },
-): Promise<{ norm: number; rel: number }> {
+): Promise<ErrorReport> {
   const R = exact.A.rows,
     out = exact.B.rows,
     inn = exact.A.cols;
@@ -113,7 +150,9 @@ export async function roundingErrorOf(
   let d2 = 0,
     t2 = 0,
     blocks = 0,
-    dBlocks = 0;
+    dBlocks = 0,
+    pp = 0; // ‖P‖² = ⟨B̃ᵀB̃, ÃÃᵀ⟩
+  const termBlocks = new Float64Array(target.length); // ‖termₚ‖²
   const block = new Int32Array(R);
   let off = 0;
   target.forEach((t, q) => {
@@ -129,18 +168,22 @@ export async function roundingErrorOf(
       const v = bb[k]! * aa[k]!;
       d2 += d;
       t2 += v;
+      // B̃ᵀB̃ = B₀ᵀB₀ + B₀ᵀδB + δBᵀB₀ + δBᵀδB, against ÃÃᵀ as above
+      pp += (bb[k]! + db[k]! + db[kt]! + dd[k]!) * (aa[k]! + ad[k]! + ad[kt]! + ee[k]!);
       if (block[i] === block[j]) {
         blocks += v;
         dBlocks += d;
+        termBlocks[block[i]!]! += v;
       }
     }
+  const size = termBlocks.reduce((s, v) => s + Math.sqrt(Math.max(v, 0)), 0);
+  const outNorm = Math.sqrt(Math.max(pp, 0));
   // Each term's rounding error ‖(δB·Ã + B₀·δA)ᵢ‖² is a diagonal block: when the terms' errors cancel
   // (an adapter merged with its negation), the sum above lost digits, and the general route decides.
-  if (dBlocks === 0) return { norm: t2 > 1e-8 * blocks ? Math.sqrt(t2) : await lowRankNorm(be, target), rel: 0 };
+  if (dBlocks === 0) return reported(t2 > 1e-8 * blocks ? Math.sqrt(t2) : await lowRankNorm(be, target), 0, size, outNorm);
   if (!(d2 > 1e-4 * dBlocks)) return errorOf(be, target, written());
   const tn = t2 > 1e-8 * blocks ? Math.sqrt(t2) : await lowRankNorm(be, target);
-  const dn = Math.sqrt(d2);
-  return { norm: tn, rel: tn > 0 ? dn / tn : Infinity };
+  return reported(tn, Math.sqrt(d2), size, outNorm);
 }
 
 /** x + y, elementwise (the rounded factors from the exact ones and their rounding). */

@@ -73,7 +73,7 @@ async function gramRoute(be: LinalgBackend, terms: MergeTerm[], t: number, dtype
   return {
     B: { rows: B.rows, cols: t, data: decodeToFloat64(dtype, r.B) },
     A: { rows: t, cols: A.cols, data: decodeToFloat64(dtype, r.A) },
-    written: { B: r.B, A: r.A, norm, rel: norm > 0 ? diff / norm : diff === 0 ? 0 : Number.POSITIVE_INFINITY },
+    written: { B: r.B, A: r.A, norm, rel: norm > 0 ? diff / norm : diff === 0 ? 0 : Number.POSITIVE_INFINITY, diff },
     details: { retained_energy: retainedEnergy(r.S, t) },
   };
 }

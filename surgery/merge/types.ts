@@ -43,6 +43,8 @@ export interface WrittenFactors {
   A: Uint8Array;
   norm: number;
   rel: number;
+  /** ‖ΔW_out − T‖ */
+  diff: number;
 }
 
 export interface MergeOptions {
