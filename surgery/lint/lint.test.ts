@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { encodeFloats, serializeSafetensors, type DType, type TensorSpec } from "../../formats/safetensors/index.js";
 import { Rng } from "../../linalg/random.js";
 import { fixturesDir } from "../../test/paths.js";
-import { peftCheck, peftCheckUnavailable } from "../../test/peft-check.js";
+import { peftCheck, peftCheckUnavailable, peftDeltas } from "../../test/peft-check.js";
+import { spawnSync } from "node:child_process";
 import { lintAdapter } from "./lint.js";
 import { RULES } from "./rules.js";
 import { runCli as cli } from "../../test/cli.js";
@@ -123,6 +124,7 @@ const failing: [keyof typeof RULES, () => Promise<string>][] = [
   ["peftNoTargets", () => peft({ config: { ...CONFIG, target_modules: undefined } })],
   ["peftRank", () => peft({ config: { ...CONFIG, rank_pattern: {} } })],
   ["peftTarget", () => peft({ config: { ...CONFIG, target_modules: ["q_proj"] } })],
+  ["peftTarget", () => peft({ config: { ...CONFIG, layers_to_transform: [0] } })],
   ["peftPattern", () => peft({ config: { ...CONFIG, alpha_pattern: { k_proj: 4 } } })],
   ["peftBias", () => peft({ edit: (s) => [...s, f32(`${Q}.lora_B.bias`, [16], new Array(16).fill(0.1))] })],
   ["peftDora", () => peft({ edit: (s) => [...s, f32(`${Q}.lora_magnitude_vector`, [16], new Array(16).fill(1))] })],
@@ -163,6 +165,7 @@ test("lint: a clean PEFT directory and a clean kohya file have no findings", asy
       edit: (s) => [...s, ...MODS.map((m) => f32(`base_model.model.${m.path}.lora_magnitude_vector`, [16], new Array(16).fill(1)))],
     }),
     await peft({ config: { ...CONFIG, lora_bias: true }, edit: (s) => [...s, f32(`${Q}.lora_B.bias`, [16], new Array(16).fill(0.1))] }),
+    await peft({ config: { ...CONFIG, layers_to_transform: [0, 1], layers_pattern: "layers" } }),
   ]) {
     const r = await lintAdapter(p);
     assert.deepEqual(r.findings, [], `${p}: ${JSON.stringify(r.findings)}`);
@@ -193,12 +196,24 @@ test("every rule in the catalogue has a failing case here", () => {
 });
 
 test("the PEFT files lint passes load under PEFT's own rules with the ΔW we meant (peft-check)", { skip: peftCheckUnavailable() }, async () => {
-  for (const dir of [await peft(), await peft({ config: { ...CONFIG, target_modules: "model\\.layers\\.\\d+\\.self_attn\\.(q|v)_proj" } })]) {
+  for (const dir of [
+    await peft(),
+    await peft({ config: { ...CONFIG, target_modules: "model\\.layers\\.\\d+\\.self_attn\\.(q|v)_proj" } }),
+    await peft({ config: { ...CONFIG, layers_to_transform: [1, 0] } }),
+  ]) {
     assert.deepEqual((await lintAdapter(dir)).findings, []);
     const r = peftCheck(dir);
     assert.equal(r.modules, MODS.length);
     assert.ok(r.max_rel < 1e-6, `PEFT's ΔW differs: ${r.max_rel}`);
   }
+  // layers_to_transform [0]: lint names the layer-1 module, and PEFT indeed creates no layer for it.
+  const dir = await peft({ config: { ...CONFIG, layers_to_transform: [0] } });
+  const named = (await lintAdapter(dir)).findings.filter((f) => f.rule === RULES.peftTarget.id).map((f) => f.module);
+  assert.deepEqual(named, ["model.layers.1.self_attn.q_proj"]);
+  const loaded = spawnSync("/usr/bin/python3", ["-c", "import numpy as np, sys; print(' '.join(sorted(np.load(sys.argv[1]).files)))", peftDeltas(dir)], {
+    encoding: "utf8",
+  });
+  assert.deepEqual(loaded.stdout.trim().split(" "), ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj"], loaded.stderr);
 });
 
 test("lora lint: exit 0 when clean or only warnings, 3 with an error; --json findings document over several inputs", async () => {

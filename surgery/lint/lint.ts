@@ -98,6 +98,33 @@ function targetMatches(targets: unknown, key: string): boolean {
   return false;
 }
 
+/**
+ * Whether PEFT's layers_to_transform keeps the module at `key` (PEFT's check_target_module_exists,
+ * applied to target_modules lists): the layer index is the number after the first `.<name>.` (or
+ * `.<layers_pattern>.`) segment; a key without one is not kept.
+ */
+function layerSelected(config: PeftConfig, key: string): boolean {
+  const which = config["layers_to_transform"];
+  if (which === undefined || which === null || (Array.isArray(which) && which.length === 0)) return true;
+  const raw = config["layers_pattern"] as string | string[] | null | undefined;
+  const patterns: (string | null)[] = raw === undefined || raw === null || raw.length === 0 ? [null] : typeof raw === "string" ? [raw] : raw;
+  let index: number | null = null;
+  for (const p of patterns) {
+    let m: RegExpExecArray | null = null;
+    try {
+      m = new RegExp(p === null ? "^.*?\\.[^.]*\\.(\\d+)\\." : `^.*?\\.${p}\\.(\\d+)\\.`).exec(key);
+    } catch {
+      return true; // an invalid pattern: not this rule's finding
+    }
+    if (m) {
+      index = Number(m[1]);
+      break;
+    }
+  }
+  if (index === null) return false;
+  return typeof which === "number" ? index === which : Array.isArray(which) && which.includes(index);
+}
+
 class Findings {
   readonly list: Finding[] = [];
   add(rule: Rule, module: string | null, message: string): void {
@@ -180,6 +207,12 @@ function checkPeft(config: PeftConfig | null, configProblem: string | null, grou
     }
     if (targets !== undefined && targets !== null && !targetMatches(targets, path))
       f.add(RULES.peftTarget, path, `"${path}" is not matched by target_modules ${JSON.stringify(targets)}`);
+    else if (Array.isArray(targets) && !targets.includes(path) && !layerSelected(config, path))
+      f.add(
+        RULES.peftTarget,
+        path,
+        `"${path}" is outside layers_to_transform ${JSON.stringify(config["layers_to_transform"])}${config["layers_pattern"] ? ` (layers_pattern ${JSON.stringify(config["layers_pattern"])})` : ""}`,
+      );
     const excl = config["exclude_modules"];
     if (excl !== undefined && excl !== null && targetMatches(excl, path))
       f.add(RULES.peftTarget, path, `"${path}" is excluded by exclude_modules ${JSON.stringify(excl)}`);

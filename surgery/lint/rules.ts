@@ -32,7 +32,12 @@ export const RULES = {
   peftNoConfig: rule("peft-no-config", "error", "peft", "PEFT keys come with an adapter_config.json (PeftModel.from_pretrained needs it)"),
   peftNoTargets: rule("peft-no-target-modules", "error", "peft", "adapter_config.json names target_modules (PEFT refuses a config without them)"),
   peftRank: rule("peft-config-rank", "error", "peft", "r / rank_pattern give each module the rank its tensors have (else a size-mismatch error at load)"),
-  peftTarget: rule("peft-target-not-matched", "error", "peft", "every module is matched by target_modules (else PEFT creates no layer and drops its weights)"),
+  peftTarget: rule(
+    "peft-target-not-matched",
+    "error",
+    "peft",
+    "every module is matched by target_modules, and within layers_to_transform where set (else PEFT creates no layer and drops its weights)",
+  ),
   peftPattern: rule("peft-pattern-unused", "warning", "peft", "every rank_pattern / alpha_pattern key matches some module"),
   peftBias: rule("peft-lora-bias", "error", "peft", "lora_B.bias tensors only with lora_bias: true in the config (else PEFT drops them)"),
   peftDora: rule("peft-dora-config", "error", "peft", "lora_magnitude_vector tensors exactly when use_dora is true, one per module"),
