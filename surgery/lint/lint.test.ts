@@ -183,6 +183,7 @@ for (const [key, make] of failing) {
       assert.equal(h.severity, rule.severity);
       assert.equal(h.loader, rule.loader);
       assert.ok(h.message.length > 0);
+      assert.ok(!h.module?.startsWith("base_model.model."), `${rule.id} names the module by its path in the model: ${h.module}`);
     }
     assert.equal(
       r.errors > 0,

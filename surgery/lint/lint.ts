@@ -156,6 +156,11 @@ async function factorValues(src: AdapterSource, t: TensorInfo, take: (n: number)
 }
 
 /** Shapes, dtypes and values of every module. */
+/** A module as every finding names it: its path in the model (PEFT's base_model.model. prefix dropped; kohya stems as they are). */
+function moduleName(g: Group): string {
+  return g.stem.startsWith(PEFT_PREFIX) ? g.stem.slice(PEFT_PREFIX.length) : g.stem;
+}
+
 async function checkModules(src: AdapterSource, groups: Group[], f: Findings): Promise<void> {
   const take = growingBuffer();
   for (const g of groups) {
@@ -165,7 +170,7 @@ async function checkModules(src: AdapterSource, groups: Group[], f: Findings): P
       const have = (A ?? B)!.name;
       f.add(
         RULES.unpaired,
-        g.stem,
+        moduleName(g),
         `${have} has no ${g.family === "peft" ? (A ? "lora_B" : "lora_A") : A ? "lora_up" : "lora_down"} partner; loaders reject or skip the module`,
       );
       continue;
@@ -174,13 +179,14 @@ async function checkModules(src: AdapterSource, groups: Group[], f: Findings): P
       g.module = buildModule(g.parts, { name: g.stem, path: g.stem, matchKey: g.stem, label: src.label });
     } catch (e) {
       if (!(e instanceof InvalidInputError)) throw e;
-      f.add(/dtype/.test(e.message) ? RULES.factorDtype : RULES.rankMismatch, g.stem, e.message);
+      f.add(/dtype/.test(e.message) ? RULES.factorDtype : RULES.rankMismatch, moduleName(g), e.message);
       continue;
     }
     for (const t of [A, B]) {
       const { bad, value, zero } = await factorValues(src, t, take);
-      if (bad >= 0) f.add(RULES.nonFinite, g.stem, `${t.name} holds ${value} at element ${bad}`);
-      else if (zero) f.add(RULES.zeroModule, g.stem, `${t.name} is all zeros, so ΔW = 0${t === B ? " (an untrained PEFT initialisation leaves B = 0)" : ""}`);
+      if (bad >= 0) f.add(RULES.nonFinite, moduleName(g), `${t.name} holds ${value} at element ${bad}`);
+      else if (zero)
+        f.add(RULES.zeroModule, moduleName(g), `${t.name} is all zeros, so ΔW = 0${t === B ? " (an untrained PEFT initialisation leaves B = 0)" : ""}`);
     }
   }
   const dtypes = new Set(groups.flatMap((g) => [g.parts.A?.dtype, g.parts.B?.dtype]).filter((d) => d !== undefined));
@@ -188,7 +194,7 @@ async function checkModules(src: AdapterSource, groups: Group[], f: Findings): P
 }
 
 function checkPeft(config: PeftConfig | null, configProblem: string | null, groups: Group[], f: Findings, label: string): void {
-  const mods = groups.filter((g) => g.module).map((g) => ({ g, path: g.stem.startsWith(PEFT_PREFIX) ? g.stem.slice(PEFT_PREFIX.length) : g.stem }));
+  const mods = groups.filter((g) => g.module).map((g) => ({ g, path: moduleName(g) }));
   if (!config) {
     f.add(RULES.peftNoConfig, null, configProblem ?? "no adapter_config.json beside the weights (nor adapter_config in the file's metadata)");
     return;
@@ -290,7 +296,7 @@ function checkCollisions(groups: Group[], f: Findings): void {
   const seen = new Map<string, string>();
   for (const g of groups) {
     if (!g.module || g.family !== "peft") continue;
-    const path = g.stem.startsWith(PEFT_PREFIX) ? g.stem.slice(PEFT_PREFIX.length) : g.stem;
+    const path = moduleName(g);
     const stem = kohyaStemFor(path);
     const other = seen.get(stem);
     if (other !== undefined) f.add(RULES.kohyaCollision, path, `"${path}" and "${other}" both become ${stem}`);
