@@ -183,6 +183,27 @@ function storedShape(p: Pair): { rows: number; cols: number; es: number } {
   return { rows: w.transposed ? w.in : w.out, cols: w.transposed ? w.out : w.in, es: dtypeBits(p.base.info.dtype as ModelDType) / 8 };
 }
 
+/**
+ * The largest ‖ΔW‖_F whose SVD the float32 products can carry. The sketch (linalg/truncated-svd.ts)
+ * forms Y = ΔW·X in float32, and with --low-memory G = ΔWᵀ·Y too, whose entries reach ‖ΔW‖²·‖Ω‖₂
+ * (Ω Gaussian, ‖Ω‖₂ ≈ √rows + √ℓ < 2¹² for any weight under 16M rows); float32 ends at 2¹²⁸.
+ * ‖ΔW‖ ≤ 2⁵⁶ (7.2e16) keeps ‖ΔW‖²·‖Ω‖₂ below 2¹²⁴, and trained weights differ by a few units at most.
+ * Past it, a product overflows to ±Inf and the eigensolver fails without naming the weight. The
+ * exact route (--exact) takes the SVD of ΔW in float64 and needs no such bound.
+ */
+export const MAX_DELTA_NORM = 2 ** 56;
+
+/** A ΔW too large for the float32 products (MAX_DELTA_NORM), by its float64 ‖ΔW‖² so far. */
+function checkDeltaNorm(p: Pair, norm2: number): void {
+  if (norm2 > MAX_DELTA_NORM ** 2)
+    throw new InvalidInputError(
+      `tensor ${p.name}: TUNED − BASE is too large for the float32 products of its SVD (‖ΔW‖ ≥ ${Math.sqrt(norm2).toExponential(2)}, at most 2^56 ≈ ${MAX_DELTA_NORM.toExponential(1)})`,
+      {
+        hint: "values this large are no trained weights: check that TUNED is a fine-tune of BASE and that neither holds corrupt values (--exact takes such a ΔW: its SVD is in float64)",
+      },
+    );
+}
+
 function nonFinite(p: Pair, r: { which: string | null; value: number }, i: number): InvalidInputError {
   if (r.which === "difference") return new InvalidInputError(`tensor ${p.name}: TUNED − BASE overflows float32 at index ${i}`);
   return new InvalidInputError(`${r.which === "tuned" ? "TUNED" : "BASE"}: tensor ${p.name} holds ${r.value} at index ${i}`);
@@ -249,6 +270,7 @@ function deltaPanels(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: n
         const r = await be.weightDelta(t, b, dtype, block, norm2);
         if (r.firstNonFinite >= 0) throw nonFinite(p, r, r0 * cols + r.firstNonFinite);
         norm2 = r.norm2;
+        checkDeltaNorm(p, norm2);
         await fn(r0, { rows: n, cols, data: block });
       });
       return norm2;
@@ -261,7 +283,13 @@ function deltaPanels(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: n
  * the backend's weightDelta a chunk at a time (foldRanges), so memory holds one float32 ΔW and four
  * chunks, never a whole stored tensor.
  */
-async function difference(be: LinalgBackend, p: Pair, work: Scratches, onBytes: (n: number) => void): Promise<{ data: Float32Array; norm2: number }> {
+async function difference(
+  be: LinalgBackend,
+  p: Pair,
+  work: Scratches,
+  onBytes: (n: number) => void,
+  exact: boolean,
+): Promise<{ data: Float32Array; norm2: number }> {
   const n = elementsOf(p);
   const data = work.delta.floats(n);
   const dtype = p.base.info.dtype as ModelDType; // pairModels keeps F32/F16/BF16 weights only
@@ -282,6 +310,7 @@ async function difference(be: LinalgBackend, p: Pair, work: Scratches, onBytes: 
       const r = await be.weightDelta(t, b, dtype, data.subarray(at, at + t.byteLength / es), norm2);
       if (r.firstNonFinite >= 0) throw nonFinite(p, r, at + r.firstNonFinite);
       norm2 = r.norm2;
+      if (!exact) checkDeltaNorm(p, norm2);
     },
   );
   return { data, norm2 };
@@ -307,7 +336,7 @@ async function deltaOf(
   const be = deps.backend;
   if (streams(p, o, deps)) return { m: deltaPanels(be, p, work, onBytes, deps.releaseMemory) };
   const { rows, cols } = storedShape(p);
-  const { data, norm2 } = await difference(be, p, work, onBytes);
+  const { data, norm2 } = await difference(be, p, work, onBytes, !!o.exact);
   return { m: { rows, cols, data }, norm2 };
 }
 

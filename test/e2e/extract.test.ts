@@ -376,6 +376,48 @@ describe("bad input exits 3 before anything is written; SIGINT leaves nothing", 
     assert.deepEqual(tempLeft(tmp), []);
   });
 
+  test("extract: a ΔW too large for the float32 products (±3e38 in one weight) names the weight; --exact, and ±3e16, still extract", async () => {
+    const s = spec("llama", { seed: SEED + 32 });
+    const base = join(tmp, "huge-base");
+    await writeGeneratedModel(base, s, false);
+    const weight = "model.layers.1.mlp.down_proj.weight";
+    /** The tuned model with elements 1 and 2 of `weight` set to ±v (F32, patched in place in the file). */
+    const tunedWith = async (v: number): Promise<string> => {
+      const dir = join(tmp, `huge-tuned-${v}`);
+      await writeGeneratedModel(dir, s, true);
+      const file = join(dir, "model.safetensors");
+      const bytes = readFileSync(file);
+      const n = Number(bytes.readBigUInt64LE(0));
+      const header = JSON.parse(bytes.subarray(8, 8 + n).toString("utf8")) as Record<string, { dtype: string; data_offsets: [number, number] }>;
+      const at = 8 + n + header[weight]!.data_offsets[0];
+      assert.equal(header[weight]!.dtype, "F32");
+      bytes.writeFloatLE(v, at + 4);
+      bytes.writeFloatLE(-v, at + 8);
+      writeFileSync(file, bytes);
+      return dir;
+    };
+    const huge = await tunedWith(3e38);
+    const hooks = { LORA_TEST_STREAM_FROM: "1", LORA_TEST_PANEL_BYTES: "600" };
+    for (const [args, env] of [
+      [["--rank", "2"], {}],
+      [["--rank", "2", "--low-memory"], hooks],
+      [["--budget", "6"], {}],
+    ] as const) {
+      const out = join(tmp, "huge-out");
+      const r = lora(["extract", base, huge, ...args, "-o", out], env);
+      assert.equal(r.status, 3, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, /tensor model\.layers\.1\.mlp\.down_proj\.weight: TUNED − BASE is too large for the float32 products/, args.join(" "));
+      assert.ok(!existsSync(out), args.join(" "));
+      assert.deepEqual(tempLeft(tmp), [], args.join(" "));
+    }
+    // --exact: the SVD of ΔW in float64 carries it.
+    const exact = lora(["extract", base, huge, "--rank", "2", "--exact", "-o", join(tmp, "huge-exact")]);
+    assert.equal(exact.status, 0, exact.stderr);
+    const fine = await tunedWith(3e16);
+    const r = lora(["extract", base, fine, "--rank", "2", "-o", join(tmp, "huge-fine")]);
+    assert.equal(r.status, 0, r.stderr);
+  });
+
   test("apply: an adapter for another model (names) or another size (shapes)", async () => {
     const s = spec("llama", { seed: SEED + 31 });
     const base = join(tmp, "bad-apply-base");
