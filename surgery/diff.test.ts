@@ -257,4 +257,12 @@ test("lora diff: JSON document, TSV rows and summary, shape mismatch exits 3", a
   const bad = await cli(["diff", pa, pc, "--backend", "js"]);
   assert.equal(bad.code, 3);
   assert.match(bad.err, /q_proj.*12×10.*12×11/);
+  // No module in common: exit 3 naming both, not an empty report with exit 0.
+  const pd = await writePeft(join(work, "cd"), { "model.layers.0.mlp.up_proj": randomFactors(rng, 12, 10, 2, 1) });
+  for (const args of [[], ["--json"]]) {
+    const none = await cli(["diff", pa, pd, "--backend", "js", ...args]);
+    assert.equal(none.code, 3, none.err);
+    assert.equal(none.out, "");
+    assert.match(none.err, /no module in common/);
+  }
 });

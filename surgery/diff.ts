@@ -223,6 +223,13 @@ export async function diffAdapters(a: Adapter, b: Adapter, be: LinalgBackend, o:
   const byKey = new Map(b.modules.map((m) => [m.matchKey, m]));
   const aKeys = new Set(a.modules.map((m) => m.matchKey));
   const pairs = a.modules.filter((m) => byKey.has(m.matchKey)).map((m) => [m, byKey.get(m.matchKey)!] as const);
+  // Nothing to compare is not an answer of 0 differences: the two were not made for one base (or one
+  // names fused layers the other splits), and a report of "0 modules compared" would pass silently.
+  if (pairs.length === 0 && a.modules.length > 0 && b.modules.length > 0)
+    throw new InvalidInputError(
+      `${a.source} and ${b.source} have no module in common (${a.modules.length} and ${b.modules.length} modules, e.g. ${a.modules[0]!.name} and ${b.modules[0]!.name}): not adapters of one base`,
+      { hint: "lora inspect each to see its module names" },
+    );
   for (const [ma, mb] of pairs) {
     if (ma.out !== mb.out || ma.in !== mb.in) {
       throw new InvalidInputError(`module ${ma.name}: ${a.source} has ΔW ${ma.out}×${ma.in}, ${b.source} has ${mb.out}×${mb.in}: not adapters of one base`);
