@@ -484,7 +484,8 @@ export async function runExtract(o: ExtractOptions, deps: ExtractDeps): Promise<
         });
         const alloc = allocate(spectra, { budget: o.budget, score: "energy", minRank: 0, rho: 2 });
         for (const [k, v] of alloc.ranks) ranks.set(k, v);
-        notes.push(`--budget ${o.budget}: each weight's leading ${cap} σ computed in a first pass, ranks shared by energy (${targets.length} weights)`);
+        const changed = spectra.filter((x) => x.sigma.length > 0).length; // identical weights take no share
+        notes.push(`--budget ${o.budget}: each weight's leading ${cap} σ computed in a first pass, ranks shared by energy (${changed} weights that differ)`);
       }
 
       const dtypeFor = (p: Pair): DType => o.dtype ?? p.base.info.dtype;

@@ -194,6 +194,18 @@ describe("lora extract against the dense float64 optimum (numpy)", { skip: noNum
       assert.ok(!rep.modules.some((m) => /q_proj|up_proj/.test(m.name)) && rep.modules.length > 0);
       const e = ref<ExtractRef>("extract", base, tuned, out, "4");
       for (const m of e.modules) assert.ok(m.err <= 1.001 * m.opt_err, `${m.name}: error ${m.err} vs optimum ${m.opt_err}`);
+      // --budget shares the ranks among the weights that differ (those --rank wrote), as its note says.
+      const b = lora(
+        ["extract", base, tuned, "--budget", "8", "-o", join(tmp, `partial-budget-${low}`), "--json", ...(low ? ["--low-memory"] : [])],
+        low ? hooks : {},
+      );
+      assert.equal(b.status, 0, b.stderr);
+      const notes = (JSON.parse(b.stdout) as { notes: string[] }).notes;
+      const differ = new RegExp(`ranks shared by energy \\(${rep.modules.length} weights that differ\\)`);
+      assert.ok(
+        notes.some((n) => differ.test(n)),
+        notes.join(" | "),
+      );
       const same2 = join(tmp, `same-${low}`);
       const s = lora(["extract", base, base, "--rank", "4", "-o", same2, ...(low ? ["--low-memory"] : [])], low ? hooks : {});
       assert.equal(s.status, 3, s.stderr);
