@@ -3,20 +3,38 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { GlobalOptions } from "./context.js";
 
+/**
+ * An integer ≥ min: digits, or an exact integer in exponent form (1e9, 2.5e3) as long as it is a
+ * safe integer (|n| < 2⁵³), so that `--budget 1e9` means 10⁹.
+ */
 export function parseIntArg(name: string, min = 0) {
   return (v: string): number => {
-    if (!/^-?\d+$/.test(v.trim())) throw new InvalidArgumentError(`${name} must be an integer, got "${v}"`);
-    const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}, got "${v}"`);
-    return n;
+    const t = v.trim();
+    const n = Number(t);
+    if (!(/^-?\d+$/.test(t) || /^-?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$/.test(t)) || !Number.isInteger(n))
+      throw new InvalidArgumentError(`${name} must be an integer, got "${v}"`);
+    if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(`${name} must be an integer below 2^53, got "${v}"`);
+    if (n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}, got "${v}"`);
+    return n + 0; // -0 → 0
   };
 }
 
+/** The range of parseFloatArg in words: infinite ends are left out (±Infinity is refused). */
+function rangeText(lo: number, hi: number, openLo: boolean): string {
+  const finiteLo = Number.isFinite(lo),
+    finiteHi = Number.isFinite(hi);
+  if (finiteLo && finiteHi) return `a number in ${openLo ? "(" : "["}${lo}, ${hi}]`;
+  if (finiteLo) return `a finite number ${openLo ? ">" : "≥"} ${lo}`;
+  if (finiteHi) return `a finite number ≤ ${hi}`;
+  return "a finite number";
+}
+
+/** A finite number in [lo, hi] ((lo, hi] with openLo). */
 export function parseFloatArg(name: string, lo = -Infinity, hi = Infinity, openLo = false) {
   return (v: string): number => {
     const n = Number(v);
     if (v.trim() === "" || !Number.isFinite(n) || n < lo || n > hi || (openLo && n === lo)) {
-      throw new InvalidArgumentError(`${name} must be a number in ${openLo ? "(" : "["}${lo}, ${hi}], got "${v}"`);
+      throw new InvalidArgumentError(`${name} must be ${rangeText(lo, hi, openLo)}, got "${v}"`);
     }
     return n;
   };
