@@ -118,6 +118,26 @@ test("--layers, --min-norm and --min-energy-share select by layer index, ‖ΔW�
   }
 });
 
+test("a --match or --layers index that selects no module gets a note (a typo drops nothing silently otherwise); selectors that do select get none", async () => {
+  const { dir, done } = tempDir("mod-unused");
+  try {
+    const src = join(fixturesDir, "example"); // layers 0-3
+    let k = 0;
+    const notesOf = async (opts: Partial<PruneOptions>) => (await prune({ input: src, output: join(dir, `o${k++}`), ...opts })).notes;
+    const unused = (notes: string[]) => notes.filter((n) => /selects? no|matches no module|no module is in layer/.test(n));
+    let notes = await notesOf({ layers: [5] });
+    assert.deepEqual(unused(notes), ["--layers: no module is in layer 5 (the adapter's layers: 0-3): it drops nothing"]);
+    notes = await notesOf({ layers: [0, 5, 6, 7, 9] });
+    assert.deepEqual(unused(notes), ["--layers: no module is in layers 5-7,9 (the adapter's layers: 0-3): those select nothing"]);
+    notes = await notesOf({ match: "nothing_here" });
+    assert.deepEqual(unused(notes), ["--match nothing_here matches no module: it drops nothing"]);
+    notes = await notesOf({ layers: [1, 3], match: "v_proj" });
+    assert.deepEqual(unused(notes), []);
+  } finally {
+    done();
+  }
+});
+
 test("kohya in, kohya out: stems kept, ss_network_dim / ss_network_alpha rewritten for the remaining modules", async () => {
   const { dir, done } = tempDir("mod-kohya");
   try {

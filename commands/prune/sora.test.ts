@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadAdapter, readFactors, type Adapter } from "../../formats/adapter/index.js";
-import { InvalidInputError } from "../../common/errors.js";
+import { InvalidInputError, UsageError } from "../../common/errors.js";
 import { encodeFloats, serializeSafetensors, type TensorSpec } from "../../formats/safetensors/index.js";
 import { jsBackend } from "../../linalg/js/index.js";
 import { Rng } from "../../linalg/random.js";
@@ -303,7 +303,7 @@ test("PEFT-layout adapter with lora_gate tensors and a config: the config's alph
   }
 });
 
-test("errors: plain adapter without gates, bad gate shape, every gate zero → exit 3 and nothing written", async () => {
+test("errors: plain adapter without gates, bad gate shape, every gate zero → exit 3; --threshold above every gate → exit 2; nothing written", async () => {
   const { dir, done } = tempDir("sora-err");
   try {
     const out = join(dir, "out");
@@ -329,9 +329,19 @@ test("errors: plain adapter without gates, bad gate shape, every gate zero → e
       runPrune({ input: zero, output: out, method: "sora", force: false }, { backend: be }),
       (e) => e instanceof InvalidInputError && /every gate/.test(e.message),
     );
+    // Gates that are not zero, all dropped by --threshold: the options leave nothing (usage, exit 2, as truncate --budget 0).
+    const small = join(dir, "small.safetensors");
+    writeFileSync(
+      small,
+      await serializeSafetensors([f32("x.lora.lora_A", [2, 3], 6), f32("x.lora.lora_B", [3, 2], 6), f32("x.lora.gate", [1, 2], 2, 0.5)], null),
+    );
+    await assert.rejects(
+      runPrune({ input: small, output: out, method: "sora", force: false, threshold: 100 }, { backend: be }),
+      (e) => e instanceof UsageError && e.exitCode === 2 && /--threshold 100 drops every rank/.test(e.message),
+    );
     mkdirSync(join(dir, "probe"));
     const { readdirSync } = await import("node:fs");
-    assert.deepEqual(readdirSync(dir).sort(), ["bad.safetensors", "probe", "zero.safetensors"]);
+    assert.deepEqual(readdirSync(dir).sort(), ["bad.safetensors", "probe", "small.safetensors", "zero.safetensors"]);
   } finally {
     done();
   }

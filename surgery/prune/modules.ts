@@ -97,5 +97,31 @@ export async function planModules(
     });
   });
   if (unindexed) res.notes.push(`${unindexed} module(s) have no layer index in their name; --layers does not select them`);
+  // A selector that selects nothing is most likely a typo (as lint's peft-pattern-unused): said, not refused.
+  if (c.match && !a.modules.some((m) => c.match!.test(m.name) || c.match!.test(m.path)))
+    res.notes.push(`--match ${c.match.source} matches no module: it drops nothing`);
+  if (c.layers) {
+    const present = new Set(a.modules.map((m) => layerIndexOf(m.path) ?? layerIndexOf(m.name)).filter((l): l is number => l !== null));
+    const absent = [...c.layers].filter((l) => !present.has(l));
+    if (absent.length) {
+      const have = [...present].sort((x, y) => x - y);
+      res.notes.push(
+        `--layers: no module is in layer${absent.length > 1 ? "s" : ""} ${ranges(absent)}${have.length ? ` (the adapter's layers: ${ranges(have)})` : ""}: ${absent.length === c.layers.size ? "it drops nothing" : "those select nothing"}`,
+      );
+    }
+  }
   return res;
+}
+
+/** Sorted layer indices as "0-3,7,9-10". */
+function ranges(xs: number[]): string {
+  const v = [...xs].sort((x, y) => x - y);
+  const parts: string[] = [];
+  for (let i = 0; i < v.length; ) {
+    let j = i;
+    while (j + 1 < v.length && v[j + 1] === v[j]! + 1) j++;
+    parts.push(j > i ? `${v[i]}-${v[j]}` : String(v[i]));
+    i = j + 1;
+  }
+  return parts.join(",");
 }

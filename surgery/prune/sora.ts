@@ -5,7 +5,7 @@
 // rsLoRA), so ΔW is unchanged at T = 0. Modules with no rank left are dropped.
 import { alphaForScale, readFactors, type Adapter, type LoraModule } from "../../formats/adapter/index.js";
 import type { OutModule } from "../../formats/adapter/write.js";
-import { InvalidInputError } from "../../common/errors.js";
+import { InvalidInputError, UsageError } from "../../common/errors.js";
 import { decodeToFloat64, encodeFloats, type DType } from "../../formats/safetensors/index.js";
 import { lowRankNorm, relativeError, type LowRankTerm } from "../../linalg/lowrank.js";
 import type { LinalgBackend } from "../../linalg/types.js";
@@ -176,9 +176,15 @@ export async function planSora(a: Adapter, o: SoraOptions, be: LinalgBackend, on
     onModule?.(++i, a.modules.length);
   }
   if (res.out.length === 0) {
-    throw new InvalidInputError(`${a.source}: every gate is ${o.threshold === 0 ? "zero" : `at most ${o.threshold} in magnitude`}; no rank is left to write`, {
-      hint: o.threshold > 0 ? "lower --threshold" : undefined,
-    });
+    // Nothing left (docs/cli.md "Exit codes"): the input's fault when every gate is zero (exit 3),
+    // the options' when --threshold drops gates that are not (exit 2, as truncate and prune modules).
+    if (res.gates.every((g) => g.zero === g.total)) throw new InvalidInputError(`${a.source}: every gate is zero; no rank is left to write`);
+    throw new UsageError(
+      `--threshold ${o.threshold} drops every rank of ${a.source} (every gate is at most ${o.threshold} in magnitude); nothing would be left to write`,
+      {
+        hint: "lower --threshold",
+      },
+    );
   }
   return res;
 }
