@@ -32,6 +32,21 @@ function cpuDetail(info: CpuInfo): string {
   return `${what} via ${info.library}${core}, ${info.threads} thread${info.threads === 1 ? "" : "s"}`;
 }
 
+/**
+ * A LORA_NATIVE_DIR that does not hold the addon (and has no build status beside it saying why):
+ * the folder named, rather than the addon's build blamed.
+ */
+function envDirProblem(kind: NativeKind): { reason: string; fix: string } | null {
+  const dir = process.env.LORA_NATIVE_DIR;
+  if (!dir || existsSync(join(dir, `lora_${kind}.node`))) return null;
+  const there = existsSync(dir);
+  if (there && buildStatus()?.[kind]) return null; // a build folder: its status.json says why the addon is missing
+  return {
+    reason: there ? `LORA_NATIVE_DIR=${dir} holds no lora_${kind}.node` : `LORA_NATIVE_DIR=${dir} does not exist`,
+    fix: `set LORA_NATIVE_DIR to the folder holding lora_${kind}.node, or unset it (default: native/build/Release in the package)`,
+  };
+}
+
 function notBuiltReason(kind: NativeKind, err: Error): string {
   const st = buildStatus()?.[kind];
   if (st && !st.built) return `lora_${kind}.node was not built: ${st.reason}`;
@@ -43,6 +58,8 @@ function notBuiltReason(kind: NativeKind, err: Error): string {
 export function probeCpu(opts: { threads?: number; binding?: string | CpuBinding } = {}): Probe {
   const b = loadNative("cpu", opts.binding);
   if (b instanceof Error) {
+    const env = opts.binding === undefined ? envDirProblem("cpu") : null;
+    if (env) return { ok: false, ...env, detail: "BLAS/LAPACK addon (lora_cpu.node)" };
     const st = buildStatus()?.cpu;
     const fix =
       st && /^build failed/.test(st.reason) && !/not found|No such file/.test(st.reason)
@@ -96,6 +113,8 @@ export function probeCuda(opts: { binding?: string | CudaBinding } = {}): Probe 
   if (opts.binding === undefined) {
     const file = join(nativeDir(), "lora_cuda.node");
     if (!existsSync(file)) {
+      const env = envDirProblem("cuda");
+      if (env) return { ok: false, ...env, detail: "own CUDA kernels (lora_cuda.node)" };
       const st = buildStatus()?.cuda;
       const reason = st && !st.built ? `lora_cuda.node was not built: ${st.reason}` : "lora_cuda.node was not built";
       const fix =

@@ -8,7 +8,9 @@ export type PeftConfig = Record<string, unknown>;
 
 function num(v: unknown, what: string, source: string): number {
   if (typeof v !== "number" || !Number.isFinite(v)) {
-    throw new InvalidInputError(`${source}: ${what} must be a finite number, found ${JSON.stringify(v)}`);
+    // JSON.parse reads a number past the float64 range (1e400) as ±Infinity, which JSON.stringify would print as null.
+    const found = typeof v === "number" ? `${v} (a number beyond the float64 range, such as 1e400)` : JSON.stringify(v);
+    throw new InvalidInputError(`${source}: ${what} must be a finite number, found ${found}`);
   }
   return v;
 }

@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fixturesDir, loraBin, repoRoot } from "../paths.js";
@@ -148,9 +148,35 @@ test("auto falling back to js because the addon is missing: one note on stderr (
   JSON.parse(r.stdout);
   const lines = r.stderr.trim().split("\n");
   assert.equal(lines.length, 1, r.stderr);
-  assert.match(lines[0]!, /^lora: note: using the js backend .*cpu backend is unavailable \(lora_cpu\.node was not built/);
+  assert.match(lines[0]!, /^lora: note: using the js backend .*cpu backend is unavailable \(LORA_NATIVE_DIR=.*lora-no-addon-here does not exist/);
   assert.equal(lora(["inspect", ex, "--json", "-q"], env).stderr, "");
   assert.equal(lora(["inspect", ex, "--json", "--backend", "js"], env).stderr, "");
+});
+
+test("LORA_NATIVE_DIR without the addons: backends names the folder (missing, or without lora_cpu.node), not the install script", () => {
+  const missing = join(tmpdir(), "lora-no-addon-here");
+  const empty = tempDir("lora-empty-native-");
+  for (const [dir, why] of [
+    [missing, "does not exist"],
+    [empty, "holds no lora_cpu.node"],
+  ] as const) {
+    const r = lora(["backends"], { LORA_NATIVE_DIR: dir });
+    assert.equal(r.code, 0, r.stderr);
+    const cpu = r.stdout.split("\n").find((l) => l.startsWith("cpu\t"))!;
+    assert.ok(cpu.includes(`LORA_NATIVE_DIR=${dir} ${why}`), cpu);
+    assert.doesNotMatch(cpu, /npm install|was not built/);
+  }
+});
+
+test("lora_alpha: 1e400 in adapter_config.json (Infinity to JSON.parse) is reported as what it is, not as null", () => {
+  const d = tempDir("lora-alpha-1e400-");
+  cpSync(ex, d, { recursive: true });
+  const cfg = join(d, "adapter_config.json");
+  writeFileSync(cfg, readFileSync(cfg, "utf8").replace(/"lora_alpha":\s*[^,}]+/, '"lora_alpha": 1e400'));
+  assert.match(readFileSync(cfg, "utf8"), /"lora_alpha": 1e400/);
+  const r = lora(["inspect", d]);
+  assert.equal(r.code, 3, r.stderr);
+  assert.match(r.stderr, /lora_alpha must be a finite number, found Infinity \(a number beyond the float64 range, such as 1e400\)/);
 });
 
 const hasScript = spawnSync("script", ["--version"]).status === 0;
