@@ -7,7 +7,7 @@ import { effectiveRank } from "../linalg/lowrank.js";
 import type { LinalgBackend } from "../linalg/types.js";
 import { Lanes } from "./schedule.js";
 import { moduleSpectra, type SharedLanes } from "./spectra.js";
-import { solveKnapsack } from "./knapsack.js";
+import { solveGroupedKnapsack } from "./knapsack.js";
 import { BufferPool } from "../common/buffer-pool.js";
 
 /** Bytes of read buffers a catalog keeps for reuse at most (the adapters in flight need fewer). */
@@ -195,25 +195,24 @@ export interface ByteAllocation {
   bound: number;
 }
 
-/** The one global allocation: most energy kept over every module of every adapter within maxBytes of tensors. */
+/**
+ * The one global allocation: most energy kept over every module of every adapter within maxBytes of
+ * tensors. An adapter is written only when it keeps a rank unit, so its fixed bytes count only then:
+ * they are each adapter's fixed cost in the knapsack, not taken off the budget beforehand.
+ */
 export function allocateBytes(items: CatalogItem[], maxBytes: number): ByteAllocation {
-  const fixed = items.reduce((s, it) => s + it.fixedBytes, 0);
-  if (fixed > maxBytes) throw new UsageError(`--max-bytes ${maxBytes}: the catalog's passthrough tensors alone take ${fixed} bytes`);
-  const flat = items.flatMap((it) => it.modules);
-  const r = solveKnapsack(
-    flat.map((m) => ({ cost: m.cost, values: m.values })),
-    maxBytes - fixed,
+  const r = solveGroupedKnapsack(
+    items.map((it) => ({ fixed: it.fixedBytes, modules: it.modules.map((m) => ({ cost: m.cost, values: m.values })) })),
+    maxBytes,
   );
-  let k = 0,
-    total = 0;
-  const ranks = items.map(
-    (it) =>
-      new Map(
-        it.modules.map((m) => {
-          total += m.values.reduce((s, v) => s + v, 0);
-          return [m.name, r.ranks[k++]!];
-        }),
-      ),
-  );
-  return { ranks, keptEnergy: r.value, totalEnergy: total, bytes: r.bytes + fixed, optimal: r.optimal, bound: r.bound };
+  let total = 0;
+  for (const it of items) for (const m of it.modules) total += m.values.reduce((s, v) => s + v, 0);
+  if (!r.used.some((u) => u) && total > 0) {
+    // Nothing fits: name the smallest output there could be (its fixed bytes and one rank unit of its cheapest module with energy).
+    let least = Infinity;
+    for (const it of items) for (const m of it.modules) if (m.values.length && m.values[0]! > 0) least = Math.min(least, it.fixedBytes + m.cost);
+    throw new UsageError(`--max-bytes ${maxBytes}: no adapter fits: the smallest output (its passthrough tensors and one rank) takes ${least} bytes`);
+  }
+  const ranks = items.map((it, i) => new Map(it.modules.map((m, k) => [m.name, r.ranks[i]![k]!])));
+  return { ranks, keptEnergy: r.value, totalEnergy: total, bytes: r.bytes, optimal: r.optimal, bound: r.bound };
 }
