@@ -10,7 +10,7 @@ import { loadAdapter, readFactors, type Adapter } from "../../formats/adapter/in
 import { runConvert } from "./run.js";
 import { bytesRead } from "../../common/io-meter.js";
 import { InvalidInputError } from "../../common/errors.js";
-import { serializeSafetensors, type TensorSpec } from "../../formats/safetensors/index.js";
+import { SafetensorsFile, serializeSafetensors, type TensorSpec } from "../../formats/safetensors/index.js";
 import { Rng } from "../../linalg/random.js";
 import { tempDir } from "../../test/temp-dir.js";
 
@@ -56,19 +56,26 @@ for (const src of [
         dk = await deltas(k),
         db = await deltas(b);
       assert.deepEqual([...db.keys()].sort(), [...da.keys()].sort(), "module paths restored");
-      // fan_in_fan_out (GPT-2 Conv1D): kohya holds lora_up = Aᵀ, lora_down = Bᵀ (docs/formats.md "Naming maps").
+      // fan_in_fan_out (GPT-2 Conv1D): the kohya file holds lora_up = Aᵀ, lora_down = Bᵀ, and is read
+      // back transposed into the original factors (docs/formats.md "fan_in_fan_out").
       const ffo = a.config?.["fan_in_fan_out"] === true;
       const tr = (x: Float32Array | Float64Array, r: number, c: number) => Array.from({ length: x.length }, (_, i) => x[(i % r) * c + Math.floor(i / r)]!);
+      const onDisk = await SafetensorsFile.open(mid);
       for (const [p, x] of da) {
         const m = a.modules.find((q) => q.path === p)!;
         for (const y of [dk.get(p)!, db.get(p)!]) {
           // Factors are copied byte for byte; the scale is reproduced within float32 rounding of alpha.
-          const flip = ffo && y === dk.get(p);
-          assert.deepEqual(Array.from(y.A), flip ? tr(x.B, m.out, m.rank) : Array.from(x.A));
-          assert.deepEqual(Array.from(y.B), flip ? tr(x.A, m.rank, m.in) : Array.from(x.B));
+          assert.deepEqual(Array.from(y.A), Array.from(x.A));
+          assert.deepEqual(Array.from(y.B), Array.from(x.B));
           assert.ok(Math.abs(y.s - x.s) <= 1e-6 * x.s, `${p}: scale ${y.s} vs ${x.s}`);
         }
+        const km = k.modules.find((q) => q.path === p)!;
+        const up = Array.from(await onDisk.readFloat64(`${km.name}.lora_up.weight`));
+        const down = Array.from(await onDisk.readFloat64(`${km.name}.lora_down.weight`));
+        assert.deepEqual(up, ffo ? tr(x.A, m.rank, m.in) : Array.from(x.B), `${p}: lora_up on disk`);
+        assert.deepEqual(down, ffo ? tr(x.B, m.out, m.rank) : Array.from(x.A), `${p}: lora_down on disk`);
       }
+      await onDisk.close();
       for (const t of a.passthrough) {
         assert.ok((await b.file.readRaw(t.name)).equals(await a.file.readRaw(t.name)), `passthrough ${t.name}`);
         assert.ok((await k.file.readRaw(t.name)).equals(await a.file.readRaw(t.name)), `passthrough ${t.name} in kohya`);

@@ -6,6 +6,7 @@ import { hasPeftKeys, parsePeft } from "./parse-peft.js";
 import { hasLycorisKeys } from "./lycoris/keys.js";
 import type { Detected, DetectContext, Detector } from "./detector.js";
 import type { PeftConfig } from "./peft-config.js";
+import { inWeightLayout, readWeightLayout } from "./fan-in-fan-out.js";
 
 const kohya: Detector = {
   format: "kohya",
@@ -22,6 +23,17 @@ const kohya: Detector = {
       } catch {
         /* ignored: informational only */
       }
+    }
+    if (inWeightLayout(ctx.metadata)) {
+      // Factors in a GPT-2 Conv1D weight's layout (our kohya writer's mark, fan-in-fan-out.ts):
+      // read transposed into PEFT's out×in, and the adapter is fan_in_fan_out whatever else is lost.
+      ctx.notes.push("factors stored in the Conv1D weight's layout (lora_weight_layout: fan_in_fan_out): read transposed, ΔW out×in as in PEFT");
+      return {
+        format: "kohya",
+        ...readWeightLayout(ctx.file, r.modules, r.passthrough),
+        config: { ...config, fan_in_fan_out: true },
+        configSource: "kohya .alpha tensors",
+      };
     }
     return { format: "kohya", ...r, config, configSource: "kohya .alpha tensors" };
   },

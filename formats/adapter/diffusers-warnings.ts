@@ -2,10 +2,12 @@
 // maps") would drop or mis-scale a module of a file we are about to write, so `convert` can say so.
 // kohya files go through diffusers' kohya converters (lora_conversion_utils.py); our diffusers files
 // are PEFT-style keys with lora_adapter_metadata, which diffusers reads as written except for the
-// cases below.
+// cases below (and refuses or ignores where the file is not a diffusers model's: unloadable).
 import { pathFamily } from "./name-map.js";
 import { outputNames } from "./split-fuse.js";
 import type { AdapterOutput } from "./output.js";
+import { COMPONENT_RE } from "./parse-diffusers.js";
+import { diffusersKeyBase } from "./write-diffusers.js";
 
 const list = (xs: string[]) => (xs.length > 3 ? `${xs.slice(0, 3).join(", ")} and ${xs.length - 3} more` : xs.join(", "));
 
@@ -19,11 +21,35 @@ function byEncoder(names: string[], componentOf: (n: string) => string | undefin
   return g;
 }
 
+/**
+ * What keeps diffusers from loading a diffusers file at all, whatever the model: a key without
+ * "lora" (a passthrough such as a PEFT modules_to_save head) makes load_lora_weights refuse the
+ * file (lora_pipeline.py: "Invalid LoRA checkpoint"), and a module without a pipeline component
+ * prefix is loaded by no component (load_lora_adapter keeps only `<prefix>.` keys). lora itself
+ * reads such a file back as written.
+ */
+function unloadable(out: AdapterOutput): string[] {
+  const w: string[] = [];
+  const extra = out.passthrough.map((p) => p.tensor.name).filter((n) => !n.includes("lora"));
+  if (extra.length)
+    w.push(
+      `diffusers refuses the file: ${extra.length} passthrough tensor(s) have no "lora" in their names (${list(extra)}): "Invalid LoRA checkpoint"; --to peft keeps them where PEFT loads them`,
+    );
+  const bare = outputNames(out)
+    .map((n) => diffusersKeyBase(n.name))
+    .filter((p) => !COMPONENT_RE.test(p));
+  if (bare.length)
+    w.push(
+      `no diffusers pipeline loads the ${bare.length} module(s) without a component prefix (unet., transformer., text_encoder., …) (${list(bare)}): not a diffusers model's modules`,
+    );
+  return w;
+}
+
 export function diffusersLoadWarnings(out: AdapterOutput): string[] {
   const family = pathFamily(out.modules.map((m) => m.path));
-  if (family === "other") return [];
+  const w: string[] = out.format === "diffusers" ? unloadable(out) : [];
+  if (family === "other") return w;
   const names = outputNames(out);
-  const w: string[] = [];
   if (out.format === "kohya") {
     const stems = names.map((n) => n.name);
     if (family === "flux") {

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { kohyaFamily, kohyaStemOfPath, pathFamily, pathOfKohyaStem } from "./name-map.js";
 import { FLUX_TABLE, fluxFromBfl, fluxFromDiffusers, fluxFromKohya, fluxSplitRows } from "./names-flux.js";
+import { kohyaStemFor, matchKeyFor } from "./names.js";
 
 test("kohya stems → diffusers paths per family, and the family from the stems", () => {
   const cases: [string, "sd" | "sdxl" | "flux", string | undefined][] = [
@@ -37,7 +38,7 @@ test("kohya stems → diffusers paths per family, and the family from the stems"
   assert.equal(kohyaFamily(["lora_model_layers_0_q_proj.alpha"]), "other");
 });
 
-test("paths → kohya stems: te1/te2 for SDXL, te1/te3 for Flux, LLM paths as before, other DiTs refused", () => {
+test("paths → kohya stems: te1/te2 for SDXL, te1/te3 for Flux, LLM paths plain, other DiTs refused", () => {
   const sdxl = ["unet.a.to_q", "text_encoder.text_model.x", "text_encoder_2.text_model.x"];
   assert.equal(pathFamily(sdxl), "sdxl");
   assert.deepEqual(
@@ -54,7 +55,7 @@ test("paths → kohya stems: te1/te2 for SDXL, te1/te3 for Flux, LLM paths as be
   assert.equal(kohyaStemOfPath(flux[0]!, "flux"), "lora_unet_double_blocks_0_img_attn_qkv");
   assert.equal(kohyaStemOfPath(flux[2]!, "flux"), "lora_te3_encoder_block_0_layer_0_SelfAttention_q");
   assert.equal(pathFamily(["transformer.h.0.attn.c_attn"]), "other");
-  assert.equal(kohyaStemOfPath("transformer.h.0.attn.c_attn", "other"), "lora_unet_h_0_attn_c_attn");
+  assert.equal(kohyaStemOfPath("transformer.h.0.attn.c_attn", "other"), "lora_transformer_h_0_attn_c_attn");
   assert.equal(pathFamily(["transformer.pos_embed.proj", "transformer.transformer_blocks.0.attn.to_q"]), "dit");
   assert.equal(kohyaStemOfPath("transformer.pos_embed.proj", "dit"), undefined);
 });
@@ -74,4 +75,21 @@ test("the Flux table reads both ways: kohya stem → BFL path → diffusers part
   assert.deepEqual(fluxSplitRows(FLUX_TABLE.find((e) => e.split === "linear1")!, 21504), [3072, 3072, 3072, 12288]);
   assert.deepEqual(fluxSplitRows(FLUX_TABLE.find((e) => e.split === "thirds")!, 9216), [3072, 3072, 3072]);
   assert.equal(fluxSplitRows(FLUX_TABLE.find((e) => e.split === "linear1")!, 20), undefined);
+});
+
+test("an LLM's own top module transformer. (GPT-2, Falcon, Bloom) is a plain path, not the diffusers component: lora_transformer_…", () => {
+  // kohya stem "lora_" + the path with dots as underscores (docs/formats.md "kohya"); the pairing key is the stem less "lora_".
+  for (const p of ["transformer.h.0.attn.c_attn", "transformer.h.11.mlp.c_proj", "transformer.word_embeddings"]) {
+    const plain = "lora_" + p.replace(/\./g, "_");
+    assert.equal(kohyaStemFor(p), plain, p);
+    assert.equal(matchKeyFor(p), plain.slice("lora_".length), p);
+    assert.equal(pathFamily([p]), "other");
+    assert.equal(kohyaStemOfPath(p, "other"), plain, p);
+  }
+  // diffusers / BFL transformers keep the component (Flux, SD3, PixArt): lora_unet_…
+  assert.equal(kohyaStemFor("transformer.double_blocks.0.img_attn.qkv"), "lora_unet_double_blocks_0_img_attn_qkv");
+  assert.equal(kohyaStemFor("transformer.transformer_blocks.0.attn.to_q"), "lora_unet_transformer_blocks_0_attn_to_q");
+  assert.equal(kohyaStemOfPath("transformer.single_blocks.3.linear2", "flux"), "lora_unet_single_blocks_3_linear2");
+  assert.equal(kohyaStemOfPath("transformer.transformer_blocks.0.attn.to_q", "dit"), undefined, "SD3: no kohya name");
+  assert.equal(matchKeyFor("transformer.proj_out"), "unet_proj_out");
 });

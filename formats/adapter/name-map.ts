@@ -6,12 +6,9 @@
 import { InvalidInputError } from "../../common/errors.js";
 import { fluxFromBfl, fluxFromDiffusers, fluxFromKohya, looksFluxKohya } from "./names-flux.js";
 import { clipPathFromKohya, isSgmStem, t5PathFromKohya, unetPathFromKohya } from "./names-sdxl.js";
-import { DIT_ROOT_NAMES, kohyaPrefixOf, kohyaStemFor, matchKeyFor } from "./names.js";
+import { isDiffusersTransformerPath, kohyaPrefixOf, kohyaStemFor, matchKeyFor } from "./names.js";
 
 export type ModelFamily = "sd" | "sdxl" | "flux" | "dit" | "other";
-
-/** Top-level children of diffusers transformer models (Flux, SD3, PixArt, …): `transformer.<root>.…` is one of those, not an LLM's `transformer.h.…`. */
-const DIT_ROOTS = new Set([...DIT_ROOT_NAMES, "double_blocks", "single_blocks", "img_in", "txt_in", "time_in", "vector_in", "guidance_in", "final_layer"]);
 
 /** Family of a kohya file from its tensor names or stems (`lora_unet_double_blocks_…` Flux; te1/te2 or sgm blocks SDXL). */
 export function kohyaFamily(names: Iterable<string>): ModelFamily {
@@ -85,7 +82,7 @@ const COMPONENT = /^(unet|transformer|text_encoder(?:_\d+)?)\./;
 
 /** Family of an output module set from its paths. */
 export function pathFamily(paths: readonly string[]): ModelFamily {
-  const tr = paths.filter((p) => p.startsWith("transformer.") && DIT_ROOTS.has(p.split(".")[1]!));
+  const tr = paths.filter(isDiffusersTransformerPath);
   if (tr.length) return tr.every((p) => fluxFromBfl(p.slice(12)) || fluxFromDiffusers(p.slice(12))) ? "flux" : "dit";
   if (paths.some((p) => p.startsWith("text_encoder_2.") || p.startsWith("unet.") || p.startsWith("text_encoder."))) {
     return paths.some((p) => p.startsWith("text_encoder_2.")) ? "sdxl" : "sd";
@@ -107,7 +104,7 @@ export function kohyaStemOfPath(path: string, family: ModelFamily): string | und
     case "unet":
       return `lora_unet_${rest}`;
     case "transformer":
-      if (family === "other") return kohyaStemFor(path); // an LLM's transformer.h.… (GPT-2, Falcon)
+      if (!isDiffusersTransformerPath(path)) return kohyaStemFor(path); // an LLM's transformer.h.… (GPT-2, Falcon): lora_transformer_h_…
       return family === "flux" && fluxFromBfl(path.slice(m[0].length)) ? `lora_unet_${rest}` : undefined;
     case "text_encoder":
       return `lora_${family === "sdxl" || family === "flux" ? "te1" : "te"}_${rest}`;

@@ -13,12 +13,24 @@ const KOHYA_COMPONENT: [string, string][] = [
   ["transformer.", "unet_"],
 ];
 
-/** kohya stem for a dotted module path. */
+/**
+ * kohya stem for a dotted module path. `transformer.` is the diffusers pipeline component only
+ * when a diffusers/BFL transformer root follows (Flux, SD3, PixArt: `lora_unet_…`); an LLM's own
+ * top module `transformer.` (GPT-2 `transformer.h.0.attn.c_attn`, Falcon, Bloom, GPT-J) is a plain
+ * module path, `lora_transformer_h_0_attn_c_attn` (docs/formats.md "kohya").
+ */
 export function kohyaStemFor(path: string): string {
   for (const [from, to] of KOHYA_COMPONENT) {
-    if (path.startsWith(from)) return "lora_" + to + path.slice(from.length).replace(/\./g, "_");
+    if (!path.startsWith(from)) continue;
+    if (from === "transformer." && !isDiffusersTransformerPath(path)) break;
+    return "lora_" + to + path.slice(from.length).replace(/\./g, "_");
   }
   return "lora_" + path.replace(/\./g, "_");
+}
+
+/** Whether a `transformer.…` path is a diffusers transformer's module (its next component a DiT root), not an LLM's. */
+export function isDiffusersTransformerPath(path: string): boolean {
+  return path.startsWith("transformer.") && DIT_ROOTS.has(path.split(".")[1]!);
 }
 
 /** Format-independent pairing key: the kohya stem without `lora_`. */
@@ -92,6 +104,22 @@ export const DIT_ROOT_NAMES = [
   "caption_projection",
   "adaln_single",
 ];
+
+/**
+ * Top-level children of diffusers transformer models and of BFL's Flux (kohya's names for it):
+ * `transformer.<root>.…` is one of those, not an LLM's `transformer.h.…`.
+ */
+export const DIT_ROOTS: ReadonlySet<string> = new Set([
+  ...DIT_ROOT_NAMES,
+  "double_blocks",
+  "single_blocks",
+  "img_in",
+  "txt_in",
+  "time_in",
+  "vector_in",
+  "guidance_in",
+  "final_layer",
+]);
 
 /** Multi-word identifiers of diffusers UNets/transformers and CLIP text models (kohya flattens their `_`). */
 const COMPOUNDS = [

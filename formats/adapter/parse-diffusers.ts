@@ -116,11 +116,16 @@ function oldMatch(name: string): { fam: OldFamily; m: RegExpExecArray } | undefi
 const isPeftFactor = (n: string) =>
   n.endsWith(".lora_A.weight") || n.endsWith(".lora_embedding_A") || n.endsWith(".lora_B.weight") || n.endsWith(".lora_embedding_B");
 
-/** Does this key set look like a diffusers LoRA file (either layout)? */
+/**
+ * Does this key set look like a diffusers LoRA file (either layout)? The LoRA factors decide: a
+ * passthrough tensor keeps its PEFT name in our diffusers output
+ * (`base_model.model.classifier.modules_to_save.default.weight`), and such a file is still read
+ * with its lora_adapter_metadata.
+ */
 export function hasDiffusersKeys(names: string[], ctx: Pick<DetectContext, "metadata" | "config">): boolean {
   if (names.some((n) => oldMatch(n) !== undefined)) return true;
   if (!names.some(isPeftFactor)) return false;
-  if (names.some((n) => n.startsWith(PEFT_PREFIX))) return false;
+  if (names.some((n) => isPeftFactor(n) && n.startsWith(PEFT_PREFIX))) return false;
   if (ctx.metadata[DIFFUSERS_METADATA_KEY] !== undefined) return true;
   if (ctx.config) return false; // an adapter_config beside it: PEFT's rules apply
   return names.some((n) => isPeftFactor(n) && COMPONENT_RE.test(n));

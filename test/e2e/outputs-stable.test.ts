@@ -15,7 +15,9 @@
 // other merge report when errorOf took the stacked Grams block by block (session 16: errors and
 // norms within 1.5e-14 relative of before; every tensor byte unchanged), and the three "merge svd"
 // reports when svd's factors and error came from the Gram route (truncateFactors on the stacked
-// factors: errors within 1.5e-9 relative, norms and energies equal; every tensor byte unchanged).
+// factors: errors within 1.5e-9 relative, norms and energies equal; every tensor byte unchanged), and
+// the "convert peft→diffusers" report when convert warned that diffusers loads no file of a
+// non-diffusers model (its two new `warnings`; with them suppressed every hash matched as before).
 // LORA_STABLE_WRITE=FILE writes the hashes to FILE instead of comparing (record anew, or compare two
 // builds by hand); LORA_STABLE_BIN=PATH runs another build's bin/lora.js; LORA_STABLE_BACKEND=cpu
 // runs another backend (its hashes depend on the machine's BLAS, so they are only compared by hand).

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { loadAdapter, readFactors } from "../../formats/adapter/index.js";
-import { encodeFloats, serializeSafetensors, type DType, type TensorSpec } from "../../formats/safetensors/index.js";
+import { encodeFloats, SafetensorsFile, serializeSafetensors, type DType, type TensorSpec } from "../../formats/safetensors/index.js";
 import { Rng } from "../../linalg/random.js";
 import { loraBin, repoRoot, sharedDir } from "../paths.js";
 import { diffusersFile, kohyaFile, product, rows, swapped, type Dense, type KohyaSpec } from "../sd-files.js";
@@ -455,7 +455,26 @@ test("convert warns where diffusers would drop or mis-scale a module of the writ
   );
 });
 
-test("a PEFT fan_in_fan_out (GPT-2 Conv1D) adapter in kohya: lora_up·lora_down is the weight's in×out layout, and back", async () => {
+/** The ΔW a kohya file stores, per dotted path (its lora_module_names): alpha/r·lora_up·lora_down from the tensors as they are on disk. */
+async function storedKohyaDeltas(file: string): Promise<Map<string, Dense>> {
+  const f = await SafetensorsFile.open(file);
+  try {
+    const out = new Map<string, Dense>();
+    for (const [stem, path] of Object.entries(JSON.parse(f.header.metadata!["lora_module_names"]!) as Record<string, string>)) {
+      const up = f.tensor(`${stem}.lora_up.weight`),
+        down = f.tensor(`${stem}.lora_down.weight`);
+      const [o, r] = up.shape as [number, number];
+      const i = down.shape[1]!;
+      const alpha = (await f.readFloat64(`${stem}.alpha`))[0]!;
+      out.set(path, { out: o, in: i, D: product(await f.readFloat64(up), await f.readFloat64(down), o, r, i, alpha / r) });
+    }
+    return out;
+  } finally {
+    await f.close();
+  }
+}
+
+test("a PEFT fan_in_fan_out (GPT-2 Conv1D) adapter in kohya: lora_up·lora_down is the weight's in×out layout, read back as PEFT's out×in, and back", async () => {
   const rng = new Rng(seed + 5);
   for (const dtype of DTYPES) {
     const dir = join(tmp, `ffo-${dtype}`);
@@ -493,7 +512,9 @@ test("a PEFT fan_in_fan_out (GPT-2 Conv1D) adapter in kohya: lora_up·lora_down 
     }
     const k = join(tmp, `ffo-${dtype}.safetensors`);
     assert.equal(lora(["convert", dir, "--to", "kohya", "-o", k]).status, 0);
-    assertSameDeltas(await deltas(k, "path"), want, `fan_in_fan_out ${dtype} → kohya`);
+    assertSameDeltas(await storedKohyaDeltas(k), want, `fan_in_fan_out ${dtype} → kohya, on disk`);
+    // lora reads the marked file transposed back (docs/formats.md "fan_in_fan_out"): the PEFT ΔW.
+    assertSameDeltas(await deltas(k, "path"), peft, `fan_in_fan_out ${dtype} → kohya, read back`);
     const back = join(tmp, `ffo-${dtype}-back`);
     assert.equal(lora(["convert", k, "--to", "peft", "-o", back]).status, 0);
     assertSameDeltas(await deltas(back, "path"), peft, `fan_in_fan_out ${dtype} → kohya → peft`);
