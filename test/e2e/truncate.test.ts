@@ -160,7 +160,16 @@ test("exit codes: DoRA and bad files 3, usage 2; errors as JSON on stderr; nothi
   const again = lora(["truncate", example, "--rank", "2", "-o", out]);
   assert.notEqual(again.status, 0);
   assert.deepEqual(readdirSync(out), ["keep"]);
+  // --force does not replace a directory holding what truncate does not write
+  const forced = lora(["truncate", example, "--rank", "2", "-o", out, "--force"]);
+  assert.equal(forced.status, 2, forced.stderr);
+  assert.match(forced.stderr, /holds what this command does not write \(keep\)/);
+  assert.deepEqual(readdirSync(out), ["keep"]);
+  // an earlier output is replaced with --force
+  rmSync(out, { recursive: true });
+  assert.equal(lora(["truncate", example, "--rank", "4", "-o", out]).status, 0);
   assert.equal(lora(["truncate", example, "--rank", "2", "-o", out, "--force"]).status, 0);
+  assert.deepEqual(readdirSync(out).sort(), ["adapter_config.json", "adapter_model.safetensors"]);
 });
 
 test("an output that is the input: refused without --force (exit 2, untouched), replaced in place with it", () => {
