@@ -64,6 +64,12 @@ export function diffusersAdapterMetadata(out: AdapterOutput): Record<string, unk
     if (rslora) cfg["use_rslora"] = true;
     if (list.some(({ m }) => m.extras && "lora_magnitude_vector" in m.extras)) cfg["use_dora"] = true;
     if (list.some(({ m }) => m.extras && "lora_B.bias" in m.extras)) cfg["lora_bias"] = true;
+    // What PEFT needs to load the modules back as they were: Conv1D layouts (GPT-2) and the
+    // passthrough heads, so a conversion back to PEFT keeps them.
+    const base = out.baseConfig ?? {};
+    if (base["fan_in_fan_out"] === true) cfg["fan_in_fan_out"] = true;
+    if (out.passthrough.length > 0 && Array.isArray(base["modules_to_save"]) && base["modules_to_save"].length > 0)
+      cfg["modules_to_save"] = base["modules_to_save"];
     for (const [k, v] of Object.entries(cfg)) meta[comp ? `${comp}.${k}` : k] = v;
   }
   return meta;

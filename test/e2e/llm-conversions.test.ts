@@ -13,7 +13,7 @@
 //   diffusers component), so the file converts back and pairs even without lora_module_names.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { runCli } from "../cli.js";
@@ -152,8 +152,24 @@ test("distilbert-imdb (modules_to_save passthrough) --to diffusers reads back wi
   assert.ok(Object.values(ref).every((r) => r.scale === 2));
   await assertInspectMatches(out, ref, (p) => p);
   await assertSameDeltas(src, out, 12);
-  // and back to PEFT: the same ΔW again
+  // and back to PEFT: the same ΔW again, and the head still in modules_to_save
   await lora("convert", out, "--to", "peft", "-o", join(d, "back"));
+  await assertInspectMatches(join(d, "back"), ref, (p) => p);
+  const cfg = (dir: string) => JSON.parse(readFileSync(join(dir, "adapter_config.json"), "utf8")) as { modules_to_save: unknown };
+  assert.deepEqual(cfg(join(d, "back")).modules_to_save, cfg(src).modules_to_save);
+});
+
+test("gpt2-tigrinya --to diffusers and back to PEFT keeps fan_in_fan_out (PEFT would load Conv1D modules transposed without it)", {
+  skip: skipFor("gpt2-tigrinya"),
+}, async () => {
+  const d = tempDir("lora-llm-");
+  const src = join(realDir, "gpt2-tigrinya");
+  const ref = JSON.parse(py(d, "peft", src)) as Record<string, RefModule>;
+  const out = join(d, "g.safetensors");
+  await lora("convert", src, "--to", "diffusers", "-o", out);
+  await lora("convert", out, "--to", "peft", "-o", join(d, "back"));
+  const cfg = JSON.parse(readFileSync(join(d, "back", "adapter_config.json"), "utf8")) as { fan_in_fan_out: unknown };
+  assert.equal(cfg.fan_in_fan_out, true);
   await assertInspectMatches(join(d, "back"), ref, (p) => p);
 });
 
