@@ -17,7 +17,9 @@
 // reports when svd's factors and error came from the Gram route (truncateFactors on the stacked
 // factors: errors within 1.5e-9 relative, norms and energies equal; every tensor byte unchanged), and
 // the "convert peft→diffusers" report when convert warned that diffusers loads no file of a
-// non-diffusers model (its two new `warnings`; with them suppressed every hash matched as before).
+// non-diffusers model (its two new `warnings`; with them suppressed every hash matched as before),
+// and that case's d.safetensors when lora_adapter_metadata began to carry modules_to_save next to the
+// passthrough head (session 17: one metadata key more; the tensors as before).
 // LORA_STABLE_WRITE=FILE writes the hashes to FILE instead of comparing (record anew, or compare two
 // builds by hand); LORA_STABLE_BIN=PATH runs another build's bin/lora.js; LORA_STABLE_BACKEND=cpu
 // runs another backend (its hashes depend on the machine's BLAS, so they are only compared by hand).
