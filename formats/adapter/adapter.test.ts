@@ -156,3 +156,15 @@ test("fixtures regenerate byte for byte", async () => {
     assert.ok(readFileSync(join(dir, f)).equals(readFileSync(join(fixturesDir, f))), f);
   }
 });
+
+test("use_rslora: true gives alpha/√r, false or absent alpha/r, anything else is refused (PEFT's truthiness would decide)", () => {
+  const base = { r: 4, lora_alpha: 8 };
+  assert.equal(peftModuleScale({ ...base, use_rslora: true }, "m", "t").scale, 8 / Math.sqrt(4));
+  for (const v of [false, null, undefined]) assert.equal(peftModuleScale({ ...base, use_rslora: v }, "m", "t").scale, 8 / 4);
+  for (const v of ["yes", "false", 1, 0, [true]])
+    assert.throws(
+      () => peftModuleScale({ ...base, use_rslora: v }, "m", "t"),
+      (e: unknown) => e instanceof InvalidInputError && /use_rslora must be true or false/.test(e.message),
+      JSON.stringify(v),
+    );
+});

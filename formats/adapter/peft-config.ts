@@ -15,6 +15,12 @@ function num(v: unknown, what: string, source: string): number {
   return v;
 }
 
+/** A boolean field (absent or null: false). Python's `if config.use_rslora:` takes any non-empty string or non-zero number as true, so such a value is refused rather than guessed. */
+function flag(v: unknown, what: string, source: string): boolean {
+  if (v === undefined || v === null || typeof v === "boolean") return v === true;
+  throw new InvalidInputError(`${source}: ${what} must be true or false, found ${JSON.stringify(v)} (PEFT would take it as ${v ? "true" : "false"})`);
+}
+
 function compilePattern(key: string, source: string): RegExp {
   try {
     return new RegExp(`^(?:.*\\.)?(?:${key})$`);
@@ -56,7 +62,7 @@ export function alphaForScale(scale: number, rank: number, rslora: boolean): num
 export function peftModuleScale(config: PeftConfig, moduleName: string, source: string): ModuleScale {
   const r = patternLookup(config["rank_pattern"], moduleName, source) ?? num(config["r"] ?? 8, "r", source);
   const alpha = patternLookup(config["alpha_pattern"], moduleName, source) ?? num(config["lora_alpha"] ?? 8, "lora_alpha", source);
-  const rslora = config["use_rslora"] === true;
+  const rslora = flag(config["use_rslora"], "use_rslora", source);
   return { rank: r, alpha, scale: scaleFor(alpha, r, rslora), rslora };
 }
 
