@@ -206,3 +206,27 @@ test(`convert refuses a NaN found while copying (the element named, nothing writ
   await assert.rejects(runConvert({ input: src, output: "-", to: "kohya", force: false }, { stdout }), InvalidInputError);
   assert.equal(Buffer.concat(chunks).length, 0, "nothing on standard output");
 });
+
+test("PEFT rsLoRA → kohya: the report's error is what the F32 alpha does to each scale (0 where float32 holds s·r)", async () => {
+  const src = join(fixturesDir, "peft-rslora");
+  const out = join(tmp(), "rs.safetensors");
+  const rep = await runConvert({ input: src, output: out, to: "kohya", force: false }, {});
+  const a = await loadAdapter(src),
+    k = await loadAdapter(out);
+  try {
+    let rounded = 0;
+    for (const m of a.modules) {
+      const km = k.modules.find((q) => q.path === m.path)!;
+      const r = rep.modules.find((q) => q.name === m.path)!;
+      // ΔW_kohya = (s_kohya / s)·ΔW with the same factor bytes: the relative error is |s_kohya/s − 1|.
+      const actual = Math.abs(km.scale / m.scale - 1);
+      assert.ok(Math.abs(r.relative_error - actual) <= 4e-16, `${m.path}: reported ${r.relative_error}, file ${actual}`);
+      assert.equal(r.alpha, km.alpha, `${m.path}: the alpha the file holds`);
+      if (actual > 0) rounded++;
+    }
+    assert.ok(rounded > 0, "some s·r = α·√r is not a float32 value");
+  } finally {
+    await a.file.close();
+    await k.file.close();
+  }
+});

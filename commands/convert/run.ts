@@ -142,13 +142,18 @@ async function convertOne(a: Adapter, o: ConvertOptions, deps: { stdin?: NodeJS.
       output: o.output,
       from: a.format,
       to: o.to,
-      modules: out.modules.map((m) => ({
-        name: m.path,
-        rank: m.rank,
-        alpha: m.alpha,
-        scale: m.alpha / (useRslora ? Math.sqrt(m.rank) : m.rank),
-        relative_error: 0,
-      })),
+      modules: out.modules.map((m) => {
+        // kohya files hold alpha as an F32 scalar: an alpha that float32 cannot hold (rsLoRA's s·r =
+        // α·√r) scales ΔW by fround(α)/α, and that is the conversion's only error (docs/formats.md "kohya").
+        const alpha = o.to === "kohya" ? Math.fround(m.alpha) : m.alpha;
+        return {
+          name: m.path,
+          rank: m.rank,
+          alpha,
+          scale: alpha / (useRslora ? Math.sqrt(m.rank) : m.rank),
+          relative_error: m.alpha === 0 ? 0 : Math.abs(alpha - m.alpha) / Math.abs(m.alpha),
+        };
+      }),
       passthrough: a.passthrough.length,
       totals: { modules: a.modules.length, rank: a.modules.reduce((s, m) => s + m.rank, 0) },
       warnings,
