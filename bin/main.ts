@@ -5,16 +5,20 @@ const env = process.env;
 const noColor = argv.includes("--no-color") || (env["NO_COLOR"] ?? "") !== "" || env["TERM"] === "dumb" || !!env["CI"];
 if (noColor) env["FORCE_COLOR"] = "0";
 
-// A reader that went away (`lora … | head -1`, or `2>&1 | head -1`, where the notes on stderr meet
-// the closed pipe first) ends the program quietly with status 0.
-for (const stream of [process.stdout, process.stderr]) {
-  stream.on("error", (e: NodeJS.ErrnoException) => {
-    if (e.code === "EPIPE") process.exit(0);
-    throw e;
-  });
-}
-
 const { cleanupTempFilesSync } = await import("../common/atomic.js");
+
+// The reader of the data that went away (`lora … | head -1`) ends the program quietly with status 0
+// (a write in progress leaves no temp file). Messages that can no longer be shown (stderr closed,
+// as in `2>&1 | head -1`) are dropped: the work goes on, and ends with its own status, or with 0
+// when stdout, the same pipe, closes too.
+process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+  if (e.code !== "EPIPE") throw e;
+  cleanupTempFilesSync();
+  process.exit(0);
+});
+process.stderr.on("error", (e: NodeJS.ErrnoException) => {
+  if (e.code !== "EPIPE" && e.code !== "ERR_STREAM_DESTROYED") throw e;
+});
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   process.once(sig, () => {
     cleanupTempFilesSync();

@@ -2,7 +2,7 @@
 // EPIPE, binary refused on a terminal, malformed files rejected with their error name and no output.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { encodeFloats, serializeSafetensors, type TensorSpec } from "../../formats/safetensors/index.js";
 import { join } from "node:path";
@@ -213,6 +213,23 @@ test("a closed pipe ends quietly with status 0", { skip: needsReal("gpt2-tigriny
     });
     assert.equal(c.status, 0, `2>&1 | head -1, run ${i}: ${c.stderr}`);
   }
+});
+
+test("stderr closed: the messages are dropped, the work and its exit status are not", async () => {
+  const d = tempDir("lora-stderr-closed-");
+  const run = (args: string[]) =>
+    new Promise<number | null>((resolve) => {
+      const child = spawn(process.execPath, [loraBin, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+      child.stderr.destroy(); // the reader of stderr is gone before the first message
+      child.on("exit", (code) => resolve(code));
+    });
+  const out = join(d, "t");
+  assert.equal(await run(["truncate", ex, "--rank", "2", "-o", out]), 0);
+  assert.deepEqual(readdirSync(out).sort(), ["adapter_config.json", "adapter_model.safetensors"]);
+  // an error's message cannot be shown, but its status still says it failed
+  assert.equal(await run(["truncate", join(fixturesDir, "bad-adapters", "inf-factor.safetensors"), "--rank", "2", "-o", join(d, "u")]), 3);
+  assert.equal(await run(["inspect", join(d, "no-such-file")]), 1);
+  assert.deepEqual(readdirSync(d), ["t"]);
 });
 
 test("outputs are atomic and never overwrite an input", () => {
