@@ -3,6 +3,7 @@
 // function of the total rank) and, with --budget/--energy, the redistribution (ranks per module
 // before/after).
 import type { InspectReport } from "./run.js";
+import { visible } from "../support/output.js";
 
 /** Relative singular values below this are numerically zero and left off the log scale. */
 const RATIO_FLOOR = 1e-10;
@@ -67,7 +68,8 @@ export function inspectChartSpec(r: InspectReport): Record<string, unknown> {
   const n = r.modules.length;
   const maxRank = Math.max(1, ...r.modules.map((m) => m.rank));
   const prefix = commonPrefix(r.modules.map((m) => m.name));
-  const label = (name: string) => name.slice(prefix.length);
+  // Labels are the file's own text: control characters (which XML forbids in an SVG) shown as \u{…}.
+  const label = (name: string) => visible(name.slice(prefix.length));
   const spectra: Row[] = [];
   const energy: Row[] = [];
   let zeroModules = 0;
@@ -79,10 +81,10 @@ export function inspectChartSpec(r: InspectReport): Record<string, unknown> {
     }
     m.singular_values.forEach((s, i) => {
       const ratio = s / top;
-      if (ratio >= RATIO_FLOOR) spectra.push({ module: m.name, label: label(m.name), idx, i: i + 1, ratio, sigma: s });
+      if (ratio >= RATIO_FLOOR) spectra.push({ module: visible(m.name), label: label(m.name), idx, i: i + 1, ratio, sigma: s });
     });
-    energy.push({ module: m.name, label: label(m.name), idx, k: 0, e: 0 });
-    m.energy.forEach((e, i) => energy.push({ module: m.name, label: label(m.name), idx, k: i + 1, e }));
+    energy.push({ module: visible(m.name), label: label(m.name), idx, k: 0, e: 0 });
+    m.energy.forEach((e, i) => energy.push({ module: visible(m.name), label: label(m.name), idx, k: i + 1, e }));
   });
   const curve = globalEnergy(r);
   const d = r.redistribution;
@@ -272,7 +274,7 @@ export function inspectChartSpec(r: InspectReport): Record<string, unknown> {
   ];
 
   if (d) {
-    const alloc: Row[] = r.modules.map((m, idx) => ({ module: m.name, label: label(m.name), idx, before: m.rank, after: d.ranks[m.name] ?? 0 }));
+    const alloc: Row[] = r.modules.map((m, idx) => ({ module: visible(m.name), label: label(m.name), idx, before: m.rank, after: d.ranks[m.name] ?? 0 }));
     data.push({ name: "alloc", values: alloc });
     const labels = n <= MAX_BAR_LABELS;
     const band = labels ? 14 : Math.max(3, Math.min(8, Math.floor(600 / Math.max(1, n))));
@@ -329,7 +331,7 @@ export function inspectChartSpec(r: InspectReport): Record<string, unknown> {
     ? [
         {
           stroke: "color",
-          title: prefix ? `module (${prefix}…)` : "module",
+          title: prefix ? `module (${visible(prefix)}…)` : "module",
           orient: "right",
           symbolType: "stroke",
           labelFontSize: 10,
@@ -342,13 +344,13 @@ export function inspectChartSpec(r: InspectReport): Record<string, unknown> {
 
   return {
     $schema: "https://vega.github.io/schema/vega/v6.json",
-    description: `lora inspect chart of ${r.path}`,
+    description: `lora inspect chart of ${visible(r.path)}`,
     background: "white",
     padding: 16,
     autosize: "pad",
     config: { font: "DejaVu Sans, Helvetica, Arial, sans-serif" },
     title: {
-      text: `lora inspect: ${r.path}`,
+      text: `lora inspect: ${visible(r.path)}`,
       subtitle: `${r.format} adapter, ${n} modules, total rank ${totalRank}, ${r.totals.params.toLocaleString("en-US")} LoRA parameters, ${r.dtype}`,
       anchor: "start",
       fontSize: 15,

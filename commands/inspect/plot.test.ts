@@ -160,3 +160,25 @@ test("chart labels drop the dotted prefix all module names share (never a whole 
   assert.equal(commonPrefix(["only.one"]), "");
   assert.equal(commonPrefix(["x.q", "y.q"]), "");
 });
+
+test("SVG: control characters in module names and the path are escaped (XML forbids them), with --budget too", async () => {
+  const r = await inspect(ex, { budget: 16 });
+  const odd = (s: string) => `${s}\u001b[2J\u0007`;
+  const bad: InspectReport = {
+    ...r,
+    path: odd(r.path),
+    modules: r.modules.map((m) => ({ ...m, name: odd(m.name) })),
+    ...(r.redistribution
+      ? { redistribution: { ...r.redistribution, ranks: Object.fromEntries(Object.entries(r.redistribution.ranks).map(([k, v]) => [odd(k), v])) } }
+      : {}),
+  };
+  const svg = decode(await renderChart(bad, "svg"));
+  assert.ok(!/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/.test(svg), "no character XML 1.0 forbids");
+  assertBalancedXml(svg);
+  assert.ok(svg.includes("\\u{1b}[2J\\u{7}"), "shown escaped");
+  // the allocation still reads each module's ranks (the lookup uses the names as they are)
+  for (const m of r.modules) {
+    const after = r.redistribution!.ranks[m.name] ?? 0;
+    assert.ok(svg.includes(`${m.name}\\u{1b}[2J\\u{7}: ${m.rank} → ${after}`), `${m.name}: ${m.rank} → ${after}`);
+  }
+});

@@ -161,10 +161,20 @@ test("use_rslora: true gives alpha/√r, false or absent alpha/r, anything else 
   const base = { r: 4, lora_alpha: 8 };
   assert.equal(peftModuleScale({ ...base, use_rslora: true }, "m", "t").scale, 8 / Math.sqrt(4));
   for (const v of [false, null, undefined]) assert.equal(peftModuleScale({ ...base, use_rslora: v }, "m", "t").scale, 8 / 4);
-  for (const v of ["yes", "false", 1, 0, [true]])
+  // what PEFT would do with each, by Python's truth
+  for (const [v, py] of [
+    ["yes", true],
+    ["false", true],
+    ["", false],
+    [1, true],
+    [0, false],
+    [[true], true],
+    [[], false],
+    [{}, false],
+  ] as const)
     assert.throws(
       () => peftModuleScale({ ...base, use_rslora: v }, "m", "t"),
-      (e: unknown) => e instanceof InvalidInputError && /use_rslora must be true or false/.test(e.message),
+      (e: unknown) => e instanceof InvalidInputError && e.message.includes(`use_rslora must be true or false`) && e.message.includes(`take it as ${py}`),
       JSON.stringify(v),
     );
 });

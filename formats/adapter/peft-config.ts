@@ -18,7 +18,9 @@ function num(v: unknown, what: string, source: string): number {
 /** A boolean field (absent or null: false). Python's `if config.use_rslora:` takes any non-empty string or non-zero number as true, so such a value is refused rather than guessed. */
 function flag(v: unknown, what: string, source: string): boolean {
   if (v === undefined || v === null || typeof v === "boolean") return v === true;
-  throw new InvalidInputError(`${source}: ${what} must be true or false, found ${JSON.stringify(v)} (PEFT would take it as ${v ? "true" : "false"})`);
+  // Python's truth: "" and 0 and empty lists or dicts are false, anything else true.
+  const truthy = Array.isArray(v) ? v.length > 0 : typeof v === "object" ? Object.keys(v as object).length > 0 : !!v;
+  throw new InvalidInputError(`${source}: ${what} must be true or false, found ${JSON.stringify(v)} (PEFT would take it as ${truthy ? "true" : "false"})`);
 }
 
 function compilePattern(key: string, source: string): RegExp {
