@@ -57,6 +57,8 @@ export async function runCatalogTruncate(
   let ranks: Map<string, Map<string, number>> | undefined, energy: Map<string, { kept: number; total: number }> | undefined;
   // σ of each module from the allocation's pass: modules kept whole or removed are not read again.
   let spectra: Map<string, Map<string, Float64Array>> | undefined;
+  // Each adapter's total input rank (reported for an adapter the allocation drops, too).
+  let rankIn: Map<string, number> | undefined;
   const report: CatalogTruncateReport = { command: "truncate", catalog: true, output_dir: outDir, bytes: 0, adapters: [], failed };
   let todo = paths;
   if (o.maxBytes !== undefined) {
@@ -68,6 +70,7 @@ export async function runCatalogTruncate(
     const alloc = allocateBytes(items, o.maxBytes);
     ranks = new Map(items.map((it, i) => [it.path, alloc.ranks[i]!]));
     spectra = new Map(items.map((it) => [it.path, new Map(it.modules.map((m) => [m.name, m.values.map(Math.sqrt)]))]));
+    rankIn = new Map(items.map((it) => [it.path, it.modules.reduce((s, m) => s + m.rank, 0)]));
     energy = new Map(
       items.map((it, i) => {
         let kept = 0,
@@ -90,7 +93,7 @@ export async function runCatalogTruncate(
   const truncateOne = async (input: string, r0: Map<string, number> | undefined, s0: Map<string, Float64Array> | undefined): Promise<CatalogAdapterReport> => {
     const output = join(outDir, basename(input));
     if (r0 && [...r0.values()].every((k) => k === 0))
-      return { input, output: "", rank_in: 0, rank: 0, bytes: 0, relative_error: 1, retained_energy: 0, dropped: true };
+      return { input, output: "", rank_in: rankIn?.get(input) ?? 0, rank: 0, bytes: 0, relative_error: 1, retained_energy: 0, dropped: true };
     const r = (await runTruncate(
       { ...base, input, output, ...(r0 ? { ranks: r0 } : {}), ...(s0 ? { spectra: s0 } : {}) },
       { backend: deps.backend, buffers: pool },

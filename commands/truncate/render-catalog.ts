@@ -28,7 +28,7 @@ export function printCatalogReport(ctx: Ctx, g: GlobalOptions, r: CatalogTruncat
       formatTsv(rows, g.header ? ["adapter", "output", "rank_in", "rank", "bytes", "relative_error", ...(energy ? ["retained_energy"] : [])] : undefined),
     );
   const parts = [
-    `${r.adapters.length} adapters written to ${r.output_dir}`,
+    `${r.adapters.filter((a) => !a.dropped).length} adapters written to ${r.output_dir}${r.adapters.some((a) => a.dropped) ? ` (${r.adapters.filter((a) => a.dropped).length} dropped: the optimum keeps no rank of them)` : ""}`,
     `${r.bytes} bytes of tensors${r.max_bytes !== undefined ? ` (budget ${r.max_bytes})` : ""}`,
   ];
   if (energy)
