@@ -127,7 +127,11 @@ async function checkAgainstBruteForce(made: Made[], maxBytes: number, dir: strin
   let written = 0;
   for (const a of rep.adapters) {
     const src0 = made.find((m) => m.path === a.input)!;
-    assert.equal(a.rank_in, src0.mods.reduce((s, m) => s + m.r, 0), `${what}: ${a.input} rank in`);
+    assert.equal(
+      a.rank_in,
+      src0.mods.reduce((s, m) => s + m.r, 0),
+      `${what}: ${a.input} rank in`,
+    );
     if (a.dropped) {
       assert.ok(!existsSync(join(dir, basename(a.input))), `${what}: ${a.input} dropped but written`);
       continue;
