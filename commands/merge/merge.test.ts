@@ -692,6 +692,7 @@ describe("a target that cancels (an adapter merged with its negation)", () => {
       for (const m of rep.modules) {
         assert.equal(m.target_norm, 0, `${method} ${m.name}: target_norm`);
         assert.equal(m.relative_error, zero ? 0 : Infinity, `${method} ${m.name}: relative_error`);
+        assert.equal(m.retained_energy, undefined, `${method} ${m.name}: no share of a target that is rounding noise`);
       }
       assert.equal(rep.totals.relative_error, zero ? 0 : Infinity, `${method}: total`);
       const note = rep.notes.find((n) => /cancels to the rounding level/.test(n));

@@ -155,7 +155,8 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
       const det = { ...(res.details ?? {}) };
       delete det["labels"];
       if (typeof det["retained_energy"] === "number") {
-        mr.retained_energy = det["retained_energy"];
+        // a share of a target that is rounding noise means nothing: left out then
+        if (!err.cancelled) mr.retained_energy = det["retained_energy"];
         delete det["retained_energy"];
       }
       if (g.ffaDeviation !== undefined) Object.assign(det, { shared_a_deviation: g.ffaDeviation, projected: !g.ffaShared });

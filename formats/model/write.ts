@@ -31,6 +31,12 @@ export const MODEL_SIDE_FILES: readonly string[] = [
   "vocab.json",
   "merges.txt",
   "added_tokens.json",
+  "vocab.txt",
+  "spiece.model",
+  "sentencepiece.bpe.model",
+  "chat_template.jinja",
+  "chat_template.json",
+  "preprocessor_config.json",
 ];
 
 /** A fill that writes a text. */
