@@ -44,11 +44,15 @@ export interface WriteReport {
  * Totals: overall relative error √(Σ errᵢ²‖Tᵢ‖²) / √(Σ ‖Tᵢ‖²) (the error of the whole adapter), and
  * the tensor bytes written, where given.
  */
-export function totalsOf(mods: ModuleResult[], bytes?: number): WriteReport["totals"] {
+/**
+ * Totals of the module rows; the total error is √(Σ‖ΔW_out − T‖²)/√(Σ‖T‖²). `diffOf` gives ‖ΔW_out − T‖
+ * where relative_error × target_norm cannot (a target reported as 0 with an infinite ratio).
+ */
+export function totalsOf(mods: ModuleResult[], bytes?: number, diffOf?: (m: ModuleResult) => number | undefined): WriteReport["totals"] {
   let num = 0,
     den = 0;
   for (const m of mods) {
-    num += (m.relative_error * m.target_norm) ** 2;
+    num += (diffOf?.(m) ?? m.relative_error * m.target_norm) ** 2;
     den += m.target_norm ** 2;
   }
   const rin = (m: ModuleResult) => (Array.isArray(m.rank_in) ? m.rank_in.reduce((s, x) => s + x, 0) : m.rank_in);
@@ -56,7 +60,7 @@ export function totalsOf(mods: ModuleResult[], bytes?: number): WriteReport["tot
     modules: mods.filter((m) => m.rank > 0).length,
     rank_in: mods.reduce((s, m) => s + rin(m), 0),
     rank: mods.reduce((s, m) => s + m.rank, 0),
-    relative_error: den > 0 ? Math.sqrt(num / den) : 0,
+    relative_error: den > 0 ? Math.sqrt(num / den) : num > 0 ? Infinity : 0,
     ...(bytes !== undefined ? { bytes } : {}),
   };
 }

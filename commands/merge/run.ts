@@ -16,6 +16,7 @@ import { writeAdapter, type AdapterOutput, type OutModule } from "../../formats/
 import type { PeftConfig } from "../../formats/adapter/peft-config.js";
 import { InvalidInputError, UsageError } from "../../common/errors.js";
 import { encodeFloatsWithResidual } from "../../formats/safetensors/index.js";
+import { firstNonFinite } from "../../common/dtype.js";
 import type { LinalgBackend } from "../../linalg/types.js";
 import { totalsOf, type ModuleResult, type WriteReport } from "../../surgery/report.js";
 import { errorOf, mergeModule, rounded, roundingErrorOf, type ErrorReport } from "../../surgery/merge/module.js";
@@ -107,7 +108,7 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
     const format: "peft" | "kohya" | "diffusers" = o.to ?? (firstFormat === "kohya" || firstFormat === "diffusers" ? firstFormat : "peft");
     const results = new Map<string, ModuleResult>();
     /** Modules whose target cancelled to rounding level (reported as 0), with their ‖ΔW_out − T‖. */
-    const cancelled = new Map<string, number>();
+    const cancelled = new Map<ModuleResult, number>();
     let done = 0;
     const mergeOne = async (g: (typeof live)[number]): Promise<{ A: Uint8Array; B: Uint8Array }> => {
       const terms = await readTerms(adapters, g, weights);
@@ -115,10 +116,8 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
       if (res.A.rows !== g.rank || res.B.cols !== g.rank)
         throw new Error(`internal: ${o.method} produced rank ${res.A.rows} for module ${g.name}, planned ${g.rank}`);
       // A value past the dtype's range is written as ±Inf: refused, naming the module (exit 3).
-      const overflow = (x: Float64Array) => {
-        let sum = 0;
-        for (let i = 0; i < x.length; i++) sum += x[i]! * 0; // NaN exactly when some value is ±Inf or NaN
-        if (sum !== 0)
+      const refuseOverflow = (b: { A: Uint8Array; B: Uint8Array }) => {
+        if (firstNonFinite(g.dtype, b.B) >= 0 || firstNonFinite(g.dtype, b.A) >= 0)
           throw new InvalidInputError(
             `module ${g.name}: the merged factors do not fit in ${g.dtype} (a value overflows to ±Inf); lower the --weights or merge adapters stored in F32`,
           );
@@ -126,32 +125,27 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
       const target = terms.map((t) => ({ B: t.B, A: t.A, scale: t.weight * t.scale }));
       let bytes: { A: Uint8Array; B: Uint8Array }, err: ErrorReport;
       if (res.written) {
-        overflow(res.B.data);
-        overflow(res.A.data);
         bytes = res.written;
+        refuseOverflow(bytes);
         err = res.written;
       } else if (res.exact) {
         // Exact merges: the error is what rounding to the dtype did (an infinite residual: overflow).
         const Br = encodeFloatsWithResidual(g.dtype, res.B.data),
           Ar = encodeFloatsWithResidual(g.dtype, res.A.data);
-        if (Br.residual) overflow(Br.residual);
-        if (Ar.residual) overflow(Ar.residual);
         bytes = { A: Ar.bytes, B: Br.bytes };
+        refuseOverflow(bytes);
         err = await roundingErrorOf(be, target, res, { A: Ar.residual, B: Br.residual });
       } else {
         const Ar = rounded(g.dtype, res.A.data),
           Br = rounded(g.dtype, res.B.data);
-        const A = Ar.values,
-          B = Br.values;
-        overflow(B);
-        overflow(A);
         bytes = { A: Ar.bytes, B: Br.bytes };
-        err = await errorOf(be, target, { A: { ...res.A, data: A }, B: { ...res.B, data: B } });
+        refuseOverflow(bytes);
+        err = await errorOf(be, target, { A: { ...res.A, data: Ar.values }, B: { ...res.B, data: Br.values } });
       }
       const rankIn = adapters.map((_, i) => g.members.find((m) => m.input === i)?.module.rank ?? 0);
-      if (err.cancelled) cancelled.set(g.key, err.diff);
       // relative_error Infinity (T at rounding level, the output not) is null in the JSON report.
       const mr: ModuleResult = { name: g.name, rank_in: rankIn, rank: g.rank, relative_error: err.rel, target_norm: err.norm };
+      if (err.cancelled) cancelled.set(mr, err.diff);
       const det = { ...(res.details ?? {}) };
       delete det["labels"];
       if (typeof det["retained_energy"] === "number") {
@@ -208,23 +202,13 @@ export async function runMerge(o: MergeOptions, deps: MergeDeps): Promise<MergeR
         })
       : await write(mergeOne);
     const mods = live.map((g) => results.get(g.key)!);
-    const totals = totalsOf(mods, written.tensorBytes);
+    // A cancelled module's ‖ΔW_out − T‖ enters the total as it is (its ratio may be ∞ over a norm of 0).
+    const totals = totalsOf(mods, written.tensorBytes, (m) => cancelled.get(m));
     if (cancelled.size) {
       const nonzero = [...cancelled.values()].filter((d) => d > 0).length;
       notes.push(
         `${cancelled.size} module(s) have a target Σ wᵢ·ΔWᵢ that cancels to the rounding level of its terms: reported as target_norm 0, with relative error 0${nonzero ? `, or infinite (null in --json) for the ${nonzero} whose output is not 0` : " (the output is 0 too)"}`,
       );
-      // The total √(Σ‖ΔW_out − Tᵢ‖²)/√(Σ‖Tᵢ‖²) with those modules' ‖ΔW_out − T‖ (totalsOf would take ∞·0).
-      if (nonzero) {
-        let num = 0,
-          den = 0;
-        for (const g of live) {
-          const m = results.get(g.key)!;
-          num += cancelled.has(g.key) ? cancelled.get(g.key)! ** 2 : (m.relative_error * m.target_norm) ** 2;
-          den += m.target_norm ** 2;
-        }
-        totals.relative_error = den > 0 ? Math.sqrt(num / den) : Infinity;
-      }
     }
     const report: MergeReport = {
       command: "merge",
