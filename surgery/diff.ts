@@ -10,7 +10,7 @@
 // Only --signs forms the dense ΔW, one module at a time.
 import { isDora, readFactors, type Adapter, type LoraModule } from "../formats/adapter/index.js";
 import { InvalidInputError } from "../common/errors.js";
-import { lowRankNorm, lowRankSvd, type LowRankTerm } from "../linalg/lowrank.js";
+import { lowRankNorm, lowRankSvd, transpose, type LowRankTerm } from "../linalg/lowrank.js";
 import { mapInLanes } from "../common/map-in-lanes.js";
 import type { LinalgBackend, Mat } from "../linalg/types.js";
 
@@ -97,7 +97,7 @@ export async function principalAngles(be: LinalgBackend, X: Mat<Float64Array>, Y
   if (n === 0) return [];
   const cos = (await be.svd(C)).S;
   // Residual of the narrower basis after projecting on the wider one: its n singular values are the sines.
-  const [wide, narrow, proj] = X.cols >= Y.cols ? [X, Y, C] : [Y, X, transposed(C)];
+  const [wide, narrow, proj] = X.cols >= Y.cols ? [X, Y, C] : [Y, X, transpose(C)];
   const back = await be.gemm(wide, proj); // rows × narrow.cols
   const res = new Float64Array(narrow.data.length);
   for (let i = 0; i < res.length; i++) res[i] = narrow.data[i]! - back.data[i]!;
@@ -112,12 +112,6 @@ export async function principalAngles(be: LinalgBackend, X: Mat<Float64Array>, Y
     out.push(c * c >= 0.5 ? Math.asin(s) : Math.acos(c));
   }
   return out;
-}
-
-function transposed(m: Mat<Float64Array>): Mat<Float64Array> {
-  const d = new Float64Array(m.data.length);
-  for (let i = 0; i < m.rows; i++) for (let j = 0; j < m.cols; j++) d[j * m.rows + i] = m.data[i * m.cols + j]!;
-  return { rows: m.cols, cols: m.rows, data: d };
 }
 
 /** TIES sign conflict of two dense ΔW (entries non-zero in both whose signs differ / entries non-zero in both). */

@@ -8,17 +8,11 @@
 import type { AdapterOutput, OutModule } from "./output.js";
 import { decodeToFloat64, DTYPE_BITS, SafetensorsFile, type DerivedTensor, type TensorInfo } from "../safetensors/index.js";
 import type { LoraModule } from "./types.js";
+import { transpose } from "../../common/dense.js";
 
 /** Metadata key our kohya writer sets when the factors are in the Conv1D weight's layout. */
 export const WEIGHT_LAYOUT_KEY = "lora_weight_layout";
 const WEIGHT_LAYOUT = "fan_in_fan_out";
-
-/** Row-major r×c → c×r. */
-function transpose(x: Float64Array, r: number, c: number): Float64Array {
-  const o = new Float64Array(x.length);
-  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) o[j * r + i] = x[i * c + j]!;
-  return o;
-}
 
 function transposed(m: OutModule): OutModule {
   const { rawFactors, produce, kernel: _k, ...rest } = m;
