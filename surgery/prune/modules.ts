@@ -59,10 +59,14 @@ export async function planModules(
   const total = norms.reduce((s, x) => s + x * x, 0);
   const res: ModulesPlanned = { out: [], results: [], dropped: [], notes: [] };
   let unindexed = 0;
+  const present = new Set<number>(); // the adapter's layer indices
   a.modules.forEach((m, k) => {
     const norm = norms[k]!;
     const share = total > 0 ? (norm * norm) / total : 0;
-    if (c.layers && layerIndexOf(m.path) === null && layerIndexOf(m.name) === null) unindexed++;
+    const layer = layerIndexOf(m.path) ?? layerIndexOf(m.name);
+    if (layer === null) {
+      if (c.layers) unindexed++;
+    } else present.add(layer);
     const why = reasons(m, norm, share, c);
     const dropped = why.length > 0;
     res.results.push({
@@ -101,7 +105,6 @@ export async function planModules(
   if (c.match && !a.modules.some((m) => c.match!.test(m.name) || c.match!.test(m.path)))
     res.notes.push(`--match ${c.match.source} matches no module: it drops nothing`);
   if (c.layers) {
-    const present = new Set(a.modules.map((m) => layerIndexOf(m.path) ?? layerIndexOf(m.name)).filter((l): l is number => l !== null));
     const absent = [...c.layers].filter((l) => !present.has(l));
     if (absent.length) {
       const have = [...present].sort((x, y) => x - y);
