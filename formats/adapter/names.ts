@@ -4,6 +4,11 @@
 
 export const PEFT_PREFIX = "base_model.model.";
 
+/** A PEFT key's module path in the model: PEFT_PREFIX dropped where it is there. */
+export function stripPeftPrefix(key: string): string {
+  return key.startsWith(PEFT_PREFIX) ? key.slice(PEFT_PREFIX.length) : key;
+}
+
 /** Component prefixes of diffusers/PEFT-style paths and the kohya stem prefix each becomes. */
 const KOHYA_COMPONENT: [string, string][] = [
   ["text_encoder_2.", "te2_"],

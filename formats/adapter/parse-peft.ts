@@ -3,7 +3,7 @@
 // plus LoRAPrune's lora_mask. Every other tensor is passthrough.
 import { InvalidInputError } from "../../common/errors.js";
 import type { TensorInfo } from "../safetensors/index.js";
-import { matchKeyFor, PEFT_PREFIX } from "./names.js";
+import { matchKeyFor, stripPeftPrefix } from "./names.js";
 import { peftModuleScale, type PeftConfig } from "./peft-config.js";
 import { buildModule, groupByRole, partsOf, type ModuleParts } from "./module.js";
 import type { LoraModule } from "./types.js";
@@ -63,7 +63,7 @@ export function parsePeft(
   const { groups, rest } = groupPeftKeys(tensors, label);
   const modules: LoraModule[] = [];
   for (const [base, parts] of groups) {
-    const path = base.startsWith(PEFT_PREFIX) ? base.slice(PEFT_PREFIX.length) : base;
+    const path = stripPeftPrefix(base);
     const mod = buildModule(parts, { name: path, path, matchKey: matchKeyFor(path), label });
     if (config) {
       const sc = peftModuleScale(config, path, label);

@@ -10,7 +10,7 @@ import { elementCount, type TensorInfo } from "../safetensors/index.js";
 import { registerDetector } from "./detect.js";
 import type { DetectContext, Detected, Detector } from "./detector.js";
 import { buildModule, groupByRole } from "./module.js";
-import { matchKeyFor, PEFT_PREFIX } from "./names.js";
+import { matchKeyFor, stripPeftPrefix } from "./names.js";
 import { groupPeftKeys } from "./parse-peft.js";
 import { peftModuleScale, scaleFor } from "./peft-config.js";
 import type { LoraModule } from "./types.js";
@@ -46,10 +46,6 @@ function peftGates(names: string[]): Map<string, string> {
     }
   }
   return gates;
-}
-
-function stripPeftPrefix(base: string): string {
-  return base.startsWith(PEFT_PREFIX) ? base.slice(PEFT_PREFIX.length) : base;
 }
 
 function checkGate(gate: TensorInfo, mod: LoraModule, label: string): void {

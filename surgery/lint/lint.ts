@@ -9,7 +9,7 @@ import {
   type Adapter,
   kohyaStemFor,
   openAdapterSource,
-  PEFT_PREFIX,
+  stripPeftPrefix,
   PEFT_ROLES,
   patternLookup,
   peftModuleScale,
@@ -158,7 +158,7 @@ async function factorValues(src: AdapterSource, t: TensorInfo, take: (n: number)
 /** Shapes, dtypes and values of every module. */
 /** A module as every finding names it: its path in the model (PEFT's base_model.model. prefix dropped; kohya stems as they are). */
 function moduleName(g: Group): string {
-  return g.stem.startsWith(PEFT_PREFIX) ? g.stem.slice(PEFT_PREFIX.length) : g.stem;
+  return stripPeftPrefix(g.stem);
 }
 
 async function checkModules(src: AdapterSource, groups: Group[], f: Findings): Promise<void> {

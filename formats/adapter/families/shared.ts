@@ -4,11 +4,11 @@
 import { jacobiSvd, matmul } from "../../../common/dense.js";
 import type { SafetensorsFile, TensorInfo } from "../../safetensors/index.js";
 import type { DerivedModuleSpec, ExactFactors } from "../derived.js";
-import { matchKeyFor, PEFT_PREFIX } from "../names.js";
+import { matchKeyFor } from "../names.js";
 import type { PeftConfig } from "../peft-config.js";
 import type { ModuleFamily } from "../types.js";
 
-export const stripPeftPrefix = (base: string) => (base.startsWith(PEFT_PREFIX) ? base.slice(PEFT_PREFIX.length) : base);
+export { stripPeftPrefix } from "../names.js";
 
 /** A Linear module of a family file, named by its dotted path, with its exact factors computed on read. */
 export function linearModule(
